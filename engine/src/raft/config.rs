@@ -1,0 +1,101 @@
+//! Per-replica configuration of the Raft core.
+//!
+//! Time is counted in ticks: the caller decides how long a tick is and calls
+//! [`RawNode::tick`](super::RawNode::tick) at that rate. Nothing here reads a clock.
+
+use super::errors::{Error, Result};
+
+/// How a linearizable read is confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// ReadIndex: the leader records its commit index and confirms it is still the leader
+    /// with one heartbeat round acknowledged by a quorum. Always safe.
+    Safe,
+    /// Leader lease: while a quorum acknowledged a heartbeat round less than
+    /// `election_tick - max_clock_drift_ticks` ticks ago, the leader answers at once.
+    /// Falls back to [`ReadMode::Safe`] when the lease has lapsed. Sound only if no
+    /// replica's clock runs more than `max_clock_drift_ticks` ticks per election timeout
+    /// slower or faster than another's.
+    Lease,
+}
+
+/// Configuration of one replica.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This replica's id; never 0.
+    pub id: u64,
+    /// Ticks without hearing from a leader before a follower campaigns. The actual
+    /// timeout is drawn from `[election_tick, 2 * election_tick)` after every reset.
+    pub election_tick: usize,
+    /// Ticks between a leader's heartbeat rounds; must be below `election_tick`.
+    pub heartbeat_tick: usize,
+    /// Upper bound on the encoded size of entries in one append message (at least one
+    /// entry is always sent).
+    pub max_size_per_msg: u64,
+    /// How many append messages may be in flight to one follower in replicate mode.
+    pub max_inflight_msgs: usize,
+    /// Campaign in two phases so that a replica rejoining after a partition does not
+    /// disrupt a healthy leader by raising the term.
+    pub pre_vote: bool,
+    /// A leader that has not heard from a quorum within an election timeout steps down,
+    /// and voters ignore campaigns while they hear from a leader. Needed for lease reads.
+    pub check_quorum: bool,
+    /// Assumed bound on clock drift between replicas, in ticks per election timeout. The
+    /// leader lease is `election_tick - max_clock_drift_ticks` ticks long.
+    pub max_clock_drift_ticks: usize,
+    /// The highest index the application has applied; entries after it are handed out
+    /// again on restart.
+    pub applied: u64,
+    /// Seed for the randomized election timeouts. The core has no other randomness.
+    pub random_seed: u64,
+}
+
+impl Config {
+    /// A configuration with the usual defaults: election after 10 ticks, heartbeat every
+    /// 2, PreVote and CheckQuorum on.
+    pub fn new(id: u64) -> Config {
+        Config {
+            id,
+            election_tick: 10,
+            heartbeat_tick: 2,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            pre_vote: true,
+            check_quorum: true,
+            max_clock_drift_ticks: 2,
+            applied: 0,
+            random_seed: id,
+        }
+    }
+
+    /// Checks the configuration for internal consistency.
+    pub fn validate(&self) -> Result<()> {
+        if self.id == 0 {
+            return Err(Error::InvalidConfig("id must not be 0".into()));
+        }
+        if self.heartbeat_tick == 0 {
+            return Err(Error::InvalidConfig("heartbeat_tick must be at least 1".into()));
+        }
+        if self.election_tick <= self.heartbeat_tick {
+            return Err(Error::InvalidConfig(format!(
+                "election_tick ({}) must be greater than heartbeat_tick ({})",
+                self.election_tick, self.heartbeat_tick
+            )));
+        }
+        if self.max_inflight_msgs == 0 {
+            return Err(Error::InvalidConfig("max_inflight_msgs must be at least 1".into()));
+        }
+        if self.max_clock_drift_ticks >= self.election_tick {
+            return Err(Error::InvalidConfig(format!(
+                "max_clock_drift_ticks ({}) must be below election_tick ({})",
+                self.max_clock_drift_ticks, self.election_tick
+            )));
+        }
+        Ok(())
+    }
+
+    /// Length of the leader lease in ticks.
+    pub fn lease_ticks(&self) -> u64 {
+        (self.election_tick - self.max_clock_drift_ticks) as u64
+    }
+}

@@ -1,0 +1,126 @@
+//! What followers and candidates do: accept the leader's log, heartbeats and snapshots,
+//! count votes, and campaign when told to by TimeoutNow.
+
+use super::consensus::{Raft, Role, new_message};
+use super::errors::{Error, Result};
+use super::log_unstable::{snapshot_index, snapshot_term};
+use super::proto::{Message, MessageType};
+use super::storage::Storage;
+
+impl<S: Storage> Raft<S> {
+    pub(super) fn step_follower(&mut self, message: Message) -> Result<()> {
+        match message.msg_type() {
+            MessageType::Append | MessageType::Heartbeat | MessageType::Snapshot => {
+                self.election_elapsed = 0;
+                self.leader_id = message.from;
+                self.handle_leader_message(message)
+            }
+            MessageType::TimeoutNow => {
+                self.hup(true);
+                Ok(())
+            }
+            // Late answers to a campaign or to a leadership we no longer hold.
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn step_candidate(&mut self, message: Message) -> Result<()> {
+        match message.msg_type() {
+            MessageType::Append | MessageType::Heartbeat | MessageType::Snapshot => {
+                // A leader of our term exists: it won, we did not.
+                self.become_follower(message.term, message.from);
+                self.handle_leader_message(message)
+            }
+            MessageType::RequestPreVoteResponse if self.role == Role::PreCandidate => {
+                self.tracker.record_vote(message.from, !message.reject);
+                self.tally_and_act();
+                Ok(())
+            }
+            MessageType::RequestVoteResponse if self.role == Role::Candidate => {
+                self.tracker.record_vote(message.from, !message.reject);
+                self.tally_and_act();
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn handle_leader_message(&mut self, message: Message) -> Result<()> {
+        match message.msg_type() {
+            MessageType::Append => {
+                self.handle_append(message);
+                Ok(())
+            }
+            MessageType::Heartbeat => self.handle_heartbeat(&message),
+            _ => self.handle_snapshot(message),
+        }
+    }
+
+    fn handle_append(&mut self, message: Message) {
+        let mut response = new_message(message.from, MessageType::AppendResponse);
+        if message.index < self.log.committed {
+            response.index = self.log.committed;
+            self.send(response);
+            return;
+        }
+        #[cfg(test)]
+        let keep_suffix = self.bugs.keep_conflicting_suffix;
+        let appended = self.log.maybe_append(
+            message.index,
+            message.log_term,
+            message.commit,
+            &message.entries,
+            #[cfg(test)]
+            keep_suffix,
+        );
+        match appended {
+            Some(last_new) => response.index = last_new,
+            None => {
+                // Tell the leader where our log might match so that it can skip a whole
+                // conflicting term per round trip instead of one entry.
+                let hint_index = message.index.min(self.log.last_index());
+                let (hint_index, hint_term) = self.log.find_conflict_by_term(hint_index, message.log_term);
+                response.index = message.index;
+                response.reject = true;
+                response.reject_hint = hint_index;
+                response.log_term = hint_term;
+            }
+        }
+        self.send(response);
+    }
+
+    fn handle_heartbeat(&mut self, message: &Message) -> Result<()> {
+        if message.commit > self.log.last_index() {
+            return Err(Error::InvalidMessage(format!(
+                "heartbeat commits {} but the log ends at {}; the leader only commits what we hold",
+                message.commit,
+                self.log.last_index()
+            )));
+        }
+        self.log.commit_to(message.commit);
+        let mut response = new_message(message.from, MessageType::HeartbeatResponse);
+        response.heartbeat_round = message.heartbeat_round;
+        self.send(response);
+        Ok(())
+    }
+
+    fn handle_snapshot(&mut self, message: Message) -> Result<()> {
+        let Some(snapshot) = message.snapshot else {
+            return Err(Error::InvalidMessage("snapshot message without a snapshot".into()));
+        };
+        let (index, term) = (snapshot_index(&snapshot), snapshot_term(&snapshot));
+        let mut response = new_message(message.from, MessageType::AppendResponse);
+        if index <= self.log.committed {
+            response.index = self.log.committed;
+        } else if self.log.match_term(index, term) {
+            // We already hold the snapshot's last entry: just commit up to it.
+            self.log.commit_to(index);
+            response.index = self.log.last_index();
+        } else {
+            self.restore(snapshot);
+            response.index = self.log.last_index();
+        }
+        self.send(response);
+        Ok(())
+    }
+}

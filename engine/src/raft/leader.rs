@@ -1,0 +1,227 @@
+//! What the leader does: replicate the log with pipelining and flow control, commit by
+//! quorum, heartbeat, and hand leadership over.
+
+use super::consensus::{Raft, new_message};
+use super::errors::{Result, StorageError};
+use super::log::fail_stop;
+use super::log_unstable::snapshot_index;
+use super::proto::{Message, MessageType};
+use super::storage::Storage;
+use super::tracker::ProgressState;
+
+impl<S: Storage> Raft<S> {
+    pub(super) fn step_leader(&mut self, message: Message) -> Result<()> {
+        if !self.tracker.progress.contains_key(&message.from) {
+            // Not (or no longer) a member: nothing to track.
+            return Ok(());
+        }
+        match message.msg_type() {
+            MessageType::AppendResponse => self.handle_append_response(&message),
+            MessageType::HeartbeatResponse => self.handle_heartbeat_response(&message),
+            // Another leader in our term cannot exist; vote responses arrive late after
+            // we already won. Neither needs an answer.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Commits the highest index durable on a quorum, if it is from this term (§5.4.2).
+    pub(super) fn maybe_commit(&mut self) -> bool {
+        let quorum_index = self.tracker.committed_index();
+        #[cfg(test)]
+        if self.bugs.commit_previous_term_entries
+            && quorum_index > self.log.committed
+            && quorum_index <= self.log.last_index()
+        {
+            self.log.commit_to(quorum_index);
+            self.on_commit_advanced();
+            return true;
+        }
+        if self.log.maybe_commit(quorum_index, self.term) {
+            self.on_commit_advanced();
+            return true;
+        }
+        false
+    }
+
+    fn handle_append_response(&mut self, message: &Message) {
+        let from = message.from;
+        let last_index = self.log.last_index();
+        let Some(pr) = self.tracker.progress.get_mut(&from) else { return };
+        pr.recent_active = true;
+        if message.reject {
+            // Fast backtracking: jump over the whole term the follower's hint names.
+            let mut next_probe = message.reject_hint;
+            if message.log_term > 0 {
+                next_probe = self.log.find_conflict_by_term(message.reject_hint, message.log_term).0;
+            }
+            let Some(pr) = self.tracker.progress.get_mut(&from) else { return };
+            if pr.maybe_decrease_to(message.index, next_probe) {
+                if pr.state == ProgressState::Replicate {
+                    pr.become_probe();
+                }
+                self.maybe_send_append(from, true);
+            }
+            return;
+        }
+        if message.index > last_index {
+            // An acknowledgement of entries we never had: ignore it rather than believe it.
+            return;
+        }
+        let was_paused = pr.is_paused();
+        if !pr.maybe_update(message.index) {
+            return;
+        }
+        match pr.state {
+            ProgressState::Probe => pr.become_replicate(),
+            ProgressState::Snapshot if pr.matched >= pr.pending_snapshot => {
+                pr.become_probe();
+                pr.become_replicate();
+            }
+            ProgressState::Snapshot => {}
+            ProgressState::Replicate => pr.inflights.free_to(message.index),
+        }
+        let matched = pr.matched;
+        if self.maybe_commit() {
+            self.broadcast_append();
+        } else if was_paused {
+            self.maybe_send_append(from, true);
+        }
+        while self.maybe_send_append(from, false) {}
+        if self.lead_transferee == Some(from) && matched == self.log.last_index() {
+            self.send_timeout_now(from);
+        }
+    }
+
+    fn handle_heartbeat_response(&mut self, message: &Message) {
+        let from = message.from;
+        let round = self.reads.heartbeat_round;
+        let last_index = self.log.last_index();
+        let Some(pr) = self.tracker.progress.get_mut(&from) else { return };
+        pr.recent_active = true;
+        pr.probe_sent = false;
+        if message.heartbeat_round <= round {
+            pr.acked_round = pr.acked_round.max(message.heartbeat_round);
+        }
+        if pr.matched < last_index {
+            self.maybe_send_append(from, true);
+        }
+        self.advance_reads();
+    }
+
+    /// Sends one append to every other member.
+    pub(super) fn broadcast_append(&mut self) {
+        let peers: Vec<u64> = self.tracker.progress.keys().copied().filter(|&id| id != self.id).collect();
+        for id in peers {
+            self.maybe_send_append(id, true);
+        }
+    }
+
+    /// Sends the next append (or a snapshot) to `to`, unless its pacing forbids it or there
+    /// is nothing to send and `send_if_empty` is false. Returns whether something was sent.
+    pub(super) fn maybe_send_append(&mut self, to: u64, send_if_empty: bool) -> bool {
+        let Some(pr) = self.tracker.progress.get(&to) else { return false };
+        if pr.is_paused() {
+            return false;
+        }
+        let prev_index = pr.next_index - 1;
+        let prev_term = self.log.term(prev_index);
+        let entries = self.log.entries(pr.next_index, Some(self.config.max_size_per_msg));
+        let (Ok(prev_term), Ok(entries)) = (prev_term, entries) else {
+            return self.send_snapshot(to);
+        };
+        if entries.is_empty() && !send_if_empty {
+            return false;
+        }
+        let last = entries.last().map(|entry| entry.index);
+        if let Some(pr) = self.tracker.progress.get_mut(&to) {
+            pr.sent_append(last);
+        }
+        let mut message = new_message(to, MessageType::Append);
+        message.index = prev_index;
+        message.log_term = prev_term;
+        message.entries = entries;
+        message.commit = self.log.committed;
+        self.send(message);
+        true
+    }
+
+    fn send_snapshot(&mut self, to: u64) -> bool {
+        let Some(pr) = self.tracker.progress.get(&to) else { return false };
+        if !pr.recent_active {
+            // Do not ship a whole snapshot to a replica that may be down.
+            return false;
+        }
+        let snapshot = match self.log.snapshot(pr.matched) {
+            Ok(snapshot) => snapshot,
+            Err(StorageError::SnapshotTemporarilyUnavailable) => return false,
+            Err(error) => fail_stop(error),
+        };
+        let index = snapshot_index(&snapshot);
+        assert!(index > 0, "invariant: a compacted log always has a snapshot to send");
+        if let Some(pr) = self.tracker.progress.get_mut(&to) {
+            pr.become_snapshot(index);
+        }
+        let mut message = new_message(to, MessageType::Snapshot);
+        message.snapshot = Some(snapshot);
+        self.send(message);
+        true
+    }
+
+    /// Starts a heartbeat round: every member hears from us, and the round number they
+    /// echo confirms our leadership for reads and dates our lease.
+    pub(super) fn broadcast_heartbeat(&mut self) {
+        let round = self.reads.start_round(self.clock);
+        let id = self.id;
+        if let Some(own) = self.tracker.progress.get_mut(&id) {
+            own.acked_round = round;
+        }
+        let peers: Vec<(u64, u64)> = self
+            .tracker
+            .progress
+            .iter()
+            .filter(|(peer, _)| **peer != id)
+            .map(|(&peer, pr)| (peer, pr.matched))
+            .collect();
+        for (peer, matched) in peers {
+            let mut message = new_message(peer, MessageType::Heartbeat);
+            // A follower may only commit what it is known to hold in our log; its
+            // entries beyond `matched` may still be a deposed leader's.
+            message.commit = matched.min(self.log.committed);
+            message.heartbeat_round = round;
+            self.send(message);
+        }
+        // A group whose only voter is us confirms every round at once.
+        self.advance_reads();
+    }
+
+    pub(super) fn send_timeout_now(&mut self, to: u64) {
+        // The target campaigns at once and voters will not ignore it, so our lease means
+        // nothing from here on in this term.
+        self.reads.revoke_lease();
+        self.send(new_message(to, MessageType::TimeoutNow));
+    }
+
+    /// The application finished (or failed) sending a snapshot to `to`.
+    pub fn report_snapshot(&mut self, to: u64, success: bool) {
+        let Some(pr) = self.tracker.progress.get_mut(&to) else { return };
+        if pr.state != ProgressState::Snapshot {
+            return;
+        }
+        if !success {
+            pr.pending_snapshot = 0;
+        }
+        pr.become_probe();
+        // Wait for a heartbeat response before probing, so a failing link is not flooded.
+        pr.probe_sent = true;
+    }
+
+    /// The application could not deliver a message to `to`.
+    pub fn report_unreachable(&mut self, to: u64) {
+        if let Some(pr) = self.tracker.progress.get_mut(&to)
+            && pr.state == ProgressState::Replicate
+        {
+            pr.become_probe();
+        }
+    }
+}

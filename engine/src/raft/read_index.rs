@@ -1,0 +1,155 @@
+//! Linearizable reads without writing the log (§6.4 of the thesis).
+//!
+//! ReadIndex: the leader notes its commit index, then confirms it is still the leader by
+//! one heartbeat round acknowledged by a quorum; once the application has applied up to
+//! that index, reading its state machine is linearizable. Reads that arrive before the
+//! next round share it, so many reads cost one round. A leader that has not yet
+//! committed an entry of its own term does not know the true commit index, so reads wait
+//! until its no-op entry commits.
+//!
+//! Lease: a quorum acknowledged round `r`, sent at tick `t`, means no other leader can be
+//! elected before `t + election_tick` on any voter's clock (each of those voters ignores
+//! campaigns for an election timeout after hearing from us, CheckQuorum). So until
+//! `t + election_tick - max_clock_drift_ticks` on our clock the leader answers reads at
+//! once. This assumes clocks drift apart by at most `max_clock_drift_ticks` per election
+//! timeout; a leader transfer ends the lease for the rest of the term, since its target
+//! campaigns without waiting.
+
+use std::collections::VecDeque;
+
+use super::config::ReadMode;
+use super::consensus::{Raft, Role};
+use super::errors::{Error, Result};
+use super::storage::Storage;
+
+/// A confirmed read: once the application has applied `index`, it may serve the read
+/// identified by `context`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadState {
+    pub index: u64,
+    pub context: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct PendingRead {
+    context: Vec<u8>,
+    index: u64,
+    /// The first heartbeat round started after the read arrived.
+    round: u64,
+}
+
+/// The leader's read bookkeeping for its current term.
+#[derive(Debug, Default)]
+pub struct Reads {
+    waiting_for_commit: Vec<(Vec<u8>, ReadMode)>,
+    pending: VecDeque<PendingRead>,
+    /// Heartbeat rounds started and the tick each was sent at, oldest first.
+    round_sent_at: VecDeque<(u64, u64)>,
+    pub heartbeat_round: u64,
+    lease_expires_at: u64,
+    lease_revoked: bool,
+    broadcast_needed: bool,
+}
+
+impl Reads {
+    pub fn start_round(&mut self, clock: u64) -> u64 {
+        self.heartbeat_round += 1;
+        self.round_sent_at.push_back((self.heartbeat_round, clock));
+        self.broadcast_needed = false;
+        self.heartbeat_round
+    }
+
+    pub fn revoke_lease(&mut self) {
+        self.lease_revoked = true;
+    }
+
+    pub fn broadcast_needed(&self) -> bool {
+        self.broadcast_needed
+    }
+}
+
+impl<S: Storage> Raft<S> {
+    /// Requests a linearizable read identified by `context`; the answer comes as a
+    /// [`ReadState`] in a later Ready, or the context comes back in `dropped_reads` if
+    /// this replica loses leadership first.
+    pub fn read_index(&mut self, context: Vec<u8>, mode: ReadMode) -> Result<()> {
+        if self.role != Role::Leader {
+            let leader_hint = (self.leader_id != 0).then_some(self.leader_id);
+            return Err(Error::NotLeader { leader_hint });
+        }
+        if mode == ReadMode::Lease && !self.config.check_quorum {
+            return Err(Error::LeaseReadWithoutCheckQuorum);
+        }
+        if self.log.term_or_zero(self.log.committed) != self.term {
+            self.reads.waiting_for_commit.push((context, mode));
+            return Ok(());
+        }
+        self.serve_read(context, mode);
+        Ok(())
+    }
+
+    fn serve_read(&mut self, context: Vec<u8>, mode: ReadMode) {
+        let index = self.log.committed;
+        let only_voter = self.tracker.config.voters.ids().into_iter().eq([self.id]);
+        #[allow(unused_mut)]
+        let mut immediate = only_voter || (mode == ReadMode::Lease && self.lease_valid());
+        #[cfg(test)]
+        {
+            immediate |= self.bugs.read_index_without_quorum;
+        }
+        if immediate {
+            self.read_states.push(ReadState { index, context });
+            return;
+        }
+        let round = self.reads.heartbeat_round + 1;
+        self.reads.pending.push_back(PendingRead { context, index, round });
+        self.reads.broadcast_needed = true;
+    }
+
+    fn lease_valid(&self) -> bool {
+        !self.reads.lease_revoked && self.lead_transferee.is_none() && self.clock < self.reads.lease_expires_at
+    }
+
+    /// Called when the commit index advanced on the leader.
+    pub(super) fn on_commit_advanced(&mut self) {
+        if self.reads.waiting_for_commit.is_empty() || self.log.term_or_zero(self.log.committed) != self.term {
+            return;
+        }
+        for (context, mode) in std::mem::take(&mut self.reads.waiting_for_commit) {
+            self.serve_read(context, mode);
+        }
+    }
+
+    /// Releases the reads, and extends the lease, that the quorum-acknowledged heartbeat
+    /// round now covers.
+    pub(super) fn advance_reads(&mut self) {
+        let confirmed = self.tracker.quorum_acked_round();
+        while self.reads.round_sent_at.front().is_some_and(|&(round, _)| round < confirmed) {
+            self.reads.round_sent_at.pop_front();
+        }
+        if let Some(&(round, sent_at)) = self.reads.round_sent_at.front()
+            && round == confirmed
+        {
+            self.reads.lease_expires_at = self.reads.lease_expires_at.max(sent_at + self.config.lease_ticks());
+        }
+        while self.reads.pending.front().is_some_and(|read| read.round <= confirmed) {
+            if let Some(read) = self.reads.pending.pop_front() {
+                self.read_states.push(super::read_index::ReadState { index: read.index, context: read.context });
+            }
+        }
+    }
+
+    /// Sends the heartbeat round that reads queued since the last Ready wait for.
+    pub(super) fn flush_read_broadcast(&mut self) {
+        if self.role == Role::Leader && self.reads.broadcast_needed() {
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// Leadership is lost: every read not yet confirmed goes back to the application.
+    pub(super) fn drop_pending_reads(&mut self) {
+        let reads = std::mem::take(&mut self.reads);
+        self.dropped_reads.extend(reads.waiting_for_commit.into_iter().map(|(context, _)| context));
+        self.dropped_reads.extend(reads.pending.into_iter().map(|read| read.context));
+    }
+}
