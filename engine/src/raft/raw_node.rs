@@ -159,7 +159,7 @@ impl<S: Storage> RawNode<S> {
             last_entry: entries.last().map(|e| (e.index, e.term)),
             snapshot: snapshot.clone(),
             applied_to: committed_entries.last().map(|e| e.index),
-            hard_state: hard_state.clone(),
+            hard_state: hard_state,
         });
         if let Some(soft) = soft_state {
             self.previous_soft_state = soft;

@@ -80,7 +80,7 @@ impl MemStorage {
     }
 
     pub fn hard_state(&self) -> HardState {
-        self.core.read().hard_state.clone()
+        self.core.read().hard_state
     }
 
     pub fn set_hard_state(&self, hard_state: HardState) {
@@ -160,7 +160,7 @@ impl Storage for MemStorage {
     fn initial_state(&self) -> Result<RaftState, StorageError> {
         let core = self.core.read();
         Ok(RaftState {
-            hard_state: core.hard_state.clone(),
+            hard_state: core.hard_state,
             conf_state: core.snapshot_metadata.conf_state.clone().unwrap_or_default(),
         })
     }
