@@ -115,17 +115,13 @@ fn apply_single(changed: &mut Changed, single: &ConfChangeSingle, last_index: u6
         changed.progress.remove(&id);
         return;
     }
-    changed
-        .progress
-        .entry(id)
-        .and_modify(|pr| pr.is_learner = is_learner)
-        .or_insert_with(|| {
-            // Start probing at the leader's last entry; recently active so that a new
-            // member is not counted against CheckQuorum before it could answer.
-            let mut pr = Progress::new(last_index.max(1), max_inflight, is_learner);
-            pr.recent_active = true;
-            pr
-        });
+    changed.progress.entry(id).and_modify(|pr| pr.is_learner = is_learner).or_insert_with(|| {
+        // Start probing at the leader's last entry; recently active so that a new
+        // member is not counted against CheckQuorum before it could answer.
+        let mut pr = Progress::new(last_index.max(1), max_inflight, is_learner);
+        pr.recent_active = true;
+        pr
+    });
 }
 
 fn check_invariants(changed: &Changed) -> Result<()> {

@@ -10,8 +10,8 @@ use prost::Message as _;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::config::Config;
 use super::confchange;
+use super::config::Config;
 use super::errors::{Error, Result, StorageError};
 use super::log::RaftLog;
 use super::proto::{ConfChange, Entry, EntryType, HardState, Message, MessageType, Snapshot};
@@ -370,8 +370,7 @@ impl<S: Storage> Raft<S> {
             )));
         }
         let message_type = message.msg_type();
-        let is_vote_request =
-            matches!(message_type, MessageType::RequestVote | MessageType::RequestPreVote);
+        let is_vote_request = matches!(message_type, MessageType::RequestVote | MessageType::RequestPreVote);
         if message.term > self.term {
             if is_vote_request && !message.leader_transfer && self.in_leader_lease() {
                 // §4.2.3: while this replica hears from a leader, a campaign is a
@@ -587,7 +586,8 @@ impl<S: Storage> Raft<S> {
         self.lead_transferee = Some(target);
         // The transfer must finish within an election timeout.
         self.election_elapsed = 0;
-        let caught_up = self.tracker.progress.get(&target).is_some_and(|pr| pr.matched == self.log.last_index());
+        let caught_up =
+            self.tracker.progress.get(&target).is_some_and(|pr| pr.matched == self.log.last_index());
         if caught_up {
             self.send_timeout_now(target);
         } else {

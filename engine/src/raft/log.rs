@@ -133,10 +133,7 @@ impl<S: Storage> RaftLog<S> {
     /// The index of the first entry that is new or conflicts with ours, or 0 if we hold
     /// all of them already.
     fn find_conflict(&self, entries: &[Entry]) -> u64 {
-        entries
-            .iter()
-            .find(|entry| !self.match_term(entry.index, entry.term))
-            .map_or(0, |entry| entry.index)
+        entries.iter().find(|entry| !self.match_term(entry.index, entry.term)).map_or(0, |entry| entry.index)
     }
 
     /// For fast backtracking: the largest index at or below `index` whose term is at most

@@ -15,8 +15,8 @@
 //! This module must never block, sleep, read a clock or touch the disk: the store's
 //! batching and the simulator both depend on it being a pure function of its inputs.
 
-mod config;
 mod confchange;
+mod config;
 mod consensus;
 mod errors;
 mod follower;
@@ -38,9 +38,9 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/tessera.raft.rs"));
 }
 
+pub use config::{Config, ReadMode};
 #[cfg(test)]
 pub use consensus::BugSwitches;
-pub use config::{Config, ReadMode};
 pub use consensus::{LogPosition, Raft, Role};
 pub use errors::{Error, Result, StorageError};
 pub use raw_node::{RawNode, Ready, SoftState};

@@ -152,14 +152,14 @@ impl<S: Storage> RawNode<S> {
         let committed_entries = self.raft.log.next_committed_entries(Some(self.max_committed_size));
         let must_sync = snapshot.is_some()
             || !entries.is_empty()
-            || hard_state
-                .as_ref()
-                .is_some_and(|hs| hs.term != self.previous_hard_state.term || hs.vote != self.previous_hard_state.vote);
+            || hard_state.as_ref().is_some_and(|hs| {
+                hs.term != self.previous_hard_state.term || hs.vote != self.previous_hard_state.vote
+            });
         self.in_flight = Some(InFlightReady {
             last_entry: entries.last().map(|e| (e.index, e.term)),
             snapshot: snapshot.clone(),
             applied_to: committed_entries.last().map(|e| e.index),
-            hard_state: hard_state,
+            hard_state,
         });
         if let Some(soft) = soft_state {
             self.previous_soft_state = soft;

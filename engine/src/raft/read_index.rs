@@ -107,12 +107,15 @@ impl<S: Storage> Raft<S> {
     }
 
     fn lease_valid(&self) -> bool {
-        !self.reads.lease_revoked && self.lead_transferee.is_none() && self.clock < self.reads.lease_expires_at
+        !self.reads.lease_revoked
+            && self.lead_transferee.is_none()
+            && self.clock < self.reads.lease_expires_at
     }
 
     /// Called when the commit index advanced on the leader.
     pub(super) fn on_commit_advanced(&mut self) {
-        if self.reads.waiting_for_commit.is_empty() || self.log.term_or_zero(self.log.committed) != self.term {
+        if self.reads.waiting_for_commit.is_empty() || self.log.term_or_zero(self.log.committed) != self.term
+        {
             return;
         }
         for (context, mode) in std::mem::take(&mut self.reads.waiting_for_commit) {
@@ -130,11 +133,13 @@ impl<S: Storage> Raft<S> {
         if let Some(&(round, sent_at)) = self.reads.round_sent_at.front()
             && round == confirmed
         {
-            self.reads.lease_expires_at = self.reads.lease_expires_at.max(sent_at + self.config.lease_ticks());
+            self.reads.lease_expires_at =
+                self.reads.lease_expires_at.max(sent_at + self.config.lease_ticks());
         }
         while self.reads.pending.front().is_some_and(|read| read.round <= confirmed) {
             if let Some(read) = self.reads.pending.pop_front() {
-                self.read_states.push(super::read_index::ReadState { index: read.index, context: read.context });
+                self.read_states
+                    .push(super::read_index::ReadState { index: read.index, context: read.context });
             }
         }
     }
