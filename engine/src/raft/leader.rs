@@ -100,6 +100,12 @@ impl<S: Storage> Raft<S> {
         let Some(pr) = self.tracker.progress.get_mut(&from) else { return };
         pr.recent_active = true;
         pr.probe_sent = false;
+        if pr.state == ProgressState::Replicate && pr.inflights.full() {
+            // The follower is alive but the window is full: appends in it may be lost,
+            // and nothing else would ever free it. Let one more through; if there was a
+            // gap the follower rejects it and we fall back to probing from its match.
+            pr.inflights.free_first();
+        }
         if message.heartbeat_round <= round {
             pr.acked_round = pr.acked_round.max(message.heartbeat_round);
         }

@@ -36,6 +36,11 @@ impl Inflights {
         }
     }
 
+    /// Frees the oldest append in flight.
+    pub fn free_first(&mut self) {
+        self.last_indexes.pop_front();
+    }
+
     pub fn reset(&mut self) {
         self.last_indexes.clear();
     }

@@ -1,0 +1,105 @@
+//! The simulator's own tests: many seeds of mixed faults must pass, runs must be
+//! deterministic, and known bugs switched on in the Raft core must be caught.
+
+use super::*;
+use crate::raft::BugSwitches;
+
+/// Runs `seeds` seeds and fails with the first failure's seed and trace.
+fn assert_seeds_pass(nodes: usize, seeds: std::ops::Range<u64>) -> Stats {
+    let config = SimConfig::new(nodes);
+    let mut totals = Stats::default();
+    for seed in seeds {
+        match run_seed(seed, &config) {
+            Ok(stats) => totals.add(&stats),
+            Err(failure) => panic!("{failure}"),
+        }
+    }
+    totals
+}
+
+#[test]
+fn mixed_faults_on_three_replicas() {
+    let totals = assert_seeds_pass(3, 0..600);
+    // The runs must actually exercise what they claim to.
+    assert!(totals.acknowledged > 10_000, "{totals:?}");
+    assert!(totals.reads > 1_000, "{totals:?}");
+    assert!(totals.crashes > 100, "{totals:?}");
+    assert!(totals.snapshots_installed > 100, "{totals:?}");
+}
+
+#[test]
+fn mixed_faults_on_five_replicas() {
+    let totals = assert_seeds_pass(5, 10_000..10_400);
+    assert!(totals.acknowledged > 10_000, "{totals:?}");
+    assert!(totals.elections > 400, "{totals:?}");
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    let config = SimConfig::new(3);
+    for seed in [3, 17, 99] {
+        let first = run_seed(seed, &config).map_err(|f| f.to_string());
+        let second = run_seed(seed, &config).map_err(|f| f.to_string());
+        assert_eq!(format!("{first:?}"), format!("{second:?}"), "seed {seed} is not deterministic");
+    }
+}
+
+/// Runs seeds with `bugs` switched on until one fails; returns the failure.
+fn first_failure(nodes: usize, bugs: BugSwitches, max_seeds: u64) -> SeedFailure {
+    let mut config = SimConfig::new(nodes);
+    config.bugs = bugs;
+    for seed in 0..max_seeds {
+        if let Err(failure) = run_seed(seed, &config) {
+            return failure;
+        }
+    }
+    panic!("{max_seeds} seeds ran with {bugs:?} switched on and the simulator noticed nothing")
+}
+
+fn assert_caught_as(failure: &SeedFailure, kinds: &[ViolationKind]) {
+    eprintln!("caught at seed {}: {}", failure.seed, failure.violation);
+    assert!(kinds.contains(&failure.violation.kind), "caught as an unexpected violation:\n{failure}");
+    assert!(failure.to_string().contains(&format!("--start {}", failure.seed)), "the failure must name its seed");
+}
+
+#[test]
+fn catches_a_leader_committing_an_earlier_terms_entry_by_counting() {
+    let bugs = BugSwitches { commit_previous_term_entries: true, ..BugSwitches::default() };
+    let failure = first_failure(3, bugs, 200_000);
+    assert_caught_as(
+        &failure,
+        &[
+            ViolationKind::StateMachineSafety,
+            ViolationKind::LeaderCompleteness,
+            ViolationKind::LostCommittedEntry,
+            ViolationKind::StaleRead,
+        ],
+    );
+}
+
+#[test]
+fn catches_a_follower_that_keeps_a_conflicting_suffix() {
+    let bugs = BugSwitches { keep_conflicting_suffix: true, ..BugSwitches::default() };
+    let failure = first_failure(3, bugs, 1_000);
+    assert_caught_as(
+        &failure,
+        &[ViolationKind::LogMatching, ViolationKind::StateMachineSafety, ViolationKind::LeaderCompleteness],
+    );
+}
+
+#[test]
+fn catches_read_index_without_a_quorum_round() {
+    let bugs = BugSwitches { read_index_without_quorum: true, ..BugSwitches::default() };
+    let failure = first_failure(3, bugs, 1_000);
+    assert_caught_as(&failure, &[ViolationKind::StaleRead]);
+}
+
+#[test]
+fn catches_a_replica_that_votes_twice_in_a_term() {
+    let bugs = BugSwitches { grant_every_vote: true, ..BugSwitches::default() };
+    let failure = first_failure(5, bugs, 1_000);
+    assert_caught_as(
+        &failure,
+        &[ViolationKind::DoubleVote, ViolationKind::ElectionSafety, ViolationKind::StateMachineSafety],
+    );
+}

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The one entry point for working on Tessera from a fresh machine.
+#
+#   ops/dev.sh test          run every test (what CI runs)
+#   ops/dev.sh soak ARGS     run the Raft simulator soak, e.g. --seeds 100000 --nodes 5
+#   ops/dev.sh check         formatting and lints, as CI checks them
+#   ops/dev.sh deps          only install the system packages the build needs
+#   ops/dev.sh playground    start a local cluster (arrives with the server, issue 5)
+#
+# Before calling cargo it installs the system packages the build needs and that are
+# missing (apt-get as root, sudo otherwise). Everything builds with the release profile
+# so that tests, benchmarks and the binaries share one build of the native dependencies,
+# in a target directory outside the clone (CARGO_TARGET_DIR, default
+# ~/.cache/tessera-target) that stays warm across clones.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# libclang: bindgen needs it to generate RocksDB's bindings (librocksdb-sys).
+PACKAGES=(libclang-dev)
+
+ensure_packages() {
+  local missing=() package
+  for package in "${PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+      missing+=("$package")
+    fi
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "ops/dev.sh: install these packages with your system's package manager: ${missing[*]}" >&2
+    exit 1
+  fi
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "ops/dev.sh: need root or sudo to install: ${missing[*]}" >&2
+      exit 1
+    fi
+    sudo="sudo"
+  fi
+  echo "ops/dev.sh: installing ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera-target}"
+
+command="${1:-}"
+[ $# -gt 0 ] && shift
+case "$command" in
+  test)
+    ensure_packages
+    exec cargo test --release --workspace "$@"
+    ;;
+  soak)
+    ensure_packages
+    exec cargo run --release -p tessera-engine --example raft-sim -- "$@"
+    ;;
+  check)
+    ensure_packages
+    cargo fmt --all -- --check
+    # --release shares the build scripts' output (RocksDB's C++) with the test build.
+    exec cargo clippy --release --workspace --all-targets -- -D warnings
+    ;;
+  deps)
+    ensure_packages
+    ;;
+  playground)
+    echo "ops/dev.sh: there is no server yet, so no local cluster to start: the tessera binary" >&2
+    echo "arrives with issue 5. Today you can run the tests and the Raft simulator soak." >&2
+    exit 1
+    ;;
+  *)
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    [ -z "$command" ] && exit 0
+    echo "ops/dev.sh: unknown command '$command'" >&2
+    exit 2
+    ;;
+esac
