@@ -103,7 +103,7 @@ fn main() -> ExitCode {
     let failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
     let totals = totals.into_inner().unwrap_or_else(|p| p.into_inner());
     println!(
-        "raft-sim: {} replicas, {:.1}s; elections {}, entries applied {}, writes acknowledged {}, reads checked {}, crashes {}, snapshots installed {}, messages {}",
+        "raft-sim: {} replicas, {:.1}s; elections {}, entries applied {}, writes acknowledged {}, reads checked {}, crashes {}, snapshots installed {}, membership changes applied {}, leader transfers {}, messages {}",
         args.nodes,
         started.elapsed().as_secs_f64(),
         totals.elections,
@@ -112,6 +112,8 @@ fn main() -> ExitCode {
         totals.reads,
         totals.crashes,
         totals.snapshots_installed,
+        totals.conf_changes_applied,
+        totals.transfers_started,
         totals.messages
     );
     match failures.iter().min_by_key(|f| f.seed) {

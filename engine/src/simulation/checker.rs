@@ -119,10 +119,16 @@ impl Checker {
 
     /// Log Matching, checked on every entry as it becomes durable: an (index, term) pair
     /// names one entry and one predecessor term, whoever holds it.
-    pub fn on_persisted(&mut self, id: u64, entries: &[Entry], previous_term: Option<u64>) -> Result<(), Violation> {
+    pub fn on_persisted(
+        &mut self,
+        id: u64,
+        entries: &[Entry],
+        previous_term: Option<u64>,
+    ) -> Result<(), Violation> {
         let mut previous = previous_term;
         for entry in entries {
-            let identity = (hash_bytes(&entry.data) ^ u64::from(entry.entry_type as u32).rotate_left(7), previous);
+            let identity =
+                (hash_bytes(&entry.data) ^ u64::from(entry.entry_type as u32).rotate_left(7), previous);
             match self.durable_entries.get(&(entry.index, entry.term)) {
                 None => {
                     self.durable_entries.insert((entry.index, entry.term), identity);
@@ -131,7 +137,10 @@ impl Checker {
                     if data_hash != identity.0 {
                         return Err(violation(
                             ViolationKind::LogMatching,
-                            format!("{id} holds a different entry at index {} term {}", entry.index, entry.term),
+                            format!(
+                                "{id} holds a different entry at index {} term {}",
+                                entry.index, entry.term
+                            ),
                         ));
                     }
                     if let (Some(expected), Some(actual)) = (expected_previous, previous)
@@ -178,7 +187,13 @@ impl Checker {
 
     /// State Machine Safety: every replica applies the same entry at each index. The
     /// first application of an index also records the write it carries.
-    pub fn on_applied(&mut self, id: u64, entry: &Entry, chain: u64, write: Option<(u64, u64)>) -> Result<(), Violation> {
+    pub fn on_applied(
+        &mut self,
+        id: u64,
+        entry: &Entry,
+        chain: u64,
+        write: Option<(u64, u64)>,
+    ) -> Result<(), Violation> {
         let applied = CommittedEntry { term: entry.term, data_hash: hash_bytes(&entry.data), chain };
         match self.committed.get(&entry.index) {
             Some(existing) if *existing != applied => Err(violation(
@@ -205,7 +220,10 @@ impl Checker {
             Some(entry) if entry.chain == chain => Ok(()),
             Some(entry) => Err(violation(
                 ViolationKind::StateMachineSafety,
-                format!("{id} installed a snapshot at {index} whose state differs (chain {chain:x} != {:x})", entry.chain),
+                format!(
+                    "{id} installed a snapshot at {index} whose state differs (chain {chain:x} != {:x})",
+                    entry.chain
+                ),
             )),
             // Snapshots are only taken of applied state, so the index was applied.
             None => Err(violation(
@@ -221,25 +239,40 @@ impl Checker {
 
     /// A read of `key` served at applied index `served_at` returned `value`; it was
     /// invoked when writes up to `must_see` had been acknowledged.
-    pub fn check_read(&self, id: u64, key: u64, value: Option<u64>, served_at: u64, must_see: u64) -> Result<(), Violation> {
+    pub fn check_read(
+        &self,
+        id: u64,
+        key: u64,
+        value: Option<u64>,
+        served_at: u64,
+        must_see: u64,
+    ) -> Result<(), Violation> {
         if served_at < must_see {
             return Err(violation(
                 ViolationKind::StaleRead,
-                format!("{id} served a read at index {served_at}; index {must_see} was acknowledged before it began"),
+                format!(
+                    "{id} served a read at index {served_at}; index {must_see} was acknowledged before it began"
+                ),
             ));
         }
-        let committed = self.writes_by_key.get(&key).and_then(|w| w.range(..=served_at).next_back()).map(|(_, &v)| v);
+        let committed =
+            self.writes_by_key.get(&key).and_then(|w| w.range(..=served_at).next_back()).map(|(_, &v)| v);
         if committed != value {
             return Err(violation(
                 ViolationKind::StaleRead,
-                format!("{id} read key {key} = {value:?} at {served_at}; the committed value there is {committed:?}"),
+                format!(
+                    "{id} read key {key} = {value:?} at {served_at}; the committed value there is {committed:?}"
+                ),
             ));
         }
         Ok(())
     }
 
     /// The last committed entry must be durable somewhere: in a log or under a snapshot.
-    pub fn check_durable<'a>(&self, storages: impl Iterator<Item = &'a crate::raft::MemStorage>) -> Result<(), Violation> {
+    pub fn check_durable<'a>(
+        &self,
+        storages: impl Iterator<Item = &'a crate::raft::MemStorage>,
+    ) -> Result<(), Violation> {
         let Some((&index, entry)) = self.committed.last_key_value() else { return Ok(()) };
         let mut storages = storages.peekable();
         if storages.peek().is_none() {

@@ -188,17 +188,24 @@ impl Simulation {
                     self.tick_all(chaos)?;
                 }
             }
-            self.world.checker.check_durable(self.nodes.values().filter(|n| !n.destroyed).map(|n| &n.storage))?;
+            self.world
+                .checker
+                .check_durable(self.nodes.values().filter(|n| !n.destroyed).map(|n| &n.storage))?;
             self.destroy_orphans();
         }
         Ok(())
     }
 
     fn crash_point(&mut self, chaos: bool) -> Option<CrashPoint> {
-        if !chaos || self.profile.crash_per_ready == 0.0 || !self.world.rng.random_bool(self.profile.crash_per_ready) {
+        if !chaos
+            || self.profile.crash_per_ready == 0.0
+            || !self.world.rng.random_bool(self.profile.crash_per_ready)
+        {
             return None;
         }
-        [CrashPoint::BeforePersist, CrashPoint::AfterPersist, CrashPoint::BeforeAdvance].choose(&mut self.world.rng).copied()
+        [CrashPoint::BeforePersist, CrashPoint::AfterPersist, CrashPoint::BeforeAdvance]
+            .choose(&mut self.world.rng)
+            .copied()
     }
 
     fn deliver_due(&mut self, chaos: bool) -> Result<(), Violation> {
@@ -285,7 +292,11 @@ impl Simulation {
 
     fn client_write(&mut self) {
         let Some(id) = self.pick_target() else { return };
-        let write = Write { op_id: self.next_op_id, key: self.world.rng.random_range(0..KEYS), value: self.next_op_id };
+        let write = Write {
+            op_id: self.next_op_id,
+            key: self.world.rng.random_range(0..KEYS),
+            value: self.next_op_id,
+        };
         self.next_op_id += 1;
         let step = self.world.step;
         let Some(node) = self.nodes.get_mut(&id) else { return };
@@ -348,16 +359,17 @@ impl Simulation {
         ids.shuffle(&mut self.world.rng);
         let rng = &mut self.world.rng;
         let mut blocked = BTreeSet::new();
-        let cut_between = |blocked: &mut BTreeSet<(u64, u64)>, left: &[u64], right: &[u64], both_ways: bool| {
-            for &a in left {
-                for &b in right {
-                    blocked.insert((a, b));
-                    if both_ways {
-                        blocked.insert((b, a));
+        let cut_between =
+            |blocked: &mut BTreeSet<(u64, u64)>, left: &[u64], right: &[u64], both_ways: bool| {
+                for &a in left {
+                    for &b in right {
+                        blocked.insert((a, b));
+                        if both_ways {
+                            blocked.insert((b, a));
+                        }
                     }
                 }
-            }
-        };
+            };
         let mode = if self.profile.leader_churn { 1 } else { rng.random_range(0..4) };
         match mode {
             0 => {
@@ -376,7 +388,8 @@ impl Simulation {
             2 => {
                 // A bridge: two sides that both still reach one node in the middle.
                 if ids.len() >= 3 {
-                    let (bridge, rest) = ids.split_first().map(|(b, r)| (*b, r.to_vec())).unwrap_or((0, Vec::new()));
+                    let (bridge, rest) =
+                        ids.split_first().map(|(b, r)| (*b, r.to_vec())).unwrap_or((0, Vec::new()));
                     let half = rest.len() / 2;
                     cut_between(&mut blocked, &rest[..half], &rest[half..], true);
                     blocked.retain(|(a, b)| *a != bridge && *b != bridge);
@@ -393,7 +406,9 @@ impl Simulation {
                 }
             }
         }
-        self.world.trace.record(self.world.step, Event::Partition { blocked: blocked.iter().copied().collect() });
+        self.world
+            .trace
+            .record(self.world.step, Event::Partition { blocked: blocked.iter().copied().collect() });
         self.world.network.faults.blocked = blocked;
     }
 
@@ -408,7 +423,8 @@ impl Simulation {
     }
 
     fn restart_random(&mut self) -> Result<(), Violation> {
-        let down: Vec<u64> = self.nodes.values().filter(|n| !n.alive() && !n.destroyed).map(|n| n.id).collect();
+        let down: Vec<u64> =
+            self.nodes.values().filter(|n| !n.alive() && !n.destroyed).map(|n| n.id).collect();
         if let Some(&id) = down.choose(&mut self.world.rng)
             && let Some(node) = self.nodes.get_mut(&id)
         {
@@ -430,7 +446,8 @@ impl Simulation {
     /// promote it (joint consensus), remove a voter (possibly the leader).
     fn change_membership(&mut self) -> Result<(), Violation> {
         let Some(leader) = self.leader() else { return Ok(()) };
-        let Some(config) = self.nodes.get(&leader).and_then(|n| n.raw.as_ref()).map(|r| r.raft.tracker.config.clone())
+        let Some(config) =
+            self.nodes.get(&leader).and_then(|n| n.raw.as_ref()).map(|r| r.raft.tracker.config.clone())
         else {
             return Ok(());
         };
@@ -438,9 +455,16 @@ impl Simulation {
             return Ok(());
         }
         let voters: Vec<u64> = config.voters.incoming.ids().iter().copied().collect();
-        let live_learners: Vec<u64> =
-            config.learners.iter().copied().filter(|id| self.nodes.get(id).is_some_and(|n| !n.destroyed)).collect();
-        let single = |change_type: ConfChangeType, node_id: u64| ConfChangeSingle { change_type: change_type as i32, node_id };
+        let live_learners: Vec<u64> = config
+            .learners
+            .iter()
+            .copied()
+            .filter(|id| self.nodes.get(id).is_some_and(|n| !n.destroyed))
+            .collect();
+        let single = |change_type: ConfChangeType, node_id: u64| ConfChangeSingle {
+            change_type: change_type as i32,
+            node_id,
+        };
         let (change, new_node) = if voters.len() > self.config.nodes {
             let &victim = voters.choose(&mut self.world.rng).unwrap_or(&leader);
             (single(ConfChangeType::Remove, victim), None)
@@ -471,12 +495,22 @@ impl Simulation {
     fn transfer_leadership(&mut self) {
         let Some(leader) = self.leader() else { return };
         let Some(raw) = self.nodes.get_mut(&leader).and_then(|n| n.raw.as_mut()) else { return };
-        let voters: Vec<u64> =
-            raw.raft.tracker.config.voters.incoming.ids().iter().copied().filter(|&id| id != leader).collect();
+        let voters: Vec<u64> = raw
+            .raft
+            .tracker
+            .config
+            .voters
+            .incoming
+            .ids()
+            .iter()
+            .copied()
+            .filter(|&id| id != leader)
+            .collect();
         if let Some(&target) = voters.choose(&mut self.world.rng)
             && raw.transfer_leader(target).is_ok()
         {
             self.world.trace.record(self.world.step, Event::Transfer { from: leader, to: target });
+            self.world.stats.transfers_started += 1;
         }
     }
 

@@ -64,6 +64,8 @@ pub struct Stats {
     pub reads: u64,
     pub crashes: u64,
     pub snapshots_installed: u64,
+    pub conf_changes_applied: u64,
+    pub transfers_started: u64,
 }
 
 impl Stats {
@@ -75,6 +77,8 @@ impl Stats {
         self.reads += other.reads;
         self.crashes += other.crashes;
         self.snapshots_installed += other.snapshots_installed;
+        self.conf_changes_applied += other.conf_changes_applied;
+        self.transfers_started += other.transfers_started;
     }
 }
 
@@ -102,6 +106,7 @@ impl fmt::Display for SeedFailure {
 /// Runs one seed.
 pub fn run_seed(seed: u64, config: &SimConfig) -> Result<Stats, SeedFailure> {
     let failure = |(violation, trace)| SeedFailure { seed, nodes: config.nodes, violation, trace };
-    let simulation = cluster::Simulation::new(seed, config.clone()).map_err(|v| failure((v, String::new())))?;
+    let simulation =
+        cluster::Simulation::new(seed, config.clone()).map_err(|v| failure((v, String::new())))?;
     simulation.run().map_err(failure)
 }

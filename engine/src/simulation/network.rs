@@ -55,7 +55,8 @@ impl Network {
         if self.faults.loss > 0.0 && rng.random_bool(self.faults.loss) {
             return Err(Dropped::Lost);
         }
-        let copies = if self.faults.duplication > 0.0 && rng.random_bool(self.faults.duplication) { 2 } else { 1 };
+        let copies =
+            if self.faults.duplication > 0.0 && rng.random_bool(self.faults.duplication) { 2 } else { 1 };
         for _ in 0..copies {
             let mut delay = BASE_LATENCY + rng.random_range(0..=self.faults.jitter);
             if self.faults.slow.contains(&message.from) || self.faults.slow.contains(&message.to) {

@@ -112,9 +112,13 @@ impl SimNode {
         let snapshot = self.storage.current_snapshot();
         let metadata = snapshot.metadata.unwrap_or_default();
         let conf_state = metadata.conf_state.unwrap_or_default();
-        self.state_machine = StateMachine::restore(metadata.index, conf_state, &snapshot.data).ok_or_else(|| {
-            violation(ViolationKind::StateMachineSafety, format!("{}: stored snapshot does not decode", self.id))
-        })?;
+        self.state_machine =
+            StateMachine::restore(metadata.index, conf_state, &snapshot.data).ok_or_else(|| {
+                violation(
+                    ViolationKind::StateMachineSafety,
+                    format!("{}: stored snapshot does not decode", self.id),
+                )
+            })?;
         self.incarnation += 1;
         let mut config = world.raft_template.clone();
         config.id = self.id;
@@ -149,7 +153,11 @@ impl SimNode {
 
     /// Handles every Ready the replica has, following the persistence contract. A crash
     /// point, if given, kills the replica partway through the first Ready.
-    pub fn handle_readies(&mut self, world: &mut World, mut crash: Option<CrashPoint>) -> Result<(), Violation> {
+    pub fn handle_readies(
+        &mut self,
+        world: &mut World,
+        mut crash: Option<CrashPoint>,
+    ) -> Result<(), Violation> {
         for _ in 0..16 {
             let Some(raw) = self.raw.as_mut() else { return Ok(()) };
             if !raw.has_ready() {
@@ -183,13 +191,20 @@ impl SimNode {
             self.storage.apply_snapshot(snapshot).map_err(|error| {
                 violation(
                     ViolationKind::StateMachineSafety,
-                    format!("{} was handed a snapshot at {} it cannot install: {error}", self.id, metadata.index),
+                    format!(
+                        "{} was handed a snapshot at {} it cannot install: {error}",
+                        self.id, metadata.index
+                    ),
                 )
             })?;
             let conf_state = metadata.conf_state.unwrap_or_default();
-            self.state_machine = StateMachine::restore(metadata.index, conf_state, &snapshot.data).ok_or_else(|| {
-                violation(ViolationKind::StateMachineSafety, format!("{}: snapshot does not decode", self.id))
-            })?;
+            self.state_machine = StateMachine::restore(metadata.index, conf_state, &snapshot.data)
+                .ok_or_else(|| {
+                    violation(
+                        ViolationKind::StateMachineSafety,
+                        format!("{}: snapshot does not decode", self.id),
+                    )
+                })?;
             world.checker.on_snapshot_installed(self.id, metadata.index, self.state_machine.chain)?;
             world.stats.snapshots_installed += 1;
         }
@@ -244,15 +259,24 @@ impl SimNode {
             ));
         }
         let write = self.state_machine.apply(entry);
-        world.checker.on_applied(self.id, entry, self.state_machine.chain, write.map(|w| (w.key, w.value)))?;
+        world.checker.on_applied(
+            self.id,
+            entry,
+            self.state_machine.chain,
+            write.map(|w| (w.key, w.value)),
+        )?;
         world.stats.applied += 1;
         if entry.entry_type() == EntryType::ConfChange {
             let change = ConfChange::decode(entry.data.as_slice()).map_err(|error| {
-                violation(ViolationKind::InvalidMessage, format!("conf change entry does not decode: {error}"))
+                violation(
+                    ViolationKind::InvalidMessage,
+                    format!("conf change entry does not decode: {error}"),
+                )
             })?;
             if let Some(raw) = self.raw.as_mut() {
                 // An invalid change is refused identically everywhere: no state changes.
                 if let Ok(conf_state) = raw.apply_conf_change(&change) {
+                    world.stats.conf_changes_applied += 1;
                     if entry.index > world.latest_conf.0 {
                         world.latest_conf = (entry.index, conf_state.clone());
                     }

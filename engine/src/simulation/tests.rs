@@ -59,13 +59,16 @@ fn first_failure(nodes: usize, bugs: BugSwitches, max_seeds: u64) -> SeedFailure
 fn assert_caught_as(failure: &SeedFailure, kinds: &[ViolationKind]) {
     eprintln!("caught at seed {}: {}", failure.seed, failure.violation);
     assert!(kinds.contains(&failure.violation.kind), "caught as an unexpected violation:\n{failure}");
-    assert!(failure.to_string().contains(&format!("--start {}", failure.seed)), "the failure must name its seed");
+    assert!(
+        failure.to_string().contains(&format!("--start {}", failure.seed)),
+        "the failure must name its seed"
+    );
 }
 
 #[test]
 fn catches_a_leader_committing_an_earlier_terms_entry_by_counting() {
     let bugs = BugSwitches { commit_previous_term_entries: true, ..BugSwitches::default() };
-    let failure = first_failure(3, bugs, 200_000);
+    let failure = first_failure(3, bugs, 5_000);
     assert_caught_as(
         &failure,
         &[
