@@ -44,10 +44,21 @@ pub struct Config {
     /// leader lease is `election_tick - max_clock_drift_ticks` ticks long.
     pub max_clock_drift_ticks: usize,
     /// The highest index the application has applied; entries after it are handed out
-    /// again on restart.
+    /// again on restart. The configuration in [`RaftState::conf_state`] must be the one
+    /// in effect at this index, since membership changes at or below it are not handed
+    /// out again.
+    ///
+    /// [`RaftState::conf_state`]: super::RaftState::conf_state
     pub applied: u64,
     /// Seed for the randomized election timeouts. The core has no other randomness.
     pub random_seed: u64,
+    /// The replica belongs to a group created just now (bootstrap, split, or a new peer
+    /// added empty), so it cannot have acknowledged a leader in an earlier life. It may
+    /// vote at once. Otherwise a starting replica ignores campaigns for one election
+    /// timeout: before a crash it may have acknowledged a leader's lease that it no
+    /// longer remembers, and voting early could let a second leader in while that lease
+    /// still holds.
+    pub new_group: bool,
 }
 
 impl Config {
@@ -65,6 +76,7 @@ impl Config {
             max_clock_drift_ticks: 2,
             applied: 0,
             random_seed: id,
+            new_group: false,
         }
     }
 

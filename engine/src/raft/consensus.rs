@@ -139,7 +139,7 @@ impl<S: Storage> Raft<S> {
             pending_conf_index: 0,
             lead_transferee: None,
             clock: 0,
-            lease_quiet: true,
+            lease_quiet: !config.new_group,
             rng: ChaCha8Rng::seed_from_u64(config.random_seed),
             config,
             #[cfg(test)]

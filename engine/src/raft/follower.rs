@@ -112,13 +112,16 @@ impl<S: Storage> Raft<S> {
         let mut response = new_message(message.from, MessageType::AppendResponse);
         if index <= self.log.committed {
             response.index = self.log.committed;
-        } else if self.log.match_term(index, term) {
-            // We already hold the snapshot's last entry: just commit up to it.
-            self.log.commit_to(index);
-            response.index = self.log.last_index();
         } else {
-            self.restore(snapshot);
-            response.index = self.log.last_index();
+            if self.log.match_term(index, term) {
+                // We already hold the snapshot's last entry: just commit up to it.
+                self.log.commit_to(index);
+            } else {
+                self.restore(snapshot);
+            }
+            // Entries we hold after the snapshot's may be a deposed leader's: acknowledge
+            // only what is known to match the leader's log.
+            response.index = index;
         }
         self.send(response);
         Ok(())

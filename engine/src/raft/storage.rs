@@ -16,8 +16,11 @@ use super::util::limit_size;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RaftState {
     pub hard_state: HardState,
-    /// The configuration as of the last snapshot; membership changes in the log after it
-    /// are applied again as the log is replayed.
+    /// The configuration in effect at [`Config::applied`](super::Config::applied):
+    /// membership changes after it are handed out again as the log is replayed, those
+    /// at or before it are not. An application that restarts from its snapshot (as
+    /// [`MemStorage`] does) returns the snapshot's configuration; one that persists its
+    /// applied index must persist the configuration with it.
     pub conf_state: ConfState,
 }
 

@@ -119,9 +119,10 @@ impl SimNode {
                     format!("{}: stored snapshot does not decode", self.id),
                 )
             })?;
-        self.incarnation += 1;
         let mut config = world.raft_template.clone();
         config.id = self.id;
+        config.new_group = self.incarnation == 0;
+        self.incarnation += 1;
         config.applied = metadata.index;
         config.random_seed = mix(world.rng_seed_salt() ^ mix(self.id) ^ self.incarnation);
         let raw = RawNode::new(config, self.storage.clone()).map_err(|error| {

@@ -37,7 +37,7 @@ impl Write {
 }
 
 fn decode_words(data: &[u8]) -> Option<Vec<u64>> {
-    if data.len() % 8 != 0 {
+    if !data.len().is_multiple_of(8) {
         return None;
     }
     Some(data.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect())
