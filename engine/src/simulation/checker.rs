@@ -60,6 +60,9 @@ struct CommittedEntry {
     term: u64,
     data_hash: u64,
     chain: u64,
+    /// A term by which the entry is known to have been committed: the lowest term in
+    /// which any replica applied it. It was committed in this term or an earlier one.
+    committed_by_term: u64,
 }
 
 #[derive(Debug, Default)]
@@ -80,11 +83,14 @@ pub struct Checker {
 impl Checker {
     /// Records the bootstrap state every founding replica starts from.
     pub fn bootstrap(&mut self, index: u64, term: u64) {
-        self.committed.insert(index, CommittedEntry { term, data_hash: 0, chain: 0 });
+        self.committed
+            .insert(index, CommittedEntry { term, data_hash: 0, chain: 0, committed_by_term: term });
     }
 
     /// Election Safety: at most one leader per term. Leader Completeness: the new leader
-    /// holds every committed entry it has not compacted.
+    /// holds every entry committed in an earlier term that it has not compacted. (A leader
+    /// of a stale term may be elected after a later term committed entries it lacks; it
+    /// can commit nothing, since the voters of the later term reject it.)
     pub fn on_leader(&mut self, id: u64, term: u64, log: &impl LogView) -> Result<(), Violation> {
         if let Some(&other) = self.leaders_by_term.get(&term)
             && other != id
@@ -97,6 +103,9 @@ impl Checker {
         self.leaders_by_term.insert(term, id);
         let (first, last) = (log.first_index(), log.last_index());
         for (&index, entry) in self.committed.range(first..) {
+            if entry.committed_by_term >= term {
+                continue;
+            }
             if index > last {
                 return Err(violation(
                     ViolationKind::LeaderCompleteness,
@@ -186,26 +195,37 @@ impl Checker {
     }
 
     /// State Machine Safety: every replica applies the same entry at each index. The
-    /// first application of an index also records the write it carries.
+    /// first application of an index also records the write it carries. `current_term`
+    /// is the applying replica's term: the entry was committed by then.
     pub fn on_applied(
         &mut self,
         id: u64,
         entry: &Entry,
         chain: u64,
+        current_term: u64,
         write: Option<(u64, u64)>,
     ) -> Result<(), Violation> {
-        let applied = CommittedEntry { term: entry.term, data_hash: hash_bytes(&entry.data), chain };
-        match self.committed.get(&entry.index) {
-            Some(existing) if *existing != applied => Err(violation(
-                ViolationKind::StateMachineSafety,
-                format!(
-                    "{id} applied term {} at index {}, which was applied elsewhere with term {}",
-                    entry.term, entry.index, existing.term
-                ),
-            )),
-            Some(_) => Ok(()),
+        let data_hash = hash_bytes(&entry.data);
+        match self.committed.get_mut(&entry.index) {
+            Some(existing)
+                if (existing.term, existing.data_hash, existing.chain) != (entry.term, data_hash, chain) =>
+            {
+                Err(violation(
+                    ViolationKind::StateMachineSafety,
+                    format!(
+                        "{id} applied term {} at index {}, which was applied elsewhere with term {}",
+                        entry.term, entry.index, existing.term
+                    ),
+                ))
+            }
+            Some(existing) => {
+                existing.committed_by_term = existing.committed_by_term.min(current_term);
+                Ok(())
+            }
             None => {
-                self.committed.insert(entry.index, applied);
+                let committed =
+                    CommittedEntry { term: entry.term, data_hash, chain, committed_by_term: current_term };
+                self.committed.insert(entry.index, committed);
                 if let Some((key, value)) = write {
                     self.writes_by_key.entry(key).or_default().insert(entry.index, value);
                 }

@@ -260,12 +260,9 @@ impl SimNode {
             ));
         }
         let write = self.state_machine.apply(entry);
-        world.checker.on_applied(
-            self.id,
-            entry,
-            self.state_machine.chain,
-            write.map(|w| (w.key, w.value)),
-        )?;
+        let current_term = self.raw.as_ref().map_or(u64::MAX, |raw| raw.raft.term);
+        let applied_write = write.map(|w| (w.key, w.value));
+        world.checker.on_applied(self.id, entry, self.state_machine.chain, current_term, applied_write)?;
         world.stats.applied += 1;
         if entry.entry_type() == EntryType::ConfChange {
             let change = ConfChange::decode(entry.data.as_slice()).map_err(|error| {

@@ -106,3 +106,14 @@ fn catches_a_replica_that_votes_twice_in_a_term() {
         &[ViolationKind::DoubleVote, ViolationKind::ElectionSafety, ViolationKind::StateMachineSafety],
     );
 }
+
+/// Seed 60303 elects a leader of term 3 after term 4 committed an entry it lacks: a vote
+/// granted in term 3 arrived late over a slow link. That is legal (Leader Completeness
+/// speaks of later terms only, and the stale leader can commit nothing), so the checker
+/// must not call it a violation.
+#[test]
+fn a_late_leader_of_a_stale_term_is_not_a_violation() {
+    if let Err(failure) = run_seed(60_303, &SimConfig::new(3)) {
+        panic!("{failure}");
+    }
+}
