@@ -46,6 +46,12 @@ pub fn apply(tracker: &ProgressTracker, change: &ConfChange, last_index: u64) ->
     if change.changes.iter().any(|single| single.node_id == 0) {
         return Err(invalid("node id 0 is reserved"));
     }
+    if let Some(single) = change.changes.iter().find(|s| ConfChangeType::try_from(s.change_type).is_err()) {
+        return Err(invalid(format!(
+            "unknown change type {} for node {}",
+            single.change_type, single.node_id
+        )));
+    }
     let entering_joint = changes_voters(tracker, change);
     let mut changed = Changed { config: tracker.config.clone(), progress: tracker.progress.clone() };
     if entering_joint {

@@ -11,8 +11,8 @@ pub enum ReadMode {
     /// ReadIndex: the leader records its commit index and confirms it is still the leader
     /// with one heartbeat round acknowledged by a quorum. Always safe.
     Safe,
-    /// Leader lease: while a quorum acknowledged a heartbeat round less than
-    /// `election_tick - max_clock_drift_ticks` ticks ago, the leader answers at once.
+    /// Leader lease: while a quorum acknowledged a heartbeat round sent less than
+    /// [`Config::lease_ticks`] ticks ago, the leader answers at once.
     /// Falls back to [`ReadMode::Safe`] when the lease has lapsed. Sound only if no
     /// replica's clock runs more than `max_clock_drift_ticks` ticks per election timeout
     /// slower or faster than another's.
@@ -97,17 +97,23 @@ impl Config {
         if self.max_inflight_msgs == 0 {
             return Err(Error::InvalidConfig("max_inflight_msgs must be at least 1".into()));
         }
-        if self.max_clock_drift_ticks >= self.election_tick {
+        if self.max_clock_drift_ticks + 1 >= self.election_tick {
             return Err(Error::InvalidConfig(format!(
-                "max_clock_drift_ticks ({}) must be below election_tick ({})",
-                self.max_clock_drift_ticks, self.election_tick
+                "max_clock_drift_ticks ({}) must be below election_tick - 1 ({}) so that a lease remains",
+                self.max_clock_drift_ticks,
+                self.election_tick - 1
             )));
         }
         Ok(())
     }
 
-    /// Length of the leader lease in ticks.
+    /// Length of the leader lease in ticks: `election_tick - max_clock_drift_ticks - 1`.
+    ///
+    /// A voter that acknowledged a heartbeat ignores campaigns for `election_tick` of its
+    /// own ticks after receiving it, but the first of those may come at once, so it is
+    /// protected only `election_tick - 1` tick intervals after the heartbeat was sent.
+    /// The leader counts from the tick before it sent; drift takes the rest.
     pub fn lease_ticks(&self) -> u64 {
-        (self.election_tick - self.max_clock_drift_ticks) as u64
+        (self.election_tick - self.max_clock_drift_ticks - 1) as u64
     }
 }

@@ -86,9 +86,12 @@ pub struct Raft<S: Storage> {
     pub(super) lead_transferee: Option<u64>,
     /// Ticks since this replica started: the leader lease is measured on it.
     pub(super) clock: u64,
-    /// Set at start-up until an election timeout has passed: a restarted replica may have
-    /// acknowledged a leader lease it no longer remembers, so it must not vote early.
-    lease_quiet: bool,
+    /// The clock reading when this replica last heard from a leader of its term. While
+    /// less than an election timeout ago, it neither grants votes nor raises its term for
+    /// a campaign (§4.2.3): the leader's lease rests on this. It survives term changes
+    /// caused by other messages. At start-up it reads 0 unless the group is new: a
+    /// restarted replica may have acknowledged a lease it no longer remembers.
+    last_leader_contact: Option<u64>,
     rng: ChaCha8Rng,
     #[cfg(test)]
     pub bugs: BugSwitches,
@@ -139,7 +142,7 @@ impl<S: Storage> Raft<S> {
             pending_conf_index: 0,
             lead_transferee: None,
             clock: 0,
-            lease_quiet: !config.new_group,
+            last_leader_contact: (!config.new_group).then_some(0),
             rng: ChaCha8Rng::seed_from_u64(config.random_seed),
             config,
             #[cfg(test)]
@@ -159,10 +162,11 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Queues a message. Only a leader's messages may leave before the Ready that
-    /// produced them is persisted: they carry nothing this replica has promised (its
-    /// term was made durable when it campaigned, and it counts its own log towards a
-    /// commit only once the log is durable). Everything a follower or candidate says
-    /// (votes, append acknowledgements) promises durable state, so it waits.
+    /// produced them is persisted: they carry nothing this replica has promised (it
+    /// counts its own log towards a commit only once the log is durable, and
+    /// [`RawNode::ready`](super::RawNode::ready) holds them back while the term itself is
+    /// not yet durable). Everything a follower or candidate says (votes, append
+    /// acknowledgements) promises durable state, so it waits.
     pub(super) fn send(&mut self, mut message: Message) {
         message.from = self.id;
         if message.term == 0 {
@@ -220,7 +224,6 @@ impl<S: Storage> Raft<S> {
         self.reset(self.term);
         self.role = Role::Leader;
         self.leader_id = self.id;
-        self.lease_quiet = false;
         self.reads = Reads::default();
         let persisted = self.log.persisted;
         if let Some(own) = self.tracker.progress.get_mut(&self.id) {
@@ -243,9 +246,6 @@ impl<S: Storage> Raft<S> {
             return;
         }
         self.election_elapsed += 1;
-        if self.lease_quiet && self.election_elapsed >= self.config.election_tick {
-            self.lease_quiet = false;
-        }
         if self.promotable() && self.election_elapsed >= self.randomized_election_timeout {
             self.election_elapsed = 0;
             self.hup(false);
@@ -279,9 +279,14 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    /// Starts an election now, if this replica may.
+    /// Starts an election now, if this replica may. Outside a leader transfer, a replica
+    /// that heard from a leader within an election timeout does not campaign: a leader
+    /// may be serving reads on a lease that counts on it.
     pub fn hup(&mut self, transfer: bool) {
         if self.role == Role::Leader || !self.promotable() || self.has_unapplied_conf_changes() {
+            return;
+        }
+        if !transfer && self.in_leader_lease() {
             return;
         }
         if transfer {
@@ -369,14 +374,21 @@ impl<S: Storage> Raft<S> {
                 message.to, self.id
             )));
         }
-        let message_type = message.msg_type();
+        let Ok(message_type) = MessageType::try_from(message.msg_type) else {
+            return Err(Error::InvalidMessage(format!(
+                "unknown message type {} from {}",
+                message.msg_type, message.from
+            )));
+        };
         let is_vote_request = matches!(message_type, MessageType::RequestVote | MessageType::RequestPreVote);
+        if is_vote_request && message.term >= self.term && !message.leader_transfer && self.in_leader_lease()
+        {
+            // §4.2.3: within an election timeout of hearing from a leader, a replica
+            // neither raises its term for a campaign nor grants a vote, whatever its term
+            // has become since; the leader's lease rests on this.
+            return Ok(());
+        }
         if message.term > self.term {
-            if is_vote_request && !message.leader_transfer && self.in_leader_lease() {
-                // §4.2.3: while this replica hears from a leader, a campaign is a
-                // disruption (or a lease violation in the making): ignore it.
-                return Ok(());
-            }
             match message_type {
                 MessageType::RequestPreVote => {}
                 MessageType::RequestPreVoteResponse if !message.reject => {}
@@ -402,10 +414,21 @@ impl<S: Storage> Raft<S> {
         }
     }
 
+    /// Whether a leader's lease may rest on this replica: it is the leader, or heard from
+    /// one less than an election timeout ago.
     fn in_leader_lease(&self) -> bool {
         self.config.check_quorum
-            && (self.leader_id != 0 || self.lease_quiet)
-            && self.election_elapsed < self.config.election_tick
+            && (self.role == Role::Leader
+                || self.last_leader_contact.is_some_and(|contact| {
+                    self.clock.saturating_sub(contact) < self.config.election_tick as u64
+                }))
+    }
+
+    /// Records that the leader of our term spoke to us.
+    pub(super) fn heard_from_leader(&mut self, leader_id: u64) {
+        self.election_elapsed = 0;
+        self.leader_id = leader_id;
+        self.last_leader_contact = Some(self.clock);
     }
 
     fn answer_stale_message(&mut self, message: &Message) {

@@ -11,8 +11,7 @@ impl<S: Storage> Raft<S> {
     pub(super) fn step_follower(&mut self, message: Message) -> Result<()> {
         match message.msg_type() {
             MessageType::Append | MessageType::Heartbeat | MessageType::Snapshot => {
-                self.election_elapsed = 0;
-                self.leader_id = message.from;
+                self.heard_from_leader(message.from);
                 self.handle_leader_message(message)
             }
             MessageType::TimeoutNow => {
@@ -29,6 +28,7 @@ impl<S: Storage> Raft<S> {
             MessageType::Append | MessageType::Heartbeat | MessageType::Snapshot => {
                 // A leader of our term exists: it won, we did not.
                 self.become_follower(message.term, message.from);
+                self.heard_from_leader(message.from);
                 self.handle_leader_message(message)
             }
             MessageType::RequestPreVoteResponse if self.role == Role::PreCandidate => {
@@ -48,6 +48,7 @@ impl<S: Storage> Raft<S> {
     fn handle_leader_message(&mut self, message: Message) -> Result<()> {
         match message.msg_type() {
             MessageType::Append => {
+                validate_append(&message)?;
                 self.handle_append(message);
                 Ok(())
             }
@@ -109,6 +110,14 @@ impl<S: Storage> Raft<S> {
             return Err(Error::InvalidMessage("snapshot message without a snapshot".into()));
         };
         let (index, term) = (snapshot_index(&snapshot), snapshot_term(&snapshot));
+        let has_conf_state = snapshot.metadata.as_ref().is_some_and(|m| m.conf_state.is_some());
+        if !has_conf_state || index == 0 || index == u64::MAX || term == 0 || term > message.term {
+            return Err(Error::InvalidMessage(format!(
+                "snapshot at index {index} term {term} (message term {}, configuration {}) is malformed",
+                message.term,
+                if has_conf_state { "present" } else { "missing" }
+            )));
+        }
         let mut response = new_message(message.from, MessageType::AppendResponse);
         if index <= self.log.committed {
             response.index = self.log.committed;
@@ -126,4 +135,23 @@ impl<S: Storage> Raft<S> {
         self.send(response);
         Ok(())
     }
+}
+
+/// Rejects an append whose entries could not come from a correct leader: they must follow
+/// `index` contiguously, with terms that never decrease, start at or after `log_term`
+/// and never exceed the message's term.
+fn validate_append(message: &Message) -> Result<()> {
+    let mut expected_index = message.index.checked_add(1);
+    let mut previous_term = message.log_term;
+    for entry in &message.entries {
+        if Some(entry.index) != expected_index || entry.term < previous_term || entry.term > message.term {
+            return Err(Error::InvalidMessage(format!(
+                "append after index {} term {} carries entry {} of term {} out of order (message term {})",
+                message.index, message.log_term, entry.index, entry.term, message.term
+            )));
+        }
+        expected_index = entry.index.checked_add(1);
+        previous_term = entry.term;
+    }
+    Ok(())
 }

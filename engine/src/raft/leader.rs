@@ -51,7 +51,7 @@ impl<S: Storage> Raft<S> {
         pr.recent_active = true;
         if message.reject {
             // Fast backtracking: jump over the whole term the follower's hint names.
-            let mut next_probe = message.reject_hint;
+            let mut next_probe = message.reject_hint.min(last_index);
             if message.log_term > 0 {
                 next_probe = self.log.find_conflict_by_term(message.reject_hint, message.log_term).0;
             }

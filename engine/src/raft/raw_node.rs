@@ -5,9 +5,10 @@
 //! Drive a replica in a loop: feed it ticks, messages and proposals; when
 //! [`RawNode::has_ready`] says so, take a [`Ready`] and handle it in this order:
 //!
-//! 1. Send [`Ready::messages`]. They come from a leader and may leave before anything in
-//!    this Ready is durable (§10.2.1: a leader writes its log in parallel with
-//!    replicating it; it counts its own copy towards a commit only once durable).
+//! 1. Send [`Ready::messages`]. They come from a leader whose term is already durable
+//!    and may leave before anything in this Ready is durable (§10.2.1: a leader writes
+//!    its log in parallel with replicating it; it counts its own copy towards a commit
+//!    only once durable). A Ready that changes the term or vote has none.
 //! 2. Install [`Ready::snapshot`] if present, then append [`Ready::entries`] (replacing
 //!    any stored entries from the first one's index on) and store [`Ready::hard_state`],
 //!    durably (sync if [`Ready::must_sync`]).
@@ -150,11 +151,20 @@ impl<S: Storage> RawNode<S> {
         let snapshot = self.raft.log.unstable.snapshot.clone();
         let entries = self.raft.log.unstable_entries().to_vec();
         let committed_entries = self.raft.log.next_committed_entries(Some(self.max_committed_size));
-        let must_sync = snapshot.is_some()
-            || !entries.is_empty()
-            || hard_state.as_ref().is_some_and(|hs| {
-                hs.term != self.previous_hard_state.term || hs.vote != self.previous_hard_state.vote
-            });
+        let term_or_vote_changed = hard_state.as_ref().is_some_and(|hs| {
+            hs.term != self.previous_hard_state.term || hs.vote != self.previous_hard_state.vote
+        });
+        let must_sync = snapshot.is_some() || !entries.is_empty() || term_or_vote_changed;
+        let mut messages = std::mem::take(&mut self.raft.messages);
+        let mut persisted_messages = std::mem::take(&mut self.raft.messages_after_persist);
+        if term_or_vote_changed {
+            // A leader elected within this Ready (a lone voter wins at once) must not
+            // speak in a term that is not yet durable: after a crash it could be elected
+            // for the same term again and send different entries under it.
+            messages.append(&mut persisted_messages);
+            persisted_messages = messages;
+            messages = Vec::new();
+        }
         self.in_flight = Some(InFlightReady {
             last_entry: entries.last().map(|e| (e.index, e.term)),
             snapshot: snapshot.clone(),
@@ -170,8 +180,8 @@ impl<S: Storage> RawNode<S> {
             snapshot,
             entries,
             committed_entries,
-            messages: std::mem::take(&mut self.raft.messages),
-            persisted_messages: std::mem::take(&mut self.raft.messages_after_persist),
+            messages,
+            persisted_messages,
             read_states: std::mem::take(&mut self.raft.read_states),
             dropped_reads: std::mem::take(&mut self.raft.dropped_reads),
             must_sync,

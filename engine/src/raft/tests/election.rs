@@ -315,6 +315,27 @@ fn follower_that_heard_from_a_leader_ignores_request_vote() {
     assert_eq!((net.raft(2).term, net.raft(2).vote), (3, 3), "a transfer campaign is heard");
 }
 
+/// The protection outlives a change of term that no leader caused (§4.2.3 counts from
+/// the last time the voter heard from a leader): a higher-term rejection of a stale
+/// PreVote moves the follower to that term with no known leader, yet it must still
+/// refuse to vote while the old leader's lease may hold.
+#[test]
+fn a_term_change_without_a_leader_does_not_lift_the_lease_protection() {
+    let mut net = Network::with_config(&[1, 2, 3], &[], |c| {
+        c.check_quorum = true;
+        c.pre_vote = true;
+    });
+    net.elect(1);
+    net.heartbeat(1);
+    let rejection = Message { reject: true, ..message(3, 2, MessageType::RequestPreVoteResponse, 3) };
+    net.raw(2).step(rejection).unwrap();
+    assert_eq!((net.raft(2).term, net.raft(2).leader_id), (3, 0), "the follower adopted the higher term");
+
+    let (last_index, last_term) = (net.raft(3).log.last_index(), net.raft(3).log.last_term());
+    net.raw(2).step(vote_request(3, 2, 3, last_index, last_term)).unwrap();
+    assert_eq!(net.raft(2).vote, 0, "a vote here would let a second leader in during 1's lease");
+}
+
 /// The same follower considers campaigns once an election timeout passed without a
 /// leader.
 #[test]
@@ -350,12 +371,19 @@ fn campaign_elects_a_first_leader_at_once_in_a_new_group() {
 }
 
 /// A replica that restarts may have acknowledged a leader lease before it crashed, so
-/// for one election timeout it ignores campaigns, even an explicit one.
+/// for one election timeout it neither campaigns, even when asked to, nor answers a
+/// campaign.
 #[test]
 fn replicas_that_may_have_acknowledged_a_lease_ignore_an_early_campaign() {
     let mut net = Network::with_config(&[1, 2, 3], &[], |c| *c = Config::new(c.id));
     net.raw(1).campaign();
     net.stabilize();
-    assert_eq!(net.raft(1).role, Role::PreCandidate, "peers in their quiet period must ignore the campaign");
-    assert_eq!(net.raft(2).term, net.raft(1).term);
+    assert_eq!(net.raft(1).role, Role::Follower, "an explicit campaign must wait out the quiet period");
+    assert!(net.delivered.is_empty(), "nothing may be sent: {:?}", net.delivered);
+
+    let (last_index, last_term) = (net.raft(2).log.last_index(), net.raft(2).log.last_term());
+    let term = net.raft(2).term;
+    net.raw(2).step(vote_request(3, 2, term + 1, last_index, last_term)).unwrap();
+    assert_eq!((net.raft(2).term, net.raft(2).vote), (term, 0), "the vote request must be ignored");
+    assert!(drain(&mut net.raw(2).raft).is_empty());
 }

@@ -20,5 +20,6 @@ mod membership;
 mod persistence;
 mod reads;
 mod replication;
+mod robustness;
 mod snapshots;
 mod transfer;

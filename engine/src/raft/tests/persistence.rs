@@ -214,3 +214,29 @@ fn restart_restores_hard_state_and_replays_unapplied_entries() {
     restarted.handle_readies();
     assert_eq!(restarted.applied_data(), vec![b"a".to_vec()]);
 }
+
+/// A lone voter wins its election within one Ready. Its appends to learners must wait
+/// until the new term is durable: if it crashed first, it could be elected for the same
+/// term again after a restart and send different entries under it, and a learner would
+/// keep the first ones as if they matched.
+#[test]
+fn a_lone_voter_speaks_in_a_new_term_only_once_it_is_durable() {
+    let storage = MemStorage::new_bootstrapped(1, conf_state(&[1], &[2]));
+    let mut raw = RawNode::new(crate::raft::Config { new_group: true, ..config(1) }, storage).unwrap();
+    raw.campaign();
+    assert_eq!(raw.raft.role, Role::Leader, "a lone voter wins at once");
+    let ready = raw.ready();
+    assert!(ready.hard_state.is_some_and(|hs| hs.term == 2 && hs.vote == 1));
+    assert!(ready.messages.is_empty(), "sent before the term is durable: {:?}", types(&ready.messages));
+    assert!(types(&ready.persisted_messages).contains(&MessageType::Append));
+    persist(&raw, &ready);
+    raw.advance();
+
+    // Once the term is durable the leader's messages go out at once again.
+    for _ in 0..super::harness::HEARTBEAT_TICK {
+        raw.tick();
+    }
+    let ready = raw.ready();
+    assert!(ready.hard_state.is_none_or(|hs| hs.term == 2));
+    assert!(types(&ready.messages).contains(&MessageType::Heartbeat));
+}

@@ -96,7 +96,7 @@ impl Progress {
         if self.next_index == 0 || self.next_index - 1 != rejected {
             return false;
         }
-        self.next_index = rejected.min(match_hint + 1).max(self.matched + 1);
+        self.next_index = rejected.min(match_hint.saturating_add(1)).max(self.matched + 1);
         self.probe_sent = false;
         true
     }
