@@ -3,9 +3,17 @@
 //! - [`raft`]: the pure Raft state machine.
 //! - [`simulation`]: the deterministic simulator that checks Raft's safety and liveness
 //!   under faults; later layers reuse it.
+//! - [`region`]: region descriptors, epochs, key-range arithmetic and splits.
+//! - [`storage`]: the node's one RocksDB: column families, key layout, per-region Raft
+//!   storage and region snapshots.
 //!
-//! Storage, regions, the multi-raft store and the replicated KV state machine arrive with
-//! their own modules (see `DESIGN.md` in the project's documentation).
+//! - [`kv`]: the replicated state machine: command checks and applying writes.
+//! - [`store`]: the multi-raft runtime: many regions per node, group commit, batched
+//!   messages, coalesced heartbeats, hibernation.
 
+pub mod kv;
 pub mod raft;
+pub mod region;
 pub mod simulation;
+pub mod storage;
+pub mod store;

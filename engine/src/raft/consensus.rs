@@ -156,6 +156,11 @@ impl<S: Storage> Raft<S> {
         HardState { term: self.term, vote: self.vote, commit: self.log.committed }
     }
 
+    /// The replica leadership is being handed to, if a transfer is under way.
+    pub fn lead_transferee(&self) -> Option<u64> {
+        self.lead_transferee
+    }
+
     /// Whether this replica may campaign: it must be a voter.
     pub fn promotable(&self) -> bool {
         self.tracker.is_voter(self.id)

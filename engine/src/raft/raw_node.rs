@@ -112,6 +112,13 @@ impl<S: Storage> RawNode<S> {
         self.raft.read_index(context, mode)
     }
 
+    /// Ends the leader's lease. A replica that stops ticking (a hibernating region) must
+    /// call this: its clock stops with it, so a lease measured on that clock would seem
+    /// to hold for as long as it sleeps.
+    pub fn expire_lease(&mut self) {
+        self.raft.reads.expire_lease();
+    }
+
     pub fn report_snapshot(&mut self, to: u64, success: bool) {
         self.raft.report_snapshot(to, success);
     }

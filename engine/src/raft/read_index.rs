@@ -63,6 +63,12 @@ impl Reads {
         self.lease_revoked = true;
     }
 
+    /// Ends the current lease; the next quorum-acknowledged heartbeat round starts a new
+    /// one.
+    pub fn expire_lease(&mut self) {
+        self.lease_expires_at = 0;
+    }
+
     pub fn broadcast_needed(&self) -> bool {
         self.broadcast_needed
     }

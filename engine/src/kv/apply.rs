@@ -1,0 +1,119 @@
+//! Applying committed writes to the data column family.
+//!
+//! All writes of one apply round go into one [`WriteBatch`], written together with the
+//! region's apply index. A compare-and-swap must see the writes before it in the same
+//! round, which are not in RocksDB yet, so the batch keeps an overlay of the keys it
+//! has written and the ranges it has deleted.
+
+use std::collections::BTreeMap;
+
+use rocksdb::WriteBatch;
+
+use crate::storage::proto::{Region, WriteRequest, WriteResponse, write_request};
+use crate::storage::{Cf, Engine, EngineError, keys};
+
+/// A write batch under construction, with what it has written so far readable.
+pub struct ApplyBatch {
+    pub batch: WriteBatch,
+    /// Latest value written per data key in this batch (`None`: deleted).
+    written: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Data key ranges deleted in this batch.
+    deleted_ranges: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Default for ApplyBatch {
+    fn default() -> Self {
+        ApplyBatch { batch: WriteBatch::default(), written: BTreeMap::new(), deleted_ranges: Vec::new() }
+    }
+}
+
+impl ApplyBatch {
+    /// The value of `data_key` as the database will hold it once this batch is written.
+    fn read(&self, engine: &Engine, data_key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        if let Some(value) = self.written.get(data_key) {
+            return Ok(value.clone());
+        }
+        if self.deleted_ranges.iter().any(|(start, end)| data_key >= start.as_slice() && data_key < end.as_slice()) {
+            return Ok(None);
+        }
+        engine.get(Cf::Data, data_key)
+    }
+
+    fn put(&mut self, engine: &Engine, data_key: Vec<u8>, value: Vec<u8>) -> Result<(), EngineError> {
+        self.batch.put_cf(engine.cf(Cf::Data)?, &data_key, &value);
+        self.written.insert(data_key, Some(value));
+        Ok(())
+    }
+
+    fn delete(&mut self, engine: &Engine, data_key: Vec<u8>) -> Result<(), EngineError> {
+        self.batch.delete_cf(engine.cf(Cf::Data)?, &data_key);
+        self.written.insert(data_key, None);
+        Ok(())
+    }
+
+    fn delete_range(&mut self, engine: &Engine, start: Vec<u8>, end: Vec<u8>) -> Result<(), EngineError> {
+        self.batch.delete_range_cf(engine.cf(Cf::Data)?, &start, &end);
+        for (_, value) in self.written.range_mut(start.clone()..end.clone()) {
+            *value = None;
+        }
+        self.deleted_ranges.push((start, end));
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+
+    /// Takes the batch to write, leaving this one empty.
+    pub fn take(&mut self) -> WriteBatch {
+        self.written.clear();
+        self.deleted_ranges.clear();
+        std::mem::take(&mut self.batch)
+    }
+}
+
+/// Applies the writes of one committed command of `region` into `batch`; returns one
+/// response per write. The writes were checked against the region when proposed; the
+/// caller checked the epoch again before calling.
+pub fn apply_writes(
+    engine: &Engine,
+    region: &Region,
+    writes: &[WriteRequest],
+    batch: &mut ApplyBatch,
+) -> Result<Vec<WriteResponse>, EngineError> {
+    let mut responses = Vec::with_capacity(writes.len());
+    for write in writes {
+        let mut response = WriteResponse { succeeded: true, previous: None };
+        match &write.kind {
+            None => response.succeeded = false,
+            Some(write_request::Kind::Put(put)) => batch.put(engine, keys::data_key(&put.key), put.value.clone())?,
+            Some(write_request::Kind::Delete(delete)) => batch.delete(engine, keys::data_key(&delete.key))?,
+            Some(write_request::Kind::DeleteRange(range)) => {
+                // Clamp to the region: a command never writes outside its range.
+                let start = range.start_key.as_slice().max(region.start_key.as_slice());
+                let end = if range.end_key.is_empty() {
+                    region.end_key.as_slice()
+                } else if region.end_key.is_empty() {
+                    range.end_key.as_slice()
+                } else {
+                    range.end_key.as_slice().min(region.end_key.as_slice())
+                };
+                batch.delete_range(engine, keys::data_key(start), keys::data_end_key(end))?;
+            }
+            Some(write_request::Kind::CompareAndSwap(cas)) => {
+                let data_key = keys::data_key(&cas.key);
+                let current = batch.read(engine, &data_key)?;
+                response.succeeded = current == cas.expected;
+                if response.succeeded {
+                    match &cas.new_value {
+                        Some(value) => batch.put(engine, data_key, value.clone())?,
+                        None => batch.delete(engine, data_key)?,
+                    }
+                }
+                response.previous = current;
+            }
+        }
+        responses.push(response);
+    }
+    Ok(responses)
+}

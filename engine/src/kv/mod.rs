@@ -1,0 +1,87 @@
+//! The replicated state machine: what a committed command does to the data column
+//! family, and the checks a command must pass before it is proposed.
+//!
+//! Limits (documented for clients): keys are 1 to [`MAX_KEY_BYTES`] bytes, values at
+//! most [`MAX_VALUE_BYTES`]. A command is checked when proposed (so that a bad request
+//! is refused at once with a typed error) and its epoch again when applied (so that a
+//! command proposed before a split does not write outside the region it ends up in).
+
+mod apply;
+
+pub use apply::{ApplyBatch, apply_writes};
+
+use thiserror::Error;
+
+use crate::region::{self, RegionError};
+use crate::storage::proto::{Region, WriteRequest, write_request};
+
+/// Largest key accepted, in bytes.
+pub const MAX_KEY_BYTES: usize = 8 * 1024;
+/// Largest value accepted, in bytes.
+pub const MAX_VALUE_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum KvError {
+    #[error("empty key")]
+    EmptyKey,
+    #[error("key of {size} bytes is over the limit of {max}")]
+    KeyTooLarge { size: usize, max: usize },
+    #[error("value of {size} bytes is over the limit of {max}")]
+    ValueTooLarge { size: usize, max: usize },
+    #[error("request has no operation")]
+    EmptyRequest,
+    #[error(transparent)]
+    Region(#[from] RegionError),
+}
+
+pub fn check_key(key: &[u8]) -> Result<(), KvError> {
+    if key.is_empty() {
+        return Err(KvError::EmptyKey);
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(KvError::KeyTooLarge { size: key.len(), max: MAX_KEY_BYTES });
+    }
+    Ok(())
+}
+
+pub fn check_value(value: &[u8]) -> Result<(), KvError> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(KvError::ValueTooLarge { size: value.len(), max: MAX_VALUE_BYTES });
+    }
+    Ok(())
+}
+
+/// Checks one write against the limits and the region's range.
+pub fn check_write(region: &Region, write: &WriteRequest) -> Result<(), KvError> {
+    match &write.kind {
+        None => Err(KvError::EmptyRequest),
+        Some(write_request::Kind::Put(put)) => {
+            check_key(&put.key)?;
+            check_value(&put.value)?;
+            Ok(region::check_key(region, &put.key)?)
+        }
+        Some(write_request::Kind::Delete(delete)) => {
+            check_key(&delete.key)?;
+            Ok(region::check_key(region, &delete.key)?)
+        }
+        Some(write_request::Kind::DeleteRange(range)) => {
+            if range.start_key.len() > MAX_KEY_BYTES || range.end_key.len() > MAX_KEY_BYTES {
+                return Err(KvError::KeyTooLarge {
+                    size: range.start_key.len().max(range.end_key.len()),
+                    max: MAX_KEY_BYTES,
+                });
+            }
+            Ok(region::check_range(region, &range.start_key, &range.end_key)?)
+        }
+        Some(write_request::Kind::CompareAndSwap(cas)) => {
+            check_key(&cas.key)?;
+            if let Some(value) = &cas.new_value {
+                check_value(value)?;
+            }
+            Ok(region::check_key(region, &cas.key)?)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,221 @@
+//! Regions: the contiguous key ranges that Raft groups replicate, their epochs, and the
+//! key-range arithmetic of routing and splitting.
+//!
+//! A region covers `[start_key, end_key)`; an empty end key means the end of the key
+//! space. Its epoch has two counters: `version` grows when the range changes (a split),
+//! `conf_version` when the membership changes. A request routed with an older epoch was
+//! routed on stale knowledge and is refused with the current descriptor, so the client
+//! can refresh its cache. This module is pure: no I/O, no Raft.
+
+use thiserror::Error;
+
+use crate::storage::proto::{Peer, PeerRole, Region, RegionEpoch};
+
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum RegionError {
+    #[error("key {key:?} is outside region {region_id} [{start:?}, {end:?})")]
+    KeyNotInRegion { key: Vec<u8>, region_id: u64, start: Vec<u8>, end: Vec<u8> },
+    #[error("stale epoch for region {region_id}: request has {requested:?}, region is at {current:?}")]
+    EpochNotMatch { region_id: u64, requested: RegionEpoch, current: RegionEpoch, current_region: Box<Region> },
+    #[error("split key {key:?} is not strictly inside region {region_id}")]
+    InvalidSplitKey { key: Vec<u8>, region_id: u64 },
+    #[error("split of region {region_id} needs {needed} new peer ids, got {given}")]
+    SplitPeerCount { region_id: u64, needed: usize, given: usize },
+    #[error("range start {start:?} is after its end {end:?}")]
+    InvertedRange { start: Vec<u8>, end: Vec<u8> },
+}
+
+/// What a request intends, which decides the parts of the epoch that must match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochCheck {
+    /// Reads and writes of data: the range must be the one the client routed on.
+    Data,
+    /// Splits and membership changes: both range and membership must be current.
+    Admin,
+}
+
+pub fn epoch(region: &Region) -> RegionEpoch {
+    region.epoch.unwrap_or_default()
+}
+
+/// Whether `key` lies in the region's range.
+pub fn contains_key(region: &Region, key: &[u8]) -> bool {
+    key >= region.start_key.as_slice() && (region.end_key.is_empty() || key < region.end_key.as_slice())
+}
+
+pub fn check_key(region: &Region, key: &[u8]) -> Result<(), RegionError> {
+    if contains_key(region, key) {
+        return Ok(());
+    }
+    Err(RegionError::KeyNotInRegion {
+        key: key.to_vec(),
+        region_id: region.id,
+        start: region.start_key.clone(),
+        end: region.end_key.clone(),
+    })
+}
+
+/// Checks that `[start, end)` (empty end: to the end of the key space) is a valid range
+/// inside the region.
+pub fn check_range(region: &Region, start: &[u8], end: &[u8]) -> Result<(), RegionError> {
+    if !end.is_empty() && start > end {
+        return Err(RegionError::InvertedRange { start: start.to_vec(), end: end.to_vec() });
+    }
+    check_key(region, start)?;
+    let end_inside = if region.end_key.is_empty() {
+        true
+    } else {
+        !end.is_empty() && end <= region.end_key.as_slice()
+    };
+    if !end_inside {
+        return Err(RegionError::KeyNotInRegion {
+            key: end.to_vec(),
+            region_id: region.id,
+            start: region.start_key.clone(),
+            end: region.end_key.clone(),
+        });
+    }
+    Ok(())
+}
+
+pub fn check_epoch(region: &Region, requested: RegionEpoch, check: EpochCheck) -> Result<(), RegionError> {
+    let current = epoch(region);
+    let stale = match check {
+        EpochCheck::Data => requested.version != current.version,
+        EpochCheck::Admin => requested != current,
+    };
+    if stale {
+        return Err(RegionError::EpochNotMatch {
+            region_id: region.id,
+            requested,
+            current,
+            current_region: Box::new(region.clone()),
+        });
+    }
+    Ok(())
+}
+
+/// Splits `region` at `split_key`: the left half keeps the region's id and takes
+/// `[start, split_key)`, a new region `new_region_id` takes `[split_key, end)` with one
+/// new peer (from `new_peer_ids`, in order) on each store of the original. Both halves
+/// get the next range version.
+pub fn split(
+    region: &Region,
+    split_key: &[u8],
+    new_region_id: u64,
+    new_peer_ids: &[u64],
+) -> Result<(Region, Region), RegionError> {
+    let inside = split_key > region.start_key.as_slice()
+        && (region.end_key.is_empty() || split_key < region.end_key.as_slice());
+    if !inside {
+        return Err(RegionError::InvalidSplitKey { key: split_key.to_vec(), region_id: region.id });
+    }
+    if new_peer_ids.len() != region.peers.len() {
+        return Err(RegionError::SplitPeerCount {
+            region_id: region.id,
+            needed: region.peers.len(),
+            given: new_peer_ids.len(),
+        });
+    }
+    let mut epoch = epoch(region);
+    epoch.version += 1;
+    let mut left = region.clone();
+    left.end_key = split_key.to_vec();
+    left.epoch = Some(epoch);
+    let right = Region {
+        id: new_region_id,
+        start_key: split_key.to_vec(),
+        end_key: region.end_key.clone(),
+        epoch: Some(epoch),
+        peers: region
+            .peers
+            .iter()
+            .zip(new_peer_ids)
+            .map(|(peer, &id)| Peer { id, store_id: peer.store_id, role: peer.role })
+            .collect(),
+    };
+    Ok((left, right))
+}
+
+/// The region's peer on `store_id`, if it has one.
+pub fn peer_on_store(region: &Region, store_id: u64) -> Option<&Peer> {
+    region.peers.iter().find(|peer| peer.store_id == store_id)
+}
+
+pub fn is_learner(peer: &Peer) -> bool {
+    peer.role == PeerRole::Learner as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(start: &[u8], end: &[u8]) -> Region {
+        Region {
+            id: 1,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            epoch: Some(RegionEpoch { conf_version: 3, version: 7 }),
+            peers: vec![
+                Peer { id: 11, store_id: 1, role: 0 },
+                Peer { id: 12, store_id: 2, role: 0 },
+                Peer { id: 13, store_id: 3, role: 1 },
+            ],
+        }
+    }
+
+    #[test]
+    fn ranges_are_half_open_and_an_empty_end_is_unbounded() {
+        let bounded = region(b"b", b"d");
+        assert!(contains_key(&bounded, b"b"));
+        assert!(contains_key(&bounded, b"cz"));
+        assert!(!contains_key(&bounded, b"d"));
+        assert!(!contains_key(&bounded, b"a"));
+        let unbounded = region(b"", b"");
+        assert!(contains_key(&unbounded, b""));
+        assert!(contains_key(&unbounded, &[0xff; 100]));
+        assert!(matches!(check_key(&bounded, b"e"), Err(RegionError::KeyNotInRegion { .. })));
+    }
+
+    #[test]
+    fn range_checks_reject_inverted_and_overflowing_ranges() {
+        let bounded = region(b"b", b"d");
+        assert!(check_range(&bounded, b"b", b"d").is_ok());
+        assert!(check_range(&bounded, b"c", b"cc").is_ok());
+        assert!(matches!(check_range(&bounded, b"c", b"b"), Err(RegionError::InvertedRange { .. })));
+        assert!(check_range(&bounded, b"c", b"e").is_err());
+        assert!(check_range(&bounded, b"c", b"").is_err(), "an unbounded end leaves a bounded region");
+        assert!(check_range(&region(b"b", b""), b"c", b"").is_ok());
+    }
+
+    #[test]
+    fn data_requests_need_the_current_range_version_admin_requests_the_whole_epoch() {
+        let current = region(b"b", b"d");
+        let same = RegionEpoch { conf_version: 3, version: 7 };
+        let old_membership = RegionEpoch { conf_version: 2, version: 7 };
+        let old_range = RegionEpoch { conf_version: 3, version: 6 };
+        assert!(check_epoch(&current, same, EpochCheck::Admin).is_ok());
+        assert!(check_epoch(&current, old_membership, EpochCheck::Data).is_ok());
+        assert!(check_epoch(&current, old_membership, EpochCheck::Admin).is_err());
+        let Err(RegionError::EpochNotMatch { current_region, .. }) = check_epoch(&current, old_range, EpochCheck::Data)
+        else {
+            panic!("a request routed before a split must be refused");
+        };
+        assert_eq!(*current_region, current, "the refusal carries the current descriptor");
+    }
+
+    #[test]
+    fn a_split_divides_the_range_and_bumps_the_version() {
+        let original = region(b"b", b"");
+        let (left, right) = split(&original, b"m", 9, &[91, 92, 93]).unwrap();
+        assert_eq!((left.id, left.start_key.as_slice(), left.end_key.as_slice()), (1, &b"b"[..], &b"m"[..]));
+        assert_eq!((right.id, right.start_key.as_slice(), right.end_key.as_slice()), (9, &b"m"[..], &b""[..]));
+        assert_eq!(epoch(&left), RegionEpoch { conf_version: 3, version: 8 });
+        assert_eq!(epoch(&right), epoch(&left));
+        let stores: Vec<(u64, u64, i32)> = right.peers.iter().map(|p| (p.id, p.store_id, p.role)).collect();
+        assert_eq!(stores, vec![(91, 1, 0), (92, 2, 0), (93, 3, 1)]);
+        assert!(split(&original, b"b", 9, &[91, 92, 93]).is_err(), "the start key splits nothing");
+        assert!(split(&original, b"a", 9, &[91, 92, 93]).is_err());
+        assert!(matches!(split(&original, b"m", 9, &[91]), Err(RegionError::SplitPeerCount { .. })));
+    }
+}

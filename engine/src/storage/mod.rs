@@ -1,0 +1,23 @@
+//! The node's one RocksDB: column families, key layout, per-region Raft storage and
+//! region snapshots.
+//!
+//! Everything the node keeps lives in one database so that one write batch, with one
+//! WAL sync, can carry the Raft logs of many regions (group commit) and so that applied
+//! data and the apply index always land together. This module knows how things are laid
+//! out on disk; it never decides what to write or when.
+
+mod engine;
+pub mod keys;
+mod peer_storage;
+pub mod snapshot;
+
+#[cfg(test)]
+mod tests;
+
+/// Generated metadata types (regions, epochs, per-region states).
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/tessera.store.rs"));
+}
+
+pub use engine::{Cf, Engine, EngineError};
+pub use peer_storage::{INITIAL_INDEX, INITIAL_TERM, PeerStorage};

@@ -1,0 +1,179 @@
+//! The storage layer against a real RocksDB in a temporary directory.
+
+use rocksdb::WriteBatch;
+
+use super::proto::{Peer, Region, RegionEpoch};
+use super::*;
+use crate::raft::proto::{Entry, HardState};
+use crate::raft::{Storage, StorageError};
+
+fn region(id: u64, start: &[u8], end: &[u8]) -> Region {
+    Region {
+        id,
+        start_key: start.to_vec(),
+        end_key: end.to_vec(),
+        epoch: Some(RegionEpoch { conf_version: 1, version: 1 }),
+        peers: vec![Peer { id: id * 10 + 1, store_id: 1, role: 0 }],
+    }
+}
+
+fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
+    range.map(|index| Entry { index, term, data: format!("{index}@{term}").into_bytes(), ..Entry::default() }).collect()
+}
+
+fn founded(engine: &Engine, region: &Region) -> PeerStorage {
+    let mut batch = WriteBatch::default();
+    PeerStorage::initialize(engine, region, region.peers[0].id, &mut batch).unwrap();
+    engine.write(batch, true).unwrap();
+    PeerStorage::open(engine, region.id).unwrap()
+}
+
+fn append(engine: &Engine, storage: &mut PeerStorage, new: &[Entry]) {
+    let mut batch = WriteBatch::default();
+    storage.append(new, &mut batch).unwrap();
+    engine.write(batch, true).unwrap();
+}
+
+#[test]
+fn the_log_and_hard_state_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::open(dir.path()).unwrap();
+        let mut storage = founded(&engine, &region(1, b"", b""));
+        let mut batch = WriteBatch::default();
+        storage.append(&entries(INITIAL_INDEX + 1..=INITIAL_INDEX + 4, 6), &mut batch).unwrap();
+        storage.set_hard_state(HardState { term: 6, vote: 11, commit: INITIAL_INDEX + 2 }, &mut batch).unwrap();
+        engine.write(batch, true).unwrap();
+    }
+    let engine = Engine::open(dir.path()).unwrap();
+    let storage = PeerStorage::open(&engine, 1).unwrap();
+    let state = storage.initial_state().unwrap();
+    assert_eq!(state.hard_state, HardState { term: 6, vote: 11, commit: INITIAL_INDEX + 2 });
+    assert_eq!(state.conf_state.voters, vec![11]);
+    assert_eq!(storage.first_index().unwrap(), INITIAL_INDEX + 1);
+    assert_eq!(storage.last_index().unwrap(), INITIAL_INDEX + 4);
+    assert_eq!(storage.term(INITIAL_INDEX).unwrap(), INITIAL_TERM);
+    assert_eq!(storage.term(INITIAL_INDEX + 3).unwrap(), 6);
+    let read = storage.entries(INITIAL_INDEX + 1, INITIAL_INDEX + 5, None).unwrap();
+    assert_eq!(read, entries(INITIAL_INDEX + 1..=INITIAL_INDEX + 4, 6));
+}
+
+#[test]
+fn appending_over_a_longer_suffix_removes_the_rest_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let mut storage = founded(&engine, &region(1, b"", b""));
+    append(&engine, &mut storage, &entries(6..=10, 6));
+    append(&engine, &mut storage, &entries(8..=8, 7));
+    assert_eq!(storage.last_index().unwrap(), 8);
+    assert_eq!(storage.term(8).unwrap(), 7);
+    assert_eq!(storage.entries(6, 9, None).unwrap().iter().map(|e| e.term).collect::<Vec<_>>(), vec![6, 6, 7]);
+    assert_eq!(storage.entries(6, 10, None), Err(StorageError::Unavailable));
+    assert_eq!(engine.get(Cf::Raft, &keys::log_key(1, 9)).unwrap(), None, "the replaced suffix is deleted");
+    let reopened = PeerStorage::open(&engine, 1).unwrap();
+    assert_eq!(reopened.last_index().unwrap(), 8);
+}
+
+#[test]
+fn compaction_drops_the_prefix_with_a_range_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let mut storage = founded(&engine, &region(1, b"", b""));
+    append(&engine, &mut storage, &entries(6..=10, 6));
+    let mut batch = WriteBatch::default();
+    storage.set_applied(9, &mut batch).unwrap();
+    assert!(!storage.compact_to(10, &mut batch).unwrap(), "unapplied entries are never compacted");
+    assert!(storage.compact_to(8, &mut batch).unwrap());
+    engine.write(batch, true).unwrap();
+    assert_eq!(storage.first_index().unwrap(), 9);
+    assert_eq!(storage.term(8).unwrap(), 6);
+    assert_eq!(storage.term(7), Err(StorageError::Compacted));
+    assert_eq!(storage.entries(8, 10, None), Err(StorageError::Compacted));
+    assert_eq!(storage.entries(9, 11, None).unwrap().len(), 2);
+    for index in 6..=8 {
+        assert_eq!(engine.get(Cf::Raft, &keys::log_key(1, index)).unwrap(), None);
+    }
+    let reopened = PeerStorage::open(&engine, 1).unwrap();
+    assert_eq!(reopened.first_index().unwrap(), 9);
+}
+
+#[test]
+fn regions_in_one_batch_keep_their_logs_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let mut first = founded(&engine, &region(1, b"", b"m"));
+    let mut second = founded(&engine, &region(2, b"m", b""));
+    let mut batch = WriteBatch::default();
+    first.append(&entries(6..=8, 6), &mut batch).unwrap();
+    second.append(&entries(6..=6, 9), &mut batch).unwrap();
+    engine.write(batch, true).unwrap();
+    assert_eq!(first.entries(6, 9, None).unwrap(), entries(6..=8, 6));
+    assert_eq!(second.entries(6, 7, None).unwrap(), entries(6..=6, 9));
+    assert_eq!(second.entries(6, 8, None), Err(StorageError::Unavailable));
+}
+
+#[test]
+fn entries_are_cut_at_the_size_limit_but_never_below_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let mut storage = founded(&engine, &region(1, b"", b""));
+    append(&engine, &mut storage, &entries(6..=10, 6));
+    let one = prost::Message::encoded_len(&entries(6..=6, 6)[0]) as u64;
+    assert_eq!(storage.entries(6, 11, Some(1)).unwrap().len(), 1);
+    assert_eq!(storage.entries(6, 11, Some(2 * one)).unwrap().len(), 2);
+    assert_eq!(storage.entries(6, 11, Some(2 * one + 1)).unwrap().len(), 2);
+    assert_eq!(storage.entries(6, 11, None).unwrap().len(), 5);
+}
+
+#[test]
+fn a_snapshot_carries_the_region_range_and_installs_atomically() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let source = Engine::open(source_dir.path()).unwrap();
+    let donor_region = region(3, b"b", b"d");
+    let mut donor = founded(&source, &donor_region);
+    append(&source, &mut donor, &entries(6..=7, 6));
+    let mut batch = WriteBatch::default();
+    let data = source.cf(Cf::Data).unwrap();
+    for key in [&b"a"[..], b"b", b"c", b"cz", b"d"] {
+        batch.put_cf(data, keys::data_key(key), [b"v-", key].concat());
+    }
+    donor.set_applied(7, &mut batch).unwrap();
+    source.write(batch, true).unwrap();
+
+    let snapshot = donor.snapshot(0).unwrap();
+    let metadata = snapshot.metadata.clone().unwrap();
+    assert_eq!((metadata.index, metadata.term), (7, 6));
+    assert_eq!(metadata.conf_state.unwrap().voters, vec![31]);
+
+    let target_dir = tempfile::tempdir().unwrap();
+    {
+        let target = Engine::open(target_dir.path()).unwrap();
+        let mut batch = WriteBatch::default();
+        PeerStorage::initialize_empty(&target, 3, 32, &mut batch).unwrap();
+        let data = target.cf(Cf::Data).unwrap();
+        batch.put_cf(data, keys::data_key(b"bb"), b"stale");
+        target.write(batch, true).unwrap();
+        let mut empty = PeerStorage::open(&target, 3).unwrap();
+        assert!(!empty.is_initialized());
+        let mut batch = WriteBatch::default();
+        snapshot::install(&target, &mut empty, &snapshot, &mut batch).unwrap();
+        target.write(batch, true).unwrap();
+    }
+    let target = Engine::open(target_dir.path()).unwrap();
+    let installed = PeerStorage::open(&target, 3).unwrap();
+    assert!(installed.is_initialized());
+    assert_eq!(installed.region(), donor_region);
+    assert_eq!((installed.first_index().unwrap(), installed.last_index().unwrap()), (8, 7));
+    assert_eq!(installed.term(7).unwrap(), 6);
+    assert_eq!(installed.apply_state().applied_index, 7);
+    for (key, expected) in [
+        (&b"a"[..], None),
+        (b"b", Some(b"v-b".to_vec())),
+        (b"bb", None),
+        (b"c", Some(b"v-c".to_vec())),
+        (b"cz", Some(b"v-cz".to_vec())),
+        (b"d", None),
+    ] {
+        assert_eq!(target.get(Cf::Data, &keys::data_key(key)).unwrap(), expected, "key {key:?}");
+    }
+}

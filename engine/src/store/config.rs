@@ -1,0 +1,41 @@
+//! Settings of a store's runtime.
+
+use std::time::Duration;
+
+/// How a store runs its regions.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub store_id: u64,
+    /// Raft worker threads; each owns a fixed share of the regions.
+    pub workers: usize,
+    /// Wall-clock length of one Raft tick.
+    pub tick_interval: Duration,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    /// Ticks without activity after which a region's leader hibernates it.
+    pub hibernate_after_ticks: u64,
+    /// Every this many ticks a region truncates its Raft log.
+    pub log_gc_interval_ticks: u64,
+    /// A region keeps at most this many applied entries that a lagging follower still
+    /// needs; a follower further behind catches up by snapshot instead.
+    pub log_gc_max_lag: u64,
+    /// Whether to sync the log on every write round (turn off only in benchmarks that
+    /// measure everything but the disk).
+    pub sync_log: bool,
+}
+
+impl StoreConfig {
+    pub fn new(store_id: u64) -> StoreConfig {
+        StoreConfig {
+            store_id,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8),
+            tick_interval: Duration::from_millis(100),
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            hibernate_after_ticks: 20,
+            log_gc_interval_ticks: 10,
+            log_gc_max_lag: 1024,
+            sync_log: true,
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Outgoing messages of one round, grouped into one frame per destination store, with
+//! heartbeats coalesced into compact entries.
+//!
+//! A store leading thousands of regions would otherwise send thousands of heartbeat
+//! messages per tick to each peer store. Here every heartbeat of a round to one store
+//! rides in that store's single frame, as a few integers each, and the answers come
+//! back the same way.
+
+use std::collections::BTreeMap;
+
+use crate::raft::proto::{Message, MessageType};
+use crate::storage::proto::{HeartbeatEntry, RegionMessage, StoreBatch};
+
+use super::peer::Peer;
+use super::transport::Transport;
+
+pub struct Outgoing {
+    store_id: u64,
+    frames: BTreeMap<u64, StoreBatch>,
+}
+
+impl Outgoing {
+    pub fn new(store_id: u64) -> Outgoing {
+        Outgoing { store_id, frames: BTreeMap::new() }
+    }
+
+    fn frame(&mut self, to_store: u64) -> &mut StoreBatch {
+        let from_store = self.store_id;
+        self.frames.entry(to_store).or_insert_with(|| StoreBatch { from_store, to_store, ..StoreBatch::default() })
+    }
+
+    /// Adds `peer`'s messages; a message to a peer whose store is unknown is dropped
+    /// (Raft retries).
+    pub fn add(&mut self, peer: &Peer, messages: Vec<Message>) {
+        for message in messages {
+            let Some(to_peer) = peer.descriptor_of(message.to) else { continue };
+            match message.msg_type() {
+                MessageType::Heartbeat => {
+                    let entry = heartbeat_entry(peer.region_id, &message, false);
+                    self.frame(to_peer.store_id).heartbeats.push(entry);
+                }
+                MessageType::HeartbeatResponse => {
+                    let entry = heartbeat_entry(peer.region_id, &message, false);
+                    self.frame(to_peer.store_id).heartbeat_responses.push(entry);
+                }
+                _ => {
+                    let region_message = RegionMessage {
+                        region_id: peer.region_id,
+                        from_peer: peer.descriptor_of(peer.peer_id),
+                        to_peer: Some(to_peer),
+                        epoch: peer.region.epoch,
+                        message: Some(message),
+                    };
+                    self.frame(to_peer.store_id).messages.push(region_message);
+                }
+            }
+        }
+    }
+
+    /// The heartbeat a leader sends when it hibernates its region: followers stop
+    /// ticking on it.
+    pub fn add_hibernation(&mut self, peer: &Peer) {
+        let raft = &peer.raw.raft;
+        for (&id, progress) in &raft.tracker.progress {
+            if id == peer.peer_id {
+                continue;
+            }
+            let Some(to_peer) = peer.descriptor_of(id) else { continue };
+            let entry = HeartbeatEntry {
+                region_id: peer.region_id,
+                from_peer_id: peer.peer_id,
+                to_peer_id: id,
+                term: raft.term,
+                commit: progress.matched.min(raft.log.committed),
+                round: 0,
+                hibernate: true,
+            };
+            self.frame(to_peer.store_id).heartbeats.push(entry);
+        }
+    }
+
+    pub fn flush(&mut self, transport: &dyn Transport) {
+        for (_, frame) in std::mem::take(&mut self.frames) {
+            transport.send(frame);
+        }
+    }
+}
+
+fn heartbeat_entry(region_id: u64, message: &Message, hibernate: bool) -> HeartbeatEntry {
+    HeartbeatEntry {
+        region_id,
+        from_peer_id: message.from,
+        to_peer_id: message.to,
+        term: message.term,
+        commit: message.commit,
+        round: message.heartbeat_round,
+        hibernate,
+    }
+}
+
+/// The Raft message a received heartbeat entry stands for.
+pub fn expand(entry: &HeartbeatEntry, message_type: MessageType) -> Message {
+    Message {
+        msg_type: message_type as i32,
+        from: entry.from_peer_id,
+        to: entry.to_peer_id,
+        term: entry.term,
+        commit: entry.commit,
+        heartbeat_round: entry.round,
+        ..Message::default()
+    }
+}

@@ -1,0 +1,247 @@
+//! The multi-raft store: one node's replicas of many regions, in one RocksDB, driven by
+//! a few threads.
+//!
+//! - `worker`: a small fixed pool of raft workers; each owns a share of the regions and
+//!   drives them in rounds, so thousands of regions cost a few threads, not thousands.
+//! - `log_writer`: group commit; the Raft writes of all regions of a round, from all
+//!   workers, become durable with one WAL sync.
+//! - `heartbeat`: one frame per destination store per round, heartbeats coalesced.
+//! - `peer`: one region's replica: requests, applying, reads, hibernation, log GC.
+//! - `transport`: the [`Transport`] trait and an in-process implementation.
+//!
+//! Hibernation: a leader whose region has been idle for `hibernate_after_ticks` (nothing
+//! proposed, every replica caught up) sends one last heartbeat marked `hibernate`; the
+//! leader and the followers that receive it stop ticking, so an idle region sends and
+//! computes nothing. Any message, proposal or read wakes a peer, and
+//! [`Store::on_store_down`] wakes every region with a replica on a failed store so that
+//! its followers can elect a new leader. A hibernating leader ends its lease: its clock
+//! stops while it sleeps.
+//!
+//! The deterministic simulator drives the Raft core, not this runtime: the runtime's
+//! job is threads, batching and RocksDB, which the simulator replaces by design. The
+//! store is tested with real threads and RocksDB instead (`tests.rs`, and a
+//! crash-recovery test with a child process killed at random points).
+
+mod config;
+mod errors;
+mod heartbeat;
+mod log_writer;
+mod peer;
+mod router;
+mod transport;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, bounded, unbounded};
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+
+pub use config::StoreConfig;
+pub use errors::StoreError;
+pub use log_writer::GroupCommitFigures;
+pub use peer::{ReadRequest, ReadResponse};
+pub use transport::{BatchSink, LocalTransport, Transport};
+pub use worker::PeerStatus;
+
+use crate::region;
+use crate::storage::proto::{
+    AdminRequest, PeerState, RaftCommand, Region, RegionEpoch, RegionLocalState, WriteRequest, WriteResponse,
+};
+use crate::storage::{Cf, Engine, PeerStorage, keys};
+use log_writer::{GroupCommitStats, LogWriter};
+use router::Router;
+use worker::{Worker, WorkerMsg};
+
+/// A running store.
+pub struct Store {
+    config: StoreConfig,
+    engine: Engine,
+    router: Router,
+    stats: Arc<GroupCommitStats>,
+    stopping: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Store {
+    /// Opens the store's database at `path` (creating it if needed), starts its threads
+    /// and every region it holds, replaying each region's log from its applied index.
+    pub fn open(path: &Path, config: StoreConfig, transport: Arc<dyn Transport>) -> Result<Store, StoreError> {
+        let engine = Engine::open(path)?;
+        let stats = Arc::new(GroupCommitStats::default());
+        let (log_writer, log_thread) = LogWriter::start(engine.clone(), config.sync_log, stats.clone());
+        let workers = config.workers.max(1);
+        let (senders, inboxes): (Vec<_>, Vec<_>) = (0..workers).map(|_| unbounded()).unzip();
+        let router = Router::new(senders);
+        let mut threads = vec![log_thread];
+        for (index, inbox) in inboxes.into_iter().enumerate() {
+            let worker =
+                Worker::new(config.clone(), engine.clone(), log_writer.clone(), transport.clone(), router.clone(), inbox);
+            let thread = std::thread::Builder::new()
+                .name(format!("tessera-raft-{}-{index}", config.store_id))
+                .spawn(move || worker.run())
+                .map_err(|e| StoreError::Storage(format!("cannot start a raft worker: {e}")))?;
+            threads.push(thread);
+        }
+        let stopping = Arc::new(AtomicBool::new(false));
+        threads.push(start_ticker(router.clone(), config.tick_interval, stopping.clone())?);
+        let store = Store { config, engine, router, stats, stopping, threads };
+        for region_id in store.persisted_regions()? {
+            store.router.send(region_id, WorkerMsg::StartPeer { region_id, new_group: false, campaign: false });
+        }
+        Ok(store)
+    }
+
+    fn persisted_regions(&self) -> Result<Vec<u64>, StoreError> {
+        let mut regions = Vec::new();
+        let meta = self.engine.cf(Cf::Meta)?;
+        for item in self.engine.db().iterator_cf(meta, IteratorMode::From(&[], Direction::Forward)) {
+            let (key, value) = item.map_err(|e| StoreError::Storage(e.to_string()))?;
+            let Some(region_id) = keys::region_id_of_state_key(&key) else { continue };
+            let state = <RegionLocalState as prost::Message>::decode(value.as_ref())
+                .map_err(|e| StoreError::Storage(format!("corrupt state of region {region_id}: {e}")))?;
+            if state.state != PeerState::Tombstone as i32 {
+                regions.push(region_id);
+            }
+        }
+        Ok(regions)
+    }
+
+    pub fn store_id(&self) -> u64 {
+        self.config.store_id
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Where other stores' frames for this store are delivered.
+    pub fn sink(&self) -> Arc<dyn BatchSink> {
+        Arc::new(self.router.clone())
+    }
+
+    /// Founds a region on this store: `region` lists every peer; this store's is started.
+    pub fn bootstrap_region(&self, region: &Region) -> Result<(), StoreError> {
+        let peer = region::peer_on_store(region, self.config.store_id)
+            .ok_or(StoreError::RegionNotFound(region.id))?;
+        let mut batch = WriteBatch::default();
+        PeerStorage::initialize(&self.engine, region, peer.id, &mut batch)?;
+        self.engine.write(batch, true)?;
+        self.router.send(region.id, WorkerMsg::StartPeer { region_id: region.id, new_group: true, campaign: false });
+        Ok(())
+    }
+
+    /// Asks this store's peer of `region_id` to campaign now.
+    pub fn campaign(&self, region_id: u64) {
+        self.router.send(region_id, WorkerMsg::Campaign(region_id));
+    }
+
+    fn propose(&self, region_id: u64, command: RaftCommand) -> Receiver<Result<Vec<WriteResponse>, StoreError>> {
+        let (respond, answer) = bounded(1);
+        if !self.router.send(region_id, WorkerMsg::Propose { region_id, command, respond: respond.clone() }) {
+            let _ = respond.send(Err(StoreError::ShuttingDown));
+        }
+        answer
+    }
+
+    /// Replicates a batch of writes to one region; answers once applied.
+    pub fn write(
+        &self,
+        region_id: u64,
+        epoch: RegionEpoch,
+        writes: Vec<WriteRequest>,
+    ) -> Receiver<Result<Vec<WriteResponse>, StoreError>> {
+        self.propose(region_id, RaftCommand { region_id, epoch: Some(epoch), writes, admin: None })
+    }
+
+    /// Replicates an admin command (split, change of peer).
+    pub fn admin(
+        &self,
+        region_id: u64,
+        epoch: RegionEpoch,
+        admin: AdminRequest,
+    ) -> Receiver<Result<Vec<WriteResponse>, StoreError>> {
+        self.propose(region_id, RaftCommand { region_id, epoch: Some(epoch), writes: Vec::new(), admin: Some(admin) })
+    }
+
+    /// A linearizable read of one region.
+    pub fn read(
+        &self,
+        region_id: u64,
+        epoch: RegionEpoch,
+        request: ReadRequest,
+    ) -> Receiver<Result<ReadResponse, StoreError>> {
+        let (respond, answer) = bounded(1);
+        if !self.router.send(region_id, WorkerMsg::Read { region_id, epoch, request, respond: respond.clone() }) {
+            let _ = respond.send(Err(StoreError::ShuttingDown));
+        }
+        answer
+    }
+
+    pub fn transfer_leader(&self, region_id: u64, to_peer_id: u64) -> Receiver<Result<(), StoreError>> {
+        let (respond, answer) = bounded(1);
+        if !self.router.send(region_id, WorkerMsg::TransferLeader { region_id, to_peer_id, respond: respond.clone() }) {
+            let _ = respond.send(Err(StoreError::ShuttingDown));
+        }
+        answer
+    }
+
+    /// This store's view of one of its regions.
+    pub fn status(&self, region_id: u64) -> Option<PeerStatus> {
+        let (respond, answer) = bounded(1);
+        self.router.send(region_id, WorkerMsg::Status { region_id, respond });
+        answer.recv_timeout(Duration::from_secs(5)).ok().flatten()
+    }
+
+    /// Another store is down: wake every region with a replica there, so that followers
+    /// of a leader on it can elect another.
+    pub fn on_store_down(&self, store_id: u64) {
+        self.router.broadcast(|| WorkerMsg::StoreDown(store_id));
+    }
+
+    pub fn group_commit(&self) -> GroupCommitFigures {
+        self.stats.figures()
+    }
+
+    /// Stops every thread; requests in flight are failed with `ShuttingDown`.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.router.broadcast(|| WorkerMsg::Shutdown);
+        let threads = std::mem::take(&mut self.threads);
+        // Workers and the ticker first; the log writer ends when the last worker drops
+        // its handle.
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.stop();
+        }
+    }
+}
+
+fn start_ticker(router: Router, interval: Duration, stopping: Arc<AtomicBool>) -> Result<JoinHandle<()>, StoreError> {
+    std::thread::Builder::new()
+        .name("tessera-ticker".into())
+        .spawn(move || {
+            while !stopping.load(Ordering::SeqCst) {
+                std::thread::sleep(interval);
+                router.broadcast(|| WorkerMsg::Tick);
+            }
+        })
+        .map_err(|e| StoreError::Storage(format!("cannot start the ticker: {e}")))
+}

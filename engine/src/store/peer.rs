@@ -1,0 +1,490 @@
+//! One replica of one region on this store: its Raft node, its region descriptor, and
+//! the requests waiting on it.
+//!
+//! A peer is owned by exactly one raft worker and never shared, so nothing here locks.
+//! The worker drives it through rounds (see `worker.rs`); this module holds what a peer
+//! does on its own: accepting requests, applying committed entries, serving confirmed
+//! reads, hibernating, truncating its log.
+
+use std::collections::{HashMap, VecDeque};
+
+use crossbeam_channel::Sender;
+use prost::Message as _;
+
+use crate::kv::{self, ApplyBatch};
+use crate::raft::proto::{ConfChange, ConfChangeType, Entry, EntryType};
+use crate::raft::{Config, RawNode, ReadMode, Role};
+use crate::region::{self, EpochCheck};
+use crate::storage::proto::{
+    AdminRequest, Peer as PeerDescriptor, PeerRole, RaftCommand, Region, RegionEpoch, WriteResponse, admin_request,
+};
+use crate::storage::{Cf, Engine, EngineError, PeerStorage, keys};
+
+use super::StoreConfig;
+use super::errors::StoreError;
+
+pub type Responder<T> = Sender<Result<T, StoreError>>;
+
+/// A linearizable read of one region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadRequest {
+    Get { key: Vec<u8> },
+    /// Keys in `[start, end)` (empty end: the region's end), at most `limit` (0: no limit).
+    Scan { start: Vec<u8>, end: Vec<u8>, limit: usize, reverse: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadResponse {
+    Value(Option<Vec<u8>>),
+    Pairs(Vec<(Vec<u8>, Vec<u8>)>),
+}
+
+struct Proposal {
+    index: u64,
+    term: u64,
+    respond: Responder<Vec<WriteResponse>>,
+}
+
+struct PendingRead {
+    request: ReadRequest,
+    respond: Responder<ReadResponse>,
+}
+
+/// What applying entries asks the worker to do once the apply batch is written.
+pub enum SideEffect {
+    /// A split created this region; the store must start a peer for it.
+    SplitCreated { region: Region, parent_was_leader: bool },
+    /// This peer left the region's configuration; destroy it.
+    Destroy,
+}
+
+pub struct Peer {
+    pub region_id: u64,
+    pub peer_id: u64,
+    pub store_id: u64,
+    pub raw: RawNode<PeerStorage>,
+    pub region: Region,
+    /// Store of every peer id this region has had, for addressing messages.
+    known_peers: HashMap<u64, PeerDescriptor>,
+    proposals: VecDeque<Proposal>,
+    reads: HashMap<u64, PendingRead>,
+    confirmed_reads: Vec<(u64, u64)>,
+    next_read_id: u64,
+    pub hibernating: bool,
+    idle_ticks: u64,
+    ticks: u64,
+    pub destroyed: bool,
+}
+
+pub fn raft_config(config: &StoreConfig, peer_id: u64, applied: u64, new_group: bool) -> Config {
+    let mut raft = Config::new(peer_id);
+    raft.election_tick = config.election_ticks;
+    raft.heartbeat_tick = config.heartbeat_ticks;
+    raft.applied = applied;
+    raft.new_group = new_group;
+    raft.random_seed = peer_id ^ config.store_id.rotate_left(32);
+    raft
+}
+
+impl Peer {
+    /// Opens the peer of `region_id` from what the store persisted.
+    pub fn open(engine: &Engine, config: &StoreConfig, region_id: u64, new_group: bool) -> Result<Peer, StoreError> {
+        let storage = PeerStorage::open(engine, region_id)?;
+        let region = storage.region();
+        let peer_id = storage.peer_id();
+        let applied = storage.apply_state().applied_index;
+        let raw = RawNode::new(raft_config(config, peer_id, applied, new_group), storage)
+            .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let mut peer = Peer {
+            region_id,
+            peer_id,
+            store_id: config.store_id,
+            raw,
+            region: Region::default(),
+            known_peers: HashMap::new(),
+            proposals: VecDeque::new(),
+            reads: HashMap::new(),
+            confirmed_reads: Vec::new(),
+            next_read_id: 1,
+            hibernating: false,
+            idle_ticks: 0,
+            ticks: 0,
+            destroyed: false,
+        };
+        peer.set_region(region);
+        Ok(peer)
+    }
+
+    /// Adopts a descriptor installed from outside the apply path (a snapshot).
+    pub fn refresh_region(&mut self, region: Region) {
+        self.set_region(region);
+    }
+
+    fn set_region(&mut self, region: Region) {
+        for peer in &region.peers {
+            self.known_peers.insert(peer.id, *peer);
+        }
+        self.region = region;
+    }
+
+    pub fn learn_peer(&mut self, peer: PeerDescriptor) {
+        self.known_peers.entry(peer.id).or_insert(peer);
+    }
+
+    pub fn descriptor_of(&self, peer_id: u64) -> Option<PeerDescriptor> {
+        self.known_peers.get(&peer_id).copied()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.role == Role::Leader
+    }
+
+    pub fn leader(&self) -> Option<PeerDescriptor> {
+        self.descriptor_of(self.raw.raft.leader_id)
+    }
+
+    fn not_leader(&self) -> StoreError {
+        StoreError::NotLeader { region_id: self.region_id, leader: self.leader() }
+    }
+
+    pub fn wake(&mut self) {
+        self.hibernating = false;
+        self.idle_ticks = 0;
+    }
+
+    /// Proposes a command; the answer comes once it is applied.
+    pub fn propose(&mut self, command: RaftCommand, respond: Responder<Vec<WriteResponse>>) {
+        self.wake();
+        if let Err(error) = self.try_propose(command, &respond) {
+            let _ = respond.send(Err(error));
+        }
+    }
+
+    fn try_propose(&mut self, command: RaftCommand, respond: &Responder<Vec<WriteResponse>>) -> Result<(), StoreError> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        let requested = command.epoch.unwrap_or_default();
+        let position = match &command.admin {
+            Some(AdminRequest { kind: Some(admin_request::Kind::ChangePeer(change)) }) => {
+                region::check_epoch(&self.region, requested, EpochCheck::Admin)?;
+                let peer = change.peer.ok_or(StoreError::Raft("change of peer without a peer".into()))?;
+                let conf_change = ConfChange {
+                    changes: vec![crate::raft::proto::ConfChangeSingle {
+                        change_type: change.change_type,
+                        node_id: peer.id,
+                    }],
+                    context: peer.encode_to_vec(),
+                };
+                self.raw.propose_conf_change(&conf_change)
+            }
+            Some(_) => {
+                region::check_epoch(&self.region, requested, EpochCheck::Admin)?;
+                self.raw.propose(command.encode_to_vec())
+            }
+            None => {
+                region::check_epoch(&self.region, requested, EpochCheck::Data)?;
+                for write in &command.writes {
+                    kv::check_write(&self.region, write)?;
+                }
+                self.raw.propose(command.encode_to_vec())
+            }
+        }
+        .map_err(|error| match error {
+            crate::raft::Error::NotLeader { .. } => self.not_leader(),
+            other => StoreError::Raft(other.to_string()),
+        })?;
+        self.proposals.push_back(Proposal { index: position.index, term: position.term, respond: respond.clone() });
+        Ok(())
+    }
+
+    /// Starts a linearizable read; it is served once the leader confirmed it.
+    pub fn read(&mut self, epoch: RegionEpoch, request: ReadRequest, respond: Responder<ReadResponse>) {
+        self.wake();
+        let checked = (|| -> Result<(), StoreError> {
+            if !self.is_leader() {
+                return Err(self.not_leader());
+            }
+            region::check_epoch(&self.region, epoch, EpochCheck::Data)?;
+            match &request {
+                ReadRequest::Get { key } => {
+                    kv::check_key(key)?;
+                    region::check_key(&self.region, key)?;
+                }
+                ReadRequest::Scan { start, end, .. } => region::check_range(&self.region, start, end)?,
+            }
+            Ok(())
+        })();
+        if let Err(error) = checked {
+            let _ = respond.send(Err(error));
+            return;
+        }
+        let read_id = self.next_read_id;
+        self.next_read_id += 1;
+        match self.raw.read_index(read_id.to_le_bytes().to_vec(), ReadMode::Lease) {
+            Ok(()) => {
+                self.reads.insert(read_id, PendingRead { request, respond });
+            }
+            Err(error) => {
+                let _ = respond.send(Err(StoreError::Raft(error.to_string())));
+            }
+        }
+    }
+
+    pub fn on_read_states(&mut self, read_states: Vec<crate::raft::ReadState>, dropped: Vec<Vec<u8>>) {
+        for state in read_states {
+            if let Ok(bytes) = <[u8; 8]>::try_from(state.context.as_slice()) {
+                self.confirmed_reads.push((u64::from_le_bytes(bytes), state.index));
+            }
+        }
+        for context in dropped {
+            let Ok(bytes) = <[u8; 8]>::try_from(context.as_slice()) else { continue };
+            if let Some(read) = self.reads.remove(&u64::from_le_bytes(bytes)) {
+                let _ = read.respond.send(Err(self.not_leader()));
+            }
+        }
+    }
+
+    /// Serves every confirmed read whose index is applied, from the engine.
+    pub fn serve_reads(&mut self, engine: &Engine) {
+        let applied = self.raw.raft.log.storage.apply_state().applied_index;
+        let mut waiting = Vec::new();
+        for (read_id, index) in std::mem::take(&mut self.confirmed_reads) {
+            if index > applied {
+                waiting.push((read_id, index));
+                continue;
+            }
+            if let Some(read) = self.reads.remove(&read_id) {
+                let result = execute_read(engine, &self.region, &read.request).map_err(StoreError::from);
+                let _ = read.respond.send(result);
+            }
+        }
+        self.confirmed_reads = waiting;
+    }
+
+    /// Applies committed entries into `batch`; answers to send after the batch is written
+    /// go to `answers`, work for the worker to `effects`.
+    pub fn apply_entries(
+        &mut self,
+        engine: &Engine,
+        entries: &[Entry],
+        batch: &mut ApplyBatch,
+        answers: &mut Vec<Box<dyn FnOnce() + Send>>,
+        effects: &mut Vec<SideEffect>,
+    ) -> Result<(), EngineError> {
+        let Some(last) = entries.last() else { return Ok(()) };
+        for entry in entries {
+            let result = match entry.entry_type() {
+                EntryType::ConfChange => self.apply_conf_change(entry, batch, effects),
+                EntryType::Normal if entry.data.is_empty() => Ok(Ok(Vec::new())),
+                EntryType::Normal => self.apply_command(engine, entry, batch, effects),
+            }?;
+            self.answer_proposal(entry, result, answers);
+        }
+        self.raw.raft.log.storage.set_applied(last.index, &mut batch.batch)
+    }
+
+    fn apply_command(
+        &mut self,
+        engine: &Engine,
+        entry: &Entry,
+        batch: &mut ApplyBatch,
+        effects: &mut Vec<SideEffect>,
+    ) -> Result<Result<Vec<WriteResponse>, StoreError>, EngineError> {
+        let Ok(command) = RaftCommand::decode(entry.data.as_slice()) else {
+            return Ok(Err(StoreError::Raft(format!("entry {} does not decode as a command", entry.index))));
+        };
+        let requested = command.epoch.unwrap_or_default();
+        if let Some(AdminRequest { kind: Some(admin_request::Kind::Split(split)) }) = &command.admin {
+            if let Err(error) = region::check_epoch(&self.region, requested, EpochCheck::Admin) {
+                return Ok(Err(error.into()));
+            }
+            let (left, right) = match region::split(&self.region, &split.split_key, split.new_region_id, &split.new_peer_ids) {
+                Ok(halves) => halves,
+                Err(error) => return Ok(Err(error.into())),
+            };
+            let conf_state = self.raw.raft.tracker.config.to_conf_state();
+            self.raw.raft.log.storage.set_region_state(left.clone(), conf_state, &mut batch.batch)?;
+            let new_peer = region::peer_on_store(&right, self.store_id).map(|p| p.id);
+            // A peer of the new region that a snapshot already initialized here (or that
+            // was removed) is ahead of the split: leave it as it is.
+            let existing: Option<crate::storage::proto::RegionLocalState> =
+                engine.get_message(Cf::Meta, &keys::region_state_key(right.id))?;
+            let ahead = existing.is_some_and(|state| {
+                state.state == crate::storage::proto::PeerState::Tombstone as i32
+                    || state.conf_state.is_some_and(|cs| !cs.voters.is_empty() || !cs.learners.is_empty())
+            });
+            if let Some(peer_id) = new_peer.filter(|_| !ahead) {
+                PeerStorage::initialize(engine, &right, peer_id, &mut batch.batch)?;
+                effects.push(SideEffect::SplitCreated { region: right, parent_was_leader: self.is_leader() });
+            }
+            self.set_region(left);
+            return Ok(Ok(Vec::new()));
+        }
+        if let Err(error) = region::check_epoch(&self.region, requested, EpochCheck::Data) {
+            return Ok(Err(error.into()));
+        }
+        Ok(Ok(kv::apply_writes(engine, &self.region, &command.writes, batch)?))
+    }
+
+    fn apply_conf_change(
+        &mut self,
+        entry: &Entry,
+        batch: &mut ApplyBatch,
+        effects: &mut Vec<SideEffect>,
+    ) -> Result<Result<Vec<WriteResponse>, StoreError>, EngineError> {
+        let Ok(change) = ConfChange::decode(entry.data.as_slice()) else {
+            return Ok(Err(StoreError::Raft(format!("entry {} does not decode as a membership change", entry.index))));
+        };
+        let conf_state = match self.raw.apply_conf_change(&change) {
+            Ok(conf_state) => conf_state,
+            // Refused identically on every replica: nothing changes.
+            Err(error) => return Ok(Err(StoreError::Raft(error.to_string()))),
+        };
+        let mut region = self.region.clone();
+        if let (Some(single), Ok(peer)) = (change.changes.first(), PeerDescriptor::decode(change.context.as_slice())) {
+            region.peers.retain(|p| p.id != peer.id);
+            match single.change_type() {
+                ConfChangeType::AddVoter => region.peers.push(PeerDescriptor { role: PeerRole::Voter as i32, ..peer }),
+                ConfChangeType::AddLearner => region.peers.push(PeerDescriptor { role: PeerRole::Learner as i32, ..peer }),
+                ConfChangeType::Remove => {}
+            }
+            let mut epoch = region::epoch(&region);
+            epoch.conf_version += 1;
+            region.epoch = Some(epoch);
+            self.known_peers.insert(peer.id, peer);
+        }
+        self.raw.raft.log.storage.set_region_state(region.clone(), conf_state.clone(), &mut batch.batch)?;
+        self.set_region(region);
+        let member = conf_state
+            .voters
+            .iter()
+            .chain(&conf_state.learners)
+            .chain(&conf_state.voters_outgoing)
+            .chain(&conf_state.learners_next)
+            .any(|&id| id == self.peer_id);
+        if !member {
+            effects.push(SideEffect::Destroy);
+        }
+        Ok(Ok(Vec::new()))
+    }
+
+    fn answer_proposal(
+        &mut self,
+        entry: &Entry,
+        result: Result<Vec<WriteResponse>, StoreError>,
+        answers: &mut Vec<Box<dyn FnOnce() + Send>>,
+    ) {
+        while let Some(proposal) = self.proposals.front() {
+            if proposal.index > entry.index {
+                return;
+            }
+            let Some(proposal) = self.proposals.pop_front() else { return };
+            let outcome = if proposal.index == entry.index && proposal.term == entry.term {
+                result.clone()
+            } else {
+                // Another leader's entry took this index: ours was never committed.
+                Err(StoreError::ProposalDropped)
+            };
+            answers.push(Box::new(move || {
+                let _ = proposal.respond.send(outcome);
+            }));
+        }
+    }
+
+    /// Fails every waiting request (the peer is being destroyed or the store stops).
+    pub fn fail_all(&mut self, error: StoreError) {
+        for proposal in self.proposals.drain(..) {
+            let _ = proposal.respond.send(Err(error.clone()));
+        }
+        for (_, read) in self.reads.drain() {
+            let _ = read.respond.send(Err(error.clone()));
+        }
+        self.confirmed_reads.clear();
+    }
+
+    /// One tick of a peer that is not hibernating. Returns the entries (if any) to send
+    /// with the hibernation heartbeat: `true` if the leader just decided to hibernate.
+    pub fn tick(&mut self, config: &StoreConfig) -> bool {
+        self.raw.tick();
+        self.ticks += 1;
+        if !self.is_leader() {
+            return false;
+        }
+        let raft = &self.raw.raft;
+        let last = raft.log.last_index();
+        let quiet = self.proposals.is_empty()
+            && self.reads.is_empty()
+            && raft.log.committed == last
+            && raft.log.applied == last
+            && raft.lead_transferee().is_none()
+            && raft.tracker.progress.values().all(|pr| pr.matched == last);
+        self.idle_ticks = if quiet { self.idle_ticks + 1 } else { 0 };
+        if self.idle_ticks >= config.hibernate_after_ticks {
+            self.hibernating = true;
+            self.raw.expire_lease();
+            return true;
+        }
+        false
+    }
+
+    /// Truncates the log every `log_gc_interval_ticks`: up to what every replica holds,
+    /// or further (to `applied - log_gc_max_lag`) when a replica lags so far that a
+    /// snapshot serves it better.
+    pub fn log_gc(&mut self, config: &StoreConfig, batch: &mut rocksdb::WriteBatch) -> Result<bool, EngineError> {
+        if config.log_gc_interval_ticks == 0 || self.ticks % config.log_gc_interval_ticks != 0 {
+            return Ok(false);
+        }
+        let applied = self.raw.raft.log.storage.apply_state().applied_index;
+        let floor = applied.saturating_sub(config.log_gc_max_lag);
+        let target = if self.is_leader() {
+            let slowest = self.raw.raft.tracker.progress.values().map(|pr| pr.matched).min().unwrap_or(applied);
+            slowest.min(applied).max(floor)
+        } else {
+            floor
+        };
+        self.raw.raft.log.storage.compact_to(target, batch)
+    }
+
+    /// Deletes the peer's data and log and leaves a tombstone, in `batch`.
+    pub fn destroy(&mut self, engine: &Engine, batch: &mut rocksdb::WriteBatch) -> Result<(), EngineError> {
+        self.destroyed = true;
+        self.fail_all(StoreError::RegionNotFound(self.region_id));
+        if self.raw.raft.log.storage.is_initialized() && !self.region.peers.is_empty() {
+            batch.delete_range_cf(
+                engine.cf(Cf::Data)?,
+                keys::data_key(&self.region.start_key),
+                keys::data_end_key(&self.region.end_key),
+            );
+        }
+        self.raw.raft.log.storage.tombstone(batch)
+    }
+}
+
+fn execute_read(engine: &Engine, region: &Region, request: &ReadRequest) -> Result<ReadResponse, EngineError> {
+    match request {
+        ReadRequest::Get { key } => Ok(ReadResponse::Value(engine.get(Cf::Data, &keys::data_key(key))?)),
+        ReadRequest::Scan { start, end, limit, reverse } => {
+            let end = if end.is_empty() { region.end_key.as_slice() } else { end.as_slice() };
+            let (low, high) = (keys::data_key(start), keys::data_end_key(end));
+            let mut options = rocksdb::ReadOptions::default();
+            options.set_iterate_lower_bound(low.clone());
+            options.set_iterate_upper_bound(high.clone());
+            let mode = if *reverse {
+                rocksdb::IteratorMode::End
+            } else {
+                rocksdb::IteratorMode::From(&low, rocksdb::Direction::Forward)
+            };
+            let mut pairs = Vec::new();
+            for item in engine.db().iterator_cf_opt(engine.cf(Cf::Data)?, options, mode) {
+                let (key, value) = item?;
+                let Some(user_key) = keys::user_key(&key) else { continue };
+                pairs.push((user_key.to_vec(), value.to_vec()));
+                if *limit > 0 && pairs.len() >= *limit {
+                    break;
+                }
+            }
+            Ok(ReadResponse::Pairs(pairs))
+        }
+    }
+}

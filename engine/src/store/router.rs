@@ -1,0 +1,63 @@
+//! Which raft worker owns which region, and the mailboxes that reach them.
+//!
+//! A region belongs to one worker for its whole life (by its id), so a peer is only ever
+//! touched by one thread and nothing needs a lock. Frames from other stores are split by
+//! worker on arrival, keeping each worker's share in one message.
+
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use crate::storage::proto::StoreBatch;
+
+use super::transport::BatchSink;
+use super::worker::WorkerMsg;
+
+#[derive(Clone)]
+pub struct Router {
+    workers: Arc<Vec<Sender<WorkerMsg>>>,
+}
+
+impl Router {
+    pub fn new(workers: Vec<Sender<WorkerMsg>>) -> Router {
+        assert!(!workers.is_empty(), "invariant: a store runs at least one raft worker");
+        Router { workers: Arc::new(workers) }
+    }
+
+    pub fn worker_of(&self, region_id: u64) -> usize {
+        (region_id % self.workers.len() as u64) as usize
+    }
+
+    /// Sends to the worker owning `region_id`; false if the store is stopping.
+    pub fn send(&self, region_id: u64, message: WorkerMsg) -> bool {
+        self.workers[self.worker_of(region_id)].send(message).is_ok()
+    }
+
+    pub fn broadcast(&self, make: impl Fn() -> WorkerMsg) {
+        for worker in self.workers.iter() {
+            let _ = worker.send(make());
+        }
+    }
+}
+
+impl BatchSink for Router {
+    fn deliver(&self, batch: StoreBatch) {
+        let mut shares: Vec<StoreBatch> = (0..self.workers.len())
+            .map(|_| StoreBatch { from_store: batch.from_store, to_store: batch.to_store, ..StoreBatch::default() })
+            .collect();
+        for message in batch.messages {
+            shares[self.worker_of(message.region_id)].messages.push(message);
+        }
+        for heartbeat in batch.heartbeats {
+            shares[self.worker_of(heartbeat.region_id)].heartbeats.push(heartbeat);
+        }
+        for response in batch.heartbeat_responses {
+            shares[self.worker_of(response.region_id)].heartbeat_responses.push(response);
+        }
+        for (worker, share) in self.workers.iter().zip(shares) {
+            if !share.messages.is_empty() || !share.heartbeats.is_empty() || !share.heartbeat_responses.is_empty() {
+                let _ = worker.send(WorkerMsg::Inbound(share));
+            }
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! In-process clusters of real stores (threads, RocksDB in temporary directories, the
+//! local transport): replication across many regions, leader loss, catching up by
+//! snapshot, splits, moving a peer, hibernation.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::raft::proto::ConfChangeType;
+use crate::storage::proto::{
+    ChangePeerRequest, CompareAndSwap, DeleteRange, Peer, PeerRole, Put, SplitRequest, admin_request, write_request,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn test_config(store_id: u64) -> StoreConfig {
+    StoreConfig {
+        workers: 2,
+        tick_interval: Duration::from_millis(10),
+        hibernate_after_ticks: 30,
+        ..StoreConfig::new(store_id)
+    }
+}
+
+fn region_key(i: usize) -> Vec<u8> {
+    format!("r{i:05}").into_bytes()
+}
+
+struct Cluster {
+    transport: LocalTransport,
+    dirs: BTreeMap<u64, tempfile::TempDir>,
+    stores: BTreeMap<u64, Store>,
+    configure: fn(&mut StoreConfig),
+}
+
+impl Cluster {
+    fn new(stores: u64, configure: fn(&mut StoreConfig)) -> Cluster {
+        let mut cluster =
+            Cluster { transport: LocalTransport::new(), dirs: BTreeMap::new(), stores: BTreeMap::new(), configure };
+        for store_id in 1..=stores {
+            cluster.dirs.insert(store_id, tempfile::tempdir().expect("a temporary directory"));
+            cluster.start(store_id);
+        }
+        cluster
+    }
+
+    /// `count` regions covering the key space, each with a peer on stores 1 to 3.
+    fn with_regions(count: usize, configure: fn(&mut StoreConfig)) -> Cluster {
+        let cluster = Cluster::new(3, configure);
+        for i in 0..count {
+            let region = Region {
+                id: i as u64 + 1,
+                start_key: if i == 0 { Vec::new() } else { region_key(i) },
+                end_key: if i + 1 == count { Vec::new() } else { region_key(i + 1) },
+                epoch: Some(RegionEpoch { conf_version: 1, version: 1 }),
+                peers: (1..=3).map(|store| Peer { id: (i as u64 + 1) * 10 + store, store_id: store, role: 0 }).collect(),
+            };
+            for store in cluster.stores.values() {
+                store.bootstrap_region(&region).expect("bootstrap");
+            }
+            cluster.stores[&1].campaign(region.id);
+        }
+        cluster
+    }
+
+    fn start(&mut self, store_id: u64) {
+        let mut config = test_config(store_id);
+        (self.configure)(&mut config);
+        let store = Store::open(self.dirs[&store_id].path(), config, Arc::new(self.transport.clone())).expect("open");
+        self.transport.register(store_id, store.sink());
+        self.stores.insert(store_id, store);
+    }
+
+    fn stop(&mut self, store_id: u64) {
+        self.transport.unregister(store_id);
+        if let Some(store) = self.stores.remove(&store_id) {
+            store.shutdown();
+        }
+        for store in self.stores.values() {
+            store.on_store_down(store_id);
+        }
+    }
+
+    fn leader(&self, region_id: u64) -> Option<(u64, PeerStatus)> {
+        self.stores.iter().find_map(|(&id, store)| store.status(region_id).filter(|s| s.is_leader).map(|s| (id, s)))
+    }
+
+    fn wait_for<T>(&self, what: &str, mut check: impl FnMut(&Cluster) -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(value) = check(self) {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Writes through the region's leader, retrying while leadership moves.
+    fn write(&self, region_id: u64, writes: Vec<WriteRequest>) -> Vec<WriteResponse> {
+        self.wait_for(&format!("a write to region {region_id}"), |cluster| {
+            let (store, status) = cluster.leader(region_id)?;
+            let epoch = status.region.epoch.unwrap_or_default();
+            match cluster.stores[&store].write(region_id, epoch, writes.clone()).recv_timeout(WAIT) {
+                Ok(Ok(responses)) => Some(responses),
+                Ok(Err(StoreError::NotLeader { .. } | StoreError::ProposalDropped | StoreError::Region(_))) => None,
+                Ok(Err(error)) => panic!("write to region {region_id} failed: {error}"),
+                Err(_) => None,
+            }
+        })
+    }
+
+    fn read(&self, region_id: u64, request: ReadRequest) -> ReadResponse {
+        self.wait_for(&format!("a read of region {region_id}"), |cluster| {
+            let (store, status) = cluster.leader(region_id)?;
+            let epoch = status.region.epoch.unwrap_or_default();
+            match cluster.stores[&store].read(region_id, epoch, request.clone()).recv_timeout(WAIT) {
+                Ok(Ok(response)) => Some(response),
+                Ok(Err(StoreError::NotLeader { .. } | StoreError::Region(_))) => None,
+                Ok(Err(error)) => panic!("read of region {region_id} failed: {error}"),
+                Err(_) => None,
+            }
+        })
+    }
+
+    fn get(&self, region_id: u64, key: &[u8]) -> Option<Vec<u8>> {
+        match self.read(region_id, ReadRequest::Get { key: key.to_vec() }) {
+            ReadResponse::Value(value) => value,
+            other => panic!("a get answered {other:?}"),
+        }
+    }
+
+    fn admin(&self, region_id: u64, admin: admin_request::Kind) {
+        self.wait_for(&format!("an admin command on region {region_id}"), |cluster| {
+            let (store, status) = cluster.leader(region_id)?;
+            let epoch = status.region.epoch.unwrap_or_default();
+            let request = AdminRequest { kind: Some(admin.clone()) };
+            match cluster.stores[&store].admin(region_id, epoch, request).recv_timeout(WAIT) {
+                Ok(Ok(_)) => Some(()),
+                Ok(Err(StoreError::Raft(message))) if message.contains("in flight") => None,
+                Ok(Err(StoreError::NotLeader { .. } | StoreError::ProposalDropped)) => None,
+                Ok(Err(error)) => panic!("admin command on region {region_id} failed: {error}"),
+                Err(_) => None,
+            }
+        })
+    }
+}
+
+fn put(key: &[u8], value: &[u8]) -> WriteRequest {
+    WriteRequest { kind: Some(write_request::Kind::Put(Put { key: key.to_vec(), value: value.to_vec() })) }
+}
+
+fn data_on(store: &Store, key: &[u8]) -> Option<Vec<u8>> {
+    store.engine().get(Cf::Data, &keys::data_key(key)).expect("engine read")
+}
+
+#[test]
+fn one_region_replicates_puts_scans_deletes_and_compare_and_swap() {
+    let cluster = Cluster::with_regions(1, |_| {});
+    for i in 0..50 {
+        cluster.write(1, vec![put(format!("k{i:02}").as_bytes(), b"v")]);
+    }
+    assert_eq!(cluster.get(1, b"k07"), Some(b"v".to_vec()));
+    assert_eq!(cluster.get(1, b"missing"), None);
+    let ReadResponse::Pairs(pairs) =
+        cluster.read(1, ReadRequest::Scan { start: b"k10".to_vec(), end: b"k20".to_vec(), limit: 0, reverse: false })
+    else {
+        panic!("a scan answers pairs");
+    };
+    assert_eq!(pairs.len(), 10);
+    assert_eq!(pairs[0].0, b"k10");
+    let ReadResponse::Pairs(reversed) =
+        cluster.read(1, ReadRequest::Scan { start: b"k10".to_vec(), end: b"k20".to_vec(), limit: 3, reverse: true })
+    else {
+        panic!("a scan answers pairs");
+    };
+    let keys: Vec<&[u8]> = reversed.iter().map(|(k, _)| k.as_slice()).collect();
+    assert_eq!(keys, vec![&b"k19"[..], b"k18", b"k17"]);
+
+    let delete = WriteRequest {
+        kind: Some(write_request::Kind::DeleteRange(DeleteRange { start_key: b"k00".to_vec(), end_key: b"k40".to_vec() })),
+    };
+    cluster.write(1, vec![delete]);
+    assert_eq!(cluster.get(1, b"k39"), None);
+    assert_eq!(cluster.get(1, b"k40"), Some(b"v".to_vec()));
+
+    let cas = |expected: Option<&[u8]>, new: &[u8]| WriteRequest {
+        kind: Some(write_request::Kind::CompareAndSwap(CompareAndSwap {
+            key: b"k40".to_vec(),
+            expected: expected.map(<[u8]>::to_vec),
+            new_value: Some(new.to_vec()),
+        })),
+    };
+    let answers = cluster.write(1, vec![cas(Some(b"wrong"), b"x"), cas(Some(b"v"), b"w")]);
+    assert_eq!((answers[0].succeeded, answers[1].succeeded), (false, true));
+    assert_eq!(cluster.get(1, b"k40"), Some(b"w".to_vec()));
+
+    // Every replica applied the same data.
+    cluster.wait_for("followers to apply", |c| {
+        c.stores.values().all(|store| data_on(store, b"k40") == Some(b"w".to_vec())).then_some(())
+    });
+}
+
+#[test]
+fn bad_requests_get_typed_errors_and_change_nothing() {
+    let cluster = Cluster::with_regions(2, |_| {});
+    let (store, status) = cluster.wait_for("a leader", |c| c.leader(1));
+    let epoch = status.region.epoch.unwrap_or_default();
+    let leader = &cluster.stores[&store];
+    let answer = |writes| leader.write(1, epoch, writes).recv_timeout(WAIT).expect("an answer");
+    assert!(matches!(answer(vec![put(b"", b"v")]), Err(StoreError::Kv(crate::kv::KvError::EmptyKey))));
+    assert!(matches!(answer(vec![put(&region_key(1), b"v")]), Err(StoreError::Kv(crate::kv::KvError::Region(_)))));
+    let stale = RegionEpoch { conf_version: 1, version: 0 };
+    let stale_answer = leader.write(1, stale, vec![put(b"a", b"v")]).recv_timeout(WAIT).expect("an answer");
+    assert!(matches!(stale_answer, Err(StoreError::Region(crate::region::RegionError::EpochNotMatch { .. }))));
+    let unknown = leader.write(999, epoch, vec![put(b"a", b"v")]).recv_timeout(WAIT).expect("an answer");
+    assert_eq!(unknown, Err(StoreError::RegionNotFound(999)));
+    let follower = cluster.stores.keys().copied().find(|&id| id != store).expect("a follower");
+    let not_leader = cluster.stores[&follower].write(1, epoch, vec![put(b"a", b"v")]).recv_timeout(WAIT);
+    assert!(matches!(not_leader, Ok(Err(StoreError::NotLeader { leader: Some(_), .. }))), "{not_leader:?}");
+    assert_eq!(cluster.get(1, b"a"), None);
+}
+
+#[test]
+fn a_hundred_regions_share_syncs() {
+    let cluster = Cluster::with_regions(100, |_| {});
+    let before = cluster.stores[&1].group_commit();
+    for i in 0..100 {
+        cluster.write(i as u64 + 1, vec![put(&[region_key(i), b"/x".to_vec()].concat(), b"1")]);
+    }
+    for i in (0..100).step_by(7) {
+        assert_eq!(cluster.get(i as u64 + 1, &[region_key(i), b"/x".to_vec()].concat()), Some(b"1".to_vec()));
+    }
+    let after = cluster.stores[&1].group_commit();
+    assert!(after.syncs > before.syncs);
+    assert!(after.regions >= after.syncs, "{after:?}");
+}
+
+#[test]
+fn writes_continue_after_the_leader_store_dies_and_it_catches_up_on_return() {
+    let mut cluster = Cluster::with_regions(1, |_| {});
+    for i in 0..20 {
+        cluster.write(1, vec![put(format!("a{i:02}").as_bytes(), b"1")]);
+    }
+    let (old_leader, _) = cluster.wait_for("a leader", |c| c.leader(1));
+    cluster.stop(old_leader);
+    for i in 0..20 {
+        cluster.write(1, vec![put(format!("b{i:02}").as_bytes(), b"2")]);
+    }
+    assert_eq!(cluster.get(1, b"a05"), Some(b"1".to_vec()), "acknowledged before the failure");
+    cluster.start(old_leader);
+    cluster.wait_for("the old leader to catch up", |c| {
+        (data_on(&c.stores[&old_leader], b"b19") == Some(b"2".to_vec())).then_some(())
+    });
+}
+
+#[test]
+fn a_follower_behind_the_truncated_log_catches_up_by_snapshot() {
+    let mut cluster = Cluster::with_regions(1, |config| {
+        config.log_gc_max_lag = 5;
+        config.log_gc_interval_ticks = 5;
+    });
+    cluster.write(1, vec![put(b"before", b"1")]);
+    let (leader, _) = cluster.wait_for("a leader", |c| c.leader(1));
+    let follower = cluster.stores.keys().copied().find(|&id| id != leader).expect("a follower");
+    cluster.stop(follower);
+    for i in 0..60 {
+        cluster.write(1, vec![put(format!("k{i:02}").as_bytes(), b"v")]);
+    }
+    let leader_status = cluster.wait_for("the leader to truncate its log", |c| {
+        c.stores[&leader].status(1).filter(|s| s.first_index > 20)
+    });
+    assert!(leader_status.first_index > 20);
+    cluster.start(follower);
+    cluster.wait_for("the follower to catch up", |c| {
+        (data_on(&c.stores[&follower], b"k59") == Some(b"v".to_vec())).then_some(())
+    });
+    assert_eq!(data_on(&cluster.stores[&follower], b"before"), Some(b"1".to_vec()));
+}
+
+#[test]
+fn a_split_under_load_leaves_two_regions_that_both_serve() {
+    let cluster = Cluster::with_regions(1, |_| {});
+    for i in 0..30 {
+        cluster.write(1, vec![put(format!("k{i:02}").as_bytes(), b"v")]);
+    }
+    let split = SplitRequest { split_key: b"k15".to_vec(), new_region_id: 2, new_peer_ids: vec![21, 22, 23] };
+    cluster.admin(1, admin_request::Kind::Split(split));
+    let (_, right) = cluster.wait_for("the new region's leader", |c| c.leader(2));
+    assert_eq!(right.region.start_key, b"k15");
+    cluster.write(2, vec![put(b"k99", b"new")]);
+    cluster.write(1, vec![put(b"k00", b"new")]);
+    assert_eq!(cluster.get(2, b"k20"), Some(b"v".to_vec()), "data moved with the range, without copying");
+    assert_eq!(cluster.get(2, b"k99"), Some(b"new".to_vec()));
+    assert_eq!(cluster.get(1, b"k00"), Some(b"new".to_vec()));
+    let (store, left) = cluster.wait_for("the left region's leader", |c| c.leader(1));
+    let stale = cluster.stores[&store]
+        .write(1, RegionEpoch { conf_version: 1, version: 1 }, vec![put(b"k01", b"x")])
+        .recv_timeout(WAIT)
+        .expect("an answer");
+    assert!(matches!(stale, Err(StoreError::Region(crate::region::RegionError::EpochNotMatch { .. }))));
+    assert_eq!(left.region.end_key, b"k15");
+}
+
+#[test]
+fn a_peer_moves_to_another_store_by_learner_promote_remove() {
+    let mut cluster = Cluster::new(4, |_| {});
+    let region = Region {
+        id: 1,
+        start_key: Vec::new(),
+        end_key: Vec::new(),
+        epoch: Some(RegionEpoch { conf_version: 1, version: 1 }),
+        peers: (1..=3).map(|store| Peer { id: 10 + store, store_id: store, role: 0 }).collect(),
+    };
+    for store_id in 1..=3 {
+        cluster.stores[&store_id].bootstrap_region(&region).expect("bootstrap");
+    }
+    cluster.stores[&1].campaign(1);
+    for i in 0..20 {
+        cluster.write(1, vec![put(format!("k{i:02}").as_bytes(), b"v")]);
+    }
+    let newcomer = Peer { id: 14, store_id: 4, role: PeerRole::Learner as i32 };
+    let change = |change_type: ConfChangeType, peer: Peer| {
+        admin_request::Kind::ChangePeer(ChangePeerRequest { change_type: change_type as i32, peer: Some(peer) })
+    };
+    cluster.admin(1, change(ConfChangeType::AddLearner, newcomer));
+    cluster.wait_for("the learner to receive the data", |c| {
+        (data_on(&c.stores[&4], b"k19") == Some(b"v".to_vec())).then_some(())
+    });
+    cluster.admin(1, change(ConfChangeType::AddVoter, Peer { role: 0, ..newcomer }));
+    let leaving = Peer { id: 13, store_id: 3, role: 0 };
+    cluster.admin(1, change(ConfChangeType::Remove, leaving));
+    cluster.wait_for("the removed peer to be destroyed", |c| c.stores[&3].status(1).is_none().then_some(()));
+    assert_eq!(data_on(&cluster.stores[&3], b"k05"), None, "the removed peer's data is gone");
+    cluster.stop(3);
+    cluster.write(1, vec![put(b"after", b"1")]);
+    cluster.wait_for("the moved peer to apply", |c| {
+        (data_on(&c.stores[&4], b"after") == Some(b"1".to_vec())).then_some(())
+    });
+    let (_, status) = cluster.wait_for("a leader", |c| c.leader(1));
+    let stores: Vec<u64> = status.region.peers.iter().map(|p| p.store_id).collect();
+    assert_eq!(stores, vec![1, 2, 4]);
+}
+
+#[test]
+fn idle_regions_hibernate_and_wake_on_a_write() {
+    let cluster = Cluster::with_regions(20, |_| {});
+    for i in 0..20 {
+        cluster.write(i as u64 + 1, vec![put(&region_key(i), b"1")]);
+    }
+    cluster.wait_for("every replica to hibernate", |c| {
+        c.stores.values().all(|store| (1..=20).all(|region| store.status(region).is_some_and(|s| s.hibernating))).then_some(())
+    });
+    cluster.write(5, vec![put(&region_key(4), b"2")]);
+    assert_eq!(cluster.get(5, &region_key(4)), Some(b"2".to_vec()));
+    let awake = cluster.stores.values().filter(|store| store.status(5).is_some_and(|s| !s.hibernating)).count();
+    assert!(awake >= 1, "the written region woke up");
+}

@@ -1,0 +1,72 @@
+//! How stores reach each other: one [`StoreBatch`] per destination store per round.
+//!
+//! The runtime only needs [`Transport::send`]; the server implements it over gRPC
+//! streams, and [`LocalTransport`] delivers in-process for tests, with links that can
+//! be cut to partition stores.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::storage::proto::StoreBatch;
+
+/// Sends a store's outgoing frames. Delivery is best effort: Raft tolerates loss.
+pub trait Transport: Send + Sync + 'static {
+    fn send(&self, batch: StoreBatch);
+}
+
+/// Where frames for one store are delivered.
+pub trait BatchSink: Send + Sync + 'static {
+    fn deliver(&self, batch: StoreBatch);
+}
+
+/// An in-process network of stores.
+#[derive(Default, Clone)]
+pub struct LocalTransport {
+    inner: Arc<LocalTransportInner>,
+}
+
+#[derive(Default)]
+struct LocalTransportInner {
+    sinks: RwLock<HashMap<u64, Arc<dyn BatchSink>>>,
+    cut: RwLock<HashSet<(u64, u64)>>,
+}
+
+impl LocalTransport {
+    pub fn new() -> LocalTransport {
+        LocalTransport::default()
+    }
+
+    pub fn register(&self, store_id: u64, sink: Arc<dyn BatchSink>) {
+        self.inner.sinks.write().insert(store_id, sink);
+    }
+
+    /// A stopped store receives nothing.
+    pub fn unregister(&self, store_id: u64) {
+        self.inner.sinks.write().remove(&store_id);
+    }
+
+    /// Cuts the link between two stores, both ways.
+    pub fn partition(&self, a: u64, b: u64) {
+        let mut cut = self.inner.cut.write();
+        cut.insert((a, b));
+        cut.insert((b, a));
+    }
+
+    pub fn heal(&self) {
+        self.inner.cut.write().clear();
+    }
+}
+
+impl Transport for LocalTransport {
+    fn send(&self, batch: StoreBatch) {
+        if self.inner.cut.read().contains(&(batch.from_store, batch.to_store)) {
+            return;
+        }
+        let sink = self.inner.sinks.read().get(&batch.to_store).cloned();
+        if let Some(sink) = sink {
+            sink.deliver(batch);
+        }
+    }
+}

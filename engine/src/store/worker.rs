@@ -1,0 +1,408 @@
+//! A raft worker: one thread driving a fixed share of the store's regions in rounds.
+//!
+//! A round drains the mailbox (messages from other stores, proposals, reads, ticks),
+//! then takes the Ready of every region that has one and:
+//! 1. sends the leaders' messages at once (they may precede persistence);
+//! 2. puts all new log entries, hard states and snapshots into ONE write batch, made
+//!    durable by the log writer with one sync shared with other workers (group commit);
+//! 3. sends the remaining messages, one frame per destination store;
+//! 4. applies all committed entries into ONE more batch, written without sync (the log
+//!    is durable already), then answers the clients;
+//! 5. serves confirmed reads and advances every region.
+//!
+//! A failed log write stops the node: its Raft state would no longer match its disk.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+use rocksdb::WriteBatch;
+
+use crate::kv::ApplyBatch;
+use crate::raft::proto::MessageType;
+use crate::storage::proto::{PeerState, RaftCommand, RegionEpoch, RegionLocalState, StoreBatch, WriteResponse};
+use crate::storage::{Cf, Engine, PeerStorage, keys, snapshot};
+
+use super::StoreConfig;
+use super::errors::StoreError;
+use super::heartbeat::{Outgoing, expand};
+use super::log_writer::LogWriter;
+use super::peer::{Peer, ReadRequest, ReadResponse, Responder, SideEffect};
+use super::router::Router;
+use super::transport::Transport;
+
+/// What a peer looks like from outside, for tests and operators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerStatus {
+    pub peer_id: u64,
+    pub is_leader: bool,
+    pub leader_peer_id: u64,
+    pub term: u64,
+    pub applied_index: u64,
+    pub first_index: u64,
+    pub region: crate::storage::proto::Region,
+    pub hibernating: bool,
+}
+
+pub enum WorkerMsg {
+    Inbound(StoreBatch),
+    Propose { region_id: u64, command: RaftCommand, respond: Responder<Vec<WriteResponse>> },
+    Read { region_id: u64, epoch: RegionEpoch, request: ReadRequest, respond: Responder<ReadResponse> },
+    TransferLeader { region_id: u64, to_peer_id: u64, respond: Responder<()> },
+    Campaign(u64),
+    /// Start the peer whose state is persisted (recovery, bootstrap, split).
+    StartPeer { region_id: u64, new_group: bool, campaign: bool },
+    Tick,
+    StoreDown(u64),
+    Status { region_id: u64, respond: Sender<Option<PeerStatus>> },
+    Shutdown,
+}
+
+pub struct Worker {
+    pub config: StoreConfig,
+    pub engine: Engine,
+    pub log_writer: LogWriter,
+    pub transport: Arc<dyn Transport>,
+    pub router: Router,
+    pub inbox: Receiver<WorkerMsg>,
+    peers: HashMap<u64, Peer>,
+    dirty: BTreeSet<u64>,
+}
+
+/// Stops the node: the log could not be made durable, so acknowledging anything more
+/// could lose it.
+fn fail_stop(what: &str, error: impl std::fmt::Display) -> ! {
+    panic!("fail-stop: {what} failed and the store cannot continue safely: {error}")
+}
+
+impl Worker {
+    pub fn new(
+        config: StoreConfig,
+        engine: Engine,
+        log_writer: LogWriter,
+        transport: Arc<dyn Transport>,
+        router: Router,
+        inbox: Receiver<WorkerMsg>,
+    ) -> Worker {
+        Worker { config, engine, log_writer, transport, router, inbox, peers: HashMap::new(), dirty: BTreeSet::new() }
+    }
+
+    pub fn run(mut self) {
+        while let Ok(first) = self.inbox.recv() {
+            let mut stop = self.handle(first);
+            while !stop {
+                match self.inbox.try_recv() {
+                    Ok(message) => stop = self.handle(message),
+                    Err(_) => break,
+                }
+            }
+            self.process_readies();
+            if stop {
+                break;
+            }
+        }
+        for peer in self.peers.values_mut() {
+            peer.fail_all(StoreError::ShuttingDown);
+        }
+    }
+
+    /// Handles one mailbox message; returns true on shutdown.
+    fn handle(&mut self, message: WorkerMsg) -> bool {
+        match message {
+            WorkerMsg::Inbound(batch) => self.on_inbound(batch),
+            WorkerMsg::Propose { region_id, command, respond } => match self.peers.get_mut(&region_id) {
+                Some(peer) => {
+                    peer.propose(command, respond);
+                    self.dirty.insert(region_id);
+                }
+                None => {
+                    let _ = respond.send(Err(StoreError::RegionNotFound(region_id)));
+                }
+            },
+            WorkerMsg::Read { region_id, epoch, request, respond } => match self.peers.get_mut(&region_id) {
+                Some(peer) => {
+                    peer.read(epoch, request, respond);
+                    self.dirty.insert(region_id);
+                }
+                None => {
+                    let _ = respond.send(Err(StoreError::RegionNotFound(region_id)));
+                }
+            },
+            WorkerMsg::TransferLeader { region_id, to_peer_id, respond } => {
+                let result = match self.peers.get_mut(&region_id) {
+                    Some(peer) => {
+                        peer.wake();
+                        self.dirty.insert(region_id);
+                        peer.raw.transfer_leader(to_peer_id).map_err(|e| StoreError::Raft(e.to_string()))
+                    }
+                    None => Err(StoreError::RegionNotFound(region_id)),
+                };
+                let _ = respond.send(result);
+            }
+            WorkerMsg::Campaign(region_id) => {
+                if let Some(peer) = self.peers.get_mut(&region_id) {
+                    peer.wake();
+                    peer.raw.campaign();
+                    self.dirty.insert(region_id);
+                }
+            }
+            WorkerMsg::StartPeer { region_id, new_group, campaign } => self.start_peer(region_id, new_group, campaign),
+            WorkerMsg::Tick => self.on_tick(),
+            WorkerMsg::StoreDown(store_id) => {
+                for (&region_id, peer) in self.peers.iter_mut() {
+                    if peer.region.peers.iter().any(|p| p.store_id == store_id) {
+                        peer.wake();
+                        self.dirty.insert(region_id);
+                    }
+                }
+            }
+            WorkerMsg::Status { region_id, respond } => {
+                let status = self.peers.get(&region_id).map(|peer| PeerStatus {
+                    peer_id: peer.peer_id,
+                    is_leader: peer.is_leader(),
+                    leader_peer_id: peer.raw.raft.leader_id,
+                    term: peer.raw.raft.term,
+                    applied_index: peer.raw.raft.log.storage.apply_state().applied_index,
+                    first_index: peer.raw.raft.log.first_index(),
+                    region: peer.region.clone(),
+                    hibernating: peer.hibernating,
+                });
+                let _ = respond.send(status);
+            }
+            WorkerMsg::Shutdown => return true,
+        }
+        false
+    }
+
+    fn start_peer(&mut self, region_id: u64, new_group: bool, campaign: bool) {
+        match Peer::open(&self.engine, &self.config, region_id, new_group) {
+            Ok(mut peer) => {
+                if campaign {
+                    peer.raw.campaign();
+                }
+                if let Some(mut old) = self.peers.insert(region_id, peer) {
+                    old.fail_all(StoreError::RegionNotFound(region_id));
+                }
+                self.dirty.insert(region_id);
+            }
+            Err(error) => fail_stop(&format!("opening region {region_id}"), error),
+        }
+    }
+
+    /// A message for a region with no peer here: create an empty peer if the message
+    /// says one should exist (a new member's first append or snapshot), unless the
+    /// region was removed from this store.
+    fn maybe_create_peer(&mut self, region_id: u64, peer_id: u64) -> bool {
+        let state: Option<RegionLocalState> =
+            self.engine.get_message(Cf::Meta, &keys::region_state_key(region_id)).unwrap_or(None);
+        if let Some(state) = state {
+            if state.state == PeerState::Tombstone as i32 && state.peer_id >= peer_id {
+                return false;
+            }
+            if state.state != PeerState::Tombstone as i32 {
+                // Persisted but not started: a split's new half not yet applied here.
+                return false;
+            }
+        }
+        let mut batch = WriteBatch::default();
+        if let Err(error) = PeerStorage::initialize_empty(&self.engine, region_id, peer_id, &mut batch)
+            .and_then(|()| self.engine.write(batch, true))
+        {
+            fail_stop(&format!("creating a peer of region {region_id}"), error);
+        }
+        self.start_peer(region_id, true, false);
+        true
+    }
+
+    fn on_inbound(&mut self, batch: StoreBatch) {
+        for message in batch.messages {
+            let (Some(from_peer), Some(to_peer), Some(raft_message)) =
+                (message.from_peer, message.to_peer, message.message)
+            else {
+                continue;
+            };
+            let region_id = message.region_id;
+            if to_peer.store_id != self.config.store_id {
+                continue;
+            }
+            let creates = matches!(raft_message.msg_type(), MessageType::Append | MessageType::Snapshot);
+            if !self.peers.contains_key(&region_id) && !(creates && self.maybe_create_peer(region_id, to_peer.id)) {
+                continue;
+            }
+            let Some(peer) = self.peers.get_mut(&region_id) else { continue };
+            if peer.peer_id != to_peer.id {
+                continue;
+            }
+            peer.learn_peer(from_peer);
+            peer.wake();
+            // A malformed or stale message is refused by Raft; the node carries on.
+            let _ = peer.raw.step(raft_message);
+            self.dirty.insert(region_id);
+        }
+        for entry in batch.heartbeats {
+            let Some(peer) = self.peers.get_mut(&entry.region_id) else { continue };
+            if peer.peer_id != entry.to_peer_id {
+                continue;
+            }
+            let _ = peer.raw.step(expand(&entry, MessageType::Heartbeat));
+            let raft = &peer.raw.raft;
+            if entry.hibernate && raft.leader_id == entry.from_peer_id && raft.term == entry.term {
+                peer.hibernating = true;
+            } else {
+                peer.wake();
+            }
+            self.dirty.insert(entry.region_id);
+        }
+        for entry in batch.heartbeat_responses {
+            let Some(peer) = self.peers.get_mut(&entry.region_id) else { continue };
+            if peer.peer_id != entry.to_peer_id {
+                continue;
+            }
+            let _ = peer.raw.step(expand(&entry, MessageType::HeartbeatResponse));
+            self.dirty.insert(entry.region_id);
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let mut outgoing = Outgoing::new(self.config.store_id);
+        let mut gc = WriteBatch::default();
+        for (&region_id, peer) in self.peers.iter_mut() {
+            if peer.hibernating {
+                continue;
+            }
+            if peer.tick(&self.config) {
+                outgoing.add_hibernation(peer);
+            }
+            if let Err(error) = peer.log_gc(&self.config, &mut gc) {
+                fail_stop(&format!("truncating the log of region {region_id}"), error);
+            }
+            self.dirty.insert(region_id);
+        }
+        if !gc.is_empty()
+            && let Err(error) = self.engine.write(gc, false)
+        {
+            fail_stop("truncating raft logs", error);
+        }
+        outgoing.flush(self.transport.as_ref());
+    }
+
+    fn process_readies(&mut self) {
+        // New readies appear as rounds complete (a leader commits once its own write is
+        // durable); a few rounds settle them, the rest waits for the next wake-up.
+        for _ in 0..4 {
+            if self.dirty.is_empty() {
+                return;
+            }
+            self.round();
+        }
+    }
+
+    fn round(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut outgoing = Outgoing::new(self.config.store_id);
+        let mut log_batch = WriteBatch::default();
+        let (mut entries, mut regions) = (0u64, 0u64);
+        let mut readies = Vec::new();
+        for region_id in dirty {
+            let Some(peer) = self.peers.get_mut(&region_id) else { continue };
+            if !peer.raw.has_ready() {
+                continue;
+            }
+            let mut ready = peer.raw.ready();
+            outgoing.add(peer, std::mem::take(&mut ready.messages));
+            let storage = &mut peer.raw.raft.log.storage;
+            let mut wrote = false;
+            if let Some(snapshot) = &ready.snapshot {
+                if let Err(error) = snapshot::install(&self.engine, storage, snapshot, &mut log_batch) {
+                    fail_stop(&format!("installing a snapshot of region {region_id}"), error);
+                }
+                wrote = true;
+            }
+            if !ready.entries.is_empty() {
+                if let Err(error) = storage.append(&ready.entries, &mut log_batch) {
+                    fail_stop(&format!("appending to region {region_id}"), error);
+                }
+                entries += ready.entries.len() as u64;
+                wrote = true;
+            }
+            if let Some(hard_state) = ready.hard_state {
+                if let Err(error) = storage.set_hard_state(hard_state, &mut log_batch) {
+                    fail_stop(&format!("saving the hard state of region {region_id}"), error);
+                }
+                wrote = true;
+            }
+            if ready.snapshot.is_some() {
+                let region = storage.region();
+                peer.refresh_region(region);
+            }
+            regions += u64::from(wrote);
+            readies.push((region_id, ready));
+        }
+        if !log_batch.is_empty()
+            && let Err(error) = self.log_writer.write(log_batch, entries, regions)
+        {
+            fail_stop("writing the raft log", error);
+        }
+        for (region_id, ready) in readies.iter_mut() {
+            if let Some(peer) = self.peers.get(region_id) {
+                outgoing.add(peer, std::mem::take(&mut ready.persisted_messages));
+            }
+        }
+        outgoing.flush(self.transport.as_ref());
+
+        let mut apply = ApplyBatch::default();
+        let mut answers: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
+        let mut effects = Vec::new();
+        for (region_id, ready) in readies.iter() {
+            let Some(peer) = self.peers.get_mut(region_id) else { continue };
+            let mut peer_effects = Vec::new();
+            if let Err(error) =
+                peer.apply_entries(&self.engine, &ready.committed_entries, &mut apply, &mut answers, &mut peer_effects)
+            {
+                fail_stop(&format!("applying region {region_id}"), error);
+            }
+            effects.extend(peer_effects.into_iter().map(|effect| (*region_id, effect)));
+        }
+        if !apply.is_empty()
+            && let Err(error) = self.engine.write(apply.take(), false)
+        {
+            fail_stop("writing applied data", error);
+        }
+        for answer in answers {
+            answer();
+        }
+        for (region_id, mut ready) in readies {
+            let Some(peer) = self.peers.get_mut(&region_id) else { continue };
+            peer.on_read_states(std::mem::take(&mut ready.read_states), std::mem::take(&mut ready.dropped_reads));
+            peer.serve_reads(&self.engine);
+            peer.raw.advance();
+            if peer.raw.has_ready() {
+                self.dirty.insert(region_id);
+            }
+        }
+        for (region_id, effect) in effects {
+            self.apply_side_effect(region_id, effect);
+        }
+    }
+
+    fn apply_side_effect(&mut self, region_id: u64, effect: SideEffect) {
+        match effect {
+            SideEffect::SplitCreated { region, parent_was_leader } => {
+                // The new region may belong to another worker; its state is persisted.
+                self.router.send(
+                    region.id,
+                    WorkerMsg::StartPeer { region_id: region.id, new_group: true, campaign: parent_was_leader },
+                );
+            }
+            SideEffect::Destroy => {
+                let Some(mut peer) = self.peers.remove(&region_id) else { return };
+                let mut batch = WriteBatch::default();
+                if let Err(error) =
+                    peer.destroy(&self.engine, &mut batch).and_then(|()| self.engine.write(batch, true))
+                {
+                    fail_stop(&format!("destroying the peer of region {region_id}"), error);
+                }
+            }
+        }
+    }
+}
