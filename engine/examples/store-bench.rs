@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use hdrhistogram::Histogram;
-use tessera_engine::storage::proto::{Peer, Put, Region, RegionEpoch, WriteRequest, WriteResponse, write_request};
+use tessera_engine::storage::proto::{
+    Peer, Put, Region, RegionEpoch, WriteRequest, WriteResponse, write_request,
+};
 use tessera_engine::store::{LocalTransport, Store, StoreConfig, StoreError};
 
 struct Args {
@@ -30,7 +32,8 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { regions: vec![1, 64, 1024], writers: 256, seconds: 10, idle_regions: 10_000, json: false };
+    let mut args =
+        Args { regions: vec![1, 64, 1024], writers: 256, seconds: 10, idle_regions: 10_000, json: false };
     let mut iter = std::env::args().skip(1);
     while let Some(flag) = iter.next() {
         let mut value = |name: &str| iter.next().ok_or_else(|| format!("{name} needs a value"));
@@ -41,10 +44,15 @@ fn parse_args() -> Result<Args, String> {
                     .map(|n| n.trim().parse().map_err(|e| format!("--regions: {e}")))
                     .collect::<Result<_, _>>()?
             }
-            "--writers" => args.writers = value("--writers")?.parse().map_err(|e| format!("--writers: {e}"))?,
-            "--seconds" => args.seconds = value("--seconds")?.parse().map_err(|e| format!("--seconds: {e}"))?,
+            "--writers" => {
+                args.writers = value("--writers")?.parse().map_err(|e| format!("--writers: {e}"))?
+            }
+            "--seconds" => {
+                args.seconds = value("--seconds")?.parse().map_err(|e| format!("--seconds: {e}"))?
+            }
             "--idle-regions" => {
-                args.idle_regions = value("--idle-regions")?.parse().map_err(|e| format!("--idle-regions: {e}"))?
+                args.idle_regions =
+                    value("--idle-regions")?.parse().map_err(|e| format!("--idle-regions: {e}"))?
             }
             "--json" => args.json = true,
             other => return Err(format!("unknown argument {other:?}")),
@@ -61,6 +69,9 @@ struct Cluster {
     _dirs: Vec<tempfile::TempDir>,
 }
 
+/// The pending answer to one write.
+type Answer = Receiver<Result<Vec<WriteResponse>, StoreError>>;
+
 const EPOCH: RegionEpoch = RegionEpoch { conf_version: 1, version: 1 };
 
 fn cluster(regions: usize) -> Result<Cluster, String> {
@@ -70,7 +81,8 @@ fn cluster(regions: usize) -> Result<Cluster, String> {
     for store_id in 1..=3 {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let config = StoreConfig { tick_interval: Duration::from_millis(100), ..StoreConfig::new(store_id) };
-        let store = Store::open(dir.path(), config, Arc::new(transport.clone())).map_err(|e| e.to_string())?;
+        let store =
+            Store::open(dir.path(), config, Arc::new(transport.clone())).map_err(|e| e.to_string())?;
         transport.register(store_id, store.sink());
         stores.push(store);
         dirs.push(dir);
@@ -110,8 +122,7 @@ fn write_load(args: &Args, regions: usize) -> Result<String, String> {
     let leader = &cluster.stores[0];
     let before = leader.group_commit();
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
-    let mut in_flight: std::collections::VecDeque<(Instant, Receiver<Result<Vec<WriteResponse>, StoreError>>)> =
-        std::collections::VecDeque::new();
+    let mut in_flight: std::collections::VecDeque<(Instant, Answer)> = std::collections::VecDeque::new();
     let (mut done, mut errors, mut n) = (0u64, 0u64, 0u64);
     let started = Instant::now();
     let end = started + Duration::from_secs(args.seconds);
@@ -162,7 +173,8 @@ fn idle_cost(regions: usize) -> Result<String, String> {
     let deadline = Instant::now() + Duration::from_secs(300);
     let sleeping = Arc::new(AtomicBool::new(false));
     while !sleeping.load(Ordering::Relaxed) {
-        let all = (1..=regions as u64).all(|id| cluster.stores.iter().all(|s| s.status(id).is_some_and(|p| p.hibernating)));
+        let all = (1..=regions as u64)
+            .all(|id| cluster.stores.iter().all(|s| s.status(id).is_some_and(|p| p.hibernating)));
         if all {
             sleeping.store(true, Ordering::Relaxed);
         } else if Instant::now() > deadline {

@@ -14,7 +14,9 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera_engine::storage::proto::{CompareAndSwap, Peer, Put, Region, RegionEpoch, WriteRequest, write_request};
+use tessera_engine::storage::proto::{
+    CompareAndSwap, Peer, Put, Region, RegionEpoch, WriteRequest, write_request,
+};
 use tessera_engine::store::{LocalTransport, ReadRequest, ReadResponse, Store, StoreConfig, StoreError};
 
 const CHILD_FLAG: &str = "--crash-child";
@@ -26,11 +28,18 @@ fn config() -> StoreConfig {
 }
 
 fn region() -> Region {
-    Region { id: 1, start_key: Vec::new(), end_key: Vec::new(), epoch: Some(EPOCH), peers: vec![Peer { id: 11, store_id: 1, role: 0 }] }
+    Region {
+        id: 1,
+        start_key: Vec::new(),
+        end_key: Vec::new(),
+        epoch: Some(EPOCH),
+        peers: vec![Peer { id: 11, store_id: 1, role: 0 }],
+    }
 }
 
 fn open(dir: &std::path::Path) -> Store {
-    let store = Store::open(dir, config(), Arc::new(LocalTransport::new())).unwrap_or_else(|e| panic!("open: {e}"));
+    let store =
+        Store::open(dir, config(), Arc::new(LocalTransport::new())).unwrap_or_else(|e| panic!("open: {e}"));
     if store.status(1).is_none() {
         store.bootstrap_region(&region()).unwrap_or_else(|e| panic!("bootstrap: {e}"));
         store.campaign(1);
@@ -42,7 +51,10 @@ fn counter(store: &Store) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         assert!(Instant::now() < deadline, "the reopened store never served a read");
-        match store.read(1, EPOCH, ReadRequest::Get { key: b"count".to_vec() }).recv_timeout(Duration::from_secs(5)) {
+        match store
+            .read(1, EPOCH, ReadRequest::Get { key: b"count".to_vec() })
+            .recv_timeout(Duration::from_secs(5))
+        {
             Ok(Ok(ReadResponse::Value(value))) => return value.map_or(0, |v| decode(&v)),
             Ok(Err(StoreError::NotLeader { .. })) | Err(_) => std::thread::sleep(Duration::from_millis(20)),
             other => panic!("reading the counter: {other:?}"),
@@ -51,7 +63,8 @@ fn counter(store: &Store) -> u64 {
 }
 
 fn decode(value: &[u8]) -> u64 {
-    u64::from_str_radix(std::str::from_utf8(value).unwrap_or("x"), 10).unwrap_or_else(|_| panic!("bad counter {value:?}"))
+    u64::from_str_radix(std::str::from_utf8(value).unwrap_or("x"), 10)
+        .unwrap_or_else(|_| panic!("bad counter {value:?}"))
 }
 
 fn next_write(n: u64) -> Vec<WriteRequest> {
@@ -64,7 +77,12 @@ fn next_write(n: u64) -> Vec<WriteRequest> {
                 new_value: Some((n + 1).to_string().into_bytes()),
             })),
         },
-        WriteRequest { kind: Some(write_request::Kind::Put(Put { key: format!("k{:08}", n + 1).into_bytes(), value: b"v".to_vec() })) },
+        WriteRequest {
+            kind: Some(write_request::Kind::Put(Put {
+                key: format!("k{:08}", n + 1).into_bytes(),
+                value: b"v".to_vec(),
+            })),
+        },
     ]
 }
 
@@ -116,7 +134,9 @@ fn run_round(dir: &std::path::Path, round: usize, seed: &mut u64) -> Result<(u64
     let store = open(dir);
     let count = counter(&store);
     if count < acknowledged {
-        return Err(format!("round {round}: {acknowledged} writes were acknowledged but only {count} survived"));
+        return Err(format!(
+            "round {round}: {acknowledged} writes were acknowledged but only {count} survived"
+        ));
     }
     for n in 1..=count {
         let key = format!("k{n:08}").into_bytes();

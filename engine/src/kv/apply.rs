@@ -13,6 +13,7 @@ use crate::storage::proto::{Region, WriteRequest, WriteResponse, write_request};
 use crate::storage::{Cf, Engine, EngineError, keys};
 
 /// A write batch under construction, with what it has written so far readable.
+#[derive(Default)]
 pub struct ApplyBatch {
     pub batch: WriteBatch,
     /// Latest value written per data key in this batch (`None`: deleted).
@@ -21,19 +22,17 @@ pub struct ApplyBatch {
     deleted_ranges: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-impl Default for ApplyBatch {
-    fn default() -> Self {
-        ApplyBatch { batch: WriteBatch::default(), written: BTreeMap::new(), deleted_ranges: Vec::new() }
-    }
-}
-
 impl ApplyBatch {
     /// The value of `data_key` as the database will hold it once this batch is written.
     fn read(&self, engine: &Engine, data_key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         if let Some(value) = self.written.get(data_key) {
             return Ok(value.clone());
         }
-        if self.deleted_ranges.iter().any(|(start, end)| data_key >= start.as_slice() && data_key < end.as_slice()) {
+        if self
+            .deleted_ranges
+            .iter()
+            .any(|(start, end)| data_key >= start.as_slice() && data_key < end.as_slice())
+        {
             return Ok(None);
         }
         engine.get(Cf::Data, data_key)
@@ -86,7 +85,9 @@ pub fn apply_writes(
         let mut response = WriteResponse { succeeded: true, previous: None };
         match &write.kind {
             None => response.succeeded = false,
-            Some(write_request::Kind::Put(put)) => batch.put(engine, keys::data_key(&put.key), put.value.clone())?,
+            Some(write_request::Kind::Put(put)) => {
+                batch.put(engine, keys::data_key(&put.key), put.value.clone())?
+            }
             Some(write_request::Kind::Delete(delete)) => batch.delete(engine, keys::data_key(&delete.key))?,
             Some(write_request::Kind::DeleteRange(range)) => {
                 // Clamp to the region: a command never writes outside its range.

@@ -40,9 +40,15 @@ fn bad_writes_get_typed_errors() {
     assert!(matches!(check_write(&bounded, &put(b"c", &big_value)), Err(KvError::ValueTooLarge { .. })));
     assert!(matches!(check_write(&bounded, &put(b"z", b"v")), Err(KvError::Region(_))));
     let inverted = WriteRequest {
-        kind: Some(write_request::Kind::DeleteRange(DeleteRange { start_key: b"k".to_vec(), end_key: b"c".to_vec() })),
+        kind: Some(write_request::Kind::DeleteRange(DeleteRange {
+            start_key: b"k".to_vec(),
+            end_key: b"c".to_vec(),
+        })),
     };
-    assert!(matches!(check_write(&bounded, &inverted), Err(KvError::Region(RegionError::InvertedRange { .. }))));
+    assert!(matches!(
+        check_write(&bounded, &inverted),
+        Err(KvError::Region(RegionError::InvertedRange { .. }))
+    ));
     assert_eq!(check_write(&bounded, &WriteRequest { kind: None }), Err(KvError::EmptyRequest));
     assert_eq!(check_write(&bounded, &put(b"c", b"v")), Ok(()));
 }
@@ -67,7 +73,8 @@ fn compare_and_swap_sees_earlier_writes_of_the_same_batch() {
         &mut batch,
     )
     .unwrap();
-    let outcomes: Vec<(bool, Option<Vec<u8>>)> = responses.into_iter().map(|r| (r.succeeded, r.previous)).collect();
+    let outcomes: Vec<(bool, Option<Vec<u8>>)> =
+        responses.into_iter().map(|r| (r.succeeded, r.previous)).collect();
     assert_eq!(
         outcomes,
         vec![
@@ -96,7 +103,10 @@ fn delete_range_stays_inside_the_region_and_hides_earlier_batch_writes() {
 
     let bounded = region(b"b", b"m");
     let delete_all = WriteRequest {
-        kind: Some(write_request::Kind::DeleteRange(DeleteRange { start_key: b"b".to_vec(), end_key: Vec::new() })),
+        kind: Some(write_request::Kind::DeleteRange(DeleteRange {
+            start_key: b"b".to_vec(),
+            end_key: Vec::new(),
+        })),
     };
     let responses = apply_writes(
         &engine,
@@ -108,7 +118,11 @@ fn delete_range_stays_inside_the_region_and_hides_earlier_batch_writes() {
     assert!(responses.iter().all(|r| r.succeeded), "{responses:?}");
     engine.write(batch.take(), false).unwrap();
     assert_eq!(get(&engine, b"a"), Some(b"1".to_vec()), "left of the region");
-    assert_eq!(get(&engine, b"n"), Some(b"1".to_vec()), "right of the region: an open end is the region's end");
+    assert_eq!(
+        get(&engine, b"n"),
+        Some(b"1".to_vec()),
+        "right of the region: an open end is the region's end"
+    );
     assert_eq!(get(&engine, b"c"), Some(b"2".to_vec()));
     assert_eq!(get(&engine, b"d"), Some(b"2".to_vec()));
 }

@@ -16,7 +16,12 @@ pub enum RegionError {
     #[error("key {key:?} is outside region {region_id} [{start:?}, {end:?})")]
     KeyNotInRegion { key: Vec<u8>, region_id: u64, start: Vec<u8>, end: Vec<u8> },
     #[error("stale epoch for region {region_id}: request has {requested:?}, region is at {current:?}")]
-    EpochNotMatch { region_id: u64, requested: RegionEpoch, current: RegionEpoch, current_region: Box<Region> },
+    EpochNotMatch {
+        region_id: u64,
+        requested: RegionEpoch,
+        current: RegionEpoch,
+        current_region: Box<Region>,
+    },
     #[error("split key {key:?} is not strictly inside region {region_id}")]
     InvalidSplitKey { key: Vec<u8>, region_id: u64 },
     #[error("split of region {region_id} needs {needed} new peer ids, got {given}")]
@@ -62,11 +67,8 @@ pub fn check_range(region: &Region, start: &[u8], end: &[u8]) -> Result<(), Regi
         return Err(RegionError::InvertedRange { start: start.to_vec(), end: end.to_vec() });
     }
     check_key(region, start)?;
-    let end_inside = if region.end_key.is_empty() {
-        true
-    } else {
-        !end.is_empty() && end <= region.end_key.as_slice()
-    };
+    let end_inside =
+        if region.end_key.is_empty() { true } else { !end.is_empty() && end <= region.end_key.as_slice() };
     if !end_inside {
         return Err(RegionError::KeyNotInRegion {
             key: end.to_vec(),
@@ -197,7 +199,8 @@ mod tests {
         assert!(check_epoch(&current, same, EpochCheck::Admin).is_ok());
         assert!(check_epoch(&current, old_membership, EpochCheck::Data).is_ok());
         assert!(check_epoch(&current, old_membership, EpochCheck::Admin).is_err());
-        let Err(RegionError::EpochNotMatch { current_region, .. }) = check_epoch(&current, old_range, EpochCheck::Data)
+        let Err(RegionError::EpochNotMatch { current_region, .. }) =
+            check_epoch(&current, old_range, EpochCheck::Data)
         else {
             panic!("a request routed before a split must be refused");
         };
@@ -209,7 +212,10 @@ mod tests {
         let original = region(b"b", b"");
         let (left, right) = split(&original, b"m", 9, &[91, 92, 93]).unwrap();
         assert_eq!((left.id, left.start_key.as_slice(), left.end_key.as_slice()), (1, &b"b"[..], &b"m"[..]));
-        assert_eq!((right.id, right.start_key.as_slice(), right.end_key.as_slice()), (9, &b"m"[..], &b""[..]));
+        assert_eq!(
+            (right.id, right.start_key.as_slice(), right.end_key.as_slice()),
+            (9, &b"m"[..], &b""[..])
+        );
         assert_eq!(epoch(&left), RegionEpoch { conf_version: 3, version: 8 });
         assert_eq!(epoch(&right), epoch(&left));
         let stores: Vec<(u64, u64, i32)> = right.peers.iter().map(|p| (p.id, p.store_id, p.role)).collect();

@@ -10,7 +10,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options, WriteBatch, WriteOptions};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options, WriteBatch, WriteOptions,
+};
 use thiserror::Error;
 
 /// The column families of a node's database.
@@ -88,11 +90,16 @@ impl Engine {
     }
 
     /// Reads and decodes a protobuf value.
-    pub fn get_message<M: prost::Message + Default>(&self, cf: Cf, key: &[u8]) -> Result<Option<M>, EngineError> {
+    pub fn get_message<M: prost::Message + Default>(
+        &self,
+        cf: Cf,
+        key: &[u8],
+    ) -> Result<Option<M>, EngineError> {
         let Some(bytes) = self.get(cf, key)? else { return Ok(None) };
-        M::decode(bytes.as_slice())
-            .map(Some)
-            .map_err(|e| EngineError::Corrupt { what: format!("{}/{}", cf.name(), hex(key)), reason: e.to_string() })
+        M::decode(bytes.as_slice()).map(Some).map_err(|e| EngineError::Corrupt {
+            what: format!("{}/{}", cf.name(), hex(key)),
+            reason: e.to_string(),
+        })
     }
 
     /// Writes a batch atomically; `sync` makes it durable before returning.

@@ -61,7 +61,8 @@ impl PeerStorage {
         };
         // A peer of this region may already exist here, created empty by an early
         // message of the new group; a vote it cast must survive.
-        let existing: Option<RaftLocalState> = engine.get_message(Cf::Raft, &keys::raft_state_key(region.id))?;
+        let existing: Option<RaftLocalState> =
+            engine.get_message(Cf::Raft, &keys::raft_state_key(region.id))?;
         let mut hard_state = HardState { term: INITIAL_TERM, vote: 0, commit: INITIAL_INDEX };
         if let Some(existing) = existing.and_then(|state| state.hard_state)
             && existing.term > INITIAL_TERM
@@ -69,10 +70,16 @@ impl PeerStorage {
             hard_state.term = existing.term;
             hard_state.vote = existing.vote;
         }
-        let raft_state =
-            RaftLocalState { hard_state: Some(hard_state), last_index: INITIAL_INDEX, last_term: INITIAL_TERM };
-        let apply_state =
-            ApplyState { applied_index: INITIAL_INDEX, truncated_index: INITIAL_INDEX, truncated_term: INITIAL_TERM };
+        let raft_state = RaftLocalState {
+            hard_state: Some(hard_state),
+            last_index: INITIAL_INDEX,
+            last_term: INITIAL_TERM,
+        };
+        let apply_state = ApplyState {
+            applied_index: INITIAL_INDEX,
+            truncated_index: INITIAL_INDEX,
+            truncated_term: INITIAL_TERM,
+        };
         engine.put_message(batch, Cf::Meta, &keys::region_state_key(region.id), &region_state)?;
         engine.put_message(batch, Cf::Meta, &keys::apply_state_key(region.id), &apply_state)?;
         engine.put_message(batch, Cf::Raft, &keys::raft_state_key(region.id), &raft_state)?;
@@ -101,8 +108,10 @@ impl PeerStorage {
 
     /// Loads a region's persisted state.
     pub fn open(engine: &Engine, region_id: u64) -> Result<PeerStorage, EngineError> {
-        let missing =
-            |what: &str| EngineError::Corrupt { what: format!("{what} of region {region_id}"), reason: "missing".into() };
+        let missing = |what: &str| EngineError::Corrupt {
+            what: format!("{what} of region {region_id}"),
+            reason: "missing".into(),
+        };
         let region_state: RegionLocalState = engine
             .get_message(Cf::Meta, &keys::region_state_key(region_id))?
             .ok_or_else(|| missing("region state"))?;
@@ -132,7 +141,12 @@ impl PeerStorage {
     pub fn tombstone(&mut self, batch: &mut WriteBatch) -> Result<(), EngineError> {
         self.clear_log(batch)?;
         self.region_state.state = super::proto::PeerState::Tombstone as i32;
-        self.engine.put_message(batch, Cf::Meta, &keys::region_state_key(self.region_id), &self.region_state)?;
+        self.engine.put_message(
+            batch,
+            Cf::Meta,
+            &keys::region_state_key(self.region_id),
+            &self.region_state,
+        )?;
         batch.delete_cf(self.engine.cf(Cf::Meta)?, keys::apply_state_key(self.region_id));
         Ok(())
     }
@@ -148,7 +162,10 @@ impl PeerStorage {
     /// Whether the peer holds data yet (false for a peer created empty, until its first
     /// snapshot).
     pub fn is_initialized(&self) -> bool {
-        self.region_state.conf_state.as_ref().is_some_and(|cs| !cs.voters.is_empty() || !cs.learners.is_empty())
+        self.region_state
+            .conf_state
+            .as_ref()
+            .is_some_and(|cs| !cs.voters.is_empty() || !cs.learners.is_empty())
     }
 
     /// Adds `entries` to the log in `batch`, replacing any entries from the first one's
@@ -174,7 +191,11 @@ impl PeerStorage {
         self.engine.put_message(batch, Cf::Raft, &keys::raft_state_key(self.region_id), &self.raft_state)
     }
 
-    pub fn set_hard_state(&mut self, hard_state: HardState, batch: &mut WriteBatch) -> Result<(), EngineError> {
+    pub fn set_hard_state(
+        &mut self,
+        hard_state: HardState,
+        batch: &mut WriteBatch,
+    ) -> Result<(), EngineError> {
         self.raft_state.hard_state = Some(hard_state);
         self.engine.put_message(batch, Cf::Raft, &keys::raft_state_key(self.region_id), &self.raft_state)
     }
@@ -217,7 +238,12 @@ impl PeerStorage {
         );
         self.apply_state.truncated_index = index;
         self.apply_state.truncated_term = term;
-        self.engine.put_message(batch, Cf::Meta, &keys::apply_state_key(self.region_id), &self.apply_state)?;
+        self.engine.put_message(
+            batch,
+            Cf::Meta,
+            &keys::apply_state_key(self.region_id),
+            &self.apply_state,
+        )?;
         Ok(true)
     }
 
@@ -254,7 +280,11 @@ impl PeerStorage {
 
     fn clear_log(&self, batch: &mut WriteBatch) -> Result<(), EngineError> {
         let raft = self.engine.cf(Cf::Raft)?;
-        batch.delete_range_cf(raft, keys::log_key(self.region_id, 0), keys::log_key(self.region_id, u64::MAX));
+        batch.delete_range_cf(
+            raft,
+            keys::log_key(self.region_id, 0),
+            keys::log_key(self.region_id, u64::MAX),
+        );
         batch.delete_cf(raft, keys::raft_state_key(self.region_id));
         Ok(())
     }
@@ -283,12 +313,14 @@ impl Storage for PeerStorage {
         let mut options = ReadOptions::default();
         options.set_iterate_upper_bound(keys::log_key(self.region_id, high).to_vec());
         let start = keys::log_key(self.region_id, low);
-        let iterator = self.engine.db().iterator_cf_opt(raft, options, IteratorMode::From(&start, Direction::Forward));
+        let iterator =
+            self.engine.db().iterator_cf_opt(raft, options, IteratorMode::From(&start, Direction::Forward));
         let mut size = 0u64;
         let mut expected = low;
         for item in iterator {
             let (key, value) = item.map_err(|e| StorageError::Io(e.to_string()))?;
-            let entry = Entry::decode(value.as_ref()).map_err(|e| StorageError::Io(format!("corrupt log entry: {e}")))?;
+            let entry = Entry::decode(value.as_ref())
+                .map_err(|e| StorageError::Io(format!("corrupt log entry: {e}")))?;
             if keys::log_index(self.region_id, &key) != Some(expected) || entry.index != expected {
                 return Err(StorageError::Io(format!(
                     "region {} log has a hole: expected entry {expected}, found {}",
@@ -326,11 +358,10 @@ impl Storage for PeerStorage {
         if index == self.raft_state.last_index {
             return Ok(self.raft_state.last_term);
         }
-        let bytes = self
-            .engine
-            .get(Cf::Raft, &keys::log_key(self.region_id, index))
-            .map_err(io)?
-            .ok_or_else(|| StorageError::Io(format!("region {} lost log entry {index}", self.region_id)))?;
+        let bytes =
+            self.engine.get(Cf::Raft, &keys::log_key(self.region_id, index)).map_err(io)?.ok_or_else(
+                || StorageError::Io(format!("region {} lost log entry {index}", self.region_id)),
+            )?;
         Entry::decode(bytes.as_slice())
             .map(|entry| entry.term)
             .map_err(|e| StorageError::Io(format!("corrupt log entry {index}: {e}")))

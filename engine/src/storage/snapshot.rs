@@ -25,24 +25,36 @@ fn corrupt(what: String, reason: &str) -> EngineError {
 pub fn build(engine: &Engine, region_id: u64) -> Result<Snapshot, EngineError> {
     let db = engine.db();
     let snapshot = db.snapshot();
-    let get = |cf: Cf, key: &[u8]| -> Result<Option<Vec<u8>>, EngineError> { Ok(snapshot.get_cf(engine.cf(cf)?, key)?) };
+    let get = |cf: Cf, key: &[u8]| -> Result<Option<Vec<u8>>, EngineError> {
+        Ok(snapshot.get_cf(engine.cf(cf)?, key)?)
+    };
     let decode_state = |cf: Cf, key: &[u8], what: &str| -> Result<Vec<u8>, EngineError> {
         get(cf, key)?.ok_or_else(|| corrupt(format!("{what} of region {region_id}"), "missing"))
     };
     let region_state = RegionLocalState::decode(
         decode_state(Cf::Meta, &keys::region_state_key(region_id), "region state")?.as_slice(),
     )
-    .map_err(|e| EngineError::Corrupt { what: format!("region state of {region_id}"), reason: e.to_string() })?;
-    let apply_state =
-        ApplyState::decode(decode_state(Cf::Meta, &keys::apply_state_key(region_id), "apply state")?.as_slice())
-            .map_err(|e| EngineError::Corrupt { what: format!("apply state of {region_id}"), reason: e.to_string() })?;
+    .map_err(|e| EngineError::Corrupt {
+        what: format!("region state of {region_id}"),
+        reason: e.to_string(),
+    })?;
+    let apply_state = ApplyState::decode(
+        decode_state(Cf::Meta, &keys::apply_state_key(region_id), "apply state")?.as_slice(),
+    )
+    .map_err(|e| EngineError::Corrupt {
+        what: format!("apply state of {region_id}"),
+        reason: e.to_string(),
+    })?;
     let index = apply_state.applied_index;
     let term = if index == apply_state.truncated_index {
         apply_state.truncated_term
     } else {
         let bytes = decode_state(Cf::Raft, &keys::log_key(region_id, index), "applied log entry")?;
         Entry::decode(bytes.as_slice())
-            .map_err(|e| EngineError::Corrupt { what: format!("log entry {index} of {region_id}"), reason: e.to_string() })?
+            .map_err(|e| EngineError::Corrupt {
+                what: format!("log entry {index} of {region_id}"),
+                reason: e.to_string(),
+            })?
             .term
     };
     let region = region_state.region.clone().unwrap_or_default();
@@ -52,9 +64,12 @@ pub fn build(engine: &Engine, region_id: u64) -> Result<Snapshot, EngineError> {
     options.set_snapshot(&snapshot);
     options.set_iterate_upper_bound(end);
     let mut pairs = Vec::new();
-    for item in db.iterator_cf_opt(engine.cf(Cf::Data)?, options, IteratorMode::From(&start, Direction::Forward)) {
+    for item in
+        db.iterator_cf_opt(engine.cf(Cf::Data)?, options, IteratorMode::From(&start, Direction::Forward))
+    {
         let (key, value) = item?;
-        let user_key = keys::user_key(&key).ok_or_else(|| corrupt(format!("data key {}", hex(&key)), "no prefix"))?;
+        let user_key =
+            keys::user_key(&key).ok_or_else(|| corrupt(format!("data key {}", hex(&key)), "no prefix"))?;
         pairs.push(KeyValue { key: user_key.to_vec(), value: value.to_vec() });
     }
     let data = RegionSnapshotData { region: Some(region), pairs }.encode_to_vec();

@@ -18,7 +18,9 @@ fn region(id: u64, start: &[u8], end: &[u8]) -> Region {
 }
 
 fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
-    range.map(|index| Entry { index, term, data: format!("{index}@{term}").into_bytes(), ..Entry::default() }).collect()
+    range
+        .map(|index| Entry { index, term, data: format!("{index}@{term}").into_bytes(), ..Entry::default() })
+        .collect()
 }
 
 fn founded(engine: &Engine, region: &Region) -> PeerStorage {
@@ -42,7 +44,9 @@ fn the_log_and_hard_state_survive_a_reopen() {
         let mut storage = founded(&engine, &region(1, b"", b""));
         let mut batch = WriteBatch::default();
         storage.append(&entries(INITIAL_INDEX + 1..=INITIAL_INDEX + 4, 6), &mut batch).unwrap();
-        storage.set_hard_state(HardState { term: 6, vote: 11, commit: INITIAL_INDEX + 2 }, &mut batch).unwrap();
+        storage
+            .set_hard_state(HardState { term: 6, vote: 11, commit: INITIAL_INDEX + 2 }, &mut batch)
+            .unwrap();
         engine.write(batch, true).unwrap();
     }
     let engine = Engine::open(dir.path()).unwrap();
@@ -67,7 +71,10 @@ fn appending_over_a_longer_suffix_removes_the_rest_of_it() {
     append(&engine, &mut storage, &entries(8..=8, 7));
     assert_eq!(storage.last_index().unwrap(), 8);
     assert_eq!(storage.term(8).unwrap(), 7);
-    assert_eq!(storage.entries(6, 9, None).unwrap().iter().map(|e| e.term).collect::<Vec<_>>(), vec![6, 6, 7]);
+    assert_eq!(
+        storage.entries(6, 9, None).unwrap().iter().map(|e| e.term).collect::<Vec<_>>(),
+        vec![6, 6, 7]
+    );
     assert_eq!(storage.entries(6, 10, None), Err(StorageError::Unavailable));
     assert_eq!(engine.get(Cf::Raft, &keys::log_key(1, 9)).unwrap(), None, "the replaced suffix is deleted");
     let reopened = PeerStorage::open(&engine, 1).unwrap();

@@ -26,7 +26,11 @@ impl Outgoing {
 
     fn frame(&mut self, to_store: u64) -> &mut StoreBatch {
         let from_store = self.store_id;
-        self.frames.entry(to_store).or_insert_with(|| StoreBatch { from_store, to_store, ..StoreBatch::default() })
+        self.frames.entry(to_store).or_insert_with(|| StoreBatch {
+            from_store,
+            to_store,
+            ..StoreBatch::default()
+        })
     }
 
     /// Adds `peer`'s messages; a message to a peer whose store is unknown is dropped

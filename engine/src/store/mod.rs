@@ -72,7 +72,11 @@ pub struct Store {
 impl Store {
     /// Opens the store's database at `path` (creating it if needed), starts its threads
     /// and every region it holds, replaying each region's log from its applied index.
-    pub fn open(path: &Path, config: StoreConfig, transport: Arc<dyn Transport>) -> Result<Store, StoreError> {
+    pub fn open(
+        path: &Path,
+        config: StoreConfig,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Store, StoreError> {
         let engine = Engine::open(path)?;
         let stats = Arc::new(GroupCommitStats::default());
         let (log_writer, log_thread) = LogWriter::start(engine.clone(), config.sync_log, stats.clone());
@@ -81,8 +85,14 @@ impl Store {
         let router = Router::new(senders);
         let mut threads = vec![log_thread];
         for (index, inbox) in inboxes.into_iter().enumerate() {
-            let worker =
-                Worker::new(config.clone(), engine.clone(), log_writer.clone(), transport.clone(), router.clone(), inbox);
+            let worker = Worker::new(
+                config.clone(),
+                engine.clone(),
+                log_writer.clone(),
+                transport.clone(),
+                router.clone(),
+                inbox,
+            );
             let thread = std::thread::Builder::new()
                 .name(format!("tessera-raft-{}-{index}", config.store_id))
                 .spawn(move || worker.run())
@@ -93,7 +103,9 @@ impl Store {
         threads.push(start_ticker(router.clone(), config.tick_interval, stopping.clone())?);
         let store = Store { config, engine, router, stats, stopping, threads };
         for region_id in store.persisted_regions()? {
-            store.router.send(region_id, WorkerMsg::StartPeer { region_id, new_group: false, campaign: false });
+            store
+                .router
+                .send(region_id, WorkerMsg::StartPeer { region_id, new_group: false, campaign: false });
         }
         Ok(store)
     }
@@ -133,7 +145,8 @@ impl Store {
         let mut batch = WriteBatch::default();
         PeerStorage::initialize(&self.engine, region, peer.id, &mut batch)?;
         self.engine.write(batch, true)?;
-        self.router.send(region.id, WorkerMsg::StartPeer { region_id: region.id, new_group: true, campaign: false });
+        self.router
+            .send(region.id, WorkerMsg::StartPeer { region_id: region.id, new_group: true, campaign: false });
         Ok(())
     }
 
@@ -142,7 +155,11 @@ impl Store {
         self.router.send(region_id, WorkerMsg::Campaign(region_id));
     }
 
-    fn propose(&self, region_id: u64, command: RaftCommand) -> Receiver<Result<Vec<WriteResponse>, StoreError>> {
+    fn propose(
+        &self,
+        region_id: u64,
+        command: RaftCommand,
+    ) -> Receiver<Result<Vec<WriteResponse>, StoreError>> {
         let (respond, answer) = bounded(1);
         if !self.router.send(region_id, WorkerMsg::Propose { region_id, command, respond: respond.clone() }) {
             let _ = respond.send(Err(StoreError::ShuttingDown));
@@ -167,7 +184,10 @@ impl Store {
         epoch: RegionEpoch,
         admin: AdminRequest,
     ) -> Receiver<Result<Vec<WriteResponse>, StoreError>> {
-        self.propose(region_id, RaftCommand { region_id, epoch: Some(epoch), writes: Vec::new(), admin: Some(admin) })
+        self.propose(
+            region_id,
+            RaftCommand { region_id, epoch: Some(epoch), writes: Vec::new(), admin: Some(admin) },
+        )
     }
 
     /// A linearizable read of one region.
@@ -178,7 +198,10 @@ impl Store {
         request: ReadRequest,
     ) -> Receiver<Result<ReadResponse, StoreError>> {
         let (respond, answer) = bounded(1);
-        if !self.router.send(region_id, WorkerMsg::Read { region_id, epoch, request, respond: respond.clone() }) {
+        if !self
+            .router
+            .send(region_id, WorkerMsg::Read { region_id, epoch, request, respond: respond.clone() })
+        {
             let _ = respond.send(Err(StoreError::ShuttingDown));
         }
         answer
@@ -186,7 +209,10 @@ impl Store {
 
     pub fn transfer_leader(&self, region_id: u64, to_peer_id: u64) -> Receiver<Result<(), StoreError>> {
         let (respond, answer) = bounded(1);
-        if !self.router.send(region_id, WorkerMsg::TransferLeader { region_id, to_peer_id, respond: respond.clone() }) {
+        if !self
+            .router
+            .send(region_id, WorkerMsg::TransferLeader { region_id, to_peer_id, respond: respond.clone() })
+        {
             let _ = respond.send(Err(StoreError::ShuttingDown));
         }
         answer
@@ -234,7 +260,11 @@ impl Drop for Store {
     }
 }
 
-fn start_ticker(router: Router, interval: Duration, stopping: Arc<AtomicBool>) -> Result<JoinHandle<()>, StoreError> {
+fn start_ticker(
+    router: Router,
+    interval: Duration,
+    stopping: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, StoreError> {
     std::thread::Builder::new()
         .name("tessera-ticker".into())
         .spawn(move || {

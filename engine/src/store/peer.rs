@@ -16,7 +16,8 @@ use crate::raft::proto::{ConfChange, ConfChangeType, Entry, EntryType};
 use crate::raft::{Config, RawNode, ReadMode, Role};
 use crate::region::{self, EpochCheck};
 use crate::storage::proto::{
-    AdminRequest, Peer as PeerDescriptor, PeerRole, RaftCommand, Region, RegionEpoch, WriteResponse, admin_request,
+    AdminRequest, Peer as PeerDescriptor, PeerRole, RaftCommand, Region, RegionEpoch, WriteResponse,
+    admin_request,
 };
 use crate::storage::{Cf, Engine, EngineError, PeerStorage, keys};
 
@@ -28,9 +29,16 @@ pub type Responder<T> = Sender<Result<T, StoreError>>;
 /// A linearizable read of one region.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadRequest {
-    Get { key: Vec<u8> },
+    Get {
+        key: Vec<u8>,
+    },
     /// Keys in `[start, end)` (empty end: the region's end), at most `limit` (0: no limit).
-    Scan { start: Vec<u8>, end: Vec<u8>, limit: usize, reverse: bool },
+    Scan {
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: usize,
+        reverse: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +96,12 @@ pub fn raft_config(config: &StoreConfig, peer_id: u64, applied: u64, new_group: 
 
 impl Peer {
     /// Opens the peer of `region_id` from what the store persisted.
-    pub fn open(engine: &Engine, config: &StoreConfig, region_id: u64, new_group: bool) -> Result<Peer, StoreError> {
+    pub fn open(
+        engine: &Engine,
+        config: &StoreConfig,
+        region_id: u64,
+        new_group: bool,
+    ) -> Result<Peer, StoreError> {
         let storage = PeerStorage::open(engine, region_id)?;
         let region = storage.region();
         let peer_id = storage.peer_id();
@@ -111,6 +124,9 @@ impl Peer {
             ticks: 0,
             destroyed: false,
         };
+        // A peer created empty is not in its region's descriptor yet, but must still sign
+        // its messages.
+        peer.known_peers.insert(peer_id, PeerDescriptor { id: peer_id, store_id: config.store_id, role: 0 });
         peer.set_region(region);
         Ok(peer)
     }
@@ -160,7 +176,11 @@ impl Peer {
         }
     }
 
-    fn try_propose(&mut self, command: RaftCommand, respond: &Responder<Vec<WriteResponse>>) -> Result<(), StoreError> {
+    fn try_propose(
+        &mut self,
+        command: RaftCommand,
+        respond: &Responder<Vec<WriteResponse>>,
+    ) -> Result<(), StoreError> {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
@@ -194,7 +214,11 @@ impl Peer {
             crate::raft::Error::NotLeader { .. } => self.not_leader(),
             other => StoreError::Raft(other.to_string()),
         })?;
-        self.proposals.push_back(Proposal { index: position.index, term: position.term, respond: respond.clone() });
+        self.proposals.push_back(Proposal {
+            index: position.index,
+            term: position.term,
+            respond: respond.clone(),
+        });
         Ok(())
     }
 
@@ -299,10 +323,12 @@ impl Peer {
             if let Err(error) = region::check_epoch(&self.region, requested, EpochCheck::Admin) {
                 return Ok(Err(error.into()));
             }
-            let (left, right) = match region::split(&self.region, &split.split_key, split.new_region_id, &split.new_peer_ids) {
-                Ok(halves) => halves,
-                Err(error) => return Ok(Err(error.into())),
-            };
+            let (left, right) =
+                match region::split(&self.region, &split.split_key, split.new_region_id, &split.new_peer_ids)
+                {
+                    Ok(halves) => halves,
+                    Err(error) => return Ok(Err(error.into())),
+                };
             let conf_state = self.raw.raft.tracker.config.to_conf_state();
             self.raw.raft.log.storage.set_region_state(left.clone(), conf_state, &mut batch.batch)?;
             let new_peer = region::peer_on_store(&right, self.store_id).map(|p| p.id);
@@ -334,7 +360,10 @@ impl Peer {
         effects: &mut Vec<SideEffect>,
     ) -> Result<Result<Vec<WriteResponse>, StoreError>, EngineError> {
         let Ok(change) = ConfChange::decode(entry.data.as_slice()) else {
-            return Ok(Err(StoreError::Raft(format!("entry {} does not decode as a membership change", entry.index))));
+            return Ok(Err(StoreError::Raft(format!(
+                "entry {} does not decode as a membership change",
+                entry.index
+            ))));
         };
         let conf_state = match self.raw.apply_conf_change(&change) {
             Ok(conf_state) => conf_state,
@@ -342,11 +371,17 @@ impl Peer {
             Err(error) => return Ok(Err(StoreError::Raft(error.to_string()))),
         };
         let mut region = self.region.clone();
-        if let (Some(single), Ok(peer)) = (change.changes.first(), PeerDescriptor::decode(change.context.as_slice())) {
+        if let (Some(single), Ok(peer)) =
+            (change.changes.first(), PeerDescriptor::decode(change.context.as_slice()))
+        {
             region.peers.retain(|p| p.id != peer.id);
             match single.change_type() {
-                ConfChangeType::AddVoter => region.peers.push(PeerDescriptor { role: PeerRole::Voter as i32, ..peer }),
-                ConfChangeType::AddLearner => region.peers.push(PeerDescriptor { role: PeerRole::Learner as i32, ..peer }),
+                ConfChangeType::AddVoter => {
+                    region.peers.push(PeerDescriptor { role: PeerRole::Voter as i32, ..peer })
+                }
+                ConfChangeType::AddLearner => {
+                    region.peers.push(PeerDescriptor { role: PeerRole::Learner as i32, ..peer })
+                }
                 ConfChangeType::Remove => {}
             }
             let mut epoch = region::epoch(&region);
@@ -403,14 +438,22 @@ impl Peer {
         self.confirmed_reads.clear();
     }
 
-    /// One tick of a peer that is not hibernating. Returns the entries (if any) to send
-    /// with the hibernation heartbeat: `true` if the leader just decided to hibernate.
+    /// One tick of a peer that is not hibernating. Returns true if the leader decided to
+    /// hibernate instead of ticking: the caller then sends the hibernation heartbeat,
+    /// which must be the last thing followers hear (so Raft is not ticked this time,
+    /// which could queue an ordinary heartbeat after it).
     pub fn tick(&mut self, config: &StoreConfig) -> bool {
-        self.raw.tick();
         self.ticks += 1;
-        if !self.is_leader() {
-            return false;
+        if self.is_leader() && self.idle_long_enough(config) {
+            self.hibernating = true;
+            self.raw.expire_lease();
+            return true;
         }
+        self.raw.tick();
+        false
+    }
+
+    fn idle_long_enough(&mut self, config: &StoreConfig) -> bool {
         let raft = &self.raw.raft;
         let last = raft.log.last_index();
         let quiet = self.proposals.is_empty()
@@ -420,25 +463,25 @@ impl Peer {
             && raft.lead_transferee().is_none()
             && raft.tracker.progress.values().all(|pr| pr.matched == last);
         self.idle_ticks = if quiet { self.idle_ticks + 1 } else { 0 };
-        if self.idle_ticks >= config.hibernate_after_ticks {
-            self.hibernating = true;
-            self.raw.expire_lease();
-            return true;
-        }
-        false
+        self.idle_ticks >= config.hibernate_after_ticks
     }
 
     /// Truncates the log every `log_gc_interval_ticks`: up to what every replica holds,
     /// or further (to `applied - log_gc_max_lag`) when a replica lags so far that a
     /// snapshot serves it better.
-    pub fn log_gc(&mut self, config: &StoreConfig, batch: &mut rocksdb::WriteBatch) -> Result<bool, EngineError> {
-        if config.log_gc_interval_ticks == 0 || self.ticks % config.log_gc_interval_ticks != 0 {
+    pub fn log_gc(
+        &mut self,
+        config: &StoreConfig,
+        batch: &mut rocksdb::WriteBatch,
+    ) -> Result<bool, EngineError> {
+        if config.log_gc_interval_ticks == 0 || !self.ticks.is_multiple_of(config.log_gc_interval_ticks) {
             return Ok(false);
         }
         let applied = self.raw.raft.log.storage.apply_state().applied_index;
         let floor = applied.saturating_sub(config.log_gc_max_lag);
         let target = if self.is_leader() {
-            let slowest = self.raw.raft.tracker.progress.values().map(|pr| pr.matched).min().unwrap_or(applied);
+            let slowest =
+                self.raw.raft.tracker.progress.values().map(|pr| pr.matched).min().unwrap_or(applied);
             slowest.min(applied).max(floor)
         } else {
             floor
@@ -461,7 +504,11 @@ impl Peer {
     }
 }
 
-fn execute_read(engine: &Engine, region: &Region, request: &ReadRequest) -> Result<ReadResponse, EngineError> {
+fn execute_read(
+    engine: &Engine,
+    region: &Region,
+    request: &ReadRequest,
+) -> Result<ReadResponse, EngineError> {
     match request {
         ReadRequest::Get { key } => Ok(ReadResponse::Value(engine.get(Cf::Data, &keys::data_key(key))?)),
         ReadRequest::Scan { start, end, limit, reverse } => {

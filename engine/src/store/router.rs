@@ -43,7 +43,11 @@ impl Router {
 impl BatchSink for Router {
     fn deliver(&self, batch: StoreBatch) {
         let mut shares: Vec<StoreBatch> = (0..self.workers.len())
-            .map(|_| StoreBatch { from_store: batch.from_store, to_store: batch.to_store, ..StoreBatch::default() })
+            .map(|_| StoreBatch {
+                from_store: batch.from_store,
+                to_store: batch.to_store,
+                ..StoreBatch::default()
+            })
             .collect();
         for message in batch.messages {
             shares[self.worker_of(message.region_id)].messages.push(message);
@@ -55,7 +59,10 @@ impl BatchSink for Router {
             shares[self.worker_of(response.region_id)].heartbeat_responses.push(response);
         }
         for (worker, share) in self.workers.iter().zip(shares) {
-            if !share.messages.is_empty() || !share.heartbeats.is_empty() || !share.heartbeat_responses.is_empty() {
+            if !share.messages.is_empty()
+                || !share.heartbeats.is_empty()
+                || !share.heartbeat_responses.is_empty()
+            {
                 let _ = worker.send(WorkerMsg::Inbound(share));
             }
         }

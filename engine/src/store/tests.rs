@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::raft::proto::ConfChangeType;
 use crate::storage::proto::{
-    ChangePeerRequest, CompareAndSwap, DeleteRange, Peer, PeerRole, Put, SplitRequest, admin_request, write_request,
+    ChangePeerRequest, CompareAndSwap, DeleteRange, Peer, PeerRole, Put, SplitRequest, admin_request,
+    write_request,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -36,8 +37,12 @@ struct Cluster {
 
 impl Cluster {
     fn new(stores: u64, configure: fn(&mut StoreConfig)) -> Cluster {
-        let mut cluster =
-            Cluster { transport: LocalTransport::new(), dirs: BTreeMap::new(), stores: BTreeMap::new(), configure };
+        let mut cluster = Cluster {
+            transport: LocalTransport::new(),
+            dirs: BTreeMap::new(),
+            stores: BTreeMap::new(),
+            configure,
+        };
         for store_id in 1..=stores {
             cluster.dirs.insert(store_id, tempfile::tempdir().expect("a temporary directory"));
             cluster.start(store_id);
@@ -54,7 +59,9 @@ impl Cluster {
                 start_key: if i == 0 { Vec::new() } else { region_key(i) },
                 end_key: if i + 1 == count { Vec::new() } else { region_key(i + 1) },
                 epoch: Some(RegionEpoch { conf_version: 1, version: 1 }),
-                peers: (1..=3).map(|store| Peer { id: (i as u64 + 1) * 10 + store, store_id: store, role: 0 }).collect(),
+                peers: (1..=3)
+                    .map(|store| Peer { id: (i as u64 + 1) * 10 + store, store_id: store, role: 0 })
+                    .collect(),
             };
             for store in cluster.stores.values() {
                 store.bootstrap_region(&region).expect("bootstrap");
@@ -67,7 +74,8 @@ impl Cluster {
     fn start(&mut self, store_id: u64) {
         let mut config = test_config(store_id);
         (self.configure)(&mut config);
-        let store = Store::open(self.dirs[&store_id].path(), config, Arc::new(self.transport.clone())).expect("open");
+        let store =
+            Store::open(self.dirs[&store_id].path(), config, Arc::new(self.transport.clone())).expect("open");
         self.transport.register(store_id, store.sink());
         self.stores.insert(store_id, store);
     }
@@ -83,7 +91,9 @@ impl Cluster {
     }
 
     fn leader(&self, region_id: u64) -> Option<(u64, PeerStatus)> {
-        self.stores.iter().find_map(|(&id, store)| store.status(region_id).filter(|s| s.is_leader).map(|s| (id, s)))
+        self.stores
+            .iter()
+            .find_map(|(&id, store)| store.status(region_id).filter(|s| s.is_leader).map(|s| (id, s)))
     }
 
     fn wait_for<T>(&self, what: &str, mut check: impl FnMut(&Cluster) -> Option<T>) -> T {
@@ -104,7 +114,9 @@ impl Cluster {
             let epoch = status.region.epoch.unwrap_or_default();
             match cluster.stores[&store].write(region_id, epoch, writes.clone()).recv_timeout(WAIT) {
                 Ok(Ok(responses)) => Some(responses),
-                Ok(Err(StoreError::NotLeader { .. } | StoreError::ProposalDropped | StoreError::Region(_))) => None,
+                Ok(Err(
+                    StoreError::NotLeader { .. } | StoreError::ProposalDropped | StoreError::Region(_),
+                )) => None,
                 Ok(Err(error)) => panic!("write to region {region_id} failed: {error}"),
                 Err(_) => None,
             }
@@ -163,15 +175,16 @@ fn one_region_replicates_puts_scans_deletes_and_compare_and_swap() {
     }
     assert_eq!(cluster.get(1, b"k07"), Some(b"v".to_vec()));
     assert_eq!(cluster.get(1, b"missing"), None);
-    let ReadResponse::Pairs(pairs) =
-        cluster.read(1, ReadRequest::Scan { start: b"k10".to_vec(), end: b"k20".to_vec(), limit: 0, reverse: false })
-    else {
+    let ReadResponse::Pairs(pairs) = cluster.read(
+        1,
+        ReadRequest::Scan { start: b"k10".to_vec(), end: b"k20".to_vec(), limit: 0, reverse: false },
+    ) else {
         panic!("a scan answers pairs");
     };
     assert_eq!(pairs.len(), 10);
     assert_eq!(pairs[0].0, b"k10");
-    let ReadResponse::Pairs(reversed) =
-        cluster.read(1, ReadRequest::Scan { start: b"k10".to_vec(), end: b"k20".to_vec(), limit: 3, reverse: true })
+    let ReadResponse::Pairs(reversed) = cluster
+        .read(1, ReadRequest::Scan { start: b"k10".to_vec(), end: b"k20".to_vec(), limit: 3, reverse: true })
     else {
         panic!("a scan answers pairs");
     };
@@ -179,7 +192,10 @@ fn one_region_replicates_puts_scans_deletes_and_compare_and_swap() {
     assert_eq!(keys, vec![&b"k19"[..], b"k18", b"k17"]);
 
     let delete = WriteRequest {
-        kind: Some(write_request::Kind::DeleteRange(DeleteRange { start_key: b"k00".to_vec(), end_key: b"k40".to_vec() })),
+        kind: Some(write_request::Kind::DeleteRange(DeleteRange {
+            start_key: b"k00".to_vec(),
+            end_key: b"k40".to_vec(),
+        })),
     };
     cluster.write(1, vec![delete]);
     assert_eq!(cluster.get(1, b"k39"), None);
@@ -210,10 +226,16 @@ fn bad_requests_get_typed_errors_and_change_nothing() {
     let leader = &cluster.stores[&store];
     let answer = |writes| leader.write(1, epoch, writes).recv_timeout(WAIT).expect("an answer");
     assert!(matches!(answer(vec![put(b"", b"v")]), Err(StoreError::Kv(crate::kv::KvError::EmptyKey))));
-    assert!(matches!(answer(vec![put(&region_key(1), b"v")]), Err(StoreError::Kv(crate::kv::KvError::Region(_)))));
+    assert!(matches!(
+        answer(vec![put(&region_key(1), b"v")]),
+        Err(StoreError::Kv(crate::kv::KvError::Region(_)))
+    ));
     let stale = RegionEpoch { conf_version: 1, version: 0 };
     let stale_answer = leader.write(1, stale, vec![put(b"a", b"v")]).recv_timeout(WAIT).expect("an answer");
-    assert!(matches!(stale_answer, Err(StoreError::Region(crate::region::RegionError::EpochNotMatch { .. }))));
+    assert!(matches!(
+        stale_answer,
+        Err(StoreError::Region(crate::region::RegionError::EpochNotMatch { .. }))
+    ));
     let unknown = leader.write(999, epoch, vec![put(b"a", b"v")]).recv_timeout(WAIT).expect("an answer");
     assert_eq!(unknown, Err(StoreError::RegionNotFound(999)));
     let follower = cluster.stores.keys().copied().find(|&id| id != store).expect("a follower");
@@ -322,7 +344,10 @@ fn a_peer_moves_to_another_store_by_learner_promote_remove() {
     }
     let newcomer = Peer { id: 14, store_id: 4, role: PeerRole::Learner as i32 };
     let change = |change_type: ConfChangeType, peer: Peer| {
-        admin_request::Kind::ChangePeer(ChangePeerRequest { change_type: change_type as i32, peer: Some(peer) })
+        admin_request::Kind::ChangePeer(ChangePeerRequest {
+            change_type: change_type as i32,
+            peer: Some(peer),
+        })
     };
     cluster.admin(1, change(ConfChangeType::AddLearner, newcomer));
     cluster.wait_for("the learner to receive the data", |c| {
@@ -350,10 +375,14 @@ fn idle_regions_hibernate_and_wake_on_a_write() {
         cluster.write(i as u64 + 1, vec![put(&region_key(i), b"1")]);
     }
     cluster.wait_for("every replica to hibernate", |c| {
-        c.stores.values().all(|store| (1..=20).all(|region| store.status(region).is_some_and(|s| s.hibernating))).then_some(())
+        c.stores
+            .values()
+            .all(|store| (1..=20).all(|region| store.status(region).is_some_and(|s| s.hibernating)))
+            .then_some(())
     });
     cluster.write(5, vec![put(&region_key(4), b"2")]);
     assert_eq!(cluster.get(5, &region_key(4)), Some(b"2".to_vec()));
-    let awake = cluster.stores.values().filter(|store| store.status(5).is_some_and(|s| !s.hibernating)).count();
+    let awake =
+        cluster.stores.values().filter(|store| store.status(5).is_some_and(|s| !s.hibernating)).count();
     assert!(awake >= 1, "the written region woke up");
 }

@@ -20,7 +20,9 @@ use rocksdb::WriteBatch;
 
 use crate::kv::ApplyBatch;
 use crate::raft::proto::MessageType;
-use crate::storage::proto::{PeerState, RaftCommand, RegionEpoch, RegionLocalState, StoreBatch, WriteResponse};
+use crate::storage::proto::{
+    PeerState, RaftCommand, RegionEpoch, RegionLocalState, StoreBatch, WriteResponse,
+};
 use crate::storage::{Cf, Engine, PeerStorage, keys, snapshot};
 
 use super::StoreConfig;
@@ -46,15 +48,35 @@ pub struct PeerStatus {
 
 pub enum WorkerMsg {
     Inbound(StoreBatch),
-    Propose { region_id: u64, command: RaftCommand, respond: Responder<Vec<WriteResponse>> },
-    Read { region_id: u64, epoch: RegionEpoch, request: ReadRequest, respond: Responder<ReadResponse> },
-    TransferLeader { region_id: u64, to_peer_id: u64, respond: Responder<()> },
+    Propose {
+        region_id: u64,
+        command: RaftCommand,
+        respond: Responder<Vec<WriteResponse>>,
+    },
+    Read {
+        region_id: u64,
+        epoch: RegionEpoch,
+        request: ReadRequest,
+        respond: Responder<ReadResponse>,
+    },
+    TransferLeader {
+        region_id: u64,
+        to_peer_id: u64,
+        respond: Responder<()>,
+    },
     Campaign(u64),
     /// Start the peer whose state is persisted (recovery, bootstrap, split).
-    StartPeer { region_id: u64, new_group: bool, campaign: bool },
+    StartPeer {
+        region_id: u64,
+        new_group: bool,
+        campaign: bool,
+    },
     Tick,
     StoreDown(u64),
-    Status { region_id: u64, respond: Sender<Option<PeerStatus>> },
+    Status {
+        region_id: u64,
+        respond: Sender<Option<PeerStatus>>,
+    },
     Shutdown,
 }
 
@@ -84,7 +106,16 @@ impl Worker {
         router: Router,
         inbox: Receiver<WorkerMsg>,
     ) -> Worker {
-        Worker { config, engine, log_writer, transport, router, inbox, peers: HashMap::new(), dirty: BTreeSet::new() }
+        Worker {
+            config,
+            engine,
+            log_writer,
+            transport,
+            router,
+            inbox,
+            peers: HashMap::new(),
+            dirty: BTreeSet::new(),
+        }
     }
 
     pub fn run(mut self) {
@@ -146,7 +177,9 @@ impl Worker {
                     self.dirty.insert(region_id);
                 }
             }
-            WorkerMsg::StartPeer { region_id, new_group, campaign } => self.start_peer(region_id, new_group, campaign),
+            WorkerMsg::StartPeer { region_id, new_group, campaign } => {
+                self.start_peer(region_id, new_group, campaign)
+            }
             WorkerMsg::Tick => self.on_tick(),
             WorkerMsg::StoreDown(store_id) => {
                 for (&region_id, peer) in self.peers.iter_mut() {
@@ -226,7 +259,9 @@ impl Worker {
                 continue;
             }
             let creates = matches!(raft_message.msg_type(), MessageType::Append | MessageType::Snapshot);
-            if !self.peers.contains_key(&region_id) && !(creates && self.maybe_create_peer(region_id, to_peer.id)) {
+            let present = self.peers.contains_key(&region_id)
+                || (creates && self.maybe_create_peer(region_id, to_peer.id));
+            if !present {
                 continue;
             }
             let Some(peer) = self.peers.get_mut(&region_id) else { continue };
@@ -356,9 +391,13 @@ impl Worker {
         for (region_id, ready) in readies.iter() {
             let Some(peer) = self.peers.get_mut(region_id) else { continue };
             let mut peer_effects = Vec::new();
-            if let Err(error) =
-                peer.apply_entries(&self.engine, &ready.committed_entries, &mut apply, &mut answers, &mut peer_effects)
-            {
+            if let Err(error) = peer.apply_entries(
+                &self.engine,
+                &ready.committed_entries,
+                &mut apply,
+                &mut answers,
+                &mut peer_effects,
+            ) {
                 fail_stop(&format!("applying region {region_id}"), error);
             }
             effects.extend(peer_effects.into_iter().map(|effect| (*region_id, effect)));
@@ -373,7 +412,10 @@ impl Worker {
         }
         for (region_id, mut ready) in readies {
             let Some(peer) = self.peers.get_mut(&region_id) else { continue };
-            peer.on_read_states(std::mem::take(&mut ready.read_states), std::mem::take(&mut ready.dropped_reads));
+            peer.on_read_states(
+                std::mem::take(&mut ready.read_states),
+                std::mem::take(&mut ready.dropped_reads),
+            );
             peer.serve_reads(&self.engine);
             peer.raw.advance();
             if peer.raw.has_ready() {
@@ -391,7 +433,11 @@ impl Worker {
                 // The new region may belong to another worker; its state is persisted.
                 self.router.send(
                     region.id,
-                    WorkerMsg::StartPeer { region_id: region.id, new_group: true, campaign: parent_was_leader },
+                    WorkerMsg::StartPeer {
+                        region_id: region.id,
+                        new_group: true,
+                        campaign: parent_was_leader,
+                    },
                 );
             }
             SideEffect::Destroy => {
