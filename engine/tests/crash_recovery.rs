@@ -63,8 +63,7 @@ fn counter(store: &Store) -> u64 {
 }
 
 fn decode(value: &[u8]) -> u64 {
-    u64::from_str_radix(std::str::from_utf8(value).unwrap_or("x"), 10)
-        .unwrap_or_else(|_| panic!("bad counter {value:?}"))
+    std::str::from_utf8(value).unwrap_or("x").parse().unwrap_or_else(|_| panic!("bad counter {value:?}"))
 }
 
 fn next_write(n: u64) -> Vec<WriteRequest> {
