@@ -17,6 +17,19 @@
 //! its followers can elect a new leader. A hibernating leader ends its lease: its clock
 //! stops while it sleeps.
 //!
+//! Measured on the 2-core development machine (three in-process stores, each with its
+//! own RocksDB and synced log writes, 256 writes in flight, 64-byte values):
+//! `cargo run --release -p tessera-engine --example store-bench -- --regions 1,64,1024
+//! --writers 256 --seconds 10 --idle-regions 10000 --json`
+//!
+//! | regions | writes/s | syncs/s | entries per sync | p50 ms | p99 ms |
+//! |---|---|---|---|---|---|
+//! | 1 | 50,429 | 393 | 128.2 | 5.10 | 8.70 |
+//! | 64 | 25,174 | 459 | 54.9 | 9.70 | 19.42 |
+//! | 1,024 | 12,862 | 182 | 70.5 | 18.16 | 32.86 |
+//!
+//! 10,000 idle (hibernating) regions per store: 0.63 % of one core per store.
+//!
 //! The deterministic simulator drives the Raft core, not this runtime: the runtime's
 //! job is threads, batching and RocksDB, which the simulator replaces by design. The
 //! store is tested with real threads and RocksDB instead (`tests.rs`, and a

@@ -303,26 +303,101 @@ fn a_follower_behind_the_truncated_log_catches_up_by_snapshot() {
 
 #[test]
 fn a_split_under_load_leaves_two_regions_that_both_serve() {
-    let cluster = Cluster::with_regions(1, |_| {});
+    let cluster = Arc::new(Cluster::with_regions(1, |_| {}));
     for i in 0..30 {
         cluster.write(1, vec![put(format!("k{i:02}").as_bytes(), b"v")]);
     }
+    // A writer keeps writing across the whole key space while the region splits,
+    // following the split by refreshing its routing when a write is refused.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (cluster, stop) = (cluster.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut acknowledged = Vec::new();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("k{:02}/{n}", n % 60).into_bytes();
+                let region =
+                    if cluster.leader(2).is_some() && key.as_slice() >= b"k15".as_slice() { 2 } else { 1 };
+                let Some((store, status)) = cluster.leader(region) else { continue };
+                let epoch = status.region.epoch.unwrap_or_default();
+                if let Ok(Ok(_)) =
+                    cluster.stores[&store].write(region, epoch, vec![put(&key, b"w")]).recv_timeout(WAIT)
+                {
+                    acknowledged.push((region, key));
+                }
+                n += 1;
+            }
+            acknowledged
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
     let split = SplitRequest { split_key: b"k15".to_vec(), new_region_id: 2, new_peer_ids: vec![21, 22, 23] };
     cluster.admin(1, admin_request::Kind::Split(split));
     let (_, right) = cluster.wait_for("the new region's leader", |c| c.leader(2));
     assert_eq!(right.region.start_key, b"k15");
-    cluster.write(2, vec![put(b"k99", b"new")]);
-    cluster.write(1, vec![put(b"k00", b"new")]);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged = writer.join().expect("the writer thread");
+    assert!(acknowledged.len() > 20, "the load kept going: {} writes", acknowledged.len());
+    assert!(acknowledged.iter().any(|(region, _)| *region == 2), "writes reached the new region");
+    for (_, key) in &acknowledged {
+        let region = if key.as_slice() >= b"k15".as_slice() { 2 } else { 1 };
+        assert_eq!(cluster.get(region, key), Some(b"w".to_vec()), "acknowledged write {key:?} lost");
+    }
     assert_eq!(cluster.get(2, b"k20"), Some(b"v".to_vec()), "data moved with the range, without copying");
-    assert_eq!(cluster.get(2, b"k99"), Some(b"new".to_vec()));
-    assert_eq!(cluster.get(1, b"k00"), Some(b"new".to_vec()));
     let (store, left) = cluster.wait_for("the left region's leader", |c| c.leader(1));
+    assert_eq!(left.region.end_key, b"k15");
     let stale = cluster.stores[&store]
         .write(1, RegionEpoch { conf_version: 1, version: 1 }, vec![put(b"k01", b"x")])
         .recv_timeout(WAIT)
         .expect("an answer");
     assert!(matches!(stale, Err(StoreError::Region(crate::region::RegionError::EpochNotMatch { .. }))));
-    assert_eq!(left.region.end_key, b"k15");
+    let outside = cluster.stores[&store]
+        .write(1, region::epoch(&left.region), vec![put(b"k20", b"x")])
+        .recv_timeout(WAIT);
+    assert!(matches!(outside, Ok(Err(StoreError::Kv(crate::kv::KvError::Region(_))))), "{outside:?}");
+}
+
+#[test]
+fn a_thousand_regions_take_writes_and_reads() {
+    // Three stores of a thousand regions each share this process's cores: tick at a
+    // production-like pace so that heartbeats do not crowd out the work.
+    let cluster = Cluster::with_regions(1000, |config| config.tick_interval = Duration::from_millis(50));
+    let answers: Vec<_> = (0..1000)
+        .map(|i| {
+            let region = i as u64 + 1;
+            let (store, status) = cluster.wait_for("a leader", |c| c.leader(region));
+            let epoch = status.region.epoch.unwrap_or_default();
+            let write = vec![put(&[region_key(i), b"/x".to_vec()].concat(), b"1")];
+            (i, cluster.stores[&store].write(region, epoch, write.clone()), write)
+        })
+        .collect();
+    for (i, answer, write) in answers {
+        if !matches!(answer.recv_timeout(WAIT), Ok(Ok(_))) {
+            // Leadership moved while the write was in flight: retry through the leader.
+            cluster.write(i as u64 + 1, write);
+        }
+    }
+    for i in (0..1000).step_by(37) {
+        assert_eq!(cluster.get(i as u64 + 1, &[region_key(i), b"/x".to_vec()].concat()), Some(b"1".to_vec()));
+    }
+    let entries: u64 = cluster.stores.values().map(|store| store.group_commit().entries).sum();
+    assert!(entries > 1000, "{entries} entries persisted");
+}
+
+#[test]
+fn leadership_moves_on_request() {
+    let cluster = Cluster::with_regions(1, |_| {});
+    cluster.write(1, vec![put(b"a", b"1")]);
+    let (from, status) = cluster.wait_for("a leader", |c| c.leader(1));
+    let target = status.region.peers.iter().find(|p| p.store_id != from).copied().expect("another peer");
+    cluster.wait_for("the transfer to be accepted", |c| {
+        c.stores[&from].transfer_leader(1, target.id).recv_timeout(WAIT).ok().and_then(Result::ok)
+    });
+    cluster.wait_for("the target to lead", |c| c.leader(1).filter(|(store, _)| *store == target.store_id));
+    cluster.write(1, vec![put(b"b", b"2")]);
+    assert_eq!(cluster.get(1, b"a"), Some(b"1".to_vec()));
 }
 
 #[test]

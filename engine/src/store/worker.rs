@@ -4,7 +4,8 @@
 //! then takes the Ready of every region that has one and:
 //! 1. sends the leaders' messages at once (they may precede persistence);
 //! 2. puts all new log entries, hard states and snapshots into ONE write batch, made
-//!    durable by the log writer with one sync shared with other workers (group commit);
+//!    durable by the log writer with one sync shared with other workers (group commit),
+//!    or written without a sync when it only advances commit indexes;
 //! 3. sends the remaining messages, one frame per destination store;
 //! 4. applies all committed entries into ONE more batch, written without sync (the log
 //!    is durable already), then answers the clients;
@@ -337,6 +338,7 @@ impl Worker {
         let mut outgoing = Outgoing::new(self.config.store_id);
         let mut log_batch = WriteBatch::default();
         let (mut entries, mut regions) = (0u64, 0u64);
+        let mut must_sync = false;
         let mut readies = Vec::new();
         for region_id in dirty {
             let Some(peer) = self.peers.get_mut(&region_id) else { continue };
@@ -344,6 +346,7 @@ impl Worker {
                 continue;
             }
             let mut ready = peer.raw.ready();
+            must_sync |= ready.must_sync;
             outgoing.add(peer, std::mem::take(&mut ready.messages));
             let storage = &mut peer.raw.raft.log.storage;
             let mut wrote = false;
@@ -373,10 +376,18 @@ impl Worker {
             regions += u64::from(wrote);
             readies.push((region_id, ready));
         }
-        if !log_batch.is_empty()
-            && let Err(error) = self.log_writer.write(log_batch, entries, regions)
-        {
-            fail_stop("writing the raft log", error);
+        if !log_batch.is_empty() {
+            // Only new entries, terms and votes must be durable before anyone hears of
+            // them; a round that merely advanced commit indexes needs no sync (a lost
+            // commit index is learned again from the leader).
+            let written = if must_sync {
+                self.log_writer.write(log_batch, entries, regions)
+            } else {
+                self.engine.write(log_batch, false).map_err(|e| e.to_string())
+            };
+            if let Err(error) = written {
+                fail_stop("writing the raft log", error);
+            }
         }
         for (region_id, ready) in readies.iter_mut() {
             if let Some(peer) = self.peers.get(region_id) {
