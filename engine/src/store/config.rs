@@ -22,6 +22,12 @@ pub struct StoreConfig {
     /// Whether to sync the log on every write round (turn off only in benchmarks that
     /// measure everything but the disk).
     pub sync_log: bool,
+    /// When a region's leader checks whether its region outgrew the split thresholds.
+    pub split_check_interval_ticks: u64,
+    /// A region with more keys than this is split at its middle key.
+    pub split_max_keys: u64,
+    /// A region with more bytes of keys and values than this is split at its middle key.
+    pub split_max_bytes: u64,
 }
 
 impl StoreConfig {
@@ -36,6 +42,9 @@ impl StoreConfig {
             log_gc_interval_ticks: 10,
             log_gc_max_lag: 1024,
             sync_log: true,
+            split_check_interval_ticks: 50,
+            split_max_keys: 1_000_000,
+            split_max_bytes: 96 * 1024 * 1024,
         }
     }
 }

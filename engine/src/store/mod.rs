@@ -41,6 +41,7 @@ mod heartbeat;
 mod log_writer;
 mod peer;
 mod router;
+mod split_check;
 mod transport;
 mod worker;
 
@@ -60,6 +61,7 @@ pub use config::StoreConfig;
 pub use errors::StoreError;
 pub use log_writer::GroupCommitFigures;
 pub use peer::{ReadRequest, ReadResponse};
+pub use split_check::IdAllocator;
 pub use transport::{BatchSink, LocalTransport, Transport};
 pub use worker::PeerStatus;
 
@@ -90,6 +92,17 @@ impl Store {
         config: StoreConfig,
         transport: Arc<dyn Transport>,
     ) -> Result<Store, StoreError> {
+        Store::open_with_ids(path, config, transport, None)
+    }
+
+    /// Like [`Store::open`]; with `ids`, leaders split regions that outgrow the size or
+    /// key-count thresholds of the configuration on their own.
+    pub fn open_with_ids(
+        path: &Path,
+        config: StoreConfig,
+        transport: Arc<dyn Transport>,
+        ids: Option<Arc<dyn IdAllocator>>,
+    ) -> Result<Store, StoreError> {
         let engine = Engine::open(path)?;
         let stats = Arc::new(GroupCommitStats::default());
         let (log_writer, log_thread) = LogWriter::start(engine.clone(), config.sync_log, stats.clone());
@@ -105,6 +118,7 @@ impl Store {
                 transport.clone(),
                 router.clone(),
                 inbox,
+                ids.clone(),
             );
             let thread = std::thread::Builder::new()
                 .name(format!("tessera-raft-{}-{index}", config.store_id))

@@ -79,6 +79,8 @@ pub struct Peer {
     confirmed_reads: Vec<(u64, u64)>,
     next_read_id: u64,
     pub hibernating: bool,
+    /// Data was written since the last split check.
+    written_since_split_check: bool,
     idle_ticks: u64,
     ticks: u64,
     pub destroyed: bool,
@@ -120,6 +122,7 @@ impl Peer {
             confirmed_reads: Vec::new(),
             next_read_id: 1,
             hibernating: false,
+            written_since_split_check: false,
             idle_ticks: 0,
             ticks: 0,
             destroyed: false,
@@ -350,6 +353,7 @@ impl Peer {
         if let Err(error) = region::check_epoch(&self.region, requested, EpochCheck::Data) {
             return Ok(Err(error.into()));
         }
+        self.written_since_split_check |= !command.writes.is_empty();
         Ok(Ok(kv::apply_writes(engine, &self.region, &command.writes, batch)?))
     }
 
@@ -464,6 +468,18 @@ impl Peer {
             && raft.tracker.progress.values().all(|pr| pr.matched == last);
         self.idle_ticks = if quiet { self.idle_ticks + 1 } else { 0 };
         self.idle_ticks >= config.hibernate_after_ticks
+    }
+
+    /// Whether it is time to check this region's size: every
+    /// `split_check_interval_ticks`, and only if it was written since the last check.
+    pub fn due_for_split_check(&mut self, config: &StoreConfig) -> bool {
+        let due = config.split_check_interval_ticks > 0
+            && self.ticks.is_multiple_of(config.split_check_interval_ticks)
+            && self.written_since_split_check;
+        if due {
+            self.written_since_split_check = false;
+        }
+        due
     }
 
     /// Truncates the log every `log_gc_interval_ticks`: up to what every replica holds,

@@ -33,15 +33,35 @@ struct Cluster {
     dirs: BTreeMap<u64, tempfile::TempDir>,
     stores: BTreeMap<u64, Store>,
     configure: fn(&mut StoreConfig),
+    ids: Option<Arc<dyn IdAllocator>>,
+}
+
+/// Ids from a counter, as the placement driver will hand them out.
+struct CountingIds(std::sync::atomic::AtomicU64);
+
+impl IdAllocator for CountingIds {
+    fn allocate(&self, count: usize) -> Result<Vec<u64>, String> {
+        let first = self.0.fetch_add(count as u64, std::sync::atomic::Ordering::SeqCst);
+        Ok((first..first + count as u64).collect())
+    }
 }
 
 impl Cluster {
     fn new(stores: u64, configure: fn(&mut StoreConfig)) -> Cluster {
+        Cluster::new_with_ids(stores, configure, None)
+    }
+
+    fn new_with_ids(
+        stores: u64,
+        configure: fn(&mut StoreConfig),
+        ids: Option<Arc<dyn IdAllocator>>,
+    ) -> Cluster {
         let mut cluster = Cluster {
             transport: LocalTransport::new(),
             dirs: BTreeMap::new(),
             stores: BTreeMap::new(),
             configure,
+            ids,
         };
         for store_id in 1..=stores {
             cluster.dirs.insert(store_id, tempfile::tempdir().expect("a temporary directory"));
@@ -52,7 +72,15 @@ impl Cluster {
 
     /// `count` regions covering the key space, each with a peer on stores 1 to 3.
     fn with_regions(count: usize, configure: fn(&mut StoreConfig)) -> Cluster {
-        let cluster = Cluster::new(3, configure);
+        Cluster::with_regions_and_ids(count, configure, None)
+    }
+
+    fn with_regions_and_ids(
+        count: usize,
+        configure: fn(&mut StoreConfig),
+        ids: Option<Arc<dyn IdAllocator>>,
+    ) -> Cluster {
+        let cluster = Cluster::new_with_ids(3, configure, ids);
         for i in 0..count {
             let region = Region {
                 id: i as u64 + 1,
@@ -74,8 +102,9 @@ impl Cluster {
     fn start(&mut self, store_id: u64) {
         let mut config = test_config(store_id);
         (self.configure)(&mut config);
-        let store =
-            Store::open(self.dirs[&store_id].path(), config, Arc::new(self.transport.clone())).expect("open");
+        let transport = Arc::new(self.transport.clone());
+        let store = Store::open_with_ids(self.dirs[&store_id].path(), config, transport, self.ids.clone())
+            .expect("open");
         self.transport.register(store_id, store.sink());
         self.stores.insert(store_id, store);
     }
@@ -460,4 +489,38 @@ fn idle_regions_hibernate_and_wake_on_a_write() {
     let awake =
         cluster.stores.values().filter(|store| store.status(5).is_some_and(|s| !s.hibernating)).count();
     assert!(awake >= 1, "the written region woke up");
+}
+
+#[test]
+fn a_region_over_the_key_count_threshold_splits_itself() {
+    let ids: Arc<dyn IdAllocator> = Arc::new(CountingIds(std::sync::atomic::AtomicU64::new(1000)));
+    let cluster = Cluster::with_regions_and_ids(
+        1,
+        |config| {
+            config.split_max_keys = 20;
+            config.split_check_interval_ticks = 5;
+        },
+        Some(ids),
+    );
+    for i in 0..30 {
+        cluster.write(1, vec![put(format!("k{i:02}").as_bytes(), b"v")]);
+    }
+    let (_, left) =
+        cluster.wait_for("region 1 to split", |c| c.leader(1).filter(|(_, s)| !s.region.end_key.is_empty()));
+    let split_key = left.region.end_key.clone();
+    assert!(
+        split_key.as_slice() > b"k00".as_slice() && split_key.as_slice() < b"k29".as_slice(),
+        "{split_key:?}"
+    );
+    assert_eq!(region::epoch(&left.region).version, 2);
+    let new_region = 1000;
+    let (_, right) = cluster.wait_for("the new region's leader", |c| c.leader(new_region));
+    assert_eq!(right.region.start_key, split_key);
+    let new_peers: Vec<u64> = right.region.peers.iter().map(|p| p.id).collect();
+    assert_eq!(new_peers, vec![1001, 1002, 1003]);
+    for i in 0..30 {
+        let key = format!("k{i:02}").into_bytes();
+        let region = if key >= split_key { new_region } else { 1 };
+        assert_eq!(cluster.get(region, &key), Some(b"v".to_vec()), "key {i} after the split");
+    }
 }

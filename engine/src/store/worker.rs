@@ -32,6 +32,7 @@ use super::heartbeat::{Outgoing, expand};
 use super::log_writer::LogWriter;
 use super::peer::{Peer, ReadRequest, ReadResponse, Responder, SideEffect};
 use super::router::Router;
+use super::split_check::{self, IdAllocator};
 use super::transport::Transport;
 
 /// What a peer looks like from outside, for tests and operators.
@@ -88,6 +89,7 @@ pub struct Worker {
     pub transport: Arc<dyn Transport>,
     pub router: Router,
     pub inbox: Receiver<WorkerMsg>,
+    ids: Option<Arc<dyn IdAllocator>>,
     peers: HashMap<u64, Peer>,
     dirty: BTreeSet<u64>,
 }
@@ -106,6 +108,7 @@ impl Worker {
         transport: Arc<dyn Transport>,
         router: Router,
         inbox: Receiver<WorkerMsg>,
+        ids: Option<Arc<dyn IdAllocator>>,
     ) -> Worker {
         Worker {
             config,
@@ -114,6 +117,7 @@ impl Worker {
             transport,
             router,
             inbox,
+            ids,
             peers: HashMap::new(),
             dirty: BTreeSet::new(),
         }
@@ -312,6 +316,9 @@ impl Worker {
             if let Err(error) = peer.log_gc(&self.config, &mut gc) {
                 fail_stop(&format!("truncating the log of region {region_id}"), error);
             }
+            if let Some(ids) = &self.ids {
+                maybe_split(&self.engine, &self.config, ids.as_ref(), peer);
+            }
             self.dirty.insert(region_id);
         }
         if !gc.is_empty()
@@ -462,4 +469,32 @@ impl Worker {
             }
         }
     }
+}
+
+/// Proposes a split of `peer`'s region if its leader finds it over the thresholds.
+fn maybe_split(engine: &Engine, config: &StoreConfig, ids: &dyn IdAllocator, peer: &mut Peer) {
+    if !peer.is_leader() || !peer.due_for_split_check(config) {
+        return;
+    }
+    let Ok(Some(split_key)) =
+        split_check::split_key(engine, &peer.region, config.split_max_keys, config.split_max_bytes)
+    else {
+        return;
+    };
+    // Without ids the split waits for the next check.
+    let Ok(ids) = ids.allocate(1 + peer.region.peers.len()) else { return };
+    let Some((&new_region_id, new_peer_ids)) = ids.split_first() else { return };
+    let split =
+        crate::storage::proto::SplitRequest { split_key, new_region_id, new_peer_ids: new_peer_ids.to_vec() };
+    let command = RaftCommand {
+        region_id: peer.region_id,
+        epoch: peer.region.epoch,
+        writes: Vec::new(),
+        admin: Some(crate::storage::proto::AdminRequest {
+            kind: Some(crate::storage::proto::admin_request::Kind::Split(split)),
+        }),
+    };
+    // Nobody waits for the answer: the next check retries if the split did not happen.
+    let (respond, _) = crossbeam_channel::bounded(1);
+    peer.propose(command, respond);
 }

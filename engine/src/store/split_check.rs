@@ -1,0 +1,59 @@
+//! Size and key-count split checks: a region that outgrows the thresholds is split at
+//! its middle key, with ids from an [`IdAllocator`] (the placement driver, in a cluster).
+//!
+//! The leader checks only regions written since the last check, by scanning its range
+//! in the data column family and stopping as soon as a threshold is passed; a second
+//! scan finds the key in the middle. Scans run on the raft worker: regions are kept small
+//! enough (thresholds in the tens of megabytes) for that to stay short.
+
+use crate::storage::proto::Region;
+use crate::storage::{Cf, Engine, EngineError, keys};
+
+/// Hands out ids for new regions and peers; unique across the cluster.
+pub trait IdAllocator: Send + Sync + 'static {
+    fn allocate(&self, count: usize) -> Result<Vec<u64>, String>;
+}
+
+/// The key to split `region` at, if it holds more than `max_keys` keys or `max_bytes`
+/// bytes.
+pub fn split_key(
+    engine: &Engine,
+    region: &Region,
+    max_keys: u64,
+    max_bytes: u64,
+) -> Result<Option<Vec<u8>>, EngineError> {
+    let (mut count, mut bytes) = (0u64, 0u64);
+    let scan = |visit: &mut dyn FnMut(&[u8], usize) -> bool| -> Result<(), EngineError> {
+        let start = keys::data_key(&region.start_key);
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_iterate_upper_bound(keys::data_end_key(&region.end_key));
+        let mode = rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward);
+        for item in engine.db().iterator_cf_opt(engine.cf(Cf::Data)?, options, mode) {
+            let (key, value) = item?;
+            if !visit(&key, key.len() + value.len()) {
+                break;
+            }
+        }
+        Ok(())
+    };
+    scan(&mut |_, size| {
+        count += 1;
+        bytes += size as u64;
+        count <= max_keys && bytes <= max_bytes
+    })?;
+    if count <= max_keys && bytes <= max_bytes {
+        return Ok(None);
+    }
+    let (half, mut seen) = (count / 2, 0u64);
+    let mut middle = None;
+    scan(&mut |key, _| {
+        seen += 1;
+        if seen > half {
+            middle = keys::user_key(key).map(<[u8]>::to_vec);
+            return false;
+        }
+        true
+    })?;
+    // The region's first key cannot split it.
+    Ok(middle.filter(|key| key.as_slice() > region.start_key.as_slice()))
+}
