@@ -25,37 +25,37 @@ fn corrupt(what: String, reason: &str) -> EngineError {
 pub fn build(engine: &Engine, region_id: u64) -> Result<Snapshot, EngineError> {
     let db = engine.db();
     let snapshot = db.snapshot();
-    let get = |cf: Cf, key: &[u8]| -> Result<Option<Vec<u8>>, EngineError> {
-        Ok(snapshot.get_cf(engine.cf(cf)?, key)?)
-    };
-    let decode_state = |cf: Cf, key: &[u8], what: &str| -> Result<Vec<u8>, EngineError> {
-        get(cf, key)?.ok_or_else(|| corrupt(format!("{what} of region {region_id}"), "missing"))
-    };
-    let region_state = RegionLocalState::decode(
-        decode_state(Cf::Meta, &keys::region_state_key(region_id), "region state")?.as_slice(),
-    )
-    .map_err(|e| EngineError::Corrupt {
-        what: format!("region state of {region_id}"),
-        reason: e.to_string(),
-    })?;
-    let apply_state = ApplyState::decode(
-        decode_state(Cf::Meta, &keys::apply_state_key(region_id), "apply state")?.as_slice(),
-    )
-    .map_err(|e| EngineError::Corrupt {
-        what: format!("apply state of {region_id}"),
-        reason: e.to_string(),
-    })?;
+    // Every read below goes through the same RocksDB snapshot.
+    fn read<M: prost::Message + Default>(
+        engine: &Engine,
+        snapshot: &rocksdb::Snapshot<'_>,
+        cf: Cf,
+        key: &[u8],
+        what: String,
+    ) -> Result<M, EngineError> {
+        let bytes = snapshot.get_cf(engine.cf(cf)?, key)?.ok_or_else(|| corrupt(what.clone(), "missing"))?;
+        M::decode(bytes.as_slice()).map_err(|e| EngineError::Corrupt { what, reason: e.to_string() })
+    }
+    let region_state: RegionLocalState = read(
+        engine,
+        &snapshot,
+        Cf::Meta,
+        &keys::region_state_key(region_id),
+        format!("region state of {region_id}"),
+    )?;
+    let apply_state: ApplyState = read(
+        engine,
+        &snapshot,
+        Cf::Meta,
+        &keys::apply_state_key(region_id),
+        format!("apply state of {region_id}"),
+    )?;
     let index = apply_state.applied_index;
     let term = if index == apply_state.truncated_index {
         apply_state.truncated_term
     } else {
-        let bytes = decode_state(Cf::Raft, &keys::log_key(region_id, index), "applied log entry")?;
-        Entry::decode(bytes.as_slice())
-            .map_err(|e| EngineError::Corrupt {
-                what: format!("log entry {index} of {region_id}"),
-                reason: e.to_string(),
-            })?
-            .term
+        let what = format!("log entry {index} of region {region_id}");
+        read::<Entry>(engine, &snapshot, Cf::Raft, &keys::log_key(region_id, index), what)?.term
     };
     let region = region_state.region.clone().unwrap_or_default();
     let start = keys::data_key(&region.start_key);

@@ -24,11 +24,12 @@
 //!
 //! | regions | writes/s | syncs/s | entries per sync | p50 ms | p99 ms |
 //! |---|---|---|---|---|---|
-//! | 1 | 50,429 | 393 | 128.2 | 5.10 | 8.70 |
-//! | 64 | 25,174 | 459 | 54.9 | 9.70 | 19.42 |
-//! | 1,024 | 12,862 | 182 | 70.5 | 18.16 | 32.86 |
+//! | 1 | 45,377 | 402 | 113.0 | 5.37 | 12.12 |
+//! | 64 | 26,236 | 443 | 59.2 | 9.46 | 17.17 |
+//! | 1,024 | 17,958 | 254 | 70.7 | 13.70 | 24.14 |
 //!
-//! 10,000 idle (hibernating) regions per store: 0.63 % of one core per store.
+//! 10,000 idle (hibernating) regions per store: 0.60 % of one core per store. One run;
+//! the machine is shared, so figures move by a fifth between runs.
 //!
 //! The deterministic simulator drives the Raft core, not this runtime: the runtime's
 //! job is threads, batching and RocksDB, which the simulator replaces by design. The
