@@ -67,6 +67,8 @@ impl Reads {
     /// one.
     pub fn expire_lease(&mut self) {
         self.lease_expires_at = 0;
+        // Acknowledgements of rounds already sent must not renew it either.
+        self.round_sent_at.clear();
     }
 
     pub fn broadcast_needed(&self) -> bool {

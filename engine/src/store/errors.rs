@@ -20,6 +20,8 @@ pub enum StoreError {
     Kv(#[from] KvError),
     #[error("the command was superseded by a new leader's log before it committed")]
     ProposalDropped,
+    #[error("the replica caught up by snapshot past the command: it may or may not have been applied")]
+    OutcomeUnknown,
     #[error("raft refused the request: {0}")]
     Raft(String),
     #[error("storage failure: {0}")]

@@ -79,6 +79,8 @@ pub struct Peer {
     confirmed_reads: Vec<(u64, u64)>,
     next_read_id: u64,
     pub hibernating: bool,
+    /// Followers waiting for a snapshot, and the tick it was first seen in flight.
+    snapshots_in_flight: HashMap<u64, u64>,
     /// Data was written since the last split check.
     written_since_split_check: bool,
     idle_ticks: u64,
@@ -122,6 +124,7 @@ impl Peer {
             confirmed_reads: Vec::new(),
             next_read_id: 1,
             hibernating: false,
+            snapshots_in_flight: HashMap::new(),
             written_since_split_check: false,
             idle_ticks: 0,
             ticks: 0,
@@ -167,6 +170,10 @@ impl Peer {
     }
 
     pub fn wake(&mut self) {
+        if self.hibernating {
+            // Late acknowledgements may have renewed the lease against a stopped clock.
+            self.raw.expire_lease();
+        }
         self.hibernating = false;
         self.idle_ticks = 0;
     }
@@ -233,14 +240,7 @@ impl Peer {
                 return Err(self.not_leader());
             }
             region::check_epoch(&self.region, epoch, EpochCheck::Data)?;
-            match &request {
-                ReadRequest::Get { key } => {
-                    kv::check_key(key)?;
-                    region::check_key(&self.region, key)?;
-                }
-                ReadRequest::Scan { start, end, .. } => region::check_range(&self.region, start, end)?,
-            }
-            Ok(())
+            check_read(&self.region, &request)
         })();
         if let Err(error) = checked {
             let _ = respond.send(Err(error));
@@ -282,7 +282,11 @@ impl Peer {
                 continue;
             }
             if let Some(read) = self.reads.remove(&read_id) {
-                let result = execute_read(engine, &self.region, &read.request).map_err(StoreError::from);
+                // The region may have split since the read was accepted.
+                let result = match check_read(&self.region, &read.request) {
+                    Ok(()) => execute_read(engine, &self.region, &read.request).map_err(StoreError::from),
+                    Err(error) => Err(error),
+                };
                 let _ = read.respond.send(result);
             }
         }
@@ -416,9 +420,9 @@ impl Peer {
     ) {
         while let Some(proposal) = self.proposals.front() {
             if proposal.index > entry.index {
-                return;
+                break;
             }
-            let Some(proposal) = self.proposals.pop_front() else { return };
+            let Some(proposal) = self.proposals.pop_front() else { break };
             let outcome = if proposal.index == entry.index && proposal.term == entry.term {
                 result.clone()
             } else {
@@ -428,6 +432,24 @@ impl Peer {
             answers.push(Box::new(move || {
                 let _ = proposal.respond.send(outcome);
             }));
+        }
+        // A committed entry of term T means every later committed entry has a term of at
+        // least T (Log Matching): a proposal of an earlier term can never commit.
+        let (stale, live): (VecDeque<Proposal>, VecDeque<Proposal>) =
+            std::mem::take(&mut self.proposals).into_iter().partition(|p| p.term < entry.term);
+        self.proposals = live;
+        for proposal in stale {
+            answers.push(Box::new(move || {
+                let _ = proposal.respond.send(Err(StoreError::ProposalDropped));
+            }));
+        }
+    }
+
+    /// A snapshot moved the peer past its pending proposals: whether they were applied
+    /// is unknown here, so the clients are told exactly that.
+    pub fn on_snapshot_installed(&mut self) {
+        for proposal in self.proposals.drain(..) {
+            let _ = proposal.respond.send(Err(StoreError::OutcomeUnknown));
         }
     }
 
@@ -448,6 +470,7 @@ impl Peer {
     /// which could queue an ordinary heartbeat after it).
     pub fn tick(&mut self, config: &StoreConfig) -> bool {
         self.ticks += 1;
+        self.expire_lost_snapshots(config);
         if self.is_leader() && self.idle_long_enough(config) {
             self.hibernating = true;
             self.raw.expire_lease();
@@ -455,6 +478,34 @@ impl Peer {
         }
         self.raw.tick();
         false
+    }
+
+    /// A snapshot the transport lost silently would leave its follower paused for good:
+    /// one unanswered for ten election timeouts is reported failed, so it is sent again.
+    fn expire_lost_snapshots(&mut self, config: &StoreConfig) {
+        if !self.is_leader() {
+            self.snapshots_in_flight.clear();
+            return;
+        }
+        let ticks = self.ticks;
+        let waiting: Vec<u64> = self
+            .raw
+            .raft
+            .tracker
+            .progress
+            .iter()
+            .filter(|(_, pr)| pr.state == crate::raft::ProgressState::Snapshot)
+            .map(|(&id, _)| id)
+            .collect();
+        self.snapshots_in_flight.retain(|id, _| waiting.contains(id));
+        let limit = 10 * config.election_ticks as u64;
+        for id in waiting {
+            let since = *self.snapshots_in_flight.entry(id).or_insert(ticks);
+            if ticks - since > limit {
+                self.raw.report_snapshot(id, false);
+                self.snapshots_in_flight.remove(&id);
+            }
+        }
     }
 
     fn idle_long_enough(&mut self, config: &StoreConfig) -> bool {
@@ -518,6 +569,17 @@ impl Peer {
         }
         self.raw.raft.log.storage.tombstone(batch)
     }
+}
+
+fn check_read(region: &Region, request: &ReadRequest) -> Result<(), StoreError> {
+    match request {
+        ReadRequest::Get { key } => {
+            kv::check_key(key)?;
+            region::check_key(region, key)?;
+        }
+        ReadRequest::Scan { start, end, .. } => region::check_range(region, start, end)?,
+    }
+    Ok(())
 }
 
 fn execute_read(

@@ -524,3 +524,84 @@ fn a_region_over_the_key_count_threshold_splits_itself() {
         assert_eq!(cluster.get(region, &key), Some(b"v".to_vec()), "key {i} after the split");
     }
 }
+
+#[test]
+fn malformed_frames_neither_crash_a_store_nor_create_peers() {
+    use crate::raft::proto::{Message, MessageType, Snapshot, SnapshotMetadata};
+    use crate::storage::proto::{RegionMessage, StoreBatch};
+    let cluster = Cluster::with_regions(1, |_| {});
+    cluster.write(1, vec![put(b"a", b"1")]);
+    let raft = |from: u64, to: u64, message_type: MessageType| Message {
+        msg_type: message_type as i32,
+        from,
+        to,
+        term: 100,
+        ..Message::default()
+    };
+    let peer = |id: u64, store_id: u64| Some(Peer { id, store_id, role: 0 });
+    let garbage_snapshot = Message {
+        snapshot: Some(Snapshot {
+            data: b"not a snapshot".to_vec(),
+            metadata: Some(SnapshotMetadata { conf_state: Some(Default::default()), index: 50, term: 100 }),
+        }),
+        ..raft(71, 72, MessageType::Snapshot)
+    };
+    let messages = vec![
+        RegionMessage {
+            region_id: 0,
+            from_peer: peer(1, 1),
+            to_peer: peer(2, 2),
+            epoch: None,
+            message: Some(raft(1, 2, MessageType::Append)),
+        },
+        RegionMessage {
+            region_id: 7,
+            from_peer: peer(71, 1),
+            to_peer: peer(0, 2),
+            epoch: None,
+            message: Some(raft(71, 0, MessageType::Append)),
+        },
+        RegionMessage {
+            region_id: 7,
+            from_peer: peer(71, 1),
+            to_peer: peer(72, 2),
+            epoch: None,
+            message: Some(garbage_snapshot),
+        },
+        RegionMessage {
+            region_id: 1,
+            from_peer: peer(11, 1),
+            to_peer: peer(12, 2),
+            epoch: None,
+            message: None,
+        },
+        RegionMessage {
+            region_id: 1,
+            from_peer: peer(11, 1),
+            to_peer: peer(12, 2),
+            epoch: None,
+            message: Some(Message { msg_type: 99, ..raft(11, 12, MessageType::Append) }),
+        },
+    ];
+    let frame = StoreBatch {
+        from_store: 1,
+        to_store: 2,
+        messages,
+        heartbeats: Vec::new(),
+        heartbeat_responses: Vec::new(),
+    };
+    cluster.stores[&2].sink().deliver(frame);
+    cluster.write(1, vec![put(b"b", b"2")]);
+    cluster.wait_for("store 2 to keep applying", |c| {
+        (data_on(&c.stores[&2], b"b") == Some(b"2".to_vec())).then_some(())
+    });
+    let engine = cluster.stores[&2].engine();
+    for region in [0, 7] {
+        assert_eq!(
+            engine.get(Cf::Meta, &keys::region_state_key(region)).expect("read"),
+            None,
+            "region {region} created"
+        );
+        assert!(cluster.stores[&2].status(region).is_none());
+    }
+}

@@ -94,10 +94,30 @@ pub struct Worker {
     dirty: BTreeSet<u64>,
 }
 
-/// Stops the node: the log could not be made durable, so acknowledging anything more
-/// could lose it.
+/// Stops the node: its disk no longer holds what its Raft state says, so acknowledging
+/// anything more could lose it. The whole process stops, not just this worker, so that
+/// no other region keeps serving on a store that lost its footing.
 fn fail_stop(what: &str, error: impl std::fmt::Display) -> ! {
-    panic!("fail-stop: {what} failed and the store cannot continue safely: {error}")
+    eprintln!("fail-stop: {what} failed and the store cannot continue safely: {error}");
+    std::process::abort()
+}
+
+/// Whether a region message is well formed enough to be stepped: ids set and
+/// consistent, and a snapshot's payload decodes and is of the addressed region. Raft
+/// checks the rest.
+fn well_formed(message: &crate::storage::proto::RegionMessage) -> bool {
+    let (Some(from), Some(to), Some(raft)) = (&message.from_peer, &message.to_peer, &message.message) else {
+        return false;
+    };
+    if message.region_id == 0 || from.id == 0 || to.id == 0 || raft.from != from.id || raft.to != to.id {
+        return false;
+    }
+    if raft.msg_type() != MessageType::Snapshot {
+        return true;
+    }
+    let Some(snapshot) = &raft.snapshot else { return false };
+    <crate::storage::proto::RegionSnapshotData as prost::Message>::decode(snapshot.data.as_slice())
+        .is_ok_and(|data| data.region.is_some_and(|region| region.id == message.region_id))
 }
 
 impl Worker {
@@ -254,6 +274,9 @@ impl Worker {
 
     fn on_inbound(&mut self, batch: StoreBatch) {
         for message in batch.messages {
+            if !well_formed(&message) {
+                continue;
+            }
             let (Some(from_peer), Some(to_peer), Some(raft_message)) =
                 (message.from_peer, message.to_peer, message.message)
             else {
@@ -379,6 +402,7 @@ impl Worker {
             if ready.snapshot.is_some() {
                 let region = storage.region();
                 peer.refresh_region(region);
+                peer.on_snapshot_installed();
             }
             regions += u64::from(wrote);
             readies.push((region_id, ready));
