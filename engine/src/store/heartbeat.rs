@@ -54,6 +54,8 @@ impl Outgoing {
                         to_peer: Some(to_peer),
                         epoch: peer.region.epoch,
                         message: Some(message),
+                        start_key: peer.region.start_key.clone(),
+                        end_key: peer.region.end_key.clone(),
                     };
                     self.frame(to_peer.store_id).messages.push(region_message);
                 }

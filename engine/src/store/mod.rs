@@ -41,6 +41,7 @@ mod errors;
 mod heartbeat;
 mod log_writer;
 mod peer;
+mod ranges;
 mod router;
 mod split_check;
 mod transport;
@@ -73,7 +74,7 @@ use crate::storage::proto::{
 use crate::storage::{Cf, Engine, PeerStorage, keys};
 use log_writer::{GroupCommitStats, LogWriter};
 use router::Router;
-use worker::{Worker, WorkerMsg};
+use worker::{Worker, WorkerMsg, WorkerShared};
 
 /// A running store.
 pub struct Store {
@@ -111,16 +112,17 @@ impl Store {
         let (senders, inboxes): (Vec<_>, Vec<_>) = (0..workers).map(|_| unbounded()).unzip();
         let router = Router::new(senders);
         let mut threads = vec![log_thread];
+        let shared = WorkerShared {
+            config: config.clone(),
+            engine: engine.clone(),
+            log_writer,
+            transport,
+            router: router.clone(),
+            ids,
+            ranges: ranges::RegionRanges::default(),
+        };
         for (index, inbox) in inboxes.into_iter().enumerate() {
-            let worker = Worker::new(
-                config.clone(),
-                engine.clone(),
-                log_writer.clone(),
-                transport.clone(),
-                router.clone(),
-                inbox,
-                ids.clone(),
-            );
+            let worker = Worker::new(shared.clone(), inbox);
             let thread = std::thread::Builder::new()
                 .name(format!("tessera-raft-{}-{index}", config.store_id))
                 .spawn(move || worker.run())

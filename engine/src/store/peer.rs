@@ -23,6 +23,7 @@ use crate::storage::{Cf, Engine, EngineError, PeerStorage, keys};
 
 use super::StoreConfig;
 use super::errors::StoreError;
+use super::ranges::RegionRanges;
 
 pub type Responder<T> = Sender<Result<T, StoreError>>;
 
@@ -79,6 +80,8 @@ pub struct Peer {
     confirmed_reads: Vec<(u64, u64)>,
     next_read_id: u64,
     pub hibernating: bool,
+    /// The store's map of region ranges, kept current with this peer's.
+    ranges: RegionRanges,
     /// Followers waiting for a snapshot, and the tick it was first seen in flight.
     snapshots_in_flight: HashMap<u64, u64>,
     /// Data was written since the last split check.
@@ -103,6 +106,7 @@ impl Peer {
     pub fn open(
         engine: &Engine,
         config: &StoreConfig,
+        ranges: &RegionRanges,
         region_id: u64,
         new_group: bool,
     ) -> Result<Peer, StoreError> {
@@ -124,6 +128,7 @@ impl Peer {
             confirmed_reads: Vec::new(),
             next_read_id: 1,
             hibernating: false,
+            ranges: ranges.clone(),
             snapshots_in_flight: HashMap::new(),
             written_since_split_check: false,
             idle_ticks: 0,
@@ -146,6 +151,7 @@ impl Peer {
         for peer in &region.peers {
             self.known_peers.insert(peer.id, *peer);
         }
+        self.ranges.set(&region);
         self.region = region;
     }
 
@@ -348,6 +354,9 @@ impl Peer {
                     || state.conf_state.is_some_and(|cs| !cs.voters.is_empty() || !cs.learners.is_empty())
             });
             if let Some(peer_id) = new_peer.filter(|_| !ahead) {
+                // Claimed now, before the batch is written, so that no message can
+                // create an empty peer of the new region in the meantime.
+                self.ranges.set(&right);
                 PeerStorage::initialize(engine, &right, peer_id, &mut batch.batch)?;
                 effects.push(SideEffect::SplitCreated { region: right, parent_was_leader: self.is_leader() });
             }
@@ -559,6 +568,7 @@ impl Peer {
     /// Deletes the peer's data and log and leaves a tombstone, in `batch`.
     pub fn destroy(&mut self, engine: &Engine, batch: &mut rocksdb::WriteBatch) -> Result<(), EngineError> {
         self.destroyed = true;
+        self.ranges.remove(self.region_id);
         self.fail_all(StoreError::RegionNotFound(self.region_id));
         if self.raw.raft.log.storage.is_initialized() && !self.region.peers.is_empty() {
             batch.delete_range_cf(

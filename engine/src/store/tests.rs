@@ -502,9 +502,8 @@ fn a_region_over_the_key_count_threshold_splits_itself() {
         },
         Some(ids),
     );
-    for i in 0..30 {
-        cluster.write(1, vec![put(format!("k{i:02}").as_bytes(), b"v")]);
-    }
+    // One command, so that the split cannot land between the writes.
+    cluster.write(1, (0..30).map(|i| put(format!("k{i:02}").as_bytes(), b"v")).collect());
     let (_, left) =
         cluster.wait_for("region 1 to split", |c| c.leader(1).filter(|(_, s)| !s.region.end_key.is_empty()));
     let split_key = left.region.end_key.clone();
@@ -552,6 +551,8 @@ fn malformed_frames_neither_crash_a_store_nor_create_peers() {
             from_peer: peer(1, 1),
             to_peer: peer(2, 2),
             epoch: None,
+            start_key: Vec::new(),
+            end_key: Vec::new(),
             message: Some(raft(1, 2, MessageType::Append)),
         },
         RegionMessage {
@@ -559,6 +560,8 @@ fn malformed_frames_neither_crash_a_store_nor_create_peers() {
             from_peer: peer(71, 1),
             to_peer: peer(0, 2),
             epoch: None,
+            start_key: Vec::new(),
+            end_key: Vec::new(),
             message: Some(raft(71, 0, MessageType::Append)),
         },
         RegionMessage {
@@ -566,6 +569,8 @@ fn malformed_frames_neither_crash_a_store_nor_create_peers() {
             from_peer: peer(71, 1),
             to_peer: peer(72, 2),
             epoch: None,
+            start_key: Vec::new(),
+            end_key: Vec::new(),
             message: Some(garbage_snapshot),
         },
         RegionMessage {
@@ -573,6 +578,8 @@ fn malformed_frames_neither_crash_a_store_nor_create_peers() {
             from_peer: peer(11, 1),
             to_peer: peer(12, 2),
             epoch: None,
+            start_key: Vec::new(),
+            end_key: Vec::new(),
             message: None,
         },
         RegionMessage {
@@ -580,9 +587,23 @@ fn malformed_frames_neither_crash_a_store_nor_create_peers() {
             from_peer: peer(11, 1),
             to_peer: peer(12, 2),
             epoch: None,
+            start_key: Vec::new(),
+            end_key: Vec::new(),
             message: Some(Message { msg_type: 99, ..raft(11, 12, MessageType::Append) }),
         },
     ];
+    let mut messages = messages;
+    // Well formed, but for a region whose range overlaps region 1, which store 2 holds:
+    // creating it would let two regions write the same keys.
+    messages.push(RegionMessage {
+        region_id: 9,
+        from_peer: peer(91, 1),
+        to_peer: peer(92, 2),
+        epoch: None,
+        start_key: b"a".to_vec(),
+        end_key: b"c".to_vec(),
+        message: Some(raft(91, 92, MessageType::Append)),
+    });
     let frame = StoreBatch {
         from_store: 1,
         to_store: 2,
@@ -596,7 +617,7 @@ fn malformed_frames_neither_crash_a_store_nor_create_peers() {
         (data_on(&c.stores[&2], b"b") == Some(b"2".to_vec())).then_some(())
     });
     let engine = cluster.stores[&2].engine();
-    for region in [0, 7] {
+    for region in [0, 7, 9] {
         assert_eq!(
             engine.get(Cf::Meta, &keys::region_state_key(region)).expect("read"),
             None,

@@ -31,6 +31,7 @@ use super::errors::StoreError;
 use super::heartbeat::{Outgoing, expand};
 use super::log_writer::LogWriter;
 use super::peer::{Peer, ReadRequest, ReadResponse, Responder, SideEffect};
+use super::ranges::RegionRanges;
 use super::router::Router;
 use super::split_check::{self, IdAllocator};
 use super::transport::Transport;
@@ -82,6 +83,18 @@ pub enum WorkerMsg {
     Shutdown,
 }
 
+/// What every worker of a store shares.
+#[derive(Clone)]
+pub struct WorkerShared {
+    pub config: StoreConfig,
+    pub engine: Engine,
+    pub log_writer: LogWriter,
+    pub transport: Arc<dyn Transport>,
+    pub router: Router,
+    pub ids: Option<Arc<dyn IdAllocator>>,
+    pub ranges: RegionRanges,
+}
+
 pub struct Worker {
     pub config: StoreConfig,
     pub engine: Engine,
@@ -90,6 +103,7 @@ pub struct Worker {
     pub router: Router,
     pub inbox: Receiver<WorkerMsg>,
     ids: Option<Arc<dyn IdAllocator>>,
+    ranges: RegionRanges,
     peers: HashMap<u64, Peer>,
     dirty: BTreeSet<u64>,
 }
@@ -121,15 +135,8 @@ fn well_formed(message: &crate::storage::proto::RegionMessage) -> bool {
 }
 
 impl Worker {
-    pub fn new(
-        config: StoreConfig,
-        engine: Engine,
-        log_writer: LogWriter,
-        transport: Arc<dyn Transport>,
-        router: Router,
-        inbox: Receiver<WorkerMsg>,
-        ids: Option<Arc<dyn IdAllocator>>,
-    ) -> Worker {
+    pub fn new(shared: WorkerShared, inbox: Receiver<WorkerMsg>) -> Worker {
+        let WorkerShared { config, engine, log_writer, transport, router, ids, ranges } = shared;
         Worker {
             config,
             engine,
@@ -138,6 +145,7 @@ impl Worker {
             router,
             inbox,
             ids,
+            ranges,
             peers: HashMap::new(),
             dirty: BTreeSet::new(),
         }
@@ -233,7 +241,7 @@ impl Worker {
     }
 
     fn start_peer(&mut self, region_id: u64, new_group: bool, campaign: bool) {
-        match Peer::open(&self.engine, &self.config, region_id, new_group) {
+        match Peer::open(&self.engine, &self.config, &self.ranges, region_id, new_group) {
             Ok(mut peer) => {
                 if campaign {
                     peer.raw.campaign();
@@ -250,9 +258,18 @@ impl Worker {
     /// A message for a region with no peer here: create an empty peer if the message
     /// says one should exist (a new member's first append or snapshot), unless the
     /// region was removed from this store.
-    fn maybe_create_peer(&mut self, region_id: u64, peer_id: u64) -> bool {
+    fn maybe_create_peer(&mut self, region_id: u64, peer_id: u64, start: &[u8], end: &[u8]) -> bool {
+        if self.ranges.overlapping(region_id, start, end).is_some() {
+            // A region here still covers part of it: most likely the parent that has not
+            // applied its split yet, which will create this peer itself.
+            return false;
+        }
         let state: Option<RegionLocalState> =
-            self.engine.get_message(Cf::Meta, &keys::region_state_key(region_id)).unwrap_or(None);
+            match self.engine.get_message(Cf::Meta, &keys::region_state_key(region_id)) {
+                Ok(state) => state,
+                // Unreadable state: never create over it.
+                Err(_) => return false,
+            };
         if let Some(state) = state {
             if state.state == PeerState::Tombstone as i32 && state.peer_id >= peer_id {
                 return false;
@@ -288,8 +305,15 @@ impl Worker {
             }
             let creates = matches!(raft_message.msg_type(), MessageType::Append | MessageType::Snapshot);
             let present = self.peers.contains_key(&region_id)
-                || (creates && self.maybe_create_peer(region_id, to_peer.id));
+                || (creates
+                    && self.maybe_create_peer(region_id, to_peer.id, &message.start_key, &message.end_key));
             if !present {
+                continue;
+            }
+            if let Some(range) = snapshot_range(&raft_message)
+                && self.ranges.overlapping(region_id, &range.0, &range.1).is_some()
+            {
+                // Installing it would make two regions here cover the same keys.
                 continue;
             }
             let Some(peer) = self.peers.get_mut(&region_id) else { continue };
@@ -521,4 +545,13 @@ fn maybe_split(engine: &Engine, config: &StoreConfig, ids: &dyn IdAllocator, pee
     // Nobody waits for the answer: the next check retries if the split did not happen.
     let (respond, _) = crossbeam_channel::bounded(1);
     peer.propose(command, respond);
+}
+
+/// The key range a snapshot message would install.
+fn snapshot_range(message: &crate::raft::proto::Message) -> Option<(Vec<u8>, Vec<u8>)> {
+    let snapshot = message.snapshot.as_ref()?;
+    let data =
+        <crate::storage::proto::RegionSnapshotData as prost::Message>::decode(snapshot.data.as_slice())
+            .ok()?;
+    data.region.map(|region| (region.start_key, region.end_key))
 }
