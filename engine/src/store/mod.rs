@@ -24,11 +24,11 @@
 //!
 //! | regions | writes/s | syncs/s | entries per sync | p50 ms | p99 ms |
 //! |---|---|---|---|---|---|
-//! | 1 | 45,377 | 402 | 113.0 | 5.37 | 12.12 |
-//! | 64 | 26,236 | 443 | 59.2 | 9.46 | 17.17 |
-//! | 1,024 | 17,958 | 254 | 70.7 | 13.70 | 24.14 |
+//! | 1 | 49,646 | 414 | 119.8 | 4.20 | 7.22 |
+//! | 64 | 31,008 | 565 | 54.9 | 7.92 | 16.00 |
+//! | 1,024 | 15,947 | 225 | 70.9 | 15.56 | 29.63 |
 //!
-//! 10,000 idle (hibernating) regions per store: 0.60 % of one core per store. One run;
+//! 10,000 idle (hibernating) regions per store: 0.63 % of one core per store. One run;
 //! the machine is shared, so figures move by a fifth between runs.
 //!
 //! The deterministic simulator drives the Raft core, not this runtime: the runtime's
