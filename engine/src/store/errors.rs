@@ -28,6 +28,10 @@ pub enum StoreError {
     Storage(String),
     #[error("the store is shutting down")]
     ShuttingDown,
+    #[error("region {0} already exists on this store")]
+    RegionExists(u64),
+    #[error("invalid change of peers: {0}")]
+    InvalidChange(String),
 }
 
 impl From<crate::storage::EngineError> for StoreError {

@@ -172,6 +172,9 @@ impl Store {
     pub fn bootstrap_region(&self, region: &Region) -> Result<(), StoreError> {
         let peer = region::peer_on_store(region, self.config.store_id)
             .ok_or(StoreError::RegionNotFound(region.id))?;
+        if self.engine.get(Cf::Meta, &keys::region_state_key(region.id))?.is_some() {
+            return Err(StoreError::RegionExists(region.id));
+        }
         let mut batch = WriteBatch::default();
         PeerStorage::initialize(&self.engine, region, peer.id, &mut batch)?;
         self.engine.write(batch, true)?;

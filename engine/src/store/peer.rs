@@ -204,7 +204,15 @@ impl Peer {
         let position = match &command.admin {
             Some(AdminRequest { kind: Some(admin_request::Kind::ChangePeer(change)) }) => {
                 region::check_epoch(&self.region, requested, EpochCheck::Admin)?;
-                let peer = change.peer.ok_or(StoreError::Raft("change of peer without a peer".into()))?;
+                let peer = change.peer.ok_or(StoreError::InvalidChange("no peer given".into()))?;
+                let adding = change.change_type != ConfChangeType::Remove as i32;
+                if adding && self.region.peers.iter().any(|p| p.store_id == peer.store_id && p.id != peer.id)
+                {
+                    return Err(StoreError::InvalidChange(format!(
+                        "store {} already holds a peer of region {}",
+                        peer.store_id, self.region_id
+                    )));
+                }
                 let conf_change = ConfChange {
                     changes: vec![crate::raft::proto::ConfChangeSingle {
                         change_type: change.change_type,

@@ -626,3 +626,18 @@ fn malformed_frames_neither_crash_a_store_nor_create_peers() {
         assert!(cluster.stores[&2].status(region).is_none());
     }
 }
+
+#[test]
+fn a_region_cannot_be_bootstrapped_twice_nor_get_two_peers_on_one_store() {
+    let cluster = Cluster::with_regions(1, |_| {});
+    cluster.write(1, vec![put(b"a", b"1")]);
+    let (store, status) = cluster.wait_for("a leader", |c| c.leader(1));
+    assert_eq!(cluster.stores[&store].bootstrap_region(&status.region), Err(StoreError::RegionExists(1)));
+    let second = Peer { id: 99, store_id: store, role: PeerRole::Learner as i32 };
+    let change = ChangePeerRequest { change_type: ConfChangeType::AddLearner as i32, peer: Some(second) };
+    let request = AdminRequest { kind: Some(admin_request::Kind::ChangePeer(change)) };
+    let epoch = status.region.epoch.unwrap_or_default();
+    let answer = cluster.stores[&store].admin(1, epoch, request).recv_timeout(WAIT).expect("an answer");
+    assert!(matches!(answer, Err(StoreError::InvalidChange(_))), "{answer:?}");
+    assert_eq!(cluster.get(1, b"a"), Some(b"1".to_vec()));
+}

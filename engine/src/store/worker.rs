@@ -83,6 +83,9 @@ pub enum WorkerMsg {
     Shutdown,
 }
 
+/// Mailbox messages handled before a round of Readies, at most.
+const MAX_MESSAGES_PER_ROUND: usize = 4096;
+
 /// What every worker of a store shares.
 #[derive(Clone)]
 pub struct WorkerShared {
@@ -154,7 +157,11 @@ impl Worker {
     pub fn run(mut self) {
         while let Ok(first) = self.inbox.recv() {
             let mut stop = self.handle(first);
-            while !stop {
+            // Bounded, so that a steady stream of messages cannot starve the rounds.
+            for _ in 0..MAX_MESSAGES_PER_ROUND {
+                if stop {
+                    break;
+                }
                 match self.inbox.try_recv() {
                     Ok(message) => stop = self.handle(message),
                     Err(_) => break,
