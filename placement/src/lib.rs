@@ -1,5 +1,13 @@
-//! Tessera's placement driver: cluster metadata kept by a Raft group, store and region
-//! heartbeats, and the schedulers that place and balance regions.
+//! Tessera's placement driver: what it knows of the cluster and what it decides.
 //!
-//! Not built yet (issue 4). It will talk only through traits that the server implements
-//! over gRPC and that tests implement in-process; it must never open a socket itself.
+//! - [`cluster`]: the view of stores and regions built from heartbeats.
+//! - [`operator`]: the steps a region's leader is asked to carry out.
+//! - [`schedulers`]: replica repair and balancing, as pure functions of the view.
+//!
+//! The replicated metadata, heartbeats, id allocation and the driver loop arrive with
+//! the rest of issue 4. Nothing here opens a socket: the server implements the driver's
+//! traits over gRPC, tests in-process.
+
+pub mod cluster;
+pub mod operator;
+pub mod schedulers;

@@ -1,0 +1,99 @@
+//! What the placement driver knows of the cluster: stores and regions, as heartbeats
+//! report them. Schedulers read this view and never change it; counts per store are
+//! derived from the regions, not trusted from store heartbeats, so that a decision and
+//! the data it rests on cannot disagree.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tessera_engine::storage::proto::{Peer, PeerRole, Region};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreState {
+    Up,
+    /// Missed heartbeats since `since` (seconds on the placement driver's clock).
+    Down {
+        since: u64,
+    },
+    /// Removed from the cluster for good.
+    Tombstone,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreInfo {
+    pub id: u64,
+    pub address: String,
+    pub state: StoreState,
+    /// Location labels, such as `zone`.
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionInfo {
+    pub region: Region,
+    /// Store of the region's leader, as its last heartbeat said.
+    pub leader_store: Option<u64>,
+    pub approximate_bytes: u64,
+    pub write_bytes_per_sec: u64,
+    pub read_bytes_per_sec: u64,
+}
+
+impl RegionInfo {
+    pub fn voters(&self) -> impl Iterator<Item = &Peer> {
+        self.region.peers.iter().filter(|p| p.role == PeerRole::Voter as i32)
+    }
+
+    pub fn learners(&self) -> impl Iterator<Item = &Peer> {
+        self.region.peers.iter().filter(|p| p.role == PeerRole::Learner as i32)
+    }
+
+    pub fn peer_on(&self, store_id: u64) -> Option<&Peer> {
+        self.region.peers.iter().find(|p| p.store_id == store_id)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterView {
+    pub stores: BTreeMap<u64, StoreInfo>,
+    pub regions: BTreeMap<u64, RegionInfo>,
+    /// Seconds on the placement driver's clock.
+    pub now: u64,
+}
+
+impl ClusterView {
+    pub fn is_up(&self, store_id: u64) -> bool {
+        self.stores.get(&store_id).is_some_and(|s| s.state == StoreState::Up)
+    }
+
+    pub fn up_stores(&self) -> impl Iterator<Item = &StoreInfo> {
+        self.stores.values().filter(|s| s.state == StoreState::Up)
+    }
+
+    /// Peers per store.
+    pub fn region_counts(&self) -> BTreeMap<u64, u64> {
+        let mut counts: BTreeMap<u64, u64> = self.up_stores().map(|s| (s.id, 0)).collect();
+        for info in self.regions.values() {
+            for peer in &info.region.peers {
+                *counts.entry(peer.store_id).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    /// Leaders per store.
+    pub fn leader_counts(&self) -> BTreeMap<u64, u64> {
+        let mut counts: BTreeMap<u64, u64> = self.up_stores().map(|s| (s.id, 0)).collect();
+        for store in self.regions.values().filter_map(|info| info.leader_store) {
+            *counts.entry(store).or_default() += 1;
+        }
+        counts
+    }
+
+    /// The values of `label` on the stores holding the region's peers.
+    pub fn label_values(&self, info: &RegionInfo, label: &str) -> BTreeSet<String> {
+        info.region
+            .peers
+            .iter()
+            .filter_map(|p| self.stores.get(&p.store_id)?.labels.get(label).cloned())
+            .collect()
+    }
+}

@@ -1,0 +1,100 @@
+//! The schedulers that run on the placement driver's leader: pure functions from a
+//! [`ClusterView`] to [`Operator`]s, with no threads, no clock of their own and no I/O, so
+//! that every decision is unit-tested on synthetic cluster states.
+//!
+//! Order matters: replica repair first (safety of data), then balancing. At most one
+//! operator per region is in flight; regions that have one are skipped. Balancing moves
+//! one region (or leader) per run and stops within a tolerance, so it converges instead
+//! of oscillating.
+
+mod balance;
+mod repair;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeSet;
+
+use crate::cluster::{ClusterView, RegionInfo};
+use crate::operator::Operator;
+
+/// Settings of the schedulers; each can be switched off.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Voters every region should have.
+    pub replicas: usize,
+    /// Seconds a store may be down before its peers are replaced elsewhere.
+    pub down_grace_secs: u64,
+    pub replica_repair: bool,
+    pub balance_region: bool,
+    /// Region counts of the fullest and emptiest stores may differ by this much.
+    pub region_tolerance: u64,
+    pub balance_leader: bool,
+    /// Leader counts of the busiest and idlest stores may differ by this much.
+    pub leader_tolerance: u64,
+    /// A store label (such as `zone`) whose values a region's replicas should not share.
+    pub location_label: Option<String>,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            replicas: 3,
+            down_grace_secs: 30 * 60,
+            replica_repair: true,
+            balance_region: true,
+            region_tolerance: 2,
+            balance_leader: true,
+            leader_tolerance: 1,
+            location_label: None,
+        }
+    }
+}
+
+/// Runs every enabled scheduler. `busy` holds the regions with an operator in flight;
+/// `new_id` hands out peer ids.
+pub fn schedule(
+    view: &ClusterView,
+    config: &SchedulerConfig,
+    busy: &BTreeSet<u64>,
+    new_id: &mut dyn FnMut() -> u64,
+) -> Vec<Operator> {
+    let mut operators = Vec::new();
+    let mut taken = busy.clone();
+    if config.replica_repair {
+        for operator in repair::schedule(view, config, &taken, new_id) {
+            taken.insert(operator.region_id);
+            operators.push(operator);
+        }
+    }
+    if config.balance_region
+        && let Some(operator) = balance::regions(view, config, &taken, new_id)
+    {
+        taken.insert(operator.region_id);
+        operators.push(operator);
+    }
+    if config.balance_leader
+        && let Some(operator) = balance::leaders(view, config, &taken)
+    {
+        operators.push(operator);
+    }
+    operators
+}
+
+/// The best store for a new replica of `info`: up, without a peer of the region, in a
+/// location the region does not use yet if possible, then with the fewest regions.
+pub(crate) fn pick_target(view: &ClusterView, config: &SchedulerConfig, info: &RegionInfo) -> Option<u64> {
+    let counts = view.region_counts();
+    let used = config.location_label.as_ref().map(|label| view.label_values(info, label)).unwrap_or_default();
+    view.up_stores()
+        .filter(|store| info.peer_on(store.id).is_none())
+        .min_by_key(|store| {
+            let location_taken = config
+                .location_label
+                .as_ref()
+                .and_then(|label| store.labels.get(label))
+                .is_some_and(|value| used.contains(value));
+            (location_taken, counts.get(&store.id).copied().unwrap_or(0), store.id)
+        })
+        .map(|store| store.id)
+}
