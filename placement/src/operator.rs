@@ -9,6 +9,7 @@ pub enum OperatorKind {
     ReplicaRepair,
     BalanceRegion,
     BalanceLeader,
+    HotRegion,
 }
 
 impl OperatorKind {
@@ -18,6 +19,7 @@ impl OperatorKind {
             OperatorKind::ReplicaRepair => "replica-repair",
             OperatorKind::BalanceRegion => "balance-region",
             OperatorKind::BalanceLeader => "balance-leader",
+            OperatorKind::HotRegion => "hot-region",
         }
     }
 }

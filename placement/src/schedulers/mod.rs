@@ -2,12 +2,14 @@
 //! [`ClusterView`] to [`Operator`]s, with no threads, no clock of their own and no I/O, so
 //! that every decision is unit-tested on synthetic cluster states.
 //!
-//! Order matters: replica repair first (safety of data), then balancing. At most one
+//! Order matters: replica repair first (safety of data), then hot regions, then
+//! balancing. At most one
 //! operator per region is in flight; regions that have one are skipped. Balancing moves
 //! one region (or leader) per run and stops within a tolerance, so it converges instead
 //! of oscillating.
 
 mod balance;
+mod hot;
 mod repair;
 
 #[cfg(test)]
@@ -34,6 +36,11 @@ pub struct SchedulerConfig {
     pub leader_tolerance: u64,
     /// A store label (such as `zone`) whose values a region's replicas should not share.
     pub location_label: Option<String>,
+    pub hot_region: bool,
+    /// Regions below this write (or read) rate are never moved for load.
+    pub hot_region_min_bytes_per_sec: u64,
+    /// The hottest store is hot when its leaders' load exceeds the mean by this fraction.
+    pub hot_tolerance_ratio: f64,
 }
 
 impl Default for SchedulerConfig {
@@ -47,6 +54,9 @@ impl Default for SchedulerConfig {
             balance_leader: true,
             leader_tolerance: 1,
             location_label: None,
+            hot_region: true,
+            hot_region_min_bytes_per_sec: 1024 * 1024,
+            hot_tolerance_ratio: 0.25,
         }
     }
 }
@@ -66,6 +76,12 @@ pub fn schedule(
             taken.insert(operator.region_id);
             operators.push(operator);
         }
+    }
+    if config.hot_region
+        && let Some(operator) = hot::schedule(view, config, &taken, new_id)
+    {
+        taken.insert(operator.region_id);
+        operators.push(operator);
     }
     if config.balance_region
         && let Some(operator) = balance::regions(view, config, &taken, new_id)
