@@ -119,22 +119,13 @@ fn fail_stop(what: &str, error: impl std::fmt::Display) -> ! {
     std::process::abort()
 }
 
-/// Whether a region message is well formed enough to be stepped: ids set and
-/// consistent, and a snapshot's payload decodes and is of the addressed region. Raft
-/// checks the rest.
+/// Whether a region message's ids are set and consistent. A snapshot's payload is
+/// checked by [`snapshot_range`]; Raft checks the rest.
 fn well_formed(message: &crate::storage::proto::RegionMessage) -> bool {
     let (Some(from), Some(to), Some(raft)) = (&message.from_peer, &message.to_peer, &message.message) else {
         return false;
     };
-    if message.region_id == 0 || from.id == 0 || to.id == 0 || raft.from != from.id || raft.to != to.id {
-        return false;
-    }
-    if raft.msg_type() != MessageType::Snapshot {
-        return true;
-    }
-    let Some(snapshot) = &raft.snapshot else { return false };
-    <crate::storage::proto::RegionSnapshotData as prost::Message>::decode(snapshot.data.as_slice())
-        .is_ok_and(|data| data.region.is_some_and(|region| region.id == message.region_id))
+    message.region_id != 0 && from.id != 0 && to.id != 0 && raft.from == from.id && raft.to == to.id
 }
 
 impl Worker {
@@ -310,6 +301,14 @@ impl Worker {
             if to_peer.store_id != self.config.store_id {
                 continue;
             }
+            // A snapshot is decoded once, here: it must be of the addressed region.
+            let snapshot_range = match raft_message.msg_type() {
+                MessageType::Snapshot => match snapshot_range(region_id, &raft_message) {
+                    Some(range) => Some(range),
+                    None => continue,
+                },
+                _ => None,
+            };
             let creates = matches!(raft_message.msg_type(), MessageType::Append | MessageType::Snapshot);
             let present = self.peers.contains_key(&region_id)
                 || (creates
@@ -317,7 +316,7 @@ impl Worker {
             if !present {
                 continue;
             }
-            if let Some(range) = snapshot_range(&raft_message)
+            if let Some(range) = &snapshot_range
                 && self.ranges.overlapping(region_id, &range.0, &range.1).is_some()
             {
                 // Installing it would make two regions here cover the same keys.
@@ -554,11 +553,12 @@ fn maybe_split(engine: &Engine, config: &StoreConfig, ids: &dyn IdAllocator, pee
     peer.propose(command, respond);
 }
 
-/// The key range a snapshot message would install.
-fn snapshot_range(message: &crate::raft::proto::Message) -> Option<(Vec<u8>, Vec<u8>)> {
+/// The key range a snapshot message would install, if its payload decodes and is of
+/// `region_id`.
+fn snapshot_range(region_id: u64, message: &crate::raft::proto::Message) -> Option<(Vec<u8>, Vec<u8>)> {
     let snapshot = message.snapshot.as_ref()?;
     let data =
         <crate::storage::proto::RegionSnapshotData as prost::Message>::decode(snapshot.data.as_slice())
             .ok()?;
-    data.region.map(|region| (region.start_key, region.end_key))
+    data.region.filter(|region| region.id == region_id).map(|region| (region.start_key, region.end_key))
 }

@@ -80,7 +80,7 @@ fn schedule_flow(
     {
         return Some(operator(vec![Step::TransferLeader { to_store: cooler.store_id }]));
     }
-    let target = pick_target(view, config, info).filter(|&store| relieves(store))?;
+    let target = pick_target(view, config, &view.region_counts(), info).filter(|&store| relieves(store))?;
     let leaving = *info.peer_on(hottest)?;
     let learner = Peer { id: new_id(), store_id: target, role: PeerRole::Learner as i32 };
     Some(operator(vec![

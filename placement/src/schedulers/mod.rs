@@ -15,7 +15,7 @@ mod repair;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::cluster::{ClusterView, RegionInfo};
 use crate::operator::Operator;
@@ -29,10 +29,10 @@ pub struct SchedulerConfig {
     pub down_grace_secs: u64,
     pub replica_repair: bool,
     pub balance_region: bool,
-    /// Region counts of the fullest and emptiest stores may differ by this much.
+    /// Every store's region count may differ from the mean by this much.
     pub region_tolerance: u64,
     pub balance_leader: bool,
-    /// Leader counts of the busiest and idlest stores may differ by this much.
+    /// Every store's leader count may differ from the mean by this much.
     pub leader_tolerance: u64,
     /// A store label (such as `zone`) whose values a region's replicas should not share.
     pub location_label: Option<String>,
@@ -99,8 +99,13 @@ pub fn schedule(
 
 /// The best store for a new replica of `info`: up, without a peer of the region, in a
 /// location the region does not use yet if possible, then with the fewest regions.
-pub(crate) fn pick_target(view: &ClusterView, config: &SchedulerConfig, info: &RegionInfo) -> Option<u64> {
-    let counts = view.region_counts();
+/// `counts` are [`ClusterView::region_counts`], computed once by the caller.
+pub(crate) fn pick_target(
+    view: &ClusterView,
+    config: &SchedulerConfig,
+    counts: &BTreeMap<u64, u64>,
+    info: &RegionInfo,
+) -> Option<u64> {
     let used = config.location_label.as_ref().map(|label| view.label_values(info, label)).unwrap_or_default();
     view.up_stores()
         .filter(|store| info.peer_on(store.id).is_none())

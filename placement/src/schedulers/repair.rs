@@ -2,7 +2,7 @@
 //! few gets a new one; a peer on a store down past the grace period is replaced; a region
 //! with too many loses one.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tessera_engine::storage::proto::{Peer, PeerRole};
 
@@ -16,10 +16,11 @@ pub fn schedule(
     busy: &BTreeSet<u64>,
     new_id: &mut dyn FnMut() -> u64,
 ) -> Vec<Operator> {
+    let counts = view.region_counts();
     view.regions
         .values()
         .filter(|info| !busy.contains(&info.region.id))
-        .filter_map(|info| repair(view, config, info, new_id))
+        .filter_map(|info| repair(view, config, &counts, info, new_id))
         .collect()
 }
 
@@ -34,10 +35,11 @@ fn down_past_grace(view: &ClusterView, config: &SchedulerConfig, store_id: u64) 
 fn add_voter(
     view: &ClusterView,
     config: &SchedulerConfig,
+    counts: &BTreeMap<u64, u64>,
     info: &RegionInfo,
     new_id: &mut dyn FnMut() -> u64,
 ) -> Option<Vec<Step>> {
-    let store_id = pick_target(view, config, info)?;
+    let store_id = pick_target(view, config, counts, info)?;
     let learner = Peer { id: new_id(), store_id, role: PeerRole::Learner as i32 };
     let voter = Peer { role: PeerRole::Voter as i32, ..learner };
     Some(vec![Step::AddLearner { peer: learner }, Step::PromoteLearner { peer: voter }])
@@ -46,6 +48,7 @@ fn add_voter(
 fn repair(
     view: &ClusterView,
     config: &SchedulerConfig,
+    counts: &BTreeMap<u64, u64>,
     info: &RegionInfo,
     new_id: &mut dyn FnMut() -> u64,
 ) -> Option<Operator> {
@@ -53,16 +56,15 @@ fn repair(
     let voters: Vec<&Peer> = info.voters().collect();
     // A voter on a store gone for longer than the grace period: replace it.
     if let Some(lost) = voters.iter().find(|peer| down_past_grace(view, config, peer.store_id)) {
-        let mut steps = add_voter(view, config, info, new_id)?;
+        let mut steps = add_voter(view, config, counts, info, new_id)?;
         steps.push(Step::RemovePeer { peer: **lost });
         return Some(operator(steps));
     }
     if voters.len() < config.replicas {
-        return add_voter(view, config, info, new_id).map(operator);
+        return add_voter(view, config, counts, info, new_id).map(operator);
     }
     if voters.len() > config.replicas {
         // Drop the replica on a down store, else on the fullest store, never the leader.
-        let counts = view.region_counts();
         let victim =
             voters.iter().filter(|peer| Some(peer.store_id) != info.leader_store).max_by_key(|peer| {
                 (!view.is_up(peer.store_id), counts.get(&peer.store_id).copied().unwrap_or(0))
