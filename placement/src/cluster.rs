@@ -4,15 +4,16 @@
 //! the data it rests on cannot disagree.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use tessera_engine::storage::proto::{Peer, PeerRole, Region};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreState {
     Up,
-    /// Missed heartbeats since `since` (seconds on the placement driver's clock).
+    /// Missed heartbeats since `since` (on the placement driver's clock).
     Down {
-        since: u64,
+        since: Duration,
     },
     /// Removed from the cluster for good.
     Tombstone,
@@ -32,6 +33,8 @@ pub struct RegionInfo {
     pub region: Region,
     /// Store of the region's leader, as its last heartbeat said.
     pub leader_store: Option<u64>,
+    /// Replicas that have not caught up with the leader.
+    pub pending_peers: Vec<Peer>,
     pub approximate_bytes: u64,
     pub write_bytes_per_sec: u64,
     pub read_bytes_per_sec: u64,
@@ -49,14 +52,19 @@ impl RegionInfo {
     pub fn peer_on(&self, store_id: u64) -> Option<&Peer> {
         self.region.peers.iter().find(|p| p.store_id == store_id)
     }
+
+    /// Whether every replica has caught up: only then may the region be moved.
+    pub fn is_settled(&self) -> bool {
+        self.pending_peers.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterView {
     pub stores: BTreeMap<u64, StoreInfo>,
     pub regions: BTreeMap<u64, RegionInfo>,
-    /// Seconds on the placement driver's clock.
-    pub now: u64,
+    /// The placement driver's clock: time since the driver's leader started.
+    pub now: Duration,
 }
 
 impl ClusterView {

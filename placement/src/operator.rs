@@ -10,6 +10,9 @@ pub enum OperatorKind {
     BalanceRegion,
     BalanceLeader,
     HotRegion,
+    /// A split asked for by an operator of the cluster (stores split oversized regions on
+    /// their own).
+    Split,
 }
 
 impl OperatorKind {
@@ -20,6 +23,7 @@ impl OperatorKind {
             OperatorKind::BalanceRegion => "balance-region",
             OperatorKind::BalanceLeader => "balance-leader",
             OperatorKind::HotRegion => "hot-region",
+            OperatorKind::Split => "split",
         }
     }
 }
@@ -30,6 +34,21 @@ pub enum Step {
     PromoteLearner { peer: Peer },
     RemovePeer { peer: Peer },
     TransferLeader { to_store: u64 },
+    Split { key: Vec<u8> },
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::AddLearner { peer } => write!(f, "add learner {} on store {}", peer.id, peer.store_id),
+            Step::PromoteLearner { peer } => {
+                write!(f, "promote learner {} on store {}", peer.id, peer.store_id)
+            }
+            Step::RemovePeer { peer } => write!(f, "remove peer {} on store {}", peer.id, peer.store_id),
+            Step::TransferLeader { to_store } => write!(f, "transfer leader to store {to_store}"),
+            Step::Split { key } => write!(f, "split at {}", String::from_utf8_lossy(key)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -42,6 +42,7 @@ mod heartbeat;
 mod log_writer;
 mod peer;
 mod ranges;
+mod report;
 mod router;
 mod split_check;
 mod transport;
@@ -63,6 +64,7 @@ pub use config::StoreConfig;
 pub use errors::StoreError;
 pub use log_writer::GroupCommitFigures;
 pub use peer::{ReadRequest, ReadResponse};
+pub use report::{RegionReport, StoreReport, Traffic};
 pub use split_check::IdAllocator;
 pub use transport::{BatchSink, LocalTransport, Transport};
 pub use worker::PeerStatus;
@@ -256,6 +258,20 @@ impl Store {
         let (respond, answer) = bounded(1);
         self.router.send(region_id, WorkerMsg::Status { region_id, respond });
         answer.recv_timeout(Duration::from_secs(5)).ok().flatten()
+    }
+
+    /// How many regions this store holds, and a report of each one it leads (for the
+    /// placement driver's heartbeats).
+    pub fn report(&self) -> Result<StoreReport, StoreError> {
+        let (respond, answers) = unbounded();
+        self.router.broadcast(|| WorkerMsg::Report(respond.clone()));
+        drop(respond);
+        let mut report = StoreReport::default();
+        for _ in 0..self.router.workers() {
+            let share = answers.recv_timeout(Duration::from_secs(5)).map_err(|_| StoreError::ShuttingDown)?;
+            report.merge(share);
+        }
+        Ok(report)
     }
 
     /// Another store is down: wake every region with a replica there, so that followers

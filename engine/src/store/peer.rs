@@ -24,6 +24,7 @@ use crate::storage::{Cf, Engine, EngineError, PeerStorage, keys};
 use super::StoreConfig;
 use super::errors::StoreError;
 use super::ranges::RegionRanges;
+use super::report::Traffic;
 
 pub type Responder<T> = Sender<Result<T, StoreError>>;
 
@@ -86,6 +87,9 @@ pub struct Peer {
     snapshots_in_flight: HashMap<u64, u64>,
     /// Data was written since the last split check.
     written_since_split_check: bool,
+    /// Keys and bytes found by the last size check.
+    pub(crate) size: (u64, u64),
+    pub(crate) traffic: Traffic,
     idle_ticks: u64,
     ticks: u64,
     pub destroyed: bool,
@@ -130,7 +134,10 @@ impl Peer {
             hibernating: false,
             ranges: ranges.clone(),
             snapshots_in_flight: HashMap::new(),
-            written_since_split_check: false,
+            // Measured once after the peer starts, so that its reports carry a size.
+            written_since_split_check: true,
+            size: (0, 0),
+            traffic: Traffic::default(),
             idle_ticks: 0,
             ticks: 0,
             destroyed: false,
@@ -301,6 +308,9 @@ impl Peer {
                     Ok(()) => execute_read(engine, &self.region, &read.request).map_err(StoreError::from),
                     Err(error) => Err(error),
                 };
+                if let Ok(response) = &result {
+                    self.traffic.count_read(response);
+                }
                 let _ = read.respond.send(result);
             }
         }
@@ -375,6 +385,7 @@ impl Peer {
             return Ok(Err(error.into()));
         }
         self.written_since_split_check |= !command.writes.is_empty();
+        self.traffic.count_writes(&command.writes);
         Ok(Ok(kv::apply_writes(engine, &self.region, &command.writes, batch)?))
     }
 
@@ -548,6 +559,10 @@ impl Peer {
             self.written_since_split_check = false;
         }
         due
+    }
+
+    pub fn record_size(&mut self, keys: u64, bytes: u64) {
+        self.size = (keys, bytes);
     }
 
     /// Truncates the log every `log_gc_interval_ticks`: up to what every replica holds,

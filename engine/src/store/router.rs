@@ -24,6 +24,10 @@ impl Router {
         Router { workers: Arc::new(workers) }
     }
 
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
     pub fn worker_of(&self, region_id: u64) -> usize {
         (region_id % self.workers.len() as u64) as usize
     }

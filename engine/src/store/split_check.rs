@@ -14,14 +14,23 @@ pub trait IdAllocator: Send + Sync + 'static {
     fn allocate(&self, count: usize) -> Result<Vec<u64>, String>;
 }
 
-/// The key to split `region` at, if it holds more than `max_keys` keys or `max_bytes`
-/// bytes.
-pub fn split_key(
+/// What a size check found: the region's keys and bytes (exact below the thresholds, the
+/// thresholds themselves above), and where to split it when it is over.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegionSize {
+    pub keys: u64,
+    pub bytes: u64,
+    pub split_key: Option<Vec<u8>>,
+}
+
+/// Measures `region` and finds the key to split it at if it holds more than `max_keys`
+/// keys or `max_bytes` bytes.
+pub fn check_size(
     engine: &Engine,
     region: &Region,
     max_keys: u64,
     max_bytes: u64,
-) -> Result<Option<Vec<u8>>, EngineError> {
+) -> Result<RegionSize, EngineError> {
     let (mut count, mut bytes) = (0u64, 0u64);
     let scan = |visit: &mut dyn FnMut(&[u8], usize) -> bool| -> Result<(), EngineError> {
         let start = keys::data_key(&region.start_key);
@@ -42,7 +51,7 @@ pub fn split_key(
         count <= max_keys && bytes <= max_bytes
     })?;
     if count <= max_keys && bytes <= max_bytes {
-        return Ok(None);
+        return Ok(RegionSize { keys: count, bytes, split_key: None });
     }
     let (half, mut seen) = (count / 2, 0u64);
     let mut middle = None;
@@ -55,5 +64,6 @@ pub fn split_key(
         true
     })?;
     // The region's first key cannot split it.
-    Ok(middle.filter(|key| key.as_slice() > region.start_key.as_slice()))
+    let split_key = middle.filter(|key| key.as_slice() > region.start_key.as_slice());
+    Ok(RegionSize { keys: count, bytes, split_key })
 }

@@ -32,6 +32,7 @@ use super::heartbeat::{Outgoing, expand};
 use super::log_writer::LogWriter;
 use super::peer::{Peer, ReadRequest, ReadResponse, Responder, SideEffect};
 use super::ranges::RegionRanges;
+use super::report::StoreReport;
 use super::router::Router;
 use super::split_check::{self, IdAllocator};
 use super::transport::Transport;
@@ -76,6 +77,8 @@ pub enum WorkerMsg {
     },
     Tick,
     StoreDown(u64),
+    /// This worker's share of the store's report to the placement driver.
+    Report(Sender<StoreReport>),
     Status {
         region_id: u64,
         respond: Sender<Option<PeerStatus>>,
@@ -233,6 +236,11 @@ impl Worker {
                 });
                 let _ = respond.send(status);
             }
+            WorkerMsg::Report(respond) => {
+                let regions = self.peers.len() as u64;
+                let leaders = self.peers.values().filter(|peer| peer.is_leader()).map(Peer::report).collect();
+                let _ = respond.send(StoreReport { regions, leaders });
+            }
             WorkerMsg::Shutdown => return true,
         }
         false
@@ -369,9 +377,7 @@ impl Worker {
             if let Err(error) = peer.log_gc(&self.config, &mut gc) {
                 fail_stop(&format!("truncating the log of region {region_id}"), error);
             }
-            if let Some(ids) = &self.ids {
-                maybe_split(&self.engine, &self.config, ids.as_ref(), peer);
-            }
+            check_size(&self.engine, &self.config, self.ids.as_deref(), peer);
             self.dirty.insert(region_id);
         }
         if !gc.is_empty()
@@ -525,16 +531,20 @@ impl Worker {
     }
 }
 
-/// Proposes a split of `peer`'s region if its leader finds it over the thresholds.
-fn maybe_split(engine: &Engine, config: &StoreConfig, ids: &dyn IdAllocator, peer: &mut Peer) {
+/// Measures `peer`'s region when its leader is due for a check, keeping the figures for
+/// reports, and proposes a split if it outgrew the thresholds and `ids` can name the
+/// new region.
+fn check_size(engine: &Engine, config: &StoreConfig, ids: Option<&dyn IdAllocator>, peer: &mut Peer) {
     if !peer.is_leader() || !peer.due_for_split_check(config) {
         return;
     }
-    let Ok(Some(split_key)) =
-        split_check::split_key(engine, &peer.region, config.split_max_keys, config.split_max_bytes)
+    let Ok(size) =
+        split_check::check_size(engine, &peer.region, config.split_max_keys, config.split_max_bytes)
     else {
         return;
     };
+    peer.record_size(size.keys, size.bytes);
+    let (Some(split_key), Some(ids)) = (size.split_key, ids) else { return };
     // Without ids the split waits for the next check.
     let Ok(ids) = ids.allocate(1 + peer.region.peers.len()) else { return };
     let Some((&new_region_id, new_peer_ids)) = ids.split_first() else { return };

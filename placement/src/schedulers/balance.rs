@@ -54,7 +54,7 @@ pub fn regions(
     view: &ClusterView,
     config: &SchedulerConfig,
     busy: &BTreeSet<u64>,
-    new_id: &mut dyn FnMut() -> u64,
+    new_id: &mut dyn FnMut() -> Option<u64>,
 ) -> Option<Operator> {
     let counts = view.region_counts();
     let emptiest = counts.iter().min_by_key(|(id, count)| (**count, **id)).map(|(id, _)| *id)?;
@@ -67,6 +67,7 @@ pub fn regions(
             !busy.contains(&info.region.id)
                 && info.peer_on(to).is_none()
                 && info.peer_on(from).is_some_and(|p| p.role == PeerRole::Voter as i32)
+                && info.is_settled()
                 && info.voters().all(|p| view.is_up(p.store_id))
                 && keeps_locations(view, config, info, from, to)
         });
@@ -80,7 +81,7 @@ pub fn regions(
         let heir = info.voters().find(|p| p.store_id != from)?;
         steps.push(Step::TransferLeader { to_store: heir.store_id });
     }
-    let learner = Peer { id: new_id(), store_id: to, role: PeerRole::Learner as i32 };
+    let learner = Peer { id: new_id()?, store_id: to, role: PeerRole::Learner as i32 };
     steps.push(Step::AddLearner { peer: learner });
     steps.push(Step::PromoteLearner { peer: Peer { role: PeerRole::Voter as i32, ..learner } });
     steps.push(Step::RemovePeer { peer: leaving });

@@ -40,7 +40,7 @@ pub fn schedule(
     view: &ClusterView,
     config: &SchedulerConfig,
     busy: &BTreeSet<u64>,
-    new_id: &mut dyn FnMut() -> u64,
+    new_id: &mut dyn FnMut() -> Option<u64>,
 ) -> Option<Operator> {
     [Flow::Write, Flow::Read].into_iter().find_map(|flow| schedule_flow(view, config, busy, new_id, flow))
 }
@@ -49,7 +49,7 @@ fn schedule_flow(
     view: &ClusterView,
     config: &SchedulerConfig,
     busy: &BTreeSet<u64>,
-    new_id: &mut dyn FnMut() -> u64,
+    new_id: &mut dyn FnMut() -> Option<u64>,
     flow: Flow,
 ) -> Option<Operator> {
     let loads = loads(view, flow);
@@ -66,6 +66,7 @@ fn schedule_flow(
             !busy.contains(&info.region.id)
                 && info.leader_store == Some(hottest)
                 && rate(info, flow) >= config.hot_region_min_bytes_per_sec
+                && info.is_settled()
                 && info.voters().all(|p| view.is_up(p.store_id))
         })
         .max_by_key(|info| (rate(info, flow), std::cmp::Reverse(info.region.id)))?;
@@ -82,7 +83,7 @@ fn schedule_flow(
     }
     let target = pick_target(view, config, &view.region_counts(), info).filter(|&store| relieves(store))?;
     let leaving = *info.peer_on(hottest)?;
-    let learner = Peer { id: new_id(), store_id: target, role: PeerRole::Learner as i32 };
+    let learner = Peer { id: new_id()?, store_id: target, role: PeerRole::Learner as i32 };
     Some(operator(vec![
         Step::AddLearner { peer: learner },
         Step::PromoteLearner { peer: Peer { role: PeerRole::Voter as i32, ..learner } },

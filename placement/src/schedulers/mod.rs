@@ -16,6 +16,7 @@ mod repair;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use crate::cluster::{ClusterView, RegionInfo};
 use crate::operator::Operator;
@@ -25,8 +26,8 @@ use crate::operator::Operator;
 pub struct SchedulerConfig {
     /// Voters every region should have.
     pub replicas: usize,
-    /// Seconds a store may be down before its peers are replaced elsewhere.
-    pub down_grace_secs: u64,
+    /// How long a store may be down before its peers are replaced elsewhere.
+    pub down_grace: Duration,
     pub replica_repair: bool,
     pub balance_region: bool,
     /// Every store's region count may differ from the mean by this much.
@@ -47,7 +48,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
             replicas: 3,
-            down_grace_secs: 30 * 60,
+            down_grace: Duration::from_secs(30 * 60),
             replica_repair: true,
             balance_region: true,
             region_tolerance: 2,
@@ -62,12 +63,12 @@ impl Default for SchedulerConfig {
 }
 
 /// Runs every enabled scheduler. `busy` holds the regions with an operator in flight;
-/// `new_id` hands out peer ids.
+/// `new_id` hands out peer ids, and scheduling stops short when it runs out.
 pub fn schedule(
     view: &ClusterView,
     config: &SchedulerConfig,
     busy: &BTreeSet<u64>,
-    new_id: &mut dyn FnMut() -> u64,
+    new_id: &mut dyn FnMut() -> Option<u64>,
 ) -> Vec<Operator> {
     let mut operators = Vec::new();
     let mut taken = busy.clone();

@@ -14,7 +14,7 @@ pub fn schedule(
     view: &ClusterView,
     config: &SchedulerConfig,
     busy: &BTreeSet<u64>,
-    new_id: &mut dyn FnMut() -> u64,
+    new_id: &mut dyn FnMut() -> Option<u64>,
 ) -> Vec<Operator> {
     let counts = view.region_counts();
     view.regions
@@ -26,7 +26,7 @@ pub fn schedule(
 
 fn down_past_grace(view: &ClusterView, config: &SchedulerConfig, store_id: u64) -> bool {
     match view.stores.get(&store_id).map(|s| s.state) {
-        Some(StoreState::Down { since }) => view.now.saturating_sub(since) >= config.down_grace_secs,
+        Some(StoreState::Down { since }) => view.now.saturating_sub(since) >= config.down_grace,
         Some(StoreState::Tombstone) | None => true,
         Some(StoreState::Up) => false,
     }
@@ -37,10 +37,10 @@ fn add_voter(
     config: &SchedulerConfig,
     counts: &BTreeMap<u64, u64>,
     info: &RegionInfo,
-    new_id: &mut dyn FnMut() -> u64,
+    new_id: &mut dyn FnMut() -> Option<u64>,
 ) -> Option<Vec<Step>> {
     let store_id = pick_target(view, config, counts, info)?;
-    let learner = Peer { id: new_id(), store_id, role: PeerRole::Learner as i32 };
+    let learner = Peer { id: new_id()?, store_id, role: PeerRole::Learner as i32 };
     let voter = Peer { role: PeerRole::Voter as i32, ..learner };
     Some(vec![Step::AddLearner { peer: learner }, Step::PromoteLearner { peer: voter }])
 }
@@ -50,7 +50,7 @@ fn repair(
     config: &SchedulerConfig,
     counts: &BTreeMap<u64, u64>,
     info: &RegionInfo,
-    new_id: &mut dyn FnMut() -> u64,
+    new_id: &mut dyn FnMut() -> Option<u64>,
 ) -> Option<Operator> {
     let operator = |steps| Operator { region_id: info.region.id, kind: OperatorKind::ReplicaRepair, steps };
     let voters: Vec<&Peer> = info.voters().collect();
@@ -59,6 +59,11 @@ fn repair(
         let mut steps = add_voter(view, config, counts, info, new_id)?;
         steps.push(Step::RemovePeer { peer: **lost });
         return Some(operator(steps));
+    }
+    // A learner in a region with no operator in flight is left over from an operator
+    // that was cancelled or timed out.
+    if let Some(stray) = info.learners().next() {
+        return Some(operator(vec![Step::RemovePeer { peer: *stray }]));
     }
     if voters.len() < config.replicas {
         return add_voter(view, config, counts, info, new_id).map(operator);

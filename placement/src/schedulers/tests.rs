@@ -1,6 +1,7 @@
 //! Scheduler decisions on synthetic cluster states.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use tessera_engine::storage::proto::{Peer, PeerRole, Region, RegionEpoch};
 
@@ -30,6 +31,7 @@ fn region(id: u64, stores: &[u64], leader: u64) -> RegionInfo {
                 .collect(),
         },
         leader_store: Some(leader),
+        pending_peers: Vec::new(),
         approximate_bytes: 1 << 20,
         write_bytes_per_sec: 0,
         read_bytes_per_sec: 0,
@@ -40,15 +42,15 @@ fn view(stores: Vec<StoreInfo>, regions: Vec<RegionInfo>) -> ClusterView {
     ClusterView {
         stores: stores.into_iter().map(|s| (s.id, s)).collect(),
         regions: regions.into_iter().map(|r| (r.region.id, r)).collect(),
-        now: 10_000,
+        now: Duration::from_secs(10_000),
     }
 }
 
-fn ids() -> impl FnMut() -> u64 {
+fn ids() -> impl FnMut() -> Option<u64> {
     let mut next = 1_000_000;
     move || {
         next += 1;
-        next
+        Some(next)
     }
 }
 
@@ -73,6 +75,7 @@ fn apply(view: &mut ClusterView, operator: &Operator) {
                 assert!(info.peer_on(*to_store).is_some(), "leadership goes to a replica");
                 info.leader_store = Some(*to_store);
             }
+            Step::Split { .. } => panic!("schedulers never split"),
         }
     }
 }
@@ -119,9 +122,9 @@ fn a_region_short_of_replicas_gets_one_on_the_emptiest_store() {
 #[test]
 fn a_peer_on_a_store_down_past_the_grace_period_is_replaced() {
     let mut stores: Vec<StoreInfo> = (1..=4).map(|id| store(id, "")).collect();
-    stores[2].state = StoreState::Down { since: 10_000 - 700 };
+    stores[2].state = StoreState::Down { since: Duration::from_secs(10_000 - 700) };
     let config = SchedulerConfig {
-        down_grace_secs: 600,
+        down_grace: Duration::from_secs(600),
         balance_region: false,
         balance_leader: false,
         ..Default::default()
@@ -135,7 +138,7 @@ fn a_peer_on_a_store_down_past_the_grace_period_is_replaced() {
     );
 
     // Within the grace period nothing moves: the store may come back.
-    stores[2].state = StoreState::Down { since: 10_000 - 100 };
+    stores[2].state = StoreState::Down { since: Duration::from_secs(10_000 - 100) };
     let cluster = view(stores, vec![region(1, &[1, 2, 3], 1)]);
     assert!(schedule(&cluster, &config, &BTreeSet::new(), &mut ids()).is_empty());
 }
@@ -227,7 +230,7 @@ fn new_stores_receive_regions_and_leaders_until_within_tolerance() {
 #[test]
 fn a_lost_store_is_drained_onto_the_survivors() {
     let mut stores: Vec<StoreInfo> = (1..=4).map(|id| store(id, "")).collect();
-    stores[3].state = StoreState::Down { since: 0 };
+    stores[3].state = StoreState::Down { since: Duration::ZERO };
     let regions = (1..=40)
         .map(|id| region(id, &[1 + id % 4, 1 + (id + 1) % 4, 1 + (id + 2) % 4], 1 + id % 4))
         .collect();
@@ -313,4 +316,68 @@ fn cold_clusters_and_small_regions_are_left_alone() {
     );
     let small = view((1..=3).map(|id| store(id, "")).collect(), vec![hot(region(1, &[1, 2, 3], 1), 100)]);
     assert!(schedule(&small, &config, &BTreeSet::new(), &mut ids()).is_empty(), "below the hot threshold");
+}
+
+#[test]
+fn a_learner_left_without_an_operator_in_flight_is_removed() {
+    // An operator added a learner on store 4 and was cancelled (or timed out) before
+    // promoting it: nothing is in flight for region 1 any more.
+    let mut leftover = region(1, &[1, 2, 3], 1);
+    let stray = Peer { id: 104, store_id: 4, role: PeerRole::Learner as i32 };
+    leftover.region.peers.push(stray);
+    let mut cluster =
+        view((1..=4).map(|id| store(id, "")).collect(), vec![leftover, region(2, &[1, 2, 3], 2)]);
+    let config = SchedulerConfig::default();
+
+    let operators = schedule(&cluster, &config, &BTreeSet::new(), &mut ids());
+    let [operator] = operators.as_slice() else { panic!("one operator expected: {operators:?}") };
+    assert_eq!((operator.region_id, operator.kind), (1, OperatorKind::ReplicaRepair));
+    assert_eq!(operator.steps, vec![Step::RemovePeer { peer: stray }]);
+
+    // While an operator is in flight the learner is its own, not a leftover.
+    assert!(schedule(&cluster, &config, &BTreeSet::from([1]), &mut ids()).is_empty());
+
+    apply(&mut cluster, operator);
+    assert_healthy(&cluster, 3);
+    assert!(cluster.regions.values().all(|info| info.learners().next().is_none()), "no learner left");
+    assert!(schedule(&cluster, &config, &BTreeSet::new(), &mut ids()).is_empty());
+}
+
+#[test]
+fn balance_region_never_moves_a_region_with_a_pending_peer() {
+    // Stores 1 to 3 hold six regions each and store 4 none: far from balanced.
+    let stores: Vec<StoreInfo> = (1..=4).map(|id| store(id, "")).collect();
+    let settled: Vec<RegionInfo> = (1..=6).map(|id| region(id, &[1, 2, 3], 2)).collect();
+    let config = SchedulerConfig {
+        replica_repair: false,
+        hot_region: false,
+        balance_leader: false,
+        ..Default::default()
+    };
+    let decide = |regions: Vec<RegionInfo>| {
+        schedule(&view(stores.clone(), regions), &config, &BTreeSet::new(), &mut ids())
+    };
+    let lagging = |mut info: RegionInfo| {
+        // The follower on store 3 has not caught up with the leader.
+        let follower = *info.peer_on(3).expect("every region has a peer on store 3");
+        info.pending_peers = vec![follower];
+        info
+    };
+
+    // All settled: region 1 moves first (its leader is not on the store it leaves).
+    let operators = decide(settled.clone());
+    let [operator] = operators.as_slice() else { panic!("one operator expected: {operators:?}") };
+    assert_eq!((operator.region_id, operator.kind), (1, OperatorKind::BalanceRegion));
+    assert!(matches!(operator.steps.first(), Some(Step::AddLearner { peer }) if peer.store_id == 4));
+
+    // Region 1 has a pending peer: another region moves instead.
+    let mut regions = settled.clone();
+    regions[0] = lagging(regions[0].clone());
+    let operators = decide(regions);
+    let [operator] = operators.as_slice() else { panic!("one operator expected: {operators:?}") };
+    assert_eq!((operator.region_id, operator.kind), (2, OperatorKind::BalanceRegion));
+
+    // Every region has one: nothing moves, however unbalanced.
+    let operators = decide(settled.into_iter().map(lagging).collect());
+    assert!(operators.is_empty(), "{operators:?}");
 }

@@ -1,0 +1,115 @@
+//! What a store tells the placement driver about its regions: for every region it leads,
+//! the descriptor, the replicas still catching up, the region's approximate size and its
+//! traffic.
+//!
+//! Traffic counters are cumulative since the peer started: the reporter owns the clock
+//! and turns differences between two reports into rates, so the runtime never reads
+//! time for this.
+
+use crate::raft::ProgressState;
+use crate::storage::proto::{Peer as PeerDescriptor, Region, WriteRequest, write_request};
+
+use super::peer::{Peer, ReadResponse};
+
+/// A follower whose log is further than this many entries behind the leader's commit
+/// index (or that is probing or receiving a snapshot) has not caught up: promoting it
+/// would leave the new configuration waiting for it.
+const PENDING_LAG_ENTRIES: u64 = 64;
+
+/// Bytes and keys a region's leader wrote and served, counted since the peer started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub written_bytes: u64,
+    pub written_keys: u64,
+    pub read_bytes: u64,
+    pub read_keys: u64,
+}
+
+impl Traffic {
+    pub(crate) fn count_writes(&mut self, writes: &[WriteRequest]) {
+        for write in writes {
+            let bytes = match &write.kind {
+                Some(write_request::Kind::Put(put)) => put.key.len() + put.value.len(),
+                Some(write_request::Kind::Delete(delete)) => delete.key.len(),
+                Some(write_request::Kind::DeleteRange(range)) => range.start_key.len() + range.end_key.len(),
+                Some(write_request::Kind::CompareAndSwap(cas)) => {
+                    cas.key.len() + cas.new_value.as_ref().map_or(0, Vec::len)
+                }
+                None => 0,
+            };
+            self.written_bytes += bytes as u64;
+            self.written_keys += 1;
+        }
+    }
+
+    pub(crate) fn count_read(&mut self, response: &ReadResponse) {
+        match response {
+            ReadResponse::Value(value) => {
+                self.read_bytes += value.as_ref().map_or(0, Vec::len) as u64;
+                self.read_keys += 1;
+            }
+            ReadResponse::Pairs(pairs) => {
+                self.read_bytes += pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum::<u64>();
+                self.read_keys += pairs.len() as u64;
+            }
+        }
+    }
+}
+
+/// One region, as its leader sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionReport {
+    pub region: Region,
+    pub term: u64,
+    pub leader: PeerDescriptor,
+    /// Replicas that have not caught up with the leader.
+    pub pending_peers: Vec<PeerDescriptor>,
+    /// From the last size check (zero until the region's first check).
+    pub approximate_keys: u64,
+    pub approximate_bytes: u64,
+    pub traffic: Traffic,
+}
+
+/// A store's regions: how many it holds, and a report for each one it leads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreReport {
+    pub regions: u64,
+    pub leaders: Vec<RegionReport>,
+}
+
+impl StoreReport {
+    pub(crate) fn merge(&mut self, other: StoreReport) {
+        self.regions += other.regions;
+        self.leaders.extend(other.leaders);
+    }
+}
+
+impl Peer {
+    /// This leader's report of its region.
+    pub fn report(&self) -> RegionReport {
+        let raft = &self.raw.raft;
+        let committed = raft.log.committed;
+        let pending_peers = self
+            .region
+            .peers
+            .iter()
+            .filter(|peer| peer.id != self.peer_id)
+            .filter(|peer| {
+                raft.tracker.progress.get(&peer.id).is_none_or(|progress| {
+                    progress.state != ProgressState::Replicate
+                        || progress.matched + PENDING_LAG_ENTRIES < committed
+                })
+            })
+            .copied()
+            .collect();
+        RegionReport {
+            region: self.region.clone(),
+            term: raft.term,
+            leader: PeerDescriptor { id: self.peer_id, store_id: self.store_id, role: 0 },
+            pending_peers,
+            approximate_keys: self.size.0,
+            approximate_bytes: self.size.1,
+            traffic: self.traffic,
+        }
+    }
+}

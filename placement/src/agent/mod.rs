@@ -1,0 +1,212 @@
+//! The store's side of the placement driver: a thread on every store that reports the
+//! store and the regions it leads, and carries out what the driver answers.
+//!
+//! Every `heartbeat_interval` the agent
+//! - sends a store heartbeat (capacity, used bytes, counts and traffic rates), wakes the
+//!   regions shared with stores the driver declared down ([`Store::on_store_down`]: this
+//!   is what rouses hibernating followers of a dead leader) and founds the regions the
+//!   driver says this store must found (the cluster's first region);
+//! - sends one batch of region heartbeats for every region this store leads, turning the
+//!   store's cumulative traffic counters into rates with its own clock;
+//! - starts the operator steps in the answers, without waiting for them: the driver
+//!   learns their outcome from later heartbeats. A step already started recently is not
+//!   started again.
+//!
+//! The agent never decides anything; a driver that cannot be reached only delays
+//! reports and steps, the store keeps serving.
+
+mod steps;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tessera_engine::store::{IdAllocator, RegionReport, Store, Traffic};
+
+use crate::client::PdClient;
+use crate::errors::PdError;
+use crate::proto::{RegionHeartbeat, RegionHeartbeatsRequest, StoreHeartbeatRequest, StoreStats};
+use steps::StepRunner;
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub heartbeat_interval: Duration,
+    /// A step is started again only if the driver still asks for it after this long.
+    pub step_retry_interval: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            heartbeat_interval: Duration::from_secs(1),
+            step_retry_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Ids for the store's own splits, from the placement driver.
+pub struct DriverIds(pub Arc<dyn PdClient>);
+
+impl IdAllocator for DriverIds {
+    fn allocate(&self, count: usize) -> Result<Vec<u64>, String> {
+        let count = u32::try_from(count).map_err(|_| format!("{count} ids at once"))?;
+        self.0.alloc_ids(count).map_err(|e| e.to_string())
+    }
+}
+
+pub struct StoreAgent {
+    stopping: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StoreAgent {
+    pub fn start(
+        store: Arc<Store>,
+        pd: Arc<dyn PdClient>,
+        config: AgentConfig,
+    ) -> Result<StoreAgent, PdError> {
+        let stopping = Arc::new(AtomicBool::new(false));
+        let mut agent = Agent {
+            steps: StepRunner::new(config.step_retry_interval),
+            store,
+            pd,
+            config,
+            previous: HashMap::new(),
+            notified_down: BTreeSet::new(),
+        };
+        let stop = stopping.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("tessera-pd-agent-{}", agent.store.store_id()))
+            .spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    agent.round();
+                    std::thread::sleep(agent.config.heartbeat_interval);
+                }
+            })
+            .map_err(|e| PdError::Unavailable(format!("cannot start the agent thread: {e}")))?;
+        Ok(StoreAgent { stopping, thread: Some(thread) })
+    }
+
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for StoreAgent {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+struct Agent {
+    store: Arc<Store>,
+    pd: Arc<dyn PdClient>,
+    config: AgentConfig,
+    steps: StepRunner,
+    /// Each led region's traffic counters at the previous report, and when.
+    previous: HashMap<u64, (Traffic, Instant)>,
+    /// Down stores whose regions here were already woken.
+    notified_down: BTreeSet<u64>,
+}
+
+/// Per-second rates between two readings of cumulative counters.
+fn rates(now: Traffic, then: Traffic, elapsed: Duration) -> Traffic {
+    let seconds = elapsed.as_secs_f64().max(1e-3);
+    let rate = |a: u64, b: u64| (a.saturating_sub(b) as f64 / seconds) as u64;
+    Traffic {
+        written_bytes: rate(now.written_bytes, then.written_bytes),
+        written_keys: rate(now.written_keys, then.written_keys),
+        read_bytes: rate(now.read_bytes, then.read_bytes),
+        read_keys: rate(now.read_keys, then.read_keys),
+    }
+}
+
+impl Agent {
+    fn round(&mut self) {
+        let Ok(report) = self.store.report() else { return };
+        let now = Instant::now();
+        let heartbeats: Vec<RegionHeartbeat> =
+            report.leaders.iter().map(|r| self.region_heartbeat(r, now)).collect();
+        self.previous.retain(|id, _| report.leaders.iter().any(|r| r.region.id == *id));
+        let total = heartbeats.iter().fold(Traffic::default(), |sum, h| Traffic {
+            written_bytes: sum.written_bytes + h.write_bytes_per_sec,
+            written_keys: sum.written_keys + h.write_keys_per_sec,
+            read_bytes: sum.read_bytes + h.read_bytes_per_sec,
+            read_keys: sum.read_keys + h.read_keys_per_sec,
+        });
+        self.store_heartbeat(report.regions, report.leaders.len() as u64, total);
+        if heartbeats.is_empty() {
+            return;
+        }
+        let request = RegionHeartbeatsRequest { store_id: self.store.store_id(), regions: heartbeats };
+        let Ok(response) = self.pd.region_heartbeats(request) else { return };
+        for answer in response.regions {
+            let Some(step) = answer.step else { continue };
+            let Some(report) = report.leaders.iter().find(|r| r.region.id == answer.region_id) else {
+                continue;
+            };
+            self.steps.run(&self.store, self.pd.as_ref(), &report.region, step);
+        }
+    }
+
+    fn region_heartbeat(&mut self, report: &RegionReport, now: Instant) -> RegionHeartbeat {
+        let rate = match self.previous.insert(report.region.id, (report.traffic, now)) {
+            Some((then, at)) => rates(report.traffic, then, now.duration_since(at)),
+            None => Traffic::default(),
+        };
+        RegionHeartbeat {
+            region: Some(report.region.clone()),
+            term: report.term,
+            leader: Some(report.leader),
+            pending_peers: report.pending_peers.clone(),
+            approximate_keys: report.approximate_keys,
+            approximate_bytes: report.approximate_bytes,
+            write_bytes_per_sec: rate.written_bytes,
+            write_keys_per_sec: rate.written_keys,
+            read_bytes_per_sec: rate.read_bytes,
+            read_keys_per_sec: rate.read_keys,
+        }
+    }
+
+    fn store_heartbeat(&mut self, regions: u64, leaders: u64, rate: Traffic) {
+        let path = self.store.engine().db().path().to_path_buf();
+        let (capacity_bytes, available_bytes) = rustix::fs::statvfs(&path)
+            .map(|fs| (fs.f_blocks * fs.f_frsize, fs.f_bavail * fs.f_frsize))
+            .unwrap_or_default();
+        let used_bytes = std::fs::read_dir(&path)
+            .map(|dir| dir.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+            .unwrap_or_default();
+        let stats = StoreStats {
+            capacity_bytes,
+            available_bytes,
+            used_bytes,
+            region_count: regions,
+            leader_count: leaders,
+            write_bytes_per_sec: rate.written_bytes,
+            write_keys_per_sec: rate.written_keys,
+            read_bytes_per_sec: rate.read_bytes,
+            read_keys_per_sec: rate.read_keys,
+        };
+        let request = StoreHeartbeatRequest { store_id: self.store.store_id(), stats: Some(stats) };
+        let Ok(response) = self.pd.store_heartbeat(request) else { return };
+        let down: BTreeSet<u64> = response.down_stores.into_iter().collect();
+        for &store_id in down.difference(&self.notified_down) {
+            self.store.on_store_down(store_id);
+        }
+        self.notified_down = down;
+        for region in response.bootstrap_regions {
+            // Founded already (RegionExists) or not now: the driver asks again until the
+            // region's leader reports.
+            let _ = self.store.bootstrap_region(&region);
+        }
+    }
+}

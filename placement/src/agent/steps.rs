@@ -1,0 +1,75 @@
+//! Starting the operator steps the driver hands a region's leader.
+//!
+//! Steps are proposed and not awaited. The driver repeats the current step with every
+//! heartbeat until it sees it done, so a step started here is not started again for
+//! `retry_interval`: long enough for it to take effect, short enough to retry one that
+//! was lost (a leader change, a full proposal queue).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+
+use tessera_engine::raft::proto::ConfChangeType;
+use tessera_engine::storage::proto::{
+    AdminRequest, ChangePeerRequest, Peer, PeerRole, Region, SplitRequest, admin_request,
+};
+use tessera_engine::store::Store;
+
+use crate::client::PdClient;
+use crate::proto::{OperatorStep, operator_step};
+
+pub struct StepRunner {
+    retry_interval: Duration,
+    /// Steps started, by region and encoded step.
+    started: HashMap<(u64, Vec<u8>), Instant>,
+}
+
+impl StepRunner {
+    pub fn new(retry_interval: Duration) -> StepRunner {
+        StepRunner { retry_interval, started: HashMap::new() }
+    }
+
+    pub fn run(&mut self, store: &Store, pd: &dyn PdClient, region: &Region, step: OperatorStep) {
+        let now = Instant::now();
+        self.started.retain(|_, at| now.duration_since(*at) < self.retry_interval);
+        let key = (region.id, step.encode_to_vec());
+        if self.started.contains_key(&key) {
+            return;
+        }
+        let Some(kind) = step.kind else { return };
+        self.started.insert(key, now);
+        let epoch = region.epoch.unwrap_or_default();
+        let change = |change_type: ConfChangeType, peer: Peer, role: PeerRole| {
+            let peer = Peer { role: role as i32, ..peer };
+            AdminRequest {
+                kind: Some(admin_request::Kind::ChangePeer(ChangePeerRequest {
+                    change_type: change_type as i32,
+                    peer: Some(peer),
+                })),
+            }
+        };
+        // Outcomes are not awaited: the driver sees them in the next heartbeats.
+        match kind {
+            operator_step::Kind::AddLearner(peer) => {
+                store.admin(region.id, epoch, change(ConfChangeType::AddLearner, peer, PeerRole::Learner));
+            }
+            operator_step::Kind::PromoteLearner(peer) => {
+                store.admin(region.id, epoch, change(ConfChangeType::AddVoter, peer, PeerRole::Voter));
+            }
+            operator_step::Kind::RemovePeer(peer) => {
+                let role = PeerRole::try_from(peer.role).unwrap_or(PeerRole::Voter);
+                store.admin(region.id, epoch, change(ConfChangeType::Remove, peer, role));
+            }
+            operator_step::Kind::TransferLeader(peer) => {
+                store.transfer_leader(region.id, peer.id);
+            }
+            operator_step::Kind::SplitKey(split_key) => {
+                let Ok(ids) = pd.alloc_ids(1 + region.peers.len() as u32) else { return };
+                let Some((&new_region_id, new_peer_ids)) = ids.split_first() else { return };
+                let split = SplitRequest { split_key, new_region_id, new_peer_ids: new_peer_ids.to_vec() };
+                store.admin(region.id, epoch, AdminRequest { kind: Some(admin_request::Kind::Split(split)) });
+            }
+        }
+    }
+}

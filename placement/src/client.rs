@@ -1,0 +1,45 @@
+//! The placement driver's API as its callers see it: stores (through their
+//! [`crate::agent::StoreAgent`]) and the client library.
+//!
+//! Three things implement [`PdClient`]: every driver replica itself (answering when it
+//! leads, otherwise saying who does), [`crate::local::LocalPdClient`] (in-process
+//! replicas, following redirects; for tests) and the server's gRPC client. The calls
+//! block: stores call them from their agent thread, and the server from blocking tasks.
+
+use crate::errors::PdError;
+use crate::proto::{
+    OperatorView, RegionHeartbeatsRequest, RegionHeartbeatsResponse, RegionRoute, RegisterStoreRequest,
+    RegisterStoreResponse, StoreHeartbeatRequest, StoreHeartbeatResponse, StoreView,
+};
+
+pub trait PdClient: Send + Sync + 'static {
+    fn register_store(&self, request: RegisterStoreRequest) -> Result<RegisterStoreResponse, PdError>;
+
+    fn store_heartbeat(&self, request: StoreHeartbeatRequest) -> Result<StoreHeartbeatResponse, PdError>;
+
+    /// Every region the store leads, in one call; the answer carries, per region, the
+    /// operator step to carry out or a refusal for a stale descriptor.
+    fn region_heartbeats(
+        &self,
+        request: RegionHeartbeatsRequest,
+    ) -> Result<RegionHeartbeatsResponse, PdError>;
+
+    /// `count` ids, unique across the cluster (for new regions, peers and stores).
+    fn alloc_ids(&self, count: u32) -> Result<Vec<u64>, PdError>;
+
+    /// The region holding `key`.
+    fn region_by_key(&self, key: &[u8]) -> Result<RegionRoute, PdError>;
+
+    fn region_by_id(&self, region_id: u64) -> Result<RegionRoute, PdError>;
+
+    /// Regions overlapping `[start, end)` (empty end: to the end of the key space) in
+    /// key order, at most `limit` (0: no limit).
+    fn scan_regions(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<RegionRoute>, PdError>;
+
+    fn stores(&self) -> Result<Vec<StoreView>, PdError>;
+
+    /// Asks the leader of the region holding `key` to split it there.
+    fn split_region(&self, key: &[u8]) -> Result<(), PdError>;
+
+    fn operators(&self) -> Result<Vec<OperatorView>, PdError>;
+}

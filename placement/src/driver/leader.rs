@@ -1,0 +1,250 @@
+//! What only the driver's leader holds: the live view of stores and regions built from
+//! heartbeats on top of the replicated metadata, and the operators in flight.
+//!
+//! Rebuilt from the metadata whenever a replica becomes leader; everything here that is
+//! not in the metadata (leaders, loads, liveness, operators) is relearned from the next
+//! heartbeats. Pure state and decisions, with the clock passed in: the replica
+//! ([`super::PlacementDriver`]) does the Raft round trips around it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tessera_engine::storage::proto::{Peer, Region};
+
+use super::operators::OperatorController;
+use super::region_map::{RegionEntry, RegionMap, Verdict};
+use crate::cluster::{ClusterView, StoreInfo, StoreState};
+use crate::errors::PdError;
+use crate::metadata::Loaded;
+use crate::operator::{Operator, Step};
+use crate::proto::{
+    OperatorStep, RegionHeartbeat, RegionRoute, StoreHeartbeatResponse, StoreRecord, StoreStats, StoreView,
+    operator_step,
+};
+
+pub struct StoreEntry {
+    pub record: StoreRecord,
+    pub stats: StoreStats,
+    pub last_heartbeat: Duration,
+    pub state: StoreState,
+}
+
+pub struct LeaderState {
+    pub term: u64,
+    pub stores: BTreeMap<u64, StoreEntry>,
+    pub regions: RegionMap,
+    /// The cluster's first region, while it may still need founding on its stores.
+    pub bootstrap: Option<Region>,
+    pub operators: OperatorController,
+}
+
+impl LeaderState {
+    /// The state of a new leader at `now`: every registered store counts as just heard
+    /// from, so none is declared down before it had the time to find the new leader.
+    pub fn new(term: u64, loaded: Loaded, now: Duration, operator_timeout: Duration) -> LeaderState {
+        let stores = loaded
+            .stores
+            .into_iter()
+            .map(|record| {
+                let state = if record.tombstone { StoreState::Tombstone } else { StoreState::Up };
+                (record.id, StoreEntry { record, stats: StoreStats::default(), last_heartbeat: now, state })
+            })
+            .collect();
+        let mut regions = RegionMap::default();
+        for region in loaded.regions {
+            if matches!(regions.judge(&region), Verdict::Changed { .. }) {
+                regions.insert(region);
+            }
+        }
+        let bootstrap = loaded.bootstrap.filter(|first| match regions.get(first.id) {
+            // Founding is only ever needed before the first region's first change.
+            Some(entry) => entry.region() == first,
+            // Never written (founding was interrupted), or deleted when a newer region
+            // replaced it (a split's other half reported first): only the former is new.
+            None => !matches!(regions.judge(first), Verdict::Stale(_)),
+        });
+        if let Some(first) = &bootstrap
+            && regions.get(first.id).is_none()
+        {
+            regions.insert(first.clone());
+        }
+        LeaderState { term, stores, regions, bootstrap, operators: OperatorController::new(operator_timeout) }
+    }
+
+    pub fn is_bootstrapped(&self) -> bool {
+        self.bootstrap.is_some() || self.regions.len() > 0
+    }
+
+    pub fn store(&self, store_id: u64) -> Result<&StoreEntry, PdError> {
+        let entry = self.stores.get(&store_id).ok_or(PdError::UnknownStore(store_id))?;
+        if entry.state == StoreState::Tombstone {
+            return Err(PdError::StoreRemoved(store_id));
+        }
+        Ok(entry)
+    }
+
+    /// Records a store's heartbeat and tells it which of its neighbours are down and
+    /// which regions it must found.
+    pub fn store_heartbeat(
+        &mut self,
+        store_id: u64,
+        stats: StoreStats,
+        now: Duration,
+    ) -> Result<StoreHeartbeatResponse, PdError> {
+        self.store(store_id)?;
+        if let Some(entry) = self.stores.get_mut(&store_id) {
+            entry.stats = stats;
+            entry.last_heartbeat = now;
+            entry.state = StoreState::Up;
+        }
+        let down: BTreeSet<u64> = self
+            .stores
+            .values()
+            .filter(|s| matches!(s.state, StoreState::Down { .. }))
+            .map(|s| s.record.id)
+            .collect();
+        let mut down_stores = BTreeSet::new();
+        if !down.is_empty() {
+            for entry in self.regions.entries() {
+                let peers = &entry.region().peers;
+                if peers.iter().any(|p| p.store_id == store_id) {
+                    down_stores.extend(peers.iter().map(|p| p.store_id).filter(|s| down.contains(s)));
+                }
+            }
+        }
+        let bootstrap_regions = self
+            .bootstrap
+            .iter()
+            .filter(|first| first.peers.iter().any(|p| p.store_id == store_id))
+            .filter(|first| self.regions.get(first.id).is_none_or(|entry| entry.leader.is_none()))
+            .cloned()
+            .collect();
+        Ok(StoreHeartbeatResponse { down_stores: down_stores.into_iter().collect(), bootstrap_regions })
+    }
+
+    /// Declares down every store silent for `down_after`.
+    pub fn update_liveness(&mut self, now: Duration, down_after: Duration) {
+        for entry in self.stores.values_mut() {
+            if entry.state == StoreState::Up && now.saturating_sub(entry.last_heartbeat) >= down_after {
+                entry.state = StoreState::Down { since: now };
+            }
+        }
+    }
+
+    /// Takes in a heartbeat and returns the step the region's leader should carry out.
+    /// A changed descriptor is only adopted if the caller `persisted` it.
+    pub fn region_heartbeat(
+        &mut self,
+        heartbeat: &RegionHeartbeat,
+        persisted: bool,
+        view: &ClusterView,
+    ) -> Option<OperatorStep> {
+        let region = heartbeat.region.as_ref()?;
+        match self.regions.judge(region) {
+            Verdict::Stale(_) => return None,
+            Verdict::Changed { .. } if !persisted => return None,
+            Verdict::Changed { .. } => self.regions.insert(region.clone()),
+            Verdict::Known => {}
+        }
+        let entry = self.regions.get_mut(region.id)?;
+        if entry.region() != region || heartbeat.term < entry.term {
+            // A stale leader's report: the region moved on.
+            return None;
+        }
+        if self.bootstrap.as_ref().is_some_and(|first| first.id == region.id) {
+            self.bootstrap = None;
+        }
+        entry.term = heartbeat.term;
+        entry.leader = heartbeat.leader;
+        entry.info.leader_store = heartbeat.leader.map(|p| p.store_id);
+        entry.info.pending_peers = heartbeat.pending_peers.clone();
+        entry.info.approximate_bytes = heartbeat.approximate_bytes;
+        entry.info.write_bytes_per_sec = heartbeat.write_bytes_per_sec;
+        entry.info.read_bytes_per_sec = heartbeat.read_bytes_per_sec;
+        entry.approximate_keys = heartbeat.approximate_keys;
+        entry.write_keys_per_sec = heartbeat.write_keys_per_sec;
+        entry.read_keys_per_sec = heartbeat.read_keys_per_sec;
+        let info = entry.info.clone();
+        let step = self.operators.on_report(&info, view)?;
+        step_message(&step, &info.region)
+    }
+
+    /// The view the schedulers decide on: regions whose leader reported in this term.
+    pub fn view(&self, now: Duration) -> ClusterView {
+        ClusterView {
+            stores: self
+                .stores
+                .values()
+                .map(|s| {
+                    let info = StoreInfo {
+                        id: s.record.id,
+                        address: s.record.address.clone(),
+                        state: s.state,
+                        labels: s.record.labels.clone(),
+                    };
+                    (s.record.id, info)
+                })
+                .collect(),
+            regions: self
+                .regions
+                .entries()
+                .filter(|entry| entry.leader.is_some())
+                .map(|entry| (entry.region().id, entry.info.clone()))
+                .collect(),
+            now,
+        }
+    }
+
+    pub fn add_operator(&mut self, operator: Operator, now: Duration) -> bool {
+        self.operators.add(operator, now)
+    }
+
+    pub fn route(entry: &RegionEntry) -> RegionRoute {
+        RegionRoute { region: Some(entry.region().clone()), leader: entry.leader }
+    }
+
+    pub fn store_views(&self) -> Vec<StoreView> {
+        let mut counts: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        for entry in self.regions.entries() {
+            for peer in &entry.region().peers {
+                counts.entry(peer.store_id).or_default().0 += 1;
+            }
+            if let Some(leader) = entry.info.leader_store {
+                counts.entry(leader).or_default().1 += 1;
+            }
+        }
+        self.stores
+            .values()
+            .map(|s| {
+                let (region_count, leader_count) = counts.get(&s.record.id).copied().unwrap_or_default();
+                let state = match s.state {
+                    StoreState::Up => crate::proto::StoreState::Up,
+                    StoreState::Down { .. } => crate::proto::StoreState::Down,
+                    StoreState::Tombstone => crate::proto::StoreState::Tombstone,
+                };
+                StoreView {
+                    store: Some(s.record.clone()),
+                    state: state as i32,
+                    stats: Some(s.stats),
+                    region_count,
+                    leader_count,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The wire form of `step` for `region`'s leader.
+fn step_message(step: &Step, region: &Region) -> Option<OperatorStep> {
+    let kind = match step {
+        Step::AddLearner { peer } => operator_step::Kind::AddLearner(*peer),
+        Step::PromoteLearner { peer } => operator_step::Kind::PromoteLearner(*peer),
+        Step::RemovePeer { peer } => operator_step::Kind::RemovePeer(*peer),
+        Step::TransferLeader { to_store } => {
+            let target: Peer = *region.peers.iter().find(|p| p.store_id == *to_store)?;
+            operator_step::Kind::TransferLeader(target)
+        }
+        Step::Split { key } => operator_step::Kind::SplitKey(key.clone()),
+    };
+    Some(OperatorStep { kind: Some(kind) })
+}

@@ -1,0 +1,190 @@
+//! Operators in flight: at most one per region, advanced by the region's heartbeats,
+//! expired by their deadline, and counted by kind and outcome.
+//!
+//! A step is never assumed done because it was sent: the driver sends the current step
+//! with every heartbeat until the region's descriptor (or leader) shows it happened.
+//! Sending again is harmless: a membership change or split proposed twice fails its
+//! epoch check the second time. A step that can no longer happen (its learner vanished,
+//! its target store went down) cancels the operator.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tessera_engine::storage::proto::PeerRole;
+
+use crate::cluster::{ClusterView, RegionInfo};
+use crate::operator::{Operator, OperatorKind, Step};
+use crate::proto::OperatorView;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    Finished,
+    TimedOut,
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Finished => "finished",
+            Outcome::TimedOut => "timed-out",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Where a step stands against a region's latest report.
+#[derive(Debug, PartialEq, Eq)]
+enum Progress {
+    Done,
+    /// Ask the leader to carry it out.
+    Send,
+    /// Under way (a learner catching up): nothing to send.
+    Wait,
+    Impossible,
+}
+
+fn progress(step: &Step, info: &RegionInfo, view: &ClusterView) -> Progress {
+    let region = &info.region;
+    let peer_by_id = |id: u64| region.peers.iter().find(|p| p.id == id);
+    let pending = |id: u64| info.pending_peers.iter().any(|p| p.id == id);
+    match step {
+        Step::AddLearner { peer } => match peer_by_id(peer.id) {
+            Some(_) if pending(peer.id) => Progress::Wait,
+            Some(_) => Progress::Done,
+            None if info.peer_on(peer.store_id).is_some() || !view.is_up(peer.store_id) => {
+                Progress::Impossible
+            }
+            None => Progress::Send,
+        },
+        Step::PromoteLearner { peer } => match peer_by_id(peer.id) {
+            Some(found) if found.role == PeerRole::Voter as i32 => Progress::Done,
+            Some(_) if pending(peer.id) => Progress::Wait,
+            Some(_) => Progress::Send,
+            None => Progress::Impossible,
+        },
+        Step::RemovePeer { peer } => match peer_by_id(peer.id) {
+            None => Progress::Done,
+            Some(_) => Progress::Send,
+        },
+        Step::TransferLeader { to_store } => {
+            if info.leader_store == Some(*to_store) {
+                Progress::Done
+            } else if info.voters().any(|p| p.store_id == *to_store) && view.is_up(*to_store) {
+                Progress::Send
+            } else {
+                Progress::Impossible
+            }
+        }
+        Step::Split { key } => {
+            if region.start_key == *key || region.end_key == *key {
+                Progress::Done
+            } else if key.as_slice() > region.start_key.as_slice()
+                && (region.end_key.is_empty() || key.as_slice() < region.end_key.as_slice())
+            {
+                Progress::Send
+            } else {
+                Progress::Impossible
+            }
+        }
+    }
+}
+
+struct InFlight {
+    operator: Operator,
+    step: usize,
+    created: Duration,
+}
+
+pub struct OperatorController {
+    timeout: Duration,
+    in_flight: BTreeMap<u64, InFlight>,
+    outcomes: BTreeMap<(OperatorKind, Outcome), u64>,
+}
+
+impl OperatorController {
+    pub fn new(timeout: Duration) -> OperatorController {
+        OperatorController { timeout, in_flight: BTreeMap::new(), outcomes: BTreeMap::new() }
+    }
+
+    /// Regions with an operator in flight.
+    pub fn busy(&self) -> BTreeSet<u64> {
+        self.in_flight.keys().copied().collect()
+    }
+
+    /// Starts `operator`; false if its region already has one.
+    pub fn add(&mut self, operator: Operator, now: Duration) -> bool {
+        if self.in_flight.contains_key(&operator.region_id) {
+            return false;
+        }
+        self.in_flight.insert(operator.region_id, InFlight { operator, step: 0, created: now });
+        true
+    }
+
+    fn finish(&mut self, region_id: u64, outcome: Outcome) {
+        if let Some(done) = self.in_flight.remove(&region_id) {
+            *self.outcomes.entry((done.operator.kind, outcome)).or_default() += 1;
+        }
+    }
+
+    /// Advances the region's operator past every step its report shows done, and
+    /// returns the step its leader should carry out now.
+    pub fn on_report(&mut self, info: &RegionInfo, view: &ClusterView) -> Option<Step> {
+        let region_id = info.region.id;
+        let flight = self.in_flight.get_mut(&region_id)?;
+        loop {
+            let Some(step) = flight.operator.steps.get(flight.step) else {
+                self.finish(region_id, Outcome::Finished);
+                return None;
+            };
+            match progress(step, info, view) {
+                Progress::Done => flight.step += 1,
+                Progress::Send => return Some(step.clone()),
+                Progress::Wait => return None,
+                Progress::Impossible => {
+                    self.finish(region_id, Outcome::Cancelled);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Ends every operator older than the timeout, and those of regions that vanished
+    /// (merged away or replaced by a split's newer descriptors).
+    pub fn expire(&mut self, now: Duration, exists: impl Fn(u64) -> bool) {
+        let expired: Vec<(u64, Outcome)> = self
+            .in_flight
+            .iter()
+            .filter_map(|(&region_id, flight)| {
+                if !exists(region_id) {
+                    Some((region_id, Outcome::Cancelled))
+                } else if now.saturating_sub(flight.created) >= self.timeout {
+                    Some((region_id, Outcome::TimedOut))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (region_id, outcome) in expired {
+            self.finish(region_id, outcome);
+        }
+    }
+
+    /// Operators ended, by kind and outcome.
+    pub fn outcomes(&self) -> &BTreeMap<(OperatorKind, Outcome), u64> {
+        &self.outcomes
+    }
+
+    pub fn views(&self, now: Duration) -> Vec<OperatorView> {
+        self.in_flight
+            .values()
+            .map(|flight| OperatorView {
+                region_id: flight.operator.region_id,
+                kind: flight.operator.kind.name().to_string(),
+                steps: flight.operator.steps.iter().map(ToString::to_string).collect(),
+                current_step: flight.step as u32,
+                age_ms: now.saturating_sub(flight.created).as_millis() as u64,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,218 @@
+//! The placement driver's durable state, replicated by its own Raft group.
+//!
+//! The driver does not carry a second Raft runtime: its replicas run an engine
+//! [`Store`] holding one region, [`METADATA_REGION`], over the whole key space of the
+//! driver's own RocksDB. Metadata are keys of that region, written with the store's
+//! replicated writes and compare-and-swaps and read with its linearizable reads, so
+//! group commit, snapshots, log truncation and recovery are the store's, tested there.
+//! (PD does the same with an embedded etcd.)
+//!
+//! Keys:
+//! - `bootstrap`: the cluster's first region, written once by compare-and-swap;
+//! - `ids`: the id high-water mark: every id below it was handed out or reserved;
+//! - `region/{id}`: a region's descriptor, rewritten on every change of epoch;
+//! - `store/{id}`: a store's registration.
+//!
+//! This module owns the layout and the round trips; it never decides anything.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use tessera_engine::storage::proto::{
+    CompareAndSwap, Delete, Peer, PeerRole, Put, Region, RegionEpoch, WriteRequest, WriteResponse,
+    write_request,
+};
+use tessera_engine::store::{ReadRequest, ReadResponse, Store, StoreConfig, StoreError, Transport};
+
+use crate::errors::PdError;
+use crate::proto::StoreRecord;
+
+/// The one region of a driver replica's store.
+pub const METADATA_REGION: u64 = 1;
+
+const BOOTSTRAP_KEY: &[u8] = b"bootstrap";
+const IDS_KEY: &[u8] = b"ids";
+const REGION_PREFIX: &[u8] = b"region/";
+const STORE_PREFIX: &[u8] = b"store/";
+
+fn key(prefix: &[u8], id: u64) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn put(key: Vec<u8>, value: Vec<u8>) -> WriteRequest {
+    WriteRequest { kind: Some(write_request::Kind::Put(Put { key, value })) }
+}
+
+pub fn put_region(region: &Region) -> WriteRequest {
+    put(key(REGION_PREFIX, region.id), region.encode_to_vec())
+}
+
+pub fn delete_region(region_id: u64) -> WriteRequest {
+    WriteRequest { kind: Some(write_request::Kind::Delete(Delete { key: key(REGION_PREFIX, region_id) })) }
+}
+
+pub fn put_store(record: &StoreRecord) -> WriteRequest {
+    put(key(STORE_PREFIX, record.id), record.encode_to_vec())
+}
+
+fn compare_and_swap(key: &[u8], expected: Option<Vec<u8>>, new_value: Vec<u8>) -> WriteRequest {
+    WriteRequest {
+        kind: Some(write_request::Kind::CompareAndSwap(CompareAndSwap {
+            key: key.to_vec(),
+            expected,
+            new_value: Some(new_value),
+        })),
+    }
+}
+
+/// Everything the metadata hold, as a new leader loads it.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub bootstrap: Option<Region>,
+    pub ids: u64,
+    pub regions: Vec<Region>,
+    pub stores: Vec<StoreRecord>,
+}
+
+/// Who leads the driver's Raft group, as this replica knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    pub is_leader: bool,
+    pub term: u64,
+    /// Member id of the leader, if known.
+    pub leader: Option<u64>,
+    pub epoch: RegionEpoch,
+}
+
+/// One replica's handle on the replicated metadata.
+pub struct Metadata {
+    store: Store,
+    timeout: Duration,
+}
+
+impl Metadata {
+    /// Opens the replica's database, founding the metadata region with `members` as its
+    /// voters on first start (every member founds the same one).
+    pub fn open(
+        path: &Path,
+        config: StoreConfig,
+        members: &[u64],
+        transport: Arc<dyn Transport>,
+        timeout: Duration,
+    ) -> Result<Metadata, PdError> {
+        let member = config.store_id;
+        if !members.contains(&member) {
+            return Err(PdError::InvalidArgument(format!(
+                "member {member} is not among the members {members:?}"
+            )));
+        }
+        let store = Store::open(path, config, transport).map_err(|e| PdError::Unavailable(e.to_string()))?;
+        let region = Region {
+            id: METADATA_REGION,
+            start_key: Vec::new(),
+            end_key: Vec::new(),
+            epoch: Some(RegionEpoch { conf_version: 1, version: 1 }),
+            peers: members
+                .iter()
+                .map(|&id| Peer { id, store_id: id, role: PeerRole::Voter as i32 })
+                .collect(),
+        };
+        match store.bootstrap_region(&region) {
+            Ok(()) | Err(StoreError::RegionExists(_)) => {}
+            Err(error) => return Err(PdError::Unavailable(error.to_string())),
+        }
+        Ok(Metadata { store, timeout })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn leadership(&self) -> Option<Leadership> {
+        let status = self.store.status(METADATA_REGION)?;
+        Some(Leadership {
+            is_leader: status.is_leader,
+            term: status.term,
+            leader: (status.leader_peer_id != 0).then_some(status.leader_peer_id),
+            epoch: status.region.epoch.unwrap_or_default(),
+        })
+    }
+
+    /// Replicates `writes` as one command; answers once they are applied.
+    pub fn write(
+        &self,
+        epoch: RegionEpoch,
+        writes: Vec<WriteRequest>,
+    ) -> Result<Vec<WriteResponse>, PdError> {
+        self.store
+            .write(METADATA_REGION, epoch, writes)
+            .recv_timeout(self.timeout)
+            .map_err(|_| PdError::Unavailable("timed out waiting for the metadata write".into()))?
+            .map_err(|e| match e {
+                StoreError::NotLeader { leader, .. } => PdError::NotLeader { leader: leader.map(|p| p.id) },
+                other => PdError::Unavailable(other.to_string()),
+            })
+    }
+
+    /// Claims the first region; false if another one was claimed first.
+    pub fn claim_bootstrap(&self, epoch: RegionEpoch, region: &Region) -> Result<bool, PdError> {
+        let answers =
+            self.write(epoch, vec![compare_and_swap(BOOTSTRAP_KEY, None, region.encode_to_vec())])?;
+        Ok(answers.first().is_some_and(|answer| answer.succeeded))
+    }
+
+    /// Moves the id high-water mark from `from` to `to`; false (with the mark found) if
+    /// another leader moved it meanwhile.
+    pub fn advance_ids(&self, epoch: RegionEpoch, from: u64, to: u64) -> Result<Result<(), u64>, PdError> {
+        let expected = (from > 0).then(|| from.to_be_bytes().to_vec());
+        let answers =
+            self.write(epoch, vec![compare_and_swap(IDS_KEY, expected, to.to_be_bytes().to_vec())])?;
+        let answer =
+            answers.first().ok_or_else(|| PdError::Unavailable("no answer to the id update".into()))?;
+        if answer.succeeded {
+            return Ok(Ok(()));
+        }
+        Ok(Err(answer.previous.as_deref().map(decode_id).transpose()?.unwrap_or(0)))
+    }
+
+    /// Reads everything, linearizably: a new leader sees every change committed before.
+    pub fn load(&self, epoch: RegionEpoch) -> Result<Loaded, PdError> {
+        let request = ReadRequest::Scan { start: Vec::new(), end: Vec::new(), limit: 0, reverse: false };
+        let response = self
+            .store
+            .read(METADATA_REGION, epoch, request)
+            .recv_timeout(self.timeout)
+            .map_err(|_| PdError::Unavailable("timed out reading the metadata".into()))?
+            .map_err(|e| PdError::Unavailable(e.to_string()))?;
+        let ReadResponse::Pairs(pairs) = response else {
+            return Err(PdError::Unavailable("a scan answered with a single value".into()));
+        };
+        let mut loaded = Loaded::default();
+        for (key, value) in pairs {
+            let corrupt =
+                |e: prost::DecodeError| PdError::Corrupt(format!("{}: {e}", String::from_utf8_lossy(&key)));
+            if key == BOOTSTRAP_KEY {
+                loaded.bootstrap = Some(Region::decode(value.as_slice()).map_err(corrupt)?);
+            } else if key == IDS_KEY {
+                loaded.ids = decode_id(&value)?;
+            } else if key.starts_with(REGION_PREFIX) {
+                loaded.regions.push(Region::decode(value.as_slice()).map_err(corrupt)?);
+            } else if key.starts_with(STORE_PREFIX) {
+                loaded.stores.push(StoreRecord::decode(value.as_slice()).map_err(corrupt)?);
+            } else {
+                return Err(PdError::Corrupt(format!("unknown key {}", String::from_utf8_lossy(&key))));
+            }
+        }
+        Ok(loaded)
+    }
+}
+
+fn decode_id(bytes: &[u8]) -> Result<u64, PdError> {
+    let bytes: [u8; 8] =
+        bytes.try_into().map_err(|_| PdError::Corrupt(format!("an id of {} bytes", bytes.len())))?;
+    Ok(u64::from_be_bytes(bytes))
+}

@@ -1,0 +1,472 @@
+//! Whole clusters in one process: placement driver replicas and stores, each with its
+//! own RocksDB in a temporary directory, over the engine's in-process transport. Drivers
+//! and stores talk only through [`PdClient`] and the agent, as they do over gRPC.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tessera_engine::storage::proto::{Put, RegionEpoch, WriteRequest, write_request};
+use tessera_engine::store::{LocalTransport, ReadRequest, ReadResponse, Store, StoreConfig, StoreError};
+use tessera_placement::agent::{AgentConfig, DriverIds, StoreAgent};
+use tessera_placement::local::LocalPdClient;
+use tessera_placement::proto::{RegionRoute, RegisterStoreRequest, StoreState, StoreView};
+use tessera_placement::schedulers::SchedulerConfig;
+use tessera_placement::{DriverConfig, PdClient, PdError, PlacementDriver};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// One cluster at a time: each runs a dozen threads, and two cores shared by several
+/// clusters would stretch every timeout.
+static ONE_AT_A_TIME: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
+struct Node {
+    store: Arc<Store>,
+    agent: StoreAgent,
+    _dir: tempfile::TempDir,
+}
+
+struct Cluster {
+    pd_transport: LocalTransport,
+    drivers: BTreeMap<u64, Arc<PlacementDriver>>,
+    _pd_dirs: Vec<tempfile::TempDir>,
+    pd: Arc<LocalPdClient>,
+    transport: LocalTransport,
+    nodes: BTreeMap<u64, Node>,
+}
+
+fn store_config(store_id: u64) -> StoreConfig {
+    StoreConfig {
+        workers: 2,
+        tick_interval: Duration::from_millis(10),
+        hibernate_after_ticks: 30,
+        split_check_interval_ticks: 10,
+        split_max_keys: 100,
+        ..StoreConfig::new(store_id)
+    }
+}
+
+fn driver_config(member_id: u64, members: Vec<u64>) -> DriverConfig {
+    DriverConfig {
+        schedulers: SchedulerConfig { down_grace: Duration::from_millis(500), ..SchedulerConfig::default() },
+        store_down_after: Duration::from_secs(1),
+        operator_timeout: Duration::from_secs(30),
+        tick_interval: Duration::from_millis(20),
+        schedule_interval: Duration::from_millis(50),
+        raft_tick_interval: Duration::from_millis(10),
+        ..DriverConfig::new(member_id, members)
+    }
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("key{i:06}").into_bytes()
+}
+
+fn value(i: usize) -> Vec<u8> {
+    format!("value-{i}").into_bytes()
+}
+
+impl Cluster {
+    fn start(drivers: u64, stores: usize) -> Cluster {
+        let members: Vec<u64> = (1..=drivers).collect();
+        let pd_transport = LocalTransport::new();
+        let pd = Arc::new(LocalPdClient::new());
+        let mut cluster = Cluster {
+            pd_transport,
+            drivers: BTreeMap::new(),
+            _pd_dirs: Vec::new(),
+            pd,
+            transport: LocalTransport::new(),
+            nodes: BTreeMap::new(),
+        };
+        for &member in &members {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let driver = PlacementDriver::open(
+                dir.path(),
+                driver_config(member, members.clone()),
+                Arc::new(cluster.pd_transport.clone()),
+            )
+            .expect("a driver replica opens");
+            cluster.pd_transport.register(member, driver.sink());
+            let driver = Arc::new(driver);
+            cluster.pd.add(member, driver.clone());
+            cluster.drivers.insert(member, driver);
+            cluster._pd_dirs.push(dir);
+        }
+        for _ in 0..stores {
+            cluster.add_store();
+        }
+        cluster
+    }
+
+    fn add_store(&mut self) -> u64 {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let address = format!("store-{}", self.nodes.len() + 1);
+        let request = RegisterStoreRequest { store_id: 0, address, labels: Default::default() };
+        let store_id = self.pd.register_store(request).expect("the store registers").store_id;
+        let pd: Arc<dyn PdClient> = self.pd.clone();
+        let store = Store::open_with_ids(
+            dir.path(),
+            store_config(store_id),
+            Arc::new(self.transport.clone()),
+            Some(Arc::new(DriverIds(pd.clone()))),
+        )
+        .expect("the store opens");
+        self.transport.register(store_id, store.sink());
+        let store = Arc::new(store);
+        let config = AgentConfig {
+            heartbeat_interval: Duration::from_millis(50),
+            step_retry_interval: Duration::from_millis(500),
+        };
+        let agent = StoreAgent::start(store.clone(), pd, config).expect("the agent starts");
+        self.nodes.insert(store_id, Node { store, agent, _dir: dir });
+        store_id
+    }
+
+    /// Stops a store as a crash would look to the others: it goes silent.
+    fn kill_store(&mut self, store_id: u64) {
+        self.transport.unregister(store_id);
+        if let Some(node) = self.nodes.remove(&store_id) {
+            node.agent.stop();
+            drop(node.store);
+        }
+    }
+
+    fn serving_driver(&self) -> Option<u64> {
+        self.drivers.iter().find(|(_, d)| d.is_serving()).map(|(id, _)| *id)
+    }
+
+    fn kill_driver(&mut self, member: u64) {
+        self.pd_transport.unregister(member);
+        self.pd.remove(member);
+        self.drivers.remove(&member);
+    }
+
+    fn route(&self, key: &[u8]) -> Result<(RegionRoute, u64, u64, RegionEpoch), String> {
+        let route = self.pd.region_by_key(key).map_err(|e| e.to_string())?;
+        let region = route.region.clone().ok_or("a route without its region")?;
+        let leader = route.leader.ok_or("no leader known yet")?;
+        Ok((route, region.id, leader.store_id, region.epoch.unwrap_or_default()))
+    }
+
+    /// Writes `keys` (all in one region, or one by one where they are not), retrying
+    /// through leader changes and splits.
+    fn put_all(&self, keys: &[usize]) {
+        let deadline = Instant::now() + WAIT;
+        let mut pending: Vec<usize> = keys.to_vec();
+        while let Some(&first) = pending.first() {
+            assert!(Instant::now() < deadline, "writes did not complete; {} left", pending.len());
+            let attempt = (|| -> Result<usize, String> {
+                let (route, region_id, leader, epoch) = self.route(&key(first))?;
+                let region = route.region.ok_or("no region")?;
+                let batch: Vec<usize> = pending
+                    .iter()
+                    .copied()
+                    .take_while(|&i| region.end_key.is_empty() || key(i) < region.end_key)
+                    .collect();
+                let writes = batch
+                    .iter()
+                    .map(|&i| WriteRequest {
+                        kind: Some(write_request::Kind::Put(Put { key: key(i), value: value(i) })),
+                    })
+                    .collect();
+                let node = self.nodes.get(&leader).ok_or("leader store is gone")?;
+                node.store
+                    .write(region_id, epoch, writes)
+                    .recv_timeout(Duration::from_secs(5))
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                Ok(batch.len())
+            })();
+            match attempt {
+                Ok(done) => {
+                    pending.drain(..done);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    fn get(&self, i: usize) -> Result<Option<Vec<u8>>, String> {
+        let (_, region_id, leader, epoch) = self.route(&key(i))?;
+        let node = self.nodes.get(&leader).ok_or("leader store is gone")?;
+        match node
+            .store
+            .read(region_id, epoch, ReadRequest::Get { key: key(i) })
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|e| e.to_string())?
+        {
+            Ok(ReadResponse::Value(value)) => Ok(value),
+            Ok(other) => Err(format!("a get answered {other:?}")),
+            Err(StoreError::NotLeader { .. }) => Err("not leader".into()),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// Every key in `0..count` reads back its value.
+    fn assert_all_present(&self, count: usize) {
+        for i in 0..count {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                match self.get(i) {
+                    Ok(found) => {
+                        assert_eq!(found, Some(value(i)), "key {i} lost or wrong");
+                        break;
+                    }
+                    Err(error) => {
+                        assert!(Instant::now() < deadline, "key {i} unreadable: {error}");
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+        }
+    }
+
+    fn regions(&self) -> Vec<RegionRoute> {
+        self.pd.scan_regions(b"", b"", 0).unwrap_or_default()
+    }
+
+    fn stores(&self) -> Vec<StoreView> {
+        self.pd.stores().unwrap_or_default()
+    }
+
+    /// The regions tile the key space, each with `replicas` voters on live stores and a
+    /// known leader.
+    fn healthy(&self, replicas: usize) -> Result<usize, String> {
+        let regions = self.regions();
+        let mut expected_start: Vec<u8> = Vec::new();
+        for route in &regions {
+            let region = route.region.as_ref().ok_or("a route without a region")?;
+            if region.start_key != expected_start {
+                return Err(format!("gap or overlap before region {}", region.id));
+            }
+            expected_start = region.end_key.clone();
+            let stores: BTreeSet<u64> = region.peers.iter().map(|p| p.store_id).collect();
+            if region.peers.len() != replicas || stores.len() != replicas {
+                return Err(format!("region {} has peers {:?}", region.id, region.peers));
+            }
+            if let Some(dead) = stores.iter().find(|s| !self.nodes.contains_key(s)) {
+                return Err(format!("region {} keeps a peer on dead store {dead}", region.id));
+            }
+            if route.leader.is_none() {
+                return Err(format!("region {} has no leader", region.id));
+            }
+        }
+        if !expected_start.is_empty() || regions.is_empty() {
+            return Err("the regions do not reach the end of the key space".into());
+        }
+        Ok(regions.len())
+    }
+
+    fn wait_for(&self, what: &str, mut check: impl FnMut(&Cluster) -> Result<(), String>) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match check(self) {
+                Ok(()) => return,
+                Err(error) if Instant::now() >= deadline => {
+                    self.dump();
+                    panic!("timed out waiting for {what}: {error}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// Prints what every live store holds (region states as persisted, and its peers'
+    /// view), so that a timed-out wait shows why.
+    fn dump(&self) {
+        use tessera_engine::storage::proto::RegionLocalState;
+        use tessera_engine::storage::{Cf, keys};
+        eprintln!("operators in flight: {:?}", self.pd.operators());
+        for (store_id, node) in &self.nodes {
+            let engine = node.store.engine();
+            let Ok(meta) = engine.cf(Cf::Meta) else { continue };
+            for (key, value) in engine.db().iterator_cf(meta, rocksdb::IteratorMode::Start).flatten() {
+                let Some(region_id) = keys::region_id_of_state_key(&key) else { continue };
+                let Ok(state) = <RegionLocalState as prost::Message>::decode(value.as_ref()) else {
+                    continue;
+                };
+                let region = state.region.unwrap_or_default();
+                let status = node.store.status(region_id);
+                eprintln!(
+                    "store {store_id} region {region_id} state {} peer {} [{}, {}) peers {:?} {:?} \
+                     leader {:?} applied {:?}",
+                    state.state,
+                    state.peer_id,
+                    String::from_utf8_lossy(&region.start_key),
+                    String::from_utf8_lossy(&region.end_key),
+                    region.peers.iter().map(|p| (p.id, p.store_id, p.role)).collect::<Vec<_>>(),
+                    region.epoch,
+                    status.as_ref().map(|s| s.leader_peer_id),
+                    status.as_ref().map(|s| s.applied_index),
+                );
+            }
+        }
+    }
+
+    fn balanced(&self, region_tolerance: f64, leader_tolerance: f64) -> Result<(), String> {
+        let stores: Vec<StoreView> =
+            self.stores().into_iter().filter(|s| s.state == StoreState::Up as i32).collect();
+        if stores.len() != self.nodes.len() {
+            return Err(format!("{} stores up, {} running", stores.len(), self.nodes.len()));
+        }
+        let n = stores.len() as f64;
+        let region_mean = stores.iter().map(|s| s.region_count).sum::<u64>() as f64 / n;
+        let leader_mean = stores.iter().map(|s| s.leader_count).sum::<u64>() as f64 / n;
+        let counts: Vec<(u64, u64, u64)> = stores
+            .iter()
+            .map(|s| (s.store.as_ref().map_or(0, |r| r.id), s.region_count, s.leader_count))
+            .collect();
+        for &(id, regions, leaders) in &counts {
+            if (regions as f64 - region_mean).abs() > region_tolerance
+                || (leaders as f64 - leader_mean).abs() > leader_tolerance
+            {
+                return Err(format!("store {id} off the mean: (store, regions, leaders) {counts:?}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let stores: Vec<u64> = self.nodes.keys().copied().collect();
+        for store_id in stores {
+            self.kill_store(store_id);
+        }
+    }
+}
+
+/// Loads `count` keys and waits until they split into at least `min_regions` healthy
+/// regions.
+fn load(cluster: &Cluster, count: usize, min_regions: usize) {
+    let keys: Vec<usize> = (0..count).collect();
+    for chunk in keys.chunks(50) {
+        cluster.put_all(chunk);
+    }
+    cluster.wait_for("the load to split into healthy regions", |c| {
+        let regions = c.healthy(3)?;
+        if regions < min_regions { Err(format!("{regions} regions")) } else { Ok(()) }
+    });
+}
+
+#[test]
+fn a_cluster_bootstraps_and_splits_into_many_regions_with_three_replicas() {
+    let _serial = ONE_AT_A_TIME.lock();
+    let cluster = Cluster::start(3, 3);
+    cluster.wait_for("the first region", |c| c.healthy(3).map(|_| ()));
+    let first = cluster.regions();
+    assert_eq!(first.len(), 1, "one region covers the key space at first");
+    load(&cluster, 3000, 10);
+    cluster.assert_all_present(3000);
+    // Every store holds a replica of every region: three stores, three replicas.
+    let regions = cluster.regions().len() as u64;
+    for store in cluster.stores() {
+        assert_eq!(store.region_count, regions, "store {:?}", store.store);
+    }
+}
+
+#[test]
+fn added_stores_receive_regions_and_leaders_until_balanced() {
+    let _serial = ONE_AT_A_TIME.lock();
+    let mut cluster = Cluster::start(1, 3);
+    load(&cluster, 1200, 6);
+    cluster.add_store();
+    cluster.add_store();
+    let config = SchedulerConfig::default();
+    cluster.wait_for("balance within the tolerances", |c| {
+        c.healthy(3)?;
+        c.balanced(config.region_tolerance as f64, config.leader_tolerance as f64)
+    });
+    let stores = cluster.stores();
+    assert!(stores.iter().all(|s| s.region_count > 0 && s.leader_count > 0), "{stores:?}");
+    cluster.assert_all_present(1200);
+}
+
+#[test]
+fn a_killed_store_is_replaced_on_the_survivors() {
+    let _serial = ONE_AT_A_TIME.lock();
+    let mut cluster = Cluster::start(1, 4);
+    load(&cluster, 1200, 6);
+    let victim = *cluster.nodes.keys().max().expect("four stores");
+    cluster.wait_for("the victim to hold replicas", |c| {
+        let regions = c.regions();
+        let on_victim =
+            |r: &&RegionRoute| r.region.iter().any(|g| g.peers.iter().any(|p| p.store_id == victim));
+        if regions.iter().any(|r| on_victim(&r)) {
+            Ok(())
+        } else {
+            Err("no replica on the victim yet".into())
+        }
+    });
+    cluster.kill_store(victim);
+    cluster.wait_for("every region to regain three replicas on the survivors", |c| c.healthy(3).map(|_| ()));
+    let down = cluster.stores().into_iter().find(|s| s.store.as_ref().is_some_and(|r| r.id == victim));
+    assert_eq!(down.map(|s| s.state), Some(StoreState::Down as i32), "the killed store is down");
+    cluster.assert_all_present(1200);
+}
+
+#[test]
+fn a_killed_driver_leader_hands_over_and_scheduling_continues() {
+    let _serial = ONE_AT_A_TIME.lock();
+    let mut cluster = Cluster::start(3, 3);
+    load(&cluster, 1200, 6);
+    let ids_before = cluster.pd.alloc_ids(5).expect("ids");
+    cluster.add_store();
+    cluster.add_store();
+    // Kill the leader while the moves to the new stores are under way.
+    cluster.wait_for("operators in flight", |c| {
+        let operators = c.pd.operators().map_err(|e| e.to_string())?;
+        if operators.is_empty() { Err("no operator yet".into()) } else { Ok(()) }
+    });
+    let old = cluster.serving_driver().expect("a serving leader");
+    cluster.kill_driver(old);
+    cluster.wait_for("another driver to take over", |c| {
+        c.serving_driver().filter(|&id| id != old).map(|_| ()).ok_or_else(|| "no leader".to_string())
+    });
+    let leader = cluster.serving_driver().expect("a new leader");
+    let follower = cluster.drivers.keys().copied().find(|&id| id != leader).expect("a follower");
+    match cluster.drivers[&follower].stores() {
+        Err(PdError::NotLeader { leader: Some(named) }) => assert_eq!(named, leader),
+        other => panic!("a follower must redirect to the leader, answered {other:?}"),
+    }
+    let ids_after = cluster.pd.alloc_ids(5).expect("ids from the new leader");
+    assert!(ids_after.iter().min() > ids_before.iter().max(), "ids are never handed out twice");
+    let config = SchedulerConfig::default();
+    cluster.wait_for("balance under the new leader", |c| {
+        c.healthy(3)?;
+        c.balanced(config.region_tolerance as f64, config.leader_tolerance as f64)
+    });
+    cluster.assert_all_present(1200);
+}
+
+#[test]
+fn an_operator_split_and_lookups_by_key_range_and_id() {
+    let _serial = ONE_AT_A_TIME.lock();
+    let cluster = Cluster::start(1, 3);
+    cluster.wait_for("the first region", |c| c.healthy(3).map(|_| ()));
+    cluster.pd.split_region(b"m").expect("the split is accepted");
+    cluster.wait_for("the split", |c| {
+        let regions = c.regions();
+        let starts: Vec<Vec<u8>> =
+            regions.iter().filter_map(|r| r.region.as_ref()).map(|r| r.start_key.clone()).collect();
+        if starts == vec![Vec::new(), b"m".to_vec()] {
+            c.healthy(3).map(|_| ())
+        } else {
+            Err(format!("{starts:?}"))
+        }
+    });
+    let right = cluster.pd.region_by_key(b"q").expect("a region holds q");
+    let right_region = right.region.expect("its descriptor");
+    assert_eq!(right_region.start_key, b"m");
+    let by_id = cluster.pd.region_by_id(right_region.id).expect("found by id");
+    assert_eq!(by_id.region.as_ref(), Some(&right_region));
+    let left_only = cluster.pd.scan_regions(b"a", b"c", 0).expect("a scan");
+    assert_eq!(left_only.len(), 1);
+    assert!(matches!(cluster.pd.region_by_id(999_999), Err(PdError::UnknownRegion(999_999))));
+    assert!(matches!(cluster.pd.scan_regions(b"z", b"a", 0), Err(PdError::InvalidArgument(_))));
+    assert!(matches!(cluster.pd.alloc_ids(0), Err(PdError::InvalidArgument(_))));
+    let duplicate =
+        RegisterStoreRequest { store_id: 0, address: "store-1".into(), labels: Default::default() };
+    assert!(matches!(cluster.pd.register_store(duplicate), Err(PdError::DuplicateAddress { .. })));
+}
