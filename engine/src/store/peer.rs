@@ -565,6 +565,11 @@ impl Peer {
         self.size = (keys, bytes);
     }
 
+    /// Makes the next split check measure the region even if nothing is written.
+    pub fn recheck_size(&mut self) {
+        self.written_since_split_check = true;
+    }
+
     /// Truncates the log every `log_gc_interval_ticks`: up to what every replica holds,
     /// or further (to `applied - log_gc_max_lag`) when a replica lags so far that a
     /// snapshot serves it better.

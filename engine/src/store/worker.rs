@@ -545,6 +545,9 @@ fn check_size(engine: &Engine, config: &StoreConfig, ids: Option<&dyn IdAllocato
     };
     peer.record_size(size.keys, size.bytes);
     let (Some(split_key), Some(ids)) = (size.split_key, ids) else { return };
+    // Until a check finds the region within the thresholds, every check measures it
+    // again: the split proposed here may fail (a concurrent change of epoch, no ids).
+    peer.recheck_size();
     // Without ids the split waits for the next check.
     let Ok(ids) = ids.allocate(1 + peer.region.peers.len()) else { return };
     let Some((&new_region_id, new_peer_ids)) = ids.split_first() else { return };
