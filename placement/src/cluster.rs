@@ -76,22 +76,26 @@ impl ClusterView {
         self.stores.values().filter(|s| s.state == StoreState::Up)
     }
 
-    /// Peers per store.
+    /// Peers per up store (stores that are down take no part in balancing).
     pub fn region_counts(&self) -> BTreeMap<u64, u64> {
         let mut counts: BTreeMap<u64, u64> = self.up_stores().map(|s| (s.id, 0)).collect();
         for info in self.regions.values() {
             for peer in &info.region.peers {
-                *counts.entry(peer.store_id).or_default() += 1;
+                if let Some(count) = counts.get_mut(&peer.store_id) {
+                    *count += 1;
+                }
             }
         }
         counts
     }
 
-    /// Leaders per store.
+    /// Leaders per up store.
     pub fn leader_counts(&self) -> BTreeMap<u64, u64> {
         let mut counts: BTreeMap<u64, u64> = self.up_stores().map(|s| (s.id, 0)).collect();
         for store in self.regions.values().filter_map(|info| info.leader_store) {
-            *counts.entry(store).or_default() += 1;
+            if let Some(count) = counts.get_mut(&store) {
+                *count += 1;
+            }
         }
         counts
     }

@@ -54,6 +54,7 @@ fn driver_config(member_id: u64, members: Vec<u64>) -> DriverConfig {
         tick_interval: Duration::from_millis(20),
         schedule_interval: Duration::from_millis(50),
         raft_tick_interval: Duration::from_millis(10),
+        raft_election_ticks: 20,
         ..DriverConfig::new(member_id, members)
     }
 }
@@ -105,11 +106,12 @@ impl Cluster {
         let request = RegisterStoreRequest { store_id: 0, address, labels: Default::default() };
         let store_id = self.pd.register_store(request).expect("the store registers").store_id;
         let pd: Arc<dyn PdClient> = self.pd.clone();
+        let ids = Arc::new(DriverIds::new());
         let store = Store::open_with_ids(
             dir.path(),
             store_config(store_id),
             Arc::new(self.transport.clone()),
-            Some(Arc::new(DriverIds(pd.clone()))),
+            Some(ids.clone()),
         )
         .expect("the store opens");
         self.transport.register(store_id, store.sink());
@@ -118,7 +120,7 @@ impl Cluster {
             heartbeat_interval: Duration::from_millis(50),
             step_retry_interval: Duration::from_millis(500),
         };
-        let agent = StoreAgent::start(store.clone(), pd, config).expect("the agent starts");
+        let agent = StoreAgent::start(store.clone(), pd, ids, config).expect("the agent starts");
         self.nodes.insert(store_id, Node { store, agent, _dir: dir });
         store_id
     }

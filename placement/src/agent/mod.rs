@@ -17,12 +17,13 @@
 
 mod steps;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use tessera_engine::store::{IdAllocator, RegionReport, Store, Traffic};
 
 use crate::client::PdClient;
@@ -46,13 +47,41 @@ impl Default for AgentConfig {
     }
 }
 
-/// Ids for the store's own splits, from the placement driver.
-pub struct DriverIds(pub Arc<dyn PdClient>);
+/// Ids kept at hand for the store's own splits.
+const SPLIT_IDS: usize = 64;
+
+/// Ids for the store's own splits, from the placement driver. The store's raft workers
+/// ask for them; they must never wait on the network, so they take from a pool that the
+/// agent refills, and a split finding the pool short waits for the next size check.
+#[derive(Default)]
+pub struct DriverIds {
+    pool: Mutex<VecDeque<u64>>,
+}
+
+impl DriverIds {
+    pub fn new() -> DriverIds {
+        DriverIds::default()
+    }
+
+    /// Tops the pool up from the driver (on the agent's thread).
+    fn refill(&self, pd: &dyn PdClient) {
+        let missing = SPLIT_IDS.saturating_sub(self.pool.lock().len());
+        if missing < SPLIT_IDS / 2 {
+            return;
+        }
+        if let Ok(ids) = pd.alloc_ids(missing as u32) {
+            self.pool.lock().extend(ids);
+        }
+    }
+}
 
 impl IdAllocator for DriverIds {
     fn allocate(&self, count: usize) -> Result<Vec<u64>, String> {
-        let count = u32::try_from(count).map_err(|_| format!("{count} ids at once"))?;
-        self.0.alloc_ids(count).map_err(|e| e.to_string())
+        let mut pool = self.pool.lock();
+        if pool.len() < count {
+            return Err(format!("{count} ids wanted, {} at hand until the agent refills", pool.len()));
+        }
+        Ok(pool.drain(..count).collect())
     }
 }
 
@@ -62,14 +91,18 @@ pub struct StoreAgent {
 }
 
 impl StoreAgent {
+    /// Starts reporting `store` to the driver; `ids` is the pool the store's splits
+    /// draw from, which the agent keeps filled.
     pub fn start(
         store: Arc<Store>,
         pd: Arc<dyn PdClient>,
+        ids: Arc<DriverIds>,
         config: AgentConfig,
     ) -> Result<StoreAgent, PdError> {
         let stopping = Arc::new(AtomicBool::new(false));
         let mut agent = Agent {
             steps: StepRunner::new(config.step_retry_interval),
+            ids,
             store,
             pd,
             config,
@@ -112,6 +145,7 @@ struct Agent {
     pd: Arc<dyn PdClient>,
     config: AgentConfig,
     steps: StepRunner,
+    ids: Arc<DriverIds>,
     /// Each led region's traffic counters at the previous report, and when.
     previous: HashMap<u64, (Traffic, Instant)>,
     /// Down stores whose regions here were already woken.
@@ -132,6 +166,7 @@ fn rates(now: Traffic, then: Traffic, elapsed: Duration) -> Traffic {
 
 impl Agent {
     fn round(&mut self) {
+        self.ids.refill(self.pd.as_ref());
         let Ok(report) = self.store.report() else { return };
         let now = Instant::now();
         let heartbeats: Vec<RegionHeartbeat> =

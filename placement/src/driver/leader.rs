@@ -36,12 +36,20 @@ pub struct LeaderState {
     /// The cluster's first region, while it may still need founding on its stores.
     pub bootstrap: Option<Region>,
     pub operators: OperatorController,
+    /// When this replica took over.
+    pub since: Duration,
 }
 
 impl LeaderState {
     /// The state of a new leader at `now`: every registered store counts as just heard
     /// from, so none is declared down before it had the time to find the new leader.
-    pub fn new(term: u64, loaded: Loaded, now: Duration, operator_timeout: Duration) -> LeaderState {
+    pub fn new(
+        term: u64,
+        loaded: Loaded,
+        now: Duration,
+        operator_timeout: Duration,
+        replicas: usize,
+    ) -> LeaderState {
         let stores = loaded
             .stores
             .into_iter()
@@ -68,7 +76,14 @@ impl LeaderState {
         {
             regions.insert(first.clone());
         }
-        LeaderState { term, stores, regions, bootstrap, operators: OperatorController::new(operator_timeout) }
+        LeaderState {
+            term,
+            stores,
+            regions,
+            bootstrap,
+            operators: OperatorController::new(operator_timeout, replicas),
+            since: now,
+        }
     }
 
     pub fn is_bootstrapped(&self) -> bool {
@@ -167,6 +182,18 @@ impl LeaderState {
         let info = entry.info.clone();
         let step = self.operators.on_report(&info, view)?;
         step_message(&step, &info.region)
+    }
+
+    /// Whether the view is complete enough to schedule on: every store that is up has
+    /// reported since this replica took over (or had the time to), so that regions not
+    /// heard from yet do not look like missing replicas.
+    pub fn warmed_up(&self, now: Duration, down_after: Duration) -> bool {
+        now.saturating_sub(self.since) >= down_after
+            || self
+                .stores
+                .values()
+                .filter(|s| s.state == StoreState::Up)
+                .all(|s| s.last_heartbeat > self.since)
     }
 
     /// The view the schedulers decide on: regions whose leader reported in this term.

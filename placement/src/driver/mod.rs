@@ -41,9 +41,9 @@ use crate::errors::PdError;
 use crate::metadata::{self, Leadership, Metadata};
 use crate::operator::{Operator, OperatorKind, Step};
 use crate::proto::{
-    OperatorView, RegionHeartbeatResponse, RegionHeartbeatsRequest, RegionHeartbeatsResponse, RegionRoute,
-    RegisterStoreRequest, RegisterStoreResponse, StoreHeartbeatRequest, StoreHeartbeatResponse, StoreRecord,
-    StoreView,
+    OperatorView, RegionHeartbeat, RegionHeartbeatResponse, RegionHeartbeatsRequest,
+    RegionHeartbeatsResponse, RegionRoute, RegisterStoreRequest, RegisterStoreResponse,
+    StoreHeartbeatRequest, StoreHeartbeatResponse, StoreRecord, StoreView,
 };
 use crate::schedulers::{self, SchedulerConfig};
 use ids::IdAllocator;
@@ -121,8 +121,11 @@ struct Shared {
     metadata: Metadata,
     ids: IdAllocator,
     origin: Instant,
-    leadership: RwLock<Option<Leadership>>,
+    /// Who leads, and when this replica last checked.
+    leadership: RwLock<Option<(Leadership, Duration)>>,
     leader: Mutex<Option<LeaderState>>,
+    /// Serializes the requests that persist something (registrations, changes of epoch).
+    writer: Mutex<()>,
     stopping: AtomicBool,
 }
 
@@ -138,6 +141,7 @@ impl PlacementDriver {
             origin: Instant::now(),
             leadership: RwLock::new(None),
             leader: Mutex::new(None),
+            writer: Mutex::new(()),
             stopping: AtomicBool::new(false),
         });
         let runner = shared.clone();
@@ -210,7 +214,7 @@ impl Shared {
     /// the metadata's epoch if this replica is the serving leader.
     fn refresh_leadership(&self) -> Option<RegionEpoch> {
         let leadership = self.metadata.leadership();
-        *self.leadership.write() = leadership;
+        *self.leadership.write() = leadership.map(|l| (l, self.now()));
         let Some(leadership) = leadership.filter(|l| l.is_leader) else {
             *self.leader.lock() = None;
             return None;
@@ -222,7 +226,13 @@ impl Shared {
         // A linearizable read: everything the previous leaders committed is in it.
         let loaded = self.metadata.load(leadership.epoch).ok()?;
         self.ids.reset(loaded.ids);
-        let state = LeaderState::new(leadership.term, loaded, self.now(), self.config.operator_timeout);
+        let state = LeaderState::new(
+            leadership.term,
+            loaded,
+            self.now(),
+            self.config.operator_timeout,
+            self.config.schedulers.replicas,
+        );
         *self.leader.lock() = Some(state);
         Some(leadership.epoch)
     }
@@ -290,6 +300,9 @@ impl Shared {
         let (mut operators, wanted) = {
             let guard = self.leader.lock();
             let Some(state) = guard.as_ref() else { return };
+            if !state.warmed_up(now, self.config.store_down_after) {
+                return;
+            }
             let view = state.view(now);
             let busy = state.operators.busy();
             let mut placeholders = 0u64;
@@ -339,17 +352,30 @@ impl Shared {
     }
 
     fn not_leader(&self) -> PdError {
-        PdError::NotLeader { leader: self.leadership.read().and_then(|l| l.leader) }
+        PdError::NotLeader { leader: self.leadership.read().and_then(|(l, _)| l.leader) }
     }
 
+    /// How long a check of the leadership is trusted: well under an election timeout,
+    /// so that a deposed leader stops answering before its successor starts.
+    fn leadership_lease(&self) -> Duration {
+        self.config.raft_tick_interval * self.config.raft_election_ticks as u32 / 2
+    }
+
+    /// The metadata's epoch, if this replica led at its last check and that check is
+    /// recent enough.
     fn epoch(&self) -> Result<RegionEpoch, PdError> {
         match *self.leadership.read() {
-            Some(leadership) if leadership.is_leader => Ok(leadership.epoch),
+            Some((leadership, checked))
+                if leadership.is_leader && self.now().saturating_sub(checked) < self.leadership_lease() =>
+            {
+                Ok(leadership.epoch)
+            }
             _ => Err(self.not_leader()),
         }
     }
 
     fn with_leader<T>(&self, f: impl FnOnce(&mut LeaderState) -> Result<T, PdError>) -> Result<T, PdError> {
+        self.epoch()?;
         match self.leader.lock().as_mut() {
             Some(state) => f(state),
             None => Err(self.not_leader()),
@@ -360,6 +386,7 @@ impl Shared {
         if request.address.is_empty() {
             return Err(PdError::InvalidArgument("a store must give its address".into()));
         }
+        let _writer = self.writer.lock();
         let epoch = self.epoch()?;
         let existing = self.with_leader(|state| {
             let same_address = state
@@ -405,29 +432,42 @@ impl Shared {
         &self,
         request: RegionHeartbeatsRequest,
     ) -> Result<RegionHeartbeatsResponse, PdError> {
+        for heartbeat in &request.regions {
+            check_heartbeat(request.store_id, heartbeat)?;
+        }
+        // Changes of epoch are judged, persisted and adopted by one writer at a time, so
+        // that what is on disk and what is in memory cannot cross.
+        let _writer = self.writer.lock();
         let epoch = self.epoch()?;
-        // First pass: which descriptors are new, and which stale ones they replace.
-        let mut writes = Vec::new();
-        let mut persisted = BTreeSet::new();
-        self.with_leader(|state| {
+        let mut puts = Vec::new();
+        let mut deletes = BTreeSet::new();
+        let term = self.with_leader(|state| {
             state.store(request.store_id)?;
-            for heartbeat in &request.regions {
-                let region = heartbeat.region.as_ref().ok_or_else(|| {
-                    PdError::InvalidArgument("a region heartbeat without its region".into())
-                })?;
+            for region in request.regions.iter().filter_map(|h| h.region.as_ref()) {
                 if let Verdict::Changed { replaces } = state.regions.judge(region) {
-                    writes.push(metadata::put_region(region));
-                    writes.extend(replaces.into_iter().map(metadata::delete_region));
-                    persisted.insert(region.id);
+                    puts.push(region.clone());
+                    deletes.extend(replaces);
                 }
             }
-            Ok(())
+            Ok(state.term)
         })?;
-        if !writes.is_empty() {
+        let persisted: BTreeSet<u64> = puts.iter().map(|r| r.id).collect();
+        if !puts.is_empty() {
+            // A split's halves can arrive in one batch, each replacing the other's old
+            // descriptor: never delete what the batch also writes.
+            let writes = deletes
+                .iter()
+                .filter(|id| !persisted.contains(id))
+                .map(|&id| metadata::delete_region(id))
+                .chain(puts.iter().map(metadata::put_region))
+                .collect();
             self.metadata.write(epoch, writes)?;
         }
         let now = self.now();
         self.with_leader(|state| {
+            if state.term != term {
+                return Err(self.not_leader());
+            }
             let view = state.view(now);
             let regions = request
                 .regions
@@ -448,6 +488,21 @@ impl Shared {
             Ok(RegionHeartbeatsResponse { regions })
         })
     }
+}
+
+/// A heartbeat must describe a region led from the store that sends it.
+fn check_heartbeat(store_id: u64, heartbeat: &RegionHeartbeat) -> Result<(), PdError> {
+    let invalid =
+        |what: &str| Err(PdError::InvalidArgument(format!("region heartbeat from store {store_id}: {what}")));
+    let Some(region) = &heartbeat.region else { return invalid("no region") };
+    let Some(leader) = &heartbeat.leader else { return invalid("no leader") };
+    if leader.store_id != store_id || !region.peers.iter().any(|p| p.id == leader.id) {
+        return invalid("the leader is not this store's peer of the region");
+    }
+    if !region.end_key.is_empty() && region.start_key >= region.end_key {
+        return invalid("the region's range is empty or inverted");
+    }
+    Ok(())
 }
 
 impl PdClient for PlacementDriver {

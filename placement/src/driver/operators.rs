@@ -3,8 +3,9 @@
 //!
 //! A step is never assumed done because it was sent: the driver sends the current step
 //! with every heartbeat until the region's descriptor (or leader) shows it happened.
-//! Sending again is harmless: a membership change or split proposed twice fails its
-//! epoch check the second time. A step that can no longer happen (its learner vanished,
+//! Sending again is harmless: a membership change proposed again is refused while the
+//! first is pending and fails its epoch check once the first applied; a split proposed
+//! twice fails its epoch check the second time. A step that can no longer happen (its learner vanished,
 //! its target store went down) cancels the operator.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,7 +45,7 @@ enum Progress {
     Impossible,
 }
 
-fn progress(step: &Step, info: &RegionInfo, view: &ClusterView) -> Progress {
+fn progress(step: &Step, info: &RegionInfo, view: &ClusterView, replicas: usize) -> Progress {
     let region = &info.region;
     let peer_by_id = |id: u64| region.peers.iter().find(|p| p.id == id);
     let pending = |id: u64| info.pending_peers.iter().any(|p| p.id == id);
@@ -65,6 +66,11 @@ fn progress(step: &Step, info: &RegionInfo, view: &ClusterView) -> Progress {
         },
         Step::RemovePeer { peer } => match peer_by_id(peer.id) {
             None => Progress::Done,
+            // Whoever else changed the region meanwhile (another driver leader that did
+            // not know it was deposed), a removal never takes it below its voters.
+            Some(found) if found.role == PeerRole::Voter as i32 && info.voters().count() <= replicas => {
+                Progress::Impossible
+            }
             Some(_) => Progress::Send,
         },
         Step::TransferLeader { to_store } => {
@@ -98,13 +104,15 @@ struct InFlight {
 
 pub struct OperatorController {
     timeout: Duration,
+    /// Voters a region must keep.
+    replicas: usize,
     in_flight: BTreeMap<u64, InFlight>,
     outcomes: BTreeMap<(OperatorKind, Outcome), u64>,
 }
 
 impl OperatorController {
-    pub fn new(timeout: Duration) -> OperatorController {
-        OperatorController { timeout, in_flight: BTreeMap::new(), outcomes: BTreeMap::new() }
+    pub fn new(timeout: Duration, replicas: usize) -> OperatorController {
+        OperatorController { timeout, replicas, in_flight: BTreeMap::new(), outcomes: BTreeMap::new() }
     }
 
     /// Regions with an operator in flight.
@@ -137,7 +145,7 @@ impl OperatorController {
                 self.finish(region_id, Outcome::Finished);
                 return None;
             };
-            match progress(step, info, view) {
+            match progress(step, info, view, self.replicas) {
                 Progress::Done => flight.step += 1,
                 Progress::Send => return Some(step.clone()),
                 Progress::Wait => return None,

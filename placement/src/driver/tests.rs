@@ -264,7 +264,7 @@ fn a_replica_move_advances_only_as_the_reports_show_each_step_done() {
     let view = up_stores(&[1, 2, 3, 4]);
     let (operator, new, leaving) = replica_move();
     let steps = operator.steps.clone();
-    let mut operators = OperatorController::new(TIMEOUT);
+    let mut operators = OperatorController::new(TIMEOUT, 3);
     assert!(operators.add(operator, Duration::ZERO));
     let mut report = report_of(region(1, "a", "m", &[1, 2, 3]), 1);
 
@@ -314,7 +314,7 @@ fn a_report_showing_several_steps_done_skips_past_all_of_them() {
     let view = up_stores(&[1, 2, 3, 4]);
     let (operator, new, leaving) = replica_move();
     let last = operator.steps[2].clone();
-    let mut operators = OperatorController::new(TIMEOUT);
+    let mut operators = OperatorController::new(TIMEOUT, 3);
     assert!(operators.add(operator, Duration::ZERO));
 
     // The heartbeats carrying the first two steps' results were lost: the first report
@@ -334,7 +334,7 @@ fn a_learner_for_a_store_that_is_down_is_never_added() {
     let mut view = up_stores(&[1, 2, 3, 4]);
     view.stores.insert(4, store_info(4, StoreState::Down { since: Duration::ZERO }));
     let (operator, _, _) = replica_move();
-    let mut operators = OperatorController::new(TIMEOUT);
+    let mut operators = OperatorController::new(TIMEOUT, 3);
     assert!(operators.add(operator, Duration::ZERO));
     assert_eq!(operators.on_report(&report_of(region(1, "a", "m", &[1, 2, 3]), 1), &view), None);
     assert!(operators.busy().is_empty());
@@ -352,7 +352,7 @@ fn a_leader_transfer_to_a_store_without_a_voter_is_cancelled() {
         kind: OperatorKind::BalanceLeader,
         steps: vec![Step::TransferLeader { to_store }],
     };
-    let mut operators = OperatorController::new(TIMEOUT);
+    let mut operators = OperatorController::new(TIMEOUT, 3);
 
     // Store 4 holds only a learner, store 5 nothing: neither can lead.
     for (to_store, cancelled) in [(4, 1), (5, 2)] {
@@ -377,7 +377,7 @@ fn a_leader_transfer_to_a_store_without_a_voter_is_cancelled() {
 
 #[test]
 fn operators_time_out_and_those_of_vanished_regions_are_cancelled() {
-    let mut operators = OperatorController::new(secs(60));
+    let mut operators = OperatorController::new(secs(60), 3);
     let created = secs(100);
     let transfer = Operator {
         region_id: 1,
@@ -410,7 +410,7 @@ fn operators_time_out_and_those_of_vanished_regions_are_cancelled() {
 
 #[test]
 fn a_region_has_at_most_one_operator_in_flight() {
-    let mut operators = OperatorController::new(TIMEOUT);
+    let mut operators = OperatorController::new(TIMEOUT, 3);
     let transfer = Operator {
         region_id: 1,
         kind: OperatorKind::BalanceLeader,
@@ -439,7 +439,7 @@ fn a_split_is_done_once_the_region_ends_or_starts_at_the_key() {
         steps: vec![Step::Split { key: key.as_bytes().to_vec() }],
     };
     let whole = report_of(region(1, "a", "z", &[1, 2, 3]), 1);
-    let mut operators = OperatorController::new(TIMEOUT);
+    let mut operators = OperatorController::new(TIMEOUT, 3);
 
     // Region 1 keeps the left half.
     assert!(operators.add(split("m"), Duration::ZERO));
@@ -468,7 +468,7 @@ fn a_split_is_done_once_the_region_ends_or_starts_at_the_key() {
 #[test]
 fn reports_of_regions_without_an_operator_ask_for_nothing() {
     let view = up_stores(&[1, 2, 3]);
-    let mut operators = OperatorController::new(TIMEOUT);
+    let mut operators = OperatorController::new(TIMEOUT, 3);
     let transfer = Operator {
         region_id: 1,
         kind: OperatorKind::BalanceLeader,
@@ -497,7 +497,7 @@ fn loaded(stores: &[u64], regions: Vec<Region>, bootstrap: Option<Region>) -> Lo
 
 /// A leader (of term 3) that took over at time zero.
 fn leader_state(loaded: Loaded) -> LeaderState {
-    LeaderState::new(3, loaded, Duration::ZERO, TIMEOUT)
+    LeaderState::new(3, loaded, Duration::ZERO, TIMEOUT, 3)
 }
 
 fn store_heartbeat(state: &mut LeaderState, store_id: u64, now: Duration) -> StoreHeartbeatResponse {
@@ -751,4 +751,27 @@ fn a_heartbeat_answers_with_the_current_step_of_the_region_operator() {
     assert!(state.operators.busy().is_empty());
     let finished = outcomes(&[(OperatorKind::BalanceLeader, Outcome::Finished, 1)]);
     assert_eq!(state.operators.outcomes(), &finished);
+}
+
+#[test]
+fn a_removal_never_takes_a_region_below_its_voters() {
+    // Another (deposed) driver leader removed a voter meanwhile: the region is down to
+    // three voters, so this operator's removal must not happen.
+    let view = up_stores(&[1, 2, 3, 4]);
+    let mut operators = OperatorController::new(TIMEOUT, 3);
+    let leaving = voter(13, 3);
+    let operator = Operator {
+        region_id: 1,
+        kind: OperatorKind::BalanceRegion,
+        steps: vec![Step::RemovePeer { peer: leaving }],
+    };
+    assert!(operators.add(operator.clone(), Duration::ZERO));
+    let three = report_of(region(1, "a", "m", &[1, 2, 3]), 1);
+    assert_eq!(operators.on_report(&three, &view), None);
+    assert_eq!(operators.outcomes(), &outcomes(&[(OperatorKind::BalanceRegion, Outcome::Cancelled, 1)]));
+
+    // With a fourth voter the same removal goes ahead.
+    assert!(operators.add(operator, Duration::ZERO));
+    let four = report_of(region(1, "a", "m", &[1, 2, 3, 4]), 1);
+    assert_eq!(operators.on_report(&four, &view), Some(Step::RemovePeer { peer: leaving }));
 }

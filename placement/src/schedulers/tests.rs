@@ -381,3 +381,19 @@ fn balance_region_never_moves_a_region_with_a_pending_peer() {
     let operators = decide(settled.into_iter().map(lagging).collect());
     assert!(operators.is_empty(), "{operators:?}");
 }
+
+#[test]
+fn balancing_never_moves_replicas_to_a_store_that_is_down() {
+    // Store 4 is down (within the grace period) with one replica left: by count the
+    // emptiest store, but no place for more. Among the stores that are up the counts
+    // are even, so there is nothing to do.
+    let mut stores: Vec<StoreInfo> = (1..=4).map(|id| store(id, "")).collect();
+    stores[3].state = StoreState::Down { since: Duration::from_secs(10_000) };
+    let mut regions: Vec<RegionInfo> = (1..=9).map(|id| region(id, &[1, 2, 3], 1 + id % 3)).collect();
+    regions.push(region(10, &[1, 2, 4], 1));
+    let cluster = view(stores, regions);
+    let config = SchedulerConfig { replica_repair: false, balance_leader: false, ..Default::default() };
+    let operators = schedule(&cluster, &config, &BTreeSet::new(), &mut ids());
+    assert!(operators.is_empty(), "{operators:?}");
+    assert!(!cluster.region_counts().contains_key(&4), "a down store takes no part in balancing");
+}
