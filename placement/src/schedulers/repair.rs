@@ -54,16 +54,28 @@ fn repair(
 ) -> Option<Operator> {
     let operator = |steps| Operator { region_id: info.region.id, kind: OperatorKind::ReplicaRepair, steps };
     let voters: Vec<&Peer> = info.voters().collect();
-    // A voter on a store gone for longer than the grace period: replace it.
+    // A learner in a region with no operator in flight is left over (from an operator
+    // that ended early, or copied by a split from its parent's operator).
+    let stray = info.learners().next();
+    // A voter on a store gone for longer than the grace period: replace it, with the
+    // stray learner if it is on a live store (it holds the data already).
     if let Some(lost) = voters.iter().find(|peer| down_past_grace(view, config, peer.store_id)) {
-        let mut steps = add_voter(view, config, counts, info, new_id)?;
+        let mut steps = match stray.filter(|learner| view.is_up(learner.store_id)) {
+            Some(learner) => {
+                vec![Step::PromoteLearner { peer: Peer { role: PeerRole::Voter as i32, ..*learner } }]
+            }
+            None => add_voter(view, config, counts, info, new_id)?,
+        };
         steps.push(Step::RemovePeer { peer: **lost });
         return Some(operator(steps));
     }
-    // A learner in a region with no operator in flight is left over from an operator
-    // that was cancelled or timed out.
-    if let Some(stray) = info.learners().next() {
-        return Some(operator(vec![Step::RemovePeer { peer: *stray }]));
+    if let Some(stray) = stray {
+        let step = if voters.len() < config.replicas && view.is_up(stray.store_id) {
+            Step::PromoteLearner { peer: Peer { role: PeerRole::Voter as i32, ..*stray } }
+        } else {
+            Step::RemovePeer { peer: *stray }
+        };
+        return Some(operator(vec![step]));
     }
     if voters.len() < config.replicas {
         return add_voter(view, config, counts, info, new_id).map(operator);

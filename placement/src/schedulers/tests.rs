@@ -397,3 +397,25 @@ fn balancing_never_moves_replicas_to_a_store_that_is_down() {
     assert!(operators.is_empty(), "{operators:?}");
     assert!(!cluster.region_counts().contains_key(&4), "a down store takes no part in balancing");
 }
+
+#[test]
+fn a_lost_voter_is_replaced_by_a_stray_learner_on_a_live_store() {
+    // Four stores, one down for good; the region's fourth replica is a learner a split
+    // copied from its parent. No store is free for a new replica, but the learner can
+    // take the lost voter's place.
+    let mut stores: Vec<StoreInfo> = (1..=4).map(|id| store(id, "")).collect();
+    stores[3].state = StoreState::Down { since: Duration::ZERO };
+    let mut info = region(1, &[1, 2, 4], 1);
+    let learner = Peer { id: 99, store_id: 3, role: PeerRole::Learner as i32 };
+    info.region.peers.push(learner);
+    let mut cluster = view(stores, vec![info]);
+    let operators = schedule(&cluster, &SchedulerConfig::default(), &BTreeSet::new(), &mut ids());
+    let lost = Peer { id: 104, store_id: 4, role: PeerRole::Voter as i32 };
+    let promoted = Peer { role: PeerRole::Voter as i32, ..learner };
+    assert_eq!(
+        operators.iter().map(|o| o.steps.clone()).collect::<Vec<_>>(),
+        vec![vec![Step::PromoteLearner { peer: promoted }, Step::RemovePeer { peer: lost }]]
+    );
+    apply(&mut cluster, &operators[0]);
+    assert_healthy(&cluster, 3);
+}
