@@ -60,6 +60,10 @@ fn repair(
     // A voter on a store gone for longer than the grace period: replace it, with the
     // stray learner if it is on a live store (it holds the data already).
     if let Some(lost) = voters.iter().find(|peer| down_past_grace(view, config, peer.store_id)) {
+        if voters.len() > config.replicas {
+            // Enough voters without it (an operator ended half way).
+            return Some(operator(vec![Step::RemovePeer { peer: **lost }]));
+        }
         let mut steps = match stray.filter(|learner| view.is_up(learner.store_id)) {
             Some(learner) => {
                 vec![Step::PromoteLearner { peer: Peer { role: PeerRole::Voter as i32, ..*learner } }]

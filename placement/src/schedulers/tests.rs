@@ -419,3 +419,17 @@ fn a_lost_voter_is_replaced_by_a_stray_learner_on_a_live_store() {
     apply(&mut cluster, &operators[0]);
     assert_healthy(&cluster, 3);
 }
+
+#[test]
+fn a_lost_voter_beyond_the_replica_count_is_just_removed() {
+    // Every store holds a voter; the one on the lost store is surplus.
+    let mut stores: Vec<StoreInfo> = (1..=4).map(|id| store(id, "")).collect();
+    stores[3].state = StoreState::Down { since: Duration::ZERO };
+    let cluster = view(stores, vec![region(1, &[1, 2, 3, 4], 1)]);
+    let operators = schedule(&cluster, &SchedulerConfig::default(), &BTreeSet::new(), &mut ids());
+    let lost = Peer { id: 104, store_id: 4, role: PeerRole::Voter as i32 };
+    assert_eq!(
+        operators.iter().map(|o| o.steps.clone()).collect::<Vec<_>>(),
+        vec![vec![Step::RemovePeer { peer: lost }]]
+    );
+}
