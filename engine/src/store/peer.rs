@@ -544,7 +544,9 @@ impl Peer {
             && raft.log.committed == last
             && raft.log.applied == last
             && raft.lead_transferee().is_none()
-            && raft.tracker.progress.values().all(|pr| pr.matched == last);
+            && raft.tracker.progress.values().all(|pr| pr.matched == last)
+            // A size check is due: sleeping now would leave an oversized region unsplit.
+            && !(config.split_check_interval_ticks > 0 && self.written_since_split_check);
         self.idle_ticks = if quiet { self.idle_ticks + 1 } else { 0 };
         self.idle_ticks >= config.hibernate_after_ticks
     }

@@ -2,8 +2,8 @@
 //! its middle key, with ids from an [`IdAllocator`] (the placement driver, in a cluster).
 //!
 //! The leader checks only regions written since the last check, by scanning its range
-//! in the data column family and stopping as soon as a threshold is passed; a second
-//! scan finds the key in the middle. Scans run on the raft worker: regions are kept small
+//! in the data column family and stopping as soon as a threshold is passed; a region
+//! over it is measured in full, and a last scan finds the key in the middle by bytes. Scans run on the raft worker: regions are kept small
 //! enough (thresholds in the tens of megabytes) for that to stay short.
 
 use crate::storage::proto::Region;
@@ -14,8 +14,8 @@ pub trait IdAllocator: Send + Sync + 'static {
     fn allocate(&self, count: usize) -> Result<Vec<u64>, String>;
 }
 
-/// What a size check found: the region's keys and bytes (exact below the thresholds, the
-/// thresholds themselves above), and where to split it when it is over.
+/// What a size check found: the region's keys and bytes, and where to split it (at the
+/// middle by bytes) when it is over a threshold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegionSize {
     pub keys: u64,
@@ -53,10 +53,19 @@ pub fn check_size(
     if count <= max_keys && bytes <= max_bytes {
         return Ok(RegionSize { keys: count, bytes, split_key: None });
     }
-    let (half, mut seen) = (count / 2, 0u64);
+    // Over: measure all of it, so that the split halves it. Splitting at the middle of
+    // the prefix scanned so far would cut a bulk-loaded region into a chain of small
+    // regions, one per check, instead of halving it at each.
+    (count, bytes) = (0, 0);
+    scan(&mut |_, size| {
+        count += 1;
+        bytes += size as u64;
+        true
+    })?;
+    let (half, mut seen) = (bytes / 2, 0u64);
     let mut middle = None;
-    scan(&mut |key, _| {
-        seen += 1;
+    scan(&mut |key, size| {
+        seen += size as u64;
         if seen > half {
             middle = keys::user_key(key).map(<[u8]>::to_vec);
             return false;
