@@ -5,7 +5,8 @@
 #   ops/dev.sh soak ARGS     run the Raft simulator soak, e.g. --seeds 100000 --nodes 5
 #   ops/dev.sh check         formatting and lints, as CI checks them
 #   ops/dev.sh deps          only install the system packages the build needs
-#   ops/dev.sh playground    start a local cluster (arrives with the server, issue 5)
+#   ops/dev.sh playground    start a local cluster: a placement driver and 3 stores (ARGS
+#                            go to `tessera playground`, e.g. --stores 5 --dir DIR)
 #
 # Before calling cargo it installs the system packages the build needs and that are
 # missing (apt-get as root, sudo otherwise). Everything builds with the release profile
@@ -66,12 +67,10 @@ case "$command" in
     ensure_packages
     ;;
   playground)
-    echo "ops/dev.sh: there is no server yet, so no local cluster to start: the tessera binary" >&2
-    echo "arrives with issue 5. Today you can run the tests and the Raft simulator soak." >&2
-    exit 1
+    exec cargo run --release --bin tessera -- playground "$@"
     ;;
   *)
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
     [ -z "$command" ] && exit 0
     echo "ops/dev.sh: unknown command '$command'" >&2
     exit 2

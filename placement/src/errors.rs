@@ -28,7 +28,7 @@ pub enum PdError {
     RegionBusy(Box<RegionRoute>),
     /// The change could not be replicated (no quorum, leadership lost, timeout); it may
     /// or may not have happened.
-    #[error("the placement driver could not replicate the change: {0}")]
+    #[error("the placement driver is unavailable: {0}")]
     Unavailable(String),
     #[error("corrupt placement metadata: {0}")]
     Corrupt(String),

@@ -1,0 +1,18 @@
+//! Generates the gRPC services and their messages from `proto/service.proto` with a
+//! vendored `protoc`; engine and placement driver types are reused, not copied.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure()
+        .extern_path(".tessera.store", "::tessera_engine::storage::proto")
+        .extern_path(".tessera.raft", "::tessera_engine::raft::proto")
+        .extern_path(".tessera.pd", "::tessera_placement::proto")
+        .compile_with_config(
+            config,
+            &["proto/service.proto"],
+            &["proto", "../engine/proto", "../placement/proto"],
+        )?;
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}

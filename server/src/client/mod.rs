@@ -1,0 +1,494 @@
+//! The client library: what `tessera ctl`, `tessera-bench` and applications use.
+//!
+//! Requests go straight to the leader of the region holding their key, found in a
+//! region cache filled from the placement driver. Answers that say the cache is wrong
+//! (not leader, stale epoch, region not here, key outside the region, store unreachable)
+//! correct it, and the request is retried with backoff until its deadline. Scans and
+//! range deletions walk region by region in key order; batches are split by region and
+//! sent in parallel.
+//!
+//! Retrying is safe for reads and for puts and deletes (applying one twice leaves the
+//! same state); a compare-and-swap whose fate is unknown (a timeout, a lost connection
+//! after sending) is never retried but reported as [`ClientError::OutcomeUnknown`].
+
+mod cache;
+pub mod pd;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use tessera_engine::storage::proto::{
+    CompareAndSwap, Delete, DeleteRange, KeyValue, Put, Region, WriteRequest as Write, write_request,
+};
+use tessera_placement::PdError;
+use thiserror::Error;
+use tokio::time::Instant;
+use tonic::Status;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::failure::kv_failure;
+use crate::proto::kv_client::KvClient;
+use crate::proto::{
+    BatchGetRequest, GetRequest, RegionContext, ScanRequest, WriteRequest, kv_failure::Kind as Failure,
+};
+use crate::transport::MAX_MESSAGE_BYTES;
+use cache::RegionCache;
+pub use pd::GrpcPdClient;
+
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ClientError {
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+    #[error("placement driver: {0}")]
+    Pd(#[from] PdError),
+    #[error("the write may or may not have been applied: {0}")]
+    OutcomeUnknown(String),
+    #[error("gave up after {attempts} attempts; last error: {last}")]
+    Unavailable { attempts: u32, last: String },
+}
+
+/// Whether a request may be sent again when its outcome is unknown.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    Always,
+    OnlyIfNotApplied,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+type Kv = KvClient<Channel>;
+
+/// Items that fall in one region, after the key of the first.
+type Group<V> = (Vec<u8>, Vec<(Vec<u8>, V)>);
+
+pub struct Client {
+    pd: Arc<GrpcPdClient>,
+    cache: RegionCache,
+    addresses: RwLock<HashMap<u64, String>>,
+    stubs: RwLock<HashMap<String, Kv>>,
+    deadline: Duration,
+}
+
+/// The end of `[_, end)` clamped to `region`: an empty end means unbounded.
+fn clamp_end(end: &[u8], region: &Region) -> Vec<u8> {
+    let region_end = region.end_key.as_slice();
+    if end.is_empty() || (!region_end.is_empty() && end > region_end) {
+        region_end.to_vec()
+    } else {
+        end.to_vec()
+    }
+}
+
+fn contains(region: &Region, key: &[u8]) -> bool {
+    region.start_key.as_slice() <= key && (region.end_key.is_empty() || key < region.end_key.as_slice())
+}
+
+/// Whether `region` reaches past `end` (empty: unbounded).
+fn reaches(region: &Region, end: &[u8]) -> bool {
+    region.end_key.is_empty() || (!end.is_empty() && region.end_key.as_slice() >= end)
+}
+
+fn put(key: Vec<u8>, value: Vec<u8>) -> Write {
+    Write { kind: Some(write_request::Kind::Put(Put { key, value })) }
+}
+
+impl Client {
+    /// A client of the cluster whose driver replicas listen at `pd`; each request gives
+    /// up after `deadline`. Must be created inside a Tokio runtime.
+    pub fn new(pd: Vec<String>, deadline: Duration) -> Client {
+        let pd = Arc::new(GrpcPdClient::new(tokio::runtime::Handle::current(), pd, deadline));
+        Client {
+            pd,
+            cache: RegionCache::default(),
+            addresses: RwLock::new(HashMap::new()),
+            stubs: RwLock::new(HashMap::new()),
+            deadline,
+        }
+    }
+
+    pub fn pd(&self) -> &GrpcPdClient {
+        &self.pd
+    }
+
+    async fn route(&self, key: &[u8]) -> Result<tessera_placement::proto::RegionRoute, PdError> {
+        if let Some(route) = self.cache.find(key).filter(|route| route.leader.is_some()) {
+            return Ok(route);
+        }
+        let route = self.pd.region_by_key_async(key).await?;
+        self.cache.insert(route.clone());
+        Ok(route)
+    }
+
+    async fn stub(&self, store_id: u64) -> Result<Kv, String> {
+        let known = self.addresses.read().get(&store_id).cloned();
+        let address = match known {
+            Some(address) => address,
+            None => {
+                let stores = self.pd.stores_async().await.map_err(|e| e.to_string())?;
+                let mut addresses = self.addresses.write();
+                for view in stores.into_iter().filter_map(|view| view.store) {
+                    addresses.insert(view.id, view.address);
+                }
+                addresses.get(&store_id).cloned().ok_or(format!("store {store_id} has no known address"))?
+            }
+        };
+        if let Some(stub) = self.stubs.read().get(&address) {
+            return Ok(stub.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| format!("bad store address {address}: {e}"))?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(self.deadline);
+        let stub = KvClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        self.stubs.write().insert(address, stub.clone());
+        Ok(stub)
+    }
+
+    /// Runs `request` against the leader of the region holding `key`, correcting the
+    /// cache and retrying until the deadline. Answers with the region it ran in.
+    async fn on_region<T, F, Fut>(
+        &self,
+        key: &[u8],
+        retry: Retry,
+        request: F,
+    ) -> Result<(T, Region), ClientError>
+    where
+        F: Fn(Kv, RegionContext, Region) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let give_up = Instant::now() + self.deadline;
+        let mut backoff = BACKOFF_MIN;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let last = match self.attempt(key, retry, &request).await {
+                Ok(answer) => return Ok(answer),
+                Err(Err(error)) => return Err(error),
+                Err(Ok(retryable)) => retryable,
+            };
+            if Instant::now() + backoff >= give_up {
+                return Err(ClientError::Unavailable { attempts, last });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// One try: the answer, a final error, or (`Err(Ok(..))`) why to try again.
+    async fn attempt<T, F, Fut>(
+        &self,
+        key: &[u8],
+        retry: Retry,
+        request: &F,
+    ) -> Result<(T, Region), Result<String, ClientError>>
+    where
+        F: Fn(Kv, RegionContext, Region) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let route = match self.route(key).await {
+            Ok(route) => route,
+            Err(error @ (PdError::NotBootstrapped | PdError::Unavailable(_) | PdError::NotLeader { .. })) => {
+                return Err(Ok(error.to_string()));
+            }
+            Err(error) => return Err(Err(error.into())),
+        };
+        let (Some(region), Some(leader)) = (route.region, route.leader) else {
+            return Err(Ok("the region's leader is not known yet".into()));
+        };
+        let stub = match self.stub(leader.store_id).await {
+            Ok(stub) => stub,
+            Err(error) => return Err(Ok(error)),
+        };
+        let context = RegionContext { region_id: region.id, epoch: region.epoch };
+        let status = match request(stub, context, region.clone()).await {
+            Ok(answer) => return Ok((answer, region)),
+            Err(status) => status,
+        };
+        let last = format!("region {}: {}", region.id, status.message());
+        match kv_failure(&status) {
+            Some(Failure::NotLeader(not_leader)) => match not_leader.leader {
+                Some(leader) if leader.store_id != 0 => self.cache.set_leader(region.id, leader),
+                _ => self.cache.invalidate(region.id),
+            },
+            Some(Failure::EpochNotMatch(_) | Failure::RegionNotFound(_) | Failure::KeyNotInRegion(_)) => {
+                self.cache.invalidate(region.id);
+            }
+            Some(Failure::InvalidArgument(message)) => {
+                return Err(Err(ClientError::InvalidArgument(message)));
+            }
+            Some(Failure::NotCommitted(_)) => {}
+            Some(Failure::OutcomeUnknown(message)) if retry == Retry::OnlyIfNotApplied => {
+                return Err(Err(ClientError::OutcomeUnknown(message)));
+            }
+            Some(Failure::OutcomeUnknown(_) | Failure::Unavailable(_)) => self.cache.invalidate(region.id),
+            // No typed failure: the store was not reached, or the connection broke.
+            None => {
+                self.cache.invalidate(region.id);
+                self.addresses.write().remove(&leader.store_id);
+                if retry == Retry::OnlyIfNotApplied {
+                    return Err(Err(ClientError::OutcomeUnknown(last)));
+                }
+            }
+        }
+        Err(Ok(last))
+    }
+
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+        let (answer, _) = self
+            .on_region(key, Retry::Always, |mut kv, context, _| {
+                let key = key.to_vec();
+                async move { kv.get(GetRequest { context: Some(context), key }).await }
+            })
+            .await?;
+        let answer = answer.into_inner();
+        Ok(answer.found.then_some(answer.value))
+    }
+
+    /// The keys found, each with its value, in the order asked.
+    pub async fn batch_get(&self, keys: &[Vec<u8>]) -> Result<Vec<KeyValue>, ClientError> {
+        let mut found: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        let answers = self
+            .by_region(keys.iter().map(|k| (k.clone(), ())).collect(), |mut kv, context, keys| async move {
+                let keys = keys.into_iter().map(|(k, ())| k).collect();
+                kv.batch_get(BatchGetRequest { context: Some(context), keys }).await
+            })
+            .await?;
+        for answer in answers {
+            found.extend(answer.into_inner().pairs.into_iter().map(|pair| (pair.key, pair.value)));
+        }
+        Ok(keys
+            .iter()
+            .filter_map(|key| Some(KeyValue { key: key.clone(), value: found.get(key)?.clone() }))
+            .collect())
+    }
+
+    /// Sends `items` region by region, in parallel, each region's share in one request;
+    /// items a region no longer holds when its request arrives (it split) go round again.
+    async fn by_region<V, T, F, Fut>(
+        &self,
+        items: Vec<(Vec<u8>, V)>,
+        request: F,
+    ) -> Result<Vec<T>, ClientError>
+    where
+        V: Clone,
+        F: Fn(Kv, RegionContext, Vec<(Vec<u8>, V)>) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let mut answers = Vec::new();
+        let mut pending = items;
+        while !pending.is_empty() {
+            let groups = self.group_by_region(std::mem::take(&mut pending).into_iter()).await?;
+            let requests = groups.into_iter().map(|(first, group)| {
+                let request = &request;
+                async move {
+                    let (answer, region) = self
+                        .on_region(&first, Retry::Always, |kv, context, region| {
+                            let share = group.iter().filter(|(k, _)| contains(&region, k)).cloned().collect();
+                            request(kv, context, share)
+                        })
+                        .await?;
+                    let rest: Vec<(Vec<u8>, V)> =
+                        group.into_iter().filter(|(k, _)| !contains(&region, k)).collect();
+                    Ok::<_, ClientError>((answer, rest))
+                }
+            });
+            for result in futures::future::join_all(requests).await {
+                let (answer, rest) = result?;
+                answers.push(answer);
+                pending.extend(rest);
+            }
+        }
+        Ok(answers)
+    }
+
+    /// Splits `items` into runs that fall in one region each (by the cache, filled as
+    /// needed), keyed by the run's first key. A run may be refused later if the region
+    /// split meanwhile; it is then retried as a whole by key.
+    async fn group_by_region<V>(
+        &self,
+        items: impl Iterator<Item = (Vec<u8>, V)>,
+    ) -> Result<Vec<Group<V>>, ClientError> {
+        let mut items: Vec<(Vec<u8>, V)> = items.collect();
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut groups: Vec<Group<V>> = Vec::new();
+        let mut current_end: Option<Vec<u8>> = None;
+        for (key, value) in items {
+            let inside = match (&current_end, groups.last()) {
+                (Some(end), Some(_)) => end.is_empty() || key < *end,
+                _ => false,
+            };
+            if !inside {
+                let route = self.route(&key).await?;
+                current_end = Some(route.region.map(|r| r.end_key).unwrap_or_default());
+                groups.push((key.clone(), Vec::new()));
+            }
+            if let Some((_, group)) = groups.last_mut() {
+                group.push((key, value));
+            }
+        }
+        Ok(groups)
+    }
+
+    async fn write(
+        &self,
+        key: &[u8],
+        retry: Retry,
+        writes: Vec<Write>,
+    ) -> Result<Vec<tessera_engine::storage::proto::WriteResponse>, ClientError> {
+        let (answer, _) = self
+            .on_region(key, retry, |mut kv, context, _| {
+                let writes = writes.clone();
+                async move { kv.write(WriteRequest { context: Some(context), writes }).await }
+            })
+            .await?;
+        Ok(answer.into_inner().results)
+    }
+
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), ClientError> {
+        self.write(key, Retry::Always, vec![put(key.to_vec(), value.to_vec())]).await.map(|_| ())
+    }
+
+    /// Writes every pair; the pairs of one region are applied atomically together,
+    /// regions in parallel and independently of each other.
+    pub async fn batch_put(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), ClientError> {
+        self.by_region(pairs, |mut kv, context, share| async move {
+            let writes = share.into_iter().map(|(k, v)| put(k, v)).collect();
+            kv.write(WriteRequest { context: Some(context), writes }).await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn delete(&self, key: &[u8]) -> Result<(), ClientError> {
+        let delete = Write { kind: Some(write_request::Kind::Delete(Delete { key: key.to_vec() })) };
+        self.write(key, Retry::Always, vec![delete]).await.map(|_| ())
+    }
+
+    /// Sets `key` to `new_value` (or deletes it when `None`) if its value is `expected`
+    /// (or it is absent when `None`). Answers whether it swapped, and the value found.
+    pub async fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new_value: Option<&[u8]>,
+    ) -> Result<(bool, Option<Vec<u8>>), ClientError> {
+        let cas = CompareAndSwap {
+            key: key.to_vec(),
+            expected: expected.map(<[u8]>::to_vec),
+            new_value: new_value.map(<[u8]>::to_vec),
+        };
+        let write = Write { kind: Some(write_request::Kind::CompareAndSwap(cas)) };
+        let results = self.write(key, Retry::OnlyIfNotApplied, vec![write]).await?;
+        let result = results.into_iter().next().unwrap_or_default();
+        Ok((result.succeeded, result.previous))
+    }
+
+    /// Deletes `[start, end)` (empty end: to the end of the key space), region by region.
+    pub async fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<(), ClientError> {
+        if !end.is_empty() && start >= end {
+            return Err(ClientError::InvalidArgument("the start of a range must be before its end".into()));
+        }
+        let mut cursor = start.to_vec();
+        loop {
+            let (_, region) = self
+                .on_region(&cursor, Retry::Always, |mut kv, context, region| {
+                    let range = DeleteRange { start_key: cursor.clone(), end_key: clamp_end(end, &region) };
+                    let writes = vec![Write { kind: Some(write_request::Kind::DeleteRange(range)) }];
+                    async move { kv.write(WriteRequest { context: Some(context), writes }).await }
+                })
+                .await?;
+            if reaches(&region, end) {
+                return Ok(());
+            }
+            cursor = region.end_key;
+        }
+    }
+
+    /// The pairs in `[start, end)` (empty end: to the end of the key space) in key order
+    /// (descending with `reverse`), at most `limit` (0: no limit).
+    pub async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<KeyValue>, ClientError> {
+        if !end.is_empty() && start > end {
+            return Err(ClientError::InvalidArgument("the start of a range is after its end".into()));
+        }
+        if reverse {
+            return self.scan_reverse(start, end, limit).await;
+        }
+        let mut pairs = Vec::new();
+        let mut cursor = start.to_vec();
+        loop {
+            let wanted = if limit == 0 { 0 } else { limit - pairs.len() };
+            let (answer, region) = self
+                .on_region(&cursor, Retry::Always, |mut kv, context, region| {
+                    let request = ScanRequest {
+                        context: Some(context),
+                        start_key: cursor.clone(),
+                        end_key: clamp_end(end, &region),
+                        limit: wanted as u32,
+                        reverse: false,
+                    };
+                    async move { kv.scan(request).await }
+                })
+                .await?;
+            pairs.extend(answer.into_inner().pairs);
+            if (limit > 0 && pairs.len() >= limit) || reaches(&region, end) {
+                return Ok(pairs);
+            }
+            cursor = region.end_key;
+        }
+    }
+
+    async fn scan_reverse(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, ClientError> {
+        let mut pairs = Vec::new();
+        let mut upper = end.to_vec();
+        loop {
+            // The last region below `upper`, by the driver's list of the range; if it
+            // split since, the region holding the keys just below `upper` is further
+            // right, and is found by walking on from the one the list named.
+            let regions = self.pd.scan_regions_async(start, &upper, 0).await?;
+            let Some(last) = regions.last().and_then(|route| route.region.clone()) else { return Ok(pairs) };
+            let mut low =
+                if last.start_key.as_slice() > start { last.start_key.clone() } else { start.to_vec() };
+            let wanted = if limit == 0 { 0 } else { limit - pairs.len() };
+            let region = loop {
+                let (answer, region) = self
+                    .on_region(&low, Retry::Always, |mut kv, context, region| {
+                        let request = ScanRequest {
+                            context: Some(context),
+                            start_key: low.clone(),
+                            end_key: clamp_end(&upper, &region),
+                            limit: wanted as u32,
+                            reverse: true,
+                        };
+                        async move { kv.scan(request).await }
+                    })
+                    .await?;
+                if reaches(&region, &upper) {
+                    pairs.extend(answer.into_inner().pairs);
+                    break region;
+                }
+                low = region.end_key;
+            };
+            if (limit > 0 && pairs.len() >= limit) || region.start_key.as_slice() <= start {
+                return Ok(pairs);
+            }
+            upper = region.start_key;
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! A store node: registers with the placement driver (once; the id is kept in the data
+//! directory), opens the store, starts its agent, and serves the key-value API and the
+//! Raft transport.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use parking_lot::RwLock;
+use tessera_engine::store::{Store, StoreConfig};
+use tessera_placement::PdClient;
+use tessera_placement::agent::{AgentConfig, DriverIds, StoreAgent};
+use tessera_placement::proto::RegisterStoreRequest;
+use tokio::runtime::Handle;
+use tonic::transport::Server;
+
+use crate::client::GrpcPdClient;
+use crate::proto::kv_server::KvServer;
+use crate::proto::raft_transport_server::RaftTransportServer;
+use crate::service::kv::KvService;
+use crate::transport::{AddressBook, GrpcTransport, MAX_MESSAGE_BYTES, RaftTransportService};
+
+pub struct StoreNodeConfig {
+    pub data_dir: PathBuf,
+    pub listen: String,
+    /// The placement driver's replicas.
+    pub pd: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    /// How long a request waits for its region before failing.
+    pub request_timeout: Duration,
+    /// Split thresholds: keys, and bytes of keys and values, per region.
+    pub split_max_keys: u64,
+    pub split_max_bytes: u64,
+}
+
+/// How long the agent's calls to the driver may take.
+const AGENT_PD_DEADLINE: Duration = Duration::from_secs(3);
+
+/// The file in the data directory that keeps the store's id.
+const STORE_ID_FILE: &str = "store_id";
+
+/// Store addresses from the placement driver, cached.
+struct DriverAddressBook {
+    pd: Arc<GrpcPdClient>,
+    cache: RwLock<HashMap<u64, String>>,
+}
+
+impl AddressBook for DriverAddressBook {
+    fn resolve(&self, store_id: u64) -> Option<String> {
+        if let Some(address) = self.cache.read().get(&store_id) {
+            return Some(address.clone());
+        }
+        let stores = self.pd.stores().ok()?;
+        let mut cache = self.cache.write();
+        for store in stores.into_iter().filter_map(|view| view.store) {
+            cache.insert(store.id, store.address);
+        }
+        cache.get(&store_id).cloned()
+    }
+}
+
+fn read_store_id(path: &std::path::Path) -> anyhow::Result<Option<u64>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let id = text
+                .trim()
+                .parse::<u64>()
+                .with_context(|| format!("{} does not hold a store id", path.display()))?;
+            Ok(Some(id))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn write_store_id(path: &std::path::Path, id: u64) -> anyhow::Result<()> {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, id.to_string())?;
+    std::fs::File::open(&temporary)?.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    Ok(())
+}
+
+/// Runs a store until `stop` resolves; `on_ready` receives its id and address once it
+/// serves.
+pub async fn run(
+    config: StoreNodeConfig,
+    on_ready: impl FnOnce(u64, std::net::SocketAddr),
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    if config.pd.is_empty() {
+        bail!("a store needs the placement driver's address (--pd)");
+    }
+    let (listener, address) = super::bind(&config.listen).await?;
+    let pd = Arc::new(GrpcPdClient::new(Handle::current(), config.pd.clone(), Duration::from_secs(30)));
+    let id_file = config.data_dir.join(STORE_ID_FILE);
+    let known = read_store_id(&id_file)?;
+    let request = RegisterStoreRequest {
+        store_id: known.unwrap_or(0),
+        address: address.to_string(),
+        labels: config.labels.clone(),
+    };
+    let store_id =
+        pd.register_store_async(request).await.context("registering with the placement driver")?.store_id;
+    if known.is_none() {
+        write_store_id(&id_file, store_id)?;
+    }
+    let addresses: Arc<dyn AddressBook> =
+        Arc::new(DriverAddressBook { pd: pd.clone(), cache: RwLock::new(HashMap::new()) });
+    let transport = Arc::new(GrpcTransport::new(Handle::current(), addresses.clone()));
+    let ids = Arc::new(DriverIds::new());
+    let db = config.data_dir.join("db");
+    let store_ids = ids.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        let store_config = StoreConfig {
+            split_max_keys: config.split_max_keys,
+            split_max_bytes: config.split_max_bytes,
+            ..StoreConfig::new(store_id)
+        };
+        Store::open_with_ids(&db, store_config, transport, Some(store_ids))
+    })
+    .await?
+    .context("opening the store")?;
+    let store = Arc::new(store);
+    // The agent reports every second: a driver that does not answer within a few
+    // seconds is skipped for this round rather than waited for (and never holds up a
+    // shutdown for long).
+    let driver: Arc<dyn PdClient> =
+        Arc::new(GrpcPdClient::new(Handle::current(), config.pd.clone(), AGENT_PD_DEADLINE));
+    let agent = StoreAgent::start(store.clone(), driver, ids, AgentConfig::default())?;
+    let kv = KvService::new(store.clone(), addresses, config.request_timeout);
+    let router = Server::builder()
+        .add_service(
+            KvServer::new(kv)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            RaftTransportServer::new(RaftTransportService::new(store_id, store.sink()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        );
+    on_ready(store_id, address);
+    let served = super::serve(router, listener, stop).await;
+    // Stop reporting, then close the store: requests in flight are answered or failed.
+    tokio::task::spawn_blocking(move || {
+        agent.stop();
+        drop(store);
+    })
+    .await?;
+    served
+}

@@ -1,0 +1,132 @@
+//! The key-value API of a store: each request goes to the store's replica of the region
+//! named in its context, which checks epoch and range and answers once the write is
+//! applied or the read is linearizable. Waiting happens on the blocking pool: the
+//! store's answers arrive on channels its raft workers fill.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use tessera_engine::storage::proto::{KeyValue, RegionEpoch};
+use tessera_engine::store::{ReadRequest, ReadResponse, Store, StoreError};
+use tonic::{Request, Response, Status};
+
+use crate::failure::kv_status;
+use crate::proto::kv_server::Kv;
+use crate::proto::{
+    BatchGetRequest, BatchGetResponse, GetRequest, GetResponse, RegionContext, ScanRequest, ScanResponse,
+    WriteRequest, WriteResponse,
+};
+use crate::transport::AddressBook;
+
+pub struct KvService {
+    store: Arc<Store>,
+    addresses: Arc<dyn AddressBook>,
+    timeout: Duration,
+}
+
+fn context(context: Option<RegionContext>) -> Result<(u64, RegionEpoch), Status> {
+    let context = context.ok_or_else(|| Status::invalid_argument("the request names no region"))?;
+    let epoch = context.epoch.ok_or_else(|| Status::invalid_argument("the request names no region epoch"))?;
+    Ok((context.region_id, epoch))
+}
+
+impl KvService {
+    pub fn new(store: Arc<Store>, addresses: Arc<dyn AddressBook>, timeout: Duration) -> KvService {
+        KvService { store, addresses, timeout }
+    }
+
+    /// Waits for the store's answers on the blocking pool.
+    async fn wait<T: Send + 'static>(
+        &self,
+        answers: Vec<Receiver<Result<T, StoreError>>>,
+    ) -> Result<Vec<T>, Status> {
+        let timeout = self.timeout;
+        let addresses = self.addresses.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut results = Vec::with_capacity(answers.len());
+            for answer in answers {
+                let result = answer.recv_timeout(timeout).unwrap_or(Err(StoreError::OutcomeUnknown));
+                results.push(result.map_err(|e| kv_status(e, |store| addresses.resolve(store)))?);
+            }
+            Ok(results)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("request task failed: {e}")))?
+    }
+
+    async fn read(
+        &self,
+        region_id: u64,
+        epoch: RegionEpoch,
+        requests: Vec<ReadRequest>,
+    ) -> Result<Vec<ReadResponse>, Status> {
+        let answers =
+            requests.into_iter().map(|request| self.store.read(region_id, epoch, request)).collect();
+        self.wait(answers).await
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let request = request.into_inner();
+        let (region_id, epoch) = context(request.context)?;
+        let answers = self.read(region_id, epoch, vec![ReadRequest::Get { key: request.key }]).await?;
+        let value = match answers.into_iter().next() {
+            Some(ReadResponse::Value(value)) => value,
+            _ => return Err(Status::internal("a get answered with pairs")),
+        };
+        Ok(Response::new(GetResponse { found: value.is_some(), value: value.unwrap_or_default() }))
+    }
+
+    async fn batch_get(
+        &self,
+        request: Request<BatchGetRequest>,
+    ) -> Result<Response<BatchGetResponse>, Status> {
+        let request = request.into_inner();
+        let (region_id, epoch) = context(request.context)?;
+        let keys = request.keys;
+        let reads = keys.iter().map(|key| ReadRequest::Get { key: key.clone() }).collect();
+        // Issued together, the reads share one ReadIndex round.
+        let answers = self.read(region_id, epoch, reads).await?;
+        let pairs = keys
+            .into_iter()
+            .zip(answers)
+            .filter_map(|(key, answer)| match answer {
+                ReadResponse::Value(Some(value)) => Some(KeyValue { key, value }),
+                _ => None,
+            })
+            .collect();
+        Ok(Response::new(BatchGetResponse { pairs }))
+    }
+
+    async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        let request = request.into_inner();
+        let (region_id, epoch) = context(request.context)?;
+        let scan = ReadRequest::Scan {
+            start: request.start_key,
+            end: request.end_key,
+            limit: request.limit as usize,
+            reverse: request.reverse,
+        };
+        let answers = self.read(region_id, epoch, vec![scan]).await?;
+        let pairs = match answers.into_iter().next() {
+            Some(ReadResponse::Pairs(pairs)) => pairs,
+            _ => return Err(Status::internal("a scan answered with a single value")),
+        };
+        Ok(Response::new(ScanResponse {
+            pairs: pairs.into_iter().map(|(key, value)| KeyValue { key, value }).collect(),
+        }))
+    }
+
+    async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
+        let request = request.into_inner();
+        let (region_id, epoch) = context(request.context)?;
+        if request.writes.is_empty() {
+            return Err(Status::invalid_argument("a write request with no writes"));
+        }
+        let answers = self.wait(vec![self.store.write(region_id, epoch, request.writes)]).await?;
+        Ok(Response::new(WriteResponse { results: answers.into_iter().next().unwrap_or_default() }))
+    }
+}

@@ -1,0 +1,5 @@
+//! The gRPC services a node serves: [`kv::KvService`] on stores, [`pd::PdService`] on
+//! driver replicas; both serve the Raft transport too (`crate::transport`).
+
+pub mod kv;
+pub mod pd;

@@ -1,0 +1,124 @@
+//! The placement driver's API over gRPC: each call runs the replica's blocking API on
+//! the blocking pool; a follower's redirect carries the leader's address.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tessera_placement::proto::{
+    RegionHeartbeatsRequest, RegionHeartbeatsResponse, RegionRoute, RegisterStoreRequest,
+    RegisterStoreResponse, StoreHeartbeatRequest, StoreHeartbeatResponse,
+};
+use tessera_placement::{PdClient, PdError, PlacementDriver};
+use tonic::{Request, Response, Status};
+
+use crate::failure::pd_status;
+use crate::proto::pd_server::Pd;
+use crate::proto::{
+    AllocIdsRequest, AllocIdsResponse, OperatorsRequest, OperatorsResponse, RegionByIdRequest,
+    RegionByKeyRequest, ScanRegionsRequest, ScanRegionsResponse, SplitRegionRequest, SplitRegionResponse,
+    StoresRequest, StoresResponse,
+};
+
+pub struct PdService {
+    driver: Arc<PlacementDriver>,
+    /// Every member's client address, for redirects.
+    members: Arc<HashMap<u64, String>>,
+}
+
+impl PdService {
+    pub fn new(driver: Arc<PlacementDriver>, members: HashMap<u64, String>) -> PdService {
+        PdService { driver, members: Arc::new(members) }
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&PlacementDriver) -> Result<T, PdError> + Send + 'static,
+    ) -> Result<Response<T>, Status> {
+        let driver = self.driver.clone();
+        let members = self.members.clone();
+        tokio::task::spawn_blocking(move || f(&driver))
+            .await
+            .map_err(|e| Status::internal(format!("request task failed: {e}")))?
+            .map(Response::new)
+            .map_err(|error| pd_status(error, |member| members.get(&member).cloned()))
+    }
+}
+
+#[tonic::async_trait]
+impl Pd for PdService {
+    async fn register_store(
+        &self,
+        request: Request<RegisterStoreRequest>,
+    ) -> Result<Response<RegisterStoreResponse>, Status> {
+        let request = request.into_inner();
+        self.call(move |pd| pd.register_store(request)).await
+    }
+
+    async fn store_heartbeat(
+        &self,
+        request: Request<StoreHeartbeatRequest>,
+    ) -> Result<Response<StoreHeartbeatResponse>, Status> {
+        let request = request.into_inner();
+        self.call(move |pd| pd.store_heartbeat(request)).await
+    }
+
+    async fn region_heartbeats(
+        &self,
+        request: Request<RegionHeartbeatsRequest>,
+    ) -> Result<Response<RegionHeartbeatsResponse>, Status> {
+        let request = request.into_inner();
+        self.call(move |pd| pd.region_heartbeats(request)).await
+    }
+
+    async fn alloc_ids(
+        &self,
+        request: Request<AllocIdsRequest>,
+    ) -> Result<Response<AllocIdsResponse>, Status> {
+        let count = request.into_inner().count;
+        self.call(move |pd| pd.alloc_ids(count).map(|ids| AllocIdsResponse { ids })).await
+    }
+
+    async fn region_by_key(
+        &self,
+        request: Request<RegionByKeyRequest>,
+    ) -> Result<Response<RegionRoute>, Status> {
+        let key = request.into_inner().key;
+        self.call(move |pd| pd.region_by_key(&key)).await
+    }
+
+    async fn region_by_id(
+        &self,
+        request: Request<RegionByIdRequest>,
+    ) -> Result<Response<RegionRoute>, Status> {
+        let region_id = request.into_inner().region_id;
+        self.call(move |pd| pd.region_by_id(region_id)).await
+    }
+
+    async fn scan_regions(
+        &self,
+        request: Request<ScanRegionsRequest>,
+    ) -> Result<Response<ScanRegionsResponse>, Status> {
+        let request = request.into_inner();
+        self.call(move |pd| {
+            let regions = pd.scan_regions(&request.start_key, &request.end_key, request.limit as usize)?;
+            Ok(ScanRegionsResponse { regions })
+        })
+        .await
+    }
+
+    async fn stores(&self, _: Request<StoresRequest>) -> Result<Response<StoresResponse>, Status> {
+        self.call(|pd| pd.stores().map(|stores| StoresResponse { stores })).await
+    }
+
+    async fn split_region(
+        &self,
+        request: Request<SplitRegionRequest>,
+    ) -> Result<Response<SplitRegionResponse>, Status> {
+        let key = request.into_inner().key;
+        self.call(move |pd| pd.split_region(&key).map(|()| SplitRegionResponse {})).await
+    }
+
+    async fn operators(&self, _: Request<OperatorsRequest>) -> Result<Response<OperatorsResponse>, Status> {
+        self.call(|pd| pd.operators().map(|operators| OperatorsResponse { operators })).await
+    }
+}

@@ -1,0 +1,117 @@
+//! The Raft transport over gRPC: the engine's [`Transport`] for real networks.
+//!
+//! One long-lived client stream per destination node carries its frames in order. The
+//! engine's `send` never blocks: a frame goes into the destination's bounded queue and
+//! is dropped if the queue is full or the node unreachable (Raft tolerates loss; the
+//! peers' own timers retry). Each link reconnects with exponential backoff, asking the
+//! [`AddressBook`] again each time, so a node that moved or restarted is found.
+//!
+//! Snapshots travel inside frames like any message, so the message size limit is set
+//! for the largest region snapshot the store builds.
+
+mod service;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tessera_engine::storage::proto::StoreBatch;
+use tessera_engine::store::Transport;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+pub use service::RaftTransportService;
+
+use crate::proto::raft_transport_client::RaftTransportClient;
+
+/// Frames waiting for one destination; more are dropped.
+const QUEUE_FRAMES: usize = 4096;
+
+/// Largest gRPC message accepted or sent: a region snapshot travels in one frame.
+pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Where a node listens, by id.
+pub trait AddressBook: Send + Sync + 'static {
+    /// The node's address, asking whoever knows if needed (may block briefly).
+    fn resolve(&self, node_id: u64) -> Option<String>;
+}
+
+/// A fixed map of addresses (the driver's members).
+pub struct StaticAddresses(pub HashMap<u64, String>);
+
+impl AddressBook for StaticAddresses {
+    fn resolve(&self, node_id: u64) -> Option<String> {
+        self.0.get(&node_id).cloned()
+    }
+}
+
+pub struct GrpcTransport {
+    runtime: Handle,
+    addresses: Arc<dyn AddressBook>,
+    links: Mutex<HashMap<u64, mpsc::Sender<StoreBatch>>>,
+}
+
+impl GrpcTransport {
+    pub fn new(runtime: Handle, addresses: Arc<dyn AddressBook>) -> GrpcTransport {
+        GrpcTransport { runtime, addresses, links: Mutex::new(HashMap::new()) }
+    }
+
+    fn link(&self, node_id: u64) -> mpsc::Sender<StoreBatch> {
+        let mut links = self.links.lock();
+        if let Some(link) = links.get(&node_id).filter(|link| !link.is_closed()) {
+            return link.clone();
+        }
+        let (sender, receiver) = mpsc::channel(QUEUE_FRAMES);
+        self.runtime.spawn(run_link(node_id, self.addresses.clone(), receiver));
+        links.insert(node_id, sender.clone());
+        sender
+    }
+}
+
+impl Transport for GrpcTransport {
+    fn send(&self, batch: StoreBatch) {
+        // Full queue: the frame is lost, as on a congested network.
+        let _ = self.link(batch.to_store).try_send(batch);
+    }
+}
+
+/// Keeps one stream to `node_id` open while frames come, reconnecting with backoff.
+async fn run_link(node_id: u64, addresses: Arc<dyn AddressBook>, mut frames: mpsc::Receiver<StoreBatch>) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let book = addresses.clone();
+        let address = tokio::task::spawn_blocking(move || book.resolve(node_id)).await.ok().flatten();
+        let connected = match address {
+            Some(address) => RaftTransportClient::connect(format!("http://{address}")).await.ok(),
+            None => None,
+        };
+        let Some(client) = connected else {
+            // Unreachable: drop what waits (it is stale by the time we connect).
+            while frames.try_recv().is_ok() {}
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            if frames.is_closed() {
+                return;
+            }
+            continue;
+        };
+        backoff = BACKOFF_MIN;
+        let mut client =
+            client.max_encoding_message_size(MAX_MESSAGE_BYTES).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let (sender, receiver) = mpsc::channel(QUEUE_FRAMES);
+        let stream = tokio::spawn(async move { client.stream(ReceiverStream::new(receiver)).await });
+        // Forward until the stream breaks or the transport is dropped.
+        loop {
+            let Some(frame) = frames.recv().await else { return };
+            if sender.send(frame).await.is_err() {
+                break;
+            }
+        }
+        let _ = stream.await;
+    }
+}
