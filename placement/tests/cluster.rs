@@ -428,10 +428,12 @@ fn a_killed_driver_leader_hands_over_and_scheduling_continues() {
     });
     let leader = cluster.serving_driver().expect("a new leader");
     let follower = cluster.drivers.keys().copied().find(|&id| id != leader).expect("a follower");
-    match cluster.drivers[&follower].stores() {
-        Err(PdError::NotLeader { leader: Some(named) }) => assert_eq!(named, leader),
+    // A follower redirects to the leader, once it has heard from it.
+    cluster.wait_for("a follower to name the new leader", |c| match c.drivers[&follower].stores() {
+        Err(PdError::NotLeader { leader: Some(named) }) if named == leader => Ok(()),
+        Err(PdError::NotLeader { leader: named }) => Err(format!("the follower still names {named:?}")),
         other => panic!("a follower must redirect to the leader, answered {other:?}"),
-    }
+    });
     let ids_after = cluster.pd.alloc_ids(5).expect("ids from the new leader");
     assert!(ids_after.iter().min() > ids_before.iter().max(), "ids are never handed out twice");
     let config = SchedulerConfig::default();
