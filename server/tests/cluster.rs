@@ -302,6 +302,55 @@ async fn a_cluster_stopped_and_restarted_has_all_its_data() {
     }
 }
 
+/// Two stores join a loaded cluster: the driver's schedulers move replicas and leaders
+/// to them across real processes. Values are large enough that moved regions travel as
+/// snapshots over a megabyte, in chunks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_added_to_a_loaded_cluster_receive_regions_and_leaders() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::start(3, 150);
+    let client = cluster.client();
+    wait_for_leader(&client).await;
+    let count = 1500;
+    let big = |i: usize| {
+        let mut value = value(i);
+        value.resize(16 * 1024, b'.');
+        value
+    };
+    for chunk in (0..count).collect::<Vec<_>>().chunks(50) {
+        client.batch_put(chunk.iter().map(|&i| (key(i), big(i))).collect()).await.expect("batch put");
+    }
+    for index in 3..5 {
+        let store = cluster.start_store(index, "127.0.0.1:0");
+        cluster.stores.push(Some(store));
+    }
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let stores = client.pd().stores_async().await.expect("stores");
+        let up: Vec<_> = stores.iter().filter(|s| s.state == 0).collect();
+        let mean = |f: fn(&&tessera_placement::proto::StoreView) -> u64| {
+            up.iter().map(f).sum::<u64>() as f64 / up.len().max(1) as f64
+        };
+        let (regions, leaders) = (mean(|s| s.region_count), mean(|s| s.leader_count));
+        let balanced = up.len() == 5
+            && up.iter().all(|s| {
+                (s.region_count as f64 - regions).abs() <= 2.0
+                    && (s.leader_count as f64 - leaders).abs() <= 1.0
+                    && s.region_count > 0
+                    && s.leader_count > 0
+            });
+        if balanced {
+            break;
+        }
+        let counts: Vec<(u64, u64)> = up.iter().map(|s| (s.region_count, s.leader_count)).collect();
+        assert!(Instant::now() < deadline, "not balanced after four minutes: (regions, leaders) {counts:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for i in 0..count {
+        assert_eq!(client.get(&key(i)).await.expect("get"), Some(big(i)), "key {i}");
+    }
+}
+
 fn ctl(pd: &str, args: &[&str]) -> String {
     let output = Command::new(TESSERA).arg("ctl").arg("--pd").arg(pd).args(args).output().expect("ctl runs");
     assert!(output.status.success(), "ctl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));

@@ -6,8 +6,9 @@
 //! peers' own timers retry). Each link reconnects with exponential backoff, asking the
 //! [`AddressBook`] again each time, so a node that moved or restarted is found.
 //!
-//! Snapshots travel inside frames like any message, so the message size limit is set
-//! for the largest region snapshot the store builds.
+//! A frame larger than [`CHUNK_BYTES`] (one carrying a region snapshot) goes on a
+//! stream of its own, in chunks: HTTP/2 flow control paces it to the receiver, and the
+//! main stream's heartbeats and appends are not held up behind it.
 
 mod service;
 
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use prost::Message;
 use tessera_engine::storage::proto::StoreBatch;
 use tessera_engine::store::Transport;
 use tokio::runtime::Handle;
@@ -24,13 +26,20 @@ use tokio_stream::wrappers::ReceiverStream;
 
 pub use service::RaftTransportService;
 
+use crate::proto::FrameChunk;
 use crate::proto::raft_transport_client::RaftTransportClient;
 
 /// Frames waiting for one destination; more are dropped.
 const QUEUE_FRAMES: usize = 4096;
 
-/// Largest gRPC message accepted or sent: a region snapshot travels in one frame.
-pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
+/// Largest gRPC message accepted or sent (a value may be up to 4 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Frames above this size are sent in chunks of this size.
+pub const CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Largest frame reassembled from chunks: past this the sender is not a Tessera node.
+pub const MAX_FRAME_BYTES: usize = 1024 * 1024 * 1024;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -80,6 +89,17 @@ impl Transport for GrpcTransport {
     }
 }
 
+/// Sends one large frame in chunks on a stream of its own. A failure loses the frame,
+/// as a lost message: Raft's snapshot timeout retries it.
+fn send_large(mut client: RaftTransportClient<tonic::transport::Channel>, frame: StoreBatch) {
+    let bytes = frame.encode_to_vec();
+    let chunks: Vec<FrameChunk> =
+        bytes.chunks(CHUNK_BYTES).map(|data| FrameChunk { data: data.to_vec() }).collect();
+    tokio::spawn(async move {
+        let _ = client.large(tokio_stream::iter(chunks)).await;
+    });
+}
+
 /// Keeps one stream to `node_id` open while frames come, reconnecting with backoff.
 async fn run_link(node_id: u64, addresses: Arc<dyn AddressBook>, mut frames: mpsc::Receiver<StoreBatch>) {
     let mut backoff = BACKOFF_MIN;
@@ -103,11 +123,16 @@ async fn run_link(node_id: u64, addresses: Arc<dyn AddressBook>, mut frames: mps
         backoff = BACKOFF_MIN;
         let mut client =
             client.max_encoding_message_size(MAX_MESSAGE_BYTES).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let client_for_large = client.clone();
         let (sender, receiver) = mpsc::channel(QUEUE_FRAMES);
         let stream = tokio::spawn(async move { client.stream(ReceiverStream::new(receiver)).await });
         // Forward until the stream breaks or the transport is dropped.
         loop {
             let Some(frame) = frames.recv().await else { return };
+            if frame.encoded_len() > CHUNK_BYTES {
+                send_large(client_for_large.clone(), frame);
+                continue;
+            }
             if sender.send(frame).await.is_err() {
                 break;
             }

@@ -7,8 +7,11 @@ use tessera_engine::storage::proto::StoreBatch;
 use tessera_engine::store::BatchSink;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::proto::TransportAck;
+use prost::Message;
+
+use super::MAX_FRAME_BYTES;
 use crate::proto::raft_transport_server::RaftTransport;
+use crate::proto::{FrameChunk, TransportAck};
 
 pub struct RaftTransportService {
     node_id: u64,
@@ -33,6 +36,23 @@ impl RaftTransport for RaftTransportService {
             if frame.to_store == self.node_id {
                 self.sink.deliver(frame);
             }
+        }
+        Ok(Response::new(TransportAck {}))
+    }
+
+    async fn large(&self, request: Request<Streaming<FrameChunk>>) -> Result<Response<TransportAck>, Status> {
+        let mut chunks = request.into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = chunks.message().await? {
+            if bytes.len() + chunk.data.len() > MAX_FRAME_BYTES {
+                return Err(Status::resource_exhausted(format!("a frame over {MAX_FRAME_BYTES} bytes")));
+            }
+            bytes.extend_from_slice(&chunk.data);
+        }
+        let frame = StoreBatch::decode(bytes.as_slice())
+            .map_err(|e| Status::invalid_argument(format!("a chunked frame does not decode: {e}")))?;
+        if frame.to_store == self.node_id {
+            self.sink.deliver(frame);
         }
         Ok(Response::new(TransportAck {}))
     }
