@@ -1,9 +1,9 @@
 //! The `tessera` command line: one binary for every role.
 
+mod config;
 mod ctl;
 mod playground;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use crate::node;
+use config::FileConfig;
 
 #[derive(Parser)]
 #[command(name = "tessera", version, about = "Tessera: a sharded, strongly consistent key-value database")]
@@ -23,43 +24,51 @@ pub struct Cli {
 enum Command {
     /// Run a storage node.
     Store {
+        /// A TOML configuration file (see ops/tessera.example.toml); flags win over it.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Addresses of the placement driver's replicas, comma-separated.
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(long, value_delimiter = ',')]
         pd: Vec<String>,
         /// Where the store keeps its data (created if missing).
         #[arg(long)]
-        data_dir: PathBuf,
-        /// Address to serve on; port 0 picks a free port (printed once serving).
-        #[arg(long, default_value = "127.0.0.1:20160")]
-        listen: String,
-        /// Location labels, such as zone=eu-1a (repeatable).
+        data_dir: Option<PathBuf>,
+        /// Address to serve on [default: 127.0.0.1:20160]; port 0 picks a free port
+        /// (printed once serving).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Location labels, such as zone=eu-1a (repeatable; added to the file's).
         #[arg(long = "label", value_parser = parse_label)]
         labels: Vec<(String, String)>,
-        /// A region with more keys than this is split at its middle key.
-        #[arg(long, default_value_t = 1_000_000)]
-        split_max_keys: u64,
-        /// A region with more bytes of keys and values than this is split.
-        #[arg(long, default_value_t = 96 * 1024 * 1024)]
-        split_max_bytes: u64,
+        /// A region with more keys than this is split at its middle [default: 1000000].
+        #[arg(long)]
+        split_max_keys: Option<u64>,
+        /// A region with more bytes of keys and values than this is split [default: 96 MiB].
+        #[arg(long)]
+        split_max_bytes: Option<u64>,
     },
     /// Run a placement driver replica.
     Pd {
+        /// A TOML configuration file (see ops/tessera.example.toml); flags win over it.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Where the replica keeps its data (created if missing).
         #[arg(long)]
-        data_dir: PathBuf,
-        /// Address to serve on; port 0 picks a free port (printed once serving).
-        #[arg(long, default_value = "127.0.0.1:2379")]
-        listen: String,
-        /// This replica's member id.
-        #[arg(long, default_value_t = 1)]
-        id: u64,
+        data_dir: Option<PathBuf>,
+        /// Address to serve on [default: 127.0.0.1:2379]; port 0 picks a free port
+        /// (printed once serving).
+        #[arg(long)]
+        listen: Option<String>,
+        /// This replica's member id [default: 1].
+        #[arg(long)]
+        id: Option<u64>,
         /// Every replica of the driver as ID=ADDRESS, comma-separated (this one
         /// included); omit for a single replica.
-        #[arg(long, value_delimiter = ',', value_parser = parse_member)]
-        members: Vec<(u64, String)>,
-        /// Voters every region should have.
-        #[arg(long, default_value_t = 3)]
-        replicas: usize,
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+        /// Voters every region should have [default: 3].
+        #[arg(long)]
+        replicas: Option<usize>,
     },
     /// Start a local cluster (placement driver and stores as child processes) and keep
     /// it running until Ctrl-C or SIGTERM.
@@ -95,24 +104,50 @@ pub fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Store { pd, data_dir, listen, labels, split_max_keys, split_max_bytes } => {
+        Command::Store { config, pd, data_dir, listen, labels, split_max_keys, split_max_bytes } => {
+            let file = FileConfig::load(config.as_deref())?.store;
+            let mut all_labels = file.labels;
+            all_labels.extend(labels);
             let config = node::store::StoreNodeConfig {
-                data_dir,
-                listen,
-                pd,
-                labels: labels.into_iter().collect::<BTreeMap<_, _>>(),
+                data_dir: data_dir
+                    .or(file.data_dir)
+                    .context("a store needs --data-dir (or data_dir in its file)")?,
+                listen: listen.or(file.listen).unwrap_or_else(|| config::DEFAULT_STORE_LISTEN.to_string()),
+                pd: if pd.is_empty() { file.pd } else { pd },
+                labels: all_labels,
                 request_timeout: Duration::from_secs(10),
-                split_max_keys,
-                split_max_bytes,
+                split_max_keys: split_max_keys
+                    .or(file.split_max_keys)
+                    .unwrap_or(config::DEFAULT_SPLIT_MAX_KEYS),
+                split_max_bytes: split_max_bytes
+                    .or(file.split_max_bytes)
+                    .unwrap_or(config::DEFAULT_SPLIT_MAX_BYTES),
             };
             let ready = |id, address| println!("store id={id} pid={} addr={address}", std::process::id());
             node::store::run(config, ready, node::stop_signal()).await
         }
-        Command::Pd { data_dir, listen, id, members, replicas } => {
+        Command::Pd { config, data_dir, listen, id, members, replicas } => {
+            let file = FileConfig::load(config.as_deref())?.pd;
+            let replicas = replicas.or(file.replicas).unwrap_or(config::DEFAULT_REPLICAS);
             if replicas == 0 {
-                bail!("--replicas must be at least 1");
+                bail!("replicas must be at least 1");
             }
-            let config = node::pd::PdNodeConfig { data_dir, listen, member_id: id, members, replicas };
+            let members = if members.is_empty() { file.members } else { members };
+            let members = members
+                .iter()
+                .map(|m| parse_member(m))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            let id = id.or(file.id).unwrap_or(1);
+            let config = node::pd::PdNodeConfig {
+                data_dir: data_dir
+                    .or(file.data_dir)
+                    .context("a driver replica needs --data-dir (or data_dir in its file)")?,
+                listen: listen.or(file.listen).unwrap_or_else(|| config::DEFAULT_PD_LISTEN.to_string()),
+                member_id: id,
+                members,
+                replicas,
+            };
             let ready = |address| println!("pd id={id} pid={} addr={address}", std::process::id());
             node::pd::run(config, ready, node::stop_signal()).await
         }

@@ -1,0 +1,80 @@
+//! The configuration file: every option of `tessera store` and `tessera pd` in TOML,
+//! documented in `ops/tessera.example.toml`. A flag given on the command line wins over
+//! the file, and the file over the defaults here.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+pub const DEFAULT_STORE_LISTEN: &str = "127.0.0.1:20160";
+pub const DEFAULT_PD_LISTEN: &str = "127.0.0.1:2379";
+pub const DEFAULT_SPLIT_MAX_KEYS: u64 = 1_000_000;
+pub const DEFAULT_SPLIT_MAX_BYTES: u64 = 96 * 1024 * 1024;
+pub const DEFAULT_REPLICAS: usize = 3;
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub store: StoreSection,
+    pub pd: PdSection,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    pub pd: Vec<String>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub split_max_keys: Option<u64>,
+    pub split_max_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PdSection {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub id: Option<u64>,
+    /// `ID=ADDRESS` for every replica.
+    pub members: Vec<String>,
+    pub replicas: Option<usize>,
+}
+
+impl FileConfig {
+    /// The file at `path`, or the defaults without one.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<FileConfig> {
+        let Some(path) = path else { return Ok(FileConfig::default()) };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("{} is not a valid configuration", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses_and_sets_every_option() {
+        let example = include_str!("../../../ops/tessera.example.toml");
+        let config: FileConfig = toml::from_str(example).expect("the example is valid");
+        assert_eq!(config.store.pd, vec!["127.0.0.1:2379".to_string()]);
+        assert_eq!(config.store.listen.as_deref(), Some(DEFAULT_STORE_LISTEN));
+        assert_eq!(config.store.labels.get("zone").map(String::as_str), Some("zone-a"));
+        assert_eq!(config.store.split_max_keys, Some(DEFAULT_SPLIT_MAX_KEYS));
+        assert_eq!(config.store.split_max_bytes, Some(DEFAULT_SPLIT_MAX_BYTES));
+        assert!(config.store.data_dir.is_some() && config.pd.data_dir.is_some());
+        assert_eq!(config.pd.id, Some(1));
+        assert_eq!(config.pd.members, vec!["1=127.0.0.1:2379".to_string()]);
+        assert_eq!(config.pd.replicas, Some(DEFAULT_REPLICAS));
+    }
+
+    #[test]
+    fn an_unknown_option_is_refused_by_name() {
+        let error = toml::from_str::<FileConfig>("[store]\nsplit_max_kyes = 5\n").expect_err("a typo");
+        assert!(error.to_string().contains("split_max_kyes"), "{error}");
+    }
+}
