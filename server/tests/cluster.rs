@@ -201,6 +201,32 @@ async fn bad_input_gets_a_typed_error_and_the_nodes_stay_up() {
     invalid(client.put(b"k", &vec![0; 4 * 1024 * 1024 + 1]).await, "a value over 4 MiB");
     invalid(client.delete_range(b"z", b"a").await, "a range whose start is after its end");
     invalid(client.scan(b"z", b"a", 0, false).await.map(|_| ()), "a scan whose start is after its end");
+    // A request for a region no store holds gets a typed answer, not a crash.
+    let store = cluster.stores.iter().flatten().next().expect("a store");
+    let mut raw = tessera_server::proto::kv_client::KvClient::connect(format!("http://{}", store.address))
+        .await
+        .expect("a connection to a store");
+    let context =
+        tessera_server::proto::RegionContext { region_id: 999_999, epoch: Some(Default::default()) };
+    let request = tessera_server::proto::GetRequest { context: Some(context), key: b"k".to_vec() };
+    let status = raw.get(request).await.expect_err("no such region");
+    assert!(
+        matches!(
+            tessera_server::failure::kv_failure(&status),
+            Some(tessera_server::proto::kv_failure::Kind::RegionNotFound(999_999))
+        ),
+        "{status:?}"
+    );
+    let status = raw.get(tessera_server::proto::GetRequest::default()).await.expect_err("no region named");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    // Garbage and truncated frames on every node's port.
+    for address in cluster.stores.iter().flatten().map(|s| s.address.clone()).chain([cluster.pd_address()]) {
+        use std::io::Write;
+        let mut socket = std::net::TcpStream::connect(&address).expect("a connection");
+        let _ =
+            socket.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x05\x00\x01\x00\x00\x00\x01garbage");
+        let _ = socket.write_all(&[0xff; 4096]);
+    }
     // Every node still serves.
     client.put(b"k", b"v").await.expect("the cluster still takes writes");
     assert_eq!(client.get(b"k").await.expect("get"), Some(text("v")));
