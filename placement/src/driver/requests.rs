@@ -1,0 +1,237 @@
+//! The driver's API as its leader serves it. Requests that persist something
+//! (registrations, changes of epoch) are serialized by the writer lock and make their
+//! Raft round trip outside the state's lock.
+
+use std::collections::BTreeSet;
+
+use super::leader::{LeaderState, StoreEntry};
+use super::region_map::Verdict;
+use super::{PlacementDriver, Shared};
+use crate::client::PdClient;
+use crate::cluster::StoreState;
+use crate::errors::PdError;
+use crate::metadata;
+use crate::operator::{Operator, OperatorKind, Step};
+use crate::proto::{
+    OperatorView, RegionHeartbeat, RegionHeartbeatResponse, RegionHeartbeatsRequest,
+    RegionHeartbeatsResponse, RegionRoute, RegisterStoreRequest, RegisterStoreResponse,
+    StoreHeartbeatRequest, StoreHeartbeatResponse, StoreRecord, StoreView,
+};
+
+/// At most this many ids per request.
+const MAX_IDS_PER_REQUEST: u32 = 10_000;
+
+impl Shared {
+    fn register_store(&self, request: RegisterStoreRequest) -> Result<RegisterStoreResponse, PdError> {
+        if request.address.is_empty() {
+            return Err(PdError::InvalidArgument("a store must give its address".into()));
+        }
+        let _writer = self.writer.lock();
+        let epoch = self.epoch()?;
+        let existing = self.with_leader(|state| {
+            let same_address = state
+                .stores
+                .values()
+                .find(|s| s.record.address == request.address && s.state != StoreState::Tombstone);
+            if let Some(other) = same_address.filter(|s| s.record.id != request.store_id) {
+                return Err(PdError::DuplicateAddress {
+                    address: request.address.clone(),
+                    store_id: other.record.id,
+                });
+            }
+            if request.store_id == 0 {
+                return Ok(None);
+            }
+            Ok(Some(state.store(request.store_id)?.record.clone()))
+        })?;
+        let store_id = match &existing {
+            Some(record) => record.id,
+            None => self.ids.allocate(&self.metadata, epoch, 1)?[0],
+        };
+        let record =
+            StoreRecord { id: store_id, address: request.address, labels: request.labels, tombstone: false };
+        if existing.as_ref() != Some(&record) {
+            self.metadata.write(epoch, vec![metadata::put_store(&record)])?;
+        }
+        let now = self.now();
+        self.with_leader(|state| {
+            let entry = state.stores.entry(store_id).or_insert_with(|| StoreEntry {
+                record: record.clone(),
+                stats: Default::default(),
+                last_heartbeat: now,
+                state: StoreState::Up,
+            });
+            entry.record = record;
+            entry.last_heartbeat = now;
+            entry.state = StoreState::Up;
+            Ok(RegisterStoreResponse { store_id })
+        })
+    }
+
+    fn region_heartbeats(
+        &self,
+        request: RegionHeartbeatsRequest,
+    ) -> Result<RegionHeartbeatsResponse, PdError> {
+        for heartbeat in &request.regions {
+            check_heartbeat(request.store_id, heartbeat)?;
+        }
+        // Changes of epoch are judged, persisted and adopted by one writer at a time, so
+        // that what is on disk and what is in memory cannot cross.
+        let _writer = self.writer.lock();
+        let epoch = self.epoch()?;
+        let mut puts = Vec::new();
+        let mut deletes = BTreeSet::new();
+        let term = self.with_leader(|state| {
+            state.store(request.store_id)?;
+            for region in request.regions.iter().filter_map(|h| h.region.as_ref()) {
+                if let Verdict::Changed { replaces } = state.regions.judge(region) {
+                    puts.push(region.clone());
+                    deletes.extend(replaces);
+                }
+            }
+            Ok(state.term)
+        })?;
+        let persisted: BTreeSet<u64> = puts.iter().map(|r| r.id).collect();
+        if !puts.is_empty() {
+            // A split's halves can arrive in one batch, each replacing the other's old
+            // descriptor: never delete what the batch also writes.
+            let writes = deletes
+                .iter()
+                .filter(|id| !persisted.contains(id))
+                .map(|&id| metadata::delete_region(id))
+                .chain(puts.iter().map(metadata::put_region))
+                .collect();
+            self.metadata.write(epoch, writes)?;
+        }
+        let now = self.now();
+        self.with_leader(|state| {
+            if state.term != term {
+                return Err(self.not_leader());
+            }
+            let view = state.view(now);
+            let regions = request
+                .regions
+                .iter()
+                .filter_map(|heartbeat| {
+                    let region = heartbeat.region.as_ref()?;
+                    let newer = match state.regions.judge(region) {
+                        Verdict::Stale(newer) => Some(newer),
+                        _ => None,
+                    };
+                    let step = match newer {
+                        Some(_) => None,
+                        None => state.region_heartbeat(heartbeat, persisted.contains(&region.id), &view),
+                    };
+                    Some(RegionHeartbeatResponse { region_id: region.id, step, newer })
+                })
+                .collect();
+            Ok(RegionHeartbeatsResponse { regions })
+        })
+    }
+}
+
+/// A heartbeat must describe a region led from the store that sends it.
+fn check_heartbeat(store_id: u64, heartbeat: &RegionHeartbeat) -> Result<(), PdError> {
+    let invalid =
+        |what: &str| Err(PdError::InvalidArgument(format!("region heartbeat from store {store_id}: {what}")));
+    let Some(region) = &heartbeat.region else { return invalid("no region") };
+    let Some(leader) = &heartbeat.leader else { return invalid("no leader") };
+    if leader.store_id != store_id || !region.peers.iter().any(|p| p.id == leader.id) {
+        return invalid("the leader is not this store's peer of the region");
+    }
+    if !region.end_key.is_empty() && region.start_key >= region.end_key {
+        return invalid("the region's range is empty or inverted");
+    }
+    Ok(())
+}
+
+impl PdClient for PlacementDriver {
+    fn register_store(&self, request: RegisterStoreRequest) -> Result<RegisterStoreResponse, PdError> {
+        self.shared.register_store(request)
+    }
+
+    fn store_heartbeat(&self, request: StoreHeartbeatRequest) -> Result<StoreHeartbeatResponse, PdError> {
+        let now = self.shared.now();
+        let stats = request.stats.unwrap_or_default();
+        self.shared.with_leader(|state| state.store_heartbeat(request.store_id, stats, now))
+    }
+
+    fn region_heartbeats(
+        &self,
+        request: RegionHeartbeatsRequest,
+    ) -> Result<RegionHeartbeatsResponse, PdError> {
+        self.shared.region_heartbeats(request)
+    }
+
+    fn alloc_ids(&self, count: u32) -> Result<Vec<u64>, PdError> {
+        if count == 0 || count > MAX_IDS_PER_REQUEST {
+            return Err(PdError::InvalidArgument(format!(
+                "ids are handed out 1 to {MAX_IDS_PER_REQUEST} at a time, not {count}"
+            )));
+        }
+        let epoch = self.shared.epoch()?;
+        self.shared.with_leader(|_| Ok(()))?;
+        self.shared.ids.allocate(&self.shared.metadata, epoch, u64::from(count))
+    }
+
+    fn region_by_key(&self, key: &[u8]) -> Result<RegionRoute, PdError> {
+        self.shared.with_leader(|state| {
+            if !state.is_bootstrapped() {
+                return Err(PdError::NotBootstrapped);
+            }
+            // A gap only exists while a split's halves are being reported.
+            state.regions.by_key(key).map(LeaderState::route).ok_or(PdError::Unavailable(format!(
+                "no region holds {} right now; retry",
+                String::from_utf8_lossy(key)
+            )))
+        })
+    }
+
+    fn region_by_id(&self, region_id: u64) -> Result<RegionRoute, PdError> {
+        self.shared.with_leader(|state| {
+            state.regions.get(region_id).map(LeaderState::route).ok_or(PdError::UnknownRegion(region_id))
+        })
+    }
+
+    fn scan_regions(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<RegionRoute>, PdError> {
+        if !end.is_empty() && start > end {
+            return Err(PdError::InvalidArgument("the start of a range is after its end".into()));
+        }
+        self.shared.with_leader(|state| {
+            let limit = if limit == 0 { usize::MAX } else { limit };
+            Ok(state.regions.range(start, end).take(limit).map(LeaderState::route).collect())
+        })
+    }
+
+    fn stores(&self) -> Result<Vec<StoreView>, PdError> {
+        self.shared.with_leader(|state| Ok(state.store_views()))
+    }
+
+    fn split_region(&self, key: &[u8]) -> Result<(), PdError> {
+        if key.is_empty() {
+            return Err(PdError::InvalidArgument(
+                "the empty key starts the key space: nothing to split".into(),
+            ));
+        }
+        let now = self.shared.now();
+        self.shared.with_leader(|state| {
+            let entry = state.regions.by_key(key).ok_or(PdError::NotBootstrapped)?;
+            if entry.region().start_key == key {
+                return Ok(());
+            }
+            let route = LeaderState::route(entry);
+            let region_id = entry.region().id;
+            let operator = Operator {
+                region_id,
+                kind: OperatorKind::Split,
+                steps: vec![Step::Split { key: key.to_vec() }],
+            };
+            if state.add_operator(operator, now) { Ok(()) } else { Err(PdError::RegionBusy(Box::new(route))) }
+        })
+    }
+
+    fn operators(&self) -> Result<Vec<OperatorView>, PdError> {
+        let now = self.shared.now();
+        self.shared.with_leader(|state| Ok(state.operators.views(now)))
+    }
+}
