@@ -482,9 +482,12 @@ impl Peer {
     }
 
     /// Fails every waiting request (the peer is being destroyed or the store stops).
+    /// Fails every request waiting on this peer (it stops or is destroyed). Reads get
+    /// `error`; proposals get `OutcomeUnknown`: they may have committed already, and a
+    /// client must not take them for writes that did not happen.
     pub fn fail_all(&mut self, error: StoreError) {
         for proposal in self.proposals.drain(..) {
-            let _ = proposal.respond.send(Err(error.clone()));
+            let _ = proposal.respond.send(Err(StoreError::OutcomeUnknown));
         }
         for (_, read) in self.reads.drain() {
             let _ = read.respond.send(Err(error.clone()));
