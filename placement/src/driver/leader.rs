@@ -90,6 +90,17 @@ impl LeaderState {
         self.bootstrap.is_some() || self.regions.len() > 0
     }
 
+    /// The region holding `key`.
+    pub fn region_holding(&self, key: &[u8]) -> Result<&RegionEntry, PdError> {
+        if !self.is_bootstrapped() {
+            return Err(PdError::NotBootstrapped);
+        }
+        // A gap only exists while a split's halves are being reported.
+        self.regions.by_key(key).ok_or_else(|| {
+            PdError::Unavailable(format!("no region holds {} right now; retry", String::from_utf8_lossy(key)))
+        })
+    }
+
     pub fn store(&self, store_id: u64) -> Result<&StoreEntry, PdError> {
         let entry = self.stores.get(&store_id).ok_or(PdError::UnknownStore(store_id))?;
         if entry.state == StoreState::Tombstone {

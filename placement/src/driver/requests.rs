@@ -39,14 +39,16 @@ impl Shared {
                     store_id: other.record.id,
                 });
             }
-            if request.store_id == 0 {
-                return Ok(None);
+            match state.stores.get(&request.store_id) {
+                Some(_) => Ok(Some(state.store(request.store_id)?.record.clone())),
+                None => Ok(None),
             }
-            Ok(Some(state.store(request.store_id)?.record.clone()))
         })?;
-        let store_id = match &existing {
-            Some(record) => record.id,
-            None => self.ids.allocate(&self.metadata, epoch, 1)?[0],
+        let store_id = match (&existing, request.store_id) {
+            (Some(record), _) => record.id,
+            // An id the store took from the allocator and kept before registering.
+            (None, id) if id != 0 => id,
+            (None, _) => self.ids.allocate(&self.metadata, epoch, 1)?[0],
         };
         let record =
             StoreRecord { id: store_id, address: request.address, labels: request.labels, tombstone: false };
@@ -170,21 +172,13 @@ impl PdClient for PlacementDriver {
             )));
         }
         let epoch = self.shared.epoch()?;
+        // Only once this leader loaded the metadata (and with it the id mark).
         self.shared.with_leader(|_| Ok(()))?;
         self.shared.ids.allocate(&self.shared.metadata, epoch, u64::from(count))
     }
 
     fn region_by_key(&self, key: &[u8]) -> Result<RegionRoute, PdError> {
-        self.shared.with_leader(|state| {
-            if !state.is_bootstrapped() {
-                return Err(PdError::NotBootstrapped);
-            }
-            // A gap only exists while a split's halves are being reported.
-            state.regions.by_key(key).map(LeaderState::route).ok_or(PdError::Unavailable(format!(
-                "no region holds {} right now; retry",
-                String::from_utf8_lossy(key)
-            )))
-        })
+        self.shared.with_leader(|state| state.region_holding(key).map(LeaderState::route))
     }
 
     fn region_by_id(&self, region_id: u64) -> Result<RegionRoute, PdError> {
@@ -215,7 +209,7 @@ impl PdClient for PlacementDriver {
         }
         let now = self.shared.now();
         self.shared.with_leader(|state| {
-            let entry = state.regions.by_key(key).ok_or(PdError::NotBootstrapped)?;
+            let entry = state.region_holding(key)?;
             if entry.region().start_key == key {
                 return Ok(());
             }

@@ -65,7 +65,11 @@ impl GrpcPdClient {
                     continue;
                 }
                 tried.push(address.clone());
-                match f(stub(&address)?).await {
+                let answer = match tokio::time::timeout_at(give_up, f(stub(&address)?)).await {
+                    Ok(answer) => answer,
+                    Err(_) => return Err(last),
+                };
+                match answer {
                     Ok(response) => {
                         *self.leader.lock() = Some(address);
                         return Ok(response.into_inner());

@@ -99,17 +99,20 @@ pub async fn run(
     let (listener, address) = super::bind(&config.listen).await?;
     let pd = Arc::new(GrpcPdClient::new(Handle::current(), config.pd.clone(), Duration::from_secs(30)));
     let id_file = config.data_dir.join(STORE_ID_FILE);
-    let known = read_store_id(&id_file)?;
-    let request = RegisterStoreRequest {
-        store_id: known.unwrap_or(0),
-        address: address.to_string(),
-        labels: config.labels.clone(),
+    // The id is kept before registering, so that a registration retried after a lost
+    // answer (or a crash) names the same store.
+    let store_id = match read_store_id(&id_file)? {
+        Some(id) => id,
+        None => {
+            let ids = pd.alloc_ids_async(1).await.context("getting a store id from the placement driver")?;
+            let id = *ids.first().context("the placement driver answered no id")?;
+            write_store_id(&id_file, id)?;
+            id
+        }
     };
-    let store_id =
-        pd.register_store_async(request).await.context("registering with the placement driver")?.store_id;
-    if known.is_none() {
-        write_store_id(&id_file, store_id)?;
-    }
+    let request =
+        RegisterStoreRequest { store_id, address: address.to_string(), labels: config.labels.clone() };
+    pd.register_store_async(request).await.context("registering with the placement driver")?;
     let addresses: Arc<dyn AddressBook> =
         Arc::new(DriverAddressBook { pd: pd.clone(), cache: RwLock::new(HashMap::new()) });
     let transport = Arc::new(GrpcTransport::new(Handle::current(), addresses.clone()));
@@ -133,7 +136,7 @@ pub async fn run(
     let driver: Arc<dyn PdClient> =
         Arc::new(GrpcPdClient::new(Handle::current(), config.pd.clone(), AGENT_PD_DEADLINE));
     let agent = StoreAgent::start(store.clone(), driver, ids, AgentConfig::default())?;
-    let kv = KvService::new(store.clone(), addresses, config.request_timeout);
+    let kv = KvService::new(&store, addresses, config.request_timeout);
     let router = Server::builder()
         .add_service(
             KvServer::new(kv)
@@ -146,7 +149,8 @@ pub async fn run(
         );
     on_ready(store_id, address);
     let served = super::serve(router, listener, stop).await;
-    // Stop reporting, then close the store: requests in flight are answered or failed.
+    // Stop reporting, then close the store (the services hold it weakly): requests in
+    // flight are answered or failed, and RocksDB is closed.
     tokio::task::spawn_blocking(move || {
         agent.stop();
         drop(store);

@@ -3,7 +3,7 @@
 //! applied or the read is linearizable. Waiting happens on the blocking pool: the
 //! store's answers arrive on channels its raft workers fill.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
@@ -20,7 +20,8 @@ use crate::proto::{
 use crate::transport::AddressBook;
 
 pub struct KvService {
-    store: Arc<Store>,
+    /// Weak: the node closes the store when it stops, whatever connections linger.
+    store: Weak<Store>,
     addresses: Arc<dyn AddressBook>,
     timeout: Duration,
 }
@@ -32,8 +33,12 @@ fn context(context: Option<RegionContext>) -> Result<(u64, RegionEpoch), Status>
 }
 
 impl KvService {
-    pub fn new(store: Arc<Store>, addresses: Arc<dyn AddressBook>, timeout: Duration) -> KvService {
-        KvService { store, addresses, timeout }
+    pub fn new(store: &Arc<Store>, addresses: Arc<dyn AddressBook>, timeout: Duration) -> KvService {
+        KvService { store: Arc::downgrade(store), addresses, timeout }
+    }
+
+    fn store(&self) -> Result<Arc<Store>, Status> {
+        self.store.upgrade().ok_or_else(|| kv_status(StoreError::ShuttingDown, |_| None))
     }
 
     /// Waits for the store's answers on the blocking pool.
@@ -41,12 +46,12 @@ impl KvService {
         &self,
         answers: Vec<Receiver<Result<T, StoreError>>>,
     ) -> Result<Vec<T>, Status> {
-        let timeout = self.timeout;
+        let deadline = std::time::Instant::now() + self.timeout;
         let addresses = self.addresses.clone();
         tokio::task::spawn_blocking(move || {
             let mut results = Vec::with_capacity(answers.len());
             for answer in answers {
-                let result = answer.recv_timeout(timeout).unwrap_or(Err(StoreError::OutcomeUnknown));
+                let result = answer.recv_deadline(deadline).unwrap_or(Err(StoreError::OutcomeUnknown));
                 results.push(result.map_err(|e| kv_status(e, |store| addresses.resolve(store)))?);
             }
             Ok(results)
@@ -61,8 +66,8 @@ impl KvService {
         epoch: RegionEpoch,
         requests: Vec<ReadRequest>,
     ) -> Result<Vec<ReadResponse>, Status> {
-        let answers =
-            requests.into_iter().map(|request| self.store.read(region_id, epoch, request)).collect();
+        let store = self.store()?;
+        let answers = requests.into_iter().map(|request| store.read(region_id, epoch, request)).collect();
         self.wait(answers).await
     }
 }
@@ -126,7 +131,7 @@ impl Kv for KvService {
         if request.writes.is_empty() {
             return Err(Status::invalid_argument("a write request with no writes"));
         }
-        let answers = self.wait(vec![self.store.write(region_id, epoch, request.writes)]).await?;
+        let answers = self.wait(vec![self.store()?.write(region_id, epoch, request.writes)]).await?;
         Ok(Response::new(WriteResponse { results: answers.into_iter().next().unwrap_or_default() }))
     }
 }
