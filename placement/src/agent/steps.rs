@@ -39,7 +39,7 @@ impl StepRunner {
         }
         let Some(kind) = step.kind else { return };
         self.started.insert(key, now);
-        let epoch = region.epoch.unwrap_or_default();
+        let epoch = tessera_engine::region::epoch(region);
         let change = |change_type: ConfChangeType, peer: Peer, role: PeerRole| {
             let peer = Peer { role: role as i32, ..peer };
             AdminRequest {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use parking_lot::RwLock;
-use tessera_engine::storage::proto::{Peer, Region};
+use tessera_engine::storage::proto::Peer;
 use tessera_placement::proto::RegionRoute;
 
 #[derive(Default)]
@@ -13,16 +13,16 @@ pub struct RegionCache {
     by_start: RwLock<BTreeMap<Vec<u8>, RegionRoute>>,
 }
 
-fn contains(region: &Region, key: &[u8]) -> bool {
-    region.start_key.as_slice() <= key && (region.end_key.is_empty() || key < region.end_key.as_slice())
-}
-
 impl RegionCache {
     /// The cached region holding `key`.
     pub fn find(&self, key: &[u8]) -> Option<RegionRoute> {
         let cache = self.by_start.read();
         let (_, route) = cache.range::<[u8], _>((Bound::Unbounded, Bound::Included(key))).next_back()?;
-        route.region.as_ref().filter(|region| contains(region, key)).map(|_| route.clone())
+        route
+            .region
+            .as_ref()
+            .filter(|region| tessera_engine::region::contains_key(region, key))
+            .map(|_| route.clone())
     }
 
     /// Adds a route, dropping the cached regions it overlaps (they are older or the same).

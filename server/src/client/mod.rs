@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
+use tessera_engine::region::contains_key;
 use tessera_engine::storage::proto::{
     CompareAndSwap, Delete, DeleteRange, KeyValue, Put, Region, WriteRequest as Write, write_request,
 };
@@ -81,10 +82,6 @@ fn clamp_end(end: &[u8], region: &Region) -> Vec<u8> {
     } else {
         end.to_vec()
     }
-}
-
-fn contains(region: &Region, key: &[u8]) -> bool {
-    region.start_key.as_slice() <= key && (region.end_key.is_empty() || key < region.end_key.as_slice())
 }
 
 /// Whether `region` reaches past `end` (empty: unbounded).
@@ -289,12 +286,13 @@ impl Client {
                 async move {
                     let (answer, region) = self
                         .on_region(&first, Retry::Always, |kv, context, region| {
-                            let share = group.iter().filter(|(k, _)| contains(&region, k)).cloned().collect();
+                            let share =
+                                group.iter().filter(|(k, _)| contains_key(&region, k)).cloned().collect();
                             request(kv, context, share)
                         })
                         .await?;
                     let rest: Vec<(Vec<u8>, V)> =
-                        group.into_iter().filter(|(k, _)| !contains(&region, k)).collect();
+                        group.into_iter().filter(|(k, _)| !contains_key(&region, k)).collect();
                     Ok::<_, ClientError>((answer, rest))
                 }
             });

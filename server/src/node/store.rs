@@ -60,6 +60,10 @@ impl AddressBook for DriverAddressBook {
         }
         cache.get(&store_id).cloned()
     }
+
+    fn forget(&self, store_id: u64) {
+        self.cache.write().remove(&store_id);
+    }
 }
 
 fn read_store_id(path: &std::path::Path) -> anyhow::Result<Option<u64>> {

@@ -48,6 +48,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 pub trait AddressBook: Send + Sync + 'static {
     /// The node's address, asking whoever knows if needed (may block briefly).
     fn resolve(&self, node_id: u64) -> Option<String>;
+
+    /// The address given for the node did not answer: ask again next time.
+    fn forget(&self, _node_id: u64) {}
 }
 
 /// A fixed map of addresses (the driver's members).
@@ -89,6 +92,17 @@ impl Transport for GrpcTransport {
     }
 }
 
+/// A channel to a node, with keepalives so that a silent peer (a partition, a paused
+/// process) breaks the stream and the link reconnects.
+async fn connect(address: &str) -> Option<RaftTransportClient<tonic::transport::Channel>> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .ok()?
+        .connect_timeout(Duration::from_secs(1))
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5));
+    Some(RaftTransportClient::new(endpoint.connect().await.ok()?))
+}
+
 /// Sends one large frame in chunks on a stream of its own. A failure loses the frame,
 /// as a lost message: Raft's snapshot timeout retries it.
 fn send_large(mut client: RaftTransportClient<tonic::transport::Channel>, frame: StoreBatch) {
@@ -107,10 +121,11 @@ async fn run_link(node_id: u64, addresses: Arc<dyn AddressBook>, mut frames: mps
         let book = addresses.clone();
         let address = tokio::task::spawn_blocking(move || book.resolve(node_id)).await.ok().flatten();
         let connected = match address {
-            Some(address) => RaftTransportClient::connect(format!("http://{address}")).await.ok(),
+            Some(address) => connect(&address).await,
             None => None,
         };
         let Some(client) = connected else {
+            addresses.forget(node_id);
             // Unreachable: drop what waits (it is stale by the time we connect).
             while frames.try_recv().is_ok() {}
             tokio::time::sleep(backoff).await;
