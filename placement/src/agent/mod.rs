@@ -189,7 +189,7 @@ impl Agent {
             let Some(report) = report.leaders.iter().find(|r| r.region.id == answer.region_id) else {
                 continue;
             };
-            self.steps.run(&self.store, self.pd.as_ref(), &report.region, step);
+            self.steps.run(&self.store, self.ids.as_ref(), &report.region, step);
         }
     }
 

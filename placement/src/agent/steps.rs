@@ -14,9 +14,8 @@ use tessera_engine::raft::proto::ConfChangeType;
 use tessera_engine::storage::proto::{
     AdminRequest, ChangePeerRequest, Peer, PeerRole, Region, SplitRequest, admin_request,
 };
-use tessera_engine::store::Store;
+use tessera_engine::store::{IdAllocator, Store};
 
-use crate::client::PdClient;
 use crate::proto::{OperatorStep, operator_step};
 
 pub struct StepRunner {
@@ -30,7 +29,8 @@ impl StepRunner {
         StepRunner { retry_interval, started: HashMap::new() }
     }
 
-    pub fn run(&mut self, store: &Store, pd: &dyn PdClient, region: &Region, step: OperatorStep) {
+    /// `ids` names a split's new region and peers (the store's pool, never the network).
+    pub fn run(&mut self, store: &Store, ids: &dyn IdAllocator, region: &Region, step: OperatorStep) {
         let now = Instant::now();
         self.started.retain(|_, at| now.duration_since(*at) < self.retry_interval);
         let key = (region.id, step.encode_to_vec());
@@ -65,7 +65,7 @@ impl StepRunner {
                 store.transfer_leader(region.id, peer.id);
             }
             operator_step::Kind::SplitKey(split_key) => {
-                let Ok(ids) = pd.alloc_ids(1 + region.peers.len() as u32) else { return };
+                let Ok(ids) = ids.allocate(1 + region.peers.len()) else { return };
                 let Some((&new_region_id, new_peer_ids)) = ids.split_first() else { return };
                 let split = SplitRequest { split_key, new_region_id, new_peer_ids: new_peer_ids.to_vec() };
                 store.admin(region.id, epoch, AdminRequest { kind: Some(admin_request::Kind::Split(split)) });

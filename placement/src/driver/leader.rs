@@ -159,12 +159,7 @@ impl LeaderState {
 
     /// Takes in a heartbeat and returns the step the region's leader should carry out.
     /// A changed descriptor is only adopted if the caller `persisted` it.
-    pub fn region_heartbeat(
-        &mut self,
-        heartbeat: &RegionHeartbeat,
-        persisted: bool,
-        view: &ClusterView,
-    ) -> Option<OperatorStep> {
+    pub fn region_heartbeat(&mut self, heartbeat: &RegionHeartbeat, persisted: bool) -> Option<OperatorStep> {
         let region = heartbeat.region.as_ref()?;
         match self.regions.judge(region) {
             Verdict::Stale(_) => return None,
@@ -191,7 +186,9 @@ impl LeaderState {
         entry.write_keys_per_sec = heartbeat.write_keys_per_sec;
         entry.read_keys_per_sec = heartbeat.read_keys_per_sec;
         let info = entry.info.clone();
-        let step = self.operators.on_report(&info, view)?;
+        let stores = &self.stores;
+        let is_up = |id: u64| stores.get(&id).is_some_and(|s| s.state == StoreState::Up);
+        let step = self.operators.on_report(&info, &is_up)?;
         step_message(&step, &info.region)
     }
 

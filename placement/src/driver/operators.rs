@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tessera_engine::storage::proto::PeerRole;
 
-use crate::cluster::{ClusterView, RegionInfo};
+use crate::cluster::RegionInfo;
 use crate::operator::{Operator, OperatorKind, Step};
 use crate::proto::OperatorView;
 
@@ -45,7 +45,7 @@ enum Progress {
     Impossible,
 }
 
-fn progress(step: &Step, info: &RegionInfo, view: &ClusterView, replicas: usize) -> Progress {
+fn progress(step: &Step, info: &RegionInfo, is_up: &dyn Fn(u64) -> bool, replicas: usize) -> Progress {
     let region = &info.region;
     let peer_by_id = |id: u64| region.peers.iter().find(|p| p.id == id);
     let pending = |id: u64| info.pending_peers.iter().any(|p| p.id == id);
@@ -53,9 +53,7 @@ fn progress(step: &Step, info: &RegionInfo, view: &ClusterView, replicas: usize)
         Step::AddLearner { peer } => match peer_by_id(peer.id) {
             Some(_) if pending(peer.id) => Progress::Wait,
             Some(_) => Progress::Done,
-            None if info.peer_on(peer.store_id).is_some() || !view.is_up(peer.store_id) => {
-                Progress::Impossible
-            }
+            None if info.peer_on(peer.store_id).is_some() || !is_up(peer.store_id) => Progress::Impossible,
             None => Progress::Send,
         },
         Step::PromoteLearner { peer } => match peer_by_id(peer.id) {
@@ -76,7 +74,7 @@ fn progress(step: &Step, info: &RegionInfo, view: &ClusterView, replicas: usize)
         Step::TransferLeader { to_store } => {
             if info.leader_store == Some(*to_store) {
                 Progress::Done
-            } else if info.voters().any(|p| p.store_id == *to_store) && view.is_up(*to_store) {
+            } else if info.voters().any(|p| p.store_id == *to_store) && is_up(*to_store) {
                 Progress::Send
             } else {
                 Progress::Impossible
@@ -136,8 +134,9 @@ impl OperatorController {
     }
 
     /// Advances the region's operator past every step its report shows done, and
-    /// returns the step its leader should carry out now.
-    pub fn on_report(&mut self, info: &RegionInfo, view: &ClusterView) -> Option<Step> {
+    /// returns the step its leader should carry out now. `is_up` says which stores are
+    /// up (a step that needs a store that is not cannot happen).
+    pub fn on_report(&mut self, info: &RegionInfo, is_up: &dyn Fn(u64) -> bool) -> Option<Step> {
         let region_id = info.region.id;
         let flight = self.in_flight.get_mut(&region_id)?;
         loop {
@@ -145,7 +144,7 @@ impl OperatorController {
                 self.finish(region_id, Outcome::Finished);
                 return None;
             };
-            match progress(step, info, view, self.replicas) {
+            match progress(step, info, is_up, self.replicas) {
                 Progress::Done => flight.step += 1,
                 Progress::Send => return Some(step.clone()),
                 Progress::Wait => return None,

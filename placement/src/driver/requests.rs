@@ -105,12 +105,11 @@ impl Shared {
                 .collect();
             self.metadata.write(epoch, writes)?;
         }
-        let now = self.now();
+
         self.with_leader(|state| {
             if state.term != term {
                 return Err(self.not_leader());
             }
-            let view = state.view(now);
             let regions = request
                 .regions
                 .iter()
@@ -122,7 +121,7 @@ impl Shared {
                     };
                     let step = match newer {
                         Some(_) => None,
-                        None => state.region_heartbeat(heartbeat, persisted.contains(&region.id), &view),
+                        None => state.region_heartbeat(heartbeat, persisted.contains(&region.id)),
                     };
                     Some(RegionHeartbeatResponse { region_id: region.id, step, newer })
                 })

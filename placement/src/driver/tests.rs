@@ -269,43 +269,43 @@ fn a_replica_move_advances_only_as_the_reports_show_each_step_done() {
     let mut report = report_of(region(1, "a", "m", &[1, 2, 3]), 1);
 
     // Sending a step does not make it done: it is sent again until the region shows it.
-    assert_eq!(operators.on_report(&report, &view), Some(steps[0].clone()));
-    assert_eq!(operators.on_report(&report, &view), Some(steps[0].clone()));
+    assert_eq!(operators.on_report(&report, &|store| view.is_up(store)), Some(steps[0].clone()));
+    assert_eq!(operators.on_report(&report, &|store| view.is_up(store)), Some(steps[0].clone()));
     assert_eq!(current_step(&operators, 1), Some(0));
 
     // The learner joined but is catching up: nothing to send, nothing to promote yet.
     report.region.peers.push(new);
     report.region.epoch = Some(RegionEpoch { conf_version: 2, version: 1 });
     report.pending_peers = vec![new];
-    assert_eq!(operators.on_report(&report, &view), None);
+    assert_eq!(operators.on_report(&report, &|store| view.is_up(store)), None);
     assert_eq!(current_step(&operators, 1), Some(0));
     assert!(operators.busy().contains(&1), "waiting is not ending");
 
     // Caught up: promote it.
     report.pending_peers.clear();
-    assert_eq!(operators.on_report(&report, &view), Some(steps[1].clone()));
+    assert_eq!(operators.on_report(&report, &|store| view.is_up(store)), Some(steps[1].clone()));
     assert_eq!(current_step(&operators, 1), Some(1));
     // Fallen behind again before the promotion: wait rather than promote a lagging learner.
     report.pending_peers = vec![new];
-    assert_eq!(operators.on_report(&report, &view), None);
+    assert_eq!(operators.on_report(&report, &|store| view.is_up(store)), None);
     report.pending_peers.clear();
-    assert_eq!(operators.on_report(&report, &view), Some(steps[1].clone()));
+    assert_eq!(operators.on_report(&report, &|store| view.is_up(store)), Some(steps[1].clone()));
 
     // Promoted: remove the replica that leaves.
     let promoted = report.region.peers.iter_mut().find(|p| p.id == new.id).expect("the learner is a peer");
     promoted.role = PeerRole::Voter as i32;
     report.region.epoch = Some(RegionEpoch { conf_version: 3, version: 1 });
-    assert_eq!(operators.on_report(&report, &view), Some(steps[2].clone()));
+    assert_eq!(operators.on_report(&report, &|store| view.is_up(store)), Some(steps[2].clone()));
     assert!(operators.outcomes().is_empty(), "nothing ended yet: {:?}", operators.outcomes());
 
     // Removed: the operator is finished, and counted once.
     report.region.peers.retain(|p| p.id != leaving.id);
     report.region.epoch = Some(RegionEpoch { conf_version: 4, version: 1 });
-    assert_eq!(operators.on_report(&report, &view), None);
+    assert_eq!(operators.on_report(&report, &|store| view.is_up(store)), None);
     assert!(operators.busy().is_empty());
     let finished = outcomes(&[(OperatorKind::BalanceRegion, Outcome::Finished, 1)]);
     assert_eq!(operators.outcomes(), &finished);
-    assert_eq!(operators.on_report(&report, &view), None, "nothing left to do");
+    assert_eq!(operators.on_report(&report, &|store| view.is_up(store)), None, "nothing left to do");
     assert_eq!(operators.outcomes(), &finished);
 }
 
@@ -321,11 +321,11 @@ fn a_report_showing_several_steps_done_skips_past_all_of_them() {
     // the driver gets already shows the new replica as a voter.
     let mut region = region(1, "a", "m", &[1, 2, 3, 4]);
     assert!(region.peers.contains(&voter(new.id, new.store_id)));
-    assert_eq!(operators.on_report(&report_of(region.clone(), 1), &view), Some(last));
+    assert_eq!(operators.on_report(&report_of(region.clone(), 1), &|store| view.is_up(store)), Some(last));
     assert_eq!(current_step(&operators, 1), Some(2));
 
     region.peers.retain(|p| p.id != leaving.id);
-    assert_eq!(operators.on_report(&report_of(region, 1), &view), None);
+    assert_eq!(operators.on_report(&report_of(region, 1), &|store| view.is_up(store)), None);
     assert_eq!(operators.outcomes(), &outcomes(&[(OperatorKind::BalanceRegion, Outcome::Finished, 1)]));
 }
 
@@ -336,7 +336,10 @@ fn a_learner_for_a_store_that_is_down_is_never_added() {
     let (operator, _, _) = replica_move();
     let mut operators = OperatorController::new(TIMEOUT, 3);
     assert!(operators.add(operator, Duration::ZERO));
-    assert_eq!(operators.on_report(&report_of(region(1, "a", "m", &[1, 2, 3]), 1), &view), None);
+    assert_eq!(
+        operators.on_report(&report_of(region(1, "a", "m", &[1, 2, 3]), 1), &|store| view.is_up(store)),
+        None
+    );
     assert!(operators.busy().is_empty());
     assert_eq!(operators.outcomes(), &outcomes(&[(OperatorKind::BalanceRegion, Outcome::Cancelled, 1)]));
 }
@@ -357,7 +360,11 @@ fn a_leader_transfer_to_a_store_without_a_voter_is_cancelled() {
     // Store 4 holds only a learner, store 5 nothing: neither can lead.
     for (to_store, cancelled) in [(4, 1), (5, 2)] {
         assert!(operators.add(transfer(to_store), Duration::ZERO));
-        assert_eq!(operators.on_report(&report, &view), None, "transfer to store {to_store}");
+        assert_eq!(
+            operators.on_report(&report, &|store| view.is_up(store)),
+            None,
+            "transfer to store {to_store}"
+        );
         assert!(operators.busy().is_empty(), "transfer to store {to_store} ended");
         let expected = outcomes(&[(OperatorKind::BalanceLeader, Outcome::Cancelled, cancelled)]);
         assert_eq!(operators.outcomes(), &expected);
@@ -365,9 +372,12 @@ fn a_leader_transfer_to_a_store_without_a_voter_is_cancelled() {
 
     // Store 2 holds a voter: the transfer is sent, and finished once store 2 leads.
     assert!(operators.add(transfer(2), Duration::ZERO));
-    assert_eq!(operators.on_report(&report, &view), Some(Step::TransferLeader { to_store: 2 }));
+    assert_eq!(
+        operators.on_report(&report, &|store| view.is_up(store)),
+        Some(Step::TransferLeader { to_store: 2 })
+    );
     let moved = RegionInfo { leader_store: Some(2), ..report.clone() };
-    assert_eq!(operators.on_report(&moved, &view), None);
+    assert_eq!(operators.on_report(&moved, &|store| view.is_up(store)), None);
     let expected = outcomes(&[
         (OperatorKind::BalanceLeader, Outcome::Finished, 1),
         (OperatorKind::BalanceLeader, Outcome::Cancelled, 2),
@@ -443,21 +453,28 @@ fn a_split_is_done_once_the_region_ends_or_starts_at_the_key() {
 
     // Region 1 keeps the left half.
     assert!(operators.add(split("m"), Duration::ZERO));
-    assert_eq!(operators.on_report(&whole, &view), Some(Step::Split { key: b"m".to_vec() }));
-    assert_eq!(operators.on_report(&whole, &view), Some(Step::Split { key: b"m".to_vec() }), "not done yet");
+    assert_eq!(
+        operators.on_report(&whole, &|store| view.is_up(store)),
+        Some(Step::Split { key: b"m".to_vec() })
+    );
+    assert_eq!(
+        operators.on_report(&whole, &|store| view.is_up(store)),
+        Some(Step::Split { key: b"m".to_vec() }),
+        "not done yet"
+    );
     let left = report_of(at_epoch(region(1, "a", "m", &[1, 2, 3]), 1, 2), 1);
-    assert_eq!(operators.on_report(&left, &view), None);
+    assert_eq!(operators.on_report(&left, &|store| view.is_up(store)), None);
     assert_eq!(operators.outcomes(), &outcomes(&[(OperatorKind::Split, Outcome::Finished, 1)]));
 
     // Or the right half.
     assert!(operators.add(split("m"), Duration::ZERO));
     let right = report_of(at_epoch(region(1, "m", "z", &[1, 2, 3]), 1, 2), 1);
-    assert_eq!(operators.on_report(&right, &view), None);
+    assert_eq!(operators.on_report(&right, &|store| view.is_up(store)), None);
     assert_eq!(operators.outcomes(), &outcomes(&[(OperatorKind::Split, Outcome::Finished, 2)]));
 
     // A split at a key that the region does not hold (split elsewhere meanwhile) cannot happen.
     assert!(operators.add(split("zz"), Duration::ZERO));
-    assert_eq!(operators.on_report(&whole, &view), None);
+    assert_eq!(operators.on_report(&whole, &|store| view.is_up(store)), None);
     let expected = outcomes(&[
         (OperatorKind::Split, Outcome::Finished, 2),
         (OperatorKind::Split, Outcome::Cancelled, 1),
@@ -475,7 +492,10 @@ fn reports_of_regions_without_an_operator_ask_for_nothing() {
         steps: vec![Step::TransferLeader { to_store: 2 }],
     };
     assert!(operators.add(transfer, Duration::ZERO));
-    assert_eq!(operators.on_report(&report_of(region(2, "m", "", &[1, 2, 3]), 1), &view), None);
+    assert_eq!(
+        operators.on_report(&report_of(region(2, "m", "", &[1, 2, 3]), 1), &|store| view.is_up(store)),
+        None
+    );
     assert_eq!(operators.busy(), BTreeSet::from([1]), "region 1's operator is untouched");
     assert!(operators.outcomes().is_empty());
 }
@@ -516,10 +536,8 @@ fn region_heartbeat(
     state: &mut LeaderState,
     heartbeat: &RegionHeartbeat,
     persisted: bool,
-    now: Duration,
 ) -> Option<OperatorStep> {
-    let view = state.view(now);
-    state.region_heartbeat(heartbeat, persisted, &view)
+    state.region_heartbeat(heartbeat, persisted)
 }
 
 fn entry(state: &LeaderState, region_id: u64) -> &RegionEntry {
@@ -586,7 +604,7 @@ fn the_bootstrap_region_is_sent_to_its_stores_until_its_leader_reports() {
     }
     assert!(store_heartbeat(&mut state, 4, secs(1)).bootstrap_regions.is_empty(), "store 4 holds no peer");
 
-    assert_eq!(region_heartbeat(&mut state, &heartbeat(&first, 1, 2), false, secs(2)), None);
+    assert_eq!(region_heartbeat(&mut state, &heartbeat(&first, 1, 2), false), None);
     assert_eq!(state.bootstrap, None);
     for store in 1..=4 {
         assert!(store_heartbeat(&mut state, store, secs(3)).bootstrap_regions.is_empty(), "store {store}");
@@ -664,11 +682,11 @@ fn a_changed_descriptor_is_adopted_only_once_persisted() {
     grown.peers.push(learner(14, 4));
     let report = heartbeat(&grown, 5, 1);
 
-    assert_eq!(region_heartbeat(&mut state, &report, false, secs(1)), None);
+    assert_eq!(region_heartbeat(&mut state, &report, false), None);
     assert_eq!(entry(&state, 1).region(), &first, "not persisted: not adopted");
     assert_eq!(entry(&state, 1).leader, None, "nor its leader");
 
-    assert_eq!(region_heartbeat(&mut state, &report, true, secs(2)), None);
+    assert_eq!(region_heartbeat(&mut state, &report, true), None);
     let adopted = entry(&state, 1);
     assert_eq!(adopted.region(), &grown);
     assert_eq!((adopted.term, adopted.leader, adopted.info.leader_store), (5, Some(voter(11, 1)), Some(1)));
@@ -679,9 +697,9 @@ fn a_stale_descriptor_is_ignored_whatever_its_term() {
     let first = region(1, "", "", &[1, 2, 3]);
     let grown = at_epoch(first.clone(), 2, 1);
     let mut state = leader_state(loaded(&[1, 2, 3], vec![grown.clone()], None));
-    assert_eq!(region_heartbeat(&mut state, &heartbeat(&grown, 5, 1), false, secs(1)), None);
+    assert_eq!(region_heartbeat(&mut state, &heartbeat(&grown, 5, 1), false), None);
 
-    assert_eq!(region_heartbeat(&mut state, &heartbeat(&first, 9, 2), true, secs(2)), None);
+    assert_eq!(region_heartbeat(&mut state, &heartbeat(&first, 9, 2), true), None);
     let entry = entry(&state, 1);
     assert_eq!(entry.region(), &grown);
     assert_eq!((entry.term, entry.info.leader_store), (5, Some(1)));
@@ -696,9 +714,9 @@ fn a_report_from_an_older_term_does_not_change_the_leader() {
         ..heartbeat(&first, term, leader_store)
     };
 
-    region_heartbeat(&mut state, &report(5, 1, 100), false, secs(1));
+    region_heartbeat(&mut state, &report(5, 1, 100), false);
     // A leader deposed in term 5 still reporting from term 4.
-    region_heartbeat(&mut state, &report(4, 2, 999), false, secs(2));
+    region_heartbeat(&mut state, &report(4, 2, 999), false);
     let recorded = entry(&state, 1);
     assert_eq!(
         (recorded.term, recorded.leader, recorded.info.leader_store),
@@ -706,7 +724,7 @@ fn a_report_from_an_older_term_does_not_change_the_leader() {
     );
     assert_eq!(recorded.info.approximate_bytes, 100, "nothing of the stale report is taken");
 
-    region_heartbeat(&mut state, &report(6, 2, 200), false, secs(3));
+    region_heartbeat(&mut state, &report(6, 2, 200), false);
     let recorded = entry(&state, 1);
     assert_eq!(
         (recorded.term, recorded.leader, recorded.info.leader_store),
@@ -722,7 +740,7 @@ fn the_view_holds_only_regions_whose_leader_reported() {
     let mut state = leader_state(loaded(&[1, 2, 3], vec![left, right.clone()], None));
     assert!(state.view(secs(1)).regions.is_empty(), "no leader reported in this term yet");
 
-    region_heartbeat(&mut state, &heartbeat(&right, 4, 3), false, secs(1));
+    region_heartbeat(&mut state, &heartbeat(&right, 4, 3), false);
     let view = state.view(secs(2));
     assert_eq!(view.regions.keys().copied().collect::<Vec<_>>(), vec![2]);
     assert_eq!(view.regions.get(&2).and_then(|info| info.leader_store), Some(3));
@@ -743,11 +761,11 @@ fn a_heartbeat_answers_with_the_current_step_of_the_region_operator() {
     assert!(!state.add_operator(transfer, secs(1)), "one operator per region");
 
     // The wire form names the voter that is to lead.
-    let step = region_heartbeat(&mut state, &heartbeat(&first, 5, 1), false, secs(2));
+    let step = region_heartbeat(&mut state, &heartbeat(&first, 5, 1), false);
     let expected = OperatorStep { kind: Some(operator_step::Kind::TransferLeader(voter(12, 2))) };
     assert_eq!(step, Some(expected));
 
-    assert_eq!(region_heartbeat(&mut state, &heartbeat(&first, 6, 2), false, secs(3)), None);
+    assert_eq!(region_heartbeat(&mut state, &heartbeat(&first, 6, 2), false), None);
     assert!(state.operators.busy().is_empty());
     let finished = outcomes(&[(OperatorKind::BalanceLeader, Outcome::Finished, 1)]);
     assert_eq!(state.operators.outcomes(), &finished);
@@ -767,11 +785,14 @@ fn a_removal_never_takes_a_region_below_its_voters() {
     };
     assert!(operators.add(operator.clone(), Duration::ZERO));
     let three = report_of(region(1, "a", "m", &[1, 2, 3]), 1);
-    assert_eq!(operators.on_report(&three, &view), None);
+    assert_eq!(operators.on_report(&three, &|store| view.is_up(store)), None);
     assert_eq!(operators.outcomes(), &outcomes(&[(OperatorKind::BalanceRegion, Outcome::Cancelled, 1)]));
 
     // With a fourth voter the same removal goes ahead.
     assert!(operators.add(operator, Duration::ZERO));
     let four = report_of(region(1, "a", "m", &[1, 2, 3, 4]), 1);
-    assert_eq!(operators.on_report(&four, &view), Some(Step::RemovePeer { peer: leaving }));
+    assert_eq!(
+        operators.on_report(&four, &|store| view.is_up(store)),
+        Some(Step::RemovePeer { peer: leaving })
+    );
 }
