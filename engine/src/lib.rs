@@ -8,10 +8,12 @@
 //!   storage and region snapshots.
 //!
 //! - [`kv`]: the replicated state machine: command checks and applying writes.
+//! - [`metrics`]: what a store exports about itself (through the `metrics` facade).
 //! - [`store`]: the multi-raft runtime: many regions per node, group commit, batched
 //!   messages, coalesced heartbeats, hibernation.
 
 pub mod kv;
+pub mod metrics;
 pub mod raft;
 pub mod region;
 pub mod simulation;

@@ -4,6 +4,7 @@
 //!   engine store holding one region).
 //! - [`driver`]: one replica: leadership, heartbeats, id allocation, bootstrap, the
 //!   operators in flight, the scheduling loop.
+//! - [`metrics`]: what a replica exports about itself and, on the leader, the cluster.
 //! - [`cluster`], [`operator`], [`schedulers`]: the view of stores and regions, the
 //!   steps regions are asked to take, and the schedulers as pure functions.
 //! - [`agent`]: the store's side: heartbeats out, operator steps in.
@@ -20,6 +21,7 @@ pub mod driver;
 pub mod errors;
 pub mod local;
 pub mod metadata;
+pub mod metrics;
 pub mod operator;
 pub mod schedulers;
 

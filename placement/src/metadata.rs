@@ -11,7 +11,14 @@
 //! - `bootstrap`: the cluster's first region, written once by compare-and-swap;
 //! - `ids`: the id high-water mark: every id below it was handed out or reserved;
 //! - `region/{id}`: a region's descriptor, rewritten on every change of epoch;
-//! - `store/{id}`: a store's registration.
+//! - `store/{id}`: a store's registration;
+//! - `member/{id}`: a driver replica's address (the member's id is its peer id in the
+//!   metadata region, and its store id there).
+//!
+//! Membership: the founding members create the metadata region together, each from the
+//! same member list. A replica that joins later starts with an empty store; the leader
+//! records its address, adds it as a learner, and the region reaches it like any new
+//! peer (a snapshot, then the log); the leader promotes it once it caught up.
 //!
 //! This module owns the layout and the round trips; it never decides anything.
 
@@ -20,10 +27,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
+use tessera_engine::raft::proto::ConfChangeType;
 use tessera_engine::storage::proto::{
-    CompareAndSwap, Delete, Peer, PeerRole, Put, Region, RegionEpoch, WriteRequest, WriteResponse,
-    write_request,
+    AdminRequest, ChangePeerRequest, CompareAndSwap, Delete, Peer, PeerRole, Put, Region, RegionEpoch,
+    WriteRequest, WriteResponse, admin_request, write_request,
 };
+use tessera_engine::storage::{Cf, keys};
 use tessera_engine::store::{ReadRequest, ReadResponse, Store, StoreConfig, StoreError, Transport};
 
 use crate::errors::PdError;
@@ -36,6 +45,7 @@ const BOOTSTRAP_KEY: &[u8] = b"bootstrap";
 const IDS_KEY: &[u8] = b"ids";
 const REGION_PREFIX: &[u8] = b"region/";
 const STORE_PREFIX: &[u8] = b"store/";
+const MEMBER_PREFIX: &[u8] = b"member/";
 
 fn key(prefix: &[u8], id: u64) -> Vec<u8> {
     let mut key = prefix.to_vec();
@@ -59,6 +69,10 @@ pub fn put_store(record: &StoreRecord) -> WriteRequest {
     put(key(STORE_PREFIX, record.id), record.encode_to_vec())
 }
 
+pub fn put_member(member_id: u64, address: &str) -> WriteRequest {
+    put(key(MEMBER_PREFIX, member_id), address.as_bytes().to_vec())
+}
+
 fn compare_and_swap(key: &[u8], expected: Option<Vec<u8>>, new_value: Vec<u8>) -> WriteRequest {
     WriteRequest {
         kind: Some(write_request::Kind::CompareAndSwap(CompareAndSwap {
@@ -76,6 +90,17 @@ pub struct Loaded {
     pub ids: u64,
     pub regions: Vec<Region>,
     pub stores: Vec<StoreRecord>,
+    /// Member id and address of every replica recorded so far.
+    pub members: Vec<(u64, String)>,
+}
+
+/// How a replica's metadata region comes to exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Founding {
+    /// Founded on first start by these members together (every one with the same list).
+    Members(Vec<u64>),
+    /// Sent by the leader of a running driver, which added this replica as a learner.
+    Joined,
 }
 
 /// Who leads the driver's Raft group, as this replica knows it.
@@ -95,22 +120,30 @@ pub struct Metadata {
 }
 
 impl Metadata {
-    /// Opens the replica's database, founding the metadata region with `members` as its
-    /// voters on first start (every member founds the same one).
+    /// Opens the replica's database; a founding member founds the metadata region on
+    /// first start (every member founds the same one).
     pub fn open(
         path: &Path,
         config: StoreConfig,
-        members: &[u64],
+        founding: &Founding,
         transport: Arc<dyn Transport>,
         timeout: Duration,
     ) -> Result<Metadata, PdError> {
         let member = config.store_id;
+        let store = Store::open(path, config, transport).map_err(|e| PdError::Unavailable(e.to_string()))?;
+        let Founding::Members(members) = founding else {
+            // The leader added this member before it could listen: an empty replica
+            // answers its heartbeats, and the region follows.
+            store
+                .create_empty_peer(METADATA_REGION, member)
+                .map_err(|e| PdError::Unavailable(e.to_string()))?;
+            return Ok(Metadata { store, timeout });
+        };
         if !members.contains(&member) {
             return Err(PdError::InvalidArgument(format!(
                 "member {member} is not among the members {members:?}"
             )));
         }
-        let store = Store::open(path, config, transport).map_err(|e| PdError::Unavailable(e.to_string()))?;
         let region = Region {
             id: METADATA_REGION,
             start_key: Vec::new(),
@@ -152,10 +185,7 @@ impl Metadata {
             .write(METADATA_REGION, epoch, writes)
             .recv_timeout(self.timeout)
             .map_err(|_| PdError::Unavailable("timed out waiting for the metadata write".into()))?
-            .map_err(|e| match e {
-                StoreError::NotLeader { leader, .. } => PdError::NotLeader { leader: leader.map(|p| p.id) },
-                other => PdError::Unavailable(other.to_string()),
-            })
+            .map_err(driver_error)
     }
 
     /// Claims the first region; false if another one was claimed first.
@@ -203,11 +233,61 @@ impl Metadata {
                 loaded.regions.push(Region::decode(value.as_slice()).map_err(corrupt)?);
             } else if key.starts_with(STORE_PREFIX) {
                 loaded.stores.push(StoreRecord::decode(value.as_slice()).map_err(corrupt)?);
+            } else if let Some(id) = key.strip_prefix(MEMBER_PREFIX) {
+                let address = String::from_utf8(value)
+                    .map_err(|_| PdError::Corrupt(format!("member {id:?}: the address is not UTF-8")))?;
+                loaded.members.push((decode_id(id)?, address));
             } else {
                 return Err(PdError::Corrupt(format!("unknown key {}", String::from_utf8_lossy(&key))));
             }
         }
         Ok(loaded)
+    }
+}
+
+impl Metadata {
+    /// The metadata region as this replica last applied it, if it holds a replica yet.
+    pub fn region(&self) -> Option<Region> {
+        self.store.status(METADATA_REGION).map(|status| status.region)
+    }
+
+    /// A member's address as this replica last applied it: not linearizable, which is
+    /// enough to address Raft messages (the leader records an address before it adds
+    /// the member, so every replica that hears of a member knows where it is).
+    pub fn local_member_address(&self, member_id: u64) -> Option<String> {
+        let key = keys::data_key(&key(MEMBER_PREFIX, member_id));
+        let value = self.store.engine().get(Cf::Data, &key).ok()??;
+        String::from_utf8(value).ok()
+    }
+
+    /// Proposes a change of the metadata region's membership; answers once applied.
+    pub fn change_member(
+        &self,
+        epoch: RegionEpoch,
+        change_type: ConfChangeType,
+        member_id: u64,
+    ) -> Result<(), PdError> {
+        let role =
+            if change_type == ConfChangeType::AddLearner { PeerRole::Learner } else { PeerRole::Voter };
+        let change = ChangePeerRequest {
+            change_type: change_type as i32,
+            peer: Some(Peer { id: member_id, store_id: member_id, role: role as i32 }),
+        };
+        let admin = AdminRequest { kind: Some(admin_request::Kind::ChangePeer(change)) };
+        self.store
+            .admin(METADATA_REGION, epoch, admin)
+            .recv_timeout(self.timeout)
+            .map_err(|_| PdError::Unavailable("timed out changing the driver's membership".into()))?
+            .map(|_| ())
+            .map_err(driver_error)
+    }
+}
+
+/// A refusal of the metadata's store, as the driver's callers see it.
+fn driver_error(error: StoreError) -> PdError {
+    match error {
+        StoreError::NotLeader { leader, .. } => PdError::NotLeader { leader: leader.map(|p| p.id) },
+        other => PdError::Unavailable(other.to_string()),
     }
 }
 

@@ -19,10 +19,10 @@ impl OperatorKind {
     /// The name used in metrics and logs.
     pub fn name(self) -> &'static str {
         match self {
-            OperatorKind::ReplicaRepair => "replica-repair",
-            OperatorKind::BalanceRegion => "balance-region",
-            OperatorKind::BalanceLeader => "balance-leader",
-            OperatorKind::HotRegion => "hot-region",
+            OperatorKind::ReplicaRepair => "replica_repair",
+            OperatorKind::BalanceRegion => "balance_region",
+            OperatorKind::BalanceLeader => "balance_leader",
+            OperatorKind::HotRegion => "hot_region",
             OperatorKind::Split => "split",
         }
     }

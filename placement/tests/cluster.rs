@@ -10,6 +10,7 @@ use tessera_engine::storage::proto::{Put, RegionEpoch, WriteRequest, write_reque
 use tessera_engine::store::{LocalTransport, ReadRequest, ReadResponse, Store, StoreConfig, StoreError};
 use tessera_placement::agent::{AgentConfig, DriverIds, StoreAgent};
 use tessera_placement::local::LocalPdClient;
+use tessera_placement::metadata::Founding;
 use tessera_placement::proto::{RegionRoute, RegisterStoreRequest, StoreState, StoreView};
 use tessera_placement::schedulers::SchedulerConfig;
 use tessera_placement::{DriverConfig, PdClient, PdError, PlacementDriver};
@@ -136,6 +137,27 @@ impl Cluster {
 
     fn serving_driver(&self) -> Option<u64> {
         self.drivers.iter().find(|(_, d)| d.is_serving()).map(|(id, _)| *id)
+    }
+
+    /// Starts a driver replica that joins the running driver through its leader.
+    fn join_driver(&mut self) -> u64 {
+        let address = format!("pd-{}", self.drivers.len() + 1);
+        let mut member = 0;
+        self.wait_for("the leader to add a member", |c| {
+            let leader = c.serving_driver().ok_or("no serving leader")?;
+            member = c.drivers[&leader].add_member(&address).map_err(|e| e.to_string())?.0;
+            Ok(())
+        });
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let config = DriverConfig { founding: Founding::Joined, ..driver_config(member, Vec::new()) };
+        let driver = PlacementDriver::open(dir.path(), config, Arc::new(self.pd_transport.clone()))
+            .expect("a joining replica opens");
+        self.pd_transport.register(member, driver.sink());
+        let driver = Arc::new(driver);
+        self.pd.add(member, driver.clone());
+        self.drivers.insert(member, driver);
+        self._pd_dirs.push(dir);
+        member
     }
 
     fn kill_driver(&mut self, member: u64) {
@@ -473,4 +495,41 @@ fn an_operator_split_and_lookups_by_key_range_and_id() {
     let duplicate =
         RegisterStoreRequest { store_id: 0, address: "store-1".into(), labels: Default::default() };
     assert!(matches!(cluster.pd.register_store(duplicate), Err(PdError::DuplicateAddress { .. })));
+}
+
+#[test]
+fn replicas_join_a_running_driver_become_voters_and_take_over() {
+    let _serial = ONE_AT_A_TIME.lock();
+    let mut cluster = Cluster::start(1, 3);
+    load(&cluster, 300, 1);
+    let ids_before = cluster.pd.alloc_ids(5).expect("ids");
+    let first = cluster.join_driver();
+    let second = cluster.join_driver();
+    assert!(first > 1 && second > first, "member ids grow: {first}, {second}");
+    cluster.wait_for("both new replicas to be voters", |c| {
+        let leader = c.serving_driver().ok_or("no serving leader")?;
+        let members = c.drivers[&leader].members().map_err(|e| e.to_string())?;
+        let voters: BTreeSet<u64> = members.iter().filter(|m| m.voter).map(|m| m.id).collect();
+        if voters == BTreeSet::from([1, first, second]) {
+            Ok(())
+        } else {
+            Err(format!("members {members:?}"))
+        }
+    });
+    // A retried join of a known address names the same member.
+    let leader = cluster.serving_driver().expect("a serving leader");
+    let retried = cluster.drivers[&leader].add_member(&format!("pd-{}", 2)).expect("a retried join");
+    assert_eq!(retried.0, first, "a retried join gets its first id");
+    // The founding replica goes: the two that joined hold a quorum and the metadata.
+    cluster.kill_driver(1);
+    cluster.wait_for("a replica that joined to take over", |c| {
+        c.serving_driver().map(|_| ()).ok_or_else(|| "no leader".to_string())
+    });
+    let ids_after = cluster.pd.alloc_ids(5).expect("ids from the new leader");
+    assert!(ids_after.iter().min() > ids_before.iter().max(), "ids are never handed out twice");
+    cluster.wait_for("the new leader to know every store", |c| {
+        let up = c.stores().iter().filter(|s| s.state == StoreState::Up as i32).count();
+        if up == 3 { Ok(()) } else { Err(format!("{up} stores up")) }
+    });
+    cluster.assert_all_present(300);
 }

@@ -6,12 +6,14 @@
 //! - [`client`]: the client library (region cache, retries, scans across regions) and
 //!   the driver's gRPC client.
 //! - [`failure`]: typed failures carried in gRPC statuses.
+//! - [`metrics`]: the Prometheus recorder, gRPC request metrics, `/metrics` and `/health`.
 //! - [`node`]: running a store or a driver replica.
 //! - [`cli`]: the `tessera` command line: `store`, `pd`, `playground`, `ctl`.
 
 pub mod cli;
 pub mod client;
 pub mod failure;
+pub mod metrics;
 pub mod node;
 pub mod service;
 pub mod transport;

@@ -4,7 +4,7 @@
 //!
 //! Every process is started by this file and killed by pid when its guard drops.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -377,10 +377,16 @@ async fn two_stores_added_to_a_loaded_cluster_receive_regions_and_leaders() {
     }
 }
 
-fn ctl(pd: &str, args: &[&str]) -> String {
+fn try_ctl(pd: &str, args: &[&str]) -> Result<String, String> {
     let output = Command::new(TESSERA).arg("ctl").arg("--pd").arg(pd).args(args).output().expect("ctl runs");
-    assert!(output.status.success(), "ctl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    if !output.status.success() {
+        return Err(format!("ctl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn ctl(pd: &str, args: &[&str]) -> String {
+    try_ctl(pd, args).unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// The README's first commands: a playground, then a short ctl session.
@@ -389,7 +395,7 @@ fn the_playground_starts_serves_and_stops_cleanly() {
     let _serial = ONE_AT_A_TIME.blocking_lock();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut command = Command::new(TESSERA);
-    command.args(["playground", "--dir"]).arg(dir.path()).stdout(Stdio::piped());
+    command.args(["playground", "--metrics-port", "0", "--dir"]).arg(dir.path()).stdout(Stdio::piped());
     die_with_parent(&mut command);
     let mut child = command.spawn().expect("the playground starts");
     let stdout = child.stdout.take().expect("piped output");
@@ -398,6 +404,8 @@ fn the_playground_starts_serves_and_stops_cleanly() {
     let mut pd = None;
     let mut pids = Vec::new();
     let mut stores = 0;
+    let mut pd_metrics = Vec::new();
+    let mut store_metrics = Vec::new();
     for line in BufReader::new(stdout).lines() {
         let line = line.expect("a line");
         if line == "ready" {
@@ -406,10 +414,14 @@ fn the_playground_starts_serves_and_stops_cleanly() {
         let field =
             |name: &str| line.split_whitespace().find_map(|f| f.strip_prefix(name)).map(str::to_string);
         pids.push(field("pid=").unwrap_or_else(|| panic!("every node line names its pid: {line}")));
+        let metrics =
+            field("metrics=").unwrap_or_else(|| panic!("every node line names its metrics: {line}"));
         if line.starts_with("pd ") {
             pd = field("addr=");
+            pd_metrics.push(metrics);
         } else if line.starts_with("store ") {
             stores += 1;
+            store_metrics.push(metrics);
         }
     }
     let pd = pd.expect("the playground printed its driver");
@@ -422,8 +434,149 @@ fn the_playground_starts_serves_and_stops_cleanly() {
     let regions_json: serde_json::Value =
         serde_json::from_str(&ctl(&pd, &["regions", "--json"])).expect("JSON");
     assert!(regions_json[0]["leader"].is_u64(), "{regions_json}");
+    check_metrics(&pd_metrics, &store_metrics);
     playground.stop();
     for pid in pids {
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "node {pid} outlived the playground");
     }
+}
+
+/// `GET path` over plain HTTP/1.1: the status code and the body.
+fn http_get(address: &str, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(address).expect("the status server accepts");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("a timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").expect("sent");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("an answer");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("an HTTP answer: {answer}"));
+    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).expect("a status code");
+    (status, body.to_string())
+}
+
+/// The value of one series (name with its labels, as rendered) in Prometheus text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Every node serves /health and /metrics, and the metrics say what the cluster did:
+/// the driver leads and sees three stores up, every store holds a region, the write
+/// went through Raft and the key-value API.
+fn check_metrics(pd_metrics: &[String], store_metrics: &[String]) {
+    for address in pd_metrics.iter().chain(store_metrics) {
+        let (status, body) = http_get(address, "/health");
+        assert_eq!(status, 200, "/health on {address}: {body}");
+        assert!(body.contains("\"role\""), "/health describes the node: {body}");
+    }
+    let (status, pd) = http_get(&pd_metrics[0], "/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(sample(&pd, "tessera_pd_is_leader"), Some(1.0), "{pd}");
+    assert_eq!(sample(&pd, "tessera_pd_stores{state=\"up\"}"), Some(3.0), "{pd}");
+    assert!(sample(&pd, "tessera_pd_regions").is_some_and(|regions| regions >= 1.0), "{pd}");
+    assert!(pd.contains("tessera_build_info{version="), "{pd}");
+    let mut proposals = 0.0;
+    let mut writes = 0.0;
+    for address in store_metrics {
+        let (status, text) = http_get(address, "/metrics");
+        assert_eq!(status, 200);
+        assert!(sample(&text, "tessera_store_regions").is_some_and(|regions| regions >= 1.0), "{text}");
+        assert!(
+            text.contains("tessera_raft_log_sync_duration_seconds_bucket{le="),
+            "a real histogram: {text}"
+        );
+        proposals += sample(&text, "tessera_raft_proposals_total").unwrap_or(0.0);
+        writes +=
+            sample(&text, "tessera_grpc_requests_total{method=\"Kv/Write\",code=\"ok\"}").unwrap_or(0.0);
+    }
+    assert!(proposals >= 1.0, "the put was proposed");
+    assert!(writes >= 1.0, "the put was counted by the key-value API");
+}
+
+/// An address on loopback with a port free now, for a node whose address must be fixed
+/// before it starts (a joining driver replica's is recorded by the driver).
+fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").to_string()
+}
+
+/// The driver's members as `ctl members --json` shows them: (id, role).
+fn members(pd: &str) -> Result<Vec<(u64, String)>, String> {
+    let rows: serde_json::Value =
+        serde_json::from_str(&try_ctl(pd, &["members", "--json"])?).map_err(|e| e.to_string())?;
+    Ok(rows
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|row| (row["id"].as_u64().expect("an id"), row["role"].as_str().expect("a role").to_string()))
+        .collect())
+}
+
+async fn wait_until(what: &str, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(error) if Instant::now() >= deadline => panic!("timed out waiting for {what}: {error}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_replicas_join_and_the_cluster_outlives_its_founder() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::start(3, 1_000_000);
+    let client = cluster.client();
+    wait_for_leader(&client).await;
+    for i in 0..100 {
+        client.put(&key(i), &value(i)).await.expect("put");
+    }
+    let founder = cluster.pd_address();
+    let dir = cluster.dir.path().to_path_buf();
+    let join = |name: &str, listen: &str| {
+        let data_dir = dir.join(name).display().to_string();
+        let args = ["pd", "--data-dir", &data_dir, "--listen", listen, "--join", &founder];
+        Process::start(&args.map(String::from))
+    };
+    let (second, third) = (free_address(), free_address());
+    let second_pd = join("pd2", &second);
+    let _third_pd = join("pd3", &third);
+    wait_until("both joined replicas to be voters", || {
+        let members = members(&founder)?;
+        let voters = members.iter().filter(|(_, role)| role == "voter").count();
+        if voters == 3 { Ok(()) } else { Err(format!("{members:?}")) }
+    })
+    .await;
+    let ids: Vec<u64> = members(&founder).expect("members").iter().map(|(id, _)| *id).collect();
+    // The stores were given the founder's address only; they refresh the member list
+    // every few seconds while the driver answers.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    // The founder dies; the two that joined hold a quorum and every piece of metadata.
+    drop(cluster.pd.take());
+    let survivors = format!("{second},{third}");
+    let client = Client::new(vec![second.clone(), third.clone()], Duration::from_secs(30));
+    for i in 100..200 {
+        client.put(&key(i), &value(i)).await.expect("put after the founder died");
+    }
+    for i in 0..200 {
+        assert_eq!(client.get(&key(i)).await.expect("get"), Some(value(i)), "key {i}");
+    }
+    // An operator reaches a store only through its heartbeats to the new leader.
+    ctl(&survivors, &["split", "key000150"]);
+    wait_until("the split asked of the new leader", || {
+        let regions: serde_json::Value =
+            serde_json::from_str(&try_ctl(&survivors, &["regions", "--json"])?).map_err(|e| e.to_string())?;
+        let count = regions.as_array().map_or(0, Vec::len);
+        if count >= 2 { Ok(()) } else { Err(format!("{count} regions")) }
+    })
+    .await;
+
+    // A joined replica restarts as the member it was, without joining again.
+    second_pd.stop();
+    let _second_pd = join("pd2", &second);
+    wait_until("the restarted replica to serve again as the same member", || {
+        let now: Vec<u64> = members(&third)?.iter().map(|(id, _)| *id).collect();
+        if now == ids { Ok(()) } else { Err(format!("members {now:?}, were {ids:?}")) }
+    })
+    .await;
 }

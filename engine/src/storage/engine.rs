@@ -10,8 +10,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rocksdb::statistics::{StatsLevel, Ticker};
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options, WriteBatch, WriteOptions,
+    properties,
 };
 use thiserror::Error;
 
@@ -52,6 +54,29 @@ pub enum EngineError {
 #[derive(Clone)]
 pub struct Engine {
     db: Arc<DB>,
+    /// The options the database was opened with: they hold its statistics.
+    options: Arc<Options>,
+}
+
+/// One column family's figures, from RocksDB's properties.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ColumnFamilyStats {
+    pub memtable_bytes: u64,
+    pub pending_compaction_bytes: u64,
+    pub live_sst_bytes: u64,
+}
+
+/// What RocksDB says about its health, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// In the order of [`Cf::ALL`].
+    pub column_families: [ColumnFamilyStats; 3],
+    /// Writes are stopped until compaction or flushes catch up.
+    pub write_stopped: bool,
+    /// The rate writes are slowed to, in bytes per second; 0 when they are not.
+    pub delayed_write_rate: u64,
+    /// Time writers spent stalled or delayed since the database was opened.
+    pub write_stall_micros: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -68,13 +93,38 @@ impl Engine {
         options.create_missing_column_families(true);
         options.set_compression_type(DBCompressionType::Lz4);
         options.set_bottommost_compression_type(DBCompressionType::Zstd);
+        // Tickers only (stall time among them): histograms and timers would cost every
+        // write a clock read.
+        options.enable_statistics();
+        options.set_statistics_level(StatsLevel::ExceptHistogramOrTimers);
         let descriptors = Cf::ALL.iter().map(|cf| {
             let mut cf_options = Options::default();
             cf_options.set_compression_type(DBCompressionType::Lz4);
             ColumnFamilyDescriptor::new(cf.name(), cf_options)
         });
         let db = DB::open_cf_descriptors(&options, path, descriptors)?;
-        Ok(Engine { db: Arc::new(db) })
+        Ok(Engine { db: Arc::new(db), options: Arc::new(options) })
+    }
+
+    /// RocksDB's figures; a property RocksDB cannot give reads as 0.
+    pub fn stats(&self) -> EngineStats {
+        let db_property = |name| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+        let mut column_families = [ColumnFamilyStats::default(); 3];
+        for (stats, cf) in column_families.iter_mut().zip(Cf::ALL) {
+            let Ok(handle) = self.cf(cf) else { continue };
+            let property = |name| self.db.property_int_value_cf(handle, name).ok().flatten().unwrap_or(0);
+            *stats = ColumnFamilyStats {
+                memtable_bytes: property(properties::CUR_SIZE_ALL_MEM_TABLES),
+                pending_compaction_bytes: property(properties::ESTIMATE_PENDING_COMPACTION_BYTES),
+                live_sst_bytes: property(properties::LIVE_SST_FILES_SIZE),
+            };
+        }
+        EngineStats {
+            column_families,
+            write_stopped: db_property(properties::IS_WRITE_STOPPED) != 0,
+            delayed_write_rate: db_property(properties::ACTUAL_DELAYED_WRITE_RATE),
+            write_stall_micros: self.options.get_ticker_count(Ticker::StallMicros),
+        }
     }
 
     pub fn cf(&self, cf: Cf) -> Result<&ColumnFamily, EngineError> {

@@ -19,5 +19,5 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/tessera.store.rs"));
 }
 
-pub use engine::{Cf, Engine, EngineError};
+pub use engine::{Cf, ColumnFamilyStats, Engine, EngineError, EngineStats};
 pub use peer_storage::{INITIAL_INDEX, INITIAL_TERM, PeerStorage};

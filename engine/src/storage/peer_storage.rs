@@ -10,6 +10,7 @@
 use prost::Message as _;
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
 
+use crate::metrics::{STORE as METRICS, SnapshotFailure};
 use crate::raft::proto::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use crate::raft::{RaftState, Storage, StorageError};
 
@@ -376,6 +377,11 @@ impl Storage for PeerStorage {
     }
 
     fn snapshot(&self, _request_index: u64) -> Result<Snapshot, StorageError> {
-        super::snapshot::build(&self.engine, self.region_id).map_err(io)
+        let built = super::snapshot::build(&self.engine, self.region_id);
+        match &built {
+            Ok(_) => METRICS.snapshots_generated.increment(1),
+            Err(_) => METRICS.snapshot_failed(SnapshotFailure::Generate),
+        }
+        built.map_err(io)
     }
 }

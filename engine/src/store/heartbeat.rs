@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::metrics::STORE as METRICS;
 use crate::raft::proto::{Message, MessageType};
 use crate::storage::proto::{HeartbeatEntry, RegionMessage, StoreBatch};
 
@@ -38,6 +39,7 @@ impl Outgoing {
     pub fn add(&mut self, peer: &Peer, messages: Vec<Message>) {
         for message in messages {
             let Some(to_peer) = peer.descriptor_of(message.to) else { continue };
+            METRICS.messages_sent.count(message.msg_type(), 1);
             match message.msg_type() {
                 MessageType::Heartbeat => {
                     let entry = heartbeat_entry(peer.region_id, &message, false);
@@ -47,7 +49,10 @@ impl Outgoing {
                     let entry = heartbeat_entry(peer.region_id, &message, false);
                     self.frame(to_peer.store_id).heartbeat_responses.push(entry);
                 }
-                _ => {
+                kind => {
+                    if kind == MessageType::Snapshot {
+                        METRICS.snapshots_sent.increment(1);
+                    }
                     let region_message = RegionMessage {
                         region_id: peer.region_id,
                         from_peer: peer.descriptor_of(peer.peer_id),
@@ -82,11 +87,16 @@ impl Outgoing {
                 hibernate: true,
             };
             self.frame(to_peer.store_id).heartbeats.push(entry);
+            METRICS.messages_sent.count(MessageType::Heartbeat, 1);
         }
     }
 
     pub fn flush(&mut self, transport: &dyn Transport) {
         for (_, frame) in std::mem::take(&mut self.frames) {
+            let heartbeats = frame.heartbeats.len() + frame.heartbeat_responses.len();
+            if heartbeats > 0 {
+                METRICS.heartbeats_per_frame.record(heartbeats as f64);
+            }
             transport.send(frame);
         }
     }

@@ -10,10 +10,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use rocksdb::WriteBatch;
 
+use crate::metrics::STORE as METRICS;
 use crate::storage::Engine;
 
 /// Counters of the log writer (they become metrics).
@@ -79,6 +81,7 @@ impl LogWriter {
 
 fn run(engine: Engine, sync: bool, stats: Arc<GroupCommitStats>, inbox: Receiver<WriteTask>) {
     while let Ok(first) = inbox.recv() {
+        let started = Instant::now();
         let mut tasks = vec![first];
         tasks.extend(inbox.try_iter());
         let mut result = Ok(());
@@ -99,6 +102,10 @@ fn run(engine: Engine, sync: bool, stats: Arc<GroupCommitStats>, inbox: Receiver
         stats.entries.fetch_add(entries, Ordering::Relaxed);
         stats.regions.fetch_add(regions, Ordering::Relaxed);
         stats.batches.fetch_add(waiting.len() as u64, Ordering::Relaxed);
+        METRICS.log_syncs.increment(1);
+        METRICS.log_sync_duration.record(started.elapsed());
+        METRICS.log_sync_entries.record(entries as f64);
+        METRICS.log_sync_regions.record(regions as f64);
         for done in waiting {
             // A worker that gave up waiting has stopped; nothing to tell it.
             let _ = done.send(result.clone());

@@ -185,6 +185,22 @@ impl Store {
         Ok(())
     }
 
+    /// Prepares an empty replica of `region_id` as peer `peer_id`, to be filled by the
+    /// region's leader (a snapshot, then the log): for a replica added to its region
+    /// before this store could hear from it. It answers the leader's heartbeats at once,
+    /// which is what starts the leader sending. Nothing changes if the store already
+    /// has state for the region (a restart).
+    pub fn create_empty_peer(&self, region_id: u64, peer_id: u64) -> Result<(), StoreError> {
+        if self.engine.get(Cf::Meta, &keys::region_state_key(region_id))?.is_some() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        PeerStorage::initialize_empty(&self.engine, region_id, peer_id, &mut batch)?;
+        self.engine.write(batch, true)?;
+        self.router.send(region_id, WorkerMsg::StartPeer { region_id, new_group: true, campaign: false });
+        Ok(())
+    }
+
     /// Asks this store's peer of `region_id` to campaign now.
     pub fn campaign(&self, region_id: u64) {
         self.router.send(region_id, WorkerMsg::Campaign(region_id));
@@ -278,6 +294,29 @@ impl Store {
     /// of a leader on it can elect another.
     pub fn on_store_down(&self, store_id: u64) {
         self.router.broadcast(|| WorkerMsg::StoreDown(store_id));
+    }
+
+    /// Sets the store's gauges to its current state: regions, leaders, hibernation and
+    /// RocksDB's health. Called when metrics are collected, so idle stores do no work
+    /// for them.
+    pub fn refresh_metrics(&self) -> Result<(), StoreError> {
+        let report = self.report()?;
+        let metrics = &*crate::metrics::STORE;
+        metrics.regions.set(report.regions as f64);
+        metrics.leaders.set(report.leaders.len() as f64);
+        metrics.regions_hibernating.set(report.hibernating as f64);
+        metrics.regions_active.set(report.regions.saturating_sub(report.hibernating) as f64);
+        metrics.regions_without_leader.set(report.without_leader as f64);
+        let stats = self.engine.stats();
+        for (gauges, cf) in metrics.column_families.iter().zip(stats.column_families) {
+            gauges.memtable_bytes.set(cf.memtable_bytes as f64);
+            gauges.pending_compaction_bytes.set(cf.pending_compaction_bytes as f64);
+            gauges.live_sst_bytes.set(cf.live_sst_bytes as f64);
+        }
+        metrics.write_stopped.set(if stats.write_stopped { 1.0 } else { 0.0 });
+        metrics.delayed_write_rate.set(stats.delayed_write_rate as f64);
+        metrics.write_stall_seconds.set(stats.write_stall_micros as f64 / 1e6);
+        Ok(())
     }
 
     pub fn group_commit(&self) -> GroupCommitFigures {

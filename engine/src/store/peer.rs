@@ -7,11 +7,13 @@
 //! reads, hibernating, truncating its log.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
 
 use crossbeam_channel::Sender;
 use prost::Message as _;
 
 use crate::kv::{self, ApplyBatch};
+use crate::metrics::{STORE as METRICS, SnapshotFailure};
 use crate::raft::proto::{ConfChange, ConfChangeType, Entry, EntryType};
 use crate::raft::{Config, RawNode, ReadMode, Role};
 use crate::region::{self, EpochCheck};
@@ -52,6 +54,7 @@ pub enum ReadResponse {
 struct Proposal {
     index: u64,
     term: u64,
+    proposed_at: Instant,
     respond: Responder<Vec<WriteResponse>>,
 }
 
@@ -245,9 +248,11 @@ impl Peer {
             crate::raft::Error::NotLeader { .. } => self.not_leader(),
             other => StoreError::Raft(other.to_string()),
         })?;
+        METRICS.proposals.increment(1);
         self.proposals.push_back(Proposal {
             index: position.index,
             term: position.term,
+            proposed_at: Instant::now(),
             respond: respond.clone(),
         });
         Ok(())
@@ -379,6 +384,7 @@ impl Peer {
                 effects.push(SideEffect::SplitCreated { region: right, parent_was_leader: self.is_leader() });
             }
             self.set_region(left);
+            METRICS.splits.increment(1);
             return Ok(Ok(Vec::new()));
         }
         if let Err(error) = region::check_epoch(&self.region, requested, EpochCheck::Data) {
@@ -452,6 +458,7 @@ impl Peer {
             }
             let Some(proposal) = self.proposals.pop_front() else { break };
             let outcome = if proposal.index == entry.index && proposal.term == entry.term {
+                METRICS.commit_duration.record(proposal.proposed_at.elapsed());
                 result.clone()
             } else {
                 // Another leader's entry took this index: ours was never committed.
@@ -535,6 +542,7 @@ impl Peer {
             if ticks - since > limit {
                 self.raw.report_snapshot(id, false);
                 self.snapshots_in_flight.remove(&id);
+                METRICS.snapshot_failed(SnapshotFailure::Lost);
             }
         }
     }

@@ -74,12 +74,19 @@ pub struct RegionReport {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoreReport {
     pub regions: u64,
+    /// Replicas that are hibernating.
+    pub hibernating: u64,
+    /// Awake replicas that know no leader of their region (an election under way, or a
+    /// region that lost its quorum).
+    pub without_leader: u64,
     pub leaders: Vec<RegionReport>,
 }
 
 impl StoreReport {
     pub(crate) fn merge(&mut self, other: StoreReport) {
         self.regions += other.regions;
+        self.hibernating += other.hibernating;
+        self.without_leader += other.without_leader;
         self.leaders.extend(other.leaders);
     }
 }

@@ -15,14 +15,16 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 use rocksdb::WriteBatch;
 
 use crate::kv::ApplyBatch;
+use crate::metrics::{STORE as METRICS, SnapshotFailure};
 use crate::raft::proto::MessageType;
 use crate::storage::proto::{
-    PeerState, RaftCommand, RegionEpoch, RegionLocalState, StoreBatch, WriteResponse,
+    Peer as PeerDescriptor, PeerState, RaftCommand, RegionEpoch, RegionLocalState, StoreBatch, WriteResponse,
 };
 use crate::storage::{Cf, Engine, PeerStorage, keys, snapshot};
 
@@ -237,9 +239,17 @@ impl Worker {
                 let _ = respond.send(status);
             }
             WorkerMsg::Report(respond) => {
-                let regions = self.peers.len() as u64;
-                let leaders = self.peers.values().filter(|peer| peer.is_leader()).map(Peer::report).collect();
-                let _ = respond.send(StoreReport { regions, leaders });
+                let peers = self.peers.values();
+                let report = StoreReport {
+                    regions: self.peers.len() as u64,
+                    hibernating: peers.clone().filter(|peer| peer.hibernating).count() as u64,
+                    without_leader: peers
+                        .clone()
+                        .filter(|peer| !peer.hibernating && peer.raw.raft.leader_id == 0)
+                        .count() as u64,
+                    leaders: peers.filter(|peer| peer.is_leader()).map(Peer::report).collect(),
+                };
+                let _ = respond.send(report);
             }
             WorkerMsg::Shutdown => return true,
         }
@@ -309,11 +319,15 @@ impl Worker {
             if to_peer.store_id != self.config.store_id {
                 continue;
             }
+            METRICS.messages_received.count(raft_message.msg_type(), 1);
             // A snapshot is decoded once, here: it must be of the addressed region.
             let snapshot_range = match raft_message.msg_type() {
                 MessageType::Snapshot => match snapshot_range(region_id, &raft_message) {
                     Some(range) => Some(range),
-                    None => continue,
+                    None => {
+                        METRICS.snapshot_failed(SnapshotFailure::Rejected);
+                        continue;
+                    }
                 },
                 _ => None,
             };
@@ -328,6 +342,7 @@ impl Worker {
                 && self.ranges.overlapping(region_id, &range.0, &range.1).is_some()
             {
                 // Installing it would make two regions here cover the same keys.
+                METRICS.snapshot_failed(SnapshotFailure::Rejected);
                 continue;
             }
             let Some(peer) = self.peers.get_mut(&region_id) else { continue };
@@ -340,11 +355,20 @@ impl Worker {
             let _ = peer.raw.step(raft_message);
             self.dirty.insert(region_id);
         }
+        METRICS.messages_received.count(MessageType::Heartbeat, batch.heartbeats.len() as u64);
+        METRICS
+            .messages_received
+            .count(MessageType::HeartbeatResponse, batch.heartbeat_responses.len() as u64);
+        // A heartbeat's sender is on the store that sent the frame: a peer that knows
+        // nothing of its region yet (created empty, waiting for its first snapshot) can
+        // answer it, and the answer unblocks the leader's probe.
+        let sender = |peer_id| PeerDescriptor { id: peer_id, store_id: batch.from_store, role: 0 };
         for entry in batch.heartbeats {
             let Some(peer) = self.peers.get_mut(&entry.region_id) else { continue };
             if peer.peer_id != entry.to_peer_id {
                 continue;
             }
+            peer.learn_peer(sender(entry.from_peer_id));
             let _ = peer.raw.step(expand(&entry, MessageType::Heartbeat));
             let raft = &peer.raw.raft;
             if entry.hibernate && raft.leader_id == entry.from_peer_id && raft.term == entry.term {
@@ -439,10 +463,12 @@ impl Worker {
                 let region = storage.region();
                 peer.refresh_region(region);
                 peer.on_snapshot_installed();
+                METRICS.snapshots_applied.increment(1);
             }
             regions += u64::from(wrote);
             readies.push((region_id, ready));
         }
+        METRICS.entries_appended.increment(entries);
         if !log_batch.is_empty() {
             // Only new entries, terms and votes must be durable before anyone hears of
             // them; a round that merely advanced commit indexes needs no sync (a lost
@@ -463,6 +489,9 @@ impl Worker {
         }
         outgoing.flush(self.transport.as_ref());
 
+        let apply_started = Instant::now();
+        let committed: usize = readies.iter().map(|(_, ready)| ready.committed_entries.len()).sum();
+        METRICS.entries_committed.increment(committed as u64);
         let mut apply = ApplyBatch::default();
         let mut answers: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
         let mut effects = Vec::new();
@@ -487,6 +516,10 @@ impl Worker {
         }
         for answer in answers {
             answer();
+        }
+        if committed > 0 {
+            METRICS.entries_applied.increment(committed as u64);
+            METRICS.apply_duration.record(apply_started.elapsed());
         }
         for (region_id, mut ready) in readies {
             let Some(peer) = self.peers.get_mut(&region_id) else { continue };

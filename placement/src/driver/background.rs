@@ -28,6 +28,7 @@ impl Shared {
             self.maybe_bootstrap(epoch);
             if now >= next_schedule {
                 next_schedule = now + self.config.schedule_interval;
+                self.promote_caught_up_members(epoch);
                 self.schedule(epoch, now);
             }
         }
@@ -49,6 +50,7 @@ impl Shared {
         // A linearizable read: everything the previous leaders committed is in it.
         let loaded = self.metadata.load(leadership.epoch).ok()?;
         self.ids.reset(loaded.ids);
+        self.record_member_addresses(leadership.epoch, &loaded.members);
         let state = LeaderState::new(
             leadership.term,
             loaded,
@@ -128,6 +130,13 @@ impl Shared {
             }
             let view = state.view(now);
             let busy = state.operators.busy();
+            let enabled = &self.config.schedulers;
+            crate::metrics::schedulers_ran([
+                enabled.replica_repair,
+                enabled.hot_region,
+                enabled.balance_region,
+                enabled.balance_leader,
+            ]);
             let mut placeholders = 0u64;
             let operators = schedulers::schedule(&view, &self.config.schedulers, &busy, &mut || {
                 placeholders += 1;

@@ -231,7 +231,12 @@ impl LeaderState {
     }
 
     pub fn add_operator(&mut self, operator: Operator, now: Duration) -> bool {
-        self.operators.add(operator, now)
+        let kind = operator.kind;
+        let added = self.operators.add(operator, now);
+        if added {
+            crate::metrics::operator_created(kind);
+        }
+        added
     }
 
     pub fn route(entry: &RegionEntry) -> RegionRoute {

@@ -15,12 +15,14 @@
 //! hints anyway, which stores' epoch checks confirm or refute.
 //!
 //! - `background`: the loop (leadership, liveness, bootstrap, scheduling);
+//! - `membership`: replicas joining a running driver;
 //! - `requests`: the API ([`PdClient`]) as the leader serves it;
 //! - `leader`, `region_map`, `operators`, `ids`: the leader's state and its parts.
 
 mod background;
 mod ids;
 mod leader;
+mod membership;
 mod operators;
 mod region_map;
 mod requests;
@@ -39,10 +41,11 @@ use parking_lot::{Mutex, RwLock};
 use tessera_engine::storage::proto::RegionEpoch;
 use tessera_engine::store::{BatchSink, StoreConfig, Transport};
 
+pub use membership::Member;
 pub use operators::Outcome;
 
 use crate::errors::PdError;
-use crate::metadata::{Leadership, Metadata};
+use crate::metadata::{Founding, Leadership, Metadata};
 use crate::operator::OperatorKind;
 use crate::schedulers::SchedulerConfig;
 use ids::IdAllocator;
@@ -50,9 +53,12 @@ use leader::LeaderState;
 
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
-    /// This replica's member id, and every member's (the Raft group's voters).
+    /// This replica's member id, and how its metadata region comes to exist.
     pub member_id: u64,
-    pub members: Vec<u64>,
+    pub founding: Founding,
+    /// Member addresses this replica knows from its start (the founding members', or
+    /// those a join answered with); the leader records them in the metadata.
+    pub member_addresses: BTreeMap<u64, String>,
     pub schedulers: SchedulerConfig,
     /// A store silent for this long is down.
     pub store_down_after: Duration,
@@ -72,10 +78,12 @@ pub struct DriverConfig {
 }
 
 impl DriverConfig {
+    /// A founding member of a driver whose voters are `members`.
     pub fn new(member_id: u64, members: Vec<u64>) -> DriverConfig {
         DriverConfig {
             member_id,
-            members,
+            founding: Founding::Members(members),
+            member_addresses: BTreeMap::new(),
             schedulers: SchedulerConfig::default(),
             store_down_after: Duration::from_secs(10),
             operator_timeout: Duration::from_secs(10 * 60),
@@ -125,7 +133,7 @@ impl PlacementDriver {
     /// Opens (or creates) the replica's database at `path` and starts it.
     pub fn open(path: &Path, config: DriverConfig, transport: Arc<dyn Transport>) -> Result<Self, PdError> {
         let metadata =
-            Metadata::open(path, config.store_config(), &config.members, transport, config.request_timeout)?;
+            Metadata::open(path, config.store_config(), &config.founding, transport, config.request_timeout)?;
         let shared = Arc::new(Shared {
             ids: IdAllocator::new(config.id_batch),
             config,
@@ -156,6 +164,31 @@ impl PlacementDriver {
     /// Whether this replica leads and has loaded the metadata.
     pub fn is_serving(&self) -> bool {
         self.shared.leader.lock().is_some()
+    }
+
+    /// Sets the driver's gauges: whether this replica serves as leader and, if it does,
+    /// what it sees of the cluster. Called when metrics are collected.
+    pub fn refresh_metrics(&self) {
+        let serving = self.shared.epoch().is_ok();
+        let guard = self.shared.leader.lock();
+        let metrics = &*crate::metrics::DRIVER;
+        match guard.as_ref().filter(|_| serving) {
+            Some(state) => {
+                metrics.is_leader.set(1.0);
+                let schedulers = &self.shared.config.schedulers;
+                crate::metrics::record_cluster(
+                    &state.view(self.shared.now()),
+                    state.regions.len(),
+                    schedulers.replicas,
+                    schedulers.hot_region_min_bytes_per_sec,
+                );
+                metrics.operators_running.set(state.operators.running() as f64);
+            }
+            None => {
+                metrics.is_leader.set(0.0);
+                crate::metrics::clear_cluster();
+            }
+        }
     }
 
     /// Operators ended, by kind and outcome, since this replica last became leader.

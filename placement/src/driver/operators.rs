@@ -28,7 +28,7 @@ impl Outcome {
     pub fn name(self) -> &'static str {
         match self {
             Outcome::Finished => "finished",
-            Outcome::TimedOut => "timed-out",
+            Outcome::TimedOut => "timed_out",
             Outcome::Cancelled => "cancelled",
         }
     }
@@ -113,6 +113,10 @@ impl OperatorController {
         OperatorController { timeout, replicas, in_flight: BTreeMap::new(), outcomes: BTreeMap::new() }
     }
 
+    pub fn running(&self) -> usize {
+        self.in_flight.len()
+    }
+
     /// Regions with an operator in flight.
     pub fn busy(&self) -> BTreeSet<u64> {
         self.in_flight.keys().copied().collect()
@@ -130,6 +134,7 @@ impl OperatorController {
     fn finish(&mut self, region_id: u64, outcome: Outcome) {
         if let Some(done) = self.in_flight.remove(&region_id) {
             *self.outcomes.entry((done.operator.kind, outcome)).or_default() += 1;
+            crate::metrics::operator_ended(done.operator.kind, outcome);
         }
     }
 

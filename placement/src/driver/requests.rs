@@ -77,6 +77,7 @@ impl Shared {
         for heartbeat in &request.regions {
             check_heartbeat(request.store_id, heartbeat)?;
         }
+        crate::metrics::DRIVER.region_heartbeats.increment(request.regions.len() as u64);
         // Changes of epoch are judged, persisted and adopted by one writer at a time, so
         // that what is on disk and what is in memory cannot cross.
         let _writer = self.writer.lock();
@@ -154,7 +155,9 @@ impl PdClient for PlacementDriver {
     fn store_heartbeat(&self, request: StoreHeartbeatRequest) -> Result<StoreHeartbeatResponse, PdError> {
         let now = self.shared.now();
         let stats = request.stats.unwrap_or_default();
-        self.shared.with_leader(|state| state.store_heartbeat(request.store_id, stats, now))
+        let answer = self.shared.with_leader(|state| state.store_heartbeat(request.store_id, stats, now))?;
+        crate::metrics::DRIVER.store_heartbeats.increment(1);
+        Ok(answer)
     }
 
     fn region_heartbeats(

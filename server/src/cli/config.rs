@@ -30,6 +30,7 @@ pub struct StoreSection {
     pub labels: BTreeMap<String, String>,
     pub split_max_keys: Option<u64>,
     pub split_max_bytes: Option<u64>,
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -41,6 +42,9 @@ pub struct PdSection {
     /// `ID=ADDRESS` for every replica.
     pub members: Vec<String>,
     pub replicas: Option<usize>,
+    pub metrics: Option<String>,
+    /// Replicas of a running driver to join through.
+    pub join: Vec<String>,
 }
 
 impl FileConfig {
@@ -70,6 +74,9 @@ mod tests {
         assert_eq!(config.pd.id, Some(1));
         assert_eq!(config.pd.members, vec!["1=127.0.0.1:2379".to_string()]);
         assert_eq!(config.pd.replicas, Some(DEFAULT_REPLICAS));
+        assert_eq!(config.store.metrics.as_deref(), Some("127.0.0.1:9461"));
+        assert_eq!(config.pd.metrics.as_deref(), Some("127.0.0.1:9460"));
+        assert!(config.pd.join.is_empty(), "a founding member joins nobody");
     }
 
     #[test]

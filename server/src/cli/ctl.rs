@@ -16,7 +16,7 @@ pub struct Args {
     /// Addresses of the placement driver's replicas, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:2379")]
     pd: Vec<String>,
-    /// Print the cluster views (stores, regions, operators) as JSON arrays.
+    /// Print the cluster views (stores, regions, operators, members) as JSON arrays.
     #[arg(long, global = true)]
     json: bool,
     /// Give up on a request after this many seconds.
@@ -64,6 +64,8 @@ enum CtlCommand {
     Regions,
     /// The placement driver's operators in flight.
     Operators,
+    /// The placement driver's replicas: id, address, voter or learner.
+    Members,
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -117,6 +119,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             println!("OK (the region's leader splits it shortly)");
         }
         CtlCommand::Stores => stores(&client, args.json).await?,
+        CtlCommand::Members => {
+            let members = client.pd().members_async().await?;
+            let role = |voter: bool| if voter { "voter" } else { "learner" };
+            if args.json {
+                let rows: Vec<_> = members
+                    .iter()
+                    .map(|m| json!({"id": m.id, "address": m.address, "role": role(m.voter)}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{:>6}  {:<22} role", "id", "address");
+                for m in members {
+                    println!("{:>6}  {:<22} {}", m.id, m.address, role(m.voter));
+                }
+            }
+        }
         CtlCommand::Regions => regions(&client, args.json).await?,
         CtlCommand::Operators => {
             let operators = client.pd().operators_async().await?;

@@ -46,6 +46,10 @@ enum Command {
         /// A region with more bytes of keys and values than this is split [default: 96 MiB].
         #[arg(long)]
         split_max_bytes: Option<u64>,
+        /// Address to serve /metrics (Prometheus) and /health on; port 0 picks a free
+        /// port (printed once serving). No metrics without it.
+        #[arg(long)]
+        metrics: Option<String>,
     },
     /// Run a placement driver replica.
     Pd {
@@ -62,13 +66,21 @@ enum Command {
         /// This replica's member id [default: 1].
         #[arg(long)]
         id: Option<u64>,
-        /// Every replica of the driver as ID=ADDRESS, comma-separated (this one
+        /// Every founding replica of the driver as ID=ADDRESS, comma-separated (this one
         /// included); omit for a single replica.
         #[arg(long, value_delimiter = ',')]
         members: Vec<String>,
+        /// Join a running driver through these replicas' addresses (comma-separated)
+        /// instead of founding one; needs a fixed port in --listen.
+        #[arg(long, value_delimiter = ',', conflicts_with_all = ["members", "id"])]
+        join: Vec<String>,
         /// Voters every region should have [default: 3].
         #[arg(long)]
         replicas: Option<usize>,
+        /// Address to serve /metrics (Prometheus) and /health on; port 0 picks a free
+        /// port (printed once serving). No metrics without it.
+        #[arg(long)]
+        metrics: Option<String>,
     },
     /// Start a local cluster (placement driver and stores as child processes) and keep
     /// it running until Ctrl-C or SIGTERM.
@@ -104,7 +116,7 @@ pub fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Store { config, pd, data_dir, listen, labels, split_max_keys, split_max_bytes } => {
+        Command::Store { config, pd, data_dir, listen, labels, split_max_keys, split_max_bytes, metrics } => {
             let file = FileConfig::load(config.as_deref())?.store;
             let mut all_labels = file.labels;
             all_labels.extend(labels);
@@ -122,11 +134,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 split_max_bytes: split_max_bytes
                     .or(file.split_max_bytes)
                     .unwrap_or(config::DEFAULT_SPLIT_MAX_BYTES),
+                metrics: metrics.or(file.metrics),
             };
-            let ready = |id, address| println!("store id={id} pid={} addr={address}", std::process::id());
-            node::store::run(config, ready, node::stop_signal()).await
+            node::store::run(config, |ready| println!("{ready}"), node::stop_signal()).await
         }
-        Command::Pd { config, data_dir, listen, id, members, replicas } => {
+        Command::Pd { config, data_dir, listen, id, members, join, replicas, metrics } => {
             let file = FileConfig::load(config.as_deref())?.pd;
             let replicas = replicas.or(file.replicas).unwrap_or(config::DEFAULT_REPLICAS);
             if replicas == 0 {
@@ -146,10 +158,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 listen: listen.or(file.listen).unwrap_or_else(|| config::DEFAULT_PD_LISTEN.to_string()),
                 member_id: id,
                 members,
+                join: if join.is_empty() { file.join } else { join },
                 replicas,
+                metrics: metrics.or(file.metrics),
             };
-            let ready = |address| println!("pd id={id} pid={} addr={address}", std::process::id());
-            node::pd::run(config, ready, node::stop_signal()).await
+            node::pd::run(config, |ready| println!("{ready}"), node::stop_signal()).await
         }
         Command::Playground(args) => playground::run(args).await,
         Command::Ctl(args) => ctl::run(args).await,

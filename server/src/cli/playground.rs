@@ -25,10 +25,18 @@ pub struct Args {
     /// Number of placement driver replicas (1, 3 or 5).
     #[arg(long, default_value_t = 1)]
     pd: usize,
+    /// First port for the nodes' /metrics and /health: driver replicas take the first
+    /// ones, stores the next (ops/prometheus/playground.yml scrapes these). A busy port
+    /// is replaced by a free one; the printed lines say which.
+    #[arg(long, default_value_t = DEFAULT_METRICS_PORT)]
+    metrics_port: u16,
 }
 
 /// Where the first driver replica listens if the port is free (`tessera ctl`'s default).
 const DEFAULT_PD_PORT: u16 = 2379;
+
+/// Where the first node serves its metrics if the port is free.
+const DEFAULT_METRICS_PORT: u16 = 9460;
 
 /// How long a node may take to start serving.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -41,9 +49,9 @@ struct Node {
     child: Child,
 }
 
-/// An address on the loopback interface for a driver replica, whose address its peers
-/// must know before it starts: `preferred` (the port `tessera ctl` tries by default)
-/// when it is free, any free port otherwise.
+/// An address on the loopback interface that must be known before its node starts (a
+/// driver replica's, which its peers need; a metrics address, which scrape
+/// configurations name): `preferred` when it is free, any free port otherwise.
 fn free_address(preferred: u16) -> anyhow::Result<String> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", preferred))
         .or_else(|_| std::net::TcpListener::bind("127.0.0.1:0"))
@@ -123,6 +131,13 @@ async fn launch(args: &Args, dir: &Path, nodes: &mut Vec<Node>) -> anyhow::Resul
     let members: Vec<String> =
         pd_addresses.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
     let replicas = args.stores.min(3);
+    // Port 0 (or running past the last port) means any free port for every node.
+    let mut metrics_port = args.metrics_port;
+    let mut metrics_address = || {
+        let address = free_address(metrics_port);
+        metrics_port = if metrics_port == 0 { 0 } else { metrics_port.checked_add(1).unwrap_or(0) };
+        address
+    };
     for (index, address) in pd_addresses.iter().enumerate() {
         let id = index + 1;
         let mut pd_args = vec![
@@ -135,6 +150,8 @@ async fn launch(args: &Args, dir: &Path, nodes: &mut Vec<Node>) -> anyhow::Resul
             id.to_string(),
             "--replicas".into(),
             replicas.to_string(),
+            "--metrics".into(),
+            metrics_address()?,
         ];
         if args.pd > 1 {
             pd_args.push("--members".into());
@@ -151,6 +168,8 @@ async fn launch(args: &Args, dir: &Path, nodes: &mut Vec<Node>) -> anyhow::Resul
             path(dir, &format!("store{index}")),
             "--listen".into(),
             "127.0.0.1:0".into(),
+            "--metrics".into(),
+            metrics_address()?,
         ];
         nodes.push(start(format!("store {index}"), store_args).await?.0);
     }

@@ -2,11 +2,17 @@
 //! replica believed to lead, follow redirects, and move on to the next replica when one
 //! is unreachable, until a deadline.
 //!
+//! The replicas a client was given are where it starts, not all it knows: every few
+//! seconds it asks the replica that answered for the current members, so that a
+//! client started before replicas joined can still reach the driver after the replicas
+//! it was given are gone.
+//!
 //! Async methods serve the client library; the [`PdClient`] implementation (blocking)
 //! serves the store's agent and raft workers, which are plain threads, by running the
 //! same calls on the node's runtime.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -22,14 +28,20 @@ use tonic::{Response, Status};
 use crate::failure::pd_error;
 use crate::proto::pd_client::PdClient as PdStub;
 use crate::proto::{
-    AllocIdsRequest, OperatorsRequest, RegionByIdRequest, RegionByKeyRequest, ScanRegionsRequest,
-    SplitRegionRequest, StoresRequest,
+    AllocIdsRequest, JoinMemberRequest, JoinMemberResponse, Member, MembersRequest, OperatorsRequest,
+    RegionByIdRequest, RegionByKeyRequest, ScanRegionsRequest, SplitRegionRequest, StoresRequest,
 };
+
+/// How often the client refreshes its list of the driver's replicas.
+const MEMBER_REFRESH: Duration = Duration::from_secs(5);
 
 pub struct GrpcPdClient {
     runtime: Handle,
-    endpoints: Vec<String>,
+    /// The replicas given at start, then every member learned since.
+    endpoints: Arc<Mutex<Vec<String>>>,
     leader: Mutex<Option<String>>,
+    /// When the member list was last refreshed.
+    refreshed: Mutex<Option<tokio::time::Instant>>,
     deadline: Duration,
 }
 
@@ -45,7 +57,38 @@ impl GrpcPdClient {
     /// A client of the driver whose replicas listen at `endpoints`; calls give up after
     /// `deadline` without an answer.
     pub fn new(runtime: Handle, endpoints: Vec<String>, deadline: Duration) -> GrpcPdClient {
-        GrpcPdClient { runtime, endpoints, leader: Mutex::new(None), deadline }
+        GrpcPdClient {
+            runtime,
+            endpoints: Arc::new(Mutex::new(endpoints)),
+            leader: Mutex::new(None),
+            refreshed: Mutex::new(None),
+            deadline,
+        }
+    }
+
+    /// Asks `address` (a replica that just answered) for the members, in the background,
+    /// at most every [`MEMBER_REFRESH`].
+    fn maybe_refresh_members(&self, address: &str) {
+        let now = tokio::time::Instant::now();
+        {
+            let mut refreshed = self.refreshed.lock();
+            if refreshed.is_some_and(|last| now.duration_since(last) < MEMBER_REFRESH) {
+                return;
+            }
+            *refreshed = Some(now);
+        }
+        let Ok(mut pd) = stub(address) else { return };
+        let endpoints = self.endpoints.clone();
+        self.runtime.spawn(async move {
+            // An old driver without the call, or a follower: the list stays as it is.
+            let Ok(answer) = pd.members(MembersRequest {}).await else { return };
+            let mut endpoints = endpoints.lock();
+            for member in answer.into_inner().members {
+                if !member.address.is_empty() && !endpoints.contains(&member.address) {
+                    endpoints.push(member.address);
+                }
+            }
+        });
     }
 
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, PdError>
@@ -57,7 +100,7 @@ impl GrpcPdClient {
         let mut last = PdError::Unavailable("no placement driver replica answered".into());
         loop {
             let mut candidates: Vec<String> = self.leader.lock().iter().cloned().collect();
-            candidates.extend(self.endpoints.iter().cloned());
+            candidates.extend(self.endpoints.lock().iter().cloned());
             let mut tried = Vec::new();
             while let Some(address) = candidates.first().cloned() {
                 candidates.remove(0);
@@ -71,6 +114,7 @@ impl GrpcPdClient {
                 };
                 match answer {
                     Ok(response) => {
+                        self.maybe_refresh_members(&address);
                         *self.leader.lock() = Some(address);
                         return Ok(response.into_inner());
                     }
@@ -152,6 +196,19 @@ impl GrpcPdClient {
 
     pub async fn alloc_ids_async(&self, count: u32) -> Result<Vec<u64>, PdError> {
         Ok(self.call(|mut pd| async move { pd.alloc_ids(AllocIdsRequest { count }).await }).await?.ids)
+    }
+
+    /// Asks the driver to add a replica serving at `address`.
+    pub async fn join_member_async(&self, address: &str) -> Result<JoinMemberResponse, PdError> {
+        self.call(|mut pd| {
+            let address = address.to_string();
+            async move { pd.join_member(JoinMemberRequest { address }).await }
+        })
+        .await
+    }
+
+    pub async fn members_async(&self) -> Result<Vec<Member>, PdError> {
+        Ok(self.call(|mut pd| async move { pd.members(MembersRequest {}).await }).await?.members)
     }
 }
 

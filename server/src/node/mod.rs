@@ -1,12 +1,40 @@
 //! Running nodes: a store ([`store::run`]) or a placement driver replica ([`pd::run`]),
-//! each serving gRPC on one address until told to stop.
+//! each serving gRPC on one address (and, with a metrics address, `/metrics` and
+//! `/health` on another: [`status`]) until told to stop.
 
 pub mod pd;
+pub mod status;
 pub mod store;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use anyhow::Context;
+use tower::layer::util::{Identity, Stack};
+
+use crate::metrics::GrpcMetricsLayer;
+
+/// What a node announces once it serves, as one line scripts parse:
+/// `store id=2 pid=4243 addr=127.0.0.1:20160 metrics=127.0.0.1:9461`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ready {
+    pub role: crate::metrics::Role,
+    pub id: u64,
+    pub address: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+}
+
+impl std::fmt::Display for Ready {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pid = std::process::id();
+        write!(f, "{} id={} pid={pid} addr={}", self.role.name(), self.id, self.address)?;
+        if let Some(metrics) = self.metrics {
+            write!(f, " metrics={metrics}")?;
+        }
+        Ok(())
+    }
+}
 
 /// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
 pub async fn stop_signal() {
@@ -38,10 +66,18 @@ pub async fn bind(address: &str) -> anyhow::Result<(tokio::net::TcpListener, Soc
 /// from other nodes never finish on their own: they are cut after this.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// A node's gRPC services, behind the request metrics.
+pub type Router = tonic::transport::server::Router<Stack<GrpcMetricsLayer, Identity>>;
+
+/// The gRPC server every node builds its services on: each request is counted and timed.
+pub fn grpc_server() -> tonic::transport::Server<Stack<GrpcMetricsLayer, Identity>> {
+    tonic::transport::Server::builder().layer(GrpcMetricsLayer)
+}
+
 /// Serves `router` on `listener` until `stop` resolves and the requests in flight are
 /// done, or the grace period is over.
 pub async fn serve(
-    router: tonic::transport::server::Router,
+    router: Router,
     listener: tokio::net::TcpListener,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -60,5 +96,29 @@ pub async fn serve(
         served = server => served?,
         () = grace => {}
     }
+    Ok(())
+}
+
+/// A node id kept in a file of the data directory, if the node has one yet.
+pub(crate) fn read_id(path: &std::path::Path) -> anyhow::Result<Option<u64>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let id = text
+                .trim()
+                .parse::<u64>()
+                .with_context(|| format!("{} does not hold a node id", path.display()))?;
+            Ok(Some(id))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Keeps a node id durably (written aside, synced, then renamed into place).
+pub(crate) fn write_id(path: &std::path::Path, id: u64) -> anyhow::Result<()> {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, id.to_string())?;
+    std::fs::File::open(&temporary)?.sync_all()?;
+    std::fs::rename(&temporary, path)?;
     Ok(())
 }

@@ -1,68 +1,158 @@
 //! A placement driver replica: its metadata store, the driver, and one gRPC server for
 //! both the driver's API and the Raft transport among the replicas.
+//!
+//! A replica either founds the driver with the other founding members (`--members`, or
+//! alone), or joins a running one (`--join`): it asks the leader for a member id, keeps
+//! the id in its data directory (a restart does not join again), and receives the
+//! metadata as a learner that the leader promotes once caught up.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
+use tessera_placement::metadata::Founding;
 use tessera_placement::{DriverConfig, PlacementDriver};
 use tokio::runtime::Handle;
-use tonic::transport::Server;
 
+use super::Ready;
+use super::status::{Observability, flag_on_stop};
+use crate::client::GrpcPdClient;
+use crate::metrics::Role;
 use crate::proto::pd_server::PdServer;
 use crate::proto::raft_transport_server::RaftTransportServer;
 use crate::service::pd::PdService;
-use crate::transport::{GrpcTransport, MAX_MESSAGE_BYTES, RaftTransportService, StaticAddresses};
+use crate::transport::{AddressBook, GrpcTransport, MAX_MESSAGE_BYTES, RaftTransportService};
 
 pub struct PdNodeConfig {
     pub data_dir: PathBuf,
     pub listen: String,
-    /// This replica's member id.
+    /// This replica's member id, if it founds the driver.
     pub member_id: u64,
-    /// Every member's id and address (this one's included); empty for a lone replica,
-    /// which then is member `member_id` at the address it listens on.
+    /// Every founding member's id and address (this one's included); empty for a lone
+    /// replica, which then is member `member_id` at the address it listens on.
     pub members: Vec<(u64, String)>,
+    /// Replicas of a running driver to join through, instead of founding one.
+    pub join: Vec<String>,
     /// Voters every region should have.
     pub replicas: usize,
+    /// Where to serve `/metrics` and `/health`; none to export nothing.
+    pub metrics: Option<String>,
 }
 
-/// Runs a driver replica until `stop` resolves; `on_ready` receives the address it
-/// serves on.
+/// The file in the data directory that keeps a joined replica's member id.
+const MEMBER_ID_FILE: &str = "member_id";
+
+/// How long a joining replica tries to reach the driver.
+const JOIN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Where the driver's members listen: the addresses known at start, then those the
+/// metadata record (members that joined since).
+struct MemberAddresses {
+    known: HashMap<u64, String>,
+    driver: OnceLock<Weak<PlacementDriver>>,
+}
+
+impl AddressBook for MemberAddresses {
+    fn resolve(&self, member_id: u64) -> Option<String> {
+        if let Some(address) = self.known.get(&member_id) {
+            return Some(address.clone());
+        }
+        self.driver.get()?.upgrade()?.member_address(member_id)
+    }
+}
+
+/// How this replica's membership starts: its id, how its metadata region comes to
+/// exist, and the member addresses it knows.
+async fn membership(
+    config: &PdNodeConfig,
+    address: &str,
+) -> anyhow::Result<(u64, Founding, HashMap<u64, String>)> {
+    if config.join.is_empty() {
+        let members: HashMap<u64, String> = if config.members.is_empty() {
+            HashMap::from([(config.member_id, address.to_string())])
+        } else {
+            config.members.iter().cloned().collect()
+        };
+        if !members.contains_key(&config.member_id) {
+            bail!("member {} is not in the member list {:?}", config.member_id, config.members);
+        }
+        let founding = Founding::Members(members.keys().copied().collect());
+        return Ok((config.member_id, founding, members));
+    }
+    if !config.members.is_empty() {
+        bail!("a replica either founds the driver (--members) or joins a running one (--join), not both");
+    }
+    let id_file = config.data_dir.join(MEMBER_ID_FILE);
+    if let Some(member_id) = super::read_id(&id_file)? {
+        // Joined before: its metadata (and with them every member's address) are local.
+        return Ok((member_id, Founding::Joined, HashMap::new()));
+    }
+    if address.ends_with(":0") || address.parse::<std::net::SocketAddr>().is_ok_and(|a| a.port() == 0) {
+        bail!("a joining replica needs a fixed port: the driver records its address");
+    }
+    let driver = GrpcPdClient::new(Handle::current(), config.join.clone(), JOIN_DEADLINE);
+    let answer = driver.join_member_async(address).await.context("joining the placement driver")?;
+    super::write_id(&id_file, answer.member_id)?;
+    let members =
+        answer.members.into_iter().filter(|m| !m.address.is_empty()).map(|m| (m.id, m.address)).collect();
+    Ok((answer.member_id, Founding::Joined, members))
+}
+
+/// Runs a driver replica until `stop` resolves; `on_ready` receives what it serves on.
 pub async fn run(
     config: PdNodeConfig,
-    on_ready: impl FnOnce(SocketAddr),
+    on_ready: impl FnOnce(Ready),
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    let observability = Observability::start(config.metrics.as_deref(), Role::Pd).await?;
     let (listener, address) = super::bind(&config.listen).await?;
-    let members: HashMap<u64, String> = if config.members.is_empty() {
-        HashMap::from([(config.member_id, address.to_string())])
-    } else {
-        config.members.iter().cloned().collect()
-    };
-    if !members.contains_key(&config.member_id) {
-        bail!("member {} is not in the member list {:?}", config.member_id, config.members);
-    }
-    let transport =
-        Arc::new(GrpcTransport::new(Handle::current(), Arc::new(StaticAddresses(members.clone()))));
-    let mut driver_config = DriverConfig::new(config.member_id, members.keys().copied().collect());
+    let (member_id, founding, members) = membership(&config, &address.to_string()).await?;
+    let addresses = Arc::new(MemberAddresses { known: members.clone(), driver: OnceLock::new() });
+    let transport = Arc::new(GrpcTransport::new(Handle::current(), addresses.clone()));
+    let mut driver_config = DriverConfig::new(member_id, Vec::new());
+    driver_config.founding = founding;
+    driver_config.member_addresses = members.into_iter().collect::<BTreeMap<_, _>>();
     driver_config.schedulers.replicas = config.replicas;
     let db = config.data_dir.join("db");
     let driver = tokio::task::spawn_blocking(move || PlacementDriver::open(&db, driver_config, transport))
         .await?
         .context("opening the placement driver")?;
     let driver = Arc::new(driver);
-    let router =
-        Server::builder().add_service(PdServer::new(PdService::new(driver.clone(), members))).add_service(
-            RaftTransportServer::new(RaftTransportService::new(config.member_id, driver.sink()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        );
-    on_ready(address);
+    let _ = addresses.driver.set(Arc::downgrade(&driver));
+    let router = super::grpc_server().add_service(PdServer::new(PdService::new(driver.clone()))).add_service(
+        RaftTransportServer::new(RaftTransportService::new(member_id, driver.sink()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+    );
+    on_ready(Ready {
+        role: Role::Pd,
+        id: member_id,
+        address,
+        metrics: observability.as_ref().map(Observability::address),
+    });
+    let (stop, stopping) = flag_on_stop(stop);
+    let status = observability.map(|observability| {
+        let weak = Arc::downgrade(&driver);
+        let refresh = move || {
+            if let Some(driver) = weak.upgrade() {
+                driver.refresh_metrics();
+            }
+        };
+        let weak = Arc::downgrade(&driver);
+        let describe = move || {
+            let leader = weak.upgrade().is_some_and(|driver| driver.is_serving());
+            format!(r#"{{"role":"pd","id":{member_id},"leader":{leader}}}"#)
+        };
+        observability.serve(Role::Pd, member_id, refresh, describe, stopping)
+    });
     let served = super::serve(router, listener, stop).await;
     tokio::task::spawn_blocking(move || drop(driver)).await?;
+    if let Some(status) = status {
+        status.finish().await;
+    }
     served
 }

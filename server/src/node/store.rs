@@ -15,9 +15,11 @@ use tessera_placement::PdClient;
 use tessera_placement::agent::{AgentConfig, DriverIds, StoreAgent};
 use tessera_placement::proto::RegisterStoreRequest;
 use tokio::runtime::Handle;
-use tonic::transport::Server;
 
+use super::Ready;
+use super::status::{Observability, flag_on_stop};
 use crate::client::GrpcPdClient;
+use crate::metrics::Role;
 use crate::proto::kv_server::KvServer;
 use crate::proto::raft_transport_server::RaftTransportServer;
 use crate::service::kv::KvService;
@@ -34,6 +36,8 @@ pub struct StoreNodeConfig {
     /// Split thresholds: keys, and bytes of keys and values, per region.
     pub split_max_keys: u64,
     pub split_max_bytes: u64,
+    /// Where to serve `/metrics` and `/health`; none to export nothing.
+    pub metrics: Option<String>,
 }
 
 /// How long the agent's calls to the driver may take.
@@ -66,33 +70,10 @@ impl AddressBook for DriverAddressBook {
     }
 }
 
-fn read_store_id(path: &std::path::Path) -> anyhow::Result<Option<u64>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let id = text
-                .trim()
-                .parse::<u64>()
-                .with_context(|| format!("{} does not hold a store id", path.display()))?;
-            Ok(Some(id))
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
-    }
-}
-
-fn write_store_id(path: &std::path::Path, id: u64) -> anyhow::Result<()> {
-    let temporary = path.with_extension("tmp");
-    std::fs::write(&temporary, id.to_string())?;
-    std::fs::File::open(&temporary)?.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    Ok(())
-}
-
-/// Runs a store until `stop` resolves; `on_ready` receives its id and address once it
-/// serves.
+/// Runs a store until `stop` resolves; `on_ready` receives what it serves on.
 pub async fn run(
     config: StoreNodeConfig,
-    on_ready: impl FnOnce(u64, std::net::SocketAddr),
+    on_ready: impl FnOnce(Ready),
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
@@ -100,17 +81,18 @@ pub async fn run(
     if config.pd.is_empty() {
         bail!("a store needs the placement driver's address (--pd)");
     }
+    let observability = Observability::start(config.metrics.as_deref(), Role::Store).await?;
     let (listener, address) = super::bind(&config.listen).await?;
     let pd = Arc::new(GrpcPdClient::new(Handle::current(), config.pd.clone(), Duration::from_secs(30)));
     let id_file = config.data_dir.join(STORE_ID_FILE);
     // The id is kept before registering, so that a registration retried after a lost
     // answer (or a crash) names the same store.
-    let store_id = match read_store_id(&id_file)? {
+    let store_id = match super::read_id(&id_file)? {
         Some(id) => id,
         None => {
             let ids = pd.alloc_ids_async(1).await.context("getting a store id from the placement driver")?;
             let id = *ids.first().context("the placement driver answered no id")?;
-            write_store_id(&id_file, id)?;
+            super::write_id(&id_file, id)?;
             id
         }
     };
@@ -141,7 +123,7 @@ pub async fn run(
         Arc::new(GrpcPdClient::new(Handle::current(), config.pd.clone(), AGENT_PD_DEADLINE));
     let agent = StoreAgent::start(store.clone(), driver, ids, AgentConfig::default())?;
     let kv = KvService::new(&store, addresses, config.request_timeout);
-    let router = Server::builder()
+    let router = super::grpc_server()
         .add_service(
             KvServer::new(kv)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -151,7 +133,24 @@ pub async fn run(
             RaftTransportServer::new(RaftTransportService::new(store_id, store.sink()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         );
-    on_ready(store_id, address);
+    on_ready(Ready {
+        role: Role::Store,
+        id: store_id,
+        address,
+        metrics: observability.as_ref().map(Observability::address),
+    });
+    let (stop, stopping) = flag_on_stop(stop);
+    let status = observability.map(|observability| {
+        let weak = Arc::downgrade(&store);
+        let refresh = move || {
+            if let Some(store) = weak.upgrade() {
+                // A store that stops mid-refresh keeps its last figures.
+                let _ = store.refresh_metrics();
+            }
+        };
+        let describe = move || format!(r#"{{"role":"store","id":{store_id}}}"#);
+        observability.serve(Role::Store, store_id, refresh, describe, stopping)
+    });
     let served = super::serve(router, listener, stop).await;
     // Stop reporting, then close the store (the services hold it weakly): requests in
     // flight are answered or failed, and RocksDB is closed.
@@ -160,5 +159,8 @@ pub async fn run(
         drop(store);
     })
     .await?;
+    if let Some(status) = status {
+        status.finish().await;
+    }
     served
 }

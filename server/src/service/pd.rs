@@ -1,7 +1,6 @@
 //! The placement driver's API over gRPC: each call runs the replica's blocking API on
 //! the blocking pool; a follower's redirect carries the leader's address.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use tessera_placement::proto::{
@@ -14,20 +13,23 @@ use tonic::{Request, Response, Status};
 use crate::failure::pd_status;
 use crate::proto::pd_server::Pd;
 use crate::proto::{
-    AllocIdsRequest, AllocIdsResponse, OperatorsRequest, OperatorsResponse, RegionByIdRequest,
-    RegionByKeyRequest, ScanRegionsRequest, ScanRegionsResponse, SplitRegionRequest, SplitRegionResponse,
-    StoresRequest, StoresResponse,
+    AllocIdsRequest, AllocIdsResponse, JoinMemberRequest, JoinMemberResponse, Member, MembersRequest,
+    MembersResponse, OperatorsRequest, OperatorsResponse, RegionByIdRequest, RegionByKeyRequest,
+    ScanRegionsRequest, ScanRegionsResponse, SplitRegionRequest, SplitRegionResponse, StoresRequest,
+    StoresResponse,
 };
 
 pub struct PdService {
     driver: Arc<PlacementDriver>,
-    /// Every member's client address, for redirects.
-    members: Arc<HashMap<u64, String>>,
+}
+
+fn member_messages(members: Vec<tessera_placement::driver::Member>) -> Vec<Member> {
+    members.into_iter().map(|m| Member { id: m.id, address: m.address, voter: m.voter }).collect()
 }
 
 impl PdService {
-    pub fn new(driver: Arc<PlacementDriver>, members: HashMap<u64, String>) -> PdService {
-        PdService { driver, members: Arc::new(members) }
+    pub fn new(driver: Arc<PlacementDriver>) -> PdService {
+        PdService { driver }
     }
 
     async fn call<T: Send + 'static>(
@@ -35,12 +37,12 @@ impl PdService {
         f: impl FnOnce(&PlacementDriver) -> Result<T, PdError> + Send + 'static,
     ) -> Result<Response<T>, Status> {
         let driver = self.driver.clone();
-        let members = self.members.clone();
-        tokio::task::spawn_blocking(move || f(&driver))
-            .await
-            .map_err(|e| Status::internal(format!("request task failed: {e}")))?
-            .map(Response::new)
-            .map_err(|error| pd_status(error, |member| members.get(&member).cloned()))
+        tokio::task::spawn_blocking(move || {
+            f(&driver).map_err(|error| pd_status(error, |member| driver.member_address(member)))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("request task failed: {e}")))?
+        .map(Response::new)
     }
 }
 
@@ -120,5 +122,22 @@ impl Pd for PdService {
 
     async fn operators(&self, _: Request<OperatorsRequest>) -> Result<Response<OperatorsResponse>, Status> {
         self.call(|pd| pd.operators().map(|operators| OperatorsResponse { operators })).await
+    }
+
+    async fn join_member(
+        &self,
+        request: Request<JoinMemberRequest>,
+    ) -> Result<Response<JoinMemberResponse>, Status> {
+        let address = request.into_inner().address;
+        self.call(move |pd| {
+            let (member_id, members) = pd.add_member(&address)?;
+            Ok(JoinMemberResponse { member_id, members: member_messages(members) })
+        })
+        .await
+    }
+
+    async fn members(&self, _: Request<MembersRequest>) -> Result<Response<MembersResponse>, Status> {
+        self.call(|pd| pd.members().map(|members| MembersResponse { members: member_messages(members) }))
+            .await
     }
 }

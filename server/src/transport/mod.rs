@@ -53,15 +53,6 @@ pub trait AddressBook: Send + Sync + 'static {
     fn forget(&self, _node_id: u64) {}
 }
 
-/// A fixed map of addresses (the driver's members).
-pub struct StaticAddresses(pub HashMap<u64, String>);
-
-impl AddressBook for StaticAddresses {
-    fn resolve(&self, node_id: u64) -> Option<String> {
-        self.0.get(&node_id).cloned()
-    }
-}
-
 pub struct GrpcTransport {
     runtime: Handle,
     addresses: Arc<dyn AddressBook>,

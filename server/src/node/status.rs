@@ -1,0 +1,79 @@
+//! The observability side of a node: its recorder is installed and its status address
+//! bound before the node opens anything (so that every layer's metrics reach the
+//! recorder and the address can be announced), and it serves `/metrics` and `/health`
+//! beside the gRPC server until the node has stopped.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::oneshot;
+
+use crate::metrics::{self, Health, Role, StatusServer};
+
+pub struct Observability {
+    server: StatusServer,
+    handle: PrometheusHandle,
+}
+
+impl Observability {
+    /// Installs the recorder and binds `address`; nothing when no address is given (the
+    /// node then records into nothing).
+    pub async fn start(address: Option<&str>, role: Role) -> anyhow::Result<Option<Observability>> {
+        let Some(address) = address else { return Ok(None) };
+        let server = StatusServer::bind(address).await.context("binding the metrics address")?;
+        let handle = metrics::install(role)?;
+        Ok(Some(Observability { server, handle }))
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.server.address()
+    }
+
+    /// Serves until [`Serving::finish`]. `refresh` sets the node's state gauges before
+    /// each scrape; `describe` is the JSON `/health` answers with; the node counts as
+    /// serving until `stopping` is set.
+    pub fn serve(
+        self,
+        role: Role,
+        id: u64,
+        refresh: impl Fn() + Send + Sync + 'static,
+        describe: impl Fn() -> String + Send + Sync + 'static,
+        stopping: Arc<AtomicBool>,
+    ) -> Serving {
+        metrics::announce(role, id);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let health = move || Health { serving: !stopping.load(Ordering::SeqCst), detail: describe() };
+        let task = self.server.serve(self.handle, refresh, health, async move {
+            let _ = stopped.await;
+        });
+        Serving { stop, task }
+    }
+}
+
+/// A running status server.
+pub struct Serving {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Serving {
+    pub async fn finish(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// `stop`, which also sets the returned flag when it resolves: the node is stopping.
+pub fn flag_on_stop(stop: impl Future<Output = ()>) -> (impl Future<Output = ()>, Arc<AtomicBool>) {
+    let stopping = Arc::new(AtomicBool::new(false));
+    let flag = stopping.clone();
+    let stop = async move {
+        stop.await;
+        flag.store(true, Ordering::SeqCst);
+    };
+    (stop, stopping)
+}
