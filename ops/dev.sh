@@ -55,7 +55,10 @@ case "$command" in
     ;;
   soak)
     ensure_packages
-    exec cargo run --release -p tessera-engine --example raft-sim -- "$@"
+    # Built for the whole workspace, not with -p: the same feature set as the tests, so
+    # RocksDB's C++ is not compiled a second time.
+    cargo build --release --workspace --example raft-sim
+    exec "$CARGO_TARGET_DIR/release/examples/raft-sim" "$@"
     ;;
   check)
     ensure_packages
@@ -67,7 +70,9 @@ case "$command" in
     ensure_packages
     ;;
   playground)
-    exec cargo run --release --bin tessera -- playground "$@"
+    ensure_packages
+    cargo build --release --workspace --bin tessera
+    exec "$CARGO_TARGET_DIR/release/tessera" playground "$@"
     ;;
   *)
     sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'

@@ -70,7 +70,6 @@ pub struct ColumnFamilyGauges {
 pub struct StoreMetrics {
     pub proposals: Counter,
     pub entries_appended: Counter,
-    pub entries_committed: Counter,
     pub entries_applied: Counter,
     pub commit_duration: Histogram,
     pub apply_duration: Histogram,
@@ -165,10 +164,6 @@ fn register_store_metrics() -> StoreMetrics {
             "tessera_raft_entries_appended_total",
             "Raft log entries written to this store's log, as leader or follower.",
         ),
-        entries_committed: counter(
-            "tessera_raft_entries_committed_total",
-            "Raft log entries known committed and handed to the state machine.",
-        ),
         entries_applied: counter(
             "tessera_raft_entries_applied_total",
             "Raft log entries applied to the data and made visible.",
@@ -176,7 +171,7 @@ fn register_store_metrics() -> StoreMetrics {
         commit_duration: histogram(
             "tessera_raft_commit_duration_seconds",
             Unit::Seconds,
-            "Time from a leader's proposal to its entry being committed.",
+            "Time from a leader's proposal to its entry being committed (its count: proposals committed).",
         ),
         apply_duration: histogram(
             "tessera_raft_apply_duration_seconds",
@@ -255,7 +250,7 @@ fn register_store_metrics() -> StoreMetrics {
             "The rate RocksDB slows writes down to while it delays them; 0 when it does not.",
         ),
         write_stall_seconds: gauge(
-            "tessera_rocksdb_write_stall_seconds_total",
+            "tessera_rocksdb_write_stall_seconds",
             Unit::Seconds,
             "Time writers spent stalled or delayed by RocksDB since the store started (cumulative).",
         ),

@@ -12,8 +12,8 @@
 //! - `ids`: the id high-water mark: every id below it was handed out or reserved;
 //! - `region/{id}`: a region's descriptor, rewritten on every change of epoch;
 //! - `store/{id}`: a store's registration;
-//! - `member/{id}`: a driver replica's address (the member's id is its peer id in the
-//!   metadata region, and its store id there).
+//! - `member/{id}`: a driver replica's record: address and join token (the member's id
+//!   is its peer id in the metadata region, and its store id there).
 //!
 //! Membership: the founding members create the metadata region together, each from the
 //! same member list. A replica that joins later starts with an empty store; the leader
@@ -36,7 +36,7 @@ use tessera_engine::storage::{Cf, keys};
 use tessera_engine::store::{ReadRequest, ReadResponse, Store, StoreConfig, StoreError, Transport};
 
 use crate::errors::PdError;
-use crate::proto::StoreRecord;
+use crate::proto::{MemberRecord, StoreRecord};
 
 /// The one region of a driver replica's store.
 pub const METADATA_REGION: u64 = 1;
@@ -69,8 +69,8 @@ pub fn put_store(record: &StoreRecord) -> WriteRequest {
     put(key(STORE_PREFIX, record.id), record.encode_to_vec())
 }
 
-pub fn put_member(member_id: u64, address: &str) -> WriteRequest {
-    put(key(MEMBER_PREFIX, member_id), address.as_bytes().to_vec())
+pub fn put_member(member_id: u64, record: &MemberRecord) -> WriteRequest {
+    put(key(MEMBER_PREFIX, member_id), record.encode_to_vec())
 }
 
 fn compare_and_swap(key: &[u8], expected: Option<Vec<u8>>, new_value: Vec<u8>) -> WriteRequest {
@@ -90,8 +90,6 @@ pub struct Loaded {
     pub ids: u64,
     pub regions: Vec<Region>,
     pub stores: Vec<StoreRecord>,
-    /// Member id and address of every replica recorded so far.
-    pub members: Vec<(u64, String)>,
 }
 
 /// How a replica's metadata region comes to exist.
@@ -233,10 +231,8 @@ impl Metadata {
                 loaded.regions.push(Region::decode(value.as_slice()).map_err(corrupt)?);
             } else if key.starts_with(STORE_PREFIX) {
                 loaded.stores.push(StoreRecord::decode(value.as_slice()).map_err(corrupt)?);
-            } else if let Some(id) = key.strip_prefix(MEMBER_PREFIX) {
-                let address = String::from_utf8(value)
-                    .map_err(|_| PdError::Corrupt(format!("member {id:?}: the address is not UTF-8")))?;
-                loaded.members.push((decode_id(id)?, address));
+            } else if key.starts_with(MEMBER_PREFIX) {
+                // Membership is read from the replica's applied state (`local_members`).
             } else {
                 return Err(PdError::Corrupt(format!("unknown key {}", String::from_utf8_lossy(&key))));
             }
@@ -251,13 +247,30 @@ impl Metadata {
         self.store.status(METADATA_REGION).map(|status| status.region)
     }
 
-    /// A member's address as this replica last applied it: not linearizable, which is
-    /// enough to address Raft messages (the leader records an address before it adds
-    /// the member, so every replica that hears of a member knows where it is).
-    pub fn local_member_address(&self, member_id: u64) -> Option<String> {
+    /// A member's record as this replica last applied it: not linearizable, which is
+    /// enough to address Raft messages (the leader records a member before it adds it,
+    /// so every replica that hears of a member knows where it is).
+    pub fn local_member(&self, member_id: u64) -> Option<MemberRecord> {
         let key = keys::data_key(&key(MEMBER_PREFIX, member_id));
         let value = self.store.engine().get(Cf::Data, &key).ok()??;
-        String::from_utf8(value).ok()
+        MemberRecord::decode(value.as_slice()).ok()
+    }
+
+    /// Every member record this replica has applied, by member id. On the leader, under
+    /// the driver's writer lock, that is every record written.
+    pub fn local_members(&self) -> Result<Vec<(u64, MemberRecord)>, PdError> {
+        let engine = self.store.engine();
+        let cf = engine.cf(Cf::Data).map_err(|e| PdError::Unavailable(e.to_string()))?;
+        let start = keys::data_key(MEMBER_PREFIX);
+        let mode = rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward);
+        let mut members = Vec::new();
+        for item in engine.db().iterator_cf(cf, mode) {
+            let (key, value) = item.map_err(|e| PdError::Unavailable(e.to_string()))?;
+            let Some(id) = key.strip_prefix(start.as_slice()) else { break };
+            let corrupt = |e: prost::DecodeError| PdError::Corrupt(format!("member record: {e}"));
+            members.push((decode_id(id)?, MemberRecord::decode(value.as_ref()).map_err(corrupt)?));
+        }
+        Ok(members)
     }
 
     /// Proposes a change of the metadata region's membership; answers once applied.

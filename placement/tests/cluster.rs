@@ -47,8 +47,11 @@ fn store_config(store_id: u64) -> StoreConfig {
     }
 }
 
+/// A founding member's config; members are addressed as `pd-{id}` (the in-process
+/// transport routes by id, but a driver records every member's address).
 fn driver_config(member_id: u64, members: Vec<u64>) -> DriverConfig {
     DriverConfig {
+        member_addresses: members.iter().map(|&id| (id, format!("pd-{id}"))).collect(),
         schedulers: SchedulerConfig { down_grace: Duration::from_millis(500), ..SchedulerConfig::default() },
         store_down_after: Duration::from_secs(1),
         operator_timeout: Duration::from_secs(30),
@@ -145,7 +148,7 @@ impl Cluster {
         let mut member = 0;
         self.wait_for("the leader to add a member", |c| {
             let leader = c.serving_driver().ok_or("no serving leader")?;
-            member = c.drivers[&leader].add_member(&address).map_err(|e| e.to_string())?.0;
+            member = c.drivers[&leader].add_member(&address, &address).map_err(|e| e.to_string())?.0;
             Ok(())
         });
         let dir = tempfile::tempdir().expect("a temporary directory");
@@ -516,10 +519,15 @@ fn replicas_join_a_running_driver_become_voters_and_take_over() {
             Err(format!("members {members:?}"))
         }
     });
-    // A retried join of a known address names the same member.
+    // A join retried with its token names the same member; another replica claiming a
+    // member's address (one that lost its data) is refused.
     let leader = cluster.serving_driver().expect("a serving leader");
-    let retried = cluster.drivers[&leader].add_member(&format!("pd-{}", 2)).expect("a retried join");
+    let retried = cluster.drivers[&leader].add_member("pd-2", "pd-2").expect("a retried join");
     assert_eq!(retried.0, first, "a retried join gets its first id");
+    match cluster.drivers[&leader].add_member("pd-2", "another token") {
+        Err(PdError::InvalidArgument(message)) => assert!(message.contains("pd-2"), "{message}"),
+        other => panic!("a second replica at a member's address must be refused, got {other:?}"),
+    }
     // The founding replica goes: the two that joined hold a quorum and the metadata.
     cluster.kill_driver(1);
     cluster.wait_for("a replica that joined to take over", |c| {

@@ -300,13 +300,9 @@ impl Store {
     /// RocksDB's health. Called when metrics are collected, so idle stores do no work
     /// for them.
     pub fn refresh_metrics(&self) -> Result<(), StoreError> {
-        let report = self.report()?;
         let metrics = &*crate::metrics::STORE;
-        metrics.regions.set(report.regions as f64);
-        metrics.leaders.set(report.leaders.len() as f64);
-        metrics.regions_hibernating.set(report.hibernating as f64);
-        metrics.regions_active.set(report.regions.saturating_sub(report.hibernating) as f64);
-        metrics.regions_without_leader.set(report.without_leader as f64);
+        // RocksDB's figures first: they matter most when the workers are too busy to
+        // answer the report in time (a write stall).
         let stats = self.engine.stats();
         for (gauges, cf) in metrics.column_families.iter().zip(stats.column_families) {
             gauges.memtable_bytes.set(cf.memtable_bytes as f64);
@@ -316,6 +312,12 @@ impl Store {
         metrics.write_stopped.set(if stats.write_stopped { 1.0 } else { 0.0 });
         metrics.delayed_write_rate.set(stats.delayed_write_rate as f64);
         metrics.write_stall_seconds.set(stats.write_stall_micros as f64 / 1e6);
+        let report = self.report()?;
+        metrics.regions.set(report.regions as f64);
+        metrics.leaders.set(report.leaders.len() as f64);
+        metrics.regions_hibernating.set(report.hibernating as f64);
+        metrics.regions_active.set(report.regions.saturating_sub(report.hibernating) as f64);
+        metrics.regions_without_leader.set(report.without_leader as f64);
         Ok(())
     }
 

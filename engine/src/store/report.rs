@@ -12,8 +12,9 @@ use crate::storage::proto::{Peer as PeerDescriptor, Region, WriteRequest, write_
 use super::peer::{Peer, ReadResponse};
 
 /// A follower whose log is further than this many entries behind the leader's commit
-/// index (or that is probing or receiving a snapshot) has not caught up: promoting it
-/// would leave the new configuration waiting for it.
+/// index (or that is probing or receiving a snapshot, or is a learner that did not
+/// answer within the last election timeout) has not caught up: promoting it would leave
+/// the new configuration waiting for it.
 const PENDING_LAG_ENTRIES: u64 = 64;
 
 /// Bytes and keys a region's leader wrote and served, counted since the peer started.
@@ -105,6 +106,7 @@ impl Peer {
                 raft.tracker.progress.get(&peer.id).is_none_or(|progress| {
                     progress.state != ProgressState::Replicate
                         || progress.matched + PENDING_LAG_ENTRIES < committed
+                        || (progress.is_learner && !progress.recent_active)
                 })
             })
             .copied()

@@ -491,7 +491,6 @@ impl Worker {
 
         let apply_started = Instant::now();
         let committed: usize = readies.iter().map(|(_, ready)| ready.committed_entries.len()).sum();
-        METRICS.entries_committed.increment(committed as u64);
         let mut apply = ApplyBatch::default();
         let mut answers: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
         let mut effects = Vec::new();

@@ -28,7 +28,8 @@ impl Shared {
             self.maybe_bootstrap(epoch);
             if now >= next_schedule {
                 next_schedule = now + self.config.schedule_interval;
-                self.promote_caught_up_members(epoch);
+                self.record_member_addresses(epoch);
+                self.promote_caught_up_members();
                 self.schedule(epoch, now);
             }
         }
@@ -50,7 +51,6 @@ impl Shared {
         // A linearizable read: everything the previous leaders committed is in it.
         let loaded = self.metadata.load(leadership.epoch).ok()?;
         self.ids.reset(loaded.ids);
-        self.record_member_addresses(leadership.epoch, &loaded.members);
         let state = LeaderState::new(
             leadership.term,
             loaded,

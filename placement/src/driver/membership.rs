@@ -3,10 +3,18 @@
 //!
 //! Joining follows Raft's rule for adding servers (thesis §4.2.1): a new replica first
 //! receives the log as a learner, with no vote, so that a quorum never waits on a server
-//! that is far behind; the leader makes it a voter once its log has caught up. The
-//! leader records the new member's address before adding it, so every replica that
-//! applies the change can already address it. A retried join (the joiner crashed before
-//! keeping its id, or lost the answer) gets the id it was given the first time.
+//! that is far behind; the leader makes it a voter once it has caught up and is
+//! answering. One membership change at a time: the store refuses a second while one is
+//! pending.
+//!
+//! The leader records a member (address and join token) before adding it, so every
+//! replica that applies the change can already address it. The join token, chosen by
+//! the joiner and kept in its data directory, makes a join idempotent: a join retried
+//! from the same directory (an answer lost, a crash before the id was kept, a change
+//! that timed out) finds its member and finishes adding it. A replica that lost its data
+//! has a new token and an address already taken; it is refused rather than given a
+//! voter's id with an empty log, which could elect a leader without committed entries.
+//! Members cannot be removed yet.
 
 use tessera_engine::raft::proto::ConfChangeType;
 use tessera_engine::storage::proto::{PeerRole, RegionEpoch};
@@ -14,16 +22,23 @@ use tessera_engine::storage::proto::{PeerRole, RegionEpoch};
 use super::{PlacementDriver, Shared};
 use crate::errors::PdError;
 use crate::metadata::{self, METADATA_REGION};
+use crate::proto::MemberRecord;
 
 /// Longest address a member may give (a host name and a port).
 const MAX_ADDRESS_BYTES: usize = 256;
+
+/// Longest join token a replica may choose.
+const MAX_TOKEN_BYTES: usize = 64;
+
+/// Ids the allocator may have to skip to get above the founding members' ids.
+const MAX_SKIPPED_IDS: u64 = 1 << 16;
 
 /// One replica of the driver, as the leader sees the membership.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     pub id: u64,
-    /// Empty if the member's address was never recorded (a founding member whose
-    /// leader has not written it yet).
+    /// Empty if the member's address is not recorded yet (a founding member whose
+    /// leader has not written it).
     pub address: String,
     pub voter: bool,
 }
@@ -48,70 +63,116 @@ impl Shared {
             .member_addresses
             .get(&member_id)
             .cloned()
-            .or_else(|| self.metadata.local_member_address(member_id))
+            .or_else(|| self.metadata.local_member(member_id).map(|record| record.address))
     }
 
-    fn add_member(&self, address: &str) -> Result<(u64, Vec<Member>), PdError> {
+    fn add_member(&self, address: &str, join_token: &str) -> Result<(u64, Vec<Member>), PdError> {
         if address.is_empty() || address.len() > MAX_ADDRESS_BYTES {
             return Err(PdError::InvalidArgument(format!(
                 "a member's address is 1 to {MAX_ADDRESS_BYTES} bytes, not {}",
                 address.len()
             )));
         }
+        if join_token.is_empty() || join_token.len() > MAX_TOKEN_BYTES {
+            return Err(PdError::InvalidArgument(format!(
+                "a join token is 1 to {MAX_TOKEN_BYTES} bytes, not {}",
+                join_token.len()
+            )));
+        }
         let _writer = self.writer.lock();
-        let epoch = self.epoch()?;
         self.with_leader(|_| Ok(()))?;
-        let members = self.members()?;
-        if let Some(existing) = members.iter().find(|member| member.address == address) {
-            return Ok((existing.id, members));
+        // The region as applied here, under the writer lock: its epoch is current.
+        let region = self.metadata.region().ok_or_else(|| self.not_leader())?;
+        let epoch = region.epoch.unwrap_or_default();
+        if let Some(unknown) = region.peers.iter().find(|peer| self.member_address(peer.id).is_none()) {
+            // The new member could not answer it.
+            return Err(PdError::Unavailable(format!(
+                "member {} has no recorded address yet (a replica listening on an unspecified \
+                 address such as 0.0.0.0 never has one); retry once it is recorded",
+                unknown.id
+            )));
         }
-        // A member's id is its peer id in the metadata region: it must be above every
-        // peer id the region has had (a store never recreates a removed peer under an
-        // id not above its tombstone), and the founding members took small ids.
-        let highest = members.iter().map(|member| member.id).max().unwrap_or(0);
-        let mut id = 0;
-        for _ in 0..=highest.min(16) {
-            id = self.ids.allocate(&self.metadata, epoch, 1)?[0];
-            if id > highest {
-                break;
+        let records = self.metadata.local_members()?;
+        let id = match records.iter().find(|(_, record)| record.join_token == join_token) {
+            Some((id, _)) => *id,
+            None => {
+                if let Some((taken_by, _)) = records.iter().find(|(_, record)| record.address == address) {
+                    return Err(PdError::InvalidArgument(format!(
+                        "{address} is member {taken_by}'s address: a replica that lost its data \
+                         joins from another address (members cannot be removed yet)"
+                    )));
+                }
+                let highest =
+                    region.peers.iter().map(|p| p.id).chain(records.iter().map(|(id, _)| *id)).max();
+                let id = self.new_member_id(epoch, highest.unwrap_or(0))?;
+                let record =
+                    MemberRecord { address: address.to_string(), join_token: join_token.to_string() };
+                self.metadata.write(epoch, vec![metadata::put_member(id, &record)])?;
+                id
             }
+        };
+        if !region.peers.iter().any(|peer| peer.id == id) {
+            self.metadata.change_member(epoch, ConfChangeType::AddLearner, id)?;
         }
-        if id <= highest {
-            return Err(PdError::Unavailable("no member id above the current members' yet".into()));
-        }
-        self.metadata.write(epoch, vec![metadata::put_member(id, address)])?;
-        self.metadata.change_member(epoch, ConfChangeType::AddLearner, id)?;
-        let mut members = members;
-        members.push(Member { id, address: address.to_string(), voter: false });
-        Ok((id, members))
+        Ok((id, self.members()?))
     }
 
-    /// Records the addresses this replica was started with that the metadata lack, so
-    /// that members joining later learn them.
-    pub(super) fn record_member_addresses(&self, epoch: RegionEpoch, recorded: &[(u64, String)]) {
+    /// An id for a new member, above every id the metadata region has had (a store
+    /// never recreates a removed peer under an id not above its tombstone's); the
+    /// founding members chose theirs, usually small, outside the allocator.
+    fn new_member_id(&self, epoch: RegionEpoch, highest: u64) -> Result<u64, PdError> {
+        let first = self.ids.allocate(&self.metadata, epoch, 1)?[0];
+        if first > highest {
+            return Ok(first);
+        }
+        let skip = highest - first + 1;
+        if skip > MAX_SKIPPED_IDS {
+            return Err(PdError::InvalidArgument(format!(
+                "the founding members' ids (up to {highest}) are far above the ids handed out \
+                 ({first}): found drivers with small member ids"
+            )));
+        }
+        let ids = self.ids.allocate(&self.metadata, epoch, skip)?;
+        ids.last().copied().filter(|&id| id > highest).ok_or_else(|| {
+            PdError::Unavailable(format!("the id allocator handed out nothing above member {highest}"))
+        })
+    }
+
+    /// Records the addresses this replica was started with that the metadata lack (a
+    /// founding member's), so that replicas joining later learn them. Runs every
+    /// scheduling round: a failed write is retried.
+    pub(super) fn record_member_addresses(&self, epoch: RegionEpoch) {
+        let Ok(records) = self.metadata.local_members() else { return };
         let missing: Vec<_> = self
             .config
             .member_addresses
             .iter()
-            .filter(|(id, address)| !recorded.iter().any(|(known, at)| known == *id && at == *address))
-            .map(|(&id, address)| metadata::put_member(id, address))
+            .filter(|(id, _)| !records.iter().any(|(recorded, _)| recorded == *id))
+            .map(|(&id, address)| {
+                metadata::put_member(
+                    id,
+                    &MemberRecord { address: address.clone(), join_token: String::new() },
+                )
+            })
             .collect();
         if !missing.is_empty() {
-            // Retried by the next leader to load the metadata if this fails.
             let _ = self.metadata.write(epoch, missing);
         }
     }
 
-    /// Makes a caught-up learner of the metadata region a voter, one at a time.
-    pub(super) fn promote_caught_up_members(&self, epoch: RegionEpoch) {
+    /// Makes a learner of the metadata region a voter once it has caught up and is
+    /// answering (a learner that went silent would only weaken the quorum), one at a
+    /// time.
+    pub(super) fn promote_caught_up_members(&self) {
         let Ok(report) = self.metadata.store().report() else { return };
-        let Some(region) = report.leaders.iter().find(|led| led.region.id == METADATA_REGION) else { return };
-        let caught_up = region.region.peers.iter().find(|peer| {
-            peer.role == PeerRole::Learner as i32 && !region.pending_peers.iter().any(|p| p.id == peer.id)
+        let Some(led) = report.leaders.iter().find(|led| led.region.id == METADATA_REGION) else { return };
+        let caught_up = led.region.peers.iter().find(|peer| {
+            peer.role == PeerRole::Learner as i32 && !led.pending_peers.iter().any(|p| p.id == peer.id)
         });
         if let Some(learner) = caught_up {
             // Retried on the next round if it fails (a change already pending, an
             // epoch that moved).
+            let epoch = led.region.epoch.unwrap_or_default();
             let _ = self.metadata.change_member(epoch, ConfChangeType::AddVoter, learner.id);
         }
     }
@@ -119,9 +180,10 @@ impl Shared {
 
 impl PlacementDriver {
     /// Adds a replica listening at `address` to the driver, as a learner that the leader
-    /// promotes once it caught up. Returns its member id and every member.
-    pub fn add_member(&self, address: &str) -> Result<(u64, Vec<Member>), PdError> {
-        self.shared.add_member(address)
+    /// promotes once it caught up; `join_token` identifies the joiner across retries.
+    /// Returns its member id and every member.
+    pub fn add_member(&self, address: &str, join_token: &str) -> Result<(u64, Vec<Member>), PdError> {
+        self.shared.add_member(address, join_token)
     }
 
     /// Every member, as the leader knows them.

@@ -167,8 +167,11 @@ impl PlacementDriver {
     }
 
     /// Sets the driver's gauges: whether this replica serves as leader and, if it does,
-    /// what it sees of the cluster. Called when metrics are collected.
+    /// what it sees of the cluster; and its metadata store's (RocksDB's health among
+    /// them). Called when metrics are collected.
     pub fn refresh_metrics(&self) {
+        // A store that stops mid-refresh keeps its last figures.
+        let _ = self.shared.metadata.store().refresh_metrics();
         let serving = self.shared.epoch().is_ok();
         let guard = self.shared.leader.lock();
         let metrics = &*crate::metrics::DRIVER;

@@ -77,7 +77,6 @@ impl Shared {
         for heartbeat in &request.regions {
             check_heartbeat(request.store_id, heartbeat)?;
         }
-        crate::metrics::DRIVER.region_heartbeats.increment(request.regions.len() as u64);
         // Changes of epoch are judged, persisted and adopted by one writer at a time, so
         // that what is on disk and what is in memory cannot cross.
         let _writer = self.writer.lock();
@@ -164,7 +163,10 @@ impl PdClient for PlacementDriver {
         &self,
         request: RegionHeartbeatsRequest,
     ) -> Result<RegionHeartbeatsResponse, PdError> {
-        self.shared.region_heartbeats(request)
+        let count = request.regions.len() as u64;
+        let answer = self.shared.region_heartbeats(request)?;
+        crate::metrics::DRIVER.region_heartbeats.increment(count);
+        Ok(answer)
     }
 
     fn alloc_ids(&self, count: u32) -> Result<Vec<u64>, PdError> {

@@ -198,11 +198,17 @@ impl GrpcPdClient {
         Ok(self.call(|mut pd| async move { pd.alloc_ids(AllocIdsRequest { count }).await }).await?.ids)
     }
 
-    /// Asks the driver to add a replica serving at `address`.
-    pub async fn join_member_async(&self, address: &str) -> Result<JoinMemberResponse, PdError> {
+    /// Asks the driver to add a replica serving at `address`, identified across
+    /// retries by `join_token`.
+    pub async fn join_member_async(
+        &self,
+        address: &str,
+        join_token: &str,
+    ) -> Result<JoinMemberResponse, PdError> {
         self.call(|mut pd| {
-            let address = address.to_string();
-            async move { pd.join_member(JoinMemberRequest { address }).await }
+            let request =
+                JoinMemberRequest { address: address.to_string(), join_token: join_token.to_string() };
+            async move { pd.join_member(request).await }
         })
         .await
     }

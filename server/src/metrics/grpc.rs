@@ -1,10 +1,12 @@
 //! Counts and times every gRPC request a node serves, by method and status code.
 //!
-//! A tower layer on the node's server, so that no service can forget it. Unary calls
-//! only: the Raft transport's streams live as long as the link between two nodes, and
-//! their duration says nothing (the engine counts their messages instead). The method
-//! label comes from the request path, which any client can make up: a path the server
-//! does not implement is labelled `unknown`, so the label set stays bounded.
+//! A tower layer on the node's server, so that no service can forget it. Every call but
+//! the Raft transport's (all the others are unary): its streams live as long as the link
+//! between two nodes, and their duration says nothing (the engine counts their messages
+//! instead). The method label comes from the request path, which any client can make
+//! up: a path the server does not implement is labelled `unknown`, so the label set
+//! stays bounded. Each request looks its two series up in the recorder's registry (a
+//! hash of a short key), small next to the request itself.
 
 use std::task::{Context, Poll};
 use std::time::Instant;

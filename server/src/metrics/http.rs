@@ -97,7 +97,12 @@ async fn render_metrics(State(status): State<Status>) -> impl IntoResponse {
 }
 
 async fn answer_health(State(status): State<Status>) -> impl IntoResponse {
-    let health = (status.health)();
+    // The node's check may take a lock its raft threads hold for a moment.
+    let check = status.health.clone();
+    let health = tokio::task::spawn_blocking(move || check()).await.unwrap_or_else(|_| Health {
+        serving: false,
+        detail: r#"{"error":"the health check failed"}"#.into(),
+    });
     let code = if health.serving { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, [(header::CONTENT_TYPE, "application/json")], health.detail)
 }

@@ -114,11 +114,23 @@ pub(crate) fn read_id(path: &std::path::Path) -> anyhow::Result<Option<u64>> {
     }
 }
 
-/// Keeps a node id durably (written aside, synced, then renamed into place).
+/// Keeps a node id durably.
 pub(crate) fn write_id(path: &std::path::Path, id: u64) -> anyhow::Result<()> {
-    let temporary = path.with_extension("tmp");
-    std::fs::write(&temporary, id.to_string())?;
-    std::fs::File::open(&temporary)?.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    Ok(())
+    write_text(path, &id.to_string())
+}
+
+/// Keeps `text` in `path` durably: written aside, synced, renamed into place, and the
+/// directory synced so that the rename survives a crash.
+pub(crate) fn write_text(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    let write = || -> std::io::Result<()> {
+        let temporary = path.with_extension("tmp");
+        std::fs::write(&temporary, text)?;
+        std::fs::File::open(&temporary)?.sync_all()?;
+        std::fs::rename(&temporary, path)?;
+        if let Some(directory) = path.parent() {
+            std::fs::File::open(directory)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().with_context(|| format!("cannot write {}", path.display()))
 }

@@ -45,6 +45,9 @@ pub struct PdNodeConfig {
 /// The file in the data directory that keeps a joined replica's member id.
 const MEMBER_ID_FILE: &str = "member_id";
 
+/// The file in the data directory that keeps the token a replica joins with.
+const JOIN_TOKEN_FILE: &str = "join_token";
+
 /// How long a joining replica tries to reach the driver.
 const JOIN_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -68,37 +71,73 @@ impl AddressBook for MemberAddresses {
 /// exist, and the member addresses it knows.
 async fn membership(
     config: &PdNodeConfig,
-    address: &str,
+    address: std::net::SocketAddr,
 ) -> anyhow::Result<(u64, Founding, HashMap<u64, String>)> {
+    let id_file = config.data_dir.join(MEMBER_ID_FILE);
+    if let Some(member_id) = super::read_id(&id_file)? {
+        // Joined before: its metadata (and with them every member's address) are local.
+        if !config.members.is_empty() {
+            bail!(
+                "this data directory holds member {member_id}, which joined a running driver: start it without --members"
+            );
+        }
+        return Ok((member_id, Founding::Joined, HashMap::new()));
+    }
     if config.join.is_empty() {
         let members: HashMap<u64, String> = if config.members.is_empty() {
-            HashMap::from([(config.member_id, address.to_string())])
+            // A lone founder records where it listens, unless no other host could reach
+            // it there (joins are refused until it is restarted on a reachable address).
+            let reachable = !address.ip().is_unspecified();
+            reachable.then(|| (config.member_id, address.to_string())).into_iter().collect()
         } else {
             config.members.iter().cloned().collect()
         };
-        if !members.contains_key(&config.member_id) {
+        if !config.members.is_empty() && !members.contains_key(&config.member_id) {
             bail!("member {} is not in the member list {:?}", config.member_id, config.members);
         }
-        let founding = Founding::Members(members.keys().copied().collect());
+        let founding = Founding::Members(if config.members.is_empty() {
+            vec![config.member_id]
+        } else {
+            members.keys().copied().collect()
+        });
         return Ok((config.member_id, founding, members));
     }
     if !config.members.is_empty() {
         bail!("a replica either founds the driver (--members) or joins a running one (--join), not both");
     }
-    let id_file = config.data_dir.join(MEMBER_ID_FILE);
-    if let Some(member_id) = super::read_id(&id_file)? {
-        // Joined before: its metadata (and with them every member's address) are local.
-        return Ok((member_id, Founding::Joined, HashMap::new()));
+    if address.port() == 0 || address.ip().is_unspecified() {
+        bail!(
+            "a joining replica needs a fixed, reachable --listen address (not {address}): the driver records it \
+             and the other replicas connect to it"
+        );
     }
-    if address.ends_with(":0") || address.parse::<std::net::SocketAddr>().is_ok_and(|a| a.port() == 0) {
-        bail!("a joining replica needs a fixed port: the driver records its address");
-    }
+    let token = join_token(&config.data_dir.join(JOIN_TOKEN_FILE))?;
     let driver = GrpcPdClient::new(Handle::current(), config.join.clone(), JOIN_DEADLINE);
-    let answer = driver.join_member_async(address).await.context("joining the placement driver")?;
+    let answer = driver
+        .join_member_async(&address.to_string(), &token)
+        .await
+        .context("joining the placement driver")?;
     super::write_id(&id_file, answer.member_id)?;
     let members =
         answer.members.into_iter().filter(|m| !m.address.is_empty()).map(|m| (m.id, m.address)).collect();
     Ok((answer.member_id, Founding::Joined, members))
+}
+
+/// The token this replica joins with: chosen once (128 random bits) and kept before the
+/// first attempt, so that every retry from this data directory names the same joiner.
+fn join_token(path: &std::path::Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_string()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let mut bytes = [0u8; 16];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)
+        .context("reading /dev/urandom for a join token")?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    super::write_text(path, &token)?;
+    Ok(token)
 }
 
 /// Runs a driver replica until `stop` resolves; `on_ready` receives what it serves on.
@@ -111,7 +150,7 @@ pub async fn run(
         .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
     let observability = Observability::start(config.metrics.as_deref(), Role::Pd).await?;
     let (listener, address) = super::bind(&config.listen).await?;
-    let (member_id, founding, members) = membership(&config, &address.to_string()).await?;
+    let (member_id, founding, members) = membership(&config, address).await?;
     let addresses = Arc::new(MemberAddresses { known: members.clone(), driver: OnceLock::new() });
     let transport = Arc::new(GrpcTransport::new(Handle::current(), addresses.clone()));
     let mut driver_config = DriverConfig::new(member_id, Vec::new());
@@ -150,9 +189,10 @@ pub async fn run(
         observability.serve(Role::Pd, member_id, refresh, describe, stopping)
     });
     let served = super::serve(router, listener, stop).await;
-    tokio::task::spawn_blocking(move || drop(driver)).await?;
+    // The status server first: a scrape in flight holds the driver for a moment.
     if let Some(status) = status {
         status.finish().await;
     }
+    tokio::task::spawn_blocking(move || drop(driver)).await?;
     served
 }

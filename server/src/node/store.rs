@@ -152,15 +152,16 @@ pub async fn run(
         observability.serve(Role::Store, store_id, refresh, describe, stopping)
     });
     let served = super::serve(router, listener, stop).await;
-    // Stop reporting, then close the store (the services hold it weakly): requests in
+    // The status server first (a scrape in flight holds the store for a moment), then
+    // stop reporting and close the store (the services hold it weakly): requests in
     // flight are answered or failed, and RocksDB is closed.
+    if let Some(status) = status {
+        status.finish().await;
+    }
     tokio::task::spawn_blocking(move || {
         agent.stop();
         drop(store);
     })
     .await?;
-    if let Some(status) = status {
-        status.finish().await;
-    }
     served
 }

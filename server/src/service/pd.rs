@@ -128,9 +128,9 @@ impl Pd for PdService {
         &self,
         request: Request<JoinMemberRequest>,
     ) -> Result<Response<JoinMemberResponse>, Status> {
-        let address = request.into_inner().address;
+        let request = request.into_inner();
         self.call(move |pd| {
-            let (member_id, members) = pd.add_member(&address)?;
+            let (member_id, members) = pd.add_member(&request.address, &request.join_token)?;
             Ok(JoinMemberResponse { member_id, members: member_messages(members) })
         })
         .await
