@@ -81,7 +81,8 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // No Nagle: a small answer held back for the peer's delayed ACK costs 40 ms.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let (stopping, mut stopped) = tokio::sync::watch::channel(false);
     let signal = async move {
         stop.await;

@@ -1,0 +1,129 @@
+//! `tessera-bench`: see the crate docs and bench/README.md.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tessera_bench::keys::{Distribution, KeyChooser};
+use tessera_bench::report::{RunLabel, json_lines, table};
+use tessera_bench::runner::{self, Plan, RunConfig};
+use tessera_bench::target::{Target, TargetUrl};
+use tessera_bench::workload::Workload;
+
+/// Load generator for Tessera and etcd: YCSB workloads, latency percentiles.
+#[derive(Parser)]
+#[command(name = "tessera-bench", version)]
+struct Args {
+    /// tessera://PD_ADDR[,PD_ADDR...] or etcd://ADDR[,ADDR...].
+    #[arg(long)]
+    target: TargetUrl,
+    /// put, get, scan, or ycsb-a to ycsb-f.
+    #[arg(long, default_value = "put")]
+    workload: Workload,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// How long to measure, after the warm-up (e.g. 20s, 2m).
+    #[arg(long, value_parser = parse_duration, default_value = "20s")]
+    duration: Duration,
+    /// Stop after this many requests (warm-up ones included) instead of after --duration.
+    #[arg(long)]
+    operations: Option<u64>,
+    /// Requests sent but not measured first (e.g. 5s).
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    warmup: Duration,
+    /// Keys in the key space (the load phase writes them all).
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// uniform, zipfian or latest [default: the workload's, as YCSB].
+    #[arg(long)]
+    distribution: Option<Distribution>,
+    /// Fill the key space first (measured and reported as its own phase).
+    #[arg(long)]
+    load: bool,
+    /// At most this many requests per second in total.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seed of the request tasks' random choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Give up on a request after this many seconds (it counts as an error).
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    /// Print one JSON object per operation instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 =
+        number.parse().map_err(|_| format!("a duration is a number and a unit, not {text:?}"))?;
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "s" | "" => number,
+        "m" => number * 60.0,
+        other => return Err(format!("unknown duration unit {other:?}: ms, s or m")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+fn print(args: &Args, workload: &str, result: &runner::RunResult) {
+    let label = RunLabel { target: args.target.kind(), workload, concurrency: args.concurrency };
+    if args.json {
+        for line in json_lines(&label, result) {
+            println!("{line}");
+        }
+    } else {
+        println!("{}", table(&label, result));
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.concurrency == 0 || args.rate.is_some_and(|rate| rate <= 0.0) {
+        anyhow::bail!("--concurrency and --rate must be above 0");
+    }
+    let target = Target::connect(&args.target, Duration::from_secs(args.timeout))
+        .await
+        .with_context(|| format!("connecting to {:?}", args.target))?;
+    let base = RunConfig {
+        plan: Plan::Load { keys: args.keys },
+        value_size: args.value_size,
+        concurrency: args.concurrency,
+        rate: args.rate,
+        warmup: Duration::ZERO,
+        duration: None,
+        operations: None,
+        seed: args.seed,
+        progress: !args.quiet,
+    };
+    if args.load {
+        let result = runner::run(&target, base.clone()).await;
+        print(&args, "load", &result);
+    }
+    let distribution = args.distribution.unwrap_or(args.workload.default_distribution());
+    let chooser = KeyChooser::new(distribution, args.keys)?;
+    let config = RunConfig {
+        plan: Plan::Mix { workload: args.workload, chooser: std::sync::Arc::new(chooser) },
+        warmup: args.warmup,
+        duration: args.operations.is_none().then_some(args.duration),
+        operations: args.operations,
+        ..base
+    };
+    let result = runner::run(&target, config).await;
+    print(&args, &args.workload.to_string(), &result);
+    let errors: u64 = result.ops.values().map(|stats| stats.errors).sum();
+    if errors > 0 {
+        eprintln!("tessera-bench: {errors} requests failed (see the errors column)");
+    }
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! The systems a run can measure, behind one set of operations.
+//!
+//! - `tessera://PD[,PD...]`: Tessera's client library (region cache, requests straight
+//!   to leaders, retries on stale routing), as an application would use it.
+//! - `etcd://ADDR[,ADDR...]`: etcd's v3 API through the `etcd-client` crate. Its gets
+//!   are linearizable (etcd's default), as Tessera's are: both pay a round of the
+//!   leader's quorum for every read, so the comparison is like for like.
+//!
+//! A read-modify-write is a read then a write of the same key, not a transaction, as
+//! YCSB's F does.
+
+use std::time::Duration;
+
+use etcd_client::GetOptions;
+use tessera_server::client::Client;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum TargetError {
+    #[error("unknown target {0:?}: tessera://PD_ADDR[,...] or etcd://ADDR[,...]")]
+    Unknown(String),
+    #[error("tessera: {0}")]
+    Tessera(#[from] tessera_server::client::ClientError),
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+}
+
+/// Where to send the load, as given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetUrl {
+    Tessera(Vec<String>),
+    Etcd(Vec<String>),
+}
+
+impl std::str::FromStr for TargetUrl {
+    type Err = TargetError;
+
+    fn from_str(text: &str) -> Result<TargetUrl, TargetError> {
+        let addresses = |rest: &str| -> Vec<String> {
+            rest.split(',').filter(|a| !a.is_empty()).map(str::to_string).collect()
+        };
+        let parsed = if let Some(rest) = text.strip_prefix("tessera://") {
+            TargetUrl::Tessera(addresses(rest))
+        } else if let Some(rest) = text.strip_prefix("etcd://") {
+            TargetUrl::Etcd(addresses(rest))
+        } else {
+            return Err(TargetError::Unknown(text.to_string()));
+        };
+        match &parsed {
+            TargetUrl::Tessera(a) | TargetUrl::Etcd(a) if a.is_empty() => {
+                Err(TargetError::Unknown(text.to_string()))
+            }
+            _ => Ok(parsed),
+        }
+    }
+}
+
+impl TargetUrl {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TargetUrl::Tessera(_) => "tessera",
+            TargetUrl::Etcd(_) => "etcd",
+        }
+    }
+}
+
+/// A connected system under test; cheap to clone for every request task.
+#[derive(Clone)]
+pub enum Target {
+    Tessera(std::sync::Arc<Client>),
+    Etcd(Box<etcd_client::KvClient>),
+}
+
+impl Target {
+    pub async fn connect(url: &TargetUrl, timeout: Duration) -> Result<Target, TargetError> {
+        Ok(match url {
+            TargetUrl::Tessera(pd) => Target::Tessera(std::sync::Arc::new(Client::new(pd.clone(), timeout))),
+            TargetUrl::Etcd(endpoints) => {
+                let options = etcd_client::ConnectOptions::new().with_timeout(timeout);
+                Target::Etcd(Box::new(
+                    etcd_client::Client::connect(endpoints, Some(options)).await?.kv_client(),
+                ))
+            }
+        })
+    }
+
+    pub async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, TargetError> {
+        match self {
+            Target::Tessera(client) => Ok(client.get(key).await?),
+            Target::Etcd(kv) => {
+                let answer = kv.get(key, None).await?;
+                Ok(answer.kvs().first().map(|pair| pair.value().to_vec()))
+            }
+        }
+    }
+
+    pub async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), TargetError> {
+        match self {
+            Target::Tessera(client) => Ok(client.put(key, value).await?),
+            Target::Etcd(kv) => {
+                kv.put(key, value, None).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Up to `limit` pairs from `start` on; returns how many came back.
+    pub async fn scan(&mut self, start: &[u8], limit: usize) -> Result<usize, TargetError> {
+        match self {
+            Target::Tessera(client) => Ok(client.scan(start, b"", limit, false).await?.len()),
+            Target::Etcd(kv) => {
+                // A range end of "\0" means every key from `start` on.
+                let options = GetOptions::new().with_range(vec![0u8]).with_limit(limit as i64);
+                Ok(kv.get(start, Some(options)).await?.kvs().len())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_urls_name_the_system_and_its_addresses() {
+        let tessera: TargetUrl = "tessera://127.0.0.1:2379".parse().expect("a tessera url");
+        assert_eq!(tessera, TargetUrl::Tessera(vec!["127.0.0.1:2379".into()]));
+        let etcd: TargetUrl = "etcd://a:1,b:2".parse().expect("an etcd url");
+        assert_eq!(etcd, TargetUrl::Etcd(vec!["a:1".into(), "b:2".into()]));
+        assert!("http://x".parse::<TargetUrl>().is_err());
+        assert!("etcd://".parse::<TargetUrl>().is_err());
+    }
+}

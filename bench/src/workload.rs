@@ -1,0 +1,148 @@
+//! The workloads: which operation comes next, in what proportions.
+//!
+//! YCSB's core workloads (Cooper et al., "Benchmarking Cloud Serving Systems with YCSB"):
+//! A update-heavy (50/50 read/update), B read-mostly (95/5), C read-only, D read-latest
+//! (95 % reads of recent inserts, 5 % inserts), E short ranges (95 % scans of up to 100
+//! keys, 5 % inserts), F read-modify-write (50/50). Plus put-only, get-only and scan-only.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::Rng;
+
+use crate::keys::Distribution;
+
+/// One operation of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Op {
+    Read,
+    Update,
+    Insert,
+    Scan,
+    ReadModifyWrite,
+}
+
+impl Op {
+    pub const ALL: [Op; 5] = [Op::Read, Op::Update, Op::Insert, Op::Scan, Op::ReadModifyWrite];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Read => "read",
+            Op::Update => "update",
+            Op::Insert => "insert",
+            Op::Scan => "scan",
+            Op::ReadModifyWrite => "read-modify-write",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    Put,
+    Get,
+    Scan,
+    YcsbA,
+    YcsbB,
+    YcsbC,
+    YcsbD,
+    YcsbE,
+    YcsbF,
+}
+
+/// Longest scan of the scan workloads (YCSB's default for E).
+pub const MAX_SCAN_LENGTH: usize = 100;
+
+impl Workload {
+    /// The operation mix, in percent.
+    pub fn mix(self) -> &'static [(Op, u32)] {
+        match self {
+            Workload::Put => &[(Op::Update, 100)],
+            Workload::Get | Workload::YcsbC => &[(Op::Read, 100)],
+            Workload::Scan => &[(Op::Scan, 100)],
+            Workload::YcsbA => &[(Op::Read, 50), (Op::Update, 50)],
+            Workload::YcsbB => &[(Op::Read, 95), (Op::Update, 5)],
+            Workload::YcsbD => &[(Op::Read, 95), (Op::Insert, 5)],
+            Workload::YcsbE => &[(Op::Scan, 95), (Op::Insert, 5)],
+            Workload::YcsbF => &[(Op::Read, 50), (Op::ReadModifyWrite, 50)],
+        }
+    }
+
+    /// The key distribution YCSB prescribes, unless the command line chose one.
+    pub fn default_distribution(self) -> Distribution {
+        match self {
+            Workload::YcsbD => Distribution::Latest,
+            Workload::Put | Workload::Get | Workload::Scan => Distribution::Uniform,
+            _ => Distribution::Zipfian,
+        }
+    }
+
+    pub fn next_op(self, rng: &mut impl Rng) -> Op {
+        let mut roll = rng.random_range(0..100);
+        for &(op, percent) in self.mix() {
+            if roll < percent {
+                return op;
+            }
+            roll -= percent;
+        }
+        // The percentages of every mix add up to 100.
+        self.mix()[0].0
+    }
+}
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Workload::Put => "put",
+            Workload::Get => "get",
+            Workload::Scan => "scan",
+            Workload::YcsbA => "ycsb-a",
+            Workload::YcsbB => "ycsb-b",
+            Workload::YcsbC => "ycsb-c",
+            Workload::YcsbD => "ycsb-d",
+            Workload::YcsbE => "ycsb-e",
+            Workload::YcsbF => "ycsb-f",
+        })
+    }
+}
+
+impl FromStr for Workload {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Workload, String> {
+        Ok(match text {
+            "put" => Workload::Put,
+            "get" => Workload::Get,
+            "scan" => Workload::Scan,
+            "ycsb-a" => Workload::YcsbA,
+            "ycsb-b" => Workload::YcsbB,
+            "ycsb-c" => Workload::YcsbC,
+            "ycsb-d" => Workload::YcsbD,
+            "ycsb-e" => Workload::YcsbE,
+            "ycsb-f" => Workload::YcsbF,
+            other => return Err(format!("unknown workload {other:?}: put, get, scan or ycsb-a to ycsb-f")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn every_mix_adds_up_to_one_hundred_percent() {
+        for name in ["put", "get", "scan", "ycsb-a", "ycsb-b", "ycsb-c", "ycsb-d", "ycsb-e", "ycsb-f"] {
+            let workload: Workload = name.parse().expect("a workload");
+            assert_eq!(workload.to_string(), name);
+            assert_eq!(workload.mix().iter().map(|(_, p)| p).sum::<u32>(), 100, "{name}");
+        }
+    }
+
+    #[test]
+    fn operations_come_in_the_proportions_of_the_mix() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let updates = (0..100_000).filter(|_| Workload::YcsbB.next_op(&mut rng) == Op::Update).count();
+        assert!((4_500..5_500).contains(&updates), "about 5 % updates, got {updates}");
+    }
+}
