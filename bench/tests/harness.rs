@@ -12,11 +12,22 @@ fn tessera() -> PathBuf {
     PathBuf::from(BENCH).with_file_name("tessera")
 }
 
-/// Killed, with its nodes (they die with it), when dropped.
+/// Stopped when dropped as Ctrl-C would (it stops its nodes and waits for them), and
+/// killed if it does not stop.
 struct Playground(Child);
 
 impl Drop for Playground {
     fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

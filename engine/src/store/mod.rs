@@ -63,7 +63,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 pub use config::StoreConfig;
 pub use errors::StoreError;
 pub use log_writer::GroupCommitFigures;
-pub use peer::{ReadRequest, ReadResponse};
+pub use peer::{ReadRequest, ReadResponse, Responder};
 pub use report::{RegionReport, StoreReport, Traffic};
 pub use split_check::IdAllocator;
 pub use transport::{BatchSink, LocalTransport, Transport};
@@ -211,10 +211,8 @@ impl Store {
         region_id: u64,
         command: RaftCommand,
     ) -> Receiver<Result<Vec<WriteResponse>, StoreError>> {
-        let (respond, answer) = bounded(1);
-        if !self.router.send(region_id, WorkerMsg::Propose { region_id, command, respond: respond.clone() }) {
-            let _ = respond.send(Err(StoreError::ShuttingDown));
-        }
+        let (respond, answer) = Responder::channel();
+        self.router.send(region_id, WorkerMsg::Propose { region_id, command, respond });
         answer
     }
 
@@ -226,6 +224,18 @@ impl Store {
         writes: Vec<WriteRequest>,
     ) -> Receiver<Result<Vec<WriteResponse>, StoreError>> {
         self.propose(region_id, RaftCommand { region_id, epoch: Some(epoch), writes, admin: None })
+    }
+
+    /// Like [`Store::write`], answering through `respond` (a callback for async callers).
+    pub fn write_with(
+        &self,
+        region_id: u64,
+        epoch: RegionEpoch,
+        writes: Vec<WriteRequest>,
+        respond: Responder<Vec<WriteResponse>>,
+    ) {
+        let command = RaftCommand { region_id, epoch: Some(epoch), writes, admin: None };
+        self.router.send(region_id, WorkerMsg::Propose { region_id, command, respond });
     }
 
     /// Replicates an admin command (split, change of peer).
@@ -248,24 +258,25 @@ impl Store {
         epoch: RegionEpoch,
         request: ReadRequest,
     ) -> Receiver<Result<ReadResponse, StoreError>> {
-        let (respond, answer) = bounded(1);
-        if !self
-            .router
-            .send(region_id, WorkerMsg::Read { region_id, epoch, request, respond: respond.clone() })
-        {
-            let _ = respond.send(Err(StoreError::ShuttingDown));
-        }
+        let (respond, answer) = Responder::channel();
+        self.read_with(region_id, epoch, request, respond);
         answer
     }
 
+    /// Like [`Store::read`], answering through `respond` (a callback for async callers).
+    pub fn read_with(
+        &self,
+        region_id: u64,
+        epoch: RegionEpoch,
+        request: ReadRequest,
+        respond: Responder<ReadResponse>,
+    ) {
+        self.router.send(region_id, WorkerMsg::Read { region_id, epoch, request, respond });
+    }
+
     pub fn transfer_leader(&self, region_id: u64, to_peer_id: u64) -> Receiver<Result<(), StoreError>> {
-        let (respond, answer) = bounded(1);
-        if !self
-            .router
-            .send(region_id, WorkerMsg::TransferLeader { region_id, to_peer_id, respond: respond.clone() })
-        {
-            let _ = respond.send(Err(StoreError::ShuttingDown));
-        }
+        let (respond, answer) = Responder::channel();
+        self.router.send(region_id, WorkerMsg::TransferLeader { region_id, to_peer_id, respond });
         answer
     }
 

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, bounded};
 use prost::Message as _;
 
 use crate::kv::{self, ApplyBatch};
@@ -28,7 +28,28 @@ use super::errors::StoreError;
 use super::ranges::RegionRanges;
 use super::report::Traffic;
 
-pub type Responder<T> = Sender<Result<T, StoreError>>;
+/// Where a request's answer goes: a channel a thread waits on ([`Responder::channel`]),
+/// or a callback ([`Responder::new`]) that an async caller turns into a wake-up without
+/// a thread parked per request. Answered at most once; dropped unanswered only if the
+/// request never reached a worker.
+pub struct Responder<T>(Box<dyn FnOnce(Result<T, StoreError>) + Send>);
+
+impl<T: Send + 'static> Responder<T> {
+    pub fn new(callback: impl FnOnce(Result<T, StoreError>) + Send + 'static) -> Responder<T> {
+        Responder(Box::new(callback))
+    }
+
+    /// A responder and the channel its answer arrives on.
+    pub fn channel() -> (Responder<T>, Receiver<Result<T, StoreError>>) {
+        let (sender, receiver) = bounded(1);
+        // The receiver may be gone (its caller gave up): nobody to tell.
+        (Responder::new(move |result| drop(sender.send(result))), receiver)
+    }
+
+    pub fn send(self, result: Result<T, StoreError>) {
+        (self.0)(result)
+    }
+}
 
 /// A linearizable read of one region.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,16 +218,17 @@ impl Peer {
     /// Proposes a command; the answer comes once it is applied.
     pub fn propose(&mut self, command: RaftCommand, respond: Responder<Vec<WriteResponse>>) {
         self.wake();
-        if let Err(error) = self.try_propose(command, &respond) {
-            let _ = respond.send(Err(error));
+        match self.try_propose(command) {
+            Ok((index, term)) => {
+                METRICS.proposals.increment(1);
+                self.proposals.push_back(Proposal { index, term, proposed_at: Instant::now(), respond });
+            }
+            Err(error) => respond.send(Err(error)),
         }
     }
 
-    fn try_propose(
-        &mut self,
-        command: RaftCommand,
-        respond: &Responder<Vec<WriteResponse>>,
-    ) -> Result<(), StoreError> {
+    /// Proposes `command`; its log position (index, term) if the leader took it.
+    fn try_propose(&mut self, command: RaftCommand) -> Result<(u64, u64), StoreError> {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
@@ -248,14 +270,7 @@ impl Peer {
             crate::raft::Error::NotLeader { .. } => self.not_leader(),
             other => StoreError::Raft(other.to_string()),
         })?;
-        METRICS.proposals.increment(1);
-        self.proposals.push_back(Proposal {
-            index: position.index,
-            term: position.term,
-            proposed_at: Instant::now(),
-            respond: respond.clone(),
-        });
-        Ok(())
+        Ok((position.index, position.term))
     }
 
     /// Starts a linearizable read; it is served once the leader confirmed it.
@@ -269,7 +284,7 @@ impl Peer {
             check_read(&self.region, &request)
         })();
         if let Err(error) = checked {
-            let _ = respond.send(Err(error));
+            respond.send(Err(error));
             return;
         }
         let read_id = self.next_read_id;
@@ -279,7 +294,7 @@ impl Peer {
                 self.reads.insert(read_id, PendingRead { request, respond });
             }
             Err(error) => {
-                let _ = respond.send(Err(StoreError::Raft(error.to_string())));
+                respond.send(Err(StoreError::Raft(error.to_string())));
             }
         }
     }
@@ -293,7 +308,7 @@ impl Peer {
         for context in dropped {
             let Ok(bytes) = <[u8; 8]>::try_from(context.as_slice()) else { continue };
             if let Some(read) = self.reads.remove(&u64::from_le_bytes(bytes)) {
-                let _ = read.respond.send(Err(self.not_leader()));
+                read.respond.send(Err(self.not_leader()));
             }
         }
     }
@@ -316,7 +331,7 @@ impl Peer {
                 if let Ok(response) = &result {
                     self.traffic.count_read(response);
                 }
-                let _ = read.respond.send(result);
+                read.respond.send(result);
             }
         }
         self.confirmed_reads = waiting;
@@ -465,7 +480,7 @@ impl Peer {
                 Err(StoreError::ProposalDropped)
             };
             answers.push(Box::new(move || {
-                let _ = proposal.respond.send(outcome);
+                proposal.respond.send(outcome);
             }));
         }
         // A committed entry of term T means every later committed entry has a term of at
@@ -475,7 +490,7 @@ impl Peer {
         self.proposals = live;
         for proposal in stale {
             answers.push(Box::new(move || {
-                let _ = proposal.respond.send(Err(StoreError::ProposalDropped));
+                proposal.respond.send(Err(StoreError::ProposalDropped));
             }));
         }
     }
@@ -484,7 +499,7 @@ impl Peer {
     /// is unknown here, so the clients are told exactly that.
     pub fn on_snapshot_installed(&mut self) {
         for proposal in self.proposals.drain(..) {
-            let _ = proposal.respond.send(Err(StoreError::OutcomeUnknown));
+            proposal.respond.send(Err(StoreError::OutcomeUnknown));
         }
     }
 
@@ -494,10 +509,10 @@ impl Peer {
     /// client must not take them for writes that did not happen.
     pub fn fail_all(&mut self, error: StoreError) {
         for proposal in self.proposals.drain(..) {
-            let _ = proposal.respond.send(Err(StoreError::OutcomeUnknown));
+            proposal.respond.send(Err(StoreError::OutcomeUnknown));
         }
         for (_, read) in self.reads.drain() {
-            let _ = read.respond.send(Err(error.clone()));
+            read.respond.send(Err(error.clone()));
         }
         self.confirmed_reads.clear();
     }

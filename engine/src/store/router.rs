@@ -10,6 +10,7 @@ use crossbeam_channel::Sender;
 
 use crate::storage::proto::StoreBatch;
 
+use super::errors::StoreError;
 use super::transport::BatchSink;
 use super::worker::WorkerMsg;
 
@@ -33,8 +34,16 @@ impl Router {
     }
 
     /// Sends to the worker owning `region_id`; false if the store is stopping.
+    /// Hands `message` to its region's worker; false if the worker has stopped, in
+    /// which case the request it carries is refused (the store is shutting down).
     pub fn send(&self, region_id: u64, message: WorkerMsg) -> bool {
-        self.workers[self.worker_of(region_id)].send(message).is_ok()
+        match self.workers[self.worker_of(region_id)].send(message) {
+            Ok(()) => true,
+            Err(returned) => {
+                returned.0.refuse(StoreError::ShuttingDown);
+                false
+            }
+        }
     }
 
     pub fn broadcast(&self, make: impl Fn() -> WorkerMsg) {

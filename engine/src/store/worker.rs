@@ -88,6 +88,19 @@ pub enum WorkerMsg {
     Shutdown,
 }
 
+impl WorkerMsg {
+    /// Answers the request this message carries, if any, with `error`: the message
+    /// could not be delivered to a worker.
+    pub fn refuse(self, error: StoreError) {
+        match self {
+            WorkerMsg::Propose { respond, .. } => respond.send(Err(error)),
+            WorkerMsg::Read { respond, .. } => respond.send(Err(error)),
+            WorkerMsg::TransferLeader { respond, .. } => respond.send(Err(error)),
+            _ => {}
+        }
+    }
+}
+
 /// Mailbox messages handled before a round of Readies, at most.
 const MAX_MESSAGES_PER_ROUND: usize = 4096;
 
@@ -183,7 +196,7 @@ impl Worker {
                     self.dirty.insert(region_id);
                 }
                 None => {
-                    let _ = respond.send(Err(StoreError::RegionNotFound(region_id)));
+                    respond.send(Err(StoreError::RegionNotFound(region_id)));
                 }
             },
             WorkerMsg::Read { region_id, epoch, request, respond } => match self.peers.get_mut(&region_id) {
@@ -192,7 +205,7 @@ impl Worker {
                     self.dirty.insert(region_id);
                 }
                 None => {
-                    let _ = respond.send(Err(StoreError::RegionNotFound(region_id)));
+                    respond.send(Err(StoreError::RegionNotFound(region_id)));
                 }
             },
             WorkerMsg::TransferLeader { region_id, to_peer_id, respond } => {
@@ -204,7 +217,7 @@ impl Worker {
                     }
                     None => Err(StoreError::RegionNotFound(region_id)),
                 };
-                let _ = respond.send(result);
+                respond.send(result);
             }
             WorkerMsg::Campaign(region_id) => {
                 if let Some(peer) = self.peers.get_mut(&region_id) {
@@ -594,8 +607,7 @@ fn check_size(engine: &Engine, config: &StoreConfig, ids: Option<&dyn IdAllocato
         }),
     };
     // Nobody waits for the answer: the next check retries if the split did not happen.
-    let (respond, _) = crossbeam_channel::bounded(1);
-    peer.propose(command, respond);
+    peer.propose(command, Responder::new(drop));
 }
 
 /// The key range a snapshot message would install, if its payload decodes and is of

@@ -1,14 +1,14 @@
 //! The key-value API of a store: each request goes to the store's replica of the region
 //! named in its context, which checks epoch and range and answers once the write is
-//! applied or the read is linearizable. Waiting happens on the blocking pool: the
-//! store's answers arrive on channels its raft workers fill.
+//! applied or the read is linearizable. The raft workers answer through callbacks that
+//! complete a oneshot channel: a request waiting costs a parked future, not a thread.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crossbeam_channel::Receiver;
 use tessera_engine::storage::proto::{KeyValue, RegionEpoch};
-use tessera_engine::store::{ReadRequest, ReadResponse, Store, StoreError};
+use tessera_engine::store::{ReadRequest, ReadResponse, Responder, Store, StoreError};
+use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
 use crate::failure::kv_status;
@@ -32,6 +32,13 @@ fn context(context: Option<RegionContext>) -> Result<(u64, RegionEpoch), Status>
     Ok((context.region_id, epoch))
 }
 
+/// A responder that completes a oneshot channel.
+fn responder<T: Send + 'static>() -> (Responder<T>, oneshot::Receiver<Result<T, StoreError>>) {
+    let (sender, receiver) = oneshot::channel();
+    // The request may have been abandoned (the client went away): nobody to tell.
+    (Responder::new(move |result| drop(sender.send(result))), receiver)
+}
+
 impl KvService {
     pub fn new(store: &Arc<Store>, addresses: Arc<dyn AddressBook>, timeout: Duration) -> KvService {
         KvService { store: Arc::downgrade(store), addresses, timeout }
@@ -41,23 +48,36 @@ impl KvService {
         self.store.upgrade().ok_or_else(|| kv_status(StoreError::ShuttingDown, |_| None))
     }
 
-    /// Waits for the store's answers on the blocking pool.
+    /// Waits for the store's answers, all within one deadline. An answer that never
+    /// comes (the deadline passed, or the store stopped without answering) is an
+    /// unknown outcome: a write may still apply.
     async fn wait<T: Send + 'static>(
         &self,
-        answers: Vec<Receiver<Result<T, StoreError>>>,
+        answers: Vec<oneshot::Receiver<Result<T, StoreError>>>,
     ) -> Result<Vec<T>, Status> {
-        let deadline = std::time::Instant::now() + self.timeout;
-        let addresses = self.addresses.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut results = Vec::with_capacity(answers.len());
-            for answer in answers {
-                let result = answer.recv_deadline(deadline).unwrap_or(Err(StoreError::OutcomeUnknown));
-                results.push(result.map_err(|e| kv_status(e, |store| addresses.resolve(store)))?);
-            }
-            Ok(results)
-        })
-        .await
-        .map_err(|e| Status::internal(format!("request task failed: {e}")))?
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut results = Vec::with_capacity(answers.len());
+        for answer in answers {
+            let result = match tokio::time::timeout_at(deadline, answer).await {
+                Ok(Ok(result)) => result,
+                _ => Err(StoreError::OutcomeUnknown),
+            };
+            // The address lookup may ask the driver: off the async workers.
+            let status = match result {
+                Ok(value) => {
+                    results.push(value);
+                    continue;
+                }
+                Err(error) => error,
+            };
+            let addresses = self.addresses.clone();
+            return Err(tokio::task::spawn_blocking(move || {
+                kv_status(status, |store| addresses.resolve(store))
+            })
+            .await
+            .unwrap_or_else(|e| Status::internal(format!("request task failed: {e}"))));
+        }
+        Ok(results)
     }
 
     async fn read(
@@ -67,7 +87,14 @@ impl KvService {
         requests: Vec<ReadRequest>,
     ) -> Result<Vec<ReadResponse>, Status> {
         let store = self.store()?;
-        let answers = requests.into_iter().map(|request| store.read(region_id, epoch, request)).collect();
+        let answers = requests
+            .into_iter()
+            .map(|request| {
+                let (respond, answer) = responder();
+                store.read_with(region_id, epoch, request, respond);
+                answer
+            })
+            .collect();
         self.wait(answers).await
     }
 }
@@ -131,7 +158,9 @@ impl Kv for KvService {
         if request.writes.is_empty() {
             return Err(Status::invalid_argument("a write request with no writes"));
         }
-        let answers = self.wait(vec![self.store()?.write(region_id, epoch, request.writes)]).await?;
+        let (respond, answer) = responder();
+        self.store()?.write_with(region_id, epoch, request.writes, respond);
+        let answers = self.wait(vec![answer]).await?;
         Ok(Response::new(WriteResponse { results: answers.into_iter().next().unwrap_or_default() }))
     }
 }

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Tessera against etcd on this machine, alternately, with the same client harness:
+# each round starts a 3-member etcd (etcd-cluster.sh), runs the workload at every
+# concurrency, stops it, then does the same with a 3-store playground. Prints every
+# run as JSON lines into the results file and, at the end, the median ops/s and p99 of
+# each target and concurrency with Tessera's ratio to etcd.
+#
+#   bench/scripts/compare.sh [--rounds 3] [--seconds 20] [--concurrency "64 256"]
+#                            [--workload put] [--keys 100000] [--value-size 100]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rounds=3 seconds=20 concurrency="64 256" workload=put keys=100000 value_size=100
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) rounds="$2"; shift 2 ;;
+    --seconds) seconds="$2"; shift 2 ;;
+    --concurrency) concurrency="$2"; shift 2 ;;
+    --workload) workload="$2"; shift 2 ;;
+    --keys) keys="$2"; shift 2 ;;
+    --value-size) value_size="$2"; shift 2 ;;
+    *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera-target}"
+ops/dev.sh deps
+cargo build --release --workspace --bin tessera --bin tessera-bench
+bin="$CARGO_TARGET_DIR/release"
+work="$(mktemp -d /tmp/tessera-compare.XXXXXX)"
+results="$work/results.jsonl"
+pid=""
+cleanup() {
+  if [ -n "$pid" ]; then
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
+
+# Starts COMMAND in a process group of its own, waits for its `ready` line, and sets
+# `pid` and `out` (its output file).
+start() {
+  out="$work/$1.out"
+  shift
+  setsid "$@" >"$out" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 600); do
+    grep -qx ready "$out" && return 0
+    kill -0 "$pid" 2>/dev/null || { cat "$out" >&2; exit 1; }
+    sleep 0.2
+  done
+  echo "compare.sh: $* did not get ready" >&2
+  cat "$out" >&2
+  exit 1
+}
+
+stop() {
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  pid=""
+}
+
+run() {
+  local url="$1" c
+  for c in $concurrency; do
+    "$bin/tessera-bench" --target "$url" --workload "$workload" --concurrency "$c" \
+      --duration "${seconds}s" --keys "$keys" --value-size "$value_size" --json --quiet | tee -a "$results"
+  done
+}
+
+for round in $(seq 1 "$rounds"); do
+  echo "--- round $round of $rounds: etcd" >&2
+  start "etcd-$round" bench/scripts/etcd-cluster.sh
+  endpoints="$(sed -n 's/^etcd endpoints=\([^ ]*\).*/\1/p' "$out")"
+  run "etcd://$endpoints"
+  stop
+  echo "--- round $round of $rounds: tessera" >&2
+  start "tessera-$round" "$bin/tessera" playground --metrics-port 0 --dir "$work/playground-$round"
+  pd="$(sed -n 's/^pd id=[0-9]* pid=[0-9]* addr=\([^ ]*\).*/\1/p' "$out" | head -n 1)"
+  run "tessera://$pd"
+  stop
+done
+
+python3 - "$results" <<'PY'
+import json, statistics, sys
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+by = {}
+for r in rows:
+    by.setdefault((r["target"], r["workload"], r["op"], r["concurrency"]), []).append(r)
+print(f"{'target':<8} {'workload':<8} {'op':<8} {'in flight':>9} {'runs':>4} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+for key in sorted(by):
+    runs = by[key]
+    med = lambda f: statistics.median(r[f] for r in runs)
+    print(f"{key[0]:<8} {key[1]:<8} {key[2]:<8} {key[3]:>9} {len(runs):>4} {med('ops_per_sec'):>9.0f} "
+          f"{med('p50_ms'):>8.2f} {med('p99_ms'):>8.2f} {sum(r['errors'] for r in runs):>6}")
+for (target, workload, op, c), runs in sorted(by.items()):
+    if target != "tessera" or ("etcd", workload, op, c) not in by:
+        continue
+    etcd = by[("etcd", workload, op, c)]
+    t = statistics.median(r["ops_per_sec"] for r in runs) / statistics.median(r["ops_per_sec"] for r in etcd)
+    p = statistics.median(r["p99_ms"] for r in runs) / statistics.median(r["p99_ms"] for r in etcd)
+    print(f"tessera/etcd {workload} {op} at {c}: throughput x{t:.2f}, p99 x{p:.2f}")
+PY
+echo "results: $results" >&2
