@@ -40,22 +40,29 @@ pub struct StoreNodeConfig {
     pub metrics: Option<String>,
 }
 
-/// How long the agent's calls to the driver may take.
+/// How long the agent's calls to the driver (and address lookups) may take: a driver
+/// that does not answer within a few seconds is skipped for this round rather than
+/// waited for, and never holds up a shutdown for long.
 const AGENT_PD_DEADLINE: Duration = Duration::from_secs(3);
 
 /// The file in the data directory that keeps the store's id.
 const STORE_ID_FILE: &str = "store_id";
 
-/// Store addresses from the placement driver, cached.
+/// Store addresses from the placement driver, cached. A stopping node asks no more:
+/// a lookup still waiting when the runtime shuts down would poll a dead timer.
 struct DriverAddressBook {
-    pd: Arc<GrpcPdClient>,
+    pd: GrpcPdClient,
     cache: RwLock<HashMap<u64, String>>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AddressBook for DriverAddressBook {
     fn resolve(&self, store_id: u64) -> Option<String> {
         if let Some(address) = self.cache.read().get(&store_id) {
             return Some(address.clone());
+        }
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
         }
         let stores = self.pd.stores().ok()?;
         let mut cache = self.cache.write();
@@ -82,6 +89,7 @@ pub async fn run(
         bail!("a store needs the placement driver's address (--pd)");
     }
     let observability = Observability::start(config.metrics.as_deref(), Role::Store).await?;
+    let (stop, stopping) = flag_on_stop(stop);
     let (listener, address) = super::bind(&config.listen).await?;
     let pd = Arc::new(GrpcPdClient::new(Handle::current(), config.pd.clone(), Duration::from_secs(30)));
     let id_file = config.data_dir.join(STORE_ID_FILE);
@@ -99,8 +107,11 @@ pub async fn run(
     let request =
         RegisterStoreRequest { store_id, address: address.to_string(), labels: config.labels.clone() };
     pd.register_store_async(request).await.context("registering with the placement driver")?;
-    let addresses: Arc<dyn AddressBook> =
-        Arc::new(DriverAddressBook { pd: pd.clone(), cache: RwLock::new(HashMap::new()) });
+    let addresses: Arc<dyn AddressBook> = Arc::new(DriverAddressBook {
+        pd: GrpcPdClient::new(Handle::current(), config.pd.clone(), AGENT_PD_DEADLINE),
+        cache: RwLock::new(HashMap::new()),
+        stopping: stopping.clone(),
+    });
     let transport = Arc::new(GrpcTransport::new(Handle::current(), addresses.clone()));
     let ids = Arc::new(DriverIds::new());
     let db = config.data_dir.join("db");
@@ -116,9 +127,7 @@ pub async fn run(
     .await?
     .context("opening the store")?;
     let store = Arc::new(store);
-    // The agent reports every second: a driver that does not answer within a few
-    // seconds is skipped for this round rather than waited for (and never holds up a
-    // shutdown for long).
+    // The agent reports every second, with the short deadline.
     let driver: Arc<dyn PdClient> =
         Arc::new(GrpcPdClient::new(Handle::current(), config.pd.clone(), AGENT_PD_DEADLINE));
     let agent = StoreAgent::start(store.clone(), driver, ids, AgentConfig::default())?;
@@ -139,7 +148,6 @@ pub async fn run(
         address,
         metrics: observability.as_ref().map(Observability::address),
     });
-    let (stop, stopping) = flag_on_stop(stop);
     let status = observability.map(|observability| {
         let weak = Arc::downgrade(&store);
         let refresh = move || {
