@@ -7,6 +7,7 @@
 #   ops/dev.sh deps          only install the system packages the build needs
 #   ops/dev.sh playground    start a local cluster: a placement driver and 3 stores (ARGS
 #                            go to `tessera playground`, e.g. --stores 5 --dir DIR)
+#   ops/dev.sh ctl ARGS      talk to it: `tessera ctl ARGS`, e.g. put hello world
 #
 # Before calling cargo it installs the system packages the build needs and that are
 # missing (apt-get as root, sudo otherwise). Everything builds with the release profile
@@ -69,13 +70,15 @@ case "$command" in
   deps)
     ensure_packages
     ;;
-  playground)
+  playground | ctl)
+    # Built for the whole workspace (as the tests are), not with `cargo run`: another
+    # feature set would compile RocksDB's C++ a second time.
     ensure_packages
-    cargo build --release --workspace --bin tessera
-    exec "$CARGO_TARGET_DIR/release/tessera" playground "$@"
+    cargo build --quiet --release --workspace --bin tessera
+    exec "$CARGO_TARGET_DIR/release/tessera" "$command" "$@"
     ;;
   *)
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
     [ -z "$command" ] && exit 0
     echo "ops/dev.sh: unknown command '$command'" >&2
     exit 2
