@@ -4,7 +4,7 @@
 #   ops/dev.sh test          run every test (what CI runs)
 #   ops/dev.sh soak ARGS     run the Raft simulator soak, e.g. --seeds 100000 --nodes 5
 #   ops/dev.sh check         formatting and lints, as CI checks them
-#   ops/dev.sh deps          only install the system packages the build needs
+#   ops/dev.sh deps [PKG]    only install the system packages the build needs (and PKG)
 #   ops/dev.sh playground    start a local cluster: a placement driver and 3 stores (ARGS
 #                            go to `tessera playground`, e.g. --stores 5 --dir DIR)
 #   ops/dev.sh ctl ARGS      talk to it: `tessera ctl ARGS`, e.g. put hello world
@@ -20,9 +20,11 @@ cd "$(dirname "$0")/.."
 # libclang: bindgen needs it to generate RocksDB's bindings (librocksdb-sys).
 PACKAGES=(libclang-dev)
 
+# Installs the build's packages and the Debian packages named as arguments, those that
+# are missing.
 ensure_packages() {
   local missing=() package
-  for package in "${PACKAGES[@]}"; do
+  for package in "${PACKAGES[@]}" "$@"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
       missing+=("$package")
     fi
@@ -42,7 +44,7 @@ ensure_packages() {
   fi
   echo "ops/dev.sh: installing ${missing[*]}" >&2
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera-target}"
@@ -68,7 +70,7 @@ case "$command" in
     exec cargo clippy --release --workspace --all-targets -- -D warnings
     ;;
   deps)
-    ensure_packages
+    ensure_packages "$@"
     ;;
   playground | ctl)
     # Built for the whole workspace (as the tests are), not with `cargo run`: another

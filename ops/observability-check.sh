@@ -104,32 +104,6 @@ trap 'exit 143' TERM
 
 # --- Tools --------------------------------------------------------------------------
 
-# Installs what is missing, the way ops/dev.sh does: apt-get as root, sudo otherwise.
-ensure_tools() {
-  local missing=()
-  if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
-    missing+=(prometheus)
-  fi
-  command -v curl >/dev/null 2>&1 || missing+=(curl)
-  command -v python3 >/dev/null 2>&1 || missing+=(python3)
-  [ "${#missing[@]}" -eq 0 ] && return 0
-  if ! command -v apt-get >/dev/null 2>&1; then
-    echo "observability-check: install these packages with your system's package manager: ${missing[*]}" >&2
-    exit 1
-  fi
-  local sudo=""
-  if [ "$(id -u)" -ne 0 ]; then
-    if ! command -v sudo >/dev/null 2>&1; then
-      echo "observability-check: need root or sudo to install: ${missing[*]}" >&2
-      exit 1
-    fi
-    sudo="sudo"
-  fi
-  echo "observability-check: installing ${missing[*]}" >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
-
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -156,7 +130,8 @@ greater() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 > b + 0) }'; }
 # --- 1. Static checks ------------------------------------------------------------------
 
 step "tools"
-ensure_tools
+# The build's packages too: the playground step builds the binary.
+"$repo/ops/dev.sh" deps prometheus curl python3
 promtool --version 2>&1 | head -n 1
 
 step "static checks"
@@ -307,7 +282,6 @@ PYTHON
 # --- 2. The playground and Prometheus -------------------------------------------------
 
 step "playground (builds the binary first; up to ${READY_TIMEOUT}s)"
-ops/dev.sh deps
 mkdir -p "$tmp/cluster"
 : >"$tmp/playground.out"
 # set -m: the playground runs in a process group of its own, which cleanup signals.

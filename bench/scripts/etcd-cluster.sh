@@ -9,12 +9,7 @@
 set -euo pipefail
 base="${1:-12379}"
 
-if ! command -v etcd >/dev/null 2>&1; then
-  sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends etcd-server >/dev/null
-fi
+"$(dirname "$0")/../../ops/dev.sh" deps etcd-server curl
 
 dir="$(mktemp -d /tmp/tessera-etcd.XXXXXX)"
 pids=()

@@ -152,15 +152,15 @@ async fn request_loop(shared: Arc<Shared>, mut target: Target, index: usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(index as u64));
     let mut value = vec![0u8; config.value_size];
     rng.fill(value.as_mut_slice());
+    let limit = match &config.plan {
+        Plan::Load { keys } => Some(config.operations.map_or(*keys, |ops| ops.min(*keys))),
+        Plan::Mix { .. } => config.operations,
+    };
     loop {
         if shared.stop.load(Ordering::Relaxed) {
             return;
         }
         let ticket = shared.issued.fetch_add(1, Ordering::Relaxed);
-        let limit = match &config.plan {
-            Plan::Load { keys } => Some(config.operations.map_or(*keys, |ops| ops.min(*keys))),
-            Plan::Mix { .. } => config.operations,
-        };
         if limit.is_some_and(|limit| ticket >= limit) {
             return;
         }

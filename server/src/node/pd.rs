@@ -84,23 +84,20 @@ async fn membership(
         return Ok((member_id, Founding::Joined, HashMap::new()));
     }
     if config.join.is_empty() {
-        let members: HashMap<u64, String> = if config.members.is_empty() {
+        let (voters, members): (Vec<u64>, HashMap<u64, String>) = if config.members.is_empty() {
             // A lone founder records where it listens, unless no other host could reach
             // it there (joins are refused until it is restarted on a reachable address).
             let reachable = !address.ip().is_unspecified();
-            reachable.then(|| (config.member_id, address.to_string())).into_iter().collect()
+            let members = reachable.then(|| (config.member_id, address.to_string())).into_iter().collect();
+            (vec![config.member_id], members)
         } else {
-            config.members.iter().cloned().collect()
+            let members: HashMap<u64, String> = config.members.iter().cloned().collect();
+            if !members.contains_key(&config.member_id) {
+                bail!("member {} is not in the member list {:?}", config.member_id, config.members);
+            }
+            (members.keys().copied().collect(), members)
         };
-        if !config.members.is_empty() && !members.contains_key(&config.member_id) {
-            bail!("member {} is not in the member list {:?}", config.member_id, config.members);
-        }
-        let founding = Founding::Members(if config.members.is_empty() {
-            vec![config.member_id]
-        } else {
-            members.keys().copied().collect()
-        });
-        return Ok((config.member_id, founding, members));
+        return Ok((config.member_id, Founding::Members(voters), members));
     }
     if !config.members.is_empty() {
         bail!("a replica either founds the driver (--members) or joins a running one (--join), not both");

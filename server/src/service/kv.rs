@@ -58,26 +58,22 @@ impl KvService {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut results = Vec::with_capacity(answers.len());
         for answer in answers {
-            let result = match tokio::time::timeout_at(deadline, answer).await {
-                Ok(Ok(result)) => result,
-                _ => Err(StoreError::OutcomeUnknown),
-            };
-            // The address lookup may ask the driver: off the async workers.
-            let status = match result {
-                Ok(value) => {
-                    results.push(value);
-                    continue;
-                }
-                Err(error) => error,
-            };
-            let addresses = self.addresses.clone();
-            return Err(tokio::task::spawn_blocking(move || {
-                kv_status(status, |store| addresses.resolve(store))
-            })
-            .await
-            .unwrap_or_else(|e| Status::internal(format!("request task failed: {e}"))));
+            match tokio::time::timeout_at(deadline, answer).await {
+                Ok(Ok(Ok(value))) => results.push(value),
+                Ok(Ok(Err(error))) => return Err(self.status(error).await),
+                _ => return Err(self.status(StoreError::OutcomeUnknown).await),
+            }
         }
         Ok(results)
+    }
+
+    /// The status for a refusal; the leader's address it names may take a question to
+    /// the driver, so it is looked up off the async workers.
+    async fn status(&self, error: StoreError) -> Status {
+        let addresses = self.addresses.clone();
+        tokio::task::spawn_blocking(move || kv_status(error, |store| addresses.resolve(store)))
+            .await
+            .unwrap_or_else(|e| Status::internal(format!("request task failed: {e}")))
     }
 
     async fn read(
