@@ -41,5 +41,12 @@ pub trait PdClient: Send + Sync + 'static {
     /// Asks the leader of the region holding `key` to split it there.
     fn split_region(&self, key: &[u8]) -> Result<(), PdError>;
 
+    /// Asks the region's leadership to move to its voter on `to_store`.
+    fn transfer_leader(&self, region_id: u64, to_store: u64) -> Result<(), PdError>;
+
+    /// Asks the region to move its replica on `from_store` to `to_store` (a learner
+    /// added there, promoted, then the old replica removed).
+    fn move_peer(&self, region_id: u64, from_store: u64, to_store: u64) -> Result<(), PdError>;
+
     fn operators(&self) -> Result<Vec<OperatorView>, PdError>;
 }

@@ -107,6 +107,14 @@ impl PdClient for LocalPdClient {
         self.call(|pd| pd.split_region(key))
     }
 
+    fn transfer_leader(&self, region_id: u64, to_store: u64) -> Result<(), PdError> {
+        self.call(|pd| pd.transfer_leader(region_id, to_store))
+    }
+
+    fn move_peer(&self, region_id: u64, from_store: u64, to_store: u64) -> Result<(), PdError> {
+        self.call(|pd| pd.move_peer(region_id, from_store, to_store))
+    }
+
     fn operators(&self) -> Result<Vec<OperatorView>, PdError> {
         self.call(|pd| pd.operators())
     }

@@ -13,6 +13,10 @@ pub enum OperatorKind {
     /// A split asked for by an operator of the cluster (stores split oversized regions on
     /// their own).
     Split,
+    /// A leader transfer asked for by an operator of the cluster.
+    TransferLeader,
+    /// A replica moved from one store to another, asked for by an operator of the cluster.
+    MovePeer,
 }
 
 impl OperatorKind {
@@ -24,6 +28,8 @@ impl OperatorKind {
             OperatorKind::BalanceLeader => "balance_leader",
             OperatorKind::HotRegion => "hot_region",
             OperatorKind::Split => "split",
+            OperatorKind::TransferLeader => "transfer_leader",
+            OperatorKind::MovePeer => "move_peer",
         }
     }
 }

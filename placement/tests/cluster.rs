@@ -541,3 +541,49 @@ fn replicas_join_a_running_driver_become_voters_and_take_over() {
     });
     cluster.assert_all_present(300);
 }
+
+#[test]
+fn operators_asked_by_hand_transfer_a_leader_and_move_a_replica() {
+    let _serial = ONE_AT_A_TIME.lock();
+    let cluster = Cluster::start(1, 4);
+    load(&cluster, 200, 1);
+    cluster.wait_for("the first region on three stores", |c| c.healthy(3).map(|_| ()));
+    let route = cluster.pd.region_by_key(b"").expect("a region holds the empty key");
+    let region = route.region.clone().expect("its descriptor");
+    let leader_store = route.leader.expect("a leader").store_id;
+    let follower = region.peers.iter().map(|p| p.store_id).find(|&s| s != leader_store).expect("a follower");
+    let outsider = cluster.nodes.keys().copied().find(|s| region.peers.iter().all(|p| p.store_id != *s));
+    let outsider = outsider.expect("four stores, three replicas: one store without one");
+
+    cluster.pd.transfer_leader(region.id, follower).expect("the transfer is accepted");
+    cluster.wait_for("the leadership to move", |c| match c.pd.region_by_id(region.id) {
+        Ok(RegionRoute { leader: Some(leader), .. }) if leader.store_id == follower => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    // The leader's own replica moves: the operator hands leadership away first.
+    cluster.pd.move_peer(region.id, follower, outsider).expect("the move is accepted");
+    cluster.wait_for("the replica to move", |c| {
+        let route = c.pd.region_by_id(region.id).map_err(|e| e.to_string())?;
+        let stores: BTreeSet<u64> =
+            route.region.iter().flat_map(|r| r.peers.iter().map(|p| p.store_id)).collect();
+        if stores.contains(&outsider) && !stores.contains(&follower) && route.leader.is_some() {
+            c.healthy(3).map(|_| ())
+        } else {
+            Err(format!("peers on stores {stores:?}"))
+        }
+    });
+    cluster.assert_all_present(200);
+
+    let now = cluster.pd.region_by_id(region.id).expect("the region").region.expect("its descriptor");
+    let holder = now.peers[0].store_id;
+    match cluster.pd.move_peer(region.id, follower, outsider) {
+        Err(PdError::InvalidArgument(message)) => assert!(message.contains("no replica"), "{message}"),
+        other => panic!("moving a replica the store no longer holds must be refused, got {other:?}"),
+    }
+    match cluster.pd.transfer_leader(region.id, follower) {
+        Err(PdError::InvalidArgument(message)) => assert!(message.contains("no voter"), "{message}"),
+        other => panic!("leadership goes only to a voter, got {other:?}"),
+    }
+    assert!(matches!(cluster.pd.transfer_leader(999_999, holder), Err(PdError::UnknownRegion(999_999))));
+    assert!(matches!(cluster.pd.move_peer(region.id, holder, 999_999), Err(PdError::UnknownStore(999_999))));
+}

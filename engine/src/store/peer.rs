@@ -503,7 +503,6 @@ impl Peer {
         }
     }
 
-    /// Fails every waiting request (the peer is being destroyed or the store stops).
     /// Fails every request waiting on this peer (it stops or is destroyed). Reads get
     /// `error`; proposals get `OutcomeUnknown`: they may have committed already, and a
     /// client must not take them for writes that did not happen.

@@ -17,6 +17,7 @@ use crate::proto::{
     RegionHeartbeatsResponse, RegionRoute, RegisterStoreRequest, RegisterStoreResponse,
     StoreHeartbeatRequest, StoreHeartbeatResponse, StoreRecord, StoreView,
 };
+use tessera_engine::storage::proto::{Peer, PeerRole};
 
 /// At most this many ids per request.
 const MAX_IDS_PER_REQUEST: u32 = 10_000;
@@ -224,6 +225,76 @@ impl PdClient for PlacementDriver {
                 kind: OperatorKind::Split,
                 steps: vec![Step::Split { key: key.to_vec() }],
             };
+            if state.add_operator(operator, now) { Ok(()) } else { Err(PdError::RegionBusy(Box::new(route))) }
+        })
+    }
+
+    fn transfer_leader(&self, region_id: u64, to_store: u64) -> Result<(), PdError> {
+        let now = self.shared.now();
+        self.shared.with_leader(|state| {
+            state.store(to_store)?;
+            let entry = state.regions.get(region_id).ok_or(PdError::UnknownRegion(region_id))?;
+            let route = LeaderState::route(entry);
+            if !entry
+                .region()
+                .peers
+                .iter()
+                .any(|p| p.store_id == to_store && p.role == PeerRole::Voter as i32)
+            {
+                return Err(PdError::InvalidArgument(format!(
+                    "region {region_id} has no voter on store {to_store} to lead it"
+                )));
+            }
+            if route.leader.is_some_and(|leader| leader.store_id == to_store) {
+                return Ok(());
+            }
+            let operator = Operator {
+                region_id,
+                kind: OperatorKind::TransferLeader,
+                steps: vec![Step::TransferLeader { to_store }],
+            };
+            if state.add_operator(operator, now) { Ok(()) } else { Err(PdError::RegionBusy(Box::new(route))) }
+        })
+    }
+
+    fn move_peer(&self, region_id: u64, from_store: u64, to_store: u64) -> Result<(), PdError> {
+        // The new replica's id comes from the allocator before the state is locked: the
+        // allocation is a Raft round trip. An id left unused by a refusal is harmless.
+        let epoch = self.shared.epoch()?;
+        let new_peer_id = self.shared.ids.allocate(&self.shared.metadata, epoch, 1)?[0];
+        let now = self.shared.now();
+        self.shared.with_leader(|state| {
+            state.store(to_store)?;
+            let entry = state.regions.get(region_id).ok_or(PdError::UnknownRegion(region_id))?;
+            let route = LeaderState::route(entry);
+            let region = entry.region();
+            let Some(leaving) = region.peers.iter().find(|p| p.store_id == from_store).copied() else {
+                return Err(PdError::InvalidArgument(format!(
+                    "region {region_id} has no replica on store {from_store}"
+                )));
+            };
+            if region.peers.iter().any(|p| p.store_id == to_store) {
+                return Err(PdError::InvalidArgument(format!(
+                    "region {region_id} already has a replica on store {to_store}"
+                )));
+            }
+            let mut steps = Vec::new();
+            if route.leader.is_some_and(|leader| leader.store_id == from_store) {
+                // A leader does not remove itself: hand the region to another voter first.
+                let heir = region
+                    .peers
+                    .iter()
+                    .find(|p| p.store_id != from_store && p.role == PeerRole::Voter as i32)
+                    .ok_or_else(|| {
+                        PdError::InvalidArgument(format!("region {region_id} has no other voter to lead it"))
+                    })?;
+                steps.push(Step::TransferLeader { to_store: heir.store_id });
+            }
+            let learner = Peer { id: new_peer_id, store_id: to_store, role: PeerRole::Learner as i32 };
+            steps.push(Step::AddLearner { peer: learner });
+            steps.push(Step::PromoteLearner { peer: Peer { role: PeerRole::Voter as i32, ..learner } });
+            steps.push(Step::RemovePeer { peer: leaving });
+            let operator = Operator { region_id, kind: OperatorKind::MovePeer, steps };
             if state.add_operator(operator, now) { Ok(()) } else { Err(PdError::RegionBusy(Box::new(route))) }
         })
     }

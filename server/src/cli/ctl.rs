@@ -58,6 +58,10 @@ enum CtlCommand {
     },
     /// Ask the placement driver to split the region holding KEY at KEY.
     Split { key: String },
+    /// Ask the placement driver to move REGION's leadership to its voter on STORE.
+    TransferLeader { region: u64, store: u64 },
+    /// Ask the placement driver to move REGION's replica on FROM to the store TO.
+    MovePeer { region: u64, from: u64, to: u64 },
     /// The stores: address, state, regions and leaders.
     Stores,
     /// The regions: range, peers (store ids), leader (store id).
@@ -117,6 +121,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
             client.pd().split_region_async(key.as_bytes()).await?;
             println!("OK (the region's leader splits it shortly)");
+        }
+        CtlCommand::TransferLeader { region, store } => {
+            client.pd().transfer_leader_async(region, store).await?;
+            println!("OK (the region's leader hands over shortly)");
+        }
+        CtlCommand::MovePeer { region, from, to } => {
+            client.pd().move_peer_async(region, from, to).await?;
+            println!("OK (the replica moves shortly; `ctl operators` shows its progress)");
         }
         CtlCommand::Stores => stores(&client, args.json).await?,
         CtlCommand::Members => {

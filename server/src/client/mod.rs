@@ -7,9 +7,12 @@
 //! range deletions walk region by region in key order; batches are split by region and
 //! sent in parallel.
 //!
-//! Retrying is safe for reads and for puts and deletes (applying one twice leaves the
-//! same state); a compare-and-swap whose fate is unknown (a timeout, a lost connection
-//! after sending) is never retried but reported as [`ClientError::OutcomeUnknown`].
+//! Reads are retried whatever happened to the last try. A write is retried only when
+//! the last try certainly did not apply (refused, not committed, never sent); one whose
+//! fate is unknown (a timeout, a connection lost after sending) is reported as
+//! [`ClientError::OutcomeUnknown`]. Even a put is not retried blindly: its first try
+//! could apply after another client's write to the key and undo it, long after the
+//! caller was told its own write happened once.
 
 mod cache;
 pub mod pd;
@@ -54,7 +57,9 @@ pub enum ClientError {
 /// Whether a request may be sent again when its outcome is unknown.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Retry {
+    /// Reads: they change nothing.
     Always,
+    /// Writes.
     OnlyIfNotApplied,
 }
 
@@ -87,6 +92,23 @@ fn clamp_end(end: &[u8], region: &Region) -> Vec<u8> {
 /// Whether `region` reaches past `end` (empty: unbounded).
 fn reaches(region: &Region, end: &[u8]) -> bool {
     region.end_key.is_empty() || (!end.is_empty() && region.end_key.as_slice() >= end)
+}
+
+/// Whether a request certainly never reached a store: the connection to it was
+/// refused. Any other transport failure (a reset, a timeout) may have come after the
+/// store received the request.
+fn never_sent(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 fn put(key: Vec<u8>, value: Vec<u8>) -> Write {
@@ -228,7 +250,7 @@ impl Client {
             None => {
                 self.cache.invalidate(region.id);
                 self.addresses.write().remove(&leader.store_id);
-                if retry == Retry::OnlyIfNotApplied {
+                if retry == Retry::OnlyIfNotApplied && !never_sent(&status) {
                     return Err(Err(ClientError::OutcomeUnknown(last)));
                 }
             }
@@ -251,10 +273,14 @@ impl Client {
     pub async fn batch_get(&self, keys: &[Vec<u8>]) -> Result<Vec<KeyValue>, ClientError> {
         let mut found: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
         let answers = self
-            .by_region(keys.iter().map(|k| (k.clone(), ())).collect(), |mut kv, context, keys| async move {
-                let keys = keys.into_iter().map(|(k, ())| k).collect();
-                kv.batch_get(BatchGetRequest { context: Some(context), keys }).await
-            })
+            .by_region(
+                keys.iter().map(|k| (k.clone(), ())).collect(),
+                Retry::Always,
+                |mut kv, context, keys| async move {
+                    let keys = keys.into_iter().map(|(k, ())| k).collect();
+                    kv.batch_get(BatchGetRequest { context: Some(context), keys }).await
+                },
+            )
             .await?;
         for answer in answers {
             found.extend(answer.into_inner().pairs.into_iter().map(|pair| (pair.key, pair.value)));
@@ -270,6 +296,7 @@ impl Client {
     async fn by_region<V, T, F, Fut>(
         &self,
         items: Vec<(Vec<u8>, V)>,
+        retry: Retry,
         request: F,
     ) -> Result<Vec<T>, ClientError>
     where
@@ -285,7 +312,7 @@ impl Client {
                 let request = &request;
                 async move {
                     let (answer, region) = self
-                        .on_region(&first, Retry::Always, |kv, context, region| {
+                        .on_region(&first, retry, |kv, context, region| {
                             let share =
                                 group.iter().filter(|(k, _)| contains_key(&region, k)).cloned().collect();
                             request(kv, context, share)
@@ -336,11 +363,10 @@ impl Client {
     async fn write(
         &self,
         key: &[u8],
-        retry: Retry,
         writes: Vec<Write>,
     ) -> Result<Vec<tessera_engine::storage::proto::WriteResponse>, ClientError> {
         let (answer, _) = self
-            .on_region(key, retry, |mut kv, context, _| {
+            .on_region(key, Retry::OnlyIfNotApplied, |mut kv, context, _| {
                 let writes = writes.clone();
                 async move { kv.write(WriteRequest { context: Some(context), writes }).await }
             })
@@ -349,13 +375,13 @@ impl Client {
     }
 
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), ClientError> {
-        self.write(key, Retry::Always, vec![put(key.to_vec(), value.to_vec())]).await.map(|_| ())
+        self.write(key, vec![put(key.to_vec(), value.to_vec())]).await.map(|_| ())
     }
 
     /// Writes every pair; the pairs of one region are applied atomically together,
     /// regions in parallel and independently of each other.
     pub async fn batch_put(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), ClientError> {
-        self.by_region(pairs, |mut kv, context, share| async move {
+        self.by_region(pairs, Retry::OnlyIfNotApplied, |mut kv, context, share| async move {
             let writes = share.into_iter().map(|(k, v)| put(k, v)).collect();
             kv.write(WriteRequest { context: Some(context), writes }).await
         })
@@ -365,7 +391,7 @@ impl Client {
 
     pub async fn delete(&self, key: &[u8]) -> Result<(), ClientError> {
         let delete = Write { kind: Some(write_request::Kind::Delete(Delete { key: key.to_vec() })) };
-        self.write(key, Retry::Always, vec![delete]).await.map(|_| ())
+        self.write(key, vec![delete]).await.map(|_| ())
     }
 
     /// Sets `key` to `new_value` (or deletes it when `None`) if its value is `expected`
@@ -382,7 +408,7 @@ impl Client {
             new_value: new_value.map(<[u8]>::to_vec),
         };
         let write = Write { kind: Some(write_request::Kind::CompareAndSwap(cas)) };
-        let results = self.write(key, Retry::OnlyIfNotApplied, vec![write]).await?;
+        let results = self.write(key, vec![write]).await?;
         let result = results.into_iter().next().unwrap_or_default();
         Ok((result.succeeded, result.previous))
     }
@@ -395,7 +421,7 @@ impl Client {
         let mut cursor = start.to_vec();
         loop {
             let (_, region) = self
-                .on_region(&cursor, Retry::Always, |mut kv, context, region| {
+                .on_region(&cursor, Retry::OnlyIfNotApplied, |mut kv, context, region| {
                     let range = DeleteRange { start_key: cursor.clone(), end_key: clamp_end(end, &region) };
                     let writes = vec![Write { kind: Some(write_request::Kind::DeleteRange(range)) }];
                     async move { kv.write(WriteRequest { context: Some(context), writes }).await }

@@ -28,8 +28,9 @@ use tonic::{Response, Status};
 use crate::failure::pd_error;
 use crate::proto::pd_client::PdClient as PdStub;
 use crate::proto::{
-    AllocIdsRequest, JoinMemberRequest, JoinMemberResponse, Member, MembersRequest, OperatorsRequest,
-    RegionByIdRequest, RegionByKeyRequest, ScanRegionsRequest, SplitRegionRequest, StoresRequest,
+    AllocIdsRequest, JoinMemberRequest, JoinMemberResponse, Member, MembersRequest, MovePeerRequest,
+    OperatorsRequest, RegionByIdRequest, RegionByKeyRequest, ScanRegionsRequest, SplitRegionRequest,
+    StoresRequest, TransferLeaderRequest,
 };
 
 /// How often the client refreshes its list of the driver's replicas.
@@ -190,6 +191,27 @@ impl GrpcPdClient {
         .map(|_| ())
     }
 
+    pub async fn transfer_leader_async(&self, region_id: u64, to_store: u64) -> Result<(), PdError> {
+        self.call(
+            |mut pd| async move { pd.transfer_leader(TransferLeaderRequest { region_id, to_store }).await },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn move_peer_async(
+        &self,
+        region_id: u64,
+        from_store: u64,
+        to_store: u64,
+    ) -> Result<(), PdError> {
+        self.call(
+            |mut pd| async move { pd.move_peer(MovePeerRequest { region_id, from_store, to_store }).await },
+        )
+        .await
+        .map(|_| ())
+    }
+
     pub async fn operators_async(&self) -> Result<Vec<OperatorView>, PdError> {
         Ok(self.call(|mut pd| async move { pd.operators(OperatorsRequest {}).await }).await?.operators)
     }
@@ -259,6 +281,14 @@ impl PdClient for GrpcPdClient {
 
     fn split_region(&self, key: &[u8]) -> Result<(), PdError> {
         self.runtime.block_on(self.split_region_async(key))
+    }
+
+    fn transfer_leader(&self, region_id: u64, to_store: u64) -> Result<(), PdError> {
+        self.runtime.block_on(self.transfer_leader_async(region_id, to_store))
+    }
+
+    fn move_peer(&self, region_id: u64, from_store: u64, to_store: u64) -> Result<(), PdError> {
+        self.runtime.block_on(self.move_peer_async(region_id, from_store, to_store))
     }
 
     fn operators(&self) -> Result<Vec<OperatorView>, PdError> {

@@ -14,9 +14,9 @@ use crate::failure::pd_status;
 use crate::proto::pd_server::Pd;
 use crate::proto::{
     AllocIdsRequest, AllocIdsResponse, JoinMemberRequest, JoinMemberResponse, Member, MembersRequest,
-    MembersResponse, OperatorsRequest, OperatorsResponse, RegionByIdRequest, RegionByKeyRequest,
-    ScanRegionsRequest, ScanRegionsResponse, SplitRegionRequest, SplitRegionResponse, StoresRequest,
-    StoresResponse,
+    MembersResponse, MovePeerRequest, MovePeerResponse, OperatorsRequest, OperatorsResponse,
+    RegionByIdRequest, RegionByKeyRequest, ScanRegionsRequest, ScanRegionsResponse, SplitRegionRequest,
+    SplitRegionResponse, StoresRequest, StoresResponse, TransferLeaderRequest, TransferLeaderResponse,
 };
 
 pub struct PdService {
@@ -118,6 +118,22 @@ impl Pd for PdService {
     ) -> Result<Response<SplitRegionResponse>, Status> {
         let key = request.into_inner().key;
         self.call(move |pd| pd.split_region(&key).map(|()| SplitRegionResponse {})).await
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        let TransferLeaderRequest { region_id, to_store } = request.into_inner();
+        self.call(move |pd| pd.transfer_leader(region_id, to_store).map(|()| TransferLeaderResponse {})).await
+    }
+
+    async fn move_peer(
+        &self,
+        request: Request<MovePeerRequest>,
+    ) -> Result<Response<MovePeerResponse>, Status> {
+        let MovePeerRequest { region_id, from_store, to_store } = request.into_inner();
+        self.call(move |pd| pd.move_peer(region_id, from_store, to_store).map(|()| MovePeerResponse {})).await
     }
 
     async fn operators(&self, _: Request<OperatorsRequest>) -> Result<Response<OperatorsResponse>, Status> {

@@ -1,0 +1,175 @@
+//! A Tessera cluster of real processes for the nemesis to torment: every node a network
+//! namespace running a store, the first few also a placement driver replica.
+//!
+//! The cluster owns its processes and namespaces: dropping it kills every process and
+//! removes every namespace. It must never report the cluster ready before a client
+//! could use it: readiness is asked of the driver, as a client would.
+
+pub mod daemon;
+pub mod network;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tessera_placement::proto::StoreState;
+use tessera_server::client::Client;
+
+use daemon::{Daemon, Role};
+use network::Network;
+
+const PD_PORT: u16 = 2379;
+const STORE_PORT: u16 = 20160;
+
+pub struct ClusterConfig {
+    pub nodes: usize,
+    pub pd_replicas: usize,
+    /// The `tessera` binary.
+    pub binary: PathBuf,
+    /// Where data directories and logs go.
+    pub dir: PathBuf,
+}
+
+pub struct ChaosCluster {
+    /// Processes before the network: dropping kills them, then removes the namespaces.
+    pub daemons: Vec<Daemon>,
+    pub network: Network,
+    pd_endpoints: Vec<String>,
+}
+
+impl ChaosCluster {
+    pub fn start(config: &ClusterConfig) -> anyhow::Result<ChaosCluster> {
+        if config.pd_replicas == 0 || config.pd_replicas > config.nodes {
+            bail!("{} driver replicas cannot run on {} nodes", config.pd_replicas, config.nodes);
+        }
+        let network = Network::create(config.nodes)?;
+        let pd_endpoints: Vec<String> =
+            (1..=config.pd_replicas).map(|i| format!("{}:{PD_PORT}", network.host(i).ip)).collect();
+        let members: Vec<String> =
+            pd_endpoints.iter().enumerate().map(|(i, address)| format!("{}={address}", i + 1)).collect();
+        let mut daemons = Vec::new();
+        for host in &network.hosts {
+            let node_dir = config.dir.join(format!("n{}", host.index));
+            std::fs::create_dir_all(&node_dir).with_context(|| format!("creating {}", node_dir.display()))?;
+            let dir = |name: &str| path(&node_dir, name);
+            if host.index <= config.pd_replicas {
+                let args = vec![
+                    "pd".into(),
+                    "--data-dir".into(),
+                    dir("pd"),
+                    "--listen".into(),
+                    format!("{}:{PD_PORT}", host.ip),
+                    "--id".into(),
+                    host.index.to_string(),
+                    "--members".into(),
+                    members.join(","),
+                ];
+                daemons.push(Daemon::new(
+                    Role::Pd,
+                    host.index,
+                    &host.namespace,
+                    &config.binary,
+                    args,
+                    node_dir.join("pd.log"),
+                ));
+            }
+            let args = vec![
+                "store".into(),
+                "--pd".into(),
+                pd_endpoints.join(","),
+                "--data-dir".into(),
+                dir("store"),
+                "--listen".into(),
+                format!("{}:{STORE_PORT}", host.ip),
+            ];
+            daemons.push(Daemon::new(
+                Role::Store,
+                host.index,
+                &host.namespace,
+                &config.binary,
+                args,
+                node_dir.join("store.log"),
+            ));
+        }
+        let mut cluster = ChaosCluster { daemons, network, pd_endpoints };
+        for daemon in &mut cluster.daemons {
+            daemon.start()?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn pd_endpoints(&self) -> Vec<String> {
+        self.pd_endpoints.clone()
+    }
+
+    pub fn nodes(&self) -> usize {
+        self.network.hosts.len()
+    }
+
+    pub fn pd_replicas(&self) -> usize {
+        self.daemons.iter().filter(|d| d.role == Role::Pd).count()
+    }
+
+    pub fn daemon(&mut self, role: Role, node: usize) -> anyhow::Result<&mut Daemon> {
+        self.daemons
+            .iter_mut()
+            .find(|d| d.role == role && d.node == node)
+            .with_context(|| format!("no {} on node {node}", role.name()))
+    }
+
+    /// The node whose store listens at `address`.
+    pub fn node_of_address(&self, address: &str) -> Option<usize> {
+        let ip = address.split(':').next()?;
+        self.network.hosts.iter().find(|h| h.ip == ip).map(|h| h.index)
+    }
+
+    /// Heals the network, resumes paused processes and restarts killed ones.
+    pub fn restore(&mut self) -> anyhow::Result<()> {
+        self.network.heal()?;
+        for daemon in &mut self.daemons {
+            daemon.resume()?;
+            daemon.start()?;
+        }
+        Ok(())
+    }
+
+    /// Processes that exited without being killed: a crash is a finding.
+    pub fn crashed(&mut self) -> Vec<String> {
+        self.daemons
+            .iter_mut()
+            .filter_map(|daemon| daemon.exited().map(|status| format!("{} exited: {status}", daemon.name())))
+            .collect()
+    }
+
+    /// Waits until the driver answers, sees every store up, and the region holding
+    /// `key` has a leader.
+    pub async fn wait_ready(&self, client: &Client, key: &[u8], timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last = String::from("not asked yet");
+        while tokio::time::Instant::now() < deadline {
+            match self.readiness(client, key).await {
+                Ok(()) => return Ok(()),
+                Err(why) => last = why,
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!("the cluster was not ready within {timeout:?}: {last}")
+    }
+
+    async fn readiness(&self, client: &Client, key: &[u8]) -> Result<(), String> {
+        let stores = client.pd().stores_async().await.map_err(|e| e.to_string())?;
+        let up = stores.iter().filter(|s| s.state == StoreState::Up as i32).count();
+        if up < self.nodes() {
+            return Err(format!("{up} of {} stores up", self.nodes()));
+        }
+        let route = client.pd().region_by_key_async(key).await.map_err(|e| e.to_string())?;
+        if route.leader.is_none() {
+            return Err("the first region has no leader yet".into());
+        }
+        Ok(())
+    }
+}
+
+fn path(dir: &Path, name: &str) -> String {
+    dir.join(name).display().to_string()
+}

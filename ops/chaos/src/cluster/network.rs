@@ -1,0 +1,148 @@
+//! The hosts of a chaos cluster: one Linux network namespace per node, joined to a
+//! bridge in the root namespace by a veth pair, each with its own address.
+//!
+//! Faults on the wire are iptables rules inside a namespace dropping what arrives from
+//! some peers; healing flushes them. Clients run in the root namespace and reach every
+//! node through the bridge: the faults cut nodes off from each other, never from the
+//! history's observer, so an operation's outcome is only unknown when the cluster made
+//! it so.
+//!
+//! Everything is named after one prefix, so that a run killed half-way is cleaned up by
+//! the next one. It must never touch an interface, namespace or rule it did not name.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+const PREFIX: &str = "tch";
+const BRIDGE: &str = "tch-br";
+/// The subnet's first three octets: the root namespace is .1, node `i` is `.10 + i`.
+const SUBNET: &str = "10.213.77";
+
+/// Runs a command, failing with its output when it fails.
+pub fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(program).args(args).output().with_context(|| format!("running {program}"))?;
+    if !output.status.success() {
+        bail!("{program} {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// A node's namespace and address.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub index: usize,
+    pub namespace: String,
+    pub ip: String,
+}
+
+/// The bridge and the namespaces; removed when dropped.
+pub struct Network {
+    pub hosts: Vec<Host>,
+    forward_rule: Vec<String>,
+}
+
+impl Network {
+    /// Creates `nodes` namespaces on a fresh bridge, after removing anything a previous
+    /// run left behind. Needs root.
+    pub fn create(nodes: usize) -> anyhow::Result<Network> {
+        if nodes == 0 || nodes > 50 {
+            bail!("a chaos cluster has 1 to 50 nodes, not {nodes}");
+        }
+        cleanup_leftovers();
+        run("ip", &["link", "add", BRIDGE, "type", "bridge"])
+            .context("creating the bridge (are you root?)")?;
+        // Docker loads br_netfilter and drops forwarded traffic by default: bridged
+        // packets between our namespaces must be let through explicitly.
+        let forward_rule: Vec<String> =
+            ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"].iter().map(|s| s.to_string()).collect();
+        let mut network = Network { hosts: Vec::new(), forward_rule: Vec::new() };
+        let mut insert = vec!["-I".to_string()];
+        insert.extend(forward_rule.iter().cloned());
+        run("iptables", &insert.iter().map(String::as_str).collect::<Vec<_>>())?;
+        network.forward_rule = forward_rule;
+        run("ip", &["addr", "add", &format!("{SUBNET}.1/24"), "dev", BRIDGE])?;
+        run("ip", &["link", "set", BRIDGE, "up"])?;
+        for index in 1..=nodes {
+            let namespace = format!("{PREFIX}-n{index}");
+            let host_side = format!("{PREFIX}-v{index}");
+            let ip = format!("{SUBNET}.{}", 10 + index);
+            run("ip", &["netns", "add", &namespace])?;
+            network.hosts.push(Host { index, namespace: namespace.clone(), ip: ip.clone() });
+            run(
+                "ip",
+                &["link", "add", &host_side, "type", "veth", "peer", "name", "eth0", "netns", &namespace],
+            )?;
+            run("ip", &["link", "set", &host_side, "master", BRIDGE])?;
+            run("ip", &["link", "set", &host_side, "up"])?;
+            network.exec(index, &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+            network.exec(index, &["ip", "link", "set", "eth0", "up"])?;
+            network.exec(index, &["ip", "link", "set", "lo", "up"])?;
+        }
+        Ok(network)
+    }
+
+    pub fn host(&self, index: usize) -> &Host {
+        &self.hosts[index - 1]
+    }
+
+    /// Runs a command inside node `index`'s namespace.
+    pub fn exec(&self, index: usize, command: &[&str]) -> anyhow::Result<String> {
+        let mut args = vec!["netns", "exec", self.host(index).namespace.as_str()];
+        args.extend_from_slice(command);
+        run("ip", &args)
+    }
+
+    /// Node `to` drops every packet arriving from node `from`.
+    pub fn drop_from(&self, to: usize, from: usize) -> anyhow::Result<()> {
+        let source = self.host(from).ip.clone();
+        self.exec(to, &["iptables", "-A", "INPUT", "-s", &source, "-j", "DROP"]).map(|_| ())
+    }
+
+    /// Cuts every link between the two sides, both ways.
+    pub fn partition(&self, side: &BTreeSet<usize>, other: &BTreeSet<usize>) -> anyhow::Result<()> {
+        for &a in side {
+            for &b in other {
+                self.drop_from(a, b)?;
+                self.drop_from(b, a)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every drop rule: the network is whole again.
+    pub fn heal(&self) -> anyhow::Result<()> {
+        for host in &self.hosts {
+            self.exec(host.index, &["iptables", "-F", "INPUT"])?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        if !self.forward_rule.is_empty() {
+            let mut delete = vec!["-D"];
+            delete.extend(self.forward_rule.iter().map(String::as_str));
+            let _ = run("iptables", &delete);
+        }
+        for host in &self.hosts {
+            let _ = run("ip", &["netns", "del", &host.namespace]);
+        }
+        let _ = run("ip", &["link", "del", BRIDGE]);
+    }
+}
+
+/// Removes the namespaces, bridge and forwarding rule a killed run may have left.
+fn cleanup_leftovers() {
+    if let Ok(list) = run("ip", &["netns", "list"]) {
+        for name in list.lines().filter_map(|line| line.split_whitespace().next()) {
+            if name.starts_with(&format!("{PREFIX}-n")) {
+                let _ = run("ip", &["netns", "del", name]);
+            }
+        }
+    }
+    let _ = run("ip", &["link", "del", BRIDGE]);
+    while run("iptables", &["-D", "FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"]).is_ok() {}
+}

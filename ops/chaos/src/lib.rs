@@ -1,0 +1,14 @@
+//! Tessera's fault-injection suite: real clusters of `tessera` processes in network
+//! namespaces, clients recording what they saw, a nemesis killing, pausing and cutting
+//! off nodes, and a checker that judges the history linearizable or not.
+//!
+//! The parts, in the order a round uses them: [`cluster`] (namespaces, processes),
+//! [`workload`] (clients and their [`history`]), [`nemesis`] (faults), [`checker`]
+//! (linearizability per key, lost writes), [`round`] (one round, its evidence).
+
+pub mod checker;
+pub mod cluster;
+pub mod history;
+pub mod nemesis;
+pub mod round;
+pub mod workload;

@@ -1,0 +1,202 @@
+//! `tessera-chaos`: runs fault-injection rounds against real clusters, or checks a
+//! history kept from one. See ops/chaos/README.md.
+
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tessera_chaos::checker::{self, CheckConfig};
+use tessera_chaos::history;
+use tessera_chaos::nemesis::FAULT_KINDS;
+use tessera_chaos::round::{self, RoundConfig};
+
+#[derive(Parser)]
+#[command(name = "tessera-chaos", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run rounds: each starts a fresh cluster, injects faults while clients work, and
+    /// checks the history. Needs root (network namespaces, iptables).
+    Run(RunArgs),
+    /// Check a history file kept from a round.
+    Check { history: PathBuf },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[arg(long, default_value_t = 1)]
+    rounds: u64,
+    /// Seconds of faults per round.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Seed of the first round (round i uses seed + i) [default: from the clock].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Nodes, each a network namespace running a store.
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// Nodes that also run a placement driver replica.
+    #[arg(long, default_value_t = 3)]
+    pd: usize,
+    /// Client processes.
+    #[arg(long, default_value_t = 6)]
+    clients: usize,
+    /// Keys the clients work on (at most 10).
+    #[arg(long, default_value_t = 5)]
+    keys: usize,
+    /// Longest pause, in milliseconds, between one client's operations.
+    #[arg(long, default_value_t = 20)]
+    think_ms: u64,
+    /// Faults to draw from, comma-separated [default: all of them].
+    #[arg(long, value_delimiter = ',')]
+    faults: Vec<String>,
+    /// The tessera binary [default: beside this one].
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// Where rounds keep their evidence.
+    #[arg(long, default_value = "chaos-runs")]
+    out: PathBuf,
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("tessera-chaos: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<ExitCode> {
+    match Cli::parse().command {
+        Command::Check { history: path } => check(&path),
+        Command::Run(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(run(args))
+        }
+    }
+}
+
+fn check(path: &PathBuf) -> anyhow::Result<ExitCode> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let events = history::read(BufReader::new(file))?;
+    let calls = history::calls(&events)?;
+    let report = checker::check(&calls, &CheckConfig::default());
+    for violation in &report.violations {
+        println!("{violation}");
+    }
+    for lost in &report.lost_writes {
+        println!("{lost}");
+    }
+    for key in &report.inconclusive {
+        println!("key {key}: the search hit its step limit");
+    }
+    println!(
+        "{} calls on {} keys ({} unknown): {} violations, {} lost writes, {} inconclusive",
+        report.calls,
+        report.keys,
+        report.unknown,
+        report.violations.len(),
+        report.lost_writes.len(),
+        report.inconclusive.len()
+    );
+    Ok(if report.is_valid() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if args.nodes < 3 || args.keys == 0 || args.keys > 10 || args.clients == 0 {
+        anyhow::bail!("a run needs at least 3 nodes, 1 to 10 keys and a client");
+    }
+    let faults: Vec<String> = if args.faults.is_empty() {
+        FAULT_KINDS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.faults
+    };
+    if let Some(unknown) = faults.iter().find(|f| !FAULT_KINDS.contains(&f.as_str())) {
+        anyhow::bail!("unknown fault {unknown}; the faults are {}", FAULT_KINDS.join(", "));
+    }
+    let binary = match args.binary {
+        Some(binary) => binary,
+        None => std::env::current_exe()?.with_file_name("tessera"),
+    };
+    if !binary.is_file() {
+        anyhow::bail!("no tessera binary at {} (build the workspace, or pass --binary)", binary.display());
+    }
+    let binary = binary.canonicalize()?;
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs())
+    });
+    let run_dir = std::path::absolute(args.out.join(format!("seed-{seed}")))?;
+    let (mut violations, mut lost, mut failed_rounds) = (0usize, 0usize, Vec::new());
+    for round in 0..args.rounds {
+        let round_seed = seed + round;
+        let config = RoundConfig {
+            seed: round_seed,
+            duration: Duration::from_secs(args.seconds),
+            nodes: args.nodes,
+            pd_replicas: args.pd,
+            clients: args.clients,
+            keys: args.keys,
+            think: Duration::from_millis(args.think_ms),
+            faults: faults.clone(),
+            binary: binary.clone(),
+            dir: run_dir.join(format!("round-{round_seed}")),
+        };
+        let label = format!("round {}/{} (seed {round_seed})", round + 1, args.rounds);
+        match round::run(&config).await {
+            Ok(outcome) => {
+                violations += outcome.report.violations.len();
+                lost += outcome.report.lost_writes.len();
+                let verdict = if outcome.passed() { "ok".to_string() } else { "FAILED".to_string() };
+                println!(
+                    "{label}: {verdict}: {} operations ({} ok, {} failed, {} unknown), {} faults, \
+                     {} violations, {} lost writes, checked in {:.2}s",
+                    outcome.invocations,
+                    outcome.ok,
+                    outcome.failed,
+                    outcome.unknown,
+                    outcome.faults.iter().filter(|line| !line.ends_with("end of fault")).count(),
+                    outcome.report.violations.len(),
+                    outcome.report.lost_writes.len(),
+                    outcome.check_time.as_secs_f64()
+                );
+                if !outcome.passed() {
+                    for problem in &outcome.problems {
+                        println!("  {problem}");
+                    }
+                    for violation in &outcome.report.violations {
+                        println!("{violation}");
+                    }
+                    for write in &outcome.report.lost_writes {
+                        println!("  {write}");
+                    }
+                    println!("  evidence: {}", config.dir.display());
+                    failed_rounds.push(round_seed);
+                }
+            }
+            Err(error) => {
+                println!("{label}: FAILED to run: {error:#}\n  evidence: {}", config.dir.display());
+                failed_rounds.push(round_seed);
+            }
+        }
+    }
+    let mut summary = format!("chaos: {} rounds, {violations} violations, {lost} lost writes", args.rounds);
+    if failed_rounds.is_empty() {
+        println!("{summary}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    summary.push_str(&format!(
+        "; failed rounds (seeds) {failed_rounds:?}; evidence in {}; rerun one with --rounds 1 --seed SEED",
+        run_dir.display()
+    ));
+    println!("{summary}");
+    Ok(ExitCode::FAILURE)
+}

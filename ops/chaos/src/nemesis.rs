@@ -1,0 +1,280 @@
+//! The nemesis: faults injected into a running cluster, one episode at a time, chosen
+//! by a seeded random generator so that a round's schedule is reproducible from its
+//! seed (the timing of the processes is not: a failure is reproduced by running the
+//! seed a few times, and its evidence is kept either way).
+//!
+//! An episode starts a fault, holds it for a while (sometimes asking the driver for a
+//! split, a leader transfer or a replica move meanwhile), then ends it. Ending a fault
+//! restores what it broke; the round restores everything once more before its final
+//! reads, so a fault that failed to end cannot hide a lost write.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rand::Rng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use tessera_server::client::Client;
+
+use crate::cluster::ChaosCluster;
+use crate::cluster::daemon::Role;
+use crate::workload;
+
+/// What an episode does to the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    Kill {
+        role: Role,
+        node: usize,
+    },
+    Pause {
+        role: Role,
+        node: usize,
+    },
+    /// Both ways between the two sides.
+    Partition {
+        minority: BTreeSet<usize>,
+        majority: BTreeSet<usize>,
+    },
+    /// The store leading the workload's first key cut off from every other node.
+    IsolateLeader,
+    /// Two halves that cannot talk, and one node that talks to both.
+    Bridge {
+        left: BTreeSet<usize>,
+        middle: usize,
+        right: BTreeSet<usize>,
+    },
+    /// `to` hears nothing from `from`; `from` still hears `to`.
+    OneWay {
+        from: usize,
+        to: usize,
+    },
+    /// Every process killed and restarted at once.
+    RestartAll,
+}
+
+/// A change the driver is asked for in the middle of a fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operator {
+    Split { key: String },
+    TransferLeader { key: String },
+    MovePeer { key: String },
+}
+
+/// The kinds of fault a run draws from (`--faults`).
+pub const FAULT_KINDS: &[&str] = &[
+    "kill-store",
+    "kill-pd",
+    "pause-store",
+    "pause-pd",
+    "partition",
+    "isolate-leader",
+    "bridge",
+    "one-way",
+    "restart-all",
+];
+
+fn set(nodes: &[usize]) -> BTreeSet<usize> {
+    nodes.iter().copied().collect()
+}
+
+impl Fault {
+    /// Draws a fault of one of `kinds` for a cluster of `nodes` nodes, the first
+    /// `pd_replicas` of which run a driver replica.
+    pub fn draw(rng: &mut ChaCha8Rng, kinds: &[String], nodes: usize, pd_replicas: usize) -> Option<Fault> {
+        let kind = kinds.get(rng.random_range(0..kinds.len().max(1)))?;
+        let any_node = rng.random_range(1..=nodes);
+        let pd_node = rng.random_range(1..=pd_replicas);
+        let mut shuffled: Vec<usize> = (1..=nodes).collect();
+        shuffled.shuffle(rng);
+        Some(match kind.as_str() {
+            "kill-store" => Fault::Kill { role: Role::Store, node: any_node },
+            "kill-pd" => Fault::Kill { role: Role::Pd, node: pd_node },
+            "pause-store" => Fault::Pause { role: Role::Store, node: any_node },
+            "pause-pd" => Fault::Pause { role: Role::Pd, node: pd_node },
+            "partition" => {
+                let minority_size = rng.random_range(1..=(nodes - 1) / 2).max(1);
+                Fault::Partition {
+                    minority: set(&shuffled[..minority_size]),
+                    majority: set(&shuffled[minority_size..]),
+                }
+            }
+            "isolate-leader" => Fault::IsolateLeader,
+            "bridge" if nodes >= 3 => {
+                let half = (nodes - 1) / 2;
+                Fault::Bridge {
+                    left: set(&shuffled[..half]),
+                    middle: shuffled[half],
+                    right: set(&shuffled[half + 1..]),
+                }
+            }
+            "one-way" if nodes >= 2 => Fault::OneWay { from: shuffled[0], to: shuffled[1] },
+            "restart-all" => Fault::RestartAll,
+            _ => return None,
+        })
+    }
+
+    /// Starts the fault; answers what it did, for the round's log.
+    pub async fn start(&self, cluster: &mut ChaosCluster, client: &Client) -> anyhow::Result<String> {
+        match self {
+            Fault::Kill { role, node } => {
+                cluster.daemon(*role, *node)?.kill()?;
+                Ok(format!("kill -9 {} n{node}", role.name()))
+            }
+            Fault::Pause { role, node } => {
+                cluster.daemon(*role, *node)?.pause()?;
+                Ok(format!("pause {} n{node}", role.name()))
+            }
+            Fault::Partition { minority, majority } => {
+                cluster.network.partition(minority, majority)?;
+                Ok(format!("partition {minority:?} | {majority:?}"))
+            }
+            Fault::IsolateLeader => {
+                let route = client.pd().region_by_key_async(workload::key(0).as_bytes()).await;
+                let leader = route.ok().and_then(|route| route.leader).map(|peer| peer.store_id);
+                let address = match leader {
+                    Some(store_id) => store_address(client, store_id).await,
+                    None => None,
+                };
+                let Some(node) = address.and_then(|address| cluster.node_of_address(&address)) else {
+                    return Ok("isolate leader: no leader known, nothing done".into());
+                };
+                let others: BTreeSet<usize> = (1..=cluster.nodes()).filter(|&n| n != node).collect();
+                cluster.network.partition(&set(&[node]), &others)?;
+                Ok(format!("isolate leader n{node}"))
+            }
+            Fault::Bridge { left, middle, right } => {
+                cluster.network.partition(left, right)?;
+                Ok(format!("bridge {left:?} - n{middle} - {right:?}"))
+            }
+            Fault::OneWay { from, to } => {
+                cluster.network.drop_from(*to, *from)?;
+                Ok(format!("one-way: n{to} hears nothing from n{from}"))
+            }
+            Fault::RestartAll => {
+                for daemon in &mut cluster.daemons {
+                    daemon.kill()?;
+                }
+                cluster.restore()?;
+                Ok("kill -9 every process, restart all".into())
+            }
+        }
+    }
+
+    /// Ends the fault.
+    pub fn end(&self, cluster: &mut ChaosCluster) -> anyhow::Result<()> {
+        match self {
+            Fault::Kill { role, node } => cluster.daemon(*role, *node)?.start(),
+            Fault::Pause { role, node } => cluster.daemon(*role, *node)?.resume(),
+            Fault::Partition { .. } | Fault::IsolateLeader | Fault::Bridge { .. } | Fault::OneWay { .. } => {
+                cluster.network.heal()
+            }
+            Fault::RestartAll => Ok(()),
+        }
+    }
+}
+
+async fn store_address(client: &Client, store_id: u64) -> Option<String> {
+    let stores = client.pd().stores_async().await.ok()?;
+    stores
+        .into_iter()
+        .filter_map(|view| view.store)
+        .find(|store| store.id == store_id)
+        .map(|store| store.address)
+}
+
+impl Operator {
+    pub fn draw(rng: &mut ChaCha8Rng, keys: usize) -> Operator {
+        let key = workload::key(rng.random_range(0..keys.max(1)));
+        match rng.random_range(0..3) {
+            0 => Operator::Split { key },
+            1 => Operator::TransferLeader { key },
+            _ => Operator::MovePeer { key },
+        }
+    }
+
+    /// Asks the driver; answers what was asked and what the driver said. A refusal
+    /// (the region is busy, the driver unreachable during a fault) is part of the
+    /// experiment, not an error of the run.
+    pub async fn ask(&self, client: &Client, rng: &mut ChaCha8Rng) -> String {
+        let pd = client.pd();
+        let result = match self {
+            Operator::Split { key } => {
+                pd.split_region_async(key.as_bytes()).await.map(|()| format!("split at {key}"))
+            }
+            Operator::TransferLeader { key } | Operator::MovePeer { key } => {
+                let route = match pd.region_by_key_async(key.as_bytes()).await {
+                    Ok(route) => route,
+                    Err(error) => return format!("{self:?}: {error}"),
+                };
+                let Some(region) = route.region else { return format!("{self:?}: no region") };
+                let mut peers: Vec<u64> = region.peers.iter().map(|p| p.store_id).collect();
+                peers.shuffle(rng);
+                let leader = route.leader.map(|p| p.store_id);
+                match self {
+                    Operator::TransferLeader { .. } => {
+                        let Some(&to) = peers.iter().find(|&&s| Some(s) != leader) else {
+                            return format!("{self:?}: no other replica");
+                        };
+                        pd.transfer_leader_async(region.id, to)
+                            .await
+                            .map(|()| format!("transfer region {} leader to store {to}", region.id))
+                    }
+                    _ => {
+                        let stores = match pd.stores_async().await {
+                            Ok(stores) => stores,
+                            Err(error) => return format!("{self:?}: {error}"),
+                        };
+                        let outsider = stores
+                            .iter()
+                            .filter_map(|view| view.store.as_ref())
+                            .map(|store| store.id)
+                            .find(|id| !peers.contains(id));
+                        let (Some(to), Some(&from)) = (outsider, peers.first()) else {
+                            return format!("{self:?}: no store to move to");
+                        };
+                        pd.move_peer_async(region.id, from, to)
+                            .await
+                            .map(|()| format!("move region {} replica from store {from} to {to}", region.id))
+                    }
+                }
+            }
+        };
+        result.unwrap_or_else(|error| format!("{self:?} refused: {error}"))
+    }
+}
+
+/// Runs episodes until `until`: a fault held for 1 to 4 seconds (with an operator
+/// asked in its middle half the time), then a second or two of calm.
+pub async fn run(
+    cluster: &mut ChaosCluster,
+    client: &Client,
+    rng: &mut ChaCha8Rng,
+    kinds: &[String],
+    keys: usize,
+    until: tokio::time::Instant,
+    log: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let started = tokio::time::Instant::now();
+    let at = |log_line: String| format!("{:>6.2}s {log_line}", started.elapsed().as_secs_f64());
+    tokio::time::sleep(Duration::from_millis(rng.random_range(500..1500))).await;
+    while tokio::time::Instant::now() + Duration::from_secs(1) < until {
+        let Some(fault) = Fault::draw(rng, kinds, cluster.nodes(), cluster.pd_replicas()) else {
+            anyhow::bail!("none of the faults {kinds:?} fits a cluster of {} nodes", cluster.nodes());
+        };
+        log.push(at(fault.start(cluster, client).await?));
+        let hold = Duration::from_millis(rng.random_range(1000..4000));
+        let hold_until = (tokio::time::Instant::now() + hold).min(until);
+        if rng.random_bool(0.5) {
+            tokio::time::sleep_until(tokio::time::Instant::now() + hold / 2).await;
+            let operator = Operator::draw(rng, keys);
+            log.push(at(operator.ask(client, rng).await));
+        }
+        tokio::time::sleep_until(hold_until).await;
+        fault.end(cluster)?;
+        log.push(at("end of fault".into()));
+        let calm = Duration::from_millis(rng.random_range(500..2000));
+        tokio::time::sleep_until((tokio::time::Instant::now() + calm).min(until)).await;
+    }
+    Ok(())
+}

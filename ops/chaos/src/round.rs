@@ -1,0 +1,178 @@
+//! One round: a fresh cluster, clients recording a history while the nemesis works,
+//! then everything restored, a final read of every key, and the history checked.
+//!
+//! A round's directory holds its history (written as it happens), its fault log and
+//! every node's log. It is removed when the round passes and kept whole (data
+//! directories included) when it does not.
+
+use std::fs::File;
+use std::io::{LineWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use parking_lot::Mutex;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tessera_server::client::Client;
+use tokio::sync::watch;
+
+use crate::checker::{self, CheckConfig, Report};
+use crate::cluster::{ChaosCluster, ClusterConfig};
+use crate::history::{self, EventKind, HistoryWriter, Operation};
+use crate::nemesis;
+use crate::workload::{self, Recorder, WorkloadConfig};
+
+/// How long a client waits for one request.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(3);
+/// How long a cluster may take to start, or to recover once the faults end.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the clients keep going after the faults end: recovery is tested too.
+const AFTER_FAULTS: Duration = Duration::from_secs(3);
+/// Process ids of the final reads, above any client's.
+const FINAL_PROCESS: u64 = 1_000_000;
+
+#[derive(Debug, Clone)]
+pub struct RoundConfig {
+    pub seed: u64,
+    pub duration: Duration,
+    pub nodes: usize,
+    pub pd_replicas: usize,
+    pub clients: usize,
+    pub keys: usize,
+    pub think: Duration,
+    pub faults: Vec<String>,
+    pub binary: PathBuf,
+    pub dir: PathBuf,
+}
+
+pub struct RoundOutcome {
+    pub invocations: usize,
+    pub ok: usize,
+    pub failed: usize,
+    pub unknown: usize,
+    pub report: Report,
+    /// Why the round could not be judged whole: a node crashed, the cluster did not
+    /// recover, a key could not be read at the end.
+    pub problems: Vec<String>,
+    pub faults: Vec<String>,
+    pub check_time: Duration,
+}
+
+impl RoundOutcome {
+    pub fn passed(&self) -> bool {
+        self.report.is_valid() && self.problems.is_empty()
+    }
+}
+
+pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
+    std::fs::create_dir_all(&config.dir).with_context(|| format!("creating {}", config.dir.display()))?;
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let mut cluster = ChaosCluster::start(&ClusterConfig {
+        nodes: config.nodes,
+        pd_replicas: config.pd_replicas,
+        binary: config.binary.clone(),
+        dir: config.dir.clone(),
+    })?;
+    let client = Arc::new(Client::new(cluster.pd_endpoints(), REQUEST_DEADLINE));
+    let first_key = workload::key(0);
+    cluster.wait_ready(&client, first_key.as_bytes(), READY_TIMEOUT).await.context("starting the cluster")?;
+
+    let file = File::create(config.dir.join("history.jsonl")).context("creating the history")?;
+    let recorder: Recorder = Arc::new(Mutex::new(HistoryWriter::new(Box::new(LineWriter::new(file)))));
+    let (stop, stopped) = watch::channel(false);
+    let workload_config =
+        WorkloadConfig { clients: config.clients, keys: config.keys, seed: config.seed, think: config.think };
+    let clients = tokio::spawn(workload::run(client.clone(), workload_config, recorder.clone(), stopped));
+
+    let mut faults = Vec::new();
+    let until = tokio::time::Instant::now() + config.duration;
+    let nemesis_result =
+        nemesis::run(&mut cluster, &client, &mut rng, &config.faults, config.keys, until, &mut faults).await;
+    let mut problems = cluster.crashed();
+    let restored = cluster.restore();
+    tokio::time::sleep(AFTER_FAULTS).await;
+    let _ = stop.send(true);
+    clients.await.context("the clients' task")?.context("recording the history")?;
+    nemesis_result?;
+    restored?;
+
+    if let Err(error) = cluster.wait_ready(&client, first_key.as_bytes(), READY_TIMEOUT).await {
+        problems.push(format!("after the faults: {error:#}"));
+    }
+    for index in 0..config.keys {
+        if let Err(error) =
+            final_read(&client, &recorder, FINAL_PROCESS + index as u64, workload::key(index)).await
+        {
+            problems.push(error);
+        }
+    }
+    problems.extend(cluster.crashed());
+    recorder.lock().flush().context("writing the history")?;
+    drop(cluster);
+
+    let events = recorder.lock().events().to_vec();
+    let calls = history::calls(&events).context("the history just recorded")?;
+    let checking = Instant::now();
+    let report = checker::check(&calls, &CheckConfig::default());
+    let check_time = checking.elapsed();
+    let count = |f: fn(&EventKind) -> bool| events.iter().filter(|e| f(&e.kind)).count();
+    let outcome = RoundOutcome {
+        invocations: count(|k| matches!(k, EventKind::Invoke { .. })),
+        ok: count(|k| matches!(k, EventKind::Ok { .. })),
+        failed: count(|k| matches!(k, EventKind::Fail { .. })),
+        unknown: count(|k| matches!(k, EventKind::Unknown { .. })),
+        report,
+        problems,
+        faults,
+        check_time,
+    };
+    write_lines(&config.dir.join("faults.txt"), &outcome.faults)?;
+    if outcome.passed() {
+        std::fs::remove_dir_all(&config.dir).with_context(|| format!("removing {}", config.dir.display()))?;
+    } else {
+        write_findings(&config.dir, &outcome)?;
+    }
+    Ok(outcome)
+}
+
+/// Reads `key` until an answer comes (each try recorded), for at most the recovery
+/// timeout.
+async fn final_read(client: &Client, recorder: &Recorder, process: u64, key: String) -> Result<(), String> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let operation = Operation::Read { key: key.clone() };
+    loop {
+        let record = |kind| recorder.lock().record(process, kind).map_err(|e| format!("recording: {e}"));
+        record(EventKind::Invoke { op: operation.clone() })?;
+        let completion = workload::execute(client, &operation).await;
+        let done = matches!(completion, EventKind::Ok { .. });
+        let error = format!("{completion:?}");
+        record(completion)?;
+        if done {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("the final read of {key} never succeeded; last: {error}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn write_lines(path: &Path, lines: &[String]) -> anyhow::Result<()> {
+    let mut file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    for line in lines {
+        writeln!(file, "{line}")?;
+    }
+    Ok(())
+}
+
+fn write_findings(dir: &Path, outcome: &RoundOutcome) -> anyhow::Result<()> {
+    let mut lines = outcome.problems.clone();
+    lines.extend(outcome.report.violations.iter().map(|v| v.to_string()));
+    lines.extend(outcome.report.lost_writes.iter().map(|w| w.to_string()));
+    lines.extend(
+        outcome.report.inconclusive.iter().map(|key| format!("key {key}: the search hit its step limit")),
+    );
+    write_lines(&dir.join("findings.txt"), &lines)
+}

@@ -1,0 +1,167 @@
+//! The clients: a few processes, each running one operation at a time on a handful of
+//! keys (reads, writes, compare-and-swaps, scans) and recording every invocation and
+//! completion in the history.
+//!
+//! A completion is classified by what the client library guarantees: a failed read or
+//! scan changed nothing; a write refused before it could apply failed; a write whose
+//! fate the library could not know is unknown, and its process retires (its operation
+//! stays open forever, as a crashed client's would), handing over to a fresh process
+//! id. Values are unique (`p{process}-{n}`), so every value read names its writer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tessera_server::client::{Client, ClientError};
+use tokio::sync::watch;
+
+use crate::history::{EventKind, HistoryWriter, Operation, Output};
+
+pub type Recorder = Arc<Mutex<HistoryWriter>>;
+
+#[derive(Debug, Clone)]
+pub struct WorkloadConfig {
+    pub clients: usize,
+    pub keys: usize,
+    pub seed: u64,
+    /// Longest pause between one process's operations (drawn uniformly from zero).
+    pub think: Duration,
+}
+
+/// The workload's key names: `k0`, `k1`, ... (one character after `k`, so that they
+/// sort as numbered for up to ten keys).
+pub fn key(index: usize) -> String {
+    format!("k{index}")
+}
+
+/// The range every scan covers: all the workload's keys.
+pub const SCAN_START: &str = "k";
+pub const SCAN_END: &str = "l";
+
+/// Records an event; a history that cannot be written ends the round's usefulness, so
+/// the error is kept and reported by the round, not hidden.
+fn record(recorder: &Recorder, process: u64, kind: EventKind) -> std::io::Result<()> {
+    recorder.lock().record(process, kind).map(|_| ())
+}
+
+/// Runs the clients until `stop` turns true; each finishes its operation in flight.
+pub async fn run(
+    client: Arc<Client>,
+    config: WorkloadConfig,
+    recorder: Recorder,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let seen: Arc<Mutex<HashMap<String, Option<String>>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for worker in 0..config.clients {
+        let client = client.clone();
+        let config = config.clone();
+        let recorder = recorder.clone();
+        let seen = seen.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(
+            async move { worker_loop(worker, client, config, recorder, seen, stop).await },
+        ));
+    }
+    for task in tasks {
+        task.await.map_err(std::io::Error::other)??;
+    }
+    Ok(())
+}
+
+async fn worker_loop(
+    worker: usize,
+    client: Arc<Client>,
+    config: WorkloadConfig,
+    recorder: Recorder,
+    seen: Arc<Mutex<HashMap<String, Option<String>>>>,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed.wrapping_mul(1_000_003).wrapping_add(worker as u64));
+    let mut process = worker as u64;
+    let mut written = 0u64;
+    // A dropped sender stops the clients too: a round that failed half-way must not
+    // leave them running.
+    while !*stop.borrow() && stop.has_changed().is_ok() {
+        let key = key(rng.random_range(0..config.keys.max(1)));
+        let mut fresh_value = || {
+            written += 1;
+            format!("p{process}-{written}")
+        };
+        let operation = match rng.random_range(0..100) {
+            0..35 => Operation::Read { key },
+            35..65 => Operation::Write { value: fresh_value(), key },
+            65..90 => {
+                let expected = seen.lock().get(&key).cloned().flatten();
+                Operation::Cas { expected, new: fresh_value(), key }
+            }
+            _ => Operation::Scan { start: SCAN_START.into(), end: SCAN_END.into() },
+        };
+        record(&recorder, process, EventKind::Invoke { op: operation.clone() })?;
+        let completion = execute(&client, &operation).await;
+        if let EventKind::Ok { output: Output::Read { value } } = &completion
+            && let Operation::Read { key } = &operation
+        {
+            seen.lock().insert(key.clone(), value.clone());
+        }
+        let unknown = matches!(completion, EventKind::Unknown { .. });
+        record(&recorder, process, completion)?;
+        if unknown {
+            process += config.clients as u64;
+        }
+        let think = rng.random_range(Duration::ZERO..=config.think);
+        tokio::time::sleep(think).await;
+    }
+    Ok(())
+}
+
+/// Runs one operation and says how it completed.
+pub async fn execute(client: &Client, operation: &Operation) -> EventKind {
+    match operation {
+        Operation::Read { key } => match client.get(key.as_bytes()).await {
+            Ok(value) => EventKind::Ok { output: Output::Read { value: value.map(text) } },
+            Err(error) => EventKind::Fail { error: error.to_string() },
+        },
+        Operation::Scan { start, end } => match client.scan(start.as_bytes(), end.as_bytes(), 0, false).await
+        {
+            Ok(pairs) => EventKind::Ok {
+                output: Output::Scan {
+                    pairs: pairs.into_iter().map(|kv| (text(kv.key), text(kv.value))).collect(),
+                },
+            },
+            Err(error) => EventKind::Fail { error: error.to_string() },
+        },
+        Operation::Write { key, value } => match client.put(key.as_bytes(), value.as_bytes()).await {
+            Ok(()) => EventKind::Ok { output: Output::Written },
+            Err(error) => write_failure(error),
+        },
+        Operation::Cas { key, expected, new } => {
+            let expected = expected.as_deref().map(str::as_bytes);
+            match client.compare_and_swap(key.as_bytes(), expected, Some(new.as_bytes())).await {
+                Ok((swapped, previous)) => {
+                    EventKind::Ok { output: Output::Cas { swapped, previous: previous.map(text) } }
+                }
+                Err(error) => write_failure(error),
+            }
+        }
+    }
+}
+
+/// A write's error as the client library types it: unknown only when it says so.
+/// `Unavailable` means every try was refused before it could apply (the library
+/// reports an ambiguous try as `OutcomeUnknown` at once, never retrying it).
+fn write_failure(error: ClientError) -> EventKind {
+    match error {
+        ClientError::OutcomeUnknown(_) => EventKind::Unknown { error: error.to_string() },
+        ClientError::InvalidArgument(_) | ClientError::Pd(_) | ClientError::Unavailable { .. } => {
+            EventKind::Fail { error: error.to_string() }
+        }
+    }
+}
+
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8_lossy(&bytes).into_owned()
+}
