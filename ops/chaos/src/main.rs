@@ -63,6 +63,9 @@ struct RunArgs {
     /// Where rounds keep their evidence.
     #[arg(long, default_value = "chaos-runs")]
     out: PathBuf,
+    /// Keep every round's directory, not only the failed ones'.
+    #[arg(long)]
+    keep: bool,
 }
 
 fn main() -> ExitCode {
@@ -149,6 +152,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             faults: faults.clone(),
             binary: binary.clone(),
             dir: run_dir.join(format!("round-{round_seed}")),
+            keep: args.keep,
         };
         let label = format!("round {}/{} (seed {round_seed})", round + 1, args.rounds);
         match round::run(&config).await {
@@ -158,14 +162,18 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 let verdict = if outcome.passed() { "ok".to_string() } else { "FAILED".to_string() };
                 println!(
                     "{label}: {verdict}: {} operations ({} ok, {} failed, {} unknown), {} faults, \
-                     {} violations, {} lost writes, checked in {:.2}s",
+                     {} operators, {} violations, {} lost writes; started in {:.1}s, recovered in {:.1}s, \
+                     checked in {:.2}s",
                     outcome.invocations,
                     outcome.ok,
                     outcome.failed,
                     outcome.unknown,
-                    outcome.faults.iter().filter(|line| !line.ends_with("end of fault")).count(),
+                    outcome.faults.iter().filter(|line| line.contains(" fault: ")).count(),
+                    outcome.faults.iter().filter(|line| line.contains(" operator: ")).count(),
                     outcome.report.violations.len(),
                     outcome.report.lost_writes.len(),
+                    outcome.start_time.as_secs_f64(),
+                    outcome.recovery_time.as_secs_f64(),
                     outcome.check_time.as_secs_f64()
                 );
                 if !outcome.passed() {

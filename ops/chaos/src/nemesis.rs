@@ -262,13 +262,13 @@ pub async fn run(
         let Some(fault) = Fault::draw(rng, kinds, cluster.nodes(), cluster.pd_replicas()) else {
             anyhow::bail!("none of the faults {kinds:?} fits a cluster of {} nodes", cluster.nodes());
         };
-        log.push(at(fault.start(cluster, client).await?));
+        log.push(at(format!("fault: {}", fault.start(cluster, client).await?)));
         let hold = Duration::from_millis(rng.random_range(1000..4000));
         let hold_until = (tokio::time::Instant::now() + hold).min(until);
         if rng.random_bool(0.5) {
             tokio::time::sleep_until(tokio::time::Instant::now() + hold / 2).await;
             let operator = Operator::draw(rng, keys);
-            log.push(at(operator.ask(client, rng).await));
+            log.push(at(format!("operator: {}", operator.ask(client, rng).await)));
         }
         tokio::time::sleep_until(hold_until).await;
         fault.end(cluster)?;

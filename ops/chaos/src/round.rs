@@ -45,6 +45,8 @@ pub struct RoundConfig {
     pub faults: Vec<String>,
     pub binary: PathBuf,
     pub dir: PathBuf,
+    /// Keep the round's directory even when it passes.
+    pub keep: bool,
 }
 
 pub struct RoundOutcome {
@@ -57,6 +59,9 @@ pub struct RoundOutcome {
     /// recover, a key could not be read at the end.
     pub problems: Vec<String>,
     pub faults: Vec<String>,
+    /// How long the cluster took to serve, and to serve again once the faults ended.
+    pub start_time: Duration,
+    pub recovery_time: Duration,
     pub check_time: Duration,
 }
 
@@ -77,7 +82,9 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
     })?;
     let client = Arc::new(Client::new(cluster.pd_endpoints(), REQUEST_DEADLINE));
     let first_key = workload::key(0);
+    let starting = Instant::now();
     cluster.wait_ready(&client, first_key.as_bytes(), READY_TIMEOUT).await.context("starting the cluster")?;
+    let start_time = starting.elapsed();
 
     let file = File::create(config.dir.join("history.jsonl")).context("creating the history")?;
     let recorder: Recorder = Arc::new(Mutex::new(HistoryWriter::new(Box::new(LineWriter::new(file)))));
@@ -98,9 +105,11 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
     nemesis_result?;
     restored?;
 
+    let recovering = Instant::now();
     if let Err(error) = cluster.wait_ready(&client, first_key.as_bytes(), READY_TIMEOUT).await {
         problems.push(format!("after the faults: {error:#}"));
     }
+    let recovery_time = recovering.elapsed();
     for index in 0..config.keys {
         if let Err(error) =
             final_read(&client, &recorder, FINAL_PROCESS + index as u64, workload::key(index)).await
@@ -126,12 +135,14 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
         report,
         problems,
         faults,
+        start_time,
+        recovery_time,
         check_time,
     };
     write_lines(&config.dir.join("faults.txt"), &outcome.faults)?;
-    if outcome.passed() {
+    if outcome.passed() && !config.keep {
         std::fs::remove_dir_all(&config.dir).with_context(|| format!("removing {}", config.dir.display()))?;
-    } else {
+    } else if !outcome.passed() {
         write_findings(&config.dir, &outcome)?;
     }
     Ok(outcome)
