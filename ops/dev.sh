@@ -3,6 +3,7 @@
 #
 #   ops/dev.sh test          run every test (what CI runs)
 #   ops/dev.sh soak ARGS     run the Raft simulator soak, e.g. --seeds 100000 --nodes 5
+#   ops/dev.sh store-bench ARGS  one store's throughput, e.g. --regions 1,64,1024 --json
 #   ops/dev.sh check         formatting and lints, as CI checks them
 #   ops/dev.sh deps [PKG]    only install the system packages the build needs (and PKG)
 #   ops/dev.sh playground    start a local cluster: a placement driver and 3 stores (ARGS
@@ -56,12 +57,14 @@ case "$command" in
     ensure_packages
     exec cargo test --release --workspace "$@"
     ;;
-  soak)
+  soak | store-bench)
     ensure_packages
+    example="raft-sim"
+    [ "$command" = store-bench ] && example="store-bench"
     # Built for the whole workspace, not with -p: the same feature set as the tests, so
     # RocksDB's C++ is not compiled a second time.
-    cargo build --release --workspace --example raft-sim
-    exec "$CARGO_TARGET_DIR/release/examples/raft-sim" "$@"
+    cargo build --release --workspace --example "$example"
+    exec "$CARGO_TARGET_DIR/release/examples/$example" "$@"
     ;;
   check)
     ensure_packages
@@ -80,7 +83,7 @@ case "$command" in
     exec "$CARGO_TARGET_DIR/release/tessera" "$command" "$@"
     ;;
   *)
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
     [ -z "$command" ] && exit 0
     echo "ops/dev.sh: unknown command '$command'" >&2
     exit 2

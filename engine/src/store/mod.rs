@@ -19,8 +19,8 @@
 //!
 //! Measured on the 2-core development machine (three in-process stores, each with its
 //! own RocksDB and synced log writes, 256 writes in flight, 64-byte values):
-//! `cargo run --release -p tessera-engine --example store-bench -- --regions 1,64,1024
-//! --writers 256 --seconds 10 --idle-regions 10000 --json`
+//! `ops/dev.sh store-bench --regions 1,64,1024 --writers 256 --seconds 10
+//! --idle-regions 10000 --json`
 //!
 //! | regions | writes/s | syncs/s | entries per sync | p50 ms | p99 ms |
 //! |---|---|---|---|---|---|

@@ -14,6 +14,7 @@
 //! could apply after another client's write to the key and undo it, long after the
 //! caller was told its own write happened once.
 
+mod batch;
 mod cache;
 pub mod pd;
 
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
+use tessera_engine::kv::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use tessera_engine::region::contains_key;
 use tessera_engine::storage::proto::{
     CompareAndSwap, Delete, DeleteRange, KeyValue, Put, Region, WriteRequest as Write, write_request,
@@ -39,6 +41,7 @@ use crate::proto::{
     BatchGetRequest, GetRequest, RegionContext, ScanRequest, WriteRequest, kv_failure::Kind as Failure,
 };
 use crate::transport::MAX_MESSAGE_BYTES;
+use batch::{Joined, LeadGuard, Outcome, Pending, Turn, WriteGroup, WriteGroups};
 use cache::RegionCache;
 pub use pd::GrpcPdClient;
 
@@ -76,6 +79,7 @@ pub struct Client {
     cache: RegionCache,
     addresses: RwLock<HashMap<u64, String>>,
     stubs: RwLock<HashMap<String, Kv>>,
+    groups: WriteGroups,
     deadline: Duration,
 }
 
@@ -125,6 +129,7 @@ impl Client {
             cache: RegionCache::default(),
             addresses: RwLock::new(HashMap::new()),
             stubs: RwLock::new(HashMap::new()),
+            groups: WriteGroups::default(),
             deadline,
         }
     }
@@ -374,8 +379,94 @@ impl Client {
         Ok(answer.into_inner().results)
     }
 
+    /// Sets a key's value. Concurrent puts and deletes bound for one region travel
+    /// together (see [`batch`]).
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), ClientError> {
-        self.write(key, vec![put(key.to_vec(), value.to_vec())]).await.map(|_| ())
+        let fits = key.len() <= MAX_KEY_BYTES && value.len() <= MAX_VALUE_BYTES;
+        self.grouped_write(key, put(key.to_vec(), value.to_vec()), key.len() + value.len(), fits).await
+    }
+
+    /// A put or delete, sent in a write group with whatever else is in flight for its
+    /// region. A write the store would refuse (`fits` false), or one whose region is
+    /// not cached yet, goes alone: it must not take a group down with it, and it fills
+    /// the cache.
+    async fn grouped_write(
+        &self,
+        key: &[u8],
+        write: Write,
+        bytes: usize,
+        fits: bool,
+    ) -> Result<(), ClientError> {
+        let cached = if fits && !key.is_empty() { self.cache.find(key) } else { None };
+        let Some(region_id) = cached.and_then(|route| route.region).map(|region| region.id) else {
+            return self.write(key, vec![write]).await.map(|_| ());
+        };
+        let pending = Pending { key: key.to_vec(), write, bytes };
+        let leader = match self.groups.join(region_id, pending) {
+            Joined::Lead(pending) => pending,
+            Joined::Wait(turn) => match turn.await {
+                Ok(Turn::Done(outcome)) => return self.settle(outcome).await,
+                Ok(Turn::Lead(pending)) => pending,
+                Err(_) => return Err(batch::abandoned()),
+            },
+        };
+        let guard = LeadGuard { groups: &self.groups, region_id };
+        let group = self.groups.take(region_id, leader);
+        let mut mine = None;
+        for (outcome, turn) in self.send_group(group).await {
+            match turn {
+                // The caller may have gone away: nobody to tell.
+                Some(turn) => drop(turn.send(Turn::Done(outcome))),
+                None => mine = Some(outcome),
+            }
+        }
+        // The next group leaves before this caller's own write, if it must, goes alone.
+        drop(guard);
+        match mine {
+            Some(outcome) => self.settle(outcome).await,
+            None => unreachable!("a group always carries its leader's write"),
+        }
+    }
+
+    async fn settle(&self, outcome: Outcome) -> Result<(), ClientError> {
+        match outcome {
+            Outcome::Applied => Ok(()),
+            Outcome::Failed(error) => Err(error),
+            Outcome::SendAlone(pending) => self.write(&pending.key, vec![pending.write]).await.map(|_| ()),
+        }
+    }
+
+    /// Sends a group as one request to the region holding its leader's write; writes
+    /// that region no longer holds (it split) are left out and go alone.
+    async fn send_group(
+        &self,
+        group: WriteGroup,
+    ) -> Vec<(Outcome, Option<tokio::sync::oneshot::Sender<Turn>>)> {
+        let first = group.writes[0].0.key.clone();
+        let result = self
+            .on_region(&first, Retry::OnlyIfNotApplied, |mut kv, context, region| {
+                let writes: Vec<Write> = group
+                    .writes
+                    .iter()
+                    .filter(|(pending, _)| contains_key(&region, &pending.key))
+                    .map(|(pending, _)| pending.write.clone())
+                    .collect();
+                async move { kv.write(WriteRequest { context: Some(context), writes }).await }
+            })
+            .await;
+        group
+            .writes
+            .into_iter()
+            .map(|(pending, turn)| {
+                let outcome = match &result {
+                    Ok((_, region)) if contains_key(region, &pending.key) => Outcome::Applied,
+                    // Refused as a whole before applying: each write gets its own verdict.
+                    Ok(_) | Err(ClientError::InvalidArgument(_)) => Outcome::SendAlone(pending),
+                    Err(error) => Outcome::Failed(error.clone()),
+                };
+                (outcome, turn)
+            })
+            .collect()
     }
 
     /// Writes every pair; the pairs of one region are applied atomically together,
@@ -391,7 +482,7 @@ impl Client {
 
     pub async fn delete(&self, key: &[u8]) -> Result<(), ClientError> {
         let delete = Write { kind: Some(write_request::Kind::Delete(Delete { key: key.to_vec() })) };
-        self.write(key, vec![delete]).await.map(|_| ())
+        self.grouped_write(key, delete, key.len(), key.len() <= MAX_KEY_BYTES).await
     }
 
     /// Sets `key` to `new_value` (or deletes it when `None`) if its value is `expected`

@@ -8,6 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -92,15 +93,19 @@ impl Daemon {
         let err = out.try_clone()?;
         // `ip netns exec` enters the namespace and execs the binary: the child's pid is
         // the daemon's own.
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.namespace])
-            .arg(&self.binary)
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .with_context(|| format!("starting {}", self.name()))?;
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.namespace]).arg(&self.binary).args(&self.args);
+        command.stdin(Stdio::null()).stdout(out).stderr(err);
+        // SAFETY: the closure only makes a system call that is safe between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                // A daemon dies with the run, however the run ends (a signal skips the
+                // destructors that would kill it); the setting survives `ip`'s exec.
+                rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+                Ok(())
+            });
+        }
+        let child = command.spawn().with_context(|| format!("starting {}", self.name()))?;
         self.child = Some(child);
         self.paused = false;
         Ok(())
