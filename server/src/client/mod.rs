@@ -44,6 +44,7 @@ use crate::transport::MAX_MESSAGE_BYTES;
 use batch::{Joined, LeadGuard, Outcome, Pending, Turn, WriteGroup, WriteGroups};
 use cache::RegionCache;
 pub use pd::GrpcPdClient;
+use tokio::sync::oneshot;
 
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum ClientError {
@@ -96,6 +97,17 @@ fn clamp_end(end: &[u8], region: &Region) -> Vec<u8> {
 /// Whether `region` reaches past `end` (empty: unbounded).
 fn reaches(region: &Region, end: &[u8]) -> bool {
     region.end_key.is_empty() || (!end.is_empty() && region.end_key.as_slice() >= end)
+}
+
+/// A write's outcome from its group's: applied if the group was and its region holds
+/// the key; alone again if the group left it out (its region split) or was refused
+/// whole before applying; otherwise the group's error, which is the write's too.
+fn group_outcome(group: &Result<Region, ClientError>, pending: Pending) -> Outcome {
+    match group {
+        Ok(region) if contains_key(region, &pending.key) => Outcome::Applied,
+        Ok(_) | Err(ClientError::InvalidArgument(_)) => Outcome::SendAlone(pending),
+        Err(error) => Outcome::Failed(error.clone()),
+    }
 }
 
 /// Whether a request certainly never reached a store: the connection to it was
@@ -402,30 +414,34 @@ impl Client {
             return self.write(key, vec![write]).await.map(|_| ());
         };
         let pending = Pending { key: key.to_vec(), write, bytes };
+        let give_up = Instant::now() + self.deadline;
         let leader = match self.groups.join(region_id, pending) {
             Joined::Lead(pending) => pending,
-            Joined::Wait(turn) => match turn.await {
-                Ok(Turn::Done(outcome)) => return self.settle(outcome).await,
-                Ok(Turn::Lead(pending)) => pending,
-                Err(_) => return Err(batch::abandoned()),
+            Joined::Alone(pending) => return self.settle(Outcome::SendAlone(pending)).await,
+            Joined::Wait(waiting) => match waiting.turn(give_up).await {
+                Some(Ok(Turn::Done(outcome))) => return self.settle(outcome).await,
+                Some(Ok(Turn::Lead(pending))) => pending,
+                Some(Err(error)) => return Err(error),
+                None => {
+                    return Err(ClientError::Unavailable {
+                        attempts: 0,
+                        last: format!(
+                            "queued behind region {region_id}'s requests past the deadline; never sent"
+                        ),
+                    });
+                }
             },
         };
         let guard = LeadGuard { groups: &self.groups, region_id };
         let group = self.groups.take(region_id, leader);
-        let mut mine = None;
-        for (outcome, turn) in self.send_group(group).await {
-            match turn {
-                // The caller may have gone away: nobody to tell.
-                Some(turn) => drop(turn.send(Turn::Done(outcome))),
-                None => mine = Some(outcome),
-            }
+        let (mine, followers) = self.send_group(group).await;
+        for (outcome, turn) in followers {
+            // The caller may have gone away: nobody to tell.
+            let _ = turn.send(Turn::Done(outcome));
         }
         // The next group leaves before this caller's own write, if it must, goes alone.
         drop(guard);
-        match mine {
-            Some(outcome) => self.settle(outcome).await,
-            None => unreachable!("a group always carries its leader's write"),
-        }
+        self.settle(mine).await
     }
 
     async fn settle(&self, outcome: Outcome) -> Result<(), ClientError> {
@@ -437,36 +453,25 @@ impl Client {
     }
 
     /// Sends a group as one request to the region holding its leader's write; writes
-    /// that region no longer holds (it split) are left out and go alone.
-    async fn send_group(
-        &self,
-        group: WriteGroup,
-    ) -> Vec<(Outcome, Option<tokio::sync::oneshot::Sender<Turn>>)> {
-        let first = group.writes[0].0.key.clone();
+    /// that region no longer holds (it split) are left out and go alone. Answers the
+    /// leader's outcome and each follower's.
+    async fn send_group(&self, group: WriteGroup) -> (Outcome, Vec<(Outcome, oneshot::Sender<Turn>)>) {
+        let WriteGroup { leader, followers } = group;
         let result = self
-            .on_region(&first, Retry::OnlyIfNotApplied, |mut kv, context, region| {
-                let writes: Vec<Write> = group
-                    .writes
-                    .iter()
-                    .filter(|(pending, _)| contains_key(&region, &pending.key))
-                    .map(|(pending, _)| pending.write.clone())
+            .on_region(&leader.key, Retry::OnlyIfNotApplied, |mut kv, context, region| {
+                let writes: Vec<Write> = std::iter::once(&leader)
+                    .chain(followers.iter().map(|(pending, _)| pending))
+                    .filter(|pending| contains_key(&region, &pending.key))
+                    .map(|pending| pending.write.clone())
                     .collect();
                 async move { kv.write(WriteRequest { context: Some(context), writes }).await }
             })
-            .await;
-        group
-            .writes
-            .into_iter()
-            .map(|(pending, turn)| {
-                let outcome = match &result {
-                    Ok((_, region)) if contains_key(region, &pending.key) => Outcome::Applied,
-                    // Refused as a whole before applying: each write gets its own verdict.
-                    Ok(_) | Err(ClientError::InvalidArgument(_)) => Outcome::SendAlone(pending),
-                    Err(error) => Outcome::Failed(error.clone()),
-                };
-                (outcome, turn)
-            })
-            .collect()
+            .await
+            .map(|(_, region)| region);
+        let mine = group_outcome(&result, leader);
+        let followers =
+            followers.into_iter().map(|(pending, turn)| (group_outcome(&result, pending), turn)).collect();
+        (mine, followers)
     }
 
     /// Writes every pair; the pairs of one region are applied atomically together,
@@ -605,5 +610,39 @@ impl Client {
             }
             upper = region.start_key;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(key: &str) -> Pending {
+        Pending { key: key.as_bytes().to_vec(), write: Write::default(), bytes: key.len() }
+    }
+
+    fn region(start: &str, end: &str) -> Region {
+        Region { id: 1, start_key: start.into(), end_key: end.into(), ..Region::default() }
+    }
+
+    #[test]
+    fn a_write_shares_its_groups_fate_only_when_the_group_carried_it() {
+        let applied: Result<Region, ClientError> = Ok(region("a", "m"));
+        assert!(matches!(group_outcome(&applied, pending("c")), Outcome::Applied));
+        // Left out of the request: the region split and no longer holds the key.
+        assert!(matches!(group_outcome(&applied, pending("x")), Outcome::SendAlone(_)));
+        // One bad write refuses the whole request before anything applies.
+        let refused = Err(ClientError::InvalidArgument("value too large".into()));
+        assert!(matches!(group_outcome(&refused, pending("c")), Outcome::SendAlone(_)));
+        let unknown = Err(ClientError::OutcomeUnknown("timed out".into()));
+        assert!(matches!(
+            group_outcome(&unknown, pending("c")),
+            Outcome::Failed(ClientError::OutcomeUnknown(_))
+        ));
+        let unavailable = Err(ClientError::Unavailable { attempts: 3, last: "no leader".into() });
+        assert!(matches!(
+            group_outcome(&unavailable, pending("c")),
+            Outcome::Failed(ClientError::Unavailable { .. })
+        ));
     }
 }

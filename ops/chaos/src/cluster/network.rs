@@ -40,7 +40,6 @@ pub struct Host {
 /// The bridge and the namespaces; removed when dropped.
 pub struct Network {
     pub hosts: Vec<Host>,
-    forward_rule: Vec<String>,
 }
 
 impl Network {
@@ -53,15 +52,11 @@ impl Network {
         cleanup_leftovers();
         run("ip", &["link", "add", BRIDGE, "type", "bridge"])
             .context("creating the bridge (are you root?)")?;
+        // From here on, dropping the network removes whatever was made.
+        let mut network = Network { hosts: Vec::new() };
         // Docker loads br_netfilter and drops forwarded traffic by default: bridged
         // packets between our namespaces must be let through explicitly.
-        let forward_rule: Vec<String> =
-            ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"].iter().map(|s| s.to_string()).collect();
-        let mut network = Network { hosts: Vec::new(), forward_rule: Vec::new() };
-        let mut insert = vec!["-I".to_string()];
-        insert.extend(forward_rule.iter().cloned());
-        run("iptables", &insert.iter().map(String::as_str).collect::<Vec<_>>())?;
-        network.forward_rule = forward_rule;
+        run("iptables", &["-I", "FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"])?;
         run("ip", &["addr", "add", &format!("{SUBNET}.1/24"), "dev", BRIDGE])?;
         run("ip", &["link", "set", BRIDGE, "up"])?;
         for index in 1..=nodes {
@@ -122,20 +117,23 @@ impl Network {
 
 impl Drop for Network {
     fn drop(&mut self) {
-        if !self.forward_rule.is_empty() {
-            let mut delete = vec!["-D"];
-            delete.extend(self.forward_rule.iter().map(String::as_str));
-            let _ = run("iptables", &delete);
-        }
-        for host in &self.hosts {
-            let _ = run("ip", &["netns", "del", &host.namespace]);
-        }
-        let _ = run("ip", &["link", "del", BRIDGE]);
+        cleanup_leftovers();
     }
 }
 
-/// Removes the namespaces, bridge and forwarding rule a killed run may have left.
+/// Removes the veth pairs, namespaces, bridge and forwarding rule of this or an earlier
+/// run. The veth pairs go first and by name: the kernel tears down a deleted namespace's
+/// interfaces later, on a work queue of its own, and the next round must not find them.
 fn cleanup_leftovers() {
+    if let Ok(links) = run("ip", &["-o", "link", "show"]) {
+        let veth_prefix = format!("{PREFIX}-v");
+        for name in links.lines().filter_map(|line| line.split(':').nth(1)) {
+            let name = name.trim().split('@').next().unwrap_or_default();
+            if name.starts_with(&veth_prefix) {
+                let _ = run("ip", &["link", "del", name]);
+            }
+        }
+    }
     if let Ok(list) = run("ip", &["netns", "list"]) {
         for name in list.lines().filter_map(|line| line.split_whitespace().next()) {
             if name.starts_with(&format!("{PREFIX}-n")) {
