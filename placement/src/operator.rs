@@ -2,7 +2,7 @@
 //! time. Every change of replicas is add-learner, then promote (joint consensus), then
 //! remove, so that a region never has fewer copies than it needs while it moves.
 
-use tessera_engine::storage::proto::Peer;
+use tessera_engine::storage::proto::{Peer, PeerRole};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum OperatorKind {
@@ -62,4 +62,28 @@ pub struct Operator {
     pub region_id: u64,
     pub kind: OperatorKind,
     pub steps: Vec<Step>,
+}
+
+/// The steps that move a region's replica `leaving` to store `to_store` as a new peer
+/// `new_peer_id`: add it as a learner, promote it, remove the old one. A leader does not
+/// remove itself, so when `leaving` leads (its store is `leader_store`) the region is
+/// first handed to another of `peers`' voters; `None` if there is none.
+pub fn move_replica_steps(
+    peers: &[Peer],
+    leader_store: Option<u64>,
+    leaving: Peer,
+    new_peer_id: u64,
+    to_store: u64,
+) -> Option<Vec<Step>> {
+    let mut steps = Vec::new();
+    if leader_store == Some(leaving.store_id) {
+        let heir =
+            peers.iter().find(|p| p.store_id != leaving.store_id && p.role == PeerRole::Voter as i32)?;
+        steps.push(Step::TransferLeader { to_store: heir.store_id });
+    }
+    let learner = Peer { id: new_peer_id, store_id: to_store, role: PeerRole::Learner as i32 };
+    steps.push(Step::AddLearner { peer: learner });
+    steps.push(Step::PromoteLearner { peer: Peer { role: PeerRole::Voter as i32, ..learner } });
+    steps.push(Step::RemovePeer { peer: leaving });
+    Some(steps)
 }

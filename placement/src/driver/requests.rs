@@ -11,13 +11,13 @@ use crate::client::PdClient;
 use crate::cluster::StoreState;
 use crate::errors::PdError;
 use crate::metadata;
-use crate::operator::{Operator, OperatorKind, Step};
+use crate::operator::{Operator, OperatorKind, Step, move_replica_steps};
 use crate::proto::{
     OperatorView, RegionHeartbeat, RegionHeartbeatResponse, RegionHeartbeatsRequest,
     RegionHeartbeatsResponse, RegionRoute, RegisterStoreRequest, RegisterStoreResponse,
     StoreHeartbeatRequest, StoreHeartbeatResponse, StoreRecord, StoreView,
 };
-use tessera_engine::storage::proto::{Peer, PeerRole};
+use tessera_engine::storage::proto::PeerRole;
 
 /// At most this many ids per request.
 const MAX_IDS_PER_REQUEST: u32 = 10_000;
@@ -278,22 +278,11 @@ impl PdClient for PlacementDriver {
                     "region {region_id} already has a replica on store {to_store}"
                 )));
             }
-            let mut steps = Vec::new();
-            if route.leader.is_some_and(|leader| leader.store_id == from_store) {
-                // A leader does not remove itself: hand the region to another voter first.
-                let heir = region
-                    .peers
-                    .iter()
-                    .find(|p| p.store_id != from_store && p.role == PeerRole::Voter as i32)
-                    .ok_or_else(|| {
-                        PdError::InvalidArgument(format!("region {region_id} has no other voter to lead it"))
-                    })?;
-                steps.push(Step::TransferLeader { to_store: heir.store_id });
-            }
-            let learner = Peer { id: new_peer_id, store_id: to_store, role: PeerRole::Learner as i32 };
-            steps.push(Step::AddLearner { peer: learner });
-            steps.push(Step::PromoteLearner { peer: Peer { role: PeerRole::Voter as i32, ..learner } });
-            steps.push(Step::RemovePeer { peer: leaving });
+            let leader_store = route.leader.map(|leader| leader.store_id);
+            let steps = move_replica_steps(&region.peers, leader_store, leaving, new_peer_id, to_store)
+                .ok_or_else(|| {
+                    PdError::InvalidArgument(format!("region {region_id} has no other voter to lead it"))
+                })?;
             let operator = Operator { region_id, kind: OperatorKind::MovePeer, steps };
             if state.add_operator(operator, now) { Ok(()) } else { Err(PdError::RegionBusy(Box::new(route))) }
         })

@@ -4,11 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tessera_engine::storage::proto::{Peer, PeerRole};
+use tessera_engine::storage::proto::PeerRole;
 
 use super::SchedulerConfig;
 use crate::cluster::{ClusterView, RegionInfo};
-use crate::operator::{Operator, OperatorKind, Step};
+use crate::operator::{Operator, OperatorKind, Step, move_replica_steps};
 
 /// Stores to take load from, busiest first, when some store is further than `tolerance`
 /// from the mean. Every move must then go to a store with at least two less (so each
@@ -76,15 +76,7 @@ pub fn regions(
         Some((info, from, to))
     })?;
     let leaving = *info.peer_on(from)?;
-    let mut steps = Vec::new();
-    if info.leader_store == Some(from) {
-        let heir = info.voters().find(|p| p.store_id != from)?;
-        steps.push(Step::TransferLeader { to_store: heir.store_id });
-    }
-    let learner = Peer { id: new_id()?, store_id: to, role: PeerRole::Learner as i32 };
-    steps.push(Step::AddLearner { peer: learner });
-    steps.push(Step::PromoteLearner { peer: Peer { role: PeerRole::Voter as i32, ..learner } });
-    steps.push(Step::RemovePeer { peer: leaving });
+    let steps = move_replica_steps(&info.region.peers, info.leader_store, leaving, new_id()?, to)?;
     Some(Operator { region_id: info.region.id, kind: OperatorKind::BalanceRegion, steps })
 }
 
