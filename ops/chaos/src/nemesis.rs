@@ -197,51 +197,52 @@ impl Operator {
     /// (the region is busy, the driver unreachable during a fault) is part of the
     /// experiment, not an error of the run.
     pub async fn ask(&self, client: &Client, rng: &mut ChaCha8Rng) -> String {
-        let pd = client.pd();
-        let result = match self {
-            Operator::Split { key } => {
-                pd.split_region_async(key.as_bytes()).await.map(|()| format!("split at {key}"))
-            }
-            Operator::TransferLeader { key } | Operator::MovePeer { key } => {
-                let route = match pd.region_by_key_async(key.as_bytes()).await {
-                    Ok(route) => route,
-                    Err(error) => return format!("{self:?}: {error}"),
-                };
-                let Some(region) = route.region else { return format!("{self:?}: no region") };
-                let mut peers: Vec<u64> = region.peers.iter().map(|p| p.store_id).collect();
-                peers.shuffle(rng);
-                let leader = route.leader.map(|p| p.store_id);
-                match self {
-                    Operator::TransferLeader { .. } => {
-                        let Some(&to) = peers.iter().find(|&&s| Some(s) != leader) else {
-                            return format!("{self:?}: no other replica");
-                        };
-                        pd.transfer_leader_async(region.id, to)
-                            .await
-                            .map(|()| format!("transfer region {} leader to store {to}", region.id))
-                    }
-                    _ => {
-                        let stores = match pd.stores_async().await {
-                            Ok(stores) => stores,
-                            Err(error) => return format!("{self:?}: {error}"),
-                        };
-                        let outsider = stores
-                            .iter()
-                            .filter_map(|view| view.store.as_ref())
-                            .map(|store| store.id)
-                            .find(|id| !peers.contains(id));
-                        let (Some(to), Some(&from)) = (outsider, peers.first()) else {
-                            return format!("{self:?}: no store to move to");
-                        };
-                        pd.move_peer_async(region.id, from, to)
-                            .await
-                            .map(|()| format!("move region {} replica from store {from} to {to}", region.id))
-                    }
-                }
-            }
-        };
-        result.unwrap_or_else(|error| format!("{self:?} refused: {error}"))
+        self.try_ask(client, rng).await.unwrap_or_else(|why| format!("{self:?} refused: {why}"))
     }
+
+    async fn try_ask(&self, client: &Client, rng: &mut ChaCha8Rng) -> Result<String, String> {
+        let pd = client.pd();
+        match self {
+            Operator::Split { key } => {
+                pd.split_region_async(key.as_bytes()).await.map_err(|e| e.to_string())?;
+                Ok(format!("split at {key}"))
+            }
+            Operator::TransferLeader { key } => {
+                let (region_id, replicas, leader) = replicas_of(client, key, rng).await?;
+                let to = replicas.into_iter().find(|&s| Some(s) != leader).ok_or("no other replica")?;
+                pd.transfer_leader_async(region_id, to).await.map_err(|e| e.to_string())?;
+                Ok(format!("transfer region {region_id} leader to store {to}"))
+            }
+            Operator::MovePeer { key } => {
+                let (region_id, replicas, _) = replicas_of(client, key, rng).await?;
+                let stores = pd.stores_async().await.map_err(|e| e.to_string())?;
+                let outsider = stores
+                    .iter()
+                    .filter_map(|view| view.store.as_ref())
+                    .map(|store| store.id)
+                    .find(|id| !replicas.contains(id));
+                let (Some(to), Some(&from)) = (outsider, replicas.first()) else {
+                    return Err("no store to move to".into());
+                };
+                pd.move_peer_async(region_id, from, to).await.map_err(|e| e.to_string())?;
+                Ok(format!("move region {region_id} replica from store {from} to {to}"))
+            }
+        }
+    }
+}
+
+/// The region holding `key`: its id, its replicas' stores in random order, and its
+/// leader's store.
+async fn replicas_of(
+    client: &Client,
+    key: &str,
+    rng: &mut ChaCha8Rng,
+) -> Result<(u64, Vec<u64>, Option<u64>), String> {
+    let route = client.pd().region_by_key_async(key.as_bytes()).await.map_err(|e| e.to_string())?;
+    let region = route.region.ok_or("no region")?;
+    let mut stores: Vec<u64> = region.peers.iter().map(|p| p.store_id).collect();
+    stores.shuffle(rng);
+    Ok((region.id, stores, route.leader.map(|p| p.store_id)))
 }
 
 /// Runs episodes until `until`: a fault held for 1 to 4 seconds (with an operator

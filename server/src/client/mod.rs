@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use tessera_engine::kv::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use tessera_engine::kv::check_write;
 use tessera_engine::region::contains_key;
 use tessera_engine::storage::proto::{
     CompareAndSwap, Delete, DeleteRange, KeyValue, Put, Region, WriteRequest as Write, write_request,
@@ -394,23 +394,18 @@ impl Client {
     /// Sets a key's value. Concurrent puts and deletes bound for one region travel
     /// together (see [`batch`]).
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), ClientError> {
-        let fits = key.len() <= MAX_KEY_BYTES && value.len() <= MAX_VALUE_BYTES;
-        self.grouped_write(key, put(key.to_vec(), value.to_vec()), key.len() + value.len(), fits).await
+        self.grouped_write(key, put(key.to_vec(), value.to_vec()), key.len() + value.len()).await
     }
 
     /// A put or delete, sent in a write group with whatever else is in flight for its
-    /// region. A write the store would refuse (`fits` false), or one whose region is
-    /// not cached yet, goes alone: it must not take a group down with it, and it fills
-    /// the cache.
-    async fn grouped_write(
-        &self,
-        key: &[u8],
-        write: Write,
-        bytes: usize,
-        fits: bool,
-    ) -> Result<(), ClientError> {
-        let cached = if fits && !key.is_empty() { self.cache.find(key) } else { None };
-        let Some(region_id) = cached.and_then(|route| route.region).map(|region| region.id) else {
+    /// region. A write whose region is not cached yet goes alone (and fills the cache);
+    /// so does one the store would refuse, judged by the store's own check: it must not
+    /// take a group down with it.
+    async fn grouped_write(&self, key: &[u8], write: Write, bytes: usize) -> Result<(), ClientError> {
+        let region = self.cache.find(key).and_then(|route| route.region);
+        let Some(region_id) =
+            region.filter(|region| check_write(region, &write).is_ok()).map(|region| region.id)
+        else {
             return self.write(key, vec![write]).await.map(|_| ());
         };
         let pending = Pending { key: key.to_vec(), write, bytes };
@@ -487,7 +482,7 @@ impl Client {
 
     pub async fn delete(&self, key: &[u8]) -> Result<(), ClientError> {
         let delete = Write { kind: Some(write_request::Kind::Delete(Delete { key: key.to_vec() })) };
-        self.grouped_write(key, delete, key.len(), key.len() <= MAX_KEY_BYTES).await
+        self.grouped_write(key, delete, key.len()).await
     }
 
     /// Sets `key` to `new_value` (or deletes it when `None`) if its value is `expected`
