@@ -8,11 +8,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     raft.protoc_executable(&protoc);
     raft.compile_protos(&["proto/raft.proto"], &["proto"])?;
 
-    // The store's types refer to the Raft types generated above instead of copies.
-    let mut store = prost_build::Config::new();
-    store.protoc_executable(&protoc);
-    store.extern_path(".tessera.raft", "crate::raft::proto");
-    store.compile_protos(&["proto/store.proto"], &["proto"])?;
+    // Metadata, commands and frames refer to the Raft types generated above instead of
+    // copies; they land in `crate::proto` as sibling modules.
+    let mut shared = prost_build::Config::new();
+    shared.protoc_executable(&protoc);
+    shared.extern_path(".tessera.raft", "crate::raft::proto");
+    shared
+        .compile_protos(&["proto/metadata.proto", "proto/command.proto", "proto/frame.proto"], &["proto"])?;
 
     println!("cargo:rerun-if-changed=proto");
     Ok(())

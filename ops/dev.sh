@@ -50,15 +50,26 @@ ensure_packages() {
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera-target}"
 
+# Says what a build is about to do when RocksDB's C++ has not been compiled into this
+# target directory yet: that first build is silent for minutes otherwise.
+announce_build() {
+  if ! ls "$CARGO_TARGET_DIR"/release/build/librocksdb-sys-*/out/librocksdb.a >/dev/null 2>&1; then
+    echo "ops/dev.sh: first build in $CARGO_TARGET_DIR: compiling RocksDB's C++ from source" \
+      "(about 25-30 minutes on 2 cores, once; later builds take seconds to a minute)" >&2
+  fi
+}
+
 command="${1:-}"
 [ $# -gt 0 ] && shift
 case "$command" in
   test)
     ensure_packages
+    announce_build
     exec cargo test --release --workspace "$@"
     ;;
   soak | store-bench)
     ensure_packages
+    announce_build
     example="raft-sim"
     [ "$command" = store-bench ] && example="store-bench"
     # Built for the whole workspace, not with -p: the same feature set as the tests, so
@@ -68,6 +79,7 @@ case "$command" in
     ;;
   check)
     ensure_packages
+    announce_build
     cargo fmt --all -- --check
     # --release shares the build scripts' output (RocksDB's C++) with the test build.
     exec cargo clippy --release --workspace --all-targets -- -D warnings
@@ -79,7 +91,9 @@ case "$command" in
     # Built for the whole workspace (as the tests are), not with `cargo run`: another
     # feature set would compile RocksDB's C++ a second time.
     ensure_packages
-    cargo build --quiet --release --workspace --bin tessera
+    announce_build
+    # Cargo's progress bar shows on a terminal; --quiet would hide a long first build.
+    cargo build --release --workspace --bin tessera
     exec "$CARGO_TARGET_DIR/release/tessera" "$command" "$@"
     ;;
   *)

@@ -4,7 +4,7 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
-    config.extern_path(".tessera.store", "::tessera_engine::storage::proto");
+    config.extern_path(".tessera.metadata", "::tessera_engine::proto::metadata");
     config.extern_path(".tessera.raft", "::tessera_engine::raft::proto");
     config.btree_map(["."]);
     config.compile_protos(&["proto/pd.proto"], &["proto", "../engine/proto"])?;

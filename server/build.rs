@@ -5,7 +5,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()
-        .extern_path(".tessera.store", "::tessera_engine::storage::proto")
+        .extern_path(".tessera.metadata", "::tessera_engine::proto::metadata")
+        .extern_path(".tessera.command", "::tessera_engine::proto::command")
+        .extern_path(".tessera.frame", "::tessera_engine::proto::frame")
         .extern_path(".tessera.raft", "::tessera_engine::raft::proto")
         .extern_path(".tessera.pd", "::tessera_placement::proto")
         .compile_with_config(

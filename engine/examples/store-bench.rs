@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use hdrhistogram::Histogram;
-use tessera_engine::storage::proto::{
-    Peer, Put, Region, RegionEpoch, WriteRequest, WriteResponse, write_request,
+use tessera_engine::proto::{
+    command::{Put, Write, WriteResult, write},
+    metadata::{Peer, Region, RegionEpoch},
 };
 use tessera_engine::store::{LocalTransport, Store, StoreConfig, StoreError};
 
@@ -70,7 +71,7 @@ struct Cluster {
 }
 
 /// The pending answer to one write.
-type Answer = Receiver<Result<Vec<WriteResponse>, StoreError>>;
+type Answer = Receiver<Result<Vec<WriteResult>, StoreError>>;
 
 const EPOCH: RegionEpoch = RegionEpoch { conf_version: 1, version: 1 };
 
@@ -131,7 +132,7 @@ fn write_load(args: &Args, regions: usize) -> Result<String, String> {
         while Instant::now() < end && in_flight.len() < args.writers {
             let region = (n % regions as u64) as usize;
             let put = Put { key: key_of(region, n), value: vec![b'v'; 64] };
-            let write = WriteRequest { kind: Some(write_request::Kind::Put(put)) };
+            let write = Write { kind: Some(write::Kind::Put(put)) };
             in_flight.push_back((Instant::now(), leader.write(region as u64 + 1, EPOCH, vec![write])));
             n += 1;
         }

@@ -1,5 +1,6 @@
 //! Everything inside one Tessera node, with no networking.
 //!
+//! - [`proto`]: the types every layer shares: region metadata, commands, store frames.
 //! - [`raft`]: the pure Raft state machine.
 //! - [`simulation`]: the deterministic simulator that checks Raft's safety and liveness
 //!   under faults; later layers reuse it.
@@ -7,13 +8,16 @@
 //! - [`storage`]: the node's one RocksDB: column families, key layout, per-region Raft
 //!   storage and region snapshots.
 //!
+//! - [`failpoint`]: named places where tests inject pauses, failures and known bugs.
 //! - [`kv`]: the replicated state machine: command checks and applying writes.
 //! - [`metrics`]: what a store exports about itself (through the `metrics` facade).
 //! - [`store`]: the multi-raft runtime: many regions per node, group commit, batched
 //!   messages, coalesced heartbeats, hibernation.
 
+pub mod failpoint;
 pub mod kv;
 pub mod metrics;
+pub mod proto;
 pub mod raft;
 pub mod region;
 pub mod simulation;

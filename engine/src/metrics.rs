@@ -258,10 +258,10 @@ fn register_store_metrics() -> StoreMetrics {
 }
 
 /// The store's metrics; see the module docs for when they may first be touched.
-pub static STORE: LazyLock<StoreMetrics> = LazyLock::new(register_store_metrics);
+pub static METRICS: LazyLock<StoreMetrics> = LazyLock::new(register_store_metrics);
 
 /// Registers every store metric with the installed recorder, so that each is exported
 /// (at zero) from the start rather than from its first event.
 pub fn register() {
-    LazyLock::force(&STORE);
+    LazyLock::force(&METRICS);
 }

@@ -14,8 +14,9 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera_engine::storage::proto::{
-    CompareAndSwap, Peer, Put, Region, RegionEpoch, WriteRequest, write_request,
+use tessera_engine::proto::{
+    command::{CompareAndSwap, Put, Write, write},
+    metadata::{Peer, Region, RegionEpoch},
 };
 use tessera_engine::store::{LocalTransport, ReadRequest, ReadResponse, Store, StoreConfig, StoreError};
 
@@ -66,18 +67,18 @@ fn decode(value: &[u8]) -> u64 {
     std::str::from_utf8(value).unwrap_or("x").parse().unwrap_or_else(|_| panic!("bad counter {value:?}"))
 }
 
-fn next_write(n: u64) -> Vec<WriteRequest> {
+fn next_write(n: u64) -> Vec<Write> {
     let expected = (n > 0).then(|| n.to_string().into_bytes());
     vec![
-        WriteRequest {
-            kind: Some(write_request::Kind::CompareAndSwap(CompareAndSwap {
+        Write {
+            kind: Some(write::Kind::CompareAndSwap(CompareAndSwap {
                 key: b"count".to_vec(),
                 expected,
                 new_value: Some((n + 1).to_string().into_bytes()),
             })),
         },
-        WriteRequest {
-            kind: Some(write_request::Kind::Put(Put {
+        Write {
+            kind: Some(write::Kind::Put(Put {
                 key: format!("k{:08}", n + 1).into_bytes(),
                 value: b"v".to_vec(),
             })),

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use tessera_engine::storage::proto::{Peer, PeerRole, Region};
+use tessera_engine::proto::metadata::{Peer, PeerRole, Region};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreState {

@@ -27,11 +27,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use tessera_engine::raft::proto::ConfChangeType;
-use tessera_engine::storage::proto::{
-    AdminRequest, ChangePeerRequest, CompareAndSwap, Delete, Peer, PeerRole, Put, Region, RegionEpoch,
-    WriteRequest, WriteResponse, admin_request, write_request,
+use tessera_engine::proto::{
+    command::{
+        AdminCommand, ChangePeer, CompareAndSwap, Delete, Put, Write, WriteResult, admin_command, write,
+    },
+    metadata::{Peer, PeerRole, Region, RegionEpoch},
 };
+use tessera_engine::raft::proto::ConfChangeType;
 use tessera_engine::storage::{Cf, keys};
 use tessera_engine::store::{ReadRequest, ReadResponse, Store, StoreConfig, StoreError, Transport};
 
@@ -53,29 +55,29 @@ fn key(prefix: &[u8], id: u64) -> Vec<u8> {
     key
 }
 
-fn put(key: Vec<u8>, value: Vec<u8>) -> WriteRequest {
-    WriteRequest { kind: Some(write_request::Kind::Put(Put { key, value })) }
+fn put(key: Vec<u8>, value: Vec<u8>) -> Write {
+    Write { kind: Some(write::Kind::Put(Put { key, value })) }
 }
 
-pub fn put_region(region: &Region) -> WriteRequest {
+pub fn put_region(region: &Region) -> Write {
     put(key(REGION_PREFIX, region.id), region.encode_to_vec())
 }
 
-pub fn delete_region(region_id: u64) -> WriteRequest {
-    WriteRequest { kind: Some(write_request::Kind::Delete(Delete { key: key(REGION_PREFIX, region_id) })) }
+pub fn delete_region(region_id: u64) -> Write {
+    Write { kind: Some(write::Kind::Delete(Delete { key: key(REGION_PREFIX, region_id) })) }
 }
 
-pub fn put_store(record: &StoreRecord) -> WriteRequest {
+pub fn put_store(record: &StoreRecord) -> Write {
     put(key(STORE_PREFIX, record.id), record.encode_to_vec())
 }
 
-pub fn put_member(member_id: u64, record: &MemberRecord) -> WriteRequest {
+pub fn put_member(member_id: u64, record: &MemberRecord) -> Write {
     put(key(MEMBER_PREFIX, member_id), record.encode_to_vec())
 }
 
-fn compare_and_swap(key: &[u8], expected: Option<Vec<u8>>, new_value: Vec<u8>) -> WriteRequest {
-    WriteRequest {
-        kind: Some(write_request::Kind::CompareAndSwap(CompareAndSwap {
+fn compare_and_swap(key: &[u8], expected: Option<Vec<u8>>, new_value: Vec<u8>) -> Write {
+    Write {
+        kind: Some(write::Kind::CompareAndSwap(CompareAndSwap {
             key: key.to_vec(),
             expected,
             new_value: Some(new_value),
@@ -174,11 +176,7 @@ impl Metadata {
     }
 
     /// Replicates `writes` as one command; answers once they are applied.
-    pub fn write(
-        &self,
-        epoch: RegionEpoch,
-        writes: Vec<WriteRequest>,
-    ) -> Result<Vec<WriteResponse>, PdError> {
+    pub fn write(&self, epoch: RegionEpoch, writes: Vec<Write>) -> Result<Vec<WriteResult>, PdError> {
         self.store
             .write(METADATA_REGION, epoch, writes)
             .recv_timeout(self.timeout)
@@ -282,11 +280,11 @@ impl Metadata {
     ) -> Result<(), PdError> {
         let role =
             if change_type == ConfChangeType::AddLearner { PeerRole::Learner } else { PeerRole::Voter };
-        let change = ChangePeerRequest {
+        let change = ChangePeer {
             change_type: change_type as i32,
             peer: Some(Peer { id: member_id, store_id: member_id, role: role as i32 }),
         };
-        let admin = AdminRequest { kind: Some(admin_request::Kind::ChangePeer(change)) };
+        let admin = AdminCommand { kind: Some(admin_command::Kind::ChangePeer(change)) };
         self.store
             .admin(METADATA_REGION, epoch, admin)
             .recv_timeout(self.timeout)

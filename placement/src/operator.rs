@@ -2,7 +2,7 @@
 //! time. Every change of replicas is add-learner, then promote (joint consensus), then
 //! remove, so that a region never has fewer copies than it needs while it moves.
 
-use tessera_engine::storage::proto::{Peer, PeerRole};
+use tessera_engine::proto::metadata::{Peer, PeerRole};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum OperatorKind {

@@ -6,7 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera_engine::storage::proto::{Put, RegionEpoch, WriteRequest, write_request};
+use tessera_engine::proto::{
+    command::{Put, Write, write},
+    metadata::RegionEpoch,
+};
 use tessera_engine::store::{LocalTransport, ReadRequest, ReadResponse, Store, StoreConfig, StoreError};
 use tessera_placement::agent::{AgentConfig, DriverIds, StoreAgent};
 use tessera_placement::local::LocalPdClient;
@@ -193,9 +196,7 @@ impl Cluster {
                     .collect();
                 let writes = batch
                     .iter()
-                    .map(|&i| WriteRequest {
-                        kind: Some(write_request::Kind::Put(Put { key: key(i), value: value(i) })),
-                    })
+                    .map(|&i| Write { kind: Some(write::Kind::Put(Put { key: key(i), value: value(i) })) })
                     .collect();
                 let node = self.nodes.get(&leader).ok_or("leader store is gone")?;
                 node.store
@@ -302,7 +303,7 @@ impl Cluster {
     /// Prints what every live store holds (region states as persisted, and its peers'
     /// view), so that a timed-out wait shows why.
     fn dump(&self) {
-        use tessera_engine::storage::proto::RegionLocalState;
+        use tessera_engine::proto::metadata::RegionLocalState;
         use tessera_engine::storage::{Cf, keys};
         eprintln!("operators in flight: {:?}", self.pd.operators());
         for (store_id, node) in &self.nodes {

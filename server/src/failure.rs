@@ -45,7 +45,7 @@ fn region_failure(error: RegionError, message: String) -> (Code, kv_failure::Kin
             (Code::FailedPrecondition, kv_failure::Kind::EpochNotMatch(*current_region))
         }
         RegionError::KeyNotInRegion { region_id, start, end, .. } => {
-            let region = tessera_engine::storage::proto::Region {
+            let region = tessera_engine::proto::metadata::Region {
                 id: region_id,
                 start_key: start,
                 end_key: end,

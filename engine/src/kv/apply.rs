@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 
 use rocksdb::WriteBatch;
 
-use crate::storage::proto::{Region, WriteRequest, WriteResponse, write_request};
+use crate::proto::{
+    command::{Write, WriteResult, write},
+    metadata::Region,
+};
 use crate::storage::{Cf, Engine, EngineError, keys};
 
 /// A write batch under construction, with what it has written so far readable.
@@ -77,19 +80,17 @@ impl ApplyBatch {
 pub fn apply_writes(
     engine: &Engine,
     region: &Region,
-    writes: &[WriteRequest],
+    writes: &[Write],
     batch: &mut ApplyBatch,
-) -> Result<Vec<WriteResponse>, EngineError> {
+) -> Result<Vec<WriteResult>, EngineError> {
     let mut responses = Vec::with_capacity(writes.len());
     for write in writes {
-        let mut response = WriteResponse { succeeded: true, previous: None };
+        let mut response = WriteResult { succeeded: true, previous: None };
         match &write.kind {
             None => response.succeeded = false,
-            Some(write_request::Kind::Put(put)) => {
-                batch.put(engine, keys::data_key(&put.key), put.value.clone())?
-            }
-            Some(write_request::Kind::Delete(delete)) => batch.delete(engine, keys::data_key(&delete.key))?,
-            Some(write_request::Kind::DeleteRange(range)) => {
+            Some(write::Kind::Put(put)) => batch.put(engine, keys::data_key(&put.key), put.value.clone())?,
+            Some(write::Kind::Delete(delete)) => batch.delete(engine, keys::data_key(&delete.key))?,
+            Some(write::Kind::DeleteRange(range)) => {
                 // Clamp to the region: a command never writes outside its range.
                 let start = range.start_key.as_slice().max(region.start_key.as_slice());
                 let end = if range.end_key.is_empty() {
@@ -101,7 +102,7 @@ pub fn apply_writes(
                 };
                 batch.delete_range(engine, keys::data_key(start), keys::data_end_key(end))?;
             }
-            Some(write_request::Kind::CompareAndSwap(cas)) => {
+            Some(write::Kind::CompareAndSwap(cas)) => {
                 let data_key = keys::data_key(&cas.key);
                 let current = batch.read(engine, &data_key)?;
                 response.succeeded = current == cas.expected;

@@ -12,8 +12,11 @@ pub use apply::{ApplyBatch, apply_writes};
 
 use thiserror::Error;
 
+use crate::proto::{
+    command::{Write, write},
+    metadata::Region,
+};
 use crate::region::{self, RegionError};
-use crate::storage::proto::{Region, WriteRequest, write_request};
 
 /// Largest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 8 * 1024;
@@ -52,19 +55,19 @@ pub fn check_value(value: &[u8]) -> Result<(), KvError> {
 }
 
 /// Checks one write against the limits and the region's range.
-pub fn check_write(region: &Region, write: &WriteRequest) -> Result<(), KvError> {
+pub fn check_write(region: &Region, write: &Write) -> Result<(), KvError> {
     match &write.kind {
         None => Err(KvError::EmptyRequest),
-        Some(write_request::Kind::Put(put)) => {
+        Some(write::Kind::Put(put)) => {
             check_key(&put.key)?;
             check_value(&put.value)?;
             Ok(region::check_key(region, &put.key)?)
         }
-        Some(write_request::Kind::Delete(delete)) => {
+        Some(write::Kind::Delete(delete)) => {
             check_key(&delete.key)?;
             Ok(region::check_key(region, &delete.key)?)
         }
-        Some(write_request::Kind::DeleteRange(range)) => {
+        Some(write::Kind::DeleteRange(range)) => {
             if range.start_key.len() > MAX_KEY_BYTES || range.end_key.len() > MAX_KEY_BYTES {
                 return Err(KvError::KeyTooLarge {
                     size: range.start_key.len().max(range.end_key.len()),
@@ -73,7 +76,7 @@ pub fn check_write(region: &Region, write: &WriteRequest) -> Result<(), KvError>
             }
             Ok(region::check_range(region, &range.start_key, &range.end_key)?)
         }
-        Some(write_request::Kind::CompareAndSwap(cas)) => {
+        Some(write::Kind::CompareAndSwap(cas)) => {
             check_key(&cas.key)?;
             if let Some(value) = &cas.new_value {
                 check_value(value)?;

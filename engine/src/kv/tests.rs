@@ -1,5 +1,8 @@
 use super::*;
-use crate::storage::proto::{CompareAndSwap, Delete, DeleteRange, Put, RegionEpoch};
+use crate::proto::{
+    command::{CompareAndSwap, Delete, DeleteRange, Put},
+    metadata::RegionEpoch,
+};
 use crate::storage::{Cf, Engine, keys};
 
 fn region(start: &[u8], end: &[u8]) -> Region {
@@ -12,13 +15,13 @@ fn region(start: &[u8], end: &[u8]) -> Region {
     }
 }
 
-fn put(key: &[u8], value: &[u8]) -> WriteRequest {
-    WriteRequest { kind: Some(write_request::Kind::Put(Put { key: key.to_vec(), value: value.to_vec() })) }
+fn put(key: &[u8], value: &[u8]) -> Write {
+    Write { kind: Some(write::Kind::Put(Put { key: key.to_vec(), value: value.to_vec() })) }
 }
 
-fn cas(key: &[u8], expected: Option<&[u8]>, new_value: Option<&[u8]>) -> WriteRequest {
-    WriteRequest {
-        kind: Some(write_request::Kind::CompareAndSwap(CompareAndSwap {
+fn cas(key: &[u8], expected: Option<&[u8]>, new_value: Option<&[u8]>) -> Write {
+    Write {
+        kind: Some(write::Kind::CompareAndSwap(CompareAndSwap {
             key: key.to_vec(),
             expected: expected.map(<[u8]>::to_vec),
             new_value: new_value.map(<[u8]>::to_vec),
@@ -39,8 +42,8 @@ fn bad_writes_get_typed_errors() {
     let big_value = vec![0; MAX_VALUE_BYTES + 1];
     assert!(matches!(check_write(&bounded, &put(b"c", &big_value)), Err(KvError::ValueTooLarge { .. })));
     assert!(matches!(check_write(&bounded, &put(b"z", b"v")), Err(KvError::Region(_))));
-    let inverted = WriteRequest {
-        kind: Some(write_request::Kind::DeleteRange(DeleteRange {
+    let inverted = Write {
+        kind: Some(write::Kind::DeleteRange(DeleteRange {
             start_key: b"k".to_vec(),
             end_key: b"c".to_vec(),
         })),
@@ -49,7 +52,7 @@ fn bad_writes_get_typed_errors() {
         check_write(&bounded, &inverted),
         Err(KvError::Region(RegionError::InvertedRange { .. }))
     ));
-    assert_eq!(check_write(&bounded, &WriteRequest { kind: None }), Err(KvError::EmptyRequest));
+    assert_eq!(check_write(&bounded, &Write { kind: None }), Err(KvError::EmptyRequest));
     assert_eq!(check_write(&bounded, &put(b"c", b"v")), Ok(()));
 }
 
@@ -67,7 +70,7 @@ fn compare_and_swap_sees_earlier_writes_of_the_same_batch() {
             cas(b"k", None, Some(b"2")),
             cas(b"k", Some(b"1"), Some(b"3")),
             put(b"j", b"x"),
-            WriteRequest { kind: Some(write_request::Kind::Delete(Delete { key: b"j".to_vec() })) },
+            Write { kind: Some(write::Kind::Delete(Delete { key: b"j".to_vec() })) },
             cas(b"j", None, Some(b"y")),
         ],
         &mut batch,
@@ -102,8 +105,8 @@ fn delete_range_stays_inside_the_region_and_hides_earlier_batch_writes() {
     engine.write(batch.take(), false).unwrap();
 
     let bounded = region(b"b", b"m");
-    let delete_all = WriteRequest {
-        kind: Some(write_request::Kind::DeleteRange(DeleteRange {
+    let delete_all = Write {
+        kind: Some(write::Kind::DeleteRange(DeleteRange {
             start_key: b"b".to_vec(),
             end_key: Vec::new(),
         })),

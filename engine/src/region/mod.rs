@@ -9,7 +9,7 @@
 
 use thiserror::Error;
 
-use crate::storage::proto::{Peer, PeerRole, Region, RegionEpoch};
+use crate::proto::metadata::{Peer, PeerRole, Region, RegionEpoch};
 
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum RegionError {

@@ -3,9 +3,9 @@
 //! | column family | key | value |
 //! |---|---|---|
 //! | `raft` | region id, `0x01`, log index | a Raft log entry |
-//! | `raft` | region id, `0x02` | [`RaftLocalState`](crate::storage::proto::RaftLocalState) |
-//! | `meta` | region id, `0x01` | [`RegionLocalState`](crate::storage::proto::RegionLocalState) |
-//! | `meta` | region id, `0x02` | [`ApplyState`](crate::storage::proto::ApplyState) |
+//! | `raft` | region id, `0x02` | [`RaftLocalState`](crate::proto::metadata::RaftLocalState) |
+//! | `meta` | region id, `0x01` | [`RegionLocalState`](crate::proto::metadata::RegionLocalState) |
+//! | `meta` | region id, `0x02` | [`ApplyState`](crate::proto::metadata::ApplyState) |
 //! | `default` | `z`, user key | user value |
 //!
 //! Integers are big-endian so that RocksDB's byte order is numeric order: one region's
@@ -45,17 +45,17 @@ fn region_key(region_id: u64, suffix: u8) -> [u8; 9] {
     key
 }
 
-/// Key of a region's [`RaftLocalState`](crate::storage::proto::RaftLocalState) (raft CF).
+/// Key of a region's [`RaftLocalState`](crate::proto::metadata::RaftLocalState) (raft CF).
 pub fn raft_state_key(region_id: u64) -> [u8; 9] {
     region_key(region_id, RAFT_STATE_SUFFIX)
 }
 
-/// Key of a region's [`RegionLocalState`](crate::storage::proto::RegionLocalState) (meta CF).
+/// Key of a region's [`RegionLocalState`](crate::proto::metadata::RegionLocalState) (meta CF).
 pub fn region_state_key(region_id: u64) -> [u8; 9] {
     region_key(region_id, REGION_STATE_SUFFIX)
 }
 
-/// Key of a region's [`ApplyState`](crate::storage::proto::ApplyState) (meta CF).
+/// Key of a region's [`ApplyState`](crate::proto::metadata::ApplyState) (meta CF).
 pub fn apply_state_key(region_id: u64) -> [u8; 9] {
     region_key(region_id, APPLY_STATE_SUFFIX)
 }

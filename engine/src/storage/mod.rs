@@ -14,10 +14,5 @@ pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
-/// Generated metadata types (regions, epochs, per-region states).
-pub mod proto {
-    include!(concat!(env!("OUT_DIR"), "/tessera.store.rs"));
-}
-
 pub use engine::{Cf, ColumnFamilyStats, Engine, EngineError, EngineStats};
 pub use peer_storage::{INITIAL_INDEX, INITIAL_TERM, PeerStorage};

@@ -10,13 +10,13 @@
 use prost::Message as _;
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
 
-use crate::metrics::{STORE as METRICS, SnapshotFailure};
+use crate::metrics::{METRICS, SnapshotFailure};
 use crate::raft::proto::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use crate::raft::{RaftState, Storage, StorageError};
 
 use super::engine::{Cf, Engine, EngineError};
 use super::keys;
-use super::proto::{ApplyState, RaftLocalState, Region, RegionLocalState};
+use crate::proto::metadata::{ApplyState, RaftLocalState, Region, RegionLocalState};
 
 fn io(error: EngineError) -> StorageError {
     StorageError::Io(error.to_string())
@@ -47,8 +47,11 @@ impl PeerStorage {
         peer_id: u64,
         batch: &mut WriteBatch,
     ) -> Result<(), EngineError> {
-        let (learners, voters): (Vec<&super::proto::Peer>, Vec<&super::proto::Peer>) =
-            region.peers.iter().partition(|peer| peer.role == super::proto::PeerRole::Learner as i32);
+        let (learners, voters): (Vec<&crate::proto::metadata::Peer>, Vec<&crate::proto::metadata::Peer>) =
+            region
+                .peers
+                .iter()
+                .partition(|peer| peer.role == crate::proto::metadata::PeerRole::Learner as i32);
         let conf_state = ConfState {
             voters: voters.iter().map(|peer| peer.id).collect(),
             learners: learners.iter().map(|peer| peer.id).collect(),
@@ -56,7 +59,7 @@ impl PeerStorage {
         };
         let region_state = RegionLocalState {
             region: Some(region.clone()),
-            state: super::proto::PeerState::Normal as i32,
+            state: crate::proto::metadata::PeerState::Normal as i32,
             conf_state: Some(conf_state),
             peer_id,
         };
@@ -97,7 +100,7 @@ impl PeerStorage {
     ) -> Result<(), EngineError> {
         let region_state = RegionLocalState {
             region: Some(Region { id: region_id, ..Region::default() }),
-            state: super::proto::PeerState::Normal as i32,
+            state: crate::proto::metadata::PeerState::Normal as i32,
             conf_state: Some(ConfState::default()),
             peer_id,
         };
@@ -141,7 +144,7 @@ impl PeerStorage {
     /// message from recreating it. The caller deletes the region's data range.
     pub fn tombstone(&mut self, batch: &mut WriteBatch) -> Result<(), EngineError> {
         self.clear_log(batch)?;
-        self.region_state.state = super::proto::PeerState::Tombstone as i32;
+        self.region_state.state = crate::proto::metadata::PeerState::Tombstone as i32;
         self.engine.put_message(
             batch,
             Cf::Meta,

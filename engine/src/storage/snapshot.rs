@@ -15,7 +15,8 @@ use crate::raft::proto::{Entry, Snapshot, SnapshotMetadata};
 use super::engine::{Cf, Engine, EngineError, hex};
 use super::keys;
 use super::peer_storage::PeerStorage;
-use super::proto::{ApplyState, KeyValue, RegionLocalState, RegionSnapshotData};
+use crate::proto::frame::{KeyValue, RegionSnapshotData};
+use crate::proto::metadata::{ApplyState, RegionLocalState};
 
 fn corrupt(what: String, reason: &str) -> EngineError {
     EngineError::Corrupt { what, reason: reason.to_string() }

@@ -2,8 +2,8 @@
 
 use rocksdb::WriteBatch;
 
-use super::proto::{Peer, Region, RegionEpoch};
 use super::*;
+use crate::proto::metadata::{Peer, Region, RegionEpoch};
 use crate::raft::proto::{Entry, HardState};
 use crate::raft::{Storage, StorageError};
 

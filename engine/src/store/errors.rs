@@ -5,8 +5,8 @@
 use thiserror::Error;
 
 use crate::kv::KvError;
+use crate::proto::metadata::Peer;
 use crate::region::RegionError;
-use crate::storage::proto::Peer;
 
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum StoreError {

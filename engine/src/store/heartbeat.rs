@@ -8,16 +8,16 @@
 
 use std::collections::BTreeMap;
 
-use crate::metrics::STORE as METRICS;
+use crate::metrics::METRICS;
+use crate::proto::frame::{HeartbeatEntry, RegionMessage, StoreFrame};
 use crate::raft::proto::{Message, MessageType};
-use crate::storage::proto::{HeartbeatEntry, RegionMessage, StoreBatch};
 
 use super::peer::Peer;
 use super::transport::Transport;
 
 pub struct Outgoing {
     store_id: u64,
-    frames: BTreeMap<u64, StoreBatch>,
+    frames: BTreeMap<u64, StoreFrame>,
 }
 
 impl Outgoing {
@@ -25,12 +25,12 @@ impl Outgoing {
         Outgoing { store_id, frames: BTreeMap::new() }
     }
 
-    fn frame(&mut self, to_store: u64) -> &mut StoreBatch {
+    fn frame(&mut self, to_store: u64) -> &mut StoreFrame {
         let from_store = self.store_id;
-        self.frames.entry(to_store).or_insert_with(|| StoreBatch {
+        self.frames.entry(to_store).or_insert_with(|| StoreFrame {
             from_store,
             to_store,
-            ..StoreBatch::default()
+            ..StoreFrame::default()
         })
     }
 

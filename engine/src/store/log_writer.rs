@@ -15,7 +15,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use rocksdb::WriteBatch;
 
-use crate::metrics::STORE as METRICS;
+use crate::metrics::METRICS;
 use crate::storage::Engine;
 
 /// Counters of the log writer (they become metrics).

@@ -69,10 +69,11 @@ pub use split_check::IdAllocator;
 pub use transport::{BatchSink, LocalTransport, Transport};
 pub use worker::PeerStatus;
 
-use crate::region;
-use crate::storage::proto::{
-    AdminRequest, PeerState, RaftCommand, Region, RegionEpoch, RegionLocalState, WriteRequest, WriteResponse,
+use crate::proto::{
+    command::{AdminCommand, RaftCommand, Write, WriteResult},
+    metadata::{PeerState, Region, RegionEpoch, RegionLocalState},
 };
+use crate::region;
 use crate::storage::{Cf, Engine, PeerStorage, keys};
 use log_writer::{GroupCommitStats, LogWriter};
 use router::Router;
@@ -210,7 +211,7 @@ impl Store {
         &self,
         region_id: u64,
         command: RaftCommand,
-    ) -> Receiver<Result<Vec<WriteResponse>, StoreError>> {
+    ) -> Receiver<Result<Vec<WriteResult>, StoreError>> {
         let (respond, answer) = Responder::channel();
         self.router.send(region_id, WorkerMsg::Propose { region_id, command, respond });
         answer
@@ -221,8 +222,8 @@ impl Store {
         &self,
         region_id: u64,
         epoch: RegionEpoch,
-        writes: Vec<WriteRequest>,
-    ) -> Receiver<Result<Vec<WriteResponse>, StoreError>> {
+        writes: Vec<Write>,
+    ) -> Receiver<Result<Vec<WriteResult>, StoreError>> {
         self.propose(region_id, RaftCommand { region_id, epoch: Some(epoch), writes, admin: None })
     }
 
@@ -231,8 +232,8 @@ impl Store {
         &self,
         region_id: u64,
         epoch: RegionEpoch,
-        writes: Vec<WriteRequest>,
-        respond: Responder<Vec<WriteResponse>>,
+        writes: Vec<Write>,
+        respond: Responder<Vec<WriteResult>>,
     ) {
         let command = RaftCommand { region_id, epoch: Some(epoch), writes, admin: None };
         self.router.send(region_id, WorkerMsg::Propose { region_id, command, respond });
@@ -243,8 +244,8 @@ impl Store {
         &self,
         region_id: u64,
         epoch: RegionEpoch,
-        admin: AdminRequest,
-    ) -> Receiver<Result<Vec<WriteResponse>, StoreError>> {
+        admin: AdminCommand,
+    ) -> Receiver<Result<Vec<WriteResult>, StoreError>> {
         self.propose(
             region_id,
             RaftCommand { region_id, epoch: Some(epoch), writes: Vec::new(), admin: Some(admin) },
@@ -311,7 +312,7 @@ impl Store {
     /// RocksDB's health. Called when metrics are collected, so idle stores do no work
     /// for them.
     pub fn refresh_metrics(&self) -> Result<(), StoreError> {
-        let metrics = &*crate::metrics::STORE;
+        let metrics = &*crate::metrics::METRICS;
         // RocksDB's figures first: they matter most when the workers are too busy to
         // answer the report in time (a write stall).
         let stats = self.engine.stats();

@@ -13,14 +13,14 @@ use crossbeam_channel::{Receiver, bounded};
 use prost::Message as _;
 
 use crate::kv::{self, ApplyBatch};
-use crate::metrics::{STORE as METRICS, SnapshotFailure};
+use crate::metrics::{METRICS, SnapshotFailure};
+use crate::proto::{
+    command::{AdminCommand, RaftCommand, WriteResult, admin_command},
+    metadata::{self, PeerRole, Region, RegionEpoch},
+};
 use crate::raft::proto::{ConfChange, ConfChangeType, Entry, EntryType};
 use crate::raft::{Config, RawNode, ReadMode, Role};
 use crate::region::{self, EpochCheck};
-use crate::storage::proto::{
-    AdminRequest, Peer as PeerDescriptor, PeerRole, RaftCommand, Region, RegionEpoch, WriteResponse,
-    admin_request,
-};
 use crate::storage::{Cf, Engine, EngineError, PeerStorage, keys};
 
 use super::StoreConfig;
@@ -76,7 +76,7 @@ struct Proposal {
     index: u64,
     term: u64,
     proposed_at: Instant,
-    respond: Responder<Vec<WriteResponse>>,
+    respond: Responder<Vec<WriteResult>>,
 }
 
 struct PendingRead {
@@ -99,7 +99,7 @@ pub struct Peer {
     pub raw: RawNode<PeerStorage>,
     pub region: Region,
     /// Store of every peer id this region has had, for addressing messages.
-    known_peers: HashMap<u64, PeerDescriptor>,
+    known_peers: HashMap<u64, metadata::Peer>,
     proposals: VecDeque<Proposal>,
     reads: HashMap<u64, PendingRead>,
     confirmed_reads: Vec<(u64, u64)>,
@@ -168,7 +168,7 @@ impl Peer {
         };
         // A peer created empty is not in its region's descriptor yet, but must still sign
         // its messages.
-        peer.known_peers.insert(peer_id, PeerDescriptor { id: peer_id, store_id: config.store_id, role: 0 });
+        peer.known_peers.insert(peer_id, metadata::Peer { id: peer_id, store_id: config.store_id, role: 0 });
         peer.set_region(region);
         Ok(peer)
     }
@@ -186,11 +186,11 @@ impl Peer {
         self.region = region;
     }
 
-    pub fn learn_peer(&mut self, peer: PeerDescriptor) {
+    pub fn learn_peer(&mut self, peer: metadata::Peer) {
         self.known_peers.entry(peer.id).or_insert(peer);
     }
 
-    pub fn descriptor_of(&self, peer_id: u64) -> Option<PeerDescriptor> {
+    pub fn descriptor_of(&self, peer_id: u64) -> Option<metadata::Peer> {
         self.known_peers.get(&peer_id).copied()
     }
 
@@ -198,7 +198,7 @@ impl Peer {
         self.raw.raft.role == Role::Leader
     }
 
-    pub fn leader(&self) -> Option<PeerDescriptor> {
+    pub fn leader(&self) -> Option<metadata::Peer> {
         self.descriptor_of(self.raw.raft.leader_id)
     }
 
@@ -216,7 +216,7 @@ impl Peer {
     }
 
     /// Proposes a command; the answer comes once it is applied.
-    pub fn propose(&mut self, command: RaftCommand, respond: Responder<Vec<WriteResponse>>) {
+    pub fn propose(&mut self, command: RaftCommand, respond: Responder<Vec<WriteResult>>) {
         self.wake();
         match self.try_propose(command) {
             Ok((index, term)) => {
@@ -234,7 +234,7 @@ impl Peer {
         }
         let requested = command.epoch.unwrap_or_default();
         let position = match &command.admin {
-            Some(AdminRequest { kind: Some(admin_request::Kind::ChangePeer(change)) }) => {
+            Some(AdminCommand { kind: Some(admin_command::Kind::ChangePeer(change)) }) => {
                 region::check_epoch(&self.region, requested, EpochCheck::Admin)?;
                 let peer = change.peer.ok_or(StoreError::InvalidChange("no peer given".into()))?;
                 let adding = change.change_type != ConfChangeType::Remove as i32;
@@ -365,12 +365,12 @@ impl Peer {
         entry: &Entry,
         batch: &mut ApplyBatch,
         effects: &mut Vec<SideEffect>,
-    ) -> Result<Result<Vec<WriteResponse>, StoreError>, EngineError> {
+    ) -> Result<Result<Vec<WriteResult>, StoreError>, EngineError> {
         let Ok(command) = RaftCommand::decode(entry.data.as_slice()) else {
             return Ok(Err(StoreError::Raft(format!("entry {} does not decode as a command", entry.index))));
         };
         let requested = command.epoch.unwrap_or_default();
-        if let Some(AdminRequest { kind: Some(admin_request::Kind::Split(split)) }) = &command.admin {
+        if let Some(AdminCommand { kind: Some(admin_command::Kind::Split(split)) }) = &command.admin {
             if let Err(error) = region::check_epoch(&self.region, requested, EpochCheck::Admin) {
                 return Ok(Err(error.into()));
             }
@@ -385,10 +385,10 @@ impl Peer {
             let new_peer = region::peer_on_store(&right, self.store_id).map(|p| p.id);
             // A peer of the new region that a snapshot already initialized here (or that
             // was removed) is ahead of the split: leave it as it is.
-            let existing: Option<crate::storage::proto::RegionLocalState> =
+            let existing: Option<crate::proto::metadata::RegionLocalState> =
                 engine.get_message(Cf::Meta, &keys::region_state_key(right.id))?;
             let ahead = existing.is_some_and(|state| {
-                state.state == crate::storage::proto::PeerState::Tombstone as i32
+                state.state == crate::proto::metadata::PeerState::Tombstone as i32
                     || state.conf_state.is_some_and(|cs| !cs.voters.is_empty() || !cs.learners.is_empty())
             });
             if let Some(peer_id) = new_peer.filter(|_| !ahead) {
@@ -415,7 +415,7 @@ impl Peer {
         entry: &Entry,
         batch: &mut ApplyBatch,
         effects: &mut Vec<SideEffect>,
-    ) -> Result<Result<Vec<WriteResponse>, StoreError>, EngineError> {
+    ) -> Result<Result<Vec<WriteResult>, StoreError>, EngineError> {
         let Ok(change) = ConfChange::decode(entry.data.as_slice()) else {
             return Ok(Err(StoreError::Raft(format!(
                 "entry {} does not decode as a membership change",
@@ -429,15 +429,15 @@ impl Peer {
         };
         let mut region = self.region.clone();
         if let (Some(single), Ok(peer)) =
-            (change.changes.first(), PeerDescriptor::decode(change.context.as_slice()))
+            (change.changes.first(), metadata::Peer::decode(change.context.as_slice()))
         {
             region.peers.retain(|p| p.id != peer.id);
             match single.change_type() {
                 ConfChangeType::AddVoter => {
-                    region.peers.push(PeerDescriptor { role: PeerRole::Voter as i32, ..peer })
+                    region.peers.push(metadata::Peer { role: PeerRole::Voter as i32, ..peer })
                 }
                 ConfChangeType::AddLearner => {
-                    region.peers.push(PeerDescriptor { role: PeerRole::Learner as i32, ..peer })
+                    region.peers.push(metadata::Peer { role: PeerRole::Learner as i32, ..peer })
                 }
                 ConfChangeType::Remove => {}
             }
@@ -464,7 +464,7 @@ impl Peer {
     fn answer_proposal(
         &mut self,
         entry: &Entry,
-        result: Result<Vec<WriteResponse>, StoreError>,
+        result: Result<Vec<WriteResult>, StoreError>,
         answers: &mut Vec<Box<dyn FnOnce() + Send>>,
     ) {
         while let Some(proposal) = self.proposals.front() {

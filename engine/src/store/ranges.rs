@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::storage::proto::Region;
+use crate::proto::metadata::Region;
 
 /// `[start, end)`; an empty end is the end of the key space.
 type KeyRange = (Vec<u8>, Vec<u8>);

@@ -6,8 +6,11 @@
 //! and turns differences between two reports into rates, so the runtime never reads
 //! time for this.
 
+use crate::proto::{
+    command::{Write, write},
+    metadata::{self, Region},
+};
 use crate::raft::ProgressState;
-use crate::storage::proto::{Peer as PeerDescriptor, Region, WriteRequest, write_request};
 
 use super::peer::{Peer, ReadResponse};
 
@@ -27,13 +30,13 @@ pub struct Traffic {
 }
 
 impl Traffic {
-    pub(crate) fn count_writes(&mut self, writes: &[WriteRequest]) {
+    pub(crate) fn count_writes(&mut self, writes: &[Write]) {
         for write in writes {
             let bytes = match &write.kind {
-                Some(write_request::Kind::Put(put)) => put.key.len() + put.value.len(),
-                Some(write_request::Kind::Delete(delete)) => delete.key.len(),
-                Some(write_request::Kind::DeleteRange(range)) => range.start_key.len() + range.end_key.len(),
-                Some(write_request::Kind::CompareAndSwap(cas)) => {
+                Some(write::Kind::Put(put)) => put.key.len() + put.value.len(),
+                Some(write::Kind::Delete(delete)) => delete.key.len(),
+                Some(write::Kind::DeleteRange(range)) => range.start_key.len() + range.end_key.len(),
+                Some(write::Kind::CompareAndSwap(cas)) => {
                     cas.key.len() + cas.new_value.as_ref().map_or(0, Vec::len)
                 }
                 None => 0,
@@ -62,9 +65,9 @@ impl Traffic {
 pub struct RegionReport {
     pub region: Region,
     pub term: u64,
-    pub leader: PeerDescriptor,
+    pub leader: metadata::Peer,
     /// Replicas that have not caught up with the leader.
-    pub pending_peers: Vec<PeerDescriptor>,
+    pub pending_peers: Vec<metadata::Peer>,
     /// From the last size check (zero until the region's first check).
     pub approximate_keys: u64,
     pub approximate_bytes: u64,
@@ -114,7 +117,7 @@ impl Peer {
         RegionReport {
             region: self.region.clone(),
             term: raft.term,
-            leader: PeerDescriptor { id: self.peer_id, store_id: self.store_id, role: 0 },
+            leader: metadata::Peer { id: self.peer_id, store_id: self.store_id, role: 0 },
             pending_peers,
             approximate_keys: self.size.0,
             approximate_bytes: self.size.1,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
-use crate::storage::proto::StoreBatch;
+use crate::proto::frame::StoreFrame;
 
 use super::errors::StoreError;
 use super::transport::BatchSink;
@@ -54,12 +54,12 @@ impl Router {
 }
 
 impl BatchSink for Router {
-    fn deliver(&self, batch: StoreBatch) {
-        let mut shares: Vec<StoreBatch> = (0..self.workers.len())
-            .map(|_| StoreBatch {
+    fn deliver(&self, batch: StoreFrame) {
+        let mut shares: Vec<StoreFrame> = (0..self.workers.len())
+            .map(|_| StoreFrame {
                 from_store: batch.from_store,
                 to_store: batch.to_store,
-                ..StoreBatch::default()
+                ..StoreFrame::default()
             })
             .collect();
         for message in batch.messages {

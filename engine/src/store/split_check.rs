@@ -6,7 +6,7 @@
 //! over it is measured in full, and a last scan finds the key in the middle by bytes. Scans run on the raft worker: regions are kept small
 //! enough (thresholds in the tens of megabytes) for that to stay short.
 
-use crate::storage::proto::Region;
+use crate::proto::metadata::Region;
 use crate::storage::{Cf, Engine, EngineError, keys};
 
 /// Hands out ids for new regions and peers; unique across the cluster.

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::raft::proto::ConfChangeType;
-use crate::storage::proto::{
-    ChangePeerRequest, CompareAndSwap, DeleteRange, Peer, PeerRole, Put, SplitRequest, admin_request,
-    write_request,
+use crate::proto::{
+    command::{ChangePeer, CompareAndSwap, DeleteRange, Put, Split, admin_command, write},
+    metadata::{Peer, PeerRole},
 };
+use crate::raft::proto::ConfChangeType;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -137,7 +137,7 @@ impl Cluster {
     }
 
     /// Writes through the region's leader, retrying while leadership moves.
-    fn write(&self, region_id: u64, writes: Vec<WriteRequest>) -> Vec<WriteResponse> {
+    fn write(&self, region_id: u64, writes: Vec<Write>) -> Vec<WriteResult> {
         self.wait_for(&format!("a write to region {region_id}"), |cluster| {
             let (store, status) = cluster.leader(region_id)?;
             let epoch = status.region.epoch.unwrap_or_default();
@@ -172,11 +172,11 @@ impl Cluster {
         }
     }
 
-    fn admin(&self, region_id: u64, admin: admin_request::Kind) {
+    fn admin(&self, region_id: u64, admin: admin_command::Kind) {
         self.wait_for(&format!("an admin command on region {region_id}"), |cluster| {
             let (store, status) = cluster.leader(region_id)?;
             let epoch = status.region.epoch.unwrap_or_default();
-            let request = AdminRequest { kind: Some(admin.clone()) };
+            let request = AdminCommand { kind: Some(admin.clone()) };
             match cluster.stores[&store].admin(region_id, epoch, request).recv_timeout(WAIT) {
                 Ok(Ok(_)) => Some(()),
                 Ok(Err(StoreError::Raft(message))) if message.contains("in flight") => None,
@@ -188,8 +188,8 @@ impl Cluster {
     }
 }
 
-fn put(key: &[u8], value: &[u8]) -> WriteRequest {
-    WriteRequest { kind: Some(write_request::Kind::Put(Put { key: key.to_vec(), value: value.to_vec() })) }
+fn put(key: &[u8], value: &[u8]) -> Write {
+    Write { kind: Some(write::Kind::Put(Put { key: key.to_vec(), value: value.to_vec() })) }
 }
 
 fn data_on(store: &Store, key: &[u8]) -> Option<Vec<u8>> {
@@ -220,8 +220,8 @@ fn one_region_replicates_puts_scans_deletes_and_compare_and_swap() {
     let keys: Vec<&[u8]> = reversed.iter().map(|(k, _)| k.as_slice()).collect();
     assert_eq!(keys, vec![&b"k19"[..], b"k18", b"k17"]);
 
-    let delete = WriteRequest {
-        kind: Some(write_request::Kind::DeleteRange(DeleteRange {
+    let delete = Write {
+        kind: Some(write::Kind::DeleteRange(DeleteRange {
             start_key: b"k00".to_vec(),
             end_key: b"k40".to_vec(),
         })),
@@ -230,8 +230,8 @@ fn one_region_replicates_puts_scans_deletes_and_compare_and_swap() {
     assert_eq!(cluster.get(1, b"k39"), None);
     assert_eq!(cluster.get(1, b"k40"), Some(b"v".to_vec()));
 
-    let cas = |expected: Option<&[u8]>, new: &[u8]| WriteRequest {
-        kind: Some(write_request::Kind::CompareAndSwap(CompareAndSwap {
+    let cas = |expected: Option<&[u8]>, new: &[u8]| Write {
+        kind: Some(write::Kind::CompareAndSwap(CompareAndSwap {
             key: b"k40".to_vec(),
             expected: expected.map(<[u8]>::to_vec),
             new_value: Some(new.to_vec()),
@@ -361,8 +361,8 @@ fn a_split_under_load_leaves_two_regions_that_both_serve() {
         })
     };
     std::thread::sleep(Duration::from_millis(200));
-    let split = SplitRequest { split_key: b"k15".to_vec(), new_region_id: 2, new_peer_ids: vec![21, 22, 23] };
-    cluster.admin(1, admin_request::Kind::Split(split));
+    let split = Split { split_key: b"k15".to_vec(), new_region_id: 2, new_peer_ids: vec![21, 22, 23] };
+    cluster.admin(1, admin_command::Kind::Split(split));
     let (_, right) = cluster.wait_for("the new region's leader", |c| c.leader(2));
     assert_eq!(right.region.start_key, b"k15");
     std::thread::sleep(Duration::from_millis(300));
@@ -448,10 +448,7 @@ fn a_peer_moves_to_another_store_by_learner_promote_remove() {
     }
     let newcomer = Peer { id: 14, store_id: 4, role: PeerRole::Learner as i32 };
     let change = |change_type: ConfChangeType, peer: Peer| {
-        admin_request::Kind::ChangePeer(ChangePeerRequest {
-            change_type: change_type as i32,
-            peer: Some(peer),
-        })
+        admin_command::Kind::ChangePeer(ChangePeer { change_type: change_type as i32, peer: Some(peer) })
     };
     cluster.admin(1, change(ConfChangeType::AddLearner, newcomer));
     cluster.wait_for("the learner to receive the data", |c| {
@@ -526,8 +523,8 @@ fn a_region_over_the_key_count_threshold_splits_itself() {
 
 #[test]
 fn malformed_frames_neither_crash_a_store_nor_create_peers() {
+    use crate::proto::frame::{RegionMessage, StoreFrame};
     use crate::raft::proto::{Message, MessageType, Snapshot, SnapshotMetadata};
-    use crate::storage::proto::{RegionMessage, StoreBatch};
     let cluster = Cluster::with_regions(1, |_| {});
     cluster.write(1, vec![put(b"a", b"1")]);
     let raft = |from: u64, to: u64, message_type: MessageType| Message {
@@ -604,7 +601,7 @@ fn malformed_frames_neither_crash_a_store_nor_create_peers() {
         end_key: b"c".to_vec(),
         message: Some(raft(91, 92, MessageType::Append)),
     });
-    let frame = StoreBatch {
+    let frame = StoreFrame {
         from_store: 1,
         to_store: 2,
         messages,
@@ -634,8 +631,8 @@ fn a_region_cannot_be_bootstrapped_twice_nor_get_two_peers_on_one_store() {
     let (store, status) = cluster.wait_for("a leader", |c| c.leader(1));
     assert_eq!(cluster.stores[&store].bootstrap_region(&status.region), Err(StoreError::RegionExists(1)));
     let second = Peer { id: 99, store_id: store, role: PeerRole::Learner as i32 };
-    let change = ChangePeerRequest { change_type: ConfChangeType::AddLearner as i32, peer: Some(second) };
-    let request = AdminRequest { kind: Some(admin_request::Kind::ChangePeer(change)) };
+    let change = ChangePeer { change_type: ConfChangeType::AddLearner as i32, peer: Some(second) };
+    let request = AdminCommand { kind: Some(admin_command::Kind::ChangePeer(change)) };
     let epoch = status.region.epoch.unwrap_or_default();
     let answer = cluster.stores[&store].admin(1, epoch, request).recv_timeout(WAIT).expect("an answer");
     assert!(matches!(answer, Err(StoreError::InvalidChange(_))), "{answer:?}");

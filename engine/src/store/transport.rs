@@ -1,4 +1,4 @@
-//! How stores reach each other: one [`StoreBatch`] per destination store per round.
+//! How stores reach each other: one [`StoreFrame`] per destination store per round.
 //!
 //! The runtime only needs [`Transport::send`]; the server implements it over gRPC
 //! streams, and [`LocalTransport`] delivers in-process for tests, with links that can
@@ -9,16 +9,16 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::storage::proto::StoreBatch;
+use crate::proto::frame::StoreFrame;
 
 /// Sends a store's outgoing frames. Delivery is best effort: Raft tolerates loss.
 pub trait Transport: Send + Sync + 'static {
-    fn send(&self, batch: StoreBatch);
+    fn send(&self, batch: StoreFrame);
 }
 
 /// Where frames for one store are delivered.
 pub trait BatchSink: Send + Sync + 'static {
-    fn deliver(&self, batch: StoreBatch);
+    fn deliver(&self, batch: StoreFrame);
 }
 
 /// An in-process network of stores.
@@ -60,7 +60,7 @@ impl LocalTransport {
 }
 
 impl Transport for LocalTransport {
-    fn send(&self, batch: StoreBatch) {
+    fn send(&self, batch: StoreFrame) {
         if self.inner.cut.read().contains(&(batch.from_store, batch.to_store)) {
             return;
         }

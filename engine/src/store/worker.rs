@@ -21,11 +21,13 @@ use crossbeam_channel::{Receiver, Sender};
 use rocksdb::WriteBatch;
 
 use crate::kv::ApplyBatch;
-use crate::metrics::{STORE as METRICS, SnapshotFailure};
-use crate::raft::proto::MessageType;
-use crate::storage::proto::{
-    Peer as PeerDescriptor, PeerState, RaftCommand, RegionEpoch, RegionLocalState, StoreBatch, WriteResponse,
+use crate::metrics::{METRICS, SnapshotFailure};
+use crate::proto::{
+    command::{RaftCommand, WriteResult},
+    frame::StoreFrame,
+    metadata::{self, PeerState, RegionEpoch, RegionLocalState},
 };
+use crate::raft::proto::MessageType;
 use crate::storage::{Cf, Engine, PeerStorage, keys, snapshot};
 
 use super::StoreConfig;
@@ -48,16 +50,16 @@ pub struct PeerStatus {
     pub term: u64,
     pub applied_index: u64,
     pub first_index: u64,
-    pub region: crate::storage::proto::Region,
+    pub region: crate::proto::metadata::Region,
     pub hibernating: bool,
 }
 
 pub enum WorkerMsg {
-    Inbound(StoreBatch),
+    Inbound(StoreFrame),
     Propose {
         region_id: u64,
         command: RaftCommand,
-        respond: Responder<Vec<WriteResponse>>,
+        respond: Responder<Vec<WriteResult>>,
     },
     Read {
         region_id: u64,
@@ -139,7 +141,7 @@ fn fail_stop(what: &str, error: impl std::fmt::Display) -> ! {
 
 /// Whether a region message's ids are set and consistent. A snapshot's payload is
 /// checked by [`snapshot_range`]; Raft checks the rest.
-fn well_formed(message: &crate::storage::proto::RegionMessage) -> bool {
+fn well_formed(message: &crate::proto::frame::RegionMessage) -> bool {
     let (Some(from), Some(to), Some(raft)) = (&message.from_peer, &message.to_peer, &message.message) else {
         return false;
     };
@@ -318,7 +320,7 @@ impl Worker {
         true
     }
 
-    fn on_inbound(&mut self, batch: StoreBatch) {
+    fn on_inbound(&mut self, batch: StoreFrame) {
         for message in batch.messages {
             if !well_formed(&message) {
                 continue;
@@ -375,7 +377,7 @@ impl Worker {
         // A heartbeat's sender is on the store that sent the frame: a peer that knows
         // nothing of its region yet (created empty, waiting for its first snapshot) can
         // answer it, and the answer unblocks the leader's probe.
-        let sender = |peer_id| PeerDescriptor { id: peer_id, store_id: batch.from_store, role: 0 };
+        let sender = |peer_id| metadata::Peer { id: peer_id, store_id: batch.from_store, role: 0 };
         for entry in batch.heartbeats {
             let Some(peer) = self.peers.get_mut(&entry.region_id) else { continue };
             if peer.peer_id != entry.to_peer_id {
@@ -597,13 +599,13 @@ fn check_size(engine: &Engine, config: &StoreConfig, ids: Option<&dyn IdAllocato
     let Ok(ids) = ids.allocate(1 + peer.region.peers.len()) else { return };
     let Some((&new_region_id, new_peer_ids)) = ids.split_first() else { return };
     let split =
-        crate::storage::proto::SplitRequest { split_key, new_region_id, new_peer_ids: new_peer_ids.to_vec() };
+        crate::proto::command::Split { split_key, new_region_id, new_peer_ids: new_peer_ids.to_vec() };
     let command = RaftCommand {
         region_id: peer.region_id,
         epoch: peer.region.epoch,
         writes: Vec::new(),
-        admin: Some(crate::storage::proto::AdminRequest {
-            kind: Some(crate::storage::proto::admin_request::Kind::Split(split)),
+        admin: Some(crate::proto::command::AdminCommand {
+            kind: Some(crate::proto::command::admin_command::Kind::Split(split)),
         }),
     };
     // Nobody waits for the answer: the next check retries if the split did not happen.
@@ -615,7 +617,6 @@ fn check_size(engine: &Engine, config: &StoreConfig, ids: Option<&dyn IdAllocato
 fn snapshot_range(region_id: u64, message: &crate::raft::proto::Message) -> Option<(Vec<u8>, Vec<u8>)> {
     let snapshot = message.snapshot.as_ref()?;
     let data =
-        <crate::storage::proto::RegionSnapshotData as prost::Message>::decode(snapshot.data.as_slice())
-            .ok()?;
+        <crate::proto::frame::RegionSnapshotData as prost::Message>::decode(snapshot.data.as_slice()).ok()?;
     data.region.filter(|region| region.id == region_id).map(|region| (region.start_key, region.end_key))
 }

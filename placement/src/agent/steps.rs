@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 
-use tessera_engine::raft::proto::ConfChangeType;
-use tessera_engine::storage::proto::{
-    AdminRequest, ChangePeerRequest, Peer, PeerRole, Region, SplitRequest, admin_request,
+use tessera_engine::proto::{
+    command::{AdminCommand, ChangePeer, Split, admin_command},
+    metadata::{Peer, PeerRole, Region},
 };
+use tessera_engine::raft::proto::ConfChangeType;
 use tessera_engine::store::{IdAllocator, Store};
 
 use crate::proto::{OperatorStep, operator_step};
@@ -42,8 +43,8 @@ impl StepRunner {
         let epoch = tessera_engine::region::epoch(region);
         let change = |change_type: ConfChangeType, peer: Peer, role: PeerRole| {
             let peer = Peer { role: role as i32, ..peer };
-            AdminRequest {
-                kind: Some(admin_request::Kind::ChangePeer(ChangePeerRequest {
+            AdminCommand {
+                kind: Some(admin_command::Kind::ChangePeer(ChangePeer {
                     change_type: change_type as i32,
                     peer: Some(peer),
                 })),
@@ -67,8 +68,8 @@ impl StepRunner {
             operator_step::Kind::SplitKey(split_key) => {
                 let Ok(ids) = ids.allocate(1 + region.peers.len()) else { return };
                 let Some((&new_region_id, new_peer_ids)) = ids.split_first() else { return };
-                let split = SplitRequest { split_key, new_region_id, new_peer_ids: new_peer_ids.to_vec() };
-                store.admin(region.id, epoch, AdminRequest { kind: Some(admin_request::Kind::Split(split)) });
+                let split = Split { split_key, new_region_id, new_peer_ids: new_peer_ids.to_vec() };
+                store.admin(region.id, epoch, AdminCommand { kind: Some(admin_command::Kind::Split(split)) });
             }
         }
     }

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tessera_engine::storage::proto::{Peer, PeerRole, Region, RegionEpoch};
+use tessera_engine::proto::metadata::{Peer, PeerRole, Region, RegionEpoch};
 
 use super::Shared;
 use super::leader::LeaderState;

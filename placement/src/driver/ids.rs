@@ -7,7 +7,7 @@
 //! above the mark and never reuses what its predecessor left unused.
 
 use parking_lot::Mutex;
-use tessera_engine::storage::proto::RegionEpoch;
+use tessera_engine::proto::metadata::RegionEpoch;
 
 use crate::errors::PdError;
 use crate::metadata::Metadata;

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use tessera_engine::storage::proto::{Peer, Region};
+use tessera_engine::proto::metadata::{Peer, Region};
 
 use super::operators::OperatorController;
 use super::region_map::{RegionEntry, RegionMap, Verdict};

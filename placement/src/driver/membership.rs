@@ -16,8 +16,8 @@
 //! voter's id with an empty log, which could elect a leader without committed entries.
 //! Members cannot be removed yet.
 
+use tessera_engine::proto::metadata::{PeerRole, RegionEpoch};
 use tessera_engine::raft::proto::ConfChangeType;
-use tessera_engine::storage::proto::{PeerRole, RegionEpoch};
 
 use super::{PlacementDriver, Shared};
 use crate::errors::PdError;

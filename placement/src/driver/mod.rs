@@ -38,7 +38,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use tessera_engine::storage::proto::RegionEpoch;
+use tessera_engine::proto::metadata::RegionEpoch;
 use tessera_engine::store::{BatchSink, StoreConfig, Transport};
 
 pub use membership::Member;

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use tessera_engine::storage::proto::PeerRole;
+use tessera_engine::proto::metadata::PeerRole;
 
 use crate::cluster::RegionInfo;
 use crate::operator::{Operator, OperatorKind, Step};

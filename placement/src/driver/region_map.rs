@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
-use tessera_engine::storage::proto::{Peer, Region, RegionEpoch};
+use tessera_engine::proto::metadata::{Peer, Region, RegionEpoch};
 
 use crate::cluster::RegionInfo;
 

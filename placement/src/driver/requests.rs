@@ -17,7 +17,7 @@ use crate::proto::{
     RegionHeartbeatsResponse, RegionRoute, RegisterStoreRequest, RegisterStoreResponse,
     StoreHeartbeatRequest, StoreHeartbeatResponse, StoreRecord, StoreView,
 };
-use tessera_engine::storage::proto::PeerRole;
+use tessera_engine::proto::metadata::PeerRole;
 
 /// At most this many ids per request.
 const MAX_IDS_PER_REQUEST: u32 = 10_000;

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tessera_engine::storage::proto::PeerRole;
+use tessera_engine::proto::metadata::PeerRole;
 
 use super::SchedulerConfig;
 use crate::cluster::{ClusterView, RegionInfo};

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tessera_engine::storage::proto::{Peer, PeerRole};
+use tessera_engine::proto::metadata::{Peer, PeerRole};
 
 use super::{SchedulerConfig, pick_target};
 use crate::cluster::{ClusterView, RegionInfo, StoreState};

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use tessera_engine::storage::proto::{Peer, PeerRole, Region, RegionEpoch};
+use tessera_engine::proto::metadata::{Peer, PeerRole, Region, RegionEpoch};
 
 use super::*;
 use crate::cluster::{StoreInfo, StoreState};

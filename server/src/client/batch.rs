@@ -21,7 +21,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use parking_lot::Mutex;
-use tessera_engine::storage::proto::WriteRequest as Write;
+use tessera_engine::proto::command::Write;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 

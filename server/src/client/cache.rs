@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use parking_lot::RwLock;
-use tessera_engine::storage::proto::Peer;
+use tessera_engine::proto::metadata::Peer;
 use tessera_placement::proto::RegionRoute;
 
 #[derive(Default)]

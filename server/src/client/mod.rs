@@ -25,10 +25,12 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 use tessera_engine::kv::check_write;
-use tessera_engine::region::contains_key;
-use tessera_engine::storage::proto::{
-    CompareAndSwap, Delete, DeleteRange, KeyValue, Put, Region, WriteRequest as Write, write_request,
+use tessera_engine::proto::{
+    command::{CompareAndSwap, Delete, DeleteRange, Put, Write, write},
+    frame::KeyValue,
+    metadata::Region,
 };
+use tessera_engine::region::contains_key;
 use tessera_placement::PdError;
 use thiserror::Error;
 use tokio::time::Instant;
@@ -128,7 +130,7 @@ fn never_sent(status: &Status) -> bool {
 }
 
 fn put(key: Vec<u8>, value: Vec<u8>) -> Write {
-    Write { kind: Some(write_request::Kind::Put(Put { key, value })) }
+    Write { kind: Some(write::Kind::Put(Put { key, value })) }
 }
 
 impl Client {
@@ -381,7 +383,7 @@ impl Client {
         &self,
         key: &[u8],
         writes: Vec<Write>,
-    ) -> Result<Vec<tessera_engine::storage::proto::WriteResponse>, ClientError> {
+    ) -> Result<Vec<tessera_engine::proto::command::WriteResult>, ClientError> {
         let (answer, _) = self
             .on_region(key, Retry::OnlyIfNotApplied, |mut kv, context, _| {
                 let writes = writes.clone();
@@ -481,7 +483,7 @@ impl Client {
     }
 
     pub async fn delete(&self, key: &[u8]) -> Result<(), ClientError> {
-        let delete = Write { kind: Some(write_request::Kind::Delete(Delete { key: key.to_vec() })) };
+        let delete = Write { kind: Some(write::Kind::Delete(Delete { key: key.to_vec() })) };
         self.grouped_write(key, delete, key.len()).await
     }
 
@@ -498,7 +500,7 @@ impl Client {
             expected: expected.map(<[u8]>::to_vec),
             new_value: new_value.map(<[u8]>::to_vec),
         };
-        let write = Write { kind: Some(write_request::Kind::CompareAndSwap(cas)) };
+        let write = Write { kind: Some(write::Kind::CompareAndSwap(cas)) };
         let results = self.write(key, vec![write]).await?;
         let result = results.into_iter().next().unwrap_or_default();
         Ok((result.succeeded, result.previous))
@@ -514,7 +516,7 @@ impl Client {
             let (_, region) = self
                 .on_region(&cursor, Retry::OnlyIfNotApplied, |mut kv, context, region| {
                     let range = DeleteRange { start_key: cursor.clone(), end_key: clamp_end(end, &region) };
-                    let writes = vec![Write { kind: Some(write_request::Kind::DeleteRange(range)) }];
+                    let writes = vec![Write { kind: Some(write::Kind::DeleteRange(range)) }];
                     async move { kv.write(WriteRequest { context: Some(context), writes }).await }
                 })
                 .await?;

@@ -26,7 +26,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Response, Status};
 
 use crate::failure::pd_error;
-use crate::proto::pd_client::PdClient as PdStub;
+use crate::proto::pd_client;
 use crate::proto::{
     AllocIdsRequest, JoinMemberRequest, JoinMemberResponse, Member, MembersRequest, MovePeerRequest,
     OperatorsRequest, RegionByIdRequest, RegionByKeyRequest, ScanRegionsRequest, SplitRegionRequest,
@@ -46,12 +46,12 @@ pub struct GrpcPdClient {
     deadline: Duration,
 }
 
-fn stub(address: &str) -> Result<PdStub<Channel>, PdError> {
+fn stub(address: &str) -> Result<pd_client::PdClient<Channel>, PdError> {
     let endpoint = Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| PdError::InvalidArgument(format!("bad driver address {address}: {e}")))?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(10));
-    Ok(PdStub::new(endpoint.connect_lazy()))
+    Ok(pd_client::PdClient::new(endpoint.connect_lazy()))
 }
 
 impl GrpcPdClient {
@@ -94,7 +94,7 @@ impl GrpcPdClient {
 
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, PdError>
     where
-        F: Fn(PdStub<Channel>) -> Fut,
+        F: Fn(pd_client::PdClient<Channel>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let give_up = tokio::time::Instant::now() + self.deadline;

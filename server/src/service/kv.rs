@@ -6,7 +6,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tessera_engine::storage::proto::{KeyValue, RegionEpoch};
+use tessera_engine::proto::{frame::KeyValue, metadata::RegionEpoch};
 use tessera_engine::store::{ReadRequest, ReadResponse, Responder, Store, StoreError};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};

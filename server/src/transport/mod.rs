@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use prost::Message;
-use tessera_engine::storage::proto::StoreBatch;
+use tessera_engine::proto::frame::StoreFrame;
 use tessera_engine::store::Transport;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -56,7 +56,7 @@ pub trait AddressBook: Send + Sync + 'static {
 pub struct GrpcTransport {
     runtime: Handle,
     addresses: Arc<dyn AddressBook>,
-    links: Mutex<HashMap<u64, mpsc::Sender<StoreBatch>>>,
+    links: Mutex<HashMap<u64, mpsc::Sender<StoreFrame>>>,
 }
 
 impl GrpcTransport {
@@ -64,7 +64,7 @@ impl GrpcTransport {
         GrpcTransport { runtime, addresses, links: Mutex::new(HashMap::new()) }
     }
 
-    fn link(&self, node_id: u64) -> mpsc::Sender<StoreBatch> {
+    fn link(&self, node_id: u64) -> mpsc::Sender<StoreFrame> {
         let mut links = self.links.lock();
         if let Some(link) = links.get(&node_id).filter(|link| !link.is_closed()) {
             return link.clone();
@@ -77,7 +77,7 @@ impl GrpcTransport {
 }
 
 impl Transport for GrpcTransport {
-    fn send(&self, batch: StoreBatch) {
+    fn send(&self, batch: StoreFrame) {
         // Full queue: the frame is lost, as on a congested network.
         let _ = self.link(batch.to_store).try_send(batch);
     }
@@ -96,7 +96,7 @@ async fn connect(address: &str) -> Option<RaftTransportClient<tonic::transport::
 
 /// Sends one large frame in chunks on a stream of its own. A failure loses the frame,
 /// as a lost message: Raft's snapshot timeout retries it.
-fn send_large(mut client: RaftTransportClient<tonic::transport::Channel>, frame: StoreBatch) {
+fn send_large(mut client: RaftTransportClient<tonic::transport::Channel>, frame: StoreFrame) {
     let bytes = frame.encode_to_vec();
     let chunks: Vec<FrameChunk> =
         bytes.chunks(CHUNK_BYTES).map(|data| FrameChunk { data: data.to_vec() }).collect();
@@ -106,7 +106,7 @@ fn send_large(mut client: RaftTransportClient<tonic::transport::Channel>, frame:
 }
 
 /// Keeps one stream to `node_id` open while frames come, reconnecting with backoff.
-async fn run_link(node_id: u64, addresses: Arc<dyn AddressBook>, mut frames: mpsc::Receiver<StoreBatch>) {
+async fn run_link(node_id: u64, addresses: Arc<dyn AddressBook>, mut frames: mpsc::Receiver<StoreFrame>) {
     let mut backoff = BACKOFF_MIN;
     loop {
         let book = addresses.clone();

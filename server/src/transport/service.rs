@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tessera_engine::storage::proto::StoreBatch;
+use tessera_engine::proto::frame::StoreFrame;
 use tessera_engine::store::BatchSink;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -28,7 +28,7 @@ impl RaftTransportService {
 impl RaftTransport for RaftTransportService {
     async fn stream(
         &self,
-        request: Request<Streaming<StoreBatch>>,
+        request: Request<Streaming<StoreFrame>>,
     ) -> Result<Response<TransportAck>, Status> {
         let mut frames = request.into_inner();
         while let Some(frame) = frames.message().await? {
@@ -49,7 +49,7 @@ impl RaftTransport for RaftTransportService {
             }
             bytes.extend_from_slice(&chunk.data);
         }
-        let frame = StoreBatch::decode(bytes.as_slice())
+        let frame = StoreFrame::decode(bytes.as_slice())
             .map_err(|e| Status::invalid_argument(format!("a chunked frame does not decode: {e}")))?;
         if frame.to_store == self.node_id {
             self.sink.deliver(frame);

@@ -1,0 +1,263 @@
+//! Named fail points: places in the code where a test injects a pause, a failure or a
+//! known bug, so that an interleaving happens on every run instead of when sleeps
+//! happen to line up.
+//!
+//! A fail point is a call to [`hit`] with a name from this module's constants. While no
+//! point is armed anywhere in the process, [`hit`] costs one relaxed atomic load and
+//! returns `false`: the product pays nothing for them. A test arms points in one of two
+//! scopes:
+//!
+//! - **Process-wide**, through a [`Scenario`]: for points that other threads reach (a
+//!   store's raft workers). A scenario holds a process-wide lock for its lifetime, so
+//!   tests that arm process-wide points never overlap, and it disarms everything when
+//!   dropped (also when the test panics).
+//! - **This thread only**, through [`arm_on_this_thread`]: for single-threaded code such
+//!   as the deterministic simulator, whose runs execute in parallel test threads that
+//!   must not see each other's switches.
+//!
+//! What a point does when hit is its [`Action`]: report `true` (the call site takes its
+//! failure or bug branch), pause the hitting thread until the test releases it (the way
+//! to hold one side of a race still while the other side runs), or panic.
+//!
+//! This module owns the mechanism only; what each point means is said where it is hit.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+/// What an armed fail point does when a thread reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// [`hit`] returns `true`: the call site takes its failure or bug branch.
+    Trigger,
+    /// The thread waits at the point until [`Scenario::release`] (or the scenario ends),
+    /// then [`hit`] returns `false`. Process-wide points only.
+    Pause,
+    /// The thread panics, naming the point.
+    Panic,
+}
+
+/// Points armed anywhere (process-wide or on any thread): the fast path's only read.
+static ARMED: AtomicUsize = AtomicUsize::new(0);
+
+static GLOBAL: LazyLock<Mutex<HashMap<&'static str, Armed>>> = LazyLock::new(Default::default);
+
+/// Wakes threads paused at a point and the tests waiting for them to arrive.
+static CHANGED: Condvar = Condvar::new();
+
+/// Serialises the tests that arm process-wide points.
+static SCENARIO: Mutex<()> = Mutex::new(());
+
+thread_local! {
+    static THREAD: RefCell<HashMap<&'static str, Action>> = RefCell::new(HashMap::new());
+}
+
+struct Armed {
+    action: Action,
+    /// Threads that reached the point since it was armed.
+    hits: u64,
+    /// Threads waiting at a paused point.
+    paused: u64,
+}
+
+/// Whether the fail point `name` is armed to trigger here; pauses or panics first if
+/// that is its action. Returns `false` at once when nothing is armed.
+#[inline]
+pub fn hit(name: &'static str) -> bool {
+    if ARMED.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
+    hit_armed(name)
+}
+
+#[cold]
+fn hit_armed(name: &'static str) -> bool {
+    if let Some(action) = THREAD.with(|points| points.borrow().get(name).copied()) {
+        return perform(name, action);
+    }
+    let mut points = GLOBAL.lock();
+    let Some(point) = points.get_mut(name) else { return false };
+    point.hits += 1;
+    let action = point.action;
+    if action != Action::Pause {
+        drop(points);
+        return perform(name, action);
+    }
+    point.paused += 1;
+    CHANGED.notify_all();
+    // Released when the point is re-armed with another action or disarmed.
+    while points.get(name).is_some_and(|point| point.action == Action::Pause) {
+        CHANGED.wait(&mut points);
+    }
+    if let Some(point) = points.get_mut(name) {
+        point.paused -= 1;
+    }
+    false
+}
+
+fn perform(name: &'static str, action: Action) -> bool {
+    match action {
+        Action::Trigger => true,
+        Action::Panic => panic!("fail point {name} armed to panic"),
+        Action::Pause => panic!("fail point {name}: a pause can only be armed process-wide"),
+    }
+}
+
+/// A test's process-wide fail points. Creating one waits until no other test holds
+/// one; dropping it disarms its points and releases any thread paused at them.
+pub struct Scenario {
+    armed: Vec<&'static str>,
+    _exclusive: MutexGuard<'static, ()>,
+}
+
+impl Scenario {
+    pub fn begin() -> Scenario {
+        Scenario { armed: Vec::new(), _exclusive: SCENARIO.lock() }
+    }
+
+    /// Arms `name` process-wide with `action` (replacing its previous action).
+    pub fn arm(&mut self, name: &'static str, action: Action) {
+        let mut points = GLOBAL.lock();
+        let previous = points.insert(name, Armed { action, hits: 0, paused: 0 });
+        match previous {
+            Some(previous) => {
+                let point = points.get_mut(name).expect("invariant: inserted just above");
+                point.paused = previous.paused;
+            }
+            None => {
+                ARMED.fetch_add(1, Ordering::SeqCst);
+                self.armed.push(name);
+            }
+        }
+        CHANGED.notify_all();
+    }
+
+    /// Waits until a thread is paused at `name`, for at most `timeout`; whether one is.
+    pub fn wait_until_paused(&self, name: &'static str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut points = GLOBAL.lock();
+        loop {
+            if points.get(name).is_some_and(|point| point.paused > 0) {
+                return true;
+            }
+            if CHANGED.wait_until(&mut points, deadline).timed_out() {
+                return points.get(name).is_some_and(|point| point.paused > 0);
+            }
+        }
+    }
+
+    /// How many times `name` was reached since it was armed.
+    pub fn hits(&self, name: &'static str) -> u64 {
+        GLOBAL.lock().get(name).map_or(0, |point| point.hits)
+    }
+
+    /// Disarms `name`, letting every thread paused there go on.
+    pub fn release(&mut self, name: &'static str) {
+        if GLOBAL.lock().remove(name).is_some() {
+            ARMED.fetch_sub(1, Ordering::SeqCst);
+            self.armed.retain(|armed| *armed != name);
+        }
+        CHANGED.notify_all();
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        for name in std::mem::take(&mut self.armed) {
+            self.release(name);
+        }
+    }
+}
+
+/// Arms `name` on the calling thread only, until the returned guard is dropped. The
+/// action must not be [`Action::Pause`]: nobody else could release this thread.
+#[must_use = "the point is disarmed when the guard is dropped"]
+pub fn arm_on_this_thread(name: &'static str, action: Action) -> ThreadPoint {
+    assert_ne!(action, Action::Pause, "a fail point armed on one thread cannot pause it");
+    let newly_armed = THREAD.with(|points| points.borrow_mut().insert(name, action).is_none());
+    if newly_armed {
+        ARMED.fetch_add(1, Ordering::SeqCst);
+    }
+    ThreadPoint { name, _not_send: std::marker::PhantomData }
+}
+
+/// A fail point armed on one thread; disarmed when dropped.
+pub struct ThreadPoint {
+    name: &'static str,
+    /// Dropped on the thread that armed it.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for ThreadPoint {
+    fn drop(&mut self) {
+        if THREAD.with(|points| points.borrow_mut().remove(self.name).is_some()) {
+            ARMED.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Every fail point of the engine, by name. Each is documented where it is hit.
+pub mod points {
+    /// Raft: commit an entry of an earlier term by counting replicas (Figure 8 of the
+    /// paper). A known bug, armed to prove the simulator catches it.
+    pub const RAFT_COMMIT_PREVIOUS_TERM_ENTRIES: &str = "raft/commit-previous-term-entries";
+    /// Raft: a follower keeps a conflicting suffix instead of truncating it. Known bug.
+    pub const RAFT_KEEP_CONFLICTING_SUFFIX: &str = "raft/keep-conflicting-suffix";
+    /// Raft: answer ReadIndex without confirming leadership. Known bug.
+    pub const RAFT_READ_INDEX_WITHOUT_QUORUM: &str = "raft/read-index-without-quorum";
+    /// Raft: grant every vote request, even a second one in the same term. Known bug.
+    pub const RAFT_GRANT_EVERY_VOTE: &str = "raft/grant-every-vote";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POINT: &str = "failpoint/test";
+
+    #[test]
+    fn an_unarmed_point_is_not_hit_and_a_thread_point_stays_on_its_thread() {
+        assert!(!hit(POINT));
+        let guard = arm_on_this_thread(POINT, Action::Trigger);
+        assert!(hit(POINT));
+        let elsewhere = std::thread::spawn(|| hit(POINT)).join().expect("the other thread");
+        assert!(!elsewhere, "another thread must not see this thread's point");
+        drop(guard);
+        assert!(!hit(POINT));
+    }
+
+    #[test]
+    fn a_paused_thread_waits_until_released() {
+        let mut scenario = Scenario::begin();
+        scenario.arm(POINT, Action::Pause);
+        let passed = Arc::new(AtomicUsize::new(0));
+        let worker = {
+            let passed = passed.clone();
+            std::thread::spawn(move || {
+                hit(POINT);
+                passed.fetch_add(1, Ordering::SeqCst);
+            })
+        };
+        assert!(scenario.wait_until_paused(POINT, Duration::from_secs(10)));
+        assert_eq!(passed.load(Ordering::SeqCst), 0, "the thread must wait at the point");
+        assert_eq!(scenario.hits(POINT), 1);
+        scenario.release(POINT);
+        worker.join().expect("the paused thread");
+        assert_eq!(passed.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn ending_a_scenario_releases_paused_threads() {
+        let mut scenario = Scenario::begin();
+        scenario.arm(POINT, Action::Pause);
+        let worker = std::thread::spawn(|| hit(POINT));
+        assert!(scenario.wait_until_paused(POINT, Duration::from_secs(10)));
+        drop(scenario);
+        assert!(!worker.join().expect("the released thread"));
+        assert!(!hit(POINT));
+    }
+}
