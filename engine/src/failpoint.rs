@@ -23,8 +23,8 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -211,10 +211,15 @@ pub mod points {
     pub const RAFT_READ_INDEX_WITHOUT_QUORUM: &str = "raft/read-index-without-quorum";
     /// Raft: grant every vote request, even a second one in the same term. Known bug.
     pub const RAFT_GRANT_EVERY_VOTE: &str = "raft/grant-every-vote";
+    /// Store: Raft appends leaving this process are dropped (heartbeats still flow, so
+    /// leaders keep their leadership); entries proposed meanwhile stay uncommitted.
+    pub const STORE_DROP_OUTGOING_APPENDS: &str = "store/drop-outgoing-appends";
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     const POINT: &str = "failpoint/test";
