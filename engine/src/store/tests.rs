@@ -534,9 +534,28 @@ fn a_region_over_the_key_count_threshold_splits_itself() {
     }
 }
 
+/// A region message of `region_id` from peer `from` on store 1 to peer `to` on store 2
+/// over `[start, end)`.
+fn region_message(
+    region_id: u64,
+    (from, to): (u64, u64),
+    range: (&[u8], &[u8]),
+    message: Option<crate::raft::proto::Message>,
+) -> crate::proto::frame::RegionMessage {
+    crate::proto::frame::RegionMessage {
+        region_id,
+        from_peer: Some(Peer { id: from, store_id: 1, role: 0 }),
+        to_peer: Some(Peer { id: to, store_id: 2, role: 0 }),
+        epoch: None,
+        start_key: range.0.to_vec(),
+        end_key: range.1.to_vec(),
+        message,
+    }
+}
+
 #[test]
 fn malformed_frames_neither_crash_a_store_nor_create_peers() {
-    use crate::proto::frame::{RegionMessage, StoreFrame};
+    use crate::proto::frame::StoreFrame;
     use crate::raft::proto::{Message, MessageType, Snapshot, SnapshotMetadata};
     let cluster = Cluster::with_regions(1, |_| {});
     cluster.write(1, vec![put(b"a", b"1")]);
@@ -547,7 +566,6 @@ fn malformed_frames_neither_crash_a_store_nor_create_peers() {
         term: 100,
         ..Message::default()
     };
-    let peer = |id: u64, store_id: u64| Some(Peer { id, store_id, role: 0 });
     let garbage_snapshot = Message {
         snapshot: Some(Snapshot {
             data: b"not a snapshot".to_vec(),
@@ -555,65 +573,22 @@ fn malformed_frames_neither_crash_a_store_nor_create_peers() {
         }),
         ..raft(71, 72, MessageType::Snapshot)
     };
+    let everything: (&[u8], &[u8]) = (b"", b"");
     let messages = vec![
-        RegionMessage {
-            region_id: 0,
-            from_peer: peer(1, 1),
-            to_peer: peer(2, 2),
-            epoch: None,
-            start_key: Vec::new(),
-            end_key: Vec::new(),
-            message: Some(raft(1, 2, MessageType::Append)),
-        },
-        RegionMessage {
-            region_id: 7,
-            from_peer: peer(71, 1),
-            to_peer: peer(0, 2),
-            epoch: None,
-            start_key: Vec::new(),
-            end_key: Vec::new(),
-            message: Some(raft(71, 0, MessageType::Append)),
-        },
-        RegionMessage {
-            region_id: 7,
-            from_peer: peer(71, 1),
-            to_peer: peer(72, 2),
-            epoch: None,
-            start_key: Vec::new(),
-            end_key: Vec::new(),
-            message: Some(garbage_snapshot),
-        },
-        RegionMessage {
-            region_id: 1,
-            from_peer: peer(11, 1),
-            to_peer: peer(12, 2),
-            epoch: None,
-            start_key: Vec::new(),
-            end_key: Vec::new(),
-            message: None,
-        },
-        RegionMessage {
-            region_id: 1,
-            from_peer: peer(11, 1),
-            to_peer: peer(12, 2),
-            epoch: None,
-            start_key: Vec::new(),
-            end_key: Vec::new(),
-            message: Some(Message { msg_type: 99, ..raft(11, 12, MessageType::Append) }),
-        },
+        region_message(0, (1, 2), everything, Some(raft(1, 2, MessageType::Append))),
+        region_message(7, (71, 0), everything, Some(raft(71, 0, MessageType::Append))),
+        region_message(7, (71, 72), everything, Some(garbage_snapshot)),
+        region_message(1, (11, 12), everything, None),
+        region_message(
+            1,
+            (11, 12),
+            everything,
+            Some(Message { msg_type: 99, ..raft(11, 12, MessageType::Append) }),
+        ),
+        // Well formed, but for a region whose range overlaps region 1, which store 2
+        // holds: creating it would let two regions write the same keys.
+        region_message(9, (91, 92), (b"a", b"c"), Some(raft(91, 92, MessageType::Append))),
     ];
-    let mut messages = messages;
-    // Well formed, but for a region whose range overlaps region 1, which store 2 holds:
-    // creating it would let two regions write the same keys.
-    messages.push(RegionMessage {
-        region_id: 9,
-        from_peer: peer(91, 1),
-        to_peer: peer(92, 2),
-        epoch: None,
-        start_key: b"a".to_vec(),
-        end_key: b"c".to_vec(),
-        message: Some(raft(91, 92, MessageType::Append)),
-    });
     let frame = StoreFrame {
         from_store: 1,
         to_store: 2,

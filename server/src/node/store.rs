@@ -17,7 +17,7 @@ use tessera_placement::proto::RegisterStoreRequest;
 use tokio::runtime::Handle;
 
 use super::Ready;
-use super::status::{Observability, flag_on_stop};
+use super::status::{Observability, Serving, flag_on_stop};
 use crate::client::GrpcPdClient;
 use crate::metrics::Role;
 use crate::proto::kv_server::KvServer;
@@ -77,6 +77,38 @@ impl AddressBook for DriverAddressBook {
     }
 }
 
+/// This store's id: the one kept in its data directory, or a new one from the driver,
+/// kept before registering so that a registration retried after a lost answer (or a
+/// crash) names the same store.
+async fn store_id(pd: &GrpcPdClient, data_dir: &std::path::Path) -> anyhow::Result<u64> {
+    let id_file = data_dir.join(STORE_ID_FILE);
+    if let Some(id) = super::read_id(&id_file)? {
+        return Ok(id);
+    }
+    let ids = pd.alloc_ids_async(1).await.context("getting a store id from the placement driver")?;
+    let id = *ids.first().context("the placement driver answered no id")?;
+    super::write_id(&id_file, id)?;
+    Ok(id)
+}
+
+/// Serves `/metrics` and `/health`; the store's gauges are refreshed at each scrape.
+fn serve_status(
+    observability: Observability,
+    store: &Arc<Store>,
+    store_id: u64,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+) -> Serving {
+    let weak = Arc::downgrade(store);
+    let refresh = move || {
+        if let Some(store) = weak.upgrade() {
+            // A store that stops mid-refresh keeps its last figures.
+            let _ = store.refresh_metrics();
+        }
+    };
+    let describe = move || format!(r#"{{"role":"store","id":{store_id}}}"#);
+    observability.serve(Role::Store, store_id, refresh, describe, stopping)
+}
+
 /// Runs a store until `stop` resolves; `on_ready` receives what it serves on.
 pub async fn run(
     config: StoreNodeConfig,
@@ -92,18 +124,7 @@ pub async fn run(
     let (stop, stopping) = flag_on_stop(stop);
     let (listener, address) = super::bind(&config.listen).await?;
     let pd = Arc::new(GrpcPdClient::new(Handle::current(), config.pd.clone(), Duration::from_secs(30)));
-    let id_file = config.data_dir.join(STORE_ID_FILE);
-    // The id is kept before registering, so that a registration retried after a lost
-    // answer (or a crash) names the same store.
-    let store_id = match super::read_id(&id_file)? {
-        Some(id) => id,
-        None => {
-            let ids = pd.alloc_ids_async(1).await.context("getting a store id from the placement driver")?;
-            let id = *ids.first().context("the placement driver answered no id")?;
-            super::write_id(&id_file, id)?;
-            id
-        }
-    };
+    let store_id = store_id(&pd, &config.data_dir).await?;
     let request =
         RegisterStoreRequest { store_id, address: address.to_string(), labels: config.labels.clone() };
     pd.register_store_async(request).await.context("registering with the placement driver")?;
@@ -148,17 +169,7 @@ pub async fn run(
         address,
         metrics: observability.as_ref().map(Observability::address),
     });
-    let status = observability.map(|observability| {
-        let weak = Arc::downgrade(&store);
-        let refresh = move || {
-            if let Some(store) = weak.upgrade() {
-                // A store that stops mid-refresh keeps its last figures.
-                let _ = store.refresh_metrics();
-            }
-        };
-        let describe = move || format!(r#"{{"role":"store","id":{store_id}}}"#);
-        observability.serve(Role::Store, store_id, refresh, describe, stopping)
-    });
+    let status = observability.map(|observability| serve_status(observability, &store, store_id, stopping));
     let served = super::serve(router, listener, stop).await;
     // The status server first (a scrape in flight holds the store for a moment), then
     // stop reporting and close the store (the services hold it weakly): requests in
