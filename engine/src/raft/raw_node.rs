@@ -97,7 +97,9 @@ struct InFlightReady {
 }
 
 pub struct RawNode<S: Storage> {
-    raft: Raft<S>,
+    /// Visible within the core (its tests read it); the application reads a copy through
+    /// [`RawNode::status`].
+    pub(super) raft: Raft<S>,
     previous_soft_state: SoftState,
     previous_hard_state: HardState,
     in_flight: Option<InFlightReady>,
