@@ -10,7 +10,9 @@
 //! - **Process-wide**, through a [`Scenario`]: for points that other threads reach (a
 //!   store's raft workers). A scenario holds a process-wide lock for its lifetime, so
 //!   tests that arm process-wide points never overlap, and it disarms everything when
-//!   dropped (also when the test panics).
+//!   dropped (also when the test panics). Other tests of the same process meet the
+//!   point too while it is armed: arm only what they survive (a pause of moments, lost
+//!   messages that Raft sends again) and keep the window short.
 //! - **This thread only**, through [`arm_on_this_thread`]: for single-threaded code such
 //!   as the deterministic simulator, whose runs execute in parallel test threads that
 //!   must not see each other's switches.
@@ -23,8 +25,8 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -211,41 +213,49 @@ pub mod points {
     pub const RAFT_READ_INDEX_WITHOUT_QUORUM: &str = "raft/read-index-without-quorum";
     /// Raft: grant every vote request, even a second one in the same term. Known bug.
     pub const RAFT_GRANT_EVERY_VOTE: &str = "raft/grant-every-vote";
+    /// Store: Raft appends leaving this process are dropped (heartbeats still flow, so
+    /// leaders keep their leadership); entries proposed meanwhile stay uncommitted.
+    pub const STORE_DROP_OUTGOING_APPENDS: &str = "store/drop-outgoing-appends";
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
-    const POINT: &str = "failpoint/test";
+    // One name per test: tests run in parallel threads of one process.
+    const THREAD_POINT: &str = "failpoint/test-thread";
+    const PAUSE_POINT: &str = "failpoint/test-pause";
+    const RELEASE_POINT: &str = "failpoint/test-release";
 
     #[test]
     fn an_unarmed_point_is_not_hit_and_a_thread_point_stays_on_its_thread() {
-        assert!(!hit(POINT));
-        let guard = arm_on_this_thread(POINT, Action::Trigger);
-        assert!(hit(POINT));
-        let elsewhere = std::thread::spawn(|| hit(POINT)).join().expect("the other thread");
+        assert!(!hit(THREAD_POINT));
+        let guard = arm_on_this_thread(THREAD_POINT, Action::Trigger);
+        assert!(hit(THREAD_POINT));
+        let elsewhere = std::thread::spawn(|| hit(THREAD_POINT)).join().expect("the other thread");
         assert!(!elsewhere, "another thread must not see this thread's point");
         drop(guard);
-        assert!(!hit(POINT));
+        assert!(!hit(THREAD_POINT));
     }
 
     #[test]
     fn a_paused_thread_waits_until_released() {
         let mut scenario = Scenario::begin();
-        scenario.arm(POINT, Action::Pause);
+        scenario.arm(PAUSE_POINT, Action::Pause);
         let passed = Arc::new(AtomicUsize::new(0));
         let worker = {
             let passed = passed.clone();
             std::thread::spawn(move || {
-                hit(POINT);
+                hit(PAUSE_POINT);
                 passed.fetch_add(1, Ordering::SeqCst);
             })
         };
-        assert!(scenario.wait_until_paused(POINT, Duration::from_secs(10)));
+        assert!(scenario.wait_until_paused(PAUSE_POINT, Duration::from_secs(10)));
         assert_eq!(passed.load(Ordering::SeqCst), 0, "the thread must wait at the point");
-        assert_eq!(scenario.hits(POINT), 1);
-        scenario.release(POINT);
+        assert_eq!(scenario.hits(PAUSE_POINT), 1);
+        scenario.release(PAUSE_POINT);
         worker.join().expect("the paused thread");
         assert_eq!(passed.load(Ordering::SeqCst), 1);
     }
@@ -253,11 +263,11 @@ mod tests {
     #[test]
     fn ending_a_scenario_releases_paused_threads() {
         let mut scenario = Scenario::begin();
-        scenario.arm(POINT, Action::Pause);
-        let worker = std::thread::spawn(|| hit(POINT));
-        assert!(scenario.wait_until_paused(POINT, Duration::from_secs(10)));
+        scenario.arm(RELEASE_POINT, Action::Pause);
+        let worker = std::thread::spawn(|| hit(RELEASE_POINT));
+        assert!(scenario.wait_until_paused(RELEASE_POINT, Duration::from_secs(10)));
         drop(scenario);
         assert!(!worker.join().expect("the released thread"));
-        assert!(!hit(POINT));
+        assert!(!hit(RELEASE_POINT));
     }
 }

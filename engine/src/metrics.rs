@@ -131,6 +131,7 @@ fn column_family_gauges(cf: Cf) -> ColumnFamilyGauges {
     }
 }
 
+#[allow(clippy::too_many_lines, reason = "one declaration per metric: a table read row by row, not logic")]
 fn register_store_metrics() -> StoreMetrics {
     metrics::describe_gauge!(
         "tessera_rocksdb_memtable_bytes",

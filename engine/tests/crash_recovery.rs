@@ -9,7 +9,7 @@
 //!
 //! `harness = false`: the binary is its own test runner, so that it can be its own child.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Write as _};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -106,10 +106,7 @@ fn delete_range_stays_inside_the_region_and_hides_earlier_batch_writes() {
 
     let bounded = region(b"b", b"m");
     let delete_all = Write {
-        kind: Some(write::Kind::DeleteRange(DeleteRange {
-            start_key: b"b".to_vec(),
-            end_key: Vec::new(),
-        })),
+        kind: Some(write::Kind::DeleteRange(DeleteRange { start_key: b"b".to_vec(), end_key: Vec::new() })),
     };
     let responses = apply_writes(
         &engine,

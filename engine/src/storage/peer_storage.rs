@@ -176,11 +176,38 @@ impl PeerStorage {
     /// index on, as the Raft core requires.
     pub fn append(&mut self, entries: &[Entry], batch: &mut WriteBatch) -> Result<(), EngineError> {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else { return Ok(()) };
+        // Checked before anything is queued: a log with a hole, or with entries out of
+        // order, would be persisted as the truth and replayed after a restart.
+        let old_last = self.raft_state.last_index;
+        assert!(
+            first.index <= old_last + 1,
+            "invariant: appends never leave a gap (region {}: first new entry {}, last stored {old_last})",
+            self.region_id,
+            first.index
+        );
+        assert!(
+            first.index > self.apply_state.truncated_index,
+            "invariant: compacted entries are never rewritten (region {}: first new entry {}, truncated at {})",
+            self.region_id,
+            first.index,
+            self.apply_state.truncated_index
+        );
+        for (previous, next) in entries.iter().zip(&entries[1..]) {
+            assert!(
+                next.index == previous.index + 1 && next.term >= previous.term,
+                "invariant: appended entries are contiguous with non-decreasing terms (region {}: \
+                 {}@{} followed by {}@{})",
+                self.region_id,
+                previous.index,
+                previous.term,
+                next.index,
+                next.term
+            );
+        }
         let raft = self.engine.cf(Cf::Raft)?;
         for entry in entries {
             batch.put_cf(raft, keys::log_key(self.region_id, entry.index), entry.encode_to_vec());
         }
-        let old_last = self.raft_state.last_index;
         if last.index < old_last {
             // The new entries replace a longer suffix: the rest of it must go too.
             batch.delete_range_cf(
@@ -189,7 +216,6 @@ impl PeerStorage {
                 keys::log_key(self.region_id, old_last + 1),
             );
         }
-        debug_assert!(first.index <= old_last + 1, "invariant: appends never leave a gap");
         self.raft_state.last_index = last.index;
         self.raft_state.last_term = last.term;
         self.engine.put_message(batch, Cf::Raft, &keys::raft_state_key(self.region_id), &self.raft_state)

@@ -11,6 +11,9 @@ use crate::proto::{
     command::{ChangePeer, CompareAndSwap, DeleteRange, Put, Split, admin_command, write},
     metadata::{Peer, PeerRole},
 };
+use std::sync::atomic::Ordering::SeqCst;
+
+use crate::failpoint::{self, Action, points};
 use crate::raft::proto::ConfChangeType;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -339,11 +342,17 @@ fn a_split_under_load_leaves_two_regions_that_both_serve() {
     // A writer keeps writing across the whole key space while the region splits,
     // following the split by refreshing its routing when a write is refused.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let written_before = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let written_after = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let writer = {
         let (cluster, stop) = (cluster.clone(), stop.clone());
+        let (before_split, after_split) = (written_before.clone(), written_after.clone());
         std::thread::spawn(move || {
             let mut acknowledged = Vec::new();
             let mut n = 0u64;
+            let count = |acknowledged: &Vec<(u64, Vec<u8>)>, region| {
+                acknowledged.iter().filter(|(r, _)| *r == region).count() as u64
+            };
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let key = format!("k{:02}/{n}", n % 60).into_bytes();
                 let region =
@@ -354,18 +363,22 @@ fn a_split_under_load_leaves_two_regions_that_both_serve() {
                     cluster.stores[&store].write(region, epoch, vec![put(&key, b"w")]).recv_timeout(WAIT)
                 {
                     acknowledged.push((region, key));
+                    before_split.store(count(&acknowledged, 1), std::sync::atomic::Ordering::SeqCst);
+                    after_split.store(count(&acknowledged, 2), std::sync::atomic::Ordering::SeqCst);
                 }
                 n += 1;
             }
             acknowledged
         })
     };
-    std::thread::sleep(Duration::from_millis(200));
+    // The split happens under load, and the load goes on into the new region: waits on
+    // what the writer achieved, not on time.
+    cluster.wait_for("writes before the split", |_| (written_before.load(SeqCst) >= 20).then_some(()));
     let split = Split { split_key: b"k15".to_vec(), new_region_id: 2, new_peer_ids: vec![21, 22, 23] };
     cluster.admin(1, admin_command::Kind::Split(split));
     let (_, right) = cluster.wait_for("the new region's leader", |c| c.leader(2));
     assert_eq!(right.region.start_key, b"k15");
-    std::thread::sleep(Duration::from_millis(300));
+    cluster.wait_for("writes into the new region", |_| (written_after.load(SeqCst) >= 20).then_some(()));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let acknowledged = writer.join().expect("the writer thread");
     assert!(acknowledged.len() > 20, "the load kept going: {} writes", acknowledged.len());
@@ -637,4 +650,46 @@ fn a_region_cannot_be_bootstrapped_twice_nor_get_two_peers_on_one_store() {
     let answer = cluster.stores[&store].admin(1, epoch, request).recv_timeout(WAIT).expect("an answer");
     assert!(matches!(answer, Err(StoreError::InvalidChange(_))), "{answer:?}");
     assert_eq!(cluster.get(1, b"a"), Some(b"1".to_vec()));
+}
+
+/// Writes proposed behind a split entry, with the epoch from before the split, are
+/// refused when applied (the split changed the range version) and none of them lands,
+/// on either side of the split key. Appends are dropped while they are proposed, so
+/// that on every run they sit in the log behind the uncommitted split.
+#[test]
+fn writes_proposed_behind_a_split_are_refused_when_applied() {
+    let cluster = Cluster::with_regions(1, |_| {});
+    cluster.write(1, vec![put(b"k00", b"v")]);
+    let (leader, status) = cluster.wait_for("a leader", |c| c.leader(1));
+    let epoch_before = status.region.epoch.unwrap_or_default();
+    let mut scenario = failpoint::Scenario::begin();
+    scenario.arm(points::STORE_DROP_OUTGOING_APPENDS, Action::Trigger);
+    let split = Split { split_key: b"k15".to_vec(), new_region_id: 2, new_peer_ids: vec![21, 22, 23] };
+    let admin = AdminCommand { kind: Some(admin_command::Kind::Split(split)) };
+    let split_answer = cluster.stores[&leader].admin(1, epoch_before, admin);
+    let late_writes: Vec<_> = [&b"k05"[..], &b"k20"[..]]
+        .into_iter()
+        .map(|key| (key, cluster.stores[&leader].write(1, epoch_before, vec![put(key, b"late")])))
+        .collect();
+    // The status request queues behind the proposals on the region's worker: once it is
+    // answered, both writes are in the leader's log behind the split entry.
+    // Nothing commits while appends are dropped, so the split has not applied either.
+    assert_eq!(status_of(&cluster, leader).region.end_key, b"", "the split must not apply yet");
+    scenario.release(points::STORE_DROP_OUTGOING_APPENDS);
+    assert!(matches!(split_answer.recv_timeout(WAIT), Ok(Ok(_))), "the split commits once appends flow");
+    for (key, answer) in late_writes {
+        let outcome = answer.recv_timeout(WAIT).expect("an answer to a late write");
+        assert!(
+            matches!(outcome, Err(StoreError::Region(crate::region::RegionError::EpochNotMatch { .. }))),
+            "a write proposed before the split with the old epoch must be refused when applied: {key:?} got {outcome:?}"
+        );
+    }
+    assert_eq!(cluster.get(1, b"k05"), None, "a refused write must not land in the left region");
+    cluster.wait_for("the new region's leader", |c| c.leader(2));
+    assert_eq!(cluster.get(2, b"k20"), None, "a refused write must not land in the right region");
+    assert_eq!(cluster.get(1, b"k00"), Some(b"v".to_vec()));
+}
+
+fn status_of(cluster: &Cluster, store: u64) -> PeerStatus {
+    cluster.stores[&store].status(1).expect("the store holds region 1")
 }

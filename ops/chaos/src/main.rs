@@ -114,26 +114,67 @@ fn check(path: &PathBuf) -> anyhow::Result<ExitCode> {
     Ok(if report.is_valid() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+/// The faults to draw from and the canonical path of the tessera binary, once the
+/// arguments are checked.
+fn check_run_args(args: &RunArgs) -> anyhow::Result<(Vec<String>, std::path::PathBuf)> {
     if args.nodes < 3 || args.keys == 0 || args.keys > 10 || args.clients == 0 {
         anyhow::bail!("a run needs at least 3 nodes, 1 to 10 keys and a client");
     }
     let faults: Vec<String> = if args.faults.is_empty() {
         FAULT_KINDS.iter().map(|s| s.to_string()).collect()
     } else {
-        args.faults
+        args.faults.clone()
     };
     if let Some(unknown) = faults.iter().find(|f| !FAULT_KINDS.contains(&f.as_str())) {
         anyhow::bail!("unknown fault {unknown}; the faults are {}", FAULT_KINDS.join(", "));
     }
-    let binary = match args.binary {
-        Some(binary) => binary,
+    let binary = match &args.binary {
+        Some(binary) => binary.clone(),
         None => std::env::current_exe()?.with_file_name("tessera"),
     };
     if !binary.is_file() {
         anyhow::bail!("no tessera binary at {} (build the workspace, or pass --binary)", binary.display());
     }
     let binary = binary.canonicalize()?;
+    Ok((faults, binary))
+}
+
+/// One line per round, then what failed and where the evidence is when it did not pass.
+fn print_round(label: &str, outcome: &round::RoundOutcome, config: &RoundConfig) {
+    let verdict = if outcome.passed() { "ok" } else { "FAILED" };
+    println!(
+        "{label}: {verdict}: {} operations ({} ok, {} failed, {} unknown), {} faults, \
+         {} operators, {} violations, {} lost writes; started in {:.1}s, recovered in {:.1}s, \
+         checked in {:.2}s",
+        outcome.invocations,
+        outcome.ok,
+        outcome.failed,
+        outcome.unknown,
+        outcome.faults.iter().filter(|line| line.contains(" fault: ")).count(),
+        outcome.faults.iter().filter(|line| line.contains(" operator: ")).count(),
+        outcome.report.violations.len(),
+        outcome.report.lost_writes.len(),
+        outcome.start_time.as_secs_f64(),
+        outcome.recovery_time.as_secs_f64(),
+        outcome.check_time.as_secs_f64()
+    );
+    if outcome.passed() {
+        return;
+    }
+    for problem in &outcome.problems {
+        println!("  {problem}");
+    }
+    for violation in &outcome.report.violations {
+        println!("{violation}");
+    }
+    for write in &outcome.report.lost_writes {
+        println!("  {write}");
+    }
+    println!("  evidence: {}", config.dir.display());
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let (faults, binary) = check_run_args(&args)?;
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs())
     });
@@ -159,34 +200,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Ok(outcome) => {
                 violations += outcome.report.violations.len();
                 lost += outcome.report.lost_writes.len();
-                let verdict = if outcome.passed() { "ok".to_string() } else { "FAILED".to_string() };
-                println!(
-                    "{label}: {verdict}: {} operations ({} ok, {} failed, {} unknown), {} faults, \
-                     {} operators, {} violations, {} lost writes; started in {:.1}s, recovered in {:.1}s, \
-                     checked in {:.2}s",
-                    outcome.invocations,
-                    outcome.ok,
-                    outcome.failed,
-                    outcome.unknown,
-                    outcome.faults.iter().filter(|line| line.contains(" fault: ")).count(),
-                    outcome.faults.iter().filter(|line| line.contains(" operator: ")).count(),
-                    outcome.report.violations.len(),
-                    outcome.report.lost_writes.len(),
-                    outcome.start_time.as_secs_f64(),
-                    outcome.recovery_time.as_secs_f64(),
-                    outcome.check_time.as_secs_f64()
-                );
+                print_round(&label, &outcome, &config);
                 if !outcome.passed() {
-                    for problem in &outcome.problems {
-                        println!("  {problem}");
-                    }
-                    for violation in &outcome.report.violations {
-                        println!("{violation}");
-                    }
-                    for write in &outcome.report.lost_writes {
-                        println!("  {write}");
-                    }
-                    println!("  evidence: {}", config.dir.display());
                     failed_rounds.push(round_seed);
                 }
             }

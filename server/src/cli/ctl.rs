@@ -131,48 +131,54 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             println!("OK (the replica moves shortly; `ctl operators` shows its progress)");
         }
         CtlCommand::Stores => stores(&client, args.json).await?,
-        CtlCommand::Members => {
-            let members = client.pd().members_async().await?;
-            let role = |voter: bool| if voter { "voter" } else { "learner" };
-            if args.json {
-                let rows: Vec<_> = members
-                    .iter()
-                    .map(|m| json!({"id": m.id, "address": m.address, "role": role(m.voter)}))
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                println!("{:>6}  {:<22} role", "id", "address");
-                for m in members {
-                    println!("{:>6}  {:<22} {}", m.id, m.address, role(m.voter));
-                }
-            }
-        }
+        CtlCommand::Members => members(&client, args.json).await?,
         CtlCommand::Regions => regions(&client, args.json).await?,
-        CtlCommand::Operators => {
-            let operators = client.pd().operators_async().await?;
-            if args.json {
-                let rows: Vec<_> = operators
-                    .iter()
-                    .map(|o| {
-                        json!({"region_id": o.region_id, "kind": o.kind, "steps": o.steps,
-                               "current_step": o.current_step, "age_ms": o.age_ms})
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                for o in operators {
-                    let step = o.steps.get(o.current_step as usize).cloned().unwrap_or_default();
-                    println!(
-                        "region {} {} step {}/{} ({step}) for {} ms",
-                        o.region_id,
-                        o.kind,
-                        o.current_step + 1,
-                        o.steps.len(),
-                        o.age_ms
-                    );
-                }
-            }
-        }
+        CtlCommand::Operators => operators(&client, args.json).await?,
+    }
+    Ok(())
+}
+
+async fn members(client: &Client, as_json: bool) -> anyhow::Result<()> {
+    let members = client.pd().members_async().await?;
+    let role = |voter: bool| if voter { "voter" } else { "learner" };
+    if as_json {
+        let rows: Vec<_> = members
+            .iter()
+            .map(|m| json!({"id": m.id, "address": m.address, "role": role(m.voter)}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!("{:>6}  {:<22} role", "id", "address");
+    for m in members {
+        println!("{:>6}  {:<22} {}", m.id, m.address, role(m.voter));
+    }
+    Ok(())
+}
+
+async fn operators(client: &Client, as_json: bool) -> anyhow::Result<()> {
+    let operators = client.pd().operators_async().await?;
+    if as_json {
+        let rows: Vec<_> = operators
+            .iter()
+            .map(|o| {
+                json!({"region_id": o.region_id, "kind": o.kind, "steps": o.steps,
+                       "current_step": o.current_step, "age_ms": o.age_ms})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    for o in operators {
+        let step = o.steps.get(o.current_step as usize).cloned().unwrap_or_default();
+        println!(
+            "region {} {} step {}/{} ({step}) for {} ms",
+            o.region_id,
+            o.kind,
+            o.current_step + 1,
+            o.steps.len(),
+            o.age_ms
+        );
     }
     Ok(())
 }

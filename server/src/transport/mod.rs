@@ -41,6 +41,20 @@ pub const CHUNK_BYTES: usize = 1024 * 1024;
 /// Largest frame reassembled from chunks: past this the sender is not a Tessera node.
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024 * 1024;
 
+/// Room for everything in a request besides one write's key and value: the region
+/// context, field tags and lengths.
+const REQUEST_ENVELOPE_BYTES: usize = 64 * 1024;
+
+// A request carrying the largest key and value a store accepts must fit in one gRPC
+// message, or a write the store would take could never reach it; and a chunk must fit
+// in one message of the transport's own stream.
+const _: () = assert!(
+    tessera_engine::kv::MAX_KEY_BYTES + tessera_engine::kv::MAX_VALUE_BYTES + REQUEST_ENVELOPE_BYTES
+        <= MAX_MESSAGE_BYTES
+);
+const _: () = assert!(CHUNK_BYTES + REQUEST_ENVELOPE_BYTES <= MAX_MESSAGE_BYTES);
+const _: () = assert!(MAX_MESSAGE_BYTES <= MAX_FRAME_BYTES);
+
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
