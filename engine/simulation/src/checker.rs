@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use tessera_engine::raft::{RawNode, Storage};
 use tessera_engine::raft::proto::{Entry, HardState};
+use tessera_engine::raft::{RawNode, Storage};
 
 use super::state_machine::hash_bytes;
 

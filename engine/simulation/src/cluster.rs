@@ -468,7 +468,7 @@ impl Simulation {
             (single(ConfChangeType::Remove, victim), None)
         } else if let Some(&learner) = live_learners.first() {
             (single(ConfChangeType::AddVoter, learner), None)
-        } else if let Some(&dead_learner) = config.learners.iter().next() {
+        } else if let Some(&dead_learner) = config.learners.first() {
             (single(ConfChangeType::Remove, dead_learner), None)
         } else {
             let id = self.next_node_id;

@@ -99,11 +99,7 @@ pub struct SeedFailure {
 impl fmt::Display for SeedFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "seed {} ({} replicas): {}", self.seed, self.nodes, self.violation)?;
-        writeln!(
-            f,
-            "reproduce: ops/dev.sh soak --start {} --seeds 1 --nodes {}",
-            self.seed, self.nodes
-        )?;
+        writeln!(f, "reproduce: ops/dev.sh soak --start {} --seeds 1 --nodes {}", self.seed, self.nodes)?;
         write!(f, "last events:\n{}", self.trace)
     }
 }

@@ -242,7 +242,11 @@ impl SimNode {
         Ok(())
     }
 
-    fn apply(&mut self, world: &mut World, entry: &tessera_engine::raft::proto::Entry) -> Result<(), Violation> {
+    fn apply(
+        &mut self,
+        world: &mut World,
+        entry: &tessera_engine::raft::proto::Entry,
+    ) -> Result<(), Violation> {
         if entry.index <= self.state_machine.applied {
             return Err(violation(
                 ViolationKind::StateMachineSafety,

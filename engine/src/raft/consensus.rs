@@ -424,9 +424,9 @@ impl<S: Storage> Raft<S> {
     fn in_leader_lease(&self) -> bool {
         self.config.check_quorum
             && (self.role == Role::Leader
-                || self.last_leader_contact.is_some_and(|contact| {
-                    self.clock.saturating_sub(contact) < self.config.election_ticks
-                }))
+                || self
+                    .last_leader_contact
+                    .is_some_and(|contact| self.clock.saturating_sub(contact) < self.config.election_ticks))
     }
 
     /// Records that the leader of our term spoke to us.

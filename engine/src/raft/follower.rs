@@ -64,7 +64,8 @@ impl<S: Storage> Raft<S> {
             self.send(response);
             return;
         }
-        let appended = self.log.maybe_append(message.index, message.log_term, message.commit, &message.entries);
+        let appended =
+            self.log.maybe_append(message.index, message.log_term, message.commit, &message.entries);
         match appended {
             Some(last_new) => response.index = last_new,
             None => {

@@ -8,7 +8,7 @@
 use crate::failpoint::{self, points};
 
 use super::errors::StorageError;
-use super::log_unstable::{Unstable, snapshot_index, snapshot_term};
+use super::log_unstable::{Unstable, snapshot_index};
 use super::proto::{Entry, Snapshot};
 use super::storage::Storage;
 use super::util::limit_size;
@@ -293,9 +293,5 @@ impl<S: Storage> RaftLog<S> {
             return Ok(snapshot.clone());
         }
         self.storage.snapshot(request_index)
-    }
-
-    pub fn pending_snapshot_term(&self) -> Option<u64> {
-        self.unstable.snapshot.as_ref().map(snapshot_term)
     }
 }

@@ -5,8 +5,8 @@ use super::harness::{
     ELECTION_TICKS, Network, Node, conf_state, config, drain, entry, message, new_raft, storage_with_log,
     vote_request,
 };
-use crate::raft::proto::{EntryType, HardState, Message, MessageType};
 use crate::raft::consensus::CampaignKind;
+use crate::raft::proto::{EntryType, HardState, Message, MessageType};
 use crate::raft::{Config, MemStorage, Raft, Role};
 
 fn three_voters() -> MemStorage {

@@ -16,11 +16,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use prost::Message as _;
 
+use crate::raft::consensus::CampaignKind;
 use crate::raft::proto::{
     ConfChange, ConfChangeSingle, ConfChangeType, ConfState, Entry, EntryType, HardState, Message,
     MessageType,
 };
-use crate::raft::consensus::CampaignKind;
 use crate::raft::{Config, MemStorage, Raft, RawNode, ReadState, Role, Storage};
 
 pub const ELECTION_TICKS: u64 = 10;

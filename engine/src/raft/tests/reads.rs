@@ -2,8 +2,8 @@
 //! leader's first commit, leader leases (§6.4.1), and what happens to pending reads when
 //! leadership is lost.
 
-use crate::failpoint::{self, Action, points};
 use super::harness::{ELECTION_TICKS, HEARTBEAT_TICKS, Network};
+use crate::failpoint::{self, Action, points};
 use crate::raft::proto::{Message, MessageType};
 use crate::raft::{Error, ReadMode, ReadState, Role};
 

@@ -2,10 +2,10 @@
 //! the leader's pacing of replication (§10.2: pipelining with flow control; fast
 //! backtracking).
 
-use crate::failpoint::{self, Action, points};
 use super::harness::{
     Network, conf_state, config, drain, entry, log_of, message, new_raft, storage_with_log,
 };
+use crate::failpoint::{self, Action, points};
 use crate::raft::Role;
 use crate::raft::proto::{HardState, Message, MessageType};
 use crate::raft::tracker::ProgressState;
