@@ -70,6 +70,8 @@ case "$command" in
   soak | store-bench)
     ensure_packages
     announce_build
+    # raft-sim is an example of the simulator's crate (engine/simulation), store-bench
+    # one of the engine's.
     example="raft-sim"
     [ "$command" = store-bench ] && example="store-bench"
     # Built for the whole workspace, not with -p: the same feature set as the tests, so

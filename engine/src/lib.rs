@@ -1,9 +1,9 @@
 //! Everything inside one Tessera node, with no networking.
 //!
 //! - [`proto`]: the types every layer shares: region metadata, commands, store frames.
-//! - [`raft`]: the pure Raft state machine.
-//! - [`simulation`]: the deterministic simulator that checks Raft's safety and liveness
-//!   under faults; later layers reuse it.
+//! - [`raft`]: the pure Raft state machine. Its deterministic simulator is a test tool
+//!   outside this crate (`engine/simulation`, the `tessera-raft-simulation` crate), which
+//!   drives it through its public API only.
 //! - [`region`]: region descriptors, epochs, key-range arithmetic and splits.
 //! - [`storage`]: the node's one RocksDB: column families, key layout, per-region Raft
 //!   storage and region snapshots.
@@ -20,6 +20,5 @@ pub mod metrics;
 pub mod proto;
 pub mod raft;
 pub mod region;
-pub mod simulation;
 pub mod storage;
 pub mod store;

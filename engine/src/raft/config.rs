@@ -25,10 +25,10 @@ pub struct Config {
     /// This replica's id; never 0.
     pub id: u64,
     /// Ticks without hearing from a leader before a follower campaigns. The actual
-    /// timeout is drawn from `[election_tick, 2 * election_tick)` after every reset.
-    pub election_tick: usize,
-    /// Ticks between a leader's heartbeat rounds; must be below `election_tick`.
-    pub heartbeat_tick: usize,
+    /// timeout is drawn from `[election_ticks, 2 * election_ticks)` after every reset.
+    pub election_ticks: u64,
+    /// Ticks between a leader's heartbeat rounds; must be below `election_ticks`.
+    pub heartbeat_ticks: u64,
     /// Upper bound on the encoded size of entries in one append message (at least one
     /// entry is always sent).
     pub max_size_per_msg: u64,
@@ -41,8 +41,8 @@ pub struct Config {
     /// and voters ignore campaigns while they hear from a leader. Needed for lease reads.
     pub check_quorum: bool,
     /// Assumed bound on clock drift between replicas, in ticks per election timeout. The
-    /// leader lease is `election_tick - max_clock_drift_ticks` ticks long.
-    pub max_clock_drift_ticks: usize,
+    /// leader lease is `election_ticks - max_clock_drift_ticks` ticks long.
+    pub max_clock_drift_ticks: u64,
     /// The highest index the application has applied; entries after it are handed out
     /// again on restart. The configuration in [`RaftState::conf_state`] must be the one
     /// in effect at this index, since membership changes at or below it are not handed
@@ -67,8 +67,8 @@ impl Config {
     pub fn new(id: u64) -> Config {
         Config {
             id,
-            election_tick: 10,
-            heartbeat_tick: 2,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
             max_size_per_msg: 1024 * 1024,
             max_inflight_msgs: 256,
             pre_vote: true,
@@ -85,35 +85,35 @@ impl Config {
         if self.id == 0 {
             return Err(Error::InvalidConfig("id must not be 0".into()));
         }
-        if self.heartbeat_tick == 0 {
-            return Err(Error::InvalidConfig("heartbeat_tick must be at least 1".into()));
+        if self.heartbeat_ticks == 0 {
+            return Err(Error::InvalidConfig("heartbeat_ticks must be at least 1".into()));
         }
-        if self.election_tick <= self.heartbeat_tick {
+        if self.election_ticks <= self.heartbeat_ticks {
             return Err(Error::InvalidConfig(format!(
-                "election_tick ({}) must be greater than heartbeat_tick ({})",
-                self.election_tick, self.heartbeat_tick
+                "election_ticks ({}) must be greater than heartbeat_ticks ({})",
+                self.election_ticks, self.heartbeat_ticks
             )));
         }
         if self.max_inflight_msgs == 0 {
             return Err(Error::InvalidConfig("max_inflight_msgs must be at least 1".into()));
         }
-        if self.max_clock_drift_ticks + 1 >= self.election_tick {
+        if self.max_clock_drift_ticks + 1 >= self.election_ticks {
             return Err(Error::InvalidConfig(format!(
-                "max_clock_drift_ticks ({}) must be below election_tick - 1 ({}) so that a lease remains",
+                "max_clock_drift_ticks ({}) must be below election_ticks - 1 ({}) so that a lease remains",
                 self.max_clock_drift_ticks,
-                self.election_tick - 1
+                self.election_ticks - 1
             )));
         }
         Ok(())
     }
 
-    /// Length of the leader lease in ticks: `election_tick - max_clock_drift_ticks - 1`.
+    /// Length of the leader lease in ticks: `election_ticks - max_clock_drift_ticks - 1`.
     ///
-    /// A voter that acknowledged a heartbeat ignores campaigns for `election_tick` of its
+    /// A voter that acknowledged a heartbeat ignores campaigns for `election_ticks` of its
     /// own ticks after receiving it, but the first of those may come at once, so it is
-    /// protected only `election_tick - 1` tick intervals after the heartbeat was sent.
+    /// protected only `election_ticks - 1` tick intervals after the heartbeat was sent.
     /// The leader counts from the tick before it sent; drift takes the rest.
     pub fn lease_ticks(&self) -> u64 {
-        (self.election_tick - self.max_clock_drift_ticks - 1) as u64
+        self.election_ticks - self.max_clock_drift_ticks - 1
     }
 }

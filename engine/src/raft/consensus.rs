@@ -10,6 +10,8 @@ use prost::Message as _;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::failpoint::{self, points};
+
 use super::confchange;
 use super::config::Config;
 use super::errors::{Error, Result, StorageError};
@@ -36,39 +38,30 @@ pub struct LogPosition {
     pub term: u64,
 }
 
+/// Why a replica campaigns, which decides how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CampaignKind {
+pub enum CampaignKind {
+    /// The PreVote round (§9.6): asks whether the replica could win before it raises its
+    /// term.
     PreElection,
+    /// An election on the replica's own initiative (its election timeout, or the
+    /// application asking): preceded by a PreVote round when [`Config::pre_vote`] is on.
     Election,
     /// Ordered by the leader through TimeoutNow: skips PreVote and is not ignored by
     /// voters that heard from the leader recently.
     Transfer,
 }
 
-/// Known bugs that tests switch on to prove the simulator's checks catch them.
-#[cfg(test)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BugSwitches {
-    /// Commit an entry of an earlier term by counting replicas (Figure 8 of the paper).
-    pub commit_previous_term_entries: bool,
-    /// A follower keeps a conflicting suffix instead of truncating it.
-    pub keep_conflicting_suffix: bool,
-    /// Answer ReadIndex without confirming leadership with a heartbeat round.
-    pub read_index_without_quorum: bool,
-    /// Grant every vote request, even a second one in the same term.
-    pub grant_every_vote: bool,
-}
-
 pub struct Raft<S: Storage> {
-    pub id: u64,
-    pub term: u64,
+    pub(super) id: u64,
+    pub(super) term: u64,
     /// Whom this replica voted for in `term`, or 0.
-    pub vote: u64,
+    pub(super) vote: u64,
     /// The leader of `term` as far as this replica knows, or 0.
-    pub leader_id: u64,
-    pub role: Role,
-    pub log: RaftLog<S>,
-    pub tracker: ProgressTracker,
+    pub(super) leader_id: u64,
+    pub(super) role: Role,
+    pub(super) log: RaftLog<S>,
+    pub(super) tracker: ProgressTracker,
     pub(super) config: Config,
     /// Messages that may be sent before the current Ready is persisted.
     pub(super) messages: Vec<Message>,
@@ -77,9 +70,9 @@ pub struct Raft<S: Storage> {
     pub(super) read_states: Vec<ReadState>,
     pub(super) dropped_reads: Vec<Vec<u8>>,
     pub(super) reads: Reads,
-    pub(super) election_elapsed: usize,
-    heartbeat_elapsed: usize,
-    randomized_election_timeout: usize,
+    pub(super) election_elapsed: u64,
+    heartbeat_elapsed: u64,
+    randomized_election_timeout: u64,
     /// Index of the last membership change appended; no other may be proposed before it
     /// is applied.
     pub(super) pending_conf_index: u64,
@@ -93,8 +86,6 @@ pub struct Raft<S: Storage> {
     /// restarted replica may have acknowledged a lease it no longer remembers.
     last_leader_contact: Option<u64>,
     rng: ChaCha8Rng,
-    #[cfg(test)]
-    pub bugs: BugSwitches,
 }
 
 impl<S: Storage> Raft<S> {
@@ -138,15 +129,13 @@ impl<S: Storage> Raft<S> {
             reads: Reads::default(),
             election_elapsed: 0,
             heartbeat_elapsed: 0,
-            randomized_election_timeout: config.election_tick,
+            randomized_election_timeout: config.election_ticks,
             pending_conf_index: 0,
             lead_transferee: None,
             clock: 0,
             last_leader_contact: (!config.new_group).then_some(0),
             rng: ChaCha8Rng::seed_from_u64(config.random_seed),
             config,
-            #[cfg(test)]
-            bugs: BugSwitches::default(),
         };
         raft.become_follower(hard_state.term, 0);
         Ok(raft)
@@ -195,12 +184,24 @@ impl<S: Storage> Raft<S> {
         self.leader_id = 0;
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
-        self.randomized_election_timeout =
-            self.rng.random_range(self.config.election_tick..2 * self.config.election_tick);
+        self.randomized_election_timeout = self.draw_election_timeout();
         self.lead_transferee = None;
         self.tracker.reset_votes();
         self.tracker.reset_progress(self.log.last_index());
         self.pending_conf_index = 0;
+    }
+
+    /// An election timeout drawn from `[election_ticks, 2 * election_ticks)`. Drawn as a
+    /// `u32` while the range fits one, as `rand` draws a `usize` range: a seed then keeps
+    /// drawing the timeouts it drew when ticks were counted in `usize`, so recorded
+    /// simulator seeds still replay what they were recorded for.
+    fn draw_election_timeout(&mut self) -> u64 {
+        let low = self.config.election_ticks;
+        let high = 2 * low;
+        match (u32::try_from(low), u32::try_from(high)) {
+            (Ok(low), Ok(high)) => u64::from(self.rng.random_range(low..high)),
+            _ => self.rng.random_range(low..high),
+        }
     }
 
     pub(super) fn become_follower(&mut self, term: u64, leader_id: u64) {
@@ -253,14 +254,14 @@ impl<S: Storage> Raft<S> {
         self.election_elapsed += 1;
         if self.promotable() && self.election_elapsed >= self.randomized_election_timeout {
             self.election_elapsed = 0;
-            self.hup(false);
+            self.hup(CampaignKind::Election);
         }
     }
 
     fn tick_leader(&mut self) {
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
-        if self.election_elapsed >= self.config.election_tick {
+        if self.election_elapsed >= self.config.election_ticks {
             self.election_elapsed = 0;
             if self.config.check_quorum {
                 if let Some(own) = self.tracker.progress.get_mut(&self.id) {
@@ -278,29 +279,28 @@ impl<S: Storage> Raft<S> {
             // A transfer that has not finished within an election timeout is abandoned.
             self.lead_transferee = None;
         }
-        if self.heartbeat_elapsed >= self.config.heartbeat_tick {
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
         }
     }
 
-    /// Starts an election now, if this replica may. Outside a leader transfer, a replica
-    /// that heard from a leader within an election timeout does not campaign: a leader
-    /// may be serving reads on a lease that counts on it.
-    pub fn hup(&mut self, transfer: bool) {
+    /// Campaigns now, if this replica may. Outside a leader transfer, a replica that heard
+    /// from a leader within an election timeout does not campaign: a leader may be
+    /// serving reads on a lease that counts on it. A [`CampaignKind::Election`] starts
+    /// with a PreVote round when the configuration asks for one.
+    pub(super) fn hup(&mut self, kind: CampaignKind) {
         if self.role == Role::Leader || !self.promotable() || self.has_unapplied_conf_changes() {
             return;
         }
-        if !transfer && self.in_leader_lease() {
+        if kind != CampaignKind::Transfer && self.in_leader_lease() {
             return;
         }
-        if transfer {
-            self.campaign(CampaignKind::Transfer);
-        } else if self.config.pre_vote {
-            self.campaign(CampaignKind::PreElection);
-        } else {
-            self.campaign(CampaignKind::Election);
-        }
+        let kind = match kind {
+            CampaignKind::Election if self.config.pre_vote => CampaignKind::PreElection,
+            kind => kind,
+        };
+        self.campaign(kind);
     }
 
     /// A replica that campaigned on a configuration that a committed but unapplied entry
@@ -424,9 +424,9 @@ impl<S: Storage> Raft<S> {
     fn in_leader_lease(&self) -> bool {
         self.config.check_quorum
             && (self.role == Role::Leader
-                || self.last_leader_contact.is_some_and(|contact| {
-                    self.clock.saturating_sub(contact) < self.config.election_tick as u64
-                }))
+                || self
+                    .last_leader_contact
+                    .is_some_and(|contact| self.clock.saturating_sub(contact) < self.config.election_ticks))
     }
 
     /// Records that the leader of our term spoke to us.
@@ -459,14 +459,10 @@ impl<S: Storage> Raft<S> {
         // We may vote for a candidate we already voted for, or for anyone if we have not
         // voted and know no leader in this term; a PreVote for a later term is always
         // considered.
-        #[allow(unused_mut)]
-        let mut can_vote = self.vote == message.from
+        let can_vote = self.vote == message.from
             || (self.vote == 0 && self.leader_id == 0)
-            || (pre_vote && message.term > self.term);
-        #[cfg(test)]
-        {
-            can_vote |= self.bugs.grant_every_vote;
-        }
+            || (pre_vote && message.term > self.term)
+            || failpoint::hit(points::RAFT_GRANT_EVERY_VOTE);
         let mut response = new_message(message.from, response_type);
         if can_vote && self.log.is_up_to_date(message.index, message.log_term) {
             response.term = message.term;

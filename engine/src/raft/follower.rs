@@ -1,7 +1,7 @@
 //! What followers and candidates do: accept the leader's log, heartbeats and snapshots,
 //! count votes, and campaign when told to by TimeoutNow.
 
-use super::consensus::{Raft, Role, new_message};
+use super::consensus::{CampaignKind, Raft, Role, new_message};
 use super::errors::{Error, Result};
 use super::log_unstable::{snapshot_index, snapshot_term};
 use super::proto::{Message, MessageType};
@@ -15,7 +15,7 @@ impl<S: Storage> Raft<S> {
                 self.handle_leader_message(message)
             }
             MessageType::TimeoutNow => {
-                self.hup(true);
+                self.hup(CampaignKind::Transfer);
                 Ok(())
             }
             // Late answers to a campaign or to a leadership we no longer hold.
@@ -64,16 +64,8 @@ impl<S: Storage> Raft<S> {
             self.send(response);
             return;
         }
-        #[cfg(test)]
-        let keep_suffix = self.bugs.keep_conflicting_suffix;
-        let appended = self.log.maybe_append(
-            message.index,
-            message.log_term,
-            message.commit,
-            &message.entries,
-            #[cfg(test)]
-            keep_suffix,
-        );
+        let appended =
+            self.log.maybe_append(message.index, message.log_term, message.commit, &message.entries);
         match appended {
             Some(last_new) => response.index = last_new,
             None => {

@@ -5,8 +5,10 @@
 //! entries at or below `committed` are never replaced. Entries are handed out for
 //! application only once they are both committed and durable on this replica.
 
+use crate::failpoint::{self, points};
+
 use super::errors::StorageError;
-use super::log_unstable::{Unstable, snapshot_index, snapshot_term};
+use super::log_unstable::{Unstable, snapshot_index};
 use super::proto::{Entry, Snapshot};
 use super::storage::Storage;
 use super::util::limit_size;
@@ -100,7 +102,6 @@ impl<S: Storage> RaftLog<S> {
         prev_term: u64,
         leader_commit: u64,
         entries: &[Entry],
-        #[cfg(test)] keep_conflicting_suffix: bool,
     ) -> Option<u64> {
         if !self.match_term(prev_index, prev_term) {
             return None;
@@ -114,9 +115,8 @@ impl<S: Storage> RaftLog<S> {
                 self.committed
             );
             let start = (conflict - (prev_index + 1)) as usize;
-            #[cfg(test)]
-            if keep_conflicting_suffix && conflict <= self.last_index() {
-                // Deliberately broken (test-only): keep our conflicting entries and only
+            if conflict <= self.last_index() && failpoint::hit(points::RAFT_KEEP_CONFLICTING_SUFFIX) {
+                // A known bug, armed only by tests: keep our conflicting entries and only
                 // take what lies beyond our last index.
                 let beyond = entries.iter().skip_while(|e| e.index <= self.last_index()).cloned();
                 let beyond: Vec<Entry> = beyond.collect();
@@ -293,9 +293,5 @@ impl<S: Storage> RaftLog<S> {
             return Ok(snapshot.clone());
         }
         self.storage.snapshot(request_index)
-    }
-
-    pub fn pending_snapshot_term(&self) -> Option<u64> {
-        self.unstable.snapshot.as_ref().map(snapshot_term)
     }
 }

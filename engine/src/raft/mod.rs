@@ -5,7 +5,8 @@
 //! [`Config`]). The application feeds it ticks, messages and proposals and takes back a
 //! [`Ready`]: entries and hard state to persist, messages to send, committed entries to
 //! apply, confirmed reads. The same inputs always give the same outputs, which is what
-//! lets [`crate::simulation`] explore faults deterministically.
+//! lets the deterministic simulator (the `tessera-raft-simulation` crate, through this
+//! module's public API only) explore faults deterministically.
 //!
 //! Beyond the paper's core it implements what production needs: PreVote and CheckQuorum,
 //! pipelined replication with flow control and fast backtracking, snapshots, ReadIndex
@@ -14,6 +15,10 @@
 //!
 //! This module must never block, sleep, read a clock or touch the disk: the store's
 //! batching and the simulator both depend on it being a pure function of its inputs.
+//! Its state stays inside: the application reads it through [`RawNode::status`] and the
+//! few accessors beside it (see `raw_node.rs`). Known bugs that tests inject to prove
+//! the simulator catches them are fail points ([`crate::failpoint::points`]`::RAFT_*`),
+//! which cost the product one relaxed atomic load.
 
 mod confchange;
 mod config;
@@ -40,10 +45,10 @@ pub mod proto {
 
 pub use config::{Config, ReadMode};
 #[cfg(test)]
-pub use consensus::BugSwitches;
-pub use consensus::{LogPosition, Raft, Role};
+use consensus::Raft;
+pub use consensus::{LogPosition, Role};
 pub use errors::{Error, Result, StorageError};
-pub use raw_node::{RawNode, Ready, SoftState};
+pub use raw_node::{RawNode, Ready, SoftState, Status};
 pub use read_index::ReadState;
 pub use storage::{MemStorage, RaftState, Storage};
-pub use tracker::{Progress, ProgressState, TrackerConfig};
+pub use tracker::{Progress, ProgressState};

@@ -38,10 +38,6 @@ impl MajorityConfig {
         self.voters.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.voters.len()
-    }
-
     /// The largest value acknowledged by a majority, given each voter's acknowledged
     /// value (`None` counts as 0). An empty configuration imposes no constraint, which is
     /// what a joint configuration with no outgoing half needs: `u64::MAX`.
@@ -85,6 +81,7 @@ pub struct JointConfig {
 }
 
 impl JointConfig {
+    #[cfg(test)]
     pub fn new(voters: impl IntoIterator<Item = u64>) -> JointConfig {
         JointConfig { incoming: MajorityConfig::new(voters), outgoing: MajorityConfig::default() }
     }

@@ -22,19 +22,54 @@
 //!
 //! A crash anywhere in this sequence is safe: whatever was not yet durable is simply
 //! lost, and nothing that depended on it was sent.
+//!
+//! # What the application may read and touch
+//!
+//! The replica's state stays inside: the application reads a copy of it through
+//! [`RawNode::status`], the membership through [`RawNode::conf_state`], the leader's view
+//! of each replica through [`RawNode::progress`] and a log position's term through
+//! [`RawNode::entry_term`]. The one thing it reaches into is the storage
+//! ([`RawNode::storage_mut`]), because step 2 above persists through it; it must only
+//! write what a Ready hands it there (or compact entries it has applied), never rewrite
+//! what the core already relies on.
 
 use super::config::{Config, ReadMode};
-use super::consensus::{LogPosition, Raft, Role};
+use super::consensus::{CampaignKind, LogPosition, Raft, Role};
 use super::errors::Result;
 use super::proto::{ConfChange, ConfState, Entry, HardState, Message, Snapshot};
 use super::read_index::ReadState;
 use super::storage::Storage;
+use super::tracker::Progress;
 
 /// Volatile state worth reporting when it changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SoftState {
     pub leader_id: u64,
     pub role: Role,
+}
+
+/// A copy of a replica's state, taken by [`RawNode::status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    pub id: u64,
+    pub term: u64,
+    /// Whom this replica voted for in `term`, or 0.
+    pub vote: u64,
+    /// The leader of `term` as far as this replica knows, or 0.
+    pub leader_id: u64,
+    pub role: Role,
+    /// The highest index known to be committed.
+    pub commit_index: u64,
+    /// The highest index handed out for application and confirmed by [`RawNode::advance`].
+    pub applied_index: u64,
+    /// The highest index durable on this replica.
+    pub persisted_index: u64,
+    /// The first index still in the log (earlier entries are compacted into a snapshot).
+    pub first_index: u64,
+    /// The last index in the log, durable or not.
+    pub last_index: u64,
+    /// On a leader handing its leadership over: the replica it goes to.
+    pub lead_transferee: Option<u64>,
 }
 
 /// Everything the application must do for the replica since the last [`Ready`].
@@ -62,7 +97,9 @@ struct InFlightReady {
 }
 
 pub struct RawNode<S: Storage> {
-    pub raft: Raft<S>,
+    /// Visible within the core (its tests read it); the application reads a copy through
+    /// [`RawNode::status`].
+    pub(super) raft: Raft<S>,
     previous_soft_state: SoftState,
     previous_hard_state: HardState,
     in_flight: Option<InFlightReady>,
@@ -85,7 +122,7 @@ impl<S: Storage> RawNode<S> {
 
     /// Campaigns now (used to elect a first leader without waiting for a timeout).
     pub fn campaign(&mut self) {
-        self.raft.hup(false);
+        self.raft.hup(CampaignKind::Election);
     }
 
     pub fn step(&mut self, message: Message) -> Result<()> {
@@ -129,6 +166,52 @@ impl<S: Storage> RawNode<S> {
 
     pub fn soft_state(&self) -> SoftState {
         SoftState { leader_id: self.raft.leader_id, role: self.raft.role }
+    }
+
+    /// A copy of the replica's state now.
+    pub fn status(&self) -> Status {
+        let raft = &self.raft;
+        Status {
+            id: raft.id,
+            term: raft.term,
+            vote: raft.vote,
+            leader_id: raft.leader_id,
+            role: raft.role,
+            commit_index: raft.log.committed,
+            applied_index: raft.log.applied,
+            persisted_index: raft.log.persisted,
+            first_index: raft.log.first_index(),
+            last_index: raft.log.last_index(),
+            lead_transferee: raft.lead_transferee(),
+        }
+    }
+
+    /// The membership configuration in effect (the last one applied).
+    pub fn conf_state(&self) -> ConfState {
+        self.raft.tracker.config.to_conf_state()
+    }
+
+    /// The term of the entry at `index` in this replica's log, durable or not; `None`
+    /// when the entry is compacted or not there yet.
+    pub fn entry_term(&self, index: u64) -> Option<u64> {
+        self.raft.log.term(index).ok()
+    }
+
+    /// What this replica knows of every member's log, by replica id. Only a leader keeps
+    /// it current; elsewhere it is what the last reset left.
+    pub fn progress(&self) -> impl Iterator<Item = (u64, &Progress)> {
+        self.raft.tracker.progress.iter().map(|(&id, progress)| (id, progress))
+    }
+
+    /// The storage the replica reads its log from.
+    pub fn storage(&self) -> &S {
+        &self.raft.log.storage
+    }
+
+    /// The storage, for persisting a Ready as the contract above says and for compacting
+    /// applied entries.
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.raft.log.storage
     }
 
     pub fn has_ready(&self) -> bool {

@@ -8,14 +8,16 @@
 //! until its no-op entry commits.
 //!
 //! Lease: a quorum acknowledged round `r`, sent at tick `t`, means no other leader can be
-//! elected before `t + election_tick` on any voter's clock (each of those voters ignores
+//! elected before `t + election_ticks` on any voter's clock (each of those voters ignores
 //! campaigns for an election timeout after hearing from us, CheckQuorum). So until
-//! `t + election_tick - max_clock_drift_ticks` on our clock the leader answers reads at
+//! `t + election_ticks - max_clock_drift_ticks` on our clock the leader answers reads at
 //! once. This assumes clocks drift apart by at most `max_clock_drift_ticks` per election
 //! timeout; a leader transfer ends the lease for the rest of the term, since its target
 //! campaigns without waiting.
 
 use std::collections::VecDeque;
+
+use crate::failpoint::{self, points};
 
 use super::config::ReadMode;
 use super::consensus::{Raft, Role};
@@ -99,12 +101,9 @@ impl<S: Storage> Raft<S> {
     fn serve_read(&mut self, context: Vec<u8>, mode: ReadMode) {
         let index = self.log.committed;
         let only_voter = self.tracker.config.voters.ids().into_iter().eq([self.id]);
-        #[allow(unused_mut)]
-        let mut immediate = only_voter || (mode == ReadMode::Lease && self.lease_valid());
-        #[cfg(test)]
-        {
-            immediate |= self.bugs.read_index_without_quorum;
-        }
+        let immediate = only_voter
+            || (mode == ReadMode::Lease && self.lease_valid())
+            || failpoint::hit(points::RAFT_READ_INDEX_WITHOUT_QUORUM);
         if immediate {
             self.read_states.push(ReadState { index, context });
             return;

@@ -10,8 +10,8 @@ pub struct StoreConfig {
     pub workers: usize,
     /// Wall-clock length of one Raft tick.
     pub tick_interval: Duration,
-    pub election_ticks: usize,
-    pub heartbeat_ticks: usize,
+    pub election_ticks: u64,
+    pub heartbeat_ticks: u64,
     /// Ticks without activity after which a region's leader hibernates it.
     pub hibernate_after_ticks: u64,
     /// Every this many ticks a region truncates its Raft log.

@@ -79,8 +79,8 @@ impl Outgoing {
     /// The heartbeat a leader sends when it hibernates its region: followers stop
     /// ticking on it.
     pub fn add_hibernation(&mut self, peer: &Peer) {
-        let raft = &peer.raw.raft;
-        for (&id, progress) in &raft.tracker.progress {
+        let raft = peer.raft_status();
+        for (id, progress) in peer.raft_progress() {
             if id == peer.peer_id {
                 continue;
             }
@@ -90,7 +90,7 @@ impl Outgoing {
                 from_peer_id: peer.peer_id,
                 to_peer_id: id,
                 term: raft.term,
-                commit: progress.matched.min(raft.log.committed),
+                commit: progress.matched.min(raft.commit_index),
                 round: 0,
                 hibernate: true,
             };

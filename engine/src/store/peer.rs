@@ -18,8 +18,8 @@ use crate::proto::{
     command::{AdminCommand, RaftCommand, WriteResult, admin_command},
     metadata::{self, PeerRole, Region, RegionEpoch},
 };
-use crate::raft::proto::{ConfChange, ConfChangeType, Entry, EntryType};
-use crate::raft::{Config, RawNode, ReadMode, Role};
+use crate::raft::proto::{ConfChange, ConfChangeType, Entry, EntryType, Message};
+use crate::raft::{Config, Progress, RawNode, ReadMode, Ready, Role, Status};
 use crate::region::{self, EpochCheck};
 use crate::storage::{Cf, Engine, EngineError, PeerStorage, keys};
 
@@ -96,7 +96,7 @@ pub struct Peer {
     pub region_id: u64,
     pub peer_id: u64,
     pub store_id: u64,
-    pub raw: RawNode<PeerStorage>,
+    raw: RawNode<PeerStorage>,
     pub region: Region,
     /// Store of every peer id this region has had, for addressing messages.
     known_peers: HashMap<u64, metadata::Peer>,
@@ -121,8 +121,8 @@ pub struct Peer {
 
 pub fn raft_config(config: &StoreConfig, peer_id: u64, applied: u64, new_group: bool) -> Config {
     let mut raft = Config::new(peer_id);
-    raft.election_tick = config.election_ticks;
-    raft.heartbeat_tick = config.heartbeat_ticks;
+    raft.election_ticks = config.election_ticks;
+    raft.heartbeat_ticks = config.heartbeat_ticks;
     raft.applied = applied;
     raft.new_group = new_group;
     raft.random_seed = peer_id ^ config.store_id.rotate_left(32);
@@ -195,11 +195,68 @@ impl Peer {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.raw.raft.role == Role::Leader
+        self.raw.soft_state().role == Role::Leader
     }
 
     pub fn leader(&self) -> Option<metadata::Peer> {
-        self.descriptor_of(self.raw.raft.leader_id)
+        self.descriptor_of(self.leader_id())
+    }
+
+    /// The Raft leader's peer id as far as this replica knows, or 0.
+    pub fn leader_id(&self) -> u64 {
+        self.raw.soft_state().leader_id
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raw.status().term
+    }
+
+    /// A copy of the Raft replica's state.
+    pub fn raft_status(&self) -> Status {
+        self.raw.status()
+    }
+
+    /// The highest index applied to this store's state machine (written with the data it
+    /// applied, so it may run ahead of what Raft was told by `advance`).
+    pub fn applied_index(&self) -> u64 {
+        self.raw.storage().apply_state().applied_index
+    }
+
+    /// What the Raft leader knows of each replica's log, by peer id (current on the
+    /// leader only).
+    pub fn raft_progress(&self) -> impl Iterator<Item = (u64, &Progress)> {
+        self.raw.progress()
+    }
+
+    /// The storage the Ready of this peer is persisted through.
+    pub fn storage_mut(&mut self) -> &mut PeerStorage {
+        self.raw.storage_mut()
+    }
+
+    pub fn has_ready(&self) -> bool {
+        self.raw.has_ready()
+    }
+
+    /// The next Ready, to be handled as `crate::raft::RawNode`'s contract says.
+    pub fn ready(&mut self) -> Ready {
+        self.raw.ready()
+    }
+
+    pub fn advance(&mut self) {
+        self.raw.advance();
+    }
+
+    /// Hands Raft a message from another replica.
+    pub fn step(&mut self, message: Message) -> crate::raft::Result<()> {
+        self.raw.step(message)
+    }
+
+    pub fn campaign(&mut self) {
+        self.raw.campaign();
+    }
+
+    pub fn transfer_leader(&mut self, to_peer_id: u64) -> crate::raft::Result<()> {
+        self.raw.transfer_leader(to_peer_id)
     }
 
     fn not_leader(&self) -> StoreError {
@@ -315,7 +372,7 @@ impl Peer {
 
     /// Serves every confirmed read whose index is applied, from the engine.
     pub fn serve_reads(&mut self, engine: &Engine) {
-        let applied = self.raw.raft.log.storage.apply_state().applied_index;
+        let applied = self.applied_index();
         let mut waiting = Vec::new();
         for (read_id, index) in std::mem::take(&mut self.confirmed_reads) {
             if index > applied {
@@ -356,7 +413,7 @@ impl Peer {
             }?;
             self.answer_proposal(entry, result, answers);
         }
-        self.raw.raft.log.storage.set_applied(last.index, &mut batch.batch)
+        self.raw.storage_mut().set_applied(last.index, &mut batch.batch)
     }
 
     fn apply_command(
@@ -380,8 +437,8 @@ impl Peer {
                     Ok(halves) => halves,
                     Err(error) => return Ok(Err(error.into())),
                 };
-            let conf_state = self.raw.raft.tracker.config.to_conf_state();
-            self.raw.raft.log.storage.set_region_state(left.clone(), conf_state, &mut batch.batch)?;
+            let conf_state = self.raw.conf_state();
+            self.raw.storage_mut().set_region_state(left.clone(), conf_state, &mut batch.batch)?;
             let new_peer = region::peer_on_store(&right, self.store_id).map(|p| p.id);
             // A peer of the new region that a snapshot already initialized here (or that
             // was removed) is ahead of the split: leave it as it is.
@@ -446,7 +503,7 @@ impl Peer {
             region.epoch = Some(epoch);
             self.known_peers.insert(peer.id, peer);
         }
-        self.raw.raft.log.storage.set_region_state(region.clone(), conf_state.clone(), &mut batch.batch)?;
+        self.raw.storage_mut().set_region_state(region.clone(), conf_state.clone(), &mut batch.batch)?;
         self.set_region(region);
         let member = conf_state
             .voters
@@ -542,15 +599,12 @@ impl Peer {
         let ticks = self.ticks;
         let waiting: Vec<u64> = self
             .raw
-            .raft
-            .tracker
-            .progress
-            .iter()
+            .progress()
             .filter(|(_, pr)| pr.state == crate::raft::ProgressState::Snapshot)
-            .map(|(&id, _)| id)
+            .map(|(id, _)| id)
             .collect();
         self.snapshots_in_flight.retain(|id, _| waiting.contains(id));
-        let limit = 10 * config.election_ticks as u64;
+        let limit = 10 * config.election_ticks;
         for id in waiting {
             let since = *self.snapshots_in_flight.entry(id).or_insert(ticks);
             if ticks - since > limit {
@@ -562,14 +616,14 @@ impl Peer {
     }
 
     fn idle_long_enough(&mut self, config: &StoreConfig) -> bool {
-        let raft = &self.raw.raft;
-        let last = raft.log.last_index();
+        let status = self.raw.status();
+        let last = status.last_index;
         let quiet = self.proposals.is_empty()
             && self.reads.is_empty()
-            && raft.log.committed == last
-            && raft.log.applied == last
-            && raft.lead_transferee().is_none()
-            && raft.tracker.progress.values().all(|pr| pr.matched == last)
+            && status.commit_index == last
+            && status.applied_index == last
+            && status.lead_transferee.is_none()
+            && self.raw.progress().all(|(_, pr)| pr.matched == last)
             // A size check is due: sleeping now would leave an oversized region unsplit.
             && !(config.split_check_interval_ticks > 0 && self.written_since_split_check);
         self.idle_ticks = if quiet { self.idle_ticks + 1 } else { 0 };
@@ -608,16 +662,15 @@ impl Peer {
         if config.log_gc_interval_ticks == 0 || !self.ticks.is_multiple_of(config.log_gc_interval_ticks) {
             return Ok(false);
         }
-        let applied = self.raw.raft.log.storage.apply_state().applied_index;
+        let applied = self.applied_index();
         let floor = applied.saturating_sub(config.log_gc_max_lag);
         let target = if self.is_leader() {
-            let slowest =
-                self.raw.raft.tracker.progress.values().map(|pr| pr.matched).min().unwrap_or(applied);
+            let slowest = self.raw.progress().map(|(_, pr)| pr.matched).min().unwrap_or(applied);
             slowest.min(applied).max(floor)
         } else {
             floor
         };
-        self.raw.raft.log.storage.compact_to(target, batch)
+        self.raw.storage_mut().compact_to(target, batch)
     }
 
     /// Deletes the peer's data and log and leaves a tombstone, in `batch`.
@@ -625,14 +678,14 @@ impl Peer {
         self.destroyed = true;
         self.ranges.remove(self.region_id);
         self.fail_all(StoreError::RegionNotFound(self.region_id));
-        if self.raw.raft.log.storage.is_initialized() && !self.region.peers.is_empty() {
+        if self.raw.storage().is_initialized() && !self.region.peers.is_empty() {
             batch.delete_range_cf(
                 engine.cf(Cf::Data)?,
                 keys::data_key(&self.region.start_key),
                 keys::data_end_key(&self.region.end_key),
             );
         }
-        self.raw.raft.log.storage.tombstone(batch)
+        self.raw.storage_mut().tombstone(batch)
     }
 }
 

@@ -98,15 +98,15 @@ impl StoreReport {
 impl Peer {
     /// This leader's report of its region.
     pub fn report(&self) -> RegionReport {
-        let raft = &self.raw.raft;
-        let committed = raft.log.committed;
+        let raft = self.raft_status();
+        let committed = raft.commit_index;
         let pending_peers = self
             .region
             .peers
             .iter()
             .filter(|peer| peer.id != self.peer_id)
             .filter(|peer| {
-                raft.tracker.progress.get(&peer.id).is_none_or(|progress| {
+                self.raft_progress().find(|(id, _)| *id == peer.id).is_none_or(|(_, progress)| {
                     progress.state != ProgressState::Replicate
                         || progress.matched + PENDING_LAG_ENTRIES < committed
                         || (progress.is_learner && !progress.recent_active)

@@ -215,7 +215,7 @@ impl Worker {
                     Some(peer) => {
                         peer.wake();
                         self.dirty.insert(region_id);
-                        peer.raw.transfer_leader(to_peer_id).map_err(|e| StoreError::Raft(e.to_string()))
+                        peer.transfer_leader(to_peer_id).map_err(|e| StoreError::Raft(e.to_string()))
                     }
                     None => Err(StoreError::RegionNotFound(region_id)),
                 };
@@ -224,7 +224,7 @@ impl Worker {
             WorkerMsg::Campaign(region_id) => {
                 if let Some(peer) = self.peers.get_mut(&region_id) {
                     peer.wake();
-                    peer.raw.campaign();
+                    peer.campaign();
                     self.dirty.insert(region_id);
                 }
             }
@@ -244,10 +244,10 @@ impl Worker {
                 let status = self.peers.get(&region_id).map(|peer| PeerStatus {
                     peer_id: peer.peer_id,
                     is_leader: peer.is_leader(),
-                    leader_peer_id: peer.raw.raft.leader_id,
-                    term: peer.raw.raft.term,
-                    applied_index: peer.raw.raft.log.storage.apply_state().applied_index,
-                    first_index: peer.raw.raft.log.first_index(),
+                    leader_peer_id: peer.leader_id(),
+                    term: peer.term(),
+                    applied_index: peer.applied_index(),
+                    first_index: peer.raft_status().first_index,
                     region: peer.region.clone(),
                     hibernating: peer.hibernating,
                 });
@@ -260,7 +260,7 @@ impl Worker {
                     hibernating: peers.clone().filter(|peer| peer.hibernating).count() as u64,
                     without_leader: peers
                         .clone()
-                        .filter(|peer| !peer.hibernating && peer.raw.raft.leader_id == 0)
+                        .filter(|peer| !peer.hibernating && peer.leader_id() == 0)
                         .count() as u64,
                     leaders: peers.filter(|peer| peer.is_leader()).map(Peer::report).collect(),
                 };
@@ -275,7 +275,7 @@ impl Worker {
         match Peer::open(&self.engine, &self.config, &self.ranges, region_id, new_group) {
             Ok(mut peer) => {
                 if campaign {
-                    peer.raw.campaign();
+                    peer.campaign();
                 }
                 if let Some(mut old) = self.peers.insert(region_id, peer) {
                     old.fail_all(StoreError::RegionNotFound(region_id));
@@ -367,7 +367,7 @@ impl Worker {
             peer.learn_peer(from_peer);
             peer.wake();
             // A malformed or stale message is refused by Raft; the node carries on.
-            let _ = peer.raw.step(raft_message);
+            let _ = peer.step(raft_message);
             self.dirty.insert(region_id);
         }
         METRICS.messages_received.count(MessageType::Heartbeat, batch.heartbeats.len() as u64);
@@ -384,9 +384,8 @@ impl Worker {
                 continue;
             }
             peer.learn_peer(sender(entry.from_peer_id));
-            let _ = peer.raw.step(expand(&entry, MessageType::Heartbeat));
-            let raft = &peer.raw.raft;
-            if entry.hibernate && raft.leader_id == entry.from_peer_id && raft.term == entry.term {
+            let _ = peer.step(expand(&entry, MessageType::Heartbeat));
+            if entry.hibernate && peer.leader_id() == entry.from_peer_id && peer.term() == entry.term {
                 peer.hibernating = true;
             } else {
                 peer.wake();
@@ -398,7 +397,7 @@ impl Worker {
             if peer.peer_id != entry.to_peer_id {
                 continue;
             }
-            let _ = peer.raw.step(expand(&entry, MessageType::HeartbeatResponse));
+            let _ = peer.step(expand(&entry, MessageType::HeartbeatResponse));
             self.dirty.insert(entry.region_id);
         }
     }
@@ -447,13 +446,13 @@ impl Worker {
         let mut readies = Vec::new();
         for region_id in dirty {
             let Some(peer) = self.peers.get_mut(&region_id) else { continue };
-            if !peer.raw.has_ready() {
+            if !peer.has_ready() {
                 continue;
             }
-            let mut ready = peer.raw.ready();
+            let mut ready = peer.ready();
             must_sync |= ready.must_sync;
             outgoing.add(peer, std::mem::take(&mut ready.messages));
-            let storage = &mut peer.raw.raft.log.storage;
+            let storage = peer.storage_mut();
             let mut wrote = false;
             if let Some(snapshot) = &ready.snapshot {
                 if let Err(error) = snapshot::install(&self.engine, storage, snapshot, &mut log_batch) {
@@ -542,8 +541,8 @@ impl Worker {
                 std::mem::take(&mut ready.dropped_reads),
             );
             peer.serve_reads(&self.engine);
-            peer.raw.advance();
-            if peer.raw.has_ready() {
+            peer.advance();
+            if peer.has_ready() {
                 self.dirty.insert(region_id);
             }
         }

@@ -74,7 +74,7 @@ pub struct DriverConfig {
     pub request_timeout: Duration,
     /// Tick length of the metadata's Raft group.
     pub raft_tick_interval: Duration,
-    pub raft_election_ticks: usize,
+    pub raft_election_ticks: u64,
 }
 
 impl DriverConfig {

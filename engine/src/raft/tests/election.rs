@@ -2,9 +2,10 @@
 //! two guards against disruptive campaigns: PreVote and CheckQuorum (§9.6).
 
 use super::harness::{
-    ELECTION_TICK, Network, Node, conf_state, config, drain, entry, message, new_raft, storage_with_log,
+    ELECTION_TICKS, Network, Node, conf_state, config, drain, entry, message, new_raft, storage_with_log,
     vote_request,
 };
+use crate::raft::consensus::CampaignKind;
 use crate::raft::proto::{EntryType, HardState, Message, MessageType};
 use crate::raft::{Config, MemStorage, Raft, Role};
 
@@ -17,8 +18,8 @@ fn of_type(messages: &[Message], message_type: MessageType) -> Vec<Message> {
 }
 
 /// Ticks a follower until it campaigns; returns how many ticks that took.
-fn ticks_until_campaign(raft: &mut Raft<MemStorage>) -> usize {
-    for ticks in 1..=4 * ELECTION_TICK {
+fn ticks_until_campaign(raft: &mut Raft<MemStorage>) -> u64 {
+    for ticks in 1..=4 * ELECTION_TICKS {
         raft.tick();
         if raft.role != Role::Follower {
             return ticks;
@@ -33,14 +34,14 @@ fn ticks_until_campaign(raft: &mut Raft<MemStorage>) -> usize {
 #[test]
 fn follower_campaigns_after_its_election_timeout() {
     let mut raft = new_raft(config(1), three_voters());
-    for _ in 0..ELECTION_TICK - 1 {
+    for _ in 0..ELECTION_TICKS - 1 {
         raft.tick();
     }
     assert_eq!(raft.role, Role::Follower, "no campaign before an election timeout");
     assert!(drain(&mut raft).is_empty());
 
-    let ticks = ELECTION_TICK - 1 + ticks_until_campaign(&mut raft);
-    assert!((ELECTION_TICK..2 * ELECTION_TICK).contains(&ticks), "campaigned after {ticks} ticks");
+    let ticks = ELECTION_TICKS - 1 + ticks_until_campaign(&mut raft);
+    assert!((ELECTION_TICKS..2 * ELECTION_TICKS).contains(&ticks), "campaigned after {ticks} ticks");
     assert_eq!(raft.role, Role::Candidate);
     assert_eq!((raft.term, raft.vote), (2, 1), "a candidate raises its term and votes for itself");
     let mut requests = drain(&mut raft);
@@ -53,16 +54,16 @@ fn follower_campaigns_after_its_election_timeout() {
 }
 
 /// §5.2: "Raft uses randomized election timeouts to ensure that split votes are rare":
-/// each replica draws its timeout from [election_tick, 2 * election_tick).
+/// each replica draws its timeout from [election_ticks, 2 * election_ticks).
 #[test]
 fn election_timeouts_are_randomized_per_replica() {
-    let timeouts: Vec<usize> = (1..=12)
+    let timeouts: Vec<u64> = (1..=12)
         .map(|id| {
             let mut raft = new_raft(config(id), MemStorage::new_bootstrapped(1, conf_state(&[id, 100], &[])));
             ticks_until_campaign(&mut raft)
         })
         .collect();
-    assert!(timeouts.iter().all(|t| (ELECTION_TICK..2 * ELECTION_TICK).contains(t)), "{timeouts:?}");
+    assert!(timeouts.iter().all(|t| (ELECTION_TICKS..2 * ELECTION_TICKS).contains(t)), "{timeouts:?}");
     let distinct: std::collections::BTreeSet<_> = timeouts.iter().collect();
     assert!(distinct.len() > 1, "every replica drew the same timeout: {timeouts:?}");
 }
@@ -73,7 +74,7 @@ fn election_timeouts_are_randomized_per_replica() {
 #[test]
 fn candidate_with_a_majority_becomes_leader_and_appends_a_noop() {
     let mut raft = new_raft(config(1), MemStorage::new_bootstrapped(1, conf_state(&[1, 2, 3, 4, 5], &[])));
-    raft.hup(false);
+    raft.hup(CampaignKind::Election);
     drain(&mut raft);
     assert_eq!((raft.role, raft.term), (Role::Candidate, 2));
 
@@ -103,7 +104,7 @@ fn candidate_with_a_majority_becomes_leader_and_appends_a_noop() {
 #[test]
 fn candidate_refused_by_a_majority_returns_to_follower() {
     let mut raft = new_raft(config(1), three_voters());
-    raft.hup(false);
+    raft.hup(CampaignKind::Election);
     drain(&mut raft);
     let refuse = |from| Message { reject: true, ..message(from, 1, MessageType::RequestVoteResponse, 2) };
     raft.step(refuse(2)).unwrap();
@@ -181,7 +182,7 @@ fn higher_terms_and_current_leaders_turn_candidates_and_leaders_into_followers()
     assert_eq!((net.raft(1).role, net.raft(1).term, net.raft(1).leader_id), (Role::Follower, 5, 3));
 
     let mut candidate = new_raft(config(2), three_voters());
-    candidate.hup(false);
+    candidate.hup(CampaignKind::Election);
     assert_eq!((candidate.role, candidate.term), (Role::Candidate, 2));
     candidate.step(message(3, 2, MessageType::Heartbeat, 2)).unwrap();
     assert_eq!((candidate.role, candidate.term, candidate.leader_id), (Role::Follower, 2, 3));
@@ -258,13 +259,13 @@ fn partitioned_prevote_replica_keeps_its_term_and_rejoins_quietly() {
     });
     net.elect(1);
     net.isolate(3);
-    for _ in 0..10 * ELECTION_TICK {
+    for _ in 0..10 * ELECTION_TICKS {
         net.tick_all();
     }
     assert_eq!(net.raft(3).term, 2, "ten election timeouts, no term raised");
     assert_ne!(net.raft(3).role, Role::Leader);
     net.heal();
-    for _ in 0..ELECTION_TICK {
+    for _ in 0..ELECTION_TICKS {
         net.tick_all();
     }
     assert_eq!((net.raft(1).role, net.raft(1).term), (Role::Leader, 2));
@@ -278,17 +279,17 @@ fn partitioned_prevote_replica_keeps_its_term_and_rejoins_quietly() {
 fn check_quorum_leader_without_a_quorum_steps_down() {
     let mut net = Network::with_config(&[1, 2, 3], &[], |c| c.check_quorum = true);
     net.elect(1);
-    for _ in 0..5 * ELECTION_TICK {
+    for _ in 0..5 * ELECTION_TICKS {
         net.tick_all();
     }
     assert_eq!((net.raft(1).role, net.raft(1).term), (Role::Leader, 2), "a connected leader stays");
 
     net.isolate(1);
-    for _ in 0..ELECTION_TICK - 1 {
+    for _ in 0..ELECTION_TICKS - 1 {
         net.tick(1);
     }
     assert_eq!(net.raft(1).role, Role::Leader, "not before an election timeout");
-    for _ in 0..ELECTION_TICK + 1 {
+    for _ in 0..ELECTION_TICKS + 1 {
         net.tick(1);
     }
     let leader = net.raft(1);
@@ -347,7 +348,7 @@ fn follower_that_lost_its_leader_considers_request_vote() {
     });
     net.elect(1);
     net.heartbeat(1);
-    for _ in 0..ELECTION_TICK {
+    for _ in 0..ELECTION_TICKS {
         net.tick(2);
     }
     let (last_index, last_term) = (net.raft(3).log.last_index(), net.raft(3).log.last_term());

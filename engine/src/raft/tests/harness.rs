@@ -16,21 +16,22 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use prost::Message as _;
 
+use crate::raft::consensus::CampaignKind;
 use crate::raft::proto::{
     ConfChange, ConfChangeSingle, ConfChangeType, ConfState, Entry, EntryType, HardState, Message,
     MessageType,
 };
 use crate::raft::{Config, MemStorage, Raft, RawNode, ReadState, Role, Storage};
 
-pub const ELECTION_TICK: usize = 10;
-pub const HEARTBEAT_TICK: usize = 2;
+pub const ELECTION_TICKS: u64 = 10;
+pub const HEARTBEAT_TICKS: u64 = 2;
 
 /// The algorithm as the paper's core describes it: no PreVote, no CheckQuorum. Tests
 /// that exercise those extensions switch them on.
 pub fn config(id: u64) -> Config {
     Config {
-        election_tick: ELECTION_TICK,
-        heartbeat_tick: HEARTBEAT_TICK,
+        election_ticks: ELECTION_TICKS,
+        heartbeat_ticks: HEARTBEAT_TICKS,
         pre_vote: false,
         check_quorum: false,
         ..Config::new(id)
@@ -265,7 +266,7 @@ impl Network {
 
     /// Ticks `id` through one heartbeat interval, then lets the network settle.
     pub fn heartbeat(&mut self, id: u64) {
-        for _ in 0..self.node(id).config.heartbeat_tick {
+        for _ in 0..self.node(id).config.heartbeat_ticks {
             self.tick(id);
         }
         self.stabilize();
@@ -352,7 +353,7 @@ impl Network {
     /// `campaign_elects_a_first_leader_at_once_with_the_default_config`). The tests of the
     /// election rules themselves campaign through ticks or [`RawNode::campaign`].
     pub fn elect(&mut self, id: u64) {
-        self.raw(id).raft.hup(true);
+        self.raw(id).raft.hup(CampaignKind::Transfer);
         self.stabilize();
         assert_eq!(self.raft(id).role, Role::Leader, "replica {id} should have won the election");
     }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::harness::{ELECTION_TICK, Network, config, drain, single};
+use super::harness::{ELECTION_TICKS, Network, config, drain, single};
 use crate::raft::proto::{ConfChange, ConfChangeSingle, ConfChangeType, ConfState, MessageType};
 use crate::raft::{Error, MemStorage, Role};
 
@@ -46,7 +46,7 @@ fn a_learner_receives_the_log_but_neither_votes_nor_counts() {
     // Never campaigns, however long it hears nothing.
     net.isolate(4);
     let term = net.raft(4).term;
-    for _ in 0..5 * ELECTION_TICK {
+    for _ in 0..5 * ELECTION_TICKS {
         net.tick(4);
     }
     assert_eq!((net.raft(4).role, net.raft(4).term), (Role::Follower, term));
@@ -188,7 +188,7 @@ fn removing_the_leader_hands_the_group_to_the_remaining_voters() {
     while net.leader().is_none_or(|id| id == 1) {
         net.tick_all();
         ticks += 1;
-        assert!(ticks < 10 * ELECTION_TICK, "no new leader");
+        assert!(ticks < 10 * ELECTION_TICKS, "no new leader");
     }
     let leader = net.leader().unwrap();
     assert!(leader == 2 || leader == 3);

@@ -9,9 +9,9 @@
 //! messages of [`proto`](super::proto)) and read its state back. Where a rule is about
 //! one replica's reaction they hand it messages directly; where it is about a group they
 //! use the in-memory network of [`harness`], which follows the persistence contract of
-//! `raw_node.rs` to the letter. A few tests switch on one of the core's test-only
-//! [`BugSwitches`](super::BugSwitches) to show that the scenario next to them would
-//! catch the bug it guards against.
+//! `raw_node.rs` to the letter. A few tests arm one of the core's known-bug fail points
+//! (`failpoint::points::RAFT_*`, on the test's own thread) to show that the scenario
+//! next to them would catch the bug it guards against.
 
 mod harness;
 

@@ -233,7 +233,7 @@ fn a_lone_voter_speaks_in_a_new_term_only_once_it_is_durable() {
     raw.advance();
 
     // Once the term is durable the leader's messages go out at once again.
-    for _ in 0..super::harness::HEARTBEAT_TICK {
+    for _ in 0..super::harness::HEARTBEAT_TICKS {
         raw.tick();
     }
     let ready = raw.ready();

@@ -2,7 +2,8 @@
 //! leader's first commit, leader leases (§6.4.1), and what happens to pending reads when
 //! leadership is lost.
 
-use super::harness::{ELECTION_TICK, HEARTBEAT_TICK, Network};
+use super::harness::{ELECTION_TICKS, HEARTBEAT_TICKS, Network};
+use crate::failpoint::{self, Action, points};
 use crate::raft::proto::{Message, MessageType};
 use crate::raft::{Error, ReadMode, ReadState, Role};
 
@@ -32,7 +33,7 @@ fn read_index_waits_for_a_quorum_to_acknowledge_a_later_heartbeat_round() {
     net.elect(1);
     let commit = net.raft(1).log.committed;
 
-    for _ in 0..HEARTBEAT_TICK {
+    for _ in 0..HEARTBEAT_TICKS {
         net.tick(1);
     }
     let earlier_round = net.take_messages();
@@ -55,7 +56,7 @@ fn read_index_waits_for_a_quorum_to_acknowledge_a_later_heartbeat_round() {
 fn read_index_without_the_heartbeat_round_is_answered_too_early() {
     let mut net = Network::new(&[1, 2, 3]);
     net.elect(1);
-    net.raw(1).raft.bugs.read_index_without_quorum = true;
+    let _bug = failpoint::arm_on_this_thread(points::RAFT_READ_INDEX_WITHOUT_QUORUM, Action::Trigger);
     net.isolate(1);
     net.raw(1).read_index(b"r".to_vec(), ReadMode::Safe).unwrap();
     net.stabilize();
@@ -92,7 +93,7 @@ fn reads_wait_until_the_new_leader_commits_in_its_term() {
 }
 
 /// §6.4.1 leader lease: once a quorum acknowledged a heartbeat round, the leader answers
-/// lease reads at once, until `election_tick - max_clock_drift_ticks` ticks after that
+/// lease reads at once, until `election_ticks - max_clock_drift_ticks` ticks after that
 /// round was sent; after that it falls back to a ReadIndex round.
 #[test]
 fn lease_reads_are_immediate_within_the_lease_and_fall_back_after() {
@@ -109,8 +110,8 @@ fn lease_reads_are_immediate_within_the_lease_and_fall_back_after() {
     // No acknowledgement for a whole lease: the leader is cut off (CheckQuorum has not
     // deposed it yet).
     net.isolate(1);
-    let lease = net.node(1).config.lease_ticks() as usize;
-    for _ in 0..lease - HEARTBEAT_TICK {
+    let lease = net.node(1).config.lease_ticks();
+    for _ in 0..lease - HEARTBEAT_TICKS {
         net.tick(1);
     }
     net.take_messages();
@@ -118,7 +119,7 @@ fn lease_reads_are_immediate_within_the_lease_and_fall_back_after() {
     net.take_messages();
     assert_eq!(net.node(1).read_states.len(), 2, "the lease still holds");
 
-    for _ in 0..HEARTBEAT_TICK {
+    for _ in 0..HEARTBEAT_TICKS {
         net.tick(1);
     }
     net.take_messages();
@@ -156,7 +157,7 @@ fn reads_pending_when_the_leader_steps_down_are_dropped() {
     net.raw(1).read_index(b"r".to_vec(), ReadMode::Safe).unwrap();
     net.stabilize();
     assert!(net.node(1).dropped_reads.is_empty());
-    for _ in 0..2 * ELECTION_TICK {
+    for _ in 0..2 * ELECTION_TICKS {
         net.tick(1);
     }
     net.stabilize();
@@ -237,7 +238,7 @@ fn restarted_followers_do_not_elect_anyone_while_the_lease_may_hold() {
     assert_eq!((net.raft(2).term, net.raft(3).term), (2, 2), "the campaign was ignored");
 
     // The lease was confirmed by a round sent at tick 2; it lasts `lease_ticks` from there.
-    let lease_left = net.node(1).config.lease_ticks() as usize - HEARTBEAT_TICK;
+    let lease_left = net.node(1).config.lease_ticks() - HEARTBEAT_TICKS;
     for _ in 0..lease_left - 1 {
         net.tick_all();
         assert_eq!(net.leader(), Some(1), "no other leader while 1's lease holds");
@@ -250,7 +251,7 @@ fn restarted_followers_do_not_elect_anyone_while_the_lease_may_hold() {
     while net.leader().is_none_or(|id| id == 1) {
         net.tick_all();
         ticks += 1;
-        assert!(ticks < 3 * ELECTION_TICK, "2 and 3 never elected a leader");
+        assert!(ticks < 3 * ELECTION_TICKS, "2 and 3 never elected a leader");
     }
 }
 

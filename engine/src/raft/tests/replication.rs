@@ -5,6 +5,7 @@
 use super::harness::{
     Network, conf_state, config, drain, entry, log_of, message, new_raft, storage_with_log,
 };
+use crate::failpoint::{self, Action, points};
 use crate::raft::Role;
 use crate::raft::proto::{HardState, Message, MessageType};
 use crate::raft::tracker::ProgressState;
@@ -149,7 +150,9 @@ fn figure8_up_to_c(commit_previous_term_entries: bool) -> Network {
     net.isolate(5);
     net.restart(5);
     net.cut(1, 4);
-    net.raw(1).raft.bugs.commit_previous_term_entries = commit_previous_term_entries;
+    // The known bug, if asked for, from here on: only 1 leads from here to (c).
+    let _bug = commit_previous_term_entries
+        .then(|| failpoint::arm_on_this_thread(points::RAFT_COMMIT_PREVIOUS_TERM_ENTRIES, Action::Trigger));
     let lose_term4_at_3 = |net: &Network, m: &Message| {
         m.from == 1
             && m.to == 3

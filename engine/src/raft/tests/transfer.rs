@@ -1,7 +1,7 @@
 //! Leadership transfer (§3.10) and how a replica that is not the leader refuses
 //! leader-only requests.
 
-use super::harness::{ELECTION_TICK, Network, single};
+use super::harness::{ELECTION_TICKS, Network, single};
 use crate::raft::proto::{ConfChangeType, MessageType};
 use crate::raft::{Error, ReadMode, Role};
 
@@ -62,7 +62,7 @@ fn proposals_during_a_transfer_are_refused_until_it_is_abandoned() {
     let change = single(ConfChangeType::AddLearner, 4);
     assert_eq!(net.raw(1).propose_conf_change(&change).unwrap_err(), refused);
 
-    for _ in 0..ELECTION_TICK {
+    for _ in 0..ELECTION_TICKS {
         net.tick_all();
     }
     assert_eq!(net.raft(1).role, Role::Leader, "2 is cut off: no transfer happened");

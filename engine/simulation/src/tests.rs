@@ -1,8 +1,9 @@
 //! The simulator's own tests: many seeds of mixed faults must pass, runs must be
-//! deterministic, and known bugs switched on in the Raft core must be caught.
+//! deterministic, and known bugs armed in the Raft core (its fail points) must be caught.
+
+use tessera_engine::failpoint::points;
 
 use super::*;
-use crate::raft::BugSwitches;
 
 /// Runs `seeds` seeds and fails with the first failure's seed and trace.
 fn assert_seeds_pass(nodes: usize, seeds: std::ops::Range<u64>) -> Stats {
@@ -44,16 +45,17 @@ fn a_seed_replays_exactly() {
     }
 }
 
-/// Runs seeds with `bugs` switched on until one fails; returns the failure.
-fn first_failure(nodes: usize, bugs: BugSwitches, max_seeds: u64) -> SeedFailure {
+/// Runs seeds with the known bug `bug` (a fail point) armed until one fails; returns the
+/// failure.
+fn first_failure(nodes: usize, bug: &'static str, max_seeds: u64) -> SeedFailure {
     let mut config = SimConfig::new(nodes);
-    config.bugs = bugs;
+    config.fail_points = vec![bug];
     for seed in 0..max_seeds {
         if let Err(failure) = run_seed(seed, &config) {
             return failure;
         }
     }
-    panic!("{max_seeds} seeds ran with {bugs:?} switched on and the simulator noticed nothing")
+    panic!("{max_seeds} seeds ran with {bug} armed and the simulator noticed nothing")
 }
 
 fn assert_caught_as(failure: &SeedFailure, kinds: &[ViolationKind]) {
@@ -67,8 +69,7 @@ fn assert_caught_as(failure: &SeedFailure, kinds: &[ViolationKind]) {
 
 #[test]
 fn catches_a_leader_committing_an_earlier_terms_entry_by_counting() {
-    let bugs = BugSwitches { commit_previous_term_entries: true, ..BugSwitches::default() };
-    let failure = first_failure(3, bugs, 5_000);
+    let failure = first_failure(3, points::RAFT_COMMIT_PREVIOUS_TERM_ENTRIES, 5_000);
     assert_caught_as(
         &failure,
         &[
@@ -82,8 +83,7 @@ fn catches_a_leader_committing_an_earlier_terms_entry_by_counting() {
 
 #[test]
 fn catches_a_follower_that_keeps_a_conflicting_suffix() {
-    let bugs = BugSwitches { keep_conflicting_suffix: true, ..BugSwitches::default() };
-    let failure = first_failure(3, bugs, 1_000);
+    let failure = first_failure(3, points::RAFT_KEEP_CONFLICTING_SUFFIX, 1_000);
     assert_caught_as(
         &failure,
         &[ViolationKind::LogMatching, ViolationKind::StateMachineSafety, ViolationKind::LeaderCompleteness],
@@ -92,15 +92,13 @@ fn catches_a_follower_that_keeps_a_conflicting_suffix() {
 
 #[test]
 fn catches_read_index_without_a_quorum_round() {
-    let bugs = BugSwitches { read_index_without_quorum: true, ..BugSwitches::default() };
-    let failure = first_failure(3, bugs, 1_000);
+    let failure = first_failure(3, points::RAFT_READ_INDEX_WITHOUT_QUORUM, 1_000);
     assert_caught_as(&failure, &[ViolationKind::StaleRead]);
 }
 
 #[test]
 fn catches_a_replica_that_votes_twice_in_a_term() {
-    let bugs = BugSwitches { grant_every_vote: true, ..BugSwitches::default() };
-    let failure = first_failure(5, bugs, 1_000);
+    let failure = first_failure(5, points::RAFT_GRANT_EVERY_VOTE, 1_000);
     assert_caught_as(
         &failure,
         &[ViolationKind::DoubleVote, ViolationKind::ElectionSafety, ViolationKind::StateMachineSafety],

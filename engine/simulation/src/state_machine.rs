@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::raft::proto::{ConfState, Entry};
+use tessera_engine::raft::proto::{ConfState, Entry};
 
 /// A client write carried in an entry: a unique operation id, a key and a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

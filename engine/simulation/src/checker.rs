@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use crate::raft::Storage;
-use crate::raft::proto::{Entry, HardState};
+use tessera_engine::raft::proto::{Entry, HardState};
+use tessera_engine::raft::{RawNode, Storage};
 
 use super::state_machine::hash_bytes;
 
@@ -291,7 +291,7 @@ impl Checker {
     /// The last committed entry must be durable somewhere: in a log or under a snapshot.
     pub fn check_durable<'a>(
         &self,
-        storages: impl Iterator<Item = &'a crate::raft::MemStorage>,
+        storages: impl Iterator<Item = &'a tessera_engine::raft::MemStorage>,
     ) -> Result<(), Violation> {
         let Some((&index, entry)) = self.committed.last_key_value() else { return Ok(()) };
         let mut storages = storages.peekable();
@@ -324,16 +324,16 @@ pub trait LogView {
     fn term(&self, index: u64) -> Option<u64>;
 }
 
-impl<S: Storage> LogView for crate::raft::Raft<S> {
+impl<S: Storage> LogView for RawNode<S> {
     fn first_index(&self) -> u64 {
-        self.log.first_index()
+        self.status().first_index
     }
 
     fn last_index(&self) -> u64 {
-        self.log.last_index()
+        self.status().last_index
     }
 
     fn term(&self, index: u64) -> Option<u64> {
-        self.log.term(index).ok()
+        self.entry_term(index)
     }
 }

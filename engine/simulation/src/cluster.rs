@@ -13,8 +13,8 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::raft::proto::{ConfChange, ConfChangeSingle, ConfChangeType, ConfState, MessageType};
-use crate::raft::{Config, MemStorage, ReadMode, Role, TrackerConfig};
+use tessera_engine::raft::proto::{ConfChange, ConfChangeSingle, ConfChangeType, ConfState, MessageType};
+use tessera_engine::raft::{Config, MemStorage, ReadMode, Role};
 
 use super::checker::{Checker, Violation, ViolationKind, violation};
 use super::network::{Network, NetworkFaults};
@@ -124,8 +124,6 @@ impl Simulation {
             stats: Stats::default(),
             raft_template,
             latest_conf: (BOOTSTRAP_INDEX, ConfState::default()),
-            #[cfg(test)]
-            bugs: config.bugs,
         };
         world.network.faults = NetworkFaults {
             loss: profile.loss,
@@ -446,15 +444,15 @@ impl Simulation {
     /// promote it (joint consensus), remove a voter (possibly the leader).
     fn change_membership(&mut self) -> Result<(), Violation> {
         let Some(leader) = self.leader() else { return Ok(()) };
-        let Some(config) =
-            self.nodes.get(&leader).and_then(|n| n.raw.as_ref()).map(|r| r.raft.tracker.config.clone())
+        let Some(config) = self.nodes.get(&leader).and_then(|n| n.raw.as_ref()).map(|r| r.conf_state())
         else {
             return Ok(());
         };
-        if config.voters.is_joint() {
+        if is_joint(&config) {
             return Ok(());
         }
-        let voters: Vec<u64> = config.voters.incoming.ids().iter().copied().collect();
+        // Sorted, as the core hands them out: the seed picks the same replica every run.
+        let voters: Vec<u64> = config.voters.clone();
         let live_learners: Vec<u64> = config
             .learners
             .iter()
@@ -470,7 +468,7 @@ impl Simulation {
             (single(ConfChangeType::Remove, victim), None)
         } else if let Some(&learner) = live_learners.first() {
             (single(ConfChangeType::AddVoter, learner), None)
-        } else if let Some(&dead_learner) = config.learners.iter().next() {
+        } else if let Some(&dead_learner) = config.learners.first() {
             (single(ConfChangeType::Remove, dead_learner), None)
         } else {
             let id = self.next_node_id;
@@ -495,17 +493,7 @@ impl Simulation {
     fn transfer_leadership(&mut self) {
         let Some(leader) = self.leader() else { return };
         let Some(raw) = self.nodes.get_mut(&leader).and_then(|n| n.raw.as_mut()) else { return };
-        let voters: Vec<u64> = raw
-            .raft
-            .tracker
-            .config
-            .voters
-            .incoming
-            .ids()
-            .iter()
-            .copied()
-            .filter(|&id| id != leader)
-            .collect();
+        let voters: Vec<u64> = raw.conf_state().voters.into_iter().filter(|&id| id != leader).collect();
         if let Some(&target) = voters.choose(&mut self.world.rng)
             && raw.transfer_leader(target).is_ok()
         {
@@ -517,11 +505,18 @@ impl Simulation {
     /// Destroys replicas that the newest applied configuration no longer contains (and
     /// new replicas whose addition never took effect), as an operator would.
     fn destroy_orphans(&mut self) {
-        let config = TrackerConfig::from_conf_state(&self.world.latest_conf.1);
-        if config.voters.is_joint() || config.voters.incoming.is_empty() {
+        let config = &self.world.latest_conf.1;
+        if is_joint(config) || config.voters.is_empty() {
             return;
         }
-        let members = config.all_ids();
+        let members: BTreeSet<u64> = config
+            .voters
+            .iter()
+            .chain(&config.voters_outgoing)
+            .chain(&config.learners)
+            .chain(&config.learners_next)
+            .copied()
+            .collect();
         let grace = ORPHAN_GRACE_TICKS * STEPS_PER_TICK;
         let step = self.world.step;
         let orphans: Vec<u64> = self
@@ -559,16 +554,21 @@ impl Simulation {
             .values()
             .filter(|n| !n.destroyed)
             .map(|n| match n.raw.as_ref() {
-                Some(raw) => format!(
-                    "{}: {:?} term {} last {} commit {} applied {} voters {:?}",
-                    n.id,
-                    raw.raft.role,
-                    raw.raft.term,
-                    raw.raft.log.last_index(),
-                    raw.raft.log.committed,
-                    raw.raft.log.applied,
-                    raw.raft.tracker.config.voters
-                ),
+                Some(raw) => {
+                    let status = raw.status();
+                    let conf_state = raw.conf_state();
+                    format!(
+                        "{}: {:?} term {} last {} commit {} applied {} voters {:?} outgoing {:?}",
+                        n.id,
+                        status.role,
+                        status.term,
+                        status.last_index,
+                        status.commit_index,
+                        status.applied_index,
+                        conf_state.voters,
+                        conf_state.voters_outgoing
+                    )
+                }
                 None => format!("{}: down", n.id),
             })
             .collect();
@@ -582,4 +582,9 @@ impl Simulation {
             ),
         )
     }
+}
+
+/// Whether a configuration is joint: old voters still have their say.
+fn is_joint(conf_state: &ConfState) -> bool {
+    !conf_state.voters_outgoing.is_empty()
 }

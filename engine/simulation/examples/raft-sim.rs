@@ -1,21 +1,22 @@
 //! Soak command for the deterministic Raft simulator.
 //!
 //! ```text
-//! cargo run --release -p tessera-engine --example raft-sim -- --seeds N [--start S] [--nodes 3|5] [--threads T]
-//!     [--trace EVENTS]
+//! ops/dev.sh soak --seeds N [--start S] [--nodes 3|5] [--threads T] [--trace EVENTS]
 //! ```
 //!
-//! Runs seeds `S..S+N` (each a full chaos-then-heal run) on `T` threads and prints every
-//! failure with its seed and the last `EVENTS` events before it (80 by default). The last line is `raft-sim: N seeds, 0 violations`
-//! when all pass; otherwise it gives the violation count and the first failing seed, and
-//! the command exits non-zero.
+//! (`ops/dev.sh` builds this example for the whole workspace and runs
+//! `$CARGO_TARGET_DIR/release/examples/raft-sim`.) Runs seeds `S..S+N` (each a full
+//! chaos-then-heal run) on `T` threads and prints every failure with its seed and the
+//! last `EVENTS` events before it (80 by default). The last line is
+//! `raft-sim: N seeds, 0 violations` when all pass; otherwise it gives the violation
+//! count and the first failing seed, and the command exits non-zero.
 
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use tessera_engine::simulation::{SeedFailure, SimConfig, Stats, run_seed};
+use tessera_raft_simulation::{SeedFailure, SimConfig, Stats, run_seed};
 
 struct Args {
     seeds: u64,

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 
 use prost::Message as _;
 
-use crate::raft::proto::{ConfChange, ConfState, EntryType, MessageType};
-use crate::raft::{Config, MemStorage, RawNode, Role, Storage};
+use tessera_engine::raft::proto::{ConfChange, ConfState, EntryType, MessageType};
+use tessera_engine::raft::{Config, MemStorage, RawNode, Role, Storage};
 
 use super::checker::{Checker, Violation, ViolationKind, violation};
 use super::network::Network;
@@ -64,8 +64,6 @@ pub struct World {
     /// The configuration at the highest index any replica applied: the newest committed
     /// one, since every replica applies the same sequence.
     pub latest_conf: (u64, ConfState),
-    #[cfg(test)]
-    pub bugs: crate::raft::BugSwitches,
 }
 
 pub struct SimNode {
@@ -104,7 +102,10 @@ impl SimNode {
     }
 
     pub fn role(&self) -> Option<(Role, u64)> {
-        self.raw.as_ref().map(|raw| (raw.raft.role, raw.raft.term))
+        self.raw.as_ref().map(|raw| {
+            let status = raw.status();
+            (status.role, status.term)
+        })
     }
 
     /// Starts (or restarts) the replica from its storage alone.
@@ -128,12 +129,6 @@ impl SimNode {
         let raw = RawNode::new(config, self.storage.clone()).map_err(|error| {
             violation(ViolationKind::InvalidMessage, format!("{} cannot restart: {error}", self.id))
         })?;
-        #[cfg(test)]
-        let raw = {
-            let mut raw = raw;
-            raw.raft.bugs = world.bugs;
-            raw
-        };
         self.raw = Some(raw);
         self.reads_waiting.clear();
         self.proposals.clear();
@@ -176,8 +171,9 @@ impl SimNode {
             && soft.role == Role::Leader
         {
             world.stats.elections += 1;
-            world.trace.record(world.step, Event::Leader { id: self.id, term: raw.raft.term });
-            world.checker.on_leader(self.id, raw.raft.term, &raw.raft)?;
+            let term = raw.status().term;
+            world.trace.record(world.step, Event::Leader { id: self.id, term });
+            world.checker.on_leader(self.id, term, raw)?;
         }
         for message in std::mem::take(&mut ready.messages) {
             send(world, self, message);
@@ -246,7 +242,11 @@ impl SimNode {
         Ok(())
     }
 
-    fn apply(&mut self, world: &mut World, entry: &crate::raft::proto::Entry) -> Result<(), Violation> {
+    fn apply(
+        &mut self,
+        world: &mut World,
+        entry: &tessera_engine::raft::proto::Entry,
+    ) -> Result<(), Violation> {
         if entry.index <= self.state_machine.applied {
             return Err(violation(
                 ViolationKind::StateMachineSafety,
@@ -260,7 +260,7 @@ impl SimNode {
             ));
         }
         let write = self.state_machine.apply(entry);
-        let current_term = self.raw.as_ref().map_or(u64::MAX, |raw| raw.raft.term);
+        let current_term = self.raw.as_ref().map_or(u64::MAX, |raw| raw.status().term);
         let applied_write = write.map(|w| (w.key, w.value));
         world.checker.on_applied(self.id, entry, self.state_machine.chain, current_term, applied_write)?;
         world.stats.applied += 1;
@@ -327,7 +327,7 @@ impl SimNode {
 
 /// Sends a message through the simulated network. A snapshot that cannot be delivered is
 /// reported back to the leader as failed, as a real transport would.
-pub fn send(world: &mut World, sender: &mut SimNode, message: crate::raft::proto::Message) {
+pub fn send(world: &mut World, sender: &mut SimNode, message: tessera_engine::raft::proto::Message) {
     let (from, to, message_type) = (message.from, message.to, message.msg_type());
     if let Err(dropped) = world.network.send(message, world.step, &mut world.rng) {
         let reason = match dropped {

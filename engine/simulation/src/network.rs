@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::raft::proto::Message;
+use tessera_engine::raft::proto::Message;
 
 /// Fault settings of the network at one moment.
 #[derive(Debug, Clone, Default)]

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use crate::raft::proto::MessageType;
+use tessera_engine::raft::proto::MessageType;
 
 #[derive(Debug, Clone)]
 pub enum Event {

@@ -1,4 +1,5 @@
-//! Deterministic simulation of Raft groups under faults.
+//! Deterministic simulation of Raft groups under faults: a test tool, kept out of the
+//! product (`tessera-engine` does not depend on it).
 //!
 //! A run is a pure function of its seed: one seeded RNG draws the fault profile, the
 //! Raft settings, the network's losses and delays, crashes, membership changes and the
@@ -6,11 +7,12 @@
 //! Safety, Log Matching, Leader Completeness, State Machine Safety, durability of
 //! committed entries and linearizable reads; after the faults heal it demands liveness.
 //! A failure names its seed and prints the last events, and the same seed replays it
-//! exactly: `cargo run --release -p tessera-engine --example raft-sim -- --start SEED
-//! --seeds 1`.
+//! exactly: `ops/dev.sh soak --start SEED --seeds 1`.
 //!
-//! The simulator only drives the Raft core over in-memory storage; it never touches the
-//! disk, a clock or a thread, so that nothing but the seed decides what happens.
+//! The simulator only drives the Raft core over in-memory storage, through the core's
+//! public API ([`RawNode`](tessera_engine::raft::RawNode) and what it exposes); it never
+//! touches the disk, a clock or a thread, so that nothing but the seed decides what
+//! happens. The `raft-sim` example is its soak command.
 
 pub mod checker;
 mod cluster;
@@ -23,6 +25,8 @@ mod trace;
 mod tests;
 
 use std::fmt;
+
+use tessera_engine::failpoint;
 
 pub use checker::{Violation, ViolationKind};
 
@@ -37,8 +41,10 @@ pub struct SimConfig {
     pub liveness_bound_ticks: u64,
     /// Events kept for the failure trace.
     pub trace_events: usize,
-    #[cfg(test)]
-    pub bugs: crate::raft::BugSwitches,
+    /// Fail points armed (to trigger) on the thread running the seed, for the whole run:
+    /// the Raft core's known bugs (`failpoint::points::RAFT_*`), which tests switch on
+    /// to prove the checker catches them. Empty for a real soak.
+    pub fail_points: Vec<&'static str>,
 }
 
 impl SimConfig {
@@ -48,8 +54,7 @@ impl SimConfig {
             chaos_ticks: 300,
             liveness_bound_ticks: 150,
             trace_events: 80,
-            #[cfg(test)]
-            bugs: crate::raft::BugSwitches::default(),
+            fail_points: Vec::new(),
         }
     }
 }
@@ -94,17 +99,18 @@ pub struct SeedFailure {
 impl fmt::Display for SeedFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "seed {} ({} replicas): {}", self.seed, self.nodes, self.violation)?;
-        writeln!(
-            f,
-            "reproduce: cargo run --release -p tessera-engine --example raft-sim -- --start {} --seeds 1 --nodes {}",
-            self.seed, self.nodes
-        )?;
+        writeln!(f, "reproduce: ops/dev.sh soak --start {} --seeds 1 --nodes {}", self.seed, self.nodes)?;
         write!(f, "last events:\n{}", self.trace)
     }
 }
 
-/// Runs one seed.
+/// Runs one seed on the calling thread, with `config.fail_points` armed on it.
 pub fn run_seed(seed: u64, config: &SimConfig) -> Result<Stats, SeedFailure> {
+    let _armed: Vec<failpoint::ThreadPoint> = config
+        .fail_points
+        .iter()
+        .map(|&name| failpoint::arm_on_this_thread(name, failpoint::Action::Trigger))
+        .collect();
     let failure = |(violation, trace)| SeedFailure { seed, nodes: config.nodes, violation, trace };
     let simulation =
         cluster::Simulation::new(seed, config.clone()).map_err(|v| failure((v, String::new())))?;
