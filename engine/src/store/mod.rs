@@ -6,7 +6,9 @@
 //! - `log_writer`: group commit; the Raft writes of all regions of a round, from all
 //!   workers, become durable with one WAL sync.
 //! - `heartbeat`: one frame per destination store per round, heartbeats coalesced.
-//! - `peer`: one region's replica: requests, applying, reads, hibernation, log GC.
+//! - `peer`: one region's replica (a peer): its state and what the worker may ask of it.
+//! - `operation`: what a peer does, one file per operation (commands and their apply,
+//!   reads, hibernation, snapshots, split checks, log truncation, destruction).
 //! - `transport`: the [`Transport`] trait and an in-process implementation.
 //!
 //! Hibernation: a leader whose region has been idle for `hibernate_after_ticks` (nothing
@@ -40,9 +42,11 @@ mod config;
 mod errors;
 mod heartbeat;
 mod log_writer;
+mod operation;
 mod peer;
 mod ranges;
 mod report;
+mod responder;
 mod router;
 mod split_check;
 mod transport;
@@ -63,8 +67,9 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 pub use config::StoreConfig;
 pub use errors::StoreError;
 pub use log_writer::GroupCommitFigures;
-pub use peer::{ReadRequest, ReadResponse, Responder};
+pub use operation::{ReadRequest, ReadResponse};
 pub use report::{RegionReport, StoreReport, Traffic};
+pub use responder::Responder;
 pub use split_check::IdAllocator;
 pub use transport::{BatchSink, LocalTransport, Transport};
 pub use worker::PeerStatus;

@@ -12,7 +12,8 @@ use crate::proto::{
 };
 use crate::raft::ProgressState;
 
-use super::peer::{Peer, ReadResponse};
+use super::operation::ReadResponse;
+use super::peer::Peer;
 
 /// A follower whose log is further than this many entries behind the leader's commit
 /// index (or that is probing or receiving a snapshot, or is a learner that did not

@@ -1,0 +1,49 @@
+//! Data writes: a batch of puts, deletes, range deletes and compare-and-swaps to one
+//! region, applied atomically in order.
+//!
+//! - Propose: the epoch's range version must be the current one, and every write must
+//!   pass the limits and lie inside the region ([`kv::check_write`]); a bad write is
+//!   refused at once with a typed error.
+//! - Apply: the epoch is checked again (a split may have applied while the command
+//!   waited in the log; the command was then routed on a range that no longer holds),
+//!   then the writes go into the round's batch ([`kv::apply_writes`]), which answers one
+//!   result per write.
+//! - After apply: the proposer gets the results; the region is due for a size check.
+
+use prost::Message as _;
+
+use crate::kv::{self, ApplyBatch};
+use crate::proto::command::RaftCommand;
+use crate::raft::LogPosition;
+use crate::region::{self, EpochCheck};
+use crate::storage::{Engine, EngineError};
+use crate::store::errors::StoreError;
+use crate::store::peer::Peer;
+
+use super::Applied;
+
+impl Peer {
+    pub(super) fn propose_writes(&mut self, command: &RaftCommand) -> Result<LogPosition, StoreError> {
+        let requested = command.epoch.unwrap_or_default();
+        region::check_epoch(&self.region, requested, EpochCheck::Data)?;
+        for write in &command.writes {
+            kv::check_write(&self.region, write)?;
+        }
+        self.raw.propose(command.encode_to_vec()).map_err(|error| self.raft_refusal(error))
+    }
+
+    pub(super) fn apply_writes(
+        &mut self,
+        engine: &Engine,
+        command: &RaftCommand,
+        batch: &mut ApplyBatch,
+    ) -> Result<Applied, EngineError> {
+        let requested = command.epoch.unwrap_or_default();
+        if let Err(error) = region::check_epoch(&self.region, requested, EpochCheck::Data) {
+            return Ok(Applied::Refused(error.into()));
+        }
+        self.written_since_split_check |= !command.writes.is_empty();
+        self.traffic.count_writes(&command.writes);
+        Ok(Applied::Done(kv::apply_writes(engine, &self.region, &command.writes, batch)?))
+    }
+}

@@ -1,0 +1,36 @@
+//! Destroying a peer removed from its region, and failing what waits on a peer that
+//! stops.
+//!
+//! A destroyed peer's data and log are deleted and a tombstone is left in their place,
+//! so that a stale message for the region cannot create it again; its range is released
+//! in the store's range map. Its waiting reads are refused, and its proposals answered
+//! with an unknown outcome: they may have committed already, and a client must not take
+//! them for writes that did not happen.
+
+use crate::storage::{Cf, Engine, EngineError, keys};
+use crate::store::errors::StoreError;
+use crate::store::peer::Peer;
+
+impl Peer {
+    /// Fails every request waiting on this peer (it stops or is destroyed). Reads get
+    /// `error`; proposals get `OutcomeUnknown`.
+    pub fn fail_all(&mut self, error: StoreError) {
+        self.fail_proposals(&StoreError::OutcomeUnknown);
+        self.fail_reads(&error);
+    }
+
+    /// Deletes the peer's data and log and leaves a tombstone, in `batch`.
+    pub fn destroy(&mut self, engine: &Engine, batch: &mut rocksdb::WriteBatch) -> Result<(), EngineError> {
+        self.destroyed = true;
+        self.ranges.remove(self.region_id);
+        self.fail_all(StoreError::RegionNotFound(self.region_id));
+        if self.raw.storage().is_initialized() && !self.region.peers.is_empty() {
+            batch.delete_range_cf(
+                engine.cf(Cf::Data)?,
+                keys::data_key(&self.region.start_key),
+                keys::data_end_key(&self.region.end_key),
+            );
+        }
+        self.raw.storage_mut().tombstone(batch)
+    }
+}

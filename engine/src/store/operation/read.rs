@@ -1,0 +1,178 @@
+//! Linearizable reads of one region.
+//!
+//! - Accept: only the leader reads; the epoch's range version must be current and the
+//!   key or range inside the region. The read waits in `reads` under an id that Raft
+//!   carries as the ReadIndex context.
+//! - Confirm: Raft confirms leadership (by the leader lease, or a heartbeat round) and
+//!   names the commit index the read must see ([`Peer::on_read_states`]); a read whose
+//!   leadership was lost first is refused with a not-leader hint.
+//! - Serve: once the region has applied that index, the read runs on the engine
+//!   ([`Peer::serve_reads`]); the range is checked again, as a split may have applied
+//!   meanwhile.
+
+use crate::kv;
+use crate::proto::metadata::{Region, RegionEpoch};
+use crate::raft::{ReadMode, ReadState};
+use crate::region::{self, EpochCheck};
+use crate::storage::{Cf, Engine, EngineError, keys};
+use crate::store::errors::StoreError;
+use crate::store::peer::Peer;
+use crate::store::responder::Responder;
+
+/// A linearizable read of one region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadRequest {
+    Get {
+        key: Vec<u8>,
+    },
+    /// Keys in `[start, end)` (empty end: the region's end), at most `limit` (0: no limit).
+    Scan {
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: usize,
+        reverse: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadResponse {
+    Value(Option<Vec<u8>>),
+    Pairs(Vec<(Vec<u8>, Vec<u8>)>),
+}
+
+/// A key and its value, as a scan returns them.
+type KeyValuePair = (Vec<u8>, Vec<u8>);
+
+/// A read waiting for Raft to confirm it.
+pub(in crate::store) struct PendingRead {
+    request: ReadRequest,
+    respond: Responder<ReadResponse>,
+}
+
+impl Peer {
+    /// Starts a linearizable read; it is served once the leader confirmed it.
+    pub fn read(&mut self, epoch: RegionEpoch, request: ReadRequest, respond: Responder<ReadResponse>) {
+        self.wake();
+        if let Err(error) = self.check_read(epoch, &request) {
+            respond.send(Err(error));
+            return;
+        }
+        let read_id = self.next_read_id;
+        self.next_read_id += 1;
+        match self.raw.read_index(read_id.to_le_bytes().to_vec(), ReadMode::Lease) {
+            Ok(()) => {
+                self.reads.insert(read_id, PendingRead { request, respond });
+            }
+            Err(error) => {
+                respond.send(Err(StoreError::Raft(error.to_string())));
+            }
+        }
+    }
+
+    fn check_read(&self, epoch: RegionEpoch, request: &ReadRequest) -> Result<(), StoreError> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        region::check_epoch(&self.region, epoch, EpochCheck::Data)?;
+        check_request(&self.region, request)
+    }
+
+    /// Takes the reads Raft confirmed (with the index each must see) and refuses those
+    /// it dropped.
+    pub fn on_read_states(&mut self, read_states: Vec<ReadState>, dropped: Vec<Vec<u8>>) {
+        for state in read_states {
+            if let Ok(bytes) = <[u8; 8]>::try_from(state.context.as_slice()) {
+                self.confirmed_reads.push((u64::from_le_bytes(bytes), state.index));
+            }
+        }
+        for context in dropped {
+            let Ok(bytes) = <[u8; 8]>::try_from(context.as_slice()) else { continue };
+            if let Some(read) = self.reads.remove(&u64::from_le_bytes(bytes)) {
+                read.respond.send(Err(self.not_leader()));
+            }
+        }
+    }
+
+    /// Serves every confirmed read whose index is applied, from the engine.
+    pub fn serve_reads(&mut self, engine: &Engine) {
+        let applied = self.applied_index();
+        let mut waiting = Vec::new();
+        for (read_id, index) in std::mem::take(&mut self.confirmed_reads) {
+            if index > applied {
+                waiting.push((read_id, index));
+                continue;
+            }
+            if let Some(read) = self.reads.remove(&read_id) {
+                // The region may have split since the read was accepted.
+                let result = match check_request(&self.region, &read.request) {
+                    Ok(()) => execute(engine, &self.region, &read.request).map_err(StoreError::from),
+                    Err(error) => Err(error),
+                };
+                if let Ok(response) = &result {
+                    self.traffic.count_read(response);
+                }
+                read.respond.send(result);
+            }
+        }
+        self.confirmed_reads = waiting;
+    }
+
+    /// Fails every read waiting on this peer with `error`.
+    pub(in crate::store) fn fail_reads(&mut self, error: &StoreError) {
+        for (_, read) in self.reads.drain() {
+            read.respond.send(Err(error.clone()));
+        }
+        self.confirmed_reads.clear();
+    }
+}
+
+fn check_request(region: &Region, request: &ReadRequest) -> Result<(), StoreError> {
+    match request {
+        ReadRequest::Get { key } => {
+            kv::check_key(key)?;
+            region::check_key(region, key)?;
+        }
+        ReadRequest::Scan { start, end, .. } => region::check_range(region, start, end)?,
+    }
+    Ok(())
+}
+
+fn execute(engine: &Engine, region: &Region, request: &ReadRequest) -> Result<ReadResponse, EngineError> {
+    match request {
+        ReadRequest::Get { key } => Ok(ReadResponse::Value(engine.get(Cf::Data, &keys::data_key(key))?)),
+        ReadRequest::Scan { start, end, limit, reverse } => {
+            let end = if end.is_empty() { region.end_key.as_slice() } else { end.as_slice() };
+            Ok(ReadResponse::Pairs(scan(engine, start, end, *limit, *reverse)?))
+        }
+    }
+}
+
+/// Keys in `[start, end)` (end already clamped to the region), at most `limit` (0: no
+/// limit), from the top when `reverse`.
+fn scan(
+    engine: &Engine,
+    start: &[u8],
+    end: &[u8],
+    limit: usize,
+    reverse: bool,
+) -> Result<Vec<KeyValuePair>, EngineError> {
+    let (low, high) = (keys::data_key(start), keys::data_end_key(end));
+    let mut options = rocksdb::ReadOptions::default();
+    options.set_iterate_lower_bound(low.clone());
+    options.set_iterate_upper_bound(high);
+    let mode = if reverse {
+        rocksdb::IteratorMode::End
+    } else {
+        rocksdb::IteratorMode::From(&low, rocksdb::Direction::Forward)
+    };
+    let mut pairs = Vec::new();
+    for item in engine.db().iterator_cf_opt(engine.cf(Cf::Data)?, options, mode) {
+        let (key, value) = item?;
+        let Some(user_key) = keys::user_key(&key) else { continue };
+        pairs.push((user_key.to_vec(), value.to_vec()));
+        if limit > 0 && pairs.len() >= limit {
+            break;
+        }
+    }
+    Ok(pairs)
+}

@@ -1,0 +1,160 @@
+//! Frames from other stores: Raft messages of many regions and coalesced heartbeats.
+//!
+//! Nothing in a frame is trusted: a message whose ids are missing or inconsistent is
+//! dropped, a snapshot must decode and be of the region it is addressed to, and a
+//! message for a region with no peer here creates one only if it is a new member's
+//! first append or snapshot, the region was not removed from this store, and no region
+//! here covers any of its keys (two peers on one store must never write the same keys).
+
+use rocksdb::WriteBatch;
+
+use crate::metrics::{METRICS, SnapshotFailure};
+use crate::proto::frame::{HeartbeatEntry, RegionMessage, RegionSnapshotData, StoreFrame};
+use crate::proto::metadata::{self, PeerState, RegionLocalState};
+use crate::raft::proto::{Message, MessageType};
+use crate::storage::{Cf, PeerStorage, keys};
+use crate::store::heartbeat::expand;
+
+use super::{Worker, fail_stop};
+
+/// Whether a region message's ids are set and consistent. A snapshot's payload is
+/// checked by [`snapshot_range`]; Raft checks the rest.
+fn well_formed(message: &RegionMessage) -> bool {
+    let (Some(from), Some(to), Some(raft)) = (&message.from_peer, &message.to_peer, &message.message) else {
+        return false;
+    };
+    message.region_id != 0 && from.id != 0 && to.id != 0 && raft.from == from.id && raft.to == to.id
+}
+
+/// The key range a snapshot message would install, if its payload decodes and is of
+/// `region_id`.
+fn snapshot_range(region_id: u64, message: &Message) -> Option<(Vec<u8>, Vec<u8>)> {
+    let snapshot = message.snapshot.as_ref()?;
+    let data = <RegionSnapshotData as prost::Message>::decode(snapshot.data.as_slice()).ok()?;
+    data.region.filter(|region| region.id == region_id).map(|region| (region.start_key, region.end_key))
+}
+
+impl Worker {
+    pub(super) fn on_inbound(&mut self, frame: StoreFrame) {
+        for message in frame.messages {
+            self.on_region_message(message);
+        }
+        METRICS.messages_received.count(MessageType::Heartbeat, frame.heartbeats.len() as u64);
+        METRICS
+            .messages_received
+            .count(MessageType::HeartbeatResponse, frame.heartbeat_responses.len() as u64);
+        for entry in frame.heartbeats {
+            self.on_heartbeat(frame.from_store, entry);
+        }
+        for entry in frame.heartbeat_responses {
+            let Some(peer) = self.peers.get_mut(&entry.region_id) else { continue };
+            if peer.peer_id != entry.to_peer_id {
+                continue;
+            }
+            let _ = peer.step(expand(&entry, MessageType::HeartbeatResponse));
+            self.dirty.insert(entry.region_id);
+        }
+    }
+
+    fn on_region_message(&mut self, message: RegionMessage) {
+        if !well_formed(&message) {
+            return;
+        }
+        let (Some(from_peer), Some(to_peer), Some(raft_message)) =
+            (message.from_peer, message.to_peer, message.message)
+        else {
+            return;
+        };
+        let region_id = message.region_id;
+        if to_peer.store_id != self.config.store_id {
+            return;
+        }
+        METRICS.messages_received.count(raft_message.msg_type(), 1);
+        // A snapshot is decoded once, here: it must be of the addressed region.
+        let snapshot_range = match raft_message.msg_type() {
+            MessageType::Snapshot => match snapshot_range(region_id, &raft_message) {
+                Some(range) => Some(range),
+                None => {
+                    METRICS.snapshot_failed(SnapshotFailure::Rejected);
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let creates = matches!(raft_message.msg_type(), MessageType::Append | MessageType::Snapshot);
+        let present = self.peers.contains_key(&region_id)
+            || (creates
+                && self.maybe_create_peer(region_id, to_peer.id, &message.start_key, &message.end_key));
+        if !present {
+            return;
+        }
+        if let Some(range) = &snapshot_range
+            && self.ranges.overlapping(region_id, &range.0, &range.1).is_some()
+        {
+            // Installing it would make two regions here cover the same keys.
+            METRICS.snapshot_failed(SnapshotFailure::Rejected);
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&region_id) else { return };
+        if peer.peer_id != to_peer.id {
+            return;
+        }
+        peer.learn_peer(from_peer);
+        peer.wake();
+        // A malformed or stale message is refused by Raft; the node carries on.
+        let _ = peer.step(raft_message);
+        self.dirty.insert(region_id);
+    }
+
+    fn on_heartbeat(&mut self, from_store: u64, entry: HeartbeatEntry) {
+        let Some(peer) = self.peers.get_mut(&entry.region_id) else { return };
+        if peer.peer_id != entry.to_peer_id {
+            return;
+        }
+        // A heartbeat's sender is on the store that sent the frame: a peer that knows
+        // nothing of its region yet (created empty, waiting for its first snapshot) can
+        // answer it, and the answer unblocks the leader's probe.
+        peer.learn_peer(metadata::Peer { id: entry.from_peer_id, store_id: from_store, role: 0 });
+        let _ = peer.step(expand(&entry, MessageType::Heartbeat));
+        if entry.hibernate && peer.leader_id() == entry.from_peer_id && peer.term() == entry.term {
+            peer.hibernating = true;
+        } else {
+            peer.wake();
+        }
+        self.dirty.insert(entry.region_id);
+    }
+
+    /// A message for a region with no peer here: create an empty peer if the message
+    /// says one should exist (a new member's first append or snapshot), unless the
+    /// region was removed from this store.
+    fn maybe_create_peer(&mut self, region_id: u64, peer_id: u64, start: &[u8], end: &[u8]) -> bool {
+        if self.ranges.overlapping(region_id, start, end).is_some() {
+            // A region here still covers part of it: most likely the parent that has not
+            // applied its split yet, which will create this peer itself.
+            return false;
+        }
+        let state: Option<RegionLocalState> =
+            match self.engine.get_message(Cf::Meta, &keys::region_state_key(region_id)) {
+                Ok(state) => state,
+                // Unreadable state: never create over it.
+                Err(_) => return false,
+            };
+        if let Some(state) = state {
+            if state.state == PeerState::Tombstone as i32 && state.peer_id >= peer_id {
+                return false;
+            }
+            if state.state != PeerState::Tombstone as i32 {
+                // Persisted but not started: a split's new half not yet applied here.
+                return false;
+            }
+        }
+        let mut batch = WriteBatch::default();
+        if let Err(error) = PeerStorage::initialize_empty(&self.engine, region_id, peer_id, &mut batch)
+            .and_then(|()| self.engine.write(batch, true))
+        {
+            fail_stop(&format!("creating a peer of region {region_id}"), error);
+        }
+        self.start_peer(region_id, true, false);
+        true
+    }
+}

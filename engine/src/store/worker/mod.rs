@@ -1,0 +1,328 @@
+//! A raft worker: one thread driving a fixed share of the store's regions.
+//!
+//! The worker drains its mailbox (frames from other stores, proposals, reads, ticks,
+//! requests from the store's API), then runs rounds over the regions that have work
+//! (`round.rs`: collect, persist, send, apply, advance). Frames from other stores are
+//! checked and dispatched in `inbound.rs`. The worker owns its peers outright, so
+//! nothing in it locks; what a peer does is in `super::operation`.
+//!
+//! A failed write stops the node: its Raft state would no longer match its disk.
+
+mod inbound;
+mod round;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+use rocksdb::WriteBatch;
+
+use crate::proto::command::{RaftCommand, WriteResult};
+use crate::proto::frame::StoreFrame;
+use crate::proto::metadata::RegionEpoch;
+use crate::storage::Engine;
+
+use super::StoreConfig;
+use super::errors::StoreError;
+use super::heartbeat::Outgoing;
+use super::log_writer::LogWriter;
+use super::operation::{ReadRequest, ReadResponse, SideEffect, propose_split_if_oversized};
+use super::peer::Peer;
+use super::ranges::RegionRanges;
+use super::report::StoreReport;
+use super::responder::Responder;
+use super::router::Router;
+use super::split_check::IdAllocator;
+use super::transport::Transport;
+
+/// What a peer looks like from outside, for tests and operators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerStatus {
+    pub peer_id: u64,
+    pub is_leader: bool,
+    pub leader_peer_id: u64,
+    pub term: u64,
+    pub applied_index: u64,
+    pub first_index: u64,
+    pub region: crate::proto::metadata::Region,
+    pub hibernating: bool,
+}
+
+pub enum WorkerMsg {
+    Inbound(StoreFrame),
+    Propose {
+        region_id: u64,
+        command: RaftCommand,
+        respond: Responder<Vec<WriteResult>>,
+    },
+    Read {
+        region_id: u64,
+        epoch: RegionEpoch,
+        request: ReadRequest,
+        respond: Responder<ReadResponse>,
+    },
+    TransferLeader {
+        region_id: u64,
+        to_peer_id: u64,
+        respond: Responder<()>,
+    },
+    Campaign(u64),
+    /// Start the peer whose state is persisted (recovery, bootstrap, split).
+    StartPeer {
+        region_id: u64,
+        new_group: bool,
+        campaign: bool,
+    },
+    Tick,
+    StoreDown(u64),
+    /// This worker's share of the store's report to the placement driver.
+    Report(Sender<StoreReport>),
+    Status {
+        region_id: u64,
+        respond: Sender<Option<PeerStatus>>,
+    },
+    Shutdown,
+}
+
+impl WorkerMsg {
+    /// Answers the request this message carries, if any, with `error`: the message
+    /// could not be delivered to a worker.
+    pub fn refuse(self, error: StoreError) {
+        match self {
+            WorkerMsg::Propose { respond, .. } => respond.send(Err(error)),
+            WorkerMsg::Read { respond, .. } => respond.send(Err(error)),
+            WorkerMsg::TransferLeader { respond, .. } => respond.send(Err(error)),
+            _ => {}
+        }
+    }
+}
+
+/// Mailbox messages handled before a round of Readies, at most.
+const MAX_MESSAGES_PER_ROUND: usize = 4096;
+
+/// What every worker of a store shares.
+#[derive(Clone)]
+pub struct WorkerShared {
+    pub config: StoreConfig,
+    pub engine: Engine,
+    pub log_writer: LogWriter,
+    pub transport: Arc<dyn Transport>,
+    pub router: Router,
+    pub ids: Option<Arc<dyn IdAllocator>>,
+    pub ranges: RegionRanges,
+}
+
+pub struct Worker {
+    pub config: StoreConfig,
+    pub engine: Engine,
+    pub log_writer: LogWriter,
+    pub transport: Arc<dyn Transport>,
+    pub router: Router,
+    pub inbox: Receiver<WorkerMsg>,
+    ids: Option<Arc<dyn IdAllocator>>,
+    ranges: RegionRanges,
+    peers: HashMap<u64, Peer>,
+    dirty: BTreeSet<u64>,
+}
+
+/// Stops the node: its disk no longer holds what its Raft state says, so acknowledging
+/// anything more could lose it. The whole process stops, not just this worker, so that
+/// no other region keeps serving on a store that lost its footing.
+pub(super) fn fail_stop(what: &str, error: impl std::fmt::Display) -> ! {
+    eprintln!("fail-stop: {what} failed and the store cannot continue safely: {error}");
+    std::process::abort()
+}
+
+impl Worker {
+    pub fn new(shared: WorkerShared, inbox: Receiver<WorkerMsg>) -> Worker {
+        let WorkerShared { config, engine, log_writer, transport, router, ids, ranges } = shared;
+        Worker {
+            config,
+            engine,
+            log_writer,
+            transport,
+            router,
+            inbox,
+            ids,
+            ranges,
+            peers: HashMap::new(),
+            dirty: BTreeSet::new(),
+        }
+    }
+
+    pub fn run(mut self) {
+        while let Ok(first) = self.inbox.recv() {
+            let mut stop = self.handle(first);
+            // Bounded, so that a steady stream of messages cannot starve the rounds.
+            for _ in 0..MAX_MESSAGES_PER_ROUND {
+                if stop {
+                    break;
+                }
+                match self.inbox.try_recv() {
+                    Ok(message) => stop = self.handle(message),
+                    Err(_) => break,
+                }
+            }
+            self.process_readies();
+            if stop {
+                break;
+            }
+        }
+        for peer in self.peers.values_mut() {
+            peer.fail_all(StoreError::ShuttingDown);
+        }
+    }
+
+    /// Handles one mailbox message; returns true on shutdown.
+    fn handle(&mut self, message: WorkerMsg) -> bool {
+        match message {
+            WorkerMsg::Inbound(frame) => self.on_inbound(frame),
+            WorkerMsg::Propose { region_id, command, respond } => match self.peers.get_mut(&region_id) {
+                Some(peer) => {
+                    peer.propose(command, respond);
+                    self.dirty.insert(region_id);
+                }
+                None => respond.send(Err(StoreError::RegionNotFound(region_id))),
+            },
+            WorkerMsg::Read { region_id, epoch, request, respond } => match self.peers.get_mut(&region_id) {
+                Some(peer) => {
+                    peer.read(epoch, request, respond);
+                    self.dirty.insert(region_id);
+                }
+                None => respond.send(Err(StoreError::RegionNotFound(region_id))),
+            },
+            WorkerMsg::TransferLeader { region_id, to_peer_id, respond } => {
+                respond.send(self.transfer_leader(region_id, to_peer_id));
+            }
+            WorkerMsg::Campaign(region_id) => {
+                if let Some(peer) = self.peers.get_mut(&region_id) {
+                    peer.wake();
+                    peer.campaign();
+                    self.dirty.insert(region_id);
+                }
+            }
+            WorkerMsg::StartPeer { region_id, new_group, campaign } => {
+                self.start_peer(region_id, new_group, campaign)
+            }
+            WorkerMsg::Tick => self.on_tick(),
+            WorkerMsg::StoreDown(store_id) => self.on_store_down(store_id),
+            WorkerMsg::Status { region_id, respond } => {
+                let _ = respond.send(self.peers.get(&region_id).map(status_of));
+            }
+            WorkerMsg::Report(respond) => {
+                let _ = respond.send(self.report());
+            }
+            WorkerMsg::Shutdown => return true,
+        }
+        false
+    }
+
+    fn transfer_leader(&mut self, region_id: u64, to_peer_id: u64) -> Result<(), StoreError> {
+        let Some(peer) = self.peers.get_mut(&region_id) else {
+            return Err(StoreError::RegionNotFound(region_id));
+        };
+        peer.wake();
+        self.dirty.insert(region_id);
+        peer.transfer_leader(to_peer_id).map_err(|e| StoreError::Raft(e.to_string()))
+    }
+
+    /// Wakes every region with a replica on `store_id`, so that followers of a leader
+    /// there can elect another.
+    fn on_store_down(&mut self, store_id: u64) {
+        for (&region_id, peer) in self.peers.iter_mut() {
+            if peer.region.peers.iter().any(|p| p.store_id == store_id) {
+                peer.wake();
+                self.dirty.insert(region_id);
+            }
+        }
+    }
+
+    /// This worker's share of the store's report.
+    fn report(&self) -> StoreReport {
+        let peers = self.peers.values();
+        StoreReport {
+            regions: self.peers.len() as u64,
+            hibernating: peers.clone().filter(|peer| peer.hibernating).count() as u64,
+            without_leader: peers.clone().filter(|peer| !peer.hibernating && peer.leader_id() == 0).count()
+                as u64,
+            leaders: peers.filter(|peer| peer.is_leader()).map(Peer::report).collect(),
+        }
+    }
+
+    fn start_peer(&mut self, region_id: u64, new_group: bool, campaign: bool) {
+        match Peer::open(&self.engine, &self.config, &self.ranges, region_id, new_group) {
+            Ok(mut peer) => {
+                if campaign {
+                    peer.campaign();
+                }
+                if let Some(mut old) = self.peers.insert(region_id, peer) {
+                    old.fail_all(StoreError::RegionNotFound(region_id));
+                }
+                self.dirty.insert(region_id);
+            }
+            Err(error) => fail_stop(&format!("opening region {region_id}"), error),
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let mut outgoing = Outgoing::new(self.config.store_id);
+        let mut gc = WriteBatch::default();
+        for (&region_id, peer) in self.peers.iter_mut() {
+            if peer.hibernating {
+                continue;
+            }
+            if peer.tick(&self.config) {
+                outgoing.add_hibernation(peer);
+            }
+            if let Err(error) = peer.log_gc(&self.config, &mut gc) {
+                fail_stop(&format!("truncating the log of region {region_id}"), error);
+            }
+            propose_split_if_oversized(&self.engine, &self.config, self.ids.as_deref(), peer);
+            self.dirty.insert(region_id);
+        }
+        if !gc.is_empty()
+            && let Err(error) = self.engine.write(gc, false)
+        {
+            fail_stop("truncating raft logs", error);
+        }
+        outgoing.flush(self.transport.as_ref());
+    }
+
+    fn apply_side_effect(&mut self, region_id: u64, effect: SideEffect) {
+        match effect {
+            SideEffect::SplitCreated { region, parent_was_leader } => {
+                // The new region may belong to another worker; its state is persisted.
+                self.router.send(
+                    region.id,
+                    WorkerMsg::StartPeer {
+                        region_id: region.id,
+                        new_group: true,
+                        campaign: parent_was_leader,
+                    },
+                );
+            }
+            SideEffect::Destroy => {
+                let Some(mut peer) = self.peers.remove(&region_id) else { return };
+                let mut batch = WriteBatch::default();
+                if let Err(error) =
+                    peer.destroy(&self.engine, &mut batch).and_then(|()| self.engine.write(batch, true))
+                {
+                    fail_stop(&format!("destroying the peer of region {region_id}"), error);
+                }
+            }
+        }
+    }
+}
+
+fn status_of(peer: &Peer) -> PeerStatus {
+    PeerStatus {
+        peer_id: peer.peer_id,
+        is_leader: peer.is_leader(),
+        leader_peer_id: peer.leader_id(),
+        term: peer.term(),
+        applied_index: peer.applied_index(),
+        first_index: peer.raft_status().first_index,
+        region: peer.region.clone(),
+        hibernating: peer.hibernating,
+    }
+}
