@@ -311,10 +311,6 @@ impl Checker {
             ))
         }
     }
-
-    pub fn committed_len(&self) -> usize {
-        self.committed.len()
-    }
 }
 
 /// What the checker reads of a replica's log.

@@ -152,11 +152,6 @@ impl MemStorage {
         let core = self.core.read();
         Snapshot { data: core.snapshot_data.clone(), metadata: Some(core.snapshot_metadata.clone()) }
     }
-
-    /// All entries currently held after the snapshot.
-    pub fn all_entries(&self) -> Vec<Entry> {
-        self.core.read().entries.clone()
-    }
 }
 
 impl Storage for MemStorage {

@@ -46,7 +46,6 @@ pub use operators::Outcome;
 
 use crate::errors::PdError;
 use crate::metadata::{Founding, Leadership, Metadata};
-use crate::operator::OperatorKind;
 use crate::schedulers::SchedulerConfig;
 use ids::IdAllocator;
 use leader::LeaderState;
@@ -192,11 +191,6 @@ impl PlacementDriver {
                 crate::metrics::clear_cluster();
             }
         }
-    }
-
-    /// Operators ended, by kind and outcome, since this replica last became leader.
-    pub fn operator_outcomes(&self) -> BTreeMap<(OperatorKind, Outcome), u64> {
-        self.shared.leader.lock().as_ref().map(|state| state.operators.outcomes().clone()).unwrap_or_default()
     }
 
     /// Stops the replica; its database is closed.
