@@ -215,7 +215,7 @@ pub mod points {
     pub const RAFT_GRANT_EVERY_VOTE: &str = "raft/grant-every-vote";
     /// Store: Raft appends leaving this process are dropped (heartbeats still flow, so
     /// leaders keep their leadership); entries proposed meanwhile stay uncommitted.
-    pub const STORE_DROP_OUTGOING_APPENDS: &str = "store/drop-outgoing-appends";
+    pub(crate) const STORE_DROP_OUTGOING_APPENDS: &str = "store/drop-outgoing-appends";
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ const MESSAGE_TYPES: [(MessageType, &str); 10] = [
 
 /// Why a snapshot did not make it.
 #[derive(Debug, Clone, Copy)]
-pub enum SnapshotFailure {
+pub(crate) enum SnapshotFailure {
     /// The leader could not build it.
     Generate,
     /// A follower refused it: undecodable, of another region, or overlapping a region
@@ -45,7 +45,7 @@ pub enum SnapshotFailure {
 }
 
 /// Counters of one Raft message direction, by message type.
-pub struct MessagesByType([Counter; 10]);
+pub(crate) struct MessagesByType([Counter; 10]);
 
 impl MessagesByType {
     fn register(name: &'static str, help: &'static str) -> MessagesByType {
@@ -53,7 +53,7 @@ impl MessagesByType {
         MessagesByType(MESSAGE_TYPES.map(|(_, label)| metrics::counter!(name, "type" => label)))
     }
 
-    pub fn count(&self, message_type: MessageType, messages: u64) {
+    pub(crate) fn count(&self, message_type: MessageType, messages: u64) {
         if let Some(counter) = self.0.get(message_type as usize) {
             counter.increment(messages);
         }
@@ -61,13 +61,13 @@ impl MessagesByType {
 }
 
 /// Gauges of one column family's RocksDB figures.
-pub struct ColumnFamilyGauges {
+pub(crate) struct ColumnFamilyGauges {
     pub memtable_bytes: Gauge,
     pub pending_compaction_bytes: Gauge,
     pub live_sst_bytes: Gauge,
 }
 
-pub struct StoreMetrics {
+pub(crate) struct StoreMetrics {
     pub proposals: Counter,
     pub entries_appended: Counter,
     pub entries_applied: Counter,
@@ -99,7 +99,7 @@ pub struct StoreMetrics {
 }
 
 impl StoreMetrics {
-    pub fn snapshot_failed(&self, why: SnapshotFailure) {
+    pub(crate) fn snapshot_failed(&self, why: SnapshotFailure) {
         self.snapshots_failed[why as usize].increment(1);
     }
 }
@@ -259,7 +259,7 @@ fn register_store_metrics() -> StoreMetrics {
 }
 
 /// The store's metrics; see the module docs for when they may first be touched.
-pub static METRICS: LazyLock<StoreMetrics> = LazyLock::new(register_store_metrics);
+pub(crate) static METRICS: LazyLock<StoreMetrics> = LazyLock::new(register_store_metrics);
 
 /// Registers every store metric with the installed recorder, so that each is exported
 /// (at zero) from the start rather than from its first event.

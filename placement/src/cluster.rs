@@ -9,7 +9,7 @@ use std::time::Duration;
 use tessera_engine::proto::metadata::{Peer, PeerRole, Region};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreState {
+pub(crate) enum StoreState {
     Up,
     /// Missed heartbeats since `since` (on the placement driver's clock).
     Down {
@@ -20,7 +20,7 @@ pub enum StoreState {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct StoreInfo {
+pub(crate) struct StoreInfo {
     pub id: u64,
     pub address: String,
     pub state: StoreState,
@@ -29,7 +29,7 @@ pub struct StoreInfo {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct RegionInfo {
+pub(crate) struct RegionInfo {
     pub region: Region,
     /// Store of the region's leader, as its last heartbeat said.
     pub leader_store: Option<u64>,
@@ -41,26 +41,26 @@ pub struct RegionInfo {
 }
 
 impl RegionInfo {
-    pub fn voters(&self) -> impl Iterator<Item = &Peer> {
+    pub(crate) fn voters(&self) -> impl Iterator<Item = &Peer> {
         self.region.peers.iter().filter(|p| p.role == PeerRole::Voter as i32)
     }
 
-    pub fn learners(&self) -> impl Iterator<Item = &Peer> {
+    pub(crate) fn learners(&self) -> impl Iterator<Item = &Peer> {
         self.region.peers.iter().filter(|p| p.role == PeerRole::Learner as i32)
     }
 
-    pub fn peer_on(&self, store_id: u64) -> Option<&Peer> {
+    pub(crate) fn peer_on(&self, store_id: u64) -> Option<&Peer> {
         self.region.peers.iter().find(|p| p.store_id == store_id)
     }
 
     /// Whether every replica has caught up: only then may the region be moved.
-    pub fn is_settled(&self) -> bool {
+    pub(crate) fn is_settled(&self) -> bool {
         self.pending_peers.is_empty()
     }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ClusterView {
+pub(crate) struct ClusterView {
     pub stores: BTreeMap<u64, StoreInfo>,
     pub regions: BTreeMap<u64, RegionInfo>,
     /// The placement driver's clock: time since the driver's leader started.
@@ -68,16 +68,16 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
-    pub fn is_up(&self, store_id: u64) -> bool {
+    pub(crate) fn is_up(&self, store_id: u64) -> bool {
         self.stores.get(&store_id).is_some_and(|s| s.state == StoreState::Up)
     }
 
-    pub fn up_stores(&self) -> impl Iterator<Item = &StoreInfo> {
+    pub(crate) fn up_stores(&self) -> impl Iterator<Item = &StoreInfo> {
         self.stores.values().filter(|s| s.state == StoreState::Up)
     }
 
     /// Peers per up store (stores that are down take no part in balancing).
-    pub fn region_counts(&self) -> BTreeMap<u64, u64> {
+    pub(crate) fn region_counts(&self) -> BTreeMap<u64, u64> {
         let mut counts: BTreeMap<u64, u64> = self.up_stores().map(|s| (s.id, 0)).collect();
         for info in self.regions.values() {
             for peer in &info.region.peers {
@@ -90,7 +90,7 @@ impl ClusterView {
     }
 
     /// Leaders per up store.
-    pub fn leader_counts(&self) -> BTreeMap<u64, u64> {
+    pub(crate) fn leader_counts(&self) -> BTreeMap<u64, u64> {
         let mut counts: BTreeMap<u64, u64> = self.up_stores().map(|s| (s.id, 0)).collect();
         for store in self.regions.values().filter_map(|info| info.leader_store) {
             if let Some(count) = counts.get_mut(&store) {
@@ -101,7 +101,7 @@ impl ClusterView {
     }
 
     /// The values of `label` on the stores holding the region's peers.
-    pub fn label_values(&self, info: &RegionInfo, label: &str) -> BTreeSet<String> {
+    pub(crate) fn label_values(&self, info: &RegionInfo, label: &str) -> BTreeSet<String> {
         info.region
             .peers
             .iter()

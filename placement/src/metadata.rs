@@ -41,7 +41,7 @@ use crate::errors::PdError;
 use crate::proto::{MemberRecord, StoreRecord};
 
 /// The one region of a driver replica's store.
-pub const METADATA_REGION: u64 = 1;
+pub(crate) const METADATA_REGION: u64 = 1;
 
 const BOOTSTRAP_KEY: &[u8] = b"bootstrap";
 const IDS_KEY: &[u8] = b"ids";
@@ -59,19 +59,19 @@ fn put(key: Vec<u8>, value: Vec<u8>) -> Write {
     Write { kind: Some(write::Kind::Put(Put { key, value })) }
 }
 
-pub fn put_region(region: &Region) -> Write {
+pub(crate) fn put_region(region: &Region) -> Write {
     put(key(REGION_PREFIX, region.id), region.encode_to_vec())
 }
 
-pub fn delete_region(region_id: u64) -> Write {
+pub(crate) fn delete_region(region_id: u64) -> Write {
     Write { kind: Some(write::Kind::Delete(Delete { key: key(REGION_PREFIX, region_id) })) }
 }
 
-pub fn put_store(record: &StoreRecord) -> Write {
+pub(crate) fn put_store(record: &StoreRecord) -> Write {
     put(key(STORE_PREFIX, record.id), record.encode_to_vec())
 }
 
-pub fn put_member(member_id: u64, record: &MemberRecord) -> Write {
+pub(crate) fn put_member(member_id: u64, record: &MemberRecord) -> Write {
     put(key(MEMBER_PREFIX, member_id), record.encode_to_vec())
 }
 
@@ -87,7 +87,7 @@ fn compare_and_swap(key: &[u8], expected: Option<Vec<u8>>, new_value: Vec<u8>) -
 
 /// Everything the metadata hold, as a new leader loads it.
 #[derive(Debug, Default)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     pub bootstrap: Option<Region>,
     pub ids: u64,
     pub regions: Vec<Region>,
@@ -105,7 +105,7 @@ pub enum Founding {
 
 /// Who leads the driver's Raft group, as this replica knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Leadership {
+pub(crate) struct Leadership {
     pub is_leader: bool,
     pub term: u64,
     /// Member id of the leader, if known.
@@ -114,7 +114,7 @@ pub struct Leadership {
 }
 
 /// One replica's handle on the replicated metadata.
-pub struct Metadata {
+pub(crate) struct Metadata {
     store: Store,
     timeout: Duration,
 }
@@ -122,7 +122,7 @@ pub struct Metadata {
 impl Metadata {
     /// Opens the replica's database; a founding member founds the metadata region on
     /// first start (every member founds the same one).
-    pub fn open(
+    pub(crate) fn open(
         path: &Path,
         config: StoreConfig,
         founding: &Founding,
@@ -161,11 +161,11 @@ impl Metadata {
         Ok(Metadata { store, timeout })
     }
 
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 
-    pub fn leadership(&self) -> Option<Leadership> {
+    pub(crate) fn leadership(&self) -> Option<Leadership> {
         let status = self.store.status(METADATA_REGION)?;
         Some(Leadership {
             is_leader: status.is_leader,
@@ -176,7 +176,7 @@ impl Metadata {
     }
 
     /// Replicates `writes` as one command; answers once they are applied.
-    pub fn write(&self, epoch: RegionEpoch, writes: Vec<Write>) -> Result<Vec<WriteResult>, PdError> {
+    pub(crate) fn write(&self, epoch: RegionEpoch, writes: Vec<Write>) -> Result<Vec<WriteResult>, PdError> {
         self.store
             .write(METADATA_REGION, epoch, writes)
             .recv_timeout(self.timeout)
@@ -185,7 +185,7 @@ impl Metadata {
     }
 
     /// Claims the first region; false if another one was claimed first.
-    pub fn claim_bootstrap(&self, epoch: RegionEpoch, region: &Region) -> Result<bool, PdError> {
+    pub(crate) fn claim_bootstrap(&self, epoch: RegionEpoch, region: &Region) -> Result<bool, PdError> {
         let answers =
             self.write(epoch, vec![compare_and_swap(BOOTSTRAP_KEY, None, region.encode_to_vec())])?;
         Ok(answers.first().is_some_and(|answer| answer.succeeded))
@@ -193,7 +193,12 @@ impl Metadata {
 
     /// Moves the id high-water mark from `from` to `to`; false (with the mark found) if
     /// another leader moved it meanwhile.
-    pub fn advance_ids(&self, epoch: RegionEpoch, from: u64, to: u64) -> Result<Result<(), u64>, PdError> {
+    pub(crate) fn advance_ids(
+        &self,
+        epoch: RegionEpoch,
+        from: u64,
+        to: u64,
+    ) -> Result<Result<(), u64>, PdError> {
         let expected = (from > 0).then(|| from.to_be_bytes().to_vec());
         let answers =
             self.write(epoch, vec![compare_and_swap(IDS_KEY, expected, to.to_be_bytes().to_vec())])?;
@@ -206,7 +211,7 @@ impl Metadata {
     }
 
     /// Reads everything, linearizably: a new leader sees every change committed before.
-    pub fn load(&self, epoch: RegionEpoch) -> Result<Loaded, PdError> {
+    pub(crate) fn load(&self, epoch: RegionEpoch) -> Result<Loaded, PdError> {
         let request = ReadRequest::Scan { start: Vec::new(), end: Vec::new(), limit: 0, reverse: false };
         let response = self
             .store
@@ -241,14 +246,14 @@ impl Metadata {
 
 impl Metadata {
     /// The metadata region as this replica last applied it, if it holds a replica yet.
-    pub fn region(&self) -> Option<Region> {
+    pub(crate) fn region(&self) -> Option<Region> {
         self.store.status(METADATA_REGION).map(|status| status.region)
     }
 
     /// A member's record as this replica last applied it: not linearizable, which is
     /// enough to address Raft messages (the leader records a member before it adds it,
     /// so every replica that hears of a member knows where it is).
-    pub fn local_member(&self, member_id: u64) -> Option<MemberRecord> {
+    pub(crate) fn local_member(&self, member_id: u64) -> Option<MemberRecord> {
         let key = keys::data_key(&key(MEMBER_PREFIX, member_id));
         let value = self.store.engine().get(Cf::Data, &key).ok()??;
         MemberRecord::decode(value.as_slice()).ok()
@@ -256,7 +261,7 @@ impl Metadata {
 
     /// Every member record this replica has applied, by member id. On the leader, under
     /// the driver's writer lock, that is every record written.
-    pub fn local_members(&self) -> Result<Vec<(u64, MemberRecord)>, PdError> {
+    pub(crate) fn local_members(&self) -> Result<Vec<(u64, MemberRecord)>, PdError> {
         let engine = self.store.engine();
         let cf = engine.cf(Cf::Data).map_err(|e| PdError::Unavailable(e.to_string()))?;
         let start = keys::data_key(MEMBER_PREFIX);
@@ -272,7 +277,7 @@ impl Metadata {
     }
 
     /// Proposes a change of the metadata region's membership; answers once applied.
-    pub fn change_member(
+    pub(crate) fn change_member(
         &self,
         epoch: RegionEpoch,
         change_type: ConfChangeType,

@@ -38,9 +38,9 @@ fn state_index(state: StoreState) -> usize {
 
 /// The schedulers, as `scheduler_runs` labels them; the location label is not one (it
 /// steers the others' choice of targets).
-pub const SCHEDULERS: [&str; 4] = ["replica_repair", "hot_region", "balance_region", "balance_leader"];
+pub(crate) const SCHEDULERS: [&str; 4] = ["replica_repair", "hot_region", "balance_region", "balance_leader"];
 
-pub struct DriverMetrics {
+pub(crate) struct DriverMetrics {
     pub is_leader: Gauge,
     stores: [Gauge; 3],
     pub regions: Gauge,
@@ -122,7 +122,7 @@ fn register_driver_metrics() -> DriverMetrics {
 }
 
 /// The driver's metrics; the recorder must be installed before they are first touched.
-pub static DRIVER: LazyLock<DriverMetrics> = LazyLock::new(register_driver_metrics);
+pub(crate) static DRIVER: LazyLock<DriverMetrics> = LazyLock::new(register_driver_metrics);
 
 /// Registers every driver metric with the installed recorder, so that each is exported
 /// from the start.

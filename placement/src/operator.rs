@@ -5,7 +5,7 @@
 use tessera_engine::proto::metadata::{Peer, PeerRole};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum OperatorKind {
+pub(crate) enum OperatorKind {
     ReplicaRepair,
     BalanceRegion,
     BalanceLeader,
@@ -21,7 +21,7 @@ pub enum OperatorKind {
 
 impl OperatorKind {
     /// The name used in metrics and logs.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             OperatorKind::ReplicaRepair => "replica_repair",
             OperatorKind::BalanceRegion => "balance_region",
@@ -35,7 +35,7 @@ impl OperatorKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     AddLearner { peer: Peer },
     PromoteLearner { peer: Peer },
     RemovePeer { peer: Peer },
@@ -58,7 +58,7 @@ impl std::fmt::Display for Step {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Operator {
+pub(crate) struct Operator {
     pub region_id: u64,
     pub kind: OperatorKind,
     pub steps: Vec<Step>,
@@ -68,7 +68,7 @@ pub struct Operator {
 /// `new_peer_id`: add it as a learner, promote it, remove the old one. A leader does not
 /// remove itself, so when `leaving` leads (its store is `leader_store`) the region is
 /// first handed to another of `peers`' voters; `None` if there is none.
-pub fn move_replica_steps(
+pub(crate) fn move_replica_steps(
     peers: &[Peer],
     leader_store: Option<u64>,
     leaving: Peer,

@@ -13,7 +13,7 @@ use crate::proto::{DuplicateAddress, KvFailure, NotLeader, PdFailure, PdNotLeade
 
 /// A store's error as the status a client receives; `address_of` names the leader's
 /// store address when the error points to another store.
-pub fn kv_status(error: StoreError, address_of: impl Fn(u64) -> Option<String>) -> Status {
+pub(crate) fn kv_status(error: StoreError, address_of: impl Fn(u64) -> Option<String>) -> Status {
     let message = error.to_string();
     let (code, kind) = match error {
         StoreError::NotLeader { region_id, leader } => {
@@ -67,7 +67,7 @@ pub fn kv_failure(status: &Status) -> Option<kv_failure::Kind> {
 }
 
 /// A driver's error as a status; `address_of` names a driver member's address.
-pub fn pd_status(error: PdError, address_of: impl Fn(u64) -> Option<String>) -> Status {
+pub(crate) fn pd_status(error: PdError, address_of: impl Fn(u64) -> Option<String>) -> Status {
     let message = error.to_string();
     let (code, kind) = match error {
         PdError::NotLeader { leader } => {
@@ -92,7 +92,7 @@ pub fn pd_status(error: PdError, address_of: impl Fn(u64) -> Option<String>) -> 
 
 /// A status from a driver, back as the error it was; `leader_address` is set for a
 /// redirect that named the leader's address.
-pub fn pd_error(status: &Status) -> (PdError, Option<String>) {
+pub(crate) fn pd_error(status: &Status) -> (PdError, Option<String>) {
     let Ok(failure) = PdFailure::decode(status.details()) else {
         return (PdError::Unavailable(format!("{}: {}", status.code(), status.message())), None);
     };

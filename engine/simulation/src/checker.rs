@@ -51,7 +51,7 @@ impl fmt::Display for Violation {
     }
 }
 
-pub fn violation(kind: ViolationKind, detail: impl Into<String>) -> Violation {
+pub(crate) fn violation(kind: ViolationKind, detail: impl Into<String>) -> Violation {
     Violation { kind, detail: detail.into() }
 }
 
@@ -66,7 +66,7 @@ struct CommittedEntry {
 }
 
 #[derive(Debug, Default)]
-pub struct Checker {
+pub(crate) struct Checker {
     leaders_by_term: HashMap<u64, u64>,
     /// Every entry made durable anywhere: (index, term) -> (data hash, previous term).
     durable_entries: HashMap<(u64, u64), (u64, Option<u64>)>,
@@ -82,7 +82,7 @@ pub struct Checker {
 
 impl Checker {
     /// Records the bootstrap state every founding replica starts from.
-    pub fn bootstrap(&mut self, index: u64, term: u64) {
+    pub(crate) fn bootstrap(&mut self, index: u64, term: u64) {
         self.committed
             .insert(index, CommittedEntry { term, data_hash: 0, chain: 0, committed_by_term: term });
     }
@@ -91,7 +91,7 @@ impl Checker {
     /// holds every entry committed in an earlier term that it has not compacted. (A leader
     /// of a stale term may be elected after a later term committed entries it lacks; it
     /// can commit nothing, since the voters of the later term reject it.)
-    pub fn on_leader(&mut self, id: u64, term: u64, log: &impl LogView) -> Result<(), Violation> {
+    pub(crate) fn on_leader(&mut self, id: u64, term: u64, log: &impl LogView) -> Result<(), Violation> {
         if let Some(&other) = self.leaders_by_term.get(&term)
             && other != id
         {
@@ -128,7 +128,7 @@ impl Checker {
 
     /// Log Matching, checked on every entry as it becomes durable: an (index, term) pair
     /// names one entry and one predecessor term, whoever holds it.
-    pub fn on_persisted(
+    pub(crate) fn on_persisted(
         &mut self,
         id: u64,
         entries: &[Entry],
@@ -172,7 +172,7 @@ impl Checker {
 
     /// A replica's persisted hard state: its vote in a term never changes, its commit
     /// index never goes back.
-    pub fn on_hard_state(&mut self, id: u64, hard_state: HardState) -> Result<(), Violation> {
+    pub(crate) fn on_hard_state(&mut self, id: u64, hard_state: HardState) -> Result<(), Violation> {
         if let Some(previous) = self.hard_states.get(&id) {
             if previous.term == hard_state.term && previous.vote != 0 && previous.vote != hard_state.vote {
                 return Err(violation(
@@ -197,7 +197,7 @@ impl Checker {
     /// State Machine Safety: every replica applies the same entry at each index. The
     /// first application of an index also records the write it carries. `current_term`
     /// is the applying replica's term: the entry was committed by then.
-    pub fn on_applied(
+    pub(crate) fn on_applied(
         &mut self,
         id: u64,
         entry: &Entry,
@@ -235,7 +235,7 @@ impl Checker {
     }
 
     /// A snapshot installed at `index` must carry the committed sequence's state there.
-    pub fn on_snapshot_installed(&self, id: u64, index: u64, chain: u64) -> Result<(), Violation> {
+    pub(crate) fn on_snapshot_installed(&self, id: u64, index: u64, chain: u64) -> Result<(), Violation> {
         match self.committed.get(&index) {
             Some(entry) if entry.chain == chain => Ok(()),
             Some(entry) => Err(violation(
@@ -253,13 +253,13 @@ impl Checker {
         }
     }
 
-    pub fn on_acknowledged(&mut self, index: u64) {
+    pub(crate) fn on_acknowledged(&mut self, index: u64) {
         self.max_acknowledged_index = self.max_acknowledged_index.max(index);
     }
 
     /// A read of `key` served at applied index `served_at` returned `value`; it was
     /// invoked when writes up to `must_see` had been acknowledged.
-    pub fn check_read(
+    pub(crate) fn check_read(
         &self,
         id: u64,
         key: u64,
@@ -289,7 +289,7 @@ impl Checker {
     }
 
     /// The last committed entry must be durable somewhere: in a log or under a snapshot.
-    pub fn check_durable<'a>(
+    pub(crate) fn check_durable<'a>(
         &self,
         storages: impl Iterator<Item = &'a tessera_engine::raft::MemStorage>,
     ) -> Result<(), Violation> {
@@ -314,7 +314,7 @@ impl Checker {
 }
 
 /// What the checker reads of a replica's log.
-pub trait LogView {
+pub(crate) trait LogView {
     fn first_index(&self) -> u64;
     fn last_index(&self) -> u64;
     fn term(&self, index: u64) -> Option<u64>;

@@ -92,7 +92,7 @@ fn draw_raft_config(rng: &mut ChaCha8Rng, seed: u64, profile: &FaultProfile) -> 
     config
 }
 
-pub struct Simulation {
+pub(crate) struct Simulation {
     seed: u64,
     config: SimConfig,
     nodes: BTreeMap<u64, SimNode>,
@@ -104,7 +104,7 @@ pub struct Simulation {
 }
 
 impl Simulation {
-    pub fn new(seed: u64, config: SimConfig) -> Result<Simulation, Violation> {
+    pub(crate) fn new(seed: u64, config: SimConfig) -> Result<Simulation, Violation> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let profile = if rng.random_bool(0.25) {
             FaultProfile::draw_leader_churn(&mut rng)
@@ -153,7 +153,7 @@ impl Simulation {
     }
 
     /// Runs the seed to the end; on a violation, returns it with the recent trace.
-    pub fn run(mut self) -> Result<Stats, (Violation, String)> {
+    pub(crate) fn run(mut self) -> Result<Stats, (Violation, String)> {
         match self.run_phases() {
             Ok(()) => Ok(self.world.stats),
             Err(violation) => Err((violation, self.world.trace.render())),

@@ -14,7 +14,7 @@ use tessera_engine::raft::proto::Message;
 
 /// Fault settings of the network at one moment.
 #[derive(Debug, Clone, Default)]
-pub struct NetworkFaults {
+pub(crate) struct NetworkFaults {
     /// Probability that a message is lost.
     pub loss: f64,
     /// Probability that a message is delivered twice.
@@ -29,13 +29,13 @@ pub struct NetworkFaults {
 
 /// Why a message was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dropped {
+pub(crate) enum Dropped {
     Lost,
     Partitioned,
 }
 
 #[derive(Debug, Default)]
-pub struct Network {
+pub(crate) struct Network {
     pub faults: NetworkFaults,
     queue: BTreeMap<(u64, u64), Message>,
     sequence: u64,
@@ -48,7 +48,7 @@ const SLOW_LATENCY: u64 = 30;
 
 impl Network {
     /// Queues `message` sent at step `now`, unless the faults drop it.
-    pub fn send(&mut self, message: Message, now: u64, rng: &mut ChaCha8Rng) -> Result<(), Dropped> {
+    pub(crate) fn send(&mut self, message: Message, now: u64, rng: &mut ChaCha8Rng) -> Result<(), Dropped> {
         if self.faults.blocked.contains(&(message.from, message.to)) {
             return Err(Dropped::Partitioned);
         }
@@ -69,7 +69,7 @@ impl Network {
     }
 
     /// Removes and returns the next message due at or before `now`.
-    pub fn next_due(&mut self, now: u64) -> Option<Message> {
+    pub(crate) fn next_due(&mut self, now: u64) -> Option<Message> {
         let (&(due, _), _) = self.queue.first_key_value()?;
         if due > now {
             return None;
@@ -79,11 +79,11 @@ impl Network {
 
     /// Whether a message now in flight would still arrive: partitions cut messages
     /// already on the wire too.
-    pub fn link_open(&self, from: u64, to: u64) -> bool {
+    pub(crate) fn link_open(&self, from: u64, to: u64) -> bool {
         !self.faults.blocked.contains(&(from, to))
     }
 
-    pub fn heal(&mut self) {
+    pub(crate) fn heal(&mut self) {
         self.faults = NetworkFaults::default();
     }
 }

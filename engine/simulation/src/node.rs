@@ -19,7 +19,7 @@ use super::trace::{Event, Trace};
 
 /// Where in the handling of a Ready a crash strikes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CrashPoint {
+pub(crate) enum CrashPoint {
     /// After sending the leader's messages, before anything is durable.
     BeforePersist,
     /// After persisting, before sending the messages that depend on it.
@@ -29,7 +29,7 @@ pub enum CrashPoint {
 }
 
 impl CrashPoint {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             CrashPoint::BeforePersist => "before persisting a Ready",
             CrashPoint::AfterPersist => "after persisting a Ready",
@@ -48,7 +48,7 @@ pub struct ReadRequest {
 }
 
 /// Everything outside the replicas that handling a Ready touches.
-pub struct World {
+pub(crate) struct World {
     pub step: u64,
     pub network: Network,
     pub rng: rand_chacha::ChaCha8Rng,
@@ -66,7 +66,7 @@ pub struct World {
     pub latest_conf: (u64, ConfState),
 }
 
-pub struct SimNode {
+pub(crate) struct SimNode {
     pub id: u64,
     pub raw: Option<RawNode<MemStorage>>,
     pub storage: MemStorage,
@@ -81,7 +81,7 @@ pub struct SimNode {
 }
 
 impl SimNode {
-    pub fn new(id: u64, storage: MemStorage, world: &mut World) -> Result<SimNode, Violation> {
+    pub(crate) fn new(id: u64, storage: MemStorage, world: &mut World) -> Result<SimNode, Violation> {
         let mut node = SimNode {
             id,
             raw: None,
@@ -97,11 +97,11 @@ impl SimNode {
         Ok(node)
     }
 
-    pub fn alive(&self) -> bool {
+    pub(crate) fn alive(&self) -> bool {
         self.raw.is_some()
     }
 
-    pub fn role(&self) -> Option<(Role, u64)> {
+    pub(crate) fn role(&self) -> Option<(Role, u64)> {
         self.raw.as_ref().map(|raw| {
             let status = raw.status();
             (status.role, status.term)
@@ -109,7 +109,7 @@ impl SimNode {
     }
 
     /// Starts (or restarts) the replica from its storage alone.
-    pub fn start(&mut self, world: &mut World) -> Result<(), Violation> {
+    pub(crate) fn start(&mut self, world: &mut World) -> Result<(), Violation> {
         let snapshot = self.storage.current_snapshot();
         let metadata = snapshot.metadata.unwrap_or_default();
         let conf_state = metadata.conf_state.unwrap_or_default();
@@ -136,7 +136,7 @@ impl SimNode {
     }
 
     /// Kills the process: only the storage survives.
-    pub fn crash(&mut self, world: &mut World, point: &'static str) {
+    pub(crate) fn crash(&mut self, world: &mut World, point: &'static str) {
         self.raw = None;
         self.proposals.clear();
         for (read_id, _) in self.reads_waiting.drain(..) {
@@ -149,7 +149,7 @@ impl SimNode {
 
     /// Handles every Ready the replica has, following the persistence contract. A crash
     /// point, if given, kills the replica partway through the first Ready.
-    pub fn handle_readies(
+    pub(crate) fn handle_readies(
         &mut self,
         world: &mut World,
         mut crash: Option<CrashPoint>,
@@ -316,7 +316,7 @@ impl SimNode {
     }
 
     /// Compacts the log at the applied index into a snapshot of the state machine.
-    pub fn compact(&mut self, world: &mut World) {
+    pub(crate) fn compact(&mut self, world: &mut World) {
         let applied = self.state_machine.applied;
         let data = self.state_machine.encode();
         if self.storage.compact(applied, self.state_machine.conf_state.clone(), data).is_ok() {
@@ -327,7 +327,7 @@ impl SimNode {
 
 /// Sends a message through the simulated network. A snapshot that cannot be delivered is
 /// reported back to the leader as failed, as a real transport would.
-pub fn send(world: &mut World, sender: &mut SimNode, message: tessera_engine::raft::proto::Message) {
+pub(crate) fn send(world: &mut World, sender: &mut SimNode, message: tessera_engine::raft::proto::Message) {
     let (from, to, message_type) = (message.from, message.to, message.msg_type());
     if let Err(dropped) = world.network.send(message, world.step, &mut world.rng) {
         let reason = match dropped {
@@ -343,7 +343,7 @@ pub fn send(world: &mut World, sender: &mut SimNode, message: tessera_engine::ra
     }
 }
 
-pub fn encode_read_id(read_id: u64) -> Vec<u8> {
+pub(crate) fn encode_read_id(read_id: u64) -> Vec<u8> {
     read_id.to_le_bytes().to_vec()
 }
 

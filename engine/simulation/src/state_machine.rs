@@ -11,14 +11,14 @@ use tessera_engine::raft::proto::{ConfState, Entry};
 
 /// A client write carried in an entry: a unique operation id, a key and a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Write {
+pub(crate) struct Write {
     pub op_id: u64,
     pub key: u64,
     pub value: u64,
 }
 
 impl Write {
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut data = Vec::with_capacity(24);
         for word in [self.op_id, self.key, self.value] {
             data.extend_from_slice(&word.to_le_bytes());
@@ -27,7 +27,7 @@ impl Write {
     }
 
     /// Decodes a normal entry's payload; `None` for the leader's empty no-op entries.
-    pub fn decode(data: &[u8]) -> Option<Write> {
+    pub(crate) fn decode(data: &[u8]) -> Option<Write> {
         let words = decode_words(data)?;
         match words.as_slice() {
             [op_id, key, value] => Some(Write { op_id: *op_id, key: *key, value: *value }),
@@ -44,7 +44,7 @@ fn decode_words(data: &[u8]) -> Option<Vec<u64>> {
 }
 
 /// 64-bit mixing (splitmix64's finaliser); deterministic across platforms.
-pub fn mix(mut x: u64) -> u64 {
+pub(crate) fn mix(mut x: u64) -> u64 {
     x ^= x >> 30;
     x = x.wrapping_mul(0xbf58476d1ce4e5b9);
     x ^= x >> 27;
@@ -52,17 +52,17 @@ pub fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-pub fn hash_bytes(data: &[u8]) -> u64 {
+pub(crate) fn hash_bytes(data: &[u8]) -> u64 {
     data.iter().fold(0x9e3779b97f4a7c15, |h, &b| mix(h ^ u64::from(b)))
 }
 
 /// The chain value after applying `entry` on top of `previous`.
-pub fn chain(previous: u64, entry: &Entry) -> u64 {
+pub(crate) fn chain(previous: u64, entry: &Entry) -> u64 {
     mix(previous ^ mix(entry.index) ^ mix(entry.term.rotate_left(17)) ^ hash_bytes(&entry.data))
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct StateMachine {
+pub(crate) struct StateMachine {
     pub applied: u64,
     pub chain: u64,
     pub kv: BTreeMap<u64, u64>,
@@ -72,7 +72,7 @@ pub struct StateMachine {
 impl StateMachine {
     /// The state a replica starts from when its storage holds the snapshot `data` taken
     /// at `index` (empty data: the bootstrap state).
-    pub fn restore(index: u64, conf_state: ConfState, data: &[u8]) -> Option<StateMachine> {
+    pub(crate) fn restore(index: u64, conf_state: ConfState, data: &[u8]) -> Option<StateMachine> {
         if data.is_empty() {
             return Some(StateMachine { applied: index, chain: 0, kv: BTreeMap::new(), conf_state });
         }
@@ -85,7 +85,7 @@ impl StateMachine {
         Some(StateMachine { applied, chain, kv, conf_state })
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut words = vec![self.applied, self.chain];
         for (&key, &value) in &self.kv {
             words.extend([key, value]);
@@ -94,7 +94,7 @@ impl StateMachine {
     }
 
     /// Applies one committed entry; returns the write it carried, if any.
-    pub fn apply(&mut self, entry: &Entry) -> Option<Write> {
+    pub(crate) fn apply(&mut self, entry: &Entry) -> Option<Write> {
         self.applied = entry.index;
         self.chain = chain(self.chain, entry);
         let write = Write::decode(&entry.data)?;

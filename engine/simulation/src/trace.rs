@@ -9,7 +9,7 @@ use std::fmt;
 use tessera_engine::raft::proto::MessageType;
 
 #[derive(Debug, Clone)]
-pub enum Event {
+pub(crate) enum Event {
     Deliver { from: u64, to: u64, message_type: MessageType, term: u64, index: u64, entries: usize },
     Drop { from: u64, to: u64, message_type: MessageType, reason: &'static str },
     Leader { id: u64, term: u64 },
@@ -27,7 +27,7 @@ pub enum Event {
 }
 
 #[derive(Debug, Clone)]
-pub struct TimedEvent {
+pub(crate) struct TimedEvent {
     pub step: u64,
     pub event: Event,
 }
@@ -59,17 +59,17 @@ impl fmt::Display for TimedEvent {
 }
 
 #[derive(Debug)]
-pub struct Trace {
+pub(crate) struct Trace {
     capacity: usize,
     events: VecDeque<TimedEvent>,
 }
 
 impl Trace {
-    pub fn new(capacity: usize) -> Trace {
+    pub(crate) fn new(capacity: usize) -> Trace {
         Trace { capacity, events: VecDeque::with_capacity(capacity.min(4096)) }
     }
 
-    pub fn record(&mut self, step: u64, event: Event) {
+    pub(crate) fn record(&mut self, step: u64, event: Event) {
         if self.capacity == 0 {
             return;
         }
@@ -79,7 +79,7 @@ impl Trace {
         self.events.push_back(TimedEvent { step, event });
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         self.events.iter().map(|event| format!("  {event}\n")).collect()
     }
 }

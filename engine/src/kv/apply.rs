@@ -62,12 +62,12 @@ impl ApplyBatch {
         Ok(())
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.batch.is_empty()
     }
 
     /// Takes the batch to write, leaving this one empty.
-    pub fn take(&mut self) -> WriteBatch {
+    pub(crate) fn take(&mut self) -> WriteBatch {
         self.written.clear();
         self.deleted_ranges.clear();
         std::mem::take(&mut self.batch)

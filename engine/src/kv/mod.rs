@@ -37,7 +37,7 @@ pub enum KvError {
     Region(#[from] RegionError),
 }
 
-pub fn check_key(key: &[u8]) -> Result<(), KvError> {
+pub(crate) fn check_key(key: &[u8]) -> Result<(), KvError> {
     if key.is_empty() {
         return Err(KvError::EmptyKey);
     }
@@ -47,7 +47,7 @@ pub fn check_key(key: &[u8]) -> Result<(), KvError> {
     Ok(())
 }
 
-pub fn check_value(value: &[u8]) -> Result<(), KvError> {
+pub(crate) fn check_value(value: &[u8]) -> Result<(), KvError> {
     if value.len() > MAX_VALUE_BYTES {
         return Err(KvError::ValueTooLarge { size: value.len(), max: MAX_VALUE_BYTES });
     }

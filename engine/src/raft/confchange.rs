@@ -15,7 +15,7 @@ use super::quorum::MajorityConfig;
 use super::tracker::{Progress, ProgressTracker, TrackerConfig};
 
 /// The configuration and progress map a change leads to.
-pub struct Changed {
+pub(crate) struct Changed {
     pub config: TrackerConfig,
     pub progress: BTreeMap<u64, Progress>,
 }
@@ -25,7 +25,7 @@ fn invalid(reason: impl Into<String>) -> Error {
 }
 
 /// Whether applying `change` alters who votes.
-pub fn changes_voters(tracker: &ProgressTracker, change: &ConfChange) -> bool {
+pub(crate) fn changes_voters(tracker: &ProgressTracker, change: &ConfChange) -> bool {
     change.changes.iter().any(|single| {
         let voter = tracker.config.voters.incoming.contains(single.node_id);
         match single.change_type() {
@@ -36,7 +36,7 @@ pub fn changes_voters(tracker: &ProgressTracker, change: &ConfChange) -> bool {
 }
 
 /// Validates `change` against the current configuration and computes its result.
-pub fn apply(tracker: &ProgressTracker, change: &ConfChange, last_index: u64) -> Result<Changed> {
+pub(crate) fn apply(tracker: &ProgressTracker, change: &ConfChange, last_index: u64) -> Result<Changed> {
     if change.changes.is_empty() {
         return leave_joint(tracker);
     }

@@ -81,7 +81,7 @@ impl Config {
     }
 
     /// Checks the configuration for internal consistency.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.id == 0 {
             return Err(Error::InvalidConfig("id must not be 0".into()));
         }
@@ -113,7 +113,7 @@ impl Config {
     /// own ticks after receiving it, but the first of those may come at once, so it is
     /// protected only `election_ticks - 1` tick intervals after the heartbeat was sent.
     /// The leader counts from the tick before it sent; drift takes the rest.
-    pub fn lease_ticks(&self) -> u64 {
+    pub(crate) fn lease_ticks(&self) -> u64 {
         self.election_ticks - self.max_clock_drift_ticks - 1
     }
 }

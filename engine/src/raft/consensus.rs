@@ -40,7 +40,7 @@ pub struct LogPosition {
 
 /// Why a replica campaigns, which decides how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CampaignKind {
+pub(crate) enum CampaignKind {
     /// The PreVote round (§9.6): asks whether the replica could win before it raises its
     /// term.
     PreElection,
@@ -52,7 +52,7 @@ pub enum CampaignKind {
     Transfer,
 }
 
-pub struct Raft<S: Storage> {
+pub(crate) struct Raft<S: Storage> {
     pub(super) id: u64,
     pub(super) term: u64,
     /// Whom this replica voted for in `term`, or 0.
@@ -89,7 +89,7 @@ pub struct Raft<S: Storage> {
 }
 
 impl<S: Storage> Raft<S> {
-    pub fn new(config: Config, storage: S) -> Result<Raft<S>> {
+    pub(crate) fn new(config: Config, storage: S) -> Result<Raft<S>> {
         config.validate()?;
         let state = storage.initial_state()?;
         let mut log = RaftLog::new(storage);
@@ -141,17 +141,17 @@ impl<S: Storage> Raft<S> {
         Ok(raft)
     }
 
-    pub fn hard_state(&self) -> HardState {
+    pub(crate) fn hard_state(&self) -> HardState {
         HardState { term: self.term, vote: self.vote, commit: self.log.committed }
     }
 
     /// The replica leadership is being handed to, if a transfer is under way.
-    pub fn lead_transferee(&self) -> Option<u64> {
+    pub(crate) fn lead_transferee(&self) -> Option<u64> {
         self.lead_transferee
     }
 
     /// Whether this replica may campaign: it must be a voter.
-    pub fn promotable(&self) -> bool {
+    pub(crate) fn promotable(&self) -> bool {
         self.tracker.is_voter(self.id)
     }
 
@@ -245,7 +245,7 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Advances the logical clock by one tick.
-    pub fn tick(&mut self) {
+    pub(crate) fn tick(&mut self) {
         self.clock += 1;
         if self.role == Role::Leader {
             self.tick_leader();
@@ -364,7 +364,7 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Processes one message from another replica.
-    pub fn step(&mut self, message: Message) -> Result<()> {
+    pub(crate) fn step(&mut self, message: Message) -> Result<()> {
         if message.from == 0 || message.term == 0 {
             return Err(Error::InvalidMessage(format!(
                 "{:?} from {} with term {}: every message carries a sender and a term",
@@ -496,7 +496,7 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Appends an application command to the log.
-    pub fn propose(&mut self, data: Vec<u8>) -> Result<LogPosition> {
+    pub(crate) fn propose(&mut self, data: Vec<u8>) -> Result<LogPosition> {
         self.ensure_leader()?;
         let position =
             self.append_entry(Entry { entry_type: EntryType::Normal as i32, data, ..Default::default() });
@@ -505,7 +505,7 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Appends a membership change, after checking it against the current configuration.
-    pub fn propose_conf_change(&mut self, change: &ConfChange) -> Result<LogPosition> {
+    pub(crate) fn propose_conf_change(&mut self, change: &ConfChange) -> Result<LogPosition> {
         self.ensure_leader()?;
         let user_change_while_joint = !change.changes.is_empty() && self.tracker.config.voters.is_joint();
         if self.pending_conf_index > self.log.applied || user_change_while_joint {
@@ -541,7 +541,7 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Applies a committed membership change; returns the new configuration.
-    pub fn apply_conf_change(&mut self, change: &ConfChange) -> Result<super::proto::ConfState> {
+    pub(crate) fn apply_conf_change(&mut self, change: &ConfChange) -> Result<super::proto::ConfState> {
         let changed = confchange::apply(&self.tracker, change, self.log.last_index())?;
         self.tracker.switch_to(changed.config, changed.progress);
         if self.role == Role::Leader {
@@ -590,7 +590,7 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Starts handing leadership to `target`.
-    pub fn transfer_leader(&mut self, target: u64) -> Result<()> {
+    pub(crate) fn transfer_leader(&mut self, target: u64) -> Result<()> {
         if self.role != Role::Leader {
             let leader_hint = (self.leader_id != 0).then_some(self.leader_id);
             return Err(Error::NotLeader { leader_hint });

@@ -212,7 +212,7 @@ impl<S: Storage> Raft<S> {
     }
 
     /// The application finished (or failed) sending a snapshot to `to`.
-    pub fn report_snapshot(&mut self, to: u64, success: bool) {
+    pub(crate) fn report_snapshot(&mut self, to: u64, success: bool) {
         let Some(pr) = self.tracker.progress.get_mut(&to) else { return };
         if pr.state != ProgressState::Snapshot {
             return;
@@ -223,14 +223,5 @@ impl<S: Storage> Raft<S> {
         pr.become_probe();
         // Wait for a heartbeat response before probing, so a failing link is not flooded.
         pr.probe_sent = true;
-    }
-
-    /// The application could not deliver a message to `to`.
-    pub fn report_unreachable(&mut self, to: u64) {
-        if let Some(pr) = self.tracker.progress.get_mut(&to)
-            && pr.state == ProgressState::Replicate
-        {
-            pr.become_probe();
-        }
     }
 }

@@ -13,7 +13,7 @@ use super::proto::{Entry, Snapshot};
 use super::storage::Storage;
 use super::util::limit_size;
 
-pub struct RaftLog<S: Storage> {
+pub(crate) struct RaftLog<S: Storage> {
     pub storage: S,
     pub unstable: Unstable,
     pub committed: u64,
@@ -24,12 +24,12 @@ pub struct RaftLog<S: Storage> {
 
 /// Stops the replica on a storage failure. A replica that cannot read its own log can
 /// neither vote nor replicate safely, so it must fail rather than guess.
-pub fn fail_stop(error: StorageError) -> ! {
+pub(crate) fn fail_stop(error: StorageError) -> ! {
     panic!("fail-stop: the Raft log storage failed and the replica cannot continue safely: {error}")
 }
 
 impl<S: Storage> RaftLog<S> {
-    pub fn new(storage: S) -> RaftLog<S> {
+    pub(crate) fn new(storage: S) -> RaftLog<S> {
         let first = storage.first_index().unwrap_or_else(|e| fail_stop(e));
         let last = storage.last_index().unwrap_or_else(|e| fail_stop(e));
         RaftLog {
@@ -41,25 +41,25 @@ impl<S: Storage> RaftLog<S> {
         }
     }
 
-    pub fn first_index(&self) -> u64 {
+    pub(crate) fn first_index(&self) -> u64 {
         self.unstable
             .maybe_first_index()
             .unwrap_or_else(|| self.storage.first_index().unwrap_or_else(|e| fail_stop(e)))
     }
 
-    pub fn last_index(&self) -> u64 {
+    pub(crate) fn last_index(&self) -> u64 {
         self.unstable
             .maybe_last_index()
             .unwrap_or_else(|| self.storage.last_index().unwrap_or_else(|e| fail_stop(e)))
     }
 
-    pub fn last_term(&self) -> u64 {
+    pub(crate) fn last_term(&self) -> u64 {
         self.term(self.last_index())
             .unwrap_or_else(|e| panic!("invariant: the last entry's term is always known: {e}"))
     }
 
     /// The term of the entry at `index`; `Compacted` or `Unavailable` when it is not held.
-    pub fn term(&self, index: u64) -> Result<u64, StorageError> {
+    pub(crate) fn term(&self, index: u64) -> Result<u64, StorageError> {
         let dummy = self.first_index() - 1;
         if index < dummy {
             return Err(StorageError::Compacted);
@@ -78,17 +78,17 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// The term at `index`, or 0 when the entry is not held.
-    pub fn term_or_zero(&self, index: u64) -> u64 {
+    pub(crate) fn term_or_zero(&self, index: u64) -> u64 {
         self.term(index).unwrap_or(0)
     }
 
-    pub fn match_term(&self, index: u64, term: u64) -> bool {
+    pub(crate) fn match_term(&self, index: u64, term: u64) -> bool {
         self.term(index).is_ok_and(|t| t == term)
     }
 
     /// Whether a candidate whose last entry is `(last_index, last_term)` has a log at
     /// least as up to date as ours (§5.4.1).
-    pub fn is_up_to_date(&self, last_index: u64, last_term: u64) -> bool {
+    pub(crate) fn is_up_to_date(&self, last_index: u64, last_term: u64) -> bool {
         let our_term = self.last_term();
         last_term > our_term || (last_term == our_term && last_index >= self.last_index())
     }
@@ -96,7 +96,7 @@ impl<S: Storage> RaftLog<S> {
     /// The follower side of AppendEntries: if our log matches at `(prev_index,
     /// prev_term)`, appends `entries` (dropping a conflicting suffix), advances the commit
     /// index to `min(leader_commit, last new index)` and returns the last new index.
-    pub fn maybe_append(
+    pub(crate) fn maybe_append(
         &mut self,
         prev_index: u64,
         prev_term: u64,
@@ -139,7 +139,7 @@ impl<S: Storage> RaftLog<S> {
     /// For fast backtracking: the largest index at or below `index` whose term is at most
     /// `term`, with that term. Every entry after it up to `index` has a larger term, so
     /// cannot match a log whose entry at `index` has term `term`.
-    pub fn find_conflict_by_term(&self, mut index: u64, term: u64) -> (u64, u64) {
+    pub(crate) fn find_conflict_by_term(&self, mut index: u64, term: u64) -> (u64, u64) {
         loop {
             match self.term(index) {
                 Ok(our_term) if our_term > term && index > 0 => index -= 1,
@@ -150,7 +150,7 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// Appends entries produced or accepted by this replica; returns the new last index.
-    pub fn append(&mut self, entries: &[Entry]) -> u64 {
+    pub(crate) fn append(&mut self, entries: &[Entry]) -> u64 {
         let Some(first) = entries.first() else { return self.last_index() };
         assert!(
             first.index > self.committed,
@@ -164,7 +164,7 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// Entries from `low` to the end of the log, cut at `max_size` encoded bytes.
-    pub fn entries(&self, low: u64, max_size: Option<u64>) -> Result<Vec<Entry>, StorageError> {
+    pub(crate) fn entries(&self, low: u64, max_size: Option<u64>) -> Result<Vec<Entry>, StorageError> {
         let last = self.last_index();
         if low > last {
             return Ok(Vec::new());
@@ -173,7 +173,12 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// Entries in `[low, high)`.
-    pub fn slice(&self, low: u64, high: u64, max_size: Option<u64>) -> Result<Vec<Entry>, StorageError> {
+    pub(crate) fn slice(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: Option<u64>,
+    ) -> Result<Vec<Entry>, StorageError> {
         if low < self.first_index() {
             return Err(StorageError::Compacted);
         }
@@ -202,7 +207,7 @@ impl<S: Storage> RaftLog<S> {
         Ok(entries)
     }
 
-    pub fn commit_to(&mut self, index: u64) {
+    pub(crate) fn commit_to(&mut self, index: u64) {
         if index <= self.committed {
             return;
         }
@@ -216,7 +221,7 @@ impl<S: Storage> RaftLog<S> {
 
     /// Commits up to `index` if the entry there is from `term` (a leader commits by
     /// counting replicas only entries of its own term, §5.4.2).
-    pub fn maybe_commit(&mut self, index: u64, term: u64) -> bool {
+    pub(crate) fn maybe_commit(&mut self, index: u64, term: u64) -> bool {
         if index > self.committed && self.term_or_zero(index) == term {
             self.commit_to(index);
             return true;
@@ -224,7 +229,7 @@ impl<S: Storage> RaftLog<S> {
         false
     }
 
-    pub fn applied_to(&mut self, index: u64) {
+    pub(crate) fn applied_to(&mut self, index: u64) {
         if index == 0 {
             return;
         }
@@ -238,18 +243,18 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// The highest index that may be handed out for application: committed and durable.
-    pub fn max_appliable_index(&self) -> u64 {
+    pub(crate) fn max_appliable_index(&self) -> u64 {
         if self.unstable.snapshot.is_some() {
             return self.applied;
         }
         self.committed.min(self.persisted)
     }
 
-    pub fn has_next_committed_entries(&self) -> bool {
+    pub(crate) fn has_next_committed_entries(&self) -> bool {
         self.max_appliable_index() > self.applied
     }
 
-    pub fn next_committed_entries(&self, max_size: Option<u64>) -> Vec<Entry> {
+    pub(crate) fn next_committed_entries(&self, max_size: Option<u64>) -> Vec<Entry> {
         let high = self.max_appliable_index();
         if high <= self.applied {
             return Vec::new();
@@ -259,18 +264,18 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// Installs a snapshot received from the leader: the whole log is replaced by it.
-    pub fn restore(&mut self, snapshot: Snapshot) {
+    pub(crate) fn restore(&mut self, snapshot: Snapshot) {
         self.committed = snapshot_index(&snapshot);
         self.persisted = self.persisted.min(self.committed);
         self.unstable.restore(snapshot);
     }
 
-    pub fn unstable_entries(&self) -> &[Entry] {
+    pub(crate) fn unstable_entries(&self) -> &[Entry] {
         &self.unstable.entries
     }
 
     /// The application made entries up to `(index, term)` durable.
-    pub fn stable_to(&mut self, index: u64, term: u64) {
+    pub(crate) fn stable_to(&mut self, index: u64, term: u64) {
         if self.unstable.maybe_term(index) == Some(term) && index >= self.unstable.offset {
             self.unstable.stable_to(index, term);
             self.persisted = self.persisted.max(index);
@@ -278,7 +283,7 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// The application installed the pending snapshot.
-    pub fn stable_snapshot_to(&mut self, snapshot: &Snapshot) {
+    pub(crate) fn stable_snapshot_to(&mut self, snapshot: &Snapshot) {
         let index = snapshot_index(snapshot);
         self.unstable.stable_snapshot_to(index);
         self.persisted = self.persisted.max(index);
@@ -288,7 +293,7 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// The snapshot to send to a follower that needs entries we no longer hold.
-    pub fn snapshot(&self, request_index: u64) -> Result<Snapshot, StorageError> {
+    pub(crate) fn snapshot(&self, request_index: u64) -> Result<Snapshot, StorageError> {
         if let Some(snapshot) = &self.unstable.snapshot {
             return Ok(snapshot.clone());
         }

@@ -8,7 +8,7 @@
 use super::proto::{Entry, Snapshot};
 
 #[derive(Debug, Default)]
-pub struct Unstable {
+pub(crate) struct Unstable {
     /// A snapshot received from the leader, not yet installed by the application.
     pub snapshot: Option<Snapshot>,
     pub entries: Vec<Entry>,
@@ -17,16 +17,16 @@ pub struct Unstable {
 }
 
 impl Unstable {
-    pub fn new(offset: u64) -> Unstable {
+    pub(crate) fn new(offset: u64) -> Unstable {
         Unstable { snapshot: None, entries: Vec::new(), offset }
     }
 
     /// The index right after the pending snapshot, if one is pending.
-    pub fn maybe_first_index(&self) -> Option<u64> {
+    pub(crate) fn maybe_first_index(&self) -> Option<u64> {
         self.snapshot.as_ref().map(|snapshot| snapshot_index(snapshot) + 1)
     }
 
-    pub fn maybe_last_index(&self) -> Option<u64> {
+    pub(crate) fn maybe_last_index(&self) -> Option<u64> {
         match (self.entries.last(), &self.snapshot) {
             (Some(last), _) => Some(last.index),
             (None, Some(snapshot)) => Some(snapshot_index(snapshot)),
@@ -34,7 +34,7 @@ impl Unstable {
         }
     }
 
-    pub fn maybe_term(&self, index: u64) -> Option<u64> {
+    pub(crate) fn maybe_term(&self, index: u64) -> Option<u64> {
         if index < self.offset {
             let snapshot = self.snapshot.as_ref()?;
             let metadata = snapshot.metadata.as_ref()?;
@@ -49,7 +49,7 @@ impl Unstable {
 
     /// Marks entries up to `index` durable, if the entry there still has `term` (it may
     /// have been replaced by a newer leader's entry since the Ready was taken).
-    pub fn stable_to(&mut self, index: u64, term: u64) {
+    pub(crate) fn stable_to(&mut self, index: u64, term: u64) {
         if self.maybe_term(index) != Some(term) || index < self.offset {
             return;
         }
@@ -58,20 +58,20 @@ impl Unstable {
         self.offset = index + 1;
     }
 
-    pub fn stable_snapshot_to(&mut self, index: u64) {
+    pub(crate) fn stable_snapshot_to(&mut self, index: u64) {
         if self.snapshot.as_ref().is_some_and(|snapshot| snapshot_index(snapshot) == index) {
             self.snapshot = None;
         }
     }
 
-    pub fn restore(&mut self, snapshot: Snapshot) {
+    pub(crate) fn restore(&mut self, snapshot: Snapshot) {
         self.offset = snapshot_index(&snapshot) + 1;
         self.entries.clear();
         self.snapshot = Some(snapshot);
     }
 
     /// Appends entries, first dropping any held entries at or after their first index.
-    pub fn truncate_and_append(&mut self, entries: &[Entry]) {
+    pub(crate) fn truncate_and_append(&mut self, entries: &[Entry]) {
         let Some(first) = entries.first() else { return };
         let after = first.index;
         if after == self.offset + self.entries.len() as u64 {
@@ -87,7 +87,7 @@ impl Unstable {
     }
 
     /// Entries in `[low, high)`, which must lie within the unstable tail.
-    pub fn slice(&self, low: u64, high: u64) -> &[Entry] {
+    pub(crate) fn slice(&self, low: u64, high: u64) -> &[Entry] {
         assert!(
             low >= self.offset && high <= self.offset + self.entries.len() as u64 && low <= high,
             "invariant: unstable slice [{low}, {high}) out of [{}, {}]",
@@ -98,10 +98,10 @@ impl Unstable {
     }
 }
 
-pub fn snapshot_index(snapshot: &Snapshot) -> u64 {
+pub(crate) fn snapshot_index(snapshot: &Snapshot) -> u64 {
     snapshot.metadata.as_ref().map_or(0, |metadata| metadata.index)
 }
 
-pub fn snapshot_term(snapshot: &Snapshot) -> u64 {
+pub(crate) fn snapshot_term(snapshot: &Snapshot) -> u64 {
     snapshot.metadata.as_ref().map_or(0, |metadata| metadata.term)
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 /// Outcome of counting votes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VoteResult {
+pub(crate) enum VoteResult {
     /// Not decided yet: missing votes could still swing it either way.
     Pending,
     Lost,
@@ -17,31 +17,31 @@ pub enum VoteResult {
 
 /// A set of voters that decides by simple majority.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MajorityConfig {
+pub(crate) struct MajorityConfig {
     voters: BTreeSet<u64>,
 }
 
 impl MajorityConfig {
-    pub fn new(voters: impl IntoIterator<Item = u64>) -> MajorityConfig {
+    pub(crate) fn new(voters: impl IntoIterator<Item = u64>) -> MajorityConfig {
         MajorityConfig { voters: voters.into_iter().collect() }
     }
 
-    pub fn ids(&self) -> &BTreeSet<u64> {
+    pub(crate) fn ids(&self) -> &BTreeSet<u64> {
         &self.voters
     }
 
-    pub fn contains(&self, id: u64) -> bool {
+    pub(crate) fn contains(&self, id: u64) -> bool {
         self.voters.contains(&id)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.voters.is_empty()
     }
 
     /// The largest value acknowledged by a majority, given each voter's acknowledged
     /// value (`None` counts as 0). An empty configuration imposes no constraint, which is
     /// what a joint configuration with no outgoing half needs: `u64::MAX`.
-    pub fn committed_index(&self, acked: impl Fn(u64) -> Option<u64>) -> u64 {
+    pub(crate) fn committed_index(&self, acked: impl Fn(u64) -> Option<u64>) -> u64 {
         if self.voters.is_empty() {
             return u64::MAX;
         }
@@ -50,7 +50,7 @@ impl MajorityConfig {
         values[self.voters.len() / 2]
     }
 
-    pub fn vote_result(&self, vote: impl Fn(u64) -> Option<bool>) -> VoteResult {
+    pub(crate) fn vote_result(&self, vote: impl Fn(u64) -> Option<bool>) -> VoteResult {
         if self.voters.is_empty() {
             return VoteResult::Won;
         }
@@ -75,37 +75,37 @@ impl MajorityConfig {
 
 /// Incoming and outgoing voter sets; a decision needs a majority of both.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JointConfig {
+pub(crate) struct JointConfig {
     pub incoming: MajorityConfig,
     pub outgoing: MajorityConfig,
 }
 
 impl JointConfig {
     #[cfg(test)]
-    pub fn new(voters: impl IntoIterator<Item = u64>) -> JointConfig {
+    pub(crate) fn new(voters: impl IntoIterator<Item = u64>) -> JointConfig {
         JointConfig { incoming: MajorityConfig::new(voters), outgoing: MajorityConfig::default() }
     }
 
-    pub fn is_joint(&self) -> bool {
+    pub(crate) fn is_joint(&self) -> bool {
         !self.outgoing.is_empty()
     }
 
-    pub fn contains(&self, id: u64) -> bool {
+    pub(crate) fn contains(&self, id: u64) -> bool {
         self.incoming.contains(id) || self.outgoing.contains(id)
     }
 
     /// Every voter of either half.
-    pub fn ids(&self) -> BTreeSet<u64> {
+    pub(crate) fn ids(&self) -> BTreeSet<u64> {
         self.incoming.ids().union(self.outgoing.ids()).copied().collect()
     }
 
-    pub fn committed_index(&self, acked: impl Fn(u64) -> Option<u64>) -> u64 {
+    pub(crate) fn committed_index(&self, acked: impl Fn(u64) -> Option<u64>) -> u64 {
         let index = self.incoming.committed_index(&acked).min(self.outgoing.committed_index(&acked));
         // Both halves empty: nothing can be decided.
         if index == u64::MAX { 0 } else { index }
     }
 
-    pub fn vote_result(&self, vote: impl Fn(u64) -> Option<bool>) -> VoteResult {
+    pub(crate) fn vote_result(&self, vote: impl Fn(u64) -> Option<bool>) -> VoteResult {
         match (self.incoming.vote_result(&vote), self.outgoing.vote_result(&vote)) {
             (VoteResult::Won, VoteResult::Won) => VoteResult::Won,
             (VoteResult::Lost, _) | (_, VoteResult::Lost) => VoteResult::Lost,

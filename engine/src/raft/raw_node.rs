@@ -121,7 +121,7 @@ impl<S: Storage> RawNode<S> {
     }
 
     /// Campaigns now (used to elect a first leader without waiting for a timeout).
-    pub fn campaign(&mut self) {
+    pub(crate) fn campaign(&mut self) {
         self.raft.hup(CampaignKind::Election);
     }
 
@@ -152,7 +152,7 @@ impl<S: Storage> RawNode<S> {
     /// Ends the leader's lease. A replica that stops ticking (a hibernating region) must
     /// call this: its clock stops with it, so a lease measured on that clock would seem
     /// to hold for as long as it sleeps.
-    pub fn expire_lease(&mut self) {
+    pub(crate) fn expire_lease(&mut self) {
         self.raft.reads.expire_lease();
     }
 
@@ -160,11 +160,7 @@ impl<S: Storage> RawNode<S> {
         self.raft.report_snapshot(to, success);
     }
 
-    pub fn report_unreachable(&mut self, to: u64) {
-        self.raft.report_unreachable(to);
-    }
-
-    pub fn soft_state(&self) -> SoftState {
+    pub(crate) fn soft_state(&self) -> SoftState {
         SoftState { leader_id: self.raft.leader_id, role: self.raft.role }
     }
 
@@ -199,18 +195,18 @@ impl<S: Storage> RawNode<S> {
 
     /// What this replica knows of every member's log, by replica id. Only a leader keeps
     /// it current; elsewhere it is what the last reset left.
-    pub fn progress(&self) -> impl Iterator<Item = (u64, &Progress)> {
+    pub(crate) fn progress(&self) -> impl Iterator<Item = (u64, &Progress)> {
         self.raft.tracker.progress.iter().map(|(&id, progress)| (id, progress))
     }
 
     /// The storage the replica reads its log from.
-    pub fn storage(&self) -> &S {
+    pub(crate) fn storage(&self) -> &S {
         &self.raft.log.storage
     }
 
     /// The storage, for persisting a Ready as the contract above says and for compacting
     /// applied entries.
-    pub fn storage_mut(&mut self) -> &mut S {
+    pub(crate) fn storage_mut(&mut self) -> &mut S {
         &mut self.raft.log.storage
     }
 

@@ -42,7 +42,7 @@ struct PendingRead {
 
 /// The leader's read bookkeeping for its current term.
 #[derive(Debug, Default)]
-pub struct Reads {
+pub(crate) struct Reads {
     waiting_for_commit: Vec<(Vec<u8>, ReadMode)>,
     pending: VecDeque<PendingRead>,
     /// Heartbeat rounds started and the tick each was sent at, oldest first.
@@ -54,26 +54,26 @@ pub struct Reads {
 }
 
 impl Reads {
-    pub fn start_round(&mut self, clock: u64) -> u64 {
+    pub(crate) fn start_round(&mut self, clock: u64) -> u64 {
         self.heartbeat_round += 1;
         self.round_sent_at.push_back((self.heartbeat_round, clock));
         self.broadcast_needed = false;
         self.heartbeat_round
     }
 
-    pub fn revoke_lease(&mut self) {
+    pub(crate) fn revoke_lease(&mut self) {
         self.lease_revoked = true;
     }
 
     /// Ends the current lease; the next quorum-acknowledged heartbeat round starts a new
     /// one.
-    pub fn expire_lease(&mut self) {
+    pub(crate) fn expire_lease(&mut self) {
         self.lease_expires_at = 0;
         // Acknowledgements of rounds already sent must not renew it either.
         self.round_sent_at.clear();
     }
 
-    pub fn broadcast_needed(&self) -> bool {
+    pub(crate) fn broadcast_needed(&self) -> bool {
         self.broadcast_needed
     }
 }
@@ -82,7 +82,7 @@ impl<S: Storage> Raft<S> {
     /// Requests a linearizable read identified by `context`; the answer comes as a
     /// [`ReadState`] in a later Ready, or the context comes back in `dropped_reads` if
     /// this replica loses leadership first.
-    pub fn read_index(&mut self, context: Vec<u8>, mode: ReadMode) -> Result<()> {
+    pub(crate) fn read_index(&mut self, context: Vec<u8>, mode: ReadMode) -> Result<()> {
         if self.role != Role::Leader {
             let leader_hint = (self.leader_id != 0).then_some(self.leader_id);
             return Err(Error::NotLeader { leader_hint });

@@ -65,6 +65,12 @@ pub struct MemStorage {
 }
 
 impl MemStorage {
+    /// The hard state held (tests compare it with what was applied).
+    #[cfg(test)]
+    pub(crate) fn hard_state(&self) -> HardState {
+        self.core.read().hard_state
+    }
+
     pub fn new() -> MemStorage {
         MemStorage::default()
     }
@@ -80,10 +86,6 @@ impl MemStorage {
             core.hard_state = HardState { term: index, vote: 0, commit: index };
         }
         storage
-    }
-
-    pub fn hard_state(&self) -> HardState {
-        self.core.read().hard_state
     }
 
     pub fn set_hard_state(&self, hard_state: HardState) {

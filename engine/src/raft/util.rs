@@ -6,7 +6,7 @@ use super::proto::Entry;
 
 /// Cuts `entries` so that their encoded size stays within `max_size`, always keeping at
 /// least the first entry so that replication makes progress with oversized entries.
-pub fn limit_size(entries: &mut Vec<Entry>, max_size: Option<u64>) {
+pub(crate) fn limit_size(entries: &mut Vec<Entry>, max_size: Option<u64>) {
     let Some(max_size) = max_size else { return };
     let mut size = 0u64;
     let keep = entries

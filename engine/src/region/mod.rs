@@ -9,7 +9,7 @@
 
 use thiserror::Error;
 
-use crate::proto::metadata::{Peer, PeerRole, Region, RegionEpoch};
+use crate::proto::metadata::{Peer, Region, RegionEpoch};
 
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum RegionError {
@@ -32,7 +32,7 @@ pub enum RegionError {
 
 /// What a request intends, which decides the parts of the epoch that must match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EpochCheck {
+pub(crate) enum EpochCheck {
     /// Reads and writes of data: the range must be the one the client routed on.
     Data,
     /// Splits and membership changes: both range and membership must be current.
@@ -48,7 +48,7 @@ pub fn contains_key(region: &Region, key: &[u8]) -> bool {
     key >= region.start_key.as_slice() && (region.end_key.is_empty() || key < region.end_key.as_slice())
 }
 
-pub fn check_key(region: &Region, key: &[u8]) -> Result<(), RegionError> {
+pub(crate) fn check_key(region: &Region, key: &[u8]) -> Result<(), RegionError> {
     if contains_key(region, key) {
         return Ok(());
     }
@@ -62,7 +62,7 @@ pub fn check_key(region: &Region, key: &[u8]) -> Result<(), RegionError> {
 
 /// Checks that `[start, end)` (empty end: to the end of the key space) is a valid range
 /// inside the region.
-pub fn check_range(region: &Region, start: &[u8], end: &[u8]) -> Result<(), RegionError> {
+pub(crate) fn check_range(region: &Region, start: &[u8], end: &[u8]) -> Result<(), RegionError> {
     if !end.is_empty() && start > end {
         return Err(RegionError::InvertedRange { start: start.to_vec(), end: end.to_vec() });
     }
@@ -80,7 +80,11 @@ pub fn check_range(region: &Region, start: &[u8], end: &[u8]) -> Result<(), Regi
     Ok(())
 }
 
-pub fn check_epoch(region: &Region, requested: RegionEpoch, check: EpochCheck) -> Result<(), RegionError> {
+pub(crate) fn check_epoch(
+    region: &Region,
+    requested: RegionEpoch,
+    check: EpochCheck,
+) -> Result<(), RegionError> {
     let current = epoch(region);
     let stale = match check {
         EpochCheck::Data => requested.version != current.version,
@@ -101,7 +105,7 @@ pub fn check_epoch(region: &Region, requested: RegionEpoch, check: EpochCheck) -
 /// `[start, split_key)`, a new region `new_region_id` takes `[split_key, end)` with one
 /// new peer (from `new_peer_ids`, in order) on each store of the original. Both halves
 /// get the next range version.
-pub fn split(
+pub(crate) fn split(
     region: &Region,
     split_key: &[u8],
     new_region_id: u64,
@@ -140,12 +144,8 @@ pub fn split(
 }
 
 /// The region's peer on `store_id`, if it has one.
-pub fn peer_on_store(region: &Region, store_id: u64) -> Option<&Peer> {
+pub(crate) fn peer_on_store(region: &Region, store_id: u64) -> Option<&Peer> {
     region.peers.iter().find(|peer| peer.store_id == store_id)
-}
-
-pub fn is_learner(peer: &Peer) -> bool {
-    peer.role == PeerRole::Learner as i32
 }
 
 #[cfg(test)]

@@ -29,9 +29,9 @@ pub enum Cf {
 }
 
 impl Cf {
-    pub const ALL: [Cf; 3] = [Cf::Raft, Cf::Meta, Cf::Data];
+    pub(crate) const ALL: [Cf; 3] = [Cf::Raft, Cf::Meta, Cf::Data];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Cf::Raft => "raft",
             Cf::Meta => "meta",
@@ -87,7 +87,7 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// Opens (creating if needed) the database at `path`.
-    pub fn open(path: &Path) -> Result<Engine, EngineError> {
+    pub(crate) fn open(path: &Path) -> Result<Engine, EngineError> {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
@@ -107,7 +107,7 @@ impl Engine {
     }
 
     /// RocksDB's figures; a property RocksDB cannot give reads as 0.
-    pub fn stats(&self) -> EngineStats {
+    pub(crate) fn stats(&self) -> EngineStats {
         let db_property = |name| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
         let mut column_families = [ColumnFamilyStats::default(); 3];
         for (stats, cf) in column_families.iter_mut().zip(Cf::ALL) {
@@ -140,7 +140,7 @@ impl Engine {
     }
 
     /// Reads and decodes a protobuf value.
-    pub fn get_message<M: prost::Message + Default>(
+    pub(crate) fn get_message<M: prost::Message + Default>(
         &self,
         cf: Cf,
         key: &[u8],
@@ -153,13 +153,13 @@ impl Engine {
     }
 
     /// Writes a batch atomically; `sync` makes it durable before returning.
-    pub fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), EngineError> {
+    pub(crate) fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), EngineError> {
         let mut options = WriteOptions::default();
         options.set_sync(sync);
         Ok(self.db.write_opt(batch, &options)?)
     }
 
-    pub fn put_message(
+    pub(crate) fn put_message(
         &self,
         batch: &mut WriteBatch,
         cf: Cf,
@@ -172,6 +172,6 @@ impl Engine {
 }
 
 /// Hex rendering of a key for error messages.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -20,7 +20,7 @@ const APPLY_STATE_SUFFIX: u8 = 0x02;
 const DATA_PREFIX: u8 = b'z';
 
 /// Key of the log entry `index` of `region_id` (raft CF).
-pub fn log_key(region_id: u64, index: u64) -> [u8; 17] {
+pub(crate) fn log_key(region_id: u64, index: u64) -> [u8; 17] {
     let mut key = [0u8; 17];
     key[..8].copy_from_slice(&region_id.to_be_bytes());
     key[8] = LOG_SUFFIX;
@@ -29,7 +29,7 @@ pub fn log_key(region_id: u64, index: u64) -> [u8; 17] {
 }
 
 /// The log index encoded in a [`log_key`], if `key` is one for `region_id`.
-pub fn log_index(region_id: u64, key: &[u8]) -> Option<u64> {
+pub(crate) fn log_index(region_id: u64, key: &[u8]) -> Option<u64> {
     if key.len() != 17 || key[..8] != region_id.to_be_bytes() || key[8] != LOG_SUFFIX {
         return None;
     }
@@ -46,17 +46,17 @@ fn region_key(region_id: u64, suffix: u8) -> [u8; 9] {
 }
 
 /// Key of a region's [`RaftLocalState`](crate::proto::metadata::RaftLocalState) (raft CF).
-pub fn raft_state_key(region_id: u64) -> [u8; 9] {
+pub(crate) fn raft_state_key(region_id: u64) -> [u8; 9] {
     region_key(region_id, RAFT_STATE_SUFFIX)
 }
 
 /// Key of a region's [`RegionLocalState`](crate::proto::metadata::RegionLocalState) (meta CF).
-pub fn region_state_key(region_id: u64) -> [u8; 9] {
+pub(crate) fn region_state_key(region_id: u64) -> [u8; 9] {
     region_key(region_id, REGION_STATE_SUFFIX)
 }
 
 /// Key of a region's [`ApplyState`](crate::proto::metadata::ApplyState) (meta CF).
-pub fn apply_state_key(region_id: u64) -> [u8; 9] {
+pub(crate) fn apply_state_key(region_id: u64) -> [u8; 9] {
     region_key(region_id, APPLY_STATE_SUFFIX)
 }
 
@@ -79,13 +79,13 @@ pub fn data_key(user_key: &[u8]) -> Vec<u8> {
 }
 
 /// The user key of a data key, if `key` is one.
-pub fn user_key(data_key: &[u8]) -> Option<&[u8]> {
+pub(crate) fn user_key(data_key: &[u8]) -> Option<&[u8]> {
     data_key.strip_prefix(&[DATA_PREFIX])
 }
 
 /// The data key that ends a range whose user end key is `user_end`; an empty end means
 /// the end of the key space, which is the first key after every data key.
-pub fn data_end_key(user_end: &[u8]) -> Vec<u8> {
+pub(crate) fn data_end_key(user_end: &[u8]) -> Vec<u8> {
     if user_end.is_empty() { vec![DATA_PREFIX + 1] } else { data_key(user_end) }
 }
 

@@ -41,7 +41,7 @@ impl PeerStorage {
     /// Writes into `batch` the initial state of peer `peer_id` of a region founded on this
     /// store with `region`'s peers as its configuration (bootstrap, or the new half of a
     /// split).
-    pub fn initialize(
+    pub(crate) fn initialize(
         engine: &Engine,
         region: &Region,
         peer_id: u64,
@@ -92,7 +92,7 @@ impl PeerStorage {
 
     /// Writes the state of peer `peer_id` created empty on this store: it knows the
     /// region's id and nothing else until a snapshot arrives.
-    pub fn initialize_empty(
+    pub(crate) fn initialize_empty(
         engine: &Engine,
         region_id: u64,
         peer_id: u64,
@@ -111,7 +111,7 @@ impl PeerStorage {
     }
 
     /// Loads a region's persisted state.
-    pub fn open(engine: &Engine, region_id: u64) -> Result<PeerStorage, EngineError> {
+    pub(crate) fn open(engine: &Engine, region_id: u64) -> Result<PeerStorage, EngineError> {
         let missing = |what: &str| EngineError::Corrupt {
             what: format!("{what} of region {region_id}"),
             reason: "missing".into(),
@@ -128,21 +128,21 @@ impl PeerStorage {
         Ok(PeerStorage { engine: engine.clone(), region_id, raft_state, apply_state, region_state })
     }
 
-    pub fn region_id(&self) -> u64 {
+    pub(crate) fn region_id(&self) -> u64 {
         self.region_id
     }
 
-    pub fn region(&self) -> Region {
+    pub(crate) fn region(&self) -> Region {
         self.region_state.region.clone().unwrap_or_default()
     }
 
-    pub fn peer_id(&self) -> u64 {
+    pub(crate) fn peer_id(&self) -> u64 {
         self.region_state.peer_id
     }
 
     /// Marks the peer removed in `batch`: its log goes, and a tombstone keeps a stale
     /// message from recreating it. The caller deletes the region's data range.
-    pub fn tombstone(&mut self, batch: &mut WriteBatch) -> Result<(), EngineError> {
+    pub(crate) fn tombstone(&mut self, batch: &mut WriteBatch) -> Result<(), EngineError> {
         self.clear_log(batch)?;
         self.region_state.state = crate::proto::metadata::PeerState::Tombstone as i32;
         self.engine.put_message(
@@ -155,17 +155,13 @@ impl PeerStorage {
         Ok(())
     }
 
-    pub fn apply_state(&self) -> &ApplyState {
+    pub(crate) fn apply_state(&self) -> &ApplyState {
         &self.apply_state
-    }
-
-    pub fn hard_state(&self) -> HardState {
-        self.raft_state.hard_state.unwrap_or_default()
     }
 
     /// Whether the peer holds data yet (false for a peer created empty, until its first
     /// snapshot).
-    pub fn is_initialized(&self) -> bool {
+    pub(crate) fn is_initialized(&self) -> bool {
         self.region_state
             .conf_state
             .as_ref()
@@ -174,7 +170,7 @@ impl PeerStorage {
 
     /// Adds `entries` to the log in `batch`, replacing any entries from the first one's
     /// index on, as the Raft core requires.
-    pub fn append(&mut self, entries: &[Entry], batch: &mut WriteBatch) -> Result<(), EngineError> {
+    pub(crate) fn append(&mut self, entries: &[Entry], batch: &mut WriteBatch) -> Result<(), EngineError> {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else { return Ok(()) };
         // Checked before anything is queued: a log with a hole, or with entries out of
         // order, would be persisted as the truth and replayed after a restart.
@@ -221,7 +217,7 @@ impl PeerStorage {
         self.engine.put_message(batch, Cf::Raft, &keys::raft_state_key(self.region_id), &self.raft_state)
     }
 
-    pub fn set_hard_state(
+    pub(crate) fn set_hard_state(
         &mut self,
         hard_state: HardState,
         batch: &mut WriteBatch,
@@ -232,14 +228,18 @@ impl PeerStorage {
 
     /// Records in `batch` that the state machine applied up to `applied_index`; the
     /// caller puts the applied data in the same batch.
-    pub fn set_applied(&mut self, applied_index: u64, batch: &mut WriteBatch) -> Result<(), EngineError> {
+    pub(crate) fn set_applied(
+        &mut self,
+        applied_index: u64,
+        batch: &mut WriteBatch,
+    ) -> Result<(), EngineError> {
         self.apply_state.applied_index = applied_index;
         self.engine.put_message(batch, Cf::Meta, &keys::apply_state_key(self.region_id), &self.apply_state)
     }
 
     /// Records a new region descriptor or configuration in `batch` (splits, membership
     /// changes), atomically with the apply index that produced it.
-    pub fn set_region_state(
+    pub(crate) fn set_region_state(
         &mut self,
         region: Region,
         conf_state: ConfState,
@@ -252,7 +252,7 @@ impl PeerStorage {
 
     /// Discards log entries up to and including `index` (which must be applied) with one
     /// range delete.
-    pub fn compact_to(&mut self, index: u64, batch: &mut WriteBatch) -> Result<bool, EngineError> {
+    pub(crate) fn compact_to(&mut self, index: u64, batch: &mut WriteBatch) -> Result<bool, EngineError> {
         if index <= self.apply_state.truncated_index || index > self.apply_state.applied_index {
             return Ok(false);
         }
@@ -280,7 +280,7 @@ impl PeerStorage {
     /// Installs a snapshot's log position in `batch`: the whole log is dropped and the
     /// region restarts from the snapshot's index. The caller writes the snapshot's data
     /// and region state into the same batch.
-    pub fn install_snapshot_position(
+    pub(crate) fn install_snapshot_position(
         &mut self,
         metadata: &SnapshotMetadata,
         batch: &mut WriteBatch,

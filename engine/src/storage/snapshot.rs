@@ -23,7 +23,7 @@ fn corrupt(what: String, reason: &str) -> EngineError {
 }
 
 /// Builds a snapshot of `region_id` as of its applied index.
-pub fn build(engine: &Engine, region_id: u64) -> Result<Snapshot, EngineError> {
+pub(crate) fn build(engine: &Engine, region_id: u64) -> Result<Snapshot, EngineError> {
     let db = engine.db();
     let snapshot = db.snapshot();
     // Every read below goes through the same RocksDB snapshot.
@@ -82,7 +82,7 @@ pub fn build(engine: &Engine, region_id: u64) -> Result<Snapshot, EngineError> {
 /// the region's data range replaced by the snapshot's pairs, the log dropped, and the
 /// region, configuration and apply states set to the snapshot's. Written together, a
 /// crash leaves either the old peer or the new one, never a mixture.
-pub fn install(
+pub(crate) fn install(
     engine: &Engine,
     storage: &mut PeerStorage,
     snapshot: &Snapshot,

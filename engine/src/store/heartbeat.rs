@@ -16,13 +16,13 @@ use crate::raft::proto::{Message, MessageType};
 use super::peer::Peer;
 use super::transport::Transport;
 
-pub struct Outgoing {
+pub(crate) struct Outgoing {
     store_id: u64,
     frames: BTreeMap<u64, StoreFrame>,
 }
 
 impl Outgoing {
-    pub fn new(store_id: u64) -> Outgoing {
+    pub(crate) fn new(store_id: u64) -> Outgoing {
         Outgoing { store_id, frames: BTreeMap::new() }
     }
 
@@ -37,7 +37,7 @@ impl Outgoing {
 
     /// Adds `peer`'s messages; a message to a peer whose store is unknown is dropped
     /// (Raft retries).
-    pub fn add(&mut self, peer: &Peer, messages: Vec<Message>) {
+    pub(crate) fn add(&mut self, peer: &Peer, messages: Vec<Message>) {
         for message in messages {
             let Some(to_peer) = peer.descriptor_of(message.to) else { continue };
             // Lost on the way out while armed; Raft sends them again once heartbeats
@@ -78,7 +78,7 @@ impl Outgoing {
 
     /// The heartbeat a leader sends when it hibernates its region: followers stop
     /// ticking on it.
-    pub fn add_hibernation(&mut self, peer: &Peer) {
+    pub(crate) fn add_hibernation(&mut self, peer: &Peer) {
         let raft = peer.raft_status();
         for (id, progress) in peer.raft_progress() {
             if id == peer.peer_id {
@@ -99,7 +99,7 @@ impl Outgoing {
         }
     }
 
-    pub fn flush(&mut self, transport: &dyn Transport) {
+    pub(crate) fn flush(&mut self, transport: &dyn Transport) {
         for (_, frame) in std::mem::take(&mut self.frames) {
             let heartbeats = frame.heartbeats.len() + frame.heartbeat_responses.len();
             if heartbeats > 0 {
@@ -123,7 +123,7 @@ fn heartbeat_entry(region_id: u64, message: &Message, hibernate: bool) -> Heartb
 }
 
 /// The Raft message a received heartbeat entry stands for.
-pub fn expand(entry: &HeartbeatEntry, message_type: MessageType) -> Message {
+pub(crate) fn expand(entry: &HeartbeatEntry, message_type: MessageType) -> Message {
     Message {
         msg_type: message_type as i32,
         from: entry.from_peer_id,

@@ -20,7 +20,7 @@ use crate::storage::Engine;
 
 /// Counters of the log writer (they become metrics).
 #[derive(Debug, Default)]
-pub struct GroupCommitStats {
+pub(crate) struct GroupCommitStats {
     pub syncs: AtomicU64,
     pub entries: AtomicU64,
     pub regions: AtomicU64,
@@ -37,7 +37,7 @@ pub struct GroupCommitFigures {
 }
 
 impl GroupCommitStats {
-    pub fn figures(&self) -> GroupCommitFigures {
+    pub(crate) fn figures(&self) -> GroupCommitFigures {
         GroupCommitFigures {
             syncs: self.syncs.load(Ordering::Relaxed),
             entries: self.entries.load(Ordering::Relaxed),
@@ -47,7 +47,7 @@ impl GroupCommitStats {
     }
 }
 
-pub struct WriteTask {
+pub(crate) struct WriteTask {
     pub batch: WriteBatch,
     pub entries: u64,
     pub regions: u64,
@@ -55,12 +55,16 @@ pub struct WriteTask {
 }
 
 #[derive(Clone)]
-pub struct LogWriter {
+pub(crate) struct LogWriter {
     tasks: Sender<WriteTask>,
 }
 
 impl LogWriter {
-    pub fn start(engine: Engine, sync: bool, stats: Arc<GroupCommitStats>) -> (LogWriter, JoinHandle<()>) {
+    pub(crate) fn start(
+        engine: Engine,
+        sync: bool,
+        stats: Arc<GroupCommitStats>,
+    ) -> (LogWriter, JoinHandle<()>) {
         let (tasks, inbox) = unbounded();
         let handle = std::thread::Builder::new()
             .name("tessera-log-writer".into())
@@ -70,7 +74,7 @@ impl LogWriter {
     }
 
     /// Writes `batch` durably; returns once it is.
-    pub fn write(&self, batch: WriteBatch, entries: u64, regions: u64) -> Result<(), String> {
+    pub(crate) fn write(&self, batch: WriteBatch, entries: u64, regions: u64) -> Result<(), String> {
         let (done, result) = bounded(1);
         self.tasks
             .send(WriteTask { batch, entries, regions, done })

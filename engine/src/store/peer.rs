@@ -20,7 +20,7 @@ use super::operation::{PendingRead, Proposal};
 use super::ranges::RegionRanges;
 use super::report::Traffic;
 
-pub struct Peer {
+pub(crate) struct Peer {
     pub region_id: u64,
     pub peer_id: u64,
     pub store_id: u64,
@@ -47,7 +47,7 @@ pub struct Peer {
     pub destroyed: bool,
 }
 
-pub fn raft_config(config: &StoreConfig, peer_id: u64, applied: u64, new_group: bool) -> Config {
+pub(crate) fn raft_config(config: &StoreConfig, peer_id: u64, applied: u64, new_group: bool) -> Config {
     let mut raft = Config::new(peer_id);
     raft.election_ticks = config.election_ticks;
     raft.heartbeat_ticks = config.heartbeat_ticks;
@@ -59,7 +59,7 @@ pub fn raft_config(config: &StoreConfig, peer_id: u64, applied: u64, new_group: 
 
 impl Peer {
     /// Opens the peer of `region_id` from what the store persisted.
-    pub fn open(
+    pub(crate) fn open(
         engine: &Engine,
         config: &StoreConfig,
         ranges: &RegionRanges,
@@ -102,7 +102,7 @@ impl Peer {
     }
 
     /// Adopts a descriptor installed from outside the apply path (a snapshot).
-    pub fn refresh_region(&mut self, region: Region) {
+    pub(crate) fn refresh_region(&mut self, region: Region) {
         self.set_region(region);
     }
 
@@ -114,76 +114,76 @@ impl Peer {
         self.region = region;
     }
 
-    pub fn learn_peer(&mut self, peer: metadata::Peer) {
+    pub(crate) fn learn_peer(&mut self, peer: metadata::Peer) {
         self.known_peers.entry(peer.id).or_insert(peer);
     }
 
-    pub fn descriptor_of(&self, peer_id: u64) -> Option<metadata::Peer> {
+    pub(crate) fn descriptor_of(&self, peer_id: u64) -> Option<metadata::Peer> {
         self.known_peers.get(&peer_id).copied()
     }
 
-    pub fn is_leader(&self) -> bool {
+    pub(crate) fn is_leader(&self) -> bool {
         self.raw.soft_state().role == Role::Leader
     }
 
-    pub fn leader(&self) -> Option<metadata::Peer> {
+    pub(crate) fn leader(&self) -> Option<metadata::Peer> {
         self.descriptor_of(self.leader_id())
     }
 
     /// The Raft leader's peer id as far as this replica knows, or 0.
-    pub fn leader_id(&self) -> u64 {
+    pub(crate) fn leader_id(&self) -> u64 {
         self.raw.soft_state().leader_id
     }
 
-    pub fn term(&self) -> u64 {
+    pub(crate) fn term(&self) -> u64 {
         self.raw.status().term
     }
 
     /// A copy of the Raft replica's state.
-    pub fn raft_status(&self) -> Status {
+    pub(crate) fn raft_status(&self) -> Status {
         self.raw.status()
     }
 
     /// The highest index applied to this store's state machine (written with the data it
     /// applied, so it may run ahead of what Raft was told by `advance`).
-    pub fn applied_index(&self) -> u64 {
+    pub(crate) fn applied_index(&self) -> u64 {
         self.raw.storage().apply_state().applied_index
     }
 
     /// What the Raft leader knows of each replica's log, by peer id (current on the
     /// leader only).
-    pub fn raft_progress(&self) -> impl Iterator<Item = (u64, &Progress)> {
+    pub(crate) fn raft_progress(&self) -> impl Iterator<Item = (u64, &Progress)> {
         self.raw.progress()
     }
 
     /// The storage the Ready of this peer is persisted through.
-    pub fn storage_mut(&mut self) -> &mut PeerStorage {
+    pub(crate) fn storage_mut(&mut self) -> &mut PeerStorage {
         self.raw.storage_mut()
     }
 
-    pub fn has_ready(&self) -> bool {
+    pub(crate) fn has_ready(&self) -> bool {
         self.raw.has_ready()
     }
 
     /// The next Ready, to be handled as `crate::raft::RawNode`'s contract says.
-    pub fn ready(&mut self) -> Ready {
+    pub(crate) fn ready(&mut self) -> Ready {
         self.raw.ready()
     }
 
-    pub fn advance(&mut self) {
+    pub(crate) fn advance(&mut self) {
         self.raw.advance();
     }
 
     /// Hands Raft a message from another replica.
-    pub fn step(&mut self, message: Message) -> crate::raft::Result<()> {
+    pub(crate) fn step(&mut self, message: Message) -> crate::raft::Result<()> {
         self.raw.step(message)
     }
 
-    pub fn campaign(&mut self) {
+    pub(crate) fn campaign(&mut self) {
         self.raw.campaign();
     }
 
-    pub fn transfer_leader(&mut self, to_peer_id: u64) -> crate::raft::Result<()> {
+    pub(crate) fn transfer_leader(&mut self, to_peer_id: u64) -> crate::raft::Result<()> {
         self.raw.transfer_leader(to_peer_id)
     }
 

@@ -16,7 +16,7 @@ use crate::proto::metadata::Region;
 type KeyRange = (Vec<u8>, Vec<u8>);
 
 #[derive(Clone, Default)]
-pub struct RegionRanges {
+pub(crate) struct RegionRanges {
     ranges: Arc<RwLock<HashMap<u64, KeyRange>>>,
 }
 
@@ -28,18 +28,18 @@ fn overlap(a_start: &[u8], a_end: &[u8], b_start: &[u8], b_end: &[u8]) -> bool {
 
 impl RegionRanges {
     /// Records the range of an initialized region (one with peers).
-    pub fn set(&self, region: &Region) {
+    pub(crate) fn set(&self, region: &Region) {
         if !region.peers.is_empty() {
             self.ranges.write().insert(region.id, (region.start_key.clone(), region.end_key.clone()));
         }
     }
 
-    pub fn remove(&self, region_id: u64) {
+    pub(crate) fn remove(&self, region_id: u64) {
         self.ranges.write().remove(&region_id);
     }
 
     /// Another region here that overlaps `[start, end)`, if any.
-    pub fn overlapping(&self, region_id: u64, start: &[u8], end: &[u8]) -> Option<u64> {
+    pub(crate) fn overlapping(&self, region_id: u64, start: &[u8], end: &[u8]) -> Option<u64> {
         self.ranges
             .read()
             .iter()

@@ -98,7 +98,7 @@ impl StoreReport {
 
 impl Peer {
     /// This leader's report of its region.
-    pub fn report(&self) -> RegionReport {
+    pub(crate) fn report(&self) -> RegionReport {
         let raft = self.raft_status();
         let committed = raft.commit_index;
         let pending_peers = self

@@ -16,13 +16,13 @@ impl<T: Send + 'static> Responder<T> {
     }
 
     /// A responder and the channel its answer arrives on.
-    pub fn channel() -> (Responder<T>, Receiver<Result<T, StoreError>>) {
+    pub(crate) fn channel() -> (Responder<T>, Receiver<Result<T, StoreError>>) {
         let (sender, receiver) = bounded(1);
         // The receiver may be gone (its caller gave up): nobody to tell.
         (Responder::new(move |result| drop(sender.send(result))), receiver)
     }
 
-    pub fn send(self, result: Result<T, StoreError>) {
+    pub(crate) fn send(self, result: Result<T, StoreError>) {
         (self.0)(result)
     }
 }

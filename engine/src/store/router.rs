@@ -15,28 +15,28 @@ use super::transport::BatchSink;
 use super::worker::WorkerMsg;
 
 #[derive(Clone)]
-pub struct Router {
+pub(crate) struct Router {
     workers: Arc<Vec<Sender<WorkerMsg>>>,
 }
 
 impl Router {
-    pub fn new(workers: Vec<Sender<WorkerMsg>>) -> Router {
+    pub(crate) fn new(workers: Vec<Sender<WorkerMsg>>) -> Router {
         assert!(!workers.is_empty(), "invariant: a store runs at least one raft worker");
         Router { workers: Arc::new(workers) }
     }
 
-    pub fn workers(&self) -> usize {
+    pub(crate) fn workers(&self) -> usize {
         self.workers.len()
     }
 
-    pub fn worker_of(&self, region_id: u64) -> usize {
+    pub(crate) fn worker_of(&self, region_id: u64) -> usize {
         (region_id % self.workers.len() as u64) as usize
     }
 
     /// Sends to the worker owning `region_id`; false if the store is stopping.
     /// Hands `message` to its region's worker; false if the worker has stopped, in
     /// which case the request it carries is refused (the store is shutting down).
-    pub fn send(&self, region_id: u64, message: WorkerMsg) -> bool {
+    pub(crate) fn send(&self, region_id: u64, message: WorkerMsg) -> bool {
         match self.workers[self.worker_of(region_id)].send(message) {
             Ok(()) => true,
             Err(returned) => {
@@ -46,7 +46,7 @@ impl Router {
         }
     }
 
-    pub fn broadcast(&self, make: impl Fn() -> WorkerMsg) {
+    pub(crate) fn broadcast(&self, make: impl Fn() -> WorkerMsg) {
         for worker in self.workers.iter() {
             let _ = worker.send(make());
         }

@@ -17,7 +17,7 @@ pub trait IdAllocator: Send + Sync + 'static {
 /// What a size check found: the region's keys and bytes, and where to split it (at the
 /// middle by bytes) when it is over a threshold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RegionSize {
+pub(crate) struct RegionSize {
     pub keys: u64,
     pub bytes: u64,
     pub split_key: Option<Vec<u8>>,
@@ -25,7 +25,7 @@ pub struct RegionSize {
 
 /// Measures `region` and finds the key to split it at if it holds more than `max_keys`
 /// keys or `max_bytes` bytes.
-pub fn check_size(
+pub(crate) fn check_size(
     engine: &Engine,
     region: &Region,
     max_keys: u64,

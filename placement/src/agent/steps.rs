@@ -19,19 +19,19 @@ use tessera_engine::store::{IdAllocator, Store};
 
 use crate::proto::{OperatorStep, operator_step};
 
-pub struct StepRunner {
+pub(crate) struct StepRunner {
     retry_interval: Duration,
     /// Steps started, by region and encoded step.
     started: HashMap<(u64, Vec<u8>), Instant>,
 }
 
 impl StepRunner {
-    pub fn new(retry_interval: Duration) -> StepRunner {
+    pub(crate) fn new(retry_interval: Duration) -> StepRunner {
         StepRunner { retry_interval, started: HashMap::new() }
     }
 
     /// `ids` names a split's new region and peers (the store's pool, never the network).
-    pub fn run(&mut self, store: &Store, ids: &dyn IdAllocator, region: &Region, step: OperatorStep) {
+    pub(crate) fn run(&mut self, store: &Store, ids: &dyn IdAllocator, region: &Region, step: OperatorStep) {
         let now = Instant::now();
         self.started.retain(|_, at| now.duration_since(*at) < self.retry_interval);
         let key = (region.id, step.encode_to_vec());

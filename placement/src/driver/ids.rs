@@ -24,17 +24,22 @@ pub struct IdAllocator {
 }
 
 impl IdAllocator {
-    pub fn new(batch: u64) -> IdAllocator {
+    pub(crate) fn new(batch: u64) -> IdAllocator {
         IdAllocator { range: Mutex::new(Range::default()), batch: batch.max(1) }
     }
 
     /// Starts over from the persisted mark (a new leader's).
-    pub fn reset(&self, mark: u64) {
+    pub(crate) fn reset(&self, mark: u64) {
         *self.range.lock() = Range { next: mark.max(1), end: mark };
     }
 
     /// `count` ids; the range is extended through Raft when it runs short.
-    pub fn allocate(&self, metadata: &Metadata, epoch: RegionEpoch, count: u64) -> Result<Vec<u64>, PdError> {
+    pub(crate) fn allocate(
+        &self,
+        metadata: &Metadata,
+        epoch: RegionEpoch,
+        count: u64,
+    ) -> Result<Vec<u64>, PdError> {
         // Held across the Raft round trip: allocations are serialized by design.
         let mut range = self.range.lock();
         if range.next + count > range.end {

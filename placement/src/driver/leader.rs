@@ -22,14 +22,14 @@ use crate::proto::{
     operator_step,
 };
 
-pub struct StoreEntry {
+pub(crate) struct StoreEntry {
     pub record: StoreRecord,
     pub stats: StoreStats,
     pub last_heartbeat: Duration,
     pub state: StoreState,
 }
 
-pub struct LeaderState {
+pub(crate) struct LeaderState {
     pub term: u64,
     pub stores: BTreeMap<u64, StoreEntry>,
     pub regions: RegionMap,
@@ -43,7 +43,7 @@ pub struct LeaderState {
 impl LeaderState {
     /// The state of a new leader at `now`: every registered store counts as just heard
     /// from, so none is declared down before it had the time to find the new leader.
-    pub fn new(
+    pub(crate) fn new(
         term: u64,
         loaded: Loaded,
         now: Duration,
@@ -86,12 +86,12 @@ impl LeaderState {
         }
     }
 
-    pub fn is_bootstrapped(&self) -> bool {
+    pub(crate) fn is_bootstrapped(&self) -> bool {
         self.bootstrap.is_some() || self.regions.len() > 0
     }
 
     /// The region holding `key`.
-    pub fn region_holding(&self, key: &[u8]) -> Result<&RegionEntry, PdError> {
+    pub(crate) fn region_holding(&self, key: &[u8]) -> Result<&RegionEntry, PdError> {
         if !self.is_bootstrapped() {
             return Err(PdError::NotBootstrapped);
         }
@@ -101,7 +101,7 @@ impl LeaderState {
         })
     }
 
-    pub fn store(&self, store_id: u64) -> Result<&StoreEntry, PdError> {
+    pub(crate) fn store(&self, store_id: u64) -> Result<&StoreEntry, PdError> {
         let entry = self.stores.get(&store_id).ok_or(PdError::UnknownStore(store_id))?;
         if entry.state == StoreState::Tombstone {
             return Err(PdError::StoreRemoved(store_id));
@@ -111,7 +111,7 @@ impl LeaderState {
 
     /// Records a store's heartbeat and tells it which of its neighbours are down and
     /// which regions it must found.
-    pub fn store_heartbeat(
+    pub(crate) fn store_heartbeat(
         &mut self,
         store_id: u64,
         stats: StoreStats,
@@ -149,7 +149,7 @@ impl LeaderState {
     }
 
     /// Declares down every store silent for `down_after`.
-    pub fn update_liveness(&mut self, now: Duration, down_after: Duration) {
+    pub(crate) fn update_liveness(&mut self, now: Duration, down_after: Duration) {
         for entry in self.stores.values_mut() {
             if entry.state == StoreState::Up && now.saturating_sub(entry.last_heartbeat) >= down_after {
                 entry.state = StoreState::Down { since: now };
@@ -159,7 +159,11 @@ impl LeaderState {
 
     /// Takes in a heartbeat and returns the step the region's leader should carry out.
     /// A changed descriptor is only adopted if the caller `persisted` it.
-    pub fn region_heartbeat(&mut self, heartbeat: &RegionHeartbeat, persisted: bool) -> Option<OperatorStep> {
+    pub(crate) fn region_heartbeat(
+        &mut self,
+        heartbeat: &RegionHeartbeat,
+        persisted: bool,
+    ) -> Option<OperatorStep> {
         let region = heartbeat.region.as_ref()?;
         match self.regions.judge(region) {
             Verdict::Stale(_) => return None,
@@ -195,7 +199,7 @@ impl LeaderState {
     /// Whether the view is complete enough to schedule on: every store that is up has
     /// reported since this replica took over (or had the time to), so that regions not
     /// heard from yet do not look like missing replicas.
-    pub fn warmed_up(&self, now: Duration, down_after: Duration) -> bool {
+    pub(crate) fn warmed_up(&self, now: Duration, down_after: Duration) -> bool {
         now.saturating_sub(self.since) >= down_after
             || self
                 .stores
@@ -205,7 +209,7 @@ impl LeaderState {
     }
 
     /// The view the schedulers decide on: regions whose leader reported in this term.
-    pub fn view(&self, now: Duration) -> ClusterView {
+    pub(crate) fn view(&self, now: Duration) -> ClusterView {
         ClusterView {
             stores: self
                 .stores
@@ -230,7 +234,7 @@ impl LeaderState {
         }
     }
 
-    pub fn add_operator(&mut self, operator: Operator, now: Duration) -> bool {
+    pub(crate) fn add_operator(&mut self, operator: Operator, now: Duration) -> bool {
         let kind = operator.kind;
         let added = self.operators.add(operator, now);
         if added {
@@ -239,11 +243,11 @@ impl LeaderState {
         added
     }
 
-    pub fn route(entry: &RegionEntry) -> RegionRoute {
+    pub(crate) fn route(entry: &RegionEntry) -> RegionRoute {
         RegionRoute { region: Some(entry.region().clone()), leader: entry.leader }
     }
 
-    pub fn store_views(&self) -> Vec<StoreView> {
+    pub(crate) fn store_views(&self) -> Vec<StoreView> {
         let mut counts: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
         for entry in self.regions.entries() {
             for peer in &entry.region().peers {

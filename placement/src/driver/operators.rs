@@ -27,7 +27,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Outcome::Finished => "finished",
             Outcome::TimedOut => "timed_out",
@@ -102,7 +102,7 @@ struct InFlight {
     created: Duration,
 }
 
-pub struct OperatorController {
+pub(crate) struct OperatorController {
     timeout: Duration,
     /// Voters a region must keep.
     replicas: usize,
@@ -114,7 +114,7 @@ pub struct OperatorController {
 }
 
 impl OperatorController {
-    pub fn new(timeout: Duration, replicas: usize) -> OperatorController {
+    pub(crate) fn new(timeout: Duration, replicas: usize) -> OperatorController {
         OperatorController {
             timeout,
             replicas,
@@ -124,17 +124,17 @@ impl OperatorController {
         }
     }
 
-    pub fn running(&self) -> usize {
+    pub(crate) fn running(&self) -> usize {
         self.in_flight.len()
     }
 
     /// Regions with an operator in flight.
-    pub fn busy(&self) -> BTreeSet<u64> {
+    pub(crate) fn busy(&self) -> BTreeSet<u64> {
         self.in_flight.keys().copied().collect()
     }
 
     /// Starts `operator`; false if its region already has one.
-    pub fn add(&mut self, operator: Operator, now: Duration) -> bool {
+    pub(crate) fn add(&mut self, operator: Operator, now: Duration) -> bool {
         if self.in_flight.contains_key(&operator.region_id) {
             return false;
         }
@@ -155,7 +155,7 @@ impl OperatorController {
     /// Advances the region's operator past every step its report shows done, and
     /// returns the step its leader should carry out now. `is_up` says which stores are
     /// up (a step that needs a store that is not cannot happen).
-    pub fn on_report(&mut self, info: &RegionInfo, is_up: &dyn Fn(u64) -> bool) -> Option<Step> {
+    pub(crate) fn on_report(&mut self, info: &RegionInfo, is_up: &dyn Fn(u64) -> bool) -> Option<Step> {
         let region_id = info.region.id;
         let flight = self.in_flight.get_mut(&region_id)?;
         loop {
@@ -177,7 +177,7 @@ impl OperatorController {
 
     /// Ends every operator older than the timeout, and those of regions that vanished
     /// (merged away or replaced by a split's newer descriptors).
-    pub fn expire(&mut self, now: Duration, exists: impl Fn(u64) -> bool) {
+    pub(crate) fn expire(&mut self, now: Duration, exists: impl Fn(u64) -> bool) {
         let expired: Vec<(u64, Outcome)> = self
             .in_flight
             .iter()
@@ -198,11 +198,11 @@ impl OperatorController {
 
     /// Operators ended, by kind and outcome.
     #[cfg(test)]
-    pub fn outcomes(&self) -> &BTreeMap<(OperatorKind, Outcome), u64> {
+    pub(crate) fn outcomes(&self) -> &BTreeMap<(OperatorKind, Outcome), u64> {
         &self.outcomes
     }
 
-    pub fn views(&self, now: Duration) -> Vec<OperatorView> {
+    pub(crate) fn views(&self, now: Duration) -> Vec<OperatorView> {
         self.in_flight
             .values()
             .map(|flight| OperatorView {

@@ -11,7 +11,7 @@ use crate::cluster::RegionInfo;
 
 /// A region as the driver knows it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RegionEntry {
+pub(crate) struct RegionEntry {
     pub info: RegionInfo,
     /// The reporting leader's term; zero until a leader reported in this driver term.
     pub term: u64,
@@ -22,7 +22,7 @@ pub struct RegionEntry {
 }
 
 impl RegionEntry {
-    pub fn new(region: Region) -> RegionEntry {
+    pub(crate) fn new(region: Region) -> RegionEntry {
         RegionEntry {
             info: RegionInfo {
                 region,
@@ -40,7 +40,7 @@ impl RegionEntry {
         }
     }
 
-    pub fn region(&self) -> &Region {
+    pub(crate) fn region(&self) -> &Region {
         &self.info.region
     }
 }
@@ -50,7 +50,7 @@ fn epoch(region: &Region) -> RegionEpoch {
 }
 
 /// Whether `a`'s epoch is older than `b`'s in either component.
-pub fn is_stale(a: &Region, b: &Region) -> bool {
+pub(crate) fn is_stale(a: &Region, b: &Region) -> bool {
     let (a, b) = (epoch(a), epoch(b));
     a.version < b.version || a.conf_version < b.conf_version
 }
@@ -63,7 +63,7 @@ fn overlaps(region: &Region, start: &[u8], end: &[u8]) -> bool {
 
 /// How a reported descriptor compares with the map.
 #[derive(Debug, PartialEq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// The map knows a newer epoch of this region or of one overlapping it.
     Stale(Region),
     /// Same descriptor as the map's.
@@ -73,30 +73,30 @@ pub enum Verdict {
 }
 
 #[derive(Debug, Default)]
-pub struct RegionMap {
+pub(crate) struct RegionMap {
     by_id: HashMap<u64, RegionEntry>,
     by_start: BTreeMap<Vec<u8>, u64>,
 }
 
 impl RegionMap {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_id.len()
     }
 
-    pub fn get(&self, region_id: u64) -> Option<&RegionEntry> {
+    pub(crate) fn get(&self, region_id: u64) -> Option<&RegionEntry> {
         self.by_id.get(&region_id)
     }
 
-    pub fn get_mut(&mut self, region_id: u64) -> Option<&mut RegionEntry> {
+    pub(crate) fn get_mut(&mut self, region_id: u64) -> Option<&mut RegionEntry> {
         self.by_id.get_mut(&region_id)
     }
 
-    pub fn entries(&self) -> impl Iterator<Item = &RegionEntry> {
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &RegionEntry> {
         self.by_id.values()
     }
 
     /// Regions overlapping `[start, end)` (empty end: unbounded), in key order.
-    pub fn range(&self, start: &[u8], end: &[u8]) -> impl Iterator<Item = &RegionEntry> {
+    pub(crate) fn range(&self, start: &[u8], end: &[u8]) -> impl Iterator<Item = &RegionEntry> {
         // The region holding `start` begins at or before it.
         let first = self
             .by_start
@@ -111,7 +111,7 @@ impl RegionMap {
             .take_while(move |entry| overlaps(entry.region(), start, end))
     }
 
-    pub fn by_key(&self, key: &[u8]) -> Option<&RegionEntry> {
+    pub(crate) fn by_key(&self, key: &[u8]) -> Option<&RegionEntry> {
         let (_, id) = self.by_start.range::<[u8], _>((Bound::Unbounded, Bound::Included(key))).next_back()?;
         let entry = &self.by_id[id];
         let end = entry.region().end_key.as_slice();
@@ -119,7 +119,7 @@ impl RegionMap {
     }
 
     /// Compares a reported descriptor with the map.
-    pub fn judge(&self, region: &Region) -> Verdict {
+    pub(crate) fn judge(&self, region: &Region) -> Verdict {
         if let Some(known) = self.by_id.get(&region.id) {
             if is_stale(region, known.region()) {
                 return Verdict::Stale(known.region().clone());
@@ -143,7 +143,7 @@ impl RegionMap {
 
     /// Puts `region` in the map, removing the regions it overlaps (the caller judged it
     /// newer than each). Keeps what is known of the region's leader and load.
-    pub fn insert(&mut self, region: Region) {
+    pub(crate) fn insert(&mut self, region: Region) {
         let overlapped: Vec<u64> = self
             .range(&region.start_key, &region.end_key)
             .map(|entry| entry.region().id)
@@ -164,7 +164,7 @@ impl RegionMap {
         self.by_id.insert(entry.info.region.id, entry);
     }
 
-    pub fn remove(&mut self, region_id: u64) -> Option<RegionEntry> {
+    pub(crate) fn remove(&mut self, region_id: u64) -> Option<RegionEntry> {
         let entry = self.by_id.remove(&region_id)?;
         if self.by_start.get(&entry.info.region.start_key) == Some(&region_id) {
             self.by_start.remove(&entry.info.region.start_key);

@@ -50,7 +50,7 @@ fn keeps_locations(
     value(to) == value(from) || !others.contains(&value(to))
 }
 
-pub fn regions(
+pub(crate) fn regions(
     view: &ClusterView,
     config: &SchedulerConfig,
     busy: &BTreeSet<u64>,
@@ -83,7 +83,11 @@ pub fn regions(
 /// Moves one leader off a busy store, to whichever voter of the region leads the fewest
 /// regions. Stores are tried from the busiest down: the busiest may have no region with a
 /// voter on an idle store.
-pub fn leaders(view: &ClusterView, config: &SchedulerConfig, busy: &BTreeSet<u64>) -> Option<Operator> {
+pub(crate) fn leaders(
+    view: &ClusterView,
+    config: &SchedulerConfig,
+    busy: &BTreeSet<u64>,
+) -> Option<Operator> {
     let counts = view.leader_counts();
     let count = |store: u64| counts.get(&store).copied().unwrap_or(0);
     sources(&counts, config.leader_tolerance).into_iter().find_map(|from| {

@@ -36,7 +36,7 @@ fn loads(view: &ClusterView, flow: Flow) -> BTreeMap<u64, u64> {
     loads
 }
 
-pub fn schedule(
+pub(crate) fn schedule(
     view: &ClusterView,
     config: &SchedulerConfig,
     busy: &BTreeSet<u64>,

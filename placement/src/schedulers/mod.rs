@@ -64,7 +64,7 @@ impl Default for SchedulerConfig {
 
 /// Runs every enabled scheduler. `busy` holds the regions with an operator in flight;
 /// `new_id` hands out peer ids, and scheduling stops short when it runs out.
-pub fn schedule(
+pub(crate) fn schedule(
     view: &ClusterView,
     config: &SchedulerConfig,
     busy: &BTreeSet<u64>,

@@ -10,7 +10,7 @@ use super::{SchedulerConfig, pick_target};
 use crate::cluster::{ClusterView, RegionInfo, StoreState};
 use crate::operator::{Operator, OperatorKind, Step};
 
-pub fn schedule(
+pub(crate) fn schedule(
     view: &ClusterView,
     config: &SchedulerConfig,
     busy: &BTreeSet<u64>,

@@ -8,22 +8,22 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
-pub const DEFAULT_STORE_LISTEN: &str = "127.0.0.1:20160";
-pub const DEFAULT_PD_LISTEN: &str = "127.0.0.1:2379";
-pub const DEFAULT_SPLIT_MAX_KEYS: u64 = 1_000_000;
-pub const DEFAULT_SPLIT_MAX_BYTES: u64 = 96 * 1024 * 1024;
-pub const DEFAULT_REPLICAS: usize = 3;
+pub(crate) const DEFAULT_STORE_LISTEN: &str = "127.0.0.1:20160";
+pub(crate) const DEFAULT_PD_LISTEN: &str = "127.0.0.1:2379";
+pub(crate) const DEFAULT_SPLIT_MAX_KEYS: u64 = 1_000_000;
+pub(crate) const DEFAULT_SPLIT_MAX_BYTES: u64 = 96 * 1024 * 1024;
+pub(crate) const DEFAULT_REPLICAS: usize = 3;
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct FileConfig {
+pub(crate) struct FileConfig {
     pub store: StoreSection,
     pub pd: PdSection,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct StoreSection {
+pub(crate) struct StoreSection {
     pub pd: Vec<String>,
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
@@ -35,7 +35,7 @@ pub struct StoreSection {
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct PdSection {
+pub(crate) struct PdSection {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
     pub id: Option<u64>,
@@ -49,7 +49,7 @@ pub struct PdSection {
 
 impl FileConfig {
     /// The file at `path`, or the defaults without one.
-    pub fn load(path: Option<&Path>) -> anyhow::Result<FileConfig> {
+    pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<FileConfig> {
         let Some(path) = path else { return Ok(FileConfig::default()) };
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;

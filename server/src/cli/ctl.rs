@@ -12,7 +12,7 @@ use tessera_placement::proto::StoreState;
 use crate::client::Client;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Addresses of the placement driver's replicas, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:2379")]
     pd: Vec<String>,
@@ -76,7 +76,7 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let client = Client::new(args.pd.clone(), Duration::from_secs(args.timeout));
     match args.command {
         CtlCommand::Get { key } => match client.get(key.as_bytes()).await? {

@@ -15,7 +15,7 @@ use config::FileConfig;
 
 #[derive(Parser)]
 #[command(name = "tessera", version, about = "Tessera: a sharded, strongly consistent key-value database")]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }

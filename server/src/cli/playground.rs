@@ -15,7 +15,7 @@ use crate::client::GrpcPdClient;
 use crate::node;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Directory for the nodes' data; a temporary directory (removed on exit) if absent.
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -95,7 +95,7 @@ fn path(dir: &Path, name: &str) -> String {
     dir.join(name).display().to_string()
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if args.stores == 0 || ![1, 3, 5].contains(&args.pd) {
         bail!("a playground needs at least one store and 1, 3 or 5 driver replicas");
     }

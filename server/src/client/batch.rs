@@ -28,21 +28,21 @@ use tokio::time::Instant;
 use super::ClientError;
 
 /// At most this many writes, and about this many bytes of keys and values, per group.
-pub const MAX_GROUP_WRITES: usize = 256;
-pub const MAX_GROUP_BYTES: usize = 1 << 20;
+pub(crate) const MAX_GROUP_WRITES: usize = 256;
+pub(crate) const MAX_GROUP_BYTES: usize = 1 << 20;
 /// Writes queued for one region beyond this go alone: a queue must not grow without
 /// bound while a region is unreachable.
-pub const MAX_QUEUED: usize = 4 * MAX_GROUP_WRITES;
+pub(crate) const MAX_QUEUED: usize = 4 * MAX_GROUP_WRITES;
 
 /// A write waiting for its group.
-pub struct Pending {
+pub(crate) struct Pending {
     pub key: Vec<u8>,
     pub write: Write,
     pub bytes: usize,
 }
 
 /// What a queued caller is told.
-pub enum Turn {
+pub(crate) enum Turn {
     /// Its group returned: the write's outcome.
     Done(Outcome),
     /// It leads the next group (and gets its write back to send with it).
@@ -72,13 +72,13 @@ struct Queue {
 }
 
 #[derive(Default)]
-pub struct WriteGroups {
+pub(crate) struct WriteGroups {
     queues: Mutex<HashMap<u64, Queue>>,
     next_id: Mutex<u64>,
 }
 
 /// How a caller joined its region's queue.
-pub enum Joined<'a> {
+pub(crate) enum Joined<'a> {
     /// The region was idle: send now.
     Lead(Pending),
     /// A group is in flight: wait for a turn.
@@ -88,7 +88,7 @@ pub enum Joined<'a> {
 }
 
 /// The writes a leader sends: its own, and those of the callers queued behind it.
-pub struct WriteGroup {
+pub(crate) struct WriteGroup {
     pub leader: Pending,
     pub followers: Vec<(Pending, oneshot::Sender<Turn>)>,
 }
@@ -96,7 +96,7 @@ pub struct WriteGroup {
 impl WriteGroups {
     /// Queues a write for `region_id`, or makes the caller the leader if the region is
     /// idle.
-    pub fn join(&self, region_id: u64, pending: Pending) -> Joined<'_> {
+    pub(crate) fn join(&self, region_id: u64, pending: Pending) -> Joined<'_> {
         let id = {
             let mut next = self.next_id.lock();
             *next += 1;
@@ -118,7 +118,7 @@ impl WriteGroups {
 
     /// The leader's group: its own write and what queued behind it, within the limits.
     /// Writes whose callers went away are dropped unsent.
-    pub fn take(&self, region_id: u64, leader: Pending) -> WriteGroup {
+    pub(crate) fn take(&self, region_id: u64, leader: Pending) -> WriteGroup {
         let mut bytes = leader.bytes;
         let mut followers = Vec::new();
         let mut queues = self.queues.lock();
@@ -141,7 +141,7 @@ impl WriteGroups {
     }
 
     /// Passes the lead to the first caller still waiting, or marks the region idle.
-    pub fn hand_over(&self, region_id: u64) {
+    pub(crate) fn hand_over(&self, region_id: u64) {
         let mut queues = self.queues.lock();
         let Some(queue) = queues.get_mut(&region_id) else { return };
         while let Some(waiter) = queue.waiting.pop_front() {
@@ -166,7 +166,7 @@ impl WriteGroups {
 
 /// A queued caller's place: its turn comes through it. Dropped before the turn is
 /// taken, it passes on a lead it was handed.
-pub struct Waiting<'a> {
+pub(crate) struct Waiting<'a> {
     groups: &'a WriteGroups,
     region_id: u64,
     id: u64,
@@ -177,7 +177,7 @@ impl Waiting<'_> {
     /// Waits for the caller's turn until `give_up`. `None`: the deadline passed while
     /// the write was still queued, so it was never sent. A write a group already took
     /// is waited for to the end: its group's request has a deadline of its own.
-    pub async fn turn(mut self, give_up: Instant) -> Option<Result<Turn, ClientError>> {
+    pub(crate) async fn turn(mut self, give_up: Instant) -> Option<Result<Turn, ClientError>> {
         // The receiver stays in `self` while waiting: a caller cancelled here must pass
         // on a lead that arrives meanwhile, which the drop does.
         let receiver = self.receiver.as_mut()?;
@@ -206,7 +206,7 @@ impl Drop for Waiting<'_> {
 
 /// Hands the lead on when dropped: a leader whose future is cancelled mid-request must
 /// not strand the callers queued behind it.
-pub struct LeadGuard<'a> {
+pub(crate) struct LeadGuard<'a> {
     pub groups: &'a WriteGroups,
     pub region_id: u64,
 }

@@ -9,13 +9,13 @@ use tessera_engine::proto::metadata::Peer;
 use tessera_placement::proto::RegionRoute;
 
 #[derive(Default)]
-pub struct RegionCache {
+pub(crate) struct RegionCache {
     by_start: RwLock<BTreeMap<Vec<u8>, RegionRoute>>,
 }
 
 impl RegionCache {
     /// The cached region holding `key`.
-    pub fn find(&self, key: &[u8]) -> Option<RegionRoute> {
+    pub(crate) fn find(&self, key: &[u8]) -> Option<RegionRoute> {
         let cache = self.by_start.read();
         let (_, route) = cache.range::<[u8], _>((Bound::Unbounded, Bound::Included(key))).next_back()?;
         route
@@ -26,7 +26,7 @@ impl RegionCache {
     }
 
     /// Adds a route, dropping the cached regions it overlaps (they are older or the same).
-    pub fn insert(&self, route: RegionRoute) {
+    pub(crate) fn insert(&self, route: RegionRoute) {
         let Some(region) = route.region.clone() else { return };
         let mut cache = self.by_start.write();
         let overlapping: Vec<Vec<u8>> = cache
@@ -45,12 +45,12 @@ impl RegionCache {
         cache.insert(region.start_key.clone(), route);
     }
 
-    pub fn invalidate(&self, region_id: u64) {
+    pub(crate) fn invalidate(&self, region_id: u64) {
         self.by_start.write().retain(|_, route| route.region.as_ref().is_none_or(|r| r.id != region_id));
     }
 
     /// Records the leader a store named for a region.
-    pub fn set_leader(&self, region_id: u64, leader: Peer) {
+    pub(crate) fn set_leader(&self, region_id: u64, leader: Peer) {
         let mut cache = self.by_start.write();
         if let Some(route) =
             cache.values_mut().find(|route| route.region.as_ref().is_some_and(|r| r.id == region_id))

@@ -57,7 +57,7 @@ fn stub(address: &str) -> Result<pd_client::PdClient<Channel>, PdError> {
 impl GrpcPdClient {
     /// A client of the driver whose replicas listen at `endpoints`; calls give up after
     /// `deadline` without an answer.
-    pub fn new(runtime: Handle, endpoints: Vec<String>, deadline: Duration) -> GrpcPdClient {
+    pub(crate) fn new(runtime: Handle, endpoints: Vec<String>, deadline: Duration) -> GrpcPdClient {
         GrpcPdClient {
             runtime,
             endpoints: Arc::new(Mutex::new(endpoints)),
@@ -138,7 +138,7 @@ impl GrpcPdClient {
         }
     }
 
-    pub async fn register_store_async(
+    pub(crate) async fn register_store_async(
         &self,
         request: RegisterStoreRequest,
     ) -> Result<RegisterStoreResponse, PdError> {
@@ -157,7 +157,7 @@ impl GrpcPdClient {
         .await
     }
 
-    pub async fn region_by_id_async(&self, region_id: u64) -> Result<RegionRoute, PdError> {
+    pub(crate) async fn region_by_id_async(&self, region_id: u64) -> Result<RegionRoute, PdError> {
         self.call(|mut pd| async move { pd.region_by_id(RegionByIdRequest { region_id }).await }).await
     }
 
@@ -212,17 +212,17 @@ impl GrpcPdClient {
         .map(|_| ())
     }
 
-    pub async fn operators_async(&self) -> Result<Vec<OperatorView>, PdError> {
+    pub(crate) async fn operators_async(&self) -> Result<Vec<OperatorView>, PdError> {
         Ok(self.call(|mut pd| async move { pd.operators(OperatorsRequest {}).await }).await?.operators)
     }
 
-    pub async fn alloc_ids_async(&self, count: u32) -> Result<Vec<u64>, PdError> {
+    pub(crate) async fn alloc_ids_async(&self, count: u32) -> Result<Vec<u64>, PdError> {
         Ok(self.call(|mut pd| async move { pd.alloc_ids(AllocIdsRequest { count }).await }).await?.ids)
     }
 
     /// Asks the driver to add a replica serving at `address`, identified across
     /// retries by `join_token`.
-    pub async fn join_member_async(
+    pub(crate) async fn join_member_async(
         &self,
         address: &str,
         join_token: &str,
@@ -235,7 +235,7 @@ impl GrpcPdClient {
         .await
     }
 
-    pub async fn members_async(&self) -> Result<Vec<Member>, PdError> {
+    pub(crate) async fn members_async(&self) -> Result<Vec<Member>, PdError> {
         Ok(self.call(|mut pd| async move { pd.members(MembersRequest {}).await }).await?.members)
     }
 }

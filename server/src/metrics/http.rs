@@ -47,18 +47,18 @@ pub struct StatusServer {
 
 impl StatusServer {
     /// Binds `address` (port 0 picks a free port).
-    pub async fn bind(address: &str) -> anyhow::Result<StatusServer> {
+    pub(crate) async fn bind(address: &str) -> anyhow::Result<StatusServer> {
         let (listener, address) = crate::node::bind(address).await?;
         Ok(StatusServer { listener, address })
     }
 
-    pub fn address(&self) -> SocketAddr {
+    pub(crate) fn address(&self) -> SocketAddr {
         self.address
     }
 
     /// Serves until `stop` resolves. `refresh` sets the node's state gauges before each
     /// scrape; `health` answers `/health`.
-    pub fn serve(
+    pub(crate) fn serve(
         self,
         handle: PrometheusHandle,
         refresh: impl Fn() + Send + Sync + 'static,

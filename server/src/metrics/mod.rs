@@ -29,7 +29,7 @@ const LATENCY_BUCKETS: [f64; 16] =
 const SIZE_BUCKETS: [f64; 12] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
 
 #[derive(Debug, Error)]
-pub enum MetricsError {
+pub(crate) enum MetricsError {
     #[error("cannot configure the metrics recorder: {0}")]
     Build(#[from] metrics_exporter_prometheus::BuildError),
     #[error("a metrics recorder is already installed in this process")]
@@ -44,7 +44,7 @@ pub enum Role {
 }
 
 impl Role {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Role::Store => "store",
             Role::Pd => "pd",
@@ -54,7 +54,7 @@ impl Role {
 
 /// Installs the process's Prometheus recorder and registers every metric this role
 /// exports, so that each appears from the first scrape.
-pub fn install(role: Role) -> Result<PrometheusHandle, MetricsError> {
+pub(crate) fn install(role: Role) -> Result<PrometheusHandle, MetricsError> {
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Suffix("_entries".into()), &SIZE_BUCKETS)?
@@ -73,7 +73,7 @@ pub fn install(role: Role) -> Result<PrometheusHandle, MetricsError> {
 
 /// Exports `tessera_build_info` once the node knows its id (a store learns it from the
 /// driver after the recorder is installed): the series that names each instance.
-pub fn announce(role: Role, id: u64) {
+pub(crate) fn announce(role: Role, id: u64) {
     metrics::describe_gauge!(
         "tessera_build_info",
         Unit::Count,

@@ -37,7 +37,7 @@ impl std::fmt::Display for Ready {
 }
 
 /// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
-pub async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {
@@ -54,7 +54,7 @@ pub async fn stop_signal() {
 
 /// Binds `address` (port 0 picks a free port) and returns the listener with the
 /// address it got.
-pub async fn bind(address: &str) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr)> {
+pub(crate) async fn bind(address: &str) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr)> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
@@ -67,16 +67,16 @@ pub async fn bind(address: &str) -> anyhow::Result<(tokio::net::TcpListener, Soc
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// A node's gRPC services, behind the request metrics.
-pub type Router = tonic::transport::server::Router<Stack<GrpcMetricsLayer, Identity>>;
+pub(crate) type Router = tonic::transport::server::Router<Stack<GrpcMetricsLayer, Identity>>;
 
 /// The gRPC server every node builds its services on: each request is counted and timed.
-pub fn grpc_server() -> tonic::transport::Server<Stack<GrpcMetricsLayer, Identity>> {
+pub(crate) fn grpc_server() -> tonic::transport::Server<Stack<GrpcMetricsLayer, Identity>> {
     tonic::transport::Server::builder().layer(GrpcMetricsLayer)
 }
 
 /// Serves `router` on `listener` until `stop` resolves and the requests in flight are
 /// done, or the grace period is over.
-pub async fn serve(
+pub(crate) async fn serve(
     router: Router,
     listener: tokio::net::TcpListener,
     stop: impl Future<Output = ()>,

@@ -26,7 +26,7 @@ use crate::proto::raft_transport_server::RaftTransportServer;
 use crate::service::pd::PdService;
 use crate::transport::{AddressBook, GrpcTransport, MAX_MESSAGE_BYTES, RaftTransportService};
 
-pub struct PdNodeConfig {
+pub(crate) struct PdNodeConfig {
     pub data_dir: PathBuf,
     pub listen: String,
     /// This replica's member id, if it founds the driver.
@@ -138,7 +138,7 @@ fn join_token(path: &std::path::Path) -> anyhow::Result<String> {
 }
 
 /// Runs a driver replica until `stop` resolves; `on_ready` receives what it serves on.
-pub async fn run(
+pub(crate) async fn run(
     config: PdNodeConfig,
     on_ready: impl FnOnce(Ready),
     stop: impl Future<Output = ()>,

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::metrics::{self, Health, Role, StatusServer};
 
-pub struct Observability {
+pub(crate) struct Observability {
     server: StatusServer,
     handle: PrometheusHandle,
 }
@@ -22,21 +22,21 @@ pub struct Observability {
 impl Observability {
     /// Installs the recorder and binds `address`; nothing when no address is given (the
     /// node then records into nothing).
-    pub async fn start(address: Option<&str>, role: Role) -> anyhow::Result<Option<Observability>> {
+    pub(crate) async fn start(address: Option<&str>, role: Role) -> anyhow::Result<Option<Observability>> {
         let Some(address) = address else { return Ok(None) };
         let server = StatusServer::bind(address).await.context("binding the metrics address")?;
         let handle = metrics::install(role)?;
         Ok(Some(Observability { server, handle }))
     }
 
-    pub fn address(&self) -> SocketAddr {
+    pub(crate) fn address(&self) -> SocketAddr {
         self.server.address()
     }
 
     /// Serves until [`Serving::finish`]. `refresh` sets the node's state gauges before
     /// each scrape; `describe` is the JSON `/health` answers with; the node counts as
     /// serving until `stopping` is set.
-    pub fn serve(
+    pub(crate) fn serve(
         self,
         role: Role,
         id: u64,
@@ -55,20 +55,20 @@ impl Observability {
 }
 
 /// A running status server.
-pub struct Serving {
+pub(crate) struct Serving {
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Serving {
-    pub async fn finish(self) {
+    pub(crate) async fn finish(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
     }
 }
 
 /// `stop`, which also sets the returned flag when it resolves: the node is stopping.
-pub fn flag_on_stop(stop: impl Future<Output = ()>) -> (impl Future<Output = ()>, Arc<AtomicBool>) {
+pub(crate) fn flag_on_stop(stop: impl Future<Output = ()>) -> (impl Future<Output = ()>, Arc<AtomicBool>) {
     let stopping = Arc::new(AtomicBool::new(false));
     let flag = stopping.clone();
     let stop = async move {

@@ -25,7 +25,7 @@ use crate::proto::raft_transport_server::RaftTransportServer;
 use crate::service::kv::KvService;
 use crate::transport::{AddressBook, GrpcTransport, MAX_MESSAGE_BYTES, RaftTransportService};
 
-pub struct StoreNodeConfig {
+pub(crate) struct StoreNodeConfig {
     pub data_dir: PathBuf,
     pub listen: String,
     /// The placement driver's replicas.
@@ -110,7 +110,7 @@ fn serve_status(
 }
 
 /// Runs a store until `stop` resolves; `on_ready` receives what it serves on.
-pub async fn run(
+pub(crate) async fn run(
     config: StoreNodeConfig,
     on_ready: impl FnOnce(Ready),
     stop: impl Future<Output = ()>,

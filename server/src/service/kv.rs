@@ -19,7 +19,7 @@ use crate::proto::{
 };
 use crate::transport::AddressBook;
 
-pub struct KvService {
+pub(crate) struct KvService {
     /// Weak: the node closes the store when it stops, whatever connections linger.
     store: Weak<Store>,
     addresses: Arc<dyn AddressBook>,
@@ -40,7 +40,7 @@ fn responder<T: Send + 'static>() -> (Responder<T>, oneshot::Receiver<Result<T, 
 }
 
 impl KvService {
-    pub fn new(store: &Arc<Store>, addresses: Arc<dyn AddressBook>, timeout: Duration) -> KvService {
+    pub(crate) fn new(store: &Arc<Store>, addresses: Arc<dyn AddressBook>, timeout: Duration) -> KvService {
         KvService { store: Arc::downgrade(store), addresses, timeout }
     }
 

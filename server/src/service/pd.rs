@@ -19,7 +19,7 @@ use crate::proto::{
     SplitRegionResponse, StoresRequest, StoresResponse, TransferLeaderRequest, TransferLeaderResponse,
 };
 
-pub struct PdService {
+pub(crate) struct PdService {
     driver: Arc<PlacementDriver>,
 }
 
@@ -28,7 +28,7 @@ fn member_messages(members: Vec<tessera_placement::driver::Member>) -> Vec<Membe
 }
 
 impl PdService {
-    pub fn new(driver: Arc<PlacementDriver>) -> PdService {
+    pub(crate) fn new(driver: Arc<PlacementDriver>) -> PdService {
         PdService { driver }
     }
 

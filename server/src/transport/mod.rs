@@ -33,13 +33,13 @@ use crate::proto::raft_transport_client::RaftTransportClient;
 const QUEUE_FRAMES: usize = 4096;
 
 /// Largest gRPC message accepted or sent (a value may be up to 4 MiB).
-pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Frames above this size are sent in chunks of this size.
-pub const CHUNK_BYTES: usize = 1024 * 1024;
+pub(crate) const CHUNK_BYTES: usize = 1024 * 1024;
 
 /// Largest frame reassembled from chunks: past this the sender is not a Tessera node.
-pub const MAX_FRAME_BYTES: usize = 1024 * 1024 * 1024;
+pub(crate) const MAX_FRAME_BYTES: usize = 1024 * 1024 * 1024;
 
 /// Room for everything in a request besides one write's key and value: the region
 /// context, field tags and lengths.
@@ -59,7 +59,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Where a node listens, by id.
-pub trait AddressBook: Send + Sync + 'static {
+pub(crate) trait AddressBook: Send + Sync + 'static {
     /// The node's address, asking whoever knows if needed (may block briefly).
     fn resolve(&self, node_id: u64) -> Option<String>;
 
@@ -67,14 +67,14 @@ pub trait AddressBook: Send + Sync + 'static {
     fn forget(&self, _node_id: u64) {}
 }
 
-pub struct GrpcTransport {
+pub(crate) struct GrpcTransport {
     runtime: Handle,
     addresses: Arc<dyn AddressBook>,
     links: Mutex<HashMap<u64, mpsc::Sender<StoreFrame>>>,
 }
 
 impl GrpcTransport {
-    pub fn new(runtime: Handle, addresses: Arc<dyn AddressBook>) -> GrpcTransport {
+    pub(crate) fn new(runtime: Handle, addresses: Arc<dyn AddressBook>) -> GrpcTransport {
         GrpcTransport { runtime, addresses, links: Mutex::new(HashMap::new()) }
     }
 

@@ -19,7 +19,7 @@ pub struct RaftTransportService {
 }
 
 impl RaftTransportService {
-    pub fn new(node_id: u64, sink: Arc<dyn BatchSink>) -> RaftTransportService {
+    pub(crate) fn new(node_id: u64, sink: Arc<dyn BatchSink>) -> RaftTransportService {
         RaftTransportService { node_id, sink }
     }
 }

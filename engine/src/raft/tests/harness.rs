@@ -23,12 +23,12 @@ use crate::raft::proto::{
 };
 use crate::raft::{Config, MemStorage, Raft, RawNode, ReadState, Role, Storage};
 
-pub const ELECTION_TICKS: u64 = 10;
-pub const HEARTBEAT_TICKS: u64 = 2;
+pub(crate) const ELECTION_TICKS: u64 = 10;
+pub(crate) const HEARTBEAT_TICKS: u64 = 2;
 
 /// The algorithm as the paper's core describes it: no PreVote, no CheckQuorum. Tests
 /// that exercise those extensions switch them on.
-pub fn config(id: u64) -> Config {
+pub(crate) fn config(id: u64) -> Config {
     Config {
         election_ticks: ELECTION_TICKS,
         heartbeat_ticks: HEARTBEAT_TICKS,
@@ -38,7 +38,7 @@ pub fn config(id: u64) -> Config {
     }
 }
 
-pub fn conf_state(voters: &[u64], learners: &[u64]) -> ConfState {
+pub(crate) fn conf_state(voters: &[u64], learners: &[u64]) -> ConfState {
     ConfState { voters: voters.to_vec(), learners: learners.to_vec(), ..Default::default() }
 }
 
@@ -46,7 +46,7 @@ pub fn conf_state(voters: &[u64], learners: &[u64]) -> ConfState {
 /// `conf`, then one entry per element of `terms` from index 2 on, with that term. The
 /// hard state's term is the last entry's term, nothing is voted for, and only the
 /// bootstrap snapshot is committed.
-pub fn storage_with_log(conf: ConfState, terms: &[u64]) -> MemStorage {
+pub(crate) fn storage_with_log(conf: ConfState, terms: &[u64]) -> MemStorage {
     let storage = MemStorage::new_bootstrapped(1, conf);
     let entries: Vec<Entry> = terms.iter().enumerate().map(|(i, &term)| entry(i as u64 + 2, term)).collect();
     storage.append(&entries);
@@ -57,30 +57,30 @@ pub fn storage_with_log(conf: ConfState, terms: &[u64]) -> MemStorage {
 
 /// A normal entry whose payload names its position, so that two logs holding different
 /// entries at the same index are told apart by content as well as by term.
-pub fn entry(index: u64, term: u64) -> Entry {
+pub(crate) fn entry(index: u64, term: u64) -> Entry {
     Entry { index, term, entry_type: EntryType::Normal as i32, data: format!("{index}@{term}").into_bytes() }
 }
 
-pub fn new_raft(config: Config, storage: MemStorage) -> Raft<MemStorage> {
+pub(crate) fn new_raft(config: Config, storage: MemStorage) -> Raft<MemStorage> {
     Raft::new(config, storage).expect("a valid test configuration")
 }
 
 /// Takes everything the replica queued, whether or not it must wait for persistence.
-pub fn drain(raft: &mut Raft<MemStorage>) -> Vec<Message> {
+pub(crate) fn drain(raft: &mut Raft<MemStorage>) -> Vec<Message> {
     let mut messages = std::mem::take(&mut raft.messages);
     messages.append(&mut raft.messages_after_persist);
     messages
 }
 
-pub fn message(from: u64, to: u64, message_type: MessageType, term: u64) -> Message {
+pub(crate) fn message(from: u64, to: u64, message_type: MessageType, term: u64) -> Message {
     Message { from, to, term, msg_type: message_type as i32, ..Default::default() }
 }
 
-pub fn vote_request(from: u64, to: u64, term: u64, last_index: u64, last_term: u64) -> Message {
+pub(crate) fn vote_request(from: u64, to: u64, term: u64, last_index: u64, last_term: u64) -> Message {
     Message { index: last_index, log_term: last_term, ..message(from, to, MessageType::RequestVote, term) }
 }
 
-pub fn single(change_type: ConfChangeType, node_id: u64) -> ConfChange {
+pub(crate) fn single(change_type: ConfChangeType, node_id: u64) -> ConfChange {
     ConfChange {
         changes: vec![ConfChangeSingle { change_type: change_type as i32, node_id }],
         ..Default::default()
@@ -88,14 +88,14 @@ pub fn single(change_type: ConfChangeType, node_id: u64) -> ConfChange {
 }
 
 /// `(index, term)` of every entry a replica holds after its snapshot.
-pub fn log_of(raft: &Raft<MemStorage>) -> Vec<(u64, u64)> {
+pub(crate) fn log_of(raft: &Raft<MemStorage>) -> Vec<(u64, u64)> {
     let first = raft.log.first_index();
     let entries = raft.log.entries(first, None).expect("held entries are readable");
     entries.iter().map(|e| (e.index, e.term)).collect()
 }
 
 /// One replica with its "disk" and what its application saw.
-pub struct Node {
+pub(crate) struct Node {
     pub raw: RawNode<MemStorage>,
     pub storage: MemStorage,
     pub config: Config,
@@ -111,7 +111,7 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(config: Config, storage: MemStorage) -> Node {
+    pub(crate) fn new(config: Config, storage: MemStorage) -> Node {
         let applied_index = storage.first_index().expect("memory storage answers") - 1;
         let raw = RawNode::new(config.clone(), storage.clone()).expect("a valid test configuration");
         Node {
@@ -129,7 +129,7 @@ impl Node {
 
     /// Handles every pending Ready as the persistence contract requires; returns the
     /// messages to send, in the order they may leave.
-    pub fn handle_readies(&mut self) -> Vec<Message> {
+    pub(crate) fn handle_readies(&mut self) -> Vec<Message> {
         let mut out = Vec::new();
         while self.raw.has_ready() {
             let ready = self.raw.ready();
@@ -189,7 +189,7 @@ impl Node {
     }
 
     /// Payloads of the applied application commands, in order.
-    pub fn applied_data(&self) -> Vec<Vec<u8>> {
+    pub(crate) fn applied_data(&self) -> Vec<Vec<u8>> {
         self.applied
             .iter()
             .filter(|e| e.entry_type() == EntryType::Normal && !e.data.is_empty())
@@ -200,7 +200,7 @@ impl Node {
 
 type Filter = Box<dyn Fn(&Message) -> bool>;
 
-pub struct Network {
+pub(crate) struct Network {
     pub nodes: BTreeMap<u64, Node>,
     /// Directed links that lose every message.
     cut: BTreeSet<(u64, u64)>,
@@ -212,12 +212,12 @@ pub struct Network {
 
 impl Network {
     /// Founding voters `ids`, all with [`config`].
-    pub fn new(ids: &[u64]) -> Network {
+    pub(crate) fn new(ids: &[u64]) -> Network {
         Network::with_config(ids, &[], |_| {})
     }
 
     /// Founding voters and learners, with `configure` applied to every replica's config.
-    pub fn with_config(voters: &[u64], learners: &[u64], configure: impl Fn(&mut Config)) -> Network {
+    pub(crate) fn with_config(voters: &[u64], learners: &[u64], configure: impl Fn(&mut Config)) -> Network {
         let mut network = Network::empty();
         let conf = conf_state(voters, learners);
         for &id in voters.iter().chain(learners) {
@@ -228,36 +228,36 @@ impl Network {
         network
     }
 
-    pub fn empty() -> Network {
+    pub(crate) fn empty() -> Network {
         Network { nodes: BTreeMap::new(), cut: BTreeSet::new(), drop_if: None, delivered: Vec::new() }
     }
 
-    pub fn add_node(&mut self, config: Config, storage: MemStorage) {
+    pub(crate) fn add_node(&mut self, config: Config, storage: MemStorage) {
         self.nodes.insert(config.id, Node::new(config, storage));
     }
 
-    pub fn node(&self, id: u64) -> &Node {
+    pub(crate) fn node(&self, id: u64) -> &Node {
         self.nodes.get(&id).unwrap_or_else(|| panic!("no replica {id}"))
     }
 
-    pub fn node_mut(&mut self, id: u64) -> &mut Node {
+    pub(crate) fn node_mut(&mut self, id: u64) -> &mut Node {
         self.nodes.get_mut(&id).unwrap_or_else(|| panic!("no replica {id}"))
     }
 
-    pub fn raft(&self, id: u64) -> &Raft<MemStorage> {
+    pub(crate) fn raft(&self, id: u64) -> &Raft<MemStorage> {
         &self.node(id).raw.raft
     }
 
-    pub fn raw(&mut self, id: u64) -> &mut RawNode<MemStorage> {
+    pub(crate) fn raw(&mut self, id: u64) -> &mut RawNode<MemStorage> {
         &mut self.node_mut(id).raw
     }
 
-    pub fn tick(&mut self, id: u64) {
+    pub(crate) fn tick(&mut self, id: u64) {
         self.raw(id).tick();
     }
 
     /// Ticks every replica once, then lets the network settle.
-    pub fn tick_all(&mut self) {
+    pub(crate) fn tick_all(&mut self) {
         for node in self.nodes.values_mut() {
             node.raw.tick();
         }
@@ -265,7 +265,7 @@ impl Network {
     }
 
     /// Ticks `id` through one heartbeat interval, then lets the network settle.
-    pub fn heartbeat(&mut self, id: u64) {
+    pub(crate) fn heartbeat(&mut self, id: u64) {
         for _ in 0..self.node(id).config.heartbeat_ticks {
             self.tick(id);
         }
@@ -274,7 +274,7 @@ impl Network {
 
     /// Handles every replica's pending Readies; returns the messages they send, not yet
     /// delivered.
-    pub fn take_messages(&mut self) -> Vec<Message> {
+    pub(crate) fn take_messages(&mut self) -> Vec<Message> {
         let mut out = Vec::new();
         for node in self.nodes.values_mut() {
             out.extend(node.handle_readies());
@@ -287,7 +287,7 @@ impl Network {
     }
 
     /// Steps each message into its recipient, unless its link is cut or it is dropped.
-    pub fn deliver(&mut self, messages: Vec<Message>) {
+    pub(crate) fn deliver(&mut self, messages: Vec<Message>) {
         for m in messages {
             if self.lost(&m) || !self.nodes.contains_key(&m.to) {
                 continue;
@@ -301,14 +301,14 @@ impl Network {
     }
 
     /// Delivers messages until no replica has anything left to say.
-    pub fn stabilize(&mut self) {
+    pub(crate) fn stabilize(&mut self) {
         self.stabilize_losing(|_, _| false);
     }
 
     /// Like [`Network::stabilize`], but also loses every message for which `lose`
     /// returns true when it is about to be delivered (so it may look at the recipient's
     /// state at that moment).
-    pub fn stabilize_losing(&mut self, lose: impl Fn(&Network, &Message) -> bool) {
+    pub(crate) fn stabilize_losing(&mut self, lose: impl Fn(&Network, &Message) -> bool) {
         for _ in 0..10_000 {
             let messages = self.take_messages();
             if messages.is_empty() {
@@ -324,7 +324,7 @@ impl Network {
     }
 
     /// Cuts `a` off from everyone, both ways.
-    pub fn isolate(&mut self, a: u64) {
+    pub(crate) fn isolate(&mut self, a: u64) {
         let ids: Vec<u64> = self.nodes.keys().copied().filter(|&b| b != a).collect();
         for b in ids {
             self.cut(a, b);
@@ -332,18 +332,18 @@ impl Network {
     }
 
     /// Cuts the link between `a` and `b`, both ways.
-    pub fn cut(&mut self, a: u64, b: u64) {
+    pub(crate) fn cut(&mut self, a: u64, b: u64) {
         self.cut.insert((a, b));
         self.cut.insert((b, a));
     }
 
     /// Loses every message for which `lose` returns true (replacing any earlier rule).
-    pub fn drop_if(&mut self, lose: impl Fn(&Message) -> bool + 'static) {
+    pub(crate) fn drop_if(&mut self, lose: impl Fn(&Message) -> bool + 'static) {
         self.drop_if = Some(Box::new(lose));
     }
 
     /// Restores every link and stops dropping.
-    pub fn heal(&mut self) {
+    pub(crate) fn heal(&mut self) {
         self.cut.clear();
         self.drop_if = None;
     }
@@ -352,14 +352,14 @@ impl Network {
     /// ignore it for having heard from a leader (or for having just started, see
     /// `campaign_elects_a_first_leader_at_once_with_the_default_config`). The tests of the
     /// election rules themselves campaign through ticks or [`RawNode::campaign`].
-    pub fn elect(&mut self, id: u64) {
+    pub(crate) fn elect(&mut self, id: u64) {
         self.raw(id).raft.hup(CampaignKind::Transfer);
         self.stabilize();
         assert_eq!(self.raft(id).role, Role::Leader, "replica {id} should have won the election");
     }
 
     /// Proposes `data` on `id`, which must lead; returns the entry's index.
-    pub fn propose(&mut self, id: u64, data: &[u8]) -> u64 {
+    pub(crate) fn propose(&mut self, id: u64, data: &[u8]) -> u64 {
         self.raw(id).propose(data.to_vec()).expect("the leader accepts proposals").index
     }
 
@@ -367,7 +367,7 @@ impl Network {
     /// persisted (including a Ready it was handling) is lost. Its application restarts
     /// from the storage's snapshot, as the simulator's does, so the core hands out every
     /// committed entry after it again (membership changes included).
-    pub fn restart(&mut self, id: u64) {
+    pub(crate) fn restart(&mut self, id: u64) {
         let mut node = self.nodes.remove(&id).unwrap_or_else(|| panic!("no replica {id}"));
         let snapshot_index = node.storage.first_index().expect("memory storage answers") - 1;
         node.config.applied = snapshot_index;
@@ -379,7 +379,7 @@ impl Network {
     }
 
     /// The current leader with the highest term, if any.
-    pub fn leader(&self) -> Option<u64> {
+    pub(crate) fn leader(&self) -> Option<u64> {
         self.nodes
             .values()
             .map(|node| &node.raw.raft)
@@ -390,7 +390,7 @@ impl Network {
 
     /// Asserts State Machine Safety: no two replicas applied different entries at the
     /// same index.
-    pub fn assert_applied_agree(&self) {
+    pub(crate) fn assert_applied_agree(&self) {
         let mut seen: BTreeMap<u64, (u64, &Entry)> = BTreeMap::new();
         for (&id, node) in &self.nodes {
             for entry in &node.applied {
@@ -408,7 +408,7 @@ impl Network {
     }
 
     /// Messages of `message_type` delivered from `from` to `to` so far.
-    pub fn count_delivered(&self, from: u64, to: u64, message_type: MessageType) -> usize {
+    pub(crate) fn count_delivered(&self, from: u64, to: u64, message_type: MessageType) -> usize {
         self.delivered.iter().filter(|m| m.from == from && m.to == to && m.msg_type() == message_type).count()
     }
 }

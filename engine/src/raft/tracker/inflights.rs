@@ -12,36 +12,37 @@ pub struct Inflights {
 }
 
 impl Inflights {
-    pub fn new(capacity: usize) -> Inflights {
-        Inflights { capacity, last_indexes: VecDeque::new() }
-    }
-
-    pub fn full(&self) -> bool {
-        self.last_indexes.len() >= self.capacity
-    }
-
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.last_indexes.len()
     }
 
-    pub fn add(&mut self, last_index: u64) {
+    pub(crate) fn new(capacity: usize) -> Inflights {
+        Inflights { capacity, last_indexes: VecDeque::new() }
+    }
+
+    pub(crate) fn full(&self) -> bool {
+        self.last_indexes.len() >= self.capacity
+    }
+
+    pub(crate) fn add(&mut self, last_index: u64) {
         assert!(!self.full(), "invariant: no append is sent while the inflight window is full");
         self.last_indexes.push_back(last_index);
     }
 
     /// Frees every append whose last index is at or below `index`.
-    pub fn free_to(&mut self, index: u64) {
+    pub(crate) fn free_to(&mut self, index: u64) {
         while self.last_indexes.front().is_some_and(|&last| last <= index) {
             self.last_indexes.pop_front();
         }
     }
 
     /// Frees the oldest append in flight.
-    pub fn free_first(&mut self) {
+    pub(crate) fn free_first(&mut self) {
         self.last_indexes.pop_front();
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.last_indexes.clear();
     }
 }

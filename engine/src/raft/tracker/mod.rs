@@ -16,7 +16,7 @@ use super::quorum::{JointConfig, MajorityConfig, VoteResult};
 
 /// The membership configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrackerConfig {
+pub(crate) struct TrackerConfig {
     pub voters: JointConfig,
     /// Non-voting members that receive the log. Never overlaps a voter set.
     pub learners: BTreeSet<u64>,
@@ -26,7 +26,7 @@ pub struct TrackerConfig {
 }
 
 impl TrackerConfig {
-    pub fn from_conf_state(conf_state: &ConfState) -> TrackerConfig {
+    pub(crate) fn from_conf_state(conf_state: &ConfState) -> TrackerConfig {
         TrackerConfig {
             voters: JointConfig {
                 incoming: MajorityConfig::new(conf_state.voters.iter().copied()),
@@ -38,7 +38,7 @@ impl TrackerConfig {
         }
     }
 
-    pub fn to_conf_state(&self) -> ConfState {
+    pub(crate) fn to_conf_state(&self) -> ConfState {
         ConfState {
             voters: self.voters.incoming.ids().iter().copied().collect(),
             learners: self.learners.iter().copied().collect(),
@@ -49,7 +49,7 @@ impl TrackerConfig {
     }
 
     /// Every member: voters of both halves and learners.
-    pub fn all_ids(&self) -> BTreeSet<u64> {
+    pub(crate) fn all_ids(&self) -> BTreeSet<u64> {
         let mut ids = self.voters.ids();
         ids.extend(self.learners.iter().copied());
         ids.extend(self.learners_next.iter().copied());
@@ -58,7 +58,7 @@ impl TrackerConfig {
 }
 
 #[derive(Debug, Clone)]
-pub struct ProgressTracker {
+pub(crate) struct ProgressTracker {
     pub config: TrackerConfig,
     pub progress: BTreeMap<u64, Progress>,
     votes: BTreeMap<u64, bool>,
@@ -66,7 +66,7 @@ pub struct ProgressTracker {
 }
 
 impl ProgressTracker {
-    pub fn new(max_inflight: usize) -> ProgressTracker {
+    pub(crate) fn new(max_inflight: usize) -> ProgressTracker {
         ProgressTracker {
             config: TrackerConfig::default(),
             progress: BTreeMap::new(),
@@ -75,20 +75,20 @@ impl ProgressTracker {
         }
     }
 
-    pub fn is_voter(&self, id: u64) -> bool {
+    pub(crate) fn is_voter(&self, id: u64) -> bool {
         self.config.voters.contains(id)
     }
 
     /// Replaces the configuration and the progress map (after a membership change or a
     /// snapshot).
-    pub fn switch_to(&mut self, config: TrackerConfig, progress: BTreeMap<u64, Progress>) {
+    pub(crate) fn switch_to(&mut self, config: TrackerConfig, progress: BTreeMap<u64, Progress>) {
         self.config = config;
         self.progress = progress;
     }
 
     /// Fresh progress for every member, as a new leader starts with (§5.3: next index is
     /// one past the leader's last entry).
-    pub fn reset_progress(&mut self, last_index: u64) {
+    pub(crate) fn reset_progress(&mut self, last_index: u64) {
         let ids = self.config.all_ids();
         let learners = &self.config.learners;
         self.progress = ids
@@ -98,31 +98,31 @@ impl ProgressTracker {
     }
 
     /// The highest index durable on a quorum.
-    pub fn committed_index(&self) -> u64 {
+    pub(crate) fn committed_index(&self) -> u64 {
         self.config.voters.committed_index(|id| self.progress.get(&id).map(|pr| pr.matched))
     }
 
     /// The highest heartbeat round acknowledged by a quorum.
-    pub fn quorum_acked_round(&self) -> u64 {
+    pub(crate) fn quorum_acked_round(&self) -> u64 {
         self.config.voters.committed_index(|id| self.progress.get(&id).map(|pr| pr.acked_round))
     }
 
     /// Whether a quorum was heard from since the last check.
-    pub fn quorum_active(&self) -> bool {
+    pub(crate) fn quorum_active(&self) -> bool {
         let active = |id| self.progress.get(&id).map(|pr| pr.recent_active);
         self.config.voters.vote_result(active) == VoteResult::Won
     }
 
-    pub fn reset_votes(&mut self) {
+    pub(crate) fn reset_votes(&mut self) {
         self.votes.clear();
     }
 
     /// Records a vote; only the first answer of each voter counts.
-    pub fn record_vote(&mut self, id: u64, granted: bool) {
+    pub(crate) fn record_vote(&mut self, id: u64, granted: bool) {
         self.votes.entry(id).or_insert(granted);
     }
 
-    pub fn tally_votes(&self) -> VoteResult {
+    pub(crate) fn tally_votes(&self) -> VoteResult {
         self.config.voters.vote_result(|id| self.votes.get(&id).copied())
     }
 }

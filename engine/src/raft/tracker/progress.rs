@@ -34,7 +34,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(next_index: u64, max_inflight: usize, is_learner: bool) -> Progress {
+    pub(crate) fn new(next_index: u64, max_inflight: usize, is_learner: bool) -> Progress {
         Progress {
             matched: 0,
             next_index,
@@ -55,25 +55,25 @@ impl Progress {
         self.inflights.reset();
     }
 
-    pub fn become_probe(&mut self) {
+    pub(crate) fn become_probe(&mut self) {
         // After a snapshot, the follower holds at least the snapshot's entries.
         let floor = if self.state == ProgressState::Snapshot { self.pending_snapshot } else { 0 };
         self.reset_state(ProgressState::Probe);
         self.next_index = (self.matched + 1).max(floor + 1);
     }
 
-    pub fn become_replicate(&mut self) {
+    pub(crate) fn become_replicate(&mut self) {
         self.reset_state(ProgressState::Replicate);
         self.next_index = self.matched + 1;
     }
 
-    pub fn become_snapshot(&mut self, snapshot_index: u64) {
+    pub(crate) fn become_snapshot(&mut self, snapshot_index: u64) {
         self.reset_state(ProgressState::Snapshot);
         self.pending_snapshot = snapshot_index;
     }
 
     /// The follower acknowledged entries up to `index`; returns whether that was news.
-    pub fn maybe_update(&mut self, index: u64) -> bool {
+    pub(crate) fn maybe_update(&mut self, index: u64) -> bool {
         let updated = index > self.matched;
         if updated {
             self.matched = index;
@@ -85,7 +85,7 @@ impl Progress {
 
     /// The follower rejected an append at `rejected`; `match_hint` is where its log may
     /// match. Returns false when the rejection is stale (an answer to an older append).
-    pub fn maybe_decrease_to(&mut self, rejected: u64, match_hint: u64) -> bool {
+    pub(crate) fn maybe_decrease_to(&mut self, rejected: u64, match_hint: u64) -> bool {
         if self.state == ProgressState::Replicate {
             if rejected <= self.matched {
                 return false;
@@ -102,7 +102,7 @@ impl Progress {
     }
 
     /// Whether sending another append would exceed this follower's pacing.
-    pub fn is_paused(&self) -> bool {
+    pub(crate) fn is_paused(&self) -> bool {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflights.full(),
@@ -111,7 +111,7 @@ impl Progress {
     }
 
     /// Records an append carrying entries up to `last_index` (or none).
-    pub fn sent_append(&mut self, last_index: Option<u64>) {
+    pub(crate) fn sent_append(&mut self, last_index: Option<u64>) {
         match self.state {
             ProgressState::Replicate => {
                 if let Some(last) = last_index {

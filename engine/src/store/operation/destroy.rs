@@ -14,13 +14,17 @@ use crate::store::peer::Peer;
 impl Peer {
     /// Fails every request waiting on this peer (it stops or is destroyed). Reads get
     /// `error`; proposals get `OutcomeUnknown`.
-    pub fn fail_all(&mut self, error: StoreError) {
+    pub(crate) fn fail_all(&mut self, error: StoreError) {
         self.fail_proposals(&StoreError::OutcomeUnknown);
         self.fail_reads(&error);
     }
 
     /// Deletes the peer's data and log and leaves a tombstone, in `batch`.
-    pub fn destroy(&mut self, engine: &Engine, batch: &mut rocksdb::WriteBatch) -> Result<(), EngineError> {
+    pub(crate) fn destroy(
+        &mut self,
+        engine: &Engine,
+        batch: &mut rocksdb::WriteBatch,
+    ) -> Result<(), EngineError> {
         self.destroyed = true;
         self.ranges.remove(self.region_id);
         self.fail_all(StoreError::RegionNotFound(self.region_id));

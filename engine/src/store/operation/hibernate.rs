@@ -16,7 +16,7 @@ use crate::store::peer::Peer;
 
 impl Peer {
     /// Wakes a hibernating peer; resets the idle count of an awake one.
-    pub fn wake(&mut self) {
+    pub(crate) fn wake(&mut self) {
         if self.hibernating {
             // Late acknowledgements may have renewed the lease against a stopped clock.
             self.raw.expire_lease();
@@ -29,7 +29,7 @@ impl Peer {
     /// hibernate instead of ticking: the caller then sends the hibernation heartbeat,
     /// which must be the last thing followers hear (so Raft is not ticked this time,
     /// which could queue an ordinary heartbeat after it).
-    pub fn tick(&mut self, config: &StoreConfig) -> bool {
+    pub(crate) fn tick(&mut self, config: &StoreConfig) -> bool {
         self.ticks += 1;
         self.expire_lost_snapshots(config);
         if self.is_leader() && self.idle_long_enough(config) {

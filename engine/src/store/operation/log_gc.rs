@@ -11,7 +11,7 @@ use crate::store::peer::Peer;
 
 impl Peer {
     /// Truncates the log when due; whether anything was truncated.
-    pub fn log_gc(
+    pub(crate) fn log_gc(
         &mut self,
         config: &StoreConfig,
         batch: &mut rocksdb::WriteBatch,

@@ -51,7 +51,12 @@ pub(in crate::store) struct PendingRead {
 
 impl Peer {
     /// Starts a linearizable read; it is served once the leader confirmed it.
-    pub fn read(&mut self, epoch: RegionEpoch, request: ReadRequest, respond: Responder<ReadResponse>) {
+    pub(crate) fn read(
+        &mut self,
+        epoch: RegionEpoch,
+        request: ReadRequest,
+        respond: Responder<ReadResponse>,
+    ) {
         self.wake();
         if let Err(error) = self.check_read(epoch, &request) {
             respond.send(Err(error));
@@ -79,7 +84,7 @@ impl Peer {
 
     /// Takes the reads Raft confirmed (with the index each must see) and refuses those
     /// it dropped.
-    pub fn on_read_states(&mut self, read_states: Vec<ReadState>, dropped: Vec<Vec<u8>>) {
+    pub(crate) fn on_read_states(&mut self, read_states: Vec<ReadState>, dropped: Vec<Vec<u8>>) {
         for state in read_states {
             if let Ok(bytes) = <[u8; 8]>::try_from(state.context.as_slice()) {
                 self.confirmed_reads.push((u64::from_le_bytes(bytes), state.index));
@@ -94,7 +99,7 @@ impl Peer {
     }
 
     /// Serves every confirmed read whose index is applied, from the engine.
-    pub fn serve_reads(&mut self, engine: &Engine) {
+    pub(crate) fn serve_reads(&mut self, engine: &Engine) {
         let applied = self.applied_index();
         let mut waiting = Vec::new();
         for (read_id, index) in std::mem::take(&mut self.confirmed_reads) {

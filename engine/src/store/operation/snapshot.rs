@@ -41,7 +41,7 @@ impl Peer {
 
     /// A snapshot moved the peer past its pending proposals: whether they were applied
     /// is unknown here, so the clients are told exactly that.
-    pub fn on_snapshot_installed(&mut self) {
+    pub(crate) fn on_snapshot_installed(&mut self) {
         self.fail_proposals(&StoreError::OutcomeUnknown);
     }
 }

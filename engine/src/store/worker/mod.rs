@@ -48,7 +48,7 @@ pub struct PeerStatus {
     pub hibernating: bool,
 }
 
-pub enum WorkerMsg {
+pub(crate) enum WorkerMsg {
     Inbound(StoreFrame),
     Propose {
         region_id: u64,
@@ -87,7 +87,7 @@ pub enum WorkerMsg {
 impl WorkerMsg {
     /// Answers the request this message carries, if any, with `error`: the message
     /// could not be delivered to a worker.
-    pub fn refuse(self, error: StoreError) {
+    pub(crate) fn refuse(self, error: StoreError) {
         match self {
             WorkerMsg::Propose { respond, .. } => respond.send(Err(error)),
             WorkerMsg::Read { respond, .. } => respond.send(Err(error)),
@@ -102,7 +102,7 @@ const MAX_MESSAGES_PER_ROUND: usize = 4096;
 
 /// What every worker of a store shares.
 #[derive(Clone)]
-pub struct WorkerShared {
+pub(crate) struct WorkerShared {
     pub config: StoreConfig,
     pub engine: Engine,
     pub log_writer: LogWriter,
@@ -112,7 +112,7 @@ pub struct WorkerShared {
     pub ranges: RegionRanges,
 }
 
-pub struct Worker {
+pub(crate) struct Worker {
     pub config: StoreConfig,
     pub engine: Engine,
     pub log_writer: LogWriter,
@@ -134,7 +134,7 @@ pub(super) fn fail_stop(what: &str, error: impl std::fmt::Display) -> ! {
 }
 
 impl Worker {
-    pub fn new(shared: WorkerShared, inbox: Receiver<WorkerMsg>) -> Worker {
+    pub(crate) fn new(shared: WorkerShared, inbox: Receiver<WorkerMsg>) -> Worker {
         let WorkerShared { config, engine, log_writer, transport, router, ids, ranges } = shared;
         Worker {
             config,
@@ -150,7 +150,7 @@ impl Worker {
         }
     }
 
-    pub fn run(mut self) {
+    pub(crate) fn run(mut self) {
         while let Ok(first) = self.inbox.recv() {
             let mut stop = self.handle(first);
             // Bounded, so that a steady stream of messages cannot starve the rounds.

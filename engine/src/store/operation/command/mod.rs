@@ -67,7 +67,7 @@ pub enum SideEffect {
 
 impl Peer {
     /// Proposes a command; the answer comes once it is applied.
-    pub fn propose(&mut self, command: RaftCommand, respond: Responder<Vec<WriteResult>>) {
+    pub(crate) fn propose(&mut self, command: RaftCommand, respond: Responder<Vec<WriteResult>>) {
         self.wake();
         match self.try_propose(command) {
             Ok((index, term)) => {
@@ -103,7 +103,7 @@ impl Peer {
 
     /// Applies committed entries into `batch`; answers to send after the batch is written
     /// go to `answers`, work for the worker to `effects`.
-    pub fn apply_entries(
+    pub(crate) fn apply_entries(
         &mut self,
         engine: &Engine,
         entries: &[Entry],
