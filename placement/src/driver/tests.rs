@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tessera_engine::proto::metadata::{Peer, PeerRole, Region, RegionEpoch};
+use tessera_engine::region::KeyRange;
 
 use super::leader::*;
 use super::operators::*;
@@ -137,14 +138,14 @@ fn inserting_a_region_removes_the_regions_it_overlaps() {
     assert_eq!(id_at(&map, "a"), None, "[ , m) is a gap until region 1 reports its half");
 
     map.insert(at_epoch(region(1, "", "m", &[1, 2, 3]), 1, 2));
-    assert_eq!(ids(map.range(b"", b"")), vec![1, 2]);
+    assert_eq!(ids(map.range(KeyRange::FULL)), vec![1, 2]);
     assert_eq!((id_at(&map, "a"), id_at(&map, "m")), (Some(1), Some(2)));
 
     // A known region whose start moved is found under its new start only.
     let mut map = map_of([region(1, "a", "z", &[1])]);
     map.insert(at_epoch(region(1, "m", "z", &[1]), 1, 2));
     assert_eq!((id_at(&map, "b"), id_at(&map, "n")), (None, Some(1)));
-    assert_eq!(ids(map.range(b"", b"")), vec![1]);
+    assert_eq!(ids(map.range(KeyRange::FULL)), vec![1]);
 }
 
 #[test]
@@ -210,7 +211,11 @@ fn range_lists_the_overlapping_regions_in_key_order() {
         ("zz", "", &[3]),
     ];
     for (start, end, expected) in cases {
-        assert_eq!(ids(map.range(start.as_bytes(), end.as_bytes())), expected, "range {start:?}..{end:?}");
+        assert_eq!(
+            ids(map.range(KeyRange::new(start.as_bytes(), end.as_bytes()))),
+            expected,
+            "range {start:?}..{end:?}"
+        );
     }
 }
 
