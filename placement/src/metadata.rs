@@ -28,12 +28,11 @@ use std::time::Duration;
 
 use prost::Message;
 use tessera_engine::proto::{
-    command::{
-        AdminCommand, ChangePeer, CompareAndSwap, Delete, Put, Write, WriteResult, admin_command, write,
-    },
+    command::{CompareAndSwap, Delete, Put, Write, WriteResult, write},
     metadata::{Peer, PeerRole, Region, RegionEpoch},
 };
 use tessera_engine::raft::proto::ConfChangeType;
+use tessera_engine::region;
 use tessera_engine::storage::{Cf, keys};
 use tessera_engine::store::{ReadRequest, ReadResponse, Store, StoreConfig, StoreError, Transport};
 
@@ -171,7 +170,7 @@ impl Metadata {
             is_leader: status.is_leader,
             term: status.term,
             leader: (status.leader_peer_id != 0).then_some(status.leader_peer_id),
-            epoch: status.region.epoch.unwrap_or_default(),
+            epoch: region::epoch(&status.region),
         })
     }
 
@@ -285,11 +284,8 @@ impl Metadata {
     ) -> Result<(), PdError> {
         let role =
             if change_type == ConfChangeType::AddLearner { PeerRole::Learner } else { PeerRole::Voter };
-        let change = ChangePeer {
-            change_type: change_type as i32,
-            peer: Some(Peer { id: member_id, store_id: member_id, role: role as i32 }),
-        };
-        let admin = AdminCommand { kind: Some(admin_command::Kind::ChangePeer(change)) };
+        let peer = Peer { id: member_id, store_id: member_id, role: role as i32 };
+        let admin = region::change_peer_command(change_type, peer);
         self.store
             .admin(METADATA_REGION, epoch, admin)
             .recv_timeout(self.timeout)

@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 use metrics::{Counter, Gauge, Unit};
 
 use crate::cluster::{ClusterView, StoreState};
-use crate::driver::Outcome;
+use crate::driver::OperatorOutcome;
 use crate::operator::OperatorKind;
 
 const OPERATOR_KINDS: [OperatorKind; 5] = [
@@ -24,7 +24,8 @@ const OPERATOR_KINDS: [OperatorKind; 5] = [
     OperatorKind::Split,
 ];
 
-const OUTCOMES: [Outcome; 3] = [Outcome::Finished, Outcome::TimedOut, Outcome::Cancelled];
+const OUTCOMES: [OperatorOutcome; 3] =
+    [OperatorOutcome::Finished, OperatorOutcome::TimedOut, OperatorOutcome::Cancelled];
 
 const STORE_STATES: [&str; 3] = ["up", "down", "tombstone"];
 
@@ -134,7 +135,7 @@ fn kind_index(kind: OperatorKind) -> usize {
     OPERATOR_KINDS.iter().position(|&k| k == kind).unwrap_or(0)
 }
 
-pub(crate) fn operator_ended(kind: OperatorKind, outcome: Outcome) {
+pub(crate) fn operator_ended(kind: OperatorKind, outcome: OperatorOutcome) {
     let outcome = OUTCOMES.iter().position(|&o| o == outcome).unwrap_or(0);
     DRIVER.operators_ended[kind_index(kind)][outcome].increment(1);
 }

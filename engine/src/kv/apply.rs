@@ -13,6 +13,7 @@ use crate::proto::{
     command::{Write, WriteResult, write},
     metadata::Region,
 };
+use crate::region::KeyRange;
 use crate::storage::{Cf, Engine, EngineError, keys};
 
 /// A write batch under construction, with what it has written so far readable.
@@ -92,15 +93,13 @@ pub fn apply_writes(
             Some(write::Kind::Delete(delete)) => batch.delete(engine, keys::data_key(&delete.key))?,
             Some(write::Kind::DeleteRange(range)) => {
                 // Clamp to the region: a command never writes outside its range.
-                let start = range.start_key.as_slice().max(region.start_key.as_slice());
-                let end = if range.end_key.is_empty() {
-                    region.end_key.as_slice()
-                } else if region.end_key.is_empty() {
-                    range.end_key.as_slice()
-                } else {
-                    range.end_key.as_slice().min(region.end_key.as_slice())
-                };
-                batch.delete_range(engine, keys::data_key(start), keys::data_end_key(end))?;
+                let requested = KeyRange::new(&range.start_key, &range.end_key);
+                let clamped = KeyRange::of(region).clamp(&requested);
+                batch.delete_range(
+                    engine,
+                    keys::data_key(clamped.start()),
+                    keys::data_end_key(clamped.end()),
+                )?;
             }
             Some(write::Kind::CompareAndSwap(cas)) => {
                 let data_key = keys::data_key(&cas.key);

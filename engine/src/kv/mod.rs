@@ -16,7 +16,7 @@ use crate::proto::{
     command::{Write, write},
     metadata::Region,
 };
-use crate::region::{self, RegionError};
+use crate::region::{self, KeyRange, RegionError};
 
 /// Largest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 8 * 1024;
@@ -74,7 +74,7 @@ pub fn check_write(region: &Region, write: &Write) -> Result<(), KvError> {
                     max: MAX_KEY_BYTES,
                 });
             }
-            Ok(region::check_range(region, &range.start_key, &range.end_key)?)
+            Ok(region::check_range(region, KeyRange::new(&range.start_key, &range.end_key))?)
         }
         Some(write::Kind::CompareAndSwap(cas)) => {
             check_key(&cas.key)?;

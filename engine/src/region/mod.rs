@@ -7,7 +7,13 @@
 //! routed on stale knowledge and is refused with the current descriptor, so the client
 //! can refresh its cache. This module is pure: no I/O, no Raft.
 
+mod commands;
+mod key_range;
+
 use thiserror::Error;
+
+pub use commands::{change_peer_command, split_command, split_id_count};
+pub use key_range::KeyRange;
 
 use crate::proto::metadata::{Peer, Region, RegionEpoch};
 
@@ -32,50 +38,46 @@ pub enum RegionError {
 
 /// What a request intends, which decides the parts of the epoch that must match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum EpochCheck {
+pub enum EpochCheck {
     /// Reads and writes of data: the range must be the one the client routed on.
     Data,
     /// Splits and membership changes: both range and membership must be current.
     Admin,
 }
 
+/// The region's epoch; a descriptor without one is at the first epoch (both counters 0).
+/// The one place that default is written.
 pub fn epoch(region: &Region) -> RegionEpoch {
     region.epoch.unwrap_or_default()
 }
 
-/// Whether `key` lies in the region's range.
-pub fn contains_key(region: &Region, key: &[u8]) -> bool {
-    key >= region.start_key.as_slice() && (region.end_key.is_empty() || key < region.end_key.as_slice())
-}
-
 pub(crate) fn check_key(region: &Region, key: &[u8]) -> Result<(), RegionError> {
-    if contains_key(region, key) {
+    if KeyRange::of(region).contains(key) {
         return Ok(());
     }
-    Err(RegionError::KeyNotInRegion {
+    Err(not_in_region(region, key))
+}
+
+fn not_in_region(region: &Region, key: &[u8]) -> RegionError {
+    RegionError::KeyNotInRegion {
         key: key.to_vec(),
         region_id: region.id,
         start: region.start_key.clone(),
         end: region.end_key.clone(),
-    })
+    }
 }
 
-/// Checks that `[start, end)` (empty end: to the end of the key space) is a valid range
-/// inside the region.
-pub(crate) fn check_range(region: &Region, start: &[u8], end: &[u8]) -> Result<(), RegionError> {
-    if !end.is_empty() && start > end {
-        return Err(RegionError::InvertedRange { start: start.to_vec(), end: end.to_vec() });
-    }
-    check_key(region, start)?;
-    let end_inside =
-        if region.end_key.is_empty() { true } else { !end.is_empty() && end <= region.end_key.as_slice() };
-    if !end_inside {
-        return Err(RegionError::KeyNotInRegion {
-            key: end.to_vec(),
-            region_id: region.id,
-            start: region.start_key.clone(),
-            end: region.end_key.clone(),
+/// Checks that `requested` is a valid range (not inverted) inside the region.
+pub(crate) fn check_range(region: &Region, requested: KeyRange<'_>) -> Result<(), RegionError> {
+    if requested.is_inverted() {
+        return Err(RegionError::InvertedRange {
+            start: requested.start().to_vec(),
+            end: requested.end().to_vec(),
         });
+    }
+    check_key(region, requested.start())?;
+    if !KeyRange::of(region).reaches(requested.end()) {
+        return Err(not_in_region(region, requested.end()));
     }
     Ok(())
 }
@@ -111,9 +113,7 @@ pub(crate) fn split(
     new_region_id: u64,
     new_peer_ids: &[u64],
 ) -> Result<(Region, Region), RegionError> {
-    let inside = split_key > region.start_key.as_slice()
-        && (region.end_key.is_empty() || split_key < region.end_key.as_slice());
-    if !inside {
+    if !KeyRange::of(region).contains_strictly(split_key) {
         return Err(RegionError::InvalidSplitKey { key: split_key.to_vec(), region_id: region.id });
     }
     if new_peer_ids.len() != region.peers.len() {
@@ -169,25 +169,31 @@ mod tests {
     #[test]
     fn ranges_are_half_open_and_an_empty_end_is_unbounded() {
         let bounded = region(b"b", b"d");
-        assert!(contains_key(&bounded, b"b"));
-        assert!(contains_key(&bounded, b"cz"));
-        assert!(!contains_key(&bounded, b"d"));
-        assert!(!contains_key(&bounded, b"a"));
+        assert!(KeyRange::of(&bounded).contains(b"b"));
+        assert!(KeyRange::of(&bounded).contains(b"cz"));
+        assert!(!KeyRange::of(&bounded).contains(b"d"));
+        assert!(!KeyRange::of(&bounded).contains(b"a"));
         let unbounded = region(b"", b"");
-        assert!(contains_key(&unbounded, b""));
-        assert!(contains_key(&unbounded, &[0xff; 100]));
+        assert!(KeyRange::of(&unbounded).contains(b""));
+        assert!(KeyRange::of(&unbounded).contains(&[0xff; 100]));
         assert!(matches!(check_key(&bounded, b"e"), Err(RegionError::KeyNotInRegion { .. })));
     }
 
     #[test]
     fn range_checks_reject_inverted_and_overflowing_ranges() {
         let bounded = region(b"b", b"d");
-        assert!(check_range(&bounded, b"b", b"d").is_ok());
-        assert!(check_range(&bounded, b"c", b"cc").is_ok());
-        assert!(matches!(check_range(&bounded, b"c", b"b"), Err(RegionError::InvertedRange { .. })));
-        assert!(check_range(&bounded, b"c", b"e").is_err());
-        assert!(check_range(&bounded, b"c", b"").is_err(), "an unbounded end leaves a bounded region");
-        assert!(check_range(&region(b"b", b""), b"c", b"").is_ok());
+        assert!(check_range(&bounded, KeyRange::new(b"b", b"d")).is_ok());
+        assert!(check_range(&bounded, KeyRange::new(b"c", b"cc")).is_ok());
+        assert!(matches!(
+            check_range(&bounded, KeyRange::new(b"c", b"b")),
+            Err(RegionError::InvertedRange { .. })
+        ));
+        assert!(check_range(&bounded, KeyRange::new(b"c", b"e")).is_err());
+        assert!(
+            check_range(&bounded, KeyRange::new(b"c", b"")).is_err(),
+            "an unbounded end leaves a bounded region"
+        );
+        assert!(check_range(&region(b"b", b""), KeyRange::new(b"c", b"")).is_ok());
     }
 
     #[test]

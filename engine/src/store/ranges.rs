@@ -11,19 +11,14 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::proto::metadata::Region;
+use crate::region::KeyRange;
 
-/// `[start, end)`; an empty end is the end of the key space.
-type KeyRange = (Vec<u8>, Vec<u8>);
+/// The bounds of a region's [`KeyRange`], kept as `(start, end)`.
+type Bounds = (Vec<u8>, Vec<u8>);
 
 #[derive(Clone, Default)]
 pub(crate) struct RegionRanges {
-    ranges: Arc<RwLock<HashMap<u64, KeyRange>>>,
-}
-
-/// Whether `[a_start, a_end)` and `[b_start, b_end)` share a key; an empty end is the end
-/// of the key space.
-fn overlap(a_start: &[u8], a_end: &[u8], b_start: &[u8], b_end: &[u8]) -> bool {
-    (a_end.is_empty() || b_start < a_end) && (b_end.is_empty() || a_start < b_end)
+    ranges: Arc<RwLock<HashMap<u64, Bounds>>>,
 }
 
 impl RegionRanges {
@@ -38,26 +33,12 @@ impl RegionRanges {
         self.ranges.write().remove(&region_id);
     }
 
-    /// Another region here that overlaps `[start, end)`, if any.
-    pub(crate) fn overlapping(&self, region_id: u64, start: &[u8], end: &[u8]) -> Option<u64> {
+    /// Another region here that overlaps `range`, if any.
+    pub(crate) fn overlapping(&self, region_id: u64, range: KeyRange<'_>) -> Option<u64> {
         self.ranges
             .read()
             .iter()
-            .find(|(id, (s, e))| **id != region_id && overlap(s, e, start, end))
+            .find(|(id, (s, e))| **id != region_id && KeyRange::new(s, e).overlaps(&range))
             .map(|(&id, _)| id)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges_overlap_when_they_share_a_key() {
-        assert!(overlap(b"a", b"m", b"l", b"z"));
-        assert!(!overlap(b"a", b"m", b"m", b"z"), "half-open ranges that touch do not overlap");
-        assert!(overlap(b"a", b"", b"x", b"y"), "an empty end is unbounded");
-        assert!(overlap(b"", b"", b"", b"b"));
-        assert!(!overlap(b"n", b"", b"a", b"m"));
     }
 }

@@ -7,6 +7,7 @@
 //! enough (thresholds in the tens of megabytes) for that to stay short.
 
 use crate::proto::metadata::Region;
+use crate::region::KeyRange;
 use crate::storage::{Cf, Engine, EngineError, keys};
 
 /// Hands out ids for new regions and peers; unique across the cluster.
@@ -73,6 +74,6 @@ pub(crate) fn check_size(
         true
     })?;
     // The region's first key cannot split it.
-    let split_key = middle.filter(|key| key.as_slice() > region.start_key.as_slice());
+    let split_key = middle.filter(|key| KeyRange::of(region).contains_strictly(key));
     Ok(RegionSize { keys: count, bytes, split_key })
 }

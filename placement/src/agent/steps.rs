@@ -10,11 +10,9 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 
-use tessera_engine::proto::{
-    command::{AdminCommand, ChangePeer, Split, admin_command},
-    metadata::{Peer, PeerRole, Region},
-};
+use tessera_engine::proto::metadata::{Peer, PeerRole, Region};
 use tessera_engine::raft::proto::ConfChangeType;
+use tessera_engine::region;
 use tessera_engine::store::{IdAllocator, Store};
 
 use crate::proto::{OperatorStep, operator_step};
@@ -40,15 +38,9 @@ impl StepRunner {
         }
         let Some(kind) = step.kind else { return };
         self.started.insert(key, now);
-        let epoch = tessera_engine::region::epoch(region);
+        let epoch = region::epoch(region);
         let change = |change_type: ConfChangeType, peer: Peer, role: PeerRole| {
-            let peer = Peer { role: role as i32, ..peer };
-            AdminCommand {
-                kind: Some(admin_command::Kind::ChangePeer(ChangePeer {
-                    change_type: change_type as i32,
-                    peer: Some(peer),
-                })),
-            }
+            region::change_peer_command(change_type, Peer { role: role as i32, ..peer })
         };
         // Outcomes are not awaited: the driver sees them in the next heartbeats.
         match kind {
@@ -66,10 +58,9 @@ impl StepRunner {
                 store.transfer_leader(region.id, peer.id);
             }
             operator_step::Kind::SplitKey(split_key) => {
-                let Ok(ids) = ids.allocate(1 + region.peers.len()) else { return };
-                let Some((&new_region_id, new_peer_ids)) = ids.split_first() else { return };
-                let split = Split { split_key, new_region_id, new_peer_ids: new_peer_ids.to_vec() };
-                store.admin(region.id, epoch, AdminCommand { kind: Some(admin_command::Kind::Split(split)) });
+                let Ok(ids) = ids.allocate(region::split_id_count(region)) else { return };
+                let Some(split) = region::split_command(split_key, &ids) else { return };
+                store.admin(region.id, epoch, split);
             }
         }
     }

@@ -18,14 +18,14 @@ struct Range {
     end: u64,
 }
 
-pub struct IdAllocator {
+pub(crate) struct IdPool {
     range: Mutex<Range>,
     batch: u64,
 }
 
-impl IdAllocator {
-    pub(crate) fn new(batch: u64) -> IdAllocator {
-        IdAllocator { range: Mutex::new(Range::default()), batch: batch.max(1) }
+impl IdPool {
+    pub(crate) fn new(batch: u64) -> IdPool {
+        IdPool { range: Mutex::new(Range::default()), batch: batch.max(1) }
     }
 
     /// Starts over from the persisted mark (a new leader's).

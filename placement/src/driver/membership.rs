@@ -18,6 +18,7 @@
 
 use tessera_engine::proto::metadata::{PeerRole, RegionEpoch};
 use tessera_engine::raft::proto::ConfChangeType;
+use tessera_engine::region;
 
 use super::{PlacementDriver, Shared};
 use crate::errors::PdError;
@@ -83,7 +84,7 @@ impl Shared {
         self.with_leader(|_| Ok(()))?;
         // The region as applied here, under the writer lock: its epoch is current.
         let region = self.metadata.region().ok_or_else(|| self.not_leader())?;
-        let epoch = region.epoch.unwrap_or_default();
+        let epoch = region::epoch(&region);
         if let Some(unknown) = region.peers.iter().find(|peer| self.member_address(peer.id).is_none()) {
             // The new member could not answer it.
             return Err(PdError::Unavailable(format!(
@@ -172,7 +173,7 @@ impl Shared {
         if let Some(learner) = caught_up {
             // Retried on the next round if it fails (a change already pending, an
             // epoch that moved).
-            let epoch = led.region.epoch.unwrap_or_default();
+            let epoch = region::epoch(&led.region);
             let _ = self.metadata.change_member(epoch, ConfChangeType::AddVoter, learner.id);
         }
     }

@@ -42,12 +42,12 @@ use tessera_engine::proto::metadata::RegionEpoch;
 use tessera_engine::store::{BatchSink, StoreConfig, Transport};
 
 pub use membership::Member;
-pub use operators::Outcome;
+pub use operators::OperatorOutcome;
 
 use crate::errors::PdError;
 use crate::metadata::{Founding, Leadership, Metadata};
 use crate::schedulers::SchedulerConfig;
-use ids::IdAllocator;
+use ids::IdPool;
 use leader::LeaderState;
 
 #[derive(Debug, Clone)]
@@ -118,7 +118,7 @@ pub struct PlacementDriver {
 struct Shared {
     config: DriverConfig,
     metadata: Metadata,
-    ids: IdAllocator,
+    ids: IdPool,
     origin: Instant,
     /// Who leads, and when this replica last checked.
     leadership: RwLock<Option<(Leadership, Duration)>>,
@@ -134,7 +134,7 @@ impl PlacementDriver {
         let metadata =
             Metadata::open(path, config.store_config(), &config.founding, transport, config.request_timeout)?;
         let shared = Arc::new(Shared {
-            ids: IdAllocator::new(config.id_batch),
+            ids: IdPool::new(config.id_batch),
             config,
             metadata,
             origin: Instant::now(),

@@ -11,7 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use tessera_engine::proto::metadata::PeerRole;
+use tessera_engine::proto::metadata::{Peer, PeerRole};
+use tessera_engine::region::KeyRange;
 
 use crate::cluster::RegionInfo;
 #[cfg(test)]
@@ -20,25 +21,25 @@ use crate::operator::{Operator, Step};
 use crate::proto::OperatorView;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Outcome {
+pub enum OperatorOutcome {
     Finished,
     TimedOut,
     Cancelled,
 }
 
-impl Outcome {
+impl OperatorOutcome {
     pub(crate) fn name(self) -> &'static str {
         match self {
-            Outcome::Finished => "finished",
-            Outcome::TimedOut => "timed_out",
-            Outcome::Cancelled => "cancelled",
+            OperatorOutcome::Finished => "finished",
+            OperatorOutcome::TimedOut => "timed_out",
+            OperatorOutcome::Cancelled => "cancelled",
         }
     }
 }
 
 /// Where a step stands against a region's latest report.
 #[derive(Debug, PartialEq, Eq)]
-enum Progress {
+enum StepState {
     Done,
     /// Ask the leader to carry it out.
     Send,
@@ -47,51 +48,74 @@ enum Progress {
     Impossible,
 }
 
-fn progress(step: &Step, info: &RegionInfo, is_up: &dyn Fn(u64) -> bool, replicas: usize) -> Progress {
+fn step_state(step: &Step, info: &RegionInfo, is_up: &dyn Fn(u64) -> bool, replicas: usize) -> StepState {
     let region = &info.region;
     let peer_by_id = |id: u64| region.peers.iter().find(|p| p.id == id);
     let pending = |id: u64| info.pending_peers.iter().any(|p| p.id == id);
     match step {
         Step::AddLearner { peer } => match peer_by_id(peer.id) {
-            Some(_) if pending(peer.id) => Progress::Wait,
-            Some(_) => Progress::Done,
-            None if info.peer_on(peer.store_id).is_some() || !is_up(peer.store_id) => Progress::Impossible,
-            None => Progress::Send,
+            Some(_) if pending(peer.id) => StepState::Wait,
+            Some(_) => StepState::Done,
+            None if info.peer_on(peer.store_id).is_some() || !is_up(peer.store_id) => StepState::Impossible,
+            None => StepState::Send,
         },
         Step::PromoteLearner { peer } => match peer_by_id(peer.id) {
-            Some(found) if found.role == PeerRole::Voter as i32 => Progress::Done,
-            Some(_) if pending(peer.id) => Progress::Wait,
-            Some(_) => Progress::Send,
-            None => Progress::Impossible,
+            Some(found) if found.role == PeerRole::Voter as i32 => StepState::Done,
+            Some(_) if pending(peer.id) => StepState::Wait,
+            Some(_) => StepState::Send,
+            None => StepState::Impossible,
         },
         Step::RemovePeer { peer } => match peer_by_id(peer.id) {
-            None => Progress::Done,
+            None => StepState::Done,
             // Whoever else changed the region meanwhile (another driver leader that did
             // not know it was deposed), a removal never takes it below its voters.
             Some(found) if found.role == PeerRole::Voter as i32 && info.voters().count() <= replicas => {
-                Progress::Impossible
+                StepState::Impossible
             }
-            Some(_) => Progress::Send,
+            Some(_) => StepState::Send,
         },
         Step::TransferLeader { to_store } => {
             if info.leader_store == Some(*to_store) {
-                Progress::Done
+                StepState::Done
             } else if info.voters().any(|p| p.store_id == *to_store) && is_up(*to_store) {
-                Progress::Send
+                StepState::Send
             } else {
-                Progress::Impossible
+                StepState::Impossible
             }
         }
         Step::Split { key } => {
             if region.start_key == *key || region.end_key == *key {
-                Progress::Done
-            } else if key.as_slice() > region.start_key.as_slice()
-                && (region.end_key.is_empty() || key.as_slice() < region.end_key.as_slice())
-            {
-                Progress::Send
+                StepState::Done
+            } else if KeyRange::of(region).contains_strictly(key) {
+                StepState::Send
             } else {
-                Progress::Impossible
+                StepState::Impossible
             }
+        }
+    }
+}
+
+/// The invariants of an operator the schedulers built: it names a region, has a step
+/// to take, and every peer it adds has an id and a store and the role its step gives.
+fn check_operator(operator: &Operator) {
+    assert!(operator.region_id != 0, "an operator names its region (region ids start at 1): {operator:?}");
+    assert!(!operator.steps.is_empty(), "an operator has at least one step: {operator:?}");
+    let named = |peer: &Peer| peer.id != 0 && peer.store_id != 0;
+    for step in &operator.steps {
+        match step {
+            Step::AddLearner { peer } => assert!(
+                named(peer) && peer.role == PeerRole::Learner as i32,
+                "an added peer is a learner with an id and a store: {step} in {operator:?}"
+            ),
+            Step::PromoteLearner { peer } => assert!(
+                named(peer) && peer.role == PeerRole::Voter as i32,
+                "a promoted learner carries the voter role it is given: {step} in {operator:?}"
+            ),
+            Step::RemovePeer { peer } => assert!(named(peer), "a removed peer has an id and a store: {step}"),
+            Step::TransferLeader { to_store } => {
+                assert!(*to_store != 0, "a leadership transfer names its store: {operator:?}");
+            }
+            Step::Split { key } => assert!(!key.is_empty(), "the empty key splits nothing: {operator:?}"),
         }
     }
 }
@@ -110,7 +134,7 @@ pub(crate) struct OperatorController {
     /// Operators ended, by kind and outcome: what tests check (the metrics carry the
     /// same counts for operators of the cluster).
     #[cfg(test)]
-    outcomes: BTreeMap<(OperatorKind, Outcome), u64>,
+    outcomes: BTreeMap<(OperatorKind, OperatorOutcome), u64>,
 }
 
 impl OperatorController {
@@ -135,6 +159,7 @@ impl OperatorController {
 
     /// Starts `operator`; false if its region already has one.
     pub(crate) fn add(&mut self, operator: Operator, now: Duration) -> bool {
+        check_operator(&operator);
         if self.in_flight.contains_key(&operator.region_id) {
             return false;
         }
@@ -142,7 +167,7 @@ impl OperatorController {
         true
     }
 
-    fn finish(&mut self, region_id: u64, outcome: Outcome) {
+    fn finish(&mut self, region_id: u64, outcome: OperatorOutcome) {
         if let Some(done) = self.in_flight.remove(&region_id) {
             #[cfg(test)]
             {
@@ -158,17 +183,21 @@ impl OperatorController {
     pub(crate) fn on_report(&mut self, info: &RegionInfo, is_up: &dyn Fn(u64) -> bool) -> Option<Step> {
         let region_id = info.region.id;
         let flight = self.in_flight.get_mut(&region_id)?;
+        assert_eq!(
+            flight.operator.region_id, region_id,
+            "a report advances only the operator of the region it describes"
+        );
         loop {
             let Some(step) = flight.operator.steps.get(flight.step) else {
-                self.finish(region_id, Outcome::Finished);
+                self.finish(region_id, OperatorOutcome::Finished);
                 return None;
             };
-            match progress(step, info, is_up, self.replicas) {
-                Progress::Done => flight.step += 1,
-                Progress::Send => return Some(step.clone()),
-                Progress::Wait => return None,
-                Progress::Impossible => {
-                    self.finish(region_id, Outcome::Cancelled);
+            match step_state(step, info, is_up, self.replicas) {
+                StepState::Done => flight.step += 1,
+                StepState::Send => return Some(step.clone()),
+                StepState::Wait => return None,
+                StepState::Impossible => {
+                    self.finish(region_id, OperatorOutcome::Cancelled);
                     return None;
                 }
             }
@@ -178,14 +207,14 @@ impl OperatorController {
     /// Ends every operator older than the timeout, and those of regions that vanished
     /// (merged away or replaced by a split's newer descriptors).
     pub(crate) fn expire(&mut self, now: Duration, exists: impl Fn(u64) -> bool) {
-        let expired: Vec<(u64, Outcome)> = self
+        let expired: Vec<(u64, OperatorOutcome)> = self
             .in_flight
             .iter()
             .filter_map(|(&region_id, flight)| {
                 if !exists(region_id) {
-                    Some((region_id, Outcome::Cancelled))
+                    Some((region_id, OperatorOutcome::Cancelled))
                 } else if now.saturating_sub(flight.created) >= self.timeout {
-                    Some((region_id, Outcome::TimedOut))
+                    Some((region_id, OperatorOutcome::TimedOut))
                 } else {
                     None
                 }
@@ -198,7 +227,7 @@ impl OperatorController {
 
     /// Operators ended, by kind and outcome.
     #[cfg(test)]
-    pub(crate) fn outcomes(&self) -> &BTreeMap<(OperatorKind, Outcome), u64> {
+    pub(crate) fn outcomes(&self) -> &BTreeMap<(OperatorKind, OperatorOutcome), u64> {
         &self.outcomes
     }
 

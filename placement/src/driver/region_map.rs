@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
-use tessera_engine::proto::metadata::{Peer, Region, RegionEpoch};
+use tessera_engine::proto::metadata::{Peer, Region};
+use tessera_engine::region::{KeyRange, epoch};
 
 use crate::cluster::RegionInfo;
 
@@ -45,20 +46,10 @@ impl RegionEntry {
     }
 }
 
-fn epoch(region: &Region) -> RegionEpoch {
-    region.epoch.unwrap_or_default()
-}
-
 /// Whether `a`'s epoch is older than `b`'s in either component.
 pub(crate) fn is_stale(a: &Region, b: &Region) -> bool {
     let (a, b) = (epoch(a), epoch(b));
     a.version < b.version || a.conf_version < b.conf_version
-}
-
-fn overlaps(region: &Region, start: &[u8], end: &[u8]) -> bool {
-    let starts_before_end = end.is_empty() || region.start_key.as_slice() < end;
-    let ends_after_start = region.end_key.is_empty() || region.end_key.as_slice() > start;
-    starts_before_end && ends_after_start
 }
 
 /// How a reported descriptor compares with the map.
@@ -95,8 +86,9 @@ impl RegionMap {
         self.by_id.values()
     }
 
-    /// Regions overlapping `[start, end)` (empty end: unbounded), in key order.
-    pub(crate) fn range(&self, start: &[u8], end: &[u8]) -> impl Iterator<Item = &RegionEntry> {
+    /// Regions overlapping `range`, in key order.
+    pub(crate) fn range<'a>(&'a self, range: KeyRange<'a>) -> impl Iterator<Item = &'a RegionEntry> {
+        let start = range.start();
         // The region holding `start` begins at or before it.
         let first = self
             .by_start
@@ -107,15 +99,14 @@ impl RegionMap {
         self.by_start
             .range::<[u8], _>((Bound::Included(first.as_slice()), Bound::Unbounded))
             .map(|(_, id)| &self.by_id[id])
-            .skip_while(move |entry| !overlaps(entry.region(), start, end))
-            .take_while(move |entry| overlaps(entry.region(), start, end))
+            .skip_while(move |entry| !KeyRange::of(entry.region()).overlaps(&range))
+            .take_while(move |entry| KeyRange::of(entry.region()).overlaps(&range))
     }
 
     pub(crate) fn by_key(&self, key: &[u8]) -> Option<&RegionEntry> {
         let (_, id) = self.by_start.range::<[u8], _>((Bound::Unbounded, Bound::Included(key))).next_back()?;
         let entry = &self.by_id[id];
-        let end = entry.region().end_key.as_slice();
-        (end.is_empty() || end > key).then_some(entry)
+        KeyRange::of(entry.region()).is_before_end(key).then_some(entry)
     }
 
     /// Compares a reported descriptor with the map.
@@ -129,7 +120,7 @@ impl RegionMap {
             }
         }
         let mut replaces = Vec::new();
-        for other in self.range(&region.start_key, &region.end_key) {
+        for other in self.range(KeyRange::of(region)) {
             if other.region().id == region.id {
                 continue;
             }
@@ -145,7 +136,7 @@ impl RegionMap {
     /// newer than each). Keeps what is known of the region's leader and load.
     pub(crate) fn insert(&mut self, region: Region) {
         let overlapped: Vec<u64> = self
-            .range(&region.start_key, &region.end_key)
+            .range(KeyRange::of(&region))
             .map(|entry| entry.region().id)
             .filter(|&id| id != region.id)
             .collect();

@@ -18,6 +18,7 @@ use crate::proto::{
     StoreHeartbeatRequest, StoreHeartbeatResponse, StoreRecord, StoreView,
 };
 use tessera_engine::proto::metadata::PeerRole;
+use tessera_engine::region::KeyRange;
 
 /// At most this many ids per request.
 const MAX_IDS_PER_REQUEST: u32 = 10_000;
@@ -141,7 +142,7 @@ fn check_heartbeat(store_id: u64, heartbeat: &RegionHeartbeat) -> Result<(), PdE
     if leader.store_id != store_id || !region.peers.iter().any(|p| p.id == leader.id) {
         return invalid("the leader is not this store's peer of the region");
     }
-    if !region.end_key.is_empty() && region.start_key >= region.end_key {
+    if KeyRange::of(region).is_empty() {
         return invalid("the region's range is empty or inverted");
     }
     Ok(())
@@ -193,12 +194,12 @@ impl PdClient for PlacementDriver {
     }
 
     fn scan_regions(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<RegionRoute>, PdError> {
-        if !end.is_empty() && start > end {
+        if KeyRange::new(start, end).is_inverted() {
             return Err(PdError::InvalidArgument("the start of a range is after its end".into()));
         }
         self.shared.with_leader(|state| {
             let limit = if limit == 0 { usize::MAX } else { limit };
-            Ok(state.regions.range(start, end).take(limit).map(LeaderState::route).collect())
+            Ok(state.regions.range(KeyRange::new(start, end)).take(limit).map(LeaderState::route).collect())
         })
     }
 

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tessera_engine::proto::metadata::{Peer, PeerRole, Region, RegionEpoch};
+use tessera_engine::region::KeyRange;
 
 use super::leader::*;
 use super::operators::*;
@@ -137,14 +138,14 @@ fn inserting_a_region_removes_the_regions_it_overlaps() {
     assert_eq!(id_at(&map, "a"), None, "[ , m) is a gap until region 1 reports its half");
 
     map.insert(at_epoch(region(1, "", "m", &[1, 2, 3]), 1, 2));
-    assert_eq!(ids(map.range(b"", b"")), vec![1, 2]);
+    assert_eq!(ids(map.range(KeyRange::FULL)), vec![1, 2]);
     assert_eq!((id_at(&map, "a"), id_at(&map, "m")), (Some(1), Some(2)));
 
     // A known region whose start moved is found under its new start only.
     let mut map = map_of([region(1, "a", "z", &[1])]);
     map.insert(at_epoch(region(1, "m", "z", &[1]), 1, 2));
     assert_eq!((id_at(&map, "b"), id_at(&map, "n")), (None, Some(1)));
-    assert_eq!(ids(map.range(b"", b"")), vec![1]);
+    assert_eq!(ids(map.range(KeyRange::FULL)), vec![1]);
 }
 
 #[test]
@@ -210,7 +211,11 @@ fn range_lists_the_overlapping_regions_in_key_order() {
         ("zz", "", &[3]),
     ];
     for (start, end, expected) in cases {
-        assert_eq!(ids(map.range(start.as_bytes(), end.as_bytes())), expected, "range {start:?}..{end:?}");
+        assert_eq!(
+            ids(map.range(KeyRange::new(start.as_bytes(), end.as_bytes()))),
+            expected,
+            "range {start:?}..{end:?}"
+        );
     }
 }
 
@@ -239,7 +244,9 @@ fn report_of(region: Region, leader_store: u64) -> RegionInfo {
     }
 }
 
-fn outcomes(entries: &[(OperatorKind, Outcome, u64)]) -> BTreeMap<(OperatorKind, Outcome), u64> {
+fn outcomes(
+    entries: &[(OperatorKind, OperatorOutcome, u64)],
+) -> BTreeMap<(OperatorKind, OperatorOutcome), u64> {
     entries.iter().map(|&(kind, outcome, count)| ((kind, outcome), count)).collect()
 }
 
@@ -303,7 +310,7 @@ fn a_replica_move_advances_only_as_the_reports_show_each_step_done() {
     report.region.epoch = Some(RegionEpoch { conf_version: 4, version: 1 });
     assert_eq!(operators.on_report(&report, &|store| view.is_up(store)), None);
     assert!(operators.busy().is_empty());
-    let finished = outcomes(&[(OperatorKind::BalanceRegion, Outcome::Finished, 1)]);
+    let finished = outcomes(&[(OperatorKind::BalanceRegion, OperatorOutcome::Finished, 1)]);
     assert_eq!(operators.outcomes(), &finished);
     assert_eq!(operators.on_report(&report, &|store| view.is_up(store)), None, "nothing left to do");
     assert_eq!(operators.outcomes(), &finished);
@@ -326,7 +333,10 @@ fn a_report_showing_several_steps_done_skips_past_all_of_them() {
 
     region.peers.retain(|p| p.id != leaving.id);
     assert_eq!(operators.on_report(&report_of(region, 1), &|store| view.is_up(store)), None);
-    assert_eq!(operators.outcomes(), &outcomes(&[(OperatorKind::BalanceRegion, Outcome::Finished, 1)]));
+    assert_eq!(
+        operators.outcomes(),
+        &outcomes(&[(OperatorKind::BalanceRegion, OperatorOutcome::Finished, 1)])
+    );
 }
 
 #[test]
@@ -341,7 +351,10 @@ fn a_learner_for_a_store_that_is_down_is_never_added() {
         None
     );
     assert!(operators.busy().is_empty());
-    assert_eq!(operators.outcomes(), &outcomes(&[(OperatorKind::BalanceRegion, Outcome::Cancelled, 1)]));
+    assert_eq!(
+        operators.outcomes(),
+        &outcomes(&[(OperatorKind::BalanceRegion, OperatorOutcome::Cancelled, 1)])
+    );
 }
 
 #[test]
@@ -366,7 +379,7 @@ fn a_leader_transfer_to_a_store_without_a_voter_is_cancelled() {
             "transfer to store {to_store}"
         );
         assert!(operators.busy().is_empty(), "transfer to store {to_store} ended");
-        let expected = outcomes(&[(OperatorKind::BalanceLeader, Outcome::Cancelled, cancelled)]);
+        let expected = outcomes(&[(OperatorKind::BalanceLeader, OperatorOutcome::Cancelled, cancelled)]);
         assert_eq!(operators.outcomes(), &expected);
     }
 
@@ -379,8 +392,8 @@ fn a_leader_transfer_to_a_store_without_a_voter_is_cancelled() {
     let moved = RegionInfo { leader_store: Some(2), ..report.clone() };
     assert_eq!(operators.on_report(&moved, &|store| view.is_up(store)), None);
     let expected = outcomes(&[
-        (OperatorKind::BalanceLeader, Outcome::Finished, 1),
-        (OperatorKind::BalanceLeader, Outcome::Cancelled, 2),
+        (OperatorKind::BalanceLeader, OperatorOutcome::Finished, 1),
+        (OperatorKind::BalanceLeader, OperatorOutcome::Cancelled, 2),
     ]);
     assert_eq!(operators.outcomes(), &expected);
 }
@@ -407,13 +420,16 @@ fn operators_time_out_and_those_of_vanished_regions_are_cancelled() {
     // Region 2 was replaced (by a split's halves, say): its operator ends at once.
     operators.expire(created + secs(59), |region_id| region_id != 2);
     assert_eq!(operators.busy(), BTreeSet::from([1]));
-    assert_eq!(operators.outcomes(), &outcomes(&[(OperatorKind::ReplicaRepair, Outcome::Cancelled, 1)]));
+    assert_eq!(
+        operators.outcomes(),
+        &outcomes(&[(OperatorKind::ReplicaRepair, OperatorOutcome::Cancelled, 1)])
+    );
 
     operators.expire(created + secs(60), |_| true);
     assert!(operators.busy().is_empty());
     let expected = outcomes(&[
-        (OperatorKind::ReplicaRepair, Outcome::Cancelled, 1),
-        (OperatorKind::BalanceLeader, Outcome::TimedOut, 1),
+        (OperatorKind::ReplicaRepair, OperatorOutcome::Cancelled, 1),
+        (OperatorKind::BalanceLeader, OperatorOutcome::TimedOut, 1),
     ]);
     assert_eq!(operators.outcomes(), &expected);
 }
@@ -464,20 +480,20 @@ fn a_split_is_done_once_the_region_ends_or_starts_at_the_key() {
     );
     let left = report_of(at_epoch(region(1, "a", "m", &[1, 2, 3]), 1, 2), 1);
     assert_eq!(operators.on_report(&left, &|store| view.is_up(store)), None);
-    assert_eq!(operators.outcomes(), &outcomes(&[(OperatorKind::Split, Outcome::Finished, 1)]));
+    assert_eq!(operators.outcomes(), &outcomes(&[(OperatorKind::Split, OperatorOutcome::Finished, 1)]));
 
     // Or the right half.
     assert!(operators.add(split("m"), Duration::ZERO));
     let right = report_of(at_epoch(region(1, "m", "z", &[1, 2, 3]), 1, 2), 1);
     assert_eq!(operators.on_report(&right, &|store| view.is_up(store)), None);
-    assert_eq!(operators.outcomes(), &outcomes(&[(OperatorKind::Split, Outcome::Finished, 2)]));
+    assert_eq!(operators.outcomes(), &outcomes(&[(OperatorKind::Split, OperatorOutcome::Finished, 2)]));
 
     // A split at a key that the region does not hold (split elsewhere meanwhile) cannot happen.
     assert!(operators.add(split("zz"), Duration::ZERO));
     assert_eq!(operators.on_report(&whole, &|store| view.is_up(store)), None);
     let expected = outcomes(&[
-        (OperatorKind::Split, Outcome::Finished, 2),
-        (OperatorKind::Split, Outcome::Cancelled, 1),
+        (OperatorKind::Split, OperatorOutcome::Finished, 2),
+        (OperatorKind::Split, OperatorOutcome::Cancelled, 1),
     ]);
     assert_eq!(operators.outcomes(), &expected);
 }
@@ -767,7 +783,7 @@ fn a_heartbeat_answers_with_the_current_step_of_the_region_operator() {
 
     assert_eq!(region_heartbeat(&mut state, &heartbeat(&first, 6, 2), false), None);
     assert!(state.operators.busy().is_empty());
-    let finished = outcomes(&[(OperatorKind::BalanceLeader, Outcome::Finished, 1)]);
+    let finished = outcomes(&[(OperatorKind::BalanceLeader, OperatorOutcome::Finished, 1)]);
     assert_eq!(state.operators.outcomes(), &finished);
 }
 
@@ -786,7 +802,10 @@ fn a_removal_never_takes_a_region_below_its_voters() {
     assert!(operators.add(operator.clone(), Duration::ZERO));
     let three = report_of(region(1, "a", "m", &[1, 2, 3]), 1);
     assert_eq!(operators.on_report(&three, &|store| view.is_up(store)), None);
-    assert_eq!(operators.outcomes(), &outcomes(&[(OperatorKind::BalanceRegion, Outcome::Cancelled, 1)]));
+    assert_eq!(
+        operators.outcomes(),
+        &outcomes(&[(OperatorKind::BalanceRegion, OperatorOutcome::Cancelled, 1)])
+    );
 
     // With a fourth voter the same removal goes ahead.
     assert!(operators.add(operator, Duration::ZERO));

@@ -6,6 +6,7 @@ use std::ops::Bound;
 
 use parking_lot::RwLock;
 use tessera_engine::proto::metadata::Peer;
+use tessera_engine::region::KeyRange;
 use tessera_placement::proto::RegionRoute;
 
 #[derive(Default)]
@@ -18,11 +19,7 @@ impl RegionCache {
     pub(crate) fn find(&self, key: &[u8]) -> Option<RegionRoute> {
         let cache = self.by_start.read();
         let (_, route) = cache.range::<[u8], _>((Bound::Unbounded, Bound::Included(key))).next_back()?;
-        route
-            .region
-            .as_ref()
-            .filter(|region| tessera_engine::region::contains_key(region, key))
-            .map(|_| route.clone())
+        route.region.as_ref().filter(|region| KeyRange::of(region).contains(key)).map(|_| route.clone())
     }
 
     /// Adds a route, dropping the cached regions it overlaps (they are older or the same).
@@ -32,10 +29,10 @@ impl RegionCache {
         let overlapping: Vec<Vec<u8>> = cache
             .iter()
             .filter(|(_, cached)| {
-                cached.region.as_ref().is_some_and(|other| {
-                    (region.end_key.is_empty() || other.start_key < region.end_key)
-                        && (other.end_key.is_empty() || other.end_key > region.start_key)
-                })
+                cached
+                    .region
+                    .as_ref()
+                    .is_some_and(|other| KeyRange::of(other).overlaps(&KeyRange::of(&region)))
             })
             .map(|(start, _)| start.clone())
             .collect();

@@ -30,7 +30,7 @@ use tessera_engine::proto::{
     frame::KeyValue,
     metadata::Region,
 };
-use tessera_engine::region::contains_key;
+use tessera_engine::region::KeyRange;
 use tessera_placement::PdError;
 use thiserror::Error;
 use tokio::time::Instant;
@@ -86,27 +86,12 @@ pub struct Client {
     deadline: Duration,
 }
 
-/// The end of `[_, end)` clamped to `region`: an empty end means unbounded.
-fn clamp_end(end: &[u8], region: &Region) -> Vec<u8> {
-    let region_end = region.end_key.as_slice();
-    if end.is_empty() || (!region_end.is_empty() && end > region_end) {
-        region_end.to_vec()
-    } else {
-        end.to_vec()
-    }
-}
-
-/// Whether `region` reaches past `end` (empty: unbounded).
-fn reaches(region: &Region, end: &[u8]) -> bool {
-    region.end_key.is_empty() || (!end.is_empty() && region.end_key.as_slice() >= end)
-}
-
 /// A write's outcome from its group's: applied if the group was and its region holds
 /// the key; alone again if the group left it out (its region split) or was refused
 /// whole before applying; otherwise the group's error, which is the write's too.
 fn group_outcome(group: &Result<Region, ClientError>, pending: Pending) -> Outcome {
     match group {
-        Ok(region) if contains_key(region, &pending.key) => Outcome::Applied,
+        Ok(region) if KeyRange::of(region).contains(&pending.key) => Outcome::Applied,
         Ok(_) | Err(ClientError::InvalidArgument(_)) => Outcome::SendAlone(pending),
         Err(error) => Outcome::Failed(error.clone()),
     }
@@ -332,13 +317,16 @@ impl Client {
                 async move {
                     let (answer, region) = self
                         .on_region(&first, retry, |kv, context, region| {
-                            let share =
-                                group.iter().filter(|(k, _)| contains_key(&region, k)).cloned().collect();
+                            let share = group
+                                .iter()
+                                .filter(|(k, _)| KeyRange::of(&region).contains(k))
+                                .cloned()
+                                .collect();
                             request(kv, context, share)
                         })
                         .await?;
                     let rest: Vec<(Vec<u8>, V)> =
-                        group.into_iter().filter(|(k, _)| !contains_key(&region, k)).collect();
+                        group.into_iter().filter(|(k, _)| !KeyRange::of(&region).contains(k)).collect();
                     Ok::<_, ClientError>((answer, rest))
                 }
             });
@@ -458,7 +446,7 @@ impl Client {
             .on_region(&leader.key, Retry::OnlyIfNotApplied, |mut kv, context, region| {
                 let writes: Vec<Write> = std::iter::once(&leader)
                     .chain(followers.iter().map(|(pending, _)| pending))
-                    .filter(|pending| contains_key(&region, &pending.key))
+                    .filter(|pending| KeyRange::of(&region).contains(&pending.key))
                     .map(|pending| pending.write.clone())
                     .collect();
                 async move { kv.write(WriteRequest { context: Some(context), writes }).await }
@@ -508,19 +496,22 @@ impl Client {
 
     /// Deletes `[start, end)` (empty end: to the end of the key space), region by region.
     pub async fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<(), ClientError> {
-        if !end.is_empty() && start >= end {
+        if KeyRange::new(start, end).is_empty() {
             return Err(ClientError::InvalidArgument("the start of a range must be before its end".into()));
         }
         let mut cursor = start.to_vec();
         loop {
             let (_, region) = self
                 .on_region(&cursor, Retry::OnlyIfNotApplied, |mut kv, context, region| {
-                    let range = DeleteRange { start_key: cursor.clone(), end_key: clamp_end(end, &region) };
+                    let range = DeleteRange {
+                        start_key: cursor.clone(),
+                        end_key: KeyRange::of(&region).clamp(&KeyRange::new(&cursor, end)).end().to_vec(),
+                    };
                     let writes = vec![Write { kind: Some(write::Kind::DeleteRange(range)) }];
                     async move { kv.write(WriteRequest { context: Some(context), writes }).await }
                 })
                 .await?;
-            if reaches(&region, end) {
+            if KeyRange::of(&region).reaches(end) {
                 return Ok(());
             }
             cursor = region.end_key;
@@ -536,7 +527,7 @@ impl Client {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<KeyValue>, ClientError> {
-        if !end.is_empty() && start > end {
+        if KeyRange::new(start, end).is_inverted() {
             return Err(ClientError::InvalidArgument("the start of a range is after its end".into()));
         }
         if reverse {
@@ -551,7 +542,7 @@ impl Client {
                     let request = ScanRequest {
                         context: Some(context),
                         start_key: cursor.clone(),
-                        end_key: clamp_end(end, &region),
+                        end_key: KeyRange::of(&region).clamp(&KeyRange::new(&cursor, end)).end().to_vec(),
                         limit: wanted as u32,
                         reverse: false,
                     };
@@ -559,7 +550,7 @@ impl Client {
                 })
                 .await?;
             pairs.extend(answer.into_inner().pairs);
-            if (limit > 0 && pairs.len() >= limit) || reaches(&region, end) {
+            if (limit > 0 && pairs.len() >= limit) || KeyRange::of(&region).reaches(end) {
                 return Ok(pairs);
             }
             cursor = region.end_key;
@@ -589,14 +580,14 @@ impl Client {
                         let request = ScanRequest {
                             context: Some(context),
                             start_key: low.clone(),
-                            end_key: clamp_end(&upper, &region),
+                            end_key: KeyRange::of(&region).clamp(&KeyRange::new(&low, &upper)).end().to_vec(),
                             limit: wanted as u32,
                             reverse: true,
                         };
                         async move { kv.scan(request).await }
                     })
                     .await?;
-                if reaches(&region, &upper) {
+                if KeyRange::of(&region).reaches(&upper) {
                     pairs.extend(answer.into_inner().pairs);
                     break region;
                 }

@@ -13,7 +13,7 @@
 use crate::kv;
 use crate::proto::metadata::{Region, RegionEpoch};
 use crate::raft::{ReadMode, ReadState};
-use crate::region::{self, EpochCheck};
+use crate::region::{self, EpochCheck, KeyRange};
 use crate::storage::{Cf, Engine, EngineError, keys};
 use crate::store::errors::StoreError;
 use crate::store::peer::Peer;
@@ -137,7 +137,7 @@ fn check_request(region: &Region, request: &ReadRequest) -> Result<(), StoreErro
             kv::check_key(key)?;
             region::check_key(region, key)?;
         }
-        ReadRequest::Scan { start, end, .. } => region::check_range(region, start, end)?,
+        ReadRequest::Scan { start, end, .. } => region::check_range(region, KeyRange::new(start, end))?,
     }
     Ok(())
 }
@@ -146,7 +146,8 @@ fn execute(engine: &Engine, region: &Region, request: &ReadRequest) -> Result<Re
     match request {
         ReadRequest::Get { key } => Ok(ReadResponse::Value(engine.get(Cf::Data, &keys::data_key(key))?)),
         ReadRequest::Scan { start, end, limit, reverse } => {
-            let end = if end.is_empty() { region.end_key.as_slice() } else { end.as_slice() };
+            // Checked inside the region already: clamping only bounds an unbounded end.
+            let end = KeyRange::of(region).clamp(&KeyRange::new(start, end)).end();
             Ok(ReadResponse::Pairs(scan(engine, start, end, *limit, *reverse)?))
         }
     }

@@ -8,7 +8,8 @@
 //!   region within the thresholds, every check measures it again, because the split
 //!   proposed may fail (a concurrent change of epoch, no ids to be had).
 
-use crate::proto::command::{AdminCommand, RaftCommand, Split, admin_command};
+use crate::proto::command::RaftCommand;
+use crate::region;
 use crate::storage::Engine;
 use crate::store::StoreConfig;
 use crate::store::peer::Peer;
@@ -51,14 +52,13 @@ pub(in crate::store) fn propose_split_if_oversized(
     // Measured again at the next check until the region is within the thresholds.
     peer.written_since_split_check = true;
     // Without ids the split waits for the next check.
-    let Ok(ids) = ids.allocate(1 + peer.region.peers.len()) else { return };
-    let Some((&new_region_id, new_peer_ids)) = ids.split_first() else { return };
-    let split = Split { split_key, new_region_id, new_peer_ids: new_peer_ids.to_vec() };
+    let Ok(ids) = ids.allocate(region::split_id_count(&peer.region)) else { return };
+    let Some(split) = region::split_command(split_key, &ids) else { return };
     let command = RaftCommand {
         region_id: peer.region_id,
-        epoch: peer.region.epoch,
+        epoch: Some(region::epoch(&peer.region)),
         writes: Vec::new(),
-        admin: Some(AdminCommand { kind: Some(admin_command::Kind::Split(split)) }),
+        admin: Some(split),
     };
     // Nobody waits for the answer: the next check retries if the split did not happen.
     peer.propose(command, Responder::new(drop));

@@ -12,6 +12,7 @@ use crate::metrics::{METRICS, SnapshotFailure};
 use crate::proto::frame::{HeartbeatEntry, RegionMessage, RegionSnapshotData, StoreFrame};
 use crate::proto::metadata::{self, PeerState, RegionLocalState};
 use crate::raft::proto::{Message, MessageType};
+use crate::region::KeyRange;
 use crate::storage::{Cf, PeerStorage, keys};
 use crate::store::heartbeat::expand;
 
@@ -89,7 +90,7 @@ impl Worker {
             return;
         }
         if let Some(range) = &snapshot_range
-            && self.ranges.overlapping(region_id, &range.0, &range.1).is_some()
+            && self.ranges.overlapping(region_id, KeyRange::new(&range.0, &range.1)).is_some()
         {
             // Installing it would make two regions here cover the same keys.
             METRICS.snapshot_failed(SnapshotFailure::Rejected);
@@ -128,7 +129,7 @@ impl Worker {
     /// says one should exist (a new member's first append or snapshot), unless the
     /// region was removed from this store.
     fn maybe_create_peer(&mut self, region_id: u64, peer_id: u64, start: &[u8], end: &[u8]) -> bool {
-        if self.ranges.overlapping(region_id, start, end).is_some() {
+        if self.ranges.overlapping(region_id, KeyRange::new(start, end)).is_some() {
             // A region here still covers part of it: most likely the parent that has not
             // applied its split yet, which will create this peer itself.
             return false;
