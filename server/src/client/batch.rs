@@ -44,13 +44,13 @@ pub(crate) struct Pending {
 /// What a queued caller is told.
 pub(crate) enum Turn {
     /// Its group returned: the write's outcome.
-    Done(Outcome),
+    Done(GroupOutcome),
     /// It leads the next group (and gets its write back to send with it).
     Lead(Pending),
 }
 
 /// A write's outcome in its group.
-pub enum Outcome {
+pub enum GroupOutcome {
     Applied,
     Failed(ClientError),
     /// The group was refused as a whole before it could apply (a stale route, a split,
@@ -350,11 +350,11 @@ mod tests {
         let (_, turn) = group.followers.into_iter().next().expect("c was taken");
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let _ = turn.send(Turn::Done(Outcome::Applied));
+            let _ = turn.send(Turn::Done(GroupOutcome::Applied));
         });
         // Past its deadline, but its group's answer still comes.
         match taken.turn(Instant::now()).await {
-            Some(Ok(Turn::Done(Outcome::Applied))) => {}
+            Some(Ok(Turn::Done(GroupOutcome::Applied))) => {}
             _ => panic!("a write a group took is waited for to the end"),
         }
     }

@@ -43,7 +43,7 @@ use crate::proto::{
     BatchGetRequest, GetRequest, RegionContext, ScanRequest, WriteRequest, kv_failure::Kind as Failure,
 };
 use crate::transport::MAX_MESSAGE_BYTES;
-use batch::{Joined, LeadGuard, Outcome, Pending, Turn, WriteGroup, WriteGroups};
+use batch::{GroupOutcome, Joined, LeadGuard, Pending, Turn, WriteGroup, WriteGroups};
 use cache::RegionCache;
 pub use pd::GrpcPdClient;
 use tokio::sync::oneshot;
@@ -89,11 +89,11 @@ pub struct Client {
 /// A write's outcome from its group's: applied if the group was and its region holds
 /// the key; alone again if the group left it out (its region split) or was refused
 /// whole before applying; otherwise the group's error, which is the write's too.
-fn group_outcome(group: &Result<Region, ClientError>, pending: Pending) -> Outcome {
+fn group_outcome(group: &Result<Region, ClientError>, pending: Pending) -> GroupOutcome {
     match group {
-        Ok(region) if KeyRange::of(region).contains(&pending.key) => Outcome::Applied,
-        Ok(_) | Err(ClientError::InvalidArgument(_)) => Outcome::SendAlone(pending),
-        Err(error) => Outcome::Failed(error.clone()),
+        Ok(region) if KeyRange::of(region).contains(&pending.key) => GroupOutcome::Applied,
+        Ok(_) | Err(ClientError::InvalidArgument(_)) => GroupOutcome::SendAlone(pending),
+        Err(error) => GroupOutcome::Failed(error.clone()),
     }
 }
 
@@ -402,7 +402,7 @@ impl Client {
         let give_up = Instant::now() + self.deadline;
         let leader = match self.groups.join(region_id, pending) {
             Joined::Lead(pending) => pending,
-            Joined::Alone(pending) => return self.settle(Outcome::SendAlone(pending)).await,
+            Joined::Alone(pending) => return self.settle(GroupOutcome::SendAlone(pending)).await,
             Joined::Wait(waiting) => match waiting.turn(give_up).await {
                 Some(Ok(Turn::Done(outcome))) => return self.settle(outcome).await,
                 Some(Ok(Turn::Lead(pending))) => pending,
@@ -429,18 +429,23 @@ impl Client {
         self.settle(mine).await
     }
 
-    async fn settle(&self, outcome: Outcome) -> Result<(), ClientError> {
+    async fn settle(&self, outcome: GroupOutcome) -> Result<(), ClientError> {
         match outcome {
-            Outcome::Applied => Ok(()),
-            Outcome::Failed(error) => Err(error),
-            Outcome::SendAlone(pending) => self.write(&pending.key, vec![pending.write]).await.map(|_| ()),
+            GroupOutcome::Applied => Ok(()),
+            GroupOutcome::Failed(error) => Err(error),
+            GroupOutcome::SendAlone(pending) => {
+                self.write(&pending.key, vec![pending.write]).await.map(|_| ())
+            }
         }
     }
 
     /// Sends a group as one request to the region holding its leader's write; writes
     /// that region no longer holds (it split) are left out and go alone. Answers the
     /// leader's outcome and each follower's.
-    async fn send_group(&self, group: WriteGroup) -> (Outcome, Vec<(Outcome, oneshot::Sender<Turn>)>) {
+    async fn send_group(
+        &self,
+        group: WriteGroup,
+    ) -> (GroupOutcome, Vec<(GroupOutcome, oneshot::Sender<Turn>)>) {
         let WriteGroup { leader, followers } = group;
         let result = self
             .on_region(&leader.key, Retry::OnlyIfNotApplied, |mut kv, context, region| {
@@ -616,21 +621,21 @@ mod tests {
     #[test]
     fn a_write_shares_its_groups_fate_only_when_the_group_carried_it() {
         let applied: Result<Region, ClientError> = Ok(region("a", "m"));
-        assert!(matches!(group_outcome(&applied, pending("c")), Outcome::Applied));
+        assert!(matches!(group_outcome(&applied, pending("c")), GroupOutcome::Applied));
         // Left out of the request: the region split and no longer holds the key.
-        assert!(matches!(group_outcome(&applied, pending("x")), Outcome::SendAlone(_)));
+        assert!(matches!(group_outcome(&applied, pending("x")), GroupOutcome::SendAlone(_)));
         // One bad write refuses the whole request before anything applies.
         let refused = Err(ClientError::InvalidArgument("value too large".into()));
-        assert!(matches!(group_outcome(&refused, pending("c")), Outcome::SendAlone(_)));
+        assert!(matches!(group_outcome(&refused, pending("c")), GroupOutcome::SendAlone(_)));
         let unknown = Err(ClientError::OutcomeUnknown("timed out".into()));
         assert!(matches!(
             group_outcome(&unknown, pending("c")),
-            Outcome::Failed(ClientError::OutcomeUnknown(_))
+            GroupOutcome::Failed(ClientError::OutcomeUnknown(_))
         ));
         let unavailable = Err(ClientError::Unavailable { attempts: 3, last: "no leader".into() });
         assert!(matches!(
             group_outcome(&unavailable, pending("c")),
-            Outcome::Failed(ClientError::Unavailable { .. })
+            GroupOutcome::Failed(ClientError::Unavailable { .. })
         ));
     }
 }

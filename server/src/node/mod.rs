@@ -18,14 +18,14 @@ use crate::metrics::GrpcMetricsLayer;
 /// What a node announces once it serves, as one line scripts parse:
 /// `store id=2 pid=4243 addr=127.0.0.1:20160 metrics=127.0.0.1:9461`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ready {
+pub struct Announcement {
     pub role: crate::metrics::Role,
     pub id: u64,
     pub address: SocketAddr,
     pub metrics: Option<SocketAddr>,
 }
 
-impl std::fmt::Display for Ready {
+impl std::fmt::Display for Announcement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let pid = std::process::id();
         write!(f, "{} id={} pid={pid} addr={}", self.role.name(), self.id, self.address)?;

@@ -17,7 +17,7 @@ use tessera_placement::metadata::Founding;
 use tessera_placement::{DriverConfig, PlacementDriver};
 use tokio::runtime::Handle;
 
-use super::Ready;
+use super::Announcement;
 use super::status::{Observability, flag_on_stop};
 use crate::client::GrpcPdClient;
 use crate::metrics::Role;
@@ -140,7 +140,7 @@ fn join_token(path: &std::path::Path) -> anyhow::Result<String> {
 /// Runs a driver replica until `stop` resolves; `on_ready` receives what it serves on.
 pub(crate) async fn run(
     config: PdNodeConfig,
-    on_ready: impl FnOnce(Ready),
+    on_ready: impl FnOnce(Announcement),
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
@@ -164,7 +164,7 @@ pub(crate) async fn run(
         RaftTransportServer::new(RaftTransportService::new(member_id, driver.sink()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
     );
-    on_ready(Ready {
+    on_ready(Announcement {
         role: Role::Pd,
         id: member_id,
         address,

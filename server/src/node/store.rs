@@ -16,7 +16,7 @@ use tessera_placement::agent::{AgentConfig, DriverIds, StoreAgent};
 use tessera_placement::proto::RegisterStoreRequest;
 use tokio::runtime::Handle;
 
-use super::Ready;
+use super::Announcement;
 use super::status::{Observability, Serving, flag_on_stop};
 use crate::client::GrpcPdClient;
 use crate::metrics::Role;
@@ -112,7 +112,7 @@ fn serve_status(
 /// Runs a store until `stop` resolves; `on_ready` receives what it serves on.
 pub(crate) async fn run(
     config: StoreNodeConfig,
-    on_ready: impl FnOnce(Ready),
+    on_ready: impl FnOnce(Announcement),
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
@@ -163,7 +163,7 @@ pub(crate) async fn run(
             RaftTransportServer::new(RaftTransportService::new(store_id, store.sink()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         );
-    on_ready(Ready {
+    on_ready(Announcement {
         role: Role::Store,
         id: store_id,
         address,

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use super::partition::KeyEntry;
-use super::search::{Outcome, search};
+use super::search::{SearchOutcome, search};
 
 /// One operation of a witness: the original entry, and whether the witness shows it with
 /// its outcome forgotten.
@@ -41,7 +41,7 @@ fn working(slots: &[Option<Witnessed>]) -> Vec<KeyEntry> {
 /// trial is not kept.
 fn still_fails(mut slots: Slots, max_steps: u64) -> Option<Slots> {
     drop_irrelevant(&mut slots);
-    (search(&working(&slots), max_steps) == Outcome::NotLinearizable).then_some(slots)
+    (search(&working(&slots), max_steps) == SearchOutcome::NotLinearizable).then_some(slots)
 }
 
 /// A minimal witness for `entries`, which must be a non-linearizable sub-history.
@@ -72,7 +72,7 @@ pub(super) fn minimize(entries: &[KeyEntry], max_steps: u64) -> Vec<Witnessed> {
     let witness: Vec<Witnessed> = slots.into_iter().flatten().collect();
     debug_assert!(
         search(&witness.iter().map(Witnessed::working).collect::<Vec<_>>(), max_steps)
-            != Outcome::Linearizable,
+            != SearchOutcome::Linearizable,
         "minimize invariant: a witness only weakens a failing history, so it must still fail"
     );
     witness

@@ -109,9 +109,9 @@ pub fn check(calls: &[Call], config: &CheckConfig) -> Report {
     let mut inconclusive: Vec<String> = partition.malformed.iter().cloned().collect();
     for history in &partition.keys {
         match search::search(&history.entries, config.max_steps_per_key) {
-            search::Outcome::Linearizable => {}
-            search::Outcome::Inconclusive => inconclusive.push(history.key.clone()),
-            search::Outcome::NotLinearizable => {
+            search::SearchOutcome::Linearizable => {}
+            search::SearchOutcome::Inconclusive => inconclusive.push(history.key.clone()),
+            search::SearchOutcome::NotLinearizable => {
                 let witness = minimize::minimize(&history.entries, config.max_steps_per_key)
                     .into_iter()
                     .map(|witnessed| WitnessCall {

@@ -20,7 +20,7 @@ use super::model::{State, step};
 use super::partition::KeyEntry;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Outcome {
+pub(super) enum SearchOutcome {
     Linearizable,
     NotLinearizable,
     /// The step limit ran out first: the search says nothing.
@@ -138,7 +138,7 @@ impl List {
 
 /// Whether `entries` (one key's sub-history) has a linearization, looking at no more
 /// than `max_steps` events.
-pub(super) fn search(entries: &[KeyEntry], max_steps: u64) -> Outcome {
+pub(super) fn search(entries: &[KeyEntry], max_steps: u64) -> SearchOutcome {
     let mut list = List::new(entries);
     let mut linearized = Bitset::new(entries.len());
     let mut cache: HashSet<(Bitset, State)> = HashSet::new();
@@ -151,11 +151,11 @@ pub(super) fn search(entries: &[KeyEntry], max_steps: u64) -> Outcome {
     let mut steps: u64 = 0;
     loop {
         if remaining == 0 {
-            return Outcome::Linearizable;
+            return SearchOutcome::Linearizable;
         }
         steps += 1;
         if steps > max_steps {
-            return Outcome::Inconclusive;
+            return SearchOutcome::Inconclusive;
         }
         let at = &list.nodes[node];
         if at.is_call && !list.is_tail(node) {
@@ -179,7 +179,7 @@ pub(super) fn search(entries: &[KeyEntry], max_steps: u64) -> Outcome {
             // but it would mean the same thing): the operation it closes found no place
             // before it, so undo the last choice and try the next call after it.
             let Some((call, before)) = stack.pop() else {
-                return Outcome::NotLinearizable;
+                return SearchOutcome::NotLinearizable;
             };
             let entry = list.nodes[call].entry;
             linearized.clear(entry);
