@@ -32,4 +32,4 @@ pub mod proto {
 
 pub use client::PdClient;
 pub use driver::{DriverConfig, PlacementDriver};
-pub use errors::PdError;
+pub use errors::{Corruption, HeartbeatDefect, InvalidRequest, MetadataOperation, PdError, Unavailability};

@@ -33,10 +33,10 @@ use tessera_engine::proto::{
 };
 use tessera_engine::raft::proto::ConfChangeType;
 use tessera_engine::region;
-use tessera_engine::storage::{Cf, keys};
+use tessera_engine::storage::{Cf, EngineError, keys};
 use tessera_engine::store::{ReadRequest, ReadResponse, Store, StoreConfig, StoreError, Transport};
 
-use crate::errors::PdError;
+use crate::errors::{Corruption, InvalidRequest, MetadataOperation, PdError, Unavailability};
 use crate::proto::{MemberRecord, StoreRecord};
 
 /// The one region of a driver replica's store.
@@ -129,19 +129,15 @@ impl Metadata {
         timeout: Duration,
     ) -> Result<Metadata, PdError> {
         let member = config.store_id;
-        let store = Store::open(path, config, transport).map_err(|e| PdError::Unavailable(e.to_string()))?;
+        let store = Store::open(path, config, transport).map_err(unavailable)?;
         let Founding::Members(members) = founding else {
             // The leader added this member before it could listen: an empty replica
             // answers its heartbeats, and the region follows.
-            store
-                .create_empty_peer(METADATA_REGION, member)
-                .map_err(|e| PdError::Unavailable(e.to_string()))?;
+            store.create_empty_peer(METADATA_REGION, member).map_err(unavailable)?;
             return Ok(Metadata { store, timeout });
         };
         if !members.contains(&member) {
-            return Err(PdError::InvalidArgument(format!(
-                "member {member} is not among the members {members:?}"
-            )));
+            return Err(InvalidRequest::NotAFoundingMember { member, members: members.clone() }.into());
         }
         let region = Region {
             id: METADATA_REGION,
@@ -155,7 +151,7 @@ impl Metadata {
         };
         match store.bootstrap_region(&region) {
             Ok(()) | Err(StoreError::RegionExists(_)) => {}
-            Err(error) => return Err(PdError::Unavailable(error.to_string())),
+            Err(error) => return Err(unavailable(error)),
         }
         Ok(Metadata { store, timeout })
     }
@@ -179,8 +175,8 @@ impl Metadata {
         self.store
             .write(METADATA_REGION, epoch, writes)
             .recv_timeout(self.timeout)
-            .map_err(|_| PdError::Unavailable("timed out waiting for the metadata write".into()))?
-            .map_err(driver_error)
+            .map_err(|_| Unavailability::TimedOut(MetadataOperation::Write))?
+            .map_err(PdError::from_store)
     }
 
     /// Claims the first region; false if another one was claimed first.
@@ -192,21 +188,15 @@ impl Metadata {
 
     /// Moves the id high-water mark from `from` to `to`; false (with the mark found) if
     /// another leader moved it meanwhile.
-    pub(crate) fn advance_ids(
-        &self,
-        epoch: RegionEpoch,
-        from: u64,
-        to: u64,
-    ) -> Result<Result<(), u64>, PdError> {
+    pub(crate) fn advance_ids(&self, epoch: RegionEpoch, from: u64, to: u64) -> Result<MarkUpdate, PdError> {
         let expected = (from > 0).then(|| from.to_be_bytes().to_vec());
         let answers =
             self.write(epoch, vec![compare_and_swap(IDS_KEY, expected, to.to_be_bytes().to_vec())])?;
-        let answer =
-            answers.first().ok_or_else(|| PdError::Unavailable("no answer to the id update".into()))?;
+        let answer = answers.first().ok_or(Unavailability::NoAnswerToIdUpdate)?;
         if answer.succeeded {
-            return Ok(Ok(()));
+            return Ok(MarkUpdate::Advanced);
         }
-        Ok(Err(answer.previous.as_deref().map(decode_id).transpose()?.unwrap_or(0)))
+        Ok(MarkUpdate::Raced { found: answer.previous.as_deref().map(decode_id).transpose()?.unwrap_or(0) })
     }
 
     /// Reads everything, linearizably: a new leader sees every change committed before.
@@ -216,15 +206,14 @@ impl Metadata {
             .store
             .read(METADATA_REGION, epoch, request)
             .recv_timeout(self.timeout)
-            .map_err(|_| PdError::Unavailable("timed out reading the metadata".into()))?
-            .map_err(|e| PdError::Unavailable(e.to_string()))?;
+            .map_err(|_| Unavailability::TimedOut(MetadataOperation::Read))?
+            .map_err(unavailable)?;
         let ReadResponse::Pairs(pairs) = response else {
-            return Err(PdError::Unavailable("a scan answered with a single value".into()));
+            return Err(Unavailability::ScanAnsweredValue.into());
         };
         let mut loaded = Loaded::default();
         for (key, value) in pairs {
-            let corrupt =
-                |e: prost::DecodeError| PdError::Corrupt(format!("{}: {e}", String::from_utf8_lossy(&key)));
+            let corrupt = |source: prost::DecodeError| Corruption::Undecodable { key: key.to_vec(), source };
             if key == BOOTSTRAP_KEY {
                 loaded.bootstrap = Some(Region::decode(value.as_slice()).map_err(corrupt)?);
             } else if key == IDS_KEY {
@@ -236,7 +225,7 @@ impl Metadata {
             } else if key.starts_with(MEMBER_PREFIX) {
                 // Membership is read from the replica's applied state (`local_members`).
             } else {
-                return Err(PdError::Corrupt(format!("unknown key {}", String::from_utf8_lossy(&key))));
+                return Err(Corruption::UnknownKey { key: key.to_vec() }.into());
             }
         }
         Ok(loaded)
@@ -262,14 +251,14 @@ impl Metadata {
     /// the driver's writer lock, that is every record written.
     pub(crate) fn local_members(&self) -> Result<Vec<(u64, MemberRecord)>, PdError> {
         let engine = self.store.engine();
-        let cf = engine.cf(Cf::Data).map_err(|e| PdError::Unavailable(e.to_string()))?;
+        let cf = engine.cf(Cf::Data).map_err(Unavailability::from)?;
         let start = keys::data_key(MEMBER_PREFIX);
         let mode = rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward);
         let mut members = Vec::new();
         for item in engine.db().iterator_cf(cf, mode) {
-            let (key, value) = item.map_err(|e| PdError::Unavailable(e.to_string()))?;
+            let (key, value) = item.map_err(|e| Unavailability::from(EngineError::from(e)))?;
             let Some(id) = key.strip_prefix(start.as_slice()) else { break };
-            let corrupt = |e: prost::DecodeError| PdError::Corrupt(format!("member record: {e}"));
+            let corrupt = |source: prost::DecodeError| Corruption::Undecodable { key: key.to_vec(), source };
             members.push((decode_id(id)?, MemberRecord::decode(value.as_ref()).map_err(corrupt)?));
         }
         Ok(members)
@@ -289,22 +278,27 @@ impl Metadata {
         self.store
             .admin(METADATA_REGION, epoch, admin)
             .recv_timeout(self.timeout)
-            .map_err(|_| PdError::Unavailable("timed out changing the driver's membership".into()))?
+            .map_err(|_| Unavailability::TimedOut(MetadataOperation::MembershipChange))?
             .map(|_| ())
-            .map_err(driver_error)
+            .map_err(PdError::from_store)
     }
 }
 
-/// A refusal of the metadata's store, as the driver's callers see it.
-fn driver_error(error: StoreError) -> PdError {
-    match error {
-        StoreError::NotLeader { leader, .. } => PdError::NotLeader { leader: leader.map(|p| p.id) },
-        other => PdError::Unavailable(other.to_string()),
-    }
+/// The metadata's store could not serve: the driver cannot either, whatever the kind.
+fn unavailable(error: StoreError) -> PdError {
+    PdError::Unavailable(Unavailability::Store(error))
+}
+
+/// How moving the id high-water mark went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MarkUpdate {
+    /// The mark is where it was asked to go.
+    Advanced,
+    /// Another leader moved it first; `found` is where it is.
+    Raced { found: u64 },
 }
 
 fn decode_id(bytes: &[u8]) -> Result<u64, PdError> {
-    let bytes: [u8; 8] =
-        bytes.try_into().map_err(|_| PdError::Corrupt(format!("an id of {} bytes", bytes.len())))?;
+    let bytes: [u8; 8] = bytes.try_into().map_err(|_| Corruption::IdLength { bytes: bytes.len() })?;
     Ok(u64::from_be_bytes(bytes))
 }

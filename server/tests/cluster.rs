@@ -193,7 +193,7 @@ async fn bad_input_gets_a_typed_error_and_the_nodes_stay_up() {
     let client = cluster.client();
     wait_for_leader(&client).await;
     let invalid = |result: Result<(), ClientError>, what: &str| match result {
-        Err(ClientError::InvalidArgument(message)) => assert!(!message.is_empty(), "{what}"),
+        Err(ClientError::InvalidArgument(refusal)) => assert!(!refusal.to_string().is_empty(), "{what}"),
         other => panic!("{what}: expected an invalid-argument error, got {other:?}"),
     };
     invalid(client.put(b"", b"v").await, "an empty key");

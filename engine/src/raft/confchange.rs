@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use super::errors::{Error, Result};
+use super::errors::{ConfChangeRefusal, Error, Result};
 use super::proto::{ConfChange, ConfChangeSingle, ConfChangeType};
 use super::quorum::MajorityConfig;
 use super::tracker::{Progress, ProgressTracker, TrackerConfig};
@@ -20,8 +20,8 @@ pub(crate) struct Changed {
     pub progress: BTreeMap<u64, Progress>,
 }
 
-fn invalid(reason: impl Into<String>) -> Error {
-    Error::InvalidConfChange(reason.into())
+fn invalid(refusal: ConfChangeRefusal) -> Error {
+    Error::InvalidConfChange(refusal)
 }
 
 /// Whether applying `change` alters who votes.
@@ -41,16 +41,14 @@ pub(crate) fn apply(tracker: &ProgressTracker, change: &ConfChange, last_index: 
         return leave_joint(tracker);
     }
     if tracker.config.voters.is_joint() {
-        return Err(invalid("the group is in a joint configuration; leave it before another change"));
+        return Err(invalid(ConfChangeRefusal::InJointConfiguration));
     }
     if change.changes.iter().any(|single| single.node_id == 0) {
-        return Err(invalid("node id 0 is reserved"));
+        return Err(invalid(ConfChangeRefusal::ReservedNodeId));
     }
     if let Some(single) = change.changes.iter().find(|s| ConfChangeType::try_from(s.change_type).is_err()) {
-        return Err(invalid(format!(
-            "unknown change type {} for node {}",
-            single.change_type, single.node_id
-        )));
+        let (change_type, node_id) = (single.change_type, single.node_id);
+        return Err(invalid(ConfChangeRefusal::UnknownChangeType { change_type, node_id }));
     }
     let entering_joint = changes_voters(tracker, change);
     let mut changed = Changed { config: tracker.config.clone(), progress: tracker.progress.clone() };
@@ -62,7 +60,7 @@ pub(crate) fn apply(tracker: &ProgressTracker, change: &ConfChange, last_index: 
         apply_single(&mut changed, single, last_index, tracker.max_inflight);
     }
     if changed.config.voters.incoming.is_empty() {
-        return Err(invalid("the change would remove every voter"));
+        return Err(invalid(ConfChangeRefusal::NoVoterLeft));
     }
     check_invariants(&changed)?;
     Ok(changed)
@@ -70,7 +68,7 @@ pub(crate) fn apply(tracker: &ProgressTracker, change: &ConfChange, last_index: 
 
 fn leave_joint(tracker: &ProgressTracker) -> Result<Changed> {
     if !tracker.config.voters.is_joint() {
-        return Err(invalid("not in a joint configuration"));
+        return Err(invalid(ConfChangeRefusal::NotInJointConfiguration));
     }
     let mut changed = Changed { config: tracker.config.clone(), progress: tracker.progress.clone() };
     let learners_next = std::mem::take(&mut changed.config.learners_next);
@@ -134,17 +132,17 @@ fn check_invariants(changed: &Changed) -> Result<()> {
     let config = &changed.config;
     for id in &config.learners {
         if config.voters.contains(*id) {
-            return Err(invalid(format!("{id} would be both a voter and a learner")));
+            return Err(invalid(ConfChangeRefusal::VoterAndLearner { node_id: *id }));
         }
     }
     for id in &config.learners_next {
         if !config.voters.outgoing.contains(*id) || config.voters.incoming.contains(*id) {
-            return Err(invalid(format!("{id} cannot become a learner on leaving the joint configuration")));
+            return Err(invalid(ConfChangeRefusal::LearnerNextNotOutgoingVoter { node_id: *id }));
         }
     }
     for id in config.all_ids() {
         if !changed.progress.contains_key(&id) {
-            return Err(invalid(format!("invariant: member {id} has no progress")));
+            return Err(invalid(ConfChangeRefusal::MemberWithoutProgress { node_id: id }));
         }
     }
     Ok(())

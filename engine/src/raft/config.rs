@@ -3,7 +3,7 @@
 //! Time is counted in ticks: the caller decides how long a tick is and calls
 //! [`RawNode::tick`](super::RawNode::tick) at that rate. Nothing here reads a clock.
 
-use super::errors::{Error, Result};
+use super::errors::{ConfigError, Result};
 
 /// How a linearizable read is confirmed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,26 +83,27 @@ impl Config {
     /// Checks the configuration for internal consistency.
     pub(crate) fn validate(&self) -> Result<()> {
         if self.id == 0 {
-            return Err(Error::InvalidConfig("id must not be 0".into()));
+            return Err(ConfigError::ZeroId.into());
         }
         if self.heartbeat_ticks == 0 {
-            return Err(Error::InvalidConfig("heartbeat_ticks must be at least 1".into()));
+            return Err(ConfigError::ZeroHeartbeatTicks.into());
         }
         if self.election_ticks <= self.heartbeat_ticks {
-            return Err(Error::InvalidConfig(format!(
-                "election_ticks ({}) must be greater than heartbeat_ticks ({})",
-                self.election_ticks, self.heartbeat_ticks
-            )));
+            return Err(ConfigError::ElectionNotAboveHeartbeat {
+                election_ticks: self.election_ticks,
+                heartbeat_ticks: self.heartbeat_ticks,
+            }
+            .into());
         }
         if self.max_inflight_msgs == 0 {
-            return Err(Error::InvalidConfig("max_inflight_msgs must be at least 1".into()));
+            return Err(ConfigError::ZeroInflight.into());
         }
         if self.max_clock_drift_ticks + 1 >= self.election_ticks {
-            return Err(Error::InvalidConfig(format!(
-                "max_clock_drift_ticks ({}) must be below election_ticks - 1 ({}) so that a lease remains",
-                self.max_clock_drift_ticks,
-                self.election_ticks - 1
-            )));
+            return Err(ConfigError::DriftLeavesNoLease {
+                max_clock_drift_ticks: self.max_clock_drift_ticks,
+                election_ticks: self.election_ticks,
+            }
+            .into());
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use crate::failpoint::{self, points};
 
 use super::confchange;
 use super::config::Config;
-use super::errors::{Error, Result, StorageError};
+use super::errors::{ConfigError, Error, MessageDefect, Result, StorageError, TransferRefusal};
 use super::log::RaftLog;
 use super::proto::{ConfChange, Entry, EntryType, HardState, Message, MessageType, Snapshot};
 use super::read_index::{ReadState, Reads};
@@ -95,18 +95,16 @@ impl<S: Storage> Raft<S> {
         let mut log = RaftLog::new(storage);
         let hard_state = state.hard_state;
         if hard_state.commit > log.last_index() {
-            return Err(Error::Storage(StorageError::Io(format!(
-                "persisted commit index {} is beyond the last persisted entry {}",
-                hard_state.commit,
-                log.last_index()
-            ))));
+            let last_index = log.last_index();
+            return Err(StorageError::CommitBeyondLog { commit: hard_state.commit, last_index }.into());
         }
         log.commit_to(hard_state.commit);
         if config.applied > log.committed {
-            return Err(Error::InvalidConfig(format!(
-                "applied index {} is beyond the commit index {}",
-                config.applied, log.committed
-            )));
+            return Err(ConfigError::AppliedBeyondCommit {
+                applied: config.applied,
+                committed: log.committed,
+            }
+            .into());
         }
         if config.applied > log.applied {
             log.applied_to(config.applied);
@@ -366,24 +364,15 @@ impl<S: Storage> Raft<S> {
     /// Processes one message from another replica.
     pub(crate) fn step(&mut self, message: Message) -> Result<()> {
         if message.from == 0 || message.term == 0 {
-            return Err(Error::InvalidMessage(format!(
-                "{:?} from {} with term {}: every message carries a sender and a term",
-                message.msg_type(),
-                message.from,
-                message.term
-            )));
+            let (message_type, from, term) = (message.msg_type, message.from, message.term);
+            return Err(MessageDefect::NoSenderOrTerm { message_type, from, term }.into());
         }
         if message.to != self.id {
-            return Err(Error::InvalidMessage(format!(
-                "message for replica {} delivered to replica {}",
-                message.to, self.id
-            )));
+            return Err(MessageDefect::WrongRecipient { to: message.to, id: self.id }.into());
         }
         let Ok(message_type) = MessageType::try_from(message.msg_type) else {
-            return Err(Error::InvalidMessage(format!(
-                "unknown message type {} from {}",
-                message.msg_type, message.from
-            )));
+            let (message_type, from) = (message.msg_type, message.from);
+            return Err(MessageDefect::UnknownType { message_type, from }.into());
         };
         let is_vote_request = matches!(message_type, MessageType::RequestVote | MessageType::RequestPreVote);
         if is_vote_request && message.term >= self.term && !message.leader_transfer && self.in_leader_lease()
@@ -596,13 +585,13 @@ impl<S: Storage> Raft<S> {
             return Err(Error::NotLeader { leader_hint });
         }
         if target == self.id {
-            return Err(Error::TransferRefused(format!("{target} is already the leader")));
+            return Err(Error::TransferRefused { target, reason: TransferRefusal::AlreadyLeader });
         }
         if self.pending_conf_index > self.log.applied || self.tracker.config.voters.is_joint() {
             return Err(Error::ConfChangeInProgress);
         }
         if !self.tracker.config.voters.incoming.contains(target) {
-            return Err(Error::TransferRefused(format!("{target} is not a voter")));
+            return Err(Error::TransferRefused { target, reason: TransferRefusal::NotAVoter });
         }
         if self.lead_transferee == Some(target) {
             return Ok(());

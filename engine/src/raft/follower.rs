@@ -2,7 +2,7 @@
 //! count votes, and campaign when told to by TimeoutNow.
 
 use super::consensus::{CampaignKind, Raft, Role, new_message};
-use super::errors::{Error, Result};
+use super::errors::{MessageDefect, Result};
 use super::log_unstable::{snapshot_index, snapshot_term};
 use super::proto::{Message, MessageType};
 use super::storage::Storage;
@@ -84,11 +84,8 @@ impl<S: Storage> Raft<S> {
 
     fn handle_heartbeat(&mut self, message: &Message) -> Result<()> {
         if message.commit > self.log.last_index() {
-            return Err(Error::InvalidMessage(format!(
-                "heartbeat commits {} but the log ends at {}; the leader only commits what we hold",
-                message.commit,
-                self.log.last_index()
-            )));
+            let (commit, last_index) = (message.commit, self.log.last_index());
+            return Err(MessageDefect::HeartbeatCommitsUnheld { commit, last_index }.into());
         }
         self.log.commit_to(message.commit);
         let mut response = new_message(message.from, MessageType::HeartbeatResponse);
@@ -99,16 +96,13 @@ impl<S: Storage> Raft<S> {
 
     fn handle_snapshot(&mut self, message: Message) -> Result<()> {
         let Some(snapshot) = message.snapshot else {
-            return Err(Error::InvalidMessage("snapshot message without a snapshot".into()));
+            return Err(MessageDefect::NoSnapshot.into());
         };
         let (index, term) = (snapshot_index(&snapshot), snapshot_term(&snapshot));
         let has_conf_state = snapshot.metadata.as_ref().is_some_and(|m| m.conf_state.is_some());
         if !has_conf_state || index == 0 || index == u64::MAX || term == 0 || term > message.term {
-            return Err(Error::InvalidMessage(format!(
-                "snapshot at index {index} term {term} (message term {}, configuration {}) is malformed",
-                message.term,
-                if has_conf_state { "present" } else { "missing" }
-            )));
+            let message_term = message.term;
+            return Err(MessageDefect::MalformedSnapshot { index, term, message_term, has_conf_state }.into());
         }
         let mut response = new_message(message.from, MessageType::AppendResponse);
         if index <= self.log.committed {
@@ -137,10 +131,14 @@ fn validate_append(message: &Message) -> Result<()> {
     let mut previous_term = message.log_term;
     for entry in &message.entries {
         if Some(entry.index) != expected_index || entry.term < previous_term || entry.term > message.term {
-            return Err(Error::InvalidMessage(format!(
-                "append after index {} term {} carries entry {} of term {} out of order (message term {})",
-                message.index, message.log_term, entry.index, entry.term, message.term
-            )));
+            return Err(MessageDefect::EntriesOutOfOrder {
+                index: message.index,
+                log_term: message.log_term,
+                entry_index: entry.index,
+                entry_term: entry.term,
+                message_term: message.term,
+            }
+            .into());
         }
         expected_index = entry.index.checked_add(1);
         previous_term = entry.term;

@@ -47,7 +47,9 @@ pub use config::{Config, ReadMode};
 #[cfg(test)]
 use consensus::Raft;
 pub use consensus::{LogPosition, Role};
-pub use errors::{Error, Result, StorageError};
+pub use errors::{
+    ConfChangeRefusal, ConfigError, Error, MessageDefect, OpaqueError, Result, StorageError, TransferRefusal,
+};
 pub use raw_node::{RawNode, Ready, SoftState, Status};
 pub use read_index::ReadState;
 pub use storage::{MemStorage, RaftState, Storage};

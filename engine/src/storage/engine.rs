@@ -40,14 +40,100 @@ impl Cf {
     }
 }
 
-#[derive(Debug, Error)]
+/// Failures of the node's database. Cloneable, since the log writer reports one
+/// failure to every worker waiting on its sync.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum EngineError {
     #[error("rocksdb: {0}")]
     RocksDb(#[from] rocksdb::Error),
-    #[error("corrupt or missing {what}: {reason}")]
-    Corrupt { what: String, reason: String },
+    /// The database holds something the node never wrote, or lacks something it did.
+    #[error("corrupt or missing {record}: {defect}")]
+    Corrupt {
+        record: Record,
+        #[source]
+        defect: Defect,
+    },
     #[error("the database has no column family {0:?}")]
     MissingColumnFamily(&'static str),
+}
+
+/// The record a corruption is found in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    RegionState {
+        region_id: u64,
+    },
+    ApplyState {
+        region_id: u64,
+    },
+    RaftState {
+        region_id: u64,
+    },
+    /// A region's Raft log as a whole (its entries must be contiguous).
+    Log {
+        region_id: u64,
+    },
+    LogEntry {
+        region_id: u64,
+        index: u64,
+    },
+    /// A key of the data column family.
+    DataKey {
+        key: Vec<u8>,
+    },
+    Snapshot {
+        region_id: u64,
+    },
+    /// Any other key, as read by [`Engine::get_message`].
+    Key {
+        cf: Cf,
+        key: Vec<u8>,
+    },
+}
+
+impl std::fmt::Display for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Record::RegionState { region_id } => write!(f, "region state of region {region_id}"),
+            Record::ApplyState { region_id } => write!(f, "apply state of region {region_id}"),
+            Record::RaftState { region_id } => write!(f, "raft state of region {region_id}"),
+            Record::Log { region_id } => write!(f, "log of region {region_id}"),
+            Record::LogEntry { region_id, index } => write!(f, "log entry {index} of region {region_id}"),
+            Record::DataKey { key } => write!(f, "data key {}", hex(key)),
+            Record::Snapshot { region_id } => write!(f, "snapshot of region {region_id}"),
+            Record::Key { cf, key } => write!(f, "{}/{}", cf.name(), hex(key)),
+        }
+    }
+}
+
+/// What is wrong with a record.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Defect {
+    #[error("missing")]
+    Missing,
+    #[error("does not decode: {0}")]
+    Undecodable(#[from] prost::DecodeError),
+    #[error("no data prefix")]
+    NoDataPrefix,
+    #[error("no metadata")]
+    NoMetadata,
+    #[error("no region")]
+    NoRegion,
+    #[error("it is of region {found}")]
+    OtherRegion { found: u64 },
+    #[error("it has a hole: expected entry {expected}, found {found}")]
+    Hole { expected: u64, found: u64 },
+    #[error("it ends at {found} but its state says {recorded}")]
+    EndsEarly { found: u64, recorded: u64 },
+    /// The log could not be read back at all.
+    #[error("unreadable: {0}")]
+    Unreadable(#[source] crate::raft::StorageError),
+}
+
+impl EngineError {
+    pub fn corrupt(record: Record, defect: impl Into<Defect>) -> EngineError {
+        EngineError::Corrupt { record, defect: defect.into() }
+    }
 }
 
 /// A shared handle on the node's database.
@@ -146,10 +232,9 @@ impl Engine {
         key: &[u8],
     ) -> Result<Option<M>, EngineError> {
         let Some(bytes) = self.get(cf, key)? else { return Ok(None) };
-        M::decode(bytes.as_slice()).map(Some).map_err(|e| EngineError::Corrupt {
-            what: format!("{}/{}", cf.name(), hex(key)),
-            reason: e.to_string(),
-        })
+        M::decode(bytes.as_slice())
+            .map(Some)
+            .map_err(|e| EngineError::corrupt(Record::Key { cf, key: key.to_vec() }, e))
     }
 
     /// Writes a batch atomically; `sync` makes it durable before returning.

@@ -14,5 +14,5 @@ pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
-pub use engine::{Cf, ColumnFamilyStats, Engine, EngineError, EngineStats};
+pub use engine::{Cf, ColumnFamilyStats, Defect, Engine, EngineError, EngineStats, Record};
 pub use peer_storage::{INITIAL_INDEX, INITIAL_TERM, PeerStorage};

@@ -14,12 +14,12 @@ use crate::metrics::{METRICS, SnapshotFailure};
 use crate::raft::proto::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use crate::raft::{RaftState, Storage, StorageError};
 
-use super::engine::{Cf, Engine, EngineError};
+use super::engine::{Cf, Defect, Engine, EngineError, Record};
 use super::keys;
 use crate::proto::metadata::{ApplyState, RaftLocalState, Region, RegionLocalState};
 
 fn io(error: EngineError) -> StorageError {
-    StorageError::Io(error.to_string())
+    StorageError::io(error)
 }
 
 /// Index and term of the empty log a region starts with. A peer created empty (on a
@@ -112,19 +112,16 @@ impl PeerStorage {
 
     /// Loads a region's persisted state.
     pub(crate) fn open(engine: &Engine, region_id: u64) -> Result<PeerStorage, EngineError> {
-        let missing = |what: &str| EngineError::Corrupt {
-            what: format!("{what} of region {region_id}"),
-            reason: "missing".into(),
-        };
+        let missing = |record| EngineError::corrupt(record, Defect::Missing);
         let region_state: RegionLocalState = engine
             .get_message(Cf::Meta, &keys::region_state_key(region_id))?
-            .ok_or_else(|| missing("region state"))?;
+            .ok_or_else(|| missing(Record::RegionState { region_id }))?;
         let apply_state: ApplyState = engine
             .get_message(Cf::Meta, &keys::apply_state_key(region_id))?
-            .ok_or_else(|| missing("apply state"))?;
+            .ok_or_else(|| missing(Record::ApplyState { region_id }))?;
         let raft_state: RaftLocalState = engine
             .get_message(Cf::Raft, &keys::raft_state_key(region_id))?
-            .ok_or_else(|| missing("raft state"))?;
+            .ok_or_else(|| missing(Record::RaftState { region_id }))?;
         Ok(PeerStorage { engine: engine.clone(), region_id, raft_state, apply_state, region_state })
     }
 
@@ -256,9 +253,9 @@ impl PeerStorage {
         if index <= self.apply_state.truncated_index || index > self.apply_state.applied_index {
             return Ok(false);
         }
-        let term = self.term(index).map_err(|e| EngineError::Corrupt {
-            what: format!("log entry {index} of region {}", self.region_id),
-            reason: e.to_string(),
+        let region_id = self.region_id;
+        let term = self.term(index).map_err(|e| {
+            EngineError::corrupt(Record::LogEntry { region_id, index }, Defect::Unreadable(e))
         })?;
         let raft = self.engine.cf(Cf::Raft)?;
         batch.delete_range_cf(
@@ -348,14 +345,13 @@ impl Storage for PeerStorage {
         let mut size = 0u64;
         let mut expected = low;
         for item in iterator {
-            let (key, value) = item.map_err(|e| StorageError::Io(e.to_string()))?;
+            let (key, value) = item.map_err(|e| io(e.into()))?;
+            let region_id = self.region_id;
             let entry = Entry::decode(value.as_ref())
-                .map_err(|e| StorageError::Io(format!("corrupt log entry: {e}")))?;
-            if keys::log_index(self.region_id, &key) != Some(expected) || entry.index != expected {
-                return Err(StorageError::Io(format!(
-                    "region {} log has a hole: expected entry {expected}, found {}",
-                    self.region_id, entry.index
-                )));
+                .map_err(|e| io(EngineError::corrupt(Record::LogEntry { region_id, index: expected }, e)))?;
+            if keys::log_index(region_id, &key) != Some(expected) || entry.index != expected {
+                let hole = Defect::Hole { expected, found: entry.index };
+                return Err(io(EngineError::corrupt(Record::Log { region_id }, hole)));
             }
             size += entry.encoded_len() as u64;
             if max_size.is_some_and(|max| size > max) && !entries.is_empty() {
@@ -365,12 +361,8 @@ impl Storage for PeerStorage {
             expected += 1;
         }
         if expected != high {
-            return Err(StorageError::Io(format!(
-                "region {} log ends at {} but its state says {}",
-                self.region_id,
-                expected - 1,
-                self.raft_state.last_index
-            )));
+            let short = Defect::EndsEarly { found: expected - 1, recorded: self.raft_state.last_index };
+            return Err(io(EngineError::corrupt(Record::Log { region_id: self.region_id }, short)));
         }
         Ok(entries)
     }
@@ -388,13 +380,15 @@ impl Storage for PeerStorage {
         if index == self.raft_state.last_index {
             return Ok(self.raft_state.last_term);
         }
-        let bytes =
-            self.engine.get(Cf::Raft, &keys::log_key(self.region_id, index)).map_err(io)?.ok_or_else(
-                || StorageError::Io(format!("region {} lost log entry {index}", self.region_id)),
-            )?;
+        let record = || Record::LogEntry { region_id: self.region_id, index };
+        let bytes = self
+            .engine
+            .get(Cf::Raft, &keys::log_key(self.region_id, index))
+            .map_err(io)?
+            .ok_or_else(|| io(EngineError::corrupt(record(), Defect::Missing)))?;
         Entry::decode(bytes.as_slice())
             .map(|entry| entry.term)
-            .map_err(|e| StorageError::Io(format!("corrupt log entry {index}: {e}")))
+            .map_err(|e| io(EngineError::corrupt(record(), e)))
     }
 
     fn first_index(&self) -> Result<u64, StorageError> {

@@ -12,15 +12,11 @@ use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
 
 use crate::raft::proto::{Entry, Snapshot, SnapshotMetadata};
 
-use super::engine::{Cf, Engine, EngineError, hex};
+use super::engine::{Cf, Defect, Engine, EngineError, Record};
 use super::keys;
 use super::peer_storage::PeerStorage;
 use crate::proto::frame::{KeyValue, RegionSnapshotData};
 use crate::proto::metadata::{ApplyState, RegionLocalState};
-
-fn corrupt(what: String, reason: &str) -> EngineError {
-    EngineError::Corrupt { what, reason: reason.to_string() }
-}
 
 /// Builds a snapshot of `region_id` as of its applied index.
 pub(crate) fn build(engine: &Engine, region_id: u64) -> Result<Snapshot, EngineError> {
@@ -32,31 +28,33 @@ pub(crate) fn build(engine: &Engine, region_id: u64) -> Result<Snapshot, EngineE
         snapshot: &rocksdb::Snapshot<'_>,
         cf: Cf,
         key: &[u8],
-        what: String,
+        record: Record,
     ) -> Result<M, EngineError> {
-        let bytes = snapshot.get_cf(engine.cf(cf)?, key)?.ok_or_else(|| corrupt(what.clone(), "missing"))?;
-        M::decode(bytes.as_slice()).map_err(|e| EngineError::Corrupt { what, reason: e.to_string() })
+        let Some(bytes) = snapshot.get_cf(engine.cf(cf)?, key)? else {
+            return Err(EngineError::corrupt(record, Defect::Missing));
+        };
+        M::decode(bytes.as_slice()).map_err(|e| EngineError::corrupt(record, e))
     }
     let region_state: RegionLocalState = read(
         engine,
         &snapshot,
         Cf::Meta,
         &keys::region_state_key(region_id),
-        format!("region state of {region_id}"),
+        Record::RegionState { region_id },
     )?;
     let apply_state: ApplyState = read(
         engine,
         &snapshot,
         Cf::Meta,
         &keys::apply_state_key(region_id),
-        format!("apply state of {region_id}"),
+        Record::ApplyState { region_id },
     )?;
     let index = apply_state.applied_index;
     let term = if index == apply_state.truncated_index {
         apply_state.truncated_term
     } else {
-        let what = format!("log entry {index} of region {region_id}");
-        read::<Entry>(engine, &snapshot, Cf::Raft, &keys::log_key(region_id, index), what)?.term
+        let record = Record::LogEntry { region_id, index };
+        read::<Entry>(engine, &snapshot, Cf::Raft, &keys::log_key(region_id, index), record)?.term
     };
     let region = region_state.region.clone().unwrap_or_default();
     let start = keys::data_key(&region.start_key);
@@ -69,8 +67,9 @@ pub(crate) fn build(engine: &Engine, region_id: u64) -> Result<Snapshot, EngineE
         db.iterator_cf_opt(engine.cf(Cf::Data)?, options, IteratorMode::From(&start, Direction::Forward))
     {
         let (key, value) = item?;
-        let user_key =
-            keys::user_key(&key).ok_or_else(|| corrupt(format!("data key {}", hex(&key)), "no prefix"))?;
+        let Some(user_key) = keys::user_key(&key) else {
+            return Err(EngineError::corrupt(Record::DataKey { key: key.to_vec() }, Defect::NoDataPrefix));
+        };
         pairs.push(KeyValue { key: user_key.to_vec(), value: value.to_vec() });
     }
     let data = RegionSnapshotData { region: Some(region), pairs }.encode_to_vec();
@@ -88,13 +87,12 @@ pub(crate) fn install(
     snapshot: &Snapshot,
     batch: &mut WriteBatch,
 ) -> Result<(), EngineError> {
-    let what = || format!("snapshot of region {}", storage.region_id());
-    let payload = RegionSnapshotData::decode(snapshot.data.as_slice())
-        .map_err(|e| EngineError::Corrupt { what: what(), reason: e.to_string() })?;
-    let metadata = snapshot.metadata.clone().ok_or_else(|| corrupt(what(), "no metadata"))?;
-    let region = payload.region.ok_or_else(|| corrupt(what(), "no region"))?;
+    let corrupt = |defect| EngineError::corrupt(Record::Snapshot { region_id: storage.region_id() }, defect);
+    let payload = RegionSnapshotData::decode(snapshot.data.as_slice()).map_err(|e| corrupt(e.into()))?;
+    let metadata = snapshot.metadata.clone().ok_or_else(|| corrupt(Defect::NoMetadata))?;
+    let region = payload.region.ok_or_else(|| corrupt(Defect::NoRegion))?;
     if region.id != storage.region_id() {
-        return Err(corrupt(what(), "the snapshot is of another region"));
+        return Err(corrupt(Defect::OtherRegion { found: region.id }));
     }
     let data = engine.cf(Cf::Data)?;
     batch.delete_range_cf(data, keys::data_key(&region.start_key), keys::data_end_key(&region.end_key));

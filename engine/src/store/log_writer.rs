@@ -14,9 +14,22 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use rocksdb::WriteBatch;
+use thiserror::Error;
 
 use crate::metrics::METRICS;
-use crate::storage::Engine;
+use crate::storage::{Engine, EngineError};
+
+/// Why a batch handed to the log writer is not known to be durable. Cloneable: one
+/// failed sync is reported to every worker whose batch it carried.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub(crate) enum LogWriteError {
+    /// The writer's thread is gone (it panicked, or the store is stopping).
+    #[error("the log writer has stopped")]
+    Stopped,
+    /// The write or the sync failed; no batch of that sync can be trusted to be durable.
+    #[error("the log write failed: {0}")]
+    Engine(#[from] EngineError),
+}
 
 /// Counters of the log writer (they become metrics).
 #[derive(Debug, Default)]
@@ -51,7 +64,7 @@ pub(crate) struct WriteTask {
     pub batch: WriteBatch,
     pub entries: u64,
     pub regions: u64,
-    pub done: Sender<Result<(), String>>,
+    pub done: Sender<Result<(), LogWriteError>>,
 }
 
 #[derive(Clone)]
@@ -74,12 +87,10 @@ impl LogWriter {
     }
 
     /// Writes `batch` durably; returns once it is.
-    pub(crate) fn write(&self, batch: WriteBatch, entries: u64, regions: u64) -> Result<(), String> {
+    pub(crate) fn write(&self, batch: WriteBatch, entries: u64, regions: u64) -> Result<(), LogWriteError> {
         let (done, result) = bounded(1);
-        self.tasks
-            .send(WriteTask { batch, entries, regions, done })
-            .map_err(|_| "the log writer has stopped".to_string())?;
-        result.recv().map_err(|_| "the log writer has stopped".to_string())?
+        self.tasks.send(WriteTask { batch, entries, regions, done }).map_err(|_| LogWriteError::Stopped)?;
+        result.recv().map_err(|_| LogWriteError::Stopped)?
     }
 }
 
@@ -88,19 +99,19 @@ fn run(engine: Engine, sync: bool, stats: Arc<GroupCommitStats>, inbox: Receiver
         let started = Instant::now();
         let mut tasks = vec![first];
         tasks.extend(inbox.try_iter());
-        let mut result = Ok(());
+        let mut result: Result<(), LogWriteError> = Ok(());
         let (mut entries, mut regions) = (0, 0);
         let mut waiting = Vec::with_capacity(tasks.len());
         for task in tasks {
             entries += task.entries;
             regions += task.regions;
             if result.is_ok() {
-                result = engine.write(task.batch, false).map_err(|e| e.to_string());
+                result = engine.write(task.batch, false).map_err(LogWriteError::from);
             }
             waiting.push(task.done);
         }
         if result.is_ok() && sync {
-            result = engine.db().flush_wal(true).map_err(|e| e.to_string());
+            result = engine.db().flush_wal(true).map_err(|e| EngineError::from(e).into());
         }
         stats.syncs.fetch_add(1, Ordering::Relaxed);
         stats.entries.fetch_add(entries, Ordering::Relaxed);

@@ -65,12 +65,12 @@ use crossbeam_channel::{Receiver, bounded, unbounded};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 pub use config::StoreConfig;
-pub use errors::StoreError;
+pub use errors::{EntryKind, InvalidChange, Retry, StoreError};
 pub use log_writer::GroupCommitFigures;
 pub use operation::{ReadRequest, ReadResponse};
 pub use report::{RegionReport, StoreReport, Traffic};
 pub use responder::Responder;
-pub use split_check::IdAllocator;
+pub use split_check::{IdAllocator, IdsExhausted};
 pub use transport::{BatchSink, LocalTransport, Transport};
 pub use worker::PeerStatus;
 
@@ -78,8 +78,9 @@ use crate::proto::{
     command::{AdminCommand, RaftCommand, Write, WriteResult},
     metadata::{PeerState, Region, RegionEpoch, RegionLocalState},
 };
+use crate::raft::OpaqueError;
 use crate::region;
-use crate::storage::{Cf, Engine, PeerStorage, keys};
+use crate::storage::{Cf, Engine, EngineError, PeerStorage, Record, keys};
 use log_writer::{GroupCommitStats, LogWriter};
 use router::Router;
 use worker::{Worker, WorkerMsg, WorkerShared};
@@ -134,7 +135,10 @@ impl Store {
             let thread = std::thread::Builder::new()
                 .name(format!("tessera-raft-{}-{index}", config.store_id))
                 .spawn(move || worker.run())
-                .map_err(|e| StoreError::Storage(format!("cannot start a raft worker: {e}")))?;
+                .map_err(|e| StoreError::ThreadSpawn {
+                    thread: "raft worker",
+                    source: OpaqueError::new(e),
+                })?;
             threads.push(thread);
         }
         let stopping = Arc::new(AtomicBool::new(false));
@@ -152,10 +156,10 @@ impl Store {
         let mut regions = Vec::new();
         let meta = self.engine.cf(Cf::Meta)?;
         for item in self.engine.db().iterator_cf(meta, IteratorMode::From(&[], Direction::Forward)) {
-            let (key, value) = item.map_err(|e| StoreError::Storage(e.to_string()))?;
+            let (key, value) = item.map_err(EngineError::from)?;
             let Some(region_id) = keys::region_id_of_state_key(&key) else { continue };
             let state = <RegionLocalState as prost::Message>::decode(value.as_ref())
-                .map_err(|e| StoreError::Storage(format!("corrupt state of region {region_id}: {e}")))?;
+                .map_err(|e| EngineError::corrupt(Record::RegionState { region_id }, e))?;
             if state.state != PeerState::Tombstone as i32 {
                 regions.push(region_id);
             }
@@ -380,5 +384,5 @@ fn start_ticker(
                 router.broadcast(|| WorkerMsg::Tick);
             }
         })
-        .map_err(|e| StoreError::Storage(format!("cannot start the ticker: {e}")))
+        .map_err(|e| StoreError::ThreadSpawn { thread: "ticker", source: OpaqueError::new(e) })
 }

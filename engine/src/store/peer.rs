@@ -71,7 +71,7 @@ impl Peer {
         let peer_id = storage.peer_id();
         let applied = storage.apply_state().applied_index;
         let raw = RawNode::new(raft_config(config, peer_id, applied, new_group), storage)
-            .map_err(|e| StoreError::Raft(e.to_string()))?;
+            .map_err(StoreError::Raft)?;
         let mut peer = Peer {
             region_id,
             peer_id,

@@ -12,7 +12,16 @@ use crate::storage::{Cf, Engine, EngineError, keys};
 
 /// Hands out ids for new regions and peers; unique across the cluster.
 pub trait IdAllocator: Send + Sync + 'static {
-    fn allocate(&self, count: usize) -> Result<Vec<u64>, String>;
+    fn allocate(&self, count: usize) -> Result<Vec<u64>, IdsExhausted>;
+}
+
+/// The allocator has fewer ids at hand than asked for; it refills in the background,
+/// so a later split check asks again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{wanted} ids wanted, {at_hand} at hand until the allocator refills")]
+pub struct IdsExhausted {
+    pub wanted: usize,
+    pub at_hand: usize,
 }
 
 /// What a size check found: the region's keys and bytes, and where to split it (at the

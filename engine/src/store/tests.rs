@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::proto::{
-    command::{ChangePeer, CompareAndSwap, DeleteRange, Put, Split, admin_command, write},
+    command::{CompareAndSwap, DeleteRange, Put, write},
     metadata::{Peer, PeerRole},
 };
 use std::sync::atomic::Ordering::SeqCst;
@@ -43,7 +43,7 @@ struct Cluster {
 struct CountingIds(std::sync::atomic::AtomicU64);
 
 impl IdAllocator for CountingIds {
-    fn allocate(&self, count: usize) -> Result<Vec<u64>, String> {
+    fn allocate(&self, count: usize) -> Result<Vec<u64>, IdsExhausted> {
         let first = self.0.fetch_add(count as u64, std::sync::atomic::Ordering::SeqCst);
         Ok((first..first + count as u64).collect())
     }
@@ -143,7 +143,7 @@ impl Cluster {
     fn write(&self, region_id: u64, writes: Vec<Write>) -> Vec<WriteResult> {
         self.wait_for(&format!("a write to region {region_id}"), |cluster| {
             let (store, status) = cluster.leader(region_id)?;
-            let epoch = status.region.epoch.unwrap_or_default();
+            let epoch = region::epoch(&status.region);
             match cluster.stores[&store].write(region_id, epoch, writes.clone()).recv_timeout(WAIT) {
                 Ok(Ok(responses)) => Some(responses),
                 Ok(Err(
@@ -158,7 +158,7 @@ impl Cluster {
     fn read(&self, region_id: u64, request: ReadRequest) -> ReadResponse {
         self.wait_for(&format!("a read of region {region_id}"), |cluster| {
             let (store, status) = cluster.leader(region_id)?;
-            let epoch = status.region.epoch.unwrap_or_default();
+            let epoch = region::epoch(&status.region);
             match cluster.stores[&store].read(region_id, epoch, request.clone()).recv_timeout(WAIT) {
                 Ok(Ok(response)) => Some(response),
                 Ok(Err(StoreError::NotLeader { .. } | StoreError::Region(_))) => None,
@@ -175,14 +175,13 @@ impl Cluster {
         }
     }
 
-    fn admin(&self, region_id: u64, admin: admin_command::Kind) {
+    fn admin(&self, region_id: u64, request: AdminCommand) {
         self.wait_for(&format!("an admin command on region {region_id}"), |cluster| {
             let (store, status) = cluster.leader(region_id)?;
-            let epoch = status.region.epoch.unwrap_or_default();
-            let request = AdminCommand { kind: Some(admin.clone()) };
-            match cluster.stores[&store].admin(region_id, epoch, request).recv_timeout(WAIT) {
+            let epoch = region::epoch(&status.region);
+            match cluster.stores[&store].admin(region_id, epoch, request.clone()).recv_timeout(WAIT) {
                 Ok(Ok(_)) => Some(()),
-                Ok(Err(StoreError::Raft(message))) if message.contains("in flight") => None,
+                Ok(Err(StoreError::Raft(crate::raft::Error::ConfChangeInProgress))) => None,
                 Ok(Err(StoreError::NotLeader { .. } | StoreError::ProposalDropped)) => None,
                 Ok(Err(error)) => panic!("admin command on region {region_id} failed: {error}"),
                 Err(_) => None,
@@ -254,7 +253,7 @@ fn one_region_replicates_puts_scans_deletes_and_compare_and_swap() {
 fn bad_requests_get_typed_errors_and_change_nothing() {
     let cluster = Cluster::with_regions(2, |_| {});
     let (store, status) = cluster.wait_for("a leader", |c| c.leader(1));
-    let epoch = status.region.epoch.unwrap_or_default();
+    let epoch = region::epoch(&status.region);
     let leader = &cluster.stores[&store];
     let answer = |writes| leader.write(1, epoch, writes).recv_timeout(WAIT).expect("an answer");
     assert!(matches!(answer(vec![put(b"", b"v")]), Err(StoreError::Kv(crate::kv::KvError::EmptyKey))));
@@ -358,7 +357,7 @@ fn a_split_under_load_leaves_two_regions_that_both_serve() {
                 let region =
                     if cluster.leader(2).is_some() && key.as_slice() >= b"k15".as_slice() { 2 } else { 1 };
                 let Some((store, status)) = cluster.leader(region) else { continue };
-                let epoch = status.region.epoch.unwrap_or_default();
+                let epoch = region::epoch(&status.region);
                 if let Ok(Ok(_)) =
                     cluster.stores[&store].write(region, epoch, vec![put(&key, b"w")]).recv_timeout(WAIT)
                 {
@@ -374,8 +373,8 @@ fn a_split_under_load_leaves_two_regions_that_both_serve() {
     // The split happens under load, and the load goes on into the new region: waits on
     // what the writer achieved, not on time.
     cluster.wait_for("writes before the split", |_| (written_before.load(SeqCst) >= 20).then_some(()));
-    let split = Split { split_key: b"k15".to_vec(), new_region_id: 2, new_peer_ids: vec![21, 22, 23] };
-    cluster.admin(1, admin_command::Kind::Split(split));
+    let split = region::split_command(b"k15".to_vec(), &[2, 21, 22, 23]).expect("ids are given");
+    cluster.admin(1, split);
     let (_, right) = cluster.wait_for("the new region's leader", |c| c.leader(2));
     assert_eq!(right.region.start_key, b"k15");
     cluster.wait_for("writes into the new region", |_| (written_after.load(SeqCst) >= 20).then_some(()));
@@ -410,7 +409,7 @@ fn a_thousand_regions_take_writes_and_reads() {
         .map(|i| {
             let region = i as u64 + 1;
             let (store, status) = cluster.wait_for("a leader", |c| c.leader(region));
-            let epoch = status.region.epoch.unwrap_or_default();
+            let epoch = region::epoch(&status.region);
             let write = vec![put(&[region_key(i), b"/x".to_vec()].concat(), b"1")];
             (i, cluster.stores[&store].write(region, epoch, write.clone()), write)
         })
@@ -460,9 +459,7 @@ fn a_peer_moves_to_another_store_by_learner_promote_remove() {
         cluster.write(1, vec![put(format!("k{i:02}").as_bytes(), b"v")]);
     }
     let newcomer = Peer { id: 14, store_id: 4, role: PeerRole::Learner as i32 };
-    let change = |change_type: ConfChangeType, peer: Peer| {
-        admin_command::Kind::ChangePeer(ChangePeer { change_type: change_type as i32, peer: Some(peer) })
-    };
+    let change = region::change_peer_command;
     cluster.admin(1, change(ConfChangeType::AddLearner, newcomer));
     cluster.wait_for("the learner to receive the data", |c| {
         (data_on(&c.stores[&4], b"k19") == Some(b"v".to_vec())).then_some(())
@@ -619,11 +616,11 @@ fn a_region_cannot_be_bootstrapped_twice_nor_get_two_peers_on_one_store() {
     let (store, status) = cluster.wait_for("a leader", |c| c.leader(1));
     assert_eq!(cluster.stores[&store].bootstrap_region(&status.region), Err(StoreError::RegionExists(1)));
     let second = Peer { id: 99, store_id: store, role: PeerRole::Learner as i32 };
-    let change = ChangePeer { change_type: ConfChangeType::AddLearner as i32, peer: Some(second) };
-    let request = AdminCommand { kind: Some(admin_command::Kind::ChangePeer(change)) };
-    let epoch = status.region.epoch.unwrap_or_default();
+    let request = region::change_peer_command(ConfChangeType::AddLearner, second);
+    let epoch = region::epoch(&status.region);
     let answer = cluster.stores[&store].admin(1, epoch, request).recv_timeout(WAIT).expect("an answer");
-    assert!(matches!(answer, Err(StoreError::InvalidChange(_))), "{answer:?}");
+    let refusal = InvalidChange::StoreHoldsPeer { store_id: store, region_id: 1 };
+    assert_eq!(answer, Err(StoreError::InvalidChange(refusal)), "{answer:?}");
     assert_eq!(cluster.get(1, b"a"), Some(b"1".to_vec()));
 }
 
@@ -636,11 +633,10 @@ fn writes_proposed_behind_a_split_are_refused_when_applied() {
     let cluster = Cluster::with_regions(1, |_| {});
     cluster.write(1, vec![put(b"k00", b"v")]);
     let (leader, status) = cluster.wait_for("a leader", |c| c.leader(1));
-    let epoch_before = status.region.epoch.unwrap_or_default();
+    let epoch_before = region::epoch(&status.region);
     let mut scenario = failpoint::Scenario::begin();
     scenario.arm(points::STORE_DROP_OUTGOING_APPENDS, Action::Trigger);
-    let split = Split { split_key: b"k15".to_vec(), new_region_id: 2, new_peer_ids: vec![21, 22, 23] };
-    let admin = AdminCommand { kind: Some(admin_command::Kind::Split(split)) };
+    let admin = region::split_command(b"k15".to_vec(), &[2, 21, 22, 23]).expect("ids are given");
     let split_answer = cluster.stores[&leader].admin(1, epoch_before, admin);
     let late_writes: Vec<_> = [&b"k05"[..], &b"k20"[..]]
         .into_iter()

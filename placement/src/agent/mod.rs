@@ -24,12 +24,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tessera_engine::store::{IdAllocator, RegionReport, Store, Traffic};
+use tessera_engine::store::{IdAllocator, IdsExhausted, RegionReport, Store, Traffic};
 
 use crate::client::PdClient;
-use crate::errors::PdError;
+use crate::errors::{PdError, Unavailability};
 use crate::proto::{RegionHeartbeat, RegionHeartbeatsRequest, StoreHeartbeatRequest, StoreStats};
 use steps::StepRunner;
+use tessera_engine::raft::OpaqueError;
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -76,10 +77,10 @@ impl DriverIds {
 }
 
 impl IdAllocator for DriverIds {
-    fn allocate(&self, count: usize) -> Result<Vec<u64>, String> {
+    fn allocate(&self, count: usize) -> Result<Vec<u64>, IdsExhausted> {
         let mut pool = self.pool.lock();
         if pool.len() < count {
-            return Err(format!("{count} ids wanted, {} at hand until the agent refills", pool.len()));
+            return Err(IdsExhausted { wanted: count, at_hand: pool.len() });
         }
         Ok(pool.drain(..count).collect())
     }
@@ -118,7 +119,7 @@ impl StoreAgent {
                     std::thread::sleep(agent.config.heartbeat_interval);
                 }
             })
-            .map_err(|e| PdError::Unavailable(format!("cannot start the agent thread: {e}")))?;
+            .map_err(|e| Unavailability::ThreadSpawn { thread: "agent", source: OpaqueError::new(e) })?;
         Ok(StoreAgent { stopping, thread: Some(thread) })
     }
 

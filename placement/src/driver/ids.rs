@@ -9,8 +9,8 @@
 use parking_lot::Mutex;
 use tessera_engine::proto::metadata::RegionEpoch;
 
-use crate::errors::PdError;
-use crate::metadata::Metadata;
+use crate::errors::{PdError, Unavailability};
+use crate::metadata::{MarkUpdate, Metadata};
 
 #[derive(Default)]
 struct Range {
@@ -46,10 +46,10 @@ impl IdPool {
             let from = range.end;
             let to = range.end.max(range.next) + self.batch.max(count);
             match metadata.advance_ids(epoch, from, to)? {
-                Ok(()) => range.end = to,
-                Err(found) => {
+                MarkUpdate::Advanced => range.end = to,
+                MarkUpdate::Raced { found } => {
                     *range = Range { next: found.max(1), end: found };
-                    return Err(PdError::Unavailable("another leader reserved ids meanwhile".into()));
+                    return Err(Unavailability::IdsReservedMeanwhile.into());
                 }
             }
         }

@@ -14,7 +14,7 @@ use tessera_engine::proto::metadata::{Peer, Region};
 use super::operators::OperatorController;
 use super::region_map::{RegionEntry, RegionMap, Verdict};
 use crate::cluster::{ClusterView, StoreInfo, StoreState};
-use crate::errors::PdError;
+use crate::errors::{PdError, Unavailability};
 use crate::metadata::Loaded;
 use crate::operator::{Operator, Step};
 use crate::proto::{
@@ -96,9 +96,7 @@ impl LeaderState {
             return Err(PdError::NotBootstrapped);
         }
         // A gap only exists while a split's halves are being reported.
-        self.regions.by_key(key).ok_or_else(|| {
-            PdError::Unavailable(format!("no region holds {} right now; retry", String::from_utf8_lossy(key)))
-        })
+        self.regions.by_key(key).ok_or_else(|| Unavailability::NoRegionHolds { key: key.to_vec() }.into())
     }
 
     pub(crate) fn store(&self, store_id: u64) -> Result<&StoreEntry, PdError> {

@@ -21,7 +21,7 @@ use tessera_engine::raft::proto::ConfChangeType;
 use tessera_engine::region;
 
 use super::{PlacementDriver, Shared};
-use crate::errors::PdError;
+use crate::errors::{InvalidRequest, PdError, Unavailability};
 use crate::metadata::{self, METADATA_REGION};
 use crate::proto::MemberRecord;
 
@@ -69,16 +69,10 @@ impl Shared {
 
     fn add_member(&self, address: &str, join_token: &str) -> Result<(u64, Vec<Member>), PdError> {
         if address.is_empty() || address.len() > MAX_ADDRESS_BYTES {
-            return Err(PdError::InvalidArgument(format!(
-                "a member's address is 1 to {MAX_ADDRESS_BYTES} bytes, not {}",
-                address.len()
-            )));
+            return Err(InvalidRequest::AddressLength { bytes: address.len(), max: MAX_ADDRESS_BYTES }.into());
         }
         if join_token.is_empty() || join_token.len() > MAX_TOKEN_BYTES {
-            return Err(PdError::InvalidArgument(format!(
-                "a join token is 1 to {MAX_TOKEN_BYTES} bytes, not {}",
-                join_token.len()
-            )));
+            return Err(InvalidRequest::TokenLength { bytes: join_token.len(), max: MAX_TOKEN_BYTES }.into());
         }
         let _writer = self.writer.lock();
         self.with_leader(|_| Ok(()))?;
@@ -87,21 +81,15 @@ impl Shared {
         let epoch = region::epoch(&region);
         if let Some(unknown) = region.peers.iter().find(|peer| self.member_address(peer.id).is_none()) {
             // The new member could not answer it.
-            return Err(PdError::Unavailable(format!(
-                "member {} has no recorded address yet (a replica listening on an unspecified \
-                 address such as 0.0.0.0 never has one); retry once it is recorded",
-                unknown.id
-            )));
+            return Err(Unavailability::NoRecordedAddress { member_id: unknown.id }.into());
         }
         let records = self.metadata.local_members()?;
         let id = match records.iter().find(|(_, record)| record.join_token == join_token) {
             Some((id, _)) => *id,
             None => {
                 if let Some((taken_by, _)) = records.iter().find(|(_, record)| record.address == address) {
-                    return Err(PdError::InvalidArgument(format!(
-                        "{address} is member {taken_by}'s address: a replica that lost its data \
-                         joins from another address (members cannot be removed yet)"
-                    )));
+                    let address = address.to_string();
+                    return Err(InvalidRequest::AddressTaken { address, member_id: *taken_by }.into());
                 }
                 let highest =
                     region.peers.iter().map(|p| p.id).chain(records.iter().map(|(id, _)| *id)).max();
@@ -128,15 +116,10 @@ impl Shared {
         }
         let skip = highest - first + 1;
         if skip > MAX_SKIPPED_IDS {
-            return Err(PdError::InvalidArgument(format!(
-                "the founding members' ids (up to {highest}) are far above the ids handed out \
-                 ({first}): found drivers with small member ids"
-            )));
+            return Err(InvalidRequest::MemberIdsAboveAllocator { highest, first }.into());
         }
         let ids = self.ids.allocate(&self.metadata, epoch, skip)?;
-        ids.last().copied().filter(|&id| id > highest).ok_or_else(|| {
-            PdError::Unavailable(format!("the id allocator handed out nothing above member {highest}"))
-        })
+        ids.last().copied().filter(|&id| id > highest).ok_or(Unavailability::NoIdAbove { highest }.into())
     }
 
     /// Records the addresses this replica was started with that the metadata lack (a

@@ -44,11 +44,12 @@ use tessera_engine::store::{BatchSink, StoreConfig, Transport};
 pub use membership::Member;
 pub use operators::OperatorOutcome;
 
-use crate::errors::PdError;
+use crate::errors::{PdError, Unavailability};
 use crate::metadata::{Founding, Leadership, Metadata};
 use crate::schedulers::SchedulerConfig;
 use ids::IdPool;
 use leader::LeaderState;
+use tessera_engine::raft::OpaqueError;
 
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
@@ -147,7 +148,7 @@ impl PlacementDriver {
         let thread = std::thread::Builder::new()
             .name(format!("tessera-pd-{}", shared.config.member_id))
             .spawn(move || runner.run())
-            .map_err(|e| PdError::Unavailable(format!("cannot start the driver thread: {e}")))?;
+            .map_err(|e| Unavailability::ThreadSpawn { thread: "driver", source: OpaqueError::new(e) })?;
         Ok(PlacementDriver { shared, thread: Some(thread) })
     }
 

@@ -9,7 +9,7 @@ use super::region_map::Verdict;
 use super::{PlacementDriver, Shared};
 use crate::client::PdClient;
 use crate::cluster::StoreState;
-use crate::errors::PdError;
+use crate::errors::{HeartbeatDefect, InvalidRequest, PdError};
 use crate::metadata;
 use crate::operator::{Operator, OperatorKind, Step, move_replica_steps};
 use crate::proto::{
@@ -26,7 +26,7 @@ const MAX_IDS_PER_REQUEST: u32 = 10_000;
 impl Shared {
     fn register_store(&self, request: RegisterStoreRequest) -> Result<RegisterStoreResponse, PdError> {
         if request.address.is_empty() {
-            return Err(PdError::InvalidArgument("a store must give its address".into()));
+            return Err(InvalidRequest::MissingStoreAddress.into());
         }
         let _writer = self.writer.lock();
         let epoch = self.epoch()?;
@@ -135,15 +135,14 @@ impl Shared {
 
 /// A heartbeat must describe a region led from the store that sends it.
 fn check_heartbeat(store_id: u64, heartbeat: &RegionHeartbeat) -> Result<(), PdError> {
-    let invalid =
-        |what: &str| Err(PdError::InvalidArgument(format!("region heartbeat from store {store_id}: {what}")));
-    let Some(region) = &heartbeat.region else { return invalid("no region") };
-    let Some(leader) = &heartbeat.leader else { return invalid("no leader") };
+    let invalid = |defect| Err(InvalidRequest::Heartbeat { store_id, defect }.into());
+    let Some(region) = &heartbeat.region else { return invalid(HeartbeatDefect::NoRegion) };
+    let Some(leader) = &heartbeat.leader else { return invalid(HeartbeatDefect::NoLeader) };
     if leader.store_id != store_id || !region.peers.iter().any(|p| p.id == leader.id) {
-        return invalid("the leader is not this store's peer of the region");
+        return invalid(HeartbeatDefect::LeaderNotOnStore);
     }
     if KeyRange::of(region).is_empty() {
-        return invalid("the region's range is empty or inverted");
+        return invalid(HeartbeatDefect::EmptyRange);
     }
     Ok(())
 }
@@ -173,9 +172,7 @@ impl PdClient for PlacementDriver {
 
     fn alloc_ids(&self, count: u32) -> Result<Vec<u64>, PdError> {
         if count == 0 || count > MAX_IDS_PER_REQUEST {
-            return Err(PdError::InvalidArgument(format!(
-                "ids are handed out 1 to {MAX_IDS_PER_REQUEST} at a time, not {count}"
-            )));
+            return Err(InvalidRequest::IdCount { count, max: MAX_IDS_PER_REQUEST }.into());
         }
         let epoch = self.shared.epoch()?;
         // Only once this leader loaded the metadata (and with it the id mark).
@@ -195,7 +192,7 @@ impl PdClient for PlacementDriver {
 
     fn scan_regions(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<RegionRoute>, PdError> {
         if KeyRange::new(start, end).is_inverted() {
-            return Err(PdError::InvalidArgument("the start of a range is after its end".into()));
+            return Err(InvalidRequest::InvertedRange.into());
         }
         self.shared.with_leader(|state| {
             let limit = if limit == 0 { usize::MAX } else { limit };
@@ -209,9 +206,7 @@ impl PdClient for PlacementDriver {
 
     fn split_region(&self, key: &[u8]) -> Result<(), PdError> {
         if key.is_empty() {
-            return Err(PdError::InvalidArgument(
-                "the empty key starts the key space: nothing to split".into(),
-            ));
+            return Err(InvalidRequest::SplitAtEmptyKey.into());
         }
         let now = self.shared.now();
         self.shared.with_leader(|state| {
@@ -242,9 +237,7 @@ impl PdClient for PlacementDriver {
                 .iter()
                 .any(|p| p.store_id == to_store && p.role == PeerRole::Voter as i32)
             {
-                return Err(PdError::InvalidArgument(format!(
-                    "region {region_id} has no voter on store {to_store} to lead it"
-                )));
+                return Err(InvalidRequest::NoVoterOnStore { region_id, store_id: to_store }.into());
             }
             if route.leader.is_some_and(|leader| leader.store_id == to_store) {
                 return Ok(());
@@ -270,20 +263,14 @@ impl PdClient for PlacementDriver {
             let route = LeaderState::route(entry);
             let region = entry.region();
             let Some(leaving) = region.peers.iter().find(|p| p.store_id == from_store).copied() else {
-                return Err(PdError::InvalidArgument(format!(
-                    "region {region_id} has no replica on store {from_store}"
-                )));
+                return Err(InvalidRequest::NoReplicaOnStore { region_id, store_id: from_store }.into());
             };
             if region.peers.iter().any(|p| p.store_id == to_store) {
-                return Err(PdError::InvalidArgument(format!(
-                    "region {region_id} already has a replica on store {to_store}"
-                )));
+                return Err(InvalidRequest::ReplicaOnStore { region_id, store_id: to_store }.into());
             }
             let leader_store = route.leader.map(|leader| leader.store_id);
             let steps = move_replica_steps(&region.peers, leader_store, leaving, new_peer_id, to_store)
-                .ok_or_else(|| {
-                    PdError::InvalidArgument(format!("region {region_id} has no other voter to lead it"))
-                })?;
+                .ok_or(InvalidRequest::NoOtherVoter { region_id })?;
             let operator = Operator { region_id, kind: OperatorKind::MovePeer, steps };
             if state.add_operator(operator, now) { Ok(()) } else { Err(PdError::RegionBusy(Box::new(route))) }
         })

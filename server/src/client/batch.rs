@@ -164,6 +164,17 @@ impl WriteGroups {
     }
 }
 
+/// How a queued caller's wait ended.
+pub(crate) enum Waited {
+    /// Its turn came.
+    Turn(Turn),
+    /// The deadline passed while the write was still queued: it was never sent.
+    Expired,
+    /// The leader carrying the write was dropped without a word, maybe after sending:
+    /// the write's outcome is unknown.
+    Abandoned,
+}
+
 /// A queued caller's place: its turn comes through it. Dropped before the turn is
 /// taken, it passes on a lead it was handed.
 pub(crate) struct Waiting<'a> {
@@ -174,23 +185,28 @@ pub(crate) struct Waiting<'a> {
 }
 
 impl Waiting<'_> {
-    /// Waits for the caller's turn until `give_up`. `None`: the deadline passed while
-    /// the write was still queued, so it was never sent. A write a group already took
-    /// is waited for to the end: its group's request has a deadline of its own.
-    pub(crate) async fn turn(mut self, give_up: Instant) -> Option<Result<Turn, ClientError>> {
+    /// Waits for the caller's turn until `give_up`; past it, a write still queued is
+    /// withdrawn ([`Waited::Expired`]). A write a group already took is waited for to
+    /// the end: its group's request has a deadline of its own.
+    pub(crate) async fn turn(mut self, give_up: Instant) -> Waited {
         // The receiver stays in `self` while waiting: a caller cancelled here must pass
         // on a lead that arrives meanwhile, which the drop does.
-        let receiver = self.receiver.as_mut()?;
+        let Some(receiver) = self.receiver.as_mut() else {
+            unreachable!("invariant: a waiting caller's receiver is only taken when its wait ends")
+        };
         let result = match tokio::time::timeout_at(give_up, &mut *receiver).await {
             Ok(result) => result,
             Err(_) if self.groups.withdraw(self.region_id, self.id) => {
                 self.receiver = None;
-                return None;
+                return Waited::Expired;
             }
             Err(_) => receiver.await,
         };
         self.receiver = None;
-        Some(result.map_err(|_| abandoned()))
+        match result {
+            Ok(turn) => Waited::Turn(turn),
+            Err(_) => Waited::Abandoned,
+        }
     }
 }
 
@@ -215,12 +231,6 @@ impl Drop for LeadGuard<'_> {
     fn drop(&mut self) {
         self.groups.hand_over(self.region_id);
     }
-}
-
-/// What a queued caller's write came to when its turn channel closed without a word:
-/// the leader carrying it was dropped, maybe after sending.
-fn abandoned() -> ClientError {
-    ClientError::OutcomeUnknown("the request carrying this write was abandoned by its caller".into())
 }
 
 #[cfg(test)]
@@ -342,7 +352,10 @@ mod tests {
         let groups = WriteGroups::default();
         let leader = lead(&groups, 1, "a");
         let soon = Instant::now() + Duration::from_millis(20);
-        assert!(waiting(&groups, 1, "b").turn(soon).await.is_none(), "never sent: the caller may say so");
+        assert!(
+            matches!(waiting(&groups, 1, "b").turn(soon).await, Waited::Expired),
+            "never sent: the caller may say so"
+        );
         // Withdrawn: a group no longer takes it.
         let taken = waiting(&groups, 1, "c");
         let group = groups.take(1, leader);
@@ -354,7 +367,7 @@ mod tests {
         });
         // Past its deadline, but its group's answer still comes.
         match taken.turn(Instant::now()).await {
-            Some(Ok(Turn::Done(GroupOutcome::Applied))) => {}
+            Waited::Turn(Turn::Done(GroupOutcome::Applied)) => {}
             _ => panic!("a write a group took is waited for to the end"),
         }
     }

@@ -16,6 +16,7 @@
 
 mod batch;
 mod cache;
+mod errors;
 pub mod pd;
 
 use std::collections::HashMap;
@@ -32,7 +33,6 @@ use tessera_engine::proto::{
 };
 use tessera_engine::region::KeyRange;
 use tessera_placement::PdError;
-use thiserror::Error;
 use tokio::time::Instant;
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
@@ -43,30 +43,29 @@ use crate::proto::{
     BatchGetRequest, GetRequest, RegionContext, ScanRequest, WriteRequest, kv_failure::Kind as Failure,
 };
 use crate::transport::MAX_MESSAGE_BYTES;
-use batch::{GroupOutcome, Joined, LeadGuard, Pending, Turn, WriteGroup, WriteGroups};
+use batch::{GroupOutcome, Joined, LeadGuard, Pending, Turn, Waited, WriteGroup, WriteGroups};
 use cache::RegionCache;
+pub use errors::{ClientError, Refusal, Transient, Uncertainty};
 pub use pd::GrpcPdClient;
 use tokio::sync::oneshot;
 
-#[derive(Debug, Clone, PartialEq, Error)]
-pub enum ClientError {
-    #[error("invalid request: {0}")]
-    InvalidArgument(String),
-    #[error("placement driver: {0}")]
-    Pd(#[from] PdError),
-    #[error("the write may or may not have been applied: {0}")]
-    OutcomeUnknown(String),
-    #[error("gave up after {attempts} attempts; last error: {last}")]
-    Unavailable { attempts: u32, last: String },
-}
-
 /// Whether a request may be sent again when its outcome is unknown.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Retry {
+enum Resend {
     /// Reads: they change nothing.
     Always,
     /// Writes.
     OnlyIfNotApplied,
+}
+
+/// How one try of a request ended.
+enum Attempt<T> {
+    /// Answered, in this region.
+    Done(T, Region),
+    /// Another try may succeed; why this one failed.
+    Retry(Transient),
+    /// Final: no retry can succeed, or the write's fate is unknown.
+    Fail(ClientError),
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -146,24 +145,25 @@ impl Client {
         Ok(route)
     }
 
-    async fn stub(&self, store_id: u64) -> Result<Kv, String> {
+    async fn stub(&self, store_id: u64) -> Result<Kv, Transient> {
         let known = self.addresses.read().get(&store_id).cloned();
         let address = match known {
             Some(address) => address,
             None => {
-                let stores = self.pd.stores_async().await.map_err(|e| e.to_string())?;
+                let stores = self.pd.stores_async().await.map_err(Transient::Pd)?;
                 let mut addresses = self.addresses.write();
                 for view in stores.into_iter().filter_map(|view| view.store) {
                     addresses.insert(view.id, view.address);
                 }
-                addresses.get(&store_id).cloned().ok_or(format!("store {store_id} has no known address"))?
+                addresses.get(&store_id).cloned().ok_or(Transient::NoStoreAddress { store_id })?
             }
         };
         if let Some(stub) = self.stubs.read().get(&address) {
             return Ok(stub.clone());
         }
+        // The parse error adds nothing to the address itself, which says what is wrong.
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| format!("bad store address {address}: {e}"))?
+            .map_err(|_| Transient::BadStoreAddress { address: address.clone() })?
             .connect_timeout(Duration::from_secs(1))
             .timeout(self.deadline);
         let stub = KvClient::new(endpoint.connect_lazy())
@@ -178,7 +178,7 @@ impl Client {
     async fn on_region<T, F, Fut>(
         &self,
         key: &[u8],
-        retry: Retry,
+        resend: Resend,
         request: F,
     ) -> Result<(T, Region), ClientError>
     where
@@ -190,10 +190,10 @@ impl Client {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let last = match self.attempt(key, retry, &request).await {
-                Ok(answer) => return Ok(answer),
-                Err(Err(error)) => return Err(error),
-                Err(Ok(retryable)) => retryable,
+            let last = match self.attempt(key, resend, &request).await {
+                Attempt::Done(answer, region) => return Ok((answer, region)),
+                Attempt::Fail(error) => return Err(error),
+                Attempt::Retry(why) => why,
             };
             if Instant::now() + backoff >= give_up {
                 return Err(ClientError::Unavailable { attempts, last });
@@ -203,68 +203,70 @@ impl Client {
         }
     }
 
-    /// One try: the answer, a final error, or (`Err(Ok(..))`) why to try again.
-    async fn attempt<T, F, Fut>(
-        &self,
-        key: &[u8],
-        retry: Retry,
-        request: &F,
-    ) -> Result<(T, Region), Result<String, ClientError>>
+    /// One try: the answer, a final error, or why to try again.
+    async fn attempt<T, F, Fut>(&self, key: &[u8], resend: Resend, request: &F) -> Attempt<T>
     where
         F: Fn(Kv, RegionContext, Region) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let route = match self.route(key).await {
             Ok(route) => route,
-            Err(error @ (PdError::NotBootstrapped | PdError::Unavailable(_) | PdError::NotLeader { .. })) => {
-                return Err(Ok(error.to_string()));
-            }
-            Err(error) => return Err(Err(error.into())),
+            Err(error) if error.is_retryable() => return Attempt::Retry(Transient::Pd(error)),
+            Err(error) => return Attempt::Fail(error.into()),
         };
         let (Some(region), Some(leader)) = (route.region, route.leader) else {
-            return Err(Ok("the region's leader is not known yet".into()));
+            return Attempt::Retry(Transient::LeaderUnknown);
         };
         let stub = match self.stub(leader.store_id).await {
             Ok(stub) => stub,
-            Err(error) => return Err(Ok(error)),
+            Err(why) => return Attempt::Retry(why),
         };
         let context = RegionContext { region_id: region.id, epoch: region.epoch };
-        let status = match request(stub, context, region.clone()).await {
-            Ok(answer) => return Ok((answer, region)),
-            Err(status) => status,
-        };
-        let last = format!("region {}: {}", region.id, status.message());
-        match kv_failure(&status) {
+        match request(stub, context, region.clone()).await {
+            Ok(answer) => Attempt::Done(answer, region),
+            Err(status) => self.judge_failure(&status, region.id, leader.store_id, resend),
+        }
+    }
+
+    /// What a failed try means: the cache is corrected for the next one, and the
+    /// failure is final when no retry can succeed (a refusal) or when a write's fate is
+    /// unknown.
+    fn judge_failure<T>(&self, status: &Status, region_id: u64, store_id: u64, resend: Resend) -> Attempt<T> {
+        let failure = kv_failure(status);
+        match failure {
             Some(Failure::NotLeader(not_leader)) => match not_leader.leader {
-                Some(leader) if leader.store_id != 0 => self.cache.set_leader(region.id, leader),
-                _ => self.cache.invalidate(region.id),
+                Some(leader) if leader.store_id != 0 => self.cache.set_leader(region_id, leader),
+                _ => self.cache.invalidate(region_id),
             },
             Some(Failure::EpochNotMatch(_) | Failure::RegionNotFound(_) | Failure::KeyNotInRegion(_)) => {
-                self.cache.invalidate(region.id);
+                self.cache.invalidate(region_id);
             }
-            Some(Failure::InvalidArgument(message)) => {
-                return Err(Err(ClientError::InvalidArgument(message)));
+            Some(Failure::InvalidArgument(reason)) => {
+                return Attempt::Fail(ClientError::InvalidArgument(Refusal::Store { region_id, reason }));
             }
             Some(Failure::NotCommitted(_)) => {}
-            Some(Failure::OutcomeUnknown(message)) if retry == Retry::OnlyIfNotApplied => {
-                return Err(Err(ClientError::OutcomeUnknown(message)));
+            Some(Failure::OutcomeUnknown(reason)) if resend == Resend::OnlyIfNotApplied => {
+                return Attempt::Fail(ClientError::OutcomeUnknown(Uncertainty::Store { region_id, reason }));
             }
-            Some(Failure::OutcomeUnknown(_) | Failure::Unavailable(_)) => self.cache.invalidate(region.id),
+            Some(Failure::OutcomeUnknown(_) | Failure::Unavailable(_)) => self.cache.invalidate(region_id),
             // No typed failure: the store was not reached, or the connection broke.
             None => {
-                self.cache.invalidate(region.id);
-                self.addresses.write().remove(&leader.store_id);
-                if retry == Retry::OnlyIfNotApplied && !never_sent(&status) {
-                    return Err(Err(ClientError::OutcomeUnknown(last)));
+                self.cache.invalidate(region_id);
+                self.addresses.write().remove(&store_id);
+                if resend == Resend::OnlyIfNotApplied && !never_sent(status) {
+                    let (code, message) = (status.code(), status.message().to_string());
+                    let uncertainty = Uncertainty::Connection { region_id, code, message };
+                    return Attempt::Fail(ClientError::OutcomeUnknown(uncertainty));
                 }
             }
         }
-        Err(Ok(last))
+        let (code, message) = (status.code(), status.message().to_string());
+        Attempt::Retry(Transient::Store { region_id, code, message })
     }
 
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
         let (answer, _) = self
-            .on_region(key, Retry::Always, |mut kv, context, _| {
+            .on_region(key, Resend::Always, |mut kv, context, _| {
                 let key = key.to_vec();
                 async move { kv.get(GetRequest { context: Some(context), key }).await }
             })
@@ -279,7 +281,7 @@ impl Client {
         let answers = self
             .by_region(
                 keys.iter().map(|k| (k.clone(), ())).collect(),
-                Retry::Always,
+                Resend::Always,
                 |mut kv, context, keys| async move {
                     let keys = keys.into_iter().map(|(k, ())| k).collect();
                     kv.batch_get(BatchGetRequest { context: Some(context), keys }).await
@@ -300,7 +302,7 @@ impl Client {
     async fn by_region<V, T, F, Fut>(
         &self,
         items: Vec<(Vec<u8>, V)>,
-        retry: Retry,
+        resend: Resend,
         request: F,
     ) -> Result<Vec<T>, ClientError>
     where
@@ -316,7 +318,7 @@ impl Client {
                 let request = &request;
                 async move {
                     let (answer, region) = self
-                        .on_region(&first, retry, |kv, context, region| {
+                        .on_region(&first, resend, |kv, context, region| {
                             let share = group
                                 .iter()
                                 .filter(|(k, _)| KeyRange::of(&region).contains(k))
@@ -349,15 +351,11 @@ impl Client {
         let mut items: Vec<(Vec<u8>, V)> = items.collect();
         items.sort_by(|a, b| a.0.cmp(&b.0));
         let mut groups: Vec<Group<V>> = Vec::new();
-        let mut current_end: Option<Vec<u8>> = None;
+        let mut current: Option<Region> = None;
         for (key, value) in items {
-            let inside = match (&current_end, groups.last()) {
-                (Some(end), Some(_)) => end.is_empty() || key < *end,
-                _ => false,
-            };
+            let inside = current.as_ref().is_some_and(|region| KeyRange::of(region).contains(&key));
             if !inside {
-                let route = self.route(&key).await?;
-                current_end = Some(route.region.map(|r| r.end_key).unwrap_or_default());
+                current = self.route(&key).await?.region;
                 groups.push((key.clone(), Vec::new()));
             }
             if let Some((_, group)) = groups.last_mut() {
@@ -373,7 +371,7 @@ impl Client {
         writes: Vec<Write>,
     ) -> Result<Vec<tessera_engine::proto::command::WriteResult>, ClientError> {
         let (answer, _) = self
-            .on_region(key, Retry::OnlyIfNotApplied, |mut kv, context, _| {
+            .on_region(key, Resend::OnlyIfNotApplied, |mut kv, context, _| {
                 let writes = writes.clone();
                 async move { kv.write(WriteRequest { context: Some(context), writes }).await }
             })
@@ -404,16 +402,12 @@ impl Client {
             Joined::Lead(pending) => pending,
             Joined::Alone(pending) => return self.settle(GroupOutcome::SendAlone(pending)).await,
             Joined::Wait(waiting) => match waiting.turn(give_up).await {
-                Some(Ok(Turn::Done(outcome))) => return self.settle(outcome).await,
-                Some(Ok(Turn::Lead(pending))) => pending,
-                Some(Err(error)) => return Err(error),
-                None => {
-                    return Err(ClientError::Unavailable {
-                        attempts: 0,
-                        last: format!(
-                            "queued behind region {region_id}'s requests past the deadline; never sent"
-                        ),
-                    });
+                Waited::Turn(Turn::Done(outcome)) => return self.settle(outcome).await,
+                Waited::Turn(Turn::Lead(pending)) => pending,
+                Waited::Abandoned => return Err(ClientError::OutcomeUnknown(Uncertainty::Abandoned)),
+                Waited::Expired => {
+                    let last = Transient::QueuedPastDeadline { region_id };
+                    return Err(ClientError::Unavailable { attempts: 0, last });
                 }
             },
         };
@@ -448,7 +442,7 @@ impl Client {
     ) -> (GroupOutcome, Vec<(GroupOutcome, oneshot::Sender<Turn>)>) {
         let WriteGroup { leader, followers } = group;
         let result = self
-            .on_region(&leader.key, Retry::OnlyIfNotApplied, |mut kv, context, region| {
+            .on_region(&leader.key, Resend::OnlyIfNotApplied, |mut kv, context, region| {
                 let writes: Vec<Write> = std::iter::once(&leader)
                     .chain(followers.iter().map(|(pending, _)| pending))
                     .filter(|pending| KeyRange::of(&region).contains(&pending.key))
@@ -467,7 +461,7 @@ impl Client {
     /// Writes every pair; the pairs of one region are applied atomically together,
     /// regions in parallel and independently of each other.
     pub async fn batch_put(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), ClientError> {
-        self.by_region(pairs, Retry::OnlyIfNotApplied, |mut kv, context, share| async move {
+        self.by_region(pairs, Resend::OnlyIfNotApplied, |mut kv, context, share| async move {
             let writes = share.into_iter().map(|(k, v)| put(k, v)).collect();
             kv.write(WriteRequest { context: Some(context), writes }).await
         })
@@ -502,12 +496,12 @@ impl Client {
     /// Deletes `[start, end)` (empty end: to the end of the key space), region by region.
     pub async fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<(), ClientError> {
         if KeyRange::new(start, end).is_empty() {
-            return Err(ClientError::InvalidArgument("the start of a range must be before its end".into()));
+            return Err(ClientError::InvalidArgument(Refusal::EmptyRange));
         }
         let mut cursor = start.to_vec();
         loop {
             let (_, region) = self
-                .on_region(&cursor, Retry::OnlyIfNotApplied, |mut kv, context, region| {
+                .on_region(&cursor, Resend::OnlyIfNotApplied, |mut kv, context, region| {
                     let range = DeleteRange {
                         start_key: cursor.clone(),
                         end_key: KeyRange::of(&region).clamp(&KeyRange::new(&cursor, end)).end().to_vec(),
@@ -533,7 +527,7 @@ impl Client {
         reverse: bool,
     ) -> Result<Vec<KeyValue>, ClientError> {
         if KeyRange::new(start, end).is_inverted() {
-            return Err(ClientError::InvalidArgument("the start of a range is after its end".into()));
+            return Err(ClientError::InvalidArgument(Refusal::InvertedRange));
         }
         if reverse {
             return self.scan_reverse(start, end, limit).await;
@@ -543,7 +537,7 @@ impl Client {
         loop {
             let wanted = if limit == 0 { 0 } else { limit - pairs.len() };
             let (answer, region) = self
-                .on_region(&cursor, Retry::Always, |mut kv, context, region| {
+                .on_region(&cursor, Resend::Always, |mut kv, context, region| {
                     let request = ScanRequest {
                         context: Some(context),
                         start_key: cursor.clone(),
@@ -581,7 +575,7 @@ impl Client {
             let wanted = if limit == 0 { 0 } else { limit - pairs.len() };
             let region = loop {
                 let (answer, region) = self
-                    .on_region(&low, Retry::Always, |mut kv, context, region| {
+                    .on_region(&low, Resend::Always, |mut kv, context, region| {
                         let request = ScanRequest {
                             context: Some(context),
                             start_key: low.clone(),
@@ -625,14 +619,15 @@ mod tests {
         // Left out of the request: the region split and no longer holds the key.
         assert!(matches!(group_outcome(&applied, pending("x")), GroupOutcome::SendAlone(_)));
         // One bad write refuses the whole request before anything applies.
-        let refused = Err(ClientError::InvalidArgument("value too large".into()));
+        let reason = "value too large".to_string();
+        let refused = Err(ClientError::InvalidArgument(Refusal::Store { region_id: 1, reason }));
         assert!(matches!(group_outcome(&refused, pending("c")), GroupOutcome::SendAlone(_)));
-        let unknown = Err(ClientError::OutcomeUnknown("timed out".into()));
+        let unknown = Err(ClientError::OutcomeUnknown(Uncertainty::Abandoned));
         assert!(matches!(
             group_outcome(&unknown, pending("c")),
             GroupOutcome::Failed(ClientError::OutcomeUnknown(_))
         ));
-        let unavailable = Err(ClientError::Unavailable { attempts: 3, last: "no leader".into() });
+        let unavailable = Err(ClientError::Unavailable { attempts: 3, last: Transient::LeaderUnknown });
         assert!(matches!(
             group_outcome(&unavailable, pending("c")),
             GroupOutcome::Failed(ClientError::Unavailable { .. })

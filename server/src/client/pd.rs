@@ -20,7 +20,7 @@ use tessera_placement::proto::{
     OperatorView, RegionHeartbeatsRequest, RegionHeartbeatsResponse, RegionRoute, RegisterStoreRequest,
     RegisterStoreResponse, StoreHeartbeatRequest, StoreHeartbeatResponse, StoreView,
 };
-use tessera_placement::{PdClient, PdError};
+use tessera_placement::{InvalidRequest, PdClient, PdError, Unavailability};
 use tokio::runtime::Handle;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Response, Status};
@@ -48,7 +48,8 @@ pub struct GrpcPdClient {
 
 fn stub(address: &str) -> Result<pd_client::PdClient<Channel>, PdError> {
     let endpoint = Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| PdError::InvalidArgument(format!("bad driver address {address}: {e}")))?
+        // The parse error adds nothing to the address itself, which says what is wrong.
+        .map_err(|_| InvalidRequest::BadAddress { address: address.to_string() })?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(10));
     Ok(pd_client::PdClient::new(endpoint.connect_lazy()))
@@ -98,7 +99,7 @@ impl GrpcPdClient {
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let give_up = tokio::time::Instant::now() + self.deadline;
-        let mut last = PdError::Unavailable("no placement driver replica answered".into());
+        let mut last = PdError::Unavailable(Unavailability::NoReplicaAnswered);
         loop {
             let mut candidates: Vec<String> = self.leader.lock().iter().cloned().collect();
             candidates.extend(self.endpoints.lock().iter().cloned());

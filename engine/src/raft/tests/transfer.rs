@@ -3,7 +3,7 @@
 
 use super::harness::{ELECTION_TICKS, Network, single};
 use crate::raft::proto::{ConfChangeType, MessageType};
-use crate::raft::{Error, ReadMode, Role};
+use crate::raft::{Error, ReadMode, Role, TransferRefusal};
 
 /// §3.10: the leader "sends a TimeoutNow request to the target server. This request has
 /// the same effect as the target server's election timer firing": it campaigns at once
@@ -85,9 +85,10 @@ fn transfer_is_refused_while_a_membership_change_is_pending() {
 fn transfer_to_itself_or_a_non_voter_is_refused() {
     let mut net = Network::with_config(&[1, 2, 3], &[4], |_| {});
     net.elect(1);
-    assert!(matches!(net.raw(1).transfer_leader(1), Err(Error::TransferRefused(_))));
-    assert!(matches!(net.raw(1).transfer_leader(4), Err(Error::TransferRefused(_))), "4 is a learner");
-    assert!(matches!(net.raw(1).transfer_leader(9), Err(Error::TransferRefused(_))));
+    let refused = |target, reason| Err(Error::TransferRefused { target, reason });
+    assert_eq!(net.raw(1).transfer_leader(1), refused(1, TransferRefusal::AlreadyLeader));
+    assert_eq!(net.raw(1).transfer_leader(4), refused(4, TransferRefusal::NotAVoter), "4 is a learner");
+    assert_eq!(net.raw(1).transfer_leader(9), refused(9, TransferRefusal::NotAVoter));
     assert!(net.raw(1).propose(b"a".to_vec()).is_ok(), "nothing is being transferred");
 }
 

@@ -69,7 +69,7 @@ impl Peer {
                 self.reads.insert(read_id, PendingRead { request, respond });
             }
             Err(error) => {
-                respond.send(Err(StoreError::Raft(error.to_string())));
+                respond.send(Err(StoreError::Raft(error)));
             }
         }
     }

@@ -223,7 +223,7 @@ impl Worker {
         };
         peer.wake();
         self.dirty.insert(region_id);
-        peer.transfer_leader(to_peer_id).map_err(|e| StoreError::Raft(e.to_string()))
+        peer.transfer_leader(to_peer_id).map_err(StoreError::Raft)
     }
 
     /// Wakes every region with a replica on `store_id`, so that followers of a leader

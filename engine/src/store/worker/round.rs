@@ -25,6 +25,7 @@ use crate::metrics::METRICS;
 use crate::raft::Ready;
 use crate::storage::snapshot;
 use crate::store::heartbeat::Outgoing;
+use crate::store::log_writer::LogWriteError;
 use crate::store::operation::SideEffect;
 use crate::store::peer::Peer;
 
@@ -102,7 +103,7 @@ impl Worker {
         let written = if collected.must_sync {
             self.log_writer.write(batch, collected.entries, collected.regions)
         } else {
-            self.engine.write(batch, false).map_err(|e| e.to_string())
+            self.engine.write(batch, false).map_err(LogWriteError::from)
         };
         if let Err(error) = written {
             fail_stop("writing the raft log", error);

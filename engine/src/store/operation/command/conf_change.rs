@@ -18,7 +18,7 @@ use crate::raft::LogPosition;
 use crate::raft::proto::{ConfChange, ConfChangeSingle, ConfChangeType, ConfState, Entry};
 use crate::region::{self, EpochCheck};
 use crate::storage::EngineError;
-use crate::store::errors::StoreError;
+use crate::store::errors::{EntryKind, InvalidChange, StoreError};
 use crate::store::peer::Peer;
 
 use super::{Applied, SideEffect};
@@ -31,13 +31,12 @@ impl Peer {
     ) -> Result<LogPosition, StoreError> {
         let requested = command.epoch.unwrap_or_default();
         region::check_epoch(&self.region, requested, EpochCheck::Admin)?;
-        let peer = change.peer.ok_or(StoreError::InvalidChange("no peer given".into()))?;
+        let peer = change.peer.ok_or(InvalidChange::NoPeer)?;
         let adding = change.change_type != ConfChangeType::Remove as i32;
         if adding && self.region.peers.iter().any(|p| p.store_id == peer.store_id && p.id != peer.id) {
-            return Err(StoreError::InvalidChange(format!(
-                "store {} already holds a peer of region {}",
-                peer.store_id, self.region_id
-            )));
+            return Err(
+                InvalidChange::StoreHoldsPeer { store_id: peer.store_id, region_id: self.region_id }.into()
+            );
         }
         let conf_change = ConfChange {
             changes: vec![ConfChangeSingle { change_type: change.change_type, node_id: peer.id }],
@@ -52,15 +51,17 @@ impl Peer {
         batch: &mut ApplyBatch,
         effects: &mut Vec<SideEffect>,
     ) -> Result<Applied, EngineError> {
-        let Ok(change) = ConfChange::decode(entry.data.as_slice()) else {
-            let error =
-                StoreError::Raft(format!("entry {} does not decode as a membership change", entry.index));
-            return Ok(Applied::Refused(error));
+        let change = match ConfChange::decode(entry.data.as_slice()) {
+            Ok(change) => change,
+            Err(source) => {
+                let (index, expected) = (entry.index, EntryKind::MembershipChange);
+                return Ok(Applied::Refused(StoreError::MalformedEntry { index, expected, source }));
+            }
         };
         let conf_state = match self.raw.apply_conf_change(&change) {
             Ok(conf_state) => conf_state,
             // Refused identically on every replica: nothing changes.
-            Err(error) => return Ok(Applied::Refused(StoreError::Raft(error.to_string()))),
+            Err(error) => return Ok(Applied::Refused(StoreError::Raft(error))),
         };
         let region = self.region_after(&change);
         self.raw.storage_mut().set_region_state(region.clone(), conf_state.clone(), &mut batch.batch)?;

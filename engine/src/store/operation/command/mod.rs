@@ -27,7 +27,7 @@ use crate::proto::metadata::Region;
 use crate::raft::proto::{Entry, EntryType};
 use crate::storage::{Engine, EngineError};
 
-use crate::store::errors::StoreError;
+use crate::store::errors::{EntryKind, StoreError};
 use crate::store::peer::Peer;
 use crate::store::responder::Responder;
 
@@ -97,7 +97,7 @@ impl Peer {
     pub(super) fn raft_refusal(&self, error: crate::raft::Error) -> StoreError {
         match error {
             crate::raft::Error::NotLeader { .. } => self.not_leader(),
-            other => StoreError::Raft(other.to_string()),
+            other => StoreError::Raft(other),
         }
     }
 
@@ -136,9 +136,12 @@ impl Peer {
         batch: &mut ApplyBatch,
         effects: &mut Vec<SideEffect>,
     ) -> Result<Applied, EngineError> {
-        let Ok(command) = RaftCommand::decode(entry.data.as_slice()) else {
-            let error = StoreError::Raft(format!("entry {} does not decode as a command", entry.index));
-            return Ok(Applied::Refused(error));
+        let command = match RaftCommand::decode(entry.data.as_slice()) {
+            Ok(command) => command,
+            Err(source) => {
+                let (index, expected) = (entry.index, EntryKind::Command);
+                return Ok(Applied::Refused(StoreError::MalformedEntry { index, expected, source }));
+            }
         };
         match &command.admin {
             Some(AdminCommand { kind: Some(admin_command::Kind::Split(split)) }) => {
