@@ -4,6 +4,8 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // Failures travel packed in a google.rpc.Status as `Any`s, which name their type.
+    config.enable_type_names().type_name_domain(["."], "type.googleapis.com");
     tonic_prost_build::configure()
         .extern_path(".tessera.metadata", "::tessera_engine::proto::metadata")
         .extern_path(".tessera.command", "::tessera_engine::proto::command")

@@ -10,12 +10,14 @@
 //!
 //! - [`failpoint`]: named places where tests inject pauses, failures and known bugs.
 //! - [`kv`]: the replicated state machine: command checks and applying writes.
+//! - [`log_limit`]: rate limits for log events that can repeat per request.
 //! - [`metrics`]: what a store exports about itself (through the `metrics` facade).
 //! - [`store`]: the multi-raft runtime: many regions per node, group commit, batched
 //!   messages, coalesced heartbeats, hibernation.
 
 pub mod failpoint;
 pub mod kv;
+pub mod log_limit;
 pub mod metrics;
 pub mod proto;
 pub mod raft;

@@ -38,15 +38,23 @@ pub trait PdClient: Send + Sync + 'static {
 
     fn stores(&self) -> Result<Vec<StoreView>, PdError>;
 
-    /// Asks the leader of the region holding `key` to split it there.
-    fn split_region(&self, key: &[u8]) -> Result<(), PdError>;
+    /// Asks the leader of the region holding `key` to split it there. The operator's id
+    /// (see [`PdClient::operators`]), or `None` if the region already splits there.
+    fn split_region(&self, key: &[u8]) -> Result<Option<u64>, PdError>;
 
-    /// Asks the region's leadership to move to its voter on `to_store`.
-    fn transfer_leader(&self, region_id: u64, to_store: u64) -> Result<(), PdError>;
+    /// Asks the region's leadership to move to its voter on `to_store`. The operator's
+    /// id, or `None` if the leader is already there.
+    fn transfer_leader(&self, region_id: u64, to_store: u64) -> Result<Option<u64>, PdError>;
 
     /// Asks the region to move its replica on `from_store` to `to_store` (a learner
-    /// added there, promoted, then the old replica removed).
-    fn move_peer(&self, region_id: u64, from_store: u64, to_store: u64) -> Result<(), PdError>;
+    /// added there, promoted, then the old replica removed). The operator's id.
+    fn move_peer(&self, region_id: u64, from_store: u64, to_store: u64) -> Result<Option<u64>, PdError>;
 
     fn operators(&self) -> Result<Vec<OperatorView>, PdError>;
+
+    /// Declares `store_id` gone for good: the driver replaces its replicas now rather
+    /// than after the down grace, and the store may never register again. Refused if a
+    /// region with a replica there could then no longer reach a quorum of voters on
+    /// stores that are up. Removing a removed store changes nothing.
+    fn remove_store(&self, store_id: u64) -> Result<(), PdError>;
 }

@@ -3,7 +3,7 @@
 //! derived from the regions, not trusted from store heartbeats, so that a decision and
 //! the data it rests on cannot disagree.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tessera_engine::proto::metadata::{Peer, PeerRole, Region};
@@ -98,14 +98,5 @@ impl ClusterView {
             }
         }
         counts
-    }
-
-    /// The values of `label` on the stores holding the region's peers.
-    pub(crate) fn label_values(&self, info: &RegionInfo, label: &str) -> BTreeSet<String> {
-        info.region
-            .peers
-            .iter()
-            .filter_map(|p| self.stores.get(&p.store_id)?.labels.get(label).cloned())
-            .collect()
     }
 }

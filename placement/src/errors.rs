@@ -17,7 +17,10 @@ use crate::proto::RegionRoute;
 pub enum PdError {
     /// Only the leader of the driver's Raft group answers; `leader` is its member id
     /// when known.
-    #[error("this placement driver replica is not the leader (leader: {leader:?})")]
+    #[error(
+        "this placement driver replica is not the leader (the leader: {})",
+        leader.map_or("not known here".to_string(), |id| format!("member {id}"))
+    )]
     NotLeader { leader: Option<u64> },
     #[error("the cluster is not bootstrapped yet: it waits for enough stores to register")]
     NotBootstrapped,
@@ -104,6 +107,11 @@ pub enum InvalidRequest {
     ReplicaOnStore { region_id: u64, store_id: u64 },
     #[error("region {region_id} has no other voter to lead it")]
     NoOtherVoter { region_id: u64 },
+    #[error(
+        "removing store {store_id} would leave region {region_id} with {alive} of its {voters} voters on \
+         stores that are up, too few to agree on replacing any: bring a store back first"
+    )]
+    RemovalBreaksQuorum { store_id: u64, region_id: u64, alive: usize, voters: usize },
     #[error("a member's address is 1 to {max} bytes, not {bytes}")]
     AddressLength { bytes: usize, max: usize },
     #[error("a join token is 1 to {max} bytes, not {bytes}")]
@@ -165,7 +173,7 @@ pub enum Unavailability {
     )]
     NoRecordedAddress { member_id: u64 },
     /// A gap in the region map only exists while a split's halves are being reported.
-    #[error("no region holds {} right now; retry", String::from_utf8_lossy(.key))]
+    #[error("no region holds {} right now; retry", tessera_engine::region::DisplayKey(.key))]
     NoRegionHolds { key: Vec<u8> },
     #[error("cannot start the {thread} thread: {source}")]
     ThreadSpawn {
@@ -175,6 +183,9 @@ pub enum Unavailability {
     },
     #[error("no placement driver replica answered")]
     NoReplicaAnswered,
+    /// The node that made the call is stopping; calls in flight are abandoned.
+    #[error("this node is stopping: its call to the placement driver was abandoned")]
+    Stopping,
     /// Decoded from the wire (or a status without a typed failure), in the words of the
     /// other end: free-form text from another process.
     #[error("{0}")]

@@ -103,19 +103,23 @@ impl PdClient for LocalPdClient {
         self.call(|pd| pd.stores())
     }
 
-    fn split_region(&self, key: &[u8]) -> Result<(), PdError> {
+    fn split_region(&self, key: &[u8]) -> Result<Option<u64>, PdError> {
         self.call(|pd| pd.split_region(key))
     }
 
-    fn transfer_leader(&self, region_id: u64, to_store: u64) -> Result<(), PdError> {
+    fn transfer_leader(&self, region_id: u64, to_store: u64) -> Result<Option<u64>, PdError> {
         self.call(|pd| pd.transfer_leader(region_id, to_store))
     }
 
-    fn move_peer(&self, region_id: u64, from_store: u64, to_store: u64) -> Result<(), PdError> {
+    fn move_peer(&self, region_id: u64, from_store: u64, to_store: u64) -> Result<Option<u64>, PdError> {
         self.call(|pd| pd.move_peer(region_id, from_store, to_store))
     }
 
     fn operators(&self) -> Result<Vec<OperatorView>, PdError> {
         self.call(|pd| pd.operators())
+    }
+
+    fn remove_store(&self, store_id: u64) -> Result<(), PdError> {
+        self.call(|pd| pd.remove_store(store_id))
     }
 }

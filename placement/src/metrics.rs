@@ -16,12 +16,16 @@ use crate::cluster::{ClusterView, StoreState};
 use crate::driver::OperatorOutcome;
 use crate::operator::OperatorKind;
 
-const OPERATOR_KINDS: [OperatorKind; 5] = [
+/// Every operator kind, each with its own counters.
+const OPERATOR_KINDS: [OperatorKind; 8] = [
     OperatorKind::ReplicaRepair,
     OperatorKind::BalanceRegion,
     OperatorKind::BalanceLeader,
     OperatorKind::HotRegion,
+    OperatorKind::Location,
     OperatorKind::Split,
+    OperatorKind::TransferLeader,
+    OperatorKind::MovePeer,
 ];
 
 const OUTCOMES: [OperatorOutcome; 3] =
@@ -39,7 +43,8 @@ fn state_index(state: StoreState) -> usize {
 
 /// The schedulers, as `scheduler_runs` labels them; the location label is not one (it
 /// steers the others' choice of targets).
-pub(crate) const SCHEDULERS: [&str; 4] = ["replica_repair", "hot_region", "balance_region", "balance_leader"];
+pub(crate) const SCHEDULERS: [&str; 5] =
+    ["replica_repair", "location", "hot_region", "balance_region", "balance_leader"];
 
 pub(crate) struct DriverMetrics {
     pub is_leader: Gauge,
@@ -49,9 +54,9 @@ pub(crate) struct DriverMetrics {
     hot_write_regions: Gauge,
     hot_read_regions: Gauge,
     pub operators_running: Gauge,
-    operators_ended: [[Counter; 3]; 5],
-    operators_created: [Counter; 5],
-    scheduler_runs: [Counter; 4],
+    operators_ended: [[Counter; 3]; OPERATOR_KINDS.len()],
+    operators_created: [Counter; OPERATOR_KINDS.len()],
+    scheduler_runs: [Counter; SCHEDULERS.len()],
     pub region_heartbeats: Counter,
     pub store_heartbeats: Counter,
 }
@@ -132,7 +137,8 @@ pub fn register() {
 }
 
 fn kind_index(kind: OperatorKind) -> usize {
-    OPERATOR_KINDS.iter().position(|&k| k == kind).unwrap_or(0)
+    let index = OPERATOR_KINDS.iter().position(|&k| k == kind);
+    index.unwrap_or_else(|| unreachable!("invariant: OPERATOR_KINDS lists every operator kind, not {kind:?}"))
 }
 
 pub(crate) fn operator_ended(kind: OperatorKind, outcome: OperatorOutcome) {
@@ -145,7 +151,7 @@ pub(crate) fn operator_created(kind: OperatorKind) {
 }
 
 /// Counts one run of each scheduler that `enabled` says ran, in [`SCHEDULERS`] order.
-pub(crate) fn schedulers_ran(enabled: [bool; 4]) {
+pub(crate) fn schedulers_ran(enabled: [bool; SCHEDULERS.len()]) {
     for (counter, ran) in DRIVER.scheduler_runs.iter().zip(enabled) {
         if ran {
             counter.increment(1);

@@ -10,6 +10,8 @@ pub(crate) enum OperatorKind {
     BalanceRegion,
     BalanceLeader,
     HotRegion,
+    /// A replica moved to spread a region over the location labels' failure domains.
+    Location,
     /// A split asked for by an operator of the cluster (stores split oversized regions on
     /// their own).
     Split,
@@ -27,6 +29,7 @@ impl OperatorKind {
             OperatorKind::BalanceRegion => "balance_region",
             OperatorKind::BalanceLeader => "balance_leader",
             OperatorKind::HotRegion => "hot_region",
+            OperatorKind::Location => "location",
             OperatorKind::Split => "split",
             OperatorKind::TransferLeader => "transfer_leader",
             OperatorKind::MovePeer => "move_peer",

@@ -7,12 +7,14 @@
 //!   the driver's gRPC client.
 //! - [`failure`]: typed failures carried in gRPC statuses.
 //! - [`metrics`]: the Prometheus recorder, gRPC request metrics, `/metrics` and `/health`.
+//! - `logging`: the log subscriber (level, format, file).
 //! - [`node`]: running a store or a driver replica.
 //! - [`cli`]: the `tessera` command line: `store`, `pd`, `playground`, `ctl`.
 
 pub mod cli;
 pub mod client;
 pub mod failure;
+mod logging;
 pub mod metrics;
 pub mod node;
 pub mod service;

@@ -85,9 +85,19 @@ fn text(s: &str) -> Vec<u8> {
 
 impl Cluster {
     fn start(stores: usize, split_max_keys: u64) -> Cluster {
+        Cluster::start_configured(stores, split_max_keys, "")
+    }
+
+    /// A cluster whose driver reads `pd_config` (TOML) as its configuration file.
+    fn start_configured(stores: usize, split_max_keys: u64, pd_config: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut cluster = Cluster { dir, pd: None, stores: Vec::new(), split_max_keys };
-        cluster.start_pd("127.0.0.1:0");
+        let config = cluster.path("pd.toml");
+        std::fs::write(&config, pd_config).expect("the driver's configuration file");
+        let mut args = vec!["pd".into(), "--config".into(), config, "--data-dir".into(), cluster.path("pd")];
+        args.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        args.extend(cluster.log_args("pd"));
+        cluster.pd = Some(Process::start(&args));
         for index in 0..stores {
             let store = cluster.start_store(index, "127.0.0.1:0");
             cluster.stores.push(Some(store));
@@ -100,8 +110,34 @@ impl Cluster {
     }
 
     fn start_pd(&mut self, listen: &str) {
-        let args = vec!["pd".into(), "--data-dir".into(), self.path("pd"), "--listen".into(), listen.into()];
+        let mut args =
+            vec!["pd".into(), "--data-dir".into(), self.path("pd"), "--listen".into(), listen.into()];
+        args.extend(self.log_args("pd"));
         self.pd = Some(Process::start(&args));
+    }
+
+    /// Every node logs JSON lines to `NAME.log` in the cluster's directory.
+    fn log_args(&self, name: &str) -> Vec<String> {
+        vec!["--log-format".into(), "json".into(), "--log-file".into(), self.path(&format!("{name}.log"))]
+    }
+
+    /// The events a node logged, each line parsed; every line must be one JSON object.
+    fn log_events(&self, name: &str) -> Vec<serde_json::Value> {
+        let path = self.path(&format!("{name}.log"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        text.lines()
+            .map(|line| {
+                let event: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{path}: {e}: {line}"));
+                assert!(event["level"].is_string() && event["target"].is_string(), "{path}: {line}");
+                event
+            })
+            .collect()
+    }
+
+    /// The events with `message` a node logged.
+    fn logged(&self, name: &str, message: &str) -> Vec<serde_json::Value> {
+        self.log_events(name).into_iter().filter(|event| event["message"] == message).collect()
     }
 
     fn pd_address(&self) -> String {
@@ -109,7 +145,7 @@ impl Cluster {
     }
 
     fn start_store(&self, index: usize, listen: &str) -> Process {
-        let args = vec![
+        let mut args = vec![
             "store".into(),
             "--pd".into(),
             self.pd_address(),
@@ -120,6 +156,7 @@ impl Cluster {
             "--split-max-keys".into(),
             self.split_max_keys.to_string(),
         ];
+        args.extend(self.log_args(&format!("store{index}")));
         Process::start(&args)
     }
 
@@ -263,6 +300,12 @@ async fn a_scan_across_many_regions_returns_every_key_once_in_order() {
     let backwards = client.scan(b"", b"", 0, true).await.expect("reverse scan");
     assert_eq!(backwards.len(), count);
     assert!(backwards.iter().rev().map(|p| p.key.clone()).eq(expected.iter().cloned()));
+    // Every split the driver learned of was applied, and logged, on some store first.
+    wait_until("the splits in the stores' logs", || {
+        let splits: usize = (0..3).map(|i| cluster.logged(&format!("store{i}"), "split applied").len()).sum();
+        if splits >= 49 { Ok(()) } else { Err(format!("{splits} splits logged")) }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,6 +353,113 @@ async fn a_killed_leader_store_loses_no_acknowledged_write() {
     for i in acknowledged {
         assert_eq!(client.get(&key(i)).await.expect("get"), Some(value(i)), "key {i}");
     }
+    check_failover_logs(&cluster, index.expect("the leader is ours"));
+}
+
+/// A store whose driver is gone still stops promptly on SIGTERM: its calls to the
+/// driver in flight are abandoned and the streams other nodes hold open are ended,
+/// rather than each waiting out its deadline (it took up to 15 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_stops_promptly_on_sigterm_with_the_driver_gone() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::start(2, 1_000_000);
+    let pd = cluster.pd.take().expect("a driver");
+    pd.signal(rustix::process::Signal::KILL);
+    drop(pd);
+    // Long enough for the agents to be mid-call to the dead driver.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let store = cluster.stores[0].take().expect("running");
+    let started = Instant::now();
+    store.stop();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(6), "the store took {took:?} to stop");
+    let stopped = cluster.logged("store0", "store stopped");
+    assert_eq!(stopped.len(), 1, "the store logged its stop once");
+}
+
+/// A down store keeps its replicas for the down grace (and `ctl stores` says until
+/// when); `ctl store remove` replaces them at once, unless a region would be left
+/// without a quorum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_store_has_its_replicas_replaced_at_once() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut cluster =
+        Cluster::start_configured(4, 1_000_000, "[pd.schedule]\nstore_down_after_seconds = 2\n");
+    let client = cluster.client();
+    wait_for_leader(&client).await;
+    client.put(b"k", b"v").await.expect("a put");
+    let pd = cluster.pd_address();
+    let route = client.pd().region_by_key_async(b"").await.expect("a route");
+    let leader = route.leader.expect("a leader").store_id;
+    let region = route.region.expect("a region");
+    let followers: Vec<u64> = region.peers.iter().map(|p| p.store_id).filter(|&s| s != leader).collect();
+    let index_of = |store_id: u64| {
+        route.store_addresses.get(&store_id).and_then(|address| {
+            cluster.stores.iter().position(|s| s.as_ref().is_some_and(|p| &p.address == address))
+        })
+    };
+    let (first, second) = (followers[0], followers[1]);
+    let (first_index, second_index) = (index_of(first).expect("ours"), index_of(second).expect("ours"));
+    let second_address = cluster.stores[second_index].as_ref().expect("running").address.clone();
+    drop(cluster.stores[first_index].take());
+    drop(cluster.stores[second_index].take());
+    wait_until("both followers' stores down", || {
+        let stores: serde_json::Value =
+            serde_json::from_str(&try_ctl(&pd, &["stores", "--json"])?).map_err(|e| e.to_string())?;
+        let down =
+            |id: u64| stores.as_array().into_iter().flatten().any(|s| s["id"] == id && s["state"] == "down");
+        if down(first) && down(second) { Ok(()) } else { Err(stores.to_string()) }
+    })
+    .await;
+    let stores: serde_json::Value = serde_json::from_str(&ctl(&pd, &["stores", "--json"])).expect("JSON");
+    let row = stores.as_array().expect("rows").iter().find(|s| s["id"] == first).expect("the first");
+    let replaced_in = row["replicas_replaced_in_ms"].as_u64().expect("a figure");
+    assert!(replaced_in > 25 * 60 * 1000, "replaced after the 30-minute default grace: {row}");
+    // Only one voter of three is up: removing either store would leave no quorum.
+    let refused = try_ctl(&pd, &["store", "remove", &first.to_string()]).expect_err("no quorum left");
+    assert!(refused.contains("voters on stores that are up"), "{refused}");
+    cluster.stores[second_index] = Some(cluster.start_store(second_index, &second_address));
+    wait_until("the second store up again", || {
+        let stores: serde_json::Value =
+            serde_json::from_str(&try_ctl(&pd, &["stores", "--json"])?).map_err(|e| e.to_string())?;
+        let up = stores.as_array().into_iter().flatten().any(|s| s["id"] == second && s["state"] == "up");
+        if up { Ok(()) } else { Err(stores.to_string()) }
+    })
+    .await;
+    assert!(ctl(&pd, &["store", "remove", &first.to_string()]).contains("removed"));
+    wait_until("the removed store's replica replaced on the fourth store", || {
+        let regions: serde_json::Value =
+            serde_json::from_str(&try_ctl(&pd, &["regions", "--json"])?).map_err(|e| e.to_string())?;
+        let row =
+            regions.as_array().into_iter().flatten().find(|r| r["id"] == region.id).ok_or("no region")?;
+        let stores: Vec<u64> =
+            row["peers"].as_array().into_iter().flatten().filter_map(|s| s.as_u64()).collect();
+        if stores.len() == 3 && !stores.contains(&first) {
+            Ok(())
+        } else {
+            Err(format!("peers on {stores:?}"))
+        }
+    })
+    .await;
+    assert_eq!(client.get(b"k").await.expect("a get"), Some(b"v".to_vec()));
+    let stores: serde_json::Value = serde_json::from_str(&ctl(&pd, &["stores", "--json"])).expect("JSON");
+    assert!(stores.as_array().expect("rows").iter().any(|s| s["id"] == first && s["state"] == "tombstone"));
+}
+
+/// The logs tell the failover's story: the killed store led, a survivor took over in a
+/// later term, and the driver saw every store register.
+fn check_failover_logs(cluster: &Cluster, victim: usize) {
+    let became_leader = |index: usize| cluster.logged(&format!("store{index}"), "became leader");
+    let victim_terms: Vec<u64> = became_leader(victim).iter().filter_map(|e| e["term"].as_u64()).collect();
+    assert!(!victim_terms.is_empty(), "the killed leader logged becoming leader");
+    assert!(!cluster.logged(&format!("store{victim}"), "store serving").is_empty());
+    let later_terms = (0..3)
+        .filter(|&index| index != victim)
+        .flat_map(became_leader)
+        .filter(|event| event["term"].as_u64() > victim_terms.iter().max().copied())
+        .count();
+    assert!(later_terms > 0, "a survivor logged becoming leader in a later term");
+    assert_eq!(cluster.logged("pd", "store registered").len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,7 +569,8 @@ fn the_playground_starts_serves_and_stops_cleanly() {
     let mut stores = 0;
     let mut pd_metrics = Vec::new();
     let mut store_metrics = Vec::new();
-    for line in BufReader::new(stdout).lines() {
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
         let line = line.expect("a line");
         if line == "ready" {
             break;
@@ -447,11 +598,52 @@ fn the_playground_starts_serves_and_stops_cleanly() {
     let regions_json: serde_json::Value =
         serde_json::from_str(&ctl(&pd, &["regions", "--json"])).expect("JSON");
     assert!(regions_json[0]["leader"].is_u64(), "{regions_json}");
+    // Operators by hand wait for their operator and say how it ended.
+    let (region, leader) = (regions_json[0]["id"].to_string(), regions_json[0]["leader"].as_u64());
+    let peers = regions_json[0]["peers"].as_array().expect("peers");
+    let follower = peers.iter().filter_map(serde_json::Value::as_u64).find(|&s| Some(s) != leader);
+    let follower = follower.expect("a follower").to_string();
+    let said = ctl(&pd, &["transfer-leader", &region, &follower]);
+    assert!(said.contains("finished"), "ctl waits for the transfer: {said}");
+    let said = ctl(&pd, &["transfer-leader", &region, &follower]);
+    assert!(said.contains("already there"), "{said}");
+    let said = ctl(&pd, &["split", "m"]);
+    assert!(said.contains("finished"), "ctl waits for the split: {said}");
+    let said = ctl(&pd, &["split", "m"]);
+    assert!(said.contains("already splits there"), "a second split right after the first: {said}");
     check_metrics(&pd_metrics, &store_metrics);
+    // The failover demo: a store killed outright leaves the cluster serving, and
+    // SIGHUP brings it back with its data (its line is printed again).
+    let victim = pids.last().expect("a store's pid").clone();
+    signal_pid(&victim, rustix::process::Signal::KILL);
+    assert_eq!(ctl(&pd, &["put", "during", "failover"]).trim(), "OK");
+    assert_eq!(ctl(&pd, &["get", "hello"]).trim(), "world");
+    assert!(
+        Path::new(&format!("/proc/{}", playground.child.id())).exists(),
+        "the playground outlived a node"
+    );
+    signal_pid(&playground.child.id().to_string(), rustix::process::Signal::HUP);
+    let restarted = lines.next().expect("a line for the restarted store").expect("a line");
+    assert!(restarted.starts_with("store "), "{restarted}");
+    let new_pid =
+        restarted.split_whitespace().find_map(|f| f.strip_prefix("pid=")).expect("a pid").to_string();
+    assert_ne!(new_pid, victim);
+    assert!(Path::new(&format!("/proc/{new_pid}")).exists(), "the restarted store runs");
+    pids.push(new_pid);
     playground.stop();
     for pid in pids {
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "node {pid} outlived the playground");
     }
+    // Each node logged to its own file in the playground's directory.
+    let store_log = std::fs::read_to_string(dir.path().join("store1.log")).expect("store 1's log");
+    assert!(store_log.contains("store serving") && store_log.contains("store stopped"), "{store_log}");
+    let pd_log = std::fs::read_to_string(dir.path().join("pd1.log")).expect("the driver's log");
+    assert!(pd_log.contains("store registered"), "{pd_log}");
+}
+
+fn signal_pid(pid: &str, signal: rustix::process::Signal) {
+    let pid = pid.parse::<i32>().ok().and_then(rustix::process::Pid::from_raw).expect("a pid");
+    rustix::process::kill_process(pid, signal).expect("the process exists");
 }
 
 /// `GET path` over plain HTTP/1.1: the status code and the body.
@@ -575,7 +767,8 @@ async fn driver_replicas_join_and_the_cluster_outlives_its_founder() {
         assert_eq!(client.get(&key(i)).await.expect("get"), Some(value(i)), "key {i}");
     }
     // An operator reaches a store only through its heartbeats to the new leader.
-    ctl(&survivors, &["split", "key000150"]);
+    let said = ctl(&survivors, &["split", "key000150"]);
+    assert!(said.contains("finished"), "ctl split waits for the split: {said}");
     wait_until("the split asked of the new leader", || {
         let regions: serde_json::Value =
             serde_json::from_str(&try_ctl(&survivors, &["regions", "--json"])?).map_err(|e| e.to_string())?;

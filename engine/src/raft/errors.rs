@@ -164,7 +164,7 @@ pub enum MessageDefect {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum Error {
     /// The operation needs the leader and this replica is not it.
-    #[error("not the leader (leader hint: {leader_hint:?})")]
+    #[error("not the leader (the leader: {})", leader_hint.map_or("not known here".to_string(), |id| format!("peer {id}")))]
     NotLeader {
         /// The replica this one believes leads the group, if it knows one.
         leader_hint: Option<u64>,

@@ -8,31 +8,47 @@
 //! can refresh its cache. This module is pure: no I/O, no Raft.
 
 mod commands;
+mod display;
 mod key_range;
 
 use thiserror::Error;
 
 pub use commands::{change_peer_command, split_command, split_id_count};
+pub use display::{DisplayEpoch, DisplayKey, DisplayLeader};
 pub use key_range::KeyRange;
 
 use crate::proto::metadata::{Peer, Region, RegionEpoch};
 
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum RegionError {
-    #[error("key {key:?} is outside region {region_id} [{start:?}, {end:?})")]
+    #[error("key {} is outside region {region_id} {}", DisplayKey(key), KeyRange::new(start, end))]
     KeyNotInRegion { key: Vec<u8>, region_id: u64, start: Vec<u8>, end: Vec<u8> },
-    #[error("stale epoch for region {region_id}: request has {requested:?}, region is at {current:?}")]
+    #[error(
+        "stale epoch for region {region_id}: the request has {}, the region is at {}",
+        DisplayEpoch(*requested),
+        DisplayEpoch(*current)
+    )]
     EpochNotMatch {
         region_id: u64,
         requested: RegionEpoch,
         current: RegionEpoch,
         current_region: Box<Region>,
     },
-    #[error("split key {key:?} is not strictly inside region {region_id}")]
+    /// The request names a later epoch than this replica's: it has not applied a change
+    /// (a split, a membership change) that the client already knows of. Answering with
+    /// this replica's older descriptor would move the client's cache backwards.
+    #[error(
+        "this replica of region {region_id} is behind the request (the request has {}, the replica is at \
+         {}): it has not applied a change the client knows of yet; retry",
+        DisplayEpoch(*requested),
+        DisplayEpoch(*current)
+    )]
+    EpochAhead { region_id: u64, requested: RegionEpoch, current: RegionEpoch },
+    #[error("split key {} is not strictly inside region {region_id}", DisplayKey(key))]
     InvalidSplitKey { key: Vec<u8>, region_id: u64 },
     #[error("split of region {region_id} needs {needed} new peer ids, got {given}")]
     SplitPeerCount { region_id: u64, needed: usize, given: usize },
-    #[error("range start {start:?} is after its end {end:?}")]
+    #[error("range start {} is after its end {}", DisplayKey(start), DisplayKey(end))]
     InvertedRange { start: Vec<u8>, end: Vec<u8> },
 }
 
@@ -89,7 +105,13 @@ pub(crate) fn check_epoch(
 ) -> Result<(), RegionError> {
     let current = epoch(region);
     let stale = match check {
-        EpochCheck::Data => requested.version != current.version,
+        EpochCheck::Data => requested.version < current.version,
+        EpochCheck::Admin => {
+            requested.version < current.version || requested.conf_version < current.conf_version
+        }
+    };
+    let ahead = match check {
+        EpochCheck::Data => requested.version > current.version,
         EpochCheck::Admin => requested != current,
     };
     if stale {
@@ -99,6 +121,9 @@ pub(crate) fn check_epoch(
             current,
             current_region: Box::new(region.clone()),
         });
+    }
+    if ahead {
+        return Err(RegionError::EpochAhead { region_id: region.id, requested, current });
     }
     Ok(())
 }
@@ -211,6 +236,30 @@ mod tests {
             panic!("a request routed before a split must be refused");
         };
         assert_eq!(*current_region, current, "the refusal carries the current descriptor");
+    }
+
+    /// A replica that has not applied a split the client knows of must not hand the
+    /// client its older descriptor: the client's cache would move backwards.
+    #[test]
+    fn a_request_ahead_of_the_replica_is_refused_without_an_older_descriptor() {
+        let current = region(b"b", b"d");
+        let newer_range = RegionEpoch { conf_version: 3, version: 8 };
+        let newer_membership = RegionEpoch { conf_version: 4, version: 7 };
+        assert!(matches!(
+            check_epoch(&current, newer_range, EpochCheck::Data),
+            Err(RegionError::EpochAhead { region_id: 1, .. })
+        ));
+        assert!(check_epoch(&current, newer_membership, EpochCheck::Data).is_ok());
+        assert!(matches!(
+            check_epoch(&current, newer_membership, EpochCheck::Admin),
+            Err(RegionError::EpochAhead { .. })
+        ));
+        // Behind in one counter and ahead in the other: stale, with the descriptor.
+        let mixed = RegionEpoch { conf_version: 4, version: 6 };
+        assert!(matches!(
+            check_epoch(&current, mixed, EpochCheck::Admin),
+            Err(RegionError::EpochNotMatch { .. })
+        ));
     }
 
     #[test]

@@ -403,7 +403,10 @@ impl Storage for PeerStorage {
         let built = super::snapshot::build(&self.engine, self.region_id);
         match &built {
             Ok(_) => METRICS.snapshots_generated.increment(1),
-            Err(_) => METRICS.snapshot_failed(SnapshotFailure::Generate),
+            Err(error) => {
+                tracing::warn!(region_id = self.region_id, %error, "building a snapshot failed");
+                METRICS.snapshot_failed(SnapshotFailure::Generate)
+            }
         }
         built.map_err(io)
     }

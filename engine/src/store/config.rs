@@ -28,6 +28,9 @@ pub struct StoreConfig {
     pub split_max_keys: u64,
     /// A region with more bytes of keys and values than this is split at its middle key.
     pub split_max_bytes: u64,
+    /// A write that takes longer than this from proposal to answer is logged, with the
+    /// time it waited to commit and the time its apply batch took.
+    pub slow_proposal_threshold: Duration,
 }
 
 impl StoreConfig {
@@ -45,6 +48,7 @@ impl StoreConfig {
             split_check_interval_ticks: 50,
             split_max_keys: 1_000_000,
             split_max_bytes: 96 * 1024 * 1024,
+            slow_proposal_threshold: Duration::from_secs(1),
         }
     }
 }

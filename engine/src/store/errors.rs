@@ -12,7 +12,7 @@ use thiserror::Error;
 use crate::kv::KvError;
 use crate::proto::metadata::Peer;
 use crate::raft::{self, OpaqueError};
-use crate::region::RegionError;
+use crate::region::{DisplayLeader, RegionError};
 use crate::storage::EngineError;
 
 /// Whether the same request, sent again, can succeed.
@@ -32,7 +32,7 @@ pub enum Retry {
 
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum StoreError {
-    #[error("region {region_id} is not led by this store (leader: {leader:?})")]
+    #[error("region {region_id} is not led by this store (its leader: {})", DisplayLeader(*leader))]
     NotLeader { region_id: u64, leader: Option<Peer> },
     #[error("region {0} has no peer on this store")]
     RegionNotFound(u64),
@@ -135,6 +135,8 @@ fn region_retry(error: &RegionError) -> Retry {
     match error {
         // The client's route is stale: refreshed, the same request goes through.
         RegionError::EpochNotMatch { .. } | RegionError::KeyNotInRegion { .. } => Retry::Possible,
+        // This replica catches up (or loses leadership to one that has).
+        RegionError::EpochAhead { .. } => Retry::Possible,
         RegionError::InvalidSplitKey { .. }
         | RegionError::SplitPeerCount { .. }
         | RegionError::InvertedRange { .. } => Retry::Never,

@@ -60,6 +60,13 @@ impl Outgoing {
                 kind => {
                     if kind == MessageType::Snapshot {
                         METRICS.snapshots_sent.increment(1);
+                        tracing::info!(
+                            region_id = peer.region_id,
+                            to_peer_id = to_peer.id,
+                            to_store_id = to_peer.store_id,
+                            bytes = message.snapshot.as_ref().map_or(0, |s| s.data.len()),
+                            "snapshot sent"
+                        );
                     }
                     let region_message = RegionMessage {
                         region_id: peer.region_id,

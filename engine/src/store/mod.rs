@@ -114,6 +114,7 @@ impl Store {
         transport: Arc<dyn Transport>,
         ids: Option<Arc<dyn IdAllocator>>,
     ) -> Result<Store, StoreError> {
+        let opening_started = std::time::Instant::now();
         let engine = Engine::open(path)?;
         let stats = Arc::new(GroupCommitStats::default());
         let (log_writer, log_thread) = LogWriter::start(engine.clone(), config.sync_log, stats.clone());
@@ -144,7 +145,16 @@ impl Store {
         let stopping = Arc::new(AtomicBool::new(false));
         threads.push(start_ticker(router.clone(), config.tick_interval, stopping.clone())?);
         let store = Store { config, engine, router, stats, stopping, threads };
-        for region_id in store.persisted_regions()? {
+        let regions = store.persisted_regions()?;
+        tracing::info!(
+            store_id = store.config.store_id,
+            regions = regions.len(),
+            workers,
+            opened_in_ms = opening_started.elapsed().as_millis() as u64,
+            path = %path.display(),
+            "store opened; replaying each region's log from its applied index"
+        );
+        for region_id in regions {
             store
                 .router
                 .send(region_id, WorkerMsg::StartPeer { region_id, new_group: false, campaign: false });

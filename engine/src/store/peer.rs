@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::proto::metadata::{self, Region};
 use crate::raft::proto::Message;
-use crate::raft::{Config, Progress, RawNode, Ready, Role, Status};
+use crate::raft::{Config, Progress, RawNode, Ready, Role, SoftState, Status};
 use crate::storage::{Engine, PeerStorage};
 
 use super::StoreConfig;
@@ -44,6 +44,8 @@ pub(crate) struct Peer {
     pub(in crate::store) traffic: Traffic,
     pub(in crate::store) idle_ticks: u64,
     pub(in crate::store) ticks: u64,
+    /// Proposals answered later than this after they were proposed are logged.
+    pub(in crate::store) slow_proposal_threshold: std::time::Duration,
     pub destroyed: bool,
 }
 
@@ -92,6 +94,7 @@ impl Peer {
             traffic: Traffic::default(),
             idle_ticks: 0,
             ticks: 0,
+            slow_proposal_threshold: config.slow_proposal_threshold,
             destroyed: false,
         };
         // A peer created empty is not in its region's descriptor yet, but must still sign
@@ -167,7 +170,25 @@ impl Peer {
 
     /// The next Ready, to be handled as `crate::raft::RawNode`'s contract says.
     pub(crate) fn ready(&mut self) -> Ready {
-        self.raw.ready()
+        let was_leader = self.is_leader();
+        let ready = self.raw.ready();
+        if let Some(soft_state) = &ready.soft_state {
+            self.log_role_change(was_leader, soft_state);
+        }
+        ready
+    }
+
+    /// One line when this replica gains or loses leadership; quieter for the rest.
+    fn log_role_change(&self, was_leader: bool, soft_state: &SoftState) {
+        let (region_id, peer_id, term) = (self.region_id, self.peer_id, self.term());
+        let leader_peer_id = soft_state.leader_id;
+        match (was_leader, soft_state.role == Role::Leader) {
+            (false, true) => tracing::info!(region_id, peer_id, term, "became leader"),
+            (true, false) => tracing::info!(region_id, peer_id, term, leader_peer_id, "stepped down"),
+            _ => {
+                tracing::debug!(region_id, peer_id, term, leader_peer_id, role = ?soft_state.role, "role changed")
+            }
+        }
     }
 
     pub(crate) fn advance(&mut self) {

@@ -41,7 +41,9 @@ impl Shared {
         let leadership = self.metadata.leadership();
         *self.leadership.write() = leadership.map(|l| (l, self.now()));
         let Some(leadership) = leadership.filter(|l| l.is_leader) else {
-            *self.leader.lock() = None;
+            if let Some(state) = self.leader.lock().take() {
+                tracing::info!(term = state.term, "placement driver stepped down");
+            }
             return None;
         };
         if self.leader.lock().as_ref().is_some_and(|state| state.term == leadership.term) {
@@ -51,6 +53,12 @@ impl Shared {
         // A linearizable read: everything the previous leaders committed is in it.
         let loaded = self.metadata.load(leadership.epoch).ok()?;
         self.ids.reset(loaded.ids);
+        tracing::info!(
+            term = leadership.term,
+            stores = loaded.stores.len(),
+            regions = loaded.regions.len(),
+            "placement driver leading; metadata loaded"
+        );
         let state = LeaderState::new(
             leadership.term,
             loaded,
@@ -104,6 +112,7 @@ impl Shared {
         };
         match self.metadata.claim_bootstrap(epoch, &region) {
             Ok(true) => {
+                tracing::info!(region_id = region.id, stores = ?stores, "cluster founded: first region placed");
                 // The claim alone is enough: a new leader founds from it if this fails.
                 let _ = self.metadata.write(epoch, vec![metadata::put_region(&region)]);
                 if let Some(state) = self.leader.lock().as_mut() {
@@ -133,6 +142,7 @@ impl Shared {
             let enabled = &self.config.schedulers;
             crate::metrics::schedulers_ran([
                 enabled.replica_repair,
+                !enabled.location_labels.is_empty(),
                 enabled.hot_region,
                 enabled.balance_region,
                 enabled.balance_leader,

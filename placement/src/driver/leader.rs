@@ -9,12 +9,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use tessera_engine::proto::metadata::{Peer, Region};
+use tessera_engine::proto::metadata::{Peer, PeerRole, Region};
 
 use super::operators::OperatorController;
 use super::region_map::{RegionEntry, RegionMap, Verdict};
 use crate::cluster::{ClusterView, StoreInfo, StoreState};
-use crate::errors::{PdError, Unavailability};
+use crate::errors::{InvalidRequest, PdError, Unavailability};
 use crate::metadata::Loaded;
 use crate::operator::{Operator, Step};
 use crate::proto::{
@@ -81,7 +81,7 @@ impl LeaderState {
             stores,
             regions,
             bootstrap,
-            operators: OperatorController::new(operator_timeout, replicas),
+            operators: OperatorController::new(operator_timeout, replicas, term),
             since: now,
         }
     }
@@ -119,6 +119,10 @@ impl LeaderState {
         if let Some(entry) = self.stores.get_mut(&store_id) {
             entry.stats = stats;
             entry.last_heartbeat = now;
+            if let StoreState::Down { since } = entry.state {
+                let down_for_seconds = now.saturating_sub(since).as_secs();
+                tracing::info!(store_id, down_for_seconds, "store up again");
+            }
             entry.state = StoreState::Up;
         }
         let down: BTreeSet<u64> = self
@@ -150,6 +154,12 @@ impl LeaderState {
     pub(crate) fn update_liveness(&mut self, now: Duration, down_after: Duration) {
         for entry in self.stores.values_mut() {
             if entry.state == StoreState::Up && now.saturating_sub(entry.last_heartbeat) >= down_after {
+                tracing::warn!(
+                    store_id = entry.record.id,
+                    address = %entry.record.address,
+                    silent_for_seconds = now.saturating_sub(entry.last_heartbeat).as_secs(),
+                    "store down: no heartbeat"
+                );
                 entry.state = StoreState::Down { since: now };
             }
         }
@@ -161,6 +171,7 @@ impl LeaderState {
         &mut self,
         heartbeat: &RegionHeartbeat,
         persisted: bool,
+        now: Duration,
     ) -> Option<OperatorStep> {
         let region = heartbeat.region.as_ref()?;
         match self.regions.judge(region) {
@@ -190,7 +201,7 @@ impl LeaderState {
         let info = entry.info.clone();
         let stores = &self.stores;
         let is_up = |id: u64| stores.get(&id).is_some_and(|s| s.state == StoreState::Up);
-        let step = self.operators.on_report(&info, &is_up)?;
+        let step = self.operators.on_report(&info, &is_up, now)?;
         step_message(&step, &info.region)
     }
 
@@ -232,20 +243,66 @@ impl LeaderState {
         }
     }
 
-    pub(crate) fn add_operator(&mut self, operator: Operator, now: Duration) -> bool {
+    /// Starts `operator`; its id, or `None` if its region already has one in flight.
+    pub(crate) fn add_operator(&mut self, operator: Operator, now: Duration) -> Option<u64> {
         let kind = operator.kind;
+        let region_id = operator.region_id;
+        let steps = operator.steps.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         let added = self.operators.add(operator, now);
-        if added {
+        if let Some(id) = added {
+            tracing::info!(region_id, operator_id = id, kind = ?kind, steps, "operator started");
             crate::metrics::operator_created(kind);
         }
         added
     }
 
-    pub(crate) fn route(entry: &RegionEntry) -> RegionRoute {
-        RegionRoute { region: Some(entry.region().clone()), leader: entry.leader }
+    /// The region's route, with the addresses of its replicas' stores.
+    pub(crate) fn route(&self, entry: &RegionEntry) -> RegionRoute {
+        let address_of = |store_id: u64| self.stores.get(&store_id).map(|s| s.record.address.clone());
+        let store_addresses = entry
+            .region()
+            .peers
+            .iter()
+            .filter_map(|peer| Some((peer.store_id, address_of(peer.store_id)?)))
+            .collect();
+        let leader_address = entry.leader.and_then(|leader| address_of(leader.store_id)).unwrap_or_default();
+        RegionRoute {
+            region: Some(entry.region().clone()),
+            leader: entry.leader,
+            leader_address,
+            store_addresses,
+        }
     }
 
-    pub(crate) fn store_views(&self) -> Vec<StoreView> {
+    /// The first region that would be left without a quorum of voters on up stores if
+    /// `store_id` were gone, as the refusal to remove it.
+    pub(crate) fn quorum_without(&self, store_id: u64) -> Option<InvalidRequest> {
+        let is_up =
+            |id: u64| id != store_id && self.stores.get(&id).is_some_and(|s| s.state == StoreState::Up);
+        self.regions.entries().find_map(|entry| {
+            let region = entry.region();
+            if !region.peers.iter().any(|p| p.store_id == store_id) {
+                return None;
+            }
+            let voters: Vec<u64> = region
+                .peers
+                .iter()
+                .filter(|p| p.role == PeerRole::Voter as i32)
+                .map(|p| p.store_id)
+                .collect();
+            let alive = voters.iter().filter(|&&id| is_up(id)).count();
+            (alive * 2 <= voters.len()).then_some(InvalidRequest::RemovalBreaksQuorum {
+                store_id,
+                region_id: region.id,
+                alive,
+                voters: voters.len(),
+            })
+        })
+    }
+
+    /// Every store with its counts; a down store says when its replicas get replaced,
+    /// `down_grace` after it went down.
+    pub(crate) fn store_views(&self, now: Duration, down_grace: Duration) -> Vec<StoreView> {
         let mut counts: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
         for entry in self.regions.entries() {
             for peer in &entry.region().peers {
@@ -264,12 +321,20 @@ impl LeaderState {
                     StoreState::Down { .. } => crate::proto::StoreState::Down,
                     StoreState::Tombstone => crate::proto::StoreState::Tombstone,
                 };
+                let down_for = match s.state {
+                    StoreState::Down { since } => now.saturating_sub(since),
+                    StoreState::Up | StoreState::Tombstone => Duration::ZERO,
+                };
+                let replaced_in =
+                    if down_for.is_zero() { Duration::ZERO } else { down_grace.saturating_sub(down_for) };
                 StoreView {
                     store: Some(s.record.clone()),
                     state: state as i32,
                     stats: Some(s.stats),
                     region_count,
                     leader_count,
+                    down_for_ms: down_for.as_millis() as u64,
+                    replicas_replaced_in_ms: replaced_in.as_millis() as u64,
                 }
             })
             .collect()

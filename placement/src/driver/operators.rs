@@ -8,7 +8,7 @@
 //! twice fails its epoch check the second time. A step that can no longer happen (its learner vanished,
 //! its target store went down) cancels the operator.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use tessera_engine::proto::metadata::{Peer, PeerRole};
@@ -121,16 +121,23 @@ fn check_operator(operator: &Operator) {
 }
 
 struct InFlight {
+    id: u64,
     operator: Operator,
     step: usize,
     created: Duration,
 }
+
+/// How many ended operators are kept for `ctl` to learn how its operator ended.
+const RECENTLY_ENDED: usize = 256;
 
 pub(crate) struct OperatorController {
     timeout: Duration,
     /// Voters a region must keep.
     replicas: usize,
     in_flight: BTreeMap<u64, InFlight>,
+    /// The most recent operators that ended, oldest first, as views with their outcome.
+    ended: VecDeque<OperatorView>,
+    next_id: u64,
     /// Operators ended, by kind and outcome: what tests check (the metrics carry the
     /// same counts for operators of the cluster).
     #[cfg(test)]
@@ -138,11 +145,15 @@ pub(crate) struct OperatorController {
 }
 
 impl OperatorController {
-    pub(crate) fn new(timeout: Duration, replicas: usize) -> OperatorController {
+    /// The operators of the driver leader of `term`: their ids start at `term << 32`,
+    /// so that an id never names an operator of another leader.
+    pub(crate) fn new(timeout: Duration, replicas: usize, term: u64) -> OperatorController {
         OperatorController {
             timeout,
             replicas,
             in_flight: BTreeMap::new(),
+            ended: VecDeque::new(),
+            next_id: (term << 32) + 1,
             #[cfg(test)]
             outcomes: BTreeMap::new(),
         }
@@ -157,30 +168,45 @@ impl OperatorController {
         self.in_flight.keys().copied().collect()
     }
 
-    /// Starts `operator`; false if its region already has one.
-    pub(crate) fn add(&mut self, operator: Operator, now: Duration) -> bool {
+    /// Starts `operator`; its id, or `None` if its region already has one.
+    pub(crate) fn add(&mut self, operator: Operator, now: Duration) -> Option<u64> {
         check_operator(&operator);
         if self.in_flight.contains_key(&operator.region_id) {
-            return false;
+            return None;
         }
-        self.in_flight.insert(operator.region_id, InFlight { operator, step: 0, created: now });
-        true
+        let id = self.next_id;
+        self.next_id += 1;
+        self.in_flight.insert(operator.region_id, InFlight { id, operator, step: 0, created: now });
+        Some(id)
     }
 
-    fn finish(&mut self, region_id: u64, outcome: OperatorOutcome) {
+    fn finish(&mut self, region_id: u64, outcome: OperatorOutcome, now: Duration) {
         if let Some(done) = self.in_flight.remove(&region_id) {
+            let mut view = done.view(now);
+            view.outcome = outcome.name().to_string();
+            if self.ended.len() == RECENTLY_ENDED {
+                self.ended.pop_front();
+            }
+            self.ended.push_back(view);
             #[cfg(test)]
             {
                 *self.outcomes.entry((done.operator.kind, outcome)).or_default() += 1;
             }
-            crate::metrics::operator_ended(done.operator.kind, outcome);
+            let (kind, steps_done) = (done.operator.kind, done.step);
+            tracing::info!(region_id, kind = ?kind, outcome = ?outcome, steps_done, "operator ended");
+            crate::metrics::operator_ended(kind, outcome);
         }
     }
 
     /// Advances the region's operator past every step its report shows done, and
     /// returns the step its leader should carry out now. `is_up` says which stores are
     /// up (a step that needs a store that is not cannot happen).
-    pub(crate) fn on_report(&mut self, info: &RegionInfo, is_up: &dyn Fn(u64) -> bool) -> Option<Step> {
+    pub(crate) fn on_report(
+        &mut self,
+        info: &RegionInfo,
+        is_up: &dyn Fn(u64) -> bool,
+        now: Duration,
+    ) -> Option<Step> {
         let region_id = info.region.id;
         let flight = self.in_flight.get_mut(&region_id)?;
         assert_eq!(
@@ -189,7 +215,7 @@ impl OperatorController {
         );
         loop {
             let Some(step) = flight.operator.steps.get(flight.step) else {
-                self.finish(region_id, OperatorOutcome::Finished);
+                self.finish(region_id, OperatorOutcome::Finished, now);
                 return None;
             };
             match step_state(step, info, is_up, self.replicas) {
@@ -197,7 +223,7 @@ impl OperatorController {
                 StepState::Send => return Some(step.clone()),
                 StepState::Wait => return None,
                 StepState::Impossible => {
-                    self.finish(region_id, OperatorOutcome::Cancelled);
+                    self.finish(region_id, OperatorOutcome::Cancelled, now);
                     return None;
                 }
             }
@@ -221,7 +247,7 @@ impl OperatorController {
             })
             .collect();
         for (region_id, outcome) in expired {
-            self.finish(region_id, outcome);
+            self.finish(region_id, outcome, now);
         }
     }
 
@@ -231,16 +257,23 @@ impl OperatorController {
         &self.outcomes
     }
 
+    /// The operators in flight, then the most recent that ended (with their outcome).
     pub(crate) fn views(&self, now: Duration) -> Vec<OperatorView> {
-        self.in_flight
-            .values()
-            .map(|flight| OperatorView {
-                region_id: flight.operator.region_id,
-                kind: flight.operator.kind.name().to_string(),
-                steps: flight.operator.steps.iter().map(ToString::to_string).collect(),
-                current_step: flight.step as u32,
-                age_ms: now.saturating_sub(flight.created).as_millis() as u64,
-            })
-            .collect()
+        let in_flight = self.in_flight.values().map(|flight| flight.view(now));
+        in_flight.chain(self.ended.iter().cloned()).collect()
+    }
+}
+
+impl InFlight {
+    fn view(&self, now: Duration) -> OperatorView {
+        OperatorView {
+            region_id: self.operator.region_id,
+            kind: self.operator.kind.name().to_string(),
+            steps: self.operator.steps.iter().map(ToString::to_string).collect(),
+            current_step: self.step as u32,
+            age_ms: now.saturating_sub(self.created).as_millis() as u64,
+            id: self.id,
+            outcome: String::new(),
+        }
     }
 }

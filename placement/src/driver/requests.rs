@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::leader::{LeaderState, StoreEntry};
+use super::leader::StoreEntry;
 use super::region_map::Verdict;
 use super::{PlacementDriver, Shared};
 use crate::client::PdClient;
@@ -65,6 +65,7 @@ impl Shared {
                 last_heartbeat: now,
                 state: StoreState::Up,
             });
+            tracing::info!(store_id, address = %record.address, labels = ?record.labels, "store registered");
             entry.record = record;
             entry.last_heartbeat = now;
             entry.state = StoreState::Up;
@@ -108,6 +109,7 @@ impl Shared {
             self.metadata.write(epoch, writes)?;
         }
 
+        let now = self.now();
         self.with_leader(|state| {
             if state.term != term {
                 return Err(self.not_leader());
@@ -123,7 +125,7 @@ impl Shared {
                     };
                     let step = match newer {
                         Some(_) => None,
-                        None => state.region_heartbeat(heartbeat, persisted.contains(&region.id)),
+                        None => state.region_heartbeat(heartbeat, persisted.contains(&region.id), now),
                     };
                     Some(RegionHeartbeatResponse { region_id: region.id, step, newer })
                 })
@@ -145,6 +147,33 @@ fn check_heartbeat(store_id: u64, heartbeat: &RegionHeartbeat) -> Result<(), PdE
         return invalid(HeartbeatDefect::EmptyRange);
     }
     Ok(())
+}
+
+impl Shared {
+    fn remove_store(&self, store_id: u64) -> Result<(), PdError> {
+        let _writer = self.writer.lock();
+        let epoch = self.epoch()?;
+        let record = self.with_leader(|state| {
+            let entry = match state.store(store_id) {
+                Err(PdError::StoreRemoved(_)) => return Ok(None),
+                other => other?,
+            };
+            if let Some(breach) = state.quorum_without(store_id) {
+                return Err(breach.into());
+            }
+            Ok(Some(StoreRecord { tombstone: true, ..entry.record.clone() }))
+        })?;
+        let Some(record) = record else { return Ok(()) };
+        self.metadata.write(epoch, vec![metadata::put_store(&record)])?;
+        self.with_leader(|state| {
+            if let Some(entry) = state.stores.get_mut(&store_id) {
+                tracing::warn!(store_id, address = %record.address, "store removed for good; its replicas are replaced");
+                entry.record = record;
+                entry.state = StoreState::Tombstone;
+            }
+            Ok(())
+        })
+    }
 }
 
 impl PdClient for PlacementDriver {
@@ -181,12 +210,16 @@ impl PdClient for PlacementDriver {
     }
 
     fn region_by_key(&self, key: &[u8]) -> Result<RegionRoute, PdError> {
-        self.shared.with_leader(|state| state.region_holding(key).map(LeaderState::route))
+        self.shared.with_leader(|state| state.region_holding(key).map(|entry| state.route(entry)))
     }
 
     fn region_by_id(&self, region_id: u64) -> Result<RegionRoute, PdError> {
         self.shared.with_leader(|state| {
-            state.regions.get(region_id).map(LeaderState::route).ok_or(PdError::UnknownRegion(region_id))
+            state
+                .regions
+                .get(region_id)
+                .map(|entry| state.route(entry))
+                .ok_or(PdError::UnknownRegion(region_id))
         })
     }
 
@@ -196,15 +229,17 @@ impl PdClient for PlacementDriver {
         }
         self.shared.with_leader(|state| {
             let limit = if limit == 0 { usize::MAX } else { limit };
-            Ok(state.regions.range(KeyRange::new(start, end)).take(limit).map(LeaderState::route).collect())
+            let regions = state.regions.range(KeyRange::new(start, end)).take(limit);
+            Ok(regions.map(|entry| state.route(entry)).collect())
         })
     }
 
     fn stores(&self) -> Result<Vec<StoreView>, PdError> {
-        self.shared.with_leader(|state| Ok(state.store_views()))
+        let (now, down_grace) = (self.shared.now(), self.shared.config.schedulers.down_grace);
+        self.shared.with_leader(|state| Ok(state.store_views(now, down_grace)))
     }
 
-    fn split_region(&self, key: &[u8]) -> Result<(), PdError> {
+    fn split_region(&self, key: &[u8]) -> Result<Option<u64>, PdError> {
         if key.is_empty() {
             return Err(InvalidRequest::SplitAtEmptyKey.into());
         }
@@ -212,25 +247,26 @@ impl PdClient for PlacementDriver {
         self.shared.with_leader(|state| {
             let entry = state.region_holding(key)?;
             if entry.region().start_key == key {
-                return Ok(());
+                return Ok(None);
             }
-            let route = LeaderState::route(entry);
+            let route = state.route(entry);
             let region_id = entry.region().id;
             let operator = Operator {
                 region_id,
                 kind: OperatorKind::Split,
                 steps: vec![Step::Split { key: key.to_vec() }],
             };
-            if state.add_operator(operator, now) { Ok(()) } else { Err(PdError::RegionBusy(Box::new(route))) }
+            let id = state.add_operator(operator, now).ok_or_else(|| PdError::RegionBusy(Box::new(route)))?;
+            Ok(Some(id))
         })
     }
 
-    fn transfer_leader(&self, region_id: u64, to_store: u64) -> Result<(), PdError> {
+    fn transfer_leader(&self, region_id: u64, to_store: u64) -> Result<Option<u64>, PdError> {
         let now = self.shared.now();
         self.shared.with_leader(|state| {
             state.store(to_store)?;
             let entry = state.regions.get(region_id).ok_or(PdError::UnknownRegion(region_id))?;
-            let route = LeaderState::route(entry);
+            let route = state.route(entry);
             if !entry
                 .region()
                 .peers
@@ -240,18 +276,19 @@ impl PdClient for PlacementDriver {
                 return Err(InvalidRequest::NoVoterOnStore { region_id, store_id: to_store }.into());
             }
             if route.leader.is_some_and(|leader| leader.store_id == to_store) {
-                return Ok(());
+                return Ok(None);
             }
             let operator = Operator {
                 region_id,
                 kind: OperatorKind::TransferLeader,
                 steps: vec![Step::TransferLeader { to_store }],
             };
-            if state.add_operator(operator, now) { Ok(()) } else { Err(PdError::RegionBusy(Box::new(route))) }
+            let id = state.add_operator(operator, now).ok_or_else(|| PdError::RegionBusy(Box::new(route)))?;
+            Ok(Some(id))
         })
     }
 
-    fn move_peer(&self, region_id: u64, from_store: u64, to_store: u64) -> Result<(), PdError> {
+    fn move_peer(&self, region_id: u64, from_store: u64, to_store: u64) -> Result<Option<u64>, PdError> {
         // The new replica's id comes from the allocator before the state is locked: the
         // allocation is a Raft round trip. An id left unused by a refusal is harmless.
         let epoch = self.shared.epoch()?;
@@ -260,7 +297,7 @@ impl PdClient for PlacementDriver {
         self.shared.with_leader(|state| {
             state.store(to_store)?;
             let entry = state.regions.get(region_id).ok_or(PdError::UnknownRegion(region_id))?;
-            let route = LeaderState::route(entry);
+            let route = state.route(entry);
             let region = entry.region();
             let Some(leaving) = region.peers.iter().find(|p| p.store_id == from_store).copied() else {
                 return Err(InvalidRequest::NoReplicaOnStore { region_id, store_id: from_store }.into());
@@ -272,8 +309,13 @@ impl PdClient for PlacementDriver {
             let steps = move_replica_steps(&region.peers, leader_store, leaving, new_peer_id, to_store)
                 .ok_or(InvalidRequest::NoOtherVoter { region_id })?;
             let operator = Operator { region_id, kind: OperatorKind::MovePeer, steps };
-            if state.add_operator(operator, now) { Ok(()) } else { Err(PdError::RegionBusy(Box::new(route))) }
+            let id = state.add_operator(operator, now).ok_or_else(|| PdError::RegionBusy(Box::new(route)))?;
+            Ok(Some(id))
         })
+    }
+
+    fn remove_store(&self, store_id: u64) -> Result<(), PdError> {
+        self.shared.remove_store(store_id)
     }
 
     fn operators(&self) -> Result<Vec<OperatorView>, PdError> {

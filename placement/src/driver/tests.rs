@@ -251,7 +251,11 @@ fn outcomes(
 }
 
 fn current_step(operators: &OperatorController, region_id: u64) -> Option<u32> {
-    operators.views(Duration::ZERO).iter().find(|v| v.region_id == region_id).map(|v| v.current_step)
+    operators
+        .views(Duration::ZERO)
+        .iter()
+        .find(|v| v.region_id == region_id && v.outcome.is_empty())
+        .map(|v| v.current_step)
 }
 
 /// Moves region 1's replica on store 3 to store 4 (as balance-region does).
@@ -271,48 +275,67 @@ fn a_replica_move_advances_only_as_the_reports_show_each_step_done() {
     let view = up_stores(&[1, 2, 3, 4]);
     let (operator, new, leaving) = replica_move();
     let steps = operator.steps.clone();
-    let mut operators = OperatorController::new(TIMEOUT, 3);
-    assert!(operators.add(operator, Duration::ZERO));
+    let mut operators = OperatorController::new(TIMEOUT, 3, 1);
+    assert!(operators.add(operator, Duration::ZERO).is_some());
     let mut report = report_of(region(1, "a", "m", &[1, 2, 3]), 1);
 
     // Sending a step does not make it done: it is sent again until the region shows it.
-    assert_eq!(operators.on_report(&report, &|store| view.is_up(store)), Some(steps[0].clone()));
-    assert_eq!(operators.on_report(&report, &|store| view.is_up(store)), Some(steps[0].clone()));
+    assert_eq!(
+        operators.on_report(&report, &|store| view.is_up(store), Duration::ZERO),
+        Some(steps[0].clone())
+    );
+    assert_eq!(
+        operators.on_report(&report, &|store| view.is_up(store), Duration::ZERO),
+        Some(steps[0].clone())
+    );
     assert_eq!(current_step(&operators, 1), Some(0));
 
     // The learner joined but is catching up: nothing to send, nothing to promote yet.
     report.region.peers.push(new);
     report.region.epoch = Some(RegionEpoch { conf_version: 2, version: 1 });
     report.pending_peers = vec![new];
-    assert_eq!(operators.on_report(&report, &|store| view.is_up(store)), None);
+    assert_eq!(operators.on_report(&report, &|store| view.is_up(store), Duration::ZERO), None);
     assert_eq!(current_step(&operators, 1), Some(0));
     assert!(operators.busy().contains(&1), "waiting is not ending");
 
     // Caught up: promote it.
     report.pending_peers.clear();
-    assert_eq!(operators.on_report(&report, &|store| view.is_up(store)), Some(steps[1].clone()));
+    assert_eq!(
+        operators.on_report(&report, &|store| view.is_up(store), Duration::ZERO),
+        Some(steps[1].clone())
+    );
     assert_eq!(current_step(&operators, 1), Some(1));
     // Fallen behind again before the promotion: wait rather than promote a lagging learner.
     report.pending_peers = vec![new];
-    assert_eq!(operators.on_report(&report, &|store| view.is_up(store)), None);
+    assert_eq!(operators.on_report(&report, &|store| view.is_up(store), Duration::ZERO), None);
     report.pending_peers.clear();
-    assert_eq!(operators.on_report(&report, &|store| view.is_up(store)), Some(steps[1].clone()));
+    assert_eq!(
+        operators.on_report(&report, &|store| view.is_up(store), Duration::ZERO),
+        Some(steps[1].clone())
+    );
 
     // Promoted: remove the replica that leaves.
     let promoted = report.region.peers.iter_mut().find(|p| p.id == new.id).expect("the learner is a peer");
     promoted.role = PeerRole::Voter as i32;
     report.region.epoch = Some(RegionEpoch { conf_version: 3, version: 1 });
-    assert_eq!(operators.on_report(&report, &|store| view.is_up(store)), Some(steps[2].clone()));
+    assert_eq!(
+        operators.on_report(&report, &|store| view.is_up(store), Duration::ZERO),
+        Some(steps[2].clone())
+    );
     assert!(operators.outcomes().is_empty(), "nothing ended yet: {:?}", operators.outcomes());
 
     // Removed: the operator is finished, and counted once.
     report.region.peers.retain(|p| p.id != leaving.id);
     report.region.epoch = Some(RegionEpoch { conf_version: 4, version: 1 });
-    assert_eq!(operators.on_report(&report, &|store| view.is_up(store)), None);
+    assert_eq!(operators.on_report(&report, &|store| view.is_up(store), Duration::ZERO), None);
     assert!(operators.busy().is_empty());
     let finished = outcomes(&[(OperatorKind::BalanceRegion, OperatorOutcome::Finished, 1)]);
     assert_eq!(operators.outcomes(), &finished);
-    assert_eq!(operators.on_report(&report, &|store| view.is_up(store)), None, "nothing left to do");
+    assert_eq!(
+        operators.on_report(&report, &|store| view.is_up(store), Duration::ZERO),
+        None,
+        "nothing left to do"
+    );
     assert_eq!(operators.outcomes(), &finished);
 }
 
@@ -321,18 +344,21 @@ fn a_report_showing_several_steps_done_skips_past_all_of_them() {
     let view = up_stores(&[1, 2, 3, 4]);
     let (operator, new, leaving) = replica_move();
     let last = operator.steps[2].clone();
-    let mut operators = OperatorController::new(TIMEOUT, 3);
-    assert!(operators.add(operator, Duration::ZERO));
+    let mut operators = OperatorController::new(TIMEOUT, 3, 1);
+    assert!(operators.add(operator, Duration::ZERO).is_some());
 
     // The heartbeats carrying the first two steps' results were lost: the first report
     // the driver gets already shows the new replica as a voter.
     let mut region = region(1, "a", "m", &[1, 2, 3, 4]);
     assert!(region.peers.contains(&voter(new.id, new.store_id)));
-    assert_eq!(operators.on_report(&report_of(region.clone(), 1), &|store| view.is_up(store)), Some(last));
+    assert_eq!(
+        operators.on_report(&report_of(region.clone(), 1), &|store| view.is_up(store), Duration::ZERO),
+        Some(last)
+    );
     assert_eq!(current_step(&operators, 1), Some(2));
 
     region.peers.retain(|p| p.id != leaving.id);
-    assert_eq!(operators.on_report(&report_of(region, 1), &|store| view.is_up(store)), None);
+    assert_eq!(operators.on_report(&report_of(region, 1), &|store| view.is_up(store), Duration::ZERO), None);
     assert_eq!(
         operators.outcomes(),
         &outcomes(&[(OperatorKind::BalanceRegion, OperatorOutcome::Finished, 1)])
@@ -344,10 +370,14 @@ fn a_learner_for_a_store_that_is_down_is_never_added() {
     let mut view = up_stores(&[1, 2, 3, 4]);
     view.stores.insert(4, store_info(4, StoreState::Down { since: Duration::ZERO }));
     let (operator, _, _) = replica_move();
-    let mut operators = OperatorController::new(TIMEOUT, 3);
-    assert!(operators.add(operator, Duration::ZERO));
+    let mut operators = OperatorController::new(TIMEOUT, 3, 1);
+    assert!(operators.add(operator, Duration::ZERO).is_some());
     assert_eq!(
-        operators.on_report(&report_of(region(1, "a", "m", &[1, 2, 3]), 1), &|store| view.is_up(store)),
+        operators.on_report(
+            &report_of(region(1, "a", "m", &[1, 2, 3]), 1),
+            &|store| view.is_up(store),
+            Duration::ZERO
+        ),
         None
     );
     assert!(operators.busy().is_empty());
@@ -368,13 +398,13 @@ fn a_leader_transfer_to_a_store_without_a_voter_is_cancelled() {
         kind: OperatorKind::BalanceLeader,
         steps: vec![Step::TransferLeader { to_store }],
     };
-    let mut operators = OperatorController::new(TIMEOUT, 3);
+    let mut operators = OperatorController::new(TIMEOUT, 3, 1);
 
     // Store 4 holds only a learner, store 5 nothing: neither can lead.
     for (to_store, cancelled) in [(4, 1), (5, 2)] {
-        assert!(operators.add(transfer(to_store), Duration::ZERO));
+        assert!(operators.add(transfer(to_store), Duration::ZERO).is_some());
         assert_eq!(
-            operators.on_report(&report, &|store| view.is_up(store)),
+            operators.on_report(&report, &|store| view.is_up(store), Duration::ZERO),
             None,
             "transfer to store {to_store}"
         );
@@ -384,13 +414,13 @@ fn a_leader_transfer_to_a_store_without_a_voter_is_cancelled() {
     }
 
     // Store 2 holds a voter: the transfer is sent, and finished once store 2 leads.
-    assert!(operators.add(transfer(2), Duration::ZERO));
+    assert!(operators.add(transfer(2), Duration::ZERO).is_some());
     assert_eq!(
-        operators.on_report(&report, &|store| view.is_up(store)),
+        operators.on_report(&report, &|store| view.is_up(store), Duration::ZERO),
         Some(Step::TransferLeader { to_store: 2 })
     );
     let moved = RegionInfo { leader_store: Some(2), ..report.clone() };
-    assert_eq!(operators.on_report(&moved, &|store| view.is_up(store)), None);
+    assert_eq!(operators.on_report(&moved, &|store| view.is_up(store), Duration::ZERO), None);
     let expected = outcomes(&[
         (OperatorKind::BalanceLeader, OperatorOutcome::Finished, 1),
         (OperatorKind::BalanceLeader, OperatorOutcome::Cancelled, 2),
@@ -400,7 +430,7 @@ fn a_leader_transfer_to_a_store_without_a_voter_is_cancelled() {
 
 #[test]
 fn operators_time_out_and_those_of_vanished_regions_are_cancelled() {
-    let mut operators = OperatorController::new(secs(60), 3);
+    let mut operators = OperatorController::new(secs(60), 3, 1);
     let created = secs(100);
     let transfer = Operator {
         region_id: 1,
@@ -410,8 +440,8 @@ fn operators_time_out_and_those_of_vanished_regions_are_cancelled() {
     let (mut repair, _, _) = replica_move();
     repair.region_id = 2;
     repair.kind = OperatorKind::ReplicaRepair;
-    assert!(operators.add(transfer, created));
-    assert!(operators.add(repair, created));
+    assert!(operators.add(transfer, created).is_some());
+    assert!(operators.add(repair, created).is_some());
 
     operators.expire(created + secs(59), |_| true);
     assert_eq!(operators.busy(), BTreeSet::from([1, 2]), "both within their time");
@@ -436,7 +466,7 @@ fn operators_time_out_and_those_of_vanished_regions_are_cancelled() {
 
 #[test]
 fn a_region_has_at_most_one_operator_in_flight() {
-    let mut operators = OperatorController::new(TIMEOUT, 3);
+    let mut operators = OperatorController::new(TIMEOUT, 3, 1);
     let transfer = Operator {
         region_id: 1,
         kind: OperatorKind::BalanceLeader,
@@ -444,15 +474,15 @@ fn a_region_has_at_most_one_operator_in_flight() {
     };
     let split =
         Operator { region_id: 1, kind: OperatorKind::Split, steps: vec![Step::Split { key: b"k".to_vec() }] };
-    assert!(operators.add(transfer, secs(1)));
-    assert!(!operators.add(split.clone(), secs(2)), "region 1 is busy");
+    assert!(operators.add(transfer, secs(1)).is_some());
+    assert!(operators.add(split.clone(), secs(2)).is_none(), "region 1 is busy");
 
     let views = operators.views(secs(5));
     let [view] = views.as_slice() else { panic!("one operator expected: {views:?}") };
     assert_eq!((view.region_id, view.kind.as_str()), (1, OperatorKind::BalanceLeader.name()));
     assert_eq!((view.current_step, view.age_ms), (0, 4000), "the first operator, unchanged");
 
-    assert!(operators.add(Operator { region_id: 2, ..split }, secs(2)), "another region is free");
+    assert!(operators.add(Operator { region_id: 2, ..split }, secs(2)).is_some(), "another region is free");
     assert_eq!(operators.busy(), BTreeSet::from([1, 2]));
 }
 
@@ -465,32 +495,32 @@ fn a_split_is_done_once_the_region_ends_or_starts_at_the_key() {
         steps: vec![Step::Split { key: key.as_bytes().to_vec() }],
     };
     let whole = report_of(region(1, "a", "z", &[1, 2, 3]), 1);
-    let mut operators = OperatorController::new(TIMEOUT, 3);
+    let mut operators = OperatorController::new(TIMEOUT, 3, 1);
 
     // Region 1 keeps the left half.
-    assert!(operators.add(split("m"), Duration::ZERO));
+    assert!(operators.add(split("m"), Duration::ZERO).is_some());
     assert_eq!(
-        operators.on_report(&whole, &|store| view.is_up(store)),
+        operators.on_report(&whole, &|store| view.is_up(store), Duration::ZERO),
         Some(Step::Split { key: b"m".to_vec() })
     );
     assert_eq!(
-        operators.on_report(&whole, &|store| view.is_up(store)),
+        operators.on_report(&whole, &|store| view.is_up(store), Duration::ZERO),
         Some(Step::Split { key: b"m".to_vec() }),
         "not done yet"
     );
     let left = report_of(at_epoch(region(1, "a", "m", &[1, 2, 3]), 1, 2), 1);
-    assert_eq!(operators.on_report(&left, &|store| view.is_up(store)), None);
+    assert_eq!(operators.on_report(&left, &|store| view.is_up(store), Duration::ZERO), None);
     assert_eq!(operators.outcomes(), &outcomes(&[(OperatorKind::Split, OperatorOutcome::Finished, 1)]));
 
     // Or the right half.
-    assert!(operators.add(split("m"), Duration::ZERO));
+    assert!(operators.add(split("m"), Duration::ZERO).is_some());
     let right = report_of(at_epoch(region(1, "m", "z", &[1, 2, 3]), 1, 2), 1);
-    assert_eq!(operators.on_report(&right, &|store| view.is_up(store)), None);
+    assert_eq!(operators.on_report(&right, &|store| view.is_up(store), Duration::ZERO), None);
     assert_eq!(operators.outcomes(), &outcomes(&[(OperatorKind::Split, OperatorOutcome::Finished, 2)]));
 
     // A split at a key that the region does not hold (split elsewhere meanwhile) cannot happen.
-    assert!(operators.add(split("zz"), Duration::ZERO));
-    assert_eq!(operators.on_report(&whole, &|store| view.is_up(store)), None);
+    assert!(operators.add(split("zz"), Duration::ZERO).is_some());
+    assert_eq!(operators.on_report(&whole, &|store| view.is_up(store), Duration::ZERO), None);
     let expected = outcomes(&[
         (OperatorKind::Split, OperatorOutcome::Finished, 2),
         (OperatorKind::Split, OperatorOutcome::Cancelled, 1),
@@ -501,15 +531,19 @@ fn a_split_is_done_once_the_region_ends_or_starts_at_the_key() {
 #[test]
 fn reports_of_regions_without_an_operator_ask_for_nothing() {
     let view = up_stores(&[1, 2, 3]);
-    let mut operators = OperatorController::new(TIMEOUT, 3);
+    let mut operators = OperatorController::new(TIMEOUT, 3, 1);
     let transfer = Operator {
         region_id: 1,
         kind: OperatorKind::BalanceLeader,
         steps: vec![Step::TransferLeader { to_store: 2 }],
     };
-    assert!(operators.add(transfer, Duration::ZERO));
+    assert!(operators.add(transfer, Duration::ZERO).is_some());
     assert_eq!(
-        operators.on_report(&report_of(region(2, "m", "", &[1, 2, 3]), 1), &|store| view.is_up(store)),
+        operators.on_report(
+            &report_of(region(2, "m", "", &[1, 2, 3]), 1),
+            &|store| view.is_up(store),
+            Duration::ZERO
+        ),
         None
     );
     assert_eq!(operators.busy(), BTreeSet::from([1]), "region 1's operator is untouched");
@@ -553,7 +587,7 @@ fn region_heartbeat(
     heartbeat: &RegionHeartbeat,
     persisted: bool,
 ) -> Option<OperatorStep> {
-    state.region_heartbeat(heartbeat, persisted)
+    state.region_heartbeat(heartbeat, persisted, Duration::ZERO)
 }
 
 fn entry(state: &LeaderState, region_id: u64) -> &RegionEntry {
@@ -773,8 +807,8 @@ fn a_heartbeat_answers_with_the_current_step_of_the_region_operator() {
         kind: OperatorKind::BalanceLeader,
         steps: vec![Step::TransferLeader { to_store: 2 }],
     };
-    assert!(state.add_operator(transfer.clone(), secs(1)));
-    assert!(!state.add_operator(transfer, secs(1)), "one operator per region");
+    assert!(state.add_operator(transfer.clone(), secs(1)).is_some());
+    assert!(state.add_operator(transfer, secs(1)).is_none(), "one operator per region");
 
     // The wire form names the voter that is to lead.
     let step = region_heartbeat(&mut state, &heartbeat(&first, 5, 1), false);
@@ -792,26 +826,26 @@ fn a_removal_never_takes_a_region_below_its_voters() {
     // Another (deposed) driver leader removed a voter meanwhile: the region is down to
     // three voters, so this operator's removal must not happen.
     let view = up_stores(&[1, 2, 3, 4]);
-    let mut operators = OperatorController::new(TIMEOUT, 3);
+    let mut operators = OperatorController::new(TIMEOUT, 3, 1);
     let leaving = voter(13, 3);
     let operator = Operator {
         region_id: 1,
         kind: OperatorKind::BalanceRegion,
         steps: vec![Step::RemovePeer { peer: leaving }],
     };
-    assert!(operators.add(operator.clone(), Duration::ZERO));
+    assert!(operators.add(operator.clone(), Duration::ZERO).is_some());
     let three = report_of(region(1, "a", "m", &[1, 2, 3]), 1);
-    assert_eq!(operators.on_report(&three, &|store| view.is_up(store)), None);
+    assert_eq!(operators.on_report(&three, &|store| view.is_up(store), Duration::ZERO), None);
     assert_eq!(
         operators.outcomes(),
         &outcomes(&[(OperatorKind::BalanceRegion, OperatorOutcome::Cancelled, 1)])
     );
 
     // With a fourth voter the same removal goes ahead.
-    assert!(operators.add(operator, Duration::ZERO));
+    assert!(operators.add(operator, Duration::ZERO).is_some());
     let four = report_of(region(1, "a", "m", &[1, 2, 3, 4]), 1);
     assert_eq!(
-        operators.on_report(&four, &|store| view.is_up(store)),
+        operators.on_report(&four, &|store| view.is_up(store), Duration::ZERO),
         Some(Step::RemovePeer { peer: leaving })
     );
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use tessera_engine::proto::metadata::PeerRole;
 
 use super::SchedulerConfig;
+use super::location::exposure;
 use crate::cluster::{ClusterView, RegionInfo};
 use crate::operator::{Operator, OperatorKind, Step, move_replica_steps};
 
@@ -34,8 +35,8 @@ fn improves(counts: &BTreeMap<u64, u64>, from: u64, to: u64) -> bool {
     count(to) + 1 < count(from)
 }
 
-/// Whether moving `info`'s replica from `from` to `to` keeps its replicas in as many
-/// distinct locations as before.
+/// Whether moving `info`'s replica from `from` to `to` leaves it no more exposed to a
+/// failure domain it shares with the region's other replicas (see `location.rs`).
 fn keeps_locations(
     view: &ClusterView,
     config: &SchedulerConfig,
@@ -43,11 +44,9 @@ fn keeps_locations(
     from: u64,
     to: u64,
 ) -> bool {
-    let Some(label) = &config.location_label else { return true };
-    let value = |store: u64| view.stores.get(&store).and_then(|s| s.labels.get(label)).cloned();
-    let others: BTreeSet<Option<String>> =
-        info.region.peers.iter().filter(|p| p.store_id != from).map(|p| value(p.store_id)).collect();
-    value(to) == value(from) || !others.contains(&value(to))
+    let labels = &config.location_labels;
+    let others = || info.region.peers.iter().map(|p| p.store_id).filter(move |&s| s != from);
+    exposure(view, labels, to, others()) <= exposure(view, labels, from, others())
 }
 
 pub(crate) fn regions(

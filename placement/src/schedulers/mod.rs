@@ -2,14 +2,15 @@
 //! [`ClusterView`] to [`Operator`]s, with no threads, no clock of their own and no I/O, so
 //! that every decision is unit-tested on synthetic cluster states.
 //!
-//! Order matters: replica repair first (safety of data), then hot regions, then
-//! balancing. At most one
+//! Order matters: replica repair first (safety of data), then spreading replicas over
+//! the location labels' failure domains, then hot regions, then balancing. At most one
 //! operator per region is in flight; regions that have one are skipped. Balancing moves
 //! one region (or leader) per run and stops within a tolerance, so it converges instead
-//! of oscillating.
+//! of oscillating; it never moves a replica to where it is more exposed.
 
 mod balance;
 mod hot;
+mod location;
 mod repair;
 
 #[cfg(test)]
@@ -35,8 +36,10 @@ pub struct SchedulerConfig {
     pub balance_leader: bool,
     /// Every store's leader count may differ from the mean by this much.
     pub leader_tolerance: u64,
-    /// A store label (such as `zone`) whose values a region's replicas should not share.
-    pub location_label: Option<String>,
+    /// Store labels naming failure domains, outermost first (such as `zone`, then
+    /// `host`): a region's replicas are spread over as many values as the stores allow
+    /// (see `location.rs`).
+    pub location_labels: Vec<String>,
     pub hot_region: bool,
     /// Regions below this write (or read) rate are never moved for load.
     pub hot_region_min_bytes_per_sec: u64,
@@ -54,7 +57,7 @@ impl Default for SchedulerConfig {
             region_tolerance: 2,
             balance_leader: true,
             leader_tolerance: 1,
-            location_label: None,
+            location_labels: Vec::new(),
             hot_region: true,
             hot_region_min_bytes_per_sec: 1024 * 1024,
             hot_tolerance_ratio: 0.25,
@@ -78,6 +81,10 @@ pub(crate) fn schedule(
             operators.push(operator);
         }
     }
+    if let Some(operator) = location::schedule(view, config, &taken, new_id) {
+        taken.insert(operator.region_id);
+        operators.push(operator);
+    }
     if config.hot_region
         && let Some(operator) = hot::schedule(view, config, &taken, new_id)
     {
@@ -98,25 +105,21 @@ pub(crate) fn schedule(
     operators
 }
 
-/// The best store for a new replica of `info`: up, without a peer of the region, in a
-/// location the region does not use yet if possible, then with the fewest regions.
-/// `counts` are [`ClusterView::region_counts`], computed once by the caller.
+/// The best store for a new replica of `info`: up, without a peer of the region, the
+/// least exposed next to the region's replicas (see `location.rs`), then with the fewest
+/// regions. `counts` are [`ClusterView::region_counts`], computed once by the caller.
 pub(crate) fn pick_target(
     view: &ClusterView,
     config: &SchedulerConfig,
     counts: &BTreeMap<u64, u64>,
     info: &RegionInfo,
 ) -> Option<u64> {
-    let used = config.location_label.as_ref().map(|label| view.label_values(info, label)).unwrap_or_default();
+    let replicas = || info.region.peers.iter().map(|p| p.store_id);
     view.up_stores()
         .filter(|store| info.peer_on(store.id).is_none())
         .min_by_key(|store| {
-            let location_taken = config
-                .location_label
-                .as_ref()
-                .and_then(|label| store.labels.get(label))
-                .is_some_and(|value| used.contains(value));
-            (location_taken, counts.get(&store.id).copied().unwrap_or(0), store.id)
+            let exposure = location::exposure(view, &config.location_labels, store.id, replicas());
+            (exposure, counts.get(&store.id).copied().unwrap_or(0), store.id)
         })
         .map(|store| store.id)
 }

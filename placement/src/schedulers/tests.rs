@@ -9,7 +9,7 @@ use super::*;
 use crate::cluster::{StoreInfo, StoreState};
 use crate::operator::{OperatorKind, Step};
 
-fn store(id: u64, zone: &str) -> StoreInfo {
+pub(super) fn store(id: u64, zone: &str) -> StoreInfo {
     let labels = if zone.is_empty() {
         BTreeMap::new()
     } else {
@@ -18,7 +18,7 @@ fn store(id: u64, zone: &str) -> StoreInfo {
     StoreInfo { id, address: format!("127.0.0.1:{}", 20160 + id), state: StoreState::Up, labels }
 }
 
-fn region(id: u64, stores: &[u64], leader: u64) -> RegionInfo {
+pub(super) fn region(id: u64, stores: &[u64], leader: u64) -> RegionInfo {
     RegionInfo {
         region: Region {
             id,
@@ -38,7 +38,7 @@ fn region(id: u64, stores: &[u64], leader: u64) -> RegionInfo {
     }
 }
 
-fn view(stores: Vec<StoreInfo>, regions: Vec<RegionInfo>) -> ClusterView {
+pub(super) fn view(stores: Vec<StoreInfo>, regions: Vec<RegionInfo>) -> ClusterView {
     ClusterView {
         stores: stores.into_iter().map(|s| (s.id, s)).collect(),
         regions: regions.into_iter().map(|r| (r.region.id, r)).collect(),
@@ -46,7 +46,7 @@ fn view(stores: Vec<StoreInfo>, regions: Vec<RegionInfo>) -> ClusterView {
     }
 }
 
-fn ids() -> impl FnMut() -> Option<u64> {
+pub(super) fn ids() -> impl FnMut() -> Option<u64> {
     let mut next = 1_000_000;
     move || {
         next += 1;
@@ -55,7 +55,7 @@ fn ids() -> impl FnMut() -> Option<u64> {
 }
 
 /// Carries out an operator on the view, as the region's leader would.
-fn apply(view: &mut ClusterView, operator: &Operator) {
+pub(super) fn apply(view: &mut ClusterView, operator: &Operator) {
     let Some(info) = view.regions.get_mut(&operator.region_id) else {
         panic!("no region {}", operator.region_id)
     };
@@ -165,7 +165,7 @@ fn new_replicas_go_to_zones_the_region_does_not_use() {
     let cluster = view(stores, regions);
     let config = SchedulerConfig {
         replicas: 3,
-        location_label: Some("zone".into()),
+        location_labels: vec!["zone".into()],
         balance_region: false,
         balance_leader: false,
         ..Default::default()

@@ -8,17 +8,22 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
+use super::settings::{RaftSection, ScheduleSection};
+use crate::logging::LogSection;
+
 pub(crate) const DEFAULT_STORE_LISTEN: &str = "127.0.0.1:20160";
 pub(crate) const DEFAULT_PD_LISTEN: &str = "127.0.0.1:2379";
 pub(crate) const DEFAULT_SPLIT_MAX_KEYS: u64 = 1_000_000;
 pub(crate) const DEFAULT_SPLIT_MAX_BYTES: u64 = 96 * 1024 * 1024;
 pub(crate) const DEFAULT_REPLICAS: usize = 3;
+pub(crate) const DEFAULT_SLOW_REQUEST_THRESHOLD_MS: u64 = 1000;
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct FileConfig {
     pub store: StoreSection,
     pub pd: PdSection,
+    pub log: LogSection,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -31,6 +36,8 @@ pub(crate) struct StoreSection {
     pub split_max_keys: Option<u64>,
     pub split_max_bytes: Option<u64>,
     pub metrics: Option<String>,
+    pub slow_request_threshold_ms: Option<u64>,
+    pub raft: RaftSection,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -45,6 +52,7 @@ pub(crate) struct PdSection {
     pub metrics: Option<String>,
     /// Replicas of a running driver to join through.
     pub join: Vec<String>,
+    pub schedule: ScheduleSection,
 }
 
 impl FileConfig {
@@ -59,6 +67,9 @@ impl FileConfig {
 
 #[cfg(test)]
 mod tests {
+    use tessera_engine::store::StoreConfig;
+    use tessera_placement::DriverConfig;
+
     use super::*;
 
     #[test]
@@ -75,8 +86,33 @@ mod tests {
         assert_eq!(config.pd.members, vec!["1=127.0.0.1:2379".to_string()]);
         assert_eq!(config.pd.replicas, Some(DEFAULT_REPLICAS));
         assert_eq!(config.store.metrics.as_deref(), Some("127.0.0.1:9461"));
+        assert_eq!(config.store.slow_request_threshold_ms, Some(DEFAULT_SLOW_REQUEST_THRESHOLD_MS));
         assert_eq!(config.pd.metrics.as_deref(), Some("127.0.0.1:9460"));
         assert!(config.pd.join.is_empty(), "a founding member joins nobody");
+        assert_eq!(config.log.level.as_deref(), Some("info"));
+        assert_eq!(config.log.format, Some(crate::logging::LogFormat::Text));
+        assert!(config.log.file.is_some());
+    }
+
+    /// The example lists every tuning setting with its default: applied, it changes
+    /// nothing, and a setting missing from it is caught here.
+    #[test]
+    fn the_example_lists_every_tuning_setting_at_its_default() {
+        let example = include_str!("../../../ops/tessera.example.toml");
+        let config: FileConfig = toml::from_str(example).expect("the example is valid");
+        // `workers` defaults to the machine's cores: the example shows it commented out.
+        assert_eq!(
+            config.store.raft.missing(),
+            ["workers"],
+            "[store.raft] settings missing from the example"
+        );
+        assert!(config.pd.schedule.missing().is_empty(), "[pd.schedule] settings missing from the example");
+        let mut store = StoreConfig::new(1);
+        config.store.raft.apply(&mut store).expect("valid");
+        assert_eq!(format!("{store:?}"), format!("{:?}", StoreConfig::new(1)));
+        let mut driver = DriverConfig::new(1, vec![1]);
+        config.pd.schedule.apply(&mut driver).expect("valid");
+        assert_eq!(format!("{driver:?}"), format!("{:?}", DriverConfig::new(1, vec![1])));
     }
 
     #[test]

@@ -56,20 +56,58 @@ enum CtlCommand {
         #[arg(long)]
         new: Option<String>,
     },
-    /// Ask the placement driver to split the region holding KEY at KEY.
-    Split { key: String },
-    /// Ask the placement driver to move REGION's leadership to its voter on STORE.
-    TransferLeader { region: u64, store: u64 },
-    /// Ask the placement driver to move REGION's replica on FROM to the store TO.
-    MovePeer { region: u64, from: u64, to: u64 },
-    /// The stores: address, state, regions and leaders.
+    /// Split the region holding KEY at KEY; waits for the split and says how it ended.
+    Split {
+        key: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Move REGION's leadership to its voter on STORE; waits for it and says how it ended.
+    TransferLeader {
+        region: u64,
+        store: u64,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Move REGION's replica on FROM to the store TO; waits for the move and says how it
+    /// ended.
+    MovePeer {
+        region: u64,
+        from: u64,
+        to: u64,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// The stores: address, state, regions and leaders; for a down store, when its
+    /// replicas are replaced.
     Stores,
+    /// Act on one store.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// The regions: range, peers (store ids), leader (store id).
     Regions,
-    /// The placement driver's operators in flight.
+    /// The placement driver's operators in flight, then the most recent that ended.
     Operators,
     /// The placement driver's replicas: id, address, voter or learner.
     Members,
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Declare store ID gone for good: its replicas are replaced now (not after the
+    /// down grace) and it may never register again. Refused if a region could then no
+    /// longer reach a quorum.
+    Remove { id: u64 },
+}
+
+#[derive(clap::Args)]
+struct Wait {
+    /// Return once the driver accepted the operator, without waiting for it to end.
+    #[arg(long)]
+    no_wait: bool,
+    /// Give up waiting for the operator after this many seconds (it carries on).
+    #[arg(long, default_value_t = 300)]
+    wait_seconds: u64,
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -115,22 +153,28 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 println!("not swapped (found {found})");
             }
         }
-        CtlCommand::Split { key } => {
+        CtlCommand::Split { key, wait } => {
             if key.is_empty() {
                 bail!("the empty key starts the key space: nothing to split there");
             }
-            client.pd().split_region_async(key.as_bytes()).await?;
-            println!("OK (the region's leader splits it shortly)");
+            let operator = client.pd().split_region_async(key.as_bytes()).await?;
+            follow(&client, operator, &wait, "the region already splits there").await?;
         }
-        CtlCommand::TransferLeader { region, store } => {
-            client.pd().transfer_leader_async(region, store).await?;
-            println!("OK (the region's leader hands over shortly)");
+        CtlCommand::TransferLeader { region, store, wait } => {
+            let operator = client.pd().transfer_leader_async(region, store).await?;
+            follow(&client, operator, &wait, "the leader is already there").await?;
         }
-        CtlCommand::MovePeer { region, from, to } => {
-            client.pd().move_peer_async(region, from, to).await?;
-            println!("OK (the replica moves shortly; `ctl operators` shows its progress)");
+        CtlCommand::MovePeer { region, from, to, wait } => {
+            let operator = client.pd().move_peer_async(region, from, to).await?;
+            follow(&client, operator, &wait, "nothing to move").await?;
         }
         CtlCommand::Stores => stores(&client, args.json).await?,
+        CtlCommand::Store(StoreCommand::Remove { id }) => {
+            client.pd().remove_store_async(id).await?;
+            println!(
+                "OK: store {id} is removed; its replicas are being replaced (`ctl operators` shows them)"
+            );
+        }
         CtlCommand::Members => members(&client, args.json).await?,
         CtlCommand::Regions => regions(&client, args.json).await?,
         CtlCommand::Operators => operators(&client, args.json).await?,
@@ -156,14 +200,61 @@ async fn members(client: &Client, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits for the operator the driver started (unless told not to) and says how it
+/// ended; an operator that did not finish is an error.
+async fn follow(
+    client: &Client,
+    operator: Option<u64>,
+    wait: &Wait,
+    nothing_to_do: &str,
+) -> anyhow::Result<()> {
+    let Some(id) = operator else {
+        println!("OK ({nothing_to_do})");
+        return Ok(());
+    };
+    if wait.no_wait {
+        println!("OK: operator {id} started (`ctl operators` shows its progress)");
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait.wait_seconds);
+    loop {
+        let operators = client.pd().operators_async().await?;
+        match operators.iter().find(|o| o.id == id) {
+            Some(o) if o.outcome.is_empty() => {}
+            Some(o) if o.outcome == "finished" => {
+                println!("OK: operator {id} ({}) finished in {} ms", o.kind, o.age_ms);
+                return Ok(());
+            }
+            Some(o) => {
+                let step = o.steps.get(o.current_step as usize).cloned().unwrap_or_default();
+                bail!(
+                    "operator {id} ({}) {} at step {}/{} ({step})",
+                    o.kind,
+                    o.outcome,
+                    o.current_step + 1,
+                    o.steps.len()
+                )
+            }
+            None => bail!(
+                "operator {id} is unknown to the driver's leader (leadership changed): it may or may not have \
+                 completed; `ctl regions` shows the regions now"
+            ),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("operator {id} still in flight after {} s; `ctl operators` follows it", wait.wait_seconds);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn operators(client: &Client, as_json: bool) -> anyhow::Result<()> {
     let operators = client.pd().operators_async().await?;
     if as_json {
         let rows: Vec<_> = operators
             .iter()
             .map(|o| {
-                json!({"region_id": o.region_id, "kind": o.kind, "steps": o.steps,
-                       "current_step": o.current_step, "age_ms": o.age_ms})
+                json!({"id": o.id, "region_id": o.region_id, "kind": o.kind, "steps": o.steps,
+                       "current_step": o.current_step, "age_ms": o.age_ms, "outcome": o.outcome})
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -171,14 +262,12 @@ async fn operators(client: &Client, as_json: bool) -> anyhow::Result<()> {
     }
     for o in operators {
         let step = o.steps.get(o.current_step as usize).cloned().unwrap_or_default();
-        println!(
-            "region {} {} step {}/{} ({step}) for {} ms",
-            o.region_id,
-            o.kind,
-            o.current_step + 1,
-            o.steps.len(),
-            o.age_ms
-        );
+        let (region, kind, at, of, age) = (o.region_id, &o.kind, o.current_step + 1, o.steps.len(), o.age_ms);
+        if o.outcome.is_empty() {
+            println!("operator {} region {region} {kind} step {at}/{of} ({step}) for {age} ms", o.id);
+        } else {
+            println!("operator {} region {region} {kind} {} after {age} ms", o.id, o.outcome);
+        }
     }
     Ok(())
 }
@@ -197,7 +286,8 @@ async fn stores(client: &Client, as_json: bool) -> anyhow::Result<()> {
             .map(|s| {
                 let record = s.store.clone().unwrap_or_default();
                 json!({"id": record.id, "address": record.address, "state": state(s.state),
-                       "region_count": s.region_count, "leader_count": s.leader_count, "labels": record.labels})
+                       "region_count": s.region_count, "leader_count": s.leader_count, "labels": record.labels,
+                       "down_for_ms": s.down_for_ms, "replicas_replaced_in_ms": s.replicas_replaced_in_ms})
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -205,17 +295,36 @@ async fn stores(client: &Client, as_json: bool) -> anyhow::Result<()> {
     }
     println!("{:>6}  {:<22} {:<9} {:>8} {:>8}", "id", "address", "state", "regions", "leaders");
     for s in stores {
-        let record = s.store.unwrap_or_default();
-        println!(
-            "{:>6}  {:<22} {:<9} {:>8} {:>8}",
-            record.id,
-            record.address,
-            state(s.state),
-            s.region_count,
-            s.leader_count
-        );
+        let record = s.store.clone().unwrap_or_default();
+        let (id, address, regions, leaders) = (record.id, record.address, s.region_count, s.leader_count);
+        println!("{id:>6}  {address:<22} {:<9} {regions:>8} {leaders:>8}{}", state(s.state), down_note(&s));
     }
     Ok(())
+}
+
+/// For a down store: for how long, and when its replicas get replaced elsewhere.
+fn down_note(store: &tessera_placement::proto::StoreView) -> String {
+    if store.down_for_ms == 0 {
+        return String::new();
+    }
+    let down_for = seconds_text(store.down_for_ms);
+    if store.replicas_replaced_in_ms == 0 {
+        return format!("  down for {down_for}; its replicas are being replaced");
+    }
+    let replaced_in = seconds_text(store.replicas_replaced_in_ms);
+    format!(
+        "  down for {down_for}; its replicas are replaced in {replaced_in} (or now: `ctl store remove {}`)",
+        store.store.as_ref().map_or(0, |s| s.id)
+    )
+}
+
+fn seconds_text(milliseconds: u64) -> String {
+    let seconds = milliseconds / 1000;
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{:02}m", seconds / 3600, seconds % 3600 / 60),
+    }
 }
 
 async fn regions(client: &Client, as_json: bool) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 mod config;
 mod ctl;
 mod playground;
+mod settings;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,6 +11,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
+use tessera_engine::store::StoreConfig;
+use tessera_placement::DriverConfig;
+
+use crate::logging::{self, LogFormat, LogSection, LogSettings};
 use crate::node;
 use config::FileConfig;
 
@@ -18,75 +23,125 @@ use config::FileConfig;
 pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: LogFlags,
+}
+
+/// Logging flags, accepted before or after the subcommand; they win over the
+/// configuration file's `[log]` section.
+#[derive(clap::Args)]
+struct LogFlags {
+    /// A level (error, warn, info, debug, trace) or RUST_LOG-style directives such as
+    /// `info,tessera_engine::store=debug` [default: RUST_LOG, else info; warn for ctl].
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// A file to append log lines to [default: standard error].
+    #[arg(long, global = true)]
+    log_file: Option<PathBuf>,
+    /// How log lines are written [default: text].
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+impl LogFlags {
+    fn section(&self) -> LogSection {
+        LogSection { level: self.log_level.clone(), format: self.log_format, file: self.log_file.clone() }
+    }
+}
+
+impl Command {
+    /// The configuration file the command names, if any.
+    fn config_file(&self) -> Option<&std::path::Path> {
+        match self {
+            Command::Store(StoreArgs { config, .. }) | Command::Pd(PdArgs { config, .. }) => {
+                config.as_deref()
+            }
+            Command::Playground(_) | Command::Ctl(_) => None,
+        }
+    }
+
+    /// A command line tool logs only what went wrong; nodes log their events.
+    fn default_log_level(&self) -> &'static str {
+        match self {
+            Command::Ctl(_) => "warn",
+            Command::Store(_) | Command::Pd(_) | Command::Playground(_) => "info",
+        }
+    }
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run a storage node.
-    Store {
-        /// A TOML configuration file (see ops/tessera.example.toml); flags win over it.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Addresses of the placement driver's replicas, comma-separated.
-        #[arg(long, value_delimiter = ',')]
-        pd: Vec<String>,
-        /// Where the store keeps its data (created if missing).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Address to serve on [default: 127.0.0.1:20160]; port 0 picks a free port
-        /// (printed once serving).
-        #[arg(long)]
-        listen: Option<String>,
-        /// Location labels, such as zone=eu-1a (repeatable; added to the file's).
-        #[arg(long = "label", value_parser = parse_label)]
-        labels: Vec<(String, String)>,
-        /// A region with more keys than this is split at its middle [default: 1000000].
-        #[arg(long)]
-        split_max_keys: Option<u64>,
-        /// A region with more bytes of keys and values than this is split [default: 96 MiB].
-        #[arg(long)]
-        split_max_bytes: Option<u64>,
-        /// Address to serve /metrics (Prometheus) and /health on; port 0 picks a free
-        /// port (printed once serving). No metrics without it.
-        #[arg(long)]
-        metrics: Option<String>,
-    },
+    Store(StoreArgs),
     /// Run a placement driver replica.
-    Pd {
-        /// A TOML configuration file (see ops/tessera.example.toml); flags win over it.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Where the replica keeps its data (created if missing).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Address to serve on [default: 127.0.0.1:2379]; port 0 picks a free port
-        /// (printed once serving).
-        #[arg(long)]
-        listen: Option<String>,
-        /// This replica's member id [default: 1].
-        #[arg(long)]
-        id: Option<u64>,
-        /// Every founding replica of the driver as ID=ADDRESS, comma-separated (this one
-        /// included); omit for a single replica.
-        #[arg(long, value_delimiter = ',')]
-        members: Vec<String>,
-        /// Join a running driver through these replicas' addresses (comma-separated)
-        /// instead of founding one; needs a fixed port in --listen.
-        #[arg(long, value_delimiter = ',', conflicts_with_all = ["members", "id"])]
-        join: Vec<String>,
-        /// Voters every region should have [default: 3].
-        #[arg(long)]
-        replicas: Option<usize>,
-        /// Address to serve /metrics (Prometheus) and /health on; port 0 picks a free
-        /// port (printed once serving). No metrics without it.
-        #[arg(long)]
-        metrics: Option<String>,
-    },
+    Pd(PdArgs),
     /// Start a local cluster (placement driver and stores as child processes) and keep
     /// it running until Ctrl-C or SIGTERM.
     Playground(playground::Args),
     /// Talk to a running cluster.
     Ctl(ctl::Args),
+}
+
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// A TOML configuration file (see ops/tessera.example.toml); flags win over it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Addresses of the placement driver's replicas, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pd: Vec<String>,
+    /// Where the store keeps its data (created if missing).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to serve on [default: 127.0.0.1:20160]; port 0 picks a free port
+    /// (printed once serving).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Location labels, such as zone=eu-1a (repeatable; added to the file's).
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// A region with more keys than this is split at its middle [default: 1000000].
+    #[arg(long)]
+    split_max_keys: Option<u64>,
+    /// A region with more bytes of keys and values than this is split [default: 96 MiB].
+    #[arg(long)]
+    split_max_bytes: Option<u64>,
+    /// Address to serve /metrics (Prometheus) and /health on; port 0 picks a free
+    /// port (printed once serving). No metrics without it.
+    #[arg(long)]
+    metrics: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct PdArgs {
+    /// A TOML configuration file (see ops/tessera.example.toml); flags win over it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where the replica keeps its data (created if missing).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to serve on [default: 127.0.0.1:2379]; port 0 picks a free port
+    /// (printed once serving).
+    #[arg(long)]
+    listen: Option<String>,
+    /// This replica's member id [default: 1].
+    #[arg(long)]
+    id: Option<u64>,
+    /// Every founding replica of the driver as ID=ADDRESS, comma-separated (this one
+    /// included); omit for a single replica.
+    #[arg(long, value_delimiter = ',')]
+    members: Vec<String>,
+    /// Join a running driver through these replicas' addresses (comma-separated)
+    /// instead of founding one; needs a fixed port in --listen.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["members", "id"])]
+    join: Vec<String>,
+    /// Voters every region should have [default: 3].
+    #[arg(long)]
+    replicas: Option<usize>,
+    /// Address to serve /metrics (Prometheus) and /health on; port 0 picks a free
+    /// port (printed once serving). No metrics without it.
+    #[arg(long)]
+    metrics: Option<String>,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -109,62 +164,90 @@ fn parse_member(text: &str) -> Result<(u64, String), String> {
 /// Runs the command line; the binary's `main` only reports the error.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let file = FileConfig::load(cli.command.config_file())?;
+    let environment = std::env::var("RUST_LOG").ok();
+    let log =
+        LogSettings::resolve(&cli.log.section(), &file.log, environment, cli.command.default_log_level());
+    let _flush_log_on_exit = logging::install(&log)?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(run(cli.command))
+    let outcome = runtime.block_on(run(cli.command, file));
+    // Standard error shows the error already (the binary prints it); a file must too.
+    if let Err(error) = &outcome
+        && log.file.is_some()
+    {
+        tracing::error!("stopped: {error:#}");
+    }
+    outcome
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command, file: FileConfig) -> anyhow::Result<()> {
     match command {
-        Command::Store { config, pd, data_dir, listen, labels, split_max_keys, split_max_bytes, metrics } => {
-            let file = FileConfig::load(config.as_deref())?.store;
-            let mut all_labels = file.labels;
-            all_labels.extend(labels);
-            let config = node::store::StoreNodeConfig {
-                data_dir: data_dir
-                    .or(file.data_dir)
-                    .context("a store needs --data-dir (or data_dir in its file)")?,
-                listen: listen.or(file.listen).unwrap_or_else(|| config::DEFAULT_STORE_LISTEN.to_string()),
-                pd: if pd.is_empty() { file.pd } else { pd },
-                labels: all_labels,
-                request_timeout: Duration::from_secs(10),
-                split_max_keys: split_max_keys
-                    .or(file.split_max_keys)
-                    .unwrap_or(config::DEFAULT_SPLIT_MAX_KEYS),
-                split_max_bytes: split_max_bytes
-                    .or(file.split_max_bytes)
-                    .unwrap_or(config::DEFAULT_SPLIT_MAX_BYTES),
-                metrics: metrics.or(file.metrics),
-            };
+        Command::Store(args) => {
+            let config = store_node_config(args, file.store)?;
             node::store::run(config, |ready| println!("{ready}"), node::stop_signal()).await
         }
-        Command::Pd { config, data_dir, listen, id, members, join, replicas, metrics } => {
-            let file = FileConfig::load(config.as_deref())?.pd;
-            let replicas = replicas.or(file.replicas).unwrap_or(config::DEFAULT_REPLICAS);
-            if replicas == 0 {
-                bail!("replicas must be at least 1");
-            }
-            let members = if members.is_empty() { file.members } else { members };
-            let members = members
-                .iter()
-                .map(|m| parse_member(m))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(anyhow::Error::msg)?;
-            let id = id.or(file.id).unwrap_or(1);
-            let config = node::pd::PdNodeConfig {
-                data_dir: data_dir
-                    .or(file.data_dir)
-                    .context("a driver replica needs --data-dir (or data_dir in its file)")?,
-                listen: listen.or(file.listen).unwrap_or_else(|| config::DEFAULT_PD_LISTEN.to_string()),
-                member_id: id,
-                members,
-                join: if join.is_empty() { file.join } else { join },
-                replicas,
-                metrics: metrics.or(file.metrics),
-            };
+        Command::Pd(args) => {
+            let config = pd_node_config(args, file.pd)?;
             node::pd::run(config, |ready| println!("{ready}"), node::stop_signal()).await
         }
         Command::Playground(args) => playground::run(args).await,
         Command::Ctl(args) => ctl::run(args).await,
     }
+}
+
+/// A store's settings: flags over the file over the defaults.
+fn store_node_config(
+    args: StoreArgs,
+    file: config::StoreSection,
+) -> anyhow::Result<node::store::StoreNodeConfig> {
+    let mut all_labels = file.labels;
+    all_labels.extend(args.labels);
+    let mut engine = StoreConfig::new(0);
+    engine.split_max_keys =
+        args.split_max_keys.or(file.split_max_keys).unwrap_or(config::DEFAULT_SPLIT_MAX_KEYS);
+    engine.split_max_bytes =
+        args.split_max_bytes.or(file.split_max_bytes).unwrap_or(config::DEFAULT_SPLIT_MAX_BYTES);
+    file.raft.apply(&mut engine)?;
+    let slow_request_threshold_ms =
+        file.slow_request_threshold_ms.unwrap_or(config::DEFAULT_SLOW_REQUEST_THRESHOLD_MS);
+    Ok(node::store::StoreNodeConfig {
+        data_dir: args
+            .data_dir
+            .or(file.data_dir)
+            .context("a store needs --data-dir (or data_dir in its file)")?,
+        listen: args.listen.or(file.listen).unwrap_or_else(|| config::DEFAULT_STORE_LISTEN.to_string()),
+        pd: if args.pd.is_empty() { file.pd } else { args.pd },
+        labels: all_labels,
+        request_timeout: Duration::from_secs(10),
+        engine,
+        metrics: args.metrics.or(file.metrics),
+        slow_request_threshold: Duration::from_millis(slow_request_threshold_ms),
+    })
+}
+
+/// A driver replica's settings: flags over the file over the defaults.
+fn pd_node_config(args: PdArgs, file: config::PdSection) -> anyhow::Result<node::pd::PdNodeConfig> {
+    let replicas = args.replicas.or(file.replicas).unwrap_or(config::DEFAULT_REPLICAS);
+    if replicas == 0 {
+        bail!("replicas must be at least 1");
+    }
+    let members = if args.members.is_empty() { file.members } else { args.members };
+    let members =
+        members.iter().map(|m| parse_member(m)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
+    let mut driver = DriverConfig::new(0, Vec::new());
+    driver.schedulers.replicas = replicas;
+    file.schedule.apply(&mut driver)?;
+    Ok(node::pd::PdNodeConfig {
+        data_dir: args
+            .data_dir
+            .or(file.data_dir)
+            .context("a driver replica needs --data-dir (or data_dir in its file)")?,
+        listen: args.listen.or(file.listen).unwrap_or_else(|| config::DEFAULT_PD_LISTEN.to_string()),
+        member_id: args.id.or(file.id).unwrap_or(1),
+        members,
+        join: if args.join.is_empty() { file.join } else { args.join },
+        metrics: args.metrics.or(file.metrics),
+        driver,
+    })
 }

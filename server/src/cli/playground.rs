@@ -1,7 +1,12 @@
 //! `tessera playground`: a whole local cluster from one command. Every node is a child
 //! process of this one (the same binary), with its data under `--dir` (a temporary
-//! directory by default, removed on exit). Prints one line per node, then `ready`; on
-//! Ctrl-C or SIGTERM stops the stores, then the driver, each with SIGTERM.
+//! directory by default, removed on exit), and its log in `NODE.log` there. Prints one
+//! line per node, then `ready`; on Ctrl-C or SIGTERM stops the stores, then the driver,
+//! each with SIGTERM.
+//!
+//! A node that exits (killed to watch a failover, or crashed) does not stop the others:
+//! the playground says so and keeps the cluster running, and SIGHUP restarts every node
+//! that exited, with its data, at its address (printing its line again).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -44,9 +49,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a node may take to stop after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// A node of the playground: how to start it again, and its process while it runs.
 struct Node {
     name: String,
-    child: Child,
+    args: Vec<String>,
+    child: Option<Child>,
 }
 
 /// An address on the loopback interface that must be known before its node starts (a
@@ -60,11 +67,11 @@ fn free_address(preferred: u16) -> anyhow::Result<String> {
 }
 
 /// Starts `tessera ARGS`, waits for its first line (the node's `... addr=...` line) and
-/// prints it.
-async fn start(name: String, args: Vec<String>) -> anyhow::Result<(Node, String)> {
+/// prints it; the process and the address it serves on.
+async fn start(name: &str, args: &[String]) -> anyhow::Result<(Child, String)> {
     let exe = std::env::current_exe().context("finding the tessera binary")?;
     let mut command = Command::new(exe);
-    command.args(&args).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
+    command.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
     // SAFETY: the closure only makes a system call that is safe between fork and exec.
     unsafe {
         command.pre_exec(|| {
@@ -88,7 +95,7 @@ async fn start(name: String, args: Vec<String>) -> anyhow::Result<(Node, String)
         .find_map(|field| field.strip_prefix("addr="))
         .with_context(|| format!("{name} printed no address: {line}"))?
         .to_string();
-    Ok((Node { name, child }, address))
+    Ok((child, address))
 }
 
 fn path(dir: &Path, name: &str) -> String {
@@ -111,11 +118,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let mut nodes = Vec::new();
     let result = launch(&args, &dir, &mut nodes).await;
     if result.is_ok() {
+        eprintln!("playground: each node logs to {}", dir.join("NODE.log").display());
         println!("ready");
-        tokio::select! {
-            _ = node::stop_signal() => {}
-            exited = first_exit(&mut nodes) => eprintln!("playground: {exited}; stopping the others"),
-        }
+        supervise(&mut nodes).await;
     }
     // Stores first, so that they stop reporting before the driver goes.
     for node in nodes.iter_mut().rev() {
@@ -152,26 +157,35 @@ async fn launch(args: &Args, dir: &Path, nodes: &mut Vec<Node>) -> anyhow::Resul
             replicas.to_string(),
             "--metrics".into(),
             metrics_address()?,
+            "--log-file".into(),
+            path(dir, &format!("pd{id}.log")),
         ];
         if args.pd > 1 {
             pd_args.push("--members".into());
             pd_args.push(members.join(","));
         }
-        nodes.push(start(format!("pd {id}"), pd_args).await?.0);
+        start_node(nodes, format!("pd {id}"), pd_args).await?;
     }
     for index in 1..=args.stores {
-        let store_args = vec![
-            "store".to_string(),
-            "--pd".into(),
-            pd_addresses.join(","),
-            "--data-dir".into(),
-            path(dir, &format!("store{index}")),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--metrics".into(),
-            metrics_address()?,
-        ];
-        nodes.push(start(format!("store {index}"), store_args).await?.0);
+        let metrics = metrics_address()?;
+        let store_args = |listen: &str| -> Vec<String> {
+            vec![
+                "store".to_string(),
+                "--pd".into(),
+                pd_addresses.join(","),
+                "--data-dir".into(),
+                path(dir, &format!("store{index}")),
+                "--listen".into(),
+                listen.into(),
+                "--metrics".into(),
+                metrics.clone(),
+                "--log-file".into(),
+                path(dir, &format!("store{index}.log")),
+            ]
+        };
+        let listen = start_node(nodes, format!("store {index}"), store_args("127.0.0.1:0")).await?;
+        // Restarted at the address it took, which the driver and the others know.
+        nodes.last_mut().context("the store just started")?.args = store_args(&listen);
     }
     // Ready once the first region has a leader.
     let pd = GrpcPdClient::new(tokio::runtime::Handle::current(), pd_addresses, START_TIMEOUT);
@@ -189,27 +203,77 @@ async fn launch(args: &Args, dir: &Path, nodes: &mut Vec<Node>) -> anyhow::Resul
     }
 }
 
-/// Resolves when any node exits, naming it.
-async fn first_exit(nodes: &mut [Node]) -> String {
+/// Starts a node and keeps it in `nodes`; the address it serves on.
+async fn start_node(nodes: &mut Vec<Node>, name: String, args: Vec<String>) -> anyhow::Result<String> {
+    let (child, address) = start(&name, &args).await?;
+    nodes.push(Node { name, args, child: Some(child) });
+    Ok(address)
+}
+
+/// Keeps the cluster running until Ctrl-C or SIGTERM: a node that exits is reported
+/// (the others keep running), and SIGHUP restarts every node that exited.
+async fn supervise(nodes: &mut [Node]) {
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    let Ok(mut hangup) = hangup else {
+        eprintln!("playground: cannot listen for SIGHUP; a node that exits will not be restarted");
+        node::stop_signal().await;
+        return;
+    };
+    let pid = std::process::id();
+    let mut poll = tokio::time::interval(Duration::from_millis(200));
     loop {
-        for node in nodes.iter_mut() {
-            if let Ok(Some(status)) = node.child.try_wait() {
-                return format!("{} exited ({status})", node.name);
+        tokio::select! {
+            () = node::stop_signal() => return,
+            _ = hangup.recv() => restart_exited(nodes).await,
+            _ = poll.tick() => {
+                for (name, status) in reap_exited(nodes) {
+                    eprintln!(
+                        "playground: {name} exited ({status}); the others keep running. \
+                         `kill -HUP {pid}` restarts it"
+                    );
+                }
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The nodes that exited since the last call, with how they ended.
+fn reap_exited(nodes: &mut [Node]) -> Vec<(String, std::process::ExitStatus)> {
+    let mut exited = Vec::new();
+    for node in nodes.iter_mut() {
+        let Some(child) = node.child.as_mut() else { continue };
+        if let Ok(Some(status)) = child.try_wait() {
+            node.child = None;
+            exited.push((node.name.clone(), status));
+        }
+    }
+    exited
+}
+
+/// Starts again, with their data and at their addresses, the nodes that exited.
+async fn restart_exited(nodes: &mut [Node]) {
+    for (name, status) in reap_exited(nodes) {
+        eprintln!("playground: {name} exited ({status})");
+    }
+    for node in nodes.iter_mut().filter(|node| node.child.is_none()) {
+        eprintln!("playground: restarting {}", node.name);
+        match start(&node.name, &node.args).await {
+            Ok((child, _)) => node.child = Some(child),
+            Err(error) => eprintln!("playground: {} did not restart: {error:#}", node.name),
+        }
     }
 }
 
 async fn stop(node: &mut Node) {
-    if let Ok(Some(_)) = node.child.try_wait() {
+    let Some(child) = node.child.as_mut() else { return };
+    if let Ok(Some(_)) = child.try_wait() {
         return;
     }
-    if let Some(pid) = node.child.id().and_then(|pid| rustix::process::Pid::from_raw(pid as i32)) {
+    if let Some(pid) = child.id().and_then(|pid| rustix::process::Pid::from_raw(pid as i32)) {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     }
-    if tokio::time::timeout(STOP_TIMEOUT, node.child.wait()).await.is_err() {
+    if tokio::time::timeout(STOP_TIMEOUT, child.wait()).await.is_err() {
         eprintln!("playground: {} did not stop within {STOP_TIMEOUT:?}; killing it", node.name);
-        let _ = node.child.kill().await;
+        let _ = child.kill().await;
     }
 }

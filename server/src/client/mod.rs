@@ -141,8 +141,21 @@ impl Client {
             return Ok(route);
         }
         let route = self.pd.region_by_key_async(key).await?;
+        self.learn_addresses(&route);
         self.cache.insert(route.clone());
         Ok(route)
+    }
+
+    /// Keeps the store addresses a route carries, so that reaching its replicas needs no
+    /// call to the driver.
+    fn learn_addresses(&self, route: &tessera_placement::proto::RegionRoute) {
+        if route.store_addresses.is_empty() {
+            return;
+        }
+        let mut addresses = self.addresses.write();
+        for (store_id, address) in &route.store_addresses {
+            addresses.insert(*store_id, address.clone());
+        }
     }
 
     async fn stub(&self, store_id: u64) -> Result<Kv, Transient> {
@@ -244,7 +257,8 @@ impl Client {
             Some(Failure::InvalidArgument(reason)) => {
                 return Attempt::Fail(ClientError::InvalidArgument(Refusal::Store { region_id, reason }));
             }
-            Some(Failure::NotCommitted(_)) => {}
+            // Did not apply; the route is right and the replica catches up.
+            Some(Failure::NotCommitted(_) | Failure::ReplicaBehind(_)) => {}
             Some(Failure::OutcomeUnknown(reason)) if resend == Resend::OnlyIfNotApplied => {
                 return Attempt::Fail(ClientError::OutcomeUnknown(Uncertainty::Store { region_id, reason }));
             }

@@ -22,6 +22,7 @@ use tessera_placement::proto::{
 };
 use tessera_placement::{InvalidRequest, PdClient, PdError, Unavailability};
 use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Response, Status};
 
@@ -29,8 +30,8 @@ use crate::failure::pd_error;
 use crate::proto::pd_client;
 use crate::proto::{
     AllocIdsRequest, JoinMemberRequest, JoinMemberResponse, Member, MembersRequest, MovePeerRequest,
-    OperatorsRequest, RegionByIdRequest, RegionByKeyRequest, ScanRegionsRequest, SplitRegionRequest,
-    StoresRequest, TransferLeaderRequest,
+    OperatorsRequest, RegionByIdRequest, RegionByKeyRequest, RemoveStoreRequest, ScanRegionsRequest,
+    SplitRegionRequest, StoresRequest, TransferLeaderRequest,
 };
 
 /// How often the client refreshes its list of the driver's replicas.
@@ -44,6 +45,14 @@ pub struct GrpcPdClient {
     /// When the member list was last refreshed.
     refreshed: Mutex<Option<tokio::time::Instant>>,
     deadline: Duration,
+    /// Cancelled when the node that owns this client stops: calls in flight give up at
+    /// once instead of waiting out their deadline against a driver that may be gone.
+    abandon: Option<CancellationToken>,
+}
+
+/// An operator id from the wire: 0 means no operator was needed.
+fn operator_id(id: u64) -> Option<u64> {
+    (id != 0).then_some(id)
 }
 
 fn stub(address: &str) -> Result<pd_client::PdClient<Channel>, PdError> {
@@ -65,7 +74,14 @@ impl GrpcPdClient {
             leader: Mutex::new(None),
             refreshed: Mutex::new(None),
             deadline,
+            abandon: None,
         }
+    }
+
+    /// This client, with its calls abandoned once `token` is cancelled.
+    pub(crate) fn abandoned_on(mut self, token: CancellationToken) -> GrpcPdClient {
+        self.abandon = Some(token);
+        self
     }
 
     /// Asks `address` (a replica that just answered) for the members, in the background,
@@ -94,6 +110,19 @@ impl GrpcPdClient {
     }
 
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, PdError>
+    where
+        F: Fn(pd_client::PdClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let Some(abandon) = &self.abandon else { return self.call_until_deadline(f).await };
+        tokio::select! {
+            biased;
+            () = abandon.cancelled() => Err(Unavailability::Stopping.into()),
+            answer = self.call_until_deadline(f) => answer,
+        }
+    }
+
+    async fn call_until_deadline<T, F, Fut>(&self, f: F) -> Result<T, PdError>
     where
         F: Fn(pd_client::PdClient<Channel>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
@@ -183,21 +212,22 @@ impl GrpcPdClient {
         Ok(self.call(|mut pd| async move { pd.stores(StoresRequest {}).await }).await?.stores)
     }
 
-    pub async fn split_region_async(&self, key: &[u8]) -> Result<(), PdError> {
+    /// The operator started (see [`PdClient::split_region`]).
+    pub async fn split_region_async(&self, key: &[u8]) -> Result<Option<u64>, PdError> {
         self.call(|mut pd| {
             let key = key.to_vec();
             async move { pd.split_region(SplitRegionRequest { key }).await }
         })
         .await
-        .map(|_| ())
+        .map(|answer| operator_id(answer.operator_id))
     }
 
-    pub async fn transfer_leader_async(&self, region_id: u64, to_store: u64) -> Result<(), PdError> {
+    pub async fn transfer_leader_async(&self, region_id: u64, to_store: u64) -> Result<Option<u64>, PdError> {
         self.call(
             |mut pd| async move { pd.transfer_leader(TransferLeaderRequest { region_id, to_store }).await },
         )
         .await
-        .map(|_| ())
+        .map(|answer| operator_id(answer.operator_id))
     }
 
     pub async fn move_peer_async(
@@ -205,15 +235,22 @@ impl GrpcPdClient {
         region_id: u64,
         from_store: u64,
         to_store: u64,
-    ) -> Result<(), PdError> {
+    ) -> Result<Option<u64>, PdError> {
         self.call(
             |mut pd| async move { pd.move_peer(MovePeerRequest { region_id, from_store, to_store }).await },
         )
         .await
-        .map(|_| ())
+        .map(|answer| operator_id(answer.operator_id))
     }
 
-    pub(crate) async fn operators_async(&self) -> Result<Vec<OperatorView>, PdError> {
+    /// See [`PdClient::remove_store`].
+    pub async fn remove_store_async(&self, store_id: u64) -> Result<(), PdError> {
+        self.call(|mut pd| async move { pd.remove_store(RemoveStoreRequest { store_id }).await })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn operators_async(&self) -> Result<Vec<OperatorView>, PdError> {
         Ok(self.call(|mut pd| async move { pd.operators(OperatorsRequest {}).await }).await?.operators)
     }
 
@@ -280,16 +317,20 @@ impl PdClient for GrpcPdClient {
         self.runtime.block_on(self.stores_async())
     }
 
-    fn split_region(&self, key: &[u8]) -> Result<(), PdError> {
+    fn split_region(&self, key: &[u8]) -> Result<Option<u64>, PdError> {
         self.runtime.block_on(self.split_region_async(key))
     }
 
-    fn transfer_leader(&self, region_id: u64, to_store: u64) -> Result<(), PdError> {
+    fn transfer_leader(&self, region_id: u64, to_store: u64) -> Result<Option<u64>, PdError> {
         self.runtime.block_on(self.transfer_leader_async(region_id, to_store))
     }
 
-    fn move_peer(&self, region_id: u64, from_store: u64, to_store: u64) -> Result<(), PdError> {
+    fn move_peer(&self, region_id: u64, from_store: u64, to_store: u64) -> Result<Option<u64>, PdError> {
         self.runtime.block_on(self.move_peer_async(region_id, from_store, to_store))
+    }
+
+    fn remove_store(&self, store_id: u64) -> Result<(), PdError> {
+        self.runtime.block_on(self.remove_store_async(store_id))
     }
 
     fn operators(&self) -> Result<Vec<OperatorView>, PdError> {

@@ -36,10 +36,11 @@ pub(crate) struct PdNodeConfig {
     pub members: Vec<(u64, String)>,
     /// Replicas of a running driver to join through, instead of founding one.
     pub join: Vec<String>,
-    /// Voters every region should have.
-    pub replicas: usize,
     /// Where to serve `/metrics` and `/health`; none to export nothing.
     pub metrics: Option<String>,
+    /// The driver's settings (schedulers, liveness, operator timeouts); the member id,
+    /// founding and member addresses are filled in here.
+    pub driver: DriverConfig,
 }
 
 /// The file in the data directory that keeps a joined replica's member id.
@@ -150,18 +151,19 @@ pub(crate) async fn run(
     let (member_id, founding, members) = membership(&config, address).await?;
     let addresses = Arc::new(MemberAddresses { known: members.clone(), driver: OnceLock::new() });
     let transport = Arc::new(GrpcTransport::new(Handle::current(), addresses.clone()));
-    let mut driver_config = DriverConfig::new(member_id, Vec::new());
+    let mut driver_config = config.driver.clone();
+    driver_config.member_id = member_id;
     driver_config.founding = founding;
     driver_config.member_addresses = members.into_iter().collect::<BTreeMap<_, _>>();
-    driver_config.schedulers.replicas = config.replicas;
     let db = config.data_dir.join("db");
     let driver = tokio::task::spawn_blocking(move || PlacementDriver::open(&db, driver_config, transport))
         .await?
         .context("opening the placement driver")?;
     let driver = Arc::new(driver);
     let _ = addresses.driver.set(Arc::downgrade(&driver));
+    let (stop, stopping) = flag_on_stop(stop);
     let router = super::grpc_server().add_service(PdServer::new(PdService::new(driver.clone()))).add_service(
-        RaftTransportServer::new(RaftTransportService::new(member_id, driver.sink()))
+        RaftTransportServer::new(RaftTransportService::new(member_id, driver.sink(), stopping.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
     );
     on_ready(Announcement {
@@ -170,7 +172,6 @@ pub(crate) async fn run(
         address,
         metrics: observability.as_ref().map(Observability::address),
     });
-    let (stop, stopping) = flag_on_stop(stop);
     let status = observability.map(|observability| {
         let weak = Arc::downgrade(&driver);
         let refresh = move || {
@@ -185,11 +186,16 @@ pub(crate) async fn run(
         };
         observability.serve(Role::Pd, member_id, refresh, describe, stopping)
     });
+    tracing::info!(member_id, %address, "placement driver replica serving");
     let served = super::serve(router, listener, stop).await;
+    let stopping_started = std::time::Instant::now();
+    tracing::info!(member_id, "placement driver replica stopping");
     // The status server first: a scrape in flight holds the driver for a moment.
     if let Some(status) = status {
         status.finish().await;
     }
     tokio::task::spawn_blocking(move || drop(driver)).await?;
+    let stopped_in_ms = stopping_started.elapsed().as_millis() as u64;
+    tracing::info!(member_id, stopped_in_ms, "placement driver replica stopped");
     served
 }

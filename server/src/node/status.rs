@@ -5,12 +5,11 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{self, Health, Role, StatusServer};
 
@@ -42,11 +41,11 @@ impl Observability {
         id: u64,
         refresh: impl Fn() + Send + Sync + 'static,
         describe: impl Fn() -> String + Send + Sync + 'static,
-        stopping: Arc<AtomicBool>,
+        stopping: CancellationToken,
     ) -> Serving {
         metrics::announce(role, id);
         let (stop, stopped) = oneshot::channel::<()>();
-        let health = move || Health { serving: !stopping.load(Ordering::SeqCst), detail: describe() };
+        let health = move || Health { serving: !stopping.is_cancelled(), detail: describe() };
         let task = self.server.serve(self.handle, refresh, health, async move {
             let _ = stopped.await;
         });
@@ -67,13 +66,15 @@ impl Serving {
     }
 }
 
-/// `stop`, which also sets the returned flag when it resolves: the node is stopping.
-pub(crate) fn flag_on_stop(stop: impl Future<Output = ()>) -> (impl Future<Output = ()>, Arc<AtomicBool>) {
-    let stopping = Arc::new(AtomicBool::new(false));
-    let flag = stopping.clone();
+/// `stop`, which also cancels the returned token when it resolves: the node is
+/// stopping. Everything that must notice (health, streams from other nodes, calls to
+/// the driver in flight) watches that one token.
+pub(crate) fn flag_on_stop(stop: impl Future<Output = ()>) -> (impl Future<Output = ()>, CancellationToken) {
+    let stopping = CancellationToken::new();
+    let token = stopping.clone();
     let stop = async move {
         stop.await;
-        flag.store(true, Ordering::SeqCst);
+        token.cancel();
     };
     (stop, stopping)
 }

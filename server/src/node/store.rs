@@ -15,6 +15,7 @@ use tessera_placement::PdClient;
 use tessera_placement::agent::{AgentConfig, DriverIds, StoreAgent};
 use tessera_placement::proto::RegisterStoreRequest;
 use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
 
 use super::Announcement;
 use super::status::{Observability, Serving, flag_on_stop};
@@ -33,11 +34,13 @@ pub(crate) struct StoreNodeConfig {
     pub labels: BTreeMap<String, String>,
     /// How long a request waits for its region before failing.
     pub request_timeout: Duration,
-    /// Split thresholds: keys, and bytes of keys and values, per region.
-    pub split_max_keys: u64,
-    pub split_max_bytes: u64,
+    /// How the store runs its regions (Raft timing, split thresholds, log GC); the
+    /// store id is filled in here.
+    pub engine: StoreConfig,
     /// Where to serve `/metrics` and `/health`; none to export nothing.
     pub metrics: Option<String>,
+    /// Requests (and proposals) slower than this are logged with their phases.
+    pub slow_request_threshold: Duration,
 }
 
 /// How long the agent's calls to the driver (and address lookups) may take: a driver
@@ -53,7 +56,7 @@ const STORE_ID_FILE: &str = "store_id";
 struct DriverAddressBook {
     pd: GrpcPdClient,
     cache: RwLock<HashMap<u64, String>>,
-    stopping: Arc<std::sync::atomic::AtomicBool>,
+    stopping: CancellationToken,
 }
 
 impl AddressBook for DriverAddressBook {
@@ -61,7 +64,7 @@ impl AddressBook for DriverAddressBook {
         if let Some(address) = self.cache.read().get(&store_id) {
             return Some(address.clone());
         }
-        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.stopping.is_cancelled() {
             return None;
         }
         let stores = self.pd.stores().ok()?;
@@ -96,7 +99,7 @@ fn serve_status(
     observability: Observability,
     store: &Arc<Store>,
     store_id: u64,
-    stopping: Arc<std::sync::atomic::AtomicBool>,
+    stopping: CancellationToken,
 ) -> Serving {
     let weak = Arc::downgrade(store);
     let refresh = move || {
@@ -128,8 +131,10 @@ pub(crate) async fn run(
     let request =
         RegisterStoreRequest { store_id, address: address.to_string(), labels: config.labels.clone() };
     pd.register_store_async(request).await.context("registering with the placement driver")?;
+    tracing::info!(store_id, %address, data_dir = %config.data_dir.display(), "store registered with the placement driver");
     let addresses: Arc<dyn AddressBook> = Arc::new(DriverAddressBook {
-        pd: GrpcPdClient::new(Handle::current(), config.pd.clone(), AGENT_PD_DEADLINE),
+        pd: GrpcPdClient::new(Handle::current(), config.pd.clone(), AGENT_PD_DEADLINE)
+            .abandoned_on(stopping.clone()),
         cache: RwLock::new(HashMap::new()),
         stopping: stopping.clone(),
     });
@@ -138,21 +143,20 @@ pub(crate) async fn run(
     let db = config.data_dir.join("db");
     let store_ids = ids.clone();
     let store = tokio::task::spawn_blocking(move || {
-        let store_config = StoreConfig {
-            split_max_keys: config.split_max_keys,
-            split_max_bytes: config.split_max_bytes,
-            ..StoreConfig::new(store_id)
-        };
+        let store_config =
+            StoreConfig { store_id, slow_proposal_threshold: config.slow_request_threshold, ..config.engine };
         Store::open_with_ids(&db, store_config, transport, Some(store_ids))
     })
     .await?
     .context("opening the store")?;
     let store = Arc::new(store);
     // The agent reports every second, with the short deadline.
-    let driver: Arc<dyn PdClient> =
-        Arc::new(GrpcPdClient::new(Handle::current(), config.pd.clone(), AGENT_PD_DEADLINE));
+    let driver: Arc<dyn PdClient> = Arc::new(
+        GrpcPdClient::new(Handle::current(), config.pd.clone(), AGENT_PD_DEADLINE)
+            .abandoned_on(stopping.clone()),
+    );
     let agent = StoreAgent::start(store.clone(), driver, ids, AgentConfig::default())?;
-    let kv = KvService::new(&store, addresses, config.request_timeout);
+    let kv = KvService::new(&store, addresses, config.request_timeout, config.slow_request_threshold);
     let router = super::grpc_server()
         .add_service(
             KvServer::new(kv)
@@ -160,7 +164,7 @@ pub(crate) async fn run(
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            RaftTransportServer::new(RaftTransportService::new(store_id, store.sink()))
+            RaftTransportServer::new(RaftTransportService::new(store_id, store.sink(), stopping.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         );
     on_ready(Announcement {
@@ -170,7 +174,10 @@ pub(crate) async fn run(
         metrics: observability.as_ref().map(Observability::address),
     });
     let status = observability.map(|observability| serve_status(observability, &store, store_id, stopping));
+    tracing::info!(store_id, %address, "store serving");
     let served = super::serve(router, listener, stop).await;
+    let stopping_started = std::time::Instant::now();
+    tracing::info!(store_id, "store stopping");
     // The status server first (a scrape in flight holds the store for a moment), then
     // stop reporting and close the store (the services hold it weakly): requests in
     // flight are answered or failed, and RocksDB is closed.
@@ -182,5 +189,6 @@ pub(crate) async fn run(
         drop(store);
     })
     .await?;
+    tracing::info!(store_id, stopped_in_ms = stopping_started.elapsed().as_millis() as u64, "store stopped");
     served
 }

@@ -4,14 +4,15 @@
 //! complete a oneshot channel: a request waiting costs a parked future, not a thread.
 
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use tessera_engine::log_limit::LogLimit;
 use tessera_engine::proto::{frame::KeyValue, metadata::RegionEpoch};
 use tessera_engine::store::{ReadRequest, ReadResponse, Responder, Store, StoreError};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
-use crate::failure::kv_status;
+use crate::failure::{invalid_kv_request, kv_status};
 use crate::proto::kv_server::Kv;
 use crate::proto::{
     BatchGetRequest, BatchGetResponse, GetRequest, GetResponse, RegionContext, ScanRequest, ScanResponse,
@@ -24,11 +25,13 @@ pub(crate) struct KvService {
     store: Weak<Store>,
     addresses: Arc<dyn AddressBook>,
     timeout: Duration,
+    /// Requests slower than this are logged.
+    slow_request_threshold: Duration,
 }
 
 fn context(context: Option<RegionContext>) -> Result<(u64, RegionEpoch), Status> {
-    let context = context.ok_or_else(|| Status::invalid_argument("the request names no region"))?;
-    let epoch = context.epoch.ok_or_else(|| Status::invalid_argument("the request names no region epoch"))?;
+    let context = context.ok_or_else(|| invalid_kv_request("the request names no region (no context)"))?;
+    let epoch = context.epoch.ok_or_else(|| invalid_kv_request("the request names no region epoch"))?;
     Ok((context.region_id, epoch))
 }
 
@@ -40,8 +43,13 @@ fn responder<T: Send + 'static>() -> (Responder<T>, oneshot::Receiver<Result<T, 
 }
 
 impl KvService {
-    pub(crate) fn new(store: &Arc<Store>, addresses: Arc<dyn AddressBook>, timeout: Duration) -> KvService {
-        KvService { store: Arc::downgrade(store), addresses, timeout }
+    pub(crate) fn new(
+        store: &Arc<Store>,
+        addresses: Arc<dyn AddressBook>,
+        timeout: Duration,
+        slow_request_threshold: Duration,
+    ) -> KvService {
+        KvService { store: Arc::downgrade(store), addresses, timeout, slow_request_threshold }
     }
 
     fn store(&self) -> Result<Arc<Store>, Status> {
@@ -98,21 +106,90 @@ impl KvService {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let request = request.into_inner();
-        let (region_id, epoch) = context(request.context)?;
-        let answers = self.read(region_id, epoch, vec![ReadRequest::Get { key: request.key }]).await?;
-        let value = match answers.into_iter().next() {
-            Some(ReadResponse::Value(value)) => value,
-            _ => return Err(Status::internal("a get answered with pairs")),
-        };
-        Ok(Response::new(GetResponse { found: value.is_some(), value: value.unwrap_or_default() }))
+        let (started, request) = (Instant::now(), request.into_inner());
+        let region_id = region_of(&request.context);
+        let answer = self.get_value(request).await;
+        self.observe("get", region_id, started, &answer);
+        answer.map(Response::new)
     }
 
     async fn batch_get(
         &self,
         request: Request<BatchGetRequest>,
     ) -> Result<Response<BatchGetResponse>, Status> {
-        let request = request.into_inner();
+        let (started, request) = (Instant::now(), request.into_inner());
+        let region_id = region_of(&request.context);
+        let answer = self.get_values(request).await;
+        self.observe("batch_get", region_id, started, &answer);
+        answer.map(Response::new)
+    }
+
+    async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        let (started, request) = (Instant::now(), request.into_inner());
+        let region_id = region_of(&request.context);
+        let answer = self.scan_range(request).await;
+        self.observe("scan", region_id, started, &answer);
+        answer.map(Response::new)
+    }
+
+    async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
+        let (started, request) = (Instant::now(), request.into_inner());
+        let region_id = region_of(&request.context);
+        let answer = self.apply_writes(request).await;
+        self.observe("write", region_id, started, &answer);
+        answer.map(Response::new)
+    }
+}
+
+/// The region a request names, for its log lines (0 if it names none).
+fn region_of(context: &Option<RegionContext>) -> u64 {
+    context.as_ref().map_or(0, |context| context.region_id)
+}
+
+/// Refusals and slow requests can come with every request under load: a few lines per
+/// ten seconds of each.
+static REFUSALS: LogLimit = LogLimit::new(10, Duration::from_secs(10));
+static SLOW_REQUESTS: LogLimit = LogLimit::new(10, Duration::from_secs(10));
+
+impl KvService {
+    /// Logs a refused request, and a request slower than the threshold.
+    fn observe<T>(&self, method: &'static str, region_id: u64, started: Instant, answer: &Result<T, Status>) {
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if let Err(status) = answer
+            && let Some(admitted) = REFUSALS.admit()
+        {
+            let (code, message, suppressed_before) =
+                (status.code(), status.message(), admitted.suppressed_before);
+            tracing::info!(
+                method,
+                region_id,
+                ?code,
+                message,
+                elapsed_ms,
+                suppressed_before,
+                "request refused"
+            );
+        }
+        if started.elapsed() >= self.slow_request_threshold
+            && let Some(admitted) = SLOW_REQUESTS.admit()
+        {
+            let suppressed_before = admitted.suppressed_before;
+            let outcome = if answer.is_ok() { "answered" } else { "refused" };
+            tracing::warn!(method, region_id, elapsed_ms, outcome, suppressed_before, "slow request");
+        }
+    }
+
+    async fn get_value(&self, request: GetRequest) -> Result<GetResponse, Status> {
+        let (region_id, epoch) = context(request.context)?;
+        let answers = self.read(region_id, epoch, vec![ReadRequest::Get { key: request.key }]).await?;
+        let value = match answers.into_iter().next() {
+            Some(ReadResponse::Value(value)) => value,
+            _ => return Err(Status::internal("a get answered with pairs")),
+        };
+        Ok(GetResponse { found: value.is_some(), value: value.unwrap_or_default() })
+    }
+
+    async fn get_values(&self, request: BatchGetRequest) -> Result<BatchGetResponse, Status> {
         let (region_id, epoch) = context(request.context)?;
         let keys = request.keys;
         let reads = keys.iter().map(|key| ReadRequest::Get { key: key.clone() }).collect();
@@ -126,11 +203,10 @@ impl Kv for KvService {
                 _ => None,
             })
             .collect();
-        Ok(Response::new(BatchGetResponse { pairs }))
+        Ok(BatchGetResponse { pairs })
     }
 
-    async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        let request = request.into_inner();
+    async fn scan_range(&self, request: ScanRequest) -> Result<ScanResponse, Status> {
         let (region_id, epoch) = context(request.context)?;
         let scan = ReadRequest::Scan {
             start: request.start_key,
@@ -143,20 +219,17 @@ impl Kv for KvService {
             Some(ReadResponse::Pairs(pairs)) => pairs,
             _ => return Err(Status::internal("a scan answered with a single value")),
         };
-        Ok(Response::new(ScanResponse {
-            pairs: pairs.into_iter().map(|(key, value)| KeyValue { key, value }).collect(),
-        }))
+        Ok(ScanResponse { pairs: pairs.into_iter().map(|(key, value)| KeyValue { key, value }).collect() })
     }
 
-    async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
-        let request = request.into_inner();
+    async fn apply_writes(&self, request: WriteRequest) -> Result<WriteResponse, Status> {
         let (region_id, epoch) = context(request.context)?;
         if request.writes.is_empty() {
-            return Err(Status::invalid_argument("a write request with no writes"));
+            return Err(invalid_kv_request("a write request with no writes"));
         }
         let (respond, answer) = responder();
         self.store()?.write_with(region_id, epoch, request.writes, respond);
         let answers = self.wait(vec![answer]).await?;
-        Ok(Response::new(WriteResponse { results: answers.into_iter().next().unwrap_or_default() }))
+        Ok(WriteResponse { results: answers.into_iter().next().unwrap_or_default() })
     }
 }

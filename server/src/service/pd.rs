@@ -15,8 +15,9 @@ use crate::proto::pd_server::Pd;
 use crate::proto::{
     AllocIdsRequest, AllocIdsResponse, JoinMemberRequest, JoinMemberResponse, Member, MembersRequest,
     MembersResponse, MovePeerRequest, MovePeerResponse, OperatorsRequest, OperatorsResponse,
-    RegionByIdRequest, RegionByKeyRequest, ScanRegionsRequest, ScanRegionsResponse, SplitRegionRequest,
-    SplitRegionResponse, StoresRequest, StoresResponse, TransferLeaderRequest, TransferLeaderResponse,
+    RegionByIdRequest, RegionByKeyRequest, RemoveStoreRequest, RemoveStoreResponse, ScanRegionsRequest,
+    ScanRegionsResponse, SplitRegionRequest, SplitRegionResponse, StoresRequest, StoresResponse,
+    TransferLeaderRequest, TransferLeaderResponse,
 };
 
 pub(crate) struct PdService {
@@ -117,7 +118,10 @@ impl Pd for PdService {
         request: Request<SplitRegionRequest>,
     ) -> Result<Response<SplitRegionResponse>, Status> {
         let key = request.into_inner().key;
-        self.call(move |pd| pd.split_region(&key).map(|()| SplitRegionResponse {})).await
+        self.call(move |pd| {
+            pd.split_region(&key).map(|id| SplitRegionResponse { operator_id: id.unwrap_or(0) })
+        })
+        .await
     }
 
     async fn transfer_leader(
@@ -125,7 +129,11 @@ impl Pd for PdService {
         request: Request<TransferLeaderRequest>,
     ) -> Result<Response<TransferLeaderResponse>, Status> {
         let TransferLeaderRequest { region_id, to_store } = request.into_inner();
-        self.call(move |pd| pd.transfer_leader(region_id, to_store).map(|()| TransferLeaderResponse {})).await
+        self.call(move |pd| {
+            pd.transfer_leader(region_id, to_store)
+                .map(|id| TransferLeaderResponse { operator_id: id.unwrap_or(0) })
+        })
+        .await
     }
 
     async fn move_peer(
@@ -133,11 +141,23 @@ impl Pd for PdService {
         request: Request<MovePeerRequest>,
     ) -> Result<Response<MovePeerResponse>, Status> {
         let MovePeerRequest { region_id, from_store, to_store } = request.into_inner();
-        self.call(move |pd| pd.move_peer(region_id, from_store, to_store).map(|()| MovePeerResponse {})).await
+        self.call(move |pd| {
+            pd.move_peer(region_id, from_store, to_store)
+                .map(|id| MovePeerResponse { operator_id: id.unwrap_or(0) })
+        })
+        .await
     }
 
     async fn operators(&self, _: Request<OperatorsRequest>) -> Result<Response<OperatorsResponse>, Status> {
         self.call(|pd| pd.operators().map(|operators| OperatorsResponse { operators })).await
+    }
+
+    async fn remove_store(
+        &self,
+        request: Request<RemoveStoreRequest>,
+    ) -> Result<Response<RemoveStoreResponse>, Status> {
+        let store_id = request.into_inner().store_id;
+        self.call(move |pd| pd.remove_store(store_id).map(|()| RemoveStoreResponse {})).await
     }
 
     async fn join_member(

@@ -122,13 +122,25 @@ fn send_large(mut client: RaftTransportClient<tonic::transport::Channel>, frame:
 /// Keeps one stream to `node_id` open while frames come, reconnecting with backoff.
 async fn run_link(node_id: u64, addresses: Arc<dyn AddressBook>, mut frames: mpsc::Receiver<StoreFrame>) {
     let mut backoff = BACKOFF_MIN;
+    // Logged on a change only: a node that is down would otherwise log every retry.
+    let mut was_reachable = None;
     loop {
         let book = addresses.clone();
         let address = tokio::task::spawn_blocking(move || book.resolve(node_id)).await.ok().flatten();
-        let connected = match address {
-            Some(address) => connect(&address).await,
+        let connected = match &address {
+            Some(address) => connect(address).await,
             None => None,
         };
+        let reachable = connected.is_some();
+        if was_reachable != Some(reachable) {
+            let address = address.as_deref().unwrap_or("(unknown address)");
+            if reachable {
+                tracing::info!(node_id, address, "raft link connected");
+            } else {
+                tracing::warn!(node_id, address, "raft link cannot connect; retrying with backoff");
+            }
+            was_reachable = Some(reachable);
+        }
         let Some(client) = connected else {
             addresses.forget(node_id);
             // Unreachable: drop what waits (it is stale by the time we connect).

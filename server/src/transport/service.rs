@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tessera_engine::proto::frame::StoreFrame;
 use tessera_engine::store::BatchSink;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use prost::Message;
@@ -16,11 +17,18 @@ use crate::proto::{FrameChunk, TransportAck};
 pub struct RaftTransportService {
     node_id: u64,
     sink: Arc<dyn BatchSink>,
+    /// Cancelled when the node stops: streams from other nodes never end on their own,
+    /// and a graceful shutdown waits for every stream in flight.
+    stopping: CancellationToken,
 }
 
 impl RaftTransportService {
-    pub(crate) fn new(node_id: u64, sink: Arc<dyn BatchSink>) -> RaftTransportService {
-        RaftTransportService { node_id, sink }
+    pub(crate) fn new(
+        node_id: u64,
+        sink: Arc<dyn BatchSink>,
+        stopping: CancellationToken,
+    ) -> RaftTransportService {
+        RaftTransportService { node_id, sink, stopping }
     }
 }
 
@@ -31,7 +39,13 @@ impl RaftTransport for RaftTransportService {
         request: Request<Streaming<StoreFrame>>,
     ) -> Result<Response<TransportAck>, Status> {
         let mut frames = request.into_inner();
-        while let Some(frame) = frames.message().await? {
+        loop {
+            let frame = tokio::select! {
+                biased;
+                () = self.stopping.cancelled() => return Err(Status::unavailable("this node is stopping")),
+                frame = frames.message() => frame?,
+            };
+            let Some(frame) = frame else { break };
             // A frame for another node (a stale address) is not ours to deliver.
             if frame.to_store == self.node_id {
                 self.sink.deliver(frame);

@@ -25,6 +25,11 @@ impl Peer {
         engine: &Engine,
         batch: &mut rocksdb::WriteBatch,
     ) -> Result<(), EngineError> {
+        tracing::info!(
+            region_id = self.region_id,
+            peer_id = self.peer_id,
+            "replica destroyed: removed from its region"
+        );
         self.destroyed = true;
         self.ranges.remove(self.region_id);
         self.fail_all(StoreError::RegionNotFound(self.region_id));

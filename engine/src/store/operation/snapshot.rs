@@ -32,6 +32,12 @@ impl Peer {
         for id in waiting {
             let since = *self.snapshots_in_flight.entry(id).or_insert(ticks);
             if ticks - since > limit {
+                tracing::warn!(
+                    region_id = self.region_id,
+                    to_peer_id = id,
+                    waited_ticks = ticks - since,
+                    "snapshot unanswered; reporting it lost so that another is sent"
+                );
                 self.raw.report_snapshot(id, false);
                 self.snapshots_in_flight.remove(&id);
                 METRICS.snapshot_failed(SnapshotFailure::Lost);
@@ -42,6 +48,12 @@ impl Peer {
     /// A snapshot moved the peer past its pending proposals: whether they were applied
     /// is unknown here, so the clients are told exactly that.
     pub(crate) fn on_snapshot_installed(&mut self) {
+        tracing::info!(
+            region_id = self.region_id,
+            peer_id = self.peer_id,
+            applied_index = self.applied_index(),
+            "snapshot applied"
+        );
         self.fail_proposals(&StoreError::OutcomeUnknown);
     }
 }

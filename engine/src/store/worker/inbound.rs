@@ -76,6 +76,11 @@ impl Worker {
             MessageType::Snapshot => match snapshot_range(region_id, &raft_message) {
                 Some(range) => Some(range),
                 None => {
+                    tracing::warn!(
+                        region_id,
+                        from_store_id = from_peer.store_id,
+                        "refused a snapshot: undecodable or of another region"
+                    );
                     METRICS.snapshot_failed(SnapshotFailure::Rejected);
                     return;
                 }
@@ -93,6 +98,7 @@ impl Worker {
             && self.ranges.overlapping(region_id, KeyRange::new(&range.0, &range.1)).is_some()
         {
             // Installing it would make two regions here cover the same keys.
+            tracing::info!(region_id, "refused a snapshot that overlaps another region here");
             METRICS.snapshot_failed(SnapshotFailure::Rejected);
             return;
         }

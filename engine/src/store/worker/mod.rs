@@ -129,6 +129,7 @@ pub(crate) struct Worker {
 /// anything more could lose it. The whole process stops, not just this worker, so that
 /// no other region keeps serving on a store that lost its footing.
 pub(super) fn fail_stop(what: &str, error: impl std::fmt::Display) -> ! {
+    tracing::error!(%error, "fail-stop: {what} failed and the store cannot continue safely");
     eprintln!("fail-stop: {what} failed and the store cannot continue safely: {error}");
     std::process::abort()
 }

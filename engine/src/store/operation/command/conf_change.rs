@@ -64,6 +64,7 @@ impl Peer {
             Err(error) => return Ok(Applied::Refused(StoreError::Raft(error))),
         };
         let region = self.region_after(&change);
+        log_membership_change(&region, &change);
         self.raw.storage_mut().set_region_state(region.clone(), conf_state.clone(), &mut batch.batch)?;
         self.set_region(region);
         if !is_member(&conf_state, self.peer_id) {
@@ -97,6 +98,20 @@ impl Peer {
         self.known_peers.insert(peer.id, peer);
         region
     }
+}
+
+fn log_membership_change(region: &metadata::Region, change: &ConfChange) {
+    let Some(single) = change.changes.first() else { return };
+    let voters = region.peers.iter().filter(|p| p.role() == PeerRole::Voter).count();
+    tracing::info!(
+        region_id = region.id,
+        change = ?single.change_type(),
+        peer_id = single.node_id,
+        voters,
+        replicas = region.peers.len(),
+        conf_version = region::epoch(region).conf_version,
+        "membership change applied"
+    );
 }
 
 /// Whether `peer_id` is in the configuration, in any role.

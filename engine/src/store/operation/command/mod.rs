@@ -16,11 +16,12 @@ mod split;
 mod write;
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prost::Message as _;
 
 use crate::kv::ApplyBatch;
+use crate::log_limit::LogLimit;
 use crate::metrics::METRICS;
 use crate::proto::command::{AdminCommand, RaftCommand, WriteResult, admin_command};
 use crate::proto::metadata::Region;
@@ -37,6 +38,39 @@ pub(in crate::store) struct Proposal {
     term: u64,
     proposed_at: Instant,
     respond: Responder<Vec<WriteResult>>,
+}
+
+/// Slow proposals under load would write a line each: a few per ten seconds.
+static SLOW_PROPOSALS: LogLimit = LogLimit::new(5, Duration::from_secs(10));
+
+/// What is known of a proposal's phases when its entry is applied.
+struct SlowProposal {
+    region_id: u64,
+    index: u64,
+    threshold: Duration,
+    /// When its committed entry reached the apply phase.
+    applying_since: Instant,
+}
+
+impl SlowProposal {
+    /// Logs the proposal's phases if its answer comes later than the threshold.
+    fn log_if_slow(&self, proposed_at: Instant) {
+        let total = proposed_at.elapsed();
+        if total < self.threshold {
+            return;
+        }
+        let Some(admitted) = SLOW_PROPOSALS.admit() else { return };
+        let commit_wait = self.applying_since.saturating_duration_since(proposed_at);
+        tracing::warn!(
+            region_id = self.region_id,
+            index = self.index,
+            total_ms = total.as_millis() as u64,
+            commit_wait_ms = commit_wait.as_millis() as u64,
+            apply_ms = total.saturating_sub(commit_wait).as_millis() as u64,
+            suppressed_before = admitted.suppressed_before,
+            "slow proposal"
+        );
+    }
 }
 
 /// What applying one entry tells its proposer. A disk failure is not among them: it
@@ -171,7 +205,14 @@ impl Peer {
                 // Another leader's entry took this index: ours was never committed.
                 Err(StoreError::ProposalDropped)
             };
+            let slow = SlowProposal {
+                region_id: self.region_id,
+                index: proposal.index,
+                threshold: self.slow_proposal_threshold,
+                applying_since: Instant::now(),
+            };
             answers.push(Box::new(move || {
+                slow.log_if_slow(proposal.proposed_at);
                 proposal.respond.send(outcome);
             }));
         }

@@ -65,6 +65,13 @@ impl Peer {
             PeerStorage::initialize(engine, &right, peer_id, &mut batch.batch)?;
             effects.push(SideEffect::SplitCreated { region: right, parent_was_leader: self.is_leader() });
         }
+        tracing::info!(
+            region_id = left.id,
+            new_region_id = split.new_region_id,
+            split_key = %split.split_key.escape_ascii(),
+            version = left.epoch.map_or(0, |epoch| epoch.version),
+            "split applied"
+        );
         self.set_region(left);
         METRICS.splits.increment(1);
         Ok(Applied::Done(Vec::new()))
