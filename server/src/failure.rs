@@ -368,19 +368,24 @@ mod tests {
         let outside =
             RegionError::KeyNotInRegion { key: b"k".to_vec(), region_id: 5, start: vec![], end: vec![] };
         let cases = [
-            (StoreError::NotLeader { region_id: 5, leader: None }, Code::FailedPrecondition, "NOT_LEADER"),
-            (StoreError::Region(stale), Code::FailedPrecondition, "EPOCH_NOT_MATCH"),
-            (StoreError::Region(outside), Code::FailedPrecondition, "KEY_NOT_IN_REGION"),
-            (StoreError::RegionNotFound(5), Code::NotFound, "REGION_NOT_FOUND"),
-            (StoreError::ProposalDropped, Code::Aborted, "NOT_COMMITTED"),
+            (
+                StoreError::NotLeader { region_id: 5, leader: None },
+                Code::FailedPrecondition,
+                "NOT_LEADER",
+                Some("5"),
+            ),
+            (StoreError::Region(stale), Code::FailedPrecondition, "EPOCH_NOT_MATCH", Some("5")),
+            (StoreError::Region(outside), Code::FailedPrecondition, "KEY_NOT_IN_REGION", Some("5")),
+            (StoreError::RegionNotFound(5), Code::NotFound, "REGION_NOT_FOUND", Some("5")),
+            (StoreError::ProposalDropped, Code::Aborted, "NOT_COMMITTED", None),
         ];
-        for (error, code, reason) in cases {
+        for (error, code, reason, region) in cases {
             let status = kv_status(error.clone(), |_| None);
             assert_eq!(status.code(), code, "{error}");
             assert_eq!(effect(&status), RequestEffect::NotApplied, "{error}");
             let info = error_info(&status);
             assert_eq!((info.reason.as_str(), info.domain.as_str()), (reason, ERROR_DOMAIN), "{error}");
-            assert_eq!(info.metadata.get("region_id").map(String::as_str), Some("5"), "{error}");
+            assert_eq!(info.metadata.get("region_id").map(String::as_str), region, "{error}");
         }
         let unknown = kv_status(StoreError::OutcomeUnknown, |_| None);
         assert_eq!(unknown.code(), Code::Unknown);

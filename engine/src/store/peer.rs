@@ -44,6 +44,9 @@ pub(crate) struct Peer {
     pub(in crate::store) traffic: Traffic,
     pub(in crate::store) idle_ticks: u64,
     pub(in crate::store) ticks: u64,
+    /// The role the last Ready reported, for logging changes of leadership (the Raft
+    /// core has already changed role by the time a Ready tells of it).
+    pub(in crate::store) reported_role: Role,
     /// Proposals answered later than this after they were proposed are logged.
     pub(in crate::store) slow_proposal_threshold: std::time::Duration,
     pub destroyed: bool,
@@ -94,6 +97,7 @@ impl Peer {
             traffic: Traffic::default(),
             idle_ticks: 0,
             ticks: 0,
+            reported_role: Role::Follower,
             slow_proposal_threshold: config.slow_proposal_threshold,
             destroyed: false,
         };
@@ -170,10 +174,10 @@ impl Peer {
 
     /// The next Ready, to be handled as `crate::raft::RawNode`'s contract says.
     pub(crate) fn ready(&mut self) -> Ready {
-        let was_leader = self.is_leader();
         let ready = self.raw.ready();
         if let Some(soft_state) = &ready.soft_state {
-            self.log_role_change(was_leader, soft_state);
+            self.log_role_change(self.reported_role == Role::Leader, soft_state);
+            self.reported_role = soft_state.role;
         }
         ready
     }
