@@ -250,7 +250,7 @@ impl LeaderState {
         let steps = operator.steps.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         let added = self.operators.add(operator, now);
         if let Some(id) = added {
-            tracing::info!(region_id, operator_id = id, kind = ?kind, steps, "operator started");
+            tracing::info!(region_id, operator_id = id, kind = kind.name(), steps, "operator started");
             crate::metrics::operator_created(kind);
         }
         added

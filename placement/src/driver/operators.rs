@@ -192,8 +192,16 @@ impl OperatorController {
             {
                 *self.outcomes.entry((done.operator.kind, outcome)).or_default() += 1;
             }
-            let (kind, steps_done) = (done.operator.kind, done.step);
-            tracing::info!(region_id, kind = ?kind, outcome = ?outcome, steps_done, "operator ended");
+            let (kind, steps_done, operator_id) = (done.operator.kind, done.step, done.id);
+            let (kind_name, outcome_name) = (kind.name(), outcome.name());
+            tracing::info!(
+                region_id,
+                operator_id,
+                kind = kind_name,
+                outcome = outcome_name,
+                steps_done,
+                "operator ended"
+            );
             crate::metrics::operator_ended(kind, outcome);
         }
     }

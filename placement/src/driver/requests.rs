@@ -65,6 +65,10 @@ impl Shared {
                 last_heartbeat: now,
                 state: StoreState::Up,
             });
+            if let StoreState::Down { since } = entry.state {
+                let down_for_seconds = now.saturating_sub(since).as_secs();
+                tracing::info!(store_id, down_for_seconds, "store up again");
+            }
             tracing::info!(store_id, address = %record.address, labels = ?record.labels, "store registered");
             entry.record = record;
             entry.last_heartbeat = now;
