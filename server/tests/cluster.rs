@@ -1,188 +1,16 @@
-//! Real clusters of `tessera` processes on loopback ports they pick themselves: the
-//! client library against a driver and three stores, splits, a killed leader store,
-//! a full restart, bad input, and the playground as the README runs it.
-//!
-//! Every process is started by this file and killed by pid when its guard drops.
+//! Real clusters of `tessera` processes: the client library against a driver and three
+//! stores, splits, a killed leader store, a full restart, bad input, a prompt stop, store
+//! removal, and the playground as the README runs it. The harness is in `common/`.
+
+mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::*;
 use tessera_server::client::{Client, ClientError};
-
-const TESSERA: &str = env!("CARGO_BIN_EXE_tessera");
-
-/// One cluster at a time: each runs several processes on a two-core machine.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A child process, killed when dropped.
-struct Process {
-    child: Child,
-    address: String,
-}
-
-impl Process {
-    fn start(args: &[String]) -> Process {
-        let mut command = Command::new(TESSERA);
-        command.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit());
-        die_with_parent(&mut command);
-        let mut child = command.spawn().expect("the tessera binary starts");
-        let stdout = child.stdout.take().expect("piped output");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("the node prints its address");
-        let address = line
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix("addr="))
-            .unwrap_or_else(|| panic!("no address in {line:?} from {args:?}"))
-            .to_string();
-        Process { child, address }
-    }
-
-    fn signal(&self, signal: rustix::process::Signal) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
-            let _ = rustix::process::kill_process(pid, signal);
-        }
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    fn stop(mut self) {
-        self.signal(rustix::process::Signal::TERM);
-        let status = self.child.wait().expect("the node exits");
-        assert!(status.success(), "a node stopped by SIGTERM exits cleanly, got {status}");
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A node must not outlive this test process, even if it is killed outright.
-fn die_with_parent(command: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure only makes a system call that is safe between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-            Ok(())
-        });
-    }
-}
-
-struct Cluster {
-    dir: tempfile::TempDir,
-    pd: Option<Process>,
-    stores: Vec<Option<Process>>,
-    split_max_keys: u64,
-}
-
-fn text(s: &str) -> Vec<u8> {
-    s.as_bytes().to_vec()
-}
-
-impl Cluster {
-    fn start(stores: usize, split_max_keys: u64) -> Cluster {
-        Cluster::start_configured(stores, split_max_keys, "")
-    }
-
-    /// A cluster whose driver reads `pd_config` (TOML) as its configuration file.
-    fn start_configured(stores: usize, split_max_keys: u64, pd_config: &str) -> Cluster {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let mut cluster = Cluster { dir, pd: None, stores: Vec::new(), split_max_keys };
-        let config = cluster.path("pd.toml");
-        std::fs::write(&config, pd_config).expect("the driver's configuration file");
-        let mut args = vec!["pd".into(), "--config".into(), config, "--data-dir".into(), cluster.path("pd")];
-        args.extend(["--listen".into(), "127.0.0.1:0".into()]);
-        args.extend(cluster.log_args("pd"));
-        cluster.pd = Some(Process::start(&args));
-        for index in 0..stores {
-            let store = cluster.start_store(index, "127.0.0.1:0");
-            cluster.stores.push(Some(store));
-        }
-        cluster
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
-    fn start_pd(&mut self, listen: &str) {
-        let mut args =
-            vec!["pd".into(), "--data-dir".into(), self.path("pd"), "--listen".into(), listen.into()];
-        args.extend(self.log_args("pd"));
-        self.pd = Some(Process::start(&args));
-    }
-
-    /// Every node logs JSON lines to `NAME.log` in the cluster's directory.
-    fn log_args(&self, name: &str) -> Vec<String> {
-        vec!["--log-format".into(), "json".into(), "--log-file".into(), self.path(&format!("{name}.log"))]
-    }
-
-    /// The events a node logged, each line parsed; every line must be one JSON object.
-    fn log_events(&self, name: &str) -> Vec<serde_json::Value> {
-        let path = self.path(&format!("{name}.log"));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        text.lines()
-            .map(|line| {
-                let event: serde_json::Value =
-                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{path}: {e}: {line}"));
-                assert!(event["level"].is_string() && event["target"].is_string(), "{path}: {line}");
-                event
-            })
-            .collect()
-    }
-
-    /// The events with `message` a node logged.
-    fn logged(&self, name: &str, message: &str) -> Vec<serde_json::Value> {
-        self.log_events(name).into_iter().filter(|event| event["message"] == message).collect()
-    }
-
-    fn pd_address(&self) -> String {
-        self.pd.as_ref().expect("a driver").address.clone()
-    }
-
-    fn start_store(&self, index: usize, listen: &str) -> Process {
-        let mut args = vec![
-            "store".into(),
-            "--pd".into(),
-            self.pd_address(),
-            "--data-dir".into(),
-            self.path(&format!("store{index}")),
-            "--listen".into(),
-            listen.into(),
-            "--split-max-keys".into(),
-            self.split_max_keys.to_string(),
-        ];
-        args.extend(self.log_args(&format!("store{index}")));
-        Process::start(&args)
-    }
-
-    fn client(&self) -> Client {
-        Client::new(vec![self.pd_address()], Duration::from_secs(30))
-    }
-}
-
-async fn wait_for_leader(client: &Client) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if client.pd().region_by_key_async(b"").await.is_ok_and(|route| route.leader.is_some()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the first region got no leader within a minute");
-}
-
-fn key(i: usize) -> Vec<u8> {
-    format!("key{i:06}").into_bytes()
-}
-
-fn value(i: usize) -> Vec<u8> {
-    format!("value-{i}").into_bytes()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_writes_scans_range_deletes_and_compare_and_swap() {
@@ -540,18 +368,6 @@ async fn two_stores_added_to_a_loaded_cluster_receive_regions_and_leaders() {
     }
 }
 
-fn try_ctl(pd: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(TESSERA).arg("ctl").arg("--pd").arg(pd).args(args).output().expect("ctl runs");
-    if !output.status.success() {
-        return Err(format!("ctl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr)));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-fn ctl(pd: &str, args: &[&str]) -> String {
-    try_ctl(pd, args).unwrap_or_else(|error| panic!("{error}"))
-}
-
 /// The README's first commands: a playground, then a short ctl session.
 #[test]
 fn the_playground_starts_serves_and_stops_cleanly() {
@@ -641,11 +457,6 @@ fn the_playground_starts_serves_and_stops_cleanly() {
     assert!(pd_log.contains("store registered"), "{pd_log}");
 }
 
-fn signal_pid(pid: &str, signal: rustix::process::Signal) {
-    let pid = pid.parse::<i32>().ok().and_then(rustix::process::Pid::from_raw).expect("a pid");
-    rustix::process::kill_process(pid, signal).expect("the process exists");
-}
-
 /// `GET path` over plain HTTP/1.1: the status code and the body.
 fn http_get(address: &str, path: &str) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(address).expect("the status server accepts");
@@ -713,17 +524,6 @@ fn members(pd: &str) -> Result<Vec<(u64, String)>, String> {
         .iter()
         .map(|row| (row["id"].as_u64().expect("an id"), row["role"].as_str().expect("a role").to_string()))
         .collect())
-}
-
-async fn wait_until(what: &str, mut check: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(error) if Instant::now() >= deadline => panic!("timed out waiting for {what}: {error}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

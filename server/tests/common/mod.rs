@@ -1,0 +1,224 @@
+//! The harness of the tests on real processes: `tessera` nodes started from the binary
+//! on loopback ports they pick themselves, each killed by pid when its guard drops, and
+//! `tessera ctl` run against them.
+
+#![allow(dead_code, reason = "each test binary uses its own part of the harness")]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tessera_server::client::Client;
+
+pub const TESSERA: &str = env!("CARGO_BIN_EXE_tessera");
+
+/// One cluster at a time: each runs several processes on a two-core machine.
+pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A child process, killed when dropped.
+pub struct Process {
+    pub child: Child,
+    pub address: String,
+}
+
+impl Process {
+    pub fn start(args: &[String]) -> Process {
+        let mut command = Command::new(TESSERA);
+        command.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        die_with_parent(&mut command);
+        let mut child = command.spawn().expect("the tessera binary starts");
+        let stdout = child.stdout.take().expect("piped output");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("the node prints its address");
+        let address = line
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("addr="))
+            .unwrap_or_else(|| panic!("no address in {line:?} from {args:?}"))
+            .to_string();
+        Process { child, address }
+    }
+
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(mut self) {
+        self.signal(rustix::process::Signal::TERM);
+        let status = self.child.wait().expect("the node exits");
+        assert!(status.success(), "a node stopped by SIGTERM exits cleanly, got {status}");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A node must not outlive this test process, even if it is killed outright.
+pub fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure only makes a system call that is safe between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+            Ok(())
+        });
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub pd: Option<Process>,
+    pub stores: Vec<Option<Process>>,
+    pub split_max_keys: u64,
+    /// The `zone` label of each store, by index (none past its end).
+    pub zones: Vec<String>,
+}
+
+pub fn text(s: &str) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
+impl Cluster {
+    pub fn start(stores: usize, split_max_keys: u64) -> Cluster {
+        Cluster::start_configured(stores, split_max_keys, "")
+    }
+
+    /// A cluster whose driver reads `pd_config` (TOML) as its configuration file.
+    pub fn start_configured(stores: usize, split_max_keys: u64, pd_config: &str) -> Cluster {
+        Cluster::start_in_zones(&vec![""; stores], split_max_keys, pd_config)
+    }
+
+    /// One store per entry of `zones`, labelled `zone=ZONE` (no label for an empty one).
+    pub fn start_in_zones(zones: &[&str], split_max_keys: u64, pd_config: &str) -> Cluster {
+        let stores = zones.len();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let zones = zones.iter().map(|zone| zone.to_string()).collect();
+        let mut cluster = Cluster { dir, pd: None, stores: Vec::new(), split_max_keys, zones };
+        let config = cluster.path("pd.toml");
+        std::fs::write(&config, pd_config).expect("the driver's configuration file");
+        let mut args = vec!["pd".into(), "--config".into(), config, "--data-dir".into(), cluster.path("pd")];
+        args.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        args.extend(cluster.log_args("pd"));
+        cluster.pd = Some(Process::start(&args));
+        for index in 0..stores {
+            let store = cluster.start_store(index, "127.0.0.1:0");
+            cluster.stores.push(Some(store));
+        }
+        cluster
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    pub fn start_pd(&mut self, listen: &str) {
+        let mut args =
+            vec!["pd".into(), "--data-dir".into(), self.path("pd"), "--listen".into(), listen.into()];
+        args.extend(self.log_args("pd"));
+        self.pd = Some(Process::start(&args));
+    }
+
+    /// Every node logs JSON lines to `NAME.log` in the cluster's directory.
+    pub fn log_args(&self, name: &str) -> Vec<String> {
+        vec!["--log-format".into(), "json".into(), "--log-file".into(), self.path(&format!("{name}.log"))]
+    }
+
+    /// The events a node logged, each line parsed; every line must be one JSON object.
+    pub fn log_events(&self, name: &str) -> Vec<serde_json::Value> {
+        let path = self.path(&format!("{name}.log"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        text.lines()
+            .map(|line| {
+                let event: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{path}: {e}: {line}"));
+                assert!(event["level"].is_string() && event["target"].is_string(), "{path}: {line}");
+                event
+            })
+            .collect()
+    }
+
+    /// The events with `message` a node logged.
+    pub fn logged(&self, name: &str, message: &str) -> Vec<serde_json::Value> {
+        self.log_events(name).into_iter().filter(|event| event["message"] == message).collect()
+    }
+
+    pub fn pd_address(&self) -> String {
+        self.pd.as_ref().expect("a driver").address.clone()
+    }
+
+    pub fn start_store(&self, index: usize, listen: &str) -> Process {
+        let mut args = vec![
+            "store".into(),
+            "--pd".into(),
+            self.pd_address(),
+            "--data-dir".into(),
+            self.path(&format!("store{index}")),
+            "--listen".into(),
+            listen.into(),
+            "--split-max-keys".into(),
+            self.split_max_keys.to_string(),
+        ];
+        args.extend(self.log_args(&format!("store{index}")));
+        if let Some(zone) = self.zones.get(index).filter(|zone| !zone.is_empty()) {
+            args.extend(["--label".into(), format!("zone={zone}")]);
+        }
+        Process::start(&args)
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(vec![self.pd_address()], Duration::from_secs(30))
+    }
+}
+
+pub async fn wait_for_leader(client: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if client.pd().region_by_key_async(b"").await.is_ok_and(|route| route.leader.is_some()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the first region got no leader within a minute");
+}
+
+pub fn key(i: usize) -> Vec<u8> {
+    format!("key{i:06}").into_bytes()
+}
+
+pub fn value(i: usize) -> Vec<u8> {
+    format!("value-{i}").into_bytes()
+}
+
+pub fn try_ctl(pd: &str, args: &[&str]) -> Result<String, String> {
+    let output = Command::new(TESSERA).arg("ctl").arg("--pd").arg(pd).args(args).output().expect("ctl runs");
+    if !output.status.success() {
+        return Err(format!("ctl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+pub fn ctl(pd: &str, args: &[&str]) -> String {
+    try_ctl(pd, args).unwrap_or_else(|error| panic!("{error}"))
+}
+
+pub fn signal_pid(pid: &str, signal: rustix::process::Signal) {
+    let pid = pid.parse::<i32>().ok().and_then(rustix::process::Pid::from_raw).expect("a pid");
+    rustix::process::kill_process(pid, signal).expect("the process exists");
+}
+
+pub async fn wait_until(what: &str, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(error) if Instant::now() >= deadline => panic!("timed out waiting for {what}: {error}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
