@@ -36,6 +36,12 @@ async fn wait_for(what: &str, seconds: u64, mut check: impl FnMut() -> Result<()
     }
 }
 
+/// Operators of `kind` the driver logged as finished.
+fn finished_operators(cluster: &Cluster, kind: &str) -> usize {
+    let ended = cluster.logged("pd", "operator ended");
+    ended.iter().filter(|event| event["kind"] == kind && event["outcome"] == "finished").count()
+}
+
 /// Six stores in three zones; the first region is founded on the first three stores
 /// (two of them in zone a) and every split copies its placement. With
 /// `location_labels = ["zone"]` the driver moves replicas until every region has one in
@@ -75,11 +81,7 @@ async fn location_labels_spread_every_regions_replicas_over_the_zones() {
         Ok(())
     })
     .await;
-    let location_moves = cluster
-        .logged("pd", "operator ended")
-        .iter()
-        .filter(|event| event["kind"] == "location" && event["outcome"] == "finished")
-        .count();
+    let location_moves = finished_operators(&cluster, "location");
     assert!(location_moves > 0, "the location scheduler moved replicas");
     for i in (0..300).step_by(37) {
         assert_eq!(client.get(&key(i)).await.expect("get"), Some(value(i)), "key {i}");
@@ -154,10 +156,6 @@ async fn hot_region_scheduling_moves_a_busy_leader_off_the_hottest_store() {
         let writes = writer.await.expect("a writer");
         assert!(writes > 100, "the load kept writing: {writes} puts");
     }
-    let hot_moves = cluster
-        .logged("pd", "operator ended")
-        .iter()
-        .filter(|event| event["kind"] == "hot_region" && event["outcome"] == "finished")
-        .count();
+    let hot_moves = finished_operators(&cluster, "hot_region");
     assert!(hot_moves > 0, "the hot-region scheduler moved the leader (regions {first}, {second})");
 }
