@@ -216,6 +216,19 @@ pub mod points {
     /// Store: Raft appends leaving this process are dropped (heartbeats still flow, so
     /// leaders keep their leadership); entries proposed meanwhile stay uncommitted.
     pub(crate) const STORE_DROP_OUTGOING_APPENDS: &str = "store/drop-outgoing-appends";
+    /// Store: a message that would create a replica here (a new member's first append or
+    /// snapshot) is dropped, as if lost on the way.
+    pub(crate) const STORE_DROP_CREATING_MESSAGES: &str = "store/drop-creating-messages";
+    /// Store: reached before a worker installs a snapshot Raft accepted (paused, it holds
+    /// the install while other messages are handled).
+    pub(crate) const STORE_INSTALL_SNAPSHOT: &str = "store/install-snapshot";
+    /// Store: the destruction a replica's applied removal asks for is skipped, as if the
+    /// store stopped between applying the removal and destroying the replica.
+    pub(crate) const STORE_SKIP_DESTROY_AFTER_REMOVAL: &str = "store/skip-destroy-after-removal";
+    /// Store: reached before a raft worker applies a round's committed entries. Armed to
+    /// panic, it stands for a broken invariant met on a worker, which must stop the
+    /// whole process (the crash-recovery test checks that it does).
+    pub const STORE_APPLY: &str = "store/apply";
 }
 
 #[cfg(test)]

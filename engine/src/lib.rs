@@ -15,6 +15,7 @@
 //! - [`store`]: the multi-raft runtime: many regions per node, group commit, batched
 //!   messages, coalesced heartbeats, hibernation.
 
+pub mod clock;
 pub mod failpoint;
 pub mod kv;
 pub mod log_limit;

@@ -7,6 +7,10 @@
 //! from n to n + 1 by compare-and-swap and adds key n + 1, so a lost, duplicated or
 //! reordered application would show). Several rounds run on the same directory.
 //!
+//! A second check runs a child whose raft worker panics while applying (a fail point
+//! armed to panic, standing for a broken invariant): the whole process must stop, with
+//! SIGABRT and a fail-stop line, instead of leaving that worker's regions frozen.
+//!
 //! `harness = false`: the binary is its own test runner, so that it can be its own child.
 
 use std::io::{BufRead, BufReader, Write as _};
@@ -21,6 +25,7 @@ use tessera_engine::proto::{
 use tessera_engine::store::{LocalTransport, ReadRequest, ReadResponse, Store, StoreConfig, StoreError};
 
 const CHILD_FLAG: &str = "--crash-child";
+const PANIC_CHILD_FLAG: &str = "--panic-child";
 const ROUNDS: usize = 5;
 const EPOCH: RegionEpoch = RegionEpoch { conf_version: 1, version: 1 };
 
@@ -104,6 +109,42 @@ fn child(dir: &str) -> ExitCode {
     }
 }
 
+/// The child whose worker panics: it arms the fail point, writes once, and reports if
+/// the process is still alive afterwards.
+fn panic_child(dir: &str) -> ExitCode {
+    let store = open(std::path::Path::new(dir));
+    counter(&store);
+    let mut scenario = tessera_engine::failpoint::Scenario::begin();
+    scenario.arm(tessera_engine::failpoint::points::STORE_APPLY, tessera_engine::failpoint::Action::Panic);
+    let answer = store.write(1, EPOCH, next_write(0)).recv_timeout(Duration::from_secs(5));
+    println!("survived a panic on a raft worker; the write answered {answer:?}");
+    ExitCode::SUCCESS
+}
+
+/// Runs the panicking child; an error says how the process failed to stop.
+fn check_fail_stop_on_panic(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::process::ExitStatusExt as _;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let output = Command::new(exe)
+        .arg(PANIC_CHILD_FLAG)
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("running the panicking child: {e}"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    const SIGABRT: i32 = 6;
+    if output.status.signal() != Some(SIGABRT)
+        || !stderr.contains("fail-stop: the store's raft worker thread")
+    {
+        return Err(format!(
+            "a panic on a raft worker must abort the process with a fail-stop line; it ended with {} \
+             (stdout: {stdout:?}, stderr: {stderr:?})",
+            output.status
+        ));
+    }
+    Ok(())
+}
+
 fn run_round(dir: &std::path::Path, round: usize, seed: &mut u64) -> Result<(u64, u64), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = Command::new(exe)
@@ -155,10 +196,12 @@ fn run_round(dir: &std::path::Path, round: usize, seed: &mut u64) -> Result<(u64
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if let [_, flag, dir] = args.as_slice()
-        && flag == CHILD_FLAG
-    {
-        return child(dir);
+    if let [_, flag, dir] = args.as_slice() {
+        match flag.as_str() {
+            CHILD_FLAG => return child(dir),
+            PANIC_CHILD_FLAG => return panic_child(dir),
+            _ => {}
+        }
     }
     // Under `cargo test`, the harness passes its own flags; a filter that excludes this
     // test is honoured.
@@ -180,6 +223,12 @@ fn main() -> ExitCode {
             }
         }
     }
+    let panic_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
+    if let Err(failure) = check_fail_stop_on_panic(panic_dir.path()) {
+        println!("test crash_recovery ... FAILED: {failure}\n0 passed; 1 failed");
+        return ExitCode::FAILURE;
+    }
+    println!("a panic on a raft worker stopped the process (SIGABRT, fail-stop line)");
     println!("test crash_recovery ... ok\n1 passed; 0 failed");
     ExitCode::SUCCESS
 }

@@ -113,6 +113,12 @@ impl Cluster {
         let address = format!("store-{}", self.nodes.len() + 1);
         let request = RegisterStoreRequest { store_id: 0, address, labels: Default::default() };
         let store_id = self.pd.register_store(request).expect("the store registers").store_id;
+        self.open_store(store_id, dir);
+        store_id
+    }
+
+    /// Opens store `store_id` (registered already) on `dir`, with its agent.
+    fn open_store(&mut self, store_id: u64, dir: tempfile::TempDir) {
         let pd: Arc<dyn PdClient> = self.pd.clone();
         let ids = Arc::new(DriverIds::new());
         let store = Store::open_with_ids(
@@ -130,16 +136,38 @@ impl Cluster {
         };
         let agent = StoreAgent::start(store.clone(), pd, ids, config).expect("the agent starts");
         self.nodes.insert(store_id, Node { store, agent, _dir: dir });
-        store_id
     }
 
     /// Stops a store as a crash would look to the others: it goes silent.
     fn kill_store(&mut self, store_id: u64) {
+        drop(self.stop_store(store_id));
+    }
+
+    /// Stops a store, keeping its data directory for a restart.
+    fn stop_store(&mut self, store_id: u64) -> Option<tempfile::TempDir> {
         self.transport.unregister(store_id);
-        if let Some(node) = self.nodes.remove(&store_id) {
-            node.agent.stop();
-            drop(node.store);
+        let node = self.nodes.remove(&store_id)?;
+        node.agent.stop();
+        drop(node.store);
+        Some(node._dir)
+    }
+
+    /// The replicas a store holds, by region: its peer id, from what it persisted.
+    fn replicas_on(&self, store_id: u64) -> BTreeMap<u64, u64> {
+        use tessera_engine::proto::metadata::{PeerState, RegionLocalState};
+        use tessera_engine::storage::{Cf, keys};
+        let Some(node) = self.nodes.get(&store_id) else { return BTreeMap::new() };
+        let engine = node.store.engine();
+        let Ok(meta) = engine.cf(Cf::Meta) else { return BTreeMap::new() };
+        let mut replicas = BTreeMap::new();
+        for (key, value) in engine.db().iterator_cf(meta, rocksdb::IteratorMode::Start).flatten() {
+            let Some(region_id) = keys::region_id_of_state_key(&key) else { continue };
+            let Ok(state) = <RegionLocalState as prost::Message>::decode(value.as_ref()) else { continue };
+            if state.state != PeerState::Tombstone as i32 {
+                replicas.insert(region_id, state.peer_id);
+            }
         }
+        replicas
     }
 
     fn serving_driver(&self) -> Option<u64> {
@@ -432,6 +460,73 @@ fn a_killed_store_is_replaced_on_the_survivors() {
     cluster.wait_for("every region to regain three replicas on the survivors", |c| c.healthy(3).map(|_| ()));
     let down = cluster.stores().into_iter().find(|s| s.store.as_ref().is_some_and(|r| r.id == victim));
     assert_eq!(down.map(|s| s.state), Some(StoreState::Down as i32), "the killed store is down");
+    cluster.assert_all_present(1200);
+}
+
+/// A store is down while its replicas are replaced on the others, then comes back with
+/// them on disk. They missed their own removal: each must be found (it knows no leader)
+/// and destroyed against the driver's view of its region, within a minute, its data
+/// deleted; the store then takes new replicas, which apply.
+#[test]
+fn a_store_back_after_its_replicas_were_replaced_destroys_them_and_takes_new_ones() {
+    let _serial = ONE_AT_A_TIME.lock();
+    let mut cluster = Cluster::start(1, 4);
+    load(&cluster, 1200, 6);
+    let victim = *cluster.nodes.keys().max().expect("four stores");
+    cluster.wait_for("the victim to hold replicas", |c| {
+        if c.replicas_on(victim).is_empty() { Err("none yet".into()) } else { Ok(()) }
+    });
+    let dir = cluster.stop_store(victim).expect("the victim runs");
+    cluster.wait_for("every region to regain three replicas on the survivors", |c| c.healthy(3).map(|_| ()));
+    cluster.open_store(victim, dir);
+    let stale: BTreeMap<u64, u64> = cluster.replicas_on(victim);
+    assert!(!stale.is_empty(), "the victim came back with its replicas on disk");
+
+    let started = Instant::now();
+    cluster.wait_for("every stale replica on the victim to be destroyed", |c| {
+        let now = c.replicas_on(victim);
+        let left: Vec<u64> = stale
+            .iter()
+            .filter(|(region, peer)| now.get(region) == Some(peer))
+            .map(|(&region, _)| region)
+            .collect();
+        if left.is_empty() { Ok(()) } else { Err(format!("stale replicas of regions {left:?} remain")) }
+    });
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(60), "stale replicas lived {took:?}");
+    // Every replica the victim holds now is one the driver knows: a new one.
+    cluster.wait_for("the victim to take new replicas that the driver knows", |c| {
+        let known: BTreeMap<u64, u64> = c
+            .regions()
+            .iter()
+            .filter_map(|route| route.region.as_ref())
+            .filter_map(|r| r.peers.iter().find(|p| p.store_id == victim).map(|p| (r.id, p.id)))
+            .collect();
+        let held = c.replicas_on(victim);
+        if known.is_empty() {
+            return Err("no replica placed on the victim yet".into());
+        }
+        if held != known {
+            return Err(format!("the victim holds {held:?}, the driver places {known:?}"));
+        }
+        Ok(())
+    });
+    cluster.wait_for("the victim's new replicas to apply", |c| {
+        let node = &c.nodes[&victim];
+        let missing = (0..1200).filter(|&i| {
+            let Ok((route, _, _, _)) = c.route(&key(i)) else { return true };
+            let on_victim = route.region.iter().any(|r| r.peers.iter().any(|p| p.store_id == victim));
+            let data = node
+                .store
+                .engine()
+                .get(tessera_engine::storage::Cf::Data, &tessera_engine::storage::keys::data_key(&key(i)));
+            on_victim && data.ok().flatten() != Some(value(i))
+        });
+        match missing.count() {
+            0 => Ok(()),
+            count => Err(format!("{count} keys missing on the victim")),
+        }
+    });
     cluster.assert_all_present(1200);
 }
 

@@ -152,6 +152,8 @@ fn kv_code_and_kind(
         | StoreError::Storage(_)
         | StoreError::ThreadSpawn { .. }
         | StoreError::ShuttingDown => (Code::Unavailable, kv_failure::Kind::Unavailable(message)),
+        // Only opening a store meets it; another replica can serve meanwhile.
+        StoreError::InvalidConfig(_) => (Code::Unavailable, kv_failure::Kind::Unavailable(message)),
     }
 }
 

@@ -1,7 +1,9 @@
 //! Per-replica configuration of the Raft core.
 //!
 //! Time is counted in ticks: the caller decides how long a tick is and calls
-//! [`RawNode::tick`](super::RawNode::tick) at that rate. Nothing here reads a clock.
+//! [`RawNode::tick`](super::RawNode::tick) at that rate. Nothing here reads a clock. The
+//! leader lease may instead be measured on the application's monotonic clock
+//! ([`LeaseClock::Observed`]), whose readings the application hands over.
 
 use super::errors::{ConfigError, Result};
 
@@ -12,11 +14,31 @@ pub enum ReadMode {
     /// with one heartbeat round acknowledged by a quorum. Always safe.
     Safe,
     /// Leader lease: while a quorum acknowledged a heartbeat round sent less than
-    /// [`Config::lease_ticks`] ticks ago, the leader answers at once.
+    /// [`Config::lease_ticks`] ticks ago (measured on the [`LeaseClock`]), the leader
+    /// answers at once.
     /// Falls back to [`ReadMode::Safe`] when the lease has lapsed. Sound only if no
     /// replica's clock runs more than `max_clock_drift_ticks` ticks per election timeout
     /// slower or faster than another's.
     Lease,
+}
+
+/// What the leader lease is measured on.
+///
+/// Elections may count ticks: a late tick only delays a campaign, which is safe. A lease
+/// counted in ticks is not: a leader whose process is paused (SIGSTOP, a VM freeze, a
+/// starved ticker) stops ticking while its followers elect another leader that takes
+/// writes, and on resuming it would answer reads from a lease that ended long ago.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseClock {
+    /// The lease advances with [`RawNode::tick`](super::RawNode::tick). Sound only where
+    /// ticks are time itself (the deterministic simulator and the core's tests).
+    Ticks,
+    /// The lease is measured on the readings of the application's monotonic clock,
+    /// handed over by [`RawNode::observe_time`](super::RawNode::observe_time);
+    /// `tick_length` is how many of the clock's units one tick is meant to last (for
+    /// microseconds and 100 ms ticks, 100,000). The application must report the time
+    /// after it received a read and before it asks for it, and before every tick.
+    Observed { tick_length: u64 },
 }
 
 /// Configuration of one replica.
@@ -43,6 +65,8 @@ pub struct Config {
     /// Assumed bound on clock drift between replicas, in ticks per election timeout. The
     /// leader lease is `election_ticks - max_clock_drift_ticks` ticks long.
     pub max_clock_drift_ticks: u64,
+    /// What the leader lease is measured on.
+    pub lease_clock: LeaseClock,
     /// The highest index the application has applied; entries after it are handed out
     /// again on restart. The configuration in [`RaftState::conf_state`] must be the one
     /// in effect at this index, since membership changes at or below it are not handed
@@ -74,6 +98,7 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             max_clock_drift_ticks: 2,
+            lease_clock: LeaseClock::Ticks,
             applied: 0,
             random_seed: id,
             new_group: false,
@@ -105,7 +130,19 @@ impl Config {
             }
             .into());
         }
+        if self.lease_clock == (LeaseClock::Observed { tick_length: 0 }) {
+            return Err(ConfigError::ZeroTickLength.into());
+        }
         Ok(())
+    }
+
+    /// Length of the leader lease on the [`LeaseClock`]: [`Config::lease_ticks`] ticks,
+    /// in the clock's units.
+    pub(crate) fn lease_length(&self) -> u64 {
+        match self.lease_clock {
+            LeaseClock::Ticks => self.lease_ticks(),
+            LeaseClock::Observed { tick_length } => self.lease_ticks().saturating_mul(tick_length),
+        }
     }
 
     /// Length of the leader lease in ticks: `election_ticks - max_clock_drift_ticks - 1`.

@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::failpoint::{self, points};
 
 use super::confchange;
-use super::config::Config;
+use super::config::{Config, LeaseClock};
 use super::errors::{ConfigError, Error, MessageDefect, Result, StorageError, TransferRefusal};
 use super::log::RaftLog;
 use super::proto::{ConfChange, Entry, EntryType, HardState, Message, MessageType, Snapshot};
@@ -77,8 +77,12 @@ pub(crate) struct Raft<S: Storage> {
     /// is applied.
     pub(super) pending_conf_index: u64,
     pub(super) lead_transferee: Option<u64>,
-    /// Ticks since this replica started: the leader lease is measured on it.
+    /// Ticks since this replica started: elections and the voters' side of the lease
+    /// (`last_leader_contact`) are measured on it.
     pub(super) clock: u64,
+    /// The reading of the [`LeaseClock`] the leader lease is measured on: the tick count,
+    /// or the application's latest reading of its monotonic clock. Never goes back.
+    pub(super) lease_now: u64,
     /// The clock reading when this replica last heard from a leader of its term. While
     /// less than an election timeout ago, it neither grants votes nor raises its term for
     /// a campaign (§4.2.3): the leader's lease rests on this. It survives term changes
@@ -131,6 +135,7 @@ impl<S: Storage> Raft<S> {
             pending_conf_index: 0,
             lead_transferee: None,
             clock: 0,
+            lease_now: 0,
             last_leader_contact: (!config.new_group).then_some(0),
             rng: ChaCha8Rng::seed_from_u64(config.random_seed),
             config,
@@ -245,6 +250,9 @@ impl<S: Storage> Raft<S> {
     /// Advances the logical clock by one tick.
     pub(crate) fn tick(&mut self) {
         self.clock += 1;
+        if self.config.lease_clock == LeaseClock::Ticks {
+            self.lease_now += 1;
+        }
         if self.role == Role::Leader {
             self.tick_leader();
             return;
@@ -280,6 +288,7 @@ impl<S: Storage> Raft<S> {
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
+            self.probe_again_where_unanswered();
         }
     }
 
@@ -416,6 +425,14 @@ impl<S: Storage> Raft<S> {
                 || self
                     .last_leader_contact
                     .is_some_and(|contact| self.clock.saturating_sub(contact) < self.config.election_ticks))
+    }
+
+    /// The application's monotonic clock reads `now` (ignored unless the lease is
+    /// measured on it; a reading that goes back is ignored too).
+    pub(crate) fn observe_time(&mut self, now: u64) {
+        if matches!(self.config.lease_clock, LeaseClock::Observed { .. }) {
+            self.lease_now = self.lease_now.max(now);
+        }
     }
 
     /// Records that the leader of our term spoke to us.

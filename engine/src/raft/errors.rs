@@ -127,6 +127,8 @@ pub enum ConfigError {
         election_ticks - 1
     )]
     DriftLeavesNoLease { max_clock_drift_ticks: u64, election_ticks: u64 },
+    #[error("an observed lease clock needs a tick length of at least 1 unit")]
+    ZeroTickLength,
     #[error("applied index {applied} is beyond the commit index {committed}")]
     AppliedBeyondCommit { applied: u64, committed: u64 },
 }

@@ -118,6 +118,48 @@ impl<S: Storage> Raft<S> {
         self.advance_reads();
     }
 
+    /// Sends the probe again to every follower whose last probe is still unanswered, once
+    /// per heartbeat interval. A probe is normally released by the answer to it or to a
+    /// heartbeat; a replica that does not exist yet (its store creates it from an
+    /// append, not from a heartbeat) answers neither, so a lost first append would
+    /// otherwise leave it paused for good.
+    pub(super) fn probe_again_where_unanswered(&mut self) {
+        let unanswered: Vec<u64> = self
+            .tracker
+            .progress
+            .iter()
+            .filter(|(id, pr)| **id != self.id && pr.state == ProgressState::Probe && pr.probe_sent)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in unanswered {
+            self.send_empty_probe(id);
+        }
+    }
+
+    /// An append without entries from the follower's next index: enough to find where
+    /// its log matches ours (and for its store to create it), and cheap to repeat to a
+    /// follower that may be down. A compacted log sends a snapshot instead, when the
+    /// follower is known to be alive.
+    fn send_empty_probe(&mut self, to: u64) {
+        let Some(pr) = self.tracker.progress.get(&to) else { return };
+        let prev_index = pr.next_index - 1;
+        let Ok(prev_term) = self.log.term(prev_index) else {
+            if let Some(pr) = self.tracker.progress.get_mut(&to) {
+                pr.probe_sent = false;
+            }
+            self.send_snapshot(to);
+            return;
+        };
+        if let Some(pr) = self.tracker.progress.get_mut(&to) {
+            pr.sent_append(None);
+        }
+        let mut message = new_message(to, MessageType::Append);
+        message.index = prev_index;
+        message.log_term = prev_term;
+        message.commit = self.log.committed;
+        self.send(message);
+    }
+
     /// Sends one append to every other member.
     pub(super) fn broadcast_append(&mut self) {
         let peers: Vec<u64> = self.tracker.progress.keys().copied().filter(|&id| id != self.id).collect();
@@ -180,7 +222,7 @@ impl<S: Storage> Raft<S> {
     /// Starts a heartbeat round: every member hears from us, and the round number they
     /// echo confirms our leadership for reads and dates our lease.
     pub(super) fn broadcast_heartbeat(&mut self) {
-        let round = self.reads.start_round(self.clock);
+        let round = self.reads.start_round(self.lease_now);
         let id = self.id;
         if let Some(own) = self.tracker.progress.get_mut(&id) {
             own.acked_round = round;

@@ -1,6 +1,7 @@
 //! Tessera's Raft core: a pure state machine, close to Ongaro's thesis.
 //!
-//! It owns the consensus rules and nothing else: no clocks (time is [`RawNode::tick`]),
+//! It owns the consensus rules and nothing else: no clocks (time is [`RawNode::tick`],
+//! and the readings of the application's clock it hands over for the leader lease),
 //! no threads, no I/O, no global randomness (election timeouts come from a seeded RNG in
 //! [`Config`]). The application feeds it ticks, messages and proposals and takes back a
 //! [`Ready`]: entries and hard state to persist, messages to send, committed entries to
@@ -43,7 +44,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/tessera.raft.rs"));
 }
 
-pub use config::{Config, ReadMode};
+pub use config::{Config, LeaseClock, ReadMode};
 #[cfg(test)]
 use consensus::Raft;
 pub use consensus::{LogPosition, Role};

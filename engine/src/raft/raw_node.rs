@@ -120,6 +120,16 @@ impl<S: Storage> RawNode<S> {
         self.raft.tick();
     }
 
+    /// Hands over a reading of the application's monotonic clock, on which the leader
+    /// lease is measured when the configuration says [`LeaseClock::Observed`]: before
+    /// every tick, and after a read arrived but before [`RawNode::read_index`] is asked
+    /// for it. Readings must not go back (one that does is ignored).
+    ///
+    /// [`LeaseClock::Observed`]: super::LeaseClock::Observed
+    pub fn observe_time(&mut self, now: u64) {
+        self.raft.observe_time(now);
+    }
+
     /// Campaigns now (used to elect a first leader without waiting for a timeout).
     pub(crate) fn campaign(&mut self) {
         self.raft.hup(CampaignKind::Election);
@@ -150,10 +160,17 @@ impl<S: Storage> RawNode<S> {
     }
 
     /// Ends the leader's lease. A replica that stops ticking (a hibernating region) must
-    /// call this: its clock stops with it, so a lease measured on that clock would seem
-    /// to hold for as long as it sleeps.
+    /// call this: with a lease counted in ticks its clock stops with it, so the lease
+    /// would seem to hold for as long as it sleeps; and acknowledgements arriving while
+    /// it sleeps must not renew it.
     pub(crate) fn expire_lease(&mut self) {
         self.raft.reads.expire_lease();
+    }
+
+    /// The index of the snapshot this replica accepted from its leader and has not
+    /// installed yet, if any.
+    pub(crate) fn pending_snapshot_index(&self) -> Option<u64> {
+        self.raft.log.unstable.snapshot.as_ref().map(super::log_unstable::snapshot_index)
     }
 
     pub fn report_snapshot(&mut self, to: u64, success: bool) {

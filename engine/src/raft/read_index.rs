@@ -14,6 +14,13 @@
 //! once. This assumes clocks drift apart by at most `max_clock_drift_ticks` per election
 //! timeout; a leader transfer ends the lease for the rest of the term, since its target
 //! campaigns without waiting.
+//!
+//! "Our clock" is the [`LeaseClock`](super::LeaseClock): in a real process the
+//! application's monotonic clock, not the tick count, since a paused process stops
+//! ticking while the others elect a new leader. A round is dated with the latest reading
+//! before it was sent (never later than the truth), and a read is checked against a
+//! reading taken after it arrived: the moment of that reading, within the lease, is the
+//! read's linearization point.
 
 use std::collections::VecDeque;
 
@@ -45,18 +52,20 @@ struct PendingRead {
 pub(crate) struct Reads {
     waiting_for_commit: Vec<(Vec<u8>, ReadMode)>,
     pending: VecDeque<PendingRead>,
-    /// Heartbeat rounds started and the tick each was sent at, oldest first.
+    /// Heartbeat rounds started and the lease clock's reading each was sent at, oldest
+    /// first.
     round_sent_at: VecDeque<(u64, u64)>,
     pub heartbeat_round: u64,
+    /// On the [`LeaseClock`](super::LeaseClock), like the dates in `round_sent_at`.
     lease_expires_at: u64,
     lease_revoked: bool,
     broadcast_needed: bool,
 }
 
 impl Reads {
-    pub(crate) fn start_round(&mut self, clock: u64) -> u64 {
+    pub(crate) fn start_round(&mut self, lease_now: u64) -> u64 {
         self.heartbeat_round += 1;
-        self.round_sent_at.push_back((self.heartbeat_round, clock));
+        self.round_sent_at.push_back((self.heartbeat_round, lease_now));
         self.broadcast_needed = false;
         self.heartbeat_round
     }
@@ -116,7 +125,7 @@ impl<S: Storage> Raft<S> {
     fn lease_valid(&self) -> bool {
         !self.reads.lease_revoked
             && self.lead_transferee.is_none()
-            && self.clock < self.reads.lease_expires_at
+            && self.lease_now < self.reads.lease_expires_at
     }
 
     /// Called when the commit index advanced on the leader.
@@ -141,7 +150,7 @@ impl<S: Storage> Raft<S> {
             && round == confirmed
         {
             self.reads.lease_expires_at =
-                self.reads.lease_expires_at.max(sent_at + self.config.lease_ticks());
+                self.reads.lease_expires_at.max(sent_at.saturating_add(self.config.lease_length()));
         }
         while self.reads.pending.front().is_some_and(|read| read.round <= confirmed) {
             if let Some(read) = self.reads.pending.pop_front() {

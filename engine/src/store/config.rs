@@ -1,6 +1,10 @@
 //! Settings of a store's runtime.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::clock::{Clock, MonotonicClock};
+use crate::raft::ConfigError;
 
 /// How a store runs its regions.
 #[derive(Debug, Clone)]
@@ -10,6 +14,9 @@ pub struct StoreConfig {
     pub workers: usize,
     /// Wall-clock length of one Raft tick.
     pub tick_interval: Duration,
+    /// What ticks are timed by and leader leases measured on (a test may stop it to
+    /// play a paused process).
+    pub clock: Arc<dyn Clock>,
     pub election_ticks: u64,
     pub heartbeat_ticks: u64,
     /// Ticks without activity after which a region's leader hibernates it.
@@ -31,6 +38,10 @@ pub struct StoreConfig {
     /// A write that takes longer than this from proposal to answer is logged, with the
     /// time it waited to commit and the time its apply batch took.
     pub slow_proposal_threshold: Duration,
+    /// A replica that has known no leader for this many ticks is reported as leaderless,
+    /// so that the placement driver's agent can check whether it was removed from its
+    /// region while its store was away (and destroy it if so).
+    pub leader_missing_report_ticks: u64,
 }
 
 impl StoreConfig {
@@ -39,6 +50,7 @@ impl StoreConfig {
             store_id,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8),
             tick_interval: Duration::from_millis(100),
+            clock: MonotonicClock::shared(),
             election_ticks: 10,
             heartbeat_ticks: 2,
             hibernate_after_ticks: 20,
@@ -49,6 +61,62 @@ impl StoreConfig {
             split_max_keys: 1_000_000,
             split_max_bytes: 96 * 1024 * 1024,
             slow_proposal_threshold: Duration::from_secs(1),
+            leader_missing_report_ticks: 100,
         }
     }
+
+    /// Refuses settings that cannot work, naming the setting and the value given; a store
+    /// checks its configuration before it opens anything.
+    pub fn validate(&self) -> Result<(), InvalidStoreConfig> {
+        if self.store_id == 0 {
+            return Err(InvalidStoreConfig::ZeroStoreId);
+        }
+        if self.workers == 0 {
+            return Err(InvalidStoreConfig::Zero("workers"));
+        }
+        if self.tick_interval.is_zero() {
+            return Err(InvalidStoreConfig::Zero("tick_interval"));
+        }
+        if self.hibernate_after_ticks == 0 {
+            return Err(InvalidStoreConfig::Zero("hibernate_after_ticks"));
+        }
+        if self.leader_missing_report_ticks == 0 {
+            return Err(InvalidStoreConfig::Zero("leader_missing_report_ticks"));
+        }
+        if self.split_max_keys == 0 {
+            return Err(InvalidStoreConfig::Zero("split_max_keys"));
+        }
+        if self.split_max_bytes == 0 {
+            return Err(InvalidStoreConfig::Zero("split_max_bytes"));
+        }
+        // The Raft settings as every replica of this store will get them.
+        super::peer::raft_config(self, 1, 0, false).validate().map_err(|error| match error {
+            crate::raft::Error::InvalidConfig(config) => InvalidStoreConfig::Raft(config),
+            other => unreachable!(
+                "invariant: validating a Raft configuration fails only with a ConfigError, not {other}"
+            ),
+        })
+    }
+
+    /// A reading of the store's clock in the unit its Raft replicas measure leases in.
+    pub(crate) fn now_micros(&self) -> u64 {
+        u64::try_from(self.clock.now().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// One tick's length in that unit.
+    pub(crate) fn tick_length_micros(&self) -> u64 {
+        u64::try_from(self.tick_interval.as_micros()).unwrap_or(u64::MAX).max(1)
+    }
+}
+
+/// A store setting that cannot work. Retrying cannot help: the configuration must
+/// change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidStoreConfig {
+    #[error("the store id must not be 0")]
+    ZeroStoreId,
+    #[error("{0} must be above 0")]
+    Zero(&'static str),
+    #[error("the Raft settings cannot work: {0}")]
+    Raft(ConfigError),
 }

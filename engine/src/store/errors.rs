@@ -15,6 +15,8 @@ use crate::raft::{self, OpaqueError};
 use crate::region::{DisplayLeader, RegionError};
 use crate::storage::EngineError;
 
+use super::config::InvalidStoreConfig;
+
 /// Whether the same request, sent again, can succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
@@ -72,6 +74,8 @@ pub enum StoreError {
     RegionExists(u64),
     #[error("invalid change of peers: {0}")]
     InvalidChange(#[from] InvalidChange),
+    #[error("invalid store configuration: {0}")]
+    InvalidConfig(#[from] InvalidStoreConfig),
 }
 
 /// What a committed entry was expected to hold.
@@ -121,7 +125,9 @@ impl StoreError {
             // The same bytes decode the same way on every try.
             StoreError::MalformedEntry { .. }
             | StoreError::RegionExists(_)
-            | StoreError::InvalidChange(_) => Retry::Never,
+            | StoreError::InvalidChange(_)
+            // Settings that cannot work stay so until they are changed.
+            | StoreError::InvalidConfig(_) => Retry::Never,
         }
     }
 

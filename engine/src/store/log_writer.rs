@@ -81,7 +81,9 @@ impl LogWriter {
         let (tasks, inbox) = unbounded();
         let handle = std::thread::Builder::new()
             .name("tessera-log-writer".into())
-            .spawn(move || run(engine, sync, stats, inbox))
+            .spawn(move || {
+                super::fatal::fail_stop_on_panic("log writer", move || run(engine, sync, stats, inbox))
+            })
             .unwrap_or_else(|error| panic!("cannot start the log writer thread: {error}"));
         (LogWriter { tasks }, handle)
     }

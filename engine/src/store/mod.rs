@@ -40,6 +40,7 @@
 
 mod config;
 mod errors;
+mod fatal;
 mod heartbeat;
 mod log_writer;
 mod operation;
@@ -64,11 +65,11 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, bounded, unbounded};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
-pub use config::StoreConfig;
+pub use config::{InvalidStoreConfig, StoreConfig};
 pub use errors::{EntryKind, InvalidChange, Retry, StoreError};
 pub use log_writer::GroupCommitFigures;
 pub use operation::{ReadRequest, ReadResponse};
-pub use report::{RegionReport, StoreReport, Traffic};
+pub use report::{LeaderlessReplica, RegionReport, StoreReport, Traffic};
 pub use responder::Responder;
 pub use split_check::{IdAllocator, IdsExhausted};
 pub use transport::{BatchSink, LocalTransport, Transport};
@@ -114,6 +115,7 @@ impl Store {
         transport: Arc<dyn Transport>,
         ids: Option<Arc<dyn IdAllocator>>,
     ) -> Result<Store, StoreError> {
+        config.validate()?;
         let opening_started = std::time::Instant::now();
         let engine = Engine::open(path)?;
         let stats = Arc::new(GroupCommitStats::default());
@@ -135,7 +137,7 @@ impl Store {
             let worker = Worker::new(shared.clone(), inbox);
             let thread = std::thread::Builder::new()
                 .name(format!("tessera-raft-{}-{index}", config.store_id))
-                .spawn(move || worker.run())
+                .spawn(move || fatal::fail_stop_on_panic("raft worker", move || worker.run()))
                 .map_err(|e| StoreError::ThreadSpawn {
                     thread: "raft worker",
                     source: OpaqueError::new(e),
@@ -143,7 +145,7 @@ impl Store {
             threads.push(thread);
         }
         let stopping = Arc::new(AtomicBool::new(false));
-        threads.push(start_ticker(router.clone(), config.tick_interval, stopping.clone())?);
+        threads.push(start_ticker(router.clone(), &config, stopping.clone())?);
         let store = Store { config, engine, router, stats, stopping, threads };
         let regions = store.persisted_regions()?;
         tracing::info!(
@@ -321,6 +323,17 @@ impl Store {
         Ok(report)
     }
 
+    /// Destroys this store's replica `peer_id` of `region_id` if `current` (the region as
+    /// the placement driver knows it) shows it was removed: a newer membership without
+    /// it. For a replica that missed its own removal (its store was down, which is why
+    /// it was removed): it would otherwise keep its keys claimed on this store, wake its
+    /// region with campaigns and keep its data. Returns whether it was destroyed.
+    pub fn destroy_if_removed(&self, region_id: u64, peer_id: u64, current: Region) -> bool {
+        let (respond, answer) = bounded(1);
+        self.router.send(region_id, WorkerMsg::DestroyIfRemoved { region_id, peer_id, current, respond });
+        answer.recv_timeout(Duration::from_secs(5)).unwrap_or(false)
+    }
+
     /// Another store is down: wake every region with a replica there, so that followers
     /// of a leader on it can elect another.
     pub fn on_store_down(&self, store_id: u64) {
@@ -381,18 +394,30 @@ impl Drop for Store {
     }
 }
 
+/// Ticks every worker once per `tick_interval` on the store's clock. Ticks never come
+/// faster than that, which the leases of the replicas' leaders rely on (a voter that
+/// heard from a leader ignores campaigns for an election timeout counted in ticks); a
+/// late tick only delays an election.
 fn start_ticker(
     router: Router,
-    interval: Duration,
+    config: &StoreConfig,
     stopping: Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>, StoreError> {
+    let (interval, clock) = (config.tick_interval, config.clock.clone());
     std::thread::Builder::new()
         .name("tessera-ticker".into())
         .spawn(move || {
-            while !stopping.load(Ordering::SeqCst) {
-                std::thread::sleep(interval);
-                router.broadcast(|| WorkerMsg::Tick);
-            }
+            fatal::fail_stop_on_panic("ticker", move || {
+                let mut next_tick = clock.now() + interval;
+                while !stopping.load(Ordering::SeqCst) {
+                    std::thread::sleep(interval);
+                    let now = clock.now();
+                    if now >= next_tick {
+                        router.broadcast(|| WorkerMsg::Tick);
+                        next_tick = now + interval;
+                    }
+                }
+            })
         })
         .map_err(|e| StoreError::ThreadSpawn { thread: "ticker", source: OpaqueError::new(e) })
 }

@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::proto::metadata::{self, Region};
 use crate::raft::proto::Message;
-use crate::raft::{Config, Progress, RawNode, Ready, Role, SoftState, Status};
+use crate::raft::{Config, LeaseClock, Progress, RawNode, Ready, Role, SoftState, Status};
 use crate::storage::{Engine, PeerStorage};
 
 use super::StoreConfig;
@@ -43,6 +43,8 @@ pub(crate) struct Peer {
     pub(in crate::store) size: (u64, u64),
     pub(in crate::store) traffic: Traffic,
     pub(in crate::store) idle_ticks: u64,
+    /// Ticks in a row this replica has known no leader.
+    pub(in crate::store) leaderless_ticks: u64,
     pub(in crate::store) ticks: u64,
     /// The role the last Ready reported, for logging changes of leadership (the Raft
     /// core has already changed role by the time a Ready tells of it).
@@ -59,6 +61,8 @@ pub(crate) fn raft_config(config: &StoreConfig, peer_id: u64, applied: u64, new_
     raft.applied = applied;
     raft.new_group = new_group;
     raft.random_seed = peer_id ^ config.store_id.rotate_left(32);
+    // Leases on the store's monotonic clock: a paused process stops ticking.
+    raft.lease_clock = LeaseClock::Observed { tick_length: config.tick_length_micros() };
     raft
 }
 
@@ -96,6 +100,7 @@ impl Peer {
             size: (0, 0),
             traffic: Traffic::default(),
             idle_ticks: 0,
+            leaderless_ticks: 0,
             ticks: 0,
             reported_role: Role::Follower,
             slow_proposal_threshold: config.slow_proposal_threshold,
@@ -119,6 +124,22 @@ impl Peer {
         }
         self.ranges.set(&region);
         self.region = region;
+    }
+
+    /// Whether the region as this replica knows it no longer has it: its own removal was
+    /// applied (a replica that never received its region's state knows no members and
+    /// is not counted as removed).
+    pub(crate) fn removed_from_its_region(&self) -> bool {
+        !self.region.peers.is_empty() && !self.region.peers.iter().any(|peer| peer.id == self.peer_id)
+    }
+
+    /// This replica, as reported when it has known no leader for a while.
+    pub(crate) fn leaderless(&self) -> crate::store::LeaderlessReplica {
+        crate::store::LeaderlessReplica {
+            region_id: self.region_id,
+            peer_id: self.peer_id,
+            conf_version: self.region.epoch.unwrap_or_default().conf_version,
+        }
     }
 
     pub(crate) fn learn_peer(&mut self, peer: metadata::Peer) {
@@ -202,6 +223,11 @@ impl Peer {
     /// Hands Raft a message from another replica.
     pub(crate) fn step(&mut self, message: Message) -> crate::raft::Result<()> {
         self.raw.step(message)
+    }
+
+    /// The index of the snapshot Raft accepted and this peer has yet to install.
+    pub(crate) fn pending_snapshot_index(&self) -> Option<u64> {
+        self.raw.pending_snapshot_index()
     }
 
     pub(crate) fn campaign(&mut self) {

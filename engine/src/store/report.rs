@@ -85,6 +85,19 @@ pub struct StoreReport {
     /// region that lost its quorum).
     pub without_leader: u64,
     pub leaders: Vec<RegionReport>,
+    /// Replicas that have known no leader for `leader_missing_report_ticks`: perhaps
+    /// removed from their region while this store was away.
+    pub leaderless: Vec<LeaderlessReplica>,
+}
+
+/// A replica that has known no leader for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderlessReplica {
+    pub region_id: u64,
+    pub peer_id: u64,
+    /// The membership version of the region as this replica knows it (0: it never
+    /// received its region's state).
+    pub conf_version: u64,
 }
 
 impl StoreReport {
@@ -93,6 +106,7 @@ impl StoreReport {
         self.hibernating += other.hibernating;
         self.without_leader += other.without_leader;
         self.leaders.extend(other.leaders);
+        self.leaderless.extend(other.leaderless);
     }
 }
 

@@ -10,7 +10,10 @@
 //!   store's cumulative traffic counters into rates with its own clock;
 //! - starts the operator steps in the answers, without waiting for them: the driver
 //!   learns their outcome from later heartbeats. A step already started recently is not
-//!   started again.
+//!   started again;
+//! - asks the driver about replicas that have known no leader for a while, and has the
+//!   store destroy those the driver's region shows were removed (a replica that missed
+//!   its own removal because its store was down would otherwise live on).
 //!
 //! The agent never decides anything; a driver that cannot be reached only delays
 //! reports and steps, the store keeps serving.
@@ -24,7 +27,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tessera_engine::store::{IdAllocator, IdsExhausted, RegionReport, Store, Traffic};
+use tessera_engine::store::{IdAllocator, IdsExhausted, LeaderlessReplica, RegionReport, Store, Traffic};
 
 use crate::client::PdClient;
 use crate::errors::{PdError, Unavailability};
@@ -47,6 +50,12 @@ impl Default for AgentConfig {
         }
     }
 }
+
+/// A leaderless replica is checked with the driver at most this often.
+const LEADERLESS_CHECK_INTERVAL: Duration = Duration::from_secs(20);
+
+/// Leaderless replicas checked with the driver per round, at most.
+const LEADERLESS_CHECKS_PER_ROUND: usize = 32;
 
 /// Ids kept at hand for the store's own splits.
 const SPLIT_IDS: usize = 64;
@@ -109,6 +118,7 @@ impl StoreAgent {
             config,
             previous: HashMap::new(),
             notified_down: BTreeSet::new(),
+            leaderless_checked: HashMap::new(),
         };
         let stop = stopping.clone();
         let thread = std::thread::Builder::new()
@@ -151,6 +161,8 @@ struct Agent {
     previous: HashMap<u64, (Traffic, Instant)>,
     /// Down stores whose regions here were already woken.
     notified_down: BTreeSet<u64>,
+    /// When each leaderless replica was last checked with the driver, by region.
+    leaderless_checked: HashMap<u64, Instant>,
 }
 
 /// Per-second rates between two readings of cumulative counters.
@@ -180,6 +192,7 @@ impl Agent {
             read_keys: sum.read_keys + h.read_keys_per_sec,
         });
         self.store_heartbeat(report.regions, report.leaders.len() as u64, total);
+        self.destroy_removed_replicas(&report.leaderless, now);
         if heartbeats.is_empty() {
             return;
         }
@@ -191,6 +204,26 @@ impl Agent {
                 continue;
             };
             self.steps.run(&self.store, self.ids.as_ref(), &report.region, step);
+        }
+    }
+
+    /// Checks leaderless replicas against the driver's view of their regions; the store
+    /// destroys those removed from their region (it checks the membership versions
+    /// itself: the driver's view may be older than the replica's).
+    fn destroy_removed_replicas(&mut self, leaderless: &[LeaderlessReplica], now: Instant) {
+        self.leaderless_checked.retain(|region_id, _| leaderless.iter().any(|r| r.region_id == *region_id));
+        let due = leaderless.iter().filter(|replica| {
+            self.leaderless_checked
+                .get(&replica.region_id)
+                .is_none_or(|at| now.duration_since(*at) >= LEADERLESS_CHECK_INTERVAL)
+        });
+        let due: Vec<LeaderlessReplica> = due.take(LEADERLESS_CHECKS_PER_ROUND).copied().collect();
+        for replica in due {
+            self.leaderless_checked.insert(replica.region_id, now);
+            // Unknown to the driver, or the driver unreachable: checked again later.
+            let Ok(route) = self.pd.region_by_id(replica.region_id) else { continue };
+            let Some(current) = route.region else { continue };
+            self.store.destroy_if_removed(replica.region_id, replica.peer_id, current);
         }
     }
 

@@ -32,6 +32,8 @@ pub(crate) struct StoreSection {
     pub pd: Vec<String>,
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
+    /// The address other nodes and clients reach this store at.
+    pub advertise: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub split_max_keys: Option<u64>,
     pub split_max_bytes: Option<u64>,
@@ -45,6 +47,8 @@ pub(crate) struct StoreSection {
 pub(crate) struct PdSection {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
+    /// The address the other replicas and the clients reach this replica at.
+    pub advertise: Option<String>,
     pub id: Option<u64>,
     /// `ID=ADDRESS` for every replica.
     pub members: Vec<String>,
@@ -78,6 +82,8 @@ mod tests {
         let config: FileConfig = toml::from_str(example).expect("the example is valid");
         assert_eq!(config.store.pd, vec!["127.0.0.1:2379".to_string()]);
         assert_eq!(config.store.listen.as_deref(), Some(DEFAULT_STORE_LISTEN));
+        assert_eq!(config.store.advertise.as_deref(), Some("store-1.example.internal:20160"));
+        assert_eq!(config.pd.advertise.as_deref(), Some("pd-1.example.internal:2379"));
         assert_eq!(config.store.labels.get("zone").map(String::as_str), Some("zone-a"));
         assert_eq!(config.store.split_max_keys, Some(DEFAULT_SPLIT_MAX_KEYS));
         assert_eq!(config.store.split_max_bytes, Some(DEFAULT_SPLIT_MAX_BYTES));

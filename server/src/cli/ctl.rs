@@ -19,8 +19,8 @@ pub(crate) struct Args {
     /// Print the cluster views (stores, regions, operators, members) as JSON arrays.
     #[arg(long, global = true)]
     json: bool,
-    /// Give up on a request after this many seconds.
-    #[arg(long, default_value_t = 20)]
+    /// Give up on a request after this many seconds (1 to 86400).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     timeout: u64,
     #[command(subcommand)]
     command: CtlCommand,
@@ -105,8 +105,9 @@ struct Wait {
     /// Return once the driver accepted the operator, without waiting for it to end.
     #[arg(long)]
     no_wait: bool,
-    /// Give up waiting for the operator after this many seconds (it carries on).
-    #[arg(long, default_value_t = 300)]
+    /// Give up waiting for the operator after this many seconds (it carries on; 1 to
+    /// 86400).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     wait_seconds: u64,
 }
 

@@ -97,6 +97,10 @@ struct StoreArgs {
     /// (printed once serving).
     #[arg(long)]
     listen: Option<String>,
+    /// The address others reach this store at, HOST:PORT or HOST [default: the
+    /// address it listens on; required when that is 0.0.0.0 or [::]].
+    #[arg(long)]
+    advertise: Option<String>,
     /// Location labels, such as zone=eu-1a (repeatable; added to the file's).
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
@@ -124,6 +128,10 @@ struct PdArgs {
     /// (printed once serving).
     #[arg(long)]
     listen: Option<String>,
+    /// The address the other replicas reach this one at, HOST:PORT or HOST [default:
+    /// the address it listens on].
+    #[arg(long)]
+    advertise: Option<String>,
     /// This replica's member id [default: 1].
     #[arg(long)]
     id: Option<u64>,
@@ -169,6 +177,7 @@ pub fn main() -> anyhow::Result<()> {
     let log =
         LogSettings::resolve(&cli.log.section(), &file.log, environment, cli.command.default_log_level());
     let _flush_log_on_exit = logging::install(&log)?;
+    stop_the_process_on_panic();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let outcome = runtime.block_on(run(cli.command, file));
@@ -179,6 +188,19 @@ pub fn main() -> anyhow::Result<()> {
         tracing::error!("stopped: {error:#}");
     }
     outcome
+}
+
+/// A panic anywhere in the process is a broken invariant: after the usual report on
+/// standard error, it is logged and the process aborts (fail-stop). Were only the
+/// panicking thread or task to end, a node could go on half alive: a store with some
+/// regions frozen whose leaders never fail over, a driver that stopped scheduling.
+fn stop_the_process_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |panic| {
+        report(panic);
+        tracing::error!("fail-stop: {panic}");
+        std::process::abort();
+    }));
 }
 
 async fn run(command: Command, file: FileConfig) -> anyhow::Result<()> {
@@ -217,6 +239,7 @@ fn store_node_config(
             .or(file.data_dir)
             .context("a store needs --data-dir (or data_dir in its file)")?,
         listen: args.listen.or(file.listen).unwrap_or_else(|| config::DEFAULT_STORE_LISTEN.to_string()),
+        advertise: args.advertise.or(file.advertise),
         pd: if args.pd.is_empty() { file.pd } else { args.pd },
         labels: all_labels,
         request_timeout: Duration::from_secs(10),
@@ -235,6 +258,10 @@ fn pd_node_config(args: PdArgs, file: config::PdSection) -> anyhow::Result<node:
     let members = if args.members.is_empty() { file.members } else { args.members };
     let members =
         members.iter().map(|m| parse_member(m)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
+    let member_id = args.id.or(file.id).unwrap_or(1);
+    if member_id == 0 {
+        bail!("the member id (--id, or id in the file) must be above 0: 0 names no member");
+    }
     let mut driver = DriverConfig::new(0, Vec::new());
     driver.schedulers.replicas = replicas;
     file.schedule.apply(&mut driver)?;
@@ -244,7 +271,8 @@ fn pd_node_config(args: PdArgs, file: config::PdSection) -> anyhow::Result<node:
             .or(file.data_dir)
             .context("a driver replica needs --data-dir (or data_dir in its file)")?,
         listen: args.listen.or(file.listen).unwrap_or_else(|| config::DEFAULT_PD_LISTEN.to_string()),
-        member_id: args.id.or(file.id).unwrap_or(1),
+        advertise: args.advertise.or(file.advertise),
+        member_id,
         members,
         join: if args.join.is_empty() { file.join } else { args.join },
         metrics: args.metrics.or(file.metrics),

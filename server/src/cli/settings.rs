@@ -28,6 +28,7 @@ pub(crate) struct RaftSection {
     pub log_gc_max_lag: Option<u64>,
     pub split_check_interval_ticks: Option<u64>,
     pub sync_log: Option<bool>,
+    pub leader_missing_report_ticks: Option<u64>,
 }
 
 /// `[pd.schedule]`.
@@ -70,6 +71,7 @@ impl RaftSection {
             log_gc_max_lag,
             split_check_interval_ticks,
             sync_log,
+            leader_missing_report_ticks,
         } = self;
         let given = [
             ("workers", workers.is_some()),
@@ -81,6 +83,7 @@ impl RaftSection {
             ("log_gc_max_lag", log_gc_max_lag.is_some()),
             ("split_check_interval_ticks", split_check_interval_ticks.is_some()),
             ("sync_log", sync_log.is_some()),
+            ("leader_missing_report_ticks", leader_missing_report_ticks.is_some()),
         ];
         given.into_iter().filter(|(_, given)| !given).map(|(name, _)| name).collect()
     }
@@ -96,19 +99,14 @@ impl RaftSection {
         set(&mut config.log_gc_max_lag, self.log_gc_max_lag);
         set(&mut config.split_check_interval_ticks, self.split_check_interval_ticks);
         set(&mut config.sync_log, self.sync_log);
-        if config.workers == 0 {
-            bail!("[store.raft] workers must be at least 1");
-        }
+        set(&mut config.leader_missing_report_ticks, self.leader_missing_report_ticks);
         if config.tick_interval.is_zero() {
             bail!("[store.raft] tick_interval_ms must be at least 1");
         }
-        if config.heartbeat_ticks == 0 || config.election_ticks <= config.heartbeat_ticks {
-            bail!(
-                "[store.raft] election_ticks ({}) must be greater than heartbeat_ticks ({}), which must be at \
-                 least 1",
-                config.election_ticks,
-                config.heartbeat_ticks
-            );
+        // The engine's own checks, with a store id that passes them (it comes later).
+        let checked = StoreConfig { store_id: config.store_id.max(1), ..config.clone() };
+        if let Err(error) = checked.validate() {
+            bail!("invalid store settings ([store], [store.raft] and flags): {error}");
         }
         Ok(())
     }

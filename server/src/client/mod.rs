@@ -76,6 +76,9 @@ type Kv = KvClient<Channel>;
 /// Items that fall in one region, after the key of the first.
 type Group<V> = (Vec<u8>, Vec<(Vec<u8>, V)>);
 
+/// The longest deadline an operation may be given: a day.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
+
 pub struct Client {
     pd: Arc<GrpcPdClient>,
     cache: RegionCache,
@@ -120,7 +123,11 @@ fn put(key: Vec<u8>, value: Vec<u8>) -> Write {
 impl Client {
     /// A client of the cluster whose driver replicas listen at `pd`; each request gives
     /// up after `deadline`. Must be created inside a Tokio runtime.
+    /// A client of the cluster whose driver replicas are at `pd`; every operation gives
+    /// up after `deadline` (at most [`MAX_DEADLINE`]: a longer one is cut to it, so that
+    /// no deadline overflows the clock).
     pub fn new(pd: Vec<String>, deadline: Duration) -> Client {
+        let deadline = deadline.min(MAX_DEADLINE);
         let pd = Arc::new(GrpcPdClient::new(tokio::runtime::Handle::current(), pd, deadline));
         Client {
             pd,

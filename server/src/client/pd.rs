@@ -73,7 +73,7 @@ impl GrpcPdClient {
             endpoints: Arc::new(Mutex::new(endpoints)),
             leader: Mutex::new(None),
             refreshed: Mutex::new(None),
-            deadline,
+            deadline: deadline.min(super::MAX_DEADLINE),
             abandon: None,
         }
     }

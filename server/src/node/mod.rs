@@ -52,6 +52,50 @@ pub(crate) async fn stop_signal() {
     }
 }
 
+/// The address other nodes and clients are told to dial: `advertise` (HOST:PORT, or
+/// HOST alone for the port bound), else the address bound, which must then be one they
+/// can dial (not 0.0.0.0 or [::]). Refused with a message saying what to give.
+pub(crate) fn advertised_address(bound: SocketAddr, advertise: Option<&str>) -> anyhow::Result<String> {
+    let Some(advertise) = advertise else {
+        if bound.ip().is_unspecified() {
+            anyhow::bail!(
+                "listening on {bound} (every interface): give --advertise HOST[:PORT], the address other nodes \
+                 and clients reach this one at"
+            );
+        }
+        return Ok(bound.to_string());
+    };
+    let (host, port) = split_host_port(advertise)?;
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        anyhow::bail!("--advertise {advertise:?} needs a host name or address");
+    }
+    let port = port.unwrap_or(bound.port());
+    if port == 0 {
+        anyhow::bail!("--advertise {advertise:?} needs a port other than 0");
+    }
+    Ok(format!("{host}:{port}"))
+}
+
+/// `HOST:PORT`, `HOST`, `[V6]:PORT` or `[V6]` into the host (brackets kept) and port.
+fn split_host_port(text: &str) -> anyhow::Result<(&str, Option<u16>)> {
+    let (host, port) = match text.rfind(']') {
+        Some(close) => (&text[..=close], text[close + 1..].strip_prefix(':')),
+        None if text.matches(':').count() > 1 => {
+            anyhow::bail!("--advertise {text:?}: write an IPv6 address in brackets, as [::1]:20160")
+        }
+        None => match text.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        },
+    };
+    let port = port
+        .map(|port| {
+            port.parse::<u16>().map_err(|_| anyhow::anyhow!("--advertise {text:?}: {port:?} is not a port"))
+        })
+        .transpose()?;
+    Ok((host, port))
+}
+
 /// Binds `address` (port 0 picks a free port) and returns the listener with the
 /// address it got.
 pub(crate) async fn bind(address: &str) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr)> {
@@ -134,4 +178,28 @@ pub(crate) fn write_text(path: &std::path::Path, text: &str) -> anyhow::Result<(
         Ok(())
     };
     write().with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_advertised_address_is_given_or_dialable() {
+        let bound: SocketAddr = "0.0.0.0:20160".parse().expect("an address");
+        let error = advertised_address(bound, None).expect_err("nobody can dial 0.0.0.0");
+        assert!(error.to_string().contains("--advertise"), "{error}");
+        assert_eq!(advertised_address(bound, Some("db-1.internal")).expect("a host"), "db-1.internal:20160");
+        assert_eq!(
+            advertised_address(bound, Some("10.0.0.7:30000")).expect("host and port"),
+            "10.0.0.7:30000"
+        );
+        assert_eq!(advertised_address(bound, Some("[fd00::7]")).expect("IPv6"), "[fd00::7]:20160");
+        assert_eq!(advertised_address(bound, Some("[fd00::7]:1")).expect("IPv6 and port"), "[fd00::7]:1");
+        for bad in ["fd00::7", "db-1:http", "db-1:0", ":20160", "db 1"] {
+            assert!(advertised_address(bound, Some(bad)).is_err(), "{bad:?} accepted");
+        }
+        let local: SocketAddr = "127.0.0.1:5000".parse().expect("an address");
+        assert_eq!(advertised_address(local, None).expect("dialable"), "127.0.0.1:5000");
+    }
 }

@@ -29,6 +29,8 @@ use crate::transport::{AddressBook, GrpcTransport, MAX_MESSAGE_BYTES, RaftTransp
 pub(crate) struct PdNodeConfig {
     pub data_dir: PathBuf,
     pub listen: String,
+    /// The address the other replicas reach this one at, if not the one it listens on.
+    pub advertise: Option<String>,
     /// This replica's member id, if it founds the driver.
     pub member_id: u64,
     /// Every founding member's id and address (this one's included); empty for a lone
@@ -72,7 +74,7 @@ impl AddressBook for MemberAddresses {
 /// exist, and the member addresses it knows.
 async fn membership(
     config: &PdNodeConfig,
-    address: std::net::SocketAddr,
+    bound: std::net::SocketAddr,
 ) -> anyhow::Result<(u64, Founding, HashMap<u64, String>)> {
     let id_file = config.data_dir.join(MEMBER_ID_FILE);
     if let Some(member_id) = super::read_id(&id_file)? {
@@ -86,10 +88,11 @@ async fn membership(
     }
     if config.join.is_empty() {
         let (voters, members): (Vec<u64>, HashMap<u64, String>) = if config.members.is_empty() {
-            // A lone founder records where it listens, unless no other host could reach
-            // it there (joins are refused until it is restarted on a reachable address).
-            let reachable = !address.ip().is_unspecified();
-            let members = reachable.then(|| (config.member_id, address.to_string())).into_iter().collect();
+            // A lone founder records where it is reached, unless no other host could
+            // reach it there (joins are refused until it is restarted on a reachable
+            // address or with one to advertise).
+            let reached_at = super::advertised_address(bound, config.advertise.as_deref()).ok();
+            let members = reached_at.map(|address| (config.member_id, address)).into_iter().collect();
             (vec![config.member_id], members)
         } else {
             let members: HashMap<u64, String> = config.members.iter().cloned().collect();
@@ -103,18 +106,16 @@ async fn membership(
     if !config.members.is_empty() {
         bail!("a replica either founds the driver (--members) or joins a running one (--join), not both");
     }
-    if address.port() == 0 || address.ip().is_unspecified() {
+    if config.advertise.is_none() && (bound.port() == 0 || bound.ip().is_unspecified()) {
         bail!(
-            "a joining replica needs a fixed, reachable --listen address (not {address}): the driver records it \
-             and the other replicas connect to it"
+            "a joining replica needs a fixed, reachable --listen address (not {bound}) or --advertise: the driver \
+             records it and the other replicas connect to it"
         );
     }
+    let address = super::advertised_address(bound, config.advertise.as_deref())?;
     let token = join_token(&config.data_dir.join(JOIN_TOKEN_FILE))?;
     let driver = GrpcPdClient::new(Handle::current(), config.join.clone(), JOIN_DEADLINE);
-    let answer = driver
-        .join_member_async(&address.to_string(), &token)
-        .await
-        .context("joining the placement driver")?;
+    let answer = driver.join_member_async(&address, &token).await.context("joining the placement driver")?;
     super::write_id(&id_file, answer.member_id)?;
     let members =
         answer.members.into_iter().filter(|m| !m.address.is_empty()).map(|m| (m.id, m.address)).collect();

@@ -29,6 +29,8 @@ use crate::transport::{AddressBook, GrpcTransport, MAX_MESSAGE_BYTES, RaftTransp
 pub(crate) struct StoreNodeConfig {
     pub data_dir: PathBuf,
     pub listen: String,
+    /// The address others reach this store at, if not the one it listens on.
+    pub advertise: Option<String>,
     /// The placement driver's replicas.
     pub pd: Vec<String>,
     pub labels: BTreeMap<String, String>,
@@ -126,12 +128,13 @@ pub(crate) async fn run(
     let observability = Observability::start(config.metrics.as_deref(), Role::Store).await?;
     let (stop, stopping) = flag_on_stop(stop);
     let (listener, address) = super::bind(&config.listen).await?;
+    let advertised = super::advertised_address(address, config.advertise.as_deref())?;
     let pd = Arc::new(GrpcPdClient::new(Handle::current(), config.pd.clone(), Duration::from_secs(30)));
     let store_id = store_id(&pd, &config.data_dir).await?;
     let request =
-        RegisterStoreRequest { store_id, address: address.to_string(), labels: config.labels.clone() };
+        RegisterStoreRequest { store_id, address: advertised.clone(), labels: config.labels.clone() };
     pd.register_store_async(request).await.context("registering with the placement driver")?;
-    tracing::info!(store_id, %address, data_dir = %config.data_dir.display(), "store registered with the placement driver");
+    tracing::info!(store_id, %address, %advertised, data_dir = %config.data_dir.display(), "store registered with the placement driver");
     let addresses: Arc<dyn AddressBook> = Arc::new(DriverAddressBook {
         pd: GrpcPdClient::new(Handle::current(), config.pd.clone(), AGENT_PD_DEADLINE)
             .abandoned_on(stopping.clone()),

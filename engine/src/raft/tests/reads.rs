@@ -5,7 +5,7 @@
 use super::harness::{ELECTION_TICKS, HEARTBEAT_TICKS, Network};
 use crate::failpoint::{self, Action, points};
 use crate::raft::proto::{Message, MessageType};
-use crate::raft::{Error, ReadMode, ReadState, Role};
+use crate::raft::{Error, LeaseClock, ReadMode, ReadState, Role};
 
 fn heartbeats(messages: &[Message]) -> Vec<Message> {
     messages.iter().filter(|m| m.msg_type() == MessageType::Heartbeat).cloned().collect()
@@ -132,6 +132,65 @@ fn lease_reads_are_immediate_within_the_lease_and_fall_back_after() {
     net.heal();
     exchange(&mut net, round);
     assert_eq!(net.node(1).read_states.last(), Some(&read(commit, b"lapsed")));
+}
+
+/// A lease counted in ticks outlives a pause of the leader's process: ticks stop while
+/// the followers elect another leader. On the observed clock (§6.4.1's "clock" is the
+/// leader's real one) the lease ends with time, whatever the ticks say. The same
+/// history on the tick clock shows what the observed clock prevents.
+#[test]
+fn a_lease_on_the_observed_clock_ends_while_the_ticks_stand_still() {
+    const TICK_LENGTH_MICROS: u64 = 100_000;
+    for (lease_clock, answered_from_the_lease) in
+        [(LeaseClock::Observed { tick_length: TICK_LENGTH_MICROS }, false), (LeaseClock::Ticks, true)]
+    {
+        let mut net = Network::with_config(&[1, 2, 3], &[], |c| {
+            c.check_quorum = true;
+            c.lease_clock = lease_clock;
+        });
+        let started_micros = 5_000_000;
+        net.raw(1).observe_time(started_micros);
+        net.elect(1);
+        net.heartbeat(1);
+        net.raw(1).read_index(b"in lease".to_vec(), ReadMode::Lease).unwrap();
+        assert!(heartbeats(&net.take_messages()).is_empty(), "{lease_clock:?}: no round needed");
+        assert_eq!(net.node(1).read_states.len(), 1, "{lease_clock:?}: answered from the lease");
+
+        // The process is paused for a whole lease and more: not one tick, but the clock
+        // moved on, and meanwhile the others may have elected a leader.
+        let lease_micros = net.node(1).config.lease_ticks() * TICK_LENGTH_MICROS;
+        net.raw(1).observe_time(started_micros + lease_micros);
+        net.raw(1).read_index(b"after the pause".to_vec(), ReadMode::Lease).unwrap();
+        let round = heartbeats(&net.take_messages());
+        let answered = net.node(1).read_states.len() == 2;
+        assert_eq!(answered, answered_from_the_lease, "{lease_clock:?}: answered from the lease");
+        assert_eq!(round.is_empty(), answered_from_the_lease, "{lease_clock:?}: a round confirms the read");
+    }
+}
+
+/// The lease starts from the reading taken before its round was sent, so a reading the
+/// application hands over late only shortens it.
+#[test]
+fn a_lease_on_the_observed_clock_lasts_from_the_reading_before_its_round() {
+    const TICK_LENGTH_MICROS: u64 = 1_000;
+    let mut net = Network::with_config(&[1, 2, 3], &[], |c| {
+        c.check_quorum = true;
+        c.lease_clock = LeaseClock::Observed { tick_length: TICK_LENGTH_MICROS };
+    });
+    net.raw(1).observe_time(10_000);
+    net.elect(1);
+    net.heartbeat(1);
+    let lease_micros = net.node(1).config.lease_ticks() * TICK_LENGTH_MICROS;
+    net.raw(1).observe_time(10_000 + lease_micros - 1);
+    net.raw(1).read_index(b"last moment".to_vec(), ReadMode::Lease).unwrap();
+    net.take_messages();
+    assert_eq!(net.node(1).read_states.len(), 1, "within the lease");
+    // A reading that goes back is ignored: it cannot revive the lease.
+    net.raw(1).observe_time(10_000 + lease_micros);
+    net.raw(1).observe_time(10_000);
+    net.raw(1).read_index(b"lapsed".to_vec(), ReadMode::Lease).unwrap();
+    assert_eq!(heartbeats(&net.take_messages()).len(), 2, "the lease lapsed: a round confirms the read");
+    assert_eq!(net.node(1).read_states.len(), 1);
 }
 
 /// A lease is only sound if a leader that lost its quorum steps down (CheckQuorum).

@@ -321,6 +321,33 @@ fn leader_resumes_a_follower_whose_inflight_window_filled_with_lost_appends() {
     assert_eq!(net.node(3).applied_data().len(), 5, "3 caught up after the partition healed");
 }
 
+/// A replica that does not exist yet answers neither appends nor heartbeats: its store
+/// creates it only from an append. If the leader's first probe to it is lost, the leader
+/// must probe again (once per heartbeat interval, without entries) rather than wait for
+/// an answer that cannot come; with the probe answered, replication resumes.
+#[test]
+fn a_lost_probe_to_a_silent_follower_is_sent_again_at_the_next_heartbeat() {
+    let mut net = Network::new(&[1, 2, 3]);
+    net.isolate(3);
+    net.elect(1);
+    for i in 0..3 {
+        net.propose(1, format!("e{i}").as_bytes());
+        net.stabilize();
+    }
+    assert_eq!(net.raft(1).tracker.progress[&3].state, ProgressState::Probe);
+    assert!(net.raft(1).tracker.progress[&3].probe_sent, "the probe to 3 was lost");
+    // 3 comes into being: appends reach it, heartbeats still do not (as to a replica
+    // its store has not created), so no heartbeat answer unpauses the probe.
+    net.heal();
+    net.drop_if(|m| m.to == 3 && m.msg_type() == MessageType::Heartbeat);
+    net.heartbeat(1);
+    assert!(net.count_delivered(1, 3, MessageType::Append) > 0, "the probe went again");
+    net.heartbeat(1);
+    let last = net.raft(1).log.last_index();
+    assert_eq!(net.raft(1).tracker.progress[&3].matched, last, "3 caught up");
+    assert_eq!(net.node(3).applied_data().len(), 3);
+}
+
 /// A follower learns the commit index from heartbeats too, when the append that told
 /// it was lost...
 #[test]

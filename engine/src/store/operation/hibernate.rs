@@ -29,8 +29,10 @@ impl Peer {
     /// hibernate instead of ticking: the caller then sends the hibernation heartbeat,
     /// which must be the last thing followers hear (so Raft is not ticked this time,
     /// which could queue an ordinary heartbeat after it).
-    pub(crate) fn tick(&mut self, config: &StoreConfig) -> bool {
+    pub(crate) fn tick(&mut self, config: &StoreConfig, now_micros: u64) -> bool {
         self.ticks += 1;
+        self.raw.observe_time(now_micros);
+        self.leaderless_ticks = if self.leader_id() == 0 { self.leaderless_ticks + 1 } else { 0 };
         self.expire_lost_snapshots(config);
         if self.is_leader() && self.idle_long_enough(config) {
             self.hibernating = true;

@@ -50,14 +50,18 @@ pub(in crate::store) struct PendingRead {
 }
 
 impl Peer {
-    /// Starts a linearizable read; it is served once the leader confirmed it.
+    /// Starts a linearizable read; it is served once the leader confirmed it. `now_micros`
+    /// is the store's clock read after the read arrived: a lease that held then makes
+    /// that moment the read's linearization point.
     pub(crate) fn read(
         &mut self,
+        now_micros: u64,
         epoch: RegionEpoch,
         request: ReadRequest,
         respond: Responder<ReadResponse>,
     ) {
         self.wake();
+        self.raw.observe_time(now_micros);
         if let Err(error) = self.check_read(epoch, &request) {
             respond.send(Err(error));
             return;

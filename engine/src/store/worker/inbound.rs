@@ -4,10 +4,14 @@
 //! dropped, a snapshot must decode and be of the region it is addressed to, and a
 //! message for a region with no peer here creates one only if it is a new member's
 //! first append or snapshot, the region was not removed from this store, and no region
-//! here covers any of its keys (two peers on one store must never write the same keys).
+//! here claims any of its keys (two peers on one store must never write the same keys).
+//! A snapshot claims its range before Raft sees it, and gives the claim back if Raft
+//! refuses it (`super::super::ranges`): the check and the claim are one step, so two
+//! overlapping snapshots handled by two workers at once cannot both install.
 
 use rocksdb::WriteBatch;
 
+use crate::failpoint::{self, points};
 use crate::metrics::{METRICS, SnapshotFailure};
 use crate::proto::frame::{HeartbeatEntry, RegionMessage, RegionSnapshotData, StoreFrame};
 use crate::proto::metadata::{self, PeerState, RegionLocalState};
@@ -90,27 +94,57 @@ impl Worker {
         let creates = matches!(raft_message.msg_type(), MessageType::Append | MessageType::Snapshot);
         let present = self.peers.contains_key(&region_id)
             || (creates
+                && !failpoint::hit(points::STORE_DROP_CREATING_MESSAGES)
                 && self.maybe_create_peer(region_id, to_peer.id, &message.start_key, &message.end_key));
-        if !present {
+        if !present || self.peers.get(&region_id).is_none_or(|peer| peer.peer_id != to_peer.id) {
             return;
         }
-        if let Some(range) = &snapshot_range
-            && self.ranges.overlapping(region_id, KeyRange::new(&range.0, &range.1)).is_some()
-        {
-            // Installing it would make two regions here cover the same keys.
-            tracing::info!(region_id, "refused a snapshot that overlaps another region here");
-            METRICS.snapshot_failed(SnapshotFailure::Rejected);
-            return;
-        }
+        let snapshot_claim = match &snapshot_range {
+            Some(range) => match self.claim_for_snapshot(region_id, range) {
+                Some(new_claim) => new_claim,
+                None => return,
+            },
+            None => false,
+        };
         let Some(peer) = self.peers.get_mut(&region_id) else { return };
-        if peer.peer_id != to_peer.id {
-            return;
-        }
+        let snapshot_index =
+            raft_message.snapshot.as_ref().and_then(|s| s.metadata.as_ref()).map(|m| m.index);
         peer.learn_peer(from_peer);
         peer.wake();
         // A malformed or stale message is refused by Raft; the node carries on.
         let _ = peer.step(raft_message);
+        if let Some(range) = snapshot_range
+            && snapshot_claim
+            && peer.pending_snapshot_index() != snapshot_index
+        {
+            // Raft refused the snapshot: its range is not this replica's to claim.
+            self.ranges.release(region_id, KeyRange::new(&range.0, &range.1));
+        }
         self.dirty.insert(region_id);
+    }
+
+    /// Claims a snapshot's range for its region before Raft may accept it: `None` if
+    /// another region here claims part of it (installing it would make two regions here
+    /// cover the same keys), else whether the claim is new.
+    fn claim_for_snapshot(&self, region_id: u64, range: &(Vec<u8>, Vec<u8>)) -> Option<bool> {
+        let range = KeyRange::new(&range.0, &range.1);
+        if range.is_inverted() {
+            tracing::warn!(region_id, "refused a snapshot whose range ends before it starts");
+            METRICS.snapshot_failed(SnapshotFailure::Rejected);
+            return None;
+        }
+        match self.ranges.claim(region_id, range) {
+            Ok(new_claim) => Some(new_claim),
+            Err(other_region_id) => {
+                tracing::info!(
+                    region_id,
+                    other_region_id,
+                    "refused a snapshot that overlaps another region here"
+                );
+                METRICS.snapshot_failed(SnapshotFailure::Rejected);
+                None
+            }
+        }
     }
 
     fn on_heartbeat(&mut self, from_store: u64, entry: HeartbeatEntry) {
@@ -135,7 +169,8 @@ impl Worker {
     /// says one should exist (a new member's first append or snapshot), unless the
     /// region was removed from this store.
     fn maybe_create_peer(&mut self, region_id: u64, peer_id: u64, start: &[u8], end: &[u8]) -> bool {
-        if self.ranges.overlapping(region_id, KeyRange::new(start, end)).is_some() {
+        let range = KeyRange::new(start, end);
+        if range.is_inverted() || self.ranges.overlapping(region_id, range).is_some() {
             // A region here still covers part of it: most likely the parent that has not
             // applied its split yet, which will create this peer itself.
             return false;
@@ -154,6 +189,10 @@ impl Worker {
                 // Persisted but not started: a split's new half not yet applied here.
                 return false;
             }
+        }
+        if self.ranges.claim(region_id, range).is_err() {
+            // Claimed by another worker's region since the check above.
+            return false;
         }
         let mut batch = WriteBatch::default();
         if let Err(error) = PeerStorage::initialize_empty(&self.engine, region_id, peer_id, &mut batch)

@@ -6,7 +6,8 @@
 //! checked and dispatched in `inbound.rs`. The worker owns its peers outright, so
 //! nothing in it locks; what a peer does is in `super::operation`.
 //!
-//! A failed write stops the node: its Raft state would no longer match its disk.
+//! A failed write stops the node: its Raft state would no longer match its disk
+//! (`super::fatal`).
 
 mod inbound;
 mod round;
@@ -24,6 +25,7 @@ use crate::storage::Engine;
 
 use super::StoreConfig;
 use super::errors::StoreError;
+pub(super) use super::fatal::fail_stop;
 use super::heartbeat::Outgoing;
 use super::log_writer::LogWriter;
 use super::operation::{ReadRequest, ReadResponse, SideEffect, propose_split_if_oversized};
@@ -75,6 +77,13 @@ pub(crate) enum WorkerMsg {
     },
     Tick,
     StoreDown(u64),
+    /// Destroy the replica if `current` shows it was removed ([`super::Store::destroy_if_removed`]).
+    DestroyIfRemoved {
+        region_id: u64,
+        peer_id: u64,
+        current: crate::proto::metadata::Region,
+        respond: Sender<bool>,
+    },
     /// This worker's share of the store's report to the placement driver.
     Report(Sender<StoreReport>),
     Status {
@@ -123,15 +132,6 @@ pub(crate) struct Worker {
     ranges: RegionRanges,
     peers: HashMap<u64, Peer>,
     dirty: BTreeSet<u64>,
-}
-
-/// Stops the node: its disk no longer holds what its Raft state says, so acknowledging
-/// anything more could lose it. The whole process stops, not just this worker, so that
-/// no other region keeps serving on a store that lost its footing.
-pub(super) fn fail_stop(what: &str, error: impl std::fmt::Display) -> ! {
-    tracing::error!(%error, "fail-stop: {what} failed and the store cannot continue safely");
-    eprintln!("fail-stop: {what} failed and the store cannot continue safely: {error}");
-    std::process::abort()
 }
 
 impl Worker {
@@ -187,7 +187,7 @@ impl Worker {
             },
             WorkerMsg::Read { region_id, epoch, request, respond } => match self.peers.get_mut(&region_id) {
                 Some(peer) => {
-                    peer.read(epoch, request, respond);
+                    peer.read(self.config.now_micros(), epoch, request, respond);
                     self.dirty.insert(region_id);
                 }
                 None => respond.send(Err(StoreError::RegionNotFound(region_id))),
@@ -207,6 +207,9 @@ impl Worker {
             }
             WorkerMsg::Tick => self.on_tick(),
             WorkerMsg::StoreDown(store_id) => self.on_store_down(store_id),
+            WorkerMsg::DestroyIfRemoved { region_id, peer_id, current, respond } => {
+                let _ = respond.send(self.destroy_if_removed(region_id, peer_id, &current));
+            }
             WorkerMsg::Status { region_id, respond } => {
                 let _ = respond.send(self.peers.get(&region_id).map(status_of));
             }
@@ -238,10 +241,52 @@ impl Worker {
         }
     }
 
+    /// Destroys the replica if `current` is a newer membership of its region without it.
+    fn destroy_if_removed(
+        &mut self,
+        region_id: u64,
+        peer_id: u64,
+        current: &crate::proto::metadata::Region,
+    ) -> bool {
+        let Some(peer) = self.peers.get(&region_id) else { return false };
+        let known = peer.region.epoch.unwrap_or_default().conf_version;
+        let newer = current.id == region_id && current.epoch.unwrap_or_default().conf_version > known;
+        if peer.peer_id != peer_id || !newer || current.peers.iter().any(|p| p.id == peer_id) {
+            return false;
+        }
+        tracing::info!(
+            region_id,
+            peer_id,
+            known_conf_version = known,
+            current_conf_version = current.epoch.unwrap_or_default().conf_version,
+            "destroying a replica removed from its region while this store was away"
+        );
+        self.destroy_peer(region_id);
+        true
+    }
+
+    /// Destroys the peer of `region_id`: its data, log and claim on its keys go, and a
+    /// tombstone stays.
+    fn destroy_peer(&mut self, region_id: u64) {
+        let Some(mut peer) = self.peers.remove(&region_id) else { return };
+        let mut batch = WriteBatch::default();
+        if let Err(error) =
+            peer.destroy(&self.engine, &mut batch).and_then(|()| self.engine.write(batch, true))
+        {
+            fail_stop(&format!("destroying the peer of region {region_id}"), error);
+        }
+    }
+
     /// This worker's share of the store's report.
     fn report(&self) -> StoreReport {
         let peers = self.peers.values();
+        let missing = self.config.leader_missing_report_ticks;
         StoreReport {
+            leaderless: peers
+                .clone()
+                .filter(|peer| peer.leaderless_ticks >= missing)
+                .map(Peer::leaderless)
+                .collect(),
             regions: self.peers.len() as u64,
             hibernating: peers.clone().filter(|peer| peer.hibernating).count() as u64,
             without_leader: peers.clone().filter(|peer| !peer.hibernating && peer.leader_id() == 0).count()
@@ -256,8 +301,18 @@ impl Worker {
                 if campaign {
                     peer.campaign();
                 }
+                let removed = peer.removed_from_its_region();
                 if let Some(mut old) = self.peers.insert(region_id, peer) {
                     old.fail_all(StoreError::RegionNotFound(region_id));
+                }
+                if removed {
+                    // Its removal applied, but the store stopped before destroying it.
+                    tracing::info!(
+                        region_id,
+                        "finishing the destruction of a replica removed before a restart"
+                    );
+                    self.destroy_peer(region_id);
+                    return;
                 }
                 self.dirty.insert(region_id);
             }
@@ -266,13 +321,14 @@ impl Worker {
     }
 
     fn on_tick(&mut self) {
+        let now_micros = self.config.now_micros();
         let mut outgoing = Outgoing::new(self.config.store_id);
         let mut gc = WriteBatch::default();
         for (&region_id, peer) in self.peers.iter_mut() {
             if peer.hibernating {
                 continue;
             }
-            if peer.tick(&self.config) {
+            if peer.tick(&self.config, now_micros) {
                 outgoing.add_hibernation(peer);
             }
             if let Err(error) = peer.log_gc(&self.config, &mut gc) {
@@ -303,13 +359,10 @@ impl Worker {
                 );
             }
             SideEffect::Destroy => {
-                let Some(mut peer) = self.peers.remove(&region_id) else { return };
-                let mut batch = WriteBatch::default();
-                if let Err(error) =
-                    peer.destroy(&self.engine, &mut batch).and_then(|()| self.engine.write(batch, true))
-                {
-                    fail_stop(&format!("destroying the peer of region {region_id}"), error);
+                if crate::failpoint::hit(crate::failpoint::points::STORE_SKIP_DESTROY_AFTER_REMOVAL) {
+                    return;
                 }
+                self.destroy_peer(region_id);
             }
         }
     }

@@ -114,6 +114,7 @@ impl Worker {
     /// the clients; returns what applying asked the worker to do.
     fn apply(&mut self, readies: &[(u64, Ready)]) -> Vec<(u64, SideEffect)> {
         let apply_started = Instant::now();
+        crate::failpoint::hit(crate::failpoint::points::STORE_APPLY);
         let committed: usize = readies.iter().map(|(_, ready)| ready.committed_entries.len()).sum();
         let mut batch = ApplyBatch::default();
         let mut answers: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
@@ -177,6 +178,7 @@ fn stage(
     let storage = peer.storage_mut();
     let mut wrote = false;
     if let Some(snapshot) = &ready.snapshot {
+        crate::failpoint::hit(crate::failpoint::points::STORE_INSTALL_SNAPSHOT);
         if let Err(error) = snapshot::install(engine, storage, snapshot, log_batch) {
             fail_stop(&format!("installing a snapshot of region {region_id}"), error);
         }
