@@ -35,6 +35,19 @@ fn mixed_faults_on_five_replicas() {
     assert!(totals.elections > 400, "{totals:?}");
 }
 
+/// Seeds that once failed, kept passing. 7094968 on three replicas: after healing, the
+/// replica with the longest log never campaigned, because the others' campaigns (their
+/// logs too short to win) restarted its election timer each time; the fix restarts it
+/// only on a vote granted or a leader heard (Figure 2).
+#[test]
+fn seeds_that_once_failed_pass() {
+    for (nodes, seed) in [(3, 7_094_968)] {
+        if let Err(failure) = run_seed(seed, &SimConfig::new(nodes)) {
+            panic!("{failure}");
+        }
+    }
+}
+
 #[test]
 fn a_seed_replays_exactly() {
     let config = SimConfig::new(3);

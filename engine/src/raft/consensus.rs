@@ -398,6 +398,16 @@ impl<S: Storage> Raft<S> {
                 MessageType::Append | MessageType::Heartbeat | MessageType::Snapshot => {
                     self.become_follower(message.term, message.from)
                 }
+                MessageType::RequestVote => {
+                    // Figure 2: the election timer restarts on hearing from the leader
+                    // or granting a vote (handle_vote_request does), not because a
+                    // candidate's term is higher. Were it restarted here, candidates
+                    // with stale logs, campaigning in turn, could keep the replica
+                    // whose log would win from ever campaigning.
+                    let elapsed = self.election_elapsed;
+                    self.become_follower(message.term, 0);
+                    self.election_elapsed = elapsed;
+                }
                 _ => self.become_follower(message.term, 0),
             }
         } else if message.term < self.term {

@@ -28,6 +28,52 @@ fn ticks_until_campaign(raft: &mut Raft<MemStorage>) -> u64 {
     panic!("replica {} never campaigned", raft.id);
 }
 
+/// Figure 2: a follower converts to candidate when its election timeout elapses
+/// "without receiving AppendEntries RPC from current leader or granting vote to
+/// candidate". A vote request it refuses (a stale log) raises its term but must not
+/// restart its timer: candidates with stale logs, campaigning in turn, would otherwise
+/// keep the one replica whose log can win from ever campaigning (simulator seed
+/// 7094968 on three replicas: no leader for over a hundred ticks after healing).
+#[test]
+fn refused_vote_requests_do_not_restart_the_election_timer() {
+    // Replica 1's log reaches term 3; the candidates' end at term 1.
+    let mut raft = new_raft(config(1), storage_with_log(conf_state(&[1, 2, 3], &[]), &[2, 3]));
+    let mut term = raft.term;
+    let mut ticks = 0;
+    while raft.role == Role::Follower {
+        assert!(
+            ticks < 2 * ELECTION_TICKS,
+            "replica 1 never campaigned: stale candidates restarted its timer"
+        );
+        if ticks % (ELECTION_TICKS / 2) == ELECTION_TICKS / 2 - 1 {
+            term += 1;
+            let candidate = 2 + ticks % 2;
+            raft.step(vote_request(candidate, 1, term, 1, 1)).expect("a well-formed request");
+            let answers = drain(&mut raft);
+            assert!(answers.iter().all(|m| m.reject), "a stale log gets no vote: {answers:?}");
+            assert_eq!(raft.term, term, "the request's term is adopted");
+        }
+        raft.tick();
+        ticks += 1;
+    }
+    assert_eq!(raft.role, Role::Candidate);
+}
+
+/// A vote granted does restart the timer (Figure 2): the candidate gets its chance.
+#[test]
+fn a_granted_vote_restarts_the_election_timer() {
+    let mut raft = new_raft(config(1), three_voters());
+    for _ in 0..ELECTION_TICKS - 1 {
+        raft.tick();
+    }
+    raft.step(vote_request(2, 1, raft.term + 1, 1, 1)).expect("a well-formed request");
+    assert!(drain(&mut raft).iter().all(|m| !m.reject), "an up-to-date candidate gets the vote");
+    for _ in 0..ELECTION_TICKS - 1 {
+        raft.tick();
+        assert_eq!(raft.role, Role::Follower, "the granted vote restarted the timer");
+    }
+}
+
 /// §5.2: "If a follower receives no communication over a period of time called the
 /// election timeout, then it ... begins an election": it increments its term, votes for
 /// itself and asks every other voter for its vote, naming its last log entry.
