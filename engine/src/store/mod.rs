@@ -6,6 +6,7 @@
 //! - `log_writer`: group commit; the Raft writes of all regions of a round, from all
 //!   workers, become durable with one WAL sync.
 //! - `heartbeat`: one frame per destination store per round, heartbeats coalesced.
+//! - `liveness`: probes between stores, and waking the regions of a silent one.
 //! - `peer`: one region's replica (a peer): its state and what the worker may ask of it.
 //! - `operation`: what a peer does, one file per operation (commands and their apply,
 //!   reads, hibernation, snapshots, split checks, log truncation, destruction).
@@ -14,10 +15,12 @@
 //! Hibernation: a leader whose region has been idle for `hibernate_after_ticks` (nothing
 //! proposed, every replica caught up) sends one last heartbeat marked `hibernate`; the
 //! leader and the followers that receive it stop ticking, so an idle region sends and
-//! computes nothing. Any message, proposal or read wakes a peer, and
-//! [`Store::on_store_down`] wakes every region with a replica on a failed store so that
-//! its followers can elect a new leader. A hibernating leader ends its lease: its clock
-//! stops while it sleeps.
+//! computes nothing. Any message, proposal or read wakes a peer, and so does a store
+//! gone silent: stores probe each other once per heartbeat interval (`liveness`, one
+//! frame per store, not per region), and a store heard from by nothing for an election
+//! timeout has every region with a replica there woken, so that followers of a leader
+//! cut off from them elect another; [`Store::on_store_down`] does the same when the
+//! placement driver declares a store down. A hibernating leader ends its lease.
 //!
 //! Measured on the 2-core development machine (three in-process stores, each with its
 //! own RocksDB and synced log writes, 256 writes in flight, 64-byte values):
@@ -42,6 +45,7 @@ mod config;
 mod errors;
 mod fatal;
 mod heartbeat;
+mod liveness;
 mod log_writer;
 mod operation;
 mod peer;
@@ -122,13 +126,16 @@ impl Store {
         let (log_writer, log_thread) = LogWriter::start(engine.clone(), config.sync_log, stats.clone());
         let workers = config.workers.max(1);
         let (senders, inboxes): (Vec<_>, Vec<_>) = (0..workers).map(|_| unbounded()).unzip();
-        let router = Router::new(senders);
+        let liveness = Arc::new(liveness::StoreLiveness::new(&config));
+        let router = Router::new(senders, liveness.clone());
+        let noting: Arc<dyn Transport> =
+            Arc::new(liveness::NotingTransport { inner: transport.clone(), liveness: liveness.clone() });
         let mut threads = vec![log_thread];
         let shared = WorkerShared {
             config: config.clone(),
             engine: engine.clone(),
             log_writer,
-            transport,
+            transport: noting,
             router: router.clone(),
             ids,
             ranges: ranges::RegionRanges::default(),
@@ -145,7 +152,8 @@ impl Store {
             threads.push(thread);
         }
         let stopping = Arc::new(AtomicBool::new(false));
-        threads.push(start_ticker(router.clone(), &config, stopping.clone())?);
+        let ticker = Ticker { router: router.clone(), liveness, transport, stopping: stopping.clone() };
+        threads.push(start_ticker(ticker, &config)?);
         let store = Store { config, engine, router, stats, stopping, threads };
         let regions = store.persisted_regions()?;
         tracing::info!(
@@ -394,28 +402,37 @@ impl Drop for Store {
     }
 }
 
+/// What the ticker thread drives: the workers' ticks and the probes between stores.
+struct Ticker {
+    router: Router,
+    liveness: Arc<liveness::StoreLiveness>,
+    transport: Arc<dyn Transport>,
+    stopping: Arc<AtomicBool>,
+}
+
 /// Ticks every worker once per `tick_interval` on the store's clock. Ticks never come
 /// faster than that, which the leases of the replicas' leaders rely on (a voter that
 /// heard from a leader ignores campaigns for an election timeout counted in ticks); a
-/// late tick only delays an election.
-fn start_ticker(
-    router: Router,
-    config: &StoreConfig,
-    stopping: Arc<AtomicBool>,
-) -> Result<JoinHandle<()>, StoreError> {
+/// late tick only delays an election. Each tick also probes the other stores and wakes
+/// the regions of those gone silent (`liveness.rs`).
+fn start_ticker(ticker: Ticker, config: &StoreConfig) -> Result<JoinHandle<()>, StoreError> {
     let (interval, clock) = (config.tick_interval, config.clock.clone());
     std::thread::Builder::new()
         .name("tessera-ticker".into())
         .spawn(move || {
             fatal::fail_stop_on_panic("ticker", move || {
                 let mut next_tick = clock.now() + interval;
-                while !stopping.load(Ordering::SeqCst) {
+                while !ticker.stopping.load(Ordering::SeqCst) {
                     std::thread::sleep(interval);
                     let now = clock.now();
-                    if now >= next_tick {
-                        router.broadcast(|| WorkerMsg::Tick);
-                        next_tick = now + interval;
+                    if now < next_tick {
+                        continue;
                     }
+                    ticker.router.broadcast(|| WorkerMsg::Tick);
+                    for store_id in ticker.liveness.on_tick(ticker.transport.as_ref()) {
+                        ticker.router.broadcast(|| WorkerMsg::StoreDown(store_id));
+                    }
+                    next_tick = now + interval;
                 }
             })
         })

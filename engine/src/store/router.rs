@@ -11,18 +11,21 @@ use crossbeam_channel::Sender;
 use crate::proto::frame::StoreFrame;
 
 use super::errors::StoreError;
+use super::liveness::StoreLiveness;
 use super::transport::BatchSink;
 use super::worker::WorkerMsg;
 
 #[derive(Clone)]
 pub(crate) struct Router {
     workers: Arc<Vec<Sender<WorkerMsg>>>,
+    /// Told of every frame that arrives, whoever it is for.
+    liveness: Arc<StoreLiveness>,
 }
 
 impl Router {
-    pub(crate) fn new(workers: Vec<Sender<WorkerMsg>>) -> Router {
+    pub(crate) fn new(workers: Vec<Sender<WorkerMsg>>, liveness: Arc<StoreLiveness>) -> Router {
         assert!(!workers.is_empty(), "invariant: a store runs at least one raft worker");
-        Router { workers: Arc::new(workers) }
+        Router { workers: Arc::new(workers), liveness }
     }
 
     pub(crate) fn workers(&self) -> usize {
@@ -55,6 +58,7 @@ impl Router {
 
 impl BatchSink for Router {
     fn deliver(&self, batch: StoreFrame) {
+        self.liveness.heard_from(batch.from_store);
         let mut shares: Vec<StoreFrame> = (0..self.workers.len())
             .map(|_| StoreFrame {
                 from_store: batch.from_store,

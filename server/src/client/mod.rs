@@ -76,6 +76,11 @@ type Kv = KvClient<Channel>;
 /// Items that fall in one region, after the key of the first.
 type Group<V> = (Vec<u8>, Vec<(Vec<u8>, V)>);
 
+/// The longest one try may take, within an operation's deadline: a leader that is
+/// paused or cut off must not hold a caller for the whole deadline. A read is tried
+/// again elsewhere; a write whose try timed out may have applied, and says so.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The longest deadline an operation may be given: a day.
 pub const MAX_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -185,7 +190,7 @@ impl Client {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|_| Transient::BadStoreAddress { address: address.clone() })?
             .connect_timeout(Duration::from_secs(1))
-            .timeout(self.deadline);
+            .timeout(self.deadline.min(ATTEMPT_TIMEOUT));
         let stub = KvClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -234,7 +239,11 @@ impl Client {
             Err(error) if error.is_retryable() => return Attempt::Retry(Transient::Pd(error)),
             Err(error) => return Attempt::Fail(error.into()),
         };
-        let (Some(region), Some(leader)) = (route.region, route.leader) else {
+        let Some(region) = route.region else { return Attempt::Retry(Transient::LeaderUnknown) };
+        // No leader known (the driver has heard of none yet): try a voter in turn.
+        let guessed =
+            || self.cache.try_another_voter(region.id, None).then(|| self.cache.find(key)?.leader).flatten();
+        let Some(leader) = route.leader.or_else(guessed) else {
             return Attempt::Retry(Transient::LeaderUnknown);
         };
         let stub = match self.stub(leader.store_id).await {
@@ -256,7 +265,7 @@ impl Client {
         match failure {
             Some(Failure::NotLeader(not_leader)) => match not_leader.leader {
                 Some(leader) if leader.store_id != 0 => self.cache.set_leader(region_id, leader),
-                _ => self.cache.invalidate(region_id),
+                _ => self.try_another_voter(region_id, store_id),
             },
             Some(Failure::EpochNotMatch(_) | Failure::RegionNotFound(_) | Failure::KeyNotInRegion(_)) => {
                 self.cache.invalidate(region_id);
@@ -269,10 +278,14 @@ impl Client {
             Some(Failure::OutcomeUnknown(reason)) if resend == Resend::OnlyIfNotApplied => {
                 return Attempt::Fail(ClientError::OutcomeUnknown(Uncertainty::Store { region_id, reason }));
             }
-            Some(Failure::OutcomeUnknown(_) | Failure::Unavailable(_)) => self.cache.invalidate(region_id),
-            // No typed failure: the store was not reached, or the connection broke.
+            Some(Failure::OutcomeUnknown(_)) => self.cache.invalidate(region_id),
+            // This store cannot serve now (stopping, busy with a change): another voter
+            // may lead, or soon will.
+            Some(Failure::Unavailable(_)) => self.try_another_voter(region_id, store_id),
+            // No typed failure: the store was not reached, the connection broke, or the
+            // try ran out of time (a paused or cut-off leader).
             None => {
-                self.cache.invalidate(region_id);
+                self.try_another_voter(region_id, store_id);
                 self.addresses.write().remove(&store_id);
                 if resend == Resend::OnlyIfNotApplied && !never_sent(status) {
                     let (code, message) = (status.code(), status.message().to_string());
@@ -283,6 +296,14 @@ impl Client {
         }
         let (code, message) = (status.code(), status.message().to_string());
         Attempt::Retry(Transient::Store { region_id, code, message })
+    }
+
+    /// The next try goes to another voter of the region, or, every voter tried, to
+    /// whatever the driver says.
+    fn try_another_voter(&self, region_id: u64, failed_store: u64) {
+        if !self.cache.try_another_voter(region_id, Some(failed_store)) {
+            self.cache.invalidate(region_id);
+        }
     }
 
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {

@@ -2,7 +2,8 @@
 //! local transport). This file is the harness; the tests are by subject:
 //! `replication.rs` (many regions, leader loss, catching up by snapshot, splits, moving
 //! a peer, hibernation, hostile frames), `lease.rs` (leases on the store's clock) and
-//! `lifecycle.rs` (how replicas come to exist).
+//! `lifecycle.rs` (how replicas come to exist and end) and `liveness.rs` (failing over
+//! hibernating regions).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::raft::proto::ConfChangeType;
 
 mod lease;
 mod lifecycle;
+mod liveness;
 mod replication;
 
 const WAIT: Duration = Duration::from_secs(20);
