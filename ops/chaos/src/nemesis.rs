@@ -51,6 +51,18 @@ pub enum Fault {
     },
     /// Every process killed and restarted at once.
     RestartAll,
+    /// The store leading the workload's first key paused (SIGSTOP) while the clients
+    /// keep sending it reads: once the others elected a leader and took writes, what it
+    /// answers on resuming must not come from its old lease.
+    PauseLeader,
+    /// The store leading the workload's first key cut off from the other stores only:
+    /// the driver and the clients still reach it, so nobody declares it down; its
+    /// regions' followers must notice by themselves (even hibernating ones).
+    IsolateLeaderFromStores,
+    /// A store holding a replica of the workload's first key killed, and that replica
+    /// moved away while it is down; restarted, the store holds a replica removed
+    /// without its knowledge, which it must destroy.
+    KillDuringMove,
 }
 
 /// A change the driver is asked for in the middle of a fault.
@@ -72,6 +84,9 @@ pub const FAULT_KINDS: &[&str] = &[
     "bridge",
     "one-way",
     "restart-all",
+    "pause-leader",
+    "isolate-leader-from-stores",
+    "kill-during-move",
 ];
 
 fn set(nodes: &[usize]) -> BTreeSet<usize> {
@@ -110,6 +125,9 @@ impl Fault {
             }
             "one-way" if nodes >= 2 => Fault::OneWay { from: shuffled[0], to: shuffled[1] },
             "restart-all" => Fault::RestartAll,
+            "pause-leader" => Fault::PauseLeader,
+            "isolate-leader-from-stores" => Fault::IsolateLeaderFromStores,
+            "kill-during-move" => Fault::KillDuringMove,
             _ => return None,
         })
     }
@@ -130,19 +148,30 @@ impl Fault {
                 Ok(format!("partition {minority:?} | {majority:?}"))
             }
             Fault::IsolateLeader => {
-                let route = client.pd().region_by_key_async(workload::key(0).as_bytes()).await;
-                let leader = route.ok().and_then(|route| route.leader).map(|peer| peer.store_id);
-                let address = match leader {
-                    Some(store_id) => store_address(client, store_id).await,
-                    None => None,
-                };
-                let Some(node) = address.and_then(|address| cluster.node_of_address(&address)) else {
+                let Some(node) = first_key_leader_node(cluster, client).await else {
                     return Ok("isolate leader: no leader known, nothing done".into());
                 };
                 let others: BTreeSet<usize> = (1..=cluster.nodes()).filter(|&n| n != node).collect();
                 cluster.network.partition(&set(&[node]), &others)?;
                 Ok(format!("isolate leader n{node}"))
             }
+            Fault::PauseLeader => {
+                let Some(node) = first_key_leader_node(cluster, client).await else {
+                    return Ok("pause leader: no leader known, nothing done".into());
+                };
+                cluster.daemon(Role::Store, node)?.pause()?;
+                Ok(format!("pause the leading store n{node} with reads in flight to it"))
+            }
+            Fault::IsolateLeaderFromStores => {
+                let Some(node) = first_key_leader_node(cluster, client).await else {
+                    return Ok("isolate leader from stores: no leader known, nothing done".into());
+                };
+                cluster.network.isolate_port(node, crate::cluster::STORE_PORT)?;
+                Ok(format!(
+                    "cut the leading store n{node} off from the other stores (not the driver, not clients)"
+                ))
+            }
+            Fault::KillDuringMove => kill_during_move(cluster, client).await,
             Fault::Bridge { left, middle, right } => {
                 cluster.network.partition(left, right)?;
                 Ok(format!("bridge {left:?} - n{middle} - {right:?}"))
@@ -166,12 +195,52 @@ impl Fault {
         match self {
             Fault::Kill { role, node } => cluster.daemon(*role, *node)?.start(),
             Fault::Pause { role, node } => cluster.daemon(*role, *node)?.resume(),
-            Fault::Partition { .. } | Fault::IsolateLeader | Fault::Bridge { .. } | Fault::OneWay { .. } => {
-                cluster.network.heal()
-            }
+            Fault::Partition { .. }
+            | Fault::IsolateLeader
+            | Fault::IsolateLeaderFromStores
+            | Fault::Bridge { .. }
+            | Fault::OneWay { .. } => cluster.network.heal(),
+            // Whichever store was paused or killed: resuming or starting a running one
+            // does nothing.
+            Fault::PauseLeader | Fault::KillDuringMove => cluster.restore(),
             Fault::RestartAll => Ok(()),
         }
     }
+}
+
+/// The node whose store leads the region of the workload's first key, per the driver.
+async fn first_key_leader_node(cluster: &ChaosCluster, client: &Client) -> Option<usize> {
+    let route = client.pd().region_by_key_async(workload::key(0).as_bytes()).await.ok()?;
+    let address = store_address(client, route.leader?.store_id).await?;
+    cluster.node_of_address(&address)
+}
+
+/// Kills a store holding a replica of the workload's first key (not its leader, when
+/// there is a choice) and asks the driver to move that replica to a store without one.
+async fn kill_during_move(cluster: &mut ChaosCluster, client: &Client) -> anyhow::Result<String> {
+    let pd = client.pd();
+    let Ok(route) = pd.region_by_key_async(workload::key(0).as_bytes()).await else {
+        return Ok("kill during move: the driver did not answer, nothing done".into());
+    };
+    let Some(region) = route.region else { return Ok("kill during move: no region, nothing done".into()) };
+    let leader = route.leader.map(|peer| peer.store_id);
+    let holders: Vec<u64> = region.peers.iter().map(|peer| peer.store_id).collect();
+    let Some(&victim) = holders.iter().find(|&&store| Some(store) != leader).or(holders.first()) else {
+        return Ok("kill during move: no replica, nothing done".into());
+    };
+    let stores = pd.stores_async().await.unwrap_or_default();
+    let outsider =
+        stores.iter().filter_map(|view| view.store.as_ref()).map(|s| s.id).find(|id| !holders.contains(id));
+    let address = store_address(client, victim).await;
+    let (Some(node), Some(to)) = (address.and_then(|a| cluster.node_of_address(&a)), outsider) else {
+        return Ok("kill during move: no store to move to, nothing done".into());
+    };
+    cluster.daemon(Role::Store, node)?.kill()?;
+    let asked = match pd.move_peer_async(region.id, victim, to).await {
+        Ok(_) => format!("moving region {} from store {victim} to {to}", region.id),
+        Err(error) => format!("move of region {} refused: {error}", region.id),
+    };
+    Ok(format!("kill -9 store n{node} (store {victim}), {asked}"))
 }
 
 async fn store_address(client: &Client, store_id: u64) -> Option<String> {

@@ -19,7 +19,8 @@ use daemon::{Daemon, Role};
 use network::Network;
 
 const PD_PORT: u16 = 2379;
-const STORE_PORT: u16 = 20160;
+/// Where every node's store listens (its peers and the clients dial it there).
+pub const STORE_PORT: u16 = 20160;
 
 pub struct ClusterConfig {
     pub nodes: usize,

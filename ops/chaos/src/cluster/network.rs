@@ -95,6 +95,22 @@ impl Network {
         self.exec(to, &["iptables", "-A", "INPUT", "-s", &source, "-j", "DROP"]).map(|_| ())
     }
 
+    /// Node `node` and every other node drop what the other sends to `port` (TCP): the
+    /// service on that port is cut off from its peers elsewhere, while everything else
+    /// (other services, the clients in the root namespace) still reaches it.
+    pub fn isolate_port(&self, node: usize, port: u16) -> anyhow::Result<()> {
+        let port = port.to_string();
+        for other in self.hosts.iter().map(|host| host.index).filter(|&other| other != node) {
+            for (to, from) in [(node, other), (other, node)] {
+                let source = self.host(from).ip.clone();
+                let rule =
+                    ["iptables", "-A", "INPUT", "-s", &source, "-p", "tcp", "--dport", &port, "-j", "DROP"];
+                self.exec(to, &rule)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Cuts every link between the two sides, both ways.
     pub fn partition(&self, side: &BTreeSet<usize>, other: &BTreeSet<usize>) -> anyhow::Result<()> {
         for &a in side {
