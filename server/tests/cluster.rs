@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -434,21 +433,18 @@ fn the_playground_starts_serves_and_stops_cleanly() {
     signal_pid(&victim, rustix::process::Signal::KILL);
     assert_eq!(ctl(&pd, &["put", "during", "failover"]).trim(), "OK");
     assert_eq!(ctl(&pd, &["get", "hello"]).trim(), "world");
-    assert!(
-        Path::new(&format!("/proc/{}", playground.child.id())).exists(),
-        "the playground outlived a node"
-    );
+    assert!(process_runs(&playground.child.id().to_string()), "the playground outlived a node");
     signal_pid(&playground.child.id().to_string(), rustix::process::Signal::HUP);
     let restarted = lines.next().expect("a line for the restarted store").expect("a line");
     assert!(restarted.starts_with("store "), "{restarted}");
     let new_pid =
         restarted.split_whitespace().find_map(|f| f.strip_prefix("pid=")).expect("a pid").to_string();
     assert_ne!(new_pid, victim);
-    assert!(Path::new(&format!("/proc/{new_pid}")).exists(), "the restarted store runs");
+    assert!(process_runs(&new_pid), "the restarted store runs");
     pids.push(new_pid);
     playground.stop();
     for pid in pids {
-        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "node {pid} outlived the playground");
+        assert!(!process_runs(&pid), "node {pid} outlived the playground");
     }
     // Each node logged to its own file in the playground's directory.
     let store_log = std::fs::read_to_string(dir.path().join("store1.log")).expect("store 1's log");
@@ -585,4 +581,13 @@ async fn driver_replicas_join_and_the_cluster_outlives_its_founder() {
         if now == ids { Ok(()) } else { Err(format!("members {now:?}, were {ids:?}")) }
     })
     .await;
+}
+
+/// Whether process `pid` exists and has not exited: a zombie (exited, not yet reaped by
+/// its parent) has a /proc entry too, with state Z.
+fn process_runs(pid: &str) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // The state follows the command name, which is in parentheses and may hold spaces.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, None | Some("Z") | Some("X"))
 }

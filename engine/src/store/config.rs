@@ -89,6 +89,17 @@ impl StoreConfig {
         if self.split_max_bytes == 0 {
             return Err(InvalidStoreConfig::Zero("split_max_bytes"));
         }
+        // Far beyond any sensible timing, and small enough that no tick arithmetic
+        // overflows (an election timeout is drawn up to twice this). The counts that
+        // are only compared with (hibernation, leaderless reports) may be as large as
+        // they like: u64::MAX means never.
+        for (setting, ticks) in
+            [("election_ticks", self.election_ticks), ("heartbeat_ticks", self.heartbeat_ticks)]
+        {
+            if ticks > MAX_TICKS {
+                return Err(InvalidStoreConfig::TooManyTicks { setting, ticks, max: MAX_TICKS });
+            }
+        }
         // The Raft settings as every replica of this store will get them.
         super::peer::raft_config(self, 1, 0, false).validate().map_err(|error| match error {
             crate::raft::Error::InvalidConfig(config) => InvalidStoreConfig::Raft(config),
@@ -117,6 +128,11 @@ pub enum InvalidStoreConfig {
     ZeroStoreId,
     #[error("{0} must be above 0")]
     Zero(&'static str),
+    #[error("{setting} is {ticks}, above the most a store accepts ({max})")]
+    TooManyTicks { setting: &'static str, ticks: u64, max: u64 },
     #[error("the Raft settings cannot work: {0}")]
     Raft(ConfigError),
 }
+
+/// The most ticks any tick-counted setting may be: over a day at a 100 ms tick.
+const MAX_TICKS: u64 = 1_000_000;

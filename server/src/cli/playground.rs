@@ -214,17 +214,26 @@ async fn start_node(nodes: &mut Vec<Node>, name: String, args: Vec<String>) -> a
 /// (the others keep running), and SIGHUP restarts every node that exited.
 async fn supervise(nodes: &mut [Node]) {
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    // One stop listener for the whole run: one made afresh on every pass would miss a
+    // signal arriving between two passes, or while a restart runs.
+    let stop = node::stop_signal();
+    tokio::pin!(stop);
     let Ok(mut hangup) = hangup else {
         eprintln!("playground: cannot listen for SIGHUP; a node that exits will not be restarted");
-        node::stop_signal().await;
+        stop.await;
         return;
     };
     let pid = std::process::id();
     let mut poll = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
-            () = node::stop_signal() => return,
-            _ = hangup.recv() => restart_exited(nodes).await,
+            () = &mut stop => return,
+            _ = hangup.recv() => {
+                tokio::select! {
+                    () = &mut stop => return,
+                    () = restart_exited(nodes) => {}
+                }
+            }
             _ = poll.tick() => {
                 for (name, status) in reap_exited(nodes) {
                     eprintln!(

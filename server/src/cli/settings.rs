@@ -206,6 +206,13 @@ mod tests {
         let raft = RaftSection { election_ticks: Some(2), heartbeat_ticks: Some(2), ..Default::default() };
         let error = raft.apply(&mut store).expect_err("an election no longer than a heartbeat");
         assert!(error.to_string().contains("election_ticks (2)"), "{error}");
+        // Valid for the check above, but the lease has no room left after the drift.
+        let raft = RaftSection { election_ticks: Some(3), heartbeat_ticks: Some(1), ..Default::default() };
+        let error = raft.apply(&mut StoreConfig::new(1)).expect_err("no lease left");
+        assert!(error.to_string().contains("max_clock_drift_ticks"), "{error}");
+        let raft = RaftSection { election_ticks: Some(u64::MAX), ..Default::default() };
+        let error = raft.apply(&mut StoreConfig::new(1)).expect_err("ticks that overflow");
+        assert!(error.to_string().contains("election_ticks"), "{error}");
         let mut driver = DriverConfig::new(1, vec![1]);
         let schedule = ScheduleSection { hot_tolerance_ratio: Some(f64::NAN), ..Default::default() };
         let error = schedule.apply(&mut driver).expect_err("not a number");

@@ -273,8 +273,11 @@ impl Client {
             Some(Failure::InvalidArgument(reason)) => {
                 return Attempt::Fail(ClientError::InvalidArgument(Refusal::Store { region_id, reason }));
             }
-            // Did not apply; the route is right and the replica catches up.
-            Some(Failure::NotCommitted(_) | Failure::ReplicaBehind(_)) => {}
+            // Did not apply; the route is right.
+            Some(Failure::NotCommitted(_)) => {}
+            // A replica behind the client's epoch: a leader that was cut off and has
+            // not heard of a change another applied. Another voter may lead.
+            Some(Failure::ReplicaBehind(_)) => self.try_another_voter(region_id, store_id),
             Some(Failure::OutcomeUnknown(reason)) if resend == Resend::OnlyIfNotApplied => {
                 return Attempt::Fail(ClientError::OutcomeUnknown(Uncertainty::Store { region_id, reason }));
             }
