@@ -4,8 +4,13 @@
 //! A lease must be measured on time itself, not on ticks: a process that is paused
 //! (SIGSTOP, a VM freeze, a starved thread) stops ticking while the rest of its region
 //! elects another leader, and a lease counted in ticks would still hold when it resumes.
+//! (Every store of a cluster must run with the same tick interval and election ticks,
+//! which the lease's arithmetic assumes.)
 //! The real clock is [`MonotonicClock`] (`CLOCK_MONOTONIC` through [`Instant`]: it runs
-//! on while a process is stopped). [`ControlledClock`] lets a test stop time for one
+//! on while a process is stopped). It stands still while the whole machine is suspended,
+//! and a virtual machine's may while the VM is paused: the lease assumes neither lasts
+//! without the others' clocks stopping too (a paused process, the case that matters
+//! in practice, is covered). [`ControlledClock`] lets a test stop time for one
 //! store and move it on in a jump, which is what a pause looks like from inside.
 //!
 //! This module only tells the time; the Raft core never reads it (the store hands its

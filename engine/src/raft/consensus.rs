@@ -284,11 +284,11 @@ impl<S: Storage> Raft<S> {
             }
             // A transfer that has not finished within an election timeout is abandoned.
             self.lead_transferee = None;
+            self.probe_again_where_unanswered();
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
-            self.probe_again_where_unanswered();
         }
     }
 

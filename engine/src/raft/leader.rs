@@ -73,6 +73,11 @@ impl<S: Storage> Raft<S> {
         }
         let was_paused = pr.is_paused();
         if !pr.maybe_update(message.index) {
+            if pr.state == ProgressState::Probe && message.index == pr.matched {
+                // An empty probe answered at what we knew it holds: the logs match there.
+                pr.become_replicate();
+                self.maybe_send_append(from, true);
+            }
             return;
         }
         match pr.state {
@@ -119,10 +124,11 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Sends the probe again to every follower whose last probe is still unanswered, once
-    /// per heartbeat interval. A probe is normally released by the answer to it or to a
-    /// heartbeat; a replica that does not exist yet (its store creates it from an
-    /// append, not from a heartbeat) answers neither, so a lost first append would
-    /// otherwise leave it paused for good.
+    /// per election timeout (a follower on a dead store gets one small message per
+    /// region that often, not one per heartbeat). A probe is normally released by the
+    /// answer to it or to a heartbeat; a replica that does not exist yet (its store
+    /// creates it from an append, not from a heartbeat) answers neither, so a lost first
+    /// append would otherwise leave it paused for good.
     pub(super) fn probe_again_where_unanswered(&mut self) {
         let unanswered: Vec<u64> = self
             .tracker

@@ -74,8 +74,8 @@ impl StoreConfig {
         if self.workers == 0 {
             return Err(InvalidStoreConfig::Zero("workers"));
         }
-        if self.tick_interval.is_zero() {
-            return Err(InvalidStoreConfig::Zero("tick_interval"));
+        if self.tick_interval < Duration::from_millis(1) {
+            return Err(InvalidStoreConfig::Zero("tick_interval (in milliseconds)"));
         }
         if self.hibernate_after_ticks == 0 {
             return Err(InvalidStoreConfig::Zero("hibernate_after_ticks"));

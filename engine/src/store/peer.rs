@@ -43,7 +43,7 @@ pub(crate) struct Peer {
     pub(in crate::store) size: (u64, u64),
     pub(in crate::store) traffic: Traffic,
     pub(in crate::store) idle_ticks: u64,
-    /// Ticks in a row this replica has known no leader.
+    /// Ticks since this replica last heard from its leader (0 while it leads).
     pub(in crate::store) leaderless_ticks: u64,
     pub(in crate::store) ticks: u64,
     /// The role the last Ready reported, for logging changes of leadership (the Raft
@@ -126,11 +126,25 @@ impl Peer {
         self.region = region;
     }
 
-    /// Whether the region as this replica knows it no longer has it: its own removal was
-    /// applied (a replica that never received its region's state knows no members and
-    /// is not counted as removed).
+    /// Whether the membership this replica applied no longer has it, in any role
+    /// (outgoing voters of a joint configuration included: they still count for its
+    /// quorums). A replica that never received its region's state knows no members and
+    /// is not counted as removed.
     pub(crate) fn removed_from_its_region(&self) -> bool {
-        !self.region.peers.is_empty() && !self.region.peers.iter().any(|peer| peer.id == self.peer_id)
+        let conf_state = self.raw.conf_state();
+        let members = conf_state
+            .voters
+            .iter()
+            .chain(&conf_state.learners)
+            .chain(&conf_state.voters_outgoing)
+            .chain(&conf_state.learners_next);
+        !self.region.peers.is_empty() && !members.clone().any(|&id| id == self.peer_id) && members.count() > 0
+    }
+
+    /// Whether this replica's applied membership is joint with it among the outgoing
+    /// voters: it still counts for the region's quorums until the region leaves it.
+    pub(crate) fn outgoing_voter(&self) -> bool {
+        self.raw.conf_state().voters_outgoing.contains(&self.peer_id)
     }
 
     /// This replica, as reported when it has known no leader for a while.

@@ -67,6 +67,11 @@ impl RegionRanges {
         }
     }
 
+    /// Whether `region_id` claims any range here.
+    pub(crate) fn holds(&self, region_id: u64) -> bool {
+        self.claims.read().contains_key(&region_id)
+    }
+
     pub(crate) fn remove(&self, region_id: u64) {
         self.claims.write().remove(&region_id);
     }

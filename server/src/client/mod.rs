@@ -79,7 +79,9 @@ type Group<V> = (Vec<u8>, Vec<(Vec<u8>, V)>);
 /// The longest one try may take, within an operation's deadline: a leader that is
 /// paused or cut off must not hold a caller for the whole deadline. A read is tried
 /// again elsewhere; a write whose try timed out may have applied, and says so.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Above a store's own request timeout (10 s), so that a slow commit is answered by the
+/// store rather than cut short here.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(12);
 
 /// The longest deadline an operation may be given: a day.
 pub const MAX_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);

@@ -79,7 +79,15 @@ pub(crate) fn advertised_address(bound: SocketAddr, advertise: Option<&str>) -> 
 /// `HOST:PORT`, `HOST`, `[V6]:PORT` or `[V6]` into the host (brackets kept) and port.
 fn split_host_port(text: &str) -> anyhow::Result<(&str, Option<u16>)> {
     let (host, port) = match text.rfind(']') {
-        Some(close) => (&text[..=close], text[close + 1..].strip_prefix(':')),
+        Some(close) if text.starts_with('[') && text[1..close].contains(':') => {
+            let rest = &text[close + 1..];
+            match rest.strip_prefix(':') {
+                Some(port) => (&text[..=close], Some(port)),
+                None if rest.is_empty() => (&text[..=close], None),
+                None => anyhow::bail!("--advertise {text:?}: unexpected text after the address"),
+            }
+        }
+        Some(_) => anyhow::bail!("--advertise {text:?}: brackets hold an IPv6 address only"),
         None if text.matches(':').count() > 1 => {
             anyhow::bail!("--advertise {text:?}: write an IPv6 address in brackets, as [::1]:20160")
         }
@@ -196,7 +204,7 @@ mod tests {
         );
         assert_eq!(advertised_address(bound, Some("[fd00::7]")).expect("IPv6"), "[fd00::7]:20160");
         assert_eq!(advertised_address(bound, Some("[fd00::7]:1")).expect("IPv6 and port"), "[fd00::7]:1");
-        for bad in ["fd00::7", "db-1:http", "db-1:0", ":20160", "db 1"] {
+        for bad in ["fd00::7", "db-1:http", "db-1:0", ":20160", "db 1", "[::1]junk", "[db-1]"] {
             assert!(advertised_address(bound, Some(bad)).is_err(), "{bad:?} accepted");
         }
         let local: SocketAddr = "127.0.0.1:5000".parse().expect("an address");

@@ -91,7 +91,10 @@ async fn membership(
             // A lone founder records where it is reached, unless no other host could
             // reach it there (joins are refused until it is restarted on a reachable
             // address or with one to advertise).
-            let reached_at = super::advertised_address(bound, config.advertise.as_deref()).ok();
+            let reached_at = match &config.advertise {
+                Some(_) => Some(super::advertised_address(bound, config.advertise.as_deref())?),
+                None => super::advertised_address(bound, None).ok(),
+            };
             let members = reached_at.map(|address| (config.member_id, address)).into_iter().collect();
             (vec![config.member_id], members)
         } else {

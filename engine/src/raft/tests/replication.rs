@@ -3,7 +3,7 @@
 //! backtracking).
 
 use super::harness::{
-    Network, conf_state, config, drain, entry, log_of, message, new_raft, storage_with_log,
+    ELECTION_TICKS, Network, conf_state, config, drain, entry, log_of, message, new_raft, storage_with_log,
 };
 use crate::failpoint::{self, Action, points};
 use crate::raft::Role;
@@ -323,10 +323,10 @@ fn leader_resumes_a_follower_whose_inflight_window_filled_with_lost_appends() {
 
 /// A replica that does not exist yet answers neither appends nor heartbeats: its store
 /// creates it only from an append. If the leader's first probe to it is lost, the leader
-/// must probe again (once per heartbeat interval, without entries) rather than wait for
+/// must probe again (once per election timeout, without entries) rather than wait for
 /// an answer that cannot come; with the probe answered, replication resumes.
 #[test]
-fn a_lost_probe_to_a_silent_follower_is_sent_again_at_the_next_heartbeat() {
+fn a_lost_probe_to_a_silent_follower_is_sent_again_within_an_election_timeout() {
     let mut net = Network::new(&[1, 2, 3]);
     net.isolate(3);
     net.elect(1);
@@ -340,7 +340,10 @@ fn a_lost_probe_to_a_silent_follower_is_sent_again_at_the_next_heartbeat() {
     // its store has not created), so no heartbeat answer unpauses the probe.
     net.heal();
     net.drop_if(|m| m.to == 3 && m.msg_type() == MessageType::Heartbeat);
-    net.heartbeat(1);
+    for _ in 0..ELECTION_TICKS {
+        net.tick(1);
+        net.stabilize();
+    }
     assert!(net.count_delivered(1, 3, MessageType::Append) > 0, "the probe went again");
     net.heartbeat(1);
     let last = net.raft(1).log.last_index();

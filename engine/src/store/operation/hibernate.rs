@@ -32,7 +32,9 @@ impl Peer {
     pub(crate) fn tick(&mut self, config: &StoreConfig, now_micros: u64) -> bool {
         self.ticks += 1;
         self.raw.observe_time(now_micros);
-        self.leaderless_ticks = if self.leader_id() == 0 { self.leaderless_ticks + 1 } else { 0 };
+        // Reset when the leader is heard from (worker::inbound): a learner or a stale
+        // replica that never campaigns keeps naming a leader it no longer hears.
+        self.leaderless_ticks = if self.is_leader() { 0 } else { self.leaderless_ticks.saturating_add(1) };
         self.expire_lost_snapshots(config);
         if self.is_leader() && self.idle_long_enough(config) {
             self.hibernating = true;

@@ -3,27 +3,6 @@
 
 use super::*;
 
-/// Region 1 over the whole key space on stores 1 to 3 of a four-store cluster, with
-/// `keys` keys written.
-fn one_region_on_three_of_four(keys: usize) -> Cluster {
-    let cluster = Cluster::new(4, |_| {});
-    let region = Region {
-        id: 1,
-        start_key: Vec::new(),
-        end_key: Vec::new(),
-        epoch: Some(RegionEpoch { conf_version: 1, version: 1 }),
-        peers: (1..=3).map(|store| Peer { id: 10 + store, store_id: store, role: 0 }).collect(),
-    };
-    for store_id in 1..=3 {
-        cluster.stores[&store_id].bootstrap_region(&region).expect("bootstrap");
-    }
-    cluster.stores[&1].campaign(1);
-    for i in 0..keys {
-        cluster.write(1, vec![put(format!("k{i:02}").as_bytes(), b"v")]);
-    }
-    cluster
-}
-
 fn learner_on_store_4(peer_id: u64) -> AdminCommand {
     let learner = Peer { id: peer_id, store_id: 4, role: PeerRole::Learner as i32 };
     region::change_peer_command(ConfChangeType::AddLearner, learner)
@@ -34,7 +13,7 @@ fn learner_on_store_4(peer_id: u64) -> AdminCommand {
 /// probing again can bring it into being: it must, within a few heartbeats.
 #[test]
 fn a_new_replica_whose_first_appends_are_lost_still_appears_and_catches_up() {
-    let cluster = one_region_on_three_of_four(20);
+    let cluster = Cluster::one_region_on_three_of_four(20);
     let mut scenario = failpoint::Scenario::begin();
     scenario.arm(points::STORE_DROP_CREATING_MESSAGES, Action::Trigger);
     cluster.admin(1, learner_on_store_4(14));
@@ -64,7 +43,7 @@ fn a_new_replica_whose_first_appends_are_lost_still_appears_and_catches_up() {
 /// held install blocks only region 1.
 #[test]
 fn a_held_snapshot_keeps_an_overlapping_region_from_being_created_on_its_store() {
-    let cluster = one_region_on_three_of_four(20);
+    let cluster = Cluster::one_region_on_three_of_four(20);
     let mut scenario = failpoint::Scenario::begin();
     scenario.arm(points::STORE_INSTALL_SNAPSHOT, Action::Pause);
     cluster.admin(1, learner_on_store_4(14));
@@ -102,7 +81,7 @@ fn a_held_snapshot_keeps_an_overlapping_region_from_being_created_on_its_store()
 /// destruction (data deleted, a tombstone left) instead of keeping a non-member.
 #[test]
 fn a_restart_finishes_the_destruction_of_a_removed_replica() {
-    let mut cluster = one_region_on_three_of_four(20);
+    let mut cluster = Cluster::one_region_on_three_of_four(20);
     cluster
         .wait_for("store 3 to hold the data", |c| (data_on(&c.stores[&3], b"k19").is_some()).then_some(()));
     let mut scenario = failpoint::Scenario::begin();

@@ -116,6 +116,27 @@ impl Cluster {
         Cluster::with_regions_on(Cluster::build(3, |_| {}, None, clocks), count)
     }
 
+    /// Region 1 over the whole key space on stores 1 to 3 of a four-store cluster, with
+    /// `keys` keys written.
+    fn one_region_on_three_of_four(keys: usize) -> Cluster {
+        let cluster = Cluster::new(4, |_| {});
+        let region = Region {
+            id: 1,
+            start_key: Vec::new(),
+            end_key: Vec::new(),
+            epoch: Some(RegionEpoch { conf_version: 1, version: 1 }),
+            peers: (1..=3).map(|store| Peer { id: 10 + store, store_id: store, role: 0 }).collect(),
+        };
+        for store_id in 1..=3 {
+            cluster.stores[&store_id].bootstrap_region(&region).expect("bootstrap");
+        }
+        cluster.stores[&1].campaign(1);
+        for i in 0..keys {
+            cluster.write(1, vec![put(format!("k{i:02}").as_bytes(), b"v")]);
+        }
+        cluster
+    }
+
     fn with_regions_on(cluster: Cluster, count: usize) -> Cluster {
         for i in 0..count {
             let region = Region {

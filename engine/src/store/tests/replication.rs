@@ -248,21 +248,7 @@ fn leadership_moves_on_request() {
 
 #[test]
 fn a_peer_moves_to_another_store_by_learner_promote_remove() {
-    let mut cluster = Cluster::new(4, |_| {});
-    let region = Region {
-        id: 1,
-        start_key: Vec::new(),
-        end_key: Vec::new(),
-        epoch: Some(RegionEpoch { conf_version: 1, version: 1 }),
-        peers: (1..=3).map(|store| Peer { id: 10 + store, store_id: store, role: 0 }).collect(),
-    };
-    for store_id in 1..=3 {
-        cluster.stores[&store_id].bootstrap_region(&region).expect("bootstrap");
-    }
-    cluster.stores[&1].campaign(1);
-    for i in 0..20 {
-        cluster.write(1, vec![put(format!("k{i:02}").as_bytes(), b"v")]);
-    }
+    let mut cluster = Cluster::one_region_on_three_of_four(20);
     let newcomer = Peer { id: 14, store_id: 4, role: PeerRole::Learner as i32 };
     let change = region::change_peer_command;
     cluster.admin(1, change(ConfChangeType::AddLearner, newcomer));

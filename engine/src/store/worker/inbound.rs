@@ -111,8 +111,12 @@ impl Worker {
             raft_message.snapshot.as_ref().and_then(|s| s.metadata.as_ref()).map(|m| m.index);
         peer.learn_peer(from_peer);
         peer.wake();
+        let from_peer_id = from_peer.id;
         // A malformed or stale message is refused by Raft; the node carries on.
         let _ = peer.step(raft_message);
+        if peer.leader_id() == from_peer_id {
+            peer.leaderless_ticks = 0;
+        }
         if let Some(range) = snapshot_range
             && snapshot_claim
             && peer.pending_snapshot_index() != snapshot_index
@@ -157,6 +161,9 @@ impl Worker {
         // answer it, and the answer unblocks the leader's probe.
         peer.learn_peer(metadata::Peer { id: entry.from_peer_id, store_id: from_store, role: 0 });
         let _ = peer.step(expand(&entry, MessageType::Heartbeat));
+        if peer.leader_id() == entry.from_peer_id {
+            peer.leaderless_ticks = 0;
+        }
         if entry.hibernate && peer.leader_id() == entry.from_peer_id && peer.term() == entry.term {
             peer.hibernating = true;
         } else {
@@ -170,7 +177,12 @@ impl Worker {
     /// region was removed from this store.
     fn maybe_create_peer(&mut self, region_id: u64, peer_id: u64, start: &[u8], end: &[u8]) -> bool {
         let range = KeyRange::new(start, end);
-        if range.is_inverted() || self.ranges.overlapping(region_id, range).is_some() {
+        // A claim of the region itself without a peer: a split here has just created
+        // it and its state is being written; the split starts the peer.
+        if range.is_inverted()
+            || self.ranges.holds(region_id)
+            || self.ranges.overlapping(region_id, range).is_some()
+        {
             // A region here still covers part of it: most likely the parent that has not
             // applied its split yet, which will create this peer itself.
             return false;

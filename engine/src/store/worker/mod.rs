@@ -254,6 +254,13 @@ impl Worker {
         if peer.peer_id != peer_id || !newer || current.peers.iter().any(|p| p.id == peer_id) {
             return false;
         }
+        // Still needed for the quorums of a joint configuration, which the driver's
+        // descriptor does not show: it learns of its removal from the region. And a
+        // replica that never received its region's state cannot tell an older view of
+        // the driver's from a newer one (its membership version is 0): it waits too.
+        if peer.outgoing_voter() || peer.region.peers.is_empty() {
+            return false;
+        }
         tracing::info!(
             region_id,
             peer_id,
