@@ -154,20 +154,13 @@ impl Cluster {
 
     /// The replicas a store holds, by region: its peer id, from what it persisted.
     fn replicas_on(&self, store_id: u64) -> BTreeMap<u64, u64> {
-        use tessera_engine::proto::metadata::{PeerState, RegionLocalState};
-        use tessera_engine::storage::{Cf, keys};
+        use tessera_engine::proto::metadata::PeerState;
         let Some(node) = self.nodes.get(&store_id) else { return BTreeMap::new() };
-        let engine = node.store.engine();
-        let Ok(meta) = engine.cf(Cf::Meta) else { return BTreeMap::new() };
-        let mut replicas = BTreeMap::new();
-        for (key, value) in engine.db().iterator_cf(meta, rocksdb::IteratorMode::Start).flatten() {
-            let Some(region_id) = keys::region_id_of_state_key(&key) else { continue };
-            let Ok(state) = <RegionLocalState as prost::Message>::decode(value.as_ref()) else { continue };
-            if state.state != PeerState::Tombstone as i32 {
-                replicas.insert(region_id, state.peer_id);
-            }
-        }
-        replicas
+        region_states(&node.store)
+            .into_iter()
+            .filter(|(_, state)| state.state != PeerState::Tombstone as i32)
+            .map(|(region_id, state)| (region_id, state.peer_id))
+            .collect()
     }
 
     fn serving_driver(&self) -> Option<u64> {
@@ -332,17 +325,9 @@ impl Cluster {
     /// Prints what every live store holds (region states as persisted, and its peers'
     /// view), so that a timed-out wait shows why.
     fn dump(&self) {
-        use tessera_engine::proto::metadata::RegionLocalState;
-        use tessera_engine::storage::{Cf, keys};
         eprintln!("operators in flight: {:?}", self.pd.operators());
         for (store_id, node) in &self.nodes {
-            let engine = node.store.engine();
-            let Ok(meta) = engine.cf(Cf::Meta) else { continue };
-            for (key, value) in engine.db().iterator_cf(meta, rocksdb::IteratorMode::Start).flatten() {
-                let Some(region_id) = keys::region_id_of_state_key(&key) else { continue };
-                let Ok(state) = <RegionLocalState as prost::Message>::decode(value.as_ref()) else {
-                    continue;
-                };
+            for (region_id, state) in region_states(&node.store) {
                 let region = state.region.unwrap_or_default();
                 let status = node.store.status(region_id);
                 eprintln!(
@@ -392,6 +377,25 @@ impl Drop for Cluster {
             self.kill_store(store_id);
         }
     }
+}
+
+/// Every region state a store persisted (tombstones included), by region id.
+fn region_states(store: &Store) -> Vec<(u64, tessera_engine::proto::metadata::RegionLocalState)> {
+    use tessera_engine::storage::{Cf, keys};
+    let engine = store.engine();
+    let Ok(meta) = engine.cf(Cf::Meta) else { return Vec::new() };
+    engine
+        .db()
+        .iterator_cf(meta, rocksdb::IteratorMode::Start)
+        .flatten()
+        .filter_map(|(key, value)| {
+            let region_id = keys::region_id_of_state_key(&key)?;
+            let state =
+                <tessera_engine::proto::metadata::RegionLocalState as prost::Message>::decode(value.as_ref())
+                    .ok()?;
+            Some((region_id, state))
+        })
+        .collect()
 }
 
 /// Loads `count` keys and waits until they split into at least `min_regions` healthy

@@ -7,7 +7,7 @@ use super::consensus::{Raft, new_message};
 use super::errors::{Result, StorageError};
 use super::log::fail_stop;
 use super::log_unstable::snapshot_index;
-use super::proto::{Message, MessageType};
+use super::proto::{Entry, Message, MessageType};
 use super::storage::Storage;
 use super::tracker::ProgressState;
 
@@ -147,23 +147,15 @@ impl<S: Storage> Raft<S> {
     /// follower that may be down. A compacted log sends a snapshot instead, when the
     /// follower is known to be alive.
     fn send_empty_probe(&mut self, to: u64) {
-        let Some(pr) = self.tracker.progress.get(&to) else { return };
+        let Some(pr) = self.tracker.progress.get_mut(&to) else { return };
+        pr.probe_sent = false;
         let prev_index = pr.next_index - 1;
-        let Ok(prev_term) = self.log.term(prev_index) else {
-            if let Some(pr) = self.tracker.progress.get_mut(&to) {
-                pr.probe_sent = false;
+        match self.log.term(prev_index) {
+            Ok(prev_term) => self.send_append(to, prev_index, prev_term, Vec::new()),
+            Err(_) => {
+                self.send_snapshot(to);
             }
-            self.send_snapshot(to);
-            return;
-        };
-        if let Some(pr) = self.tracker.progress.get_mut(&to) {
-            pr.sent_append(None);
         }
-        let mut message = new_message(to, MessageType::Append);
-        message.index = prev_index;
-        message.log_term = prev_term;
-        message.commit = self.log.committed;
-        self.send(message);
     }
 
     /// Sends one append to every other member.
@@ -190,6 +182,13 @@ impl<S: Storage> Raft<S> {
         if entries.is_empty() && !send_if_empty {
             return false;
         }
+        self.send_append(to, prev_index, prev_term, entries);
+        true
+    }
+
+    /// Sends `entries` after `(prev_index, prev_term)` to `to`, with the commit index,
+    /// and records them in its progress.
+    fn send_append(&mut self, to: u64, prev_index: u64, prev_term: u64, entries: Vec<Entry>) {
         let last = entries.last().map(|entry| entry.index);
         if let Some(pr) = self.tracker.progress.get_mut(&to) {
             pr.sent_append(last);
@@ -200,7 +199,6 @@ impl<S: Storage> Raft<S> {
         message.entries = entries;
         message.commit = self.log.committed;
         self.send(message);
-        true
     }
 
     fn send_snapshot(&mut self, to: u64) -> bool {

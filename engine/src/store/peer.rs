@@ -126,27 +126,6 @@ impl Peer {
         self.region = region;
     }
 
-    /// Whether the membership this replica applied no longer has it, in any role
-    /// (outgoing voters of a joint configuration included: they still count for its
-    /// quorums). A replica that never received its region's state knows no members and
-    /// is not counted as removed.
-    pub(crate) fn removed_from_its_region(&self) -> bool {
-        let conf_state = self.raw.conf_state();
-        let members = conf_state
-            .voters
-            .iter()
-            .chain(&conf_state.learners)
-            .chain(&conf_state.voters_outgoing)
-            .chain(&conf_state.learners_next);
-        !self.region.peers.is_empty() && !members.clone().any(|&id| id == self.peer_id) && members.count() > 0
-    }
-
-    /// Whether this replica's applied membership is joint with it among the outgoing
-    /// voters: it still counts for the region's quorums until the region leaves it.
-    pub(crate) fn outgoing_voter(&self) -> bool {
-        self.raw.conf_state().voters_outgoing.contains(&self.peer_id)
-    }
-
     /// This replica, as reported when it has known no leader for a while.
     pub(crate) fn leaderless(&self) -> crate::store::LeaderlessReplica {
         crate::store::LeaderlessReplica {
@@ -237,6 +216,14 @@ impl Peer {
     /// Hands Raft a message from another replica.
     pub(crate) fn step(&mut self, message: Message) -> crate::raft::Result<()> {
         self.raw.step(message)
+    }
+
+    /// A message from `sender_peer_id` was stepped: if it is the leader this replica
+    /// knows, the leader was heard from.
+    pub(crate) fn heard_from(&mut self, sender_peer_id: u64) {
+        if self.leader_id() == sender_peer_id {
+            self.leaderless_ticks = 0;
+        }
     }
 
     /// The index of the snapshot Raft accepted and this peer has yet to install.

@@ -228,9 +228,7 @@ async fn kill_during_move(cluster: &mut ChaosCluster, client: &Client) -> anyhow
     let Some(&victim) = holders.iter().find(|&&store| Some(store) != leader).or(holders.first()) else {
         return Ok("kill during move: no replica, nothing done".into());
     };
-    let stores = pd.stores_async().await.unwrap_or_default();
-    let outsider =
-        stores.iter().filter_map(|view| view.store.as_ref()).map(|s| s.id).find(|id| !holders.contains(id));
+    let outsider = store_without_replica(&pd.stores_async().await.unwrap_or_default(), &holders);
     let address = store_address(client, victim).await;
     let (Some(node), Some(to)) = (address.and_then(|a| cluster.node_of_address(&a)), outsider) else {
         return Ok("kill during move: no store to move to, nothing done".into());
@@ -241,6 +239,15 @@ async fn kill_during_move(cluster: &mut ChaosCluster, client: &Client) -> anyhow
         Err(error) => format!("move of region {} refused: {error}", region.id),
     };
     Ok(format!("kill -9 store n{node} (store {victim}), {asked}"))
+}
+
+/// A store among `stores` that holds none of the replicas, if any.
+fn store_without_replica(stores: &[tessera_placement::proto::StoreView], holders: &[u64]) -> Option<u64> {
+    stores
+        .iter()
+        .filter_map(|view| view.store.as_ref())
+        .map(|store| store.id)
+        .find(|id| !holders.contains(id))
 }
 
 async fn store_address(client: &Client, store_id: u64) -> Option<String> {
@@ -285,11 +292,7 @@ impl Operator {
             Operator::MovePeer { key } => {
                 let (region_id, replicas, _) = replicas_of(client, key, rng).await?;
                 let stores = pd.stores_async().await.map_err(|e| e.to_string())?;
-                let outsider = stores
-                    .iter()
-                    .filter_map(|view| view.store.as_ref())
-                    .map(|store| store.id)
-                    .find(|id| !replicas.contains(id));
+                let outsider = store_without_replica(&stores, &replicas);
                 let (Some(to), Some(&from)) = (outsider, replicas.first()) else {
                     return Err("no store to move to".into());
                 };

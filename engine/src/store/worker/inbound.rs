@@ -114,9 +114,7 @@ impl Worker {
         let from_peer_id = from_peer.id;
         // A malformed or stale message is refused by Raft; the node carries on.
         let _ = peer.step(raft_message);
-        if peer.leader_id() == from_peer_id {
-            peer.leaderless_ticks = 0;
-        }
+        peer.heard_from(from_peer_id);
         if let Some(range) = snapshot_range
             && snapshot_claim
             && peer.pending_snapshot_index() != snapshot_index
@@ -161,9 +159,7 @@ impl Worker {
         // answer it, and the answer unblocks the leader's probe.
         peer.learn_peer(metadata::Peer { id: entry.from_peer_id, store_id: from_store, role: 0 });
         let _ = peer.step(expand(&entry, MessageType::Heartbeat));
-        if peer.leader_id() == entry.from_peer_id {
-            peer.leaderless_ticks = 0;
-        }
+        peer.heard_from(entry.from_peer_id);
         if entry.hibernate && peer.leader_id() == entry.from_peer_id && peer.term() == entry.term {
             peer.hibernating = true;
         } else {

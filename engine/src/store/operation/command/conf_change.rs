@@ -114,13 +114,36 @@ fn log_membership_change(region: &metadata::Region, change: &ConfChange) {
     );
 }
 
-/// Whether `peer_id` is in the configuration, in any role.
-fn is_member(conf_state: &ConfState, peer_id: u64) -> bool {
+impl Peer {
+    /// Whether the membership this replica applied no longer has it, in any role
+    /// (outgoing voters of a joint configuration included: they still count for its
+    /// quorums): a removal applied whose destruction did not happen. A replica that
+    /// never received its region's state knows no members and is not counted as removed.
+    pub(crate) fn removed_from_its_region(&self) -> bool {
+        let conf_state = self.raw.conf_state();
+        !self.region.peers.is_empty()
+            && members(&conf_state).next().is_some()
+            && !is_member(&conf_state, self.peer_id)
+    }
+
+    /// Whether this replica's applied membership is joint with it among the outgoing
+    /// voters: it still counts for the region's quorums until the region leaves it.
+    pub(crate) fn outgoing_voter(&self) -> bool {
+        self.raw.conf_state().voters_outgoing.contains(&self.peer_id)
+    }
+}
+
+/// Every member of the configuration, in any role.
+fn members(conf_state: &ConfState) -> impl Iterator<Item = &u64> {
     conf_state
         .voters
         .iter()
         .chain(&conf_state.learners)
         .chain(&conf_state.voters_outgoing)
         .chain(&conf_state.learners_next)
-        .any(|&id| id == peer_id)
+}
+
+/// Whether `peer_id` is in the configuration, in any role.
+fn is_member(conf_state: &ConfState, peer_id: u64) -> bool {
+    members(conf_state).any(|&id| id == peer_id)
 }
