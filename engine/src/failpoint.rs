@@ -43,6 +43,22 @@ pub enum Action {
     Panic,
 }
 
+impl Action {
+    /// The action's name, as [`Action::from_name`] reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Trigger => "trigger",
+            Action::Pause => "pause",
+            Action::Panic => "panic",
+        }
+    }
+
+    /// The action named `name` (`trigger`, `pause` or `panic`).
+    pub fn from_name(name: &str) -> Option<Action> {
+        [Action::Trigger, Action::Pause, Action::Panic].into_iter().find(|action| action.name() == name)
+    }
+}
+
 /// Points armed anywhere (process-wide or on any thread): the fast path's only read.
 static ARMED: AtomicUsize = AtomicUsize::new(0);
 
@@ -123,19 +139,9 @@ impl Scenario {
 
     /// Arms `name` process-wide with `action` (replacing its previous action).
     pub fn arm(&mut self, name: &'static str, action: Action) {
-        let mut points = GLOBAL.lock();
-        let previous = points.insert(name, Armed { action, hits: 0, paused: 0 });
-        match previous {
-            Some(previous) => {
-                let point = points.get_mut(name).expect("invariant: inserted just above");
-                point.paused = previous.paused;
-            }
-            None => {
-                ARMED.fetch_add(1, Ordering::SeqCst);
-                self.armed.push(name);
-            }
+        if arm_globally(name, action) {
+            self.armed.push(name);
         }
-        CHANGED.notify_all();
     }
 
     /// Waits until a thread is paused at `name`, for at most `timeout`; whether one is.
@@ -159,12 +165,79 @@ impl Scenario {
 
     /// Disarms `name`, letting every thread paused there go on.
     pub fn release(&mut self, name: &'static str) {
-        if GLOBAL.lock().remove(name).is_some() {
-            ARMED.fetch_sub(1, Ordering::SeqCst);
+        if release_globally(name) {
             self.armed.retain(|armed| *armed != name);
         }
-        CHANGED.notify_all();
     }
+}
+
+/// Arms `name` process-wide; whether it was not armed before (a re-armed point keeps
+/// the threads paused at it, which a new action other than a pause lets go).
+fn arm_globally(name: &'static str, action: Action) -> bool {
+    let mut points = GLOBAL.lock();
+    let previous = points.insert(name, Armed { action, hits: 0, paused: 0 });
+    let newly_armed = match previous {
+        Some(previous) => {
+            let point = points.get_mut(name).expect("invariant: inserted just above");
+            point.paused = previous.paused;
+            false
+        }
+        None => {
+            ARMED.fetch_add(1, Ordering::SeqCst);
+            true
+        }
+    };
+    CHANGED.notify_all();
+    newly_armed
+}
+
+/// Disarms `name` process-wide; whether it was armed.
+fn release_globally(name: &'static str) -> bool {
+    let released = GLOBAL.lock().remove(name).is_some();
+    if released {
+        ARMED.fetch_sub(1, Ordering::SeqCst);
+    }
+    CHANGED.notify_all();
+    released
+}
+
+/// A fail point named from outside the code (an operator's request), unknown here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no fail point is named {name:?}; the points are {}", points::ALL.join(", "))]
+pub struct UnknownFailPoint {
+    pub name: String,
+}
+
+/// The point of [`points::ALL`] named `name`.
+fn known(name: &str) -> Result<&'static str, UnknownFailPoint> {
+    points::ALL
+        .iter()
+        .copied()
+        .find(|known| *known == name)
+        .ok_or_else(|| UnknownFailPoint { name: name.to_string() })
+}
+
+/// Arms the point named `name` process-wide with `action`, outside any [`Scenario`]: for
+/// someone testing a running process from outside it (a store's status server, when its
+/// configuration enables fail points). Tests arm through a scenario instead, which
+/// keeps them from overlapping. Answers the point's name.
+pub fn arm_by_name(name: &str, action: Action) -> Result<&'static str, UnknownFailPoint> {
+    let name = known(name)?;
+    arm_globally(name, action);
+    Ok(name)
+}
+
+/// Disarms the point named `name` (see [`arm_by_name`]); whether it was armed.
+pub fn release_by_name(name: &str) -> Result<bool, UnknownFailPoint> {
+    Ok(release_globally(known(name)?))
+}
+
+/// The points armed process-wide: name, action, and hits since armed, by name.
+pub fn armed_globally() -> Vec<(&'static str, Action, u64)> {
+    let mut armed: Vec<_> =
+        GLOBAL.lock().iter().map(|(name, point)| (*name, point.action, point.hits)).collect();
+    armed.sort_by_key(|(name, _, _)| *name);
+    armed
 }
 
 impl Drop for Scenario {
@@ -229,6 +302,19 @@ pub mod points {
     /// panic, it stands for a broken invariant met on a worker, which must stop the
     /// whole process (the crash-recovery test checks that it does).
     pub const STORE_APPLY: &str = "store/apply";
+
+    /// Every point above: the names that can be armed from outside the code.
+    pub const ALL: &[&str] = &[
+        RAFT_COMMIT_PREVIOUS_TERM_ENTRIES,
+        RAFT_KEEP_CONFLICTING_SUFFIX,
+        RAFT_READ_INDEX_WITHOUT_QUORUM,
+        RAFT_GRANT_EVERY_VOTE,
+        STORE_DROP_OUTGOING_APPENDS,
+        STORE_DROP_CREATING_MESSAGES,
+        STORE_INSTALL_SNAPSHOT,
+        STORE_SKIP_DESTROY_AFTER_REMOVAL,
+        STORE_APPLY,
+    ];
 }
 
 #[cfg(test)]
@@ -282,5 +368,22 @@ mod tests {
         drop(scenario);
         assert!(!worker.join().expect("the released thread"));
         assert!(!hit(RELEASE_POINT));
+    }
+
+    #[test]
+    fn a_point_named_from_outside_must_exist() {
+        let error = arm_by_name("store/no-such-point", Action::Trigger).expect_err("an unknown point");
+        assert_eq!(error.name, "store/no-such-point");
+        assert!(error.to_string().contains(points::STORE_APPLY), "the error lists the points: {error}");
+        assert!(release_by_name("raft/nothing").is_err());
+        assert!(armed_globally().iter().all(|(name, _, _)| *name != "store/no-such-point"));
+    }
+
+    #[test]
+    fn actions_are_named_both_ways() {
+        for action in [Action::Trigger, Action::Pause, Action::Panic] {
+            assert_eq!(Action::from_name(action.name()), Some(action));
+        }
+        assert_eq!(Action::from_name("sometimes"), None);
     }
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -378,7 +378,7 @@ fn the_playground_starts_serves_and_stops_cleanly() {
     let mut child = command.spawn().expect("the playground starts");
     let stdout = child.stdout.take().expect("piped output");
     // Killed when dropped, should an assertion fail first.
-    let playground = Process { child, address: String::new() };
+    let playground = Process { child, address: String::new(), metrics: None };
     let mut pd = None;
     let mut pids = Vec::new();
     let mut stores = 0;
@@ -453,16 +453,9 @@ fn the_playground_starts_serves_and_stops_cleanly() {
     assert!(pd_log.contains("store registered"), "{pd_log}");
 }
 
-/// `GET path` over plain HTTP/1.1: the status code and the body.
+/// `GET path`: the status code and the body.
 fn http_get(address: &str, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(address).expect("the status server accepts");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("a timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").expect("sent");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("an answer");
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("an HTTP answer: {answer}"));
-    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).expect("a status code");
-    (status, body.to_string())
+    common::http(address, "GET", path, "")
 }
 
 /// The value of one series (name with its labels, as rendered) in Prometheus text.

@@ -186,9 +186,14 @@ impl HistoryWriter {
         HistoryWriter { out, started: std::time::Instant::now(), events: Vec::new() }
     }
 
+    /// Now, on the history's clock.
+    pub fn now_ns(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// Records an event now; answers the time it was given.
     pub fn record(&mut self, process: u64, kind: EventKind) -> std::io::Result<u64> {
-        let time_ns = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let time_ns = self.now_ns();
         let event = Event { process, time_ns, kind };
         let line = serde_json::to_string(&event).map_err(std::io::Error::other)?;
         writeln!(self.out, "{line}")?;

@@ -4,8 +4,10 @@
 //!
 //! The parts, in the order a round uses them: [`cluster`] (namespaces, processes),
 //! [`workload`] (clients and their [`history`]), [`nemesis`] (faults), [`checker`]
-//! (linearizability per key, lost writes), [`round`] (one round, its evidence).
+//! (linearizability per key, lost writes), [`round`] (one round, its evidence), and
+//! [`availability`] (how long the cluster took to serve again after each fault).
 
+pub mod availability;
 pub mod checker;
 pub mod cluster;
 pub mod history;

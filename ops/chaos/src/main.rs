@@ -1,13 +1,14 @@
 //! `tessera-chaos`: runs fault-injection rounds against real clusters, or checks a
 //! history kept from one. See ops/chaos/README.md.
 
-use std::io::BufReader;
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tessera_chaos::availability::{self, Outage};
 use tessera_chaos::checker::{self, CheckConfig};
 use tessera_chaos::history;
 use tessera_chaos::nemesis::FAULT_KINDS;
@@ -27,6 +28,12 @@ enum Command {
     Run(RunArgs),
     /// Check a history file kept from a round.
     Check { history: PathBuf },
+    /// Summarise how long the cluster took to serve again after each kind of fault,
+    /// from the `availability.jsonl` files of one or more runs.
+    Availability {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -48,6 +55,10 @@ struct RunArgs {
     /// Client processes.
     #[arg(long, default_value_t = 6)]
     clients: usize,
+    /// How many of the clients run inside a node's network namespace, cut off with it
+    /// by partitions (the others run on the host and reach every node).
+    #[arg(long, default_value_t = 3)]
+    node_clients: usize,
     /// Keys the clients work on (at most 10).
     #[arg(long, default_value_t = 5)]
     keys: usize,
@@ -81,6 +92,7 @@ fn main() -> ExitCode {
 fn real_main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Check { history: path } => check(&path),
+        Command::Availability { files } => summarise_availability(&files),
         Command::Run(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(run(args))
@@ -114,11 +126,48 @@ fn check(path: &PathBuf) -> anyhow::Result<ExitCode> {
     Ok(if report.is_valid() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+fn summarise_availability(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let mut outages = Vec::new();
+    for path in files {
+        outages.extend(read_outages(path)?);
+    }
+    print!("{}", availability::table(&availability::summarise(&outages)));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_outages(path: &Path) -> anyhow::Result<Vec<Outage>> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut outages = Vec::new();
+    for (index, line) in BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        let outage = serde_json::from_str(&line)
+            .with_context(|| format!("{} line {}: not an episode", path.display(), index + 1))?;
+        outages.push(outage);
+    }
+    Ok(outages)
+}
+
+/// Appends a round's outages to the run's `availability.jsonl`.
+fn keep_outages(path: &Path, outages: &[Outage]) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    for outage in outages {
+        writeln!(file, "{}", serde_json::to_string(outage)?)?;
+    }
+    Ok(())
+}
+
 /// The faults to draw from and the canonical path of the tessera binary, once the
 /// arguments are checked.
 fn check_run_args(args: &RunArgs) -> anyhow::Result<(Vec<String>, std::path::PathBuf)> {
     if args.nodes < 3 || args.keys == 0 || args.keys > 10 || args.clients == 0 {
         anyhow::bail!("a run needs at least 3 nodes, 1 to 10 keys and a client");
+    }
+    if args.node_clients > args.clients {
+        anyhow::bail!("{} clients in nodes, but only {} clients", args.node_clients, args.clients);
     }
     let faults: Vec<String> = if args.faults.is_empty() {
         FAULT_KINDS.iter().map(|s| s.to_string()).collect()
@@ -180,6 +229,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     });
     let run_dir = std::path::absolute(args.out.join(format!("seed-{seed}")))?;
     let (mut violations, mut lost, mut failed_rounds) = (0usize, 0usize, Vec::new());
+    let mut outages = Vec::new();
+    let outages_path = run_dir.join("availability.jsonl");
     for round in 0..args.rounds {
         let round_seed = seed + round;
         let config = RoundConfig {
@@ -188,6 +239,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             nodes: args.nodes,
             pd_replicas: args.pd,
             clients: args.clients,
+            node_clients: args.node_clients,
             keys: args.keys,
             think: Duration::from_millis(args.think_ms),
             faults: faults.clone(),
@@ -201,6 +253,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 violations += outcome.report.violations.len();
                 lost += outcome.report.lost_writes.len();
                 print_round(&label, &outcome, &config);
+                keep_outages(&outages_path, &outcome.outages)?;
+                outages.extend_from_slice(&outcome.outages);
                 if !outcome.passed() {
                     failed_rounds.push(round_seed);
                 }
@@ -211,6 +265,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    print!("{}", availability::table(&availability::summarise(&outages)));
     let mut summary = format!("chaos: {} rounds, {violations} violations, {lost} lost writes", args.rounds);
     if failed_rounds.is_empty() {
         println!("{summary}");

@@ -16,9 +16,10 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use tessera_server::client::Client;
 
-use crate::cluster::ChaosCluster;
+use crate::availability::Episode;
 use crate::cluster::daemon::Role;
-use crate::workload;
+use crate::cluster::{ChaosCluster, status};
+use crate::workload::{self, Recorder};
 
 /// What an episode does to the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +64,18 @@ pub enum Fault {
     /// moved away while it is down; restarted, the store holds a replica removed
     /// without its knowledge, which it must destroy.
     KillDuringMove,
+    /// A replica of the workload's first key moved to a store that drops every message
+    /// that would create it (a fail point armed through its status address): the
+    /// leader's first appends to the learner are lost. Once the fault ends the leader
+    /// must probe again, and the move must finish. `armed_at` is the status address of
+    /// the store armed, once started.
+    DropAppendsToNewReplica {
+        armed_at: Option<String>,
+    },
 }
+
+/// The fail point the chaos cluster's stores drop replica-creating messages at.
+const DROP_CREATING_MESSAGES: &str = "store/drop-creating-messages";
 
 /// A change the driver is asked for in the middle of a fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +99,7 @@ pub const FAULT_KINDS: &[&str] = &[
     "pause-leader",
     "isolate-leader-from-stores",
     "kill-during-move",
+    "drop-appends-to-new-replica",
 ];
 
 fn set(nodes: &[usize]) -> BTreeSet<usize> {
@@ -128,12 +141,38 @@ impl Fault {
             "pause-leader" => Fault::PauseLeader,
             "isolate-leader-from-stores" => Fault::IsolateLeaderFromStores,
             "kill-during-move" => Fault::KillDuringMove,
+            "drop-appends-to-new-replica" => Fault::DropAppendsToNewReplica { armed_at: None },
             _ => return None,
         })
     }
 
-    /// Starts the fault; answers what it did, for the round's log.
-    pub async fn start(&self, cluster: &mut ChaosCluster, client: &Client) -> anyhow::Result<String> {
+    /// The fault's kind, as [`FAULT_KINDS`] names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Kill { role: Role::Store, .. } => "kill-store",
+            Fault::Kill { role: Role::Pd, .. } => "kill-pd",
+            Fault::Pause { role: Role::Store, .. } => "pause-store",
+            Fault::Pause { role: Role::Pd, .. } => "pause-pd",
+            Fault::Partition { .. } => "partition",
+            Fault::IsolateLeader => "isolate-leader",
+            Fault::Bridge { .. } => "bridge",
+            Fault::OneWay { .. } => "one-way",
+            Fault::RestartAll => "restart-all",
+            Fault::PauseLeader => "pause-leader",
+            Fault::IsolateLeaderFromStores => "isolate-leader-from-stores",
+            Fault::KillDuringMove => "kill-during-move",
+            Fault::DropAppendsToNewReplica { .. } => "drop-appends-to-new-replica",
+        }
+    }
+
+    /// Starts the fault; answers what it did, for the round's log, and notes in
+    /// `moves` a move that must finish once the faults end.
+    pub async fn start(
+        &mut self,
+        cluster: &mut ChaosCluster,
+        client: &Client,
+        moves: &mut Vec<u64>,
+    ) -> anyhow::Result<String> {
         match self {
             Fault::Kill { role, node } => {
                 cluster.daemon(*role, *node)?.kill()?;
@@ -172,6 +211,9 @@ impl Fault {
                 ))
             }
             Fault::KillDuringMove => kill_during_move(cluster, client).await,
+            Fault::DropAppendsToNewReplica { armed_at } => {
+                drop_appends_to_new_replica(cluster, client, armed_at, moves).await
+            }
             Fault::Bridge { left, middle, right } => {
                 cluster.network.partition(left, right)?;
                 Ok(format!("bridge {left:?} - n{middle} - {right:?}"))
@@ -191,7 +233,7 @@ impl Fault {
     }
 
     /// Ends the fault.
-    pub fn end(&self, cluster: &mut ChaosCluster) -> anyhow::Result<()> {
+    pub async fn end(&self, cluster: &mut ChaosCluster) -> anyhow::Result<()> {
         match self {
             Fault::Kill { role, node } => cluster.daemon(*role, *node)?.start(),
             Fault::Pause { role, node } => cluster.daemon(*role, *node)?.resume(),
@@ -203,7 +245,10 @@ impl Fault {
             // Whichever store was paused or killed: resuming or starting a running one
             // does nothing.
             Fault::PauseLeader | Fault::KillDuringMove => cluster.restore(),
-            Fault::RestartAll => Ok(()),
+            Fault::RestartAll | Fault::DropAppendsToNewReplica { armed_at: None } => Ok(()),
+            Fault::DropAppendsToNewReplica { armed_at: Some(address) } => {
+                status::release(address, DROP_CREATING_MESSAGES).await
+            }
         }
     }
 }
@@ -239,6 +284,70 @@ async fn kill_during_move(cluster: &mut ChaosCluster, client: &Client) -> anyhow
         Err(error) => format!("move of region {} refused: {error}", region.id),
     };
     Ok(format!("kill -9 store n{node} (store {victim}), {asked}"))
+}
+
+/// Arms the fail point that drops replica-creating messages on a store without a
+/// replica of the workload's first key, then asks the driver to move one there.
+async fn drop_appends_to_new_replica(
+    cluster: &ChaosCluster,
+    client: &Client,
+    armed_at: &mut Option<String>,
+    moves: &mut Vec<u64>,
+) -> anyhow::Result<String> {
+    let pd = client.pd();
+    let Ok(route) = pd.region_by_key_async(workload::key(0).as_bytes()).await else {
+        return Ok("drop appends to a new replica: the driver did not answer, nothing done".into());
+    };
+    let Some(region) = route.region else { return Ok("drop appends: no region, nothing done".into()) };
+    let holders: Vec<u64> = region.peers.iter().map(|peer| peer.store_id).collect();
+    let target = store_without_replica(&pd.stores_async().await.unwrap_or_default(), &holders);
+    let (Some(to), Some(&from)) = (target, holders.first()) else {
+        return Ok("drop appends: no store to move to, nothing done".into());
+    };
+    let Some(node) = store_address(client, to).await.and_then(|address| cluster.node_of_address(&address))
+    else {
+        return Ok(format!("drop appends: store {to} has no node, nothing done"));
+    };
+    let status_address = cluster.store_status_address(node);
+    status::arm(&status_address, DROP_CREATING_MESSAGES, "trigger").await?;
+    *armed_at = Some(status_address);
+    let asked = match pd.move_peer_async(region.id, from, to).await {
+        Ok(operator) => {
+            moves.extend(operator);
+            format!("moving region {} from store {from} to {to} (operator {operator:?})", region.id)
+        }
+        Err(error) => format!("move of region {} refused: {error}", region.id),
+    };
+    Ok(format!("n{node} (store {to}) drops the messages that would create a replica; {asked}"))
+}
+
+/// Waits until every operator of `moves` the driver still knows has ended; answers a
+/// problem for each that timed out or is still in flight at `deadline`. An operator
+/// the driver forgot (its leader changed) or cancelled (its region changed under it)
+/// is not judged.
+pub async fn unfinished_moves(client: &Client, moves: &[u64], deadline: tokio::time::Instant) -> Vec<String> {
+    loop {
+        let operators = client.pd().operators_async().await.unwrap_or_default();
+        let unfinished: Vec<String> = operators
+            .iter()
+            .filter(|operator| moves.contains(&operator.id))
+            .filter(|operator| operator.outcome.is_empty() || operator.outcome == "timed_out")
+            .map(|operator| {
+                format!(
+                    "the move {} of region {} (its first appends dropped) never finished: {}, at step {} of {:?}",
+                    operator.id,
+                    operator.region_id,
+                    if operator.outcome.is_empty() { "in flight" } else { &operator.outcome },
+                    operator.current_step,
+                    operator.steps
+                )
+            })
+            .collect();
+        if unfinished.is_empty() || tokio::time::Instant::now() >= deadline {
+            return unfinished;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// A store among `stores` that holds none of the replicas, if any.
@@ -317,35 +426,47 @@ async fn replicas_of(
     Ok((region.id, stores, route.leader.map(|p| p.store_id)))
 }
 
+/// What the nemesis did, for the round: its log lines, its episodes on the history's
+/// clock, and the moves that must finish once the faults end.
+#[derive(Debug, Default)]
+pub struct Record {
+    pub lines: Vec<String>,
+    pub episodes: Vec<Episode>,
+    pub moves: Vec<u64>,
+}
+
 /// Runs episodes until `until`: a fault held for 1 to 4 seconds (with an operator
-/// asked in its middle half the time), then a second or two of calm.
+/// asked in its middle half the time), then a second or two of calm. Episodes are
+/// dated by `recorder`'s clock, the history's.
 pub async fn run(
     cluster: &mut ChaosCluster,
     client: &Client,
     rng: &mut ChaCha8Rng,
-    kinds: &[String],
-    keys: usize,
+    (kinds, keys): (&[String], usize),
+    recorder: &Recorder,
     until: tokio::time::Instant,
-    log: &mut Vec<String>,
+    record: &mut Record,
 ) -> anyhow::Result<()> {
     let started = tokio::time::Instant::now();
     let at = |log_line: String| format!("{:>6.2}s {log_line}", started.elapsed().as_secs_f64());
     tokio::time::sleep(Duration::from_millis(rng.random_range(500..1500))).await;
     while tokio::time::Instant::now() + Duration::from_secs(1) < until {
-        let Some(fault) = Fault::draw(rng, kinds, cluster.nodes(), cluster.pd_replicas()) else {
+        let Some(mut fault) = Fault::draw(rng, kinds, cluster.nodes(), cluster.pd_replicas()) else {
             anyhow::bail!("none of the faults {kinds:?} fits a cluster of {} nodes", cluster.nodes());
         };
-        log.push(at(format!("fault: {}", fault.start(cluster, client).await?)));
+        record.episodes.push(Episode { kind: fault.kind(), started_ns: recorder.lock().now_ns() });
+        let done = fault.start(cluster, client, &mut record.moves).await?;
+        record.lines.push(at(format!("fault: {done}")));
         let hold = Duration::from_millis(rng.random_range(1000..4000));
         let hold_until = (tokio::time::Instant::now() + hold).min(until);
         if rng.random_bool(0.5) {
             tokio::time::sleep_until(tokio::time::Instant::now() + hold / 2).await;
             let operator = Operator::draw(rng, keys);
-            log.push(at(format!("operator: {}", operator.ask(client, rng).await)));
+            record.lines.push(at(format!("operator: {}", operator.ask(client, rng).await)));
         }
         tokio::time::sleep_until(hold_until).await;
-        fault.end(cluster)?;
-        log.push(at("end of fault".into()));
+        fault.end(cluster).await?;
+        record.lines.push(at("end of fault".into()));
         let calm = Duration::from_millis(rng.random_range(500..2000));
         tokio::time::sleep_until((tokio::time::Instant::now() + calm).min(until)).await;
     }

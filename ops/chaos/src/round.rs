@@ -18,11 +18,12 @@ use rand_chacha::ChaCha8Rng;
 use tessera_server::client::Client;
 use tokio::sync::watch;
 
+use crate::availability::{self, Outage};
 use crate::checker::{self, CheckConfig, Report};
 use crate::cluster::{ChaosCluster, ClusterConfig};
 use crate::history::{self, EventKind, HistoryWriter, Operation};
 use crate::nemesis;
-use crate::workload::{self, Recorder, WorkloadConfig};
+use crate::workload::{self, Home, Recorder, WorkloadConfig};
 
 /// How long a client waits for one request.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(3);
@@ -32,6 +33,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const AFTER_FAULTS: Duration = Duration::from_secs(3);
 /// Process ids of the final reads, above any client's.
 const FINAL_PROCESS: u64 = 1_000_000;
+/// How long a move whose first appends were dropped may take to finish once the
+/// cluster serves again after the faults.
+const MOVE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct RoundConfig {
@@ -40,6 +44,8 @@ pub struct RoundConfig {
     pub nodes: usize,
     pub pd_replicas: usize,
     pub clients: usize,
+    /// How many of the clients run inside a node's namespace (the rest on the host).
+    pub node_clients: usize,
     pub keys: usize,
     pub think: Duration,
     pub faults: Vec<String>,
@@ -59,6 +65,8 @@ pub struct RoundOutcome {
     /// recover, a key could not be read at the end.
     pub problems: Vec<String>,
     pub faults: Vec<String>,
+    /// How long the cluster took to serve again after each fault.
+    pub outages: Vec<Outage>,
     /// How long the cluster took to serve, and to serve again once the faults ended.
     pub start_time: Duration,
     pub recovery_time: Duration,
@@ -89,14 +97,14 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
     let file = File::create(config.dir.join("history.jsonl")).context("creating the history")?;
     let recorder: Recorder = Arc::new(Mutex::new(HistoryWriter::new(Box::new(LineWriter::new(file)))));
     let (stop, stopped) = watch::channel(false);
-    let workload_config =
-        WorkloadConfig { clients: config.clients, keys: config.keys, seed: config.seed, think: config.think };
+    let mut record = nemesis::Record::default();
+    let workload_config = workload_config(config, &cluster, &mut record);
     let clients = tokio::spawn(workload::run(client.clone(), workload_config, recorder.clone(), stopped));
 
-    let mut faults = Vec::new();
     let until = tokio::time::Instant::now() + config.duration;
+    let kinds = (&config.faults[..], config.keys);
     let nemesis_result =
-        nemesis::run(&mut cluster, &client, &mut rng, &config.faults, config.keys, until, &mut faults).await;
+        nemesis::run(&mut cluster, &client, &mut rng, kinds, &recorder, until, &mut record).await;
     let mut problems = cluster.crashed();
     let restored = cluster.restore();
     tokio::time::sleep(AFTER_FAULTS).await;
@@ -105,11 +113,7 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
     nemesis_result?;
     restored?;
 
-    let recovering = Instant::now();
-    if let Err(error) = cluster.wait_ready(&client, first_key.as_bytes(), READY_TIMEOUT).await {
-        problems.push(format!("after the faults: {error:#}"));
-    }
-    let recovery_time = recovering.elapsed();
+    let recovery_time = after_the_faults(&mut cluster, &client, &record, &mut problems).await;
     for index in 0..config.keys {
         if let Err(error) =
             final_read(&client, &recorder, FINAL_PROCESS + index as u64, workload::key(index)).await
@@ -126,6 +130,8 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
     let checking = Instant::now();
     let report = checker::check(&calls, &CheckConfig::default());
     let check_time = checking.elapsed();
+    let keys: Vec<String> = (0..config.keys).map(workload::key).collect();
+    let outages = availability::outages(&events, &record.episodes, &keys, config.seed);
     let count = |f: fn(&EventKind) -> bool| events.iter().filter(|e| f(&e.kind)).count();
     let outcome = RoundOutcome {
         invocations: count(|k| matches!(k, EventKind::Invoke { .. })),
@@ -134,7 +140,8 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
         unknown: count(|k| matches!(k, EventKind::Unknown { .. })),
         report,
         problems,
-        faults,
+        faults: record.lines,
+        outages,
         start_time,
         recovery_time,
         check_time,
@@ -146,6 +153,64 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
         write_findings(&config.dir, &outcome)?;
     }
     Ok(outcome)
+}
+
+/// The clients' settings; where each runs goes first in the nemesis's log.
+fn workload_config(
+    config: &RoundConfig,
+    cluster: &ChaosCluster,
+    record: &mut nemesis::Record,
+) -> WorkloadConfig {
+    let homes = client_homes(config, cluster);
+    let homes_named: Vec<String> = homes.iter().map(Home::to_string).collect();
+    record.lines.push(format!("clients: {}", homes_named.join(" ")));
+    WorkloadConfig {
+        homes,
+        keys: config.keys,
+        seed: config.seed,
+        think: config.think,
+        pd_endpoints: cluster.pd_endpoints(),
+        deadline: REQUEST_DEADLINE,
+    }
+}
+
+/// Once the faults are over: the cluster must serve again within a minute (how long it
+/// took is answered), the moves whose first appends were dropped must finish, and every
+/// store must hold the replicas the driver places on it. What fails goes to `problems`.
+async fn after_the_faults(
+    cluster: &mut ChaosCluster,
+    client: &Client,
+    record: &nemesis::Record,
+    problems: &mut Vec<String>,
+) -> Duration {
+    let recovering = Instant::now();
+    let first_key = workload::key(0);
+    if let Err(error) = cluster.wait_ready(client, first_key.as_bytes(), READY_TIMEOUT).await {
+        problems.push(format!("after the faults: {error:#}"));
+    }
+    let recovery_time = recovering.elapsed();
+    let move_deadline = tokio::time::Instant::now() + MOVE_TIMEOUT;
+    problems.extend(nemesis::unfinished_moves(client, &record.moves, move_deadline).await);
+    if let Err(disagreement) = cluster.replicas_agree(client, READY_TIMEOUT).await {
+        problems.push(format!("stale or missing replicas a minute after the faults: {disagreement}"));
+    }
+    recovery_time
+}
+
+/// Where each client runs: the first `clients - node_clients` on the host, the others
+/// in the namespaces of nodes drawn from the seed.
+fn client_homes(config: &RoundConfig, cluster: &ChaosCluster) -> Vec<Home> {
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x686f_6d65);
+    let on_host = config.clients.saturating_sub(config.node_clients);
+    (0..config.clients)
+        .map(|index| {
+            if index < on_host {
+                return Home::Host;
+            }
+            let node = rand::Rng::random_range(&mut rng, 1..=cluster.nodes());
+            Home::Node { node, path: cluster.network.host(node).namespace_path() }
+        })
+        .collect()
 }
 
 /// Reads `key` until an answer comes (each try recorded), for at most the recovery

@@ -2,6 +2,12 @@
 //! keys (reads, writes, compare-and-swaps, scans) and recording every invocation and
 //! completion in the history.
 //!
+//! A client runs either in the root namespace, where it reaches every node whatever the
+//! faults, or inside a node's namespace (a thread of its own moved there, with its own
+//! runtime and connections), where a partition cuts it off with that node: a client on
+//! the minority side must see failures or unknown outcomes, never wrong answers. Every
+//! client records into the one history, on one clock.
+//!
 //! A completion is classified by what the client library guarantees: a failed read or
 //! scan changed nothing; a write refused before it could apply failed; a write whose
 //! fate the library could not know is unknown, and its process retires (its operation
@@ -9,6 +15,9 @@
 //! id. Values are unique (`p{process}-{n}`), so every value read names its writer.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,11 +33,34 @@ pub type Recorder = Arc<Mutex<HistoryWriter>>;
 
 #[derive(Debug, Clone)]
 pub struct WorkloadConfig {
-    pub clients: usize,
+    /// Where each client runs: one entry per client.
+    pub homes: Vec<Home>,
     pub keys: usize,
     pub seed: u64,
     /// Longest pause between one process's operations (drawn uniformly from zero).
     pub think: Duration,
+    /// The driver's replicas and the deadline of one request, for the clients that run
+    /// in a node's namespace (and so need a client library of their own).
+    pub pd_endpoints: Vec<String>,
+    pub deadline: Duration,
+}
+
+/// Where a client runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Home {
+    /// The root namespace: every node stays reachable.
+    Host,
+    /// Node `node`'s network namespace, whose file is `path`: cut off with the node.
+    Node { node: usize, path: PathBuf },
+}
+
+impl std::fmt::Display for Home {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Home::Host => write!(f, "host"),
+            Home::Node { node, .. } => write!(f, "n{node}"),
+        }
+    }
 }
 
 /// The workload's key names: `k0`, `k1`, ... (one character after `k`, so that they
@@ -48,6 +80,7 @@ fn record(recorder: &Recorder, process: u64, kind: EventKind) -> std::io::Result
 }
 
 /// Runs the clients until `stop` turns true; each finishes its operation in flight.
+/// `client` serves the clients of the root namespace.
 pub async fn run(
     client: Arc<Client>,
     config: WorkloadConfig,
@@ -55,67 +88,114 @@ pub async fn run(
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let seen: Arc<Mutex<HashMap<String, Option<String>>>> = Arc::default();
-    let mut tasks = Vec::new();
-    for worker in 0..config.clients {
-        let client = client.clone();
-        let config = config.clone();
-        let recorder = recorder.clone();
-        let seen = seen.clone();
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(
-            async move { worker_loop(worker, client, config, recorder, seen, stop).await },
-        ));
+    let mut finished = Vec::new();
+    for (worker, home) in config.homes.iter().enumerate() {
+        let worker = Worker {
+            index: worker,
+            config: config.clone(),
+            recorder: recorder.clone(),
+            seen: seen.clone(),
+            stop: stop.clone(),
+        };
+        finished.push(match home {
+            Home::Host => {
+                let client = client.clone();
+                let (done, answer) = tokio::sync::oneshot::channel();
+                tokio::spawn(async move { done.send(worker.run(client).await) });
+                answer
+            }
+            Home::Node { path, .. } => {
+                let (pd, deadline) = (config.pd_endpoints.clone(), config.deadline);
+                run_in_namespace(
+                    path.clone(),
+                    format!("client-{worker}", worker = worker.index),
+                    async move { worker.run(Arc::new(Client::new(pd, deadline))).await },
+                )?
+            }
+        });
     }
-    for task in tasks {
-        task.await.map_err(std::io::Error::other)??;
+    for done in finished {
+        done.await.map_err(|_| std::io::Error::other("a client stopped without an answer"))??;
     }
     Ok(())
 }
 
-async fn worker_loop(
-    worker: usize,
-    client: Arc<Client>,
+/// Runs `work` on a thread of its own moved into the network namespace at `path`, on a
+/// runtime of that thread: every socket it opens is the namespace's. Answers through
+/// the returned channel.
+fn run_in_namespace(
+    path: PathBuf,
+    name: String,
+    work: impl Future<Output = std::io::Result<()>> + Send + 'static,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
+    let (done, answer) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name(name).spawn(move || {
+        let entered = std::fs::File::open(&path).and_then(|namespace| {
+            rustix::thread::move_into_link_name_space(
+                namespace.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .map_err(std::io::Error::from)
+        });
+        let result = entered
+            .map_err(|error| std::io::Error::other(format!("entering {}: {error}", path.display())))
+            .and_then(|()| tokio::runtime::Builder::new_current_thread().enable_all().build())
+            .and_then(|runtime| runtime.block_on(work));
+        let _ = done.send(result);
+    })?;
+    Ok(answer)
+}
+
+/// One client process's loop and what it shares with the others.
+struct Worker {
+    index: usize,
     config: WorkloadConfig,
     recorder: Recorder,
     seen: Arc<Mutex<HashMap<String, Option<String>>>>,
     stop: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let mut rng = ChaCha8Rng::seed_from_u64(config.seed.wrapping_mul(1_000_003).wrapping_add(worker as u64));
-    let mut process = worker as u64;
-    let mut written = 0u64;
-    // A dropped sender stops the clients too: a round that failed half-way must not
-    // leave them running.
-    while !*stop.borrow() && stop.has_changed().is_ok() {
-        let key = key(rng.random_range(0..config.keys.max(1)));
-        let mut fresh_value = || {
-            written += 1;
-            format!("p{process}-{written}")
-        };
-        let operation = match rng.random_range(0..100) {
-            0..35 => Operation::Read { key },
-            35..65 => Operation::Write { value: fresh_value(), key },
-            65..90 => {
-                let expected = seen.lock().get(&key).cloned().flatten();
-                Operation::Cas { expected, new: fresh_value(), key }
+}
+
+impl Worker {
+    async fn run(self, client: Arc<Client>) -> std::io::Result<()> {
+        let Worker { index: worker, config, recorder, seen, stop } = self;
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(config.seed.wrapping_mul(1_000_003).wrapping_add(worker as u64));
+        let mut process = worker as u64;
+        let mut written = 0u64;
+        // A dropped sender stops the clients too: a round that failed half-way must not
+        // leave them running.
+        while !*stop.borrow() && stop.has_changed().is_ok() {
+            let key = key(rng.random_range(0..config.keys.max(1)));
+            let mut fresh_value = || {
+                written += 1;
+                format!("p{process}-{written}")
+            };
+            let operation = match rng.random_range(0..100) {
+                0..35 => Operation::Read { key },
+                35..65 => Operation::Write { value: fresh_value(), key },
+                65..90 => {
+                    let expected = seen.lock().get(&key).cloned().flatten();
+                    Operation::Cas { expected, new: fresh_value(), key }
+                }
+                _ => Operation::Scan { start: SCAN_START.into(), end: SCAN_END.into() },
+            };
+            record(&recorder, process, EventKind::Invoke { op: operation.clone() })?;
+            let completion = execute(&client, &operation).await;
+            if let EventKind::Ok { output: Output::Read { value } } = &completion
+                && let Operation::Read { key } = &operation
+            {
+                seen.lock().insert(key.clone(), value.clone());
             }
-            _ => Operation::Scan { start: SCAN_START.into(), end: SCAN_END.into() },
-        };
-        record(&recorder, process, EventKind::Invoke { op: operation.clone() })?;
-        let completion = execute(&client, &operation).await;
-        if let EventKind::Ok { output: Output::Read { value } } = &completion
-            && let Operation::Read { key } = &operation
-        {
-            seen.lock().insert(key.clone(), value.clone());
+            let unknown = matches!(completion, EventKind::Unknown { .. });
+            record(&recorder, process, completion)?;
+            if unknown {
+                process += config.homes.len() as u64;
+            }
+            let think = rng.random_range(Duration::ZERO..=config.think);
+            tokio::time::sleep(think).await;
         }
-        let unknown = matches!(completion, EventKind::Unknown { .. });
-        record(&recorder, process, completion)?;
-        if unknown {
-            process += config.clients as u64;
-        }
-        let think = rng.random_range(Duration::ZERO..=config.think);
-        tokio::time::sleep(think).await;
+        Ok(())
     }
-    Ok(())
 }
 
 /// Runs one operation and says how it completed.

@@ -39,6 +39,8 @@ pub(crate) struct StoreSection {
     pub split_max_bytes: Option<u64>,
     pub metrics: Option<String>,
     pub slow_request_threshold_ms: Option<u64>,
+    /// Whether the status address's `/fail` routes arm fail points (test clusters).
+    pub enable_fail_points: Option<bool>,
     pub raft: RaftSection,
 }
 
@@ -93,6 +95,7 @@ mod tests {
         assert_eq!(config.pd.replicas, Some(DEFAULT_REPLICAS));
         assert_eq!(config.store.metrics.as_deref(), Some("127.0.0.1:9461"));
         assert_eq!(config.store.slow_request_threshold_ms, Some(DEFAULT_SLOW_REQUEST_THRESHOLD_MS));
+        assert_eq!(config.store.enable_fail_points, Some(false), "off unless asked for");
         assert_eq!(config.pd.metrics.as_deref(), Some("127.0.0.1:9460"));
         assert!(config.pd.join.is_empty(), "a founding member joins nobody");
         assert_eq!(config.log.level.as_deref(), Some("info"));

@@ -233,6 +233,11 @@ fn store_node_config(
     file.raft.apply(&mut engine)?;
     let slow_request_threshold_ms =
         file.slow_request_threshold_ms.unwrap_or(config::DEFAULT_SLOW_REQUEST_THRESHOLD_MS);
+    let metrics = args.metrics.or(file.metrics);
+    let enable_fail_points = file.enable_fail_points.unwrap_or(false);
+    if enable_fail_points && metrics.is_none() {
+        bail!("enable_fail_points serves /fail on the metrics address: set metrics (or --metrics) too");
+    }
     Ok(node::store::StoreNodeConfig {
         data_dir: args
             .data_dir
@@ -244,7 +249,8 @@ fn store_node_config(
         labels: all_labels,
         request_timeout: Duration::from_secs(10),
         engine,
-        metrics: args.metrics.or(file.metrics),
+        metrics,
+        enable_fail_points,
         slow_request_threshold: Duration::from_millis(slow_request_threshold_ms),
     })
 }

@@ -83,6 +83,13 @@ type Group<V> = (Vec<u8>, Vec<(Vec<u8>, V)>);
 /// store rather than cut short here.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(12);
 
+/// How often an open connection to a store is pinged (HTTP/2), and how long a ping may
+/// go unanswered before the connection counts as dead: a store that is paused or cut off
+/// is noticed within about two seconds, failing the tries in flight on it (a read is
+/// then tried on another voter) rather than letting them wait for their timeout.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The longest deadline an operation may be given: a day.
 pub const MAX_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -128,11 +135,9 @@ fn put(key: Vec<u8>, value: Vec<u8>) -> Write {
 }
 
 impl Client {
-    /// A client of the cluster whose driver replicas listen at `pd`; each request gives
-    /// up after `deadline`. Must be created inside a Tokio runtime.
     /// A client of the cluster whose driver replicas are at `pd`; every operation gives
     /// up after `deadline` (at most [`MAX_DEADLINE`]: a longer one is cut to it, so that
-    /// no deadline overflows the clock).
+    /// no deadline overflows the clock). Must be created inside a Tokio runtime.
     pub fn new(pd: Vec<String>, deadline: Duration) -> Client {
         let deadline = deadline.min(MAX_DEADLINE);
         let pd = Arc::new(GrpcPdClient::new(tokio::runtime::Handle::current(), pd, deadline));
@@ -192,7 +197,10 @@ impl Client {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|_| Transient::BadStoreAddress { address: address.clone() })?
             .connect_timeout(Duration::from_secs(1))
-            .timeout(self.deadline.min(ATTEMPT_TIMEOUT));
+            .timeout(self.deadline.min(ATTEMPT_TIMEOUT))
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
         let stub = KvClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -1,6 +1,7 @@
 //! The status server of a node: `GET /metrics` (Prometheus text format) and
-//! `GET /health`, on their own address so that scraping never competes with the API's
-//! connections and a firewall can keep the two apart.
+//! `GET /health` (and `/fail`, see `fail_points`), on their own address so that
+//! scraping never competes with the API's connections and a firewall can keep the two
+//! apart.
 //!
 //! A scrape first refreshes the node's state gauges (on the blocking pool: asking the
 //! raft workers for a report waits on channels), then renders. `/health` answers 200
@@ -43,13 +44,20 @@ struct Status {
 pub struct StatusServer {
     listener: tokio::net::TcpListener,
     address: SocketAddr,
+    /// Whether `/fail` arms fail points (it refuses otherwise).
+    fail_points: bool,
 }
 
 impl StatusServer {
     /// Binds `address` (port 0 picks a free port).
     pub(crate) async fn bind(address: &str) -> anyhow::Result<StatusServer> {
         let (listener, address) = crate::node::bind(address).await?;
-        Ok(StatusServer { listener, address })
+        Ok(StatusServer { listener, address, fail_points: false })
+    }
+
+    /// Lets `/fail` arm the engine's fail points (see `fail_points`).
+    pub(crate) fn enable_fail_points(&mut self) {
+        self.fail_points = true;
     }
 
     pub(crate) fn address(&self) -> SocketAddr {
@@ -70,7 +78,8 @@ impl StatusServer {
         let app = Router::new()
             .route("/metrics", get(render_metrics))
             .route("/health", get(answer_health))
-            .with_state(status);
+            .with_state(status)
+            .merge(super::fail_points::routes(self.fail_points));
         tokio::spawn(async move {
             let upkeep = tokio::spawn(async move {
                 let mut interval = tokio::time::interval(UPKEEP_INTERVAL);

@@ -5,11 +5,14 @@
 //!   driver keep the handles they register first; see `tessera_engine::metrics`).
 //! - `grpc`: a tower layer counting and timing every gRPC request by method and code.
 //! - `http`: the status server.
+//! - `fail_points`: its `/fail` routes, arming the engine's fail points from outside
+//!   (only when the node's configuration enables them).
 //!
 //! Gauges that describe state (regions, leaders, RocksDB figures, the driver's view of
 //! the cluster) are not kept current by the hot paths: the node refreshes them when
 //! Prometheus scrapes, so an idle node does no work for its metrics.
 
+mod fail_points;
 mod grpc;
 mod http;
 

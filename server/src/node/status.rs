@@ -32,6 +32,11 @@ impl Observability {
         self.server.address()
     }
 
+    /// Lets the status server's `/fail` routes arm the engine's fail points.
+    pub(crate) fn enable_fail_points(&mut self) {
+        self.server.enable_fail_points();
+    }
+
     /// Serves until [`Serving::finish`]. `refresh` sets the node's state gauges before
     /// each scrape; `describe` is the JSON `/health` answers with; the node counts as
     /// serving until `stopping` is set.

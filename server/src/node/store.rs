@@ -41,6 +41,9 @@ pub(crate) struct StoreNodeConfig {
     pub engine: StoreConfig,
     /// Where to serve `/metrics` and `/health`; none to export nothing.
     pub metrics: Option<String>,
+    /// Whether the status server's `/fail` routes arm fail points (test clusters only;
+    /// needs `metrics`).
+    pub enable_fail_points: bool,
     /// Requests (and proposals) slower than this are logged with their phases.
     pub slow_request_threshold: Duration,
 }
@@ -125,7 +128,14 @@ pub(crate) async fn run(
     if config.pd.is_empty() {
         bail!("a store needs the placement driver's address (--pd)");
     }
-    let observability = Observability::start(config.metrics.as_deref(), Role::Store).await?;
+    let mut observability = Observability::start(config.metrics.as_deref(), Role::Store).await?;
+    if config.enable_fail_points {
+        let status = observability.as_mut().context("enable_fail_points needs a metrics address")?;
+        status.enable_fail_points();
+        tracing::warn!(
+            "fail points can be armed from outside through the status address (test clusters only)"
+        );
+    }
     let (stop, stopping) = flag_on_stop(stop);
     let (listener, address) = super::bind(&config.listen).await?;
     let advertised = super::advertised_address(address, config.advertise.as_deref())?;

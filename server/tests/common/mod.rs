@@ -4,7 +4,7 @@
 
 #![allow(dead_code, reason = "each test binary uses its own part of the harness")]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,8 @@ pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new
 pub struct Process {
     pub child: Child,
     pub address: String,
+    /// Where it serves `/metrics`, `/health` and `/fail`, if it was asked to.
+    pub metrics: Option<String>,
 }
 
 impl Process {
@@ -30,12 +32,11 @@ impl Process {
         let stdout = child.stdout.take().expect("piped output");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("the node prints its address");
-        let address = line
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix("addr="))
-            .unwrap_or_else(|| panic!("no address in {line:?} from {args:?}"))
-            .to_string();
-        Process { child, address }
+        let field = |name: &str| line.split_whitespace().find_map(|field| field.strip_prefix(name));
+        let address =
+            field("addr=").unwrap_or_else(|| panic!("no address in {line:?} from {args:?}")).to_string();
+        let metrics = field("metrics=").map(str::to_string);
+        Process { child, address, metrics }
     }
 
     pub fn signal(&self, signal: rustix::process::Signal) {
@@ -153,6 +154,11 @@ impl Cluster {
     }
 
     pub fn start_store(&self, index: usize, listen: &str) -> Process {
+        self.start_store_with(index, listen, &[])
+    }
+
+    /// A store started with `extra` arguments after the usual ones.
+    pub fn start_store_with(&self, index: usize, listen: &str, extra: &[String]) -> Process {
         let mut args = vec![
             "store".into(),
             "--pd".into(),
@@ -168,6 +174,7 @@ impl Cluster {
         if let Some(zone) = self.zones.get(index).filter(|zone| !zone.is_empty()) {
             args.extend(["--label".into(), format!("zone={zone}")]);
         }
+        args.extend_from_slice(extra);
         Process::start(&args)
     }
 
@@ -221,4 +228,21 @@ pub async fn wait_until(what: &str, mut check: impl FnMut() -> Result<(), String
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
+}
+
+/// One HTTP/1.1 request (`method path`, with `body`): the status code and the body.
+pub fn http(address: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(address).expect("the status server accepts");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("a timeout");
+    let length = body.len();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n{body}"
+    )
+    .expect("sent");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("an answer");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("an HTTP answer: {answer}"));
+    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).expect("a status code");
+    (status, body.to_string())
 }

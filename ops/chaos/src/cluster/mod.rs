@@ -7,6 +7,7 @@
 
 pub mod daemon;
 pub mod network;
+pub mod status;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,6 +22,10 @@ use network::Network;
 const PD_PORT: u16 = 2379;
 /// Where every node's store listens (its peers and the clients dial it there).
 pub const STORE_PORT: u16 = 20160;
+/// Where every node's store serves `/metrics`, `/health` and `/fail`.
+const STORE_STATUS_PORT: u16 = 9461;
+/// The stores' configuration file: the nemesis arms fail points in them.
+const STORE_CONFIG: &str = "[store]\nenable_fail_points = true\n";
 
 pub struct ClusterConfig {
     pub nodes: usize,
@@ -74,14 +79,21 @@ impl ChaosCluster {
                     node_dir.join("pd.log"),
                 ));
             }
+            let store_config = node_dir.join("store.toml");
+            std::fs::write(&store_config, STORE_CONFIG)
+                .with_context(|| format!("writing {}", store_config.display()))?;
             let args = vec![
                 "store".into(),
+                "--config".into(),
+                store_config.display().to_string(),
                 "--pd".into(),
                 pd_endpoints.join(","),
                 "--data-dir".into(),
                 dir("store"),
                 "--listen".into(),
                 format!("{}:{STORE_PORT}", host.ip),
+                "--metrics".into(),
+                format!("{}:{STORE_STATUS_PORT}", host.ip),
             ];
             daemons.push(Daemon::new(
                 Role::Store,
@@ -116,6 +128,11 @@ impl ChaosCluster {
             .iter_mut()
             .find(|d| d.role == role && d.node == node)
             .with_context(|| format!("no {} on node {node}", role.name()))
+    }
+
+    /// Where node `node`'s store serves its status routes (`/fail` among them).
+    pub fn store_status_address(&self, node: usize) -> String {
+        format!("{}:{STORE_STATUS_PORT}", self.network.host(node).ip)
     }
 
     /// The node whose store listens at `address`.
@@ -157,6 +174,28 @@ impl ChaosCluster {
         bail!("the cluster was not ready within {timeout:?}: {last}")
     }
 
+    /// Waits until every store holds as many replicas as the driver places on it (by
+    /// the store's own heartbeat): a replica that outlived its removal (its store was
+    /// down while it was moved away) must be found and destroyed. Answers each
+    /// disagreement left at `timeout`.
+    pub async fn replicas_agree(&self, client: &Client, timeout: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let stores = client.pd().stores_async().await.map_err(|e| e.to_string());
+            let disagreements: Vec<String> = match &stores {
+                Ok(stores) => stores.iter().filter_map(replica_disagreement).collect(),
+                Err(error) => vec![format!("the driver did not list its stores: {error}")],
+            };
+            if disagreements.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(disagreements.join("; "));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     async fn readiness(&self, client: &Client, key: &[u8]) -> Result<(), String> {
         let stores = client.pd().stores_async().await.map_err(|e| e.to_string())?;
         let up = stores.iter().filter(|s| s.state == StoreState::Up as i32).count();
@@ -169,6 +208,14 @@ impl ChaosCluster {
         }
         Ok(())
     }
+}
+
+/// How a store's own count of its replicas differs from the driver's, if it does.
+fn replica_disagreement(view: &tessera_placement::proto::StoreView) -> Option<String> {
+    let held = view.stats.as_ref()?.region_count;
+    let placed = view.region_count;
+    let id = view.store.as_ref().map_or(0, |store| store.id);
+    (held != placed).then(|| format!("store {id} holds {held} replicas, the driver places {placed} there"))
 }
 
 fn path(dir: &Path, name: &str) -> String {

@@ -2,10 +2,9 @@
 //! bridge in the root namespace by a veth pair, each with its own address.
 //!
 //! Faults on the wire are iptables rules inside a namespace dropping what arrives from
-//! some peers; healing flushes them. Clients run in the root namespace and reach every
-//! node through the bridge: the faults cut nodes off from each other, never from the
-//! history's observer, so an operation's outcome is only unknown when the cluster made
-//! it so.
+//! some peers; healing flushes them. Some clients run in the root namespace and reach
+//! every node through the bridge (the faults never cut them off); others run inside a
+//! node's namespace and are cut off with it.
 //!
 //! Everything is named after one prefix, so that a run killed half-way is cleaned up by
 //! the next one. It must never touch an interface, namespace or rule it did not name.
@@ -40,6 +39,13 @@ pub struct Host {
 /// The bridge and the namespaces; removed when dropped.
 pub struct Network {
     pub hosts: Vec<Host>,
+}
+
+impl Host {
+    /// The namespace's file, which a thread joins it through (`setns`).
+    pub fn namespace_path(&self) -> std::path::PathBuf {
+        std::path::Path::new("/run/netns").join(&self.namespace)
+    }
 }
 
 impl Network {
