@@ -36,8 +36,9 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 pub enum Action {
     /// [`hit`] returns `true`: the call site takes its failure or bug branch.
     Trigger,
-    /// The thread waits at the point until [`Scenario::release`] (or the scenario ends),
-    /// then [`hit`] returns `false`. Process-wide points only.
+    /// The thread waits at the point until it is released ([`Scenario::release`], the
+    /// scenario's end, or [`release_by_name`]) or re-armed with another action, then
+    /// [`hit`] returns `false`. Process-wide points only.
     Pause,
     /// The thread panics, naming the point.
     Panic,

@@ -72,7 +72,12 @@ async fn fail_points_armed_through_the_status_address_act_in_a_running_store() {
     let from = region.peers.first().expect("a replica").store_id;
     let pd = cluster.pd_address();
     let asked = [region.id.to_string(), from.to_string(), target_id.to_string()];
-    ctl(&pd, &["move-peer", &asked[0], &asked[1], &asked[2], "--no-wait"]);
+    let started = ctl(&pd, &["move-peer", &asked[0], &asked[1], &asked[2], "--no-wait"]);
+    let operator: u64 = started
+        .split_whitespace()
+        .nth(2)
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("an operator id in {started:?}"));
 
     // The leader's messages to the new replica arrive and are dropped: the replica is
     // never created, so the learner cannot catch up and the move cannot finish. Two hits
@@ -82,13 +87,16 @@ async fn fail_points_armed_through_the_status_address_act_in_a_running_store() {
         other => Err(format!("hits: {other:?}")),
     })
     .await;
-    assert!(!move_finished(&pd), "the move finished although its learner was never created");
+    assert!(
+        !move_finished(&cluster, operator).await,
+        "the move finished although its learner was never created"
+    );
 
     let (code, body) = http(&status, "DELETE", &format!("/fail/{DROP_CREATING_MESSAGES}"), "");
     assert_eq!((code, body.trim()), (200, format!("{DROP_CREATING_MESSAGES}: released").as_str()));
     assert_eq!(hits(&status, DROP_CREATING_MESSAGES), None);
     let released = Instant::now();
-    while !holds_replica(&cluster, region.id, target_id).await || !move_finished(&pd) {
+    while !holds_replica(&cluster, region.id, target_id).await || !move_finished(&cluster, operator).await {
         assert!(released.elapsed() < Duration::from_secs(30), "the move did not finish once messages flowed");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -104,9 +112,10 @@ async fn holds_replica(cluster: &Cluster, region_id: u64, store_id: u64) -> bool
     })
 }
 
-/// Whether `ctl operators` shows the move ended as finished.
-fn move_finished(pd: &str) -> bool {
-    try_ctl(pd, &["operators"]).is_ok_and(|listing| listing.lines().any(|line| line.contains("finished")))
+/// Whether the driver shows the operator `id` finished.
+async fn move_finished(cluster: &Cluster, id: u64) -> bool {
+    let operators = cluster.client().pd().operators_async().await.unwrap_or_default();
+    operators.iter().any(|operator| operator.id == id && operator.outcome == "finished")
 }
 
 /// A leader paused (SIGSTOP: its connections stay open, nothing answers) while a client

@@ -4,11 +4,12 @@
 //! An episode's outage is the longest stretch, from the fault's start until the next
 //! episode starts (or the history ends), during which some key saw no operation succeed:
 //! the stretch from the fault's start to a key's first success after it counts, and so
-//! does a key's last silence before the window closes. A scan that succeeds serves
-//! every key it covers. The figure is a lower bound of what a client could see (the
-//! clients are few and think between operations: a gap shorter than their pace is
-//! noise) and an upper bound of nothing: a region nobody asked for during the fault is
-//! not measured.
+//! does a key's last silence before the window closes (the last window closes when the
+//! clients stop). A scan that succeeds serves every key it covers. No operation can
+//! succeed during a real outage, so the figure is at least the outage the clients met;
+//! it overstates it by up to the clients' pace (they are few and think between
+//! operations: a gap of tens of milliseconds is noise), and a key nobody asked for
+//! during the window counts as silent throughout.
 //!
 //! Episodes are written one JSON object per line to the run's `availability.jsonl`, so
 //! that runs of several sessions are summarised together (`tessera-chaos availability
@@ -38,15 +39,22 @@ pub struct Outage {
 }
 
 /// The outage of every episode: the longest stretch some key of `keys` went without a
-/// successful operation, within the episode's window.
-pub fn outages(events: &[Event], episodes: &[Episode], keys: &[String], seed: u64) -> Vec<Outage> {
+/// successful operation, within the episode's window; the last window closes at
+/// `clients_stopped_ns`, when the clients were told to stop (what follows, the round's
+/// final checks and reads, is not the clients' traffic).
+pub fn outages(
+    events: &[Event],
+    episodes: &[Episode],
+    keys: &[String],
+    clients_stopped_ns: u64,
+    seed: u64,
+) -> Vec<Outage> {
     let served = served_times(events, keys);
-    let history_end = events.last().map_or(0, |event| event.time_ns);
     episodes
         .iter()
         .enumerate()
         .map(|(index, episode)| {
-            let window_end = episodes.get(index + 1).map_or(history_end, |next| next.started_ns);
+            let window_end = episodes.get(index + 1).map_or(clients_stopped_ns, |next| next.started_ns);
             let longest = keys
                 .iter()
                 .map(|key| {
@@ -206,7 +214,7 @@ mod tests {
             events.extend(read(2, "k1", at, at + 2, true));
         }
         let episodes = [Episode { kind: "kill-store", started_ns: 50 * MS }];
-        let found = outages(&sorted(events), &episodes, &keys(), 7);
+        let found = outages(&sorted(events), &episodes, &keys(), 992 * MS, 7);
         assert_eq!(found, vec![Outage { seed: 7, kind: "kill-store".into(), outage_ms: 610 }]);
     }
 
@@ -220,9 +228,24 @@ mod tests {
             Episode { kind: "partition", started_ns: 8 * MS },
             Episode { kind: "pause-pd", started_ns: 500 * MS },
         ];
-        let found = outages(&sorted(events), &episodes, &keys(), 1);
+        let found = outages(&sorted(events), &episodes, &keys(), 900 * MS, 1);
         assert_eq!(found[0].outage_ms, 492, "k0 silent from the fault's start to the next episode");
-        assert_eq!(found[1].outage_ms, 400, "and through the next one until the history ends");
+        assert_eq!(found[1].outage_ms, 400, "and through the next one until the clients stop");
+    }
+
+    #[test]
+    fn the_last_window_closes_when_the_clients_stop() {
+        let mut events = read(1, "k0", 0, 5, true);
+        events.extend(read(2, "k1", 0, 5, true));
+        // The round's final reads, long after the clients stopped at 100 ms.
+        events.extend(read(1_000_000, "k0", 5000, 5001, true));
+        events.extend(read(1_000_001, "k1", 5002, 5003, true));
+        let episodes = [Episode { kind: "kill-pd", started_ns: 10 * MS }];
+        let found = outages(&sorted(events), &episodes, &keys(), 100 * MS, 1);
+        assert_eq!(
+            found[0].outage_ms, 90,
+            "silent from the fault to the clients' stop, not to the final reads"
+        );
     }
 
     #[test]
@@ -247,8 +270,8 @@ mod tests {
             },
         ];
         let episodes = [Episode { kind: "one-way", started_ns: 10 * MS }];
-        let found = outages(&events, &episodes, &keys(), 1);
-        // k1: served by the scan at 30 ms, then silent until the end at 50 ms.
+        let found = outages(&events, &episodes, &keys(), 50 * MS, 1);
+        // k1: served by the scan at 30 ms, then silent until the clients stop at 50 ms.
         assert_eq!(found[0].outage_ms, 20);
     }
 

@@ -194,7 +194,7 @@ fn print_round(label: &str, outcome: &round::RoundOutcome, config: &RoundConfig)
     println!(
         "{label}: {verdict}: {} operations ({} ok, {} failed, {} unknown), {} faults, \
          {} operators, {} violations, {} lost writes; started in {:.1}s, recovered in {:.1}s, \
-         checked in {:.2}s",
+         settled in {:.1}s, checked in {:.2}s",
         outcome.invocations,
         outcome.ok,
         outcome.failed,
@@ -205,6 +205,7 @@ fn print_round(label: &str, outcome: &round::RoundOutcome, config: &RoundConfig)
         outcome.report.lost_writes.len(),
         outcome.start_time.as_secs_f64(),
         outcome.recovery_time.as_secs_f64(),
+        outcome.settle_time.as_secs_f64(),
         outcome.check_time.as_secs_f64()
     );
     if outcome.passed() {
@@ -231,6 +232,11 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (mut violations, mut lost, mut failed_rounds) = (0usize, 0usize, Vec::new());
     let mut outages = Vec::new();
     let outages_path = run_dir.join("availability.jsonl");
+    // A seed run again starts its file again: a summary must not count a round twice.
+    if outages_path.exists() {
+        std::fs::remove_file(&outages_path)
+            .with_context(|| format!("removing {}", outages_path.display()))?;
+    }
     for round in 0..args.rounds {
         let round_seed = seed + round;
         let config = RoundConfig {

@@ -207,7 +207,7 @@ impl Fault {
                 };
                 cluster.network.isolate_port(node, crate::cluster::STORE_PORT)?;
                 Ok(format!(
-                    "cut the leading store n{node} off from the other stores (not the driver, not clients)"
+                    "cut the leading store n{node} off from the other stores (not the driver, not the host's clients)"
                 ))
             }
             Fault::KillDuringMove => kill_during_move(cluster, client).await,
@@ -309,7 +309,10 @@ async fn drop_appends_to_new_replica(
         return Ok(format!("drop appends: store {to} has no node, nothing done"));
     };
     let status_address = cluster.store_status_address(node);
-    status::arm(&status_address, DROP_CREATING_MESSAGES, "trigger").await?;
+    // A store that cannot be armed (it crashed: the round reports that) is left alone.
+    if let Err(error) = status::arm(&status_address, DROP_CREATING_MESSAGES, "trigger").await {
+        return Ok(format!("drop appends: arming n{node} failed ({error:#}), nothing done"));
+    }
     *armed_at = Some(status_address);
     let asked = match pd.move_peer_async(region.id, from, to).await {
         Ok(operator) => {
@@ -326,8 +329,22 @@ async fn drop_appends_to_new_replica(
 /// the driver forgot (its leader changed) or cancelled (its region changed under it)
 /// is not judged.
 pub async fn unfinished_moves(client: &Client, moves: &[u64], deadline: tokio::time::Instant) -> Vec<String> {
+    if moves.is_empty() {
+        return Vec::new();
+    }
     loop {
-        let operators = client.pd().operators_async().await.unwrap_or_default();
+        let operators = match client.pd().operators_async().await {
+            Ok(operators) => operators,
+            Err(error) if tokio::time::Instant::now() >= deadline => {
+                return vec![format!(
+                    "the driver did not list its operators to judge the moves {moves:?}: {error}"
+                )];
+            }
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
         let unfinished: Vec<String> = operators
             .iter()
             .filter(|operator| moves.contains(&operator.id))

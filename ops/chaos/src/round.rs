@@ -70,6 +70,8 @@ pub struct RoundOutcome {
     /// How long the cluster took to serve, and to serve again once the faults ended.
     pub start_time: Duration,
     pub recovery_time: Duration,
+    /// How long the moves and the replicas took to settle once the cluster served.
+    pub settle_time: Duration,
     pub check_time: Duration,
 }
 
@@ -108,12 +110,17 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
     let mut problems = cluster.crashed();
     let restored = cluster.restore();
     tokio::time::sleep(AFTER_FAULTS).await;
+    let clients_stopped_ns = recorder.lock().now_ns();
     let _ = stop.send(true);
     clients.await.context("the clients' task")?.context("recording the history")?;
-    nemesis_result?;
+    // A nemesis that failed half-way (a status address that refused, a process it could
+    // not signal) still leaves a round to judge: the failure is one of its problems.
+    if let Err(error) = nemesis_result {
+        problems.push(format!("the nemesis failed: {error:#}"));
+    }
     restored?;
 
-    let recovery_time = after_the_faults(&mut cluster, &client, &record, &mut problems).await;
+    let (recovery_time, settle_time) = after_the_faults(&mut cluster, &client, &record, &mut problems).await;
     for index in 0..config.keys {
         if let Err(error) =
             final_read(&client, &recorder, FINAL_PROCESS + index as u64, workload::key(index)).await
@@ -131,7 +138,7 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
     let report = checker::check(&calls, &CheckConfig::default());
     let check_time = checking.elapsed();
     let keys: Vec<String> = (0..config.keys).map(workload::key).collect();
-    let outages = availability::outages(&events, &record.episodes, &keys, config.seed);
+    let outages = availability::outages(&events, &record.episodes, &keys, clients_stopped_ns, config.seed);
     let count = |f: fn(&EventKind) -> bool| events.iter().filter(|e| f(&e.kind)).count();
     let outcome = RoundOutcome {
         invocations: count(|k| matches!(k, EventKind::Invoke { .. })),
@@ -144,6 +151,7 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
         outages,
         start_time,
         recovery_time,
+        settle_time,
         check_time,
     };
     write_lines(&config.dir.join("faults.txt"), &outcome.faults)?;
@@ -176,25 +184,28 @@ fn workload_config(
 
 /// Once the faults are over: the cluster must serve again within a minute (how long it
 /// took is answered), the moves whose first appends were dropped must finish, and every
-/// store must hold the replicas the driver places on it. What fails goes to `problems`.
+/// store must hold as many replicas as the driver places on it (counts, not the
+/// replicas themselves: a stale replica and a missing one on the same store would
+/// cancel out). What fails goes to `problems`.
 async fn after_the_faults(
     cluster: &mut ChaosCluster,
     client: &Client,
     record: &nemesis::Record,
     problems: &mut Vec<String>,
-) -> Duration {
+) -> (Duration, Duration) {
     let recovering = Instant::now();
     let first_key = workload::key(0);
     if let Err(error) = cluster.wait_ready(client, first_key.as_bytes(), READY_TIMEOUT).await {
         problems.push(format!("after the faults: {error:#}"));
     }
     let recovery_time = recovering.elapsed();
+    let settling = Instant::now();
     let move_deadline = tokio::time::Instant::now() + MOVE_TIMEOUT;
     problems.extend(nemesis::unfinished_moves(client, &record.moves, move_deadline).await);
     if let Err(disagreement) = cluster.replicas_agree(client, READY_TIMEOUT).await {
         problems.push(format!("stale or missing replicas a minute after the faults: {disagreement}"));
     }
-    recovery_time
+    (recovery_time, settling.elapsed())
 }
 
 /// Where each client runs: the first `clients - node_clients` on the host, the others

@@ -106,11 +106,9 @@ pub async fn run(
             }
             Home::Node { path, .. } => {
                 let (pd, deadline) = (config.pd_endpoints.clone(), config.deadline);
-                run_in_namespace(
-                    path.clone(),
-                    format!("client-{worker}", worker = worker.index),
-                    async move { worker.run(Arc::new(Client::new(pd, deadline))).await },
-                )?
+                let name = format!("client-{}", worker.index);
+                let work = async move { worker.run(Arc::new(Client::new(pd, deadline))).await };
+                run_in_namespace(path.clone(), name, work).await?
             }
         });
     }
@@ -121,29 +119,44 @@ pub async fn run(
 }
 
 /// Runs `work` on a thread of its own moved into the network namespace at `path`, on a
-/// runtime of that thread: every socket it opens is the namespace's. Answers through
-/// the returned channel.
-fn run_in_namespace(
+/// runtime of that thread: every socket it opens is the namespace's. Fails at once if
+/// the thread cannot enter the namespace or build its runtime; otherwise answers with
+/// the channel `work`'s result will come through.
+async fn run_in_namespace(
     path: PathBuf,
     name: String,
     work: impl Future<Output = std::io::Result<()>> + Send + 'static,
 ) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
+    let (entered, ready) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
     let (done, answer) = tokio::sync::oneshot::channel();
     std::thread::Builder::new().name(name).spawn(move || {
-        let entered = std::fs::File::open(&path).and_then(|namespace| {
-            rustix::thread::move_into_link_name_space(
-                namespace.as_fd(),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )
-            .map_err(std::io::Error::from)
-        });
-        let result = entered
+        let runtime = enter_namespace(&path)
             .map_err(|error| std::io::Error::other(format!("entering {}: {error}", path.display())))
-            .and_then(|()| tokio::runtime::Builder::new_current_thread().enable_all().build())
-            .and_then(|runtime| runtime.block_on(work));
-        let _ = done.send(result);
+            .and_then(|()| tokio::runtime::Builder::new_current_thread().enable_all().build());
+        let runtime = match runtime {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                let _ = entered.send(Err(error));
+                return;
+            }
+        };
+        let _ = entered.send(Ok(()));
+        let _ = done.send(runtime.block_on(work));
     })?;
+    ready
+        .await
+        .map_err(|_| std::io::Error::other("a client thread ended before entering its namespace"))??;
     Ok(answer)
+}
+
+/// Moves the calling thread into the network namespace whose file is `path`.
+fn enter_namespace(path: &std::path::Path) -> std::io::Result<()> {
+    let namespace = std::fs::File::open(path)?;
+    rustix::thread::move_into_link_name_space(
+        namespace.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )?;
+    Ok(())
 }
 
 /// One client process's loop and what it shares with the others.

@@ -83,12 +83,16 @@ type Group<V> = (Vec<u8>, Vec<(Vec<u8>, V)>);
 /// store rather than cut short here.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(12);
 
-/// How often an open connection to a store is pinged (HTTP/2), and how long a ping may
-/// go unanswered before the connection counts as dead: a store that is paused or cut off
-/// is noticed within about two seconds, failing the tries in flight on it (a read is
-/// then tried on another voter) rather than letting them wait for their timeout.
+/// How often a connection to a store with tries in flight is pinged (HTTP/2), and how
+/// long a ping may go unanswered before the connection counts as dead: a store that is
+/// paused or cut off is noticed within about four seconds, failing the tries in flight
+/// on it (a read is then tried on another voter, a write's fate is unknown) rather than
+/// letting them wait for their timeout. The timeout leaves room for a busy store; the
+/// one connection carries every try to that store, and all of them fail together.
+/// Connections to the driver have no keepalive yet: a paused driver replica holds a
+/// call until the driver client's deadline.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(1);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The longest deadline an operation may be given: a day.
 pub const MAX_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
@@ -199,8 +203,7 @@ impl Client {
             .connect_timeout(Duration::from_secs(1))
             .timeout(self.deadline.min(ATTEMPT_TIMEOUT))
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true);
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT);
         let stub = KvClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

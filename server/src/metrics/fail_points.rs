@@ -33,8 +33,8 @@ type Answer = (StatusCode, String);
 fn refusal() -> Answer {
     (
         StatusCode::FORBIDDEN,
-        "fail points are disabled on this node: set enable_fail_points = true under [store] in its \
-         configuration file (test clusters only)\n"
+        "fail points are disabled on this node: a store enables them with enable_fail_points = true \
+         under [store] in its configuration file (test clusters only)\n"
             .into(),
     )
 }
