@@ -146,16 +146,43 @@ impl<S: Storage> Raft<S> {
     /// its log matches ours (and for its store to create it), and cheap to repeat to a
     /// follower that may be down. A compacted log sends a snapshot instead, when the
     /// follower is known to be alive.
+    ///
+    /// A follower that has not answered lately gets no snapshot, and may never answer:
+    /// a replica its store has not created yet hears nothing but appends and snapshots
+    /// (heartbeats to it are dropped), so it can never become recently active by itself.
+    /// When its next index is compacted away, it is probed at the start of the log
+    /// instead (the last compacted index, whose term is kept): that append creates it,
+    /// its refusal makes it recently active, and the snapshot follows the refusal.
     fn send_empty_probe(&mut self, to: u64) {
         let Some(pr) = self.tracker.progress.get_mut(&to) else { return };
         pr.probe_sent = false;
+        let recently_active = pr.recent_active;
         let prev_index = pr.next_index - 1;
         match self.log.term(prev_index) {
             Ok(prev_term) => self.send_append(to, prev_index, prev_term, Vec::new()),
-            Err(_) => {
+            Err(_) if recently_active => {
                 self.send_snapshot(to);
             }
+            Err(_) => self.send_probe_at_log_start(to),
         }
+    }
+
+    /// An empty append anchored at the last compacted index, for a silent follower whose
+    /// next index is compacted away (see [`Self::send_empty_probe`]). Its next index
+    /// moves to the log's first index, so that the refusal is taken as an answer to this
+    /// probe; nothing the follower holds can be lost by that, as its match is below.
+    fn send_probe_at_log_start(&mut self, to: u64) {
+        let anchor = self.log.first_index() - 1;
+        let Ok(anchor_term) = self.log.term(anchor) else {
+            panic!("invariant: the term of the last compacted index ({anchor}) is kept with the log")
+        };
+        let Some(pr) = self.tracker.progress.get_mut(&to) else { return };
+        assert!(
+            pr.matched < anchor + 1,
+            "invariant: a follower whose next index is compacted matched below it"
+        );
+        pr.next_index = anchor + 1;
+        self.send_append(to, anchor, anchor_term, Vec::new());
     }
 
     /// Sends one append to every other member.
