@@ -14,6 +14,8 @@
 //! - [`metrics`]: what a store exports about itself (through the `metrics` facade).
 //! - [`store`]: the multi-raft runtime: many regions per node, group commit, batched
 //!   messages, coalesced heartbeats, hibernation.
+//! - [`timestamp`]: transaction timestamps (physical milliseconds and a logical
+//!   counter), shared by the oracle, the MVCC layer and the clients.
 
 pub mod clock;
 pub mod failpoint;
@@ -25,3 +27,4 @@ pub mod raft;
 pub mod region;
 pub mod storage;
 pub mod store;
+pub mod timestamp;
