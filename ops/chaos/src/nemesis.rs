@@ -256,32 +256,63 @@ impl Fault {
 /// The node whose store leads the region of the workload's first key, per the driver.
 async fn first_key_leader_node(cluster: &ChaosCluster, client: &Client) -> Option<usize> {
     let route = client.pd().region_by_key_async(workload::key(0).as_bytes()).await.ok()?;
-    let address = store_address(client, route.leader?.store_id).await?;
+    node_of_store(cluster, client, route.leader?.store_id).await
+}
+
+/// Where the workload's first key lives, per the driver, and where it could move.
+struct FirstKeyPlacement {
+    region_id: u64,
+    /// The stores holding a replica of the key's region.
+    holders: Vec<u64>,
+    leader: Option<u64>,
+    /// A store holding none of the region's replicas: the target of a move.
+    outsider: u64,
+}
+
+/// Asks the driver where the workload's first key lives; answers why not when it cannot
+/// say or when no store is free to receive a replica.
+async fn first_key_placement(client: &Client) -> Result<FirstKeyPlacement, &'static str> {
+    let pd = client.pd();
+    let route =
+        pd.region_by_key_async(workload::key(0).as_bytes()).await.map_err(|_| "the driver did not answer")?;
+    let region = route.region.ok_or("no region")?;
+    let holders: Vec<u64> = region.peers.iter().map(|peer| peer.store_id).collect();
+    if holders.is_empty() {
+        return Err("no replica");
+    }
+    let stores = pd.stores_async().await.map_err(|_| "the driver did not list its stores")?;
+    let outsider = store_without_replica(&stores, &holders).ok_or("no store to move to")?;
+    Ok(FirstKeyPlacement {
+        region_id: region.id,
+        holders,
+        leader: route.leader.map(|peer| peer.store_id),
+        outsider,
+    })
+}
+
+/// The chaos node that runs the store `store_id`.
+async fn node_of_store(cluster: &ChaosCluster, client: &Client, store_id: u64) -> Option<usize> {
+    let address = store_address(client, store_id).await?;
     cluster.node_of_address(&address)
 }
 
 /// Kills a store holding a replica of the workload's first key (not its leader, when
 /// there is a choice) and asks the driver to move that replica to a store without one.
 async fn kill_during_move(cluster: &mut ChaosCluster, client: &Client) -> anyhow::Result<String> {
-    let pd = client.pd();
-    let Ok(route) = pd.region_by_key_async(workload::key(0).as_bytes()).await else {
-        return Ok("kill during move: the driver did not answer, nothing done".into());
+    let placement = match first_key_placement(client).await {
+        Ok(placement) => placement,
+        Err(reason) => return Ok(format!("kill during move: {reason}, nothing done")),
     };
-    let Some(region) = route.region else { return Ok("kill during move: no region, nothing done".into()) };
-    let leader = route.leader.map(|peer| peer.store_id);
-    let holders: Vec<u64> = region.peers.iter().map(|peer| peer.store_id).collect();
-    let Some(&victim) = holders.iter().find(|&&store| Some(store) != leader).or(holders.first()) else {
-        return Ok("kill during move: no replica, nothing done".into());
-    };
-    let outsider = store_without_replica(&pd.stores_async().await.unwrap_or_default(), &holders);
-    let address = store_address(client, victim).await;
-    let (Some(node), Some(to)) = (address.and_then(|a| cluster.node_of_address(&a)), outsider) else {
-        return Ok("kill during move: no store to move to, nothing done".into());
+    let holders = &placement.holders;
+    let victim = *holders.iter().find(|&&store| Some(store) != placement.leader).unwrap_or(&holders[0]);
+    let Some(node) = node_of_store(cluster, client, victim).await else {
+        return Ok(format!("kill during move: store {victim} has no node, nothing done"));
     };
     cluster.daemon(Role::Store, node)?.kill()?;
-    let asked = match pd.move_peer_async(region.id, victim, to).await {
-        Ok(_) => format!("moving region {} from store {victim} to {to}", region.id),
-        Err(error) => format!("move of region {} refused: {error}", region.id),
+    let (region_id, to) = (placement.region_id, placement.outsider);
+    let asked = match client.pd().move_peer_async(region_id, victim, to).await {
+        Ok(_) => format!("moving region {region_id} from store {victim} to {to}"),
+        Err(error) => format!("move of region {region_id} refused: {error}"),
     };
     Ok(format!("kill -9 store n{node} (store {victim}), {asked}"))
 }
@@ -294,18 +325,12 @@ async fn drop_appends_to_new_replica(
     armed_at: &mut Option<String>,
     moves: &mut Vec<u64>,
 ) -> anyhow::Result<String> {
-    let pd = client.pd();
-    let Ok(route) = pd.region_by_key_async(workload::key(0).as_bytes()).await else {
-        return Ok("drop appends to a new replica: the driver did not answer, nothing done".into());
+    let placement = match first_key_placement(client).await {
+        Ok(placement) => placement,
+        Err(reason) => return Ok(format!("drop appends to a new replica: {reason}, nothing done")),
     };
-    let Some(region) = route.region else { return Ok("drop appends: no region, nothing done".into()) };
-    let holders: Vec<u64> = region.peers.iter().map(|peer| peer.store_id).collect();
-    let target = store_without_replica(&pd.stores_async().await.unwrap_or_default(), &holders);
-    let (Some(to), Some(&from)) = (target, holders.first()) else {
-        return Ok("drop appends: no store to move to, nothing done".into());
-    };
-    let Some(node) = store_address(client, to).await.and_then(|address| cluster.node_of_address(&address))
-    else {
+    let (region_id, from, to) = (placement.region_id, placement.holders[0], placement.outsider);
+    let Some(node) = node_of_store(cluster, client, to).await else {
         return Ok(format!("drop appends: store {to} has no node, nothing done"));
     };
     let status_address = cluster.store_status_address(node);
@@ -314,12 +339,12 @@ async fn drop_appends_to_new_replica(
         return Ok(format!("drop appends: arming n{node} failed ({error:#}), nothing done"));
     }
     *armed_at = Some(status_address);
-    let asked = match pd.move_peer_async(region.id, from, to).await {
+    let asked = match client.pd().move_peer_async(region_id, from, to).await {
         Ok(operator) => {
             moves.extend(operator);
-            format!("moving region {} from store {from} to {to} (operator {operator:?})", region.id)
+            format!("moving region {region_id} from store {from} to {to} (operator {operator:?})")
         }
-        Err(error) => format!("move of region {} refused: {error}", region.id),
+        Err(error) => format!("move of region {region_id} refused: {error}"),
     };
     Ok(format!("n{node} (store {to}) drops the messages that would create a replica; {asked}"))
 }
