@@ -150,6 +150,7 @@ pub async fn run(target: &Target, config: RunConfig) -> RunResult {
 async fn request_loop(shared: Arc<Shared>, mut target: Target, index: usize) {
     let config = &shared.config;
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(index as u64));
+    let mut last_timestamp = 0u64;
     let mut value = vec![0u8; config.value_size];
     rng.fill(value.as_mut_slice());
     let limit = match &config.plan {
@@ -176,7 +177,7 @@ async fn request_loop(shared: Arc<Shared>, mut target: Target, index: usize) {
             Plan::Load { .. } => (Op::Insert, target.put(&key(ticket), &value).await),
             Plan::Mix { workload, chooser } => {
                 let op = workload.next_op(&mut rng);
-                (op, execute(&mut target, op, chooser, &mut rng, &value).await)
+                (op, execute(&mut target, op, chooser, &mut rng, &value, &mut last_timestamp).await)
             }
         };
         let finished = Instant::now();
@@ -193,8 +194,18 @@ async fn execute(
     chooser: &KeyChooser,
     rng: &mut ChaCha8Rng,
     value: &[u8],
+    last_timestamp: &mut u64,
 ) -> Result<(), TargetError> {
     match op {
+        Op::Timestamp => {
+            // One task's timestamps come one after another: each must be above the last.
+            let now = target.timestamp().await?;
+            let before = std::mem::replace(last_timestamp, now.max(*last_timestamp));
+            if now <= before {
+                return Err(TargetError::TimestampWentBack { before, now });
+            }
+            Ok(())
+        }
         Op::Read => target.get(&key(chooser.existing(rng))).await.map(drop),
         Op::Update => target.put(&key(chooser.existing(rng)), value).await,
         Op::Insert => target.put(&key(chooser.next_insert()), value).await,

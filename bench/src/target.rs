@@ -23,6 +23,11 @@ pub enum TargetError {
     Tessera(#[from] tessera_server::client::ClientError),
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
+    #[error("{target} has no {operation}")]
+    Unsupported { target: &'static str, operation: &'static str },
+    /// A timestamp not above the one the same task was answered with before.
+    #[error("timestamp {now} after {before}: the oracle went back")]
+    TimestampWentBack { before: u64, now: u64 },
 }
 
 /// Where to send the load, as given on the command line.
@@ -100,6 +105,16 @@ impl Target {
             Target::Etcd(kv) => {
                 kv.put(key, value, None).await?;
                 Ok(())
+            }
+        }
+    }
+
+    /// A timestamp from the oracle (Tessera only).
+    pub async fn timestamp(&mut self) -> Result<u64, TargetError> {
+        match self {
+            Target::Tessera(client) => Ok(client.timestamp().await?.as_u64()),
+            Target::Etcd(_) => {
+                Err(TargetError::Unsupported { target: "etcd", operation: "timestamp oracle" })
             }
         }
     }

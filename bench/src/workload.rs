@@ -3,7 +3,8 @@
 //! YCSB's core workloads (Cooper et al., "Benchmarking Cloud Serving Systems with YCSB"):
 //! A update-heavy (50/50 read/update), B read-mostly (95/5), C read-only, D read-latest
 //! (95 % reads of recent inserts, 5 % inserts), E short ranges (95 % scans of up to 100
-//! keys, 5 % inserts), F read-modify-write (50/50). Plus put-only, get-only and scan-only.
+//! keys, 5 % inserts), F read-modify-write (50/50). Plus put-only, get-only and scan-only,
+//! and `tso`: timestamps from the placement driver's oracle, no keys at all.
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,10 +21,12 @@ pub enum Op {
     Insert,
     Scan,
     ReadModifyWrite,
+    /// A timestamp from the oracle.
+    Timestamp,
 }
 
 impl Op {
-    pub const ALL: [Op; 5] = [Op::Read, Op::Update, Op::Insert, Op::Scan, Op::ReadModifyWrite];
+    pub const ALL: [Op; 6] = [Op::Read, Op::Update, Op::Insert, Op::Scan, Op::ReadModifyWrite, Op::Timestamp];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -32,6 +35,7 @@ impl Op {
             Op::Insert => "insert",
             Op::Scan => "scan",
             Op::ReadModifyWrite => "read-modify-write",
+            Op::Timestamp => "timestamp",
         }
     }
 }
@@ -47,6 +51,7 @@ pub enum Workload {
     YcsbD,
     YcsbE,
     YcsbF,
+    Tso,
 }
 
 /// Longest scan of the scan workloads (YCSB's default for E).
@@ -64,6 +69,7 @@ impl Workload {
             Workload::YcsbD => &[(Op::Read, 95), (Op::Insert, 5)],
             Workload::YcsbE => &[(Op::Scan, 95), (Op::Insert, 5)],
             Workload::YcsbF => &[(Op::Read, 50), (Op::ReadModifyWrite, 50)],
+            Workload::Tso => &[(Op::Timestamp, 100)],
         }
     }
 
@@ -71,7 +77,7 @@ impl Workload {
     pub fn default_distribution(self) -> Distribution {
         match self {
             Workload::YcsbD => Distribution::Latest,
-            Workload::Put | Workload::Get | Workload::Scan => Distribution::Uniform,
+            Workload::Put | Workload::Get | Workload::Scan | Workload::Tso => Distribution::Uniform,
             _ => Distribution::Zipfian,
         }
     }
@@ -101,6 +107,7 @@ impl fmt::Display for Workload {
             Workload::YcsbD => "ycsb-d",
             Workload::YcsbE => "ycsb-e",
             Workload::YcsbF => "ycsb-f",
+            Workload::Tso => "tso",
         })
     }
 }
@@ -119,7 +126,10 @@ impl FromStr for Workload {
             "ycsb-d" => Workload::YcsbD,
             "ycsb-e" => Workload::YcsbE,
             "ycsb-f" => Workload::YcsbF,
-            other => return Err(format!("unknown workload {other:?}: put, get, scan or ycsb-a to ycsb-f")),
+            "tso" => Workload::Tso,
+            other => {
+                return Err(format!("unknown workload {other:?}: put, get, scan, tso or ycsb-a to ycsb-f"));
+            }
         })
     }
 }

@@ -95,6 +95,8 @@ pub enum InvalidRequest {
     Heartbeat { store_id: u64, defect: HeartbeatDefect },
     #[error("ids are handed out 1 to {max} at a time, not {count}")]
     IdCount { count: u32, max: u32 },
+    #[error("timestamps are handed out 1 to {max} at a time, not {count}")]
+    TimestampCount { count: u32, max: u32 },
     #[error("the start of a range is after its end")]
     InvertedRange,
     #[error("the empty key starts the key space: nothing to split")]
@@ -159,12 +161,20 @@ pub enum Unavailability {
     Storage(#[from] EngineError),
     #[error("timed out waiting for the {0}")]
     TimedOut(MetadataOperation),
-    #[error("no answer to the id update")]
-    NoAnswerToIdUpdate,
+    #[error("no answer to the update of a high-water mark")]
+    NoAnswerToMarkUpdate,
     #[error("a scan answered with a single value")]
     ScanAnsweredValue,
     #[error("another leader reserved ids meanwhile")]
     IdsReservedMeanwhile,
+    /// The wall clock reached the persisted timestamp mark before the leader moved it
+    /// (a slow Raft round trip, or a clock that jumped ahead); the background loop
+    /// moves it within a tick.
+    #[error("the timestamp window persisted up to {mark_milliseconds} ms is used up; retry")]
+    TimestampWindowUsedUp { mark_milliseconds: u64 },
+    /// Another leader moved the timestamp mark: this one was deposed.
+    #[error("another leader moved the timestamp mark meanwhile")]
+    TimestampMarkMovedMeanwhile,
     #[error("the id allocator handed out nothing above member {highest}")]
     NoIdAbove { highest: u64 },
     #[error(

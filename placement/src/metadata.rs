@@ -10,6 +10,8 @@
 //! Keys:
 //! - `bootstrap`: the cluster's first region, written once by compare-and-swap;
 //! - `ids`: the id high-water mark: every id below it was handed out or reserved;
+//! - `tso`: the timestamp oracle's mark: every timestamp handed out has a physical part
+//!   (milliseconds) below it;
 //! - `region/{id}`: a region's descriptor, rewritten on every change of epoch;
 //! - `store/{id}`: a store's registration;
 //! - `member/{id}`: a driver replica's record: address and join token (the member's id
@@ -44,6 +46,7 @@ pub(crate) const METADATA_REGION: u64 = 1;
 
 const BOOTSTRAP_KEY: &[u8] = b"bootstrap";
 const IDS_KEY: &[u8] = b"ids";
+const TIMESTAMPS_KEY: &[u8] = b"tso";
 const REGION_PREFIX: &[u8] = b"region/";
 const STORE_PREFIX: &[u8] = b"store/";
 const MEMBER_PREFIX: &[u8] = b"member/";
@@ -89,6 +92,8 @@ fn compare_and_swap(key: &[u8], expected: Option<Vec<u8>>, new_value: Vec<u8>) -
 pub(crate) struct Loaded {
     pub bootstrap: Option<Region>,
     pub ids: u64,
+    /// Milliseconds: every timestamp handed out has a smaller physical part.
+    pub timestamp_mark: u64,
     pub regions: Vec<Region>,
     pub stores: Vec<StoreRecord>,
 }
@@ -186,13 +191,19 @@ impl Metadata {
         Ok(answers.first().is_some_and(|answer| answer.succeeded))
     }
 
-    /// Moves the id high-water mark from `from` to `to`; false (with the mark found) if
-    /// another leader moved it meanwhile.
-    pub(crate) fn advance_ids(&self, epoch: RegionEpoch, from: u64, to: u64) -> Result<MarkUpdate, PdError> {
+    /// Moves `mark` from `from` to `to`; answers where it was found instead if another
+    /// leader moved it meanwhile.
+    pub(crate) fn advance_mark(
+        &self,
+        mark: Mark,
+        epoch: RegionEpoch,
+        from: u64,
+        to: u64,
+    ) -> Result<MarkUpdate, PdError> {
         let expected = (from > 0).then(|| from.to_be_bytes().to_vec());
         let answers =
-            self.write(epoch, vec![compare_and_swap(IDS_KEY, expected, to.to_be_bytes().to_vec())])?;
-        let answer = answers.first().ok_or(Unavailability::NoAnswerToIdUpdate)?;
+            self.write(epoch, vec![compare_and_swap(mark.key(), expected, to.to_be_bytes().to_vec())])?;
+        let answer = answers.first().ok_or(Unavailability::NoAnswerToMarkUpdate)?;
         if answer.succeeded {
             return Ok(MarkUpdate::Advanced);
         }
@@ -218,6 +229,8 @@ impl Metadata {
                 loaded.bootstrap = Some(Region::decode(value.as_slice()).map_err(corrupt)?);
             } else if key == IDS_KEY {
                 loaded.ids = decode_id(&value)?;
+            } else if key == TIMESTAMPS_KEY {
+                loaded.timestamp_mark = decode_id(&value)?;
             } else if key.starts_with(REGION_PREFIX) {
                 loaded.regions.push(Region::decode(value.as_slice()).map_err(corrupt)?);
             } else if key.starts_with(STORE_PREFIX) {
@@ -289,7 +302,25 @@ fn unavailable(error: StoreError) -> PdError {
     PdError::Unavailable(Unavailability::Store(error))
 }
 
-/// How moving the id high-water mark went.
+/// A high-water mark in the metadata, moved forward only by compare-and-swap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mark {
+    /// Every id below it was handed out or reserved.
+    Ids,
+    /// Every timestamp handed out has a physical part (milliseconds) below it.
+    Timestamps,
+}
+
+impl Mark {
+    fn key(self) -> &'static [u8] {
+        match self {
+            Mark::Ids => IDS_KEY,
+            Mark::Timestamps => TIMESTAMPS_KEY,
+        }
+    }
+}
+
+/// How moving a high-water mark went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MarkUpdate {
     /// The mark is where it was asked to go.

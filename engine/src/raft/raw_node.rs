@@ -159,6 +159,13 @@ impl<S: Storage> RawNode<S> {
         self.raft.read_index(context, mode)
     }
 
+    /// When this leader's lease ends, on the [`LeaseClock`](super::LeaseClock): until
+    /// then no other replica can be elected (see `read_index`). None unless it leads
+    /// under a lease; a lease counted in ticks is only meaningful to this node.
+    pub fn leader_lease_expires_at(&self) -> Option<u64> {
+        self.raft.lease_expires_at()
+    }
+
     /// Ends the leader's lease. A replica that stops ticking (a hibernating region) must
     /// call this: with a lease counted in ticks its clock stops with it, so the lease
     /// would seem to hold for as long as it sleeps; and acknowledgements arriving while

@@ -122,6 +122,17 @@ impl<S: Storage> Raft<S> {
         self.reads.broadcast_needed = true;
     }
 
+    /// When this replica's leader lease ends, on the [`LeaseClock`](super::LeaseClock),
+    /// if it leads under one: no other replica can become leader before then. None while
+    /// it follows, transfers its leadership, or has no quorum-acknowledged round yet.
+    pub(crate) fn lease_expires_at(&self) -> Option<u64> {
+        let holds = self.role == Role::Leader
+            && !self.reads.lease_revoked
+            && self.lead_transferee.is_none()
+            && self.reads.lease_expires_at > 0;
+        holds.then_some(self.reads.lease_expires_at)
+    }
+
     fn lease_valid(&self) -> bool {
         !self.reads.lease_revoked
             && self.lead_transferee.is_none()

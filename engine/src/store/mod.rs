@@ -45,6 +45,7 @@ mod config;
 mod errors;
 mod fatal;
 mod heartbeat;
+mod leader_lease;
 mod liveness;
 mod log_writer;
 mod operation;
@@ -71,6 +72,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 pub use config::{InvalidStoreConfig, StoreConfig};
 pub use errors::{EntryKind, InvalidChange, Retry, StoreError};
+pub use leader_lease::LeaderLease;
 pub use log_writer::GroupCommitFigures;
 pub use operation::{ReadRequest, ReadResponse};
 pub use report::{LeaderlessReplica, RegionReport, StoreReport, Traffic};
@@ -308,6 +310,14 @@ impl Store {
         let (respond, answer) = Responder::channel();
         self.router.send(region_id, WorkerMsg::TransferLeader { region_id, to_peer_id, respond });
         answer
+    }
+
+    /// The leader lease of this store's replica of `region_id`, kept current by the
+    /// raft worker from now on (see [`LeaderLease`]).
+    pub fn watch_leader_lease(&self, region_id: u64) -> Arc<LeaderLease> {
+        let lease = Arc::new(LeaderLease::new(self.config.clock.clone()));
+        self.router.send(region_id, WorkerMsg::WatchLeaderLease { region_id, lease: lease.clone() });
+        lease
     }
 
     /// This store's view of one of its regions.

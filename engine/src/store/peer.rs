@@ -156,6 +156,12 @@ impl Peer {
         self.raw.soft_state().leader_id
     }
 
+    /// The term, and when this replica's leader lease ends in microseconds of the
+    /// store's clock if it leads under one.
+    pub(crate) fn leader_lease(&self) -> (u64, Option<u64>) {
+        (self.term(), self.raw.leader_lease_expires_at())
+    }
+
     pub(crate) fn term(&self) -> u64 {
         self.raw.status().term
     }

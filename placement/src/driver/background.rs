@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tessera_engine::proto::metadata::{Peer, PeerRole, Region, RegionEpoch};
+use tessera_engine::timestamp::wall_clock_milliseconds;
 
 use super::Shared;
 use super::leader::LeaderState;
@@ -23,6 +24,8 @@ impl Shared {
         while !self.stopping.load(Ordering::SeqCst) {
             std::thread::sleep(self.config.tick_interval);
             let Some(epoch) = self.refresh_leadership() else { continue };
+            // A failure is retried at the next tick; until then requests are refused.
+            let _ = self.timestamps.extend(&self.metadata, epoch, wall_clock_milliseconds);
             let now = self.now();
             self.watch(now);
             self.maybe_bootstrap(epoch);
@@ -41,6 +44,7 @@ impl Shared {
         let leadership = self.metadata.leadership();
         *self.leadership.write() = leadership.map(|l| (l, self.now()));
         let Some(leadership) = leadership.filter(|l| l.is_leader) else {
+            self.timestamps.stop();
             if let Some(state) = self.leader.lock().take() {
                 tracing::info!(term = state.term, "placement driver stepped down");
             }
@@ -50,9 +54,11 @@ impl Shared {
             return Some(leadership.epoch);
         }
         *self.leader.lock() = None;
+        self.timestamps.stop();
         // A linearizable read: everything the previous leaders committed is in it.
         let loaded = self.metadata.load(leadership.epoch).ok()?;
         self.ids.reset(loaded.ids);
+        self.timestamps.reset(leadership.term, loaded.timestamp_mark);
         tracing::info!(
             term = leadership.term,
             stores = loaded.stores.len(),

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use tessera_engine::proto::metadata::RegionEpoch;
 
 use crate::errors::{PdError, Unavailability};
-use crate::metadata::{MarkUpdate, Metadata};
+use crate::metadata::{Mark, MarkUpdate, Metadata};
 
 #[derive(Default)]
 struct Range {
@@ -45,7 +45,7 @@ impl IdPool {
         if range.next + count > range.end {
             let from = range.end;
             let to = range.end.max(range.next) + self.batch.max(count);
-            match metadata.advance_ids(epoch, from, to)? {
+            match metadata.advance_mark(Mark::Ids, epoch, from, to)? {
                 MarkUpdate::Advanced => range.end = to,
                 MarkUpdate::Raced { found } => {
                     *range = Range { next: found.max(1), end: found };

@@ -17,7 +17,9 @@
 //! - `background`: the loop (leadership, liveness, bootstrap, scheduling);
 //! - `membership`: replicas joining a running driver;
 //! - `requests`: the API ([`PdClient`]) as the leader serves it;
-//! - `leader`, `region_map`, `operators`, `ids`: the leader's state and its parts.
+//! - `leader`, `region_map`, `operators`, `ids`: the leader's state and its parts;
+//! - `timestamps`: the timestamp oracle, which answers from memory under the metadata
+//!   region's Raft leader lease rather than this replica's check of the leadership.
 
 mod background;
 mod ids;
@@ -26,6 +28,7 @@ mod membership;
 mod operators;
 mod region_map;
 mod requests;
+mod timestamps;
 
 #[cfg(test)]
 mod tests;
@@ -38,11 +41,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
+use tessera_engine::clock::{Clock, MonotonicClock};
 use tessera_engine::proto::metadata::RegionEpoch;
 use tessera_engine::store::{BatchSink, StoreConfig, Transport};
 
 pub use membership::Member;
 pub use operators::OperatorOutcome;
+pub use timestamps::{MAX_TIMESTAMPS_PER_REQUEST, TimestampBatch};
 
 use crate::errors::{PdError, Unavailability};
 use crate::metadata::{Founding, Leadership, Metadata};
@@ -50,6 +55,7 @@ use crate::schedulers::SchedulerConfig;
 use ids::IdPool;
 use leader::LeaderState;
 use tessera_engine::raft::OpaqueError;
+use timestamps::TimestampOracle;
 
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
@@ -70,8 +76,15 @@ pub struct DriverConfig {
     pub schedule_interval: Duration,
     /// Ids reserved through Raft at a time.
     pub id_batch: u64,
+    /// How far ahead of the wall clock the timestamp oracle persists its mark: a new
+    /// leader's timestamps start at most this far ahead of the clock.
+    pub timestamp_window: Duration,
     /// How long a request waits for a Raft round trip.
     pub request_timeout: Duration,
+    /// What the metadata's Raft group ticks by and measures its leader lease on (the
+    /// timestamp oracle answers only under that lease); a test may stop it to model a
+    /// paused process.
+    pub clock: Arc<dyn Clock>,
     /// Tick length of the metadata's Raft group.
     pub raft_tick_interval: Duration,
     pub raft_election_ticks: u64,
@@ -90,7 +103,9 @@ impl DriverConfig {
             tick_interval: Duration::from_millis(100),
             schedule_interval: Duration::from_secs(1),
             id_batch: 1000,
+            timestamp_window: Duration::from_secs(3),
             request_timeout: Duration::from_secs(5),
+            clock: MonotonicClock::shared(),
             raft_tick_interval: Duration::from_millis(100),
             raft_election_ticks: 10,
         }
@@ -101,6 +116,7 @@ impl DriverConfig {
             workers: 1,
             tick_interval: self.raft_tick_interval,
             election_ticks: self.raft_election_ticks,
+            clock: self.clock.clone(),
             // The driver's group must notice a dead leader on its own: it never sleeps.
             hibernate_after_ticks: u64::MAX,
             // One region, never split.
@@ -120,6 +136,7 @@ struct Shared {
     config: DriverConfig,
     metadata: Metadata,
     ids: IdPool,
+    timestamps: TimestampOracle,
     origin: Instant,
     /// Who leads, and when this replica last checked.
     leadership: RwLock<Option<(Leadership, Duration)>>,
@@ -134,8 +151,10 @@ impl PlacementDriver {
     pub fn open(path: &Path, config: DriverConfig, transport: Arc<dyn Transport>) -> Result<Self, PdError> {
         let metadata =
             Metadata::open(path, config.store_config(), &config.founding, transport, config.request_timeout)?;
+        let lease = metadata.store().watch_leader_lease(crate::metadata::METADATA_REGION);
         let shared = Arc::new(Shared {
             ids: IdPool::new(config.id_batch),
+            timestamps: TimestampOracle::new(lease, config.timestamp_window),
             config,
             metadata,
             origin: Instant::now(),

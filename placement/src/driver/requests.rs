@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use super::leader::StoreEntry;
 use super::region_map::Verdict;
-use super::{PlacementDriver, Shared};
+use super::{PlacementDriver, Shared, TimestampBatch};
 use crate::client::PdClient;
 use crate::cluster::StoreState;
 use crate::errors::{HeartbeatDefect, InvalidRequest, PdError};
@@ -19,9 +19,34 @@ use crate::proto::{
 };
 use tessera_engine::proto::metadata::PeerRole;
 use tessera_engine::region::KeyRange;
+use tessera_engine::timestamp::wall_clock_milliseconds;
 
 /// At most this many ids per request.
 const MAX_IDS_PER_REQUEST: u32 = 10_000;
+
+impl PlacementDriver {
+    /// `count` consecutive timestamps from the oracle, each above every timestamp
+    /// handed out before this call (see `timestamps`). Answered from memory: no Raft
+    /// round trip, so callable from an async task.
+    pub fn timestamps(&self, count: u32) -> Result<TimestampBatch, PdError> {
+        let answer = self.shared.timestamps.allocate(count, wall_clock_milliseconds);
+        answer.map_err(|error| self.name_leader(error))
+    }
+
+    /// Whether this replica's oracle serves now; if not, the error names the leader.
+    pub fn check_timestamp_oracle(&self) -> Result<(), PdError> {
+        self.shared.timestamps.check_serving().map_err(|error| self.name_leader(error))
+    }
+
+    /// The oracle knows no leader but itself: a refusal says who leads, as this
+    /// replica knows it.
+    fn name_leader(&self, error: PdError) -> PdError {
+        match error {
+            PdError::NotLeader { .. } => self.shared.not_leader(),
+            error => error,
+        }
+    }
+}
 
 impl Shared {
     fn register_store(&self, request: RegisterStoreRequest) -> Result<RegisterStoreResponse, PdError> {

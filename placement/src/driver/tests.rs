@@ -562,7 +562,13 @@ fn record(id: u64) -> StoreRecord {
 }
 
 fn loaded(stores: &[u64], regions: Vec<Region>, bootstrap: Option<Region>) -> Loaded {
-    Loaded { bootstrap, ids: 1000, regions, stores: stores.iter().map(|&id| record(id)).collect() }
+    Loaded {
+        bootstrap,
+        ids: 1000,
+        timestamp_mark: 0,
+        regions,
+        stores: stores.iter().map(|&id| record(id)).collect(),
+    }
 }
 
 /// A leader (of term 3) that took over at time zero.

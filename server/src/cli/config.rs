@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
-use super::settings::{RaftSection, ScheduleSection};
+use super::settings::{RaftSection, ScheduleSection, TransactionsSection};
 use crate::logging::LogSection;
 
 pub(crate) const DEFAULT_STORE_LISTEN: &str = "127.0.0.1:20160";
@@ -59,6 +59,7 @@ pub(crate) struct PdSection {
     /// Replicas of a running driver to join through.
     pub join: Vec<String>,
     pub schedule: ScheduleSection,
+    pub transactions: TransactionsSection,
 }
 
 impl FileConfig {
@@ -116,11 +117,16 @@ mod tests {
             "[store.raft] settings missing from the example"
         );
         assert!(config.pd.schedule.missing().is_empty(), "[pd.schedule] settings missing from the example");
+        assert!(
+            config.pd.transactions.missing().is_empty(),
+            "[pd.transactions] settings missing from the example"
+        );
         let mut store = StoreConfig::new(1);
         config.store.raft.apply(&mut store).expect("valid");
         assert_eq!(format!("{store:?}"), format!("{:?}", StoreConfig::new(1)));
         let mut driver = DriverConfig::new(1, vec![1]);
         config.pd.schedule.apply(&mut driver).expect("valid");
+        config.pd.transactions.apply(&mut driver).expect("valid");
         assert_eq!(format!("{driver:?}"), format!("{:?}", DriverConfig::new(1, vec![1])));
     }
 

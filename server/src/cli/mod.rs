@@ -271,6 +271,7 @@ fn pd_node_config(args: PdArgs, file: config::PdSection) -> anyhow::Result<node:
     let mut driver = DriverConfig::new(0, Vec::new());
     driver.schedulers.replicas = replicas;
     file.schedule.apply(&mut driver)?;
+    file.transactions.apply(&mut driver)?;
     Ok(node::pd::PdNodeConfig {
         data_dir: args
             .data_dir

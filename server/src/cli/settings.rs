@@ -1,6 +1,7 @@
 //! The tuning sections of the configuration file: `[store.raft]` (how a store runs its
-//! regions) and `[pd.schedule]` (when the placement driver declares stores down and
-//! replaces their replicas, and what its schedulers do). Every setting is optional; an
+//! regions), `[pd.schedule]` (when the placement driver declares stores down and
+//! replaces their replicas, and what its schedulers do) and `[pd.transactions]` (the
+//! driver's part in transactions: its timestamp oracle). Every setting is optional; an
 //! absent one keeps the default of the engine's `StoreConfig` or the driver's
 //! `DriverConfig` and `SchedulerConfig`, which `ops/tessera.example.toml` lists (a test
 //! checks that the example and the defaults agree).
@@ -48,6 +49,13 @@ pub(crate) struct ScheduleSection {
     pub hot_region_min_bytes_per_sec: Option<u64>,
     pub hot_tolerance_ratio: Option<f64>,
     pub location_labels: Option<Vec<String>>,
+}
+
+/// `[pd.transactions]`.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct TransactionsSection {
+    pub timestamp_window_ms: Option<u64>,
 }
 
 fn set<T>(target: &mut T, value: Option<T>) {
@@ -178,6 +186,30 @@ impl ScheduleSection {
         let ratio = config.schedulers.hot_tolerance_ratio;
         if !(ratio.is_finite() && ratio >= 0.0) {
             bail!("[pd.schedule] hot_tolerance_ratio must be a number of at least 0, not {ratio}");
+        }
+        Ok(())
+    }
+}
+
+impl TransactionsSection {
+    /// The settings not given (exhaustive, like [`RaftSection::missing`]).
+    #[cfg(test)]
+    pub(crate) fn missing(&self) -> Vec<&'static str> {
+        let TransactionsSection { timestamp_window_ms } = self;
+        let given = [("timestamp_window_ms", timestamp_window_ms.is_some())];
+        given.into_iter().filter(|(_, given)| !given).map(|(name, _)| name).collect()
+    }
+
+    /// Applies the settings given to `config`; an invalid value is refused by name.
+    pub(crate) fn apply(&self, config: &mut DriverConfig) -> anyhow::Result<()> {
+        set(&mut config.timestamp_window, self.timestamp_window_ms.map(Duration::from_millis));
+        // The window is moved when half of it is left, once per background tick at most.
+        let floor = (config.tick_interval * 4).max(Duration::from_millis(10));
+        if config.timestamp_window < floor {
+            bail!(
+                "[pd.transactions] timestamp_window_ms must be at least {} (four of the driver's ticks)",
+                floor.as_millis()
+            );
         }
         Ok(())
     }

@@ -18,10 +18,11 @@ mod batch;
 mod cache;
 mod errors;
 pub mod pd;
+mod timestamps;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -103,6 +104,8 @@ pub struct Client {
     addresses: RwLock<HashMap<u64, String>>,
     stubs: RwLock<HashMap<String, Kv>>,
     groups: WriteGroups,
+    /// Started by the first call that needs a timestamp.
+    timestamps: OnceLock<timestamps::TimestampClient>,
     deadline: Duration,
 }
 
@@ -151,12 +154,23 @@ impl Client {
             addresses: RwLock::new(HashMap::new()),
             stubs: RwLock::new(HashMap::new()),
             groups: WriteGroups::default(),
+            timestamps: OnceLock::new(),
             deadline,
         }
     }
 
     pub fn pd(&self) -> &GrpcPdClient {
         &self.pd
+    }
+
+    /// A timestamp from the placement driver's oracle: above every timestamp any
+    /// client was answered with before this call. Concurrent calls share one request
+    /// (see `timestamps`).
+    pub async fn timestamp(&self) -> Result<tessera_engine::timestamp::Timestamp, ClientError> {
+        let client = self
+            .timestamps
+            .get_or_init(|| timestamps::TimestampClient::start(self.pd.clone(), self.deadline));
+        Ok(client.timestamp().await?)
     }
 
     async fn route(&self, key: &[u8]) -> Result<tessera_placement::proto::RegionRoute, PdError> {

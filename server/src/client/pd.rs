@@ -31,7 +31,7 @@ use crate::proto::pd_client;
 use crate::proto::{
     AllocIdsRequest, JoinMemberRequest, JoinMemberResponse, Member, MembersRequest, MovePeerRequest,
     OperatorsRequest, RegionByIdRequest, RegionByKeyRequest, RemoveStoreRequest, ScanRegionsRequest,
-    SplitRegionRequest, StoresRequest, TransferLeaderRequest,
+    SplitRegionRequest, StoresRequest, TransferLeaderRequest, TsoRequest, TsoResponse,
 };
 
 /// How often the client refreshes its list of the driver's replicas.
@@ -76,6 +76,11 @@ impl GrpcPdClient {
             deadline: deadline.min(super::MAX_DEADLINE),
             abandon: None,
         }
+    }
+
+    /// The runtime this client's background work runs on.
+    pub(crate) fn runtime(&self) -> &Handle {
+        &self.runtime
     }
 
     /// This client, with its calls abandoned once `token` is cancelled.
@@ -275,6 +280,19 @@ impl GrpcPdClient {
 
     pub(crate) async fn members_async(&self) -> Result<Vec<Member>, PdError> {
         Ok(self.call(|mut pd| async move { pd.members(MembersRequest {}).await }).await?.members)
+    }
+
+    /// A timestamp stream to the replica whose oracle serves: where requests go, and
+    /// where their answers come back in order.
+    pub(crate) async fn open_timestamp_stream(
+        &self,
+    ) -> Result<(tokio::sync::mpsc::Sender<TsoRequest>, tonic::Streaming<TsoResponse>), PdError> {
+        self.call(|mut pd| async move {
+            let (requests, outgoing) = tokio::sync::mpsc::channel(1);
+            let answers = pd.tso(tokio_stream::wrappers::ReceiverStream::new(outgoing)).await?;
+            Ok(answers.map(|answers| (requests, answers)))
+        })
+        .await
     }
 }
 

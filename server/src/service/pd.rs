@@ -1,6 +1,7 @@
 //! The placement driver's API over gRPC: each call runs the replica's blocking API on
 //! the blocking pool; a follower's redirect carries the leader's address.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tessera_placement::proto::{
@@ -8,7 +9,8 @@ use tessera_placement::proto::{
     RegisterStoreResponse, StoreHeartbeatRequest, StoreHeartbeatResponse,
 };
 use tessera_placement::{PdClient, PdError, PlacementDriver};
-use tonic::{Request, Response, Status};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::failure::pd_status;
 use crate::proto::pd_server::Pd;
@@ -17,7 +19,7 @@ use crate::proto::{
     MembersResponse, MovePeerRequest, MovePeerResponse, OperatorsRequest, OperatorsResponse,
     RegionByIdRequest, RegionByKeyRequest, RemoveStoreRequest, RemoveStoreResponse, ScanRegionsRequest,
     ScanRegionsResponse, SplitRegionRequest, SplitRegionResponse, StoresRequest, StoresResponse,
-    TransferLeaderRequest, TransferLeaderResponse,
+    TransferLeaderRequest, TransferLeaderResponse, TsoRequest, TsoResponse,
 };
 
 pub(crate) struct PdService {
@@ -47,8 +49,33 @@ impl PdService {
     }
 }
 
+/// The answers of one client's timestamp stream.
+type TimestampAnswers = Pin<Box<dyn Stream<Item = Result<TsoResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Pd for PdService {
+    type TsoStream = TimestampAnswers;
+
+    /// Answered from the oracle's memory on the stream's task: no blocking pool, no
+    /// Raft round trip. A refusal (this replica does not lead) ends the stream.
+    async fn tso(
+        &self,
+        request: Request<Streaming<TsoRequest>>,
+    ) -> Result<Response<TimestampAnswers>, Status> {
+        let driver = self.driver.clone();
+        let refuse =
+            |driver: &PlacementDriver, error| pd_status(error, |member| driver.member_address(member));
+        driver.check_timestamp_oracle().map_err(|error| refuse(&driver, error))?;
+        let answers = request.into_inner().map(move |request| {
+            let count = request?.count;
+            match driver.timestamps(count) {
+                Ok(batch) => Ok(TsoResponse { first: batch.first.as_u64(), count: batch.count }),
+                Err(error) => Err(refuse(&driver, error)),
+            }
+        });
+        Ok(Response::new(Box::pin(answers)))
+    }
+
     async fn register_store(
         &self,
         request: Request<RegisterStoreRequest>,

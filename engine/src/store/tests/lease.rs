@@ -50,3 +50,31 @@ fn a_leader_paused_past_its_lease_answers_no_read_from_it() {
     }
     assert_eq!(cluster.get(1, b"k"), Some(b"new".to_vec()));
 }
+
+/// The lease published for code outside the store (the driver's timestamp oracle) holds
+/// while the leader is confirmed by its followers, past any one lease's length, and is
+/// seen revoked once the transfer is accepted, before its target can lead: the oracle
+/// on the old leader stops before one on the new leader can start.
+#[test]
+fn a_published_lease_holds_while_leading_and_is_revoked_before_a_transfer_target_leads() {
+    let cluster = Cluster::with_regions(1, |config| config.hibernate_after_ticks = u64::MAX);
+    cluster.write(1, vec![put(b"k", b"v")]);
+    let (from, status) = cluster.wait_for("a leader", |c| c.leader(1));
+    let lease = cluster.stores[&from].watch_leader_lease(1);
+    cluster.wait_for("the lease to be published", |_| lease.held_in_term().filter(|&t| t == status.term));
+    // Several election timeouts (10 ticks of 10 ms): renewed by heartbeats throughout.
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(10));
+        assert_eq!(lease.held_in_term(), Some(status.term), "a confirmed leader's lease lapsed");
+    }
+    let target = status.region.peers.iter().find(|p| p.store_id != from).copied().expect("another peer");
+    cluster.wait_for("the transfer to be accepted", |c| {
+        c.stores[&from].transfer_leader(1, target.id).recv_timeout(WAIT).ok().and_then(Result::ok)
+    });
+    assert_eq!(lease.held_in_term(), None, "a lease held once its transfer was accepted");
+    let deadline = Instant::now() + WAIT;
+    while cluster.stores[&target.store_id].status(1).is_none_or(|s| !s.is_leader) {
+        assert!(Instant::now() < deadline, "the target never led");
+    }
+    assert_eq!(lease.held_in_term(), None, "the old leader's lease outlived the transfer");
+}

@@ -90,6 +90,11 @@ pub(crate) enum WorkerMsg {
         region_id: u64,
         respond: Sender<Option<PeerStatus>>,
     },
+    /// Publish the region's leader lease into `lease` from now on.
+    WatchLeaderLease {
+        region_id: u64,
+        lease: Arc<super::LeaderLease>,
+    },
     Shutdown,
 }
 
@@ -132,6 +137,8 @@ pub(crate) struct Worker {
     ranges: RegionRanges,
     peers: HashMap<u64, Peer>,
     dirty: BTreeSet<u64>,
+    /// Regions whose leader lease is published, and where.
+    watched_leases: HashMap<u64, Arc<super::LeaderLease>>,
 }
 
 impl Worker {
@@ -148,6 +155,7 @@ impl Worker {
             ranges,
             peers: HashMap::new(),
             dirty: BTreeSet::new(),
+            watched_leases: HashMap::new(),
         }
     }
 
@@ -213,6 +221,10 @@ impl Worker {
             WorkerMsg::Status { region_id, respond } => {
                 let _ = respond.send(self.peers.get(&region_id).map(status_of));
             }
+            WorkerMsg::WatchLeaderLease { region_id, lease } => {
+                self.watched_leases.insert(region_id, lease);
+                self.publish_lease(region_id);
+            }
             WorkerMsg::Report(respond) => {
                 let _ = respond.send(self.report());
             }
@@ -227,7 +239,24 @@ impl Worker {
         };
         peer.wake();
         self.dirty.insert(region_id);
-        peer.transfer_leader(to_peer_id).map_err(StoreError::Raft)
+        let transfer = peer.transfer_leader(to_peer_id).map_err(StoreError::Raft);
+        // The lease ended with the transfer: say so before the caller hears of it.
+        self.publish_lease(region_id);
+        transfer
+    }
+
+    /// Publishes the leader lease of `region_id` if it is watched ([`super::LeaderLease`]).
+    pub(super) fn publish_lease(&self, region_id: u64) {
+        // Only the driver's store watches a lease: the data stores' rounds skip this.
+        if self.watched_leases.is_empty() {
+            return;
+        }
+        let (Some(lease), Some(peer)) = (self.watched_leases.get(&region_id), self.peers.get(&region_id))
+        else {
+            return;
+        };
+        let (term, expires_at) = peer.leader_lease();
+        lease.publish(term, expires_at);
     }
 
     /// Wakes every region with a replica on `store_id`, so that followers of a leader

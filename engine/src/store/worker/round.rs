@@ -77,6 +77,9 @@ impl Worker {
     fn collect(&mut self, outgoing: &mut Outgoing) -> Collected {
         let mut collected = Collected::default();
         for region_id in std::mem::take(&mut self.dirty) {
+            // Before any of this round's messages leave: a lease that ended (a step down,
+            // a transfer) is seen ended before anyone hears of a successor.
+            self.publish_lease(region_id);
             let Some(peer) = self.peers.get_mut(&region_id) else { continue };
             if !peer.has_ready() {
                 continue;

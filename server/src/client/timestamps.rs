@@ -1,0 +1,154 @@
+//! Timestamps from the placement driver's oracle, batched as PD's clients batch them:
+//! one request in flight per client, on a stream kept open to the oracle's leader.
+//! Every caller that asks while a request is in flight waits for the next one, which
+//! carries all of them; a batch of `n` costs one round trip and one lock on the driver,
+//! so throughput grows with the callers while latency stays one round trip.
+//!
+//! A batch's answer is a run of consecutive timestamps; each caller gets one of them.
+//! The callers of one batch are concurrent, so which of them gets the smaller is of no
+//! consequence; a caller that asks after another was answered gets a larger one, since
+//! its request reaches the oracle after the earlier answer left it.
+//!
+//! When the stream breaks (the leader stepped down, crashed or went silent), it is
+//! opened again to whichever replica serves, and the batch is sent again. Timestamps
+//! the oracle handed out for a request whose answer was lost reach nobody and are
+//! never used, which is harmless: only the order of those used matters.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_engine::timestamp::Timestamp;
+use tessera_placement::driver::MAX_TIMESTAMPS_PER_REQUEST;
+use tessera_placement::{PdError, Unavailability};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tonic::Streaming;
+
+use super::pd::GrpcPdClient;
+use crate::failure::pd_error;
+use crate::proto::{TsoRequest, TsoResponse};
+
+/// How long an answer may take before the stream is thought broken (a paused or cut
+/// off leader): well above a round trip, well below a caller's deadline.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Pause before opening the stream again after it broke.
+const REOPEN_BACKOFF: Duration = Duration::from_millis(20);
+
+/// A caller waiting for one timestamp.
+struct Waiter {
+    give_up: Instant,
+    answer: oneshot::Sender<Result<Timestamp, PdError>>,
+}
+
+/// The handle callers ask through; the stream lives in a task of its own, which ends
+/// when the last handle is dropped.
+pub(crate) struct TimestampClient {
+    waiters: mpsc::UnboundedSender<Waiter>,
+    deadline: Duration,
+}
+
+impl TimestampClient {
+    /// Starts the client's stream task on `pd`'s runtime; callers give up after
+    /// `deadline`.
+    pub(crate) fn start(pd: Arc<GrpcPdClient>, deadline: Duration) -> TimestampClient {
+        let (waiters, queue) = mpsc::unbounded_channel();
+        pd.runtime().spawn(run(pd.clone(), queue));
+        TimestampClient { waiters, deadline }
+    }
+
+    /// One timestamp, above every timestamp any caller of any client was answered with
+    /// before this call.
+    pub(crate) async fn timestamp(&self) -> Result<Timestamp, PdError> {
+        let (answer, answered) = oneshot::channel();
+        let waiter = Waiter { give_up: Instant::now() + self.deadline, answer };
+        if self.waiters.send(waiter).is_err() {
+            return Err(Unavailability::Stopping.into());
+        }
+        answered.await.unwrap_or_else(|_| Err(Unavailability::Stopping.into()))
+    }
+}
+
+/// An open stream to the oracle.
+struct OracleStream {
+    requests: mpsc::Sender<TsoRequest>,
+    answers: Streaming<TsoResponse>,
+}
+
+impl OracleStream {
+    /// `count` timestamps: the first of the run.
+    async fn request(&mut self, count: u32) -> Result<Timestamp, PdError> {
+        let broken = || PdError::from(Unavailability::Remote("the timestamp stream closed".into()));
+        self.requests.send(TsoRequest { count }).await.map_err(|_| broken())?;
+        let answer = tokio::time::timeout(ANSWER_TIMEOUT, self.answers.message())
+            .await
+            .map_err(|_| Unavailability::Remote(format!("no timestamps within {ANSWER_TIMEOUT:?}")))?;
+        match answer {
+            Ok(Some(answer)) if answer.count == count => Ok(Timestamp::from_u64(answer.first)),
+            Ok(Some(answer)) => Err(Unavailability::Remote(format!(
+                "asked for {count} timestamps, answered with {}",
+                answer.count
+            ))
+            .into()),
+            Ok(None) => Err(broken()),
+            Err(status) => Err(pd_error(&status).0),
+        }
+    }
+}
+
+/// The stream task: takes every waiter queued, asks for that many timestamps, hands
+/// them out; one batch at a time.
+async fn run(pd: Arc<GrpcPdClient>, mut queue: mpsc::UnboundedReceiver<Waiter>) {
+    let mut stream: Option<OracleStream> = None;
+    let mut batch = Vec::new();
+    while let Some(first) = queue.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_TIMESTAMPS_PER_REQUEST as usize {
+            match queue.try_recv() {
+                Ok(waiter) => batch.push(waiter),
+                Err(_) => break,
+            }
+        }
+        // Callers that gave up need no timestamp.
+        batch.retain(|waiter| !waiter.answer.is_closed());
+        if !batch.is_empty() {
+            serve(&pd, &mut stream, std::mem::take(&mut batch)).await;
+        }
+        batch.clear();
+    }
+}
+
+/// Answers `batch`, opening the stream again as often as it breaks, until the last
+/// of its callers' deadlines.
+async fn serve(pd: &GrpcPdClient, stream: &mut Option<OracleStream>, batch: Vec<Waiter>) {
+    let give_up = batch.iter().map(|waiter| waiter.give_up).max().unwrap_or_else(Instant::now);
+    let count = u32::try_from(batch.len()).unwrap_or_else(|_| {
+        unreachable!("invariant: a batch holds at most MAX_TIMESTAMPS_PER_REQUEST waiters")
+    });
+    let failure = loop {
+        let opened = match stream.take() {
+            Some(open) => Ok(open),
+            None => {
+                pd.open_timestamp_stream().await.map(|(requests, answers)| OracleStream { requests, answers })
+            }
+        };
+        let mut open = match opened {
+            Ok(open) => open,
+            Err(error) => break error,
+        };
+        match open.request(count).await {
+            Ok(first) => {
+                *stream = Some(open);
+                for (offset, waiter) in (0u64..).zip(batch) {
+                    let _ = waiter.answer.send(Ok(Timestamp::from_u64(first.as_u64() + offset)));
+                }
+                return;
+            }
+            Err(error) if !error.is_retryable() || Instant::now() + REOPEN_BACKOFF >= give_up => break error,
+            Err(_) => tokio::time::sleep(REOPEN_BACKOFF).await,
+        }
+    };
+    for waiter in batch {
+        let _ = waiter.answer.send(Err(failure.clone()));
+    }
+}
