@@ -16,6 +16,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     shared
         .compile_protos(&["proto/metadata.proto", "proto/command.proto", "proto/frame.proto"], &["proto"])?;
 
+    // Transaction records stand alone: they refer to nothing else.
+    let mut mvcc = prost_build::Config::new();
+    mvcc.protoc_executable(&protoc);
+    mvcc.compile_protos(&["proto/mvcc.proto"], &["proto"])?;
+
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -180,6 +180,11 @@ async fn request_loop(shared: Arc<Shared>, mut target: Target, index: usize) {
                 (op, execute(&mut target, op, chooser, &mut rng, &value, &mut last_timestamp).await)
             }
         };
+        if let Err(violation @ TargetError::TimestampWentBack { .. }) = &result {
+            // A correctness failure of the system under test, not a slow request.
+            eprintln!("tessera-bench: {violation}");
+            std::process::exit(2);
+        }
         let finished = Instant::now();
         if finished >= shared.measure_from {
             let micros = finished.saturating_duration_since(began).as_micros() as u64;

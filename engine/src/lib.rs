@@ -12,6 +12,7 @@
 //! - [`kv`]: the replicated state machine: command checks and applying writes.
 //! - [`log_limit`]: rate limits for log events that can repeat per request.
 //! - [`metrics`]: what a store exports about itself (through the `metrics` facade).
+//! - [`mvcc`]: the storage layout of transactions: versions, locks and commit records.
 //! - [`store`]: the multi-raft runtime: many regions per node, group commit, batched
 //!   messages, coalesced heartbeats, hibernation.
 //! - [`timestamp`]: transaction timestamps (physical milliseconds and a logical
@@ -22,6 +23,7 @@ pub mod failpoint;
 pub mod kv;
 pub mod log_limit;
 pub mod metrics;
+pub mod mvcc;
 pub mod proto;
 pub mod raft;
 pub mod region;

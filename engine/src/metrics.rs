@@ -90,7 +90,7 @@ pub(crate) struct StoreMetrics {
     pub snapshots_applied: Counter,
     snapshots_failed: [Counter; 3],
     pub splits: Counter,
-    pub column_families: [ColumnFamilyGauges; 3],
+    pub column_families: [ColumnFamilyGauges; Cf::ALL.len()],
     pub write_stopped: Gauge,
     pub delayed_write_rate: Gauge,
     /// Cumulative, but a gauge: the facade's counters are integers, and stalls are

@@ -172,9 +172,18 @@ pub enum Unavailability {
     /// moves it within a tick.
     #[error("the timestamp window persisted up to {mark_milliseconds} ms is used up; retry")]
     TimestampWindowUsedUp { mark_milliseconds: u64 },
-    /// Another leader moved the timestamp mark: this one was deposed.
-    #[error("another leader moved the timestamp mark meanwhile")]
+    /// The timestamp mark was found moved (by another leader, or by a write of this
+    /// one that timed out yet committed); the oracle starts over from it.
+    #[error("the timestamp mark moved meanwhile; retry")]
     TimestampMarkMovedMeanwhile,
+    /// Callers asked for timestamps faster than the logical counter can carry them
+    /// without running ahead of the wall clock.
+    #[error("timestamps would run ahead of the clock (to {physical_milliseconds} ms); retry")]
+    TimestampsAheadOfClock { physical_milliseconds: u64 },
+    /// This replica leads the driver, but its oracle does not serve yet (it is moving
+    /// its mark) or its lease lapsed for a moment.
+    #[error("the timestamp oracle of the leader is not serving yet; retry")]
+    TimestampOracleNotReady,
     #[error("the id allocator handed out nothing above member {highest}")]
     NoIdAbove { highest: u64 },
     #[error(
@@ -233,6 +242,8 @@ pub enum Corruption {
     UnknownKey { key: Vec<u8> },
     #[error("an id of {bytes} bytes")]
     IdLength { bytes: usize },
+    #[error("a timestamp mark of {milliseconds} ms, past what a timestamp holds")]
+    TimestampMark { milliseconds: u64 },
     /// Decoded from the wire, in the words of the driver that found it.
     #[error("{0}")]
     Remote(String),

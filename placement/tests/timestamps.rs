@@ -63,17 +63,20 @@ impl Drivers {
         Drivers { transport, replicas: Mutex::new(replicas), clocks, paused: Mutex::default(), _dirs: dirs }
     }
 
-    /// Asks every live replica that is not paused in turn until one answers: a deposed
-    /// leader that still believes it leads gets asked too.
-    fn ask(&self, count: u32) -> Option<(u64, TimestampBatch)> {
+    /// The live replicas that are not paused.
+    fn askable(&self) -> Vec<(u64, Arc<PlacementDriver>)> {
         let paused = self.paused.lock().clone();
-        let replicas: Vec<(u64, Arc<PlacementDriver>)> = self
-            .replicas
-            .lock()
+        let replicas = self.replicas.lock();
+        replicas
             .iter()
             .filter(|(id, _)| !paused.contains(id))
             .map(|(id, driver)| (*id, driver.clone()))
-            .collect();
+            .collect()
+    }
+
+    /// Asks the replicas in turn until one answers.
+    fn ask(&self, count: u32) -> Option<(u64, TimestampBatch)> {
+        let replicas = self.askable();
         replicas.iter().find_map(|(id, driver)| driver.timestamps(count).ok().map(|batch| (*id, batch)))
     }
 
@@ -87,18 +90,24 @@ impl Drivers {
             .map(|caller| {
                 let (drivers, history, stop) = (self.clone(), history.clone(), stop.clone());
                 std::thread::spawn(move || {
+                    let count = 1 + caller * 7;
                     while !stop.load(Ordering::SeqCst) {
-                        let count = 1 + caller * 7;
-                        let began = Instant::now();
-                        let Some((member, batch)) = drivers.ask(count) else {
+                        // Every replica, every time: a deposed leader that still
+                        // believes it leads is asked as often as its successor.
+                        let mut served = false;
+                        for (member, driver) in drivers.askable() {
+                            let began = Instant::now();
+                            let Ok(batch) = driver.timestamps(count) else { continue };
+                            let ended = Instant::now();
+                            let first = batch.first.as_u64();
+                            let last = first + u64::from(count) - 1;
+                            history.lock().push(answered(began, ended, member, first, last));
+                            served = true;
+                        }
+                        if !served {
                             // No oracle serves (an election): no need to spin.
                             std::thread::sleep(Duration::from_millis(1));
-                            continue;
-                        };
-                        let ended = Instant::now();
-                        let first = batch.first.as_u64();
-                        let last = first + u64::from(count) - 1;
-                        history.lock().push(answered(began, ended, member, first, last));
+                        }
                     }
                 })
             })
@@ -232,6 +241,9 @@ fn a_leader_paused_past_its_lease_hands_out_nothing_when_it_resumes() {
     std::thread::sleep(Duration::from_millis(200));
     let resumed_at = Instant::now();
     drivers.clocks[&paused_leader].resume_after(Duration::from_secs(10));
+    let resumed = drivers.replicas.lock()[&paused_leader].clone();
+    let answer = resumed.timestamps(1);
+    assert!(answer.is_err(), "the resumed leader answered at once from an ended lease: {answer:?}");
     drivers.paused.lock().clear();
     std::thread::sleep(Duration::from_millis(200));
     drivers.transport.heal();

@@ -7,6 +7,7 @@
 //!   command) and what applying a write answers.
 //! - [`frame`]: what one store sends another (Raft messages of many regions and
 //!   coalesced heartbeats in one frame) and the payload of a region snapshot.
+//! - [`mvcc`]: the records of transactions as stored: locks and commit records.
 //!
 //! The Raft core's own types stay in [`crate::raft::proto`]: the core depends on nothing
 //! else. This module holds types only; behaviour lives with the layer that owns it
@@ -25,4 +26,9 @@ pub mod command {
 /// Store-to-store frames and region snapshot payloads.
 pub mod frame {
     include!(concat!(env!("OUT_DIR"), "/tessera.frame.rs"));
+}
+
+/// Locks and commit records of transactions.
+pub mod mvcc {
+    include!(concat!(env!("OUT_DIR"), "/tessera.mvcc.rs"));
 }

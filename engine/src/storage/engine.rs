@@ -1,7 +1,9 @@
 //! The node's one RocksDB instance and its column families.
 //!
 //! Every region of the node lives here: Raft logs and states in `raft`, region
-//! descriptors and apply states in `meta`, user data in `default`. A write batch that
+//! descriptors and apply states in `meta`, user data of the raw key space in `default`,
+//! and transactions' locks, commit records and values in `lock`, `write` and
+//! `versions` ([`crate::mvcc`]). A write batch that
 //! spans column families is atomic and goes through one WAL, which is what lets the
 //! store persist many regions' logs with one sync and apply data together with its
 //! apply index. This module owns opening, reading and writing; it must never interpret
@@ -24,18 +26,31 @@ pub enum Cf {
     Raft,
     /// Region descriptors and apply states.
     Meta,
-    /// User data.
+    /// User data of the raw key space.
     Data,
+    /// Transactions' locks, one per key at most (see [`crate::mvcc`]).
+    Lock,
+    /// Transactions' commit and rollback records, per key and timestamp.
+    Write,
+    /// Transactions' values, per key and start timestamp.
+    Versions,
 }
 
 impl Cf {
-    pub(crate) const ALL: [Cf; 3] = [Cf::Raft, Cf::Meta, Cf::Data];
+    pub(crate) const ALL: [Cf; 6] = [Cf::Raft, Cf::Meta, Cf::Data, Cf::Lock, Cf::Write, Cf::Versions];
+
+    /// The column families that hold a region's data: its key range in each of them
+    /// belongs to it (snapshots, splits and destruction cover all of them).
+    pub(crate) const REGION_DATA: [Cf; 4] = [Cf::Data, Cf::Lock, Cf::Write, Cf::Versions];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Cf::Raft => "raft",
             Cf::Meta => "meta",
             Cf::Data => rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
+            Cf::Lock => "lock",
+            Cf::Write => "write",
+            Cf::Versions => "versions",
         }
     }
 }
@@ -119,6 +134,8 @@ pub enum Defect {
     NoMetadata,
     #[error("no region")]
     NoRegion,
+    #[error("it holds a key of the {cf} column family outside its region: {}", hex(key))]
+    OutsideRegion { cf: &'static str, key: Vec<u8> },
     #[error("it is of region {found}")]
     OtherRegion { found: u64 },
     #[error("it has a hole: expected entry {expected}, found {found}")]
@@ -156,7 +173,7 @@ pub struct ColumnFamilyStats {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EngineStats {
     /// In the order of [`Cf::ALL`].
-    pub column_families: [ColumnFamilyStats; 3],
+    pub column_families: [ColumnFamilyStats; Cf::ALL.len()],
     /// Writes are stopped until compaction or flushes catch up.
     pub write_stopped: bool,
     /// The rate writes are slowed to, in bytes per second; 0 when they are not.
@@ -195,7 +212,7 @@ impl Engine {
     /// RocksDB's figures; a property RocksDB cannot give reads as 0.
     pub(crate) fn stats(&self) -> EngineStats {
         let db_property = |name| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
-        let mut column_families = [ColumnFamilyStats::default(); 3];
+        let mut column_families = [ColumnFamilyStats::default(); Cf::ALL.len()];
         for (stats, cf) in column_families.iter_mut().zip(Cf::ALL) {
             let Ok(handle) = self.cf(cf) else { continue };
             let property = |name| self.db.property_int_value_cf(handle, name).ok().flatten().unwrap_or(0);

@@ -7,17 +7,20 @@
 //! | `meta` | region id, `0x01` | [`RegionLocalState`](crate::proto::metadata::RegionLocalState) |
 //! | `meta` | region id, `0x02` | [`ApplyState`](crate::proto::metadata::ApplyState) |
 //! | `default` | `z`, user key | user value |
+//! | `lock`, `write`, `versions` | `z`, escaped user key (and timestamp) | see [`crate::mvcc::key`] |
 //!
 //! Integers are big-endian so that RocksDB's byte order is numeric order: one region's
 //! log is one contiguous key range, which log truncation removes with a single range
 //! delete. User keys carry a one-byte prefix so that the data key space can later hold
 //! other kinds of keys without colliding with users'.
 
+use super::engine::Cf;
+
 const LOG_SUFFIX: u8 = 0x01;
 const RAFT_STATE_SUFFIX: u8 = 0x02;
 const REGION_STATE_SUFFIX: u8 = 0x01;
 const APPLY_STATE_SUFFIX: u8 = 0x02;
-const DATA_PREFIX: u8 = b'z';
+pub(crate) const DATA_PREFIX: u8 = b'z';
 
 /// Key of the log entry `index` of `region_id` (raft CF).
 pub(crate) fn log_key(region_id: u64, index: u64) -> [u8; 17] {
@@ -87,6 +90,16 @@ pub(crate) fn user_key(data_key: &[u8]) -> Option<&[u8]> {
 /// the end of the key space, which is the first key after every data key.
 pub(crate) fn data_end_key(user_end: &[u8]) -> Vec<u8> {
     if user_end.is_empty() { vec![DATA_PREFIX + 1] } else { data_key(user_end) }
+}
+
+/// The keys bounding a region's range `[user_start, user_end)` in one of the column
+/// families that hold region data ([`Cf::REGION_DATA`]).
+pub(crate) fn region_bounds(cf: Cf, user_start: &[u8], user_end: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    match cf {
+        Cf::Data => (data_key(user_start), data_end_key(user_end)),
+        Cf::Lock | Cf::Write | Cf::Versions => crate::mvcc::key::range_bounds(user_start, user_end),
+        Cf::Raft | Cf::Meta => unreachable!("invariant: {} holds no region data", cf.name()),
+    }
 }
 
 #[cfg(test)]

@@ -14,5 +14,6 @@ pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use engine::hex;
 pub use engine::{Cf, ColumnFamilyStats, Defect, Engine, EngineError, EngineStats, Record};
 pub use peer_storage::{INITIAL_INDEX, INITIAL_TERM, PeerStorage};

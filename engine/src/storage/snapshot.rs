@@ -1,5 +1,6 @@
-//! Region snapshots: built from one RocksDB snapshot of a region's key range and state,
-//! installed with one atomic write batch.
+//! Region snapshots: built from one RocksDB snapshot of a region's key range (in every
+//! column family that holds region data: the raw key space and the transactional
+//! ones) and state, installed with one atomic write batch.
 //!
 //! Reading the apply state and the data through the same RocksDB snapshot is what makes
 //! the Raft snapshot consistent: its index is exactly the index the data reflects. The
@@ -57,22 +58,33 @@ pub(crate) fn build(engine: &Engine, region_id: u64) -> Result<Snapshot, EngineE
         read::<Entry>(engine, &snapshot, Cf::Raft, &keys::log_key(region_id, index), record)?.term
     };
     let region = region_state.region.clone().unwrap_or_default();
-    let start = keys::data_key(&region.start_key);
-    let end = keys::data_end_key(&region.end_key);
-    let mut options = ReadOptions::default();
-    options.set_snapshot(&snapshot);
-    options.set_iterate_upper_bound(end);
-    let mut pairs = Vec::new();
-    for item in
-        db.iterator_cf_opt(engine.cf(Cf::Data)?, options, IteratorMode::From(&start, Direction::Forward))
-    {
-        let (key, value) = item?;
-        let Some(user_key) = keys::user_key(&key) else {
-            return Err(EngineError::corrupt(Record::DataKey { key: key.to_vec() }, Defect::NoDataPrefix));
-        };
-        pairs.push(KeyValue { key: user_key.to_vec(), value: value.to_vec() });
+    let mut payload = RegionSnapshotData::default();
+    for cf in Cf::REGION_DATA {
+        let (start, end) = keys::region_bounds(cf, &region.start_key, &region.end_key);
+        let mut options = ReadOptions::default();
+        options.set_snapshot(&snapshot);
+        options.set_iterate_upper_bound(end);
+        let entries =
+            db.iterator_cf_opt(engine.cf(cf)?, options, IteratorMode::From(&start, Direction::Forward));
+        for item in entries {
+            let (key, value) = item?;
+            let (key, value) = (key.to_vec(), value.to_vec());
+            match cf {
+                Cf::Data => {
+                    let Some(user_key) = keys::user_key(&key) else {
+                        return Err(EngineError::corrupt(Record::DataKey { key }, Defect::NoDataPrefix));
+                    };
+                    payload.pairs.push(KeyValue { key: user_key.to_vec(), value });
+                }
+                Cf::Lock => payload.locks.push(KeyValue { key, value }),
+                Cf::Write => payload.writes.push(KeyValue { key, value }),
+                Cf::Versions => payload.versions.push(KeyValue { key, value }),
+                Cf::Raft | Cf::Meta => unreachable!("invariant: REGION_DATA lists only data families"),
+            }
+        }
     }
-    let data = RegionSnapshotData { region: Some(region), pairs }.encode_to_vec();
+    payload.region = Some(region);
+    let data = payload.encode_to_vec();
     let metadata = SnapshotMetadata { conf_state: region_state.conf_state, index, term };
     Ok(Snapshot { data, metadata: Some(metadata) })
 }
@@ -94,10 +106,26 @@ pub(crate) fn install(
     if region.id != storage.region_id() {
         return Err(corrupt(Defect::OtherRegion { found: region.id }));
     }
+    for cf in Cf::REGION_DATA {
+        let (start, end) = keys::region_bounds(cf, &region.start_key, &region.end_key);
+        batch.delete_range_cf(engine.cf(cf)?, &start, &end);
+    }
     let data = engine.cf(Cf::Data)?;
-    batch.delete_range_cf(data, keys::data_key(&region.start_key), keys::data_end_key(&region.end_key));
     for pair in &payload.pairs {
         batch.put_cf(data, keys::data_key(&pair.key), &pair.value);
+    }
+    let stored =
+        [(Cf::Lock, &payload.locks), (Cf::Write, &payload.writes), (Cf::Versions, &payload.versions)];
+    for (cf, entries) in stored {
+        let (start, end) = keys::region_bounds(cf, &region.start_key, &region.end_key);
+        let handle = engine.cf(cf)?;
+        for entry in entries {
+            // Keys as stored: one outside the region would land in another's range.
+            if entry.key < start || entry.key >= end {
+                return Err(corrupt(Defect::OutsideRegion { cf: cf.name(), key: entry.key.clone() }));
+            }
+            batch.put_cf(handle, &entry.key, &entry.value);
+        }
     }
     storage.install_snapshot_position(&metadata, batch)?;
     storage.set_region_state(region, metadata.conf_state.unwrap_or_default(), batch)

@@ -184,3 +184,58 @@ fn a_snapshot_carries_the_region_range_and_installs_atomically() {
         assert_eq!(target.get(Cf::Data, &keys::data_key(key)).unwrap(), expected, "key {key:?}");
     }
 }
+
+/// A snapshot carries the region's range of the transactional column families too
+/// (locks, commit records, values), replaces what the target held there, and leaves
+/// the neighbours' keys alone; a payload with a key outside its region is refused.
+#[test]
+fn a_snapshot_carries_the_transactional_families_within_the_region_only() {
+    use crate::mvcc::key::{lock_key, version_key};
+    use crate::proto::frame::RegionSnapshotData;
+    use crate::timestamp::Timestamp;
+    use prost::Message as _;
+
+    let source_dir = tempfile::tempdir().unwrap();
+    let source = Engine::open(source_dir.path()).unwrap();
+    let donor_region = region(3, b"b", b"d");
+    let mut donor = founded(&source, &donor_region);
+    append(&source, &mut donor, &entries(6..=7, 6));
+    let ts = Timestamp::from_u64(77);
+    let mut batch = WriteBatch::default();
+    for key in [&b"a"[..], b"b", b"c\x00", b"d"] {
+        batch.put_cf(source.cf(Cf::Lock).unwrap(), lock_key(key), b"lock");
+        batch.put_cf(source.cf(Cf::Write).unwrap(), version_key(key, ts), b"write");
+        batch.put_cf(source.cf(Cf::Versions).unwrap(), version_key(key, ts), b"value");
+    }
+    donor.set_applied(7, &mut batch).unwrap();
+    source.write(batch, true).unwrap();
+    let snapshot = donor.snapshot(0).unwrap();
+
+    let target_dir = tempfile::tempdir().unwrap();
+    let target = Engine::open(target_dir.path()).unwrap();
+    let mut batch = WriteBatch::default();
+    PeerStorage::initialize_empty(&target, 3, 32, &mut batch).unwrap();
+    batch.put_cf(target.cf(Cf::Lock).unwrap(), lock_key(b"bb"), b"stale");
+    batch.put_cf(target.cf(Cf::Lock).unwrap(), lock_key(b"e"), b"neighbour");
+    target.write(batch, true).unwrap();
+    let mut empty = PeerStorage::open(&target, 3).unwrap();
+    let mut batch = WriteBatch::default();
+    snapshot::install(&target, &mut empty, &snapshot, &mut batch).unwrap();
+    target.write(batch, true).unwrap();
+    for (key, inside) in [(&b"a"[..], false), (b"b", true), (b"c\x00", true), (b"d", false)] {
+        let expect = |value: &[u8]| inside.then(|| value.to_vec());
+        assert_eq!(target.get(Cf::Lock, &lock_key(key)).unwrap(), expect(b"lock"), "lock of {key:?}");
+        assert_eq!(target.get(Cf::Write, &version_key(key, ts)).unwrap(), expect(b"write"), "{key:?}");
+        assert_eq!(target.get(Cf::Versions, &version_key(key, ts)).unwrap(), expect(b"value"), "{key:?}");
+    }
+    assert_eq!(target.get(Cf::Lock, &lock_key(b"bb")).unwrap(), None, "replaced by the snapshot");
+    assert_eq!(target.get(Cf::Lock, &lock_key(b"e")).unwrap(), Some(b"neighbour".to_vec()));
+
+    let mut forged = snapshot.clone();
+    let mut payload = RegionSnapshotData::decode(forged.data.as_slice()).unwrap();
+    payload.writes.push(crate::proto::frame::KeyValue { key: version_key(b"z", ts), value: b"x".to_vec() });
+    forged.data = payload.encode_to_vec();
+    let mut batch = WriteBatch::default();
+    let error = snapshot::install(&target, &mut empty, &forged, &mut batch).expect_err("a key outside");
+    assert!(error.to_string().contains("outside its region"), "{error}");
+}

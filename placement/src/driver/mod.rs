@@ -4,7 +4,8 @@
 //! answers, from a [`LeaderState`] it rebuilt from the metadata when it took over, and
 //! followers name the leader instead. A background thread keeps this replica's idea of
 //! who leads current, and on the leader: declares silent stores down, expires operators,
-//! founds the first region once enough stores registered, and runs the schedulers.
+//! founds the first region once enough stores registered, and runs the schedulers. A
+//! second one keeps the timestamp oracle's persisted mark ahead of the clock.
 //!
 //! Raft round trips (registrations, changes of epoch, id reservations) never happen
 //! under the state's lock: the lock guards memory only, so lookups never wait for a
@@ -47,7 +48,9 @@ use tessera_engine::store::{BatchSink, StoreConfig, Transport};
 
 pub use membership::Member;
 pub use operators::OperatorOutcome;
-pub use timestamps::{MAX_TIMESTAMPS_PER_REQUEST, TimestampBatch};
+pub use timestamps::{
+    MAX_TIMESTAMP_WINDOW, MAX_TIMESTAMPS_PER_REQUEST, MIN_TIMESTAMP_WINDOW, TimestampBatch,
+};
 
 use crate::errors::{PdError, Unavailability};
 use crate::metadata::{Founding, Leadership, Metadata};
@@ -129,7 +132,7 @@ impl DriverConfig {
 /// A running replica of the placement driver.
 pub struct PlacementDriver {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 struct Shared {
@@ -163,12 +166,26 @@ impl PlacementDriver {
             writer: Mutex::new(()),
             stopping: AtomicBool::new(false),
         });
+        let mut driver = PlacementDriver { shared: shared.clone(), threads: Vec::new() };
+        let member_id = shared.config.member_id;
         let runner = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("tessera-pd-{}", shared.config.member_id))
-            .spawn(move || runner.run())
-            .map_err(|e| Unavailability::ThreadSpawn { thread: "driver", source: OpaqueError::new(e) })?;
-        Ok(PlacementDriver { shared, thread: Some(thread) })
+        driver.threads.push(
+            std::thread::Builder::new()
+                .name(format!("tessera-pd-{member_id}"))
+                .spawn(move || runner.run())
+                .map_err(|e| Unavailability::ThreadSpawn { thread: "driver", source: OpaqueError::new(e) })?,
+        );
+        let oracle = shared;
+        driver.threads.push(
+            std::thread::Builder::new()
+                .name(format!("tessera-pd-tso-{member_id}"))
+                .spawn(move || oracle.run_timestamp_oracle())
+                .map_err(|e| Unavailability::ThreadSpawn {
+                    thread: "timestamp oracle",
+                    source: OpaqueError::new(e),
+                })?,
+        );
+        Ok(driver)
     }
 
     pub fn member_id(&self) -> u64 {
@@ -220,7 +237,7 @@ impl PlacementDriver {
 
     fn stop(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }

@@ -9,7 +9,7 @@ use super::region_map::Verdict;
 use super::{PlacementDriver, Shared, TimestampBatch};
 use crate::client::PdClient;
 use crate::cluster::StoreState;
-use crate::errors::{HeartbeatDefect, InvalidRequest, PdError};
+use crate::errors::{HeartbeatDefect, InvalidRequest, PdError, Unavailability};
 use crate::metadata;
 use crate::operator::{Operator, OperatorKind, Step, move_replica_steps};
 use crate::proto::{
@@ -39,11 +39,14 @@ impl PlacementDriver {
     }
 
     /// The oracle knows no leader but itself: a refusal says who leads, as this
-    /// replica knows it.
+    /// replica knows it, or that it leads and its oracle is about to serve.
     fn name_leader(&self, error: PdError) -> PdError {
-        match error {
-            PdError::NotLeader { .. } => self.shared.not_leader(),
-            error => error,
+        let PdError::NotLeader { .. } = error else { return error };
+        match self.shared.not_leader() {
+            PdError::NotLeader { leader: Some(leader) } if leader == self.member_id() => {
+                Unavailability::TimestampOracleNotReady.into()
+            }
+            not_leader => not_leader,
         }
     }
 }

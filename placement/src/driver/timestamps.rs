@@ -34,14 +34,29 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tessera_engine::proto::metadata::RegionEpoch;
 use tessera_engine::store::LeaderLease;
-use tessera_engine::timestamp::{LOGICAL_PER_MILLISECOND, Timestamp};
+use tessera_engine::timestamp::{LOGICAL_PER_MILLISECOND, PHYSICAL_BITS, Timestamp};
 
-use crate::errors::{InvalidRequest, PdError, Unavailability};
+use crate::errors::{Corruption, InvalidRequest, PdError, Unavailability};
 use crate::metadata::{Mark, MarkUpdate, Metadata};
 
 /// Timestamps one request may ask for: a quarter of a millisecond's logical space, so
 /// that a batch always fits in one millisecond.
 pub const MAX_TIMESTAMPS_PER_REQUEST: u32 = (LOGICAL_PER_MILLISECOND / 4) as u32;
+
+/// The shortest and longest window (`[pd.transactions] timestamp_window_ms`): below
+/// the first the mark moves on every tick; past the second a new leader's timestamps
+/// would start far ahead of the clock.
+pub const MIN_TIMESTAMP_WINDOW: Duration = Duration::from_millis(10);
+pub const MAX_TIMESTAMP_WINDOW: Duration = Duration::from_secs(60 * 60);
+
+/// How far the logical counter may carry the physical part past the wall clock (or
+/// past where this leader started, if that is later). Without a bound, callers asking
+/// for the largest batches could push timestamps ahead of real time by seconds per
+/// second; with it, they are refused (retryable) until the clock catches up.
+const MAX_CARRY_AHEAD_MILLISECONDS: u64 = 1_000;
+
+/// The largest physical part a timestamp can hold.
+const MAX_PHYSICAL_MILLISECONDS: u64 = (1 << PHYSICAL_BITS) - 1;
 
 /// A run of `count` consecutive timestamps starting at `first`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +74,8 @@ struct Serving {
     last: Timestamp,
     /// Persisted: every timestamp handed out has a physical part below this.
     mark_milliseconds: u64,
+    /// The mark this leader started from.
+    floor_milliseconds: u64,
 }
 
 pub(crate) struct TimestampOracle {
@@ -71,22 +88,26 @@ pub(crate) struct TimestampOracle {
 /// The wall clock, read where the oracle reads it (a test may replace it).
 pub(crate) type WallClock = fn() -> u64;
 
+/// Why the oracle refuses a request for timestamps.
+fn not_serving() -> PdError {
+    PdError::NotLeader { leader: None }
+}
+
 impl TimestampOracle {
+    /// An oracle whose mark moves `window` ahead (kept within the bounds above).
     pub(crate) fn new(lease: Arc<LeaderLease>, window: Duration) -> TimestampOracle {
-        assert!(
-            window >= Duration::from_millis(10),
-            "invariant: the window is validated to be at least 10 ms"
-        );
+        let window = window.clamp(MIN_TIMESTAMP_WINDOW, MAX_TIMESTAMP_WINDOW);
         TimestampOracle { lease, window, serving: Mutex::new(None) }
     }
 
-    /// A new leader of `term` starts from the mark it loaded. It hands out nothing
-    /// until it has moved the mark ([`TimestampOracle::extend`]).
-    pub(crate) fn reset(&self, term: u64, mark_milliseconds: u64) {
-        let start = Timestamp::new(mark_milliseconds, 0).unwrap_or_else(|| {
-            panic!("invariant: a persisted mark ({mark_milliseconds} ms) fits a timestamp")
-        });
-        *self.serving.lock() = Some(Serving { term, last: start, mark_milliseconds });
+    /// A leader of `term` starts from the mark it loaded. It hands out nothing until
+    /// it has moved the mark ([`TimestampOracle::extend`]).
+    pub(crate) fn reset(&self, term: u64, mark_milliseconds: u64) -> Result<(), PdError> {
+        let start = Timestamp::new(mark_milliseconds, 0)
+            .ok_or(Corruption::TimestampMark { milliseconds: mark_milliseconds })?;
+        *self.serving.lock() =
+            Some(Serving { term, last: start, mark_milliseconds, floor_milliseconds: mark_milliseconds });
+        Ok(())
     }
 
     /// Stops serving (this replica no longer leads).
@@ -99,7 +120,7 @@ impl TimestampOracle {
         let term = self.serving.lock().map(|serving| serving.term);
         match term {
             Some(term) if self.lease.held_in_term() == Some(term) => Ok(()),
-            _ => Err(PdError::NotLeader { leader: None }),
+            _ => Err(not_serving()),
         }
     }
 
@@ -110,21 +131,24 @@ impl TimestampOracle {
             return Err(InvalidRequest::TimestampCount { count, max: MAX_TIMESTAMPS_PER_REQUEST }.into());
         }
         let mut guard = self.serving.lock();
-        let serving = guard.as_mut().ok_or(PdError::NotLeader { leader: None })?;
+        let serving = guard.as_mut().ok_or_else(not_serving)?;
         if self.lease.held_in_term() != Some(serving.term) {
-            return Err(PdError::NotLeader { leader: None });
+            return Err(not_serving());
         }
-        let (physical, first_logical) = next_run(serving.last, wall_clock(), u64::from(count));
+        let now_milliseconds = wall_clock();
+        let (physical, first_logical) = next_run(serving.last, now_milliseconds, u64::from(count));
+        let carry_limit = now_milliseconds.max(serving.floor_milliseconds) + MAX_CARRY_AHEAD_MILLISECONDS;
+        if physical > carry_limit {
+            return Err(Unavailability::TimestampsAheadOfClock { physical_milliseconds: physical }.into());
+        }
         if physical >= serving.mark_milliseconds {
-            return Err(Unavailability::TimestampWindowUsedUp {
-                mark_milliseconds: serving.mark_milliseconds,
-            }
-            .into());
+            let mark_milliseconds = serving.mark_milliseconds;
+            return Err(Unavailability::TimestampWindowUsedUp { mark_milliseconds }.into());
         }
         let first = Timestamp::new(physical, first_logical);
         let last = Timestamp::new(physical, first_logical + u64::from(count) - 1);
         let (Some(first), Some(last)) = (first, last) else {
-            unreachable!("invariant: a run below the mark fits one millisecond (next_run carries)")
+            unreachable!("invariant: a run below a valid mark fits one millisecond (next_run carries)")
         };
         assert!(first > serving.last, "invariant: timestamps strictly increase");
         serving.last = last;
@@ -132,8 +156,11 @@ impl TimestampOracle {
     }
 
     /// Moves the persisted mark a window ahead when less than half a window is left.
-    /// Called by the background loop on every tick and by a new leader before it
-    /// serves. A mark moved by another leader stops this one.
+    /// Called by the oracle's thread on every tick (a new leader's first call makes it
+    /// serve). A mark found moved (by another leader, or by this one's own write that
+    /// timed out but committed) starts this leader over from it: the persisted mark
+    /// only grows, so it is above everything handed out, and a deposed leader is
+    /// stopped by its lease anyway.
     pub(crate) fn extend(
         &self,
         metadata: &Metadata,
@@ -146,23 +173,32 @@ impl TimestampOracle {
         if serving.mark_milliseconds.saturating_sub(base) > window_milliseconds / 2 {
             return Ok(());
         }
-        let target = base.saturating_add(window_milliseconds);
-        match metadata.advance_mark(Mark::Timestamps, epoch, serving.mark_milliseconds, target)? {
+        let target = base.saturating_add(window_milliseconds).min(MAX_PHYSICAL_MILLISECONDS);
+        let update = metadata.advance_mark(Mark::Timestamps, epoch, serving.mark_milliseconds, target)?;
+        let mut guard = self.serving.lock();
+        // Only the state the mark was moved for: a reset meanwhile loaded its own.
+        let Some(current) = guard.as_mut().filter(|current| current.term == serving.term) else {
+            return Ok(());
+        };
+        match update {
             MarkUpdate::Advanced => {
-                let mut guard = self.serving.lock();
-                // Only the state the mark was moved for; a reset meanwhile loaded its own.
-                if let Some(current) = guard.as_mut().filter(|current| current.term == serving.term) {
-                    current.mark_milliseconds = current.mark_milliseconds.max(target);
-                }
+                current.mark_milliseconds = current.mark_milliseconds.max(target);
                 Ok(())
             }
             MarkUpdate::Raced { found } => {
-                tracing::warn!(
+                tracing::info!(
                     term = serving.term,
                     found,
-                    "another leader moved the timestamp mark: this oracle stops"
+                    "the timestamp mark had moved: starting over from it"
                 );
-                self.stop();
+                let start =
+                    Timestamp::new(found, 0).ok_or(Corruption::TimestampMark { milliseconds: found })?;
+                *current = Serving {
+                    term: serving.term,
+                    last: start,
+                    mark_milliseconds: found,
+                    floor_milliseconds: found,
+                };
                 Err(Unavailability::TimestampMarkMovedMeanwhile.into())
             }
         }

@@ -15,6 +15,7 @@ use anyhow::bail;
 use serde::Deserialize;
 use tessera_engine::store::StoreConfig;
 use tessera_placement::DriverConfig;
+use tessera_placement::driver::{MAX_TIMESTAMP_WINDOW, MIN_TIMESTAMP_WINDOW};
 
 /// `[store.raft]`.
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
@@ -203,12 +204,13 @@ impl TransactionsSection {
     /// Applies the settings given to `config`; an invalid value is refused by name.
     pub(crate) fn apply(&self, config: &mut DriverConfig) -> anyhow::Result<()> {
         set(&mut config.timestamp_window, self.timestamp_window_ms.map(Duration::from_millis));
-        // The window is moved when half of it is left, once per background tick at most.
-        let floor = (config.tick_interval * 4).max(Duration::from_millis(10));
-        if config.timestamp_window < floor {
+        // The window is moved when half of it is left, once per driver tick at most.
+        let floor = (config.tick_interval * 4).max(MIN_TIMESTAMP_WINDOW);
+        if config.timestamp_window < floor || config.timestamp_window > MAX_TIMESTAMP_WINDOW {
             bail!(
-                "[pd.transactions] timestamp_window_ms must be at least {} (four of the driver's ticks)",
-                floor.as_millis()
+                "[pd.transactions] timestamp_window_ms must be {} (four of the driver's ticks) to {}",
+                floor.as_millis(),
+                MAX_TIMESTAMP_WINDOW.as_millis()
             );
         }
         Ok(())

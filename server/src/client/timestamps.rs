@@ -61,11 +61,14 @@ impl TimestampClient {
     /// before this call.
     pub(crate) async fn timestamp(&self) -> Result<Timestamp, PdError> {
         let (answer, answered) = oneshot::channel();
-        let waiter = Waiter { give_up: Instant::now() + self.deadline, answer };
-        if self.waiters.send(waiter).is_err() {
+        let give_up = Instant::now() + self.deadline;
+        if self.waiters.send(Waiter { give_up, answer }).is_err() {
             return Err(Unavailability::Stopping.into());
         }
-        answered.await.unwrap_or_else(|_| Err(Unavailability::Stopping.into()))
+        match tokio::time::timeout_at(give_up, answered).await {
+            Ok(answer) => answer.unwrap_or_else(|_| Err(Unavailability::Stopping.into())),
+            Err(_) => Err(Unavailability::NoReplicaAnswered.into()),
+        }
     }
 }
 
@@ -76,23 +79,26 @@ struct OracleStream {
 }
 
 impl OracleStream {
-    /// `count` timestamps: the first of the run.
-    async fn request(&mut self, count: u32) -> Result<Timestamp, PdError> {
+    /// `count` timestamps, answered by `give_up` at the latest: the first of the run.
+    async fn request(&mut self, count: u32, give_up: Instant) -> Result<Timestamp, PdError> {
         let broken = || PdError::from(Unavailability::Remote("the timestamp stream closed".into()));
         self.requests.send(TsoRequest { count }).await.map_err(|_| broken())?;
-        let answer = tokio::time::timeout(ANSWER_TIMEOUT, self.answers.message())
+        let answer_by = give_up.min(Instant::now() + ANSWER_TIMEOUT);
+        let answer = tokio::time::timeout_at(answer_by, self.answers.message())
             .await
             .map_err(|_| Unavailability::Remote(format!("no timestamps within {ANSWER_TIMEOUT:?}")))?;
-        match answer {
-            Ok(Some(answer)) if answer.count == count => Ok(Timestamp::from_u64(answer.first)),
-            Ok(Some(answer)) => Err(Unavailability::Remote(format!(
-                "asked for {count} timestamps, answered with {}",
-                answer.count
-            ))
-            .into()),
-            Ok(None) => Err(broken()),
-            Err(status) => Err(pd_error(&status).0),
+        let answer = match answer {
+            Ok(Some(answer)) => answer,
+            Ok(None) => return Err(broken()),
+            Err(status) => return Err(pd_error(&status).0),
+        };
+        let fits = answer.first.checked_add(u64::from(count) - 1).is_some();
+        if answer.count != count || !fits {
+            let what =
+                format!("asked for {count} timestamps, answered with {} from {}", answer.count, answer.first);
+            return Err(Unavailability::Remote(what).into());
         }
+        Ok(Timestamp::from_u64(answer.first))
     }
 }
 
@@ -120,23 +126,27 @@ async fn run(pd: Arc<GrpcPdClient>, mut queue: mpsc::UnboundedReceiver<Waiter>) 
 
 /// Answers `batch`, opening the stream again as often as it breaks, until the last
 /// of its callers' deadlines.
-async fn serve(pd: &GrpcPdClient, stream: &mut Option<OracleStream>, batch: Vec<Waiter>) {
-    let give_up = batch.iter().map(|waiter| waiter.give_up).max().unwrap_or_else(Instant::now);
+async fn serve(pd: &GrpcPdClient, stream: &mut Option<OracleStream>, mut batch: Vec<Waiter>) {
+    let now = Instant::now();
+    // Callers past their deadline were answered by their own timeout.
+    batch.retain(|waiter| waiter.give_up > now);
+    let Some(give_up) = batch.iter().map(|waiter| waiter.give_up).max() else { return };
     let count = u32::try_from(batch.len()).unwrap_or_else(|_| {
         unreachable!("invariant: a batch holds at most MAX_TIMESTAMPS_PER_REQUEST waiters")
     });
     let failure = loop {
         let opened = match stream.take() {
             Some(open) => Ok(open),
-            None => {
-                pd.open_timestamp_stream().await.map(|(requests, answers)| OracleStream { requests, answers })
-            }
+            None => match tokio::time::timeout_at(give_up, pd.open_timestamp_stream()).await {
+                Ok(opened) => opened.map(|(requests, answers)| OracleStream { requests, answers }),
+                Err(_) => Err(Unavailability::NoReplicaAnswered.into()),
+            },
         };
         let mut open = match opened {
             Ok(open) => open,
             Err(error) => break error,
         };
-        match open.request(count).await {
+        match open.request(count, give_up).await {
             Ok(first) => {
                 *stream = Some(open);
                 for (offset, waiter) in (0u64..).zip(batch) {

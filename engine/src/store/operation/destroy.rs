@@ -34,11 +34,10 @@ impl Peer {
         self.ranges.remove(self.region_id);
         self.fail_all(StoreError::RegionNotFound(self.region_id));
         if self.raw.storage().is_initialized() && !self.region.peers.is_empty() {
-            batch.delete_range_cf(
-                engine.cf(Cf::Data)?,
-                keys::data_key(&self.region.start_key),
-                keys::data_end_key(&self.region.end_key),
-            );
+            for cf in Cf::REGION_DATA {
+                let (start, end) = keys::region_bounds(cf, &self.region.start_key, &self.region.end_key);
+                batch.delete_range_cf(engine.cf(cf)?, start, end);
+            }
         }
         self.raw.storage_mut().tombstone(batch)
     }

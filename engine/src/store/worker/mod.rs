@@ -305,6 +305,10 @@ impl Worker {
     /// tombstone stays.
     fn destroy_peer(&mut self, region_id: u64) {
         let Some(mut peer) = self.peers.remove(&region_id) else { return };
+        // A destroyed replica leads nothing, whatever its lease said.
+        if let Some(lease) = self.watched_leases.get(&region_id) {
+            lease.publish(peer.term(), None);
+        }
         let mut batch = WriteBatch::default();
         if let Err(error) =
             peer.destroy(&self.engine, &mut batch).and_then(|()| self.engine.write(batch, true))

@@ -1,0 +1,24 @@
+//! Multi-version concurrency control: the storage layout of transactions (Percolator,
+//! as TiKV lays it out), kept apart from the raw key space.
+//!
+//! Three column families of the node's RocksDB hold it (`crate::storage::Cf`): `lock`
+//! (a prewritten key's lock, one per key), `write` (commit and rollback records, per
+//! key and commit timestamp) and `versions` (values, per key and start timestamp). The
+//! records are `crate::proto::mvcc`. Snapshots, splits and destruction cover the three
+//! families with a region's range, like the raw key space.
+//!
+//! - `key`: how a user key and a timestamp become one RocksDB key, so that a key's
+//!   versions are adjacent and newest first and a region's key range is one range of
+//!   every transactional column family.
+//! - `reader`: snapshot reads (get, scans both ways) at a timestamp, refused with the
+//!   lock that stands in the way.
+//!
+//! Built so far: the layout and the reader. The commands that write the families
+//! (prewrite, commit, rollback, through Raft) come next; until then nothing stores
+//! transactional data.
+
+pub mod key;
+pub mod reader;
+
+#[cfg(test)]
+mod tests;

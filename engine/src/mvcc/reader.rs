@@ -1,0 +1,256 @@
+//! Snapshot reads at a timestamp: what a transaction that started at `read_ts` sees.
+//!
+//! A key's value at `read_ts` is decided by its newest commit record at or below
+//! `read_ts` that is a put or a delete (records of `lock_keys` and rollbacks change no
+//! value and are passed over): a put's value is in the versions family under the
+//! writing transaction's start timestamp, a delete means no value.
+//!
+//! A lock decides first. A lock with `start_ts <= read_ts` belongs to a transaction
+//! that may commit below `read_ts`; until it is resolved, the reader cannot know the
+//! value and is answered [`MvccError::Locked`] (the caller resolves the lock through its
+//! primary and reads again). A lock of a later transaction is invisible at `read_ts`,
+//! and so is a lock that only guards a read (`lock_keys`: its commit writes no value).
+//! A scan is blocked by a lock only on a key inside what it returns, or anywhere in
+//! its range when it returned fewer pairs than its limit.
+//!
+//! Every read goes through one RocksDB snapshot, so the locks and the records it
+//! checks are of one moment. This module reads; it never writes or resolves.
+
+use prost::Message as _;
+use rocksdb::{Direction, IteratorMode, ReadOptions};
+
+use super::key::{KeyDefect, lock_key, range_bounds, split_lock_key, split_version_key, version_key};
+use crate::proto::mvcc::{Lock, Mutation, Write, WriteKind};
+use crate::storage::{Cf, Engine, EngineError};
+use crate::timestamp::Timestamp;
+
+/// A lock that stands between a reader and a key's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockInfo {
+    pub key: Vec<u8>,
+    pub primary: Vec<u8>,
+    pub start_ts: Timestamp,
+    pub ttl_ms: u64,
+}
+
+/// Why a read at a timestamp did not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MvccError {
+    /// A transaction that may commit below the read timestamp holds a lock on the key:
+    /// resolve it (through its primary) and read again.
+    #[error("key is locked by the transaction that started at {} (primary {})", .0.start_ts, crate::storage::hex(&.0.primary))]
+    Locked(LockInfo),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("corrupt transactional record in {cf} at {}: {defect}", crate::storage::hex(key))]
+    Corrupt { cf: &'static str, key: Vec<u8>, defect: RecordDefect },
+}
+
+/// What is wrong with a stored record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordDefect {
+    #[error(transparent)]
+    Key(#[from] KeyDefect),
+    #[error("does not decode: {0}")]
+    Undecodable(#[from] prost::DecodeError),
+    #[error("a put committed at {commit_ts} has no value at its start {start_ts}")]
+    MissingValue { commit_ts: Timestamp, start_ts: Timestamp },
+}
+
+fn corrupt(cf: Cf, key: &[u8], defect: impl Into<RecordDefect>) -> MvccError {
+    MvccError::Corrupt { cf: cf.name(), key: key.to_vec(), defect: defect.into() }
+}
+
+/// A snapshot of the node's database to read transactional data at timestamps from.
+pub struct MvccReader<'a> {
+    engine: &'a Engine,
+    snapshot: rocksdb::Snapshot<'a>,
+}
+
+/// What a key's records say at a timestamp.
+enum Visible {
+    /// The value written by the transaction that started at this timestamp.
+    Put {
+        commit_ts: Timestamp,
+        start_ts: Timestamp,
+    },
+    Deleted,
+}
+
+impl<'a> MvccReader<'a> {
+    pub fn new(engine: &'a Engine) -> MvccReader<'a> {
+        MvccReader { engine, snapshot: engine.db().snapshot() }
+    }
+
+    fn options(&self) -> ReadOptions {
+        let mut options = ReadOptions::default();
+        options.set_snapshot(&self.snapshot);
+        options
+    }
+
+    /// The value of `key` at `read_ts`.
+    pub fn get(&self, key: &[u8], read_ts: Timestamp) -> Result<Option<Vec<u8>>, MvccError> {
+        if let Some(lock) = self.blocking_lock(key, read_ts)? {
+            return Err(MvccError::Locked(lock));
+        }
+        let start = version_key(key, read_ts);
+        let (_, end) = range_bounds(key, &[key, &[0][..]].concat());
+        let mut options = self.options();
+        options.set_iterate_upper_bound(end);
+        let iterator = self.engine.db().iterator_cf_opt(
+            self.engine.cf(Cf::Write)?,
+            options,
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        let mut newest_first = Vec::new();
+        for item in iterator {
+            let (stored, value) = item.map_err(EngineError::from)?;
+            newest_first.push(decode_write(&stored, &value)?);
+        }
+        match visible(newest_first.into_iter().map(|(_, commit_ts, write)| (commit_ts, write)), read_ts) {
+            Some(Visible::Put { commit_ts, start_ts }) => self.value(key, commit_ts, start_ts).map(Some),
+            Some(Visible::Deleted) | None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` pairs (0: no limit) of `[start, end)` at `read_ts` (an empty end:
+    /// to the end of the key space), in key order or, with `reverse`, from the end.
+    pub fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        read_ts: Timestamp,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<KeyValuePair>, MvccError> {
+        let locks = self.blocking_locks(start, end, read_ts)?;
+        let mut pairs: Vec<KeyValuePair> = Vec::new();
+        for (key, records) in self.records_by_key(start, end, reverse)? {
+            if limit != 0 && pairs.len() == limit {
+                break;
+            }
+            if let Some(Visible::Put { commit_ts, start_ts }) = visible(records.into_iter(), read_ts) {
+                let value = self.value(&key, commit_ts, start_ts)?;
+                pairs.push((key, value));
+            }
+        }
+        // The part of the range the answer speaks for: all of it, or up to its last key.
+        let full = limit == 0 || pairs.len() < limit;
+        let last = pairs.last().map(|(key, _)| key.as_slice());
+        let covered = |key: &[u8]| match (full, last, reverse) {
+            (true, _, _) | (false, None, _) => true,
+            (false, Some(last), false) => key <= last,
+            (false, Some(last), true) => key >= last,
+        };
+        if let Some(lock) = locks.into_iter().find(|lock| covered(&lock.key)) {
+            return Err(MvccError::Locked(lock));
+        }
+        Ok(pairs)
+    }
+
+    /// The lock on `key` that a read at `read_ts` must wait for, if any.
+    fn blocking_lock(&self, key: &[u8], read_ts: Timestamp) -> Result<Option<LockInfo>, MvccError> {
+        let stored = lock_key(key);
+        let Some(value) =
+            self.snapshot.get_cf(self.engine.cf(Cf::Lock)?, &stored).map_err(EngineError::from)?
+        else {
+            return Ok(None);
+        };
+        let lock = Lock::decode(value.as_slice()).map_err(|error| corrupt(Cf::Lock, &stored, error))?;
+        Ok(blocks(key.to_vec(), &lock, read_ts))
+    }
+
+    /// Every lock in `[start, end)` that a read at `read_ts` must wait for.
+    fn blocking_locks(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        read_ts: Timestamp,
+    ) -> Result<Vec<LockInfo>, MvccError> {
+        let (lower, upper) = range_bounds(start, end);
+        let mut options = self.options();
+        options.set_iterate_upper_bound(upper);
+        let mode = IteratorMode::From(&lower, Direction::Forward);
+        let mut locks = Vec::new();
+        for item in self.engine.db().iterator_cf_opt(self.engine.cf(Cf::Lock)?, options, mode) {
+            let (stored, value) = item.map_err(EngineError::from)?;
+            let key = split_lock_key(&stored).map_err(|defect| corrupt(Cf::Lock, &stored, defect))?;
+            let lock = Lock::decode(value.as_ref()).map_err(|error| corrupt(Cf::Lock, &stored, error))?;
+            locks.extend(blocks(key, &lock, read_ts));
+        }
+        Ok(locks)
+    }
+
+    /// The commit records of every key in `[start, end)`, grouped by key, each group
+    /// newest first; keys in order, or from the end with `reverse`.
+    fn records_by_key(&self, start: &[u8], end: &[u8], reverse: bool) -> Result<Vec<KeyRecords>, MvccError> {
+        let (lower, upper) = range_bounds(start, end);
+        let mut options = self.options();
+        options.set_iterate_lower_bound(lower.clone());
+        options.set_iterate_upper_bound(upper);
+        let mode = if reverse { IteratorMode::End } else { IteratorMode::From(&lower, Direction::Forward) };
+        let mut groups: Vec<KeyRecords> = Vec::new();
+        for item in self.engine.db().iterator_cf_opt(self.engine.cf(Cf::Write)?, options, mode) {
+            let (stored, value) = item.map_err(EngineError::from)?;
+            let (key, commit_ts, write) = decode_write(&stored, &value)?;
+            match groups.last_mut() {
+                Some((last, records)) if *last == key => records.push((commit_ts, write)),
+                _ => groups.push((key, vec![(commit_ts, write)])),
+            }
+        }
+        if reverse {
+            // Backwards, each key's records came oldest first.
+            groups.iter_mut().for_each(|(_, records)| records.reverse());
+        }
+        Ok(groups)
+    }
+
+    /// The value a put committed at `commit_ts` wrote.
+    fn value(&self, key: &[u8], commit_ts: Timestamp, start_ts: Timestamp) -> Result<Vec<u8>, MvccError> {
+        let stored = version_key(key, start_ts);
+        self.snapshot
+            .get_cf(self.engine.cf(Cf::Versions)?, &stored)
+            .map_err(EngineError::from)?
+            .ok_or_else(|| corrupt(Cf::Versions, &stored, RecordDefect::MissingValue { commit_ts, start_ts }))
+    }
+}
+
+/// A user key and its value.
+pub type KeyValuePair = (Vec<u8>, Vec<u8>);
+
+/// A key and its commit records, newest first.
+type KeyRecords = (Vec<u8>, Vec<(Timestamp, Write)>);
+
+/// The lock as a reader at `read_ts` sees it: in its way, or not.
+fn blocks(key: Vec<u8>, lock: &Lock, read_ts: Timestamp) -> Option<LockInfo> {
+    let start_ts = Timestamp::from_u64(lock.start_ts);
+    let guards_only_a_read = lock.mutation() == Mutation::Lock;
+    (start_ts <= read_ts && !guards_only_a_read).then(|| LockInfo {
+        key,
+        primary: lock.primary.clone(),
+        start_ts,
+        ttl_ms: lock.ttl_ms,
+    })
+}
+
+fn decode_write(stored: &[u8], value: &[u8]) -> Result<(Vec<u8>, Timestamp, Write), MvccError> {
+    let (key, commit_ts) = split_version_key(stored).map_err(|defect| corrupt(Cf::Write, stored, defect))?;
+    let write = Write::decode(value).map_err(|error| corrupt(Cf::Write, stored, error))?;
+    Ok((key, commit_ts, write))
+}
+
+/// What a key's records, newest first, say at `read_ts`: None if nothing was ever
+/// visible there.
+fn visible(newest_first: impl Iterator<Item = (Timestamp, Write)>, read_ts: Timestamp) -> Option<Visible> {
+    for (commit_ts, write) in newest_first.filter(|(commit_ts, _)| *commit_ts <= read_ts) {
+        match write.kind() {
+            WriteKind::WritePut => {
+                let start_ts = Timestamp::from_u64(write.start_ts);
+                return Some(Visible::Put { commit_ts, start_ts });
+            }
+            WriteKind::WriteDelete => return Some(Visible::Deleted),
+            WriteKind::WriteLock | WriteKind::WriteRollback => {}
+        }
+    }
+    None
+}

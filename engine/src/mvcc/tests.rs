@@ -1,0 +1,171 @@
+//! Reads at a timestamp against a real RocksDB, with records written as a committed
+//! (or prewritten) transaction leaves them.
+
+use prost::Message as _;
+use rocksdb::WriteBatch;
+
+use super::key::{lock_key, version_key};
+use super::reader::{MvccError, MvccReader, RecordDefect};
+use crate::proto::mvcc::{Lock, Mutation, Write, WriteKind};
+use crate::storage::{Cf, Engine};
+use crate::timestamp::Timestamp;
+
+fn ts(value: u64) -> Timestamp {
+    Timestamp::from_u64(value)
+}
+
+struct Fixture {
+    engine: Engine,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let engine = Engine::open(dir.path()).expect("the engine opens");
+        Fixture { engine, _dir: dir }
+    }
+
+    fn write(&self, fill: impl FnOnce(&Engine, &mut WriteBatch)) {
+        let mut batch = WriteBatch::default();
+        fill(&self.engine, &mut batch);
+        self.engine.write(batch, false).expect("written");
+    }
+
+    /// What a transaction that started at `start` and committed at `commit` leaves.
+    fn commit(&self, key: &[u8], kind: WriteKind, value: Option<&[u8]>, start: u64, commit: u64) {
+        self.write(|engine, batch| {
+            if let Some(value) = value {
+                batch.put_cf(engine.cf(Cf::Versions).unwrap(), version_key(key, ts(start)), value);
+            }
+            let record = Write { kind: kind as i32, start_ts: start };
+            batch.put_cf(engine.cf(Cf::Write).unwrap(), version_key(key, ts(commit)), record.encode_to_vec());
+        });
+    }
+
+    fn put(&self, key: &[u8], value: &[u8], start: u64, commit: u64) {
+        self.commit(key, WriteKind::WritePut, Some(value), start, commit);
+    }
+
+    /// A prewrite's lock, not yet committed.
+    fn lock(&self, key: &[u8], primary: &[u8], start: u64, mutation: Mutation) {
+        self.write(|engine, batch| {
+            let lock =
+                Lock { primary: primary.to_vec(), start_ts: start, ttl_ms: 3000, mutation: mutation as i32 };
+            batch.put_cf(engine.cf(Cf::Lock).unwrap(), lock_key(key), lock.encode_to_vec());
+        });
+    }
+
+    fn reader(&self) -> MvccReader<'_> {
+        MvccReader::new(&self.engine)
+    }
+}
+
+fn value(bytes: &[u8]) -> Option<Vec<u8>> {
+    Some(bytes.to_vec())
+}
+
+#[test]
+fn a_read_sees_the_newest_commit_at_or_below_its_timestamp() {
+    let fixture = Fixture::new();
+    fixture.put(b"k", b"v1", 10, 11);
+    fixture.put(b"k", b"v2", 20, 21);
+    fixture.commit(b"k", WriteKind::WriteDelete, None, 30, 31);
+    fixture.put(b"k", b"v4", 40, 41);
+    let reader = fixture.reader();
+    let at = |read: u64| reader.get(b"k", ts(read)).expect("no lock");
+    assert_eq!(at(10), None, "before the first commit");
+    assert_eq!(at(11), value(b"v1"), "a commit is visible at its own timestamp");
+    assert_eq!(at(20), value(b"v1"));
+    assert_eq!(at(21), value(b"v2"));
+    assert_eq!(at(31), None, "deleted");
+    assert_eq!(at(40), None);
+    assert_eq!(at(u64::MAX), value(b"v4"));
+    assert_eq!(reader.get(b"k\x00", ts(u64::MAX)).expect("no lock"), None, "another key's versions");
+}
+
+#[test]
+fn records_of_locked_reads_and_rollbacks_are_passed_over() {
+    let fixture = Fixture::new();
+    fixture.put(b"k", b"v1", 10, 11);
+    fixture.commit(b"k", WriteKind::WriteLock, None, 20, 21);
+    fixture.commit(b"k", WriteKind::WriteRollback, None, 30, 30);
+    assert_eq!(fixture.reader().get(b"k", ts(50)).expect("no lock"), value(b"v1"));
+}
+
+#[test]
+fn a_lock_blocks_reads_at_or_above_its_start_and_only_those() {
+    let fixture = Fixture::new();
+    fixture.put(b"k", b"v1", 10, 11);
+    fixture.lock(b"k", b"primary", 20, Mutation::Put);
+    fixture.lock(b"read-only", b"primary", 20, Mutation::Lock);
+    let reader = fixture.reader();
+    assert_eq!(reader.get(b"k", ts(19)).expect("a later lock is invisible"), value(b"v1"));
+    match reader.get(b"k", ts(20)) {
+        Err(MvccError::Locked(lock)) => {
+            assert_eq!(
+                (lock.key.as_slice(), lock.primary.as_slice(), lock.start_ts),
+                (&b"k"[..], &b"primary"[..], ts(20))
+            );
+        }
+        other => panic!("a read at the lock's start must wait for it: {other:?}"),
+    }
+    assert_eq!(reader.get(b"read-only", ts(30)).expect("a read's lock writes nothing"), None);
+}
+
+#[test]
+fn scans_at_a_timestamp_go_both_ways_and_skip_what_is_not_visible() {
+    let fixture = Fixture::new();
+    for (index, key) in [&b"a"[..], b"b", b"c", b"d", b"e"].into_iter().enumerate() {
+        let start = 10 * (index as u64 + 1);
+        fixture.put(key, &[b"v-", key].concat(), start, start + 1);
+    }
+    fixture.commit(b"c", WriteKind::WriteDelete, None, 60, 61);
+    fixture.put(b"d", b"new", 70, 71);
+    let reader = fixture.reader();
+    let keys = |pairs: Vec<(Vec<u8>, Vec<u8>)>| pairs.into_iter().map(|(key, _)| key).collect::<Vec<_>>();
+    let all = reader.scan(b"", b"", ts(65), 0, false).expect("no lock");
+    assert_eq!(keys(all.clone()), [b"a".to_vec(), b"b".to_vec(), b"d".to_vec(), b"e".to_vec()]);
+    assert_eq!(all[2].1, b"v-d".to_vec(), "the version at the read timestamp, not the newest");
+    assert_eq!(
+        keys(reader.scan(b"b", b"e", ts(35), 0, false).expect("no lock")),
+        [b"b".to_vec(), b"c".to_vec()]
+    );
+    let backwards = reader.scan(b"", b"", ts(100), 2, true).expect("no lock");
+    assert_eq!(backwards, [(b"e".to_vec(), b"v-e".to_vec()), (b"d".to_vec(), b"new".to_vec())]);
+    assert_eq!(
+        keys(reader.scan(b"a", b"d", ts(100), 0, true).expect("no lock")),
+        [b"b".to_vec(), b"a".to_vec()]
+    );
+}
+
+#[test]
+fn a_scan_is_blocked_by_a_lock_only_inside_what_it_returns() {
+    let fixture = Fixture::new();
+    for (start, key) in [(10, &b"a"[..]), (20, b"b"), (30, b"c")] {
+        fixture.put(key, b"v", start, start + 1);
+    }
+    fixture.lock(b"bb", b"bb", 40, Mutation::Delete);
+    let reader = fixture.reader();
+    assert_eq!(reader.scan(b"", b"", ts(50), 2, false).expect("the lock is past the answer").len(), 2);
+    assert!(matches!(reader.scan(b"", b"", ts(50), 3, false), Err(MvccError::Locked(_))));
+    assert!(matches!(reader.scan(b"", b"", ts(50), 0, true), Err(MvccError::Locked(_))));
+    assert_eq!(reader.scan(b"", b"", ts(50), 1, true).expect("past the answer backwards").len(), 1);
+    assert_eq!(reader.scan(b"", b"", ts(39), 0, false).expect("a later lock").len(), 3);
+    assert!(
+        matches!(reader.scan(b"bb", b"bc", ts(50), 0, false), Err(MvccError::Locked(_))),
+        "a lock on a key with no commit yet"
+    );
+}
+
+#[test]
+fn a_commit_record_without_its_value_is_reported_corrupt() {
+    let fixture = Fixture::new();
+    fixture.commit(b"k", WriteKind::WritePut, None, 10, 11);
+    match fixture.reader().get(b"k", ts(20)) {
+        Err(MvccError::Corrupt { defect: RecordDefect::MissingValue { commit_ts, start_ts }, .. }) => {
+            assert_eq!((commit_ts, start_ts), (ts(11), ts(10)));
+        }
+        other => panic!("{other:?}"),
+    }
+}
