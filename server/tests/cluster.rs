@@ -498,11 +498,6 @@ fn check_metrics(pd_metrics: &[String], store_metrics: &[String]) {
 
 /// An address on loopback with a port free now, for a node whose address must be fixed
 /// before it starts (a joining driver replica's is recorded by the driver).
-fn free_address() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address").to_string()
-}
-
 /// The driver's members as `ctl members --json` shows them: (id, role).
 fn members(pd: &str) -> Result<Vec<(u64, String)>, String> {
     let rows: serde_json::Value =

@@ -90,6 +90,9 @@ enum CtlCommand {
     Operators,
     /// The placement driver's replicas: id, address, voter or learner.
     Members,
+    /// A timestamp from the placement driver's oracle: the 64-bit integer, then its
+    /// physical milliseconds and logical counter.
+    Timestamp,
 }
 
 #[derive(Subcommand)]
@@ -179,6 +182,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         CtlCommand::Members => members(&client, args.json).await?,
         CtlCommand::Regions => regions(&client, args.json).await?,
         CtlCommand::Operators => operators(&client, args.json).await?,
+        CtlCommand::Timestamp => {
+            let timestamp = client.timestamp().await?;
+            if args.json {
+                let (physical_ms, logical) = (timestamp.physical_milliseconds(), timestamp.logical());
+                println!(
+                    "{}",
+                    json!({"timestamp": timestamp.as_u64(), "physical_ms": physical_ms, "logical": logical})
+                );
+            } else {
+                println!("{} {timestamp}", timestamp.as_u64());
+            }
+        }
     }
     Ok(())
 }

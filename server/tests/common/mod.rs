@@ -210,6 +210,12 @@ pub fn try_ctl(pd: &str, args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// An address on 127.0.0.1 with a port free a moment ago.
+pub fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").to_string()
+}
+
 pub fn ctl(pd: &str, args: &[&str]) -> String {
     try_ctl(pd, args).unwrap_or_else(|error| panic!("{error}"))
 }
