@@ -78,6 +78,16 @@ struct Serving {
     floor_milliseconds: u64,
 }
 
+impl Serving {
+    /// A leader of `term` starting from the persisted mark: below every timestamp it
+    /// may hand out, and serving nothing until it has moved the mark.
+    fn starting_at(term: u64, mark_milliseconds: u64) -> Result<Serving, PdError> {
+        let start = Timestamp::new(mark_milliseconds, 0)
+            .ok_or(Corruption::TimestampMark { milliseconds: mark_milliseconds })?;
+        Ok(Serving { term, last: start, mark_milliseconds, floor_milliseconds: mark_milliseconds })
+    }
+}
+
 pub(crate) struct TimestampOracle {
     lease: Arc<LeaderLease>,
     /// How far ahead of the wall clock the mark is moved.
@@ -103,10 +113,7 @@ impl TimestampOracle {
     /// A leader of `term` starts from the mark it loaded. It hands out nothing until
     /// it has moved the mark ([`TimestampOracle::extend`]).
     pub(crate) fn reset(&self, term: u64, mark_milliseconds: u64) -> Result<(), PdError> {
-        let start = Timestamp::new(mark_milliseconds, 0)
-            .ok_or(Corruption::TimestampMark { milliseconds: mark_milliseconds })?;
-        *self.serving.lock() =
-            Some(Serving { term, last: start, mark_milliseconds, floor_milliseconds: mark_milliseconds });
+        *self.serving.lock() = Some(Serving::starting_at(term, mark_milliseconds)?);
         Ok(())
     }
 
@@ -191,14 +198,7 @@ impl TimestampOracle {
                     found,
                     "the timestamp mark had moved: starting over from it"
                 );
-                let start =
-                    Timestamp::new(found, 0).ok_or(Corruption::TimestampMark { milliseconds: found })?;
-                *current = Serving {
-                    term: serving.term,
-                    last: start,
-                    mark_milliseconds: found,
-                    floor_milliseconds: found,
-                };
+                *current = Serving::starting_at(serving.term, found)?;
                 Err(Unavailability::TimestampMarkMovedMeanwhile.into())
             }
         }
