@@ -68,18 +68,19 @@ pub(crate) fn build(engine: &Engine, region_id: u64) -> Result<Snapshot, EngineE
             db.iterator_cf_opt(engine.cf(cf)?, options, IteratorMode::From(&start, Direction::Forward));
         for item in entries {
             let (key, value) = item?;
-            // The raw key space travels as user keys, the transactional families as stored.
-            let key = match cf {
-                Cf::Data => match keys::user_key(&key) {
-                    Some(user_key) => user_key.to_vec(),
-                    None => {
-                        let record = Record::DataKey { key: key.to_vec() };
-                        return Err(EngineError::corrupt(record, Defect::NoDataPrefix));
-                    }
-                },
-                _ => key.to_vec(),
-            };
-            entries_of(&mut payload, cf).push(KeyValue { key, value: value.to_vec() });
+            let (key, value) = (key.to_vec(), value.to_vec());
+            match cf {
+                Cf::Data => {
+                    let Some(user_key) = keys::user_key(&key) else {
+                        return Err(EngineError::corrupt(Record::DataKey { key }, Defect::NoDataPrefix));
+                    };
+                    payload.pairs.push(KeyValue { key: user_key.to_vec(), value });
+                }
+                Cf::Lock => payload.locks.push(KeyValue { key, value }),
+                Cf::Write => payload.writes.push(KeyValue { key, value }),
+                Cf::Versions => payload.versions.push(KeyValue { key, value }),
+                Cf::Raft | Cf::Meta => unreachable!("invariant: REGION_DATA lists only data families"),
+            }
         }
     }
     payload.region = Some(region);
@@ -99,21 +100,26 @@ pub(crate) fn install(
     batch: &mut WriteBatch,
 ) -> Result<(), EngineError> {
     let corrupt = |defect| EngineError::corrupt(Record::Snapshot { region_id: storage.region_id() }, defect);
-    let mut payload = RegionSnapshotData::decode(snapshot.data.as_slice()).map_err(|e| corrupt(e.into()))?;
+    let payload = RegionSnapshotData::decode(snapshot.data.as_slice()).map_err(|e| corrupt(e.into()))?;
     let metadata = snapshot.metadata.clone().ok_or_else(|| corrupt(Defect::NoMetadata))?;
-    let region = payload.region.take().ok_or_else(|| corrupt(Defect::NoRegion))?;
+    let region = payload.region.ok_or_else(|| corrupt(Defect::NoRegion))?;
     if region.id != storage.region_id() {
         return Err(corrupt(Defect::OtherRegion { found: region.id }));
     }
     for cf in Cf::REGION_DATA {
         let (start, end) = keys::region_bounds(cf, &region.start_key, &region.end_key);
+        batch.delete_range_cf(engine.cf(cf)?, &start, &end);
+    }
+    let data = engine.cf(Cf::Data)?;
+    for pair in &payload.pairs {
+        batch.put_cf(data, keys::data_key(&pair.key), &pair.value);
+    }
+    let stored =
+        [(Cf::Lock, &payload.locks), (Cf::Write, &payload.writes), (Cf::Versions, &payload.versions)];
+    for (cf, entries) in stored {
+        let (start, end) = keys::region_bounds(cf, &region.start_key, &region.end_key);
         let handle = engine.cf(cf)?;
-        batch.delete_range_cf(handle, &start, &end);
-        for entry in entries_of(&mut payload, cf).iter() {
-            if cf == Cf::Data {
-                batch.put_cf(handle, keys::data_key(&entry.key), &entry.value);
-                continue;
-            }
+        for entry in entries {
             // Keys as stored: one outside the region would land in another's range.
             if entry.key < start || entry.key >= end {
                 return Err(corrupt(Defect::OutsideRegion { cf: cf.name(), key: entry.key.clone() }));
@@ -123,15 +129,4 @@ pub(crate) fn install(
     }
     storage.install_snapshot_position(&metadata, batch)?;
     storage.set_region_state(region, metadata.conf_state.unwrap_or_default(), batch)
-}
-
-/// The payload's entries of one column family that holds region data.
-fn entries_of(payload: &mut RegionSnapshotData, cf: Cf) -> &mut Vec<KeyValue> {
-    match cf {
-        Cf::Data => &mut payload.pairs,
-        Cf::Lock => &mut payload.locks,
-        Cf::Write => &mut payload.writes,
-        Cf::Versions => &mut payload.versions,
-        Cf::Raft | Cf::Meta => unreachable!("invariant: {} holds no region data", cf.name()),
-    }
 }

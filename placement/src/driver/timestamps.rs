@@ -78,16 +78,6 @@ struct Serving {
     floor_milliseconds: u64,
 }
 
-impl Serving {
-    /// A leader of `term` starting from the persisted mark: below every timestamp it
-    /// may hand out, and serving nothing until it has moved the mark.
-    fn starting_at(term: u64, mark_milliseconds: u64) -> Result<Serving, PdError> {
-        let start = Timestamp::new(mark_milliseconds, 0)
-            .ok_or(Corruption::TimestampMark { milliseconds: mark_milliseconds })?;
-        Ok(Serving { term, last: start, mark_milliseconds, floor_milliseconds: mark_milliseconds })
-    }
-}
-
 pub(crate) struct TimestampOracle {
     lease: Arc<LeaderLease>,
     /// How far ahead of the wall clock the mark is moved.
@@ -113,7 +103,10 @@ impl TimestampOracle {
     /// A leader of `term` starts from the mark it loaded. It hands out nothing until
     /// it has moved the mark ([`TimestampOracle::extend`]).
     pub(crate) fn reset(&self, term: u64, mark_milliseconds: u64) -> Result<(), PdError> {
-        *self.serving.lock() = Some(Serving::starting_at(term, mark_milliseconds)?);
+        let start = Timestamp::new(mark_milliseconds, 0)
+            .ok_or(Corruption::TimestampMark { milliseconds: mark_milliseconds })?;
+        *self.serving.lock() =
+            Some(Serving { term, last: start, mark_milliseconds, floor_milliseconds: mark_milliseconds });
         Ok(())
     }
 
@@ -198,7 +191,14 @@ impl TimestampOracle {
                     found,
                     "the timestamp mark had moved: starting over from it"
                 );
-                *current = Serving::starting_at(serving.term, found)?;
+                let start =
+                    Timestamp::new(found, 0).ok_or(Corruption::TimestampMark { milliseconds: found })?;
+                *current = Serving {
+                    term: serving.term,
+                    last: start,
+                    mark_milliseconds: found,
+                    floor_milliseconds: found,
+                };
                 Err(Unavailability::TimestampMarkMovedMeanwhile.into())
             }
         }

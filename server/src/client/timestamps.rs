@@ -115,7 +115,12 @@ async fn run(pd: Arc<GrpcPdClient>, mut queue: mpsc::UnboundedReceiver<Waiter>) 
                 Err(_) => break,
             }
         }
-        serve(&pd, &mut stream, std::mem::take(&mut batch)).await;
+        // Callers that gave up need no timestamp.
+        batch.retain(|waiter| !waiter.answer.is_closed());
+        if !batch.is_empty() {
+            serve(&pd, &mut stream, std::mem::take(&mut batch)).await;
+        }
+        batch.clear();
     }
 }
 
@@ -123,9 +128,8 @@ async fn run(pd: Arc<GrpcPdClient>, mut queue: mpsc::UnboundedReceiver<Waiter>) 
 /// of its callers' deadlines.
 async fn serve(pd: &GrpcPdClient, stream: &mut Option<OracleStream>, mut batch: Vec<Waiter>) {
     let now = Instant::now();
-    // Callers that gave up, or whose deadline passed (their own timeout answers them),
-    // need no timestamp.
-    batch.retain(|waiter| !waiter.answer.is_closed() && waiter.give_up > now);
+    // Callers past their deadline were answered by their own timeout.
+    batch.retain(|waiter| waiter.give_up > now);
     let Some(give_up) = batch.iter().map(|waiter| waiter.give_up).max() else { return };
     let count = u32::try_from(batch.len()).unwrap_or_else(|_| {
         unreachable!("invariant: a batch holds at most MAX_TIMESTAMPS_PER_REQUEST waiters")
