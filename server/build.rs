@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".tessera.metadata", "::tessera_engine::proto::metadata")
         .extern_path(".tessera.command", "::tessera_engine::proto::command")
         .extern_path(".tessera.frame", "::tessera_engine::proto::frame")
+        .extern_path(".tessera.mvcc", "::tessera_engine::proto::mvcc")
         .extern_path(".tessera.raft", "::tessera_engine::raft::proto")
         .extern_path(".tessera.pd", "::tessera_placement::proto")
         .compile_with_config(

@@ -17,6 +17,8 @@
 //!   messages, coalesced heartbeats, hibernation.
 //! - [`timestamp`]: transaction timestamps (physical milliseconds and a logical
 //!   counter), shared by the oracle, the MVCC layer and the clients.
+//! - [`txn`]: transactional commands (Percolator's prewrite, commit, rollback and
+//!   status checks) applied to the MVCC column families.
 
 pub mod clock;
 pub mod failpoint;
@@ -30,3 +32,4 @@ pub mod region;
 pub mod storage;
 pub mod store;
 pub mod timestamp;
+pub mod txn;

@@ -1,5 +1,6 @@
 //! The replicated state machine: what a committed command does to the data column
-//! family, and the checks a command must pass before it is proposed.
+//! family (transactional commands are [`crate::txn`]'s), and the checks a command must
+//! pass before it is proposed.
 //!
 //! Limits (documented for clients): keys are 1 to [`MAX_KEY_BYTES`] bytes, values at
 //! most [`MAX_VALUE_BYTES`]. A command is checked when proposed (so that a bad request
@@ -8,7 +9,7 @@
 
 mod apply;
 
-pub use apply::{ApplyBatch, apply_writes};
+pub use apply::apply_writes;
 
 use thiserror::Error;
 
@@ -35,9 +36,11 @@ pub enum KvError {
     EmptyRequest,
     #[error(transparent)]
     Region(#[from] RegionError),
+    #[error(transparent)]
+    Transaction(#[from] crate::txn::TxnCheckError),
 }
 
-pub(crate) fn check_key(key: &[u8]) -> Result<(), KvError> {
+pub fn check_key(key: &[u8]) -> Result<(), KvError> {
     if key.is_empty() {
         return Err(KvError::EmptyKey);
     }
@@ -47,7 +50,7 @@ pub(crate) fn check_key(key: &[u8]) -> Result<(), KvError> {
     Ok(())
 }
 
-pub(crate) fn check_value(value: &[u8]) -> Result<(), KvError> {
+pub fn check_value(value: &[u8]) -> Result<(), KvError> {
     if value.len() > MAX_VALUE_BYTES {
         return Err(KvError::ValueTooLarge { size: value.len(), max: MAX_VALUE_BYTES });
     }
@@ -83,6 +86,7 @@ pub fn check_write(region: &Region, write: &Write) -> Result<(), KvError> {
             }
             Ok(region::check_key(region, &cas.key)?)
         }
+        Some(command) => crate::txn::check(region, command),
     }
 }
 

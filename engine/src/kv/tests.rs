@@ -3,6 +3,7 @@ use crate::proto::{
     command::{CompareAndSwap, Delete, DeleteRange, Put},
     metadata::RegionEpoch,
 };
+use crate::storage::ApplyBatch;
 use crate::storage::{Cf, Engine, keys};
 
 fn region(start: &[u8], end: &[u8]) -> Region {

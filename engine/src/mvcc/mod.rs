@@ -13,12 +13,25 @@
 //! - `reader`: snapshot reads (get, scans both ways) at a timestamp, refused with the
 //!   lock that stands in the way.
 //!
-//! Built so far: the layout and the reader. The commands that write the families
-//! (prewrite, commit, rollback, through Raft) come next; until then nothing stores
-//! transactional data.
+//! The commands that write the families (prewrite, commit, rollback, through Raft) are
+//! [`crate::txn`]'s.
 
 pub mod key;
 pub mod reader;
+
+use crate::proto::command::LockInfo;
+use crate::proto::mvcc::Lock;
+
+/// A stored lock as a refusal names it.
+pub fn lock_info(key: &[u8], lock: &Lock) -> LockInfo {
+    LockInfo {
+        key: key.to_vec(),
+        primary: lock.primary.clone(),
+        start_ts: lock.start_ts,
+        ttl_ms: lock.ttl_ms,
+        op: lock.mutation,
+    }
+}
 
 #[cfg(test)]
 mod tests;

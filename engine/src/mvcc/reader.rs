@@ -20,30 +20,35 @@ use prost::Message as _;
 use rocksdb::{Direction, IteratorMode, ReadOptions};
 
 use super::key::{KeyDefect, lock_key, range_bounds, split_lock_key, split_version_key, version_key};
+use crate::proto::command::LockInfo;
 use crate::proto::mvcc::{Lock, Mutation, Write, WriteKind};
-use crate::storage::{Cf, Engine, EngineError};
+use crate::storage::{Cf, Engine, EngineError, Record};
 use crate::timestamp::Timestamp;
-
-/// A lock that stands between a reader and a key's value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LockInfo {
-    pub key: Vec<u8>,
-    pub primary: Vec<u8>,
-    pub start_ts: Timestamp,
-    pub ttl_ms: u64,
-}
 
 /// Why a read at a timestamp did not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MvccError {
     /// A transaction that may commit below the read timestamp holds a lock on the key:
     /// resolve it (through its primary) and read again.
-    #[error("key is locked by the transaction that started at {} (primary {})", .0.start_ts, crate::storage::hex(&.0.primary))]
+    #[error("key is locked by the transaction that started at {} (primary {})", Timestamp::from_u64(.0.start_ts), crate::storage::hex(&.0.primary))]
     Locked(LockInfo),
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("corrupt transactional record in {cf} at {}: {defect}", crate::storage::hex(key))]
-    Corrupt { cf: &'static str, key: Vec<u8>, defect: RecordDefect },
+    #[error("corrupt transactional record in {} at {}: {defect}", .cf.name(), crate::storage::hex(key))]
+    Corrupt { cf: Cf, key: Vec<u8>, defect: RecordDefect },
+}
+
+impl MvccError {
+    /// The failure as the storage layer reports it, or the lock in the way.
+    pub fn into_lock(self) -> Result<LockInfo, EngineError> {
+        match self {
+            MvccError::Locked(lock) => Ok(lock),
+            MvccError::Engine(error) => Err(error),
+            MvccError::Corrupt { cf, key, defect } => {
+                Err(EngineError::corrupt(Record::Key { cf, key }, defect))
+            }
+        }
+    }
 }
 
 /// What is wrong with a stored record.
@@ -58,7 +63,7 @@ pub enum RecordDefect {
 }
 
 fn corrupt(cf: Cf, key: &[u8], defect: impl Into<RecordDefect>) -> MvccError {
-    MvccError::Corrupt { cf: cf.name(), key: key.to_vec(), defect: defect.into() }
+    MvccError::Corrupt { cf, key: key.to_vec(), defect: defect.into() }
 }
 
 /// A snapshot of the node's database to read transactional data at timestamps from.
@@ -125,14 +130,25 @@ impl<'a> MvccReader<'a> {
     ) -> Result<Vec<KeyValuePair>, MvccError> {
         let locks = self.blocking_locks(start, end, read_ts)?;
         let mut pairs: Vec<KeyValuePair> = Vec::new();
-        for (key, records) in self.records_by_key(start, end, reverse)? {
-            if limit != 0 && pairs.len() == limit {
-                break;
+        let mut group: Option<KeyRecords> = None;
+        for item in self.write_records(start, end, reverse)? {
+            let (stored, value) = item.map_err(EngineError::from)?;
+            let (key, commit_ts, write) = decode_write(&stored, &value)?;
+            match &mut group {
+                Some((current, records)) if *current == key => records.push((commit_ts, write)),
+                _ => {
+                    if let Some(finished) = group.replace((key, vec![(commit_ts, write)])) {
+                        self.add_visible(finished, read_ts, reverse, &mut pairs)?;
+                    }
+                    if limit != 0 && pairs.len() == limit {
+                        group = None;
+                        break;
+                    }
+                }
             }
-            if let Some(Visible::Put { commit_ts, start_ts }) = visible(records.into_iter(), read_ts) {
-                let value = self.value(&key, commit_ts, start_ts)?;
-                pairs.push((key, value));
-            }
+        }
+        if let Some(finished) = group {
+            self.add_visible(finished, read_ts, reverse, &mut pairs)?;
         }
         // The part of the range the answer speaks for: all of it, or up to its last key.
         let full = limit == 0 || pairs.len() < limit;
@@ -181,28 +197,40 @@ impl<'a> MvccReader<'a> {
         Ok(locks)
     }
 
-    /// The commit records of every key in `[start, end)`, grouped by key, each group
-    /// newest first; keys in order, or from the end with `reverse`.
-    fn records_by_key(&self, start: &[u8], end: &[u8], reverse: bool) -> Result<Vec<KeyRecords>, MvccError> {
+    /// The commit records of every key in `[start, end)`, each key's newest first;
+    /// keys in order, or from the end with `reverse` (each key's records then come
+    /// oldest first).
+    fn write_records(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+    ) -> Result<rocksdb::DBIteratorWithThreadMode<'a, rocksdb::DB>, MvccError> {
         let (lower, upper) = range_bounds(start, end);
         let mut options = self.options();
         options.set_iterate_lower_bound(lower.clone());
         options.set_iterate_upper_bound(upper);
         let mode = if reverse { IteratorMode::End } else { IteratorMode::From(&lower, Direction::Forward) };
-        let mut groups: Vec<KeyRecords> = Vec::new();
-        for item in self.engine.db().iterator_cf_opt(self.engine.cf(Cf::Write)?, options, mode) {
-            let (stored, value) = item.map_err(EngineError::from)?;
-            let (key, commit_ts, write) = decode_write(&stored, &value)?;
-            match groups.last_mut() {
-                Some((last, records)) if *last == key => records.push((commit_ts, write)),
-                _ => groups.push((key, vec![(commit_ts, write)])),
-            }
-        }
+        Ok(self.engine.db().iterator_cf_opt(self.engine.cf(Cf::Write)?, options, mode))
+    }
+
+    /// Adds the pair a key's records make visible at `read_ts`, if any.
+    fn add_visible(
+        &self,
+        (key, mut records): KeyRecords,
+        read_ts: Timestamp,
+        reverse: bool,
+        pairs: &mut Vec<KeyValuePair>,
+    ) -> Result<(), MvccError> {
         if reverse {
-            // Backwards, each key's records came oldest first.
-            groups.iter_mut().for_each(|(_, records)| records.reverse());
+            // Backwards, a key's records came oldest first.
+            records.reverse();
         }
-        Ok(groups)
+        if let Some(Visible::Put { commit_ts, start_ts }) = visible(records.into_iter(), read_ts) {
+            let value = self.value(&key, commit_ts, start_ts)?;
+            pairs.push((key, value));
+        }
+        Ok(())
     }
 
     /// The value a put committed at `commit_ts` wrote.
@@ -225,12 +253,7 @@ type KeyRecords = (Vec<u8>, Vec<(Timestamp, Write)>);
 fn blocks(key: Vec<u8>, lock: &Lock, read_ts: Timestamp) -> Option<LockInfo> {
     let start_ts = Timestamp::from_u64(lock.start_ts);
     let guards_only_a_read = lock.mutation() == Mutation::Lock;
-    (start_ts <= read_ts && !guards_only_a_read).then(|| LockInfo {
-        key,
-        primary: lock.primary.clone(),
-        start_ts,
-        ttl_ms: lock.ttl_ms,
-    })
+    (start_ts <= read_ts && !guards_only_a_read).then(|| super::lock_info(&key, lock))
 }
 
 fn decode_write(stored: &[u8], value: &[u8]) -> Result<(Vec<u8>, Timestamp, Write), MvccError> {

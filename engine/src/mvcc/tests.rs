@@ -105,7 +105,7 @@ fn a_lock_blocks_reads_at_or_above_its_start_and_only_those() {
         Err(MvccError::Locked(lock)) => {
             assert_eq!(
                 (lock.key.as_slice(), lock.primary.as_slice(), lock.start_ts),
-                (&b"k"[..], &b"primary"[..], ts(20))
+                (&b"k"[..], &b"primary"[..], 20)
             );
         }
         other => panic!("a read at the lock's start must wait for it: {other:?}"),

@@ -20,7 +20,7 @@ use rocksdb::{
 use thiserror::Error;
 
 /// The column families of a node's database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Cf {
     /// Raft log entries and Raft states of every region.
     Raft,
@@ -142,6 +142,8 @@ pub enum Defect {
     Hole { expected: u64, found: u64 },
     #[error("it ends at {found} but its state says {recorded}")]
     EndsEarly { found: u64, recorded: u64 },
+    #[error("malformed transactional record: {0}")]
+    Mvcc(#[from] crate::mvcc::reader::RecordDefect),
     /// The log could not be read back at all.
     #[error("unreadable: {0}")]
     Unreadable(#[source] crate::raft::StorageError),
@@ -274,6 +276,6 @@ impl Engine {
 }
 
 /// Hex rendering of a key for error messages.
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -6,6 +6,7 @@
 //! data and the apply index always land together. This module knows how things are laid
 //! out on disk; it never decides what to write or when.
 
+mod apply_batch;
 mod engine;
 pub mod keys;
 mod peer_storage;
@@ -14,6 +15,7 @@ pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use engine::hex;
+pub use apply_batch::{ApplyBatch, Staged};
+pub use engine::hex;
 pub use engine::{Cf, ColumnFamilyStats, Defect, Engine, EngineError, EngineStats, Record};
 pub use peer_storage::{INITIAL_INDEX, INITIAL_TERM, PeerStorage};

@@ -33,17 +33,29 @@ pub struct Traffic {
 impl Traffic {
     pub(crate) fn count_writes(&mut self, writes: &[Write]) {
         for write in writes {
-            let bytes = match &write.kind {
-                Some(write::Kind::Put(put)) => put.key.len() + put.value.len(),
-                Some(write::Kind::Delete(delete)) => delete.key.len(),
-                Some(write::Kind::DeleteRange(range)) => range.start_key.len() + range.end_key.len(),
+            let (bytes, keys) = match &write.kind {
+                Some(write::Kind::Put(put)) => (put.key.len() + put.value.len(), 1),
+                Some(write::Kind::Delete(delete)) => (delete.key.len(), 1),
+                Some(write::Kind::DeleteRange(range)) => (range.start_key.len() + range.end_key.len(), 1),
                 Some(write::Kind::CompareAndSwap(cas)) => {
-                    cas.key.len() + cas.new_value.as_ref().map_or(0, Vec::len)
+                    (cas.key.len() + cas.new_value.as_ref().map_or(0, Vec::len), 1)
                 }
-                None => 0,
+                Some(write::Kind::Prewrite(prewrite)) => (
+                    prewrite.mutations.iter().map(|mutation| mutation.key.len() + mutation.value.len()).sum(),
+                    prewrite.mutations.len(),
+                ),
+                Some(write::Kind::Commit(commit)) => {
+                    (commit.keys.iter().map(Vec::len).sum(), commit.keys.len())
+                }
+                Some(write::Kind::Rollback(rollback)) => {
+                    (rollback.keys.iter().map(Vec::len).sum(), rollback.keys.len())
+                }
+                Some(write::Kind::CheckTxnStatus(check)) => (check.primary.len(), 1),
+                Some(write::Kind::TxnHeartBeat(heart_beat)) => (heart_beat.primary.len(), 1),
+                None => (0, 0),
             };
             self.written_bytes += bytes as u64;
-            self.written_keys += 1;
+            self.written_keys += keys as u64;
         }
     }
 
@@ -53,6 +65,7 @@ impl Traffic {
                 self.read_bytes += value.as_ref().map_or(0, Vec::len) as u64;
                 self.read_keys += 1;
             }
+            ReadResponse::Locked(_) => self.read_keys += 1,
             ReadResponse::Pairs(pairs) => {
                 self.read_bytes += pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum::<u64>();
                 self.read_keys += pairs.len() as u64;

@@ -248,10 +248,13 @@ pub async fn execute(client: &Client, operation: &Operation) -> EventKind {
 /// reports an ambiguous try as `OutcomeUnknown` at once, never retrying it).
 fn write_failure(error: ClientError) -> EventKind {
     match error {
-        ClientError::OutcomeUnknown(_) => EventKind::Unknown { error: error.to_string() },
-        ClientError::InvalidArgument(_) | ClientError::Pd(_) | ClientError::Unavailable { .. } => {
-            EventKind::Fail { error: error.to_string() }
+        ClientError::OutcomeUnknown(_) | ClientError::ProtocolViolation { .. } => {
+            EventKind::Unknown { error: error.to_string() }
         }
+        ClientError::InvalidArgument(_)
+        | ClientError::Pd(_)
+        | ClientError::Unavailable { .. }
+        | ClientError::Conflict(_) => EventKind::Fail { error: error.to_string() },
     }
 }
 

@@ -2,11 +2,14 @@
 //!
 //! Each kind says what the caller may do: fix the request ([`ClientError::InvalidArgument`],
 //! never retried: no retry could succeed), find out whether a write happened
-//! ([`ClientError::OutcomeUnknown`], never retried: a second try could apply twice), or
+//! ([`ClientError::OutcomeUnknown`], never retried: a second try could apply twice),
 //! try later ([`ClientError::Unavailable`], retried until the deadline, with the last
-//! reason). Text appears only where it comes from another process: what a store or the
+//! reason), or run a transaction again from its start ([`ClientError::Conflict`]: it
+//! did not commit, and a new start timestamp may well succeed). Text appears only where it comes from another process: what a store or the
 //! transport wrote in a status.
 
+use tessera_engine::storage::hex;
+use tessera_engine::timestamp::Timestamp;
 use tessera_placement::PdError;
 use thiserror::Error;
 use tonic::Code;
@@ -21,11 +24,45 @@ pub enum ClientError {
     OutcomeUnknown(Uncertainty),
     #[error("gave up after {attempts} attempts; last error: {last}")]
     Unavailable { attempts: u32, last: Transient },
+    /// The transaction did not commit: nothing of it is visible, now or later. Begin
+    /// it again (with a new start timestamp).
+    #[error("transaction conflict: {0}")]
+    Conflict(Conflict),
+    /// The stores answered what the transaction protocol rules out (a secondary key
+    /// disagreeing with its primary): a bug, reported rather than acted on.
+    #[error("transaction protocol broken for the transaction that started at {start_ts}: {detail}")]
+    ProtocolViolation { start_ts: Timestamp, detail: String },
+}
+
+impl ClientError {
+    /// Whether running the whole transaction again may succeed where this one failed.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, ClientError::Conflict(_))
+    }
+}
+
+/// Why a transaction did not commit.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Conflict {
+    /// Another transaction committed a key of ours after we started (first committer
+    /// wins: snapshot isolation).
+    #[error("key {} was committed at {commit_ts}, after the transaction started at {start_ts}", hex(key))]
+    WriteConflict { key: Vec<u8>, start_ts: Timestamp, commit_ts: Timestamp },
+    /// A live transaction holds a key of ours.
+    #[error("key {} is locked by the live transaction that started at {holder_start_ts}", hex(key))]
+    Locked { key: Vec<u8>, holder_start_ts: Timestamp },
+    /// Our locks were judged abandoned and rolled back before our commit point (the
+    /// coordinator was slower than its locks' time to live).
+    #[error("the transaction that started at {start_ts} was rolled back before it could commit")]
+    RolledBack { start_ts: Timestamp },
 }
 
 /// Why a request is refused for good: no retry of it can succeed.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Error)]
 pub enum Refusal {
+    /// A key or value the stores would refuse, found before sending.
+    #[error(transparent)]
+    Kv(#[from] tessera_engine::kv::KvError),
     #[error("the start of a range must be before its end")]
     EmptyRange,
     #[error("the start of a range is after its end")]
@@ -37,7 +74,7 @@ pub enum Refusal {
 }
 
 /// Why a write's outcome is unknown.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Error)]
 pub enum Uncertainty {
     /// The store said so (a snapshot overtook the command), in its words.
     #[error("{reason}")]
@@ -49,6 +86,10 @@ pub enum Uncertainty {
     /// The caller leading the write's group went away, maybe after sending it.
     #[error("the request carrying this write was abandoned by its caller")]
     Abandoned,
+    /// A transaction's commit of its primary key was sent and never answered before the
+    /// deadline: it may have committed (readers will find out from the primary).
+    #[error("the commit of the transaction that started at {start_ts} was not answered: {last}")]
+    Commit { start_ts: Timestamp, last: Box<Transient> },
 }
 
 /// Why a try failed when another may succeed: what the client gives up with at its
@@ -69,4 +110,7 @@ pub enum Transient {
     Store { region_id: u64, code: Code, message: String },
     #[error("queued behind region {region_id}'s requests past the deadline; never sent")]
     QueuedPastDeadline { region_id: u64 },
+    /// A read waited for a live transaction's lock to go until the deadline.
+    #[error("key {} is locked by the live transaction that started at {holder_start_ts}", hex(key))]
+    Locked { key: Vec<u8>, holder_start_ts: Timestamp },
 }

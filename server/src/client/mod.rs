@@ -18,7 +18,9 @@ mod batch;
 mod cache;
 mod errors;
 pub mod pd;
+mod scan;
 mod timestamps;
+mod txn;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -46,9 +48,10 @@ use crate::proto::{
 use crate::transport::MAX_MESSAGE_BYTES;
 use batch::{GroupOutcome, Joined, LeadGuard, Pending, Turn, Waited, WriteGroup, WriteGroups};
 use cache::RegionCache;
-pub use errors::{ClientError, Refusal, Transient, Uncertainty};
+pub use errors::{ClientError, Conflict, Refusal, Transient, Uncertainty};
 pub use pd::GrpcPdClient;
 use tokio::sync::oneshot;
+pub use txn::Transaction;
 
 /// Whether a request may be sent again when its outcome is unknown.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -360,7 +363,7 @@ impl Client {
                 },
             )
             .await?;
-        for answer in answers {
+        for (answer, _) in answers {
             found.extend(answer.into_inner().pairs.into_iter().map(|pair| (pair.key, pair.value)));
         }
         Ok(keys
@@ -371,12 +374,13 @@ impl Client {
 
     /// Sends `items` region by region, in parallel, each region's share in one request;
     /// items a region no longer holds when its request arrives (it split) go round again.
+    /// Answers each request's answer with the share it carried.
     async fn by_region<V, T, F, Fut>(
         &self,
         items: Vec<(Vec<u8>, V)>,
         resend: Resend,
         request: F,
-    ) -> Result<Vec<T>, ClientError>
+    ) -> Result<Vec<(T, Vec<(Vec<u8>, V)>)>, ClientError>
     where
         V: Clone,
         F: Fn(Kv, RegionContext, Vec<(Vec<u8>, V)>) -> Fut,
@@ -399,14 +403,14 @@ impl Client {
                             request(kv, context, share)
                         })
                         .await?;
-                    let rest: Vec<(Vec<u8>, V)> =
-                        group.into_iter().filter(|(k, _)| !KeyRange::of(&region).contains(k)).collect();
-                    Ok::<_, ClientError>((answer, rest))
+                    let (share, rest): (Vec<_>, Vec<_>) =
+                        group.into_iter().partition(|(k, _)| KeyRange::of(&region).contains(k));
+                    Ok::<_, ClientError>((answer, share, rest))
                 }
             });
             for result in futures::future::join_all(requests).await {
-                let (answer, rest) = result?;
-                answers.push(answer);
+                let (answer, share, rest) = result?;
+                answers.push((answer, share));
                 pending.extend(rest);
             }
         }
@@ -598,77 +602,22 @@ impl Client {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<KeyValue>, ClientError> {
-        if KeyRange::new(start, end).is_inverted() {
-            return Err(ClientError::InvalidArgument(Refusal::InvertedRange));
-        }
-        if reverse {
-            return self.scan_reverse(start, end, limit).await;
-        }
-        let mut pairs = Vec::new();
-        let mut cursor = start.to_vec();
-        loop {
-            let wanted = if limit == 0 { 0 } else { limit - pairs.len() };
+        let scan_region = |low: Vec<u8>, high: Vec<u8>, wanted: usize| async move {
             let (answer, region) = self
-                .on_region(&cursor, Resend::Always, |mut kv, context, region| {
+                .on_region(&low, Resend::Always, |mut kv, context, region| {
                     let request = ScanRequest {
                         context: Some(context),
-                        start_key: cursor.clone(),
-                        end_key: KeyRange::of(&region).clamp(&KeyRange::new(&cursor, end)).end().to_vec(),
+                        start_key: low.clone(),
+                        end_key: KeyRange::of(&region).clamp(&KeyRange::new(&low, &high)).end().to_vec(),
                         limit: wanted as u32,
-                        reverse: false,
+                        reverse,
                     };
                     async move { kv.scan(request).await }
                 })
                 .await?;
-            pairs.extend(answer.into_inner().pairs);
-            if (limit > 0 && pairs.len() >= limit) || KeyRange::of(&region).reaches(end) {
-                return Ok(pairs);
-            }
-            cursor = region.end_key;
-        }
-    }
-
-    async fn scan_reverse(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> Result<Vec<KeyValue>, ClientError> {
-        let mut pairs = Vec::new();
-        let mut upper = end.to_vec();
-        loop {
-            // The last region below `upper`, by the driver's list of the range; if it
-            // split since, the region holding the keys just below `upper` is further
-            // right, and is found by walking on from the one the list named.
-            let regions = self.pd.scan_regions_async(start, &upper, 0).await?;
-            let Some(last) = regions.last().and_then(|route| route.region.clone()) else { return Ok(pairs) };
-            let mut low =
-                if last.start_key.as_slice() > start { last.start_key.clone() } else { start.to_vec() };
-            let wanted = if limit == 0 { 0 } else { limit - pairs.len() };
-            let region = loop {
-                let (answer, region) = self
-                    .on_region(&low, Resend::Always, |mut kv, context, region| {
-                        let request = ScanRequest {
-                            context: Some(context),
-                            start_key: low.clone(),
-                            end_key: KeyRange::of(&region).clamp(&KeyRange::new(&low, &upper)).end().to_vec(),
-                            limit: wanted as u32,
-                            reverse: true,
-                        };
-                        async move { kv.scan(request).await }
-                    })
-                    .await?;
-                if KeyRange::of(&region).reaches(&upper) {
-                    pairs.extend(answer.into_inner().pairs);
-                    break region;
-                }
-                low = region.end_key;
-            };
-            if (limit > 0 && pairs.len() >= limit) || region.start_key.as_slice() <= start {
-                return Ok(pairs);
-            }
-            upper = region.start_key;
-        }
+            Ok((answer.into_inner().pairs, region))
+        };
+        self.scan_regions(start, end, limit, reverse, scan_region).await
     }
 }
 

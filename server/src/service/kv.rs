@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tessera_engine::log_limit::LogLimit;
 use tessera_engine::proto::{frame::KeyValue, metadata::RegionEpoch};
 use tessera_engine::store::{ReadRequest, ReadResponse, Responder, Store, StoreError};
+use tessera_engine::timestamp::Timestamp;
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
@@ -16,7 +17,7 @@ use crate::failure::{invalid_kv_request, kv_status};
 use crate::proto::kv_server::Kv;
 use crate::proto::{
     BatchGetRequest, BatchGetResponse, GetRequest, GetResponse, RegionContext, ScanRequest, ScanResponse,
-    WriteRequest, WriteResponse,
+    TxnGetRequest, TxnGetResponse, TxnScanRequest, TxnScanResponse, WriteRequest, WriteResponse,
 };
 use crate::transport::AddressBook;
 
@@ -139,6 +140,22 @@ impl Kv for KvService {
         self.observe("write", region_id, started, &answer);
         answer.map(Response::new)
     }
+
+    async fn txn_get(&self, request: Request<TxnGetRequest>) -> Result<Response<TxnGetResponse>, Status> {
+        let (started, request) = (Instant::now(), request.into_inner());
+        let region_id = region_of(&request.context);
+        let answer = self.txn_get_value(request).await;
+        self.observe("txn_get", region_id, started, &answer);
+        answer.map(Response::new)
+    }
+
+    async fn txn_scan(&self, request: Request<TxnScanRequest>) -> Result<Response<TxnScanResponse>, Status> {
+        let (started, request) = (Instant::now(), request.into_inner());
+        let region_id = region_of(&request.context);
+        let answer = self.txn_scan_range(request).await;
+        self.observe("txn_scan", region_id, started, &answer);
+        answer.map(Response::new)
+    }
 }
 
 /// The region a request names, for its log lines (0 if it names none).
@@ -220,6 +237,50 @@ impl KvService {
             _ => return Err(Status::internal("a scan answered with a single value")),
         };
         Ok(ScanResponse { pairs: pairs.into_iter().map(|(key, value)| KeyValue { key, value }).collect() })
+    }
+
+    /// One read, answered by its only response.
+    async fn read_one(
+        &self,
+        region_id: u64,
+        epoch: RegionEpoch,
+        request: ReadRequest,
+    ) -> Result<ReadResponse, Status> {
+        let answers = self.read(region_id, epoch, vec![request]).await?;
+        answers.into_iter().next().ok_or_else(|| Status::internal("a read was answered with nothing"))
+    }
+
+    async fn txn_get_value(&self, request: TxnGetRequest) -> Result<TxnGetResponse, Status> {
+        let (region_id, epoch) = context(request.context)?;
+        let read_ts = Timestamp::from_u64(request.read_ts);
+        match self.read_one(region_id, epoch, ReadRequest::TxnGet { key: request.key, read_ts }).await? {
+            ReadResponse::Value(value) => {
+                Ok(TxnGetResponse { found: value.is_some(), value: value.unwrap_or_default(), locked: None })
+            }
+            ReadResponse::Locked(lock) => {
+                Ok(TxnGetResponse { locked: Some(lock), ..TxnGetResponse::default() })
+            }
+            ReadResponse::Pairs(_) => Err(Status::internal("a get answered with pairs")),
+        }
+    }
+
+    async fn txn_scan_range(&self, request: TxnScanRequest) -> Result<TxnScanResponse, Status> {
+        let (region_id, epoch) = context(request.context)?;
+        let scan = ReadRequest::TxnScan {
+            start: request.start_key,
+            end: request.end_key,
+            read_ts: Timestamp::from_u64(request.read_ts),
+            limit: request.limit as usize,
+            reverse: request.reverse,
+        };
+        match self.read_one(region_id, epoch, scan).await? {
+            ReadResponse::Pairs(pairs) => {
+                let pairs = pairs.into_iter().map(|(key, value)| KeyValue { key, value }).collect();
+                Ok(TxnScanResponse { pairs, locked: None })
+            }
+            ReadResponse::Locked(lock) => Ok(TxnScanResponse { pairs: Vec::new(), locked: Some(lock) }),
+            ReadResponse::Value(_) => Err(Status::internal("a scan answered with a single value")),
+        }
     }
 
     async fn apply_writes(&self, request: WriteRequest) -> Result<WriteResponse, Status> {

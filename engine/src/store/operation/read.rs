@@ -11,6 +11,8 @@
 //!   meanwhile.
 
 use crate::kv;
+use crate::mvcc::reader::MvccReader;
+use crate::proto::command::LockInfo;
 use crate::proto::metadata::{Region, RegionEpoch};
 use crate::raft::{ReadMode, ReadState};
 use crate::region::{self, EpochCheck, KeyRange};
@@ -18,6 +20,7 @@ use crate::storage::{Cf, Engine, EngineError, keys};
 use crate::store::errors::StoreError;
 use crate::store::peer::Peer;
 use crate::store::responder::Responder;
+use crate::timestamp::Timestamp;
 
 /// A linearizable read of one region.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,12 +35,28 @@ pub enum ReadRequest {
         limit: usize,
         reverse: bool,
     },
+    /// A transactional key's value at `read_ts` (a snapshot read).
+    TxnGet {
+        key: Vec<u8>,
+        read_ts: Timestamp,
+    },
+    /// Transactional keys in `[start, end)` at `read_ts`, as [`ReadRequest::Scan`].
+    TxnScan {
+        start: Vec<u8>,
+        end: Vec<u8>,
+        read_ts: Timestamp,
+        limit: usize,
+        reverse: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadResponse {
     Value(Option<Vec<u8>>),
     Pairs(Vec<(Vec<u8>, Vec<u8>)>),
+    /// A snapshot read met a lock of a transaction that may commit below its
+    /// timestamp: resolve it and read again.
+    Locked(LockInfo),
 }
 
 /// A key and its value, as a scan returns them.
@@ -137,11 +156,13 @@ impl Peer {
 
 fn check_request(region: &Region, request: &ReadRequest) -> Result<(), StoreError> {
     match request {
-        ReadRequest::Get { key } => {
+        ReadRequest::Get { key } | ReadRequest::TxnGet { key, .. } => {
             kv::check_key(key)?;
             region::check_key(region, key)?;
         }
-        ReadRequest::Scan { start, end, .. } => region::check_range(region, KeyRange::new(start, end))?,
+        ReadRequest::Scan { start, end, .. } | ReadRequest::TxnScan { start, end, .. } => {
+            region::check_range(region, KeyRange::new(start, end))?
+        }
     }
     Ok(())
 }
@@ -153,6 +174,15 @@ fn execute(engine: &Engine, region: &Region, request: &ReadRequest) -> Result<Re
             // Checked inside the region already: clamping only bounds an unbounded end.
             let end = KeyRange::of(region).clamp(&KeyRange::new(start, end)).end();
             Ok(ReadResponse::Pairs(scan(engine, start, end, *limit, *reverse)?))
+        }
+        ReadRequest::TxnGet { key, read_ts } => {
+            let answer = MvccReader::new(engine).get(key, *read_ts);
+            answer.map(ReadResponse::Value).or_else(|error| error.into_lock().map(ReadResponse::Locked))
+        }
+        ReadRequest::TxnScan { start, end, read_ts, limit, reverse } => {
+            let end = KeyRange::of(region).clamp(&KeyRange::new(start, end)).end();
+            let answer = MvccReader::new(engine).scan(start, end, *read_ts, *limit, *reverse);
+            answer.map(ReadResponse::Pairs).or_else(|error| error.into_lock().map(ReadResponse::Locked))
         }
     }
 }

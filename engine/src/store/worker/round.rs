@@ -20,9 +20,9 @@ use std::time::Instant;
 
 use rocksdb::WriteBatch;
 
-use crate::kv::ApplyBatch;
 use crate::metrics::METRICS;
 use crate::raft::Ready;
+use crate::storage::ApplyBatch;
 use crate::storage::snapshot;
 use crate::store::heartbeat::Outgoing;
 use crate::store::log_writer::LogWriteError;

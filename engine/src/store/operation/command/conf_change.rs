@@ -11,12 +11,12 @@
 
 use prost::Message as _;
 
-use crate::kv::ApplyBatch;
 use crate::proto::command::{ChangePeer, RaftCommand};
 use crate::proto::metadata::{self, PeerRole};
 use crate::raft::LogPosition;
 use crate::raft::proto::{ConfChange, ConfChangeSingle, ConfChangeType, ConfState, Entry};
 use crate::region::{self, EpochCheck};
+use crate::storage::ApplyBatch;
 use crate::storage::EngineError;
 use crate::store::errors::{EntryKind, InvalidChange, StoreError};
 use crate::store::peer::Peer;

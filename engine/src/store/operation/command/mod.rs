@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 
 use prost::Message as _;
 
-use crate::kv::ApplyBatch;
 use crate::log_limit::LogLimit;
 use crate::metrics::METRICS;
 use crate::proto::command::{AdminCommand, RaftCommand, WriteResult, admin_command};
 use crate::proto::metadata::Region;
 use crate::raft::proto::{Entry, EntryType};
+use crate::storage::ApplyBatch;
 use crate::storage::{Engine, EngineError};
 
 use crate::store::errors::{EntryKind, StoreError};

@@ -16,12 +16,12 @@
 
 use prost::Message as _;
 
-use crate::kv::ApplyBatch;
 use crate::metrics::METRICS;
 use crate::proto::command::{RaftCommand, Split};
 use crate::proto::metadata::{PeerState, RegionLocalState};
 use crate::raft::LogPosition;
 use crate::region::{self, EpochCheck};
+use crate::storage::ApplyBatch;
 use crate::storage::{Cf, Engine, EngineError, PeerStorage, keys};
 use crate::store::errors::StoreError;
 use crate::store::peer::Peer;

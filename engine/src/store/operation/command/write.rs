@@ -12,10 +12,11 @@
 
 use prost::Message as _;
 
-use crate::kv::{self, ApplyBatch};
+use crate::kv;
 use crate::proto::command::RaftCommand;
 use crate::raft::LogPosition;
 use crate::region::{self, EpochCheck};
+use crate::storage::ApplyBatch;
 use crate::storage::{Engine, EngineError};
 use crate::store::errors::StoreError;
 use crate::store::peer::Peer;

@@ -1,0 +1,78 @@
+//! Commit and rollback: the second phase, as the coordinator and resolvers run it.
+//!
+//! - **Commit** turns the transaction's lock on each key into a commit record at
+//!   `commit_ts`, of the kind its mutation says, and removes the lock. A key already
+//!   committed by this transaction is done (the request was resent, or a resolver got
+//!   there first). A key without the lock is refused: rolled back by a resolver
+//!   (`rolled_back`), or never prewritten (`lock_missing`). On the primary, that
+//!   refusal is the transaction's abort.
+//! - **Rollback** removes the transaction's lock and staged value and leaves a rollback
+//!   record under the start timestamp, even on a key it never locked: a prewrite that
+//!   arrives later is refused by it. A key the transaction committed refuses the
+//!   rollback (`committed_at`): a committed transaction stays committed.
+//!
+//! Either touches all its keys or none.
+
+use crate::proto::command::{Commit, KeyError, Rollback, TxnResult, key_error};
+use crate::proto::mvcc::{Lock, WriteKind};
+use crate::storage::{ApplyBatch, Engine, EngineError};
+use crate::timestamp::Timestamp;
+
+use super::records::{self, committed_kind};
+
+pub fn commit(engine: &Engine, batch: &mut ApplyBatch, commit: &Commit) -> Result<TxnResult, EngineError> {
+    let (start_ts, commit_ts) = (Timestamp::from_u64(commit.start_ts), Timestamp::from_u64(commit.commit_ts));
+    let mut locked: Vec<(&[u8], Lock)> = Vec::with_capacity(commit.keys.len());
+    let mut errors = Vec::new();
+    for key in &commit.keys {
+        if let Some(lock) = records::own_lock(engine, batch, key, start_ts)? {
+            locked.push((key, lock));
+            continue;
+        }
+        let refusal = match records::outcome(engine, batch, key, start_ts)? {
+            Some((_, record)) if record.kind() != WriteKind::WriteRollback => continue,
+            Some(_) => key_error::Kind::RolledBack(true),
+            None => key_error::Kind::LockMissing(true),
+        };
+        errors.push(KeyError { key: key.clone(), kind: Some(refusal) });
+    }
+    if !errors.is_empty() {
+        return Ok(TxnResult { errors, ..TxnResult::default() });
+    }
+    for (key, lock) in locked {
+        records::put_commit_record(engine, batch, key, commit_ts, committed_kind(lock.mutation()), start_ts)?;
+        batch.delete(engine, crate::storage::Cf::Lock, crate::mvcc::key::lock_key(key))?;
+    }
+    Ok(TxnResult::default())
+}
+
+pub fn rollback(
+    engine: &Engine,
+    batch: &mut ApplyBatch,
+    rollback: &Rollback,
+) -> Result<TxnResult, EngineError> {
+    let start_ts = Timestamp::from_u64(rollback.start_ts);
+    let mut targets: Vec<(&[u8], Option<Lock>)> = Vec::with_capacity(rollback.keys.len());
+    let mut errors = Vec::new();
+    for key in &rollback.keys {
+        if let Some(lock) = records::own_lock(engine, batch, key, start_ts)? {
+            targets.push((key, Some(lock)));
+            continue;
+        }
+        match records::outcome(engine, batch, key, start_ts)? {
+            Some((_, record)) if record.kind() == WriteKind::WriteRollback => {}
+            Some((commit_ts, _)) => errors.push(KeyError {
+                key: key.clone(),
+                kind: Some(key_error::Kind::CommittedAt(commit_ts.as_u64())),
+            }),
+            None => targets.push((key, None)),
+        }
+    }
+    if !errors.is_empty() {
+        return Ok(TxnResult { errors, ..TxnResult::default() });
+    }
+    for (key, lock) in targets {
+        records::roll_back_key(engine, batch, key, start_ts, lock.as_ref())?;
+    }
+    Ok(TxnResult::default())
+}

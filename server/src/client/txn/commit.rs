@@ -1,0 +1,291 @@
+//! The coordinator: commits one transaction's buffered writes by two-phase commit.
+//!
+//! 1. **Prewrite** every key, each region's share in one request, regions in parallel;
+//!    the first key (in key order) is the primary. A lock in the way is resolved
+//!    (`resolve.rs`) and the share sent again; a live transaction's lock, or a commit
+//!    after our start, is a conflict: everything prewritten is rolled back and the
+//!    caller gets [`ClientError::Conflict`].
+//! 2. **Commit timestamp** from the oracle, after every key is locked: any reader that
+//!    takes a later timestamp finds our locks and waits for our outcome.
+//! 3. **Commit the primary**: the commit point. Refused because a resolver rolled us
+//!    back (we were slower than our locks' time to live): a conflict. Never answered:
+//!    the outcome is unknown (readers learn it from the primary).
+//! 4. **Commit the secondaries** in the background: the transaction is committed
+//!    already, and a reader that meets a secondary's lock before this reaches it
+//!    commits that key itself.
+//!
+//! While the locks exist, a heartbeat extends the primary's time to live, so that a
+//! long commit is not mistaken for an abandoned one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_engine::proto::command::{
+    Commit as CommitCommand, KeyError, Mutation, Prewrite, Rollback, TxnHeartBeat, TxnResult, Write,
+    key_error, write,
+};
+use tessera_engine::timestamp::Timestamp;
+use tessera_engine::txn::MAX_LOCK_TTL_MS;
+use tokio::time::Instant;
+
+use super::resolve::Resolution;
+use crate::client::{Client, ClientError, Conflict, Resend, Transient, Uncertainty};
+use crate::proto::WriteRequest;
+
+/// How long a lock lives without a heartbeat: a coordinator that dies holds its keys
+/// this long at most.
+pub(super) const LOCK_TTL: Duration = Duration::from_secs(3);
+
+/// How often a coordinator with locks out extends them.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+pub(super) struct Commit {
+    client: Arc<Client>,
+    start_ts: Timestamp,
+    primary: Vec<u8>,
+    /// In key order; the primary first.
+    mutations: Vec<(Vec<u8>, Mutation)>,
+}
+
+impl Commit {
+    pub(super) fn new(
+        client: Arc<Client>,
+        start_ts: Timestamp,
+        mutations: Vec<(Vec<u8>, Mutation)>,
+    ) -> Commit {
+        assert!(!mutations.is_empty(), "invariant: only a transaction with writes runs the commit protocol");
+        let primary = mutations[0].0.clone();
+        Commit { client, start_ts, primary, mutations }
+    }
+
+    pub(super) async fn run(self) -> Result<Timestamp, ClientError> {
+        let heartbeat = Heartbeat::start(self.client.clone(), self.primary.clone(), self.start_ts);
+        if let Err(error) = self.prewrite().await {
+            drop(heartbeat);
+            self.roll_back().await;
+            return Err(error);
+        }
+        let commit_ts = match self.client.timestamp().await {
+            Ok(commit_ts) => commit_ts,
+            Err(error) => {
+                drop(heartbeat);
+                self.roll_back().await;
+                return Err(error);
+            }
+        };
+        let committed = self.commit_primary(commit_ts).await;
+        drop(heartbeat);
+        committed?;
+        let secondaries: Vec<(Vec<u8>, ())> =
+            self.mutations.into_iter().skip(1).map(|(key, _)| (key, ())).collect();
+        if !secondaries.is_empty() {
+            let (client, start_ts) = (self.client, self.start_ts);
+            tokio::spawn(async move { commit_secondaries(client, start_ts, commit_ts, secondaries).await });
+        }
+        Ok(commit_ts)
+    }
+
+    /// Locks every key, resolving abandoned locks in the way.
+    async fn prewrite(&self) -> Result<(), ClientError> {
+        let give_up = Instant::now() + self.client.deadline;
+        let mut pending = self.mutations.clone();
+        while !pending.is_empty() {
+            let (start_ts, primary) = (self.start_ts.as_u64(), self.primary.clone());
+            let answers = self
+                .client
+                .by_region(pending, Resend::Always, |mut kv, context, share| {
+                    let prewrite = Prewrite {
+                        start_ts,
+                        primary: primary.clone(),
+                        lock_ttl_ms: ttl_from_start(Timestamp::from_u64(start_ts)),
+                        mutations: share.into_iter().map(|(_, mutation)| mutation).collect(),
+                        one_phase_commit_ts: 0,
+                    };
+                    let writes = vec![Write { kind: Some(write::Kind::Prewrite(prewrite)) }];
+                    async move { kv.write(WriteRequest { context: Some(context), writes }).await }
+                })
+                .await?;
+            let mut refused = Vec::new();
+            for (answer, share) in answers {
+                let result = first_txn_result(answer.into_inner().results);
+                if !result.errors.is_empty() {
+                    self.settle_refusals(result.errors).await?;
+                    refused.extend(share);
+                }
+            }
+            if !refused.is_empty() && Instant::now() >= give_up {
+                let last = Transient::Store {
+                    region_id: 0,
+                    code: tonic::Code::Aborted,
+                    message: "prewrite kept meeting locks".into(),
+                };
+                return Err(ClientError::Unavailable { attempts: 0, last });
+            }
+            pending = refused;
+        }
+        Ok(())
+    }
+
+    /// Acts on a refused prewrite's reasons: a conflict ends the transaction; locks of
+    /// finished transactions are resolved, so that the share can be sent again.
+    async fn settle_refusals(&self, errors: Vec<KeyError>) -> Result<(), ClientError> {
+        for KeyError { key, kind } in errors {
+            let conflict = match kind {
+                Some(key_error::Kind::Locked(lock)) => match self.client.resolve_lock(&lock).await? {
+                    Resolution::Resolved => continue,
+                    Resolution::Alive => {
+                        Conflict::Locked { key, holder_start_ts: Timestamp::from_u64(lock.start_ts) }
+                    }
+                },
+                Some(key_error::Kind::ConflictCommitTs(commit_ts)) => Conflict::WriteConflict {
+                    key,
+                    start_ts: self.start_ts,
+                    commit_ts: Timestamp::from_u64(commit_ts),
+                },
+                Some(key_error::Kind::RolledBack(_)) => Conflict::RolledBack { start_ts: self.start_ts },
+                other => {
+                    let detail = format!("a prewrite was refused with {other:?}");
+                    return Err(ClientError::ProtocolViolation { start_ts: self.start_ts, detail });
+                }
+            };
+            return Err(ClientError::Conflict(conflict));
+        }
+        Ok(())
+    }
+
+    /// The commit point.
+    async fn commit_primary(&self, commit_ts: Timestamp) -> Result<(), ClientError> {
+        let command = write::Kind::Commit(CommitCommand {
+            start_ts: self.start_ts.as_u64(),
+            commit_ts: commit_ts.as_u64(),
+            keys: vec![self.primary.clone()],
+        });
+        let result = match self.client.txn_command(&self.primary, command).await {
+            Ok(result) => result,
+            Err(ClientError::Unavailable { last, .. }) => {
+                let uncertainty = Uncertainty::Commit { start_ts: self.start_ts, last: Box::new(last) };
+                return Err(ClientError::OutcomeUnknown(uncertainty));
+            }
+            Err(other) => return Err(other),
+        };
+        match result.errors.into_iter().next().and_then(|error| error.kind) {
+            None => Ok(()),
+            // Rolled back by a resolver, or (no lock and no record) never to commit.
+            Some(key_error::Kind::RolledBack(_) | key_error::Kind::LockMissing(_)) => {
+                Err(ClientError::Conflict(Conflict::RolledBack { start_ts: self.start_ts }))
+            }
+            Some(other) => {
+                let detail = format!("the primary's commit was refused with {other:?}");
+                Err(ClientError::ProtocolViolation { start_ts: self.start_ts, detail })
+            }
+        }
+    }
+
+    /// Rolls back every key after a failed prewrite, the primary first (which settles
+    /// the transaction's fate for any resolver). Best effort: what is left behind
+    /// expires and is resolved by whoever meets it.
+    async fn roll_back(&self) {
+        let start_ts = self.start_ts.as_u64();
+        let primary = write::Kind::Rollback(Rollback { start_ts, keys: vec![self.primary.clone()] });
+        if let Err(error) = self.client.txn_command(&self.primary, primary).await {
+            tracing::info!(%error, start_ts = %self.start_ts, "rolling back a transaction's primary failed; its locks will expire");
+            return;
+        }
+        let secondaries: Vec<(Vec<u8>, ())> =
+            self.mutations.iter().skip(1).map(|(key, _)| (key.clone(), ())).collect();
+        if secondaries.is_empty() {
+            return;
+        }
+        let rolled = self
+            .client
+            .by_region(secondaries, Resend::Always, |mut kv, context, share| {
+                let keys = share.into_iter().map(|(key, ())| key).collect();
+                let writes = vec![Write { kind: Some(write::Kind::Rollback(Rollback { start_ts, keys })) }];
+                async move { kv.write(WriteRequest { context: Some(context), writes }).await }
+            })
+            .await;
+        if let Err(error) = rolled {
+            tracing::info!(%error, start_ts = %self.start_ts, "rolling back a transaction's secondaries failed; readers will resolve them");
+        }
+    }
+}
+
+/// Commits the secondary keys of a committed transaction. A failure only delays:
+/// readers that meet the locks commit the keys themselves.
+async fn commit_secondaries(
+    client: Arc<Client>,
+    start_ts: Timestamp,
+    commit_ts: Timestamp,
+    keys: Vec<(Vec<u8>, ())>,
+) {
+    let (start, commit) = (start_ts.as_u64(), commit_ts.as_u64());
+    let committed = client
+        .by_region(keys, Resend::Always, |mut kv, context, share| {
+            let keys = share.into_iter().map(|(key, ())| key).collect();
+            let command = CommitCommand { start_ts: start, commit_ts: commit, keys };
+            let writes = vec![Write { kind: Some(write::Kind::Commit(command)) }];
+            async move { kv.write(WriteRequest { context: Some(context), writes }).await }
+        })
+        .await;
+    match committed {
+        Err(error) => {
+            tracing::info!(%error, %start_ts, "committing a transaction's secondaries failed; readers will resolve them");
+        }
+        Ok(answers) => {
+            for (answer, _) in answers {
+                let result = first_txn_result(answer.into_inner().results);
+                if let Some(error) = result.errors.first() {
+                    tracing::error!(?error, %start_ts, "a secondary key refused the commit of its committed transaction");
+                }
+            }
+        }
+    }
+}
+
+/// The transactional outcome of a request that carried one command.
+fn first_txn_result(results: Vec<tessera_engine::proto::command::WriteResult>) -> TxnResult {
+    results.into_iter().next().and_then(|result| result.txn).unwrap_or_default()
+}
+
+/// A lock's time to live is counted from its transaction's start timestamp: the time
+/// the transaction has run so far (by this machine's clock against the timestamp's
+/// physical part) and a full [`LOCK_TTL`], at most [`MAX_LOCK_TTL_MS`].
+fn ttl_from_start(start_ts: Timestamp) -> u64 {
+    let elapsed = std::time::SystemTime::now().duration_since(start_ts.wall_time()).unwrap_or_default();
+    ((elapsed + LOCK_TTL).as_millis() as u64).min(MAX_LOCK_TTL_MS)
+}
+
+/// Extends the primary lock's time to live while the coordinator works; stops when
+/// dropped.
+struct Heartbeat {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Heartbeat {
+    fn start(client: Arc<Client>, primary: Vec<u8>, start_ts: Timestamp) -> Heartbeat {
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT_INTERVAL).await;
+                let ttl_ms = ttl_from_start(start_ts);
+                if ttl_ms >= MAX_LOCK_TTL_MS {
+                    tracing::warn!(%start_ts, "a transaction's commit outlasted the longest lock time to live");
+                    return;
+                }
+                let beat = TxnHeartBeat { primary: primary.clone(), start_ts: start_ts.as_u64(), ttl_ms };
+                match client.txn_command(&primary, write::Kind::TxnHeartBeat(beat)).await {
+                    // The lock is gone: committed or rolled back; nothing to extend.
+                    Ok(result) if !result.errors.is_empty() => return,
+                    Ok(_) => {}
+                    Err(error) => tracing::info!(%error, %start_ts, "a transaction heartbeat failed"),
+                }
+            }
+        });
+        Heartbeat { task }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,191 @@
+//! Transactions: snapshot isolation over any keys of the transactional key space, by
+//! Percolator's two-phase commit as TiKV runs it.
+//!
+//! [`Client::begin`] takes a start timestamp from the placement driver's oracle. Reads
+//! see the database as of that timestamp, with the transaction's own writes over it;
+//! writes are buffered here until [`Transaction::commit`], which runs the commit
+//! protocol (`commit.rs`). Nothing is written before commit, so dropping a transaction
+//! (or [`Transaction::rollback`]) leaves no trace.
+//!
+//! A read that meets another transaction's lock asks that transaction's primary what
+//! became of it and finishes its commit or rollback (`resolve.rs`), or waits while it
+//! is alive: a transaction is never seen half committed.
+//!
+//! Isolation: snapshot isolation, first committer wins: a transaction whose keys
+//! another committed after its start fails with [`ClientError::Conflict`]. Keys read
+//! and not written are not checked unless locked with [`Transaction::lock_keys`];
+//! locking every key read makes the transaction serializable (no write skew).
+
+mod commit;
+mod read;
+mod resolve;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tessera_engine::kv::{check_key, check_value};
+use tessera_engine::proto::command::Mutation;
+use tessera_engine::proto::frame::KeyValue;
+use tessera_engine::proto::mvcc;
+use tessera_engine::region::KeyRange;
+use tessera_engine::timestamp::Timestamp;
+
+use super::{Client, ClientError, Refusal};
+
+/// What the transaction will write to a key at commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Buffered {
+    Put(Vec<u8>),
+    Delete,
+    /// Read, not written: locked so that a concurrent commit to it fails us.
+    Lock,
+}
+
+/// A transaction in progress: reads at its start timestamp, writes buffered until
+/// commit.
+pub struct Transaction {
+    client: Arc<Client>,
+    start_ts: Timestamp,
+    buffered: BTreeMap<Vec<u8>, Buffered>,
+}
+
+impl Client {
+    /// Begins a transaction at a fresh timestamp from the oracle.
+    pub async fn begin(self: &Arc<Self>) -> Result<Transaction, ClientError> {
+        let start_ts = self.timestamp().await?;
+        Ok(Transaction { client: self.clone(), start_ts, buffered: BTreeMap::new() })
+    }
+}
+
+impl Transaction {
+    /// The timestamp the transaction reads at.
+    pub fn start_ts(&self) -> Timestamp {
+        self.start_ts
+    }
+
+    /// The value of `key` as the transaction sees it.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+        check_key(key).map_err(Refusal::from).map_err(ClientError::InvalidArgument)?;
+        match self.buffered.get(key) {
+            Some(Buffered::Put(value)) => Ok(Some(value.clone())),
+            Some(Buffered::Delete) => Ok(None),
+            Some(Buffered::Lock) | None => self.client.snapshot_get(key, self.start_ts).await,
+        }
+    }
+
+    /// The pairs of `[start, end)` (empty end: to the end of the key space) as the
+    /// transaction sees them, in key order (descending with `reverse`), at most
+    /// `limit` (0: no limit).
+    pub async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<KeyValue>, ClientError> {
+        let range = KeyRange::new(start, end);
+        let own: Vec<(&Vec<u8>, &Buffered)> = self
+            .buffered
+            .iter()
+            .filter(|(key, buffered)| range.contains(key) && **buffered != Buffered::Lock)
+            .collect();
+        // Each buffered write can hide at most one stored pair: ask for that many more.
+        let asked = if limit == 0 { 0 } else { limit + own.len() };
+        let stored = self.client.snapshot_scan(start, end, self.start_ts, asked, reverse).await?;
+        Ok(overlay(stored, own, asked, limit, reverse))
+    }
+
+    /// Sets `key` to `value` at commit.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), ClientError> {
+        check_key(key)
+            .and_then(|()| check_value(value))
+            .map_err(Refusal::from)
+            .map_err(ClientError::InvalidArgument)?;
+        self.buffered.insert(key.to_vec(), Buffered::Put(value.to_vec()));
+        Ok(())
+    }
+
+    /// Deletes `key` at commit.
+    pub fn delete(&mut self, key: &[u8]) -> Result<(), ClientError> {
+        check_key(key).map_err(Refusal::from).map_err(ClientError::InvalidArgument)?;
+        self.buffered.insert(key.to_vec(), Buffered::Delete);
+        Ok(())
+    }
+
+    /// Locks keys read but not written: the commit fails if another transaction commits
+    /// any of them after this one started. Keys this transaction writes are checked
+    /// anyway.
+    pub fn lock_keys<K: AsRef<[u8]>>(
+        &mut self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<(), ClientError> {
+        for key in keys {
+            let key = key.as_ref();
+            check_key(key).map_err(Refusal::from).map_err(ClientError::InvalidArgument)?;
+            self.buffered.entry(key.to_vec()).or_insert(Buffered::Lock);
+        }
+        Ok(())
+    }
+
+    /// Commits the transaction; answers its commit timestamp (its start timestamp if
+    /// it wrote and locked nothing: a read-only transaction is its snapshot). On
+    /// [`ClientError::Conflict`] nothing of it is visible, ever; begin it again.
+    pub async fn commit(self) -> Result<Timestamp, ClientError> {
+        if self.buffered.is_empty() {
+            return Ok(self.start_ts);
+        }
+        let mutations =
+            self.buffered.into_iter().map(|(key, buffered)| (key.clone(), mutation(key, buffered))).collect();
+        commit::Commit::new(self.client, self.start_ts, mutations).run().await
+    }
+
+    /// Abandons the transaction. Nothing was written before commit, so nothing needs
+    /// undoing: this only discards the buffered writes.
+    pub fn rollback(self) {}
+}
+
+fn mutation(key: Vec<u8>, buffered: Buffered) -> Mutation {
+    let (op, value) = match buffered {
+        Buffered::Put(value) => (mvcc::Mutation::Put, value),
+        Buffered::Delete => (mvcc::Mutation::Delete, Vec::new()),
+        Buffered::Lock => (mvcc::Mutation::Lock, Vec::new()),
+    };
+    Mutation { op: op as i32, key, value }
+}
+
+/// The stored pairs of a scan with the transaction's own writes over them. `stored`
+/// came from a scan that asked for `asked` pairs (0: all); if it got that many, the
+/// range past its last key was not read, and own writes there are left out too.
+fn overlay(
+    stored: Vec<KeyValue>,
+    own: Vec<(&Vec<u8>, &Buffered)>,
+    asked: usize,
+    limit: usize,
+    reverse: bool,
+) -> Vec<KeyValue> {
+    let complete = asked == 0 || stored.len() < asked;
+    let boundary = stored.last().map(|pair| pair.key.clone());
+    let read_up_to = |key: &[u8]| match (&boundary, complete, reverse) {
+        (_, true, _) | (None, _, _) => true,
+        (Some(last), false, false) => key <= last.as_slice(),
+        (Some(last), false, true) => key >= last.as_slice(),
+    };
+    let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
+        stored.into_iter().map(|pair| (pair.key, pair.value)).collect();
+    for (key, buffered) in own.into_iter().filter(|(key, _)| read_up_to(key)) {
+        match buffered {
+            Buffered::Put(value) => merged.insert(key.clone(), value.clone()),
+            Buffered::Delete => merged.remove(key),
+            Buffered::Lock => None,
+        };
+    }
+    let pairs = merged.into_iter().map(|(key, value)| KeyValue { key, value });
+    let mut ordered: Vec<KeyValue> = if reverse { pairs.rev().collect() } else { pairs.collect() };
+    if limit != 0 {
+        ordered.truncate(limit);
+    }
+    ordered
+}
+
+#[cfg(test)]
+mod tests;

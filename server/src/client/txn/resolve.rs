@@ -1,0 +1,88 @@
+//! Lock resolution: what a reader or a writer does about another transaction's lock.
+//!
+//! The lock names its transaction's primary key, where the transaction's fate is
+//! decided. The resolver asks it (CheckTxnStatus, with a timestamp from the oracle to
+//! judge the lock's time to live by):
+//! - committed: the lock's key is committed too, at the same timestamp;
+//! - rolled back (or expired, which the status check turns into rolled back): the
+//!   lock's key is rolled back;
+//! - alive (the primary is locked and its time to live has not run out, or the primary
+//!   is not locked yet while the lock we met has not expired): the caller waits or
+//!   gives up.
+//!
+//! Transactional commands are idempotent, so they are sent again whatever happened to
+//! an earlier try (`Resend::Always`).
+
+use tessera_engine::proto::command::{
+    CheckTxnStatus, Commit, LockInfo, Rollback, TxnResult, TxnState, Write, write,
+};
+use tessera_engine::timestamp::Timestamp;
+use tessera_engine::txn::lock_expired;
+
+use crate::client::{Client, ClientError, Resend};
+use crate::proto::WriteRequest;
+
+/// What became of a lock.
+pub(super) enum Resolution {
+    /// Its transaction committed or rolled back, and the key now says so.
+    Resolved,
+    /// Its transaction is alive.
+    Alive,
+}
+
+impl Client {
+    /// Resolves `lock` through its primary.
+    pub(super) async fn resolve_lock(&self, lock: &LockInfo) -> Result<Resolution, ClientError> {
+        let current_ts = self.timestamp().await?;
+        let start_ts = Timestamp::from_u64(lock.start_ts);
+        let check = CheckTxnStatus {
+            primary: lock.primary.clone(),
+            start_ts: lock.start_ts,
+            current_ts: current_ts.as_u64(),
+            // Our lock has expired: the primary's prewrite, if it never arrived, must
+            // be refused when it does.
+            rollback_if_missing: lock_expired(start_ts, lock.ttl_ms, current_ts),
+        };
+        let result = self.txn_command(&lock.primary, write::Kind::CheckTxnStatus(check)).await?;
+        let status = result.status.unwrap_or_default();
+        let finish = match status.state() {
+            TxnState::Locked | TxnState::PrimaryMissing | TxnState::Unspecified => {
+                return Ok(Resolution::Alive);
+            }
+            _ if lock.key == lock.primary => return Ok(Resolution::Resolved),
+            TxnState::Committed => write::Kind::Commit(Commit {
+                start_ts: lock.start_ts,
+                commit_ts: status.commit_ts,
+                keys: vec![lock.key.clone()],
+            }),
+            TxnState::RolledBack => {
+                write::Kind::Rollback(Rollback { start_ts: lock.start_ts, keys: vec![lock.key.clone()] })
+            }
+        };
+        let finished = self.txn_command(&lock.key, finish).await?;
+        if let Some(error) = finished.errors.into_iter().next() {
+            let detail =
+                format!("a secondary key disagrees with its primary ({:?}): {error:?}", status.state());
+            tracing::error!(start_ts = %start_ts, detail, "transaction protocol broken");
+            return Err(ClientError::ProtocolViolation { start_ts, detail });
+        }
+        Ok(Resolution::Resolved)
+    }
+
+    /// Sends one transactional command about keys of the region holding `key`, again
+    /// until it is answered or the deadline passes.
+    pub(super) async fn txn_command(
+        &self,
+        key: &[u8],
+        command: write::Kind,
+    ) -> Result<TxnResult, ClientError> {
+        let writes = vec![Write { kind: Some(command) }];
+        let (answer, _) = self
+            .on_region(key, Resend::Always, |mut kv, context, _| {
+                let writes = writes.clone();
+                async move { kv.write(WriteRequest { context: Some(context), writes }).await }
+            })
+            .await?;
+        Ok(answer.into_inner().results.into_iter().next().and_then(|result| result.txn).unwrap_or_default())
+    }
+}
