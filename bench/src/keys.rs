@@ -104,6 +104,13 @@ impl KeyChooser {
         }
     }
 
+    /// The key half the key space away from `number`: with the key space split into
+    /// regions, almost always in another region.
+    pub fn far_from(&self, number: u64) -> u64 {
+        let count = self.inserted.load(Ordering::Relaxed).max(2);
+        (number + count / 2) % count
+    }
+
     /// The number of a key to insert (never handed out twice).
     pub fn next_insert(&self) -> u64 {
         self.inserted.fetch_add(1, Ordering::Relaxed)

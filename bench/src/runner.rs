@@ -223,6 +223,21 @@ async fn execute(
             target.get(&key).await?;
             target.put(&key, value).await
         }
+        Op::TxnRead => target.txn_get(&key(chooser.existing(rng))).await,
+        Op::TxnUpdate => target.txn_put(&[(&key(chooser.existing(rng)), value)]).await,
+        Op::TxnTwoKeys => {
+            let first = chooser.existing(rng);
+            let (one, other) = (key(first), key(chooser.far_from(first)));
+            target.txn_put(&[(&one, value), (&other, value)]).await
+        }
+        Op::TxnReadModifyWrite => target.txn_read_modify_write(&key(chooser.existing(rng)), value).await,
+        Op::TxnTransfer => {
+            let (from, to) = (chooser.existing(rng), chooser.existing(rng));
+            if from == to {
+                return Ok(());
+            }
+            target.txn_transfer(&key(from), &key(to)).await
+        }
     }
 }
 

@@ -7,12 +7,13 @@
 //!   leader's quorum for every read, so the comparison is like for like.
 //!
 //! A read-modify-write is a read then a write of the same key, not a transaction, as
-//! YCSB's F does.
+//! YCSB's F does; the transactional operations (Tessera only) are transactions, run
+//! again while they conflict.
 
 use std::time::Duration;
 
 use etcd_client::GetOptions;
-use tessera_server::client::Client;
+use tessera_server::client::{Client, ClientError, Transaction};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -25,6 +26,8 @@ pub enum TargetError {
     Etcd(#[from] etcd_client::Error),
     #[error("{target} has no {operation}")]
     Unsupported { target: &'static str, operation: &'static str },
+    #[error("a transaction conflicted {tries} times in a row")]
+    KeptConflicting { tries: u32 },
     /// A timestamp not above the one the same task was answered with before.
     #[error("timestamp {now} after {before}: the oracle went back")]
     TimestampWentBack { before: u64, now: u64 },
@@ -68,6 +71,9 @@ impl TargetUrl {
         }
     }
 }
+
+/// How many times a transaction that conflicts is run again before the request fails.
+const MAX_TRANSACTION_TRIES: u32 = 100;
 
 /// A connected system under test; cheap to clone for every request task.
 #[derive(Clone)]
@@ -117,6 +123,78 @@ impl Target {
                 Err(TargetError::Unsupported { target: "etcd", operation: "timestamp oracle" })
             }
         }
+    }
+
+    fn tessera(&self, operation: &'static str) -> Result<&std::sync::Arc<Client>, TargetError> {
+        match self {
+            Target::Tessera(client) => Ok(client),
+            Target::Etcd(_) => Err(TargetError::Unsupported { target: "etcd", operation }),
+        }
+    }
+
+    /// Runs `body` in a transaction and commits it, from the start again while it
+    /// conflicts.
+    async fn transact<F, Fut>(&self, body: F) -> Result<(), TargetError>
+    where
+        F: Fn(Transaction) -> Fut,
+        Fut: std::future::Future<Output = Result<Transaction, ClientError>>,
+    {
+        let client = self.tessera("transactions")?;
+        for _ in 0..MAX_TRANSACTION_TRIES {
+            let transaction = body(client.begin().await?).await?;
+            match transaction.commit().await {
+                Ok(_) => return Ok(()),
+                Err(error) if error.is_conflict() => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(TargetError::KeptConflicting { tries: MAX_TRANSACTION_TRIES })
+    }
+
+    /// A read-only transaction reading `key`.
+    pub async fn txn_get(&mut self, key: &[u8]) -> Result<(), TargetError> {
+        self.transact(|transaction| async move {
+            transaction.get(key).await?;
+            Ok(transaction)
+        })
+        .await
+    }
+
+    /// A transaction writing every pair.
+    pub async fn txn_put(&mut self, pairs: &[(&[u8], &[u8])]) -> Result<(), TargetError> {
+        self.transact(|mut transaction| async move {
+            for (key, value) in pairs {
+                transaction.put(key, value)?;
+            }
+            Ok(transaction)
+        })
+        .await
+    }
+
+    /// A transaction reading `key` and writing `value` to it.
+    pub async fn txn_read_modify_write(&mut self, key: &[u8], value: &[u8]) -> Result<(), TargetError> {
+        self.transact(|mut transaction| async move {
+            transaction.get(key).await?;
+            transaction.put(key, value)?;
+            Ok(transaction)
+        })
+        .await
+    }
+
+    /// A transaction moving 1 from account `from` to account `to` (balances are decimal
+    /// text; an account never written holds 0).
+    pub async fn txn_transfer(&mut self, from: &[u8], to: &[u8]) -> Result<(), TargetError> {
+        self.transact(|mut transaction| async move {
+            let balance = |value: Option<Vec<u8>>| -> i64 {
+                value.and_then(|bytes| String::from_utf8(bytes).ok()?.parse().ok()).unwrap_or(0)
+            };
+            let from_balance = balance(transaction.get(from).await?);
+            let to_balance = balance(transaction.get(to).await?);
+            transaction.put(from, (from_balance - 1).to_string().as_bytes())?;
+            transaction.put(to, (to_balance + 1).to_string().as_bytes())?;
+            Ok(transaction)
+        })
+        .await
     }
 
     /// Up to `limit` pairs from `start` on; returns how many came back.

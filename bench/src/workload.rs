@@ -5,6 +5,13 @@
 //! (95 % reads of recent inserts, 5 % inserts), E short ranges (95 % scans of up to 100
 //! keys, 5 % inserts), F read-modify-write (50/50). Plus put-only, get-only and scan-only,
 //! and `tso`: timestamps from the placement driver's oracle, no keys at all.
+//!
+//! Transactional workloads (Tessera only): `txn-put` (one key written per transaction),
+//! `txn-two-keys` (two keys half the key space apart, so in two regions once it is
+//! split), `txn-transfer` (bank transfers: read two accounts, write both) and
+//! `ycsb-f-txn` (YCSB's F with each read and read-modify-write a transaction). A
+//! transaction that conflicts is run again from its start, as an application would;
+//! its latency counts every try.
 
 use std::fmt;
 use std::str::FromStr;
@@ -23,10 +30,32 @@ pub enum Op {
     ReadModifyWrite,
     /// A timestamp from the oracle.
     Timestamp,
+    /// A read-only transaction reading one key.
+    TxnRead,
+    /// A transaction writing one key.
+    TxnUpdate,
+    /// A transaction writing two keys half the key space apart (two regions).
+    TxnTwoKeys,
+    /// A transaction reading and writing one key (YCSB's F as a transaction).
+    TxnReadModifyWrite,
+    /// A transaction moving an amount between two accounts (read both, write both).
+    TxnTransfer,
 }
 
 impl Op {
-    pub const ALL: [Op; 6] = [Op::Read, Op::Update, Op::Insert, Op::Scan, Op::ReadModifyWrite, Op::Timestamp];
+    pub const ALL: [Op; 11] = [
+        Op::Read,
+        Op::Update,
+        Op::Insert,
+        Op::Scan,
+        Op::ReadModifyWrite,
+        Op::Timestamp,
+        Op::TxnRead,
+        Op::TxnUpdate,
+        Op::TxnTwoKeys,
+        Op::TxnReadModifyWrite,
+        Op::TxnTransfer,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -36,6 +65,11 @@ impl Op {
             Op::Scan => "scan",
             Op::ReadModifyWrite => "read-modify-write",
             Op::Timestamp => "timestamp",
+            Op::TxnRead => "txn-read",
+            Op::TxnUpdate => "txn-update",
+            Op::TxnTwoKeys => "txn-two-keys",
+            Op::TxnReadModifyWrite => "txn-read-modify-write",
+            Op::TxnTransfer => "txn-transfer",
         }
     }
 }
@@ -52,6 +86,14 @@ pub enum Workload {
     YcsbE,
     YcsbF,
     Tso,
+    /// One-key write transactions.
+    TxnPut,
+    /// Two-key write transactions across regions.
+    TxnTwoKeys,
+    /// Bank transfers between random accounts.
+    TxnTransfer,
+    /// YCSB's F with each operation a transaction.
+    YcsbFTxn,
 }
 
 /// Longest scan of the scan workloads (YCSB's default for E).
@@ -70,6 +112,10 @@ impl Workload {
             Workload::YcsbE => &[(Op::Scan, 95), (Op::Insert, 5)],
             Workload::YcsbF => &[(Op::Read, 50), (Op::ReadModifyWrite, 50)],
             Workload::Tso => &[(Op::Timestamp, 100)],
+            Workload::TxnPut => &[(Op::TxnUpdate, 100)],
+            Workload::TxnTwoKeys => &[(Op::TxnTwoKeys, 100)],
+            Workload::TxnTransfer => &[(Op::TxnTransfer, 100)],
+            Workload::YcsbFTxn => &[(Op::TxnRead, 50), (Op::TxnReadModifyWrite, 50)],
         }
     }
 
@@ -77,7 +123,13 @@ impl Workload {
     pub fn default_distribution(self) -> Distribution {
         match self {
             Workload::YcsbD => Distribution::Latest,
-            Workload::Put | Workload::Get | Workload::Scan | Workload::Tso => Distribution::Uniform,
+            Workload::Put
+            | Workload::Get
+            | Workload::Scan
+            | Workload::Tso
+            | Workload::TxnPut
+            | Workload::TxnTwoKeys
+            | Workload::TxnTransfer => Distribution::Uniform,
             _ => Distribution::Zipfian,
         }
     }
@@ -108,6 +160,10 @@ impl fmt::Display for Workload {
             Workload::YcsbE => "ycsb-e",
             Workload::YcsbF => "ycsb-f",
             Workload::Tso => "tso",
+            Workload::TxnPut => "txn-put",
+            Workload::TxnTwoKeys => "txn-two-keys",
+            Workload::TxnTransfer => "txn-transfer",
+            Workload::YcsbFTxn => "ycsb-f-txn",
         })
     }
 }
@@ -127,8 +183,15 @@ impl FromStr for Workload {
             "ycsb-e" => Workload::YcsbE,
             "ycsb-f" => Workload::YcsbF,
             "tso" => Workload::Tso,
+            "txn-put" => Workload::TxnPut,
+            "txn-two-keys" => Workload::TxnTwoKeys,
+            "txn-transfer" => Workload::TxnTransfer,
+            "ycsb-f-txn" => Workload::YcsbFTxn,
             other => {
-                return Err(format!("unknown workload {other:?}: put, get, scan, tso or ycsb-a to ycsb-f"));
+                return Err(format!(
+                    "unknown workload {other:?}: put, get, scan, tso, ycsb-a to ycsb-f, txn-put, txn-two-keys, \
+                     txn-transfer or ycsb-f-txn"
+                ));
             }
         })
     }
@@ -142,7 +205,9 @@ mod tests {
 
     #[test]
     fn every_mix_adds_up_to_one_hundred_percent() {
-        for name in ["put", "get", "scan", "ycsb-a", "ycsb-b", "ycsb-c", "ycsb-d", "ycsb-e", "ycsb-f"] {
+        let names = ["put", "get", "scan", "ycsb-a", "ycsb-b", "ycsb-c", "ycsb-d", "ycsb-e", "ycsb-f", "tso"];
+        let transactional = ["txn-put", "txn-two-keys", "txn-transfer", "ycsb-f-txn"];
+        for name in names.into_iter().chain(transactional) {
             let workload: Workload = name.parse().expect("a workload");
             assert_eq!(workload.to_string(), name);
             assert_eq!(workload.mix().iter().map(|(_, p)| p).sum::<u32>(), 100, "{name}");

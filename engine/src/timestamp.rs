@@ -71,6 +71,14 @@ impl Timestamp {
     }
 }
 
+/// How a store asks the oracle for a timestamp (the server wires in the placement
+/// driver's client): `answer` is called once, from any thread, with the timestamp or
+/// why there is none. A leader needs one before it takes one-phase commits (see
+/// `store/operation/one_phase.rs`).
+pub trait TimestampSource: Send + Sync + fmt::Debug + 'static {
+    fn request(&self, answer: Box<dyn FnOnce(Result<Timestamp, crate::raft::OpaqueError>) + Send>);
+}
+
 impl fmt::Display for Timestamp {
     /// `physical.logical`, e.g. `1764806400000.12`: readable and unambiguous.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

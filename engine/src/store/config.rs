@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::clock::{Clock, MonotonicClock};
 use crate::raft::ConfigError;
+use crate::timestamp::TimestampSource;
 
 /// How a store runs its regions.
 #[derive(Debug, Clone)]
@@ -42,6 +43,10 @@ pub struct StoreConfig {
     /// so that the placement driver's agent can check whether it was removed from its
     /// region while its store was away (and destroy it if so).
     pub leader_missing_report_ticks: u64,
+    /// Where leaders get a timestamp from the oracle before they take one-phase
+    /// commits; without one, every one-phase commit is refused (and the client commits
+    /// in two phases).
+    pub timestamps: Option<Arc<dyn TimestampSource>>,
 }
 
 impl StoreConfig {
@@ -62,6 +67,7 @@ impl StoreConfig {
             split_max_bytes: 96 * 1024 * 1024,
             slow_proposal_threshold: Duration::from_secs(1),
             leader_missing_report_ticks: 100,
+            timestamps: None,
         }
     }
 

@@ -16,7 +16,7 @@ use crate::storage::{Engine, PeerStorage};
 
 use super::StoreConfig;
 use super::errors::StoreError;
-use super::operation::{PendingRead, Proposal};
+use super::operation::{OnePhaseGuard, PendingRead, Proposal};
 use super::ranges::RegionRanges;
 use super::report::Traffic;
 
@@ -51,6 +51,8 @@ pub(crate) struct Peer {
     pub(in crate::store) reported_role: Role,
     /// Proposals answered later than this after they were proposed are logged.
     pub(in crate::store) slow_proposal_threshold: std::time::Duration,
+    /// What one-phase commits must stay above (leader state, see `one_phase.rs`).
+    pub(in crate::store) one_phase: OnePhaseGuard,
     pub destroyed: bool,
 }
 
@@ -104,6 +106,7 @@ impl Peer {
             ticks: 0,
             reported_role: Role::Follower,
             slow_proposal_threshold: config.slow_proposal_threshold,
+            one_phase: OnePhaseGuard::new(config.timestamps.is_some()),
             destroyed: false,
         };
         // A peer created empty is not in its region's descriptor yet, but must still sign

@@ -5,7 +5,8 @@
 //!   committed by this transaction is done (the request was resent, or a resolver got
 //!   there first). A key without the lock is refused: rolled back by a resolver
 //!   (`rolled_back`), or never prewritten (`lock_missing`). On the primary, that
-//!   refusal is the transaction's abort.
+//!   refusal is the transaction's abort. The answer carries the transaction's commit
+//!   timestamp: the one already recorded, if an earlier request committed a key.
 //! - **Rollback** removes the transaction's lock and staged value and leaves a rollback
 //!   record under the start timestamp, even on a key it never locked: a prewrite that
 //!   arrives later is refused by it. A key the transaction committed refuses the
@@ -13,7 +14,7 @@
 //!
 //! Either touches all its keys or none.
 
-use crate::proto::command::{Commit, KeyError, Rollback, TxnResult, key_error};
+use crate::proto::command::{Commit, KeyError, Rollback, TxnResult, TxnState, TxnStatus, key_error};
 use crate::proto::mvcc::{Lock, WriteKind};
 use crate::storage::{ApplyBatch, Engine, EngineError};
 use crate::timestamp::Timestamp;
@@ -21,7 +22,8 @@ use crate::timestamp::Timestamp;
 use super::records::{self, committed_kind};
 
 pub fn commit(engine: &Engine, batch: &mut ApplyBatch, commit: &Commit) -> Result<TxnResult, EngineError> {
-    let (start_ts, commit_ts) = (Timestamp::from_u64(commit.start_ts), Timestamp::from_u64(commit.commit_ts));
+    let (start_ts, mut commit_ts) =
+        (Timestamp::from_u64(commit.start_ts), Timestamp::from_u64(commit.commit_ts));
     let mut locked: Vec<(&[u8], Lock)> = Vec::with_capacity(commit.keys.len());
     let mut errors = Vec::new();
     for key in &commit.keys {
@@ -30,7 +32,12 @@ pub fn commit(engine: &Engine, batch: &mut ApplyBatch, commit: &Commit) -> Resul
             continue;
         }
         let refusal = match records::outcome(engine, batch, key, start_ts)? {
-            Some((_, record)) if record.kind() != WriteKind::WriteRollback => continue,
+            Some((committed_at, record)) if record.kind() != WriteKind::WriteRollback => {
+                // Committed before (at one timestamp for all its keys): that is the
+                // transaction's commit timestamp, whatever this request says.
+                commit_ts = committed_at;
+                continue;
+            }
             Some(_) => key_error::Kind::RolledBack(true),
             None => key_error::Kind::LockMissing(true),
         };
@@ -43,7 +50,8 @@ pub fn commit(engine: &Engine, batch: &mut ApplyBatch, commit: &Commit) -> Resul
         records::put_commit_record(engine, batch, key, commit_ts, committed_kind(lock.mutation()), start_ts)?;
         batch.delete(engine, crate::storage::Cf::Lock, crate::mvcc::key::lock_key(key))?;
     }
-    Ok(TxnResult::default())
+    let status = TxnStatus { state: TxnState::Committed as i32, commit_ts: commit_ts.as_u64(), ttl_ms: 0 };
+    Ok(TxnResult { status: Some(status), ..TxnResult::default() })
 }
 
 pub fn rollback(

@@ -93,6 +93,9 @@ enum CtlCommand {
     /// A timestamp from the placement driver's oracle: the 64-bit integer, then its
     /// physical milliseconds and logical counter.
     Timestamp,
+    /// Transactions over the transactional key space.
+    #[command(subcommand)]
+    Txn(super::txn::TxnCommand),
 }
 
 #[derive(Subcommand)]
@@ -121,6 +124,7 @@ fn text(bytes: &[u8]) -> String {
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let client = Client::new(args.pd.clone(), Duration::from_secs(args.timeout));
     match args.command {
+        CtlCommand::Txn(command) => super::txn::run(client, command).await?,
         CtlCommand::Get { key } => match client.get(key.as_bytes()).await? {
             Some(value) => println!("{}", text(&value)),
             None => println!("(not found)"),

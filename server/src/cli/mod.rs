@@ -4,6 +4,7 @@ mod config;
 mod ctl;
 mod playground;
 mod settings;
+mod txn;
 
 use std::path::PathBuf;
 use std::time::Duration;

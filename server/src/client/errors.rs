@@ -67,6 +67,8 @@ pub enum Refusal {
     EmptyRange,
     #[error("the start of a range is after its end")]
     InvertedRange,
+    #[error("timestamp {read_ts} is ahead of the oracle ({now}): reads there would not repeat")]
+    FutureTimestamp { read_ts: Timestamp, now: Timestamp },
     /// A store refused it (an invalid key or value, a refused change), in the store's
     /// words: text from another process.
     #[error("{reason}")]

@@ -50,8 +50,9 @@ use batch::{GroupOutcome, Joined, LeadGuard, Pending, Turn, Waited, WriteGroup, 
 use cache::RegionCache;
 pub use errors::{ClientError, Conflict, Refusal, Transient, Uncertainty};
 pub use pd::GrpcPdClient;
+pub(crate) use timestamps::TimestampClient;
 use tokio::sync::oneshot;
-pub use txn::Transaction;
+pub use txn::{Snapshot, Transaction};
 
 /// Whether a request may be sent again when its outcome is unknown.
 #[derive(Clone, Copy, PartialEq, Eq)]

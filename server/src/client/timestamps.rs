@@ -43,6 +43,7 @@ struct Waiter {
 
 /// The handle callers ask through; the stream lives in a task of its own, which ends
 /// when the last handle is dropped.
+#[derive(Clone)]
 pub(crate) struct TimestampClient {
     waiters: mpsc::UnboundedSender<Waiter>,
     deadline: Duration,

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use parking_lot::RwLock;
+use tessera_engine::raft::OpaqueError;
 use tessera_engine::store::{Store, StoreConfig};
+use tessera_engine::timestamp::{Timestamp, TimestampSource};
 use tessera_placement::PdClient;
 use tessera_placement::agent::{AgentConfig, DriverIds, StoreAgent};
 use tessera_placement::proto::RegisterStoreRequest;
@@ -19,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Announcement;
 use super::status::{Observability, Serving, flag_on_stop};
-use crate::client::GrpcPdClient;
+use crate::client::{GrpcPdClient, TimestampClient};
 use crate::metrics::Role;
 use crate::proto::kv_server::KvServer;
 use crate::proto::raft_transport_server::RaftTransportServer;
@@ -88,6 +90,50 @@ impl AddressBook for DriverAddressBook {
 /// This store's id: the one kept in its data directory, or a new one from the driver,
 /// kept before registering so that a registration retried after a lost answer (or a
 /// crash) names the same store.
+/// How long a leader waits for the oracle before it gives up on one sync (it asks again
+/// at the next one-phase commit meanwhile refused).
+const ONE_PHASE_SYNC_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The oracle as the store's leaders reach it before taking one-phase commits: the
+/// client library's batched timestamp stream, on the node's runtime.
+struct OracleTimestamps {
+    timestamps: TimestampClient,
+    runtime: Handle,
+}
+
+impl std::fmt::Debug for OracleTimestamps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OracleTimestamps")
+    }
+}
+
+/// The metrics and status server, if the configuration names an address, with fail
+/// points armable through it if asked.
+async fn start_observability(config: &StoreNodeConfig) -> anyhow::Result<Option<Observability>> {
+    let mut observability = Observability::start(config.metrics.as_deref(), Role::Store).await?;
+    if config.enable_fail_points {
+        let status = observability.as_mut().context("enable_fail_points needs a metrics address")?;
+        status.enable_fail_points();
+        tracing::warn!(
+            "fail points can be armed from outside through the status address (test clusters only)"
+        );
+    }
+    Ok(observability)
+}
+
+/// The oracle for the store's leaders, through the driver client `pd`.
+fn oracle_timestamps(pd: &Arc<GrpcPdClient>) -> Arc<dyn TimestampSource> {
+    let timestamps = TimestampClient::start(pd.clone(), ONE_PHASE_SYNC_DEADLINE);
+    Arc::new(OracleTimestamps { timestamps, runtime: Handle::current() })
+}
+
+impl TimestampSource for OracleTimestamps {
+    fn request(&self, answer: Box<dyn FnOnce(Result<Timestamp, OpaqueError>) + Send>) {
+        let timestamps = self.timestamps.clone();
+        self.runtime.spawn(async move { answer(timestamps.timestamp().await.map_err(OpaqueError::new)) });
+    }
+}
+
 async fn store_id(pd: &GrpcPdClient, data_dir: &std::path::Path) -> anyhow::Result<u64> {
     let id_file = data_dir.join(STORE_ID_FILE);
     if let Some(id) = super::read_id(&id_file)? {
@@ -128,14 +174,7 @@ pub(crate) async fn run(
     if config.pd.is_empty() {
         bail!("a store needs the placement driver's address (--pd)");
     }
-    let mut observability = Observability::start(config.metrics.as_deref(), Role::Store).await?;
-    if config.enable_fail_points {
-        let status = observability.as_mut().context("enable_fail_points needs a metrics address")?;
-        status.enable_fail_points();
-        tracing::warn!(
-            "fail points can be armed from outside through the status address (test clusters only)"
-        );
-    }
+    let observability = start_observability(&config).await?;
     let (stop, stopping) = flag_on_stop(stop);
     let (listener, address) = super::bind(&config.listen).await?;
     let advertised = super::advertised_address(address, config.advertise.as_deref())?;
@@ -153,15 +192,19 @@ pub(crate) async fn run(
     });
     let transport = Arc::new(GrpcTransport::new(Handle::current(), addresses.clone()));
     let ids = Arc::new(DriverIds::new());
+    let engine = StoreConfig {
+        store_id,
+        slow_proposal_threshold: config.slow_request_threshold,
+        timestamps: Some(oracle_timestamps(&pd)),
+        ..config.engine
+    };
     let db = config.data_dir.join("db");
     let store_ids = ids.clone();
-    let store = tokio::task::spawn_blocking(move || {
-        let store_config =
-            StoreConfig { store_id, slow_proposal_threshold: config.slow_request_threshold, ..config.engine };
-        Store::open_with_ids(&db, store_config, transport, Some(store_ids))
-    })
-    .await?
-    .context("opening the store")?;
+    // Off the async workers: opening replays every region's log.
+    let store =
+        tokio::task::spawn_blocking(move || Store::open_with_ids(&db, engine, transport, Some(store_ids)))
+            .await?
+            .context("opening the store")?;
     let store = Arc::new(store);
     // The agent reports every second, with the short deadline.
     let driver: Arc<dyn PdClient> = Arc::new(

@@ -6,6 +6,8 @@
 //!   (`command/write.rs`), splits (`command/split.rs`) and membership changes
 //!   (`command/conf_change.rs`); the proposals waiting for their entries.
 //! - [`read`]: linearizable reads: ReadIndex (or the leader lease), then the engine.
+//! - [`one_phase`]: when a leader may take a one-phase commit (the reads it must stay
+//!   above), and the reads that wait for one in flight.
 //! - [`hibernate`]: ticking, and putting an idle region to sleep and waking it.
 //! - [`snapshot`]: snapshots the transport lost, and proposals a snapshot overtook.
 //! - [`split_check`]: when a leader measures its region and proposes a split.
@@ -20,12 +22,14 @@ mod command;
 mod destroy;
 mod hibernate;
 mod log_gc;
+mod one_phase;
 mod read;
 mod snapshot;
 mod split_check;
 
 pub(in crate::store) use command::Proposal;
 pub use command::SideEffect;
+pub(in crate::store) use one_phase::OnePhaseGuard;
 pub(in crate::store) use read::PendingRead;
 pub use read::{ReadRequest, ReadResponse};
 pub(in crate::store) use split_check::propose_split_if_oversized;

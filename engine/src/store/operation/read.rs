@@ -6,9 +6,10 @@
 //! - Confirm: Raft confirms leadership (by the leader lease, or a heartbeat round) and
 //!   names the commit index the read must see ([`Peer::on_read_states`]); a read whose
 //!   leadership was lost first is refused with a not-leader hint.
-//! - Serve: once the region has applied that index, the read runs on the engine
-//!   ([`Peer::serve_reads`]); the range is checked again, as a split may have applied
-//!   meanwhile.
+//! - Serve: once the region has applied that index (and, for a snapshot read, any
+//!   one-phase commit below its timestamp proposed before it: `one_phase.rs`), the
+//!   read runs on the engine ([`Peer::serve_reads`]); the range is checked again, as a
+//!   split may have applied meanwhile.
 
 use crate::kv;
 use crate::mvcc::reader::MvccReader;
@@ -66,6 +67,9 @@ type KeyValuePair = (Vec<u8>, Vec<u8>);
 pub(in crate::store) struct PendingRead {
     request: ReadRequest,
     respond: Responder<ReadResponse>,
+    /// A log index the read must see applied besides the one Raft names: a one-phase
+    /// commit in flight below its timestamp (0: none).
+    must_see: u64,
 }
 
 impl Peer {
@@ -87,9 +91,15 @@ impl Peer {
         }
         let read_id = self.next_read_id;
         self.next_read_id += 1;
+        let must_see = match &request {
+            ReadRequest::TxnGet { read_ts, .. } | ReadRequest::TxnScan { read_ts, .. } => {
+                self.observe_snapshot_read(*read_ts)
+            }
+            ReadRequest::Get { .. } | ReadRequest::Scan { .. } => 0,
+        };
         match self.raw.read_index(read_id.to_le_bytes().to_vec(), ReadMode::Lease) {
             Ok(()) => {
-                self.reads.insert(read_id, PendingRead { request, respond });
+                self.reads.insert(read_id, PendingRead { request, respond, must_see });
             }
             Err(error) => {
                 respond.send(Err(StoreError::Raft(error)));
@@ -110,7 +120,9 @@ impl Peer {
     pub(crate) fn on_read_states(&mut self, read_states: Vec<ReadState>, dropped: Vec<Vec<u8>>) {
         for state in read_states {
             if let Ok(bytes) = <[u8; 8]>::try_from(state.context.as_slice()) {
-                self.confirmed_reads.push((u64::from_le_bytes(bytes), state.index));
+                let read_id = u64::from_le_bytes(bytes);
+                let must_see = self.reads.get(&read_id).map_or(0, |read| read.must_see);
+                self.confirmed_reads.push((read_id, state.index.max(must_see)));
             }
         }
         for context in dropped {

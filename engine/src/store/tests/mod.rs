@@ -2,8 +2,8 @@
 //! local transport). This file is the harness; the tests are by subject:
 //! `replication.rs` (many regions, leader loss, catching up by snapshot, splits, moving
 //! a peer, hibernation, hostile frames), `lease.rs` (leases on the store's clock) and
-//! `lifecycle.rs` (how replicas come to exist and end) and `liveness.rs` (failing over
-//! hibernating regions).
+//! `lifecycle.rs` (how replicas come to exist and end), `liveness.rs` (failing over
+//! hibernating regions) and `one_phase.rs` (when a leader takes one-phase commits).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use crate::raft::proto::ConfChangeType;
 mod lease;
 mod lifecycle;
 mod liveness;
+mod one_phase;
 mod replication;
 
 const WAIT: Duration = Duration::from_secs(20);

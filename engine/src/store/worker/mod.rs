@@ -95,6 +95,13 @@ pub(crate) enum WorkerMsg {
         region_id: u64,
         lease: Arc<super::LeaderLease>,
     },
+    /// The oracle's answer to the one-phase sync the region's leader asked for in
+    /// `term` (`operation/one_phase.rs`).
+    OnePhaseSync {
+        region_id: u64,
+        term: u64,
+        answer: Result<crate::timestamp::Timestamp, crate::raft::OpaqueError>,
+    },
     Shutdown,
 }
 
@@ -189,10 +196,19 @@ impl Worker {
             WorkerMsg::Propose { region_id, command, respond } => match self.peers.get_mut(&region_id) {
                 Some(peer) => {
                     peer.propose(command, respond);
+                    let sync = peer.take_one_phase_sync();
                     self.dirty.insert(region_id);
+                    if let Some(term) = sync {
+                        self.request_one_phase_sync(region_id, term);
+                    }
                 }
                 None => respond.send(Err(StoreError::RegionNotFound(region_id))),
             },
+            WorkerMsg::OnePhaseSync { region_id, term, answer } => {
+                if let Some(peer) = self.peers.get_mut(&region_id) {
+                    peer.on_one_phase_sync(term, answer);
+                }
+            }
             WorkerMsg::Read { region_id, epoch, request, respond } => match self.peers.get_mut(&region_id) {
                 Some(peer) => {
                     peer.read(self.config.now_micros(), epoch, request, respond);
@@ -231,6 +247,16 @@ impl Worker {
             WorkerMsg::Shutdown => return true,
         }
         false
+    }
+
+    /// Asks the oracle for the timestamp a new leader needs before it takes one-phase
+    /// commits; the answer comes back as a message to the region.
+    fn request_one_phase_sync(&self, region_id: u64, term: u64) {
+        let Some(source) = &self.config.timestamps else { return };
+        let router = self.router.clone();
+        source.request(Box::new(move |answer| {
+            router.send(region_id, WorkerMsg::OnePhaseSync { region_id, term, answer });
+        }));
     }
 
     fn transfer_leader(&mut self, region_id: u64, to_peer_id: u64) -> Result<(), StoreError> {

@@ -16,14 +16,31 @@
 //!
 //! While the locks exist, a heartbeat extends the primary's time to live, so that a
 //! long commit is not mistaken for an abandoned one.
+//!
+//! **One phase.** When every key is in one region, the commit timestamp is taken first
+//! and one prewrite, one Raft proposal, writes the commit records directly: no locks,
+//! no second round. The leader refuses it when a read at or above that timestamp may
+//! have seen the keys already (see the store's `one_phase.rs`); nothing was written
+//! then, and the transaction commits in two phases.
+//!
+//! **Async commit** (not built) would answer the caller once every prewrite succeeded,
+//! before the primary's commit: each lock would carry the list of the transaction's
+//! keys, and the commit timestamp would be computed by the stores (above every read
+//! their keys served) rather than taken from the oracle, so that a resolver could
+//! decide the outcome from the locks alone. It saves the commit round (one Raft write
+//! and one oracle call) from a multi-region commit's latency; it costs a larger primary
+//! lock, every store keeping the read watermark the one-phase guard keeps, commit
+//! timestamps that may exceed any the oracle has handed out (so readers must check for
+//! them), and a harder recovery: a resolver must check every key of the transaction.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_engine::proto::command::{
-    Commit as CommitCommand, KeyError, Mutation, Prewrite, Rollback, TxnHeartBeat, TxnResult, Write,
-    key_error, write,
+    Commit as CommitCommand, KeyError, Mutation, OnePhaseRefusal, Prewrite, Rollback, TxnHeartBeat,
+    TxnResult, Write, key_error, write,
 };
+use tessera_engine::region::KeyRange;
 use tessera_engine::timestamp::Timestamp;
 use tessera_engine::txn::MAX_LOCK_TTL_MS;
 use tokio::time::Instant;
@@ -59,6 +76,9 @@ impl Commit {
     }
 
     pub(super) async fn run(self) -> Result<Timestamp, ClientError> {
+        if let Some(commit_ts) = self.one_phase().await? {
+            return Ok(commit_ts);
+        }
         let heartbeat = Heartbeat::start(self.client.clone(), self.primary.clone(), self.start_ts);
         if let Err(error) = self.prewrite().await {
             drop(heartbeat);
@@ -75,7 +95,8 @@ impl Commit {
         };
         let committed = self.commit_primary(commit_ts).await;
         drop(heartbeat);
-        committed?;
+        // An earlier try may have committed at another timestamp: the store says which.
+        let commit_ts = committed?;
         let secondaries: Vec<(Vec<u8>, ())> =
             self.mutations.into_iter().skip(1).map(|(key, _)| (key, ())).collect();
         if !secondaries.is_empty() {
@@ -83,6 +104,56 @@ impl Commit {
             tokio::spawn(async move { commit_secondaries(client, start_ts, commit_ts, secondaries).await });
         }
         Ok(commit_ts)
+    }
+
+    /// The one-phase path, when every key is in one region (by the client's cache): a
+    /// commit timestamp first, then one prewrite that writes commit records directly.
+    /// Answers None when the path does not apply or the leader refused it (nothing was
+    /// written then): the caller commits in two phases.
+    async fn one_phase(&self) -> Result<Option<Timestamp>, ClientError> {
+        let Some(region) = self.client.cache.find(&self.primary).and_then(|route| route.region) else {
+            return Ok(None);
+        };
+        if !self.mutations.iter().all(|(key, _)| KeyRange::of(&region).contains(key)) {
+            return Ok(None);
+        }
+        loop {
+            let commit_ts = self.client.timestamp().await?;
+            let prewrite = Prewrite {
+                start_ts: self.start_ts.as_u64(),
+                primary: self.primary.clone(),
+                lock_ttl_ms: 0,
+                mutations: self.mutations.iter().map(|(_, mutation)| mutation.clone()).collect(),
+                one_phase_commit_ts: commit_ts.as_u64(),
+            };
+            let writes = vec![Write { kind: Some(write::Kind::Prewrite(prewrite)) }];
+            let mutations = &self.mutations;
+            let (answer, _) = self
+                .client
+                .on_region(&self.primary, Resend::Always, |mut kv, context, region| {
+                    let writes = writes.clone();
+                    // The region split since the cache was filled: two regions cannot
+                    // commit in one phase.
+                    let whole = mutations.iter().all(|(key, _)| KeyRange::of(&region).contains(key));
+                    async move {
+                        if !whole {
+                            return Ok(None);
+                        }
+                        kv.write(WriteRequest { context: Some(context), writes }).await.map(Some)
+                    }
+                })
+                .await?;
+            let Some(answer) = answer else { return Ok(None) };
+            let result = first_txn_result(answer.into_inner().results);
+            if result.one_phase_refused != OnePhaseRefusal::OnePhaseAccepted as i32 {
+                return Ok(None);
+            }
+            if result.errors.is_empty() {
+                return Ok(Some(commit_ts));
+            }
+            // Locks of finished transactions in the way are resolved, then it goes again.
+            self.settle_refusals(result.errors).await?;
+        }
     }
 
     /// Locks every key, resolving abandoned locks in the way.
@@ -153,8 +224,8 @@ impl Commit {
         Ok(())
     }
 
-    /// The commit point.
-    async fn commit_primary(&self, commit_ts: Timestamp) -> Result<(), ClientError> {
+    /// The commit point; answers the transaction's commit timestamp.
+    async fn commit_primary(&self, commit_ts: Timestamp) -> Result<Timestamp, ClientError> {
         let command = write::Kind::Commit(CommitCommand {
             start_ts: self.start_ts.as_u64(),
             commit_ts: commit_ts.as_u64(),
@@ -168,8 +239,9 @@ impl Commit {
             }
             Err(other) => return Err(other),
         };
+        let recorded = result.status.map(|status| Timestamp::from_u64(status.commit_ts));
         match result.errors.into_iter().next().and_then(|error| error.kind) {
-            None => Ok(()),
+            None => Ok(recorded.filter(|recorded| *recorded != Timestamp::ZERO).unwrap_or(commit_ts)),
             // Rolled back by a resolver, or (no lock and no record) never to commit.
             Some(key_error::Kind::RolledBack(_) | key_error::Kind::LockMissing(_)) => {
                 Err(ClientError::Conflict(Conflict::RolledBack { start_ts: self.start_ts }))

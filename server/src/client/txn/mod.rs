@@ -49,11 +49,50 @@ pub struct Transaction {
     buffered: BTreeMap<Vec<u8>, Buffered>,
 }
 
+/// A read-only view of the transactional key space at one timestamp.
+pub struct Snapshot {
+    client: Arc<Client>,
+    read_ts: Timestamp,
+}
+
 impl Client {
     /// Begins a transaction at a fresh timestamp from the oracle.
     pub async fn begin(self: &Arc<Self>) -> Result<Transaction, ClientError> {
         let start_ts = self.timestamp().await?;
         Ok(Transaction { client: self.clone(), start_ts, buffered: BTreeMap::new() })
+    }
+
+    /// What was committed at or below `read_ts`. A timestamp the oracle has not handed
+    /// out yet is refused: commits could still land below it, so reads there would not
+    /// repeat.
+    pub async fn snapshot_at(self: &Arc<Self>, read_ts: Timestamp) -> Result<Snapshot, ClientError> {
+        let now = self.timestamp().await?;
+        if read_ts > now {
+            return Err(ClientError::InvalidArgument(Refusal::FutureTimestamp { read_ts, now }));
+        }
+        Ok(Snapshot { client: self.clone(), read_ts })
+    }
+}
+
+impl Snapshot {
+    pub fn read_ts(&self) -> Timestamp {
+        self.read_ts
+    }
+
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+        check_key(key).map_err(Refusal::from).map_err(ClientError::InvalidArgument)?;
+        self.client.snapshot_get(key, self.read_ts).await
+    }
+
+    /// As [`Transaction::scan`].
+    pub async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<KeyValue>, ClientError> {
+        self.client.snapshot_scan(start, end, self.read_ts, limit, reverse).await
     }
 }
 

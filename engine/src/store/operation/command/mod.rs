@@ -24,6 +24,7 @@ use crate::log_limit::LogLimit;
 use crate::metrics::METRICS;
 use crate::proto::command::{AdminCommand, RaftCommand, WriteResult, admin_command};
 use crate::proto::metadata::Region;
+use crate::raft::LogPosition;
 use crate::raft::proto::{Entry, EntryType};
 use crate::storage::ApplyBatch;
 use crate::storage::{Engine, EngineError};
@@ -73,6 +74,14 @@ impl SlowProposal {
     }
 }
 
+/// What became of a command the leader accepted.
+pub(super) enum Proposed {
+    /// It is in the log at this position; the answer comes once it applies.
+    InLog(LogPosition),
+    /// Answered without being proposed (a one-phase prewrite the leader refused).
+    Answered(Vec<WriteResult>),
+}
+
 /// What applying one entry tells its proposer. A disk failure is not among them: it
 /// stops the node (the caller's `EngineError`).
 pub(super) enum Applied {
@@ -100,31 +109,33 @@ pub enum SideEffect {
 }
 
 impl Peer {
-    /// Proposes a command; the answer comes once it is applied.
+    /// Proposes a command; the answer comes once it is applied (or at once, for one
+    /// the leader answers without proposing it).
     pub(crate) fn propose(&mut self, command: RaftCommand, respond: Responder<Vec<WriteResult>>) {
         self.wake();
         match self.try_propose(command) {
-            Ok((index, term)) => {
+            Ok(Proposed::InLog(position)) => {
                 METRICS.proposals.increment(1);
+                let (index, term) = (position.index, position.term);
                 self.proposals.push_back(Proposal { index, term, proposed_at: Instant::now(), respond });
             }
+            Ok(Proposed::Answered(results)) => respond.send(Ok(results)),
             Err(error) => respond.send(Err(error)),
         }
     }
 
-    /// Proposes `command`; its log position (index, term) if the leader took it.
-    fn try_propose(&mut self, command: RaftCommand) -> Result<(u64, u64), StoreError> {
+    /// Proposes `command`; where it went if the leader took it.
+    fn try_propose(&mut self, command: RaftCommand) -> Result<Proposed, StoreError> {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
-        let position = match &command.admin {
+        match &command.admin {
             Some(AdminCommand { kind: Some(admin_command::Kind::ChangePeer(change)) }) => {
-                self.propose_conf_change(&command, change)
+                self.propose_conf_change(&command, change).map(Proposed::InLog)
             }
-            Some(_) => self.propose_admin(&command),
+            Some(_) => self.propose_admin(&command).map(Proposed::InLog),
             None => self.propose_writes(&command),
-        }?;
-        Ok((position.index, position.term))
+        }
     }
 
     /// Maps a refusal of the Raft core to what the client can act on.

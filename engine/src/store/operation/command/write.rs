@@ -9,28 +9,41 @@
 //!   then the writes go into the round's batch ([`kv::apply_writes`]), which answers one
 //!   result per write.
 //! - After apply: the proposer gets the results; the region is due for a size check.
+//!
+//! A one-phase prewrite is checked against the leader's read watermark before it is
+//! proposed, and answered at once when refused (`one_phase.rs`).
 
 use prost::Message as _;
 
 use crate::kv;
 use crate::proto::command::RaftCommand;
-use crate::raft::LogPosition;
 use crate::region::{self, EpochCheck};
 use crate::storage::ApplyBatch;
 use crate::storage::{Engine, EngineError};
 use crate::store::errors::StoreError;
 use crate::store::peer::Peer;
 
-use super::Applied;
+use super::super::one_phase::{one_phase_commit_ts, refused};
+use super::{Applied, Proposed};
 
 impl Peer {
-    pub(super) fn propose_writes(&mut self, command: &RaftCommand) -> Result<LogPosition, StoreError> {
+    pub(super) fn propose_writes(&mut self, command: &RaftCommand) -> Result<Proposed, StoreError> {
         let requested = command.epoch.unwrap_or_default();
         region::check_epoch(&self.region, requested, EpochCheck::Data)?;
         for write in &command.writes {
             kv::check_write(&self.region, write)?;
         }
-        self.raw.propose(command.encode_to_vec()).map_err(|error| self.raft_refusal(error))
+        let one_phase = one_phase_commit_ts(command);
+        if let Some(commit_ts) = one_phase
+            && let Err(refusal) = self.check_one_phase(commit_ts)
+        {
+            return Ok(Proposed::Answered(refused(command, refusal)));
+        }
+        let position = self.raw.propose(command.encode_to_vec()).map_err(|error| self.raft_refusal(error))?;
+        if let Some(commit_ts) = one_phase {
+            self.one_phase_proposed(position.index, commit_ts);
+        }
+        Ok(Proposed::InLog(position))
     }
 
     pub(super) fn apply_writes(

@@ -1,0 +1,147 @@
+//! The one-phase commit's guard: a leader takes a one-phase prewrite (commit records
+//! written at once, at a commit timestamp the client took from the oracle before
+//! sending) only when no read could have seen the keys without it at or above that
+//! timestamp.
+//!
+//! Two-phase commit needs no such guard: its locks are in place before its commit
+//! timestamp exists, so any reader with a later timestamp meets them. A one-phase
+//! commit has no locks. A reader at `read_ts > commit_ts` that reads the key before
+//! the commit applies would see the old value, and a later reader at the same
+//! timestamp the new one: a snapshot that changes. Three rules rule that out (TiKV
+//! keeps the same invariant with its `max_ts`):
+//!
+//! - **Reads raise a watermark.** The leader records the highest timestamp of a
+//!   snapshot read it accepted (`max_read_ts`), and refuses a one-phase prewrite whose
+//!   commit timestamp is not above it (`ONE_PHASE_READ_ABOVE`).
+//! - **A new leader syncs first.** Reads its predecessors accepted are not in its
+//!   watermark. So a leader takes one-phase prewrites only after it has received, in
+//!   its current term, a timestamp from the oracle requested after it was elected: every
+//!   read a predecessor served carried an older timestamp (it was taken before that
+//!   read reached a leader whose leadership was then still confirmed, hence before this
+//!   election), and the watermark is raised to it. Until then it refuses with
+//!   `ONE_PHASE_NOT_SYNCED` and asks the oracle (the worker sends the request).
+//! - **Reads wait for one-phase commits in flight.** A read accepted after a one-phase
+//!   prewrite was proposed, at or above its commit timestamp, is served only once the
+//!   prewrite's entry has applied.
+//!
+//! A refused prewrite is answered at once and writes nothing; the client commits in two
+//! phases instead. The guard is leader state only: nothing here is replicated.
+
+use std::collections::BTreeMap;
+
+use crate::proto::command::{OnePhaseRefusal, RaftCommand, TxnResult, WriteResult, write};
+use crate::raft::OpaqueError;
+use crate::store::peer::Peer;
+use crate::timestamp::Timestamp;
+
+/// A leader's knowledge of the reads its one-phase commits must stay above.
+#[derive(Debug, Default)]
+pub(in crate::store) struct OnePhaseGuard {
+    /// Whether the store can reach the oracle at all.
+    supported: bool,
+    /// The highest timestamp of a snapshot read accepted here (raised by syncs too).
+    max_read_ts: Timestamp,
+    /// The term in which the watermark was synced with the oracle.
+    synced_term: Option<u64>,
+    /// The term a sync was asked for and not answered yet.
+    requested_term: Option<u64>,
+    /// A sync the worker must ask the oracle for (the term asking).
+    sync_wanted: Option<u64>,
+    /// One-phase prewrites proposed and not applied yet: log index, commit timestamp.
+    in_flight: BTreeMap<u64, Timestamp>,
+}
+
+impl OnePhaseGuard {
+    pub(in crate::store) fn new(supported: bool) -> OnePhaseGuard {
+        OnePhaseGuard { supported, ..OnePhaseGuard::default() }
+    }
+}
+
+/// The one-phase commit timestamp a command carries, if it is a one-phase prewrite.
+pub(super) fn one_phase_commit_ts(command: &RaftCommand) -> Option<Timestamp> {
+    command.writes.iter().find_map(|write| match &write.kind {
+        Some(write::Kind::Prewrite(prewrite)) if prewrite.one_phase_commit_ts != 0 => {
+            Some(Timestamp::from_u64(prewrite.one_phase_commit_ts))
+        }
+        _ => None,
+    })
+}
+
+/// The answer to a refused one-phase prewrite, one result per write.
+pub(super) fn refused(command: &RaftCommand, refusal: OnePhaseRefusal) -> Vec<WriteResult> {
+    let result = WriteResult {
+        succeeded: false,
+        previous: None,
+        txn: Some(TxnResult { one_phase_refused: refusal as i32, ..TxnResult::default() }),
+    };
+    vec![result; command.writes.len()]
+}
+
+impl Peer {
+    /// Notes a snapshot read at `read_ts` accepted now; answers the log index the read
+    /// must see applied first (a one-phase commit in flight at or below its timestamp).
+    pub(super) fn observe_snapshot_read(&mut self, read_ts: Timestamp) -> u64 {
+        let applied = self.applied_index();
+        let guard = &mut self.one_phase;
+        guard.max_read_ts = guard.max_read_ts.max(read_ts);
+        guard.in_flight.retain(|index, _| *index > applied);
+        guard
+            .in_flight
+            .iter()
+            .filter(|(_, commit_ts)| **commit_ts <= read_ts)
+            .map(|(index, _)| *index)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Whether this leader may propose a one-phase prewrite at `commit_ts` now.
+    pub(super) fn check_one_phase(&mut self, commit_ts: Timestamp) -> Result<(), OnePhaseRefusal> {
+        if !self.one_phase.supported {
+            return Err(OnePhaseRefusal::OnePhaseUnsupported);
+        }
+        let term = self.term();
+        let guard = &mut self.one_phase;
+        if guard.synced_term != Some(term) {
+            if guard.requested_term != Some(term) {
+                guard.requested_term = Some(term);
+                guard.sync_wanted = Some(term);
+            }
+            return Err(OnePhaseRefusal::OnePhaseNotSynced);
+        }
+        if commit_ts <= guard.max_read_ts {
+            return Err(OnePhaseRefusal::OnePhaseReadAbove);
+        }
+        Ok(())
+    }
+
+    /// Records a one-phase prewrite proposed at `index`.
+    pub(super) fn one_phase_proposed(&mut self, index: u64, commit_ts: Timestamp) {
+        self.one_phase.in_flight.insert(index, commit_ts);
+    }
+
+    /// The term for which the worker must ask the oracle for a timestamp, if any.
+    pub(crate) fn take_one_phase_sync(&mut self) -> Option<u64> {
+        self.one_phase.sync_wanted.take()
+    }
+
+    /// The oracle's answer to the sync asked for in `term`.
+    pub(crate) fn on_one_phase_sync(&mut self, term: u64, answer: Result<Timestamp, OpaqueError>) {
+        let guard = &mut self.one_phase;
+        if guard.requested_term == Some(term) {
+            guard.requested_term = None;
+        }
+        match answer {
+            Ok(timestamp) => {
+                guard.max_read_ts = guard.max_read_ts.max(timestamp);
+                // Only a timestamp asked for in the current term proves anything about
+                // this term's predecessors.
+                if term == self.term() && self.is_leader() {
+                    self.one_phase.synced_term = Some(term);
+                }
+            }
+            Err(error) => {
+                tracing::info!(region_id = self.region_id, term, %error, "no timestamp for one-phase commits yet");
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The one-phase commit's guard on real stores: a new leader syncs with the oracle
+//! before it takes one, a commit below a served read is refused, and a read accepted
+//! while a one-phase commit below its timestamp is in flight waits for it.
+
+use super::*;
+use crate::proto::command::{Mutation, OnePhaseRefusal, Prewrite, TxnResult};
+use crate::proto::mvcc;
+use crate::raft::OpaqueError;
+use crate::timestamp::{Timestamp, TimestampSource};
+
+/// The oracle's answer to every sync: the same timestamp, at once.
+const SYNCED_AT: u64 = 1_000;
+
+#[derive(Debug)]
+struct FixedOracle;
+
+impl TimestampSource for FixedOracle {
+    fn request(&self, answer: Box<dyn FnOnce(Result<Timestamp, OpaqueError>) + Send>) {
+        answer(Ok(Timestamp::from_u64(SYNCED_AT)));
+    }
+}
+
+fn with_oracle(config: &mut StoreConfig) {
+    config.timestamps = Some(Arc::new(FixedOracle));
+}
+
+fn one_phase(key: &[u8], start_ts: u64, commit_ts: u64) -> Write {
+    let mutation =
+        Mutation { op: mvcc::Mutation::Put as i32, key: key.to_vec(), value: b"one-phase".to_vec() };
+    let prewrite = Prewrite {
+        start_ts,
+        primary: key.to_vec(),
+        lock_ttl_ms: 0,
+        mutations: vec![mutation],
+        one_phase_commit_ts: commit_ts,
+    };
+    Write { kind: Some(write::Kind::Prewrite(prewrite)) }
+}
+
+fn outcome(results: Vec<WriteResult>) -> TxnResult {
+    results.into_iter().next().and_then(|result| result.txn).expect("a transactional result")
+}
+
+fn refusal(result: &TxnResult) -> OnePhaseRefusal {
+    OnePhaseRefusal::try_from(result.one_phase_refused).expect("a known refusal")
+}
+
+fn snapshot_get(cluster: &Cluster, key: &[u8], read_ts: u64) -> ReadResponse {
+    cluster.read(1, ReadRequest::TxnGet { key: key.to_vec(), read_ts: Timestamp::from_u64(read_ts) })
+}
+
+#[test]
+fn a_new_leader_takes_one_phase_commits_only_after_syncing_with_the_oracle() {
+    let cluster = Cluster::with_regions(1, with_oracle);
+    let first = outcome(cluster.write(1, vec![one_phase(b"k", 2_000, 2_100)]));
+    assert_eq!(refusal(&first), OnePhaseRefusal::OnePhaseNotSynced, "the first asks for a sync");
+    let accepted = cluster.wait_for("the sync", |cluster| {
+        let result = outcome(cluster.write(1, vec![one_phase(b"k", 2_000, 2_100)]));
+        (refusal(&result) == OnePhaseRefusal::OnePhaseAccepted).then_some(result)
+    });
+    assert!(accepted.errors.is_empty());
+    // No read was served yet: only the sync raised the watermark, to the oracle's answer.
+    let below = outcome(cluster.write(1, vec![one_phase(b"j", 500, SYNCED_AT)]));
+    assert_eq!(refusal(&below), OnePhaseRefusal::OnePhaseReadAbove);
+    assert_eq!(snapshot_get(&cluster, b"k", 3_000), ReadResponse::Value(Some(b"one-phase".to_vec())));
+    assert_eq!(snapshot_get(&cluster, b"j", 3_000), ReadResponse::Value(None), "a refusal writes nothing");
+}
+
+#[test]
+fn a_one_phase_commit_at_or_below_a_served_read_is_refused() {
+    let cluster = Cluster::with_regions(1, with_oracle);
+    cluster.wait_for("the sync", |cluster| {
+        let result = outcome(cluster.write(1, vec![one_phase(b"warm-up", 1_100, 1_200)]));
+        (refusal(&result) == OnePhaseRefusal::OnePhaseAccepted).then_some(())
+    });
+    assert_eq!(snapshot_get(&cluster, b"k", 5_000), ReadResponse::Value(None));
+    for commit_ts in [4_000, 5_000] {
+        let refused = outcome(cluster.write(1, vec![one_phase(b"k", 3_000, commit_ts)]));
+        assert_eq!(refusal(&refused), OnePhaseRefusal::OnePhaseReadAbove, "at {commit_ts}");
+    }
+    assert_eq!(snapshot_get(&cluster, b"k", 5_000), ReadResponse::Value(None), "the read's snapshot holds");
+    let above = outcome(cluster.write(1, vec![one_phase(b"k", 3_000, 6_000)]));
+    assert_eq!(refusal(&above), OnePhaseRefusal::OnePhaseAccepted);
+}
+
+#[test]
+fn without_an_oracle_every_one_phase_commit_is_refused() {
+    let cluster = Cluster::with_regions(1, |_| {});
+    let refused = outcome(cluster.write(1, vec![one_phase(b"k", 2_000, 2_100)]));
+    assert_eq!(refusal(&refused), OnePhaseRefusal::OnePhaseUnsupported);
+}
+
+#[test]
+fn a_read_accepted_while_a_one_phase_commit_below_it_is_in_flight_waits_for_it() {
+    let cluster = Cluster::with_regions(1, with_oracle);
+    cluster.wait_for("the sync", |cluster| {
+        let result = outcome(cluster.write(1, vec![one_phase(b"warm-up", 1_100, 1_200)]));
+        (refusal(&result) == OnePhaseRefusal::OnePhaseAccepted).then_some(())
+    });
+    let (leader, status) = cluster.leader(1).expect("a leader");
+    let epoch = region::epoch(&status.region);
+    let mut scenario = failpoint::Scenario::begin();
+    // The commit is proposed and cannot commit: its appends are lost on the way out.
+    scenario.arm(points::STORE_DROP_OUTGOING_APPENDS, Action::Trigger);
+    let committing = cluster.stores[&leader].write(1, epoch, vec![one_phase(b"k", 2_000, 2_100)]);
+    while scenario.hits(points::STORE_DROP_OUTGOING_APPENDS) == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // A read above the commit, accepted now, must not see the key without it.
+    let read_ts = Timestamp::from_u64(3_000);
+    let reading = cluster.stores[&leader].read(1, epoch, ReadRequest::TxnGet { key: b"k".to_vec(), read_ts });
+    assert!(
+        reading.recv_timeout(Duration::from_millis(300)).is_err(),
+        "the read waits while the commit below it is in flight"
+    );
+    scenario.release(points::STORE_DROP_OUTGOING_APPENDS);
+    let committed = committing.recv_timeout(WAIT).expect("answered").expect("committed");
+    assert!(outcome(committed).errors.is_empty());
+    let answer = reading.recv_timeout(WAIT).expect("answered").expect("read");
+    assert_eq!(answer, ReadResponse::Value(Some(b"one-phase".to_vec())));
+}
