@@ -2,8 +2,9 @@
 //!
 //! A key's value at `read_ts` is decided by its newest commit record at or below
 //! `read_ts` that is a put or a delete (records of `lock_keys` and rollbacks change no
-//! value and are passed over): a put's value is in the versions family under the
-//! writing transaction's start timestamp, a delete means no value.
+//! value and are passed over): a put's value is in the record itself when short, and
+//! otherwise in the versions family under the writing transaction's start timestamp;
+//! a delete means no value.
 //!
 //! A lock decides first. A lock with `start_ts <= read_ts` belongs to a transaction
 //! that may commit below `read_ts`; until it is resolved, the reader cannot know the
@@ -74,10 +75,12 @@ pub struct MvccReader<'a> {
 
 /// What a key's records say at a timestamp.
 enum Visible {
-    /// The value written by the transaction that started at this timestamp.
+    /// The value written by the transaction that started at `start_ts`: in the record
+    /// when short, otherwise in the versions family.
     Put {
         commit_ts: Timestamp,
         start_ts: Timestamp,
+        short_value: Option<Vec<u8>>,
     },
     Deleted,
 }
@@ -113,7 +116,10 @@ impl<'a> MvccReader<'a> {
             newest_first.push(decode_write(&stored, &value)?);
         }
         match visible(newest_first.into_iter().map(|(_, commit_ts, write)| (commit_ts, write)), read_ts) {
-            Some(Visible::Put { commit_ts, start_ts }) => self.value(key, commit_ts, start_ts).map(Some),
+            Some(Visible::Put { short_value: Some(value), .. }) => Ok(Some(value)),
+            Some(Visible::Put { commit_ts, start_ts, short_value: None }) => {
+                self.value(key, commit_ts, start_ts).map(Some)
+            }
             Some(Visible::Deleted) | None => Ok(None),
         }
     }
@@ -226,8 +232,12 @@ impl<'a> MvccReader<'a> {
             // Backwards, a key's records came oldest first.
             records.reverse();
         }
-        if let Some(Visible::Put { commit_ts, start_ts }) = visible(records.into_iter(), read_ts) {
-            let value = self.value(&key, commit_ts, start_ts)?;
+        if let Some(Visible::Put { commit_ts, start_ts, short_value }) = visible(records.into_iter(), read_ts)
+        {
+            let value = match short_value {
+                Some(value) => value,
+                None => self.value(&key, commit_ts, start_ts)?,
+            };
             pairs.push((key, value));
         }
         Ok(())
@@ -269,7 +279,7 @@ fn visible(newest_first: impl Iterator<Item = (Timestamp, Write)>, read_ts: Time
         match write.kind() {
             WriteKind::WritePut => {
                 let start_ts = Timestamp::from_u64(write.start_ts);
-                return Some(Visible::Put { commit_ts, start_ts });
+                return Some(Visible::Put { commit_ts, start_ts, short_value: write.short_value });
             }
             WriteKind::WriteDelete => return Some(Visible::Deleted),
             WriteKind::WriteLock | WriteKind::WriteRollback => {}

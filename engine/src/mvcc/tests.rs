@@ -38,7 +38,7 @@ impl Fixture {
             if let Some(value) = value {
                 batch.put_cf(engine.cf(Cf::Versions).unwrap(), version_key(key, ts(start)), value);
             }
-            let record = Write { kind: kind as i32, start_ts: start };
+            let record = Write { kind: kind as i32, start_ts: start, short_value: None };
             batch.put_cf(engine.cf(Cf::Write).unwrap(), version_key(key, ts(commit)), record.encode_to_vec());
         });
     }
@@ -50,8 +50,13 @@ impl Fixture {
     /// A prewrite's lock, not yet committed.
     fn lock(&self, key: &[u8], primary: &[u8], start: u64, mutation: Mutation) {
         self.write(|engine, batch| {
-            let lock =
-                Lock { primary: primary.to_vec(), start_ts: start, ttl_ms: 3000, mutation: mutation as i32 };
+            let lock = Lock {
+                primary: primary.to_vec(),
+                start_ts: start,
+                ttl_ms: 3000,
+                mutation: mutation as i32,
+                short_value: None,
+            };
             batch.put_cf(engine.cf(Cf::Lock).unwrap(), lock_key(key), lock.encode_to_vec());
         });
     }

@@ -95,12 +95,16 @@ fn write_key(
     mutation: &KeyMutation,
 ) -> Result<(), EngineError> {
     let op = mutation.op();
-    if op == crate::proto::mvcc::Mutation::Put {
-        records::put_value(engine, batch, &mutation.key, start_ts, &mutation.value)?;
-    }
+    let short_value = match op {
+        crate::proto::mvcc::Mutation::Put => {
+            records::stage_value(engine, batch, &mutation.key, start_ts, &mutation.value)?
+        }
+        crate::proto::mvcc::Mutation::Delete | crate::proto::mvcc::Mutation::Lock => None,
+    };
     match one_phase {
         Some(commit_ts) => {
-            records::put_commit_record(engine, batch, &mutation.key, commit_ts, committed_kind(op), start_ts)
+            let record = (committed_kind(op), short_value);
+            records::put_commit_record(engine, batch, &mutation.key, commit_ts, record, start_ts)
         }
         None => {
             let lock = Lock {
@@ -108,6 +112,7 @@ fn write_key(
                 start_ts: start_ts.as_u64(),
                 ttl_ms: prewrite.lock_ttl_ms,
                 mutation: op as i32,
+                short_value,
             };
             records::put_lock(engine, batch, &mutation.key, &lock)
         }

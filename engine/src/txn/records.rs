@@ -98,15 +98,25 @@ pub(super) fn put_lock(
     batch.put(engine, Cf::Lock, lock_key(key), lock.encode_to_vec())
 }
 
-/// Stages the value a put of the transaction that started at `start_ts` writes.
-pub(super) fn put_value(
+/// The longest value kept in its lock and commit record rather than in the versions
+/// family.
+pub(crate) const MAX_SHORT_VALUE_BYTES: usize = 255;
+
+/// Stages the value a put of the transaction that started at `start_ts` writes: a
+/// short value is answered back to go in the lock (or commit record), a longer one is
+/// written to the versions family.
+pub(super) fn stage_value(
     engine: &Engine,
     batch: &mut ApplyBatch,
     key: &[u8],
     start_ts: Timestamp,
     value: &[u8],
-) -> Result<(), EngineError> {
-    batch.put(engine, Cf::Versions, version_key(key, start_ts), value.to_vec())
+) -> Result<Option<Vec<u8>>, EngineError> {
+    if value.len() <= MAX_SHORT_VALUE_BYTES {
+        return Ok(Some(value.to_vec()));
+    }
+    batch.put(engine, Cf::Versions, version_key(key, start_ts), value.to_vec())?;
+    Ok(None)
 }
 
 /// The commit record's kind for a mutation.
@@ -119,16 +129,16 @@ pub(super) fn committed_kind(mutation: Mutation) -> WriteKind {
 }
 
 /// Writes the record of the transaction that started at `start_ts` committing `key` at
-/// `commit_ts`.
+/// `commit_ts` (with the put's value when it is short).
 pub(super) fn put_commit_record(
     engine: &Engine,
     batch: &mut ApplyBatch,
     key: &[u8],
     commit_ts: Timestamp,
-    kind: WriteKind,
+    (kind, short_value): (WriteKind, Option<Vec<u8>>),
     start_ts: Timestamp,
 ) -> Result<(), EngineError> {
-    let record = Write { kind: kind as i32, start_ts: start_ts.as_u64() };
+    let record = Write { kind: kind as i32, start_ts: start_ts.as_u64(), short_value };
     batch.put(engine, Cf::Write, version_key(key, commit_ts), record.encode_to_vec())
 }
 
@@ -144,7 +154,7 @@ pub(super) fn roll_back_key(
 ) -> Result<(), EngineError> {
     if let Some(lock) = lock {
         batch.delete(engine, Cf::Lock, lock_key(key))?;
-        if lock.mutation() == Mutation::Put {
+        if lock.mutation() == Mutation::Put && lock.short_value.is_none() {
             batch.delete(engine, Cf::Versions, version_key(key, start_ts))?;
         }
     }
@@ -155,6 +165,7 @@ pub(super) fn roll_back_key(
     if batch.get(engine, Cf::Write, &at_start)?.is_some() {
         return Ok(());
     }
-    let record = Write { kind: WriteKind::WriteRollback as i32, start_ts: start_ts.as_u64() };
+    let record =
+        Write { kind: WriteKind::WriteRollback as i32, start_ts: start_ts.as_u64(), short_value: None };
     batch.put(engine, Cf::Write, at_start, record.encode_to_vec())
 }

@@ -47,7 +47,8 @@ pub fn commit(engine: &Engine, batch: &mut ApplyBatch, commit: &Commit) -> Resul
         return Ok(TxnResult { errors, ..TxnResult::default() });
     }
     for (key, lock) in locked {
-        records::put_commit_record(engine, batch, key, commit_ts, committed_kind(lock.mutation()), start_ts)?;
+        let record = (committed_kind(lock.mutation()), lock.short_value.clone());
+        records::put_commit_record(engine, batch, key, commit_ts, record, start_ts)?;
         batch.delete(engine, crate::storage::Cf::Lock, crate::mvcc::key::lock_key(key))?;
     }
     let status = TxnStatus { state: TxnState::Committed as i32, commit_ts: commit_ts.as_u64(), ttl_ms: 0 };

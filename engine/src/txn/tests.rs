@@ -387,3 +387,26 @@ fn commands_that_can_never_be_right_are_refused_before_they_are_proposed() {
     // The primary may live in another region: only the mutations must be here.
     assert_eq!(refused(write::Kind::Prewrite(prewrite_of(5, "z", vec![put("b", "1")]))), None);
 }
+
+#[test]
+fn long_values_live_in_the_versions_family_and_leave_with_a_rollback() {
+    let fixture = Fixture::new();
+    let long = "x".repeat(records::MAX_SHORT_VALUE_BYTES + 1);
+    let versions = |fixture: &Fixture| {
+        let family = fixture.engine.cf(Cf::Versions).expect("the family");
+        fixture.engine.db().iterator_cf(family, rocksdb::IteratorMode::Start).count()
+    };
+    fixture.prewrite(10, "a", vec![put("a", &long), put("b", "short")]);
+    assert_eq!(versions(&fixture), 1, "only the long value is staged apart");
+    fixture.commit(10, 20, &["a", "b"]);
+    assert_eq!(fixture.value("a", 25).as_deref(), Some(long.as_str()));
+    assert_eq!(fixture.value("b", 25).as_deref(), Some("short"));
+    fixture.prewrite(30, "a", vec![put("a", &format!("{long}2"))]);
+    assert_eq!(versions(&fixture), 2);
+    fixture.rollback(30, &["a"]);
+    assert_eq!(versions(&fixture), 1, "a rollback removes the staged value");
+    let mut one_phase = prewrite_of(40, "c", vec![put("c", &long)]);
+    one_phase.one_phase_commit_ts = 41;
+    fixture.apply(write::Kind::Prewrite(one_phase));
+    assert_eq!(fixture.value("c", 41).as_deref(), Some(long.as_str()));
+}

@@ -51,7 +51,8 @@ pub(crate) enum Turn {
 
 /// A write's outcome in its group.
 pub enum GroupOutcome {
-    Applied,
+    /// Applied, with the store's result for it.
+    Applied(tessera_engine::proto::command::WriteResult),
     Failed(ClientError),
     /// The group was refused as a whole before it could apply (a stale route, a split,
     /// a bad write in it): the write goes on its own.
@@ -363,11 +364,11 @@ mod tests {
         let (_, turn) = group.followers.into_iter().next().expect("c was taken");
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let _ = turn.send(Turn::Done(GroupOutcome::Applied));
+            let _ = turn.send(Turn::Done(GroupOutcome::Applied(Default::default())));
         });
         // Past its deadline, but its group's answer still comes.
         match taken.turn(Instant::now()).await {
-            Waited::Turn(Turn::Done(GroupOutcome::Applied)) => {}
+            Waited::Turn(Turn::Done(GroupOutcome::Applied(_))) => {}
             _ => panic!("a write a group took is waited for to the end"),
         }
     }

@@ -17,6 +17,7 @@
 mod batch;
 mod cache;
 mod errors;
+mod grouped;
 pub mod pd;
 mod scan;
 mod timestamps;
@@ -28,7 +29,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use tessera_engine::kv::check_write;
 use tessera_engine::proto::{
     command::{CompareAndSwap, Delete, DeleteRange, Put, Write, write},
     frame::KeyValue,
@@ -46,12 +46,11 @@ use crate::proto::{
     BatchGetRequest, GetRequest, RegionContext, ScanRequest, WriteRequest, kv_failure::Kind as Failure,
 };
 use crate::transport::MAX_MESSAGE_BYTES;
-use batch::{GroupOutcome, Joined, LeadGuard, Pending, Turn, Waited, WriteGroup, WriteGroups};
+use batch::WriteGroups;
 use cache::RegionCache;
 pub use errors::{ClientError, Conflict, Refusal, Transient, Uncertainty};
 pub use pd::GrpcPdClient;
 pub(crate) use timestamps::TimestampClient;
-use tokio::sync::oneshot;
 pub use txn::{Snapshot, Transaction};
 
 /// Whether a request may be sent again when its outcome is unknown.
@@ -108,20 +107,12 @@ pub struct Client {
     addresses: RwLock<HashMap<u64, String>>,
     stubs: RwLock<HashMap<String, Kv>>,
     groups: WriteGroups,
+    /// Groups of one-phase transaction commits, kept apart from raw writes: a leader
+    /// refuses a one-phase group as a whole, which must not take raw writes with it.
+    txn_groups: WriteGroups,
     /// Started by the first call that needs a timestamp.
     timestamps: OnceLock<timestamps::TimestampClient>,
     deadline: Duration,
-}
-
-/// A write's outcome from its group's: applied if the group was and its region holds
-/// the key; alone again if the group left it out (its region split) or was refused
-/// whole before applying; otherwise the group's error, which is the write's too.
-fn group_outcome(group: &Result<Region, ClientError>, pending: Pending) -> GroupOutcome {
-    match group {
-        Ok(region) if KeyRange::of(region).contains(&pending.key) => GroupOutcome::Applied,
-        Ok(_) | Err(ClientError::InvalidArgument(_)) => GroupOutcome::SendAlone(pending),
-        Err(error) => GroupOutcome::Failed(error.clone()),
-    }
 }
 
 /// Whether a request certainly never reached a store: the connection to it was
@@ -158,6 +149,7 @@ impl Client {
             addresses: RwLock::new(HashMap::new()),
             stubs: RwLock::new(HashMap::new()),
             groups: WriteGroups::default(),
+            txn_groups: WriteGroups::default(),
             timestamps: OnceLock::new(),
             deadline,
         }
@@ -462,79 +454,6 @@ impl Client {
         self.grouped_write(key, put(key.to_vec(), value.to_vec()), key.len() + value.len()).await
     }
 
-    /// A put or delete, sent in a write group with whatever else is in flight for its
-    /// region. A write whose region is not cached yet goes alone (and fills the cache);
-    /// so does one the store would refuse, judged by the store's own check: it must not
-    /// take a group down with it.
-    async fn grouped_write(&self, key: &[u8], write: Write, bytes: usize) -> Result<(), ClientError> {
-        let region = self.cache.find(key).and_then(|route| route.region);
-        let Some(region_id) =
-            region.filter(|region| check_write(region, &write).is_ok()).map(|region| region.id)
-        else {
-            return self.write(key, vec![write]).await.map(|_| ());
-        };
-        let pending = Pending { key: key.to_vec(), write, bytes };
-        let give_up = Instant::now() + self.deadline;
-        let leader = match self.groups.join(region_id, pending) {
-            Joined::Lead(pending) => pending,
-            Joined::Alone(pending) => return self.settle(GroupOutcome::SendAlone(pending)).await,
-            Joined::Wait(waiting) => match waiting.turn(give_up).await {
-                Waited::Turn(Turn::Done(outcome)) => return self.settle(outcome).await,
-                Waited::Turn(Turn::Lead(pending)) => pending,
-                Waited::Abandoned => return Err(ClientError::OutcomeUnknown(Uncertainty::Abandoned)),
-                Waited::Expired => {
-                    let last = Transient::QueuedPastDeadline { region_id };
-                    return Err(ClientError::Unavailable { attempts: 0, last });
-                }
-            },
-        };
-        let guard = LeadGuard { groups: &self.groups, region_id };
-        let group = self.groups.take(region_id, leader);
-        let (mine, followers) = self.send_group(group).await;
-        for (outcome, turn) in followers {
-            // The caller may have gone away: nobody to tell.
-            let _ = turn.send(Turn::Done(outcome));
-        }
-        // The next group leaves before this caller's own write, if it must, goes alone.
-        drop(guard);
-        self.settle(mine).await
-    }
-
-    async fn settle(&self, outcome: GroupOutcome) -> Result<(), ClientError> {
-        match outcome {
-            GroupOutcome::Applied => Ok(()),
-            GroupOutcome::Failed(error) => Err(error),
-            GroupOutcome::SendAlone(pending) => {
-                self.write(&pending.key, vec![pending.write]).await.map(|_| ())
-            }
-        }
-    }
-
-    /// Sends a group as one request to the region holding its leader's write; writes
-    /// that region no longer holds (it split) are left out and go alone. Answers the
-    /// leader's outcome and each follower's.
-    async fn send_group(
-        &self,
-        group: WriteGroup,
-    ) -> (GroupOutcome, Vec<(GroupOutcome, oneshot::Sender<Turn>)>) {
-        let WriteGroup { leader, followers } = group;
-        let result = self
-            .on_region(&leader.key, Resend::OnlyIfNotApplied, |mut kv, context, region| {
-                let writes: Vec<Write> = std::iter::once(&leader)
-                    .chain(followers.iter().map(|(pending, _)| pending))
-                    .filter(|pending| KeyRange::of(&region).contains(&pending.key))
-                    .map(|pending| pending.write.clone())
-                    .collect();
-                async move { kv.write(WriteRequest { context: Some(context), writes }).await }
-            })
-            .await
-            .map(|(_, region)| region);
-        let mine = group_outcome(&result, leader);
-        let followers =
-            followers.into_iter().map(|(pending, turn)| (group_outcome(&result, pending), turn)).collect();
-        (mine, followers)
-    }
-
     /// Writes every pair; the pairs of one region are applied atomically together,
     /// regions in parallel and independently of each other.
     pub async fn batch_put(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), ClientError> {
@@ -619,40 +538,5 @@ impl Client {
             Ok((answer.into_inner().pairs, region))
         };
         self.scan_regions(start, end, limit, reverse, scan_region).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pending(key: &str) -> Pending {
-        Pending { key: key.as_bytes().to_vec(), write: Write::default(), bytes: key.len() }
-    }
-
-    fn region(start: &str, end: &str) -> Region {
-        Region { id: 1, start_key: start.into(), end_key: end.into(), ..Region::default() }
-    }
-
-    #[test]
-    fn a_write_shares_its_groups_fate_only_when_the_group_carried_it() {
-        let applied: Result<Region, ClientError> = Ok(region("a", "m"));
-        assert!(matches!(group_outcome(&applied, pending("c")), GroupOutcome::Applied));
-        // Left out of the request: the region split and no longer holds the key.
-        assert!(matches!(group_outcome(&applied, pending("x")), GroupOutcome::SendAlone(_)));
-        // One bad write refuses the whole request before anything applies.
-        let reason = "value too large".to_string();
-        let refused = Err(ClientError::InvalidArgument(Refusal::Store { region_id: 1, reason }));
-        assert!(matches!(group_outcome(&refused, pending("c")), GroupOutcome::SendAlone(_)));
-        let unknown = Err(ClientError::OutcomeUnknown(Uncertainty::Abandoned));
-        assert!(matches!(
-            group_outcome(&unknown, pending("c")),
-            GroupOutcome::Failed(ClientError::OutcomeUnknown(_))
-        ));
-        let unavailable = Err(ClientError::Unavailable { attempts: 3, last: Transient::LeaderUnknown });
-        assert!(matches!(
-            group_outcome(&unavailable, pending("c")),
-            GroupOutcome::Failed(ClientError::Unavailable { .. })
-        ));
     }
 }

@@ -57,17 +57,23 @@ impl OnePhaseGuard {
     }
 }
 
-/// The one-phase commit timestamp a command carries, if it is a one-phase prewrite.
+/// The lowest one-phase commit timestamp among a command's writes (a client groups
+/// the one-phase commits in flight for a region into one command), if it has any:
+/// the command is taken or refused as a whole, by its lowest.
 pub(super) fn one_phase_commit_ts(command: &RaftCommand) -> Option<Timestamp> {
-    command.writes.iter().find_map(|write| match &write.kind {
-        Some(write::Kind::Prewrite(prewrite)) if prewrite.one_phase_commit_ts != 0 => {
-            Some(Timestamp::from_u64(prewrite.one_phase_commit_ts))
-        }
-        _ => None,
-    })
+    command
+        .writes
+        .iter()
+        .filter_map(|write| match &write.kind {
+            Some(write::Kind::Prewrite(prewrite)) if prewrite.one_phase_commit_ts != 0 => {
+                Some(Timestamp::from_u64(prewrite.one_phase_commit_ts))
+            }
+            _ => None,
+        })
+        .min()
 }
 
-/// The answer to a refused one-phase prewrite, one result per write.
+/// The answer to a refused command of one-phase prewrites, one result per write.
 pub(super) fn refused(command: &RaftCommand, refusal: OnePhaseRefusal) -> Vec<WriteResult> {
     let result = WriteResult {
         succeeded: false,

@@ -46,6 +46,7 @@ use tessera_engine::txn::MAX_LOCK_TTL_MS;
 use tokio::time::Instant;
 
 use super::resolve::Resolution;
+use crate::client::batch::GroupOutcome;
 use crate::client::{Client, ClientError, Conflict, Resend, Transient, Uncertainty};
 use crate::proto::WriteRequest;
 
@@ -107,9 +108,10 @@ impl Commit {
     }
 
     /// The one-phase path, when every key is in one region (by the client's cache): a
-    /// commit timestamp first, then one prewrite that writes commit records directly.
-    /// Answers None when the path does not apply or the leader refused it (nothing was
-    /// written then): the caller commits in two phases.
+    /// commit timestamp first, then one prewrite that writes commit records directly,
+    /// sent with the other one-phase commits in flight for the region (one request,
+    /// one Raft entry). Answers None when the path does not apply or the leader refused
+    /// it (nothing was written then): the caller commits in two phases.
     async fn one_phase(&self) -> Result<Option<Timestamp>, ClientError> {
         let Some(region) = self.client.cache.find(&self.primary).and_then(|route| route.region) else {
             return Ok(None);
@@ -117,6 +119,7 @@ impl Commit {
         if !self.mutations.iter().all(|(key, _)| KeyRange::of(&region).contains(key)) {
             return Ok(None);
         }
+        let bytes = self.mutations.iter().map(|(key, mutation)| key.len() + mutation.value.len()).sum();
         loop {
             let commit_ts = self.client.timestamp().await?;
             let prewrite = Prewrite {
@@ -126,25 +129,19 @@ impl Commit {
                 mutations: self.mutations.iter().map(|(_, mutation)| mutation.clone()).collect(),
                 one_phase_commit_ts: commit_ts.as_u64(),
             };
-            let writes = vec![Write { kind: Some(write::Kind::Prewrite(prewrite)) }];
-            let mutations = &self.mutations;
-            let (answer, _) = self
-                .client
-                .on_region(&self.primary, Resend::Always, |mut kv, context, region| {
-                    let writes = writes.clone();
-                    // The region split since the cache was filled: two regions cannot
-                    // commit in one phase.
-                    let whole = mutations.iter().all(|(key, _)| KeyRange::of(&region).contains(key));
-                    async move {
-                        if !whole {
-                            return Ok(None);
-                        }
-                        kv.write(WriteRequest { context: Some(context), writes }).await.map(Some)
-                    }
-                })
-                .await?;
-            let Some(answer) = answer else { return Ok(None) };
-            let result = first_txn_result(answer.into_inner().results);
+            let write = Write { kind: Some(write::Kind::Prewrite(prewrite)) };
+            let grouped =
+                self.client.join_group(&self.client.txn_groups, &self.primary, write.clone(), bytes).await;
+            let result = match grouped {
+                Ok(GroupOutcome::Applied(result)) => result.txn.unwrap_or_default(),
+                // Sent again alone: one-phase prewrites are idempotent.
+                Ok(GroupOutcome::SendAlone(_) | GroupOutcome::Failed(ClientError::OutcomeUnknown(_)))
+                | Err(ClientError::OutcomeUnknown(_)) => match self.one_phase_alone(write).await? {
+                    Some(result) => result,
+                    None => return Ok(None),
+                },
+                Ok(GroupOutcome::Failed(error)) | Err(error) => return Err(error),
+            };
             if result.one_phase_refused != OnePhaseRefusal::OnePhaseAccepted as i32 {
                 return Ok(None);
             }
@@ -154,6 +151,26 @@ impl Commit {
             // Locks of finished transactions in the way are resolved, then it goes again.
             self.settle_refusals(result.errors).await?;
         }
+    }
+
+    /// Sends a one-phase prewrite on its own, again until answered; None if its keys
+    /// are no longer in one region (it split).
+    async fn one_phase_alone(&self, write: Write) -> Result<Option<TxnResult>, ClientError> {
+        let mutations = &self.mutations;
+        let (answer, _) = self
+            .client
+            .on_region(&self.primary, Resend::Always, |mut kv, context, region| {
+                let writes = vec![write.clone()];
+                let whole = mutations.iter().all(|(key, _)| KeyRange::of(&region).contains(key));
+                async move {
+                    if !whole {
+                        return Ok(None);
+                    }
+                    kv.write(WriteRequest { context: Some(context), writes }).await.map(Some)
+                }
+            })
+            .await?;
+        Ok(answer.map(|answer| first_txn_result(answer.into_inner().results)))
     }
 
     /// Locks every key, resolving abandoned locks in the way.
