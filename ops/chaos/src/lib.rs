@@ -6,6 +6,8 @@
 //! [`workload`] (clients and their [`history`]), [`nemesis`] (faults), [`checker`]
 //! (linearizability per key, lost writes), [`round`] (one round, its evidence), and
 //! [`availability`] (how long the cluster took to serve again after each fault).
+//! [`transactions`] holds the checkers of transactional histories (list-append
+//! anomalies, the bank's invariant).
 
 pub mod availability;
 pub mod checker;
@@ -13,4 +15,5 @@ pub mod cluster;
 pub mod history;
 pub mod nemesis;
 pub mod round;
+pub mod transactions;
 pub mod workload;
