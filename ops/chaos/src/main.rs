@@ -62,6 +62,10 @@ struct RunArgs {
     /// Keys the clients work on (at most 10).
     #[arg(long, default_value_t = 5)]
     keys: usize,
+    /// Transactional clients (bank transfers and audits, list-append transactions),
+    /// beside the register clients, on the host.
+    #[arg(long, default_value_t = 2)]
+    txn_clients: usize,
     /// Longest pause, in milliseconds, between one client's operations.
     #[arg(long, default_value_t = 20)]
     think_ms: u64,
@@ -193,8 +197,9 @@ fn print_round(label: &str, outcome: &round::RoundOutcome, config: &RoundConfig)
     let verdict = if outcome.passed() { "ok" } else { "FAILED" };
     println!(
         "{label}: {verdict}: {} operations ({} ok, {} failed, {} unknown), {} faults, \
-         {} operators, {} violations, {} lost writes; started in {:.1}s, recovered in {:.1}s, \
-         settled in {:.1}s, checked in {:.2}s",
+         {} operators, {} violations, {} lost writes; transactions {} committed, {} aborted, \
+         {} unknown, {} audits, {} anomalies; started in {:.1}s, recovered in {:.1}s, settled in {:.1}s, \
+         checked in {:.2}s",
         outcome.invocations,
         outcome.ok,
         outcome.failed,
@@ -203,6 +208,11 @@ fn print_round(label: &str, outcome: &round::RoundOutcome, config: &RoundConfig)
         outcome.faults.iter().filter(|line| line.contains(" operator: ")).count(),
         outcome.report.violations.len(),
         outcome.report.lost_writes.len(),
+        outcome.transactions.committed,
+        outcome.transactions.aborted,
+        outcome.transactions.unknown,
+        outcome.transactions.audits,
+        outcome.transactions.anomalies.len(),
         outcome.start_time.as_secs_f64(),
         outcome.recovery_time.as_secs_f64(),
         outcome.settle_time.as_secs_f64(),
@@ -220,6 +230,9 @@ fn print_round(label: &str, outcome: &round::RoundOutcome, config: &RoundConfig)
     for write in &outcome.report.lost_writes {
         println!("  {write}");
     }
+    for anomaly in &outcome.transactions.anomalies {
+        println!("  {anomaly}");
+    }
     println!("  evidence: {}", config.dir.display());
 }
 
@@ -230,6 +243,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     });
     let run_dir = std::path::absolute(args.out.join(format!("seed-{seed}")))?;
     let (mut violations, mut lost, mut failed_rounds) = (0usize, 0usize, Vec::new());
+    let (mut anomalies, mut committed) = (0usize, 0usize);
     let mut outages = Vec::new();
     let outages_path = run_dir.join("availability.jsonl");
     // A seed run again starts its file again: a summary must not count a round twice.
@@ -247,6 +261,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             clients: args.clients,
             node_clients: args.node_clients,
             keys: args.keys,
+            txn_clients: args.txn_clients,
             think: Duration::from_millis(args.think_ms),
             faults: faults.clone(),
             binary: binary.clone(),
@@ -258,6 +273,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Ok(outcome) => {
                 violations += outcome.report.violations.len();
                 lost += outcome.report.lost_writes.len();
+                anomalies += outcome.transactions.anomalies.len();
+                committed += outcome.transactions.committed;
                 print_round(&label, &outcome, &config);
                 keep_outages(&outages_path, &outcome.outages)?;
                 outages.extend_from_slice(&outcome.outages);
@@ -272,7 +289,11 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     print!("{}", availability::table(&availability::summarise(&outages)));
-    let mut summary = format!("chaos: {} rounds, {violations} violations, {lost} lost writes", args.rounds);
+    let mut summary = format!(
+        "chaos: {} rounds, {violations} violations, {lost} lost writes, {anomalies} transaction anomalies \
+         ({committed} transactions committed)",
+        args.rounds
+    );
     if failed_rounds.is_empty() {
         println!("{summary}");
         return Ok(ExitCode::SUCCESS);

@@ -23,6 +23,8 @@ use crate::checker::{self, CheckConfig, Report};
 use crate::cluster::{ChaosCluster, ClusterConfig};
 use crate::history::{self, EventKind, HistoryWriter, Operation};
 use crate::nemesis;
+use crate::transactions::round::{self as txn_round, TxnOutcome};
+use crate::transactions::workload as txn_workload;
 use crate::workload::{self, Home, Recorder, WorkloadConfig};
 
 /// How long a client waits for one request.
@@ -47,6 +49,8 @@ pub struct RoundConfig {
     /// How many of the clients run inside a node's namespace (the rest on the host).
     pub node_clients: usize,
     pub keys: usize,
+    /// Transactional clients (bank and list-append), beside the register clients.
+    pub txn_clients: usize,
     pub think: Duration,
     pub faults: Vec<String>,
     pub binary: PathBuf,
@@ -61,6 +65,8 @@ pub struct RoundOutcome {
     pub failed: usize,
     pub unknown: usize,
     pub report: Report,
+    /// The transactional clients' figures and the anomalies found in what they saw.
+    pub transactions: TxnOutcome,
     /// Why the round could not be judged whole: a node crashed, the cluster did not
     /// recover, a key could not be read at the end.
     pub problems: Vec<String>,
@@ -77,11 +83,16 @@ pub struct RoundOutcome {
 
 impl RoundOutcome {
     pub fn passed(&self) -> bool {
-        self.report.is_valid() && self.problems.is_empty()
+        self.report.is_valid() && self.problems.is_empty() && self.transactions.anomalies.is_empty()
     }
 }
 
 pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
+    // A seed run again must not start from what its last run left (data directories
+    // included): the cluster would serve the old run's values.
+    if config.dir.exists() {
+        std::fs::remove_dir_all(&config.dir).with_context(|| format!("removing {}", config.dir.display()))?;
+    }
     std::fs::create_dir_all(&config.dir).with_context(|| format!("creating {}", config.dir.display()))?;
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut cluster = ChaosCluster::start(&ClusterConfig {
@@ -95,13 +106,17 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
     let starting = Instant::now();
     cluster.wait_ready(&client, first_key.as_bytes(), READY_TIMEOUT).await.context("starting the cluster")?;
     let start_time = starting.elapsed();
+    txn_workload::open_accounts(&client, READY_TIMEOUT).await.context("opening the bank's accounts")?;
 
     let file = File::create(config.dir.join("history.jsonl")).context("creating the history")?;
     let recorder: Recorder = Arc::new(Mutex::new(HistoryWriter::new(Box::new(LineWriter::new(file)))));
     let (stop, stopped) = watch::channel(false);
     let mut record = nemesis::Record::default();
     let workload_config = workload_config(config, &cluster, &mut record);
-    let clients = tokio::spawn(workload::run(client.clone(), workload_config, recorder.clone(), stopped));
+    let clients =
+        tokio::spawn(workload::run(client.clone(), workload_config, recorder.clone(), stopped.clone()));
+    let txn_clients =
+        tokio::spawn(txn_workload::run(client.clone(), config.txn_clients, config.seed, stopped));
 
     let until = tokio::time::Instant::now() + config.duration;
     let kinds = (&config.faults[..], config.keys);
@@ -113,6 +128,7 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
     let clients_stopped_ns = recorder.lock().now_ns();
     let _ = stop.send(true);
     clients.await.context("the clients' task")?.context("recording the history")?;
+    let txn_history = txn_clients.await.context("the transactional clients' task")?;
     // A nemesis that failed half-way (a status address that refused, a process it could
     // not signal) still leaves a round to judge: the failure is one of its problems.
     if let Err(error) = nemesis_result {
@@ -121,13 +137,8 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
     restored?;
 
     let (recovery_time, settle_time) = after_the_faults(&mut cluster, &client, &record, &mut problems).await;
-    for index in 0..config.keys {
-        if let Err(error) =
-            final_read(&client, &recorder, FINAL_PROCESS + index as u64, workload::key(index)).await
-        {
-            problems.push(error);
-        }
-    }
+    problems.extend(final_reads(&client, &recorder, config.keys).await);
+    let transactions = txn_round::judge(&client, txn_history, READY_TIMEOUT).await;
     problems.extend(cluster.crashed());
     recorder.lock().flush().context("writing the history")?;
     drop(cluster);
@@ -146,6 +157,7 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
         failed: count(|k| matches!(k, EventKind::Fail { .. })),
         unknown: count(|k| matches!(k, EventKind::Unknown { .. })),
         report,
+        transactions,
         problems,
         faults: record.lines,
         outages,
@@ -224,6 +236,18 @@ fn client_homes(config: &RoundConfig, cluster: &ChaosCluster) -> Vec<Home> {
         .collect()
 }
 
+/// A final read of every key; what could not be read.
+async fn final_reads(client: &Client, recorder: &Recorder, keys: usize) -> Vec<String> {
+    let mut problems = Vec::new();
+    for index in 0..keys {
+        let process = FINAL_PROCESS + index as u64;
+        if let Err(error) = final_read(client, recorder, process, workload::key(index)).await {
+            problems.push(error);
+        }
+    }
+    problems
+}
+
 /// Reads `key` until an answer comes (each try recorded), for at most the recovery
 /// timeout.
 async fn final_read(client: &Client, recorder: &Recorder, process: u64, key: String) -> Result<(), String> {
@@ -261,5 +285,6 @@ fn write_findings(dir: &Path, outcome: &RoundOutcome) -> anyhow::Result<()> {
     lines.extend(
         outcome.report.inconclusive.iter().map(|key| format!("key {key}: the search hit its step limit")),
     );
+    lines.extend(outcome.transactions.anomalies.iter().cloned());
     write_lines(&dir.join("findings.txt"), &lines)
 }

@@ -94,6 +94,8 @@ pub enum Anomaly {
     GarbageRead { reader: usize, key: Key, value: Value },
     /// One value appears twice in a read (an append applied twice).
     DuplicateValue { reader: usize, key: Key, value: Value },
+    /// A committed append is missing from the key's final state.
+    LostAppend { writer: usize, key: Key, value: Value },
 }
 
 impl fmt::Display for Anomaly {
@@ -124,6 +126,9 @@ impl fmt::Display for Anomaly {
             }
             Anomaly::DuplicateValue { reader, key, value } => {
                 write!(f, "T{reader} read {value} twice in key {key}")
+            }
+            Anomaly::LostAppend { writer, key, value } => {
+                write!(f, "committed T{writer} appended {value} to key {key}, missing from its final state")
             }
         }
     }
@@ -183,6 +188,22 @@ pub fn check(history: &[Transaction], isolation: Isolation) -> Vec<Anomaly> {
     let graph = dependencies(history, &appends, &orders, &outcomes);
     anomalies.extend(cycles::classify(&graph));
     anomalies.retain(|anomaly| anomaly.violates(isolation));
+    anomalies
+}
+
+/// The appends of committed transactions that `final_state` (every key's list, read
+/// once nothing else ran) lacks.
+pub fn lost_appends(history: &[Transaction], final_state: &BTreeMap<Key, Vec<Value>>) -> Vec<Anomaly> {
+    let mut anomalies = Vec::new();
+    for transaction in history.iter().filter(|transaction| transaction.outcome == Outcome::Committed) {
+        for op in &transaction.ops {
+            if let MicroOp::Append { key, value } = op
+                && !final_state.get(key).is_some_and(|list| list.contains(value))
+            {
+                anomalies.push(Anomaly::LostAppend { writer: transaction.id, key: *key, value: *value });
+            }
+        }
+    }
     anomalies
 }
 

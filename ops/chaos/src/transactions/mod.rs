@@ -12,12 +12,17 @@
 //! - [`bank`]: transfers between accounts; every snapshot of all balances must add up
 //!   to the same total.
 //!
+//! - [`workload`] and [`round`]: the transactional clients of a chaos round that
+//!   record them, and the judging of what they recorded.
+//!
 //! Like the linearizability checker, these judge a history and nothing else: no I/O,
 //! no state between checks, no panic on what a history says.
 
 pub mod bank;
 mod cycles;
 pub mod list_append;
+pub mod round;
+pub mod workload;
 
 #[cfg(test)]
 mod tests;

@@ -31,6 +31,7 @@ fn names(anomalies: &[Anomaly]) -> Vec<&'static str> {
             Anomaly::IncompatibleOrder { .. } => "incompatible-order",
             Anomaly::GarbageRead { .. } => "garbage",
             Anomaly::DuplicateValue { .. } => "duplicate",
+            Anomaly::LostAppend { .. } => "lost",
         })
         .collect()
 }
@@ -142,6 +143,19 @@ fn a_cycle_names_its_transactions_and_dependencies() {
     ];
     let text = check(&history, Isolation::SnapshotIsolation)[0].to_string();
     assert!(text.starts_with("G1c: T") && text.contains("WriteRead"), "{text}");
+}
+
+#[test]
+fn a_committed_append_missing_from_the_final_state_is_lost() {
+    let history = vec![
+        committed(1, vec![append(1, 1)]),
+        committed(2, vec![append(1, 2)]),
+        Transaction { id: 3, ops: vec![append(1, 3)], outcome: Outcome::Unknown },
+    ];
+    let final_state = BTreeMap::from([(1, vec![1])]);
+    let lost = super::list_append::lost_appends(&history, &final_state);
+    assert_eq!(names(&lost), vec!["lost"], "only the committed append 2; the unknown 3 may have failed");
+    assert!(super::list_append::lost_appends(&history, &BTreeMap::from([(1, vec![1, 2])])).is_empty());
 }
 
 fn snapshot(label: &str, balances: &[(&str, i64)]) -> Snapshot {

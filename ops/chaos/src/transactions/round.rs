@@ -1,0 +1,68 @@
+//! The transactional part of a chaos round: the accounts opened before the faults,
+//! the clients running beside the register clients, and after the faults the final
+//! state read and everything checked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_server::client::{Client, ClientError};
+
+use super::bank::{self, Snapshot};
+use super::list_append::{self, Isolation, MicroOp, Outcome, Transaction};
+use super::workload::{self, ACCOUNTS, OPENING, TxnHistory};
+
+/// Names the final reads in the histories.
+const FINAL: usize = usize::MAX;
+
+/// What the transactional clients did in a round, and what the checkers found.
+#[derive(Debug, Default)]
+pub struct TxnOutcome {
+    pub committed: usize,
+    pub aborted: usize,
+    pub unknown: usize,
+    pub audits: usize,
+    pub anomalies: Vec<String>,
+}
+
+/// Reads what the history must end in, once nothing else runs, and checks it all.
+pub async fn judge(client: &Arc<Client>, mut history: TxnHistory, deadline: Duration) -> TxnOutcome {
+    let mut anomalies = Vec::new();
+    match final_audit(client, deadline).await {
+        Ok(snapshot) => history.snapshots.push(snapshot),
+        Err(error) => anomalies.push(format!("the final audit never succeeded: {error}")),
+    }
+    let accounts: Vec<String> = (0..ACCOUNTS).map(workload::account).collect();
+    let total = OPENING * ACCOUNTS as i64;
+    anomalies.extend(bank::check(&history.snapshots, &accounts, total).iter().map(|a| format!("bank: {a}")));
+    for (serializable, transactions) in [(false, &mut history.unlocked), (true, &mut history.locked)] {
+        let isolation = if serializable { Isolation::Serializable } else { Isolation::SnapshotIsolation };
+        let Some(final_state) = workload::final_lists(client, serializable, deadline).await else {
+            anomalies.push(format!("the final read of the {isolation:?} lists never succeeded"));
+            continue;
+        };
+        let lost = list_append::lost_appends(transactions, &final_state);
+        let reads = final_state.into_iter().map(|(key, values)| MicroOp::Read { key, values: Some(values) });
+        transactions.push(Transaction { id: FINAL, ops: reads.collect(), outcome: Outcome::Committed });
+        let found = list_append::check(transactions, isolation).into_iter().chain(lost);
+        anomalies.extend(found.map(|anomaly| format!("list-append ({isolation:?}): {anomaly}")));
+    }
+    TxnOutcome {
+        committed: history.committed,
+        aborted: history.aborted,
+        unknown: history.unknown,
+        audits: history.snapshots.len(),
+        anomalies,
+    }
+}
+
+/// Every balance in one snapshot, tried until the deadline.
+async fn final_audit(client: &Arc<Client>, deadline: Duration) -> Result<Snapshot, ClientError> {
+    let give_up = tokio::time::Instant::now() + deadline;
+    loop {
+        match workload::read_balances(client, "final audit").await {
+            Ok(snapshot) => return Ok(snapshot),
+            Err(error) if tokio::time::Instant::now() >= give_up => return Err(error),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
