@@ -199,10 +199,25 @@ impl Peer {
     pub(crate) fn ready(&mut self) -> Ready {
         let ready = self.raw.ready();
         if let Some(soft_state) = &ready.soft_state {
-            self.log_role_change(self.reported_role == Role::Leader, soft_state);
+            let was_leader = self.reported_role == Role::Leader;
+            self.log_role_change(was_leader, soft_state);
             self.reported_role = soft_state.role;
+            if was_leader != (soft_state.role == Role::Leader) {
+                self.on_leadership_change(was_leader);
+            }
         }
         ready
+    }
+
+    /// Leader-only state does not survive a change of leadership: the one-phase
+    /// commits in flight are forgotten (their entries may never be applied), and reads
+    /// waiting on a leader that stepped down are refused, to be sent to the new one.
+    fn on_leadership_change(&mut self, was_leader: bool) {
+        self.forget_one_phase_in_flight();
+        if was_leader {
+            let error = self.not_leader();
+            self.fail_reads(&error);
+        }
     }
 
     /// One line when this replica gains or loses leadership; quieter for the rest.

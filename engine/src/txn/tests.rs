@@ -410,3 +410,27 @@ fn long_values_live_in_the_versions_family_and_leave_with_a_rollback() {
     fixture.apply(write::Kind::Prewrite(one_phase));
     assert_eq!(fixture.value("c", 41).as_deref(), Some(long.as_str()));
 }
+
+#[test]
+fn a_prewrite_resent_after_its_commit_finds_it_though_others_wrote_the_key_since() {
+    let fixture = Fixture::new();
+    // One phase at 20, its answer lost; another transaction then writes the key.
+    let mut one_phase = prewrite_of(10, "a", vec![put("a", "first")]);
+    one_phase.one_phase_commit_ts = 20;
+    fixture.apply(write::Kind::Prewrite(one_phase.clone()));
+    fixture.prewrite(25, "a", vec![put("a", "second")]);
+    // Resent while the other holds its lock: committed at 20, not a conflict.
+    let mut resent = one_phase.clone();
+    resent.one_phase_commit_ts = 27;
+    let answer = fixture.apply(write::Kind::Prewrite(resent.clone()));
+    assert!(answer.errors.is_empty(), "{:?}", answer.errors);
+    assert_eq!(state(&answer), (TxnState::Committed, 20), "the recorded commit timestamp");
+    fixture.commit(25, 30, &["a"]);
+    // And after the other committed: still its own commit, at 20.
+    assert_eq!(state(&fixture.apply(write::Kind::Prewrite(resent))), (TxnState::Committed, 20));
+    // The two-phase fallback finds it too, and its commit answers the recorded time.
+    assert!(fixture.prewrite(10, "a", vec![put("a", "first")]).errors.is_empty());
+    assert_eq!(state(&fixture.commit(10, 40, &["a"])), (TxnState::Committed, 20));
+    assert_eq!(fixture.value("a", 29).as_deref(), Some("first"));
+    assert_eq!(fixture.value("a", 30).as_deref(), Some("second"));
+}

@@ -91,7 +91,7 @@ pub enum Uncertainty {
     /// A transaction's commit of its primary key was sent and never answered before the
     /// deadline: it may have committed (readers will find out from the primary).
     #[error("the commit of the transaction that started at {start_ts} was not answered: {last}")]
-    Commit { start_ts: Timestamp, last: Box<Transient> },
+    Commit { start_ts: Timestamp, last: Box<ClientError> },
 }
 
 /// Why a try failed when another may succeed: what the client gives up with at its

@@ -34,9 +34,16 @@ fn group_outcome(
 ) -> GroupOutcome {
     match group {
         Ok((region, results)) if carried(region, &pending) => {
-            let result = results.get(*next).cloned().unwrap_or_default();
+            let result = results.get(*next).cloned();
             *next += 1;
-            GroupOutcome::Applied(result)
+            match result {
+                Some(result) => GroupOutcome::Applied(result),
+                // Fewer results than writes: which applied is not known.
+                None => GroupOutcome::Failed(ClientError::OutcomeUnknown(Uncertainty::Store {
+                    region_id: region.id,
+                    reason: "the store answered fewer results than the request had writes".into(),
+                })),
+            }
         }
         Ok(_) | Err(ClientError::InvalidArgument(_)) => GroupOutcome::SendAlone(pending),
         Err(error) => GroupOutcome::Failed(error.clone()),

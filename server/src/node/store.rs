@@ -87,9 +87,6 @@ impl AddressBook for DriverAddressBook {
     }
 }
 
-/// This store's id: the one kept in its data directory, or a new one from the driver,
-/// kept before registering so that a registration retried after a lost answer (or a
-/// crash) names the same store.
 /// How long a leader waits for the oracle before it gives up on one sync (it asks again
 /// at the next one-phase commit meanwhile refused).
 const ONE_PHASE_SYNC_DEADLINE: Duration = Duration::from_secs(5);
@@ -134,6 +131,9 @@ impl TimestampSource for OracleTimestamps {
     }
 }
 
+/// This store's id: the one kept in its data directory, or a new one from the driver,
+/// kept before registering so that a registration retried after a lost answer (or a
+/// crash) names the same store.
 async fn store_id(pd: &GrpcPdClient, data_dir: &std::path::Path) -> anyhow::Result<u64> {
     let id_file = data_dir.join(STORE_ID_FILE);
     if let Some(id) = super::read_id(&id_file)? {

@@ -158,6 +158,26 @@ impl Kv for KvService {
     }
 }
 
+/// How far ahead of this store's clock a read timestamp may be. The oracle's
+/// timestamps follow the driver's clock, so a well-behaved client's are never much
+/// ahead; one far ahead would raise the region's read watermark (see the store's
+/// `one_phase.rs`) so high that no one-phase commit could pass it.
+const MAX_READ_TS_AHEAD: Duration = Duration::from_secs(60);
+
+/// A snapshot read's timestamp, refused when far ahead of this store's clock.
+fn read_timestamp(read_ts: u64) -> Result<Timestamp, Status> {
+    let read_ts = Timestamp::from_u64(read_ts);
+    let now = std::time::SystemTime::now();
+    match read_ts.wall_time().duration_since(now) {
+        Ok(ahead) if ahead > MAX_READ_TS_AHEAD => Err(invalid_kv_request(&format!(
+            "read timestamp {read_ts} is {} s ahead of this store's clock (at most {} s accepted)",
+            ahead.as_secs(),
+            MAX_READ_TS_AHEAD.as_secs()
+        ))),
+        _ => Ok(read_ts),
+    }
+}
+
 /// The region a request names, for its log lines (0 if it names none).
 fn region_of(context: &Option<RegionContext>) -> u64 {
     context.as_ref().map_or(0, |context| context.region_id)
@@ -252,7 +272,7 @@ impl KvService {
 
     async fn txn_get_value(&self, request: TxnGetRequest) -> Result<TxnGetResponse, Status> {
         let (region_id, epoch) = context(request.context)?;
-        let read_ts = Timestamp::from_u64(request.read_ts);
+        let read_ts = read_timestamp(request.read_ts)?;
         match self.read_one(region_id, epoch, ReadRequest::TxnGet { key: request.key, read_ts }).await? {
             ReadResponse::Value(value) => {
                 Ok(TxnGetResponse { found: value.is_some(), value: value.unwrap_or_default(), locked: None })
@@ -269,7 +289,7 @@ impl KvService {
         let scan = ReadRequest::TxnScan {
             start: request.start_key,
             end: request.end_key,
-            read_ts: Timestamp::from_u64(request.read_ts),
+            read_ts: read_timestamp(request.read_ts)?,
             limit: request.limit as usize,
             reverse: request.reverse,
         };

@@ -125,6 +125,12 @@ impl Peer {
         self.one_phase.in_flight.insert(index, commit_ts);
     }
 
+    /// Forgets the one-phase commits in flight (leadership changed: their entries may
+    /// never be applied, and a read must not wait for them).
+    pub(in crate::store) fn forget_one_phase_in_flight(&mut self) {
+        self.one_phase.in_flight.clear();
+    }
+
     /// The term for which the worker must ask the oracle for a timestamp, if any.
     pub(crate) fn take_one_phase_sync(&mut self) -> Option<u64> {
         self.one_phase.sync_wanted.take()

@@ -27,7 +27,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tessera_server::client::{Client, ClientError, Transaction, Uncertainty};
+use tessera_server::client::{Client, ClientError, Transaction};
 use tokio::sync::watch;
 
 use super::bank::Snapshot;
@@ -216,9 +216,7 @@ async fn commit(transaction: Transaction, rng: &mut ChaCha8Rng) -> Outcome {
 fn judge<T>(result: Result<T, ClientError>) -> Outcome {
     match result {
         Ok(_) => Outcome::Committed,
-        Err(
-            ClientError::OutcomeUnknown(Uncertainty::Commit { .. }) | ClientError::ProtocolViolation { .. },
-        ) => Outcome::Unknown,
+        Err(ClientError::OutcomeUnknown(_) | ClientError::ProtocolViolation { .. }) => Outcome::Unknown,
         // Refused before the primary's commit was sent: nothing can make it visible.
         Err(_) => Outcome::Aborted,
     }

@@ -77,21 +77,20 @@ impl Commit {
     }
 
     pub(super) async fn run(self) -> Result<Timestamp, ClientError> {
-        if let Some(commit_ts) = self.one_phase().await? {
-            return Ok(commit_ts);
-        }
+        let uncertain = match self.one_phase().await? {
+            OnePhase::Committed(commit_ts) => return Ok(commit_ts),
+            OnePhase::NotTaken { uncertain } => uncertain,
+        };
         let heartbeat = Heartbeat::start(self.client.clone(), self.primary.clone(), self.start_ts);
-        if let Err(error) = self.prewrite().await {
-            drop(heartbeat);
-            self.roll_back().await;
-            return Err(error);
-        }
-        let commit_ts = match self.client.timestamp().await {
+        let prepared = match self.prewrite().await {
+            Ok(()) => self.client.timestamp().await,
+            Err(error) => Err(error),
+        };
+        let commit_ts = match prepared {
             Ok(commit_ts) => commit_ts,
             Err(error) => {
                 drop(heartbeat);
-                self.roll_back().await;
-                return Err(error);
+                return self.abandon(error, uncertain).await;
             }
         };
         let committed = self.commit_primary(commit_ts).await;
@@ -107,57 +106,88 @@ impl Commit {
         Ok(commit_ts)
     }
 
+    /// After the commit failed before its commit point: rolls the transaction back and
+    /// says how it ended. A one-phase try whose answer was lost may still apply (its
+    /// entry may be in a log): rolling back the primary makes sure it never does, and
+    /// finds out if it already did.
+    async fn abandon(&self, error: ClientError, uncertain: bool) -> Result<Timestamp, ClientError> {
+        match self.roll_back().await {
+            RolledBack::Yes => Err(error),
+            RolledBack::AlreadyCommitted(commit_ts) => Ok(commit_ts),
+            RolledBack::Unknown(last) if uncertain => {
+                let uncertainty = Uncertainty::Commit { start_ts: self.start_ts, last: Box::new(last) };
+                Err(ClientError::OutcomeUnknown(uncertainty))
+            }
+            // Without a one-phase try in doubt, nothing can commit it: the primary's
+            // commit was never sent, and its locks will be resolved as rolled back.
+            RolledBack::Unknown(_) => Err(error),
+        }
+    }
+
     /// The one-phase path, when every key is in one region (by the client's cache): a
     /// commit timestamp first, then one prewrite that writes commit records directly,
     /// sent with the other one-phase commits in flight for the region (one request,
-    /// one Raft entry). Answers None when the path does not apply or the leader refused
-    /// it (nothing was written then): the caller commits in two phases.
-    async fn one_phase(&self) -> Result<Option<Timestamp>, ClientError> {
+    /// one Raft entry). When the path does not apply or the leader refused it (nothing
+    /// was written then), the caller commits in two phases, told whether a try's
+    /// answer was lost.
+    async fn one_phase(&self) -> Result<OnePhase, ClientError> {
         let Some(region) = self.client.cache.find(&self.primary).and_then(|route| route.region) else {
-            return Ok(None);
+            return Ok(OnePhase::NotTaken { uncertain: false });
         };
         if !self.mutations.iter().all(|(key, _)| KeyRange::of(&region).contains(key)) {
-            return Ok(None);
+            return Ok(OnePhase::NotTaken { uncertain: false });
         }
         let bytes = self.mutations.iter().map(|(key, mutation)| key.len() + mutation.value.len()).sum();
-        loop {
+        let give_up = Instant::now() + self.client.deadline;
+        let mut uncertain = false;
+        while Instant::now() < give_up {
             let commit_ts = self.client.timestamp().await?;
-            let prewrite = Prewrite {
-                start_ts: self.start_ts.as_u64(),
-                primary: self.primary.clone(),
-                lock_ttl_ms: 0,
-                mutations: self.mutations.iter().map(|(_, mutation)| mutation.clone()).collect(),
-                one_phase_commit_ts: commit_ts.as_u64(),
-            };
-            let write = Write { kind: Some(write::Kind::Prewrite(prewrite)) };
+            let write = self.one_phase_prewrite(commit_ts);
             let grouped =
                 self.client.join_group(&self.client.txn_groups, &self.primary, write.clone(), bytes).await;
-            let result = match grouped {
-                Ok(GroupOutcome::Applied(result)) => result.txn.unwrap_or_default(),
+            let answer = match grouped {
+                Ok(GroupOutcome::Applied(result)) => result.txn,
+                Ok(GroupOutcome::SendAlone(_)) => self.one_phase_alone(write, uncertain).await?,
                 // Sent again alone: one-phase prewrites are idempotent.
-                Ok(GroupOutcome::SendAlone(_) | GroupOutcome::Failed(ClientError::OutcomeUnknown(_)))
-                | Err(ClientError::OutcomeUnknown(_)) => match self.one_phase_alone(write).await? {
-                    Some(result) => result,
-                    None => return Ok(None),
-                },
+                Ok(GroupOutcome::Failed(ClientError::OutcomeUnknown(_)))
+                | Err(ClientError::OutcomeUnknown(_)) => {
+                    uncertain = true;
+                    self.one_phase_alone(write, uncertain).await?
+                }
                 Ok(GroupOutcome::Failed(error)) | Err(error) => return Err(error),
             };
+            let Some(result) = answer else { return Ok(OnePhase::NotTaken { uncertain }) };
             if result.one_phase_refused != OnePhaseRefusal::OnePhaseAccepted as i32 {
-                return Ok(None);
+                return Ok(OnePhase::NotTaken { uncertain });
             }
             if result.errors.is_empty() {
-                return Ok(Some(commit_ts));
+                // The recorded commit timestamp, if an earlier try had committed it.
+                let recorded = result.status.map(|status| status.commit_ts).filter(|ts| *ts != 0);
+                return Ok(OnePhase::Committed(recorded.map_or(commit_ts, Timestamp::from_u64)));
             }
             // Locks of finished transactions in the way are resolved, then it goes again.
             self.settle_refusals(result.errors).await?;
         }
+        Ok(OnePhase::NotTaken { uncertain })
+    }
+
+    fn one_phase_prewrite(&self, commit_ts: Timestamp) -> Write {
+        let prewrite = Prewrite {
+            start_ts: self.start_ts.as_u64(),
+            primary: self.primary.clone(),
+            lock_ttl_ms: 0,
+            mutations: self.mutations.iter().map(|(_, mutation)| mutation.clone()).collect(),
+            one_phase_commit_ts: commit_ts.as_u64(),
+        };
+        Write { kind: Some(write::Kind::Prewrite(prewrite)) }
     }
 
     /// Sends a one-phase prewrite on its own, again until answered; None if its keys
-    /// are no longer in one region (it split).
-    async fn one_phase_alone(&self, write: Write) -> Result<Option<TxnResult>, ClientError> {
+    /// are no longer in one region (it split). Given up on after an earlier try's
+    /// answer was lost (`uncertain`), the outcome is unknown.
+    async fn one_phase_alone(&self, write: Write, uncertain: bool) -> Result<Option<TxnResult>, ClientError> {
         let mutations = &self.mutations;
-        let (answer, _) = self
+        let sent = self
             .client
             .on_region(&self.primary, Resend::Always, |mut kv, context, region| {
                 let writes = vec![write.clone()];
@@ -169,8 +199,16 @@ impl Commit {
                     kv.write(WriteRequest { context: Some(context), writes }).await.map(Some)
                 }
             })
-            .await?;
-        Ok(answer.map(|answer| first_txn_result(answer.into_inner().results)))
+            .await;
+        let answer = match sent {
+            Ok((answer, _)) => answer,
+            Err(error) if uncertain => {
+                let uncertainty = Uncertainty::Commit { start_ts: self.start_ts, last: Box::new(error) };
+                return Err(ClientError::OutcomeUnknown(uncertainty));
+            }
+            Err(error) => return Err(error),
+        };
+        answer.map(|answer| first_txn_result(self.start_ts, answer.into_inner().results)).transpose()
     }
 
     /// Locks every key, resolving abandoned locks in the way.
@@ -195,7 +233,7 @@ impl Commit {
                 .await?;
             let mut refused = Vec::new();
             for (answer, share) in answers {
-                let result = first_txn_result(answer.into_inner().results);
+                let result = first_txn_result(self.start_ts, answer.into_inner().results)?;
                 if !result.errors.is_empty() {
                     self.settle_refusals(result.errors).await?;
                     refused.extend(share);
@@ -250,8 +288,8 @@ impl Commit {
         });
         let result = match self.client.txn_command(&self.primary, command).await {
             Ok(result) => result,
-            Err(ClientError::Unavailable { last, .. }) => {
-                let uncertainty = Uncertainty::Commit { start_ts: self.start_ts, last: Box::new(last) };
+            Err(error @ ClientError::Unavailable { .. }) => {
+                let uncertainty = Uncertainty::Commit { start_ts: self.start_ts, last: Box::new(error) };
                 return Err(ClientError::OutcomeUnknown(uncertainty));
             }
             Err(other) => return Err(other),
@@ -271,19 +309,32 @@ impl Commit {
     }
 
     /// Rolls back every key after a failed prewrite, the primary first (which settles
-    /// the transaction's fate for any resolver). Best effort: what is left behind
-    /// expires and is resolved by whoever meets it.
-    async fn roll_back(&self) {
+    /// the transaction's fate for any resolver). The secondaries are best effort: what
+    /// is left behind is resolved, as rolled back, by whoever meets it.
+    async fn roll_back(&self) -> RolledBack {
         let start_ts = self.start_ts.as_u64();
         let primary = write::Kind::Rollback(Rollback { start_ts, keys: vec![self.primary.clone()] });
-        if let Err(error) = self.client.txn_command(&self.primary, primary).await {
-            tracing::info!(%error, start_ts = %self.start_ts, "rolling back a transaction's primary failed; its locks will expire");
-            return;
+        let refusal = match self.client.txn_command(&self.primary, primary).await {
+            Ok(result) => result.errors.into_iter().next().and_then(|error| error.kind),
+            Err(error) => return RolledBack::Unknown(error),
+        };
+        match refusal {
+            None => {}
+            Some(key_error::Kind::CommittedAt(commit_ts)) => {
+                return RolledBack::AlreadyCommitted(Timestamp::from_u64(commit_ts));
+            }
+            Some(other) => {
+                let detail = format!("the primary's rollback was refused with {other:?}");
+                return RolledBack::Unknown(ClientError::ProtocolViolation {
+                    start_ts: self.start_ts,
+                    detail,
+                });
+            }
         }
         let secondaries: Vec<(Vec<u8>, ())> =
             self.mutations.iter().skip(1).map(|(key, _)| (key.clone(), ())).collect();
         if secondaries.is_empty() {
-            return;
+            return RolledBack::Yes;
         }
         let rolled = self
             .client
@@ -296,7 +347,28 @@ impl Commit {
         if let Err(error) = rolled {
             tracing::info!(%error, start_ts = %self.start_ts, "rolling back a transaction's secondaries failed; readers will resolve them");
         }
+        RolledBack::Yes
     }
+}
+
+/// How the one-phase path ended when it did not commit.
+enum OnePhase {
+    Committed(Timestamp),
+    /// Not taken (nothing written by it, unless `uncertain`: a try's answer was lost,
+    /// and its entry may still apply).
+    NotTaken {
+        uncertain: bool,
+    },
+}
+
+/// How a rollback after a failed prewrite ended.
+enum RolledBack {
+    /// The primary is rolled back: the transaction can never commit.
+    Yes,
+    /// The primary refused: an earlier try committed the transaction, at this timestamp.
+    AlreadyCommitted(Timestamp),
+    /// Not known: the primary's rollback was not answered.
+    Unknown(ClientError),
 }
 
 /// Commits the secondary keys of a committed transaction. A failure only delays:
@@ -322,18 +394,31 @@ async fn commit_secondaries(
         }
         Ok(answers) => {
             for (answer, _) in answers {
-                let result = first_txn_result(answer.into_inner().results);
-                if let Some(error) = result.errors.first() {
-                    tracing::error!(?error, %start_ts, "a secondary key refused the commit of its committed transaction");
+                match first_txn_result(start_ts, answer.into_inner().results) {
+                    Ok(result) if result.errors.is_empty() => {}
+                    Ok(result) => {
+                        let error = result.errors.first();
+                        tracing::error!(?error, %start_ts, "a secondary key refused the commit of its committed transaction");
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, %start_ts, "committing a transaction's secondaries")
+                    }
                 }
             }
         }
     }
 }
 
-/// The transactional outcome of a request that carried one command.
-fn first_txn_result(results: Vec<tessera_engine::proto::command::WriteResult>) -> TxnResult {
-    results.into_iter().next().and_then(|result| result.txn).unwrap_or_default()
+/// The transactional outcome of a request that carried one command; an answer
+/// without it is a broken protocol, never taken for success.
+fn first_txn_result(
+    start_ts: Timestamp,
+    results: Vec<tessera_engine::proto::command::WriteResult>,
+) -> Result<TxnResult, ClientError> {
+    results.into_iter().next().and_then(|result| result.txn).ok_or_else(|| ClientError::ProtocolViolation {
+        start_ts,
+        detail: "a transactional command was answered without its result".into(),
+    })
 }
 
 /// A lock's time to live is counted from its transaction's start timestamp: the time
@@ -361,11 +446,11 @@ impl Heartbeat {
                     return;
                 }
                 let beat = TxnHeartBeat { primary: primary.clone(), start_ts: start_ts.as_u64(), ttl_ms };
-                match client.txn_command(&primary, write::Kind::TxnHeartBeat(beat)).await {
-                    // The lock is gone: committed or rolled back; nothing to extend.
-                    Ok(result) if !result.errors.is_empty() => return,
-                    Ok(_) => {}
-                    Err(error) => tracing::info!(%error, %start_ts, "a transaction heartbeat failed"),
+                // A lock not there yet (its prewrite still on its way) or gone already
+                // (rolled back, or committed) is beaten again next time: the
+                // coordinator stops the heartbeat once past its commit point.
+                if let Err(error) = client.txn_command(&primary, write::Kind::TxnHeartBeat(beat)).await {
+                    tracing::info!(%error, %start_ts, "a transaction heartbeat failed");
                 }
             }
         });

@@ -30,6 +30,18 @@ pub(super) enum Resolution {
     Alive,
 }
 
+/// The start timestamp a transactional command names.
+fn start_ts_of(write: &Write) -> u64 {
+    match &write.kind {
+        Some(write::Kind::Prewrite(command)) => command.start_ts,
+        Some(write::Kind::Commit(command)) => command.start_ts,
+        Some(write::Kind::Rollback(command)) => command.start_ts,
+        Some(write::Kind::CheckTxnStatus(command)) => command.start_ts,
+        Some(write::Kind::TxnHeartBeat(command)) => command.start_ts,
+        _ => 0,
+    }
+}
+
 impl Client {
     /// Resolves `lock` through its primary.
     pub(super) async fn resolve_lock(&self, lock: &LockInfo) -> Result<Resolution, ClientError> {
@@ -83,6 +95,10 @@ impl Client {
                 async move { kv.write(WriteRequest { context: Some(context), writes }).await }
             })
             .await?;
-        Ok(answer.into_inner().results.into_iter().next().and_then(|result| result.txn).unwrap_or_default())
+        let result = answer.into_inner().results.into_iter().next().and_then(|result| result.txn);
+        result.ok_or_else(|| ClientError::ProtocolViolation {
+            start_ts: Timestamp::from_u64(start_ts_of(&writes[0])),
+            detail: "a transactional command was answered without its result".into(),
+        })
     }
 }
