@@ -59,23 +59,39 @@ fn leads(metrics: &str) -> bool {
     body.lines().any(|line| line.starts_with("tessera_pd_is_leader") && line.ends_with(" 1"))
 }
 
+/// Three driver replicas on ports picked beforehand (each must know the others'
+/// addresses); a port taken by another process between the pick and the start is
+/// picked again, a few times.
+fn start_three_replicas(dir: &std::path::Path) -> (Vec<String>, Vec<Option<Process>>) {
+    let mut last_error = String::new();
+    for attempt in 0..5 {
+        let addresses: Vec<String> = (0..3).map(|_| free_address()).collect();
+        let members: Vec<String> =
+            addresses.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+        let started: Result<Vec<Process>, String> = (0..3)
+            .map(|i| {
+                let data_dir = dir.join(format!("attempt{attempt}-pd{}", i + 1)).display().to_string();
+                let mut args = vec!["pd", "--data-dir", &data_dir, "--listen", &addresses[i]];
+                let id = (i + 1).to_string();
+                args.extend(["--id", &id, "--metrics", "127.0.0.1:0"]);
+                let mut args: Vec<String> = args.into_iter().map(String::from).collect();
+                args.extend(members.iter().flat_map(|member| ["--members".to_string(), member.clone()]));
+                Process::try_start(&args)
+            })
+            .collect();
+        match started {
+            Ok(replicas) => return (addresses, replicas.into_iter().map(Some).collect()),
+            Err(error) => last_error = error,
+        }
+    }
+    panic!("three driver replicas did not start in five attempts; last: {last_error}")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timestamps_increase_across_a_killed_driver_leader() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let addresses: Vec<String> = (0..3).map(|_| free_address()).collect();
-    let members: Vec<String> = addresses.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
-    let mut replicas: Vec<Option<Process>> = (0..3)
-        .map(|i| {
-            let data_dir = dir.path().join(format!("pd{}", i + 1)).display().to_string();
-            let mut args = vec!["pd", "--data-dir", &data_dir, "--listen", &addresses[i]];
-            let id = (i + 1).to_string();
-            args.extend(["--id", &id, "--metrics", "127.0.0.1:0"]);
-            let mut args: Vec<String> = args.into_iter().map(String::from).collect();
-            args.extend(members.iter().flat_map(|member| ["--members".to_string(), member.clone()]));
-            Some(Process::start(&args))
-        })
-        .collect();
+    let (addresses, mut replicas) = start_three_replicas(dir.path());
     let said = ctl(&addresses.join(","), &["timestamp", "--json"]);
     let first: serde_json::Value = serde_json::from_str(&said).expect("ctl timestamp --json answers JSON");
     assert!(first["timestamp"].as_u64().is_some_and(|ts| ts > 0), "{said}");

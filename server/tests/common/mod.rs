@@ -25,18 +25,27 @@ pub struct Process {
 
 impl Process {
     pub fn start(args: &[String]) -> Process {
+        Process::try_start(args).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Starts a node; an error if it exits before printing its address (a port taken
+    /// meanwhile, say), the process then reaped.
+    pub fn try_start(args: &[String]) -> Result<Process, String> {
         let mut command = Command::new(TESSERA);
         command.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit());
         die_with_parent(&mut command);
         let mut child = command.spawn().expect("the tessera binary starts");
         let stdout = child.stdout.take().expect("piped output");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("the node prints its address");
+        BufReader::new(stdout).read_line(&mut line).expect("the node's output is readable");
         let field = |name: &str| line.split_whitespace().find_map(|field| field.strip_prefix(name));
-        let address =
-            field("addr=").unwrap_or_else(|| panic!("no address in {line:?} from {args:?}")).to_string();
+        let Some(address) = field("addr=").map(str::to_string) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("no address in {line:?} from {args:?}"));
+        };
         let metrics = field("metrics=").map(str::to_string);
-        Process { child, address, metrics }
+        Ok(Process { child, address, metrics })
     }
 
     pub fn signal(&self, signal: rustix::process::Signal) {
