@@ -74,6 +74,8 @@ impl TargetUrl {
 
 /// How many times a transaction that conflicts is run again before the request fails.
 const MAX_TRANSACTION_TRIES: u32 = 100;
+/// The longest pause before running a conflicting transaction again.
+const MAX_CONFLICT_BACKOFF: Duration = Duration::from_millis(64);
 
 /// A connected system under test; cheap to clone for every request task.
 #[derive(Clone)]
@@ -140,11 +142,17 @@ impl Target {
         Fut: std::future::Future<Output = Result<Transaction, ClientError>>,
     {
         let client = self.tessera("transactions")?;
+        let mut backoff = Duration::from_millis(1);
         for _ in 0..MAX_TRANSACTION_TRIES {
             let transaction = body(client.begin().await?).await?;
             match transaction.commit().await {
                 Ok(_) => return Ok(()),
-                Err(error) if error.is_conflict() => continue,
+                Err(error) if error.is_conflict() => {
+                    // Contenders retrying at once would meet each other again: wait a
+                    // little, longer each time, jittered by the tasks' own timing.
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_CONFLICT_BACKOFF);
+                }
                 Err(error) => return Err(error.into()),
             }
         }
