@@ -5,8 +5,9 @@
 //! ([`ClientError::OutcomeUnknown`], never retried: a second try could apply twice),
 //! try later ([`ClientError::Unavailable`], retried until the deadline, with the last
 //! reason), or run a transaction again from its start ([`ClientError::Conflict`]: it
-//! did not commit, and a new start timestamp may well succeed). Text appears only where it comes from another process: what a store or the
-//! transport wrote in a status.
+//! did not commit, and a new start timestamp may well succeed). Text appears only
+//! where it comes from another process: what a store or the transport wrote in a
+//! status.
 
 use tessera_engine::storage::hex;
 use tessera_engine::timestamp::Timestamp;

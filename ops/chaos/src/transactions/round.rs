@@ -57,12 +57,5 @@ pub async fn judge(client: &Arc<Client>, mut history: TxnHistory, deadline: Dura
 
 /// Every balance in one snapshot, tried until the deadline.
 async fn final_audit(client: &Arc<Client>, deadline: Duration) -> Result<Snapshot, ClientError> {
-    let give_up = tokio::time::Instant::now() + deadline;
-    loop {
-        match workload::read_balances(client, "final audit").await {
-            Ok(snapshot) => return Ok(snapshot),
-            Err(error) if tokio::time::Instant::now() >= give_up => return Err(error),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
+    workload::until_done(deadline, || workload::read_balances(client, "final audit")).await
 }

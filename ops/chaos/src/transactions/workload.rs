@@ -59,23 +59,34 @@ fn list_key(serializable: bool, key: u64) -> String {
     format!("{}-{key}", if serializable { "ser" } else { "si" })
 }
 
-/// Opens the accounts (before the faults), trying until the deadline.
-pub async fn open_accounts(client: &Arc<Client>, deadline: Duration) -> Result<(), ClientError> {
+/// Runs `attempt` again, 200 ms apart, until it succeeds or `deadline` has passed;
+/// answers its last result.
+pub async fn until_done<T, F, Fut>(deadline: Duration, attempt: F) -> Result<T, ClientError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
     let give_up = tokio::time::Instant::now() + deadline;
     loop {
-        let attempt = async {
-            let mut opening = client.begin().await?;
-            for index in 0..ACCOUNTS {
-                opening.put(account(index).as_bytes(), OPENING.to_string().as_bytes())?;
+        match attempt().await {
+            Err(_) if tokio::time::Instant::now() < give_up => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            opening.commit().await
-        };
-        match attempt.await {
-            Ok(_) => return Ok(()),
-            Err(error) if tokio::time::Instant::now() >= give_up => return Err(error),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            done => return done,
         }
     }
+}
+
+/// Opens the accounts (before the faults), trying until the deadline.
+pub async fn open_accounts(client: &Arc<Client>, deadline: Duration) -> Result<(), ClientError> {
+    until_done(deadline, || async {
+        let mut opening = client.begin().await?;
+        for index in 0..ACCOUNTS {
+            opening.put(account(index).as_bytes(), OPENING.to_string().as_bytes())?;
+        }
+        opening.commit().await.map(drop)
+    })
+    .await
 }
 
 /// Runs `clients` transactional clients until `stop` says so.
@@ -252,20 +263,13 @@ pub async fn final_lists(
     serializable: bool,
     deadline: Duration,
 ) -> Option<BTreeMap<u64, Vec<u64>>> {
-    let give_up = tokio::time::Instant::now() + deadline;
-    loop {
-        let attempt = async {
-            let snapshot = client.begin().await?;
-            let mut lists = BTreeMap::new();
-            for key in 0..LIST_KEYS {
-                lists.insert(key, parse_list(snapshot.get(list_key(serializable, key).as_bytes()).await?));
-            }
-            Ok::<_, ClientError>(lists)
-        };
-        match attempt.await {
-            Ok(lists) => return Some(lists),
-            Err(_) if tokio::time::Instant::now() >= give_up => return None,
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+    let lists = until_done(deadline, || async {
+        let snapshot = client.begin().await?;
+        let mut lists = BTreeMap::new();
+        for key in 0..LIST_KEYS {
+            lists.insert(key, parse_list(snapshot.get(list_key(serializable, key).as_bytes()).await?));
         }
-    }
+        Ok(lists)
+    });
+    lists.await.ok()
 }

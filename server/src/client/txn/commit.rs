@@ -45,7 +45,7 @@ use tessera_engine::timestamp::Timestamp;
 use tessera_engine::txn::MAX_LOCK_TTL_MS;
 use tokio::time::Instant;
 
-use super::resolve::Resolution;
+use super::resolve::{Resolution, txn_result};
 use crate::client::batch::GroupOutcome;
 use crate::client::{Client, ClientError, Conflict, Resend, Transient, Uncertainty};
 use crate::proto::WriteRequest;
@@ -208,7 +208,7 @@ impl Commit {
             }
             Err(error) => return Err(error),
         };
-        answer.map(|answer| first_txn_result(self.start_ts, answer.into_inner().results)).transpose()
+        answer.map(|answer| txn_result(self.start_ts, answer.into_inner().results)).transpose()
     }
 
     /// Locks every key, resolving abandoned locks in the way.
@@ -216,24 +216,21 @@ impl Commit {
         let give_up = Instant::now() + self.client.deadline;
         let mut pending = self.mutations.clone();
         while !pending.is_empty() {
-            let (start_ts, primary) = (self.start_ts.as_u64(), self.primary.clone());
+            let start_ts = self.start_ts.as_u64();
             let answers = self
                 .client
-                .by_region(pending, Resend::Always, |mut kv, context, share| {
-                    let prewrite = Prewrite {
+                .txn_by_region(self.start_ts, pending, |share| {
+                    write::Kind::Prewrite(Prewrite {
                         start_ts,
-                        primary: primary.clone(),
-                        lock_ttl_ms: ttl_from_start(Timestamp::from_u64(start_ts)),
+                        primary: self.primary.clone(),
+                        lock_ttl_ms: ttl_from_start(self.start_ts),
                         mutations: share.into_iter().map(|(_, mutation)| mutation).collect(),
                         one_phase_commit_ts: 0,
-                    };
-                    let writes = vec![Write { kind: Some(write::Kind::Prewrite(prewrite)) }];
-                    async move { kv.write(WriteRequest { context: Some(context), writes }).await }
+                    })
                 })
                 .await?;
             let mut refused = Vec::new();
-            for (answer, share) in answers {
-                let result = first_txn_result(self.start_ts, answer.into_inner().results)?;
+            for (result, share) in answers {
                 if !result.errors.is_empty() {
                     self.settle_refusals(result.errors).await?;
                     refused.extend(share);
@@ -338,10 +335,9 @@ impl Commit {
         }
         let rolled = self
             .client
-            .by_region(secondaries, Resend::Always, |mut kv, context, share| {
+            .txn_by_region(self.start_ts, secondaries, |share| {
                 let keys = share.into_iter().map(|(key, ())| key).collect();
-                let writes = vec![Write { kind: Some(write::Kind::Rollback(Rollback { start_ts, keys })) }];
-                async move { kv.write(WriteRequest { context: Some(context), writes }).await }
+                write::Kind::Rollback(Rollback { start_ts, keys })
             })
             .await;
         if let Err(error) = rolled {
@@ -381,11 +377,9 @@ async fn commit_secondaries(
 ) {
     let (start, commit) = (start_ts.as_u64(), commit_ts.as_u64());
     let committed = client
-        .by_region(keys, Resend::Always, |mut kv, context, share| {
+        .txn_by_region(start_ts, keys, |share| {
             let keys = share.into_iter().map(|(key, ())| key).collect();
-            let command = CommitCommand { start_ts: start, commit_ts: commit, keys };
-            let writes = vec![Write { kind: Some(write::Kind::Commit(command)) }];
-            async move { kv.write(WriteRequest { context: Some(context), writes }).await }
+            write::Kind::Commit(CommitCommand { start_ts: start, commit_ts: commit, keys })
         })
         .await;
     match committed {
@@ -393,32 +387,11 @@ async fn commit_secondaries(
             tracing::info!(%error, %start_ts, "committing a transaction's secondaries failed; readers will resolve them");
         }
         Ok(answers) => {
-            for (answer, _) in answers {
-                match first_txn_result(start_ts, answer.into_inner().results) {
-                    Ok(result) if result.errors.is_empty() => {}
-                    Ok(result) => {
-                        let error = result.errors.first();
-                        tracing::error!(?error, %start_ts, "a secondary key refused the commit of its committed transaction");
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, %start_ts, "committing a transaction's secondaries")
-                    }
-                }
+            for error in answers.iter().filter_map(|(result, _)| result.errors.first()) {
+                tracing::error!(?error, %start_ts, "a secondary key refused the commit of its committed transaction");
             }
         }
     }
-}
-
-/// The transactional outcome of a request that carried one command; an answer
-/// without it is a broken protocol, never taken for success.
-fn first_txn_result(
-    start_ts: Timestamp,
-    results: Vec<tessera_engine::proto::command::WriteResult>,
-) -> Result<TxnResult, ClientError> {
-    results.into_iter().next().and_then(|result| result.txn).ok_or_else(|| ClientError::ProtocolViolation {
-        start_ts,
-        detail: "a transactional command was answered without its result".into(),
-    })
 }
 
 /// A lock's time to live is counted from its transaction's start timestamp: the time

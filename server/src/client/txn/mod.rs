@@ -23,7 +23,7 @@ mod resolve;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tessera_engine::kv::{check_key, check_value};
+use tessera_engine::kv::{KvError, check_key, check_value};
 use tessera_engine::proto::command::Mutation;
 use tessera_engine::proto::frame::KeyValue;
 use tessera_engine::proto::mvcc;
@@ -80,7 +80,7 @@ impl Snapshot {
     }
 
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
-        check_key(key).map_err(Refusal::from).map_err(ClientError::InvalidArgument)?;
+        check_key(key).map_err(refused)?;
         self.client.snapshot_get(key, self.read_ts).await
     }
 
@@ -104,7 +104,7 @@ impl Transaction {
 
     /// The value of `key` as the transaction sees it.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
-        check_key(key).map_err(Refusal::from).map_err(ClientError::InvalidArgument)?;
+        check_key(key).map_err(refused)?;
         match self.buffered.get(key) {
             Some(Buffered::Put(value)) => Ok(Some(value.clone())),
             Some(Buffered::Delete) => Ok(None),
@@ -136,17 +136,14 @@ impl Transaction {
 
     /// Sets `key` to `value` at commit.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), ClientError> {
-        check_key(key)
-            .and_then(|()| check_value(value))
-            .map_err(Refusal::from)
-            .map_err(ClientError::InvalidArgument)?;
+        check_key(key).and_then(|()| check_value(value)).map_err(refused)?;
         self.buffered.insert(key.to_vec(), Buffered::Put(value.to_vec()));
         Ok(())
     }
 
     /// Deletes `key` at commit.
     pub fn delete(&mut self, key: &[u8]) -> Result<(), ClientError> {
-        check_key(key).map_err(Refusal::from).map_err(ClientError::InvalidArgument)?;
+        check_key(key).map_err(refused)?;
         self.buffered.insert(key.to_vec(), Buffered::Delete);
         Ok(())
     }
@@ -160,7 +157,7 @@ impl Transaction {
     ) -> Result<(), ClientError> {
         for key in keys {
             let key = key.as_ref();
-            check_key(key).map_err(Refusal::from).map_err(ClientError::InvalidArgument)?;
+            check_key(key).map_err(refused)?;
             self.buffered.entry(key.to_vec()).or_insert(Buffered::Lock);
         }
         Ok(())
@@ -181,6 +178,11 @@ impl Transaction {
     /// Abandons the transaction. Nothing was written before commit, so nothing needs
     /// undoing: this only discards the buffered writes.
     pub fn rollback(self) {}
+}
+
+/// A key or value the stores would refuse, refused before anything is sent.
+fn refused(error: KvError) -> ClientError {
+    ClientError::InvalidArgument(Refusal::Kv(error))
 }
 
 fn mutation(key: Vec<u8>, buffered: Buffered) -> Mutation {

@@ -14,7 +14,7 @@
 //! an earlier try (`Resend::Always`).
 
 use tessera_engine::proto::command::{
-    CheckTxnStatus, Commit, LockInfo, Rollback, TxnResult, TxnState, Write, write,
+    CheckTxnStatus, Commit, LockInfo, Rollback, TxnResult, TxnState, Write, WriteResult, write,
 };
 use tessera_engine::timestamp::Timestamp;
 use tessera_engine::txn::lock_expired;
@@ -28,6 +28,15 @@ pub(super) enum Resolution {
     Resolved,
     /// Its transaction is alive.
     Alive,
+}
+
+/// The transactional outcome of a request that carried one command; an answer
+/// without it is a broken protocol, never taken for success.
+pub(super) fn txn_result(start_ts: Timestamp, results: Vec<WriteResult>) -> Result<TxnResult, ClientError> {
+    results.into_iter().next().and_then(|result| result.txn).ok_or_else(|| ClientError::ProtocolViolation {
+        start_ts,
+        detail: "a transactional command was answered without its result".into(),
+    })
 }
 
 /// The start timestamp a transactional command names.
@@ -95,10 +104,27 @@ impl Client {
                 async move { kv.write(WriteRequest { context: Some(context), writes }).await }
             })
             .await?;
-        let result = answer.into_inner().results.into_iter().next().and_then(|result| result.txn);
-        result.ok_or_else(|| ClientError::ProtocolViolation {
-            start_ts: Timestamp::from_u64(start_ts_of(&writes[0])),
-            detail: "a transactional command was answered without its result".into(),
-        })
+        txn_result(Timestamp::from_u64(start_ts_of(&writes[0])), answer.into_inner().results)
+    }
+
+    /// Sends `items` region by region, in parallel, each region's share as the one
+    /// transactional command `command` makes of it, again until answered (the commands
+    /// are idempotent). Answers each share's result.
+    pub(super) async fn txn_by_region<V: Clone>(
+        &self,
+        start_ts: Timestamp,
+        items: Vec<(Vec<u8>, V)>,
+        command: impl Fn(Vec<(Vec<u8>, V)>) -> write::Kind,
+    ) -> Result<Vec<(TxnResult, Vec<(Vec<u8>, V)>)>, ClientError> {
+        let answers = self
+            .by_region(items, Resend::Always, |mut kv, context, share| {
+                let writes = vec![Write { kind: Some(command(share)) }];
+                async move { kv.write(WriteRequest { context: Some(context), writes }).await }
+            })
+            .await?;
+        answers
+            .into_iter()
+            .map(|(answer, share)| Ok((txn_result(start_ts, answer.into_inner().results)?, share)))
+            .collect()
     }
 }
