@@ -8,6 +8,8 @@
 //! - [`storage`]: the node's one RocksDB: column families, key layout, per-region Raft
 //!   storage and region snapshots.
 //!
+//! - [`gc`]: garbage collection of old transactional versions: the store's safe
+//!   point, its reads' registry and the write family's compaction filter.
 //! - [`failpoint`]: named places where tests inject pauses, failures and known bugs.
 //! - [`kv`]: the replicated state machine: command checks and applying writes.
 //! - [`log_limit`]: rate limits for log events that can repeat per request.
@@ -22,6 +24,7 @@
 
 pub mod clock;
 pub mod failpoint;
+pub mod gc;
 pub mod kv;
 pub mod log_limit;
 pub mod metrics;

@@ -132,6 +132,11 @@ pub enum InvalidRequest {
     NotAFoundingMember { member: u64, members: Vec<u64> },
     #[error("bad driver address {address}")]
     BadAddress { address: String },
+    #[error(
+        "a garbage-collection safe point at {safe_point_ms} ms is within the lifetime of versions: \
+         it must be at or before {latest_ms} ms"
+    )]
+    SafePointTooRecent { safe_point_ms: u64, latest_ms: u64 },
     /// A driver's refusal decoded from the wire, in its words: free-form text from
     /// another process.
     #[error("{0}")]
@@ -176,6 +181,9 @@ pub enum Unavailability {
     /// one that timed out yet committed); the oracle starts over from it.
     #[error("the timestamp mark moved meanwhile; retry")]
     TimestampMarkMovedMeanwhile,
+    /// The garbage-collection safe point was found moved by another leader.
+    #[error("the garbage-collection safe point moved meanwhile; retry")]
+    SafePointMovedMeanwhile,
     /// Callers asked for timestamps faster than the logical counter can carry them
     /// without running ahead of the wall clock.
     #[error("timestamps would run ahead of the clock (to {physical_milliseconds} ms); retry")]

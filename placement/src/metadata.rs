@@ -12,6 +12,8 @@
 //! - `ids`: the id high-water mark: every id below it was handed out or reserved;
 //! - `tso`: the timestamp oracle's mark: every timestamp handed out has a physical part
 //!   (milliseconds) below it;
+//! - `gc_safe_point`: the garbage-collection safe point, a timestamp that only rises
+//!   (`driver::gc`);
 //! - `region/{id}`: a region's descriptor, rewritten on every change of epoch;
 //! - `store/{id}`: a store's registration;
 //! - `member/{id}`: a driver replica's record: address and join token (the member's id
@@ -47,6 +49,7 @@ pub(crate) const METADATA_REGION: u64 = 1;
 const BOOTSTRAP_KEY: &[u8] = b"bootstrap";
 const IDS_KEY: &[u8] = b"ids";
 const TIMESTAMPS_KEY: &[u8] = b"tso";
+const GC_SAFE_POINT_KEY: &[u8] = b"gc_safe_point";
 const REGION_PREFIX: &[u8] = b"region/";
 const STORE_PREFIX: &[u8] = b"store/";
 const MEMBER_PREFIX: &[u8] = b"member/";
@@ -94,6 +97,8 @@ pub(crate) struct Loaded {
     pub ids: u64,
     /// Milliseconds: every timestamp handed out has a smaller physical part.
     pub timestamp_mark: u64,
+    /// The garbage-collection safe point (a timestamp; 0: none yet).
+    pub gc_safe_point: u64,
     pub regions: Vec<Region>,
     pub stores: Vec<StoreRecord>,
 }
@@ -231,6 +236,8 @@ impl Metadata {
                 loaded.ids = decode_id(&value)?;
             } else if key == TIMESTAMPS_KEY {
                 loaded.timestamp_mark = decode_id(&value)?;
+            } else if key == GC_SAFE_POINT_KEY {
+                loaded.gc_safe_point = decode_id(&value)?;
             } else if key.starts_with(REGION_PREFIX) {
                 loaded.regions.push(Region::decode(value.as_slice()).map_err(corrupt)?);
             } else if key.starts_with(STORE_PREFIX) {
@@ -309,6 +316,8 @@ pub(crate) enum Mark {
     Ids,
     /// Every timestamp handed out has a physical part (milliseconds) below it.
     Timestamps,
+    /// The garbage-collection safe point.
+    GcSafePoint,
 }
 
 impl Mark {
@@ -316,6 +325,7 @@ impl Mark {
         match self {
             Mark::Ids => IDS_KEY,
             Mark::Timestamps => TIMESTAMPS_KEY,
+            Mark::GcSafePoint => GC_SAFE_POINT_KEY,
         }
     }
 }

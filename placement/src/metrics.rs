@@ -59,6 +59,7 @@ pub(crate) struct DriverMetrics {
     scheduler_runs: [Counter; SCHEDULERS.len()],
     pub region_heartbeats: Counter,
     pub store_heartbeats: Counter,
+    pub gc_safe_point: Gauge,
 }
 
 fn register_driver_metrics() -> DriverMetrics {
@@ -105,7 +106,13 @@ fn register_driver_metrics() -> DriverMetrics {
         Unit::Count,
         "Store heartbeats the leader handled."
     );
+    metrics::describe_gauge!(
+        "tessera_pd_gc_safe_point_milliseconds",
+        Unit::Milliseconds,
+        "The garbage-collection safe point's physical time (Unix milliseconds), as last advanced here."
+    );
     DriverMetrics {
+        gc_safe_point: metrics::gauge!("tessera_pd_gc_safe_point_milliseconds"),
         is_leader: metrics::gauge!("tessera_pd_is_leader"),
         stores: STORE_STATES.map(|state| metrics::gauge!("tessera_pd_stores", "state" => state)),
         regions: metrics::gauge!("tessera_pd_regions"),

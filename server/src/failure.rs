@@ -94,6 +94,7 @@ fn kv_reason(kind: &kv_failure::Kind) -> &'static str {
         kv_failure::Kind::OutcomeUnknown(_) => "OUTCOME_UNKNOWN",
         kv_failure::Kind::Unavailable(_) => "UNAVAILABLE",
         kv_failure::Kind::ReplicaBehind(_) => "REPLICA_BEHIND",
+        kv_failure::Kind::BelowSafePoint(_) => "BELOW_SAFE_POINT",
     }
 }
 
@@ -152,6 +153,10 @@ fn kv_code_and_kind(
         | StoreError::Storage(_)
         | StoreError::ThreadSpawn { .. }
         | StoreError::ShuttingDown => (Code::Unavailable, kv_failure::Kind::Unavailable(message)),
+        // Out of the range of timestamps that can still be read, for good.
+        StoreError::BelowSafePoint(below) => {
+            (Code::OutOfRange, kv_failure::Kind::BelowSafePoint(below.safe_point))
+        }
         // Only opening a store meets it; another replica can serve meanwhile.
         StoreError::InvalidConfig(_) => (Code::Unavailable, kv_failure::Kind::Unavailable(message)),
     }

@@ -11,10 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tessera_engine::proto::command::{Commit, Mutation, Prewrite, Write, write};
+use tessera_engine::proto::command::{Commit, Mutation, Prewrite, write};
 use tessera_engine::proto::mvcc;
 use tessera_server::client::{Client, ClientError, Conflict};
-use tessera_server::proto::{RegionContext, WriteRequest, kv_client::KvClient};
 
 /// Splits the key space at each of `keys` and waits until the driver knows every split.
 async fn split_at(client: &Client, keys: &[&[u8]]) {
@@ -41,23 +40,6 @@ async fn started() -> (Cluster, Arc<Client>) {
     (cluster, client)
 }
 
-/// Sends one transactional command straight to the leader of the region holding
-/// `key`, as a coordinator would, so that a test can stop between the steps of a commit.
-async fn send(
-    client: &Client,
-    key: &[u8],
-    command: write::Kind,
-) -> tessera_engine::proto::command::TxnResult {
-    let route = client.pd().region_by_key_async(key).await.expect("a route");
-    let (region, leader) = (route.region.expect("a region"), route.leader.expect("a leader"));
-    let address = &route.store_addresses[&leader.store_id];
-    let mut kv = KvClient::connect(format!("http://{address}")).await.expect("the store answers");
-    let context = RegionContext { region_id: region.id, epoch: region.epoch };
-    let writes = vec![Write { kind: Some(command) }];
-    let answer = kv.write(WriteRequest { context: Some(context), writes }).await.expect("the write applies");
-    answer.into_inner().results.remove(0).txn.expect("a transactional result")
-}
-
 fn put(key: &[u8], value: &[u8]) -> Mutation {
     Mutation { op: mvcc::Mutation::Put as i32, key: key.to_vec(), value: value.to_vec() }
 }
@@ -74,7 +56,7 @@ async fn prewrite_and_die(client: &Client, keys: &[&[u8]], ttl_ms: u64) -> u64 {
             mutations: vec![put(key, b"from-the-dead")],
             one_phase_commit_ts: 0,
         };
-        let result = send(client, key, write::Kind::Prewrite(prewrite)).await;
+        let result = send_txn_command(client, key, write::Kind::Prewrite(prewrite)).await;
         assert!(result.errors.is_empty(), "prewrite of {key:?}: {:?}", result.errors);
     }
     start_ts
@@ -163,7 +145,7 @@ async fn a_dead_coordinators_locks_are_resolved_by_readers_to_its_primarys_fate(
     let start_ts = prewrite_and_die(&client, &[b"apple", b"zucchini"], 60_000).await;
     let commit_ts = client.timestamp().await.expect("a timestamp").as_u64();
     let commit = Commit { start_ts, commit_ts, keys: vec![b"apple".to_vec()] };
-    assert!(send(&client, b"apple", write::Kind::Commit(commit)).await.errors.is_empty());
+    assert!(send_txn_command(&client, b"apple", write::Kind::Commit(commit)).await.errors.is_empty());
     let reader = client.begin().await.expect("txn");
     assert_eq!(reader.get(b"zucchini").await.expect("resolved"), Some(b"from-the-dead".to_vec()));
 
@@ -180,7 +162,7 @@ async fn a_dead_coordinators_locks_are_resolved_by_readers_to_its_primarys_fate(
     );
     let late = client.timestamp().await.expect("a timestamp").as_u64();
     let commit = Commit { start_ts, commit_ts: late, keys: vec![b"banana".to_vec()] };
-    let refused = send(&client, b"banana", write::Kind::Commit(commit)).await;
+    let refused = send_txn_command(&client, b"banana", write::Kind::Commit(commit)).await;
     assert_eq!(refused.errors.len(), 1, "a rolled-back transaction can no longer commit");
     assert_eq!(client.begin().await.expect("txn").get(b"banana").await.expect("read"), None);
 }

@@ -11,22 +11,25 @@ use crate::proto::{
 };
 use crate::region::KeyRange;
 use crate::storage::{ApplyBatch, Cf, Engine, EngineError, keys};
+use crate::timestamp::Timestamp;
 use crate::txn;
 
 impl WriteResult {
     /// Records a transactional command's outcome: it succeeded if no key refused it.
     fn set_txn(&mut self, result: TxnResult) {
-        self.succeeded = result.errors.is_empty();
+        self.succeeded = result.errors.is_empty() && result.below_fence == 0;
         self.txn = Some(result);
     }
 }
 
 /// Applies the writes of one committed command of `region` into `batch`; returns one
 /// response per write. The writes were checked against the region when proposed; the
-/// caller checked the epoch again before calling.
+/// caller checked the epoch again before calling. `txn_fence` is the region's
+/// garbage-collection fence (`crate::txn::fence`), which a fence command raises.
 pub fn apply_writes(
     engine: &Engine,
     region: &Region,
+    txn_fence: &mut Timestamp,
     writes: &[Write],
     batch: &mut ApplyBatch,
 ) -> Result<Vec<WriteResult>, EngineError> {
@@ -65,17 +68,22 @@ pub fn apply_writes(
                 response.previous = current;
             }
             Some(write::Kind::Prewrite(prewrite)) => {
-                response.set_txn(txn::prewrite(engine, batch, prewrite)?)
+                response.set_txn(txn::prewrite(engine, batch, *txn_fence, prewrite)?)
             }
-            Some(write::Kind::Commit(commit)) => response.set_txn(txn::commit(engine, batch, commit)?),
+            Some(write::Kind::Commit(commit)) => {
+                response.set_txn(txn::commit(engine, batch, *txn_fence, commit)?)
+            }
             Some(write::Kind::Rollback(rollback)) => {
-                response.set_txn(txn::rollback(engine, batch, rollback)?)
+                response.set_txn(txn::rollback(engine, batch, *txn_fence, rollback)?)
             }
             Some(write::Kind::CheckTxnStatus(check)) => {
-                response.set_txn(txn::check_txn_status(engine, batch, check)?)
+                response.set_txn(txn::check_txn_status(engine, batch, *txn_fence, check)?)
             }
             Some(write::Kind::TxnHeartBeat(heart_beat)) => {
                 response.set_txn(txn::heart_beat(engine, batch, heart_beat)?)
+            }
+            Some(write::Kind::TxnFence(command)) => {
+                response.set_txn(txn::fence(engine, batch, region, txn_fence, command)?)
             }
         }
         responses.push(response);

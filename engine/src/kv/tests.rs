@@ -5,6 +5,7 @@ use crate::proto::{
 };
 use crate::storage::ApplyBatch;
 use crate::storage::{Cf, Engine, keys};
+use crate::timestamp::Timestamp;
 
 fn region(start: &[u8], end: &[u8]) -> Region {
     Region {
@@ -66,6 +67,7 @@ fn compare_and_swap_sees_earlier_writes_of_the_same_batch() {
     let responses = apply_writes(
         &engine,
         &whole,
+        &mut Timestamp::from_u64(0),
         &[
             cas(b"k", None, Some(b"1")),
             cas(b"k", None, Some(b"2")),
@@ -102,7 +104,14 @@ fn delete_range_stays_inside_the_region_and_hides_earlier_batch_writes() {
     let engine = Engine::open(dir.path()).unwrap();
     let mut batch = ApplyBatch::default();
     let whole = region(b"", b"");
-    apply_writes(&engine, &whole, &[put(b"a", b"1"), put(b"c", b"1"), put(b"n", b"1")], &mut batch).unwrap();
+    apply_writes(
+        &engine,
+        &whole,
+        &mut Timestamp::from_u64(0),
+        &[put(b"a", b"1"), put(b"c", b"1"), put(b"n", b"1")],
+        &mut batch,
+    )
+    .unwrap();
     engine.write(batch.take(), false).unwrap();
 
     let bounded = region(b"b", b"m");
@@ -112,6 +121,7 @@ fn delete_range_stays_inside_the_region_and_hides_earlier_batch_writes() {
     let responses = apply_writes(
         &engine,
         &bounded,
+        &mut Timestamp::from_u64(0),
         &[put(b"d", b"1"), delete_all, cas(b"d", None, Some(b"2")), cas(b"c", None, Some(b"2"))],
         &mut batch,
     )

@@ -14,10 +14,14 @@ use std::sync::Arc;
 
 use rocksdb::statistics::{StatsLevel, Ticker};
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options, WriteBatch, WriteOptions,
-    properties,
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options, WriteBatch,
+    WriteOptions, properties,
 };
 use thiserror::Error;
+
+use super::keys;
+use crate::gc::{GcState, VersionFilterFactory};
+use crate::timestamp::Timestamp;
 
 /// The column families of a node's database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -142,6 +146,8 @@ pub enum Defect {
     Hole { expected: u64, found: u64 },
     #[error("it ends at {found} but its state says {recorded}")]
     EndsEarly { found: u64, recorded: u64 },
+    #[error("it is {0} bytes long, not 8")]
+    Length(usize),
     #[error("malformed transactional record: {0}")]
     Mvcc(#[from] crate::mvcc::reader::RecordDefect),
     /// The log could not be read back at all.
@@ -161,6 +167,8 @@ pub struct Engine {
     db: Arc<DB>,
     /// The options the database was opened with: they hold its statistics.
     options: Arc<Options>,
+    /// Garbage collection's state: the write family's compaction filter reads it.
+    gc: Arc<GcState>,
 }
 
 /// One column family's figures, from RocksDB's properties.
@@ -202,13 +210,67 @@ impl Engine {
         // write a clock read.
         options.enable_statistics();
         options.set_statistics_level(StatsLevel::ExceptHistogramOrTimers);
-        let descriptors = Cf::ALL.iter().map(|cf| {
-            let mut cf_options = Options::default();
-            cf_options.set_compression_type(DBCompressionType::Lz4);
-            ColumnFamilyDescriptor::new(cf.name(), cf_options)
-        });
+        let gc = Arc::new(GcState::default());
+        let descriptors =
+            Cf::ALL.iter().map(|&cf| ColumnFamilyDescriptor::new(cf.name(), column_family_options(cf, &gc)));
         let db = DB::open_cf_descriptors(&options, path, descriptors)?;
-        Ok(Engine { db: Arc::new(db), options: Arc::new(options) })
+        let engine = Engine { db: Arc::new(db), options: Arc::new(options), gc };
+        if let Some(safe_point) = engine.persisted_gc_safe_point()? {
+            engine.gc.raise(safe_point);
+        }
+        Ok(engine)
+    }
+
+    /// The store's garbage-collection state.
+    pub fn gc(&self) -> &Arc<GcState> {
+        &self.gc
+    }
+
+    fn persisted_gc_safe_point(&self) -> Result<Option<Timestamp>, EngineError> {
+        let Some(bytes) = self.get(Cf::Meta, keys::GC_SAFE_POINT_KEY)? else { return Ok(None) };
+        let record = || Record::Key { cf: Cf::Meta, key: keys::GC_SAFE_POINT_KEY.to_vec() };
+        let bytes: [u8; 8] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| EngineError::corrupt(record(), Defect::Length(bytes.len())))?;
+        Ok(Some(Timestamp::from_u64(u64::from_be_bytes(bytes))))
+    }
+
+    /// Raises the store's garbage-collection safe point to `safe_point`, durably before
+    /// anything may be collected below it; false if it is not above the current one.
+    pub fn advance_gc_safe_point(&self, safe_point: Timestamp) -> Result<bool, EngineError> {
+        if safe_point <= self.gc.safe_point() {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(Cf::Meta)?, keys::GC_SAFE_POINT_KEY, safe_point.as_u64().to_be_bytes());
+        self.write(batch, true)?;
+        Ok(self.gc.raise(safe_point))
+    }
+
+    /// Deletes values of the versions family that garbage collection found unreachable;
+    /// answers how many.
+    pub fn delete_unreachable_values(&self) -> Result<usize, EngineError> {
+        let keys = self.gc.take_unreachable_values();
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let versions = self.cf(Cf::Versions)?;
+        let mut batch = WriteBatch::default();
+        for key in &keys {
+            batch.delete_cf(versions, key);
+        }
+        self.write(batch, false)?;
+        Ok(keys.len())
+    }
+
+    /// Compacts the transactional write and versions families: what garbage collection
+    /// may remove goes (`crate::gc`).
+    pub fn compact_versions(&self) -> Result<(), EngineError> {
+        for cf in [Cf::Write, Cf::Versions] {
+            self.db.compact_range_cf(self.cf(cf)?, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
     }
 
     /// RocksDB's figures; a property RocksDB cannot give reads as 0.
@@ -273,6 +335,34 @@ impl Engine {
         batch.put_cf(self.cf(cf)?, key, message.encode_to_vec());
         Ok(())
     }
+}
+
+/// One column family's options. Point lookups (raw gets, a key's lock, a version's
+/// value) meet a whole-key bloom filter first, in the memtable too: most lock lookups
+/// find no lock. The lock family's memtable is kept small: locks live for milliseconds,
+/// so it fills with locks and their deletions, which every lookup searches through until
+/// a flush lets compaction drop the pairs. The write family is read by seeks, which a
+/// whole-key filter cannot help; it carries garbage collection's compaction filter.
+fn column_family_options(cf: Cf, gc: &Arc<GcState>) -> Options {
+    const BLOOM_BITS_PER_KEY: f64 = 10.0;
+    const LOCK_MEMTABLE_BYTES: usize = 8 << 20;
+    let mut options = Options::default();
+    options.set_compression_type(DBCompressionType::Lz4);
+    match cf {
+        Cf::Data | Cf::Lock | Cf::Versions => {
+            let mut table = BlockBasedOptions::default();
+            table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
+            options.set_block_based_table_factory(&table);
+            options.set_memtable_prefix_bloom_ratio(0.1);
+            options.set_memtable_whole_key_filtering(true);
+            if cf == Cf::Lock {
+                options.set_write_buffer_size(LOCK_MEMTABLE_BYTES);
+            }
+        }
+        Cf::Write => options.set_compaction_filter_factory(VersionFilterFactory::new(Arc::clone(gc))),
+        Cf::Raft | Cf::Meta => {}
+    }
+    options
 }
 
 /// Hex rendering of a key for error messages.

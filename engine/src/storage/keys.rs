@@ -6,6 +6,7 @@
 //! | `raft` | region id, `0x02` | [`RaftLocalState`](crate::proto::metadata::RaftLocalState) |
 //! | `meta` | region id, `0x01` | [`RegionLocalState`](crate::proto::metadata::RegionLocalState) |
 //! | `meta` | region id, `0x02` | [`ApplyState`](crate::proto::metadata::ApplyState) |
+//! | `meta` | `gc_safe_point` | the store's garbage-collection safe point, 8 bytes |
 //! | `default` | `z`, user key | user value |
 //! | `lock`, `write`, `versions` | `z`, escaped user key (and timestamp) | see [`crate::mvcc::key`] |
 //!
@@ -57,6 +58,10 @@ pub(crate) fn raft_state_key(region_id: u64) -> [u8; 9] {
 pub(crate) fn region_state_key(region_id: u64) -> [u8; 9] {
     region_key(region_id, REGION_STATE_SUFFIX)
 }
+
+/// Key of the store's garbage-collection safe point (meta CF); not 9 bytes long, so
+/// never a region's key.
+pub(crate) const GC_SAFE_POINT_KEY: &[u8] = b"gc_safe_point";
 
 /// Key of a region's [`ApplyState`](crate::proto::metadata::ApplyState) (meta CF).
 pub(crate) fn apply_state_key(region_id: u64) -> [u8; 9] {

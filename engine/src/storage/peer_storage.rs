@@ -40,11 +40,12 @@ pub struct PeerStorage {
 impl PeerStorage {
     /// Writes into `batch` the initial state of peer `peer_id` of a region founded on this
     /// store with `region`'s peers as its configuration (bootstrap, or the new half of a
-    /// split).
+    /// split, which inherits its parent's garbage-collection fence `txn_fence_ts`).
     pub(crate) fn initialize(
         engine: &Engine,
         region: &Region,
         peer_id: u64,
+        txn_fence_ts: u64,
         batch: &mut WriteBatch,
     ) -> Result<(), EngineError> {
         let (learners, voters): (Vec<&crate::proto::metadata::Peer>, Vec<&crate::proto::metadata::Peer>) =
@@ -62,6 +63,7 @@ impl PeerStorage {
             state: crate::proto::metadata::PeerState::Normal as i32,
             conf_state: Some(conf_state),
             peer_id,
+            txn_fence_ts,
         };
         // A peer of this region may already exist here, created empty by an early
         // message of the new group; a vote it cast must survive.
@@ -103,6 +105,7 @@ impl PeerStorage {
             state: crate::proto::metadata::PeerState::Normal as i32,
             conf_state: Some(ConfState::default()),
             peer_id,
+            txn_fence_ts: 0,
         };
         engine.put_message(batch, Cf::Meta, &keys::region_state_key(region_id), &region_state)?;
         engine.put_message(batch, Cf::Meta, &keys::apply_state_key(region_id), &ApplyState::default())?;
@@ -123,6 +126,10 @@ impl PeerStorage {
             .get_message(Cf::Raft, &keys::raft_state_key(region_id))?
             .ok_or_else(|| missing(Record::RaftState { region_id }))?;
         Ok(PeerStorage { engine: engine.clone(), region_id, raft_state, apply_state, region_state })
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     pub(crate) fn region_id(&self) -> u64 {
@@ -244,6 +251,22 @@ impl PeerStorage {
     ) -> Result<(), EngineError> {
         self.region_state.region = Some(region);
         self.region_state.conf_state = Some(conf_state);
+        self.engine.put_message(batch, Cf::Meta, &keys::region_state_key(self.region_id), &self.region_state)
+    }
+
+    /// The region's garbage-collection fence as applied here (`crate::gc`).
+    pub(crate) fn txn_fence(&self) -> u64 {
+        self.region_state.txn_fence_ts
+    }
+
+    /// Sets the fence in memory; the next [`PeerStorage::set_region_state`] (or
+    /// [`PeerStorage::persist_region_state`]) writes it.
+    pub(crate) fn set_txn_fence(&mut self, txn_fence_ts: u64) {
+        self.region_state.txn_fence_ts = txn_fence_ts;
+    }
+
+    /// Writes the region state as it is in memory into `batch`.
+    pub(crate) fn persist_region_state(&self, batch: &mut WriteBatch) -> Result<(), EngineError> {
         self.engine.put_message(batch, Cf::Meta, &keys::region_state_key(self.region_id), &self.region_state)
     }
 

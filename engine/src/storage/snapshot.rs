@@ -84,6 +84,7 @@ pub(crate) fn build(engine: &Engine, region_id: u64) -> Result<Snapshot, EngineE
         }
     }
     payload.region = Some(region);
+    payload.txn_fence_ts = region_state.txn_fence_ts;
     let data = payload.encode_to_vec();
     let metadata = SnapshotMetadata { conf_state: region_state.conf_state, index, term };
     Ok(Snapshot { data, metadata: Some(metadata) })
@@ -128,5 +129,6 @@ pub(crate) fn install(
         }
     }
     storage.install_snapshot_position(&metadata, batch)?;
+    storage.set_txn_fence(payload.txn_fence_ts);
     storage.set_region_state(region, metadata.conf_state.unwrap_or_default(), batch)
 }

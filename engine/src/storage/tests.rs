@@ -25,7 +25,7 @@ fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
 
 fn founded(engine: &Engine, region: &Region) -> PeerStorage {
     let mut batch = WriteBatch::default();
-    PeerStorage::initialize(engine, region, region.peers[0].id, &mut batch).unwrap();
+    PeerStorage::initialize(engine, region, region.peers[0].id, 0, &mut batch).unwrap();
     engine.write(batch, true).unwrap();
     PeerStorage::open(engine, region.id).unwrap()
 }

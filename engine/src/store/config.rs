@@ -47,6 +47,9 @@ pub struct StoreConfig {
     /// commits; without one, every one-phase commit is refused (and the client commits
     /// in two phases).
     pub timestamps: Option<Arc<dyn TimestampSource>>,
+    /// After the garbage-collection safe point moved, the transactional families are
+    /// compacted (so that old versions go) at most this often.
+    pub gc_compaction_interval: Duration,
 }
 
 impl StoreConfig {
@@ -68,6 +71,7 @@ impl StoreConfig {
             slow_proposal_threshold: Duration::from_secs(1),
             leader_missing_report_ticks: 100,
             timestamps: None,
+            gc_compaction_interval: Duration::from_secs(10 * 60),
         }
     }
 

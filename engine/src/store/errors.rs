@@ -76,6 +76,9 @@ pub enum StoreError {
     InvalidChange(#[from] InvalidChange),
     #[error("invalid store configuration: {0}")]
     InvalidConfig(#[from] InvalidStoreConfig),
+    /// A snapshot read at or below the garbage-collection safe point.
+    #[error(transparent)]
+    BelowSafePoint(#[from] crate::gc::BelowSafePoint),
 }
 
 /// What a committed entry was expected to hold.
@@ -126,6 +129,8 @@ impl StoreError {
             StoreError::MalformedEntry { .. }
             | StoreError::RegionExists(_)
             | StoreError::InvalidChange(_)
+            // The safe point never goes back: only a newer timestamp reads.
+            | StoreError::BelowSafePoint(_)
             // Settings that cannot work stay so until they are changed.
             | StoreError::InvalidConfig(_) => Retry::Never,
         }

@@ -44,6 +44,7 @@
 mod config;
 mod errors;
 mod fatal;
+mod gc_collector;
 mod heartbeat;
 mod leader_lease;
 mod liveness;
@@ -156,6 +157,7 @@ impl Store {
         let stopping = Arc::new(AtomicBool::new(false));
         let ticker = Ticker { router: router.clone(), liveness, transport, stopping: stopping.clone() };
         threads.push(start_ticker(ticker, &config)?);
+        threads.push(gc_collector::start(engine.clone(), config.gc_compaction_interval, stopping.clone())?);
         let store = Store { config, engine, router, stats, stopping, threads };
         let regions = store.persisted_regions()?;
         tracing::info!(
@@ -210,7 +212,7 @@ impl Store {
             return Err(StoreError::RegionExists(region.id));
         }
         let mut batch = WriteBatch::default();
-        PeerStorage::initialize(&self.engine, region, peer.id, &mut batch)?;
+        PeerStorage::initialize(&self.engine, region, peer.id, 0, &mut batch)?;
         self.engine.write(batch, true)?;
         self.router
             .send(region.id, WorkerMsg::StartPeer { region_id: region.id, new_group: true, campaign: false });

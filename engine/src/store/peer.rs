@@ -53,6 +53,8 @@ pub(crate) struct Peer {
     pub(in crate::store) slow_proposal_threshold: std::time::Duration,
     /// What one-phase commits must stay above (leader state, see `one_phase.rs`).
     pub(in crate::store) one_phase: OnePhaseGuard,
+    /// The garbage-collection fence the compaction filter was told of (durable here).
+    gc_fence_published: u64,
     pub destroyed: bool,
 }
 
@@ -81,6 +83,7 @@ impl Peer {
         let region = storage.region();
         let peer_id = storage.peer_id();
         let applied = storage.apply_state().applied_index;
+        let gc_fence_published = storage.txn_fence();
         let raw = RawNode::new(raft_config(config, peer_id, applied, new_group), storage)
             .map_err(StoreError::Raft)?;
         let mut peer = Peer {
@@ -107,6 +110,7 @@ impl Peer {
             reported_role: Role::Follower,
             slow_proposal_threshold: config.slow_proposal_threshold,
             one_phase: OnePhaseGuard::new(config.timestamps.is_some()),
+            gc_fence_published,
             destroyed: false,
         };
         // A peer created empty is not in its region's descriptor yet, but must still sign
@@ -116,8 +120,12 @@ impl Peer {
         Ok(peer)
     }
 
-    /// Adopts a descriptor installed from outside the apply path (a snapshot).
+    /// Adopts a descriptor installed from outside the apply path (a snapshot). The
+    /// snapshot's fence is not durable yet: the compaction filter keeps the lower of
+    /// the two until the region's next fence command (a crash now would bring back the
+    /// old data, which a higher fence may not have been allowed to collect).
     pub(crate) fn refresh_region(&mut self, region: Region) {
+        self.gc_fence_published = self.gc_fence_published.min(self.raw.storage().txn_fence());
         self.set_region(region);
     }
 
@@ -126,7 +134,15 @@ impl Peer {
             self.known_peers.insert(peer.id, *peer);
         }
         self.ranges.set(&region);
+        self.raw.storage().engine().gc().set_region_fence(&region, self.gc_fence_published);
         self.region = region;
+    }
+
+    /// Tells the compaction filter that this replica's fence rose to `fence_ts`, now
+    /// that it is durable.
+    pub(in crate::store) fn publish_gc_fence(&mut self, fence_ts: u64) {
+        self.gc_fence_published = self.gc_fence_published.max(fence_ts);
+        self.raw.storage().engine().gc().set_region_fence(&self.region, self.gc_fence_published);
     }
 
     /// This replica, as reported when it has known no leader for a while.

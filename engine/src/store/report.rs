@@ -52,7 +52,8 @@ impl Traffic {
                 }
                 Some(write::Kind::CheckTxnStatus(check)) => (check.primary.len(), 1),
                 Some(write::Kind::TxnHeartBeat(heart_beat)) => (heart_beat.primary.len(), 1),
-                None => (0, 0),
+                // Garbage collection's bookkeeping, not user traffic.
+                Some(write::Kind::TxnFence(_)) | None => (0, 0),
             };
             self.written_bytes += bytes as u64;
             self.written_keys += keys as u64;

@@ -40,6 +40,8 @@ pub enum TxnCheckError {
     LockTtlTooLong { ttl_ms: u64, max_ms: u64 },
     #[error("a one-phase commit must name its primary among its keys")]
     OnePhaseWithoutPrimary,
+    #[error("a garbage-collection fence must not be zero")]
+    ZeroFence,
 }
 
 /// Checks a transactional command against the limits and `region`'s range; raw writes
@@ -67,6 +69,12 @@ pub fn check(region: &Region, command: &write::Kind) -> Result<(), KvError> {
             check_start(heart_beat.start_ts)?;
             check_ttl(heart_beat.ttl_ms)?;
             check_keys(region, std::iter::once(heart_beat.primary.as_slice()))
+        }
+        write::Kind::TxnFence(fence) => {
+            if fence.fence_ts == 0 {
+                return Err(TxnCheckError::ZeroFence.into());
+            }
+            Ok(())
         }
         write::Kind::Put(_)
         | write::Kind::Delete(_)

@@ -23,10 +23,14 @@
 //! a coordinator whose request timed out sends it again. Each command touches all its
 //! keys or none: a refused command answers its reasons per key and changes nothing.
 //!
+//! Garbage collection's fence (`fence.rs`) limits what a transaction that started long
+//! ago may still do, so that collecting old records never changes what a command does.
+//!
 //! The checks a command passes before it is proposed are in `check.rs`; the reads at a
 //! timestamp are [`crate::mvcc::reader`]'s.
 
 mod check;
+mod fence;
 mod prewrite;
 mod records;
 mod resolve;
@@ -36,6 +40,7 @@ mod status;
 mod tests;
 
 pub use check::{MAX_LOCK_TTL_MS, TxnCheckError, check};
+pub use fence::fence;
 pub use prewrite::prewrite;
 pub use resolve::{commit, rollback};
 pub use status::lock_expired;

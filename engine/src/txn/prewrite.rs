@@ -16,6 +16,9 @@
 //!    the start timestamp; on the one-phase path the commit record is written instead
 //!    of the lock.
 //!
+//! A transaction that started at or below the region's garbage-collection fence is
+//! refused whole (`fence.rs`).
+//!
 //! If any key is refused, nothing is written and every refusal is answered, so that
 //! the caller can resolve all the locks in its way at once.
 
@@ -26,6 +29,7 @@ use crate::proto::mvcc::{Lock, WriteKind};
 use crate::storage::{ApplyBatch, Engine, EngineError};
 use crate::timestamp::Timestamp;
 
+use super::fence;
 use super::records::{self, committed_kind};
 
 /// What the checks found for one key.
@@ -42,8 +46,12 @@ enum KeyState {
 pub fn prewrite(
     engine: &Engine,
     batch: &mut ApplyBatch,
+    fence: Timestamp,
     prewrite: &Prewrite,
 ) -> Result<TxnResult, EngineError> {
+    if fence::below(fence, prewrite.start_ts) {
+        return Ok(fence::refused(fence));
+    }
     let start_ts = Timestamp::from_u64(prewrite.start_ts);
     let mut free = Vec::with_capacity(prewrite.mutations.len());
     let mut errors = Vec::new();

@@ -142,6 +142,22 @@ pub(super) fn put_commit_record(
     batch.put(engine, Cf::Write, version_key(key, commit_ts), record.encode_to_vec())
 }
 
+/// Removes the lock `lock` the transaction that started at `start_ts` holds on `key`,
+/// and the value it staged there.
+pub(super) fn remove_lock(
+    engine: &Engine,
+    batch: &mut ApplyBatch,
+    key: &[u8],
+    start_ts: Timestamp,
+    lock: &Lock,
+) -> Result<(), EngineError> {
+    batch.delete(engine, Cf::Lock, lock_key(key))?;
+    if lock.mutation() == Mutation::Put && lock.short_value.is_none() {
+        batch.delete(engine, Cf::Versions, version_key(key, start_ts))?;
+    }
+    Ok(())
+}
+
 /// Rolls back the transaction that started at `start_ts` on `key`: removes its lock
 /// and staged value (the lock it holds there, if any, is `lock`) and leaves a rollback
 /// record under its start timestamp.
@@ -153,10 +169,7 @@ pub(super) fn roll_back_key(
     lock: Option<&Lock>,
 ) -> Result<(), EngineError> {
     if let Some(lock) = lock {
-        batch.delete(engine, Cf::Lock, lock_key(key))?;
-        if lock.mutation() == Mutation::Put && lock.short_value.is_none() {
-            batch.delete(engine, Cf::Versions, version_key(key, start_ts))?;
-        }
+        remove_lock(engine, batch, key, start_ts, lock)?;
     }
     // Timestamps are unique, so no other transaction's commit record sits at start_ts;
     // should one ever do, it is kept: a record that says "committed" must never be

@@ -12,16 +12,24 @@
 //!   arrives later is refused by it. A key the transaction committed refuses the
 //!   rollback (`committed_at`): a committed transaction stays committed.
 //!
-//! Either touches all its keys or none.
+//! Either touches all its keys or none. Below the region's garbage-collection fence,
+//! both act on the transaction's locks alone (`fence.rs`).
 
 use crate::proto::command::{Commit, KeyError, Rollback, TxnResult, TxnState, TxnStatus, key_error};
 use crate::proto::mvcc::{Lock, WriteKind};
 use crate::storage::{ApplyBatch, Engine, EngineError};
 use crate::timestamp::Timestamp;
 
+use super::fence;
 use super::records::{self, committed_kind};
 
-pub fn commit(engine: &Engine, batch: &mut ApplyBatch, commit: &Commit) -> Result<TxnResult, EngineError> {
+pub fn commit(
+    engine: &Engine,
+    batch: &mut ApplyBatch,
+    fence: Timestamp,
+    commit: &Commit,
+) -> Result<TxnResult, EngineError> {
+    let below_fence = fence::below(fence, commit.start_ts);
     let (start_ts, mut commit_ts) =
         (Timestamp::from_u64(commit.start_ts), Timestamp::from_u64(commit.commit_ts));
     let mut locked: Vec<(&[u8], Lock)> = Vec::with_capacity(commit.keys.len());
@@ -30,6 +38,9 @@ pub fn commit(engine: &Engine, batch: &mut ApplyBatch, commit: &Commit) -> Resul
         if let Some(lock) = records::own_lock(engine, batch, key, start_ts)? {
             locked.push((key, lock));
             continue;
+        }
+        if below_fence {
+            return Ok(fence::refused(fence));
         }
         let refusal = match records::outcome(engine, batch, key, start_ts)? {
             Some((committed_at, record)) if record.kind() != WriteKind::WriteRollback => {
@@ -58,9 +69,18 @@ pub fn commit(engine: &Engine, batch: &mut ApplyBatch, commit: &Commit) -> Resul
 pub fn rollback(
     engine: &Engine,
     batch: &mut ApplyBatch,
+    fence: Timestamp,
     rollback: &Rollback,
 ) -> Result<TxnResult, EngineError> {
     let start_ts = Timestamp::from_u64(rollback.start_ts);
+    if fence::below(fence, rollback.start_ts) {
+        for key in &rollback.keys {
+            if let Some(lock) = records::own_lock(engine, batch, key, start_ts)? {
+                records::remove_lock(engine, batch, key, start_ts, &lock)?;
+            }
+        }
+        return Ok(TxnResult::default());
+    }
     let mut targets: Vec<(&[u8], Option<Lock>)> = Vec::with_capacity(rollback.keys.len());
     let mut errors = Vec::new();
     for key in &rollback.keys {

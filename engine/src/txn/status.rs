@@ -7,7 +7,8 @@
 //! from the physical part of its start timestamp to the physical part of the caller's
 //! `current_ts` (both from the oracle: no store's clock is involved). An expired lock
 //! is rolled back here, by the same command that found it expired, so that no two
-//! resolvers can decide differently.
+//! resolvers can decide differently. Below the region's garbage-collection fence, no
+//! record is written without a lock (`fence.rs`).
 
 use crate::proto::command::{
     CheckTxnStatus, KeyError, TxnHeartBeat, TxnResult, TxnState, TxnStatus, key_error,
@@ -16,6 +17,7 @@ use crate::proto::mvcc::WriteKind;
 use crate::storage::{ApplyBatch, Engine, EngineError};
 use crate::timestamp::Timestamp;
 
+use super::fence;
 use super::records;
 
 /// Whether a lock taken at `start_ts` with `ttl_ms` to live has expired at `current_ts`.
@@ -30,6 +32,7 @@ fn answer(state: TxnState, commit_ts: u64, ttl_ms: u64) -> TxnResult {
 pub fn check_txn_status(
     engine: &Engine,
     batch: &mut ApplyBatch,
+    fence: Timestamp,
     check: &CheckTxnStatus,
 ) -> Result<TxnResult, EngineError> {
     let (start_ts, current_ts) = (Timestamp::from_u64(check.start_ts), Timestamp::from_u64(check.current_ts));
@@ -41,7 +44,18 @@ pub fn check_txn_status(
         records::roll_back_key(engine, batch, primary, start_ts, Some(&lock))?;
         return Ok(answer(TxnState::RolledBack, 0, 0));
     }
-    match records::outcome(engine, batch, primary, start_ts)? {
+    let recorded = records::outcome(engine, batch, primary, start_ts)?;
+    if fence::below(fence, check.start_ts) {
+        // Answered from what the records still say, writing nothing: without its lock
+        // the primary can never be prewritten again (`fence.rs`).
+        return Ok(match recorded {
+            Some((commit_ts, record)) if record.kind() != WriteKind::WriteRollback => {
+                answer(TxnState::Committed, commit_ts.as_u64(), 0)
+            }
+            _ => answer(TxnState::RolledBack, 0, 0),
+        });
+    }
+    match recorded {
         Some((_, record)) if record.kind() == WriteKind::WriteRollback => {
             Ok(answer(TxnState::RolledBack, 0, 0))
         }

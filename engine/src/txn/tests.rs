@@ -25,6 +25,8 @@ fn at_ms(milliseconds: u64) -> u64 {
 
 struct Fixture {
     engine: Engine,
+    /// The region's garbage-collection fence, as fence commands raise it.
+    fence: std::cell::Cell<Timestamp>,
     _dir: tempfile::TempDir,
 }
 
@@ -52,21 +54,31 @@ impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let engine = Engine::open(dir.path()).expect("the engine opens");
-        Fixture { engine, _dir: dir }
+        Fixture { engine, fence: std::cell::Cell::new(Timestamp::ZERO), _dir: dir }
     }
 
     /// Applies commands in one batch, as one apply round does, and writes it.
     fn apply_all(&self, commands: &[write::Kind]) -> Vec<TxnResult> {
         let mut batch = ApplyBatch::default();
+        let whole = Region::default();
         let results = commands
             .iter()
-            .map(|command| match command {
-                write::Kind::Prewrite(c) => prewrite(&self.engine, &mut batch, c),
-                write::Kind::Commit(c) => commit(&self.engine, &mut batch, c),
-                write::Kind::Rollback(c) => rollback(&self.engine, &mut batch, c),
-                write::Kind::CheckTxnStatus(c) => check_txn_status(&self.engine, &mut batch, c),
-                write::Kind::TxnHeartBeat(c) => heart_beat(&self.engine, &mut batch, c),
-                _ => panic!("not a transactional command"),
+            .map(|command| {
+                let fence = self.fence.get();
+                match command {
+                    write::Kind::Prewrite(c) => prewrite(&self.engine, &mut batch, fence, c),
+                    write::Kind::Commit(c) => commit(&self.engine, &mut batch, fence, c),
+                    write::Kind::Rollback(c) => rollback(&self.engine, &mut batch, fence, c),
+                    write::Kind::CheckTxnStatus(c) => check_txn_status(&self.engine, &mut batch, fence, c),
+                    write::Kind::TxnHeartBeat(c) => heart_beat(&self.engine, &mut batch, c),
+                    write::Kind::TxnFence(c) => {
+                        let mut raised = fence;
+                        let result = super::fence(&self.engine, &batch, &whole, &mut raised, c);
+                        self.fence.set(raised);
+                        result
+                    }
+                    _ => panic!("not a transactional command"),
+                }
             })
             .collect::<Result<Vec<_>, _>>()
             .expect("applied");
@@ -433,4 +445,67 @@ fn a_prewrite_resent_after_its_commit_finds_it_though_others_wrote_the_key_since
     assert_eq!(state(&fixture.commit(10, 40, &["a"])), (TxnState::Committed, 20));
     assert_eq!(fixture.value("a", 29).as_deref(), Some("first"));
     assert_eq!(fixture.value("a", 30).as_deref(), Some("second"));
+}
+
+fn fence_command(fence_ts: u64) -> write::Kind {
+    write::Kind::TxnFence(crate::proto::command::TxnFence { fence_ts, lock_limit: 100 })
+}
+
+/// The start timestamps of the locks a fence answered.
+fn fenced_locks(result: &TxnResult) -> Vec<u64> {
+    let locked = result.errors.iter().filter_map(|error| match &error.kind {
+        Some(key_error::Kind::Locked(info)) => Some(info.start_ts),
+        _ => None,
+    });
+    locked.collect()
+}
+
+fn write_records(fixture: &Fixture) -> usize {
+    let handle = fixture.engine.cf(Cf::Write).expect("family");
+    fixture.engine.db().iterator_cf(handle, rocksdb::IteratorMode::Start).count()
+}
+
+#[test]
+fn a_fence_answers_the_locks_at_or_below_it_even_those_taken_earlier_in_the_same_round() {
+    let fixture = Fixture::new();
+    fixture.prewrite(10, "a", vec![put("a", "1")]);
+    fixture.prewrite(50, "b", vec![put("b", "1")]);
+    let results = fixture
+        .apply_all(&[write::Kind::Prewrite(prewrite_of(20, "c", vec![put("c", "1")])), fence_command(30)]);
+    assert_eq!(fenced_locks(&results[1]), vec![10, 20], "b's lock started above the fence");
+    // Never lowered: a late, lower fence leaves it at 30.
+    fixture.apply(fence_command(5));
+    assert_eq!(fixture.fence.get(), Timestamp::from_u64(30));
+}
+
+#[test]
+fn below_the_fence_a_transaction_may_only_commit_or_remove_the_locks_it_still_holds() {
+    let fixture = Fixture::new();
+    fixture.prewrite(10, "a", vec![put("a", "1"), put("b", "1")]);
+    fixture.prewrite(12, "c", vec![put("c", "1"), put("d", "1")]);
+    fixture.apply(fence_command(20));
+    let refused = |result: TxnResult| result.below_fence == 20 && result.errors.is_empty();
+
+    // No new lock for a transaction that started at or below it.
+    assert!(refused(fixture.prewrite(20, "e", vec![put("e", "1")])));
+    assert_eq!(fixture.stored_lock("e"), None);
+    // Its locks commit as usual.
+    assert!(fixture.commit(10, 25, &["a"]).errors.is_empty());
+    assert_eq!(fixture.value("a", 26).as_deref(), Some("1"));
+    // Without the lock on every key, a commit is refused and writes nothing: whether
+    // the transaction committed may be unknowable once old records are collected.
+    let records = write_records(&fixture);
+    assert!(refused(fixture.commit(10, 25, &["a", "b"])));
+    assert_eq!(write_records(&fixture), records);
+    assert!(fixture.stored_lock("b").is_some(), "b's lock is untouched");
+    // A rollback removes the locks it finds and leaves no rollback record.
+    assert!(fixture.rollback(12, &["c", "d", "x"]).errors.is_empty());
+    assert_eq!((fixture.stored_lock("c"), fixture.stored_lock("d")), (None, None));
+    assert_eq!(write_records(&fixture), records, "no rollback record below the fence");
+    // A status check without a lock writes nothing: the primary can never be locked now.
+    let answer = fixture.status("x", 15, at_ms(1_000_000), true);
+    assert_eq!(state(&answer).0, TxnState::RolledBack);
+    assert_eq!(write_records(&fixture), records);
+    // Above the fence, everything is as before.
+    assert!(fixture.prewrite(21, "e", vec![put("e", "2")]).errors.is_empty());
 }

@@ -5,7 +5,8 @@
 //! - sends a store heartbeat (capacity, used bytes, counts and traffic rates), wakes the
 //!   regions shared with stores the driver declared down ([`Store::on_store_down`]: this
 //!   is what rouses hibernating followers of a dead leader) and founds the regions the
-//!   driver says this store must found (the cluster's first region);
+//!   driver says this store must found (the cluster's first region), and records the
+//!   garbage-collection safe point the driver answers (`tessera_engine::gc`);
 //! - sends one batch of region heartbeats for every region this store leads, turning the
 //!   store's cumulative traffic counters into rates with its own clock;
 //! - starts the operator steps in the answers, without waiting for them: the driver
@@ -272,6 +273,12 @@ impl Agent {
             self.store.on_store_down(store_id);
         }
         self.notified_down = down;
+        if response.gc_safe_point != 0 {
+            let safe_point = tessera_engine::timestamp::Timestamp::from_u64(response.gc_safe_point);
+            if let Err(error) = self.store.engine().advance_gc_safe_point(safe_point) {
+                tracing::error!(%error, "cannot record the garbage-collection safe point");
+            }
+        }
         for region in response.bootstrap_regions {
             // Founded already (RegionExists) or not now: the driver asks again until the
             // region's leader reports.

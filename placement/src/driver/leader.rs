@@ -38,6 +38,8 @@ pub(crate) struct LeaderState {
     pub operators: OperatorController,
     /// When this replica took over.
     pub since: Duration,
+    /// The garbage-collection safe point, as persisted (0: none yet).
+    pub gc_safe_point: u64,
 }
 
 impl LeaderState {
@@ -76,7 +78,9 @@ impl LeaderState {
         {
             regions.insert(first.clone());
         }
+        let gc_safe_point = loaded.gc_safe_point;
         LeaderState {
+            gc_safe_point,
             term,
             stores,
             regions,
@@ -147,7 +151,11 @@ impl LeaderState {
             .filter(|first| self.regions.get(first.id).is_none_or(|entry| entry.leader.is_none()))
             .cloned()
             .collect();
-        Ok(StoreHeartbeatResponse { down_stores: down_stores.into_iter().collect(), bootstrap_regions })
+        Ok(StoreHeartbeatResponse {
+            down_stores: down_stores.into_iter().collect(),
+            bootstrap_regions,
+            gc_safe_point: self.gc_safe_point,
+        })
     }
 
     /// Declares down every store silent for `down_after`.

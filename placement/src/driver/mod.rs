@@ -19,10 +19,12 @@
 //! - `membership`: replicas joining a running driver;
 //! - `requests`: the API ([`PdClient`]) as the leader serves it;
 //! - `leader`, `region_map`, `operators`, `ids`: the leader's state and its parts;
+//! - `gc`: the garbage-collection safe point the leader keeps;
 //! - `timestamps`: the timestamp oracle, which answers from memory under the metadata
 //!   region's Raft leader lease rather than this replica's check of the leadership.
 
 mod background;
+mod gc;
 mod ids;
 mod leader;
 mod membership;
@@ -84,6 +86,11 @@ pub struct DriverConfig {
     pub timestamp_window: Duration,
     /// How long a request waits for a Raft round trip.
     pub request_timeout: Duration,
+    /// How long old versions are kept: the garbage-collection safe point is never less
+    /// than this far behind the wall clock.
+    pub gc_lifetime: Duration,
+    /// How often the leader tries to move the safe point forward.
+    pub gc_interval: Duration,
     /// What the metadata's Raft group ticks by and measures its leader lease on (the
     /// timestamp oracle answers only under that lease); a test may stop it to model a
     /// paused process.
@@ -108,6 +115,8 @@ impl DriverConfig {
             id_batch: 1000,
             timestamp_window: Duration::from_secs(3),
             request_timeout: Duration::from_secs(5),
+            gc_lifetime: Duration::from_secs(10 * 60),
+            gc_interval: Duration::from_secs(60),
             clock: MonotonicClock::shared(),
             raft_tick_interval: Duration::from_millis(100),
             raft_election_ticks: 10,

@@ -566,6 +566,7 @@ fn loaded(stores: &[u64], regions: Vec<Region>, bootstrap: Option<Region>) -> Lo
         bootstrap,
         ids: 1000,
         timestamp_mark: 0,
+        gc_safe_point: 0,
         regions,
         stores: stores.iter().map(|&id| record(id)).collect(),
     }

@@ -231,6 +231,9 @@ fn store_node_config(
         args.split_max_keys.or(file.split_max_keys).unwrap_or(config::DEFAULT_SPLIT_MAX_KEYS);
     engine.split_max_bytes =
         args.split_max_bytes.or(file.split_max_bytes).unwrap_or(config::DEFAULT_SPLIT_MAX_BYTES);
+    if let Some(interval_ms) = file.gc_compaction_interval_ms {
+        engine.gc_compaction_interval = Duration::from_millis(interval_ms);
+    }
     file.raft.apply(&mut engine)?;
     let slow_request_threshold_ms =
         file.slow_request_threshold_ms.unwrap_or(config::DEFAULT_SLOW_REQUEST_THRESHOLD_MS);

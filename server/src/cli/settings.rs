@@ -57,6 +57,8 @@ pub(crate) struct ScheduleSection {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct TransactionsSection {
     pub timestamp_window_ms: Option<u64>,
+    pub gc_lifetime_ms: Option<u64>,
+    pub gc_interval_ms: Option<u64>,
 }
 
 fn set<T>(target: &mut T, value: Option<T>) {
@@ -196,14 +198,23 @@ impl TransactionsSection {
     /// The settings not given (exhaustive, like [`RaftSection::missing`]).
     #[cfg(test)]
     pub(crate) fn missing(&self) -> Vec<&'static str> {
-        let TransactionsSection { timestamp_window_ms } = self;
-        let given = [("timestamp_window_ms", timestamp_window_ms.is_some())];
+        let TransactionsSection { timestamp_window_ms, gc_lifetime_ms, gc_interval_ms } = self;
+        let given = [
+            ("timestamp_window_ms", timestamp_window_ms.is_some()),
+            ("gc_lifetime_ms", gc_lifetime_ms.is_some()),
+            ("gc_interval_ms", gc_interval_ms.is_some()),
+        ];
         given.into_iter().filter(|(_, given)| !given).map(|(name, _)| name).collect()
     }
 
     /// Applies the settings given to `config`; an invalid value is refused by name.
     pub(crate) fn apply(&self, config: &mut DriverConfig) -> anyhow::Result<()> {
         set(&mut config.timestamp_window, self.timestamp_window_ms.map(Duration::from_millis));
+        set(&mut config.gc_lifetime, self.gc_lifetime_ms.map(Duration::from_millis));
+        set(&mut config.gc_interval, self.gc_interval_ms.map(Duration::from_millis));
+        if config.gc_interval.is_zero() {
+            bail!("[pd.transactions] gc_interval_ms must be at least 1");
+        }
         // The window is moved when half of it is left, once per driver tick at most.
         let floor = (config.tick_interval * 4).max(MIN_TIMESTAMP_WINDOW);
         if config.timestamp_window < floor || config.timestamp_window > MAX_TIMESTAMP_WINDOW {

@@ -56,6 +56,12 @@ pub enum Conflict {
     /// coordinator was slower than its locks' time to live).
     #[error("the transaction that started at {start_ts} was rolled back before it could commit")]
     RolledBack { start_ts: Timestamp },
+    /// The transaction started at or below a region's garbage-collection fence: it ran
+    /// longer than the versions it reads are kept, and may not write any more.
+    #[error(
+        "the transaction that started at {start_ts} is older than garbage collection allows (fence {fence_ts})"
+    )]
+    TooOld { start_ts: Timestamp, fence_ts: Timestamp },
 }
 
 /// Why a request is refused for good: no retry of it can succeed.
@@ -70,6 +76,10 @@ pub enum Refusal {
     InvertedRange,
     #[error("timestamp {read_ts} is ahead of the oracle ({now}): reads there would not repeat")]
     FutureTimestamp { read_ts: Timestamp, now: Timestamp },
+    /// A snapshot read at or below the garbage-collection safe point: the versions it
+    /// would need may be gone. Read at a newer timestamp (a transaction: begin again).
+    #[error("the read timestamp is at or below the garbage-collection safe point {safe_point}")]
+    BelowSafePoint { safe_point: Timestamp },
     /// A store refused it (an invalid key or value, a refused change), in the store's
     /// words: text from another process.
     #[error("{reason}")]

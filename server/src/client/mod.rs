@@ -51,7 +51,7 @@ use cache::RegionCache;
 pub use errors::{ClientError, Conflict, Refusal, Transient, Uncertainty};
 pub use pd::GrpcPdClient;
 pub(crate) use timestamps::TimestampClient;
-pub use txn::{Snapshot, Transaction};
+pub use txn::{FencePass, Snapshot, Transaction};
 
 /// Whether a request may be sent again when its outcome is unknown.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -295,6 +295,10 @@ impl Client {
             }
             Some(Failure::InvalidArgument(reason)) => {
                 return Attempt::Fail(ClientError::InvalidArgument(Refusal::Store { region_id, reason }));
+            }
+            Some(Failure::BelowSafePoint(safe_point)) => {
+                let safe_point = tessera_engine::timestamp::Timestamp::from_u64(safe_point);
+                return Attempt::Fail(ClientError::InvalidArgument(Refusal::BelowSafePoint { safe_point }));
             }
             // Did not apply; the route is right.
             Some(Failure::NotCommitted(_)) => {}

@@ -2,6 +2,7 @@
 //! each serving gRPC on one address (and, with a metrics address, `/metrics` and
 //! `/health` on another: [`status`]) until told to stop.
 
+mod gc;
 pub mod pd;
 pub mod status;
 pub mod store;

@@ -166,6 +166,15 @@ pub(crate) async fn run(
     let driver = Arc::new(driver);
     let _ = addresses.driver.set(Arc::downgrade(&driver));
     let (stop, stopping) = flag_on_stop(stop);
+    // The garbage-collection worker reaches the stores as a client does, through this
+    // replica's own driver address (it acts only while this replica leads).
+    let gc_client = crate::client::Client::new(vec![address.to_string()], config.driver.request_timeout * 6);
+    let gc_worker = tokio::spawn(super::gc::run(
+        Arc::downgrade(&driver),
+        gc_client,
+        config.driver.gc_interval,
+        stopping.clone(),
+    ));
     let router = super::grpc_server().add_service(PdServer::new(PdService::new(driver.clone()))).add_service(
         RaftTransportServer::new(RaftTransportService::new(member_id, driver.sink(), stopping.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
@@ -192,6 +201,7 @@ pub(crate) async fn run(
     });
     tracing::info!(member_id, %address, "placement driver replica serving");
     let served = super::serve(router, listener, stop).await;
+    gc_worker.abort();
     let stopping_started = std::time::Instant::now();
     tracing::info!(member_id, "placement driver replica stopping");
     // The status server first: a scrape in flight holds the driver for a moment.

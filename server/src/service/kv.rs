@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use tessera_engine::log_limit::LogLimit;
+use tessera_engine::proto::command::write;
 use tessera_engine::proto::{frame::KeyValue, metadata::RegionEpoch};
 use tessera_engine::store::{ReadRequest, ReadResponse, Responder, Store, StoreError};
 use tessera_engine::timestamp::Timestamp;
@@ -178,6 +179,19 @@ fn read_timestamp(read_ts: u64) -> Result<Timestamp, Status> {
     }
 }
 
+/// A garbage-collection fence, refused when ahead of this store's clock: the driver
+/// fences at the wall clock minus the versions' lifetime, and a fence in the future
+/// would refuse every transaction until the clock caught up.
+fn check_fence(fence_ts: u64) -> Result<(), Status> {
+    let fence = Timestamp::from_u64(fence_ts);
+    if fence.wall_time() > std::time::SystemTime::now() {
+        return Err(invalid_kv_request(&format!(
+            "garbage-collection fence {fence} is ahead of this store's clock"
+        )));
+    }
+    Ok(())
+}
+
 /// The region a request names, for its log lines (0 if it names none).
 fn region_of(context: &Option<RegionContext>) -> u64 {
     context.as_ref().map_or(0, |context| context.region_id)
@@ -307,6 +321,11 @@ impl KvService {
         let (region_id, epoch) = context(request.context)?;
         if request.writes.is_empty() {
             return Err(invalid_kv_request("a write request with no writes"));
+        }
+        for write in &request.writes {
+            if let Some(write::Kind::TxnFence(fence)) = &write.kind {
+                check_fence(fence.fence_ts)?;
+            }
         }
         let (respond, answer) = responder();
         self.store()?.write_with(region_id, epoch, request.writes, respond);

@@ -88,6 +88,8 @@ pub struct Cluster {
     pub split_max_keys: u64,
     /// The `zone` label of each store, by index (none past its end).
     pub zones: Vec<String>,
+    /// The stores' configuration file, if they read one.
+    pub store_config: Option<String>,
 }
 
 pub fn text(s: &str) -> Vec<u8> {
@@ -106,10 +108,27 @@ impl Cluster {
 
     /// One store per entry of `zones`, labelled `zone=ZONE` (no label for an empty one).
     pub fn start_in_zones(zones: &[&str], split_max_keys: u64, pd_config: &str) -> Cluster {
+        Cluster::start_with_files(zones, split_max_keys, pd_config, None)
+    }
+
+    /// Like [`Cluster::start_in_zones`]; with `store_config`, every store reads it (TOML)
+    /// as its configuration file.
+    pub fn start_with_files(
+        zones: &[&str],
+        split_max_keys: u64,
+        pd_config: &str,
+        store_config: Option<&str>,
+    ) -> Cluster {
         let stores = zones.len();
         let dir = tempfile::tempdir().expect("a temporary directory");
         let zones = zones.iter().map(|zone| zone.to_string()).collect();
-        let mut cluster = Cluster { dir, pd: None, stores: Vec::new(), split_max_keys, zones };
+        let mut cluster =
+            Cluster { dir, pd: None, stores: Vec::new(), split_max_keys, zones, store_config: None };
+        if let Some(text) = store_config {
+            let path = cluster.path("store.toml");
+            std::fs::write(&path, text).expect("the stores' configuration file");
+            cluster.store_config = Some(path);
+        }
         let config = cluster.path("pd.toml");
         std::fs::write(&config, pd_config).expect("the driver's configuration file");
         let mut args = vec!["pd".into(), "--config".into(), config, "--data-dir".into(), cluster.path("pd")];
@@ -182,6 +201,9 @@ impl Cluster {
         args.extend(self.log_args(&format!("store{index}")));
         if let Some(zone) = self.zones.get(index).filter(|zone| !zone.is_empty()) {
             args.extend(["--label".into(), format!("zone={zone}")]);
+        }
+        if let Some(path) = &self.store_config {
+            args.extend(["--config".into(), path.clone()]);
         }
         args.extend_from_slice(extra);
         Process::start(&args)
@@ -260,4 +282,22 @@ pub fn http(address: &str, method: &str, path: &str, body: &str) -> (u16, String
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("an HTTP answer: {answer}"));
     let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).expect("a status code");
     (status, body.to_string())
+}
+
+/// Sends one transactional command straight to the leader of the region holding
+/// `key`, as a coordinator would, so that a test can stop between the steps of a commit.
+pub async fn send_txn_command(
+    client: &Client,
+    key: &[u8],
+    command: tessera_engine::proto::command::write::Kind,
+) -> tessera_engine::proto::command::TxnResult {
+    use tessera_server::proto::{RegionContext, WriteRequest, kv_client::KvClient};
+    let route = client.pd().region_by_key_async(key).await.expect("a route");
+    let (region, leader) = (route.region.expect("a region"), route.leader.expect("a leader"));
+    let address = &route.store_addresses[&leader.store_id];
+    let mut kv = KvClient::connect(format!("http://{address}")).await.expect("the store answers");
+    let context = RegionContext { region_id: region.id, epoch: region.epoch };
+    let writes = vec![tessera_engine::proto::command::Write { kind: Some(command) }];
+    let answer = kv.write(WriteRequest { context: Some(context), writes }).await.expect("the write applies");
+    answer.into_inner().results.remove(0).txn.expect("a transactional result")
 }

@@ -32,6 +32,7 @@ impl Peer {
         );
         self.destroyed = true;
         self.ranges.remove(self.region_id);
+        engine.gc().remove_region(self.region_id);
         self.fail_all(StoreError::RegionNotFound(self.region_id));
         if self.raw.storage().is_initialized() && !self.region.peers.is_empty() {
             for cf in Cf::REGION_DATA {

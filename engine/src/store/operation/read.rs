@@ -144,10 +144,8 @@ impl Peer {
             }
             if let Some(read) = self.reads.remove(&read_id) {
                 // The region may have split since the read was accepted.
-                let result = match check_request(&self.region, &read.request) {
-                    Ok(()) => execute(engine, &self.region, &read.request).map_err(StoreError::from),
-                    Err(error) => Err(error),
-                };
+                let result = check_request(&self.region, &read.request)
+                    .and_then(|()| execute_registered(engine, &self.region, &read.request));
                 if let Ok(response) = &result {
                     self.traffic.count_read(response);
                 }
@@ -177,6 +175,22 @@ fn check_request(region: &Region, request: &ReadRequest) -> Result<(), StoreErro
         }
     }
     Ok(())
+}
+
+/// Runs a read; a snapshot read registers with garbage collection while it runs, and
+/// is refused at or below the safe point (`crate::gc`).
+fn execute_registered(
+    engine: &Engine,
+    region: &Region,
+    request: &ReadRequest,
+) -> Result<ReadResponse, StoreError> {
+    let _registration = match request {
+        ReadRequest::TxnGet { read_ts, .. } | ReadRequest::TxnScan { read_ts, .. } => {
+            Some(engine.gc().begin_read(*read_ts)?)
+        }
+        ReadRequest::Get { .. } | ReadRequest::Scan { .. } => None,
+    };
+    Ok(execute(engine, region, request)?)
 }
 
 fn execute(engine: &Engine, region: &Region, request: &ReadRequest) -> Result<ReadResponse, EngineError> {

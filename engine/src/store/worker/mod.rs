@@ -424,6 +424,11 @@ impl Worker {
                     },
                 );
             }
+            SideEffect::FenceRaised { fence_ts } => {
+                if let Some(peer) = self.peers.get_mut(&region_id) {
+                    peer.publish_gc_fence(fence_ts);
+                }
+            }
             SideEffect::Destroy => {
                 if crate::failpoint::hit(crate::failpoint::points::STORE_SKIP_DESTROY_AFTER_REMOVAL) {
                     return;

@@ -137,8 +137,11 @@ impl Worker {
             }
             effects.extend(peer_effects.into_iter().map(|effect| (*region_id, effect)));
         }
+        // A raised fence lets the compaction filter collect more once it is told; it
+        // must not learn of a fence a crash could take back (`crate::gc`).
+        let sync = effects.iter().any(|(_, effect)| matches!(effect, SideEffect::FenceRaised { .. }));
         if !batch.is_empty()
-            && let Err(error) = self.engine.write(batch.take(), false)
+            && let Err(error) = self.engine.write(batch.take(), sync)
         {
             fail_stop("writing applied data", error);
         }

@@ -24,8 +24,15 @@ const PD_PORT: u16 = 2379;
 pub const STORE_PORT: u16 = 20160;
 /// Where every node's store serves `/metrics`, `/health` and `/fail`.
 const STORE_STATUS_PORT: u16 = 9461;
-/// The stores' configuration file: the nemesis arms fail points in them.
-const STORE_CONFIG: &str = "[store]\nenable_fail_points = true\n";
+/// The stores' configuration file: fail points on (the nemesis arms them); versions
+/// collected two seconds after the safe point moves, so that garbage collection runs
+/// under the faults of every round.
+const STORE_CONFIG: &str = "[store]\nenable_fail_points = true\ngc_compaction_interval_ms = 2000\n";
+
+/// Versions kept five seconds and the safe point moved every second: garbage
+/// collection (fences, lock resolution, the compaction filter) runs many times a round,
+/// and a transaction the faults hold up past the lifetime is refused (an abort).
+const DRIVER_CONFIG: &str = "[pd.transactions]\ngc_lifetime_ms = 5000\ngc_interval_ms = 1000\n";
 
 pub struct ClusterConfig {
     pub nodes: usize,
@@ -59,8 +66,13 @@ impl ChaosCluster {
             std::fs::create_dir_all(&node_dir).with_context(|| format!("creating {}", node_dir.display()))?;
             let dir = |name: &str| path(&node_dir, name);
             if host.index <= config.pd_replicas {
+                let driver_config = node_dir.join("pd.toml");
+                std::fs::write(&driver_config, DRIVER_CONFIG)
+                    .with_context(|| format!("writing {}", driver_config.display()))?;
                 let args = vec![
                     "pd".into(),
+                    "--config".into(),
+                    driver_config.display().to_string(),
                     "--data-dir".into(),
                     dir("pd"),
                     "--listen".into(),

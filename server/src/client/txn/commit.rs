@@ -160,6 +160,16 @@ impl Commit {
             if result.one_phase_refused != OnePhaseRefusal::OnePhaseAccepted as i32 {
                 return Ok(OnePhase::NotTaken { uncertain });
             }
+            if result.below_fence != 0 {
+                // Refused without a look at what an earlier, lost try may have done.
+                let too_old = self.too_old(result.below_fence);
+                if uncertain {
+                    let uncertainty =
+                        Uncertainty::Commit { start_ts: self.start_ts, last: Box::new(too_old) };
+                    return Err(ClientError::OutcomeUnknown(uncertainty));
+                }
+                return Err(too_old);
+            }
             if result.errors.is_empty() {
                 // The recorded commit timestamp, if an earlier try had committed it.
                 let recorded = result.status.map(|status| status.commit_ts).filter(|ts| *ts != 0);
@@ -231,6 +241,9 @@ impl Commit {
                 .await?;
             let mut refused = Vec::new();
             for (result, share) in answers {
+                if result.below_fence != 0 {
+                    return Err(self.too_old(result.below_fence));
+                }
                 if !result.errors.is_empty() {
                     self.settle_refusals(result.errors).await?;
                     refused.extend(share);
@@ -247,6 +260,12 @@ impl Commit {
             pending = refused;
         }
         Ok(())
+    }
+
+    /// The transaction started at or below a region's garbage-collection fence.
+    fn too_old(&self, fence_ts: u64) -> ClientError {
+        let fence_ts = Timestamp::from_u64(fence_ts);
+        ClientError::Conflict(Conflict::TooOld { start_ts: self.start_ts, fence_ts })
     }
 
     /// Acts on a refused prewrite's reasons: a conflict ends the transaction; locks of
@@ -291,6 +310,11 @@ impl Commit {
             }
             Err(other) => return Err(other),
         };
+        if result.below_fence != 0 {
+            // Without its lock, the region can no longer say what became of it.
+            let last = Box::new(self.too_old(result.below_fence));
+            return Err(ClientError::OutcomeUnknown(Uncertainty::Commit { start_ts: self.start_ts, last }));
+        }
         let recorded = result.status.map(|status| Timestamp::from_u64(status.commit_ts));
         match result.errors.into_iter().next().and_then(|error| error.kind) {
             None => Ok(recorded.filter(|recorded| *recorded != Timestamp::ZERO).unwrap_or(commit_ts)),

@@ -17,6 +17,7 @@
 //! locking every key read makes the transaction serializable (no write skew).
 
 mod commit;
+mod fence;
 mod read;
 mod resolve;
 
@@ -29,6 +30,8 @@ use tessera_engine::proto::frame::KeyValue;
 use tessera_engine::proto::mvcc;
 use tessera_engine::region::KeyRange;
 use tessera_engine::timestamp::Timestamp;
+
+pub use fence::FencePass;
 
 use super::{Client, ClientError, Refusal};
 

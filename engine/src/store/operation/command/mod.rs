@@ -106,6 +106,9 @@ pub enum SideEffect {
     SplitCreated { region: Region, parent_was_leader: bool },
     /// This peer left the region's configuration; destroy it.
     Destroy,
+    /// The region's garbage-collection fence rose to `fence_ts`: the round's batch is
+    /// written with a sync, then the compaction filter may collect up to it here.
+    FenceRaised { fence_ts: u64 },
 }
 
 impl Peer {
@@ -192,7 +195,7 @@ impl Peer {
             Some(AdminCommand { kind: Some(admin_command::Kind::Split(split)) }) => {
                 self.apply_split(engine, &command, split, batch, effects)
             }
-            _ => self.apply_writes(engine, &command, batch),
+            _ => self.apply_writes(engine, &command, batch, effects),
         }
     }
 

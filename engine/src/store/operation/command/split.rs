@@ -62,7 +62,13 @@ impl Peer {
             // Claimed now, before the batch is written, so that no message can create an
             // empty peer of the new region in the meantime.
             self.ranges.set(&right);
-            PeerStorage::initialize(engine, &right, peer_id, &mut batch.batch)?;
+            PeerStorage::initialize(
+                engine,
+                &right,
+                peer_id,
+                self.raw.storage().txn_fence(),
+                &mut batch.batch,
+            )?;
             effects.push(SideEffect::SplitCreated { region: right, parent_was_leader: self.is_leader() });
         }
         tracing::info!(

@@ -8,7 +8,9 @@
 //!   waited in the log; the command was then routed on a range that no longer holds),
 //!   then the writes go into the round's batch ([`kv::apply_writes`]), which answers one
 //!   result per write.
-//! - After apply: the proposer gets the results; the region is due for a size check.
+//! - After apply: the proposer gets the results; the region is due for a size check. A
+//!   fence command that raised the region's garbage-collection fence is told to the
+//!   compaction filter once the round's batch is durable ([`SideEffect::FenceRaised`]).
 //!
 //! A one-phase prewrite is checked against the leader's read watermark before it is
 //! proposed, and answered at once when refused (`one_phase.rs`).
@@ -24,7 +26,8 @@ use crate::store::errors::StoreError;
 use crate::store::peer::Peer;
 
 use super::super::one_phase::{one_phase_commit_ts, refused};
-use super::{Applied, Proposed};
+use super::{Applied, Proposed, SideEffect};
+use crate::timestamp::Timestamp;
 
 impl Peer {
     pub(super) fn propose_writes(&mut self, command: &RaftCommand) -> Result<Proposed, StoreError> {
@@ -51,6 +54,7 @@ impl Peer {
         engine: &Engine,
         command: &RaftCommand,
         batch: &mut ApplyBatch,
+        effects: &mut Vec<SideEffect>,
     ) -> Result<Applied, EngineError> {
         let requested = command.epoch.unwrap_or_default();
         if let Err(error) = region::check_epoch(&self.region, requested, EpochCheck::Data) {
@@ -58,6 +62,16 @@ impl Peer {
         }
         self.written_since_split_check |= !command.writes.is_empty();
         self.traffic.count_writes(&command.writes);
-        Ok(Applied::Done(kv::apply_writes(engine, &self.region, &command.writes, batch)?))
+        let before = Timestamp::from_u64(self.raw.storage().txn_fence());
+        let mut fence = before;
+        let results = kv::apply_writes(engine, &self.region, &mut fence, &command.writes, batch)?;
+        if fence > before {
+            // In memory at once, for the commands after this one; on disk with this
+            // round's batch; to the compaction filter once the batch is durable.
+            self.raw.storage_mut().set_txn_fence(fence.as_u64());
+            self.raw.storage().persist_region_state(&mut batch.batch)?;
+            effects.push(SideEffect::FenceRaised { fence_ts: fence.as_u64() });
+        }
+        Ok(Applied::Done(results))
     }
 }
