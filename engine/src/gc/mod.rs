@@ -170,18 +170,27 @@ impl GcState {
         };
         let mut regions: Vec<RegionFence> = self.fences.read().values().cloned().collect();
         regions.sort_by(|left, right| left.start.cmp(&right.start));
-        // Two entries may overlap for a moment (a split applied, the new region's peer
-        // not yet started, or a snapshot moved a range): where they do, neither is
-        // trusted.
-        let overlapping: Vec<bool> = (0..regions.len())
-            .map(|index| {
-                let after = regions.get(index + 1).is_some_and(|next| next.start < regions[index].end);
-                let before = index > 0 && regions[index - 1].end > regions[index].start;
-                after || before
-            })
+        // Entries may overlap for a moment (a split applied, the new region's peer not
+        // yet started, or a snapshot moved a range): where they do, none is trusted.
+        let mut overlapping = vec![false; regions.len()];
+        let mut reach: Option<(usize, &[u8])> = None; // the entry that ends furthest so far
+        for (index, region) in regions.iter().enumerate() {
+            if let Some((furthest, end)) = reach
+                && region.start.as_slice() < end
+            {
+                overlapping[index] = true;
+                overlapping[furthest] = true;
+            }
+            if reach.is_none_or(|(_, end)| region.end.as_slice() > end) {
+                reach = Some((index, region.end.as_slice()));
+            }
+        }
+        let regions = regions
+            .iter()
+            .zip(overlapping)
+            .filter(|(_, overlaps)| !overlaps)
+            .map(|(region, _)| region.clone())
             .collect();
-        let regions =
-            regions.into_iter().zip(overlapping).filter(|(_, overlaps)| !overlaps).map(|(r, _)| r).collect();
         CollectionBound { global, regions }
     }
 

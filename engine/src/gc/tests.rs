@@ -10,23 +10,13 @@ use super::filter::{Verdict, VersionFilter};
 use super::*;
 use crate::mvcc::key::version_key;
 use crate::mvcc::reader::MvccReader;
-use crate::proto::command::{Commit, Mutation, Prewrite};
-use crate::proto::metadata::Peer;
-use crate::proto::mvcc::{self, Write, WriteKind};
+use crate::proto::command::Commit;
+use crate::proto::mvcc::{Write, WriteKind};
+use crate::region::single_peer_region as region;
 use crate::storage::{ApplyBatch, Cf, Engine};
 
 fn record(kind: WriteKind, start_ts: u64, short_value: Option<&[u8]>) -> Vec<u8> {
     Write { kind: kind as i32, start_ts, short_value: short_value.map(<[u8]>::to_vec) }.encode_to_vec()
-}
-
-fn region(id: u64, start: &[u8], end: &[u8]) -> Region {
-    Region {
-        id,
-        start_key: start.to_vec(),
-        end_key: end.to_vec(),
-        epoch: None,
-        peers: vec![Peer { id, store_id: 1, role: 0 }],
-    }
 }
 
 /// A bound over the whole key space: `global`, one region fenced at `fence`.
@@ -93,11 +83,20 @@ fn a_region_is_collected_only_up_to_its_applied_fence_and_nothing_outside_a_regi
     // A region removed from the store is collected no more.
     state.remove_region(2);
     assert_eq!(state.collection_bound().limit(&version_key(b"p", Timestamp::from_u64(1))), 0);
-    // Overlapping ranges (a moment of a split or a snapshot): neither is trusted.
+    // Overlapping ranges (a moment of a split or a snapshot): none is trusted, even
+    // when the overlap is not with the next range in order.
     state.set_region_fence(&region(3, b"k", b"z"), 500);
     let bound = state.collection_bound();
     assert_eq!(bound.limit(&version_key(b"a", Timestamp::from_u64(1))), 0);
     assert_eq!(bound.limit(&version_key(b"p", Timestamp::from_u64(1))), 0);
+    let state = GcState::default();
+    state.raise(Timestamp::from_u64(100));
+    for (id, start, end) in [(1, &b"a"[..], &b"z"[..]), (2, b"b", b"c"), (3, b"d", b"e"), (4, b"z", b"")] {
+        state.set_region_fence(&region(id, start, end), 100);
+    }
+    let bound = state.collection_bound();
+    assert_eq!(bound.limit(&version_key(b"dd", Timestamp::from_u64(1))), 0, "[d, e) lies inside [a, z)");
+    assert_eq!(bound.limit(&version_key(b"zz", Timestamp::from_u64(1))), 100, "[z, end) overlaps nothing");
 }
 
 #[test]
@@ -123,14 +122,7 @@ fn a_read_in_progress_holds_collection_below_its_timestamp_and_reads_at_or_below
 /// Commits `value` at `commit_ts` for a transaction that started at `start_ts`.
 fn commit_value(engine: &Engine, key: &[u8], value: &[u8], start_ts: u64, commit_ts: u64) {
     let mut batch = ApplyBatch::default();
-    let mutation = Mutation { op: mvcc::Mutation::Put as i32, key: key.to_vec(), value: value.to_vec() };
-    let prewrite = Prewrite {
-        start_ts,
-        primary: key.to_vec(),
-        lock_ttl_ms: 1_000,
-        mutations: vec![mutation],
-        one_phase_commit_ts: 0,
-    };
+    let prewrite = crate::txn::single_put_prewrite(key, value, start_ts);
     let fence = Timestamp::ZERO;
     let result = crate::txn::prewrite(engine, &mut batch, fence, &prewrite).expect("applied");
     assert!(result.errors.is_empty(), "{result:?}");

@@ -173,6 +173,19 @@ pub(crate) fn peer_on_store(region: &Region, store_id: u64) -> Option<&Peer> {
     region.peers.iter().find(|peer| peer.store_id == store_id)
 }
 
+/// A region with one peer (id `id * 10`, on store 1): what tests of other layers
+/// place ranges with.
+#[cfg(test)]
+pub(crate) fn single_peer_region(id: u64, start: &[u8], end: &[u8]) -> Region {
+    Region {
+        id,
+        start_key: start.to_vec(),
+        end_key: end.to_vec(),
+        epoch: None,
+        peers: vec![Peer { id: id * 10, store_id: 1, role: 0 }],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

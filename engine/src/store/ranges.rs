@@ -91,17 +91,7 @@ fn overlapping(claims: &HashMap<u64, Vec<Bounds>>, region_id: u64, range: &KeyRa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::metadata::Peer;
-
-    fn region(id: u64, start: &[u8], end: &[u8]) -> Region {
-        Region {
-            id,
-            start_key: start.to_vec(),
-            end_key: end.to_vec(),
-            epoch: None,
-            peers: vec![Peer { id: id * 10, store_id: 1, role: 0 }],
-        }
-    }
+    use crate::region::single_peer_region as region;
 
     #[test]
     fn a_claim_over_another_regions_keys_is_refused_and_a_released_one_frees_them() {

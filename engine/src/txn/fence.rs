@@ -13,7 +13,8 @@
 //!   refused (`below_fence`), since whether it committed may be unknowable now.
 //! - **Rollback**: removes the transaction's locks where it holds them and writes no
 //!   rollback record (no prewrite of it can arrive any more); keys without its lock
-//!   are left as they are.
+//!   are left as they are, and the answer says `below_fence`: whether the transaction
+//!   committed there cannot be told.
 //! - **Status check and heartbeat**: decided by the primary's lock as usual; without a
 //!   lock, nothing is written and the answer is what the records still say, or rolled
 //!   back (the primary can no longer be prewritten).
@@ -35,7 +36,8 @@ pub(super) fn below(fence: Timestamp, start_ts: u64) -> bool {
     start_ts <= fence.as_u64()
 }
 
-/// The answer to a command refused by the fence: nothing was written.
+/// The answer to a command refused by the fence (nothing was written), or to a
+/// rollback that could not verify every key.
 pub(super) fn refused(fence: Timestamp) -> TxnResult {
     TxnResult { below_fence: fence.as_u64(), ..TxnResult::default() }
 }

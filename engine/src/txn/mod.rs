@@ -39,6 +39,25 @@ mod status;
 #[cfg(test)]
 mod tests;
 
+/// A prewrite of one put, `key` its own primary, locked for a second: what tests of
+/// other layers write with.
+#[cfg(test)]
+pub(crate) fn single_put_prewrite(
+    key: &[u8],
+    value: &[u8],
+    start_ts: u64,
+) -> crate::proto::command::Prewrite {
+    let op = crate::proto::mvcc::Mutation::Put as i32;
+    let mutation = crate::proto::command::Mutation { op, key: key.to_vec(), value: value.to_vec() };
+    crate::proto::command::Prewrite {
+        start_ts,
+        primary: key.to_vec(),
+        lock_ttl_ms: 1_000,
+        mutations: vec![mutation],
+        one_phase_commit_ts: 0,
+    }
+}
+
 pub use check::{MAX_LOCK_TTL_MS, TxnCheckError, check};
 pub use fence::fence;
 pub use prewrite::prewrite;

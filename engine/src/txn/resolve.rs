@@ -74,12 +74,16 @@ pub fn rollback(
 ) -> Result<TxnResult, EngineError> {
     let start_ts = Timestamp::from_u64(rollback.start_ts);
     if fence::below(fence, rollback.start_ts) {
+        // A key without the lock cannot say, here, whether it committed: the answer
+        // says so (`below_fence`) rather than "rolled back".
+        let mut unverified = false;
         for key in &rollback.keys {
-            if let Some(lock) = records::own_lock(engine, batch, key, start_ts)? {
-                records::remove_lock(engine, batch, key, start_ts, &lock)?;
+            match records::own_lock(engine, batch, key, start_ts)? {
+                Some(lock) => records::remove_lock(engine, batch, key, start_ts, &lock)?,
+                None => unverified = true,
             }
         }
-        return Ok(TxnResult::default());
+        return Ok(if unverified { fence::refused(fence) } else { TxnResult::default() });
     }
     let mut targets: Vec<(&[u8], Option<Lock>)> = Vec::with_capacity(rollback.keys.len());
     let mut errors = Vec::new();

@@ -498,8 +498,11 @@ fn below_the_fence_a_transaction_may_only_commit_or_remove_the_locks_it_still_ho
     assert!(refused(fixture.commit(10, 25, &["a", "b"])));
     assert_eq!(write_records(&fixture), records);
     assert!(fixture.stored_lock("b").is_some(), "b's lock is untouched");
-    // A rollback removes the locks it finds and leaves no rollback record.
-    assert!(fixture.rollback(12, &["c", "d", "x"]).errors.is_empty());
+    // A rollback removes the locks it finds and leaves no rollback record; a key
+    // without the lock is answered as unverifiable, not as rolled back.
+    let rolled = fixture.rollback(12, &["c", "d", "x"]);
+    assert!(rolled.errors.is_empty() && rolled.below_fence == 20, "{rolled:?}");
+    assert!(fixture.rollback(12, &["c"]).below_fence == 20, "the lock is gone: unverifiable");
     assert_eq!((fixture.stored_lock("c"), fixture.stored_lock("d")), (None, None));
     assert_eq!(write_records(&fixture), records, "no rollback record below the fence");
     // A status check without a lock writes nothing: the primary can never be locked now.

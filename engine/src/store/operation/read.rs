@@ -144,8 +144,9 @@ impl Peer {
             }
             if let Some(read) = self.reads.remove(&read_id) {
                 // The region may have split since the read was accepted.
+                let fence = Timestamp::from_u64(self.raw.storage().txn_fence());
                 let result = check_request(&self.region, &read.request)
-                    .and_then(|()| execute_registered(engine, &self.region, &read.request));
+                    .and_then(|()| execute_registered(engine, &self.region, fence, &read.request));
                 if let Ok(response) = &result {
                     self.traffic.count_read(response);
                 }
@@ -178,14 +179,21 @@ fn check_request(region: &Region, request: &ReadRequest) -> Result<(), StoreErro
 }
 
 /// Runs a read; a snapshot read registers with garbage collection while it runs, and
-/// is refused at or below the safe point (`crate::gc`).
+/// is refused at or below the store's safe point or the region's applied `fence`
+/// (`crate::gc`): the data may have come in a snapshot from a store that collected up
+/// to that fence, whatever this store's safe point.
 fn execute_registered(
     engine: &Engine,
     region: &Region,
+    fence: Timestamp,
     request: &ReadRequest,
 ) -> Result<ReadResponse, StoreError> {
     let _registration = match request {
         ReadRequest::TxnGet { read_ts, .. } | ReadRequest::TxnScan { read_ts, .. } => {
+            if *read_ts <= fence {
+                let (read_ts, safe_point) = (read_ts.as_u64(), fence.as_u64());
+                return Err(crate::gc::BelowSafePoint { read_ts, safe_point }.into());
+            }
             Some(engine.gc().begin_read(*read_ts)?)
         }
         ReadRequest::Get { .. } | ReadRequest::Scan { .. } => None,

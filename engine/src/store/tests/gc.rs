@@ -4,19 +4,11 @@
 //! store's safe point are refused.
 
 use super::*;
-use crate::proto::command::{Commit, Mutation, Prewrite, TxnFence, TxnResult};
-use crate::proto::mvcc;
+use crate::proto::command::{Commit, TxnFence, TxnResult};
 use crate::timestamp::Timestamp;
 
 fn prewrite(key: &[u8], start_ts: u64) -> Write {
-    let mutation = Mutation { op: mvcc::Mutation::Put as i32, key: key.to_vec(), value: b"v".to_vec() };
-    let prewrite = Prewrite {
-        start_ts,
-        primary: key.to_vec(),
-        lock_ttl_ms: 1_000,
-        mutations: vec![mutation],
-        one_phase_commit_ts: 0,
-    };
+    let prewrite = crate::txn::single_put_prewrite(key, b"v", start_ts);
     Write { kind: Some(write::Kind::Prewrite(prewrite)) }
 }
 
@@ -58,6 +50,12 @@ fn a_fence_reaches_every_replica_answers_the_locks_below_it_and_a_split_passes_i
     cluster.wait_for("every replica applying the fence", |cluster| {
         (1..=3).all(|store| persisted_fence(cluster, store, 1) == 20).then_some(())
     });
+    // A snapshot read at or below the fence is refused, whatever the store's safe point
+    // (none here): the region's data may have come from a store that collected up to it.
+    let (leader, status) = cluster.leader(1).expect("a leader");
+    let at_fence = ReadRequest::TxnGet { key: b"a".to_vec(), read_ts: Timestamp::from_u64(20) };
+    let refused = cluster.stores[&leader].read(1, region::epoch(&status.region), at_fence).recv_timeout(WAIT);
+    assert!(matches!(refused, Ok(Err(StoreError::BelowSafePoint(_)))), "{refused:?}");
     // The lock below the fence still commits; a new one below it is refused.
     assert!(outcome(cluster.write(1, vec![commit(b"a", 10, 25)])).errors.is_empty());
     assert_eq!(outcome(cluster.write(1, vec![prewrite(b"b", 15)])).below_fence, 20);

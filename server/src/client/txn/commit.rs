@@ -336,6 +336,11 @@ impl Commit {
         let start_ts = self.start_ts.as_u64();
         let primary = write::Kind::Rollback(Rollback { start_ts, keys: vec![self.primary.clone()] });
         let refusal = match self.client.txn_command(&self.primary, primary).await {
+            // Below the fence without its lock, the primary cannot tell whether an
+            // earlier try committed it.
+            Ok(result) if result.below_fence != 0 => {
+                return RolledBack::Unknown(self.too_old(result.below_fence));
+            }
             Ok(result) => result.errors.into_iter().next().and_then(|error| error.kind),
             Err(error) => return RolledBack::Unknown(error),
         };
@@ -387,7 +392,8 @@ enum RolledBack {
     Yes,
     /// The primary refused: an earlier try committed the transaction, at this timestamp.
     AlreadyCommitted(Timestamp),
-    /// Not known: the primary's rollback was not answered.
+    /// Not known: the primary's rollback was not answered, or the primary, below its
+    /// region's garbage-collection fence and without the lock, could not tell.
     Unknown(ClientError),
 }
 
