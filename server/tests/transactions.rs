@@ -73,7 +73,7 @@ async fn a_transaction_over_three_regions_is_seen_whole_or_not_at_all() {
     }
     assert_eq!(writer.get(b"orange").await.expect("read"), Some(b"fresh".to_vec()), "reads its own writes");
     let commit_ts = writer.commit().await.expect("commits");
-    assert!(commit_ts > before.start_ts());
+    assert!(commit_ts > before.start_ts().await.expect("a start timestamp"));
 
     let after = client.begin().await.expect("a transaction");
     let seen = after.scan(b"", b"", 0, false).await.expect("a scan at the snapshot");
@@ -215,16 +215,12 @@ async fn a_banks_total_never_changes_under_concurrent_transfers() {
                 let audit = client.begin().await.expect("txn");
                 let pairs = audit.scan(b"", b"", 0, false).await.expect("a snapshot scan");
                 assert_eq!(pairs.len(), ACCOUNTS);
+                let read_ts = audit.start_ts().await.expect("a start timestamp");
                 let total: i64 = pairs
                     .iter()
                     .map(|pair| String::from_utf8_lossy(&pair.value).parse::<i64>().expect("a number"))
                     .sum();
-                assert_eq!(
-                    total,
-                    OPENING * ACCOUNTS as i64,
-                    "a snapshot saw half a transfer at {}",
-                    audit.start_ts()
-                );
+                assert_eq!(total, OPENING * ACCOUNTS as i64, "a snapshot saw half a transfer at {read_ts}");
                 audits += 1;
             }
             audits

@@ -99,7 +99,7 @@ async fn snapshot(client: &Arc<Client>, at: Option<u64>) -> anyhow::Result<Snaps
 /// Runs the script on standard input as one transaction.
 async fn exec(client: &Arc<Client>) -> anyhow::Result<()> {
     let mut txn = client.begin().await?;
-    println!("started at {}", txn.start_ts().as_u64());
+    println!("started at {}", txn.start_ts().await?.as_u64());
     for (number, line) in std::io::stdin().lock().lines().enumerate() {
         let line = line.context("reading the script")?;
         let words: Vec<&str> = line.split_whitespace().collect();

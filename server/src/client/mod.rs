@@ -115,6 +115,10 @@ pub struct Client {
     deadline: Duration,
 }
 
+/// A timestamp asked for and not yet awaited ([`Client::request_timestamp`]).
+pub(crate) type PendingTimestamp =
+    std::pin::Pin<Box<dyn Future<Output = Result<tessera_engine::timestamp::Timestamp, ClientError>> + Send>>;
+
 /// Whether a request certainly never reached a store: the connection to it was
 /// refused. Any other transport failure (a reset, a timeout) may have come after the
 /// store received the request.
@@ -163,10 +167,18 @@ impl Client {
     /// client was answered with before this call. Concurrent calls share one request
     /// (see `timestamps`).
     pub async fn timestamp(&self) -> Result<tessera_engine::timestamp::Timestamp, ClientError> {
-        let client = self
-            .timestamps
-            .get_or_init(|| timestamps::TimestampClient::start(self.pd.clone(), self.deadline));
-        Ok(client.timestamp().await?)
+        Ok(self.timestamp_client().timestamp().await?)
+    }
+
+    /// Asks the oracle for a timestamp now and answers it later: above every timestamp
+    /// answered before this call, below every one this client is asked for after it.
+    pub(crate) fn request_timestamp(&self) -> PendingTimestamp {
+        let pending = self.timestamp_client().request();
+        Box::pin(async move { Ok(pending.await?) })
+    }
+
+    fn timestamp_client(&self) -> &timestamps::TimestampClient {
+        self.timestamps.get_or_init(|| timestamps::TimestampClient::start(self.pd.clone(), self.deadline))
     }
 
     async fn route(&self, key: &[u8]) -> Result<tessera_placement::proto::RegionRoute, PdError> {

@@ -14,6 +14,7 @@
 //! the oracle handed out for a request whose answer was lost reach nobody and are
 //! never used, which is harmless: only the order of those used matters.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,14 +62,24 @@ impl TimestampClient {
     /// One timestamp, above every timestamp any caller of any client was answered with
     /// before this call.
     pub(crate) async fn timestamp(&self) -> Result<Timestamp, PdError> {
+        self.request().await
+    }
+
+    /// Asks for one timestamp now, without waiting: the answer is awaited later. It is
+    /// above every timestamp answered before this call, and below every timestamp this
+    /// client is asked for after it (requests leave in the order they are made).
+    pub(crate) fn request(&self) -> impl Future<Output = Result<Timestamp, PdError>> + Send + 'static {
         let (answer, answered) = oneshot::channel();
         let give_up = Instant::now() + self.deadline;
-        if self.waiters.send(Waiter { give_up, answer }).is_err() {
-            return Err(Unavailability::Stopping.into());
-        }
-        match tokio::time::timeout_at(give_up, answered).await {
-            Ok(answer) => answer.unwrap_or_else(|_| Err(Unavailability::Stopping.into())),
-            Err(_) => Err(Unavailability::NoReplicaAnswered.into()),
+        let queued = self.waiters.send(Waiter { give_up, answer }).is_ok();
+        async move {
+            if !queued {
+                return Err(Unavailability::Stopping.into());
+            }
+            match tokio::time::timeout_at(give_up, answered).await {
+                Ok(answer) => answer.unwrap_or_else(|_| Err(Unavailability::Stopping.into())),
+                Err(_) => Err(Unavailability::NoReplicaAnswered.into()),
+            }
         }
     }
 }

@@ -144,7 +144,8 @@ pub async fn read_balances(client: &Arc<Client>, label: &str) -> Result<Snapshot
             (name, balance)
         })
         .collect();
-    Ok(Snapshot { label: format!("{label} at {}", snapshot.start_ts()), balances })
+    let read_ts = snapshot.start_ts().await?;
+    Ok(Snapshot { label: format!("{label} at {read_ts}"), balances })
 }
 
 async fn transfer(client: &Arc<Client>, history: &Mutex<TxnHistory>, rng: &mut ChaCha8Rng) {

@@ -47,7 +47,7 @@ use tokio::time::Instant;
 
 use super::resolve::{Resolution, txn_result};
 use crate::client::batch::GroupOutcome;
-use crate::client::{Client, ClientError, Conflict, Resend, Transient, Uncertainty};
+use crate::client::{Client, ClientError, Conflict, PendingTimestamp, Resend, Transient, Uncertainty};
 use crate::proto::WriteRequest;
 
 /// How long a lock lives without a heartbeat: a coordinator that dies holds its keys
@@ -63,6 +63,8 @@ pub(super) struct Commit {
     primary: Vec<u8>,
     /// In key order; the primary first.
     mutations: Vec<(Vec<u8>, Mutation)>,
+    /// A timestamp asked for already, for the first one-phase try.
+    first_commit_ts: parking_lot::Mutex<Option<PendingTimestamp>>,
 }
 
 impl Commit {
@@ -73,7 +75,27 @@ impl Commit {
     ) -> Commit {
         assert!(!mutations.is_empty(), "invariant: only a transaction with writes runs the commit protocol");
         let primary = mutations[0].0.clone();
-        Commit { client, start_ts, primary, mutations }
+        Commit { client, start_ts, primary, mutations, first_commit_ts: parking_lot::Mutex::new(None) }
+    }
+
+    /// Gives the first one-phase try a timestamp asked for already.
+    pub(super) fn with_first_commit_ts(self, commit_ts: PendingTimestamp) -> Commit {
+        *self.first_commit_ts.lock() = Some(commit_ts);
+        self
+    }
+
+    /// A commit timestamp for a one-phase try: the one asked for already if there is
+    /// one and it is above the start timestamp (it is, unless the start timestamp had to
+    /// be asked for again), else a fresh one.
+    async fn one_phase_commit_ts(&self) -> Result<Timestamp, ClientError> {
+        let early = self.first_commit_ts.lock().take();
+        if let Some(early) = early {
+            let commit_ts = early.await?;
+            if commit_ts > self.start_ts {
+                return Ok(commit_ts);
+            }
+        }
+        self.client.timestamp().await
     }
 
     pub(super) async fn run(self) -> Result<Timestamp, ClientError> {
@@ -141,7 +163,7 @@ impl Commit {
         let give_up = Instant::now() + self.client.deadline;
         let mut uncertain = false;
         while Instant::now() < give_up {
-            let commit_ts = self.client.timestamp().await?;
+            let commit_ts = self.one_phase_commit_ts().await?;
             let write = self.one_phase_prewrite(commit_ts);
             let grouped =
                 self.client.join_group(&self.client.txn_groups, &self.primary, write.clone(), bytes).await;

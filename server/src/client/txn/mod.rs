@@ -1,7 +1,9 @@
 //! Transactions: snapshot isolation over any keys of the transactional key space, by
 //! Percolator's two-phase commit as TiKV runs it.
 //!
-//! [`Client::begin`] takes a start timestamp from the placement driver's oracle. Reads
+//! [`Client::begin`] asks the placement driver's oracle for a start timestamp (awaited
+//! at the first read or the commit, so that a transaction that only writes waits for
+//! the oracle once: its commit timestamp is asked for in the same batch). Reads
 //! see the database as of that timestamp, with the transaction's own writes over it;
 //! writes are buffered here until [`Transaction::commit`], which runs the commit
 //! protocol (`commit.rs`). Nothing is written before commit, so dropping a transaction
@@ -33,7 +35,7 @@ use tessera_engine::timestamp::Timestamp;
 
 pub use fence::FencePass;
 
-use super::{Client, ClientError, Refusal};
+use super::{Client, ClientError, PendingTimestamp, Refusal};
 
 /// What the transaction will write to a key at commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +50,11 @@ enum Buffered {
 /// commit.
 pub struct Transaction {
     client: Arc<Client>,
-    start_ts: Timestamp,
+    /// The timestamp the transaction reads at: asked of the oracle when it began
+    /// (`pending_start`), awaited at its first read or its commit, so that a
+    /// transaction that only writes waits for the oracle once, not twice.
+    start_ts: tokio::sync::OnceCell<Timestamp>,
+    pending_start: parking_lot::Mutex<Option<PendingTimestamp>>,
     buffered: BTreeMap<Vec<u8>, Buffered>,
 }
 
@@ -59,10 +65,16 @@ pub struct Snapshot {
 }
 
 impl Client {
-    /// Begins a transaction at a fresh timestamp from the oracle.
+    /// Begins a transaction at a fresh timestamp from the oracle: asked for now, above
+    /// every timestamp answered before this call; waited for when first needed (an
+    /// oracle that cannot answer fails that first read, or the commit).
     pub async fn begin(self: &Arc<Self>) -> Result<Transaction, ClientError> {
-        let start_ts = self.timestamp().await?;
-        Ok(Transaction { client: self.clone(), start_ts, buffered: BTreeMap::new() })
+        Ok(Transaction {
+            client: self.clone(),
+            start_ts: tokio::sync::OnceCell::new(),
+            pending_start: parking_lot::Mutex::new(Some(self.request_timestamp())),
+            buffered: BTreeMap::new(),
+        })
     }
 
     /// What was committed at or below `read_ts`. A timestamp the oracle has not handed
@@ -100,9 +112,21 @@ impl Snapshot {
 }
 
 impl Transaction {
-    /// The timestamp the transaction reads at.
-    pub fn start_ts(&self) -> Timestamp {
-        self.start_ts
+    /// The timestamp the transaction reads at (waited for on first use).
+    pub async fn start_ts(&self) -> Result<Timestamp, ClientError> {
+        let start_ts = self
+            .start_ts
+            .get_or_try_init(|| async {
+                // Taken out before it is awaited: no lock is held across the wait. A
+                // failed first try leaves none, and the next asks the oracle again.
+                let pending = self.pending_start.lock().take();
+                match pending {
+                    Some(pending) => pending.await,
+                    None => self.client.timestamp().await,
+                }
+            })
+            .await?;
+        Ok(*start_ts)
     }
 
     /// The value of `key` as the transaction sees it.
@@ -111,7 +135,7 @@ impl Transaction {
         match self.buffered.get(key) {
             Some(Buffered::Put(value)) => Ok(Some(value.clone())),
             Some(Buffered::Delete) => Ok(None),
-            Some(Buffered::Lock) | None => self.client.snapshot_get(key, self.start_ts).await,
+            Some(Buffered::Lock) | None => self.client.snapshot_get(key, self.start_ts().await?).await,
         }
     }
 
@@ -133,7 +157,8 @@ impl Transaction {
             .collect();
         // Each buffered write can hide at most one stored pair: ask for that many more.
         let asked = if limit == 0 { 0 } else { limit + own.len() };
-        let stored = self.client.snapshot_scan(start, end, self.start_ts, asked, reverse).await?;
+        let read_ts = self.start_ts().await?;
+        let stored = self.client.snapshot_scan(start, end, read_ts, asked, reverse).await?;
         Ok(overlay(stored, own, asked, limit, reverse))
     }
 
@@ -171,11 +196,16 @@ impl Transaction {
     /// [`ClientError::Conflict`] nothing of it is visible, ever; begin it again.
     pub async fn commit(self) -> Result<Timestamp, ClientError> {
         if self.buffered.is_empty() {
-            return Ok(self.start_ts);
+            return self.start_ts().await;
         }
+        // Asked for before the start timestamp is awaited, so that a transaction that
+        // only wrote waits for both in one round trip: a one-phase commit's first try
+        // takes it (it is above the start timestamp, asked for later by this client).
+        let commit_ts = self.client.request_timestamp();
+        let start_ts = self.start_ts().await?;
         let mutations =
             self.buffered.into_iter().map(|(key, buffered)| (key.clone(), mutation(key, buffered))).collect();
-        commit::Commit::new(self.client, self.start_ts, mutations).run().await
+        commit::Commit::new(self.client, start_ts, mutations).with_first_commit_ts(commit_ts).run().await
     }
 
     /// Abandons the transaction. Nothing was written before commit, so nothing needs
