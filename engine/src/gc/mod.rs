@@ -135,10 +135,16 @@ impl GcState {
     }
 
     /// Registers a snapshot read at `read_ts` for as long as the registration lives;
-    /// refused at or below the safe point.
-    pub fn begin_read(self: &Arc<Self>, read_ts: Timestamp) -> Result<ReadRegistration, BelowSafePoint> {
+    /// refused at or below the safe point, or at or below `region_fence`, the fence the
+    /// region read applied here (its data may have come in a snapshot from a store that
+    /// collected up to that fence, whatever this store's safe point).
+    pub fn begin_read(
+        self: &Arc<Self>,
+        read_ts: Timestamp,
+        region_fence: Timestamp,
+    ) -> Result<ReadRegistration, BelowSafePoint> {
         let mut reads = self.reads.lock();
-        let safe_point = self.safe_point.load(Ordering::Acquire);
+        let safe_point = self.safe_point.load(Ordering::Acquire).max(region_fence.as_u64());
         if read_ts.as_u64() <= safe_point {
             return Err(BelowSafePoint { read_ts: read_ts.as_u64(), safe_point });
         }

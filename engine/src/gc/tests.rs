@@ -106,14 +106,19 @@ fn a_read_in_progress_holds_collection_below_its_timestamp_and_reads_at_or_below
     state.raise(Timestamp::from_u64(100));
     state.set_region_fence(&region(1, b"", b""), 1_000);
     let key = version_key(b"a", Timestamp::from_u64(1));
-    let read = state.begin_read(Timestamp::from_u64(150)).expect("above the safe point");
+    let read = state.begin_read(Timestamp::from_u64(150), Timestamp::ZERO).expect("above the safe point");
     assert!(state.raise(Timestamp::from_u64(400)));
     assert_eq!(state.collection_bound().limit(&key), 149, "the read at 150 still needs what it sees");
     drop(read);
     assert_eq!(state.collection_bound().limit(&key), 400);
     assert_eq!(
-        state.begin_read(Timestamp::from_u64(400)).map(|_| ()),
+        state.begin_read(Timestamp::from_u64(400), Timestamp::ZERO).map(|_| ()),
         Err(BelowSafePoint { read_ts: 400, safe_point: 400 })
+    );
+    assert_eq!(
+        state.begin_read(Timestamp::from_u64(500), Timestamp::from_u64(600)).map(|_| ()),
+        Err(BelowSafePoint { read_ts: 500, safe_point: 600 }),
+        "at or below the region's applied fence too"
     );
     assert!(!state.raise(Timestamp::from_u64(300)), "the safe point never goes back");
     assert_eq!(state.safe_point(), Timestamp::from_u64(400));
@@ -172,7 +177,10 @@ fn compaction_removes_shadowed_versions_and_their_values_and_reads_above_the_saf
     let reader = MvccReader::new(&engine);
     assert_eq!(reader.get(b"a", Timestamp::from_u64(66)).expect("reads"), Some(long.clone()));
     assert_eq!(reader.get(b"a", Timestamp::from_u64(90)).expect("reads"), Some(b"newest".to_vec()));
-    assert!(engine.gc().begin_read(Timestamp::from_u64(65)).is_err(), "at the safe point: refused");
+    assert!(
+        engine.gc().begin_read(Timestamp::from_u64(65), Timestamp::ZERO).is_err(),
+        "at the safe point: refused"
+    );
 
     // The safe point survives a restart.
     drop(reader);

@@ -180,8 +180,7 @@ fn check_request(region: &Region, request: &ReadRequest) -> Result<(), StoreErro
 
 /// Runs a read; a snapshot read registers with garbage collection while it runs, and
 /// is refused at or below the store's safe point or the region's applied `fence`
-/// (`crate::gc`): the data may have come in a snapshot from a store that collected up
-/// to that fence, whatever this store's safe point.
+/// ([`crate::gc::GcState::begin_read`]).
 fn execute_registered(
     engine: &Engine,
     region: &Region,
@@ -190,11 +189,7 @@ fn execute_registered(
 ) -> Result<ReadResponse, StoreError> {
     let _registration = match request {
         ReadRequest::TxnGet { read_ts, .. } | ReadRequest::TxnScan { read_ts, .. } => {
-            if *read_ts <= fence {
-                let (read_ts, safe_point) = (read_ts.as_u64(), fence.as_u64());
-                return Err(crate::gc::BelowSafePoint { read_ts, safe_point }.into());
-            }
-            Some(engine.gc().begin_read(*read_ts)?)
+            Some(engine.gc().begin_read(*read_ts, fence)?)
         }
         ReadRequest::Get { .. } | ReadRequest::Scan { .. } => None,
     };

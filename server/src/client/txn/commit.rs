@@ -63,8 +63,6 @@ pub(super) struct Commit {
     primary: Vec<u8>,
     /// In key order; the primary first.
     mutations: Vec<(Vec<u8>, Mutation)>,
-    /// A timestamp asked for already, for the first one-phase try.
-    first_commit_ts: parking_lot::Mutex<Option<PendingTimestamp>>,
 }
 
 impl Commit {
@@ -75,20 +73,13 @@ impl Commit {
     ) -> Commit {
         assert!(!mutations.is_empty(), "invariant: only a transaction with writes runs the commit protocol");
         let primary = mutations[0].0.clone();
-        Commit { client, start_ts, primary, mutations, first_commit_ts: parking_lot::Mutex::new(None) }
+        Commit { client, start_ts, primary, mutations }
     }
 
-    /// Gives the first one-phase try a timestamp asked for already.
-    pub(super) fn with_first_commit_ts(self, commit_ts: PendingTimestamp) -> Commit {
-        *self.first_commit_ts.lock() = Some(commit_ts);
-        self
-    }
-
-    /// A commit timestamp for a one-phase try: the one asked for already if there is
-    /// one and it is above the start timestamp (it is, unless the start timestamp had to
-    /// be asked for again), else a fresh one.
-    async fn one_phase_commit_ts(&self) -> Result<Timestamp, ClientError> {
-        let early = self.first_commit_ts.lock().take();
+    /// A commit timestamp for a one-phase try: `early`, asked for already, if given and
+    /// above the start timestamp (it is, unless the start timestamp had to be asked for
+    /// again), else a fresh one.
+    async fn one_phase_commit_ts(&self, early: Option<PendingTimestamp>) -> Result<Timestamp, ClientError> {
         if let Some(early) = early {
             let commit_ts = early.await?;
             if commit_ts > self.start_ts {
@@ -98,8 +89,12 @@ impl Commit {
         self.client.timestamp().await
     }
 
-    pub(super) async fn run(self) -> Result<Timestamp, ClientError> {
-        let uncertain = match self.one_phase().await? {
+    /// Commits; `first_commit_ts`, asked for already, serves the first one-phase try.
+    pub(super) async fn run(
+        self,
+        first_commit_ts: Option<PendingTimestamp>,
+    ) -> Result<Timestamp, ClientError> {
+        let uncertain = match self.one_phase(first_commit_ts).await? {
             OnePhase::Committed(commit_ts) => return Ok(commit_ts),
             OnePhase::NotTaken { uncertain } => uncertain,
         };
@@ -136,10 +131,7 @@ impl Commit {
         match self.roll_back().await {
             RolledBack::Yes => Err(error),
             RolledBack::AlreadyCommitted(commit_ts) => Ok(commit_ts),
-            RolledBack::Unknown(last) if uncertain => {
-                let uncertainty = Uncertainty::Commit { start_ts: self.start_ts, last: Box::new(last) };
-                Err(ClientError::OutcomeUnknown(uncertainty))
-            }
+            RolledBack::Unknown(last) if uncertain => Err(self.outcome_unknown(last)),
             // Without a one-phase try in doubt, nothing can commit it: the primary's
             // commit was never sent, and its locks will be resolved as rolled back.
             RolledBack::Unknown(_) => Err(error),
@@ -152,7 +144,10 @@ impl Commit {
     /// one Raft entry). When the path does not apply or the leader refused it (nothing
     /// was written then), the caller commits in two phases, told whether a try's
     /// answer was lost.
-    async fn one_phase(&self) -> Result<OnePhase, ClientError> {
+    async fn one_phase(
+        &self,
+        mut first_commit_ts: Option<PendingTimestamp>,
+    ) -> Result<OnePhase, ClientError> {
         let Some(region) = self.client.cache.find(&self.primary).and_then(|route| route.region) else {
             return Ok(OnePhase::NotTaken { uncertain: false });
         };
@@ -163,7 +158,7 @@ impl Commit {
         let give_up = Instant::now() + self.client.deadline;
         let mut uncertain = false;
         while Instant::now() < give_up {
-            let commit_ts = self.one_phase_commit_ts().await?;
+            let commit_ts = self.one_phase_commit_ts(first_commit_ts.take()).await?;
             let write = self.one_phase_prewrite(commit_ts);
             let grouped =
                 self.client.join_group(&self.client.txn_groups, &self.primary, write.clone(), bytes).await;
@@ -185,12 +180,7 @@ impl Commit {
             if result.below_fence != 0 {
                 // Refused without a look at what an earlier, lost try may have done.
                 let too_old = self.too_old(result.below_fence);
-                if uncertain {
-                    let uncertainty =
-                        Uncertainty::Commit { start_ts: self.start_ts, last: Box::new(too_old) };
-                    return Err(ClientError::OutcomeUnknown(uncertainty));
-                }
-                return Err(too_old);
+                return Err(if uncertain { self.outcome_unknown(too_old) } else { too_old });
             }
             if result.errors.is_empty() {
                 // The recorded commit timestamp, if an earlier try had committed it.
@@ -234,10 +224,7 @@ impl Commit {
             .await;
         let answer = match sent {
             Ok((answer, _)) => answer,
-            Err(error) if uncertain => {
-                let uncertainty = Uncertainty::Commit { start_ts: self.start_ts, last: Box::new(error) };
-                return Err(ClientError::OutcomeUnknown(uncertainty));
-            }
+            Err(error) if uncertain => return Err(self.outcome_unknown(error)),
             Err(error) => return Err(error),
         };
         answer.map(|answer| txn_result(self.start_ts, answer.into_inner().results)).transpose()
@@ -284,6 +271,11 @@ impl Commit {
         Ok(())
     }
 
+    /// The transaction may or may not have committed; `last` is what made it unknowable.
+    fn outcome_unknown(&self, last: ClientError) -> ClientError {
+        ClientError::OutcomeUnknown(Uncertainty::Commit { start_ts: self.start_ts, last: Box::new(last) })
+    }
+
     /// The transaction started at or below a region's garbage-collection fence.
     fn too_old(&self, fence_ts: u64) -> ClientError {
         let fence_ts = Timestamp::from_u64(fence_ts);
@@ -326,16 +318,12 @@ impl Commit {
         });
         let result = match self.client.txn_command(&self.primary, command).await {
             Ok(result) => result,
-            Err(error @ ClientError::Unavailable { .. }) => {
-                let uncertainty = Uncertainty::Commit { start_ts: self.start_ts, last: Box::new(error) };
-                return Err(ClientError::OutcomeUnknown(uncertainty));
-            }
+            Err(error @ ClientError::Unavailable { .. }) => return Err(self.outcome_unknown(error)),
             Err(other) => return Err(other),
         };
         if result.below_fence != 0 {
             // Without its lock, the region can no longer say what became of it.
-            let last = Box::new(self.too_old(result.below_fence));
-            return Err(ClientError::OutcomeUnknown(Uncertainty::Commit { start_ts: self.start_ts, last }));
+            return Err(self.outcome_unknown(self.too_old(result.below_fence)));
         }
         let recorded = result.status.map(|status| Timestamp::from_u64(status.commit_ts));
         match result.errors.into_iter().next().and_then(|error| error.kind) {

@@ -205,7 +205,7 @@ impl Transaction {
         let start_ts = self.start_ts().await?;
         let mutations =
             self.buffered.into_iter().map(|(key, buffered)| (key.clone(), mutation(key, buffered))).collect();
-        commit::Commit::new(self.client, start_ts, mutations).with_first_commit_ts(commit_ts).run().await
+        commit::Commit::new(self.client, start_ts, mutations).run(Some(commit_ts)).await
     }
 
     /// Abandons the transaction. Nothing was written before commit, so nothing needs
