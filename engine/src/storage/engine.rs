@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use rocksdb::statistics::{StatsLevel, Ticker};
 use rocksdb::{
-    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options, WriteBatch,
-    WriteOptions, properties,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options,
+    WriteBatch, WriteOptions, properties,
 };
 use thiserror::Error;
 
@@ -199,8 +199,16 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`, with the default block cache
+    /// (tests; a store sizes its cache from its configuration).
+    #[cfg(test)]
     pub(crate) fn open(path: &Path) -> Result<Engine, EngineError> {
+        Engine::open_with_cache(path, DEFAULT_BLOCK_CACHE_BYTES)
+    }
+
+    /// Opens (creating if needed) the database at `path`, with a block cache of
+    /// `block_cache_bytes` shared by every column family.
+    pub(crate) fn open_with_cache(path: &Path, block_cache_bytes: usize) -> Result<Engine, EngineError> {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
@@ -211,8 +219,10 @@ impl Engine {
         options.enable_statistics();
         options.set_statistics_level(StatsLevel::ExceptHistogramOrTimers);
         let gc = Arc::new(GcState::default());
-        let descriptors =
-            Cf::ALL.iter().map(|&cf| ColumnFamilyDescriptor::new(cf.name(), column_family_options(cf, &gc)));
+        let block_cache = Cache::new_lru_cache(block_cache_bytes);
+        let descriptors = Cf::ALL
+            .iter()
+            .map(|&cf| ColumnFamilyDescriptor::new(cf.name(), column_family_options(cf, &gc, &block_cache)));
         let db = DB::open_cf_descriptors(&options, path, descriptors)?;
         let engine = Engine { db: Arc::new(db), options: Arc::new(options), gc };
         if let Some(safe_point) = engine.persisted_gc_safe_point()? {
@@ -337,22 +347,30 @@ impl Engine {
     }
 }
 
-/// One column family's options. Point lookups (raw gets, a key's lock, a version's
-/// value) meet a whole-key bloom filter first, in the memtable too: most lock lookups
-/// find no lock. The lock family's memtable is kept small: locks live for milliseconds,
+/// RocksDB's block cache when the configuration does not size it: room for the index,
+/// filter and data blocks of the recently read part of a store's data.
+pub const DEFAULT_BLOCK_CACHE_BYTES: usize = 256 << 20;
+
+/// One column family's options. Every family reads through the one block cache, and
+/// keeps its upper levels uncompressed: they hold the recent data that reads and
+/// compactions touch most, where decompression would cost CPU on every read of a block
+/// the cache misses; lower levels use LZ4, the bottom two Zstd. Point lookups (raw
+/// gets, a key's lock, a version's value) meet a whole-key bloom filter first, in the
+/// memtable too: most lock lookups find no lock. The lock family's memtable is kept small: locks live for milliseconds,
 /// so it fills with locks and their deletions, which every lookup searches through until
 /// a flush lets compaction drop the pairs. The write family is read by seeks, which a
 /// whole-key filter cannot help; it carries garbage collection's compaction filter.
-fn column_family_options(cf: Cf, gc: &Arc<GcState>) -> Options {
+fn column_family_options(cf: Cf, gc: &Arc<GcState>, block_cache: &Cache) -> Options {
     const BLOOM_BITS_PER_KEY: f64 = 10.0;
     const LOCK_MEMTABLE_BYTES: usize = 8 << 20;
+    use DBCompressionType::{Lz4, None as Uncompressed, Zstd};
     let mut options = Options::default();
-    options.set_compression_type(DBCompressionType::Lz4);
+    options.set_compression_per_level(&[Uncompressed, Uncompressed, Lz4, Lz4, Lz4, Zstd, Zstd]);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(block_cache);
     match cf {
         Cf::Data | Cf::Lock | Cf::Versions => {
-            let mut table = BlockBasedOptions::default();
             table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
-            options.set_block_based_table_factory(&table);
             options.set_memtable_prefix_bloom_ratio(0.1);
             options.set_memtable_whole_key_filtering(true);
             if cf == Cf::Lock {
@@ -362,6 +380,7 @@ fn column_family_options(cf: Cf, gc: &Arc<GcState>) -> Options {
         Cf::Write => options.set_compaction_filter_factory(VersionFilterFactory::new(Arc::clone(gc))),
         Cf::Raft | Cf::Meta => {}
     }
+    options.set_block_based_table_factory(&table);
     options
 }
 

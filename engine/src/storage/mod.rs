@@ -17,5 +17,7 @@ mod tests;
 
 pub use apply_batch::{ApplyBatch, Staged};
 pub use engine::hex;
-pub use engine::{Cf, ColumnFamilyStats, Defect, Engine, EngineError, EngineStats, Record};
+pub use engine::{
+    Cf, ColumnFamilyStats, DEFAULT_BLOCK_CACHE_BYTES, Defect, Engine, EngineError, EngineStats, Record,
+};
 pub use peer_storage::{INITIAL_INDEX, INITIAL_TERM, PeerStorage};

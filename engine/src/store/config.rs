@@ -50,6 +50,8 @@ pub struct StoreConfig {
     /// After the garbage-collection safe point moved, the transactional families are
     /// compacted (so that old versions go) at most this often.
     pub gc_compaction_interval: Duration,
+    /// Bytes of RocksDB's block cache, shared by every column family.
+    pub block_cache_bytes: usize,
 }
 
 impl StoreConfig {
@@ -72,6 +74,7 @@ impl StoreConfig {
             leader_missing_report_ticks: 100,
             timestamps: None,
             gc_compaction_interval: Duration::from_secs(10 * 60),
+            block_cache_bytes: crate::storage::DEFAULT_BLOCK_CACHE_BYTES,
         }
     }
 

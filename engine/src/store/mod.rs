@@ -124,7 +124,7 @@ impl Store {
     ) -> Result<Store, StoreError> {
         config.validate()?;
         let opening_started = std::time::Instant::now();
-        let engine = Engine::open(path)?;
+        let engine = Engine::open_with_cache(path, config.block_cache_bytes)?;
         let stats = Arc::new(GroupCommitStats::default());
         let (log_writer, log_thread) = LogWriter::start(engine.clone(), config.sync_log, stats.clone());
         let workers = config.workers.max(1);

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::batch::{GroupOutcome, Joined, LeadGuard, Pending, Turn, Waited, WriteGroup, WriteGroups};
 use super::{Client, ClientError, Resend, Transient, Uncertainty};
-use crate::proto::WriteRequest;
+use crate::proto::{WriteRequest, WriteResponse};
 
 /// Whether a group sent to `region` carries `pending`: the same judgement, made
 /// twice, picks the writes of the request and matches them to its results.
@@ -123,7 +123,14 @@ impl Client {
                     .filter(|pending| carried(&region, pending))
                     .map(|pending| pending.write.clone())
                     .collect();
-                async move { kv.write(WriteRequest { context: Some(context), writes }).await }
+                async move {
+                    // The region split and holds none of them: each goes alone, without
+                    // a request the store would refuse as empty.
+                    if writes.is_empty() {
+                        return Ok(tonic::Response::new(WriteResponse::default()));
+                    }
+                    kv.write(WriteRequest { context: Some(context), writes }).await
+                }
             })
             .await
             .map(|(answer, region)| (region, answer.into_inner().results));

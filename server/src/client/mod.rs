@@ -110,6 +110,9 @@ pub struct Client {
     /// Groups of one-phase transaction commits, kept apart from raw writes: a leader
     /// refuses a one-phase group as a whole, which must not take raw writes with it.
     txn_groups: WriteGroups,
+    /// Groups of two-phase commands (prewrites, commits, rollbacks, status checks):
+    /// apart from one-phase groups, which a leader may refuse whole.
+    two_phase_groups: WriteGroups,
     /// Started by the first call that needs a timestamp.
     timestamps: OnceLock<timestamps::TimestampClient>,
     deadline: Duration,
@@ -154,6 +157,7 @@ impl Client {
             stubs: RwLock::new(HashMap::new()),
             groups: WriteGroups::default(),
             txn_groups: WriteGroups::default(),
+            two_phase_groups: WriteGroups::default(),
             timestamps: OnceLock::new(),
             deadline,
         }

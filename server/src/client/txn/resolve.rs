@@ -19,6 +19,7 @@ use tessera_engine::proto::command::{
 use tessera_engine::timestamp::Timestamp;
 use tessera_engine::txn::lock_expired;
 
+use crate::client::batch::GroupOutcome;
 use crate::client::{Client, ClientError, Resend};
 use crate::proto::WriteRequest;
 
@@ -52,6 +53,24 @@ fn start_ts_of(write: &Write) -> u64 {
 }
 
 impl Client {
+    /// Sends a two-phase command (prewrite, commit, rollback, status check, heartbeat)
+    /// in the group of the region the cache places `key` in, with the other two-phase
+    /// commands in flight for it: one request, one Raft entry, each command applied and
+    /// answered on its own. None when the caller must send it alone: no group could
+    /// carry it, or the group's answer was lost (the commands are idempotent, so
+    /// sending again is safe whatever the lost try did).
+    async fn grouped_txn_write(&self, key: &[u8], write: Write) -> Result<Option<TxnResult>, ClientError> {
+        let start_ts = Timestamp::from_u64(start_ts_of(&write));
+        let bytes = prost::Message::encoded_len(&write);
+        match self.join_group(&self.two_phase_groups, key, write, bytes).await {
+            Ok(GroupOutcome::Applied(result)) => txn_result(start_ts, vec![result]).map(Some),
+            Ok(GroupOutcome::SendAlone(_))
+            | Ok(GroupOutcome::Failed(ClientError::OutcomeUnknown(_)))
+            | Err(ClientError::OutcomeUnknown(_)) => Ok(None),
+            Ok(GroupOutcome::Failed(error)) | Err(error) => Err(error),
+        }
+    }
+
     /// Resolves `lock` through its primary.
     pub(super) async fn resolve_lock(&self, lock: &LockInfo) -> Result<Resolution, ClientError> {
         let current_ts = self.timestamp().await?;
@@ -90,27 +109,58 @@ impl Client {
         Ok(Resolution::Resolved)
     }
 
-    /// Sends one transactional command about keys of the region holding `key`, again
-    /// until it is answered or the deadline passes.
+    /// Sends one transactional command about keys of the region holding `key`, in a
+    /// group with the other two-phase commands in flight for that region, or alone and
+    /// again until it is answered or the deadline passes.
     pub(super) async fn txn_command(
         &self,
         key: &[u8],
         command: write::Kind,
     ) -> Result<TxnResult, ClientError> {
-        let writes = vec![Write { kind: Some(command) }];
+        let write = Write { kind: Some(command) };
+        let start_ts = Timestamp::from_u64(start_ts_of(&write));
+        if let Some(result) = self.grouped_txn_write(key, write.clone()).await? {
+            return Ok(result);
+        }
+        let writes = vec![write];
         let (answer, _) = self
             .on_region(key, Resend::Always, |mut kv, context, _| {
                 let writes = writes.clone();
                 async move { kv.write(WriteRequest { context: Some(context), writes }).await }
             })
             .await?;
-        txn_result(Timestamp::from_u64(start_ts_of(&writes[0])), answer.into_inner().results)
+        txn_result(start_ts, answer.into_inner().results)
     }
 
     /// Sends `items` region by region, in parallel, each region's share as the one
-    /// transactional command `command` makes of it, again until answered (the commands
-    /// are idempotent). Answers each share's result.
+    /// transactional command `command` makes of it, in the region's group of two-phase
+    /// commands when one carries it, else alone and again until answered. Answers each
+    /// share's result.
     pub(super) async fn txn_by_region<V: Clone>(
+        &self,
+        start_ts: Timestamp,
+        items: Vec<(Vec<u8>, V)>,
+        command: impl Fn(Vec<(Vec<u8>, V)>) -> write::Kind,
+    ) -> Result<Vec<(TxnResult, Vec<(Vec<u8>, V)>)>, ClientError> {
+        let shares = self.group_by_region(items.into_iter()).await?;
+        let command = &command;
+        let sends = shares.into_iter().map(|(first, share)| async move {
+            let write = Write { kind: Some(command(share.clone())) };
+            match self.grouped_txn_write(&first, write).await? {
+                Some(result) => Ok(vec![(result, share)]),
+                None => self.txn_by_region_alone(start_ts, share, command).await,
+            }
+        });
+        let mut answers = Vec::new();
+        for answer in futures::future::join_all(sends).await {
+            answers.extend(answer?);
+        }
+        Ok(answers)
+    }
+
+    /// [`Client::txn_by_region`] without groups: each region's share in a request of
+    /// its own, split again when a region split under it.
+    async fn txn_by_region_alone<V: Clone>(
         &self,
         start_ts: Timestamp,
         items: Vec<(Vec<u8>, V)>,
