@@ -10,6 +10,8 @@
 //!
 //! - [`gc`]: garbage collection of old transactional versions: the store's safe
 //!   point, its reads' registry and the write family's compaction filter.
+//! - [`feed`]: change feeds on a region's leader: captured changes, its locks and its
+//!   resolved timestamp.
 //! - [`failpoint`]: named places where tests inject pauses, failures and known bugs.
 //! - [`kv`]: the replicated state machine: command checks and applying writes.
 //! - [`log_limit`]: rate limits for log events that can repeat per request.
@@ -24,6 +26,7 @@
 
 pub mod clock;
 pub mod failpoint;
+pub mod feed;
 pub mod gc;
 pub mod kv;
 pub mod log_limit;

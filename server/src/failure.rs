@@ -152,6 +152,7 @@ fn kv_code_and_kind(
         StoreError::Raft(_)
         | StoreError::Storage(_)
         | StoreError::ThreadSpawn { .. }
+        | StoreError::FeedNotReady { .. }
         | StoreError::ShuttingDown => (Code::Unavailable, kv_failure::Kind::Unavailable(message)),
         // Out of the range of timestamps that can still be read, for good.
         StoreError::BelowSafePoint(below) => {

@@ -16,6 +16,7 @@ use std::ops::Bound;
 use rocksdb::WriteBatch;
 
 use super::{Cf, Engine, EngineError};
+use crate::feed::Change;
 
 /// What the batch holds for one key: a new value, or a deletion.
 pub type Staged = Option<Vec<u8>>;
@@ -28,9 +29,36 @@ pub struct ApplyBatch {
     written: BTreeMap<(Cf, Vec<u8>), Staged>,
     /// Key ranges deleted in this batch, per column family.
     deleted_ranges: Vec<(Cf, Vec<u8>, Vec<u8>)>,
+    /// What transactional commands did, while a region with a change feed applies
+    /// (`None`: nobody watches, nothing is captured).
+    captured: Option<Vec<Change>>,
 }
 
 impl ApplyBatch {
+    /// Starts capturing changes for a change feed (the applying region has one).
+    pub(crate) fn start_capture(&mut self) {
+        assert!(self.captured.is_none(), "invariant: one region's changes are captured at a time");
+        self.captured = Some(Vec::new());
+    }
+
+    /// Ends capturing; answers what was captured since [`ApplyBatch::start_capture`].
+    pub(crate) fn take_captured(&mut self) -> Vec<Change> {
+        self.captured.take().unwrap_or_default()
+    }
+
+    /// Whether changes are being captured (a caller skips the work of describing one
+    /// otherwise).
+    pub(crate) fn capturing(&self) -> bool {
+        self.captured.is_some()
+    }
+
+    /// Notes a change, if changes are being captured.
+    pub(crate) fn capture(&mut self, change: Change) {
+        if let Some(captured) = &mut self.captured {
+            captured.push(change);
+        }
+    }
+
     /// The value of `key` in `cf` as the database will hold it once this batch is
     /// written.
     pub fn get(&self, engine: &Engine, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {

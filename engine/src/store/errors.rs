@@ -79,6 +79,10 @@ pub enum StoreError {
     /// A snapshot read at or below the garbage-collection safe point.
     #[error(transparent)]
     BelowSafePoint(#[from] crate::gc::BelowSafePoint),
+    /// A change feed asked of a leader that has not applied an entry of its own term
+    /// yet: its predecessors' locks may still be in its log.
+    #[error("region {region_id}'s leader is not ready to serve change feeds yet")]
+    FeedNotReady { region_id: u64 },
 }
 
 /// What a committed entry was expected to hold.
@@ -119,7 +123,9 @@ impl StoreError {
             // Another replica serves once this store is gone or its disk is replaced.
             | StoreError::Storage(_)
             | StoreError::ShuttingDown
-            | StoreError::ThreadSpawn { .. } => Retry::Possible,
+            | StoreError::ThreadSpawn { .. }
+            // Once the leader applied its first entry, in a moment.
+            | StoreError::FeedNotReady { .. } => Retry::Possible,
             StoreError::Region(error) | StoreError::Kv(KvError::Region(error)) => region_retry(error),
             // Empty keys, sizes over the limits: the request itself is wrong.
             StoreError::Kv(_) => Retry::Never,

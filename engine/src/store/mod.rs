@@ -314,6 +314,23 @@ impl Store {
         answer
     }
 
+    /// Subscribes `subscriber` to the changes of `region_id` committed after
+    /// `start_ts`, at the region's `epoch`; refused unless this store leads the region
+    /// and is ready to (see `operation/feed.rs`). The feed sends what applies from now
+    /// on: what committed before is the caller's to read from MVCC after this answer.
+    pub fn subscribe_feed(
+        &self,
+        region_id: u64,
+        epoch: crate::proto::metadata::RegionEpoch,
+        start_ts: crate::timestamp::Timestamp,
+        subscriber: Box<dyn crate::feed::FeedSubscriber>,
+    ) -> Receiver<Result<(), StoreError>> {
+        let (respond, answer) = Responder::channel();
+        let message = WorkerMsg::SubscribeFeed { region_id, epoch, start_ts, subscriber, respond };
+        self.router.send(region_id, message);
+        answer
+    }
+
     /// The leader lease of this store's replica of `region_id`, kept current by the
     /// raft worker from now on (see [`LeaderLease`]).
     pub fn watch_leader_lease(&self, region_id: u64) -> Arc<LeaderLease> {

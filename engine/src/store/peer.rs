@@ -53,6 +53,10 @@ pub(crate) struct Peer {
     pub(in crate::store) slow_proposal_threshold: std::time::Duration,
     /// What one-phase commits must stay above (leader state, see `one_phase.rs`).
     pub(in crate::store) one_phase: OnePhaseGuard,
+    /// The change feed of the region while this replica leads it and has watchers.
+    pub(in crate::store) feed: Option<crate::feed::RegionFeed>,
+    /// The term of the last entry applied (zero until one is, after a start).
+    pub(in crate::store) applied_term: u64,
     /// The garbage-collection fence the compaction filter was told of (durable here).
     gc_fence_published: u64,
     pub destroyed: bool,
@@ -110,6 +114,8 @@ impl Peer {
             reported_role: Role::Follower,
             slow_proposal_threshold: config.slow_proposal_threshold,
             one_phase: OnePhaseGuard::new(config.timestamps.is_some()),
+            feed: None,
+            applied_term: 0,
             gc_fence_published,
             destroyed: false,
         };
@@ -233,6 +239,7 @@ impl Peer {
         if was_leader {
             let error = self.not_leader();
             self.fail_reads(&error);
+            self.close_feed(crate::feed::FeedClosed::NotLeader);
         }
     }
 

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use prost::Message as _;
 use rocksdb::{Direction, IteratorMode, ReadOptions};
 
+use crate::feed::{Change, FeedEvent};
 use crate::mvcc::key::{lock_key, split_version_key, version_key};
 use crate::mvcc::reader::RecordDefect;
 use crate::proto::mvcc::{Lock, Mutation, Write, WriteKind};
@@ -95,7 +96,22 @@ pub(super) fn put_lock(
     key: &[u8],
     lock: &Lock,
 ) -> Result<(), EngineError> {
-    batch.put(engine, Cf::Lock, lock_key(key), lock.encode_to_vec())
+    batch.put(engine, Cf::Lock, lock_key(key), lock.encode_to_vec())?;
+    batch.capture(Change::Locked { key: key.to_vec(), start_ts: Timestamp::from_u64(lock.start_ts) });
+    Ok(())
+}
+
+/// Deletes the lock the transaction that started at `start_ts` holds on `key` (its
+/// staged value stays: it committed).
+pub(super) fn release_lock(
+    engine: &Engine,
+    batch: &mut ApplyBatch,
+    key: &[u8],
+    start_ts: Timestamp,
+) -> Result<(), EngineError> {
+    batch.delete(engine, Cf::Lock, lock_key(key))?;
+    batch.capture(Change::Unlocked { key: key.to_vec(), start_ts });
+    Ok(())
 }
 
 /// The longest value kept in its lock and commit record rather than in the versions
@@ -138,8 +154,31 @@ pub(super) fn put_commit_record(
     (kind, short_value): (WriteKind, Option<Vec<u8>>),
     start_ts: Timestamp,
 ) -> Result<(), EngineError> {
+    if batch.capturing() && matches!(kind, WriteKind::WritePut | WriteKind::WriteDelete) {
+        let value = match (kind, &short_value) {
+            (WriteKind::WritePut, Some(value)) => Some(value.clone()),
+            (WriteKind::WritePut, None) => Some(staged_value(engine, batch, key, (start_ts, commit_ts))?),
+            _ => None,
+        };
+        batch.capture(Change::Committed(FeedEvent { key: key.to_vec(), value, start_ts, commit_ts }));
+    }
     let record = Write { kind: kind as i32, start_ts: start_ts.as_u64(), short_value };
     batch.put(engine, Cf::Write, version_key(key, commit_ts), record.encode_to_vec())
+}
+
+/// The long value the transaction that started at `start_ts` staged for `key` in the
+/// versions family; it is there until the transaction's commit record is.
+fn staged_value(
+    engine: &Engine,
+    batch: &ApplyBatch,
+    key: &[u8],
+    (start_ts, commit_ts): (Timestamp, Timestamp),
+) -> Result<Vec<u8>, EngineError> {
+    let stored = version_key(key, start_ts);
+    batch.get(engine, Cf::Versions, &stored)?.ok_or_else(|| {
+        let defect = RecordDefect::MissingValue { commit_ts, start_ts };
+        EngineError::corrupt(Record::Key { cf: Cf::Versions, key: stored }, defect)
+    })
 }
 
 /// Removes the lock `lock` the transaction that started at `start_ts` holds on `key`,
@@ -151,7 +190,7 @@ pub(super) fn remove_lock(
     start_ts: Timestamp,
     lock: &Lock,
 ) -> Result<(), EngineError> {
-    batch.delete(engine, Cf::Lock, lock_key(key))?;
+    release_lock(engine, batch, key, start_ts)?;
     if lock.mutation() == Mutation::Put && lock.short_value.is_none() {
         batch.delete(engine, Cf::Versions, version_key(key, start_ts))?;
     }

@@ -60,7 +60,7 @@ pub fn commit(
     for (key, lock) in locked {
         let record = (committed_kind(lock.mutation()), lock.short_value.clone());
         records::put_commit_record(engine, batch, key, commit_ts, record, start_ts)?;
-        batch.delete(engine, crate::storage::Cf::Lock, crate::mvcc::key::lock_key(key))?;
+        records::release_lock(engine, batch, key, start_ts)?;
     }
     let status = TxnStatus { state: TxnState::Committed as i32, commit_ts: commit_ts.as_u64(), ttl_ms: 0 };
     Ok(TxnResult { status: Some(status), ..TxnResult::default() })

@@ -17,6 +17,11 @@ impl Peer {
     pub(crate) fn fail_all(&mut self, error: StoreError) {
         self.fail_proposals(&StoreError::OutcomeUnknown);
         self.fail_reads(&error);
+        let reason = match error {
+            StoreError::ShuttingDown => crate::feed::FeedClosed::ShuttingDown,
+            _ => crate::feed::FeedClosed::RegionGone,
+        };
+        self.close_feed(reason);
     }
 
     /// Deletes the peer's data and log and leaves a tombstone, in `batch`.

@@ -54,6 +54,8 @@ impl Peer {
             && status.applied_index == last
             && status.lead_transferee.is_none()
             && self.raw.progress().all(|(_, pr)| pr.matched == last)
+            // Watchers need resolved timestamps, which need a lease, which needs ticks.
+            && self.feed.is_none()
             // A size check is due: sleeping now would leave an oversized region unsplit.
             && !(config.split_check_interval_ticks > 0 && self.written_since_split_check);
         self.idle_ticks = if quiet { self.idle_ticks + 1 } else { 0 };

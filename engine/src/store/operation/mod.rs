@@ -20,6 +20,7 @@
 
 mod command;
 mod destroy;
+mod feed;
 mod hibernate;
 mod log_gc;
 mod one_phase;

@@ -40,7 +40,7 @@ pub(in crate::store) struct OnePhaseGuard {
     /// Whether the store can reach the oracle at all.
     supported: bool,
     /// The highest timestamp of a snapshot read accepted here (raised by syncs too).
-    max_read_ts: Timestamp,
+    pub(super) max_read_ts: Timestamp,
     /// The term in which the watermark was synced with the oracle.
     synced_term: Option<u64>,
     /// The term a sync was asked for and not answered yet.
@@ -48,7 +48,7 @@ pub(in crate::store) struct OnePhaseGuard {
     /// A sync the worker must ask the oracle for (the term asking).
     sync_wanted: Option<u64>,
     /// One-phase prewrites proposed and not applied yet: log index, commit timestamp.
-    in_flight: BTreeMap<u64, Timestamp>,
+    pub(super) in_flight: BTreeMap<u64, Timestamp>,
 }
 
 impl OnePhaseGuard {

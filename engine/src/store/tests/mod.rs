@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use crate::failpoint::{self, Action, points};
 use crate::raft::proto::ConfChangeType;
 
+mod feed;
 mod gc;
 mod lease;
 mod lifecycle;

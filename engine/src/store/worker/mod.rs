@@ -102,6 +102,16 @@ pub(crate) enum WorkerMsg {
         term: u64,
         answer: Result<crate::timestamp::Timestamp, crate::raft::OpaqueError>,
     },
+    /// A watcher of the region's changes after `start_ts` (`operation/feed.rs`).
+    SubscribeFeed {
+        region_id: u64,
+        epoch: RegionEpoch,
+        start_ts: crate::timestamp::Timestamp,
+        subscriber: Box<dyn crate::feed::FeedSubscriber>,
+        respond: Responder<()>,
+    },
+    /// The oracle's answer to the timestamp this worker asked for to resolve its feeds.
+    FeedResolve(Result<crate::timestamp::Timestamp, crate::raft::OpaqueError>),
     Shutdown,
 }
 
@@ -113,6 +123,7 @@ impl WorkerMsg {
             WorkerMsg::Propose { respond, .. } => respond.send(Err(error)),
             WorkerMsg::Read { respond, .. } => respond.send(Err(error)),
             WorkerMsg::TransferLeader { respond, .. } => respond.send(Err(error)),
+            WorkerMsg::SubscribeFeed { respond, .. } => respond.send(Err(error)),
             _ => {}
         }
     }
@@ -146,6 +157,8 @@ pub(crate) struct Worker {
     dirty: BTreeSet<u64>,
     /// Regions whose leader lease is published, and where.
     watched_leases: HashMap<u64, Arc<super::LeaderLease>>,
+    /// A timestamp to resolve feeds with was asked of the oracle and not answered yet.
+    feed_resolve_pending: bool,
 }
 
 impl Worker {
@@ -163,6 +176,7 @@ impl Worker {
             peers: HashMap::new(),
             dirty: BTreeSet::new(),
             watched_leases: HashMap::new(),
+            feed_resolve_pending: false,
         }
     }
 
@@ -244,6 +258,15 @@ impl Worker {
             WorkerMsg::Report(respond) => {
                 let _ = respond.send(self.report());
             }
+            WorkerMsg::SubscribeFeed { region_id, epoch, start_ts, subscriber, respond } => {
+                match self.peers.get_mut(&region_id) {
+                    Some(peer) => {
+                        respond.send(peer.subscribe_feed(&self.engine, epoch, start_ts, subscriber))
+                    }
+                    None => respond.send(Err(StoreError::RegionNotFound(region_id))),
+                }
+            }
+            WorkerMsg::FeedResolve(answer) => self.resolve_feeds(answer),
             WorkerMsg::Shutdown => return true,
         }
         false
@@ -409,6 +432,39 @@ impl Worker {
             fail_stop("truncating raft logs", error);
         }
         outgoing.flush(self.transport.as_ref());
+        self.request_feed_resolve();
+    }
+
+    /// Asks the oracle for a timestamp to resolve this worker's feeds with, unless one
+    /// is on its way or no region has a feed. The answer is asked for now, so it is
+    /// above every commit timestamp any client had when this call was made.
+    fn request_feed_resolve(&mut self) {
+        let Some(source) = &self.config.timestamps else { return };
+        let Some((&region_id, _)) = self.peers.iter().find(|(_, peer)| peer.has_feed()) else { return };
+        if self.feed_resolve_pending {
+            return;
+        }
+        self.feed_resolve_pending = true;
+        let router = self.router.clone();
+        source.request(Box::new(move |answer| {
+            router.send(region_id, WorkerMsg::FeedResolve(answer));
+        }));
+    }
+
+    /// Resolves every feed of this worker with the oracle's answer.
+    fn resolve_feeds(&mut self, answer: Result<crate::timestamp::Timestamp, crate::raft::OpaqueError>) {
+        self.feed_resolve_pending = false;
+        let oracle_ts = match answer {
+            Ok(timestamp) => timestamp,
+            Err(error) => {
+                tracing::info!(%error, "no timestamp to resolve change feeds with this time");
+                return;
+            }
+        };
+        let now_micros = self.config.now_micros();
+        for peer in self.peers.values_mut() {
+            peer.resolve_feed(now_micros, oracle_ts);
+        }
     }
 
     fn apply_side_effect(&mut self, region_id: u64, effect: SideEffect) {

@@ -166,6 +166,7 @@ impl Peer {
             "invariant: region {} applies its log in order, each entry once",
             self.region_id
         );
+        self.begin_feed_capture(batch);
         for entry in entries {
             let applied = match entry.entry_type() {
                 EntryType::ConfChange => self.apply_conf_change(entry, batch, effects)?,
@@ -174,6 +175,8 @@ impl Peer {
             };
             self.answer_proposal(entry, applied.into_answer(), answers);
         }
+        self.end_feed_capture(batch);
+        self.applied_term = last.term;
         self.raw.storage_mut().set_applied(last.index, &mut batch.batch)
     }
 

@@ -55,6 +55,8 @@ impl Peer {
             };
         let conf_state = self.raw.conf_state();
         self.raw.storage_mut().set_region_state(left.clone(), conf_state, &mut batch.batch)?;
+        // The watchers of the old range reopen it over the regions it became.
+        self.close_feed(crate::feed::FeedClosed::RangeChanged);
         let new_peer = region::peer_on_store(&right, self.store_id).map(|p| p.id);
         if let Some(peer_id) = new_peer
             && !new_region_is_ahead(engine, right.id)?

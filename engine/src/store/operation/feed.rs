@@ -1,0 +1,113 @@
+//! Change feeds on the region's leader (the rules are [`crate::feed`]'s).
+//!
+//! - Subscribe: a leader takes a watcher only once it has applied an entry of its own
+//!   term (every lock its predecessors took is then in the lock family), at the
+//!   region's current epoch, from a timestamp garbage collection has not reached. The
+//!   first watcher builds the region's lock tracker from the lock family.
+//! - Apply: while the region has watchers, its apply captures what transactional
+//!   commands did (`records.rs` notes it in the batch); the feed keeps its locks and
+//!   sends the committed versions on.
+//! - Resolve: with a timestamp from the oracle, a leader whose lease holds publishes a
+//!   resolved timestamp and raises its one-phase watermark to it, so that no one-phase
+//!   commit at or below it is taken afterwards.
+//! - End: leadership lost, range changed, replica destroyed or store stopping: the feed
+//!   closes with the reason, and its watchers reopen elsewhere.
+
+use crate::feed::{FeedClosed, FeedSubscriber, LockTracker, RegionFeed};
+use crate::proto::metadata::RegionEpoch;
+use crate::region::{self, EpochCheck};
+use crate::storage::{ApplyBatch, Engine};
+use crate::store::errors::StoreError;
+use crate::store::peer::Peer;
+use crate::timestamp::Timestamp;
+
+impl Peer {
+    /// Takes a watcher of this region's changes after `start_ts`.
+    pub(crate) fn subscribe_feed(
+        &mut self,
+        engine: &Engine,
+        epoch: RegionEpoch,
+        start_ts: Timestamp,
+        subscriber: Box<dyn FeedSubscriber>,
+    ) -> Result<(), StoreError> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        region::check_epoch(&self.region, epoch, EpochCheck::Data)?;
+        if self.applied_term != self.term() {
+            return Err(StoreError::FeedNotReady { region_id: self.region_id });
+        }
+        let fence = Timestamp::from_u64(self.raw.storage().txn_fence());
+        // A check only: the catch-up read registers its own read when it runs.
+        drop(engine.gc().begin_read(start_ts, fence)?);
+        if self.feed.is_none() {
+            let locks = LockTracker::read(engine, &self.region)?;
+            self.feed = Some(RegionFeed::new(locks));
+        }
+        if let Some(feed) = &mut self.feed {
+            feed.subscribe(subscriber);
+        }
+        // A sleeping leader has no lease, and a feed needs one to resolve.
+        self.wake();
+        Ok(())
+    }
+
+    pub(crate) fn has_feed(&self) -> bool {
+        self.feed.is_some()
+    }
+
+    /// Before this region's entries of a round apply: captures their changes if it has
+    /// watchers.
+    pub(super) fn begin_feed_capture(&self, batch: &mut ApplyBatch) {
+        if self.feed.is_some() {
+            batch.start_capture();
+        }
+    }
+
+    /// After this region's entries of a round applied: hands the feed their changes.
+    pub(super) fn end_feed_capture(&mut self, batch: &mut ApplyBatch) {
+        // Taken whatever happened meanwhile: a split applied in the round closed the feed.
+        let changes = batch.take_captured();
+        if let Some(feed) = &mut self.feed {
+            feed.on_changes(changes);
+            if !feed.has_subscribers() {
+                self.feed = None;
+            }
+        }
+    }
+
+    /// Publishes a resolved timestamp from `oracle_ts`, a timestamp the oracle gave
+    /// after it was asked at or after this call's round began; answers it, or None when
+    /// this replica may not (not leading under a lease, or not ready).
+    pub(crate) fn resolve_feed(&mut self, now_micros: u64, oracle_ts: Timestamp) -> Option<Timestamp> {
+        self.feed.as_ref()?;
+        self.raw.observe_time(now_micros);
+        let lease_holds = self.raw.leader_lease_expires_at().is_some_and(|expires| expires > now_micros);
+        if !self.is_leader() || !lease_holds || self.applied_term != self.term() {
+            return None;
+        }
+        let applied = self.applied_index();
+        let in_flight = &mut self.one_phase.in_flight;
+        in_flight.retain(|index, _| *index > applied);
+        let lowest_in_flight = in_flight.values().min().copied();
+        let bound = match lowest_in_flight {
+            Some(commit_ts) => oracle_ts.min(Timestamp::from_u64(commit_ts.as_u64().saturating_sub(1))),
+            None => oracle_ts,
+        };
+        let feed = self.feed.as_mut()?;
+        let resolved = feed.resolve(bound);
+        // No one-phase commit at or below what was promised may be taken from now on.
+        self.one_phase.max_read_ts = self.one_phase.max_read_ts.max(resolved);
+        if !feed.has_subscribers() {
+            self.feed = None;
+        }
+        Some(resolved)
+    }
+
+    /// Ends the region's feed, if it has one.
+    pub(in crate::store) fn close_feed(&mut self, reason: FeedClosed) {
+        if let Some(feed) = self.feed.take() {
+            feed.close(reason);
+        }
+    }
+}
