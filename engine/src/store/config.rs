@@ -50,6 +50,9 @@ pub struct StoreConfig {
     /// After the garbage-collection safe point moved, the transactional families are
     /// compacted (so that old versions go) at most this often.
     pub gc_compaction_interval: Duration,
+    /// How often the regions leading change feeds publish a resolved timestamp (each
+    /// time, one oracle request per raft worker): a watcher's lag is about this long.
+    pub feed_resolve_interval: Duration,
     /// Bytes of RocksDB's block cache, shared by every column family.
     pub block_cache_bytes: usize,
 }
@@ -74,6 +77,7 @@ impl StoreConfig {
             leader_missing_report_ticks: 100,
             timestamps: None,
             gc_compaction_interval: Duration::from_secs(10 * 60),
+            feed_resolve_interval: Duration::from_millis(50),
             block_cache_bytes: crate::storage::DEFAULT_BLOCK_CACHE_BYTES,
         }
     }
@@ -89,6 +93,9 @@ impl StoreConfig {
         }
         if self.tick_interval < Duration::from_millis(1) {
             return Err(InvalidStoreConfig::Zero("tick_interval (in milliseconds)"));
+        }
+        if self.feed_resolve_interval < Duration::from_millis(1) {
+            return Err(InvalidStoreConfig::Zero("feed_resolve_interval (in milliseconds)"));
         }
         if self.hibernate_after_ticks == 0 {
             return Err(InvalidStoreConfig::Zero("hibernate_after_ticks"));

@@ -66,7 +66,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, bounded, unbounded};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
@@ -123,7 +123,7 @@ impl Store {
         ids: Option<Arc<dyn IdAllocator>>,
     ) -> Result<Store, StoreError> {
         config.validate()?;
-        let opening_started = std::time::Instant::now();
+        let opening_started = Instant::now();
         let engine = Engine::open_with_cache(path, config.block_cache_bytes)?;
         let stats = Arc::new(GroupCommitStats::default());
         let (log_writer, log_thread) = LogWriter::start(engine.clone(), config.sync_log, stats.clone());
@@ -444,15 +444,24 @@ struct Ticker {
 /// heard from a leader ignores campaigns for an election timeout counted in ticks); a
 /// late tick only delays an election. Each tick also probes the other stores and wakes
 /// the regions of those gone silent (`liveness.rs`).
+///
+/// It also asks the workers to resolve their change feeds every
+/// `feed_resolve_interval` of real time (`operation/feed.rs`).
 fn start_ticker(ticker: Ticker, config: &StoreConfig) -> Result<JoinHandle<()>, StoreError> {
     let (interval, clock) = (config.tick_interval, config.clock.clone());
+    let resolve_interval = config.feed_resolve_interval;
     std::thread::Builder::new()
         .name("tessera-ticker".into())
         .spawn(move || {
             fatal::fail_stop_on_panic("ticker", move || {
                 let mut next_tick = clock.now() + interval;
+                let mut next_resolve = Instant::now() + resolve_interval;
                 while !ticker.stopping.load(Ordering::SeqCst) {
-                    std::thread::sleep(interval);
+                    std::thread::sleep(interval.min(resolve_interval));
+                    if Instant::now() >= next_resolve {
+                        ticker.router.broadcast(|| WorkerMsg::ResolveFeeds);
+                        next_resolve = Instant::now() + resolve_interval;
+                    }
                     let now = clock.now();
                     if now < next_tick {
                         continue;

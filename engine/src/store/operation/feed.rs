@@ -13,11 +13,12 @@
 //! - End: leadership lost, range changed, replica destroyed or store stopping: the feed
 //!   closes with the reason, and its watchers reopen elsewhere.
 
-use crate::feed::{FeedClosed, FeedSubscriber, LockTracker, RegionFeed};
+use crate::feed::{Change, FeedClosed, FeedSubscriber, LockTracker, RegionFeed};
 use crate::proto::metadata::RegionEpoch;
 use crate::region::{self, EpochCheck};
 use crate::storage::{ApplyBatch, Engine};
 use crate::store::errors::StoreError;
+use crate::store::operation::SideEffect;
 use crate::store::peer::Peer;
 use crate::timestamp::Timestamp;
 
@@ -64,10 +65,20 @@ impl Peer {
         }
     }
 
-    /// After this region's entries of a round applied: hands the feed their changes.
-    pub(super) fn end_feed_capture(&mut self, batch: &mut ApplyBatch) {
+    /// After this region's entries of a round applied: their changes go to the feed
+    /// once the round's batch is written ([`SideEffect::FeedChanges`]), so that a
+    /// watcher never hears of a version a read here could not see yet.
+    pub(super) fn end_feed_capture(&mut self, batch: &mut ApplyBatch, effects: &mut Vec<SideEffect>) {
         // Taken whatever happened meanwhile: a split applied in the round closed the feed.
         let changes = batch.take_captured();
+        if self.feed.is_some() && !changes.is_empty() {
+            effects.push(SideEffect::FeedChanges(changes));
+        }
+    }
+
+    /// Hands the feed the changes of a round whose batch is written (none is resolved
+    /// in between: resolving happens between rounds).
+    pub(crate) fn feed_changes(&mut self, changes: Vec<Change>) {
         if let Some(feed) = &mut self.feed {
             feed.on_changes(changes);
             if !feed.has_subscribers() {
@@ -83,7 +94,11 @@ impl Peer {
         self.feed.as_ref()?;
         self.raw.observe_time(now_micros);
         let lease_holds = self.raw.leader_lease_expires_at().is_some_and(|expires| expires > now_micros);
-        if !self.is_leader() || !lease_holds || self.applied_term != self.term() {
+        // Everything committed must have applied: a split committed and not applied here
+        // may already have a leader of its new region elsewhere taking commits in part
+        // of this range, which this region's locks know nothing of.
+        let caught_up = self.raw.status().commit_index <= self.applied_index();
+        if !self.is_leader() || !lease_holds || self.applied_term != self.term() || !caught_up {
             return None;
         }
         let applied = self.applied_index();

@@ -110,6 +110,8 @@ pub(crate) enum WorkerMsg {
         subscriber: Box<dyn crate::feed::FeedSubscriber>,
         respond: Responder<()>,
     },
+    /// Time to resolve this worker's change feeds.
+    ResolveFeeds,
     /// The oracle's answer to the timestamp this worker asked for to resolve its feeds.
     FeedResolve(Result<crate::timestamp::Timestamp, crate::raft::OpaqueError>),
     Shutdown,
@@ -128,6 +130,9 @@ impl WorkerMsg {
         }
     }
 }
+
+/// A timestamp for resolving feeds not answered in this long is asked for again.
+const FEED_RESOLVE_GIVE_UP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Mailbox messages handled before a round of Readies, at most.
 const MAX_MESSAGES_PER_ROUND: usize = 4096;
@@ -157,8 +162,9 @@ pub(crate) struct Worker {
     dirty: BTreeSet<u64>,
     /// Regions whose leader lease is published, and where.
     watched_leases: HashMap<u64, Arc<super::LeaderLease>>,
-    /// A timestamp to resolve feeds with was asked of the oracle and not answered yet.
-    feed_resolve_pending: bool,
+    /// When a timestamp to resolve feeds with was asked of the oracle, while it is not
+    /// answered yet.
+    feed_resolve_pending: Option<std::time::Instant>,
 }
 
 impl Worker {
@@ -176,7 +182,7 @@ impl Worker {
             peers: HashMap::new(),
             dirty: BTreeSet::new(),
             watched_leases: HashMap::new(),
-            feed_resolve_pending: false,
+            feed_resolve_pending: None,
         }
     }
 
@@ -266,6 +272,7 @@ impl Worker {
                     None => respond.send(Err(StoreError::RegionNotFound(region_id))),
                 }
             }
+            WorkerMsg::ResolveFeeds => self.request_feed_resolve(),
             WorkerMsg::FeedResolve(answer) => self.resolve_feeds(answer),
             WorkerMsg::Shutdown => return true,
         }
@@ -432,7 +439,6 @@ impl Worker {
             fail_stop("truncating raft logs", error);
         }
         outgoing.flush(self.transport.as_ref());
-        self.request_feed_resolve();
     }
 
     /// Asks the oracle for a timestamp to resolve this worker's feeds with, unless one
@@ -441,10 +447,12 @@ impl Worker {
     fn request_feed_resolve(&mut self) {
         let Some(source) = &self.config.timestamps else { return };
         let Some((&region_id, _)) = self.peers.iter().find(|(_, peer)| peer.has_feed()) else { return };
-        if self.feed_resolve_pending {
+        // An answer that never came (a request lost with its connection) must not stop
+        // the feeds for good: after a while, ask again.
+        if self.feed_resolve_pending.is_some_and(|asked| asked.elapsed() < FEED_RESOLVE_GIVE_UP) {
             return;
         }
-        self.feed_resolve_pending = true;
+        self.feed_resolve_pending = Some(std::time::Instant::now());
         let router = self.router.clone();
         source.request(Box::new(move |answer| {
             router.send(region_id, WorkerMsg::FeedResolve(answer));
@@ -453,7 +461,7 @@ impl Worker {
 
     /// Resolves every feed of this worker with the oracle's answer.
     fn resolve_feeds(&mut self, answer: Result<crate::timestamp::Timestamp, crate::raft::OpaqueError>) {
-        self.feed_resolve_pending = false;
+        self.feed_resolve_pending = None;
         let oracle_ts = match answer {
             Ok(timestamp) => timestamp,
             Err(error) => {
@@ -483,6 +491,11 @@ impl Worker {
             SideEffect::FenceRaised { fence_ts } => {
                 if let Some(peer) = self.peers.get_mut(&region_id) {
                     peer.publish_gc_fence(fence_ts);
+                }
+            }
+            SideEffect::FeedChanges(changes) => {
+                if let Some(peer) = self.peers.get_mut(&region_id) {
+                    peer.feed_changes(changes);
                 }
             }
             SideEffect::Destroy => {

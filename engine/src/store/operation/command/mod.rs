@@ -109,6 +109,9 @@ pub enum SideEffect {
     /// The region's garbage-collection fence rose to `fence_ts`: the round's batch is
     /// written with a sync, then the compaction filter may collect up to it here.
     FenceRaised { fence_ts: u64 },
+    /// What the round's transactional commands did, for the region's change feed once
+    /// the batch is written.
+    FeedChanges(Vec<crate::feed::Change>),
 }
 
 impl Peer {
@@ -175,7 +178,7 @@ impl Peer {
             };
             self.answer_proposal(entry, applied.into_answer(), answers);
         }
-        self.end_feed_capture(batch);
+        self.end_feed_capture(batch, effects);
         self.applied_term = last.term;
         self.raw.storage_mut().set_applied(last.index, &mut batch.batch)
     }
