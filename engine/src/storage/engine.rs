@@ -356,10 +356,11 @@ pub const DEFAULT_BLOCK_CACHE_BYTES: usize = 256 << 20;
 /// compactions touch most, where decompression would cost CPU on every read of a block
 /// the cache misses; lower levels use LZ4, the bottom two Zstd. Point lookups (raw
 /// gets, a key's lock, a version's value) meet a whole-key bloom filter first, in the
-/// memtable too: most lock lookups find no lock. The lock family's memtable is kept small: locks live for milliseconds,
-/// so it fills with locks and their deletions, which every lookup searches through until
-/// a flush lets compaction drop the pairs. The write family is read by seeks, which a
-/// whole-key filter cannot help; it carries garbage collection's compaction filter.
+/// memtable too: most lock lookups find no lock. The lock family's memtable is kept
+/// small: locks live for milliseconds, so it fills with locks and their deletions,
+/// which every lookup searches through until a flush lets compaction drop the pairs.
+/// The write family is read by seeks, which a whole-key filter cannot help; it carries
+/// garbage collection's compaction filter.
 fn column_family_options(cf: Cf, gc: &Arc<GcState>, block_cache: &Cache) -> Options {
     const BLOOM_BITS_PER_KEY: f64 = 10.0;
     const LOCK_MEMTABLE_BYTES: usize = 8 << 20;

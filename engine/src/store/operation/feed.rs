@@ -87,11 +87,13 @@ impl Peer {
         }
     }
 
-    /// Publishes a resolved timestamp from `oracle_ts`, a timestamp the oracle gave
-    /// after it was asked at or after this call's round began; answers it, or None when
-    /// this replica may not (not leading under a lease, or not ready).
-    pub(crate) fn resolve_feed(&mut self, now_micros: u64, oracle_ts: Timestamp) -> Option<Timestamp> {
-        self.feed.as_ref()?;
+    /// Publishes a resolved timestamp from `oracle_ts`, a timestamp the oracle answered
+    /// to a request made before this call; nothing when this replica may not (it does
+    /// not lead under a lease, or is not caught up).
+    pub(crate) fn resolve_feed(&mut self, now_micros: u64, oracle_ts: Timestamp) {
+        if self.feed.is_none() {
+            return;
+        }
         self.raw.observe_time(now_micros);
         let lease_holds = self.raw.leader_lease_expires_at().is_some_and(|expires| expires > now_micros);
         // Everything committed must have applied: a split committed and not applied here
@@ -99,24 +101,20 @@ impl Peer {
         // of this range, which this region's locks know nothing of.
         let caught_up = self.raw.status().commit_index <= self.applied_index();
         if !self.is_leader() || !lease_holds || self.applied_term != self.term() || !caught_up {
-            return None;
+            return;
         }
-        let applied = self.applied_index();
-        let in_flight = &mut self.one_phase.in_flight;
-        in_flight.retain(|index, _| *index > applied);
-        let lowest_in_flight = in_flight.values().min().copied();
-        let bound = match lowest_in_flight {
+        let bound = match self.lowest_one_phase_in_flight() {
             Some(commit_ts) => oracle_ts.min(Timestamp::from_u64(commit_ts.as_u64().saturating_sub(1))),
             None => oracle_ts,
         };
-        let feed = self.feed.as_mut()?;
+        let Some(feed) = &mut self.feed else { return };
         let resolved = feed.resolve(bound);
+        let drained = !feed.has_subscribers();
         // No one-phase commit at or below what was promised may be taken from now on.
-        self.one_phase.max_read_ts = self.one_phase.max_read_ts.max(resolved);
-        if !feed.has_subscribers() {
+        self.raise_one_phase_watermark(resolved);
+        if drained {
             self.feed = None;
         }
-        Some(resolved)
     }
 
     /// Ends the region's feed, if it has one.

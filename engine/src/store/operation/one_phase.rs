@@ -40,7 +40,7 @@ pub(in crate::store) struct OnePhaseGuard {
     /// Whether the store can reach the oracle at all.
     supported: bool,
     /// The highest timestamp of a snapshot read accepted here (raised by syncs too).
-    pub(super) max_read_ts: Timestamp,
+    max_read_ts: Timestamp,
     /// The term in which the watermark was synced with the oracle.
     synced_term: Option<u64>,
     /// The term a sync was asked for and not answered yet.
@@ -48,7 +48,7 @@ pub(in crate::store) struct OnePhaseGuard {
     /// A sync the worker must ask the oracle for (the term asking).
     sync_wanted: Option<u64>,
     /// One-phase prewrites proposed and not applied yet: log index, commit timestamp.
-    pub(super) in_flight: BTreeMap<u64, Timestamp>,
+    in_flight: BTreeMap<u64, Timestamp>,
 }
 
 impl OnePhaseGuard {
@@ -87,17 +87,34 @@ impl Peer {
     /// Notes a snapshot read at `read_ts` accepted now; answers the log index the read
     /// must see applied first (a one-phase commit in flight at or below its timestamp).
     pub(super) fn observe_snapshot_read(&mut self, read_ts: Timestamp) -> u64 {
-        let applied = self.applied_index();
-        let guard = &mut self.one_phase;
-        guard.max_read_ts = guard.max_read_ts.max(read_ts);
-        guard.in_flight.retain(|index, _| *index > applied);
-        guard
+        self.raise_one_phase_watermark(read_ts);
+        self.forget_applied_one_phase();
+        self.one_phase
             .in_flight
             .iter()
             .filter(|(_, commit_ts)| **commit_ts <= read_ts)
             .map(|(index, _)| *index)
             .max()
             .unwrap_or(0)
+    }
+
+    /// Raises the watermark one-phase commits must stay above to `timestamp`: a snapshot
+    /// read accepted at it, or a change feed's promise that nothing commits at or below it.
+    pub(super) fn raise_one_phase_watermark(&mut self, timestamp: Timestamp) {
+        self.one_phase.max_read_ts = self.one_phase.max_read_ts.max(timestamp);
+    }
+
+    /// The lowest commit timestamp among the one-phase prewrites proposed and not yet
+    /// applied.
+    pub(super) fn lowest_one_phase_in_flight(&mut self) -> Option<Timestamp> {
+        self.forget_applied_one_phase();
+        self.one_phase.in_flight.values().min().copied()
+    }
+
+    /// Drops the one-phase prewrites that have applied from those in flight.
+    fn forget_applied_one_phase(&mut self) {
+        let applied = self.applied_index();
+        self.one_phase.in_flight.retain(|index, _| *index > applied);
     }
 
     /// Whether this leader may propose a one-phase prewrite at `commit_ts` now.
