@@ -15,23 +15,6 @@ use tessera_engine::proto::command::{Commit, Mutation, Prewrite, write};
 use tessera_engine::proto::mvcc;
 use tessera_server::client::{Client, ClientError, Conflict};
 
-/// Splits the key space at each of `keys` and waits until the driver knows every split.
-async fn split_at(client: &Client, keys: &[&[u8]]) {
-    for key in keys {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let route = client.pd().region_by_key_async(key).await.expect("a route");
-            if route.region.as_ref().is_some_and(|region| region.start_key == *key) && route.leader.is_some()
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "no split at {key:?} within a minute");
-            let _ = client.pd().split_region_async(key).await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
 async fn started() -> (Cluster, Arc<Client>) {
     let cluster = Cluster::start(3, 1_000_000);
     let client = Arc::new(cluster.client());

@@ -37,4 +37,6 @@ mod tests;
 
 pub use change::{Change, FeedEvent};
 pub use locks::LockTracker;
-pub use region::{FeedClosed, FeedMessage, FeedSubscriber, RegionFeed, SUBSCRIBER_CHANNEL_MESSAGES};
+pub use region::{
+    FeedClosed, FeedMessage, FeedStart, FeedSubscriber, RegionFeed, SUBSCRIBER_CHANNEL_MESSAGES,
+};

@@ -1,6 +1,8 @@
 //! One region's change feed on its leader: the watchers, the region's locks and the
 //! resolved timestamp (the rules are in the module's documentation).
 
+use crate::gc::ReadRegistration;
+use crate::proto::metadata::Region;
 use crate::timestamp::Timestamp;
 
 use super::change::{Change, FeedEvent};
@@ -45,6 +47,17 @@ pub trait FeedSubscriber: Send {
     fn offer(&mut self, message: FeedMessage) -> bool;
     /// The feed's last word to the watcher.
     fn close(self: Box<Self>, reason: FeedClosed);
+}
+
+/// What a watcher is given when a region's leader takes it.
+#[derive(Debug)]
+pub struct FeedStart {
+    /// The region as it was then: the range whose history the watcher's catch-up reads
+    /// (a split closes the feed before it changes).
+    pub region: Region,
+    /// The watcher's start timestamp, registered as a read: garbage collection keeps
+    /// every version the catch-up needs while it is held.
+    pub read: ReadRegistration,
 }
 
 /// The watchers of one region on its leader.

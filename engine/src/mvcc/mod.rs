@@ -12,10 +12,13 @@
 //!   every transactional column family.
 //! - `reader`: snapshot reads (get, scans both ways) at a timestamp, refused with the
 //!   lock that stands in the way.
+//! - `history`: what a change feed reads: the versions a range committed after a
+//!   timestamp, and the value a version replaced.
 //!
 //! The commands that write the families (prewrite, commit, rollback, through Raft) are
 //! [`crate::txn`]'s.
 
+mod history;
 pub mod key;
 pub mod reader;
 

@@ -101,6 +101,17 @@ impl<'a> MvccReader<'a> {
         if let Some(lock) = self.blocking_lock(key, read_ts)? {
             return Err(MvccError::Locked(lock));
         }
+        self.committed_value(key, read_ts)
+    }
+
+    /// The value of `key` that the newest put or delete committed at or below
+    /// `read_ts` left, whatever locks there are: for a caller that knows no lock in the
+    /// way can commit at or below `read_ts`.
+    pub(super) fn committed_value(
+        &self,
+        key: &[u8],
+        read_ts: Timestamp,
+    ) -> Result<Option<Vec<u8>>, MvccError> {
         let start = version_key(key, read_ts);
         let (_, end) = range_bounds(key, &[key, &[0][..]].concat());
         let mut options = self.options();
@@ -206,7 +217,7 @@ impl<'a> MvccReader<'a> {
     /// The commit records of every key in `[start, end)`, each key's newest first;
     /// keys in order, or from the end with `reverse` (each key's records then come
     /// oldest first).
-    fn write_records(
+    pub(super) fn write_records(
         &self,
         start: &[u8],
         end: &[u8],
@@ -244,7 +255,12 @@ impl<'a> MvccReader<'a> {
     }
 
     /// The value a put committed at `commit_ts` wrote.
-    fn value(&self, key: &[u8], commit_ts: Timestamp, start_ts: Timestamp) -> Result<Vec<u8>, MvccError> {
+    pub(super) fn value(
+        &self,
+        key: &[u8],
+        commit_ts: Timestamp,
+        start_ts: Timestamp,
+    ) -> Result<Vec<u8>, MvccError> {
         let stored = version_key(key, start_ts);
         self.snapshot
             .get_cf(self.engine.cf(Cf::Versions)?, &stored)
@@ -266,7 +282,7 @@ fn blocks(key: Vec<u8>, lock: &Lock, read_ts: Timestamp) -> Option<LockInfo> {
     (start_ts <= read_ts && !guards_only_a_read).then(|| super::lock_info(&key, lock))
 }
 
-fn decode_write(stored: &[u8], value: &[u8]) -> Result<(Vec<u8>, Timestamp, Write), MvccError> {
+pub(super) fn decode_write(stored: &[u8], value: &[u8]) -> Result<(Vec<u8>, Timestamp, Write), MvccError> {
     let (key, commit_ts) = split_version_key(stored).map_err(|defect| corrupt(Cf::Write, stored, defect))?;
     let write = Write::decode(value).map_err(|error| corrupt(Cf::Write, stored, error))?;
     Ok((key, commit_ts, write))

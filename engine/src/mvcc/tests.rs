@@ -174,3 +174,73 @@ fn a_commit_record_without_its_value_is_reported_corrupt() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A committed version as a catch-up delivers it: key, value, commit timestamp.
+type Version = (Vec<u8>, Option<Vec<u8>>, u64);
+
+/// What a catch-up after `after` delivers, batch by batch.
+fn history_after(fixture: &Fixture, after: u64, batch_events: usize) -> Vec<Vec<Version>> {
+    let mut batches = Vec::new();
+    let finished = fixture
+        .reader()
+        .committed_after((b"", b""), ts(after), batch_events, |batch| {
+            batches.push(
+                batch.into_iter().map(|event| (event.key, event.value, event.commit_ts.as_u64())).collect(),
+            );
+            true
+        })
+        .expect("the history reads");
+    assert!(finished, "nothing stopped the catch-up");
+    batches
+}
+
+#[test]
+fn a_catch_up_reads_every_put_and_delete_after_its_start_and_nothing_else() {
+    let fixture = Fixture::new();
+    fixture.put(b"a", b"a-old", 10, 11);
+    fixture.put(b"a", b"a-new", 20, 21);
+    fixture.commit(b"b", WriteKind::WriteDelete, None, 22, 23);
+    fixture.commit(b"c", WriteKind::WriteLock, None, 24, 25);
+    // A rollback's record sits under its start timestamp, above the catch-up's start.
+    fixture.commit(b"d", WriteKind::WriteRollback, None, 26, 26);
+    fixture.lock(b"e", b"e", 27, Mutation::Put);
+    let events = history_after(&fixture, 11, 10).concat();
+    assert_eq!(events, vec![(b"a".to_vec(), value(b"a-new"), 21), (b"b".to_vec(), None, 23)]);
+    assert_eq!(history_after(&fixture, 0, 10).concat().len(), 3, "from the beginning, the old put too");
+    assert_eq!(history_after(&fixture, 23, 10).concat(), vec![], "nothing committed after the last commit");
+}
+
+#[test]
+fn a_catch_up_comes_in_batches_and_stops_when_its_watcher_does() {
+    let fixture = Fixture::new();
+    for (index, key) in [b"a", b"b", b"c", b"d", b"e"].into_iter().enumerate() {
+        let start = 10 + 2 * index as u64;
+        fixture.put(key, b"v", start, start + 1);
+    }
+    let sizes: Vec<usize> = history_after(&fixture, 0, 2).iter().map(Vec::len).collect();
+    assert_eq!(sizes, vec![2, 2, 1]);
+    let mut delivered = 0;
+    let finished = fixture
+        .reader()
+        .committed_after((b"", b""), ts(0), 2, |batch| {
+            delivered += batch.len();
+            false
+        })
+        .expect("the history reads");
+    assert!(!finished && delivered == 2, "a watcher that stops gets no more batches");
+}
+
+#[test]
+fn a_version_s_previous_value_is_what_the_last_put_or_delete_below_it_left() {
+    let fixture = Fixture::new();
+    fixture.put(b"k", b"first", 10, 11);
+    fixture.commit(b"k", WriteKind::WriteLock, None, 12, 13);
+    fixture.put(b"k", b"second", 14, 15);
+    fixture.commit(b"k", WriteKind::WriteDelete, None, 16, 17);
+    fixture.put(b"k", b"third", 18, 19);
+    let reader = fixture.reader();
+    assert_eq!(reader.value_before(b"k", ts(11)).unwrap(), None, "the first version replaced nothing");
+    assert_eq!(reader.value_before(b"k", ts(15)).unwrap(), value(b"first"), "lock_keys changed nothing");
+    assert_eq!(reader.value_before(b"k", ts(17)).unwrap(), value(b"second"));
+    assert_eq!(reader.value_before(b"k", ts(19)).unwrap(), None, "a delete leaves no value");
+}

@@ -324,11 +324,23 @@ impl Store {
         epoch: crate::proto::metadata::RegionEpoch,
         start_ts: crate::timestamp::Timestamp,
         subscriber: Box<dyn crate::feed::FeedSubscriber>,
-    ) -> Receiver<Result<(), StoreError>> {
+    ) -> Receiver<Result<crate::feed::FeedStart, StoreError>> {
         let (respond, answer) = Responder::channel();
+        self.subscribe_feed_with(region_id, epoch, start_ts, subscriber, respond);
+        answer
+    }
+
+    /// Like [`Store::subscribe_feed`], answering through `respond`.
+    pub fn subscribe_feed_with(
+        &self,
+        region_id: u64,
+        epoch: crate::proto::metadata::RegionEpoch,
+        start_ts: crate::timestamp::Timestamp,
+        subscriber: Box<dyn crate::feed::FeedSubscriber>,
+        respond: Responder<crate::feed::FeedStart>,
+    ) {
         let message = WorkerMsg::SubscribeFeed { region_id, epoch, start_ts, subscriber, respond };
         self.router.send(region_id, message);
-        answer
     }
 
     /// The leader lease of this store's replica of `region_id`, kept current by the

@@ -96,6 +96,9 @@ enum CtlCommand {
     /// Transactions over the transactional key space.
     #[command(subcommand)]
     Txn(super::txn::TxnCommand),
+    /// Follow the transactional changes of [START, END) in commit order, from now or
+    /// from --from TS.
+    Watch(super::watch::WatchArgs),
 }
 
 #[derive(Subcommand)]
@@ -125,6 +128,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let client = Client::new(args.pd.clone(), Duration::from_secs(args.timeout));
     match args.command {
         CtlCommand::Txn(command) => super::txn::run(client, command).await?,
+        CtlCommand::Watch(watch) => super::watch::run(client, watch, args.json).await?,
         CtlCommand::Get { key } => match client.get(key.as_bytes()).await? {
             Some(value) => println!("{}", text(&value)),
             None => println!("(not found)"),
@@ -186,18 +190,21 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         CtlCommand::Members => members(&client, args.json).await?,
         CtlCommand::Regions => regions(&client, args.json).await?,
         CtlCommand::Operators => operators(&client, args.json).await?,
-        CtlCommand::Timestamp => {
-            let timestamp = client.timestamp().await?;
-            if args.json {
-                let (physical_ms, logical) = (timestamp.physical_milliseconds(), timestamp.logical());
-                println!(
-                    "{}",
-                    json!({"timestamp": timestamp.as_u64(), "physical_ms": physical_ms, "logical": logical})
-                );
-            } else {
-                println!("{} {timestamp}", timestamp.as_u64());
-            }
-        }
+        CtlCommand::Timestamp => timestamp(&client, args.json).await?,
+    }
+    Ok(())
+}
+
+async fn timestamp(client: &Client, as_json: bool) -> anyhow::Result<()> {
+    let timestamp = client.timestamp().await?;
+    if as_json {
+        let (physical_ms, logical) = (timestamp.physical_milliseconds(), timestamp.logical());
+        println!(
+            "{}",
+            json!({"timestamp": timestamp.as_u64(), "physical_ms": physical_ms, "logical": logical})
+        );
+    } else {
+        println!("{} {timestamp}", timestamp.as_u64());
     }
     Ok(())
 }

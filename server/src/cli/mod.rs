@@ -5,6 +5,7 @@ mod ctl;
 mod playground;
 mod settings;
 mod txn;
+mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -22,6 +22,7 @@ pub mod pd;
 mod scan;
 mod timestamps;
 mod txn;
+mod watch;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -52,6 +53,7 @@ pub use errors::{ClientError, Conflict, Refusal, Transient, Uncertainty};
 pub use pd::GrpcPdClient;
 pub(crate) use timestamps::TimestampClient;
 pub use txn::{FencePass, Snapshot, Transaction};
+pub use watch::{ChangeEvent, MAX_HELD_EVENTS, Watch, WatchError, WatchMessage, WatchOptions};
 
 /// Whether a request may be sent again when its outcome is unknown.
 #[derive(Clone, Copy, PartialEq, Eq)]

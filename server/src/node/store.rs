@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Announcement;
 use super::status::{Observability, Serving, flag_on_stop};
-use crate::client::{GrpcPdClient, TimestampClient};
+use crate::client::{Client, GrpcPdClient, TimestampClient};
 use crate::metrics::Role;
 use crate::proto::kv_server::KvServer;
 use crate::proto::raft_transport_server::RaftTransportServer;
@@ -163,6 +163,18 @@ fn serve_status(
     observability.serve(Role::Store, store_id, refresh, describe, stopping)
 }
 
+/// The key-value API. Watches served here reach every region's leader through the
+/// client library.
+fn kv_service(
+    (pd, request_timeout, slow_request_threshold): (Vec<String>, Duration, Duration),
+    store: &Arc<Store>,
+    addresses: Arc<dyn AddressBook>,
+    stopping: CancellationToken,
+) -> KvService {
+    let client = Arc::new(Client::new(pd, request_timeout));
+    KvService::new(store, (client, stopping), addresses, request_timeout, slow_request_threshold)
+}
+
 /// Runs a store until `stop` resolves; `on_ready` receives what it serves on.
 pub(crate) async fn run(
     config: StoreNodeConfig,
@@ -192,6 +204,7 @@ pub(crate) async fn run(
     });
     let transport = Arc::new(GrpcTransport::new(Handle::current(), addresses.clone()));
     let ids = Arc::new(DriverIds::new());
+    let timings = (config.pd.clone(), config.request_timeout, config.slow_request_threshold);
     let engine = StoreConfig {
         store_id,
         slow_proposal_threshold: config.slow_request_threshold,
@@ -212,10 +225,9 @@ pub(crate) async fn run(
             .abandoned_on(stopping.clone()),
     );
     let agent = StoreAgent::start(store.clone(), driver, ids, AgentConfig::default())?;
-    let kv = KvService::new(&store, addresses, config.request_timeout, config.slow_request_threshold);
     let router = super::grpc_server()
         .add_service(
-            KvServer::new(kv)
+            KvServer::new(kv_service(timings, &store, addresses, stopping.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )

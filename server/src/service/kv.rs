@@ -14,17 +14,26 @@ use tessera_engine::timestamp::Timestamp;
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::Client;
 use crate::failure::{invalid_kv_request, kv_status};
 use crate::proto::kv_server::Kv;
 use crate::proto::{
-    BatchGetRequest, BatchGetResponse, GetRequest, GetResponse, RegionContext, ScanRequest, ScanResponse,
-    TxnGetRequest, TxnGetResponse, TxnScanRequest, TxnScanResponse, WriteRequest, WriteResponse,
+    BatchGetRequest, BatchGetResponse, GetRequest, GetResponse, RegionContext, RegionFeedRequest,
+    RegionFeedResponse, ScanRequest, ScanResponse, TxnGetRequest, TxnGetResponse, TxnScanRequest,
+    TxnScanResponse, WatchRequest, WatchResponse, WriteRequest, WriteResponse,
 };
 use crate::transport::AddressBook;
 
 pub(crate) struct KvService {
     /// Weak: the node closes the store when it stops, whatever connections linger.
     store: Weak<Store>,
+    /// What `Watch` merges the regions of a range with.
+    client: Arc<Client>,
+    /// Cancelled when the node stops: watches end then.
+    stopping: CancellationToken,
     addresses: Arc<dyn AddressBook>,
     timeout: Duration,
     /// Requests slower than this are logged.
@@ -47,11 +56,19 @@ fn responder<T: Send + 'static>() -> (Responder<T>, oneshot::Receiver<Result<T, 
 impl KvService {
     pub(crate) fn new(
         store: &Arc<Store>,
+        (client, stopping): (Arc<Client>, CancellationToken),
         addresses: Arc<dyn AddressBook>,
         timeout: Duration,
         slow_request_threshold: Duration,
     ) -> KvService {
-        KvService { store: Arc::downgrade(store), addresses, timeout, slow_request_threshold }
+        KvService {
+            store: Arc::downgrade(store),
+            client,
+            stopping,
+            addresses,
+            timeout,
+            slow_request_threshold,
+        }
     }
 
     fn store(&self) -> Result<Arc<Store>, Status> {
@@ -156,6 +173,26 @@ impl Kv for KvService {
         let answer = self.txn_scan_range(request).await;
         self.observe("txn_scan", region_id, started, &answer);
         answer.map(Response::new)
+    }
+
+    type RegionFeedStream = ReceiverStream<Result<RegionFeedResponse, Status>>;
+
+    async fn region_feed(
+        &self,
+        request: Request<RegionFeedRequest>,
+    ) -> Result<Response<Self::RegionFeedStream>, Status> {
+        let (started, request) = (Instant::now(), request.into_inner());
+        let region_id = region_of(&request.context);
+        let answer = self.open_region_feed(request).await;
+        self.observe("region_feed", region_id, started, &answer);
+        answer.map(|answers| Response::new(ReceiverStream::new(answers)))
+    }
+
+    type WatchStream = ReceiverStream<Result<WatchResponse, Status>>;
+
+    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let answers = super::watch::start(&self.client, request.into_inner(), self.stopping.clone()).await?;
+        Ok(Response::new(ReceiverStream::new(answers)))
     }
 }
 
@@ -315,6 +352,25 @@ impl KvService {
             ReadResponse::Locked(lock) => Ok(TxnScanResponse { pairs: Vec::new(), locked: Some(lock) }),
             ReadResponse::Value(_) => Err(Status::internal("a scan answered with a single value")),
         }
+    }
+
+    /// Has the region's leader here take a watcher, then serves it.
+    async fn open_region_feed(
+        &self,
+        request: RegionFeedRequest,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<RegionFeedResponse, Status>>, Status> {
+        let (region_id, epoch) = context(request.context)?;
+        let store = self.store()?;
+        let (subscriber, queued) = super::feed::subscriber();
+        let (respond, answer) = responder();
+        let start_ts = Timestamp::from_u64(request.start_ts);
+        store.subscribe_feed_with(region_id, epoch, start_ts, subscriber, respond);
+        let start = self
+            .wait(vec![answer])
+            .await?
+            .pop()
+            .ok_or_else(|| Status::internal("no subscription answered"))?;
+        super::feed::serve_watcher(store, start, request, queued)
     }
 
     async fn apply_writes(&self, request: WriteRequest) -> Result<WriteResponse, Status> {

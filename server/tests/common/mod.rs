@@ -301,3 +301,20 @@ pub async fn send_txn_command(
     let answer = kv.write(WriteRequest { context: Some(context), writes }).await.expect("the write applies");
     answer.into_inner().results.remove(0).txn.expect("a transactional result")
 }
+
+/// Splits the key space at each of `keys` and waits until the driver knows every split.
+pub async fn split_at(client: &Client, keys: &[&[u8]]) {
+    for key in keys {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let route = client.pd().region_by_key_async(key).await.expect("a route");
+            if route.region.as_ref().is_some_and(|region| region.start_key == *key) && route.leader.is_some()
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no split at {key:?} within a minute");
+            let _ = client.pd().split_region_async(key).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

@@ -13,7 +13,7 @@
 //! - End: leadership lost, range changed, replica destroyed or store stopping: the feed
 //!   closes with the reason, and its watchers reopen elsewhere.
 
-use crate::feed::{Change, FeedClosed, FeedSubscriber, LockTracker, RegionFeed};
+use crate::feed::{Change, FeedClosed, FeedStart, FeedSubscriber, LockTracker, RegionFeed};
 use crate::proto::metadata::RegionEpoch;
 use crate::region::{self, EpochCheck};
 use crate::storage::{ApplyBatch, Engine};
@@ -30,7 +30,7 @@ impl Peer {
         epoch: RegionEpoch,
         start_ts: Timestamp,
         subscriber: Box<dyn FeedSubscriber>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<FeedStart, StoreError> {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
@@ -39,8 +39,8 @@ impl Peer {
             return Err(StoreError::FeedNotReady { region_id: self.region_id });
         }
         let fence = Timestamp::from_u64(self.raw.storage().txn_fence());
-        // A check only: the catch-up read registers its own read when it runs.
-        drop(engine.gc().begin_read(start_ts, fence)?);
+        // Held by the watcher while it catches up: the versions it reads stay.
+        let read = engine.gc().begin_read(start_ts, fence)?;
         if self.feed.is_none() {
             let locks = LockTracker::read(engine, &self.region)?;
             self.feed = Some(RegionFeed::new(locks));
@@ -50,7 +50,7 @@ impl Peer {
         }
         // A sleeping leader has no lease, and a feed needs one to resolve.
         self.wake();
-        Ok(())
+        Ok(FeedStart { region: self.region.clone(), read })
     }
 
     pub(crate) fn has_feed(&self) -> bool {

@@ -56,7 +56,7 @@ fn subscribe(cluster: &Cluster, start_ts: u64) -> (u64, Receiver<Heard>) {
         let answer =
             cluster.stores[&store].subscribe_feed(1, epoch, Timestamp::from_u64(start_ts), subscriber);
         match answer.recv_timeout(WAIT) {
-            Ok(Ok(())) => Some((store, receiver)),
+            Ok(Ok(_started)) => Some((store, receiver)),
             Ok(Err(StoreError::NotLeader { .. } | StoreError::FeedNotReady { .. })) => None,
             Ok(Err(error)) => panic!("the subscription failed: {error}"),
             Err(_) => None,

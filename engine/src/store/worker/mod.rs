@@ -108,7 +108,7 @@ pub(crate) enum WorkerMsg {
         epoch: RegionEpoch,
         start_ts: crate::timestamp::Timestamp,
         subscriber: Box<dyn crate::feed::FeedSubscriber>,
-        respond: Responder<()>,
+        respond: Responder<crate::feed::FeedStart>,
     },
     /// Time to resolve this worker's change feeds.
     ResolveFeeds,

@@ -1,0 +1,316 @@
+//! Watches on real processes: a driver and three stores, the key space in several
+//! regions. Writers commit transactions over keys of every region while the regions
+//! split and their leaders move; watches opened before, during and after the writes
+//! (through the client library, `tessera ctl watch` and the stores' gRPC `Watch`) must
+//! each deliver exactly the committed history of their range after their start: every
+//! transaction once, in commit order, whole, with the values it replaced, and nothing
+//! at or below a progress notification already sent. A watch from a timestamp garbage
+//! collection has passed is refused as compacted.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use tessera_engine::timestamp::Timestamp;
+use tessera_server::client::{Client, ClientError, Watch, WatchError, WatchMessage, WatchOptions};
+use tessera_server::proto::{WatchRequest, kv_client::KvClient};
+
+/// A committed transaction as its writer knows it: commit timestamp and, by key, the
+/// new value (None: deleted).
+type Committed = (Timestamp, BTreeMap<Vec<u8>, Option<Vec<u8>>>);
+
+/// What a watch delivered: commit timestamp and `(key, value, previous value)` in the
+/// order received.
+type Delivered = (Timestamp, Vec<(Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>)>);
+
+const WRITERS: usize = 3;
+const TRANSACTIONS_PER_WRITER: usize = 40;
+
+fn options(start: &[u8], end: &[u8], from: Timestamp) -> WatchOptions {
+    WatchOptions {
+        start: start.to_vec(),
+        end: end.to_vec(),
+        from: Some(from),
+        prev_values: true,
+        progress_interval: Some(Duration::from_millis(100)),
+    }
+}
+
+/// Writer `writer`'s keys: one per region-to-be, so that its transactions span regions.
+fn writer_keys(writer: usize) -> Vec<Vec<u8>> {
+    ["b", "h", "n", "q", "w"].iter().map(|prefix| format!("{prefix}-{writer}").into_bytes()).collect()
+}
+
+/// Commits transactions writing one to three of the writer's keys (every fifth a
+/// delete), at least `TRANSACTIONS_PER_WRITER` and until `stop` is set; answers what
+/// each committed.
+async fn write(client: Arc<Client>, writer: usize, stop: Arc<AtomicBool>) -> Vec<Committed> {
+    let keys = writer_keys(writer);
+    let mut committed = Vec::new();
+    for round in 0.. {
+        if round >= TRANSACTIONS_PER_WRITER && stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let mut transaction = client.begin().await.expect("a transaction");
+        let mut writes = BTreeMap::new();
+        for offset in 0..=(round % 3) {
+            let key = &keys[(round + offset * 2) % keys.len()];
+            let value = (round % 5 != 4).then(|| format!("w{writer}-r{round}").into_bytes());
+            match &value {
+                Some(value) => transaction.put(key, value).expect("buffered"),
+                None => transaction.delete(key).expect("buffered"),
+            }
+            writes.insert(key.clone(), value);
+        }
+        let commit_ts = transaction.commit().await.expect("a writer's keys are its own: it commits");
+        committed.push((commit_ts, writes));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    committed
+}
+
+/// Reads `watch` until it has notified progress to `until`, checking on the way that
+/// transactions come in commit order and none at or below a notified progress.
+async fn collect(watch: &mut Watch, until: Timestamp, name: &str) -> Vec<Delivered> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut delivered: Vec<Delivered> = Vec::new();
+    let mut progress = watch.from();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(left, watch.next())
+            .await
+            .unwrap_or_else(|_| panic!("{name}: no progress to {until} within a minute (at {progress})"))
+            .unwrap_or_else(|| panic!("{name}: the watch ended"))
+            .unwrap_or_else(|error| panic!("{name}: the watch failed: {error}"));
+        match message {
+            WatchMessage::Transaction { commit_ts, events } => {
+                assert!(
+                    commit_ts > progress,
+                    "{name}: a transaction at {commit_ts} after progress to {progress}"
+                );
+                if let Some((last, _)) = delivered.last() {
+                    assert!(commit_ts > *last, "{name}: {commit_ts} delivered after {last}");
+                }
+                assert!(
+                    events.iter().all(|event| event.commit_ts == commit_ts),
+                    "{name}: one commit per message"
+                );
+                let events =
+                    events.into_iter().map(|event| (event.key, event.value, event.prev_value)).collect();
+                delivered.push((commit_ts, events));
+            }
+            WatchMessage::Progress(at) => {
+                assert!(at > progress, "{name}: progress went from {progress} to {at}");
+                progress = at;
+                if at >= until {
+                    return delivered;
+                }
+            }
+        }
+    }
+}
+
+/// The history a watch of `[start, end)` after `from` must deliver, with each
+/// version's previous value, from every committed transaction in commit order.
+fn expected(history: &[Committed], start: &[u8], end: &[u8], from: Timestamp) -> Vec<Delivered> {
+    let mut current: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    let mut watched = Vec::new();
+    for (commit_ts, writes) in history {
+        let mut events = Vec::new();
+        for (key, value) in writes {
+            let previous = match value {
+                Some(value) => current.insert(key.clone(), value.clone()),
+                None => current.remove(key),
+            };
+            let inside = key.as_slice() >= start && (end.is_empty() || key.as_slice() < end);
+            if inside && *commit_ts > from {
+                events.push((key.clone(), value.clone(), previous));
+            }
+        }
+        if !events.is_empty() {
+            watched.push((*commit_ts, events));
+        }
+    }
+    watched
+}
+
+/// Fails naming the first transaction where what a watch delivered and the committed
+/// history part.
+fn assert_same_history(delivered: &[Delivered], wanted: &[Delivered], name: &str) {
+    let show = |entry: Option<&Delivered>| match entry {
+        None => "nothing".to_string(),
+        Some((commit_ts, events)) => {
+            let text =
+                |bytes: &Option<Vec<u8>>| bytes.as_deref().map(|b| String::from_utf8_lossy(b).into_owned());
+            let events: Vec<_> = events
+                .iter()
+                .map(|(key, value, previous)| {
+                    format!("{} = {:?} (was {:?})", String::from_utf8_lossy(key), text(value), text(previous))
+                })
+                .collect();
+            format!("{commit_ts}: {}", events.join(", "))
+        }
+    };
+    let Some(first) =
+        (0..delivered.len().max(wanted.len())).find(|&index| delivered.get(index) != wanted.get(index))
+    else {
+        return;
+    };
+    panic!(
+        "{name}: the watch departs from the committed history at transaction {first} of {}: delivered {}, committed {}",
+        wanted.len(),
+        show(delivered.get(first)),
+        show(wanted.get(first))
+    );
+}
+
+/// Moves the leadership of the region holding `key` to another of its voters.
+async fn move_leader(client: &Client, key: &[u8]) {
+    let route = client.pd().region_by_key_async(key).await.expect("a route");
+    let (region, leader) = (route.region.expect("a region"), route.leader.expect("a leader"));
+    let other = region.peers.iter().find(|peer| peer.store_id != leader.store_id).expect("another voter");
+    let _ = client.pd().transfer_leader_async(region.id, other.store_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_deliver_every_transaction_once_in_commit_order_through_splits_and_leader_moves() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = Cluster::start(3, 1_000_000);
+    let client = Arc::new(cluster.client());
+    wait_for_leader(&client).await;
+    split_at(&client, &[b"m", b"t"]).await;
+    write(client.clone(), 9, Arc::new(AtomicBool::new(true))).await;
+    let from = client.timestamp().await.expect("a timestamp");
+    let mut everything = client.watch(options(b"", b"", from)).await.expect("a watch");
+    let mut middle = client.watch(options(b"c", b"r", from)).await.expect("a watch");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> =
+        (0..WRITERS).map(|writer| tokio::spawn(write(client.clone(), writer, stop.clone()))).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    split_at(&client, &[b"f"]).await;
+    move_leader(&client, b"q").await;
+    let during = client.timestamp().await.expect("a timestamp");
+    let mut later = client.watch(options(b"g", b"", during)).await.expect("a watch");
+    move_leader(&client, b"b").await;
+    split_at(&client, &[b"p"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut history = Vec::new();
+    for writer in writers {
+        history.extend(writer.await.expect("the writer finishes"));
+    }
+    history.sort_by_key(|(commit_ts, _)| *commit_ts);
+    let until = client.timestamp().await.expect("a timestamp");
+    // Opened after every write: all of it comes from the catch-up.
+    let mut afterwards = client.watch(options(b"", b"", from)).await.expect("a watch");
+
+    let cases = [
+        (&mut everything, (&b""[..], &b""[..]), from, "the whole key space"),
+        (&mut middle, (b"c", b"r"), from, "[c, r)"),
+        (&mut later, (b"g", b""), during, "[g, end) opened mid-way"),
+        (&mut afterwards, (b"", b""), from, "the whole key space opened afterwards"),
+    ];
+    for (watch, (start, end), start_ts, name) in cases {
+        let delivered = collect(watch, until, name).await;
+        let wanted = expected(&history, start, end, start_ts);
+        assert!(!wanted.is_empty(), "{name}: the case watches something");
+        assert_same_history(&delivered, &wanted, &format!("{name}, after {start_ts}"));
+    }
+
+    // The same history through the binary and through a store's gRPC Watch.
+    let transactions = expected(&history, b"", b"", from).len();
+    let printed = ctl(
+        &cluster.pd_address(),
+        &[
+            "--json",
+            "watch",
+            "",
+            "",
+            "--from",
+            &from.as_u64().to_string(),
+            "--count",
+            &transactions.to_string(),
+        ],
+    );
+    let commits: Vec<u64> = printed
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?["commit_ts"].as_u64())
+        .collect();
+    let wanted: Vec<u64> = history.iter().map(|(commit_ts, _)| commit_ts.as_u64()).collect();
+    assert_eq!(commits, wanted, "ctl watch printed every transaction in commit order");
+    check_grpc_watch(&cluster, from, &history).await;
+}
+
+/// A store's `Watch` announces its start, then sends each transaction in order.
+async fn check_grpc_watch(cluster: &Cluster, from: Timestamp, history: &[Committed]) {
+    let address = &cluster.stores[0].as_ref().expect("a running store").address;
+    let mut kv = KvClient::connect(format!("http://{address}")).await.expect("the store answers");
+    let request =
+        WatchRequest { start_ts: from.as_u64(), progress_interval_ms: 100, ..WatchRequest::default() };
+    let mut stream = kv.watch(request).await.expect("the watch starts").into_inner();
+    let first = stream.message().await.expect("a message").expect("the announcement");
+    assert_eq!((first.events.len(), first.resolved_ts), (0, from.as_u64()), "the start is announced first");
+    let mut commits = Vec::new();
+    while commits.len() < history.len() {
+        let response = tokio::time::timeout(Duration::from_secs(60), stream.message())
+            .await
+            .expect("the gRPC watch delivers within a minute")
+            .expect("the stream holds")
+            .expect("the stream goes on");
+        if let Some(event) = response.events.first() {
+            assert!(
+                response.events.iter().all(|other| other.commit_ts == event.commit_ts),
+                "one commit per response"
+            );
+            commits.push(event.commit_ts);
+        }
+    }
+    let wanted: Vec<u64> = history.iter().map(|(commit_ts, _)| commit_ts.as_u64()).collect();
+    assert_eq!(commits, wanted, "the gRPC watch sent every transaction in commit order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_before_the_safe_point_is_refused_as_compacted() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let pd_config = "[pd.transactions]\ngc_lifetime_ms = 1000\ngc_interval_ms = 200\n";
+    let cluster = Cluster::start_configured(3, 1_000_000, pd_config);
+    let client = Arc::new(cluster.client());
+    wait_for_leader(&client).await;
+    let old = client.timestamp().await.expect("a timestamp");
+    // Until the safe point passes `old`, reads there (and watches from there) work.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let snapshot = client.snapshot_at(old).await.expect("a snapshot");
+        match snapshot.get(b"a").await {
+            Err(ClientError::InvalidArgument(_)) => break,
+            Ok(_) => assert!(Instant::now() < deadline, "the safe point did not pass {old} within a minute"),
+            Err(other) => panic!("a read at {old} failed otherwise: {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut refused = client.watch(options(b"", b"", old)).await.expect("the watch starts");
+    match tokio::time::timeout(Duration::from_secs(60), refused.next())
+        .await
+        .expect("an answer within a minute")
+    {
+        Some(Err(WatchError::Compacted { from, safe_point })) => {
+            assert_eq!(from, old);
+            assert!(safe_point >= old, "compacted by a safe point {safe_point} at or above {old}");
+        }
+        other => panic!("a watch from {old}, below the safe point, must be refused as compacted: {other:?}"),
+    }
+    // From now it works, and sees a transaction committed after it.
+    let mut watch =
+        client.watch(WatchOptions { from: None, ..options(b"", b"", old) }).await.expect("a watch");
+    let mut transaction = client.begin().await.expect("a transaction");
+    transaction.put(b"k", b"v").expect("buffered");
+    let commit_ts = transaction.commit().await.expect("commits");
+    let delivered = collect(&mut watch, commit_ts, "a watch from now").await;
+    let wanted = vec![(commit_ts, vec![(b"k".to_vec(), Some(b"v".to_vec()), None)])];
+    assert_same_history(&delivered, &wanted, "a watch from now");
+}
