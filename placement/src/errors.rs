@@ -91,6 +91,10 @@ impl PdError {
 pub enum InvalidRequest {
     #[error("a store must give its address")]
     MissingStoreAddress,
+    #[error("a service holding garbage collection is named with 1 to 128 bytes, not {bytes}")]
+    ServiceName { bytes: usize },
+    #[error("a hold on garbage collection lasts at most 10 minutes between renewals, not {ttl_ms} ms")]
+    HoldTooLong { ttl_ms: u64 },
     #[error("region heartbeat from store {store_id}: {defect}")]
     Heartbeat { store_id: u64, defect: HeartbeatDefect },
     #[error("ids are handed out 1 to {max} at a time, not {count}")]

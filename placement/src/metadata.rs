@@ -14,6 +14,10 @@
 //!   (milliseconds) below it;
 //! - `gc_safe_point`: the garbage-collection safe point, a timestamp that only rises
 //!   (`driver::gc`);
+//! - `gc_fence`: the highest timestamp a garbage-collection pass has fenced regions at
+//!   (reads at or below it may be refused already);
+//! - `gc_hold/{service}`: a service's hold on garbage collection (a change feed's
+//!   watchers): the safe point stays below its timestamp until it expires;
 //! - `region/{id}`: a region's descriptor, rewritten on every change of epoch;
 //! - `store/{id}`: a store's registration;
 //! - `member/{id}`: a driver replica's record: address and join token (the member's id
@@ -50,6 +54,8 @@ const BOOTSTRAP_KEY: &[u8] = b"bootstrap";
 const IDS_KEY: &[u8] = b"ids";
 const TIMESTAMPS_KEY: &[u8] = b"tso";
 const GC_SAFE_POINT_KEY: &[u8] = b"gc_safe_point";
+const GC_FENCE_KEY: &[u8] = b"gc_fence";
+const GC_HOLD_PREFIX: &[u8] = b"gc_hold/";
 const REGION_PREFIX: &[u8] = b"region/";
 const STORE_PREFIX: &[u8] = b"store/";
 const MEMBER_PREFIX: &[u8] = b"member/";
@@ -70,6 +76,34 @@ pub(crate) fn put_region(region: &Region) -> Write {
 
 pub(crate) fn delete_region(region_id: u64) -> Write {
     Write { kind: Some(write::Kind::Delete(Delete { key: key(REGION_PREFIX, region_id) })) }
+}
+
+/// A service's hold on garbage collection, as persisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GcHold {
+    /// The safe point stays below this timestamp.
+    pub safe_point: u64,
+    /// Wall-clock milliseconds after which the hold counts no more.
+    pub expires_at_ms: u64,
+}
+
+fn gc_hold_key(service: &str) -> Vec<u8> {
+    [GC_HOLD_PREFIX, service.as_bytes()].concat()
+}
+
+pub(crate) fn put_gc_hold(service: &str, hold: GcHold) -> Write {
+    let value = [hold.safe_point.to_be_bytes(), hold.expires_at_ms.to_be_bytes()].concat();
+    put(gc_hold_key(service), value)
+}
+
+pub(crate) fn delete_gc_hold(service: &str) -> Write {
+    Write { kind: Some(write::Kind::Delete(Delete { key: gc_hold_key(service) })) }
+}
+
+fn decode_gc_hold(value: &[u8]) -> Result<GcHold, PdError> {
+    let (safe_point, expires_at_ms) =
+        value.split_at_checked(8).ok_or(Corruption::IdLength { bytes: value.len() })?;
+    Ok(GcHold { safe_point: decode_id(safe_point)?, expires_at_ms: decode_id(expires_at_ms)? })
 }
 
 pub(crate) fn put_store(record: &StoreRecord) -> Write {
@@ -99,6 +133,10 @@ pub(crate) struct Loaded {
     pub timestamp_mark: u64,
     /// The garbage-collection safe point (a timestamp; 0: none yet).
     pub gc_safe_point: u64,
+    /// The highest timestamp regions were fenced at for garbage collection.
+    pub gc_fence: u64,
+    /// Services' holds on garbage collection, by service.
+    pub gc_holds: std::collections::BTreeMap<String, GcHold>,
     pub regions: Vec<Region>,
     pub stores: Vec<StoreRecord>,
 }
@@ -238,6 +276,11 @@ impl Metadata {
                 loaded.timestamp_mark = decode_id(&value)?;
             } else if key == GC_SAFE_POINT_KEY {
                 loaded.gc_safe_point = decode_id(&value)?;
+            } else if key == GC_FENCE_KEY {
+                loaded.gc_fence = decode_id(&value)?;
+            } else if let Some(service) = key.strip_prefix(GC_HOLD_PREFIX) {
+                let service = String::from_utf8_lossy(service).into_owned();
+                loaded.gc_holds.insert(service, decode_gc_hold(&value)?);
             } else if key.starts_with(REGION_PREFIX) {
                 loaded.regions.push(Region::decode(value.as_slice()).map_err(corrupt)?);
             } else if key.starts_with(STORE_PREFIX) {
@@ -318,6 +361,8 @@ pub(crate) enum Mark {
     Timestamps,
     /// The garbage-collection safe point.
     GcSafePoint,
+    /// The highest timestamp regions were fenced at for garbage collection.
+    GcFence,
 }
 
 impl Mark {
@@ -326,6 +371,7 @@ impl Mark {
             Mark::Ids => IDS_KEY,
             Mark::Timestamps => TIMESTAMPS_KEY,
             Mark::GcSafePoint => GC_SAFE_POINT_KEY,
+            Mark::GcFence => GC_FENCE_KEY,
         }
     }
 }

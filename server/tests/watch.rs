@@ -274,6 +274,43 @@ async fn check_grpc_watch(cluster: &Cluster, from: Timestamp, history: &[Committ
     assert_eq!(commits, wanted, "the gRPC watch sent every transaction in commit order");
 }
 
+/// Whether a snapshot read at `read_ts` is refused as below the safe point.
+async fn compacted(client: &Arc<Client>, read_ts: Timestamp) -> bool {
+    let snapshot = client.snapshot_at(read_ts).await.expect("a snapshot");
+    match snapshot.get(b"a").await {
+        Err(ClientError::InvalidArgument(_)) => true,
+        Ok(_) => false,
+        Err(other) => panic!("a read at {read_ts} failed otherwise: {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_keeps_garbage_collection_below_it_until_released() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let pd_config = "[pd.transactions]\ngc_lifetime_ms = 500\ngc_interval_ms = 100\n";
+    let cluster = Cluster::start_configured(3, 1_000_000, pd_config);
+    let client = Arc::new(cluster.client());
+    wait_for_leader(&client).await;
+    let held = client.timestamp().await.expect("a timestamp");
+    let (taken, _) =
+        client.pd().hold_gc_async("test", held, Duration::from_secs(60)).await.expect("an answer");
+    assert!(taken, "a hold at a fresh timestamp is taken");
+    // Many garbage-collection intervals and lifetimes later, reads there still work.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!compacted(&client, held).await, "garbage collection passed a hold at {held}");
+    let (taken, floor) =
+        client.pd().hold_gc_async("test", Timestamp::ZERO, Duration::ZERO).await.expect("released");
+    assert!(!taken && floor < held.as_u64(), "the floor {floor} stayed below the hold at {held}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !compacted(&client, held).await {
+        assert!(Instant::now() < deadline, "the released hold still held after a minute");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (taken, floor) =
+        client.pd().hold_gc_async("late", held, Duration::from_secs(60)).await.expect("an answer");
+    assert!(!taken && floor >= held.as_u64(), "a hold below the floor {floor} is refused");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_from_before_the_safe_point_is_refused_as_compacted() {
     let _serial = ONE_AT_A_TIME.lock().await;
@@ -284,25 +321,17 @@ async fn a_watch_from_before_the_safe_point_is_refused_as_compacted() {
     let old = client.timestamp().await.expect("a timestamp");
     // Until the safe point passes `old`, reads there (and watches from there) work.
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let snapshot = client.snapshot_at(old).await.expect("a snapshot");
-        match snapshot.get(b"a").await {
-            Err(ClientError::InvalidArgument(_)) => break,
-            Ok(_) => assert!(Instant::now() < deadline, "the safe point did not pass {old} within a minute"),
-            Err(other) => panic!("a read at {old} failed otherwise: {other}"),
-        }
+    while !compacted(&client, old).await {
+        assert!(Instant::now() < deadline, "the safe point did not pass {old} within a minute");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut refused = client.watch(options(b"", b"", old)).await.expect("the watch starts");
-    match tokio::time::timeout(Duration::from_secs(60), refused.next())
-        .await
-        .expect("an answer within a minute")
-    {
-        Some(Err(WatchError::Compacted { from, safe_point })) => {
+    match client.watch(options(b"", b"", old)).await {
+        Err(WatchError::Compacted { from, safe_point }) => {
             assert_eq!(from, old);
             assert!(safe_point >= old, "compacted by a safe point {safe_point} at or above {old}");
         }
-        other => panic!("a watch from {old}, below the safe point, must be refused as compacted: {other:?}"),
+        Err(other) => panic!("a watch from {old}, below the safe point, failed otherwise: {other}"),
+        Ok(_) => panic!("a watch from {old}, below the safe point, must be refused as compacted"),
     }
     // From now it works, and sees a transaction committed after it.
     let mut watch =

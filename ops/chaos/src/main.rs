@@ -198,8 +198,8 @@ fn print_round(label: &str, outcome: &round::RoundOutcome, config: &RoundConfig)
     println!(
         "{label}: {verdict}: {} operations ({} ok, {} failed, {} unknown), {} faults, \
          {} operators, {} violations, {} lost writes; transactions {} committed, {} aborted, \
-         {} unknown, {} audits, {} anomalies; started in {:.1}s, recovered in {:.1}s, settled in {:.1}s, \
-         checked in {:.2}s",
+         {} unknown, {} audits, {} watchers ({} transactions delivered), {} anomalies; started in {:.1}s, \
+         recovered in {:.1}s, settled in {:.1}s, checked in {:.2}s",
         outcome.invocations,
         outcome.ok,
         outcome.failed,
@@ -212,6 +212,8 @@ fn print_round(label: &str, outcome: &round::RoundOutcome, config: &RoundConfig)
         outcome.transactions.aborted,
         outcome.transactions.unknown,
         outcome.transactions.audits,
+        outcome.transactions.watchers,
+        outcome.transactions.watched,
         outcome.transactions.anomalies.len(),
         outcome.start_time.as_secs_f64(),
         outcome.recovery_time.as_secs_f64(),

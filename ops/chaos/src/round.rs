@@ -24,7 +24,9 @@ use crate::cluster::{ChaosCluster, ClusterConfig};
 use crate::history::{self, EventKind, HistoryWriter, Operation};
 use crate::nemesis;
 use crate::transactions::round::{self as txn_round, TxnOutcome};
+use crate::transactions::watchers::{self, Watchers};
 use crate::transactions::workload as txn_workload;
+use crate::transactions::workload::TxnHistory;
 use crate::workload::{self, Home, Recorder, WorkloadConfig};
 
 /// How long a client waits for one request.
@@ -87,6 +89,19 @@ impl RoundOutcome {
     }
 }
 
+/// The transactional clients and the watchers, until `stopped` says so.
+fn transactional(
+    client: Arc<Client>,
+    config: &RoundConfig,
+    stopped: watch::Receiver<bool>,
+) -> impl Future<Output = (TxnHistory, Watchers)> + use<> {
+    let (clients, seed) = (config.txn_clients, config.seed);
+    async move {
+        let transactions = txn_workload::run(client.clone(), clients, seed, stopped.clone());
+        tokio::join!(transactions, watchers::run(client, seed, stopped, READY_TIMEOUT))
+    }
+}
+
 pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
     // A seed run again must not start from what its last run left (data directories
     // included): the cluster would serve the old run's values.
@@ -115,8 +130,7 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
     let workload_config = workload_config(config, &cluster, &mut record);
     let clients =
         tokio::spawn(workload::run(client.clone(), workload_config, recorder.clone(), stopped.clone()));
-    let txn_clients =
-        tokio::spawn(txn_workload::run(client.clone(), config.txn_clients, config.seed, stopped));
+    let txn_clients = tokio::spawn(transactional(client.clone(), config, stopped));
 
     let until = tokio::time::Instant::now() + config.duration;
     let kinds = (&config.faults[..], config.keys);
@@ -128,7 +142,7 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
     let clients_stopped_ns = recorder.lock().now_ns();
     let _ = stop.send(true);
     clients.await.context("the clients' task")?.context("recording the history")?;
-    let txn_history = txn_clients.await.context("the transactional clients' task")?;
+    let (txn_history, watchers) = txn_clients.await.context("the transactional clients' task")?;
     // A nemesis that failed half-way (a status address that refused, a process it could
     // not signal) still leaves a round to judge: the failure is one of its problems.
     if let Err(error) = nemesis_result {
@@ -138,7 +152,7 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
 
     let (recovery_time, settle_time) = after_the_faults(&mut cluster, &client, &record, &mut problems).await;
     problems.extend(final_reads(&client, &recorder, config.keys).await);
-    let transactions = txn_round::judge(&client, txn_history, READY_TIMEOUT).await;
+    let transactions = txn_round::judge(&client, txn_history, watchers, READY_TIMEOUT).await;
     problems.extend(cluster.crashed());
     recorder.lock().flush().context("writing the history")?;
     drop(cluster);

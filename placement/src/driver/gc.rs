@@ -5,15 +5,31 @@
 //! collects versions up to it and refuses snapshot reads at or below it (the engine's
 //! `gc` module). It is never less than the configured lifetime behind the wall clock.
 //!
+//! **Holds.** A service that reads history from a timestamp for a long time (a change
+//! feed's watchers, which reopen from where they are after a fault) holds garbage
+//! collection below that timestamp with a time to live, persisted like the safe point:
+//! while a hold lasts, the safe point stays below it. A hold is refused at or below the
+//! safe point or the highest timestamp a pass has fenced regions at (`gc_fence`,
+//! persisted before the pass fences anything): those versions may be gone already.
+//!
 //! The driver keeps and checks it; the pass that earns each new value (fencing every
 //! region and resolving the locks below it) is the node's GC worker
 //! (`server::node::gc`), which alone moves it, after that pass.
+
+use std::time::Duration;
 
 use tessera_engine::timestamp::{Timestamp, wall_clock_milliseconds};
 
 use super::PlacementDriver;
 use crate::errors::{InvalidRequest, PdError, Unavailability};
-use crate::metadata::{Mark, MarkUpdate};
+use crate::metadata::{GcHold, Mark, MarkUpdate, delete_gc_hold, put_gc_hold};
+
+/// The longest name a service holding garbage collection may give.
+const MAX_SERVICE_NAME_BYTES: usize = 128;
+
+/// The longest a hold lasts without being renewed: a service that died stops holding
+/// garbage collection within it.
+pub const MAX_HOLD_TTL: Duration = Duration::from_secs(10 * 60);
 
 impl PlacementDriver {
     /// The safe point as this leader knows it (zero: none yet).
@@ -21,11 +37,83 @@ impl PlacementDriver {
         self.shared.with_leader(|state| Ok(Timestamp::from_u64(state.gc_safe_point)))
     }
 
-    /// The highest safe point the lifetime allows now.
-    pub fn gc_safe_point_allowed(&self) -> Timestamp {
+    /// The highest safe point allowed now: what the lifetime allows, and below every
+    /// service's hold that has not expired.
+    pub fn gc_safe_point_allowed(&self) -> Result<Timestamp, PdError> {
         let lifetime_ms = u64::try_from(self.shared.config.gc_lifetime.as_millis()).unwrap_or(u64::MAX);
-        let latest_ms = wall_clock_milliseconds().saturating_sub(lifetime_ms);
-        Timestamp::new(latest_ms, 0).unwrap_or(Timestamp::ZERO)
+        let now_ms = wall_clock_milliseconds();
+        let by_lifetime = Timestamp::new(now_ms.saturating_sub(lifetime_ms), 0).unwrap_or(Timestamp::ZERO);
+        let held = self.shared.with_leader(|state| {
+            Ok(state
+                .gc_holds
+                .values()
+                .filter(|hold| hold.expires_at_ms > now_ms)
+                .map(|hold| hold.safe_point.saturating_sub(1))
+                .min())
+        })?;
+        Ok(held.map_or(by_lifetime, |held| by_lifetime.min(Timestamp::from_u64(held))))
+    }
+
+    /// Records, before any region is fenced at `candidate`, that a pass is about to
+    /// fence there: from then on no hold at or below it is taken (a fenced region may
+    /// already refuse reads there).
+    pub fn begin_gc_pass(&self, candidate: Timestamp) -> Result<(), PdError> {
+        let _writer = self.shared.writer.lock();
+        let epoch = self.shared.epoch()?;
+        let current = self.shared.with_leader(|state| Ok(state.gc_fence))?;
+        if candidate.as_u64() <= current {
+            return Ok(());
+        }
+        match self.shared.metadata.advance_mark(Mark::GcFence, epoch, current, candidate.as_u64())? {
+            MarkUpdate::Advanced => {}
+            MarkUpdate::Raced { .. } => return Err(Unavailability::SafePointMovedMeanwhile.into()),
+        }
+        self.shared.with_leader(|state| {
+            state.gc_fence = state.gc_fence.max(candidate.as_u64());
+            Ok(())
+        })
+    }
+
+    /// Holds garbage collection below `safe_point` for `service` until `ttl` from now
+    /// (a zero `safe_point` releases the hold), persisted before it is answered.
+    /// Answers whether it holds, and the lowest timestamp a hold may name now (the
+    /// safe point, or where regions are fenced already, whichever is higher): a hold
+    /// at or below it is not taken, as the versions it would keep may be gone.
+    pub fn hold_gc(
+        &self,
+        service: &str,
+        safe_point: Timestamp,
+        ttl: Duration,
+    ) -> Result<(bool, u64), PdError> {
+        if service.is_empty() || service.len() > MAX_SERVICE_NAME_BYTES {
+            return Err(InvalidRequest::ServiceName { bytes: service.len() }.into());
+        }
+        if ttl > MAX_HOLD_TTL {
+            return Err(InvalidRequest::HoldTooLong { ttl_ms: ttl.as_millis() as u64 }.into());
+        }
+        let _writer = self.shared.writer.lock();
+        let epoch = self.shared.epoch()?;
+        let floor = self.shared.with_leader(|state| Ok(state.gc_safe_point.max(state.gc_fence)))?;
+        if safe_point == Timestamp::ZERO {
+            self.shared.metadata.write(epoch, vec![delete_gc_hold(service)])?;
+            self.shared.with_leader(|state| Ok(state.gc_holds.remove(service)))?;
+            return Ok((false, floor));
+        }
+        if safe_point.as_u64() <= floor {
+            return Ok((false, floor));
+        }
+        let expires_at_ms = wall_clock_milliseconds().saturating_add(ttl.as_millis() as u64);
+        let hold = GcHold { safe_point: safe_point.as_u64(), expires_at_ms };
+        self.shared.metadata.write(epoch, vec![put_gc_hold(service, hold)])?;
+        self.shared.with_leader(|state| {
+            state.gc_holds.insert(service.to_string(), hold);
+            // Expired holds are forgotten here, as new ones arrive.
+            state
+                .gc_holds
+                .retain(|_, hold| hold.expires_at_ms > expires_at_ms.saturating_sub(ttl.as_millis() as u64));
+            Ok(())
+        })?;
+        Ok((true, floor))
     }
 
     /// Raises the safe point to `safe_point`, persisted through Raft before it is
@@ -33,7 +121,7 @@ impl PlacementDriver {
     /// leaves it as it is). The caller must have fenced every region at `safe_point` and
     /// resolved the locks below it.
     pub fn advance_gc_safe_point(&self, safe_point: Timestamp) -> Result<Timestamp, PdError> {
-        let allowed = self.gc_safe_point_allowed();
+        let allowed = self.gc_safe_point_allowed()?;
         if safe_point > allowed {
             let (safe_point_ms, latest_ms) =
                 (safe_point.physical_milliseconds(), allowed.physical_milliseconds());

@@ -40,6 +40,10 @@ pub(crate) struct LeaderState {
     pub since: Duration,
     /// The garbage-collection safe point, as persisted (0: none yet).
     pub gc_safe_point: u64,
+    /// The highest timestamp regions were fenced at, as persisted.
+    pub gc_fence: u64,
+    /// Services' holds on garbage collection, as persisted.
+    pub gc_holds: BTreeMap<String, crate::metadata::GcHold>,
 }
 
 impl LeaderState {
@@ -78,9 +82,11 @@ impl LeaderState {
         {
             regions.insert(first.clone());
         }
-        let gc_safe_point = loaded.gc_safe_point;
+        let (gc_safe_point, gc_fence, gc_holds) = (loaded.gc_safe_point, loaded.gc_fence, loaded.gc_holds);
         LeaderState {
             gc_safe_point,
+            gc_fence,
+            gc_holds,
             term,
             stores,
             regions,

@@ -567,6 +567,8 @@ fn loaded(stores: &[u64], regions: Vec<Region>, bootstrap: Option<Region>) -> Lo
         ids: 1000,
         timestamp_mark: 0,
         gc_safe_point: 0,
+        gc_fence: 0,
+        gc_holds: Default::default(),
         regions,
         stores: stores.iter().map(|&id| record(id)).collect(),
     }

@@ -117,6 +117,8 @@ pub struct Client {
     two_phase_groups: WriteGroups,
     /// Started by the first call that needs a timestamp.
     timestamps: OnceLock<timestamps::TimestampClient>,
+    /// The watches' hold on garbage collection.
+    gc_holds: Arc<watch::GcHolds>,
     deadline: Duration,
 }
 
@@ -161,6 +163,7 @@ impl Client {
             txn_groups: WriteGroups::default(),
             two_phase_groups: WriteGroups::default(),
             timestamps: OnceLock::new(),
+            gc_holds: Arc::default(),
             deadline,
         }
     }

@@ -29,9 +29,9 @@ use tonic::{Response, Status};
 use crate::failure::pd_error;
 use crate::proto::pd_client;
 use crate::proto::{
-    AllocIdsRequest, JoinMemberRequest, JoinMemberResponse, Member, MembersRequest, MovePeerRequest,
-    OperatorsRequest, RegionByIdRequest, RegionByKeyRequest, RemoveStoreRequest, ScanRegionsRequest,
-    SplitRegionRequest, StoresRequest, TransferLeaderRequest, TsoRequest, TsoResponse,
+    AllocIdsRequest, HoldGcRequest, JoinMemberRequest, JoinMemberResponse, Member, MembersRequest,
+    MovePeerRequest, OperatorsRequest, RegionByIdRequest, RegionByKeyRequest, RemoveStoreRequest,
+    ScanRegionsRequest, SplitRegionRequest, StoresRequest, TransferLeaderRequest, TsoRequest, TsoResponse,
 };
 
 /// How often the client refreshes its list of the driver's replicas.
@@ -276,6 +276,28 @@ impl GrpcPdClient {
             async move { pd.join_member(request).await }
         })
         .await
+    }
+
+    /// Holds garbage collection below `safe_point` for `service` for `ttl` (a zero
+    /// timestamp releases it); answers whether it holds, and the floor a hold must be
+    /// above.
+    pub async fn hold_gc_async(
+        &self,
+        service: &str,
+        safe_point: tessera_engine::timestamp::Timestamp,
+        ttl: std::time::Duration,
+    ) -> Result<(bool, u64), PdError> {
+        let request = HoldGcRequest {
+            service: service.to_string(),
+            safe_point: safe_point.as_u64(),
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+        };
+        let answer = self.call(|mut pd| {
+            let request = request.clone();
+            async move { pd.hold_gc(request).await }
+        });
+        let answer = answer.await?;
+        Ok((answer.held, answer.floor))
     }
 
     pub(crate) async fn members_async(&self) -> Result<Vec<Member>, PdError> {

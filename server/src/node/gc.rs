@@ -47,9 +47,14 @@ pub(crate) async fn run(
 
 async fn pass(driver: &Arc<PlacementDriver>, client: &Client) -> anyhow::Result<()> {
     let current = driver.gc_safe_point()?;
-    let candidate = driver.gc_safe_point_allowed();
+    let candidate = driver.gc_safe_point_allowed()?;
     if candidate <= current {
         return Ok(());
+    }
+    // Before any region is fenced: no hold at or below the candidate is taken after.
+    {
+        let driver = driver.clone();
+        tokio::task::spawn_blocking(move || driver.begin_gc_pass(candidate)).await??;
     }
     let started = std::time::Instant::now();
     match client.fence_all_regions(candidate).await? {

@@ -3,6 +3,9 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_engine::timestamp::Timestamp;
 
 use tessera_placement::proto::{
     RegionHeartbeatsRequest, RegionHeartbeatsResponse, RegionRoute, RegisterStoreRequest,
@@ -15,11 +18,11 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::failure::pd_status;
 use crate::proto::pd_server::Pd;
 use crate::proto::{
-    AllocIdsRequest, AllocIdsResponse, JoinMemberRequest, JoinMemberResponse, Member, MembersRequest,
-    MembersResponse, MovePeerRequest, MovePeerResponse, OperatorsRequest, OperatorsResponse,
-    RegionByIdRequest, RegionByKeyRequest, RemoveStoreRequest, RemoveStoreResponse, ScanRegionsRequest,
-    ScanRegionsResponse, SplitRegionRequest, SplitRegionResponse, StoresRequest, StoresResponse,
-    TransferLeaderRequest, TransferLeaderResponse, TsoRequest, TsoResponse,
+    AllocIdsRequest, AllocIdsResponse, HoldGcRequest, HoldGcResponse, JoinMemberRequest, JoinMemberResponse,
+    Member, MembersRequest, MembersResponse, MovePeerRequest, MovePeerResponse, OperatorsRequest,
+    OperatorsResponse, RegionByIdRequest, RegionByKeyRequest, RemoveStoreRequest, RemoveStoreResponse,
+    ScanRegionsRequest, ScanRegionsResponse, SplitRegionRequest, SplitRegionResponse, StoresRequest,
+    StoresResponse, TransferLeaderRequest, TransferLeaderResponse, TsoRequest, TsoResponse,
 };
 
 pub(crate) struct PdService {
@@ -202,5 +205,16 @@ impl Pd for PdService {
     async fn members(&self, _: Request<MembersRequest>) -> Result<Response<MembersResponse>, Status> {
         self.call(|pd| pd.members().map(|members| MembersResponse { members: member_messages(members) }))
             .await
+    }
+
+    async fn hold_gc(&self, request: Request<HoldGcRequest>) -> Result<Response<HoldGcResponse>, Status> {
+        let request = request.into_inner();
+        let (safe_point, ttl) =
+            (Timestamp::from_u64(request.safe_point), Duration::from_millis(request.ttl_ms));
+        self.call(move |pd| {
+            let (held, floor) = pd.hold_gc(&request.service, safe_point, ttl)?;
+            Ok(HoldGcResponse { held, floor })
+        })
+        .await
     }
 }

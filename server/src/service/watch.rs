@@ -46,7 +46,7 @@ pub(crate) async fn start(
         progress_interval: (request.progress_interval_ms != 0)
             .then(|| Duration::from_millis(u64::from(request.progress_interval_ms))),
     };
-    let watch = client.watch(options).await.map_err(|error| status(WatchError::Client(error)))?;
+    let watch = client.watch(options).await.map_err(status)?;
     let (out, answers) = mpsc::channel(STREAM_BUFFER_MESSAGES);
     tokio::spawn(deliver(watch, out, stopping));
     Ok(answers)

@@ -12,8 +12,12 @@
 //! - [`bank`]: transfers between accounts; every snapshot of all balances must add up
 //!   to the same total.
 //!
-//! - [`workload`] and [`round`]: the transactional clients of a chaos round that
-//!   record them, and the judging of what they recorded.
+//! - [`watches`]: what each watcher of a key range received must be exactly the
+//!   committed history of its range after its start, in order, whole, with nothing at
+//!   or below a progress notification already received.
+//!
+//! - [`workload`], [`watchers`] and [`round`]: the transactional clients and watchers
+//!   of a chaos round that record them, and the judging of what they recorded.
 //!
 //! Like the linearizability checker, these judge a history and nothing else: no I/O,
 //! no state between checks, no panic on what a history says.
@@ -22,6 +26,8 @@ pub mod bank;
 mod cycles;
 pub mod list_append;
 pub mod round;
+pub mod watchers;
+pub mod watches;
 pub mod workload;
 
 #[cfg(test)]

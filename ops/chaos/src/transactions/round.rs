@@ -9,6 +9,8 @@ use tessera_server::client::{Client, ClientError};
 
 use super::bank::{self, Snapshot};
 use super::list_append::{self, Isolation, MicroOp, Outcome, Transaction};
+use super::watchers::Watchers;
+use super::watches::{self, Appends, Delivery};
 use super::workload::{self, ACCOUNTS, OPENING, TxnHistory};
 
 /// Names the final reads in the histories.
@@ -21,12 +23,21 @@ pub struct TxnOutcome {
     pub aborted: usize,
     pub unknown: usize,
     pub audits: usize,
+    pub watchers: usize,
+    /// Transactions delivered to the watchers, all of them together.
+    pub watched: usize,
     pub anomalies: Vec<String>,
 }
 
 /// Reads what the history must end in, once nothing else runs, and checks it all.
-pub async fn judge(client: &Arc<Client>, mut history: TxnHistory, deadline: Duration) -> TxnOutcome {
-    let mut anomalies = Vec::new();
+pub async fn judge(
+    client: &Arc<Client>,
+    mut history: TxnHistory,
+    watchers: Watchers,
+    deadline: Duration,
+) -> TxnOutcome {
+    let watcher_count = watchers.len();
+    let (watched, mut anomalies) = judge_watchers(client, &history, watchers, deadline).await;
     match final_audit(client, deadline).await {
         Ok(snapshot) => history.snapshots.push(snapshot),
         Err(error) => anomalies.push(format!("the final audit never succeeded: {error}")),
@@ -51,8 +62,56 @@ pub async fn judge(client: &Arc<Client>, mut history: TxnHistory, deadline: Dura
         aborted: history.aborted,
         unknown: history.unknown,
         audits: history.snapshots.len(),
+        watchers: watcher_count,
+        watched,
         anomalies,
     }
+}
+
+/// Reads the final state of the transactional key space, lets every watcher run past
+/// it, and checks each; answers how many transactions they were delivered, and the
+/// anomalies.
+async fn judge_watchers(
+    client: &Arc<Client>,
+    history: &TxnHistory,
+    watchers: Watchers,
+    deadline: Duration,
+) -> (usize, Vec<String>) {
+    let last = workload::until_done(deadline, || async {
+        let until = client.timestamp().await?;
+        let pairs = client.snapshot_at(until).await?.scan(b"", b"", 0, false).await?;
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        Ok((until, pairs.into_iter().map(|pair| (text(&pair.key), text(&pair.value))).collect()))
+    });
+    let (until, last) = match last.await {
+        Ok(read) => read,
+        Err(error) => {
+            return (0, vec![format!("watch: the final read for the watchers never succeeded: {error}")]);
+        }
+    };
+    let mut appends = Appends::default();
+    for (serializable, transactions) in [(false, &history.unlocked), (true, &history.locked)] {
+        for transaction in transactions.iter() {
+            for op in &transaction.ops {
+                if let MicroOp::Append { key, value } = op {
+                    appends.record(transaction.id, workload::list_key(serializable, *key), *value);
+                }
+            }
+        }
+    }
+    let (mut watched, mut anomalies) = (0, Vec::new());
+    for finished in watchers.finish(until.as_u64(), deadline).await {
+        match finished {
+            Ok(record) => {
+                watched +=
+                    record.deliveries.iter().filter(|d| matches!(d, Delivery::Transaction { .. })).count();
+                let found = watches::check(&record, until.as_u64(), &last, &appends);
+                anomalies.extend(found.into_iter().map(|problem| format!("watch: {problem}")));
+            }
+            Err(why) => anomalies.push(format!("watch: {why}")),
+        }
+    }
+    (watched, anomalies)
 }
 
 /// Every balance in one snapshot, tried until the deadline.

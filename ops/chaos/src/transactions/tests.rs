@@ -180,3 +180,133 @@ fn a_bank_snapshot_that_saw_half_a_transfer_is_reported() {
     assert!(matches!(&anomalies[0], BankAnomaly::MissingAccount { account, .. } if account == "b"));
     assert!(matches!(&anomalies[1], BankAnomaly::UnknownAccount { account, .. } if account == "c"));
 }
+
+mod watches {
+    use std::collections::BTreeMap;
+
+    use crate::transactions::watches::{Appends, Delivery, WatcherRecord, check};
+
+    fn list(values: &[u64]) -> Option<String> {
+        Some(values.iter().map(u64::to_string).collect::<Vec<_>>().join(","))
+    }
+
+    fn transaction(commit_ts: u64, versions: &[(&str, Option<String>)]) -> Delivery {
+        let versions = versions.iter().map(|(key, value)| (key.to_string(), value.clone())).collect();
+        Delivery::Transaction { commit_ts, versions }
+    }
+
+    /// Transaction 1 appends 1 to si-0 and 2 to si-1; transaction 2 appends 3 to si-0;
+    /// transaction 3 moves money between two accounts; then the final state.
+    fn history() -> (Appends, BTreeMap<String, String>) {
+        let mut appends = Appends::default();
+        appends.record(1, "si-0".into(), 1);
+        appends.record(1, "si-1".into(), 2);
+        appends.record(2, "si-0".into(), 3);
+        let last = BTreeMap::from([
+            ("bank-0".to_string(), "90".to_string()),
+            ("bank-1".to_string(), "110".to_string()),
+            ("si-0".to_string(), "1,3".to_string()),
+            ("si-1".to_string(), "2".to_string()),
+        ]);
+        (appends, last)
+    }
+
+    /// What a correct watcher of everything from 10 receives.
+    fn correct() -> WatcherRecord {
+        WatcherRecord {
+            name: "w".into(),
+            range: (String::new(), String::new()),
+            from: 10,
+            initial: BTreeMap::from([("bank-0".into(), "100".into()), ("bank-1".into(), "100".into())]),
+            deliveries: vec![
+                transaction(20, &[("si-0", list(&[1])), ("si-1", list(&[2]))]),
+                Delivery::Progress(25),
+                transaction(30, &[("bank-0", Some("90".into())), ("bank-1", Some("110".into()))]),
+                transaction(40, &[("si-0", list(&[1, 3]))]),
+                Delivery::Progress(50),
+            ],
+        }
+    }
+
+    fn problems(watcher: &WatcherRecord) -> Vec<String> {
+        let (appends, last) = history();
+        check(watcher, 50, &last, &appends)
+    }
+
+    fn rejected(watcher: &WatcherRecord, what: &str) {
+        let found = problems(watcher);
+        assert!(found.iter().any(|problem| problem.contains(what)), "expected {what:?} among {found:?}");
+    }
+
+    #[test]
+    fn the_committed_history_in_order_passes() {
+        assert_eq!(problems(&correct()), Vec::<String>::new());
+        let mut narrow = correct();
+        narrow.range = ("bank-".into(), "bank.".into());
+        narrow.deliveries.retain(|delivery| match delivery {
+            Delivery::Transaction { commit_ts, .. } => *commit_ts == 30,
+            Delivery::Progress(_) => true,
+        });
+        assert_eq!(problems(&narrow), Vec::<String>::new(), "a watcher of the accounts only");
+    }
+
+    #[test]
+    fn a_missing_version_is_a_gap() {
+        let mut watcher = correct();
+        watcher.deliveries.remove(0);
+        rejected(&watcher, "a version is missing");
+    }
+
+    #[test]
+    fn a_transaction_delivered_twice_is_caught() {
+        let mut watcher = correct();
+        watcher
+            .deliveries
+            .insert(3, transaction(30, &[("bank-0", Some("90".into())), ("bank-1", Some("110".into()))]));
+        rejected(&watcher, "came after one at 30");
+    }
+
+    #[test]
+    fn transactions_out_of_commit_order_are_caught() {
+        let mut watcher = correct();
+        watcher.deliveries.swap(2, 3);
+        rejected(&watcher, "came after one at 40");
+    }
+
+    #[test]
+    fn a_transaction_at_or_below_a_notified_progress_is_caught() {
+        let mut watcher = correct();
+        watcher.deliveries.insert(2, Delivery::Progress(35));
+        rejected(&watcher, "came after progress to 35");
+    }
+
+    #[test]
+    fn a_torn_transaction_is_caught() {
+        let mut watcher = correct();
+        watcher.deliveries[0] = transaction(20, &[("si-0", list(&[1]))]);
+        watcher.deliveries.insert(1, transaction(21, &[("si-1", list(&[2]))]));
+        rejected(&watcher, "is torn");
+    }
+
+    #[test]
+    fn a_last_version_never_delivered_leaves_the_wrong_final_state() {
+        let mut watcher = correct();
+        watcher.deliveries.remove(2);
+        rejected(&watcher, "key bank-0");
+    }
+
+    #[test]
+    fn a_key_outside_the_range_is_caught() {
+        let mut watcher = correct();
+        watcher.range = ("si-".into(), String::new());
+        watcher.initial.clear();
+        rejected(&watcher, "outside the range");
+    }
+
+    #[test]
+    fn a_watcher_never_notified_past_the_end_is_caught() {
+        let mut watcher = correct();
+        watcher.deliveries.pop();
+        rejected(&watcher, "never notified past the end");
+    }
+}

@@ -62,7 +62,7 @@ pub fn account(index: usize) -> String {
     format!("bank-{index}")
 }
 
-fn list_key(serializable: bool, key: u64) -> String {
+pub fn list_key(serializable: bool, key: u64) -> String {
     format!("{}-{key}", if serializable { "ser" } else { "si" })
 }
 

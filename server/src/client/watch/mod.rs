@@ -13,9 +13,13 @@
 //! delivered (a transaction's commit timestamp, or a progress notification): nothing
 //! at or below it is left to see.
 //!
+//! While a client has watches it holds garbage collection below the lowest point any
+//! of them may reopen or resume from (`hold.rs`).
+//!
 //! This module owns the watch's tasks and the stream a caller reads; the region's side
 //! is the store's (`crate::service::feed`, `tessera_engine::feed`).
 
+mod hold;
 mod merge;
 mod span;
 
@@ -30,6 +34,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::{Client, ClientError, Refusal};
+pub(crate) use hold::GcHolds;
+use hold::HoldEntry;
 use merge::Merger;
 use span::{Report, Span};
 
@@ -162,17 +168,19 @@ impl Drop for Watch {
 }
 
 impl Client {
-    /// Watches `options.start .. options.end` from `options.from` (see [`Watch`]).
-    pub async fn watch(self: &Arc<Self>, options: WatchOptions) -> Result<Watch, ClientError> {
+    /// Watches `options.start .. options.end` from `options.from` (see [`Watch`]); a
+    /// start garbage collection has passed is refused as compacted.
+    pub async fn watch(self: &Arc<Self>, options: WatchOptions) -> Result<Watch, WatchError> {
         if KeyRange::new(&options.start, &options.end).is_inverted() {
-            return Err(ClientError::InvalidArgument(Refusal::InvertedRange));
+            return Err(ClientError::InvalidArgument(Refusal::InvertedRange).into());
         }
         let from = match options.from {
             Some(from) => from,
             None => self.timestamp().await?,
         };
+        let hold = self.gc_holds.register(&self.pd, from).await?;
         let (sender, messages) = mpsc::channel(CHANNEL_MESSAGES);
-        let coordinator = tokio::spawn(coordinate(self.clone(), options, from, sender));
+        let coordinator = tokio::spawn(coordinate(self.clone(), options, (from, hold), sender));
         Ok(Watch { from, messages, coordinator })
     }
 }
@@ -181,7 +189,7 @@ impl Client {
 async fn coordinate(
     client: Arc<Client>,
     options: WatchOptions,
-    from: Timestamp,
+    (from, hold): (Timestamp, HoldEntry),
     out: mpsc::Sender<Result<WatchMessage, WatchError>>,
 ) {
     let (reports_sender, mut reports) = mpsc::channel(CHANNEL_MESSAGES);
@@ -237,6 +245,7 @@ async fn coordinate(
                 return;
             }
         }
+        hold.advance(merge.released());
     }
 }
 
