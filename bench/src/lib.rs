@@ -16,4 +16,5 @@ pub mod keys;
 pub mod report;
 pub mod runner;
 pub mod target;
+pub mod watch_lag;
 pub mod workload;

@@ -8,6 +8,7 @@ use tessera_bench::keys::{Distribution, KeyChooser};
 use tessera_bench::report::{RunLabel, json_lines, table};
 use tessera_bench::runner::{self, Plan, RunConfig};
 use tessera_bench::target::{Target, TargetUrl};
+use tessera_bench::watch_lag::LagWatchers;
 use tessera_bench::workload::Workload;
 
 /// Load generator for Tessera and etcd: YCSB workloads, latency percentiles.
@@ -59,6 +60,10 @@ struct Args {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// Watches of the whole key space that measure commit-to-delivery lag while the
+    /// workload runs (Tessera's transactional workloads only).
+    #[arg(long, default_value_t = 0)]
+    watchers: usize,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -119,8 +124,22 @@ async fn main() -> anyhow::Result<()> {
         operations: args.operations,
         ..base
     };
+    let watchers = match (&target, args.watchers) {
+        (_, 0) => None,
+        (Target::Tessera(client), count) => Some(
+            LagWatchers::start(client, count, args.warmup)
+                .await
+                .map_err(anyhow::Error::msg)
+                .context("the watchers")?,
+        ),
+        (Target::Etcd(_), _) => anyhow::bail!("--watchers measures Tessera's watches only"),
+    };
     let result = runner::run(&target, config).await;
     print(&args, &args.workload.to_string(), &result);
+    if let Some(watchers) = watchers {
+        let figures = watchers.finish().await.map_err(anyhow::Error::msg).context("the watchers")?;
+        println!("{}", if args.json { figures.json() } else { figures.table() });
+    }
     let errors: u64 = result.ops.values().map(|stats| stats.errors).sum();
     if errors > 0 {
         eprintln!("tessera-bench: {errors} requests failed (see the errors column)");

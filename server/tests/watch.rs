@@ -343,3 +343,55 @@ async fn a_watch_from_before_the_safe_point_is_refused_as_compacted() {
     let wanted = vec![(commit_ts, vec![(b"k".to_vec(), Some(b"v".to_vec()), None)])];
     assert_same_history(&delivered, &wanted, "a watch from now");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_larger_than_a_message_is_watched_whole() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = Cluster::start(3, 1_000_000);
+    let client = Arc::new(cluster.client());
+    wait_for_leader(&client).await;
+    split_at(&client, &[b"m"]).await;
+    let from = client.timestamp().await.expect("a timestamp");
+    let mut live = client.watch(options(b"", b"", from)).await.expect("a watch");
+    // 20 MiB over two regions: more than one gRPC message (16 MiB) carries.
+    let value = |key: &str| key.repeat(5 << 19).into_bytes();
+    let keys = ["a", "b", "c", "d", "w", "x", "y", "z"];
+    let mut transaction = client.begin().await.expect("a transaction");
+    for key in keys {
+        transaction.put(key.as_bytes(), &value(key)).expect("buffered");
+    }
+    let commit_ts = transaction.commit().await.expect("commits");
+    let wanted: Vec<Delivered> = vec![(
+        commit_ts,
+        keys.iter()
+            .map(|key| (key.as_bytes().to_vec(), Some(value(key)[..5 << 19].to_vec()), None))
+            .collect(),
+    )];
+    let delivered = collect(&mut live, commit_ts, "a live watch").await;
+    assert_same_history(&delivered, &wanted, "a live watch");
+    // From the catch-up, through a store's gRPC Watch: parts marked continued.
+    let mut caught_up = client.watch(options(b"", b"", from)).await.expect("a watch");
+    assert_same_history(&collect(&mut caught_up, commit_ts, "a catch-up").await, &wanted, "a catch-up");
+    let address = &cluster.stores[1].as_ref().expect("a running store").address;
+    let mut kv = KvClient::connect(format!("http://{address}"))
+        .await
+        .expect("the store answers")
+        .max_decoding_message_size(32 << 20);
+    let request = WatchRequest { start_ts: from.as_u64(), ..WatchRequest::default() };
+    let mut stream = kv.watch(request).await.expect("the watch starts").into_inner();
+    let mut keys_seen = Vec::new();
+    loop {
+        let response = tokio::time::timeout(Duration::from_secs(60), stream.message())
+            .await
+            .expect("the gRPC watch delivers within a minute")
+            .expect("the stream holds")
+            .expect("the stream goes on");
+        assert!(response.events.iter().all(|event| event.commit_ts == commit_ts.as_u64()));
+        keys_seen
+            .extend(response.events.iter().map(|event| String::from_utf8_lossy(&event.key).into_owned()));
+        if !response.events.is_empty() && !response.continued {
+            break;
+        }
+    }
+    assert_eq!(keys_seen, keys, "the transaction came whole, in parts of one message each");
+}

@@ -74,6 +74,8 @@ pub enum Refusal {
     EmptyRange,
     #[error("the start of a range is after its end")]
     InvertedRange,
+    #[error("an interval must be longer than zero")]
+    ZeroInterval,
     #[error("timestamp {read_ts} is ahead of the oracle ({now}): reads there would not repeat")]
     FutureTimestamp { read_ts: Timestamp, now: Timestamp },
     /// A snapshot read at or below the garbage-collection safe point: the versions it

@@ -360,6 +360,7 @@ impl KvService {
         request: RegionFeedRequest,
     ) -> Result<tokio::sync::mpsc::Receiver<Result<RegionFeedResponse, Status>>, Status> {
         let (region_id, epoch) = context(request.context)?;
+        super::feed::check_range(&request)?;
         let store = self.store()?;
         let (subscriber, queued) = super::feed::subscriber();
         let (respond, answer) = responder();
@@ -370,7 +371,7 @@ impl KvService {
             .await?
             .pop()
             .ok_or_else(|| Status::internal("no subscription answered"))?;
-        super::feed::serve_watcher(store, start, request, queued)
+        super::feed::serve_watcher(&store, start, request, queued)
     }
 
     async fn apply_writes(&self, request: WriteRequest) -> Result<WriteResponse, Status> {

@@ -18,10 +18,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::client::{Client, ClientError, Watch, WatchError, WatchMessage, WatchOptions};
+use crate::client::{ChangeEvent, Client, ClientError, Watch, WatchError, WatchMessage, WatchOptions};
 use crate::failure::{invalid_kv_request, kv_status};
 use crate::proto::{WatchRequest, WatchResponse};
-use crate::service::feed::STREAM_BUFFER_MESSAGES;
+use crate::service::feed::{CATCH_UP_BATCH_BYTES, STREAM_BUFFER_MESSAGES, split_by_bytes};
 
 /// The longest progress interval a watch may ask for: a day.
 const MAX_PROGRESS_INTERVAL_MS: u32 = 24 * 60 * 60 * 1000;
@@ -59,25 +59,25 @@ async fn deliver(
     out: mpsc::Sender<Result<WatchResponse, Status>>,
     stopping: CancellationToken,
 ) {
-    let announcement = WatchResponse { events: Vec::new(), resolved_ts: watch.from().as_u64() };
+    let announcement = WatchResponse { resolved_ts: watch.from().as_u64(), ..WatchResponse::default() };
     if out.send(Ok(announcement)).await.is_err() {
         return;
     }
     loop {
         let message = tokio::select! {
             message = watch.next() => message,
+            // The caller went away: dropping the watch stops its tasks.
+            () = out.closed() => return,
             () = stopping.cancelled() => {
                 let stopped = Status::unavailable("the store serving the watch is stopping: resume it from the last timestamp received");
                 let _ = out.send(Err(stopped)).await;
                 return;
             }
         };
-        let response = match message {
-            Some(Ok(WatchMessage::Transaction { events, .. })) => {
-                WatchResponse { events: events.into_iter().map(Into::into).collect(), resolved_ts: 0 }
-            }
+        let responses = match message {
+            Some(Ok(WatchMessage::Transaction { events, .. })) => transaction(events),
             Some(Ok(WatchMessage::Progress(at))) => {
-                WatchResponse { events: Vec::new(), resolved_ts: at.as_u64() }
+                vec![WatchResponse { resolved_ts: at.as_u64(), ..WatchResponse::default() }]
             }
             Some(Err(error)) => {
                 let _ = out.send(Err(status(error))).await;
@@ -85,10 +85,24 @@ async fn deliver(
             }
             None => return,
         };
-        if out.send(Ok(response)).await.is_err() {
-            return;
+        for response in responses {
+            if out.send(Ok(response)).await.is_err() {
+                return;
+            }
         }
     }
+}
+
+/// The responses carrying one transaction's events: one, or consecutive ones marked
+/// `continued` when the events are more than a message carries.
+fn transaction(events: Vec<ChangeEvent>) -> Vec<WatchResponse> {
+    let parts = split_by_bytes(events.into_iter().map(Into::into).collect(), CATCH_UP_BATCH_BYTES);
+    let last = parts.len().saturating_sub(1);
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(index, events)| WatchResponse { events, resolved_ts: 0, continued: index < last })
+        .collect()
 }
 
 /// The status a watch's end is told with.

@@ -49,7 +49,8 @@ pub const MAX_HELD_EVENTS: usize = 1_000_000;
 
 /// Reports and messages in flight between a watch's tasks and its reader: a reader
 /// that does not keep up holds the spans back, and their stores then drop them as
-/// congested (they reopen when the reader catches up).
+/// congested (they reopen from their resolved timestamps, and wait for the reader
+/// again).
 const CHANNEL_MESSAGES: usize = 64;
 
 /// What to watch.
@@ -147,7 +148,8 @@ impl Watch {
         self.from
     }
 
-    /// The next message; `None` once the watch ended with an error already delivered.
+    /// The next message; `None` once the watch has ended (after delivering the error
+    /// that ended it, unless its coordinator failed on a broken invariant).
     pub async fn next(&mut self) -> Option<Result<WatchMessage, WatchError>> {
         self.messages.recv().await
     }
@@ -173,6 +175,9 @@ impl Client {
     pub async fn watch(self: &Arc<Self>, options: WatchOptions) -> Result<Watch, WatchError> {
         if KeyRange::new(&options.start, &options.end).is_inverted() {
             return Err(ClientError::InvalidArgument(Refusal::InvertedRange).into());
+        }
+        if options.progress_interval.is_some_and(|every| every.is_zero()) {
+            return Err(ClientError::InvalidArgument(Refusal::ZeroInterval).into());
         }
         let from = match options.from {
             Some(from) => from,
@@ -236,16 +241,16 @@ async fn coordinate(
             // Every span holds a sender and the coordinator one: never.
             None => return,
         }
-        if merge.held() > MAX_HELD_EVENTS {
-            let _ = out.send(Err(WatchError::TooManyHeld)).await;
-            return;
-        }
         for (commit_ts, events) in merge.release() {
             if out.send(Ok(WatchMessage::Transaction { commit_ts, events })).await.is_err() {
                 return;
             }
         }
         hold.advance(merge.released());
+        if merge.held() > MAX_HELD_EVENTS {
+            let _ = out.send(Err(WatchError::TooManyHeld)).await;
+            return;
+        }
     }
 }
 

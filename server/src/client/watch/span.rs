@@ -171,11 +171,14 @@ async fn receive(
             }
         }
         if message.closed != FeedCloseReason::Unspecified as i32 {
-            // A watcher that fell behind reopens at once; the others give the region a
-            // moment to settle on its new leader or range.
-            if message.closed != FeedCloseReason::Congested as i32 {
-                tokio::time::sleep(REOPEN_PAUSE).await;
+            // A watcher that fell behind reopens at once, unless it fell behind in its
+            // catch-up (which would then be read again and again without a pause, and
+            // counts as a failure); the others give the region a moment to settle on
+            // its new leader or range.
+            if message.closed == FeedCloseReason::Congested as i32 {
+                return Ended::Reopen { failed: !caught_up };
             }
+            tokio::time::sleep(REOPEN_PAUSE).await;
             return Ended::Reopen { failed: false };
         }
     }
