@@ -93,8 +93,8 @@ pub enum InvalidRequest {
     MissingStoreAddress,
     #[error("a service holding garbage collection is named with 1 to 128 bytes, not {bytes}")]
     ServiceName { bytes: usize },
-    #[error("a hold on garbage collection lasts at most 10 minutes between renewals, not {ttl_ms} ms")]
-    HoldTooLong { ttl_ms: u64 },
+    #[error("a hold on garbage collection lasts 1 ms to 10 minutes between renewals, not {ttl_ms} ms")]
+    HoldTtl { ttl_ms: u64 },
     #[error("region heartbeat from store {store_id}: {defect}")]
     Heartbeat { store_id: u64, defect: HeartbeatDefect },
     #[error("ids are handed out 1 to {max} at a time, not {count}")]
@@ -188,6 +188,8 @@ pub enum Unavailability {
     /// The garbage-collection safe point was found moved by another leader.
     #[error("the garbage-collection safe point moved meanwhile; retry")]
     SafePointMovedMeanwhile,
+    #[error("the garbage-collection fence moved meanwhile; retry")]
+    GcFenceMovedMeanwhile,
     /// Callers asked for timestamps faster than the logical counter can carry them
     /// without running ahead of the wall clock.
     #[error("timestamps would run ahead of the clock (to {physical_milliseconds} ms); retry")]

@@ -54,24 +54,36 @@ impl PlacementDriver {
         Ok(held.map_or(by_lifetime, |held| by_lifetime.min(Timestamp::from_u64(held))))
     }
 
-    /// Records, before any region is fenced at `candidate`, that a pass is about to
-    /// fence there: from then on no hold at or below it is taken (a fenced region may
-    /// already refuse reads there).
-    pub fn begin_gc_pass(&self, candidate: Timestamp) -> Result<(), PdError> {
+    /// Records, before any region is fenced, that a pass is about to fence at
+    /// `candidate`, or lower if a hold taken meanwhile allows less: the answer is what
+    /// the pass must fence at. From then on no hold at or below it is taken (a fenced
+    /// region may already refuse reads there). Checked and recorded under the same lock
+    /// as holds are taken, so that no hold is granted below a fence.
+    pub fn begin_gc_pass(&self, candidate: Timestamp) -> Result<Timestamp, PdError> {
         let _writer = self.shared.writer.lock();
+        let candidate = candidate.min(self.gc_safe_point_allowed()?);
         let epoch = self.shared.epoch()?;
         let current = self.shared.with_leader(|state| Ok(state.gc_fence))?;
         if candidate.as_u64() <= current {
-            return Ok(());
+            return Ok(candidate);
         }
         match self.shared.metadata.advance_mark(Mark::GcFence, epoch, current, candidate.as_u64())? {
             MarkUpdate::Advanced => {}
-            MarkUpdate::Raced { .. } => return Err(Unavailability::SafePointMovedMeanwhile.into()),
+            // A write of this leader that timed out and applied later: adopt it, and let
+            // the pass try again.
+            MarkUpdate::Raced { found } => {
+                self.shared.with_leader(|state| {
+                    state.gc_fence = state.gc_fence.max(found);
+                    Ok(())
+                })?;
+                return Err(Unavailability::GcFenceMovedMeanwhile.into());
+            }
         }
         self.shared.with_leader(|state| {
             state.gc_fence = state.gc_fence.max(candidate.as_u64());
             Ok(())
-        })
+        })?;
+        Ok(candidate)
     }
 
     /// Holds garbage collection below `safe_point` for `service` until `ttl` from now
@@ -88,8 +100,8 @@ impl PlacementDriver {
         if service.is_empty() || service.len() > MAX_SERVICE_NAME_BYTES {
             return Err(InvalidRequest::ServiceName { bytes: service.len() }.into());
         }
-        if ttl > MAX_HOLD_TTL {
-            return Err(InvalidRequest::HoldTooLong { ttl_ms: ttl.as_millis() as u64 }.into());
+        if ttl > MAX_HOLD_TTL || (ttl.is_zero() && safe_point != Timestamp::ZERO) {
+            return Err(InvalidRequest::HoldTtl { ttl_ms: ttl.as_millis() as u64 }.into());
         }
         let _writer = self.shared.writer.lock();
         let epoch = self.shared.epoch()?;
@@ -102,15 +114,29 @@ impl PlacementDriver {
         if safe_point.as_u64() <= floor {
             return Ok((false, floor));
         }
-        let expires_at_ms = wall_clock_milliseconds().saturating_add(ttl.as_millis() as u64);
-        let hold = GcHold { safe_point: safe_point.as_u64(), expires_at_ms };
-        self.shared.metadata.write(epoch, vec![put_gc_hold(service, hold)])?;
-        self.shared.with_leader(|state| {
-            state.gc_holds.insert(service.to_string(), hold);
-            // Expired holds are forgotten here, as new ones arrive.
-            state
+        let now_ms = wall_clock_milliseconds();
+        let hold = GcHold {
+            safe_point: safe_point.as_u64(),
+            expires_at_ms: now_ms.saturating_add(ttl.as_millis() as u64),
+        };
+        // Expired holds are deleted here, as new ones arrive.
+        let expired: Vec<String> = self.shared.with_leader(|state| {
+            Ok(state
                 .gc_holds
-                .retain(|_, hold| hold.expires_at_ms > expires_at_ms.saturating_sub(ttl.as_millis() as u64));
+                .iter()
+                .filter(|(_, hold)| hold.expires_at_ms <= now_ms)
+                .map(|(name, _)| name.clone())
+                .collect())
+        })?;
+        let mut writes: Vec<_> =
+            expired.iter().filter(|name| *name != service).map(|name| delete_gc_hold(name)).collect();
+        writes.push(put_gc_hold(service, hold));
+        self.shared.metadata.write(epoch, writes)?;
+        self.shared.with_leader(|state| {
+            for name in &expired {
+                state.gc_holds.remove(name);
+            }
+            state.gc_holds.insert(service.to_string(), hold);
             Ok(())
         })?;
         Ok((true, floor))

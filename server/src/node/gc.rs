@@ -51,10 +51,14 @@ async fn pass(driver: &Arc<PlacementDriver>, client: &Client) -> anyhow::Result<
     if candidate <= current {
         return Ok(());
     }
-    // Before any region is fenced: no hold at or below the candidate is taken after.
-    {
+    // Before any region is fenced: no hold at or below the candidate is taken after
+    // (and a hold taken meanwhile may lower it).
+    let candidate = {
         let driver = driver.clone();
-        tokio::task::spawn_blocking(move || driver.begin_gc_pass(candidate)).await??;
+        tokio::task::spawn_blocking(move || driver.begin_gc_pass(candidate)).await??
+    };
+    if candidate <= current {
+        return Ok(());
     }
     let started = std::time::Instant::now();
     match client.fence_all_regions(candidate).await? {

@@ -213,12 +213,13 @@ fn catch_up(
     let range = (request.range.0.as_slice(), request.range.1.as_slice());
     let (mut failed, mut watcher_gone, mut batch, mut batch_bytes) = (None, false, Vec::new(), 0);
     let mut send = |events: Vec<FeedEvent>| match with_previous_values(&reader, request, events) {
-        Ok(events) => {
+        // Previous values may double a batch: cut again.
+        Ok(events) => split_by_bytes(events, CATCH_UP_BATCH_BYTES).into_iter().all(|events| {
             let message = Ok(RegionFeedResponse { events, ..RegionFeedResponse::default() });
             let sent = runtime.block_on(tokio::time::timeout(STALLED_WATCHER_TIMEOUT, out.send(message)));
             watcher_gone = !matches!(sent, Ok(Ok(())));
             !watcher_gone
-        }
+        }),
         Err(error) => {
             failed = Some(error);
             false

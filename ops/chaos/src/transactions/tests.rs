@@ -296,6 +296,14 @@ mod watches {
     }
 
     #[test]
+    fn half_a_transfer_is_caught() {
+        let mut watcher = correct();
+        watcher.deliveries[2] = transaction(30, &[("bank-0", Some("90".into()))]);
+        watcher.deliveries.insert(3, transaction(31, &[("bank-1", Some("110".into()))]));
+        rejected(&watcher, "a transfer torn or lost");
+    }
+
+    #[test]
     fn a_key_outside_the_range_is_caught() {
         let mut watcher = correct();
         watcher.range = ("si-".into(), String::new());

@@ -102,8 +102,16 @@ async fn follow(
     deadline: Duration,
 ) -> Result<(), String> {
     let (start, end) = record.lock().range.clone();
-    let from =
-        until_done(deadline, || client.timestamp()).await.map_err(|error| format!("no start: {error}"))?;
+    // The watch first: its hold on garbage collection keeps its start readable.
+    let options = |from| WatchOptions {
+        start: start.clone().into_bytes(),
+        end: end.clone().into_bytes(),
+        from,
+        prev_values: false,
+        progress_interval: Some(PROGRESS_INTERVAL),
+    };
+    let mut stream = resume(&client, &options(None), deadline).await?;
+    let from = stream.from();
     let initial = until_done(deadline, || async {
         client.snapshot_at(from).await?.scan(start.as_bytes(), end.as_bytes(), 0, false).await
     })
@@ -116,14 +124,6 @@ async fn follow(
     }
     let mut seen = from;
     loop {
-        let options = WatchOptions {
-            start: start.clone().into_bytes(),
-            end: end.clone().into_bytes(),
-            from: Some(seen),
-            prev_values: false,
-            progress_interval: Some(PROGRESS_INTERVAL),
-        };
-        let mut stream = resume(&client, &options, deadline).await?;
         loop {
             let message = tokio::select! {
                 message = stream.next() => message,
@@ -155,6 +155,7 @@ async fn follow(
                 Some(Err(_)) | None => break,
             }
         }
+        stream = resume(&client, &options(Some(seen)), deadline).await?;
     }
 }
 

@@ -13,6 +13,9 @@
 //! - **Range**: every version's key is in the range, at most once per transaction.
 //! - **Nothing lost at the end**: the start state with every delivered version applied
 //!   in order is the final state, key by key.
+//! - **Transfers whole** (accounts): with every account in the range, the accounts add
+//!   up to the same total after every delivery (a transfer half delivered, or one
+//!   version of it lost, changes it).
 //! - **No gap, nothing torn** (list keys, whose values are lists of unique appended
 //!   values): each delivered version of a list extends the one before it by exactly the
 //!   appends of one transaction to that key, and every transaction's appends to the
@@ -69,6 +72,16 @@ pub fn is_list_key(key: &str) -> bool {
     key.starts_with("si-") || key.starts_with("ser-")
 }
 
+/// Whether `key` is a bank account (the bank workload's keys).
+pub fn is_account_key(key: &str) -> bool {
+    key.starts_with("bank-")
+}
+
+/// The sum of the accounts in `state`; None if a balance is not a number.
+fn accounts_total(state: &BTreeMap<String, String>) -> Option<i64> {
+    state.iter().filter(|(key, _)| is_account_key(key)).map(|(_, balance)| balance.parse::<i64>().ok()).sum()
+}
+
 fn in_range(key: &str, (start, end): &(String, String)) -> bool {
     key >= start.as_str() && (end.is_empty() || key < end.as_str())
 }
@@ -83,6 +96,10 @@ pub fn check(
 ) -> Vec<String> {
     let mut problems = check_order(watcher, until);
     let mut state = watcher.initial.clone();
+    // With every account in the range, transfers keep the total.
+    let accounts_watched = last.keys().any(|key| is_account_key(key))
+        && last.keys().filter(|key| is_account_key(key)).all(|key| in_range(key, &watcher.range));
+    let total = accounts_total(&state);
     for delivery in &watcher.deliveries {
         let Delivery::Transaction { commit_ts, versions } = delivery else { continue };
         problems.extend(check_lists(*commit_ts, versions, &state, appends, &watcher.range));
@@ -91,6 +108,12 @@ pub fn check(
                 Some(value) => state.insert(key.clone(), value.clone()),
                 None => state.remove(key),
             };
+        }
+        if accounts_watched && accounts_total(&state) != total {
+            problems.push(format!(
+                "the accounts add up to {:?} after the transaction at {commit_ts}, {total:?} at the start (a transfer torn or lost)",
+                accounts_total(&state)
+            ));
         }
     }
     let wanted: BTreeMap<&String, &String> =

@@ -81,21 +81,35 @@ impl GcHolds {
             (watch, !std::mem::replace(&mut frontiers.renewing, true))
         };
         let entry = HoldEntry { holds: self.clone(), watch };
-        let (held, floor) = self.send(pd).await.map_err(|error| WatchError::Client(error.into()))?;
-        if !held {
-            return Err(WatchError::Compacted { from, safe_point: Timestamp::from_u64(floor) });
-        }
+        // Before anything can fail or be cancelled: the renewer must run while watches
+        // remain, whatever becomes of this one.
         if start_renewing {
             tokio::spawn(renew(Arc::downgrade(self), pd.clone()));
+        }
+        let floor = self.send(pd).await.map_err(|error| WatchError::Client(error.into()))?;
+        if from.as_u64() <= floor {
+            return Err(WatchError::Compacted { from, safe_point: Timestamp::from_u64(floor) });
         }
         Ok(entry)
     }
 
-    /// Sends the hold at the lowest frontier now (or its release when none is left).
-    async fn send(&self, pd: &GrpcPdClient) -> Result<(bool, u64), tessera_placement::PdError> {
+    /// Sends the hold at the lowest frontier now (or its release when none is left);
+    /// answers the floor the driver holds above. A frontier at or below the floor is
+    /// lost already (its watch will be refused as compacted when it reopens there), and
+    /// must not cost the others their hold: refused, the hold is sent again at the
+    /// lowest frontier above the floor.
+    async fn send(&self, pd: &GrpcPdClient) -> Result<u64, tessera_placement::PdError> {
         let _one_at_a_time = self.sending.lock().await;
-        let lowest = self.frontiers.lock().by_watch.values().copied().min().unwrap_or(Timestamp::ZERO);
-        pd.hold_gc_async(&self.service, lowest, HOLD_TTL).await
+        let frontiers: Vec<Timestamp> = self.frontiers.lock().by_watch.values().copied().collect();
+        let lowest = frontiers.iter().copied().min().unwrap_or(Timestamp::ZERO);
+        let (held, floor) = pd.hold_gc_async(&self.service, lowest, HOLD_TTL).await?;
+        if !held && lowest != Timestamp::ZERO {
+            let alive = frontiers.into_iter().filter(|frontier| frontier.as_u64() > floor).min();
+            if let Some(alive) = alive {
+                pd.hold_gc_async(&self.service, alive, HOLD_TTL).await?;
+            }
+        }
+        Ok(floor)
     }
 }
 
