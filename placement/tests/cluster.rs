@@ -697,3 +697,35 @@ fn operators_asked_by_hand_transfer_a_leader_and_move_a_replica() {
     assert!(matches!(cluster.pd.transfer_leader(999_999, holder), Err(PdError::UnknownRegion(999_999))));
     assert!(matches!(cluster.pd.move_peer(region.id, holder, 999_999), Err(PdError::UnknownStore(999_999))));
 }
+
+#[test]
+fn a_gc_pass_never_fences_above_a_hold_and_holds_outlive_the_leader() {
+    use tessera_engine::timestamp::Timestamp;
+    let _serial = ONE_AT_A_TIME.lock();
+    let mut cluster = Cluster::start(3, 1);
+    cluster
+        .wait_for("a serving driver", |c| c.serving_driver().map(|_| ()).ok_or_else(|| "none".to_string()));
+    let leader = cluster.serving_driver().expect("a leader");
+    let driver = cluster.drivers[&leader].clone();
+    // A pass chooses its candidate; a hold below it is taken before the pass fences.
+    let candidate = driver.gc_safe_point_allowed().expect("a candidate");
+    let held = Timestamp::from_u64(candidate.as_u64() - (1000 << 18));
+    let minute = Duration::from_secs(60);
+    assert_eq!(driver.hold_gc("watches", held, minute).expect("an answer"), (true, 0));
+    let fenced = driver.begin_gc_pass(candidate).expect("the pass begins");
+    assert!(fenced < held, "the pass fences at {fenced}, not above the hold at {held}");
+    let (taken, floor) = driver.hold_gc("late", fenced, minute).expect("an answer");
+    assert!(!taken && floor == fenced.as_u64(), "a hold at the fence is refused (floor {floor})");
+    // The next leader knows both the hold and the fence.
+    cluster.kill_driver(leader);
+    cluster.wait_for("another driver to take over", |c| {
+        c.serving_driver().filter(|&id| id != leader).map(|_| ()).ok_or_else(|| "no leader".to_string())
+    });
+    let next = cluster.drivers[&cluster.serving_driver().expect("a leader")].clone();
+    assert!(next.gc_safe_point_allowed().expect("a candidate") < held, "the hold outlived its leader");
+    let (taken, floor) = next.hold_gc("late", fenced, minute).expect("an answer");
+    assert!(!taken && floor >= fenced.as_u64(), "the fence outlived its leader (floor {floor})");
+    // Released, the hold no longer holds anything back.
+    next.hold_gc("watches", Timestamp::ZERO, Duration::ZERO).expect("released");
+    assert!(next.gc_safe_point_allowed().expect("a candidate") > held);
+}
