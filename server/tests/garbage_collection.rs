@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use tessera_engine::proto::command::{Mutation, Prewrite, TxnResult, write};
 use tessera_engine::proto::mvcc;
-use tessera_engine::timestamp::Timestamp;
-use tessera_server::client::{Client, ClientError, Conflict, Refusal};
+use tessera_server::client::{Client, ClientError, Conflict};
 
 const DRIVER_CONFIG: &str = "[pd.transactions]\ngc_lifetime_ms = 2000\ngc_interval_ms = 300\n";
 const STORE_CONFIG: &str = "[store]\ngc_compaction_interval_ms = 200\n";
@@ -35,19 +34,6 @@ async fn prewrite(client: &Client, key: &[u8], start_ts: u64, ttl_ms: u64) -> Tx
         one_phase_commit_ts: 0,
     };
     send_txn_command(client, key, write::Kind::Prewrite(command)).await
-}
-
-/// Whether a snapshot read at `read_ts` is refused as below the safe point.
-async fn below_safe_point(client: &Arc<Client>, read_ts: Timestamp) -> bool {
-    let snapshot = client.snapshot_at(read_ts).await.expect("a snapshot");
-    match snapshot.get(b"a").await {
-        Err(ClientError::InvalidArgument(Refusal::BelowSafePoint { safe_point })) => {
-            assert!(safe_point >= read_ts, "refused at {read_ts} by a safe point below it: {safe_point}");
-            true
-        }
-        Ok(_) => false,
-        Err(other) => panic!("a read at {read_ts} failed otherwise: {other}"),
-    }
 }
 
 /// Records the stores' garbage collection removed, as their last compaction logged.

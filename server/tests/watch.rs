@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tessera_engine::timestamp::Timestamp;
-use tessera_server::client::{Client, ClientError, Watch, WatchError, WatchMessage, WatchOptions};
+use tessera_server::client::{Client, Watch, WatchError, WatchMessage, WatchOptions};
 use tessera_server::proto::{WatchRequest, kv_client::KvClient};
 
 /// A committed transaction as its writer knows it: commit timestamp and, by key, the
@@ -274,16 +274,6 @@ async fn check_grpc_watch(cluster: &Cluster, from: Timestamp, history: &[Committ
     assert_eq!(commits, wanted, "the gRPC watch sent every transaction in commit order");
 }
 
-/// Whether a snapshot read at `read_ts` is refused as below the safe point.
-async fn compacted(client: &Arc<Client>, read_ts: Timestamp) -> bool {
-    let snapshot = client.snapshot_at(read_ts).await.expect("a snapshot");
-    match snapshot.get(b"a").await {
-        Err(ClientError::InvalidArgument(_)) => true,
-        Ok(_) => false,
-        Err(other) => panic!("a read at {read_ts} failed otherwise: {other}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hold_keeps_garbage_collection_below_it_until_released() {
     let _serial = ONE_AT_A_TIME.lock().await;
@@ -297,12 +287,12 @@ async fn a_hold_keeps_garbage_collection_below_it_until_released() {
     assert!(taken, "a hold at a fresh timestamp is taken");
     // Many garbage-collection intervals and lifetimes later, reads there still work.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!compacted(&client, held).await, "garbage collection passed a hold at {held}");
+    assert!(!below_safe_point(&client, held).await, "garbage collection passed a hold at {held}");
     let (taken, floor) =
         client.pd().hold_gc_async("test", Timestamp::ZERO, Duration::ZERO).await.expect("released");
     assert!(!taken && floor < held.as_u64(), "the floor {floor} stayed below the hold at {held}");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !compacted(&client, held).await {
+    while !below_safe_point(&client, held).await {
         assert!(Instant::now() < deadline, "the released hold still held after a minute");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -321,7 +311,7 @@ async fn a_watch_from_before_the_safe_point_is_refused_as_compacted() {
     let old = client.timestamp().await.expect("a timestamp");
     // Until the safe point passes `old`, reads there (and watches from there) work.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !compacted(&client, old).await {
+    while !below_safe_point(&client, old).await {
         assert!(Instant::now() < deadline, "the safe point did not pass {old} within a minute");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -19,16 +19,17 @@ impl MvccReader<'_> {
     /// Every put and delete committed in `[start, end)` (an empty end: to the end of
     /// the key space) at a timestamp above `after_ts`, with its value: in key order,
     /// each key's newest first, handed to `deliver` in batches of at most
-    /// `batch_events`. Stops early, answering false, when `deliver` answers false.
+    /// `batch_events`, cut earlier once their keys and values reach `batch_bytes`.
+    /// Stops early, answering false, when `deliver` answers false.
     pub fn committed_after(
         &self,
         (start, end): (&[u8], &[u8]),
         after_ts: Timestamp,
-        batch_events: usize,
+        (batch_events, batch_bytes): (usize, usize),
         mut deliver: impl FnMut(Vec<FeedEvent>) -> bool,
     ) -> Result<bool, MvccError> {
         assert!(batch_events > 0, "a catch-up batch must be able to hold an event");
-        let mut batch = Vec::new();
+        let (mut batch, mut bytes) = (Vec::new(), 0);
         for item in self.write_records(start, end, false)? {
             let (stored, record) = item.map_err(EngineError::from)?;
             let (key, commit_ts, write) = decode_write(&stored, &record)?;
@@ -44,9 +45,13 @@ impl MvccReader<'_> {
                 (WriteKind::WriteDelete, _) => None,
                 (WriteKind::WriteLock | WriteKind::WriteRollback, _) => continue,
             };
+            bytes += key.len() + value.as_ref().map_or(0, Vec::len);
             batch.push(FeedEvent { key, value, start_ts, commit_ts });
-            if batch.len() == batch_events && !deliver(std::mem::take(&mut batch)) {
-                return Ok(false);
+            if batch.len() == batch_events || bytes >= batch_bytes {
+                bytes = 0;
+                if !deliver(std::mem::take(&mut batch)) {
+                    return Ok(false);
+                }
             }
         }
         Ok(batch.is_empty() || deliver(batch))

@@ -183,7 +183,7 @@ fn history_after(fixture: &Fixture, after: u64, batch_events: usize) -> Vec<Vec<
     let mut batches = Vec::new();
     let finished = fixture
         .reader()
-        .committed_after((b"", b""), ts(after), batch_events, |batch| {
+        .committed_after((b"", b""), ts(after), (batch_events, usize::MAX), |batch| {
             batches.push(
                 batch.into_iter().map(|event| (event.key, event.value, event.commit_ts.as_u64())).collect(),
             );
@@ -222,7 +222,7 @@ fn a_catch_up_comes_in_batches_and_stops_when_its_watcher_does() {
     let mut delivered = 0;
     let finished = fixture
         .reader()
-        .committed_after((b"", b""), ts(0), 2, |batch| {
+        .committed_after((b"", b""), ts(0), (2, usize::MAX), |batch| {
             delivered += batch.len();
             false
         })
@@ -243,4 +243,23 @@ fn a_version_s_previous_value_is_what_the_last_put_or_delete_below_it_left() {
     assert_eq!(reader.value_before(b"k", ts(15)).unwrap(), value(b"first"), "lock_keys changed nothing");
     assert_eq!(reader.value_before(b"k", ts(17)).unwrap(), value(b"second"));
     assert_eq!(reader.value_before(b"k", ts(19)).unwrap(), None, "a delete leaves no value");
+}
+
+#[test]
+fn a_catch_up_batch_is_cut_when_its_values_reach_the_byte_budget() {
+    let fixture = Fixture::new();
+    for (index, key) in [b"a", b"b", b"c"].into_iter().enumerate() {
+        let start = 10 + 2 * index as u64;
+        fixture.put(key, &[7; 100], start, start + 1);
+    }
+    let mut sizes = Vec::new();
+    let finished = fixture
+        .reader()
+        .committed_after((b"", b""), ts(0), (10, 150), |batch| {
+            sizes.push(batch.len());
+            true
+        })
+        .expect("the history reads");
+    assert!(finished);
+    assert_eq!(sizes, vec![2, 1], "cut once 202 bytes passed the budget of 150");
 }

@@ -211,7 +211,7 @@ fn catch_up(
     let runtime = tokio::runtime::Handle::current();
     let reader = MvccReader::new(store.engine());
     let range = (request.range.0.as_slice(), request.range.1.as_slice());
-    let (mut failed, mut watcher_gone, mut batch, mut batch_bytes) = (None, false, Vec::new(), 0);
+    let (mut failed, mut watcher_gone) = (None, false);
     let mut send = |events: Vec<FeedEvent>| match with_previous_values(&reader, request, events) {
         // Previous values may double a batch: cut again.
         Ok(events) => split_by_bytes(events, CATCH_UP_BATCH_BYTES).into_iter().all(|events| {
@@ -225,20 +225,11 @@ fn catch_up(
             false
         }
     };
-    let finished = reader.committed_after(range, request.start_ts, 1, |mut events| {
-        batch_bytes += events
-            .iter()
-            .map(|event| event.key.len() + event.value.as_ref().map_or(0, Vec::len))
-            .sum::<usize>();
-        batch.append(&mut events);
-        if batch.len() < CATCH_UP_BATCH_EVENTS && batch_bytes < CATCH_UP_BATCH_BYTES {
-            return true;
-        }
-        batch_bytes = 0;
+    let batches = (CATCH_UP_BATCH_EVENTS, CATCH_UP_BATCH_BYTES);
+    let finished = reader.committed_after(range, request.start_ts, batches, |events| {
         // A feed closed meanwhile makes the rest of the scan worthless.
-        !shared.closed.load(Ordering::SeqCst) && send(std::mem::take(&mut batch))
+        !shared.closed.load(Ordering::SeqCst) && send(events)
     })?;
-    let finished = finished && (batch.is_empty() || send(batch));
     // Held until the scan is over: the versions it read were kept for it.
     drop(start.read);
     if let Some(error) = failed {

@@ -318,3 +318,21 @@ pub async fn split_at(client: &Client, keys: &[&[u8]]) {
         }
     }
 }
+
+/// Whether a snapshot read at `read_ts` is refused as below the safe point.
+pub async fn below_safe_point(
+    client: &std::sync::Arc<Client>,
+    read_ts: tessera_engine::timestamp::Timestamp,
+) -> bool {
+    let snapshot = client.snapshot_at(read_ts).await.expect("a snapshot");
+    match snapshot.get(b"a").await {
+        Err(tessera_server::client::ClientError::InvalidArgument(
+            tessera_server::client::Refusal::BelowSafePoint { safe_point },
+        )) => {
+            assert!(safe_point >= read_ts, "refused at {read_ts} by a safe point below it: {safe_point}");
+            true
+        }
+        Ok(_) => false,
+        Err(other) => panic!("a read at {read_ts} failed otherwise: {other}"),
+    }
+}
