@@ -90,6 +90,8 @@ pub(crate) struct StoreMetrics {
     pub snapshots_applied: Counter,
     snapshots_failed: [Counter; 3],
     pub splits: Counter,
+    pub one_phase_retimed: Counter,
+    pub one_phase_refused: Counter,
     pub column_families: [ColumnFamilyGauges; Cf::ALL.len()],
     pub write_stopped: Gauge,
     pub delayed_write_rate: Gauge,
@@ -239,6 +241,14 @@ fn register_store_metrics() -> StoreMetrics {
         ),
         snapshots_failed: [snapshot_failed("generate"), snapshot_failed("rejected"), snapshot_failed("lost")],
         splits: counter("tessera_region_splits_total", "Region splits applied by replicas on this store."),
+        one_phase_retimed: counter(
+            "tessera_one_phase_retimed_total",
+            "One-phase commits a leader gave a spare timestamp above its read watermark instead of refusing.",
+        ),
+        one_phase_refused: counter(
+            "tessera_one_phase_refused_total",
+            "One-phase commits a leader refused for a commit timestamp at or below its read watermark.",
+        ),
         column_families: Cf::ALL.map(column_family_gauges),
         write_stopped: gauge(
             "tessera_rocksdb_write_stopped",

@@ -71,12 +71,33 @@ impl Timestamp {
     }
 }
 
-/// How a store asks the oracle for a timestamp (the server wires in the placement
-/// driver's client): `answer` is called once, from any thread, with the timestamp or
-/// why there is none. A leader needs one before it takes one-phase commits (see
+/// `count` consecutive timestamps from `first`, handed by the oracle to one caller:
+/// nobody else is ever handed any of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampRun {
+    pub first: Timestamp,
+    pub count: u32,
+}
+
+impl TimestampRun {
+    /// The run's last timestamp.
+    pub fn last(self) -> Timestamp {
+        assert!(self.count > 0, "invariant: a run of timestamps is never empty");
+        Timestamp(self.first.0 + u64::from(self.count) - 1)
+    }
+}
+
+/// How a store asks the oracle for timestamps (the server wires in the placement
+/// driver's client): `answer` is called once, from any thread, with a run of `count`
+/// timestamps or why there is none. A leader needs one before it takes one-phase
+/// commits, and the feeds' resolved timestamps come from them (see
 /// `store/operation/one_phase.rs`).
 pub trait TimestampSource: Send + Sync + fmt::Debug + 'static {
-    fn request(&self, answer: Box<dyn FnOnce(Result<Timestamp, crate::raft::OpaqueError>) + Send>);
+    fn request(
+        &self,
+        count: u32,
+        answer: Box<dyn FnOnce(Result<TimestampRun, crate::raft::OpaqueError>) + Send>,
+    );
 }
 
 impl fmt::Display for Timestamp {

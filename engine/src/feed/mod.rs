@@ -17,8 +17,9 @@
 //! a two-phase commit needs a lock first and takes its commit timestamp from the oracle
 //! after its locks are in place, so a lock not yet taken when the region looked commits
 //! above T, and a lock in place commits above its own start; a one-phase commit brings
-//! its commit timestamp with it, so the guard refuses any not above the watermark, and
-//! those proposed already are in flight. A leader publishes only while its lease holds
+//! its commit timestamp with it, so the guard takes none at or below the watermark
+//! (it refuses it, or re-times it above with a spare timestamp of the resolve's run),
+//! and those proposed already are in flight. A leader publishes only while its lease holds
 //! (no other leader can have taken commits meanwhile; a successor syncs its watermark
 //! with the oracle before it takes one-phase commits, above T), only once it has
 //! applied an entry of its own term (every lock of its predecessors is then in the lock

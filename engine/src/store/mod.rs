@@ -55,6 +55,7 @@ mod ranges;
 mod report;
 mod responder;
 mod router;
+mod spare_timestamps;
 mod split_check;
 mod transport;
 mod worker;
@@ -142,6 +143,7 @@ impl Store {
             router: router.clone(),
             ids,
             ranges: ranges::RegionRanges::default(),
+            spare_timestamps: Arc::new(spare_timestamps::SpareTimestamps::new()),
         };
         for (index, inbox) in inboxes.into_iter().enumerate() {
             let worker = Worker::new(shared.clone(), inbox);

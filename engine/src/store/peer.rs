@@ -8,6 +8,7 @@
 //! reaches into its Raft node: the worker drives it through the methods here.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use crate::proto::metadata::{self, Region};
 use crate::raft::proto::Message;
@@ -19,6 +20,7 @@ use super::errors::StoreError;
 use super::operation::{OnePhaseGuard, PendingRead, Proposal};
 use super::ranges::RegionRanges;
 use super::report::Traffic;
+use super::spare_timestamps::SpareTimestamps;
 
 pub(crate) struct Peer {
     pub region_id: u64,
@@ -80,6 +82,7 @@ impl Peer {
         engine: &Engine,
         config: &StoreConfig,
         ranges: &RegionRanges,
+        spare_timestamps: &Arc<SpareTimestamps>,
         region_id: u64,
         new_group: bool,
     ) -> Result<Peer, StoreError> {
@@ -113,7 +116,7 @@ impl Peer {
             ticks: 0,
             reported_role: Role::Follower,
             slow_proposal_threshold: config.slow_proposal_threshold,
-            one_phase: OnePhaseGuard::new(config.timestamps.is_some()),
+            one_phase: OnePhaseGuard::new(config.timestamps.is_some().then(|| spare_timestamps.clone())),
             feed: None,
             applied_term: 0,
             gc_fence_published,

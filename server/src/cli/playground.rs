@@ -35,6 +35,10 @@ pub(crate) struct Args {
     /// is replaced by a free one; the printed lines say which.
     #[arg(long, default_value_t = DEFAULT_METRICS_PORT)]
     metrics_port: u16,
+    /// A configuration file every node reads (see ops/tessera.example.toml); the
+    /// playground's own flags (addresses, directories, logs) win over it.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 /// Where the first driver replica listens if the port is free (`tessera ctl`'s default).
@@ -130,6 +134,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     result
 }
 
+/// The flags that hand every node the playground's configuration file, if it has one
+/// (absolute: the nodes may resolve paths elsewhere).
+fn config_args(args: &Args) -> anyhow::Result<Vec<String>> {
+    let Some(config) = &args.config else { return Ok(Vec::new()) };
+    let absolute = std::path::absolute(config)
+        .with_context(|| format!("the configuration file {}", config.display()))?;
+    if !absolute.is_file() {
+        bail!("the configuration file {} does not exist", absolute.display());
+    }
+    Ok(vec!["--config".to_string(), absolute.display().to_string()])
+}
+
 async fn launch(args: &Args, dir: &Path, nodes: &mut Vec<Node>) -> anyhow::Result<()> {
     let pd_addresses: Vec<String> =
         (0..args.pd).map(|i| free_address(DEFAULT_PD_PORT + i as u16)).collect::<anyhow::Result<_>>()?;
@@ -164,12 +180,14 @@ async fn launch(args: &Args, dir: &Path, nodes: &mut Vec<Node>) -> anyhow::Resul
             pd_args.push("--members".into());
             pd_args.push(members.join(","));
         }
+        pd_args.extend(config_args(args)?);
         start_node(nodes, format!("pd {id}"), pd_args).await?;
     }
+    let config = config_args(args)?;
     for index in 1..=args.stores {
         let metrics = metrics_address()?;
         let store_args = |listen: &str| -> Vec<String> {
-            vec![
+            let mut store_args = vec![
                 "store".to_string(),
                 "--pd".into(),
                 pd_addresses.join(","),
@@ -181,7 +199,9 @@ async fn launch(args: &Args, dir: &Path, nodes: &mut Vec<Node>) -> anyhow::Resul
                 metrics.clone(),
                 "--log-file".into(),
                 path(dir, &format!("store{index}.log")),
-            ]
+            ];
+            store_args.extend(config.iter().cloned());
+            store_args
         };
         let listen = start_node(nodes, format!("store {index}"), store_args("127.0.0.1:0")).await?;
         // Restarted at the address it took, which the driver and the others know.

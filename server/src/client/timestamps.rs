@@ -4,7 +4,8 @@
 //! carries all of them; a batch of `n` costs one round trip and one lock on the driver,
 //! so throughput grows with the callers while latency stays one round trip.
 //!
-//! A batch's answer is a run of consecutive timestamps; each caller gets one of them.
+//! A batch's answer is a run of consecutive timestamps; each caller gets one of them
+//! (or a run of its own inside it, when it asked for several).
 //! The callers of one batch are concurrent, so which of them gets the smaller is of no
 //! consequence; a caller that asks after another was answered gets a larger one, since
 //! its request reaches the oracle after the earlier answer left it.
@@ -18,9 +19,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tessera_engine::timestamp::Timestamp;
+use tessera_engine::timestamp::{Timestamp, TimestampRun};
 use tessera_placement::driver::MAX_TIMESTAMPS_PER_REQUEST;
-use tessera_placement::{PdError, Unavailability};
+use tessera_placement::{InvalidRequest, PdError, Unavailability};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::Streaming;
@@ -36,10 +37,11 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause before opening the stream again after it broke.
 const REOPEN_BACKOFF: Duration = Duration::from_millis(20);
 
-/// A caller waiting for one timestamp.
+/// A caller waiting for a run of `count` timestamps.
 struct Waiter {
     give_up: Instant,
-    answer: oneshot::Sender<Result<Timestamp, PdError>>,
+    count: u32,
+    answer: oneshot::Sender<Result<TimestampRun, PdError>>,
 }
 
 /// The handle callers ask through; the stream lives in a task of its own, which ends
@@ -69,10 +71,24 @@ impl TimestampClient {
     /// above every timestamp answered before this call, and below every timestamp this
     /// client is asked for after it (requests leave in the order they are made).
     pub(crate) fn request(&self) -> impl Future<Output = Result<Timestamp, PdError>> + Send + 'static {
+        let run = self.request_run(1);
+        async move { run.await.map(|run| run.first) }
+    }
+
+    /// Asks for `count` consecutive timestamps now, as [`TimestampClient::request`]
+    /// asks for one: nobody else is handed any of them.
+    pub(crate) fn request_run(
+        &self,
+        count: u32,
+    ) -> impl Future<Output = Result<TimestampRun, PdError>> + Send + 'static {
         let (answer, answered) = oneshot::channel();
         let give_up = Instant::now() + self.deadline;
-        let queued = self.waiters.send(Waiter { give_up, answer }).is_ok();
+        let counted = count > 0 && count <= MAX_TIMESTAMPS_PER_REQUEST;
+        let queued = counted && self.waiters.send(Waiter { give_up, count, answer }).is_ok();
         async move {
+            if !counted {
+                return Err(InvalidRequest::TimestampCount { count, max: MAX_TIMESTAMPS_PER_REQUEST }.into());
+            }
             if !queued {
                 return Err(Unavailability::Stopping.into());
             }
@@ -114,25 +130,35 @@ impl OracleStream {
     }
 }
 
-/// The stream task: takes every waiter queued, asks for that many timestamps, hands
-/// them out; one batch at a time.
+/// The stream task: takes the waiters queued, asks for as many timestamps as they
+/// want together, hands them out; one batch at a time.
 async fn run(pd: Arc<GrpcPdClient>, mut queue: mpsc::UnboundedReceiver<Waiter>) {
     let mut stream: Option<OracleStream> = None;
-    let mut batch = Vec::new();
-    while let Some(first) = queue.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_TIMESTAMPS_PER_REQUEST as usize {
-            match queue.try_recv() {
-                Ok(waiter) => batch.push(waiter),
-                Err(_) => break,
+    // A waiter that did not fit in the last batch: it goes first in the next one.
+    let mut carried: Option<Waiter> = None;
+    loop {
+        let first = match carried.take() {
+            Some(waiter) => waiter,
+            None => match queue.recv().await {
+                Some(waiter) => waiter,
+                None => return,
+            },
+        };
+        let mut count = first.count;
+        let mut batch = vec![first];
+        while let Ok(waiter) = queue.try_recv() {
+            if count + waiter.count > MAX_TIMESTAMPS_PER_REQUEST {
+                carried = Some(waiter);
+                break;
             }
+            count += waiter.count;
+            batch.push(waiter);
         }
         // Callers that gave up need no timestamp.
         batch.retain(|waiter| !waiter.answer.is_closed());
         if !batch.is_empty() {
-            serve(&pd, &mut stream, std::mem::take(&mut batch)).await;
+            serve(&pd, &mut stream, batch).await;
         }
-        batch.clear();
     }
 }
 
@@ -143,9 +169,11 @@ async fn serve(pd: &GrpcPdClient, stream: &mut Option<OracleStream>, mut batch: 
     // Callers past their deadline were answered by their own timeout.
     batch.retain(|waiter| waiter.give_up > now);
     let Some(give_up) = batch.iter().map(|waiter| waiter.give_up).max() else { return };
-    let count = u32::try_from(batch.len()).unwrap_or_else(|_| {
-        unreachable!("invariant: a batch holds at most MAX_TIMESTAMPS_PER_REQUEST waiters")
-    });
+    let count: u32 = batch.iter().map(|waiter| waiter.count).sum();
+    assert!(
+        count <= MAX_TIMESTAMPS_PER_REQUEST,
+        "invariant: a batch asks for at most MAX_TIMESTAMPS_PER_REQUEST"
+    );
     let failure = loop {
         let opened = match stream.take() {
             Some(open) => Ok(open),
@@ -161,8 +189,11 @@ async fn serve(pd: &GrpcPdClient, stream: &mut Option<OracleStream>, mut batch: 
         match open.request(count, give_up).await {
             Ok(first) => {
                 *stream = Some(open);
-                for (offset, waiter) in (0u64..).zip(batch) {
-                    let _ = waiter.answer.send(Ok(Timestamp::from_u64(first.as_u64() + offset)));
+                let mut next = first.as_u64();
+                for waiter in batch {
+                    let run = TimestampRun { first: Timestamp::from_u64(next), count: waiter.count };
+                    next += u64::from(waiter.count);
+                    let _ = waiter.answer.send(Ok(run));
                 }
                 return;
             }

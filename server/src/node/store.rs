@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use parking_lot::RwLock;
 use tessera_engine::raft::OpaqueError;
 use tessera_engine::store::{Store, StoreConfig};
-use tessera_engine::timestamp::{Timestamp, TimestampSource};
+use tessera_engine::timestamp::{TimestampRun, TimestampSource};
 use tessera_placement::PdClient;
 use tessera_placement::agent::{AgentConfig, DriverIds, StoreAgent};
 use tessera_placement::proto::RegisterStoreRequest;
@@ -125,9 +125,9 @@ fn oracle_timestamps(pd: &Arc<GrpcPdClient>) -> Arc<dyn TimestampSource> {
 }
 
 impl TimestampSource for OracleTimestamps {
-    fn request(&self, answer: Box<dyn FnOnce(Result<Timestamp, OpaqueError>) + Send>) {
-        let timestamps = self.timestamps.clone();
-        self.runtime.spawn(async move { answer(timestamps.timestamp().await.map_err(OpaqueError::new)) });
+    fn request(&self, count: u32, answer: Box<dyn FnOnce(Result<TimestampRun, OpaqueError>) + Send>) {
+        let run = self.timestamps.request_run(count);
+        self.runtime.spawn(async move { answer(run.await.map_err(OpaqueError::new)) });
     }
 }
 

@@ -24,21 +24,33 @@
 //!   prewrite was proposed, at or above its commit timestamp, is served only once the
 //!   prewrite's entry has applied.
 //!
+//! A commit timestamp at or below the watermark is not refused at once: the leader
+//! re-times the commit with a spare timestamp above the watermark when the store has
+//! one (`spare_timestamps.rs` says why that is as good as the client's), and the
+//! command goes into the log with it; the client learns the timestamp from the
+//! answer. Resolving change feeds raises watermarks every few tens of milliseconds, so
+//! without this a one-phase commit that took longer than that would fail and commit
+//! again in two phases.
+//!
 //! A refused prewrite is answered at once and writes nothing; the client commits in two
 //! phases instead. The guard is leader state only: nothing here is replicated.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
+use crate::metrics::METRICS;
 use crate::proto::command::{OnePhaseRefusal, RaftCommand, TxnResult, WriteResult, write};
 use crate::raft::OpaqueError;
 use crate::store::peer::Peer;
+use crate::store::spare_timestamps::SpareTimestamps;
 use crate::timestamp::Timestamp;
 
 /// A leader's knowledge of the reads its one-phase commits must stay above.
 #[derive(Debug, Default)]
 pub(in crate::store) struct OnePhaseGuard {
-    /// Whether the store can reach the oracle at all.
-    supported: bool,
+    /// The store's spare timestamps; none when the store cannot reach the oracle at
+    /// all (then every one-phase commit is refused).
+    spare_timestamps: Option<Arc<SpareTimestamps>>,
     /// The highest timestamp of a snapshot read accepted here (raised by syncs too).
     max_read_ts: Timestamp,
     /// The term in which the watermark was synced with the oracle.
@@ -52,8 +64,8 @@ pub(in crate::store) struct OnePhaseGuard {
 }
 
 impl OnePhaseGuard {
-    pub(in crate::store) fn new(supported: bool) -> OnePhaseGuard {
-        OnePhaseGuard { supported, ..OnePhaseGuard::default() }
+    pub(in crate::store) fn new(spare_timestamps: Option<Arc<SpareTimestamps>>) -> OnePhaseGuard {
+        OnePhaseGuard { spare_timestamps, ..OnePhaseGuard::default() }
     }
 }
 
@@ -71,6 +83,41 @@ pub(super) fn one_phase_commit_ts(command: &RaftCommand) -> Option<Timestamp> {
             _ => None,
         })
         .min()
+}
+
+/// The start timestamps of the transactions of `command` whose one-phase commit
+/// timestamp is at or below `watermark` (a transaction's writes in one command share
+/// their timestamps).
+fn late_transactions(command: &RaftCommand, watermark: Timestamp) -> BTreeSet<u64> {
+    command
+        .writes
+        .iter()
+        .filter_map(|write| match &write.kind {
+            Some(write::Kind::Prewrite(prewrite))
+                if prewrite.one_phase_commit_ts != 0
+                    && prewrite.one_phase_commit_ts <= watermark.as_u64() =>
+            {
+                Some(prewrite.start_ts)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Gives each `late` transaction of `command` one of `spares` as its one-phase commit
+/// timestamp, in place.
+fn retime(command: &mut RaftCommand, late: &BTreeSet<u64>, spares: &[Timestamp]) {
+    assert_eq!(late.len(), spares.len(), "invariant: one spare timestamp per late transaction");
+    let new_commit_ts: BTreeMap<u64, u64> =
+        late.iter().copied().zip(spares.iter().map(|spare| spare.as_u64())).collect();
+    for write in &mut command.writes {
+        if let Some(write::Kind::Prewrite(prewrite)) = &mut write.kind
+            && prewrite.one_phase_commit_ts != 0
+            && let Some(commit_ts) = new_commit_ts.get(&prewrite.start_ts)
+        {
+            prewrite.one_phase_commit_ts = *commit_ts;
+        }
+    }
 }
 
 /// The answer to a refused command of one-phase prewrites, one result per write.
@@ -117,11 +164,17 @@ impl Peer {
         self.one_phase.in_flight.retain(|index, _| *index > applied);
     }
 
-    /// Whether this leader may propose a one-phase prewrite at `commit_ts` now.
-    pub(super) fn check_one_phase(&mut self, commit_ts: Timestamp) -> Result<(), OnePhaseRefusal> {
-        if !self.one_phase.supported {
+    /// Whether this leader may propose `command` now, and as what if it has one-phase
+    /// prewrites: unchanged (`None`), re-timed with spare timestamps (`Some`, see the
+    /// module docs), or refused.
+    pub(super) fn admit_one_phase(
+        &mut self,
+        command: &RaftCommand,
+    ) -> Result<Option<RaftCommand>, OnePhaseRefusal> {
+        let Some(lowest) = one_phase_commit_ts(command) else { return Ok(None) };
+        let Some(spare_timestamps) = self.one_phase.spare_timestamps.clone() else {
             return Err(OnePhaseRefusal::OnePhaseUnsupported);
-        }
+        };
         let term = self.term();
         let guard = &mut self.one_phase;
         if guard.synced_term != Some(term) {
@@ -131,10 +184,23 @@ impl Peer {
             }
             return Err(OnePhaseRefusal::OnePhaseNotSynced);
         }
-        if commit_ts <= guard.max_read_ts {
-            return Err(OnePhaseRefusal::OnePhaseReadAbove);
+        let watermark = guard.max_read_ts;
+        if lowest > watermark {
+            return Ok(None);
         }
-        Ok(())
+        let late = late_transactions(command, watermark);
+        let Some(spares) = spare_timestamps.take_above(watermark, late.len()) else {
+            METRICS.one_phase_refused.increment(1);
+            return Err(OnePhaseRefusal::OnePhaseReadAbove);
+        };
+        let mut retimed = command.clone();
+        retime(&mut retimed, &late, &spares);
+        assert!(
+            one_phase_commit_ts(&retimed).is_some_and(|lowest| lowest > watermark),
+            "invariant: a re-timed command's one-phase commits all land above the watermark"
+        );
+        METRICS.one_phase_retimed.increment(late.len() as u64);
+        Ok(Some(retimed))
     }
 
     /// Records a one-phase prewrite proposed at `index`.
@@ -172,5 +238,43 @@ impl Peer {
                 tracing::info!(region_id = self.region_id, term, %error, "no timestamp for one-phase commits yet");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::command::{Prewrite, Write};
+
+    fn one_phase(start_ts: u64, commit_ts: u64) -> Write {
+        let prewrite = Prewrite { start_ts, one_phase_commit_ts: commit_ts, ..Prewrite::default() };
+        Write { kind: Some(write::Kind::Prewrite(prewrite)) }
+    }
+
+    fn commit_timestamps(command: &RaftCommand) -> Vec<(u64, u64)> {
+        let prewrites = command.writes.iter().filter_map(|write| match &write.kind {
+            Some(write::Kind::Prewrite(prewrite)) => Some((prewrite.start_ts, prewrite.one_phase_commit_ts)),
+            _ => None,
+        });
+        prewrites.collect()
+    }
+
+    #[test]
+    fn each_late_transaction_gets_a_spare_of_its_own_and_the_others_keep_theirs() {
+        // Transaction 10 has two writes in the command, 20 one, 30 commits above the
+        // watermark of 100, and 40 is a two-phase prewrite.
+        let writes = vec![
+            one_phase(10, 90),
+            one_phase(20, 100),
+            one_phase(10, 90),
+            one_phase(30, 150),
+            one_phase(40, 0),
+        ];
+        let mut command = RaftCommand { writes, ..RaftCommand::default() };
+        let late = late_transactions(&command, Timestamp::from_u64(100));
+        assert_eq!(late, BTreeSet::from([10, 20]));
+        retime(&mut command, &late, &[Timestamp::from_u64(201), Timestamp::from_u64(202)]);
+        assert_eq!(commit_timestamps(&command), vec![(10, 201), (20, 202), (10, 201), (30, 150), (40, 0)]);
+        assert_eq!(one_phase_commit_ts(&command), Some(Timestamp::from_u64(150)));
     }
 }

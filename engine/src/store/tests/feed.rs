@@ -11,15 +11,16 @@ use crate::feed::{FeedClosed, FeedEvent, FeedMessage, FeedSubscriber};
 use crate::proto::command::{Commit, Mutation, OnePhaseRefusal, Prewrite, TxnResult};
 use crate::proto::mvcc;
 use crate::raft::OpaqueError;
-use crate::timestamp::{Timestamp, TimestampSource};
+use crate::timestamp::{Timestamp, TimestampRun, TimestampSource};
 
 /// An oracle answering ever larger timestamps, from 10,000 on.
 #[derive(Debug)]
 struct CountingOracle(AtomicU64);
 
 impl TimestampSource for CountingOracle {
-    fn request(&self, answer: Box<dyn FnOnce(Result<Timestamp, OpaqueError>) + Send>) {
-        answer(Ok(Timestamp::from_u64(self.0.fetch_add(1, SeqCst))));
+    fn request(&self, count: u32, answer: Box<dyn FnOnce(Result<TimestampRun, OpaqueError>) + Send>) {
+        let first = Timestamp::from_u64(self.0.fetch_add(u64::from(count), SeqCst));
+        answer(Ok(TimestampRun { first, count }));
     }
 }
 
@@ -130,13 +131,25 @@ fn a_feed_sends_each_commit_and_resolves_past_it_only_once_its_lock_is_gone() {
         commit_ts: Timestamp::from_u64(150),
     };
     assert_eq!(seen, vec![expected], "the commit, once, before the promise past it");
-    // The promise binds one-phase commits: none at or below it is taken any more.
-    let refusal = cluster.wait_for("a synced leader", |cluster| {
-        let result = txn(cluster.write(1, vec![prewrite(b"j", 200, resolved.as_u64())]));
-        let refusal = OnePhaseRefusal::try_from(result.one_phase_refused).expect("a known refusal");
-        (refusal != OnePhaseRefusal::OnePhaseNotSynced).then_some(refusal)
-    });
-    assert_eq!(refusal, OnePhaseRefusal::OnePhaseReadAbove);
+    // The promise binds one-phase commits: one brought at or below it is re-timed above
+    // it (with a spare timestamp of the resolve's run), and the feed sends it there.
+    let result = txn(cluster.write(1, vec![prewrite(b"j", 200, resolved.as_u64())]));
+    assert_eq!(result.one_phase_refused, OnePhaseRefusal::OnePhaseAccepted as i32, "{result:?}");
+    let commit_ts = Timestamp::from_u64(result.status.expect("a committed status").commit_ts);
+    assert!(commit_ts > resolved, "re-timed to {commit_ts}, not above the promise of {resolved}");
+    let mut seen = Vec::new();
+    while seen.is_empty() {
+        let (events, resolved_after) = next_resolved(&feed);
+        assert!(resolved_after >= resolved, "resolved went back from {resolved} to {resolved_after}");
+        seen.extend(events);
+    }
+    let expected = FeedEvent {
+        key: b"j".to_vec(),
+        value: Some(b"v".to_vec()),
+        start_ts: Timestamp::from_u64(200),
+        commit_ts,
+    };
+    assert_eq!(seen, vec![expected], "the re-timed commit, at the timestamp it was given");
 }
 
 #[test]

@@ -6,7 +6,7 @@ use super::*;
 use crate::proto::command::{Mutation, OnePhaseRefusal, Prewrite, TxnResult};
 use crate::proto::mvcc;
 use crate::raft::OpaqueError;
-use crate::timestamp::{Timestamp, TimestampSource};
+use crate::timestamp::{Timestamp, TimestampRun, TimestampSource};
 
 /// The oracle's answer to every sync: the same timestamp, at once.
 const SYNCED_AT: u64 = 1_000;
@@ -15,8 +15,8 @@ const SYNCED_AT: u64 = 1_000;
 struct FixedOracle;
 
 impl TimestampSource for FixedOracle {
-    fn request(&self, answer: Box<dyn FnOnce(Result<Timestamp, OpaqueError>) + Send>) {
-        answer(Ok(Timestamp::from_u64(SYNCED_AT)));
+    fn request(&self, count: u32, answer: Box<dyn FnOnce(Result<TimestampRun, OpaqueError>) + Send>) {
+        answer(Ok(TimestampRun { first: Timestamp::from_u64(SYNCED_AT), count }));
     }
 }
 

@@ -22,6 +22,7 @@ use crate::proto::command::{RaftCommand, WriteResult};
 use crate::proto::frame::StoreFrame;
 use crate::proto::metadata::RegionEpoch;
 use crate::storage::Engine;
+use crate::timestamp::TimestampRun;
 
 use super::StoreConfig;
 use super::errors::StoreError;
@@ -34,6 +35,7 @@ use super::ranges::RegionRanges;
 use super::report::StoreReport;
 use super::responder::Responder;
 use super::router::Router;
+use super::spare_timestamps::{RESOLVE_RUN_LENGTH, SpareTimestamps};
 use super::split_check::IdAllocator;
 use super::transport::Transport;
 
@@ -113,7 +115,7 @@ pub(crate) enum WorkerMsg {
     /// Time to resolve this worker's change feeds.
     ResolveFeeds,
     /// The oracle's answer to the timestamp this worker asked for to resolve its feeds.
-    FeedResolve(Result<crate::timestamp::Timestamp, crate::raft::OpaqueError>),
+    FeedResolve(Result<TimestampRun, crate::raft::OpaqueError>),
     Shutdown,
 }
 
@@ -147,6 +149,8 @@ pub(crate) struct WorkerShared {
     pub router: Router,
     pub ids: Option<Arc<dyn IdAllocator>>,
     pub ranges: RegionRanges,
+    /// Timestamps for re-timing one-phase commits (`spare_timestamps.rs`).
+    pub spare_timestamps: Arc<SpareTimestamps>,
 }
 
 pub(crate) struct Worker {
@@ -158,6 +162,7 @@ pub(crate) struct Worker {
     pub inbox: Receiver<WorkerMsg>,
     ids: Option<Arc<dyn IdAllocator>>,
     ranges: RegionRanges,
+    spare_timestamps: Arc<SpareTimestamps>,
     peers: HashMap<u64, Peer>,
     dirty: BTreeSet<u64>,
     /// Regions whose leader lease is published, and where.
@@ -169,7 +174,8 @@ pub(crate) struct Worker {
 
 impl Worker {
     pub(crate) fn new(shared: WorkerShared, inbox: Receiver<WorkerMsg>) -> Worker {
-        let WorkerShared { config, engine, log_writer, transport, router, ids, ranges } = shared;
+        let WorkerShared { config, engine, log_writer, transport, router, ids, ranges, spare_timestamps } =
+            shared;
         Worker {
             config,
             engine,
@@ -179,6 +185,7 @@ impl Worker {
             inbox,
             ids,
             ranges,
+            spare_timestamps,
             peers: HashMap::new(),
             dirty: BTreeSet::new(),
             watched_leases: HashMap::new(),
@@ -284,9 +291,13 @@ impl Worker {
     fn request_one_phase_sync(&self, region_id: u64, term: u64) {
         let Some(source) = &self.config.timestamps else { return };
         let router = self.router.clone();
-        source.request(Box::new(move |answer| {
-            router.send(region_id, WorkerMsg::OnePhaseSync { region_id, term, answer });
-        }));
+        source.request(
+            1,
+            Box::new(move |answer| {
+                let answer = answer.map(|run| run.first);
+                router.send(region_id, WorkerMsg::OnePhaseSync { region_id, term, answer });
+            }),
+        );
     }
 
     fn transfer_leader(&mut self, region_id: u64, to_peer_id: u64) -> Result<(), StoreError> {
@@ -392,7 +403,14 @@ impl Worker {
     }
 
     fn start_peer(&mut self, region_id: u64, new_group: bool, campaign: bool) {
-        match Peer::open(&self.engine, &self.config, &self.ranges, region_id, new_group) {
+        match Peer::open(
+            &self.engine,
+            &self.config,
+            &self.ranges,
+            &self.spare_timestamps,
+            region_id,
+            new_group,
+        ) {
             Ok(mut peer) => {
                 if campaign {
                     peer.campaign();
@@ -454,16 +472,20 @@ impl Worker {
         }
         self.feed_resolve_pending = Some(std::time::Instant::now());
         let router = self.router.clone();
-        source.request(Box::new(move |answer| {
-            router.send(region_id, WorkerMsg::FeedResolve(answer));
-        }));
+        source.request(
+            RESOLVE_RUN_LENGTH,
+            Box::new(move |answer| {
+                router.send(region_id, WorkerMsg::FeedResolve(answer));
+            }),
+        );
     }
 
-    /// Resolves every feed of this worker with the oracle's answer.
-    fn resolve_feeds(&mut self, answer: Result<crate::timestamp::Timestamp, crate::raft::OpaqueError>) {
+    /// Resolves every feed of this worker with the first timestamp of the oracle's
+    /// answer, and keeps the rest as spares for one-phase commits.
+    fn resolve_feeds(&mut self, answer: Result<TimestampRun, crate::raft::OpaqueError>) {
         self.feed_resolve_pending = None;
-        let oracle_ts = match answer {
-            Ok(timestamp) => timestamp,
+        let run = match answer {
+            Ok(run) => run,
             Err(error) => {
                 tracing::info!(%error, "no timestamp to resolve change feeds with this time");
                 return;
@@ -471,8 +493,9 @@ impl Worker {
         };
         let now_micros = self.config.now_micros();
         for peer in self.peers.values_mut() {
-            peer.resolve_feed(now_micros, oracle_ts);
+            peer.resolve_feed(now_micros, run.first);
         }
+        self.spare_timestamps.offer_after_first(run);
     }
 
     fn apply_side_effect(&mut self, region_id: u64, effect: SideEffect) {

@@ -13,7 +13,7 @@
 //!   compaction filter once the round's batch is durable ([`SideEffect::FenceRaised`]).
 //!
 //! A one-phase prewrite is checked against the leader's read watermark before it is
-//! proposed, and answered at once when refused (`one_phase.rs`).
+//! proposed: re-timed above it, or answered at once when refused (`one_phase.rs`).
 
 use prost::Message as _;
 
@@ -36,14 +36,13 @@ impl Peer {
         for write in &command.writes {
             kv::check_write(&self.region, write)?;
         }
-        let one_phase = one_phase_commit_ts(command);
-        if let Some(commit_ts) = one_phase
-            && let Err(refusal) = self.check_one_phase(commit_ts)
-        {
-            return Ok(Proposed::Answered(refused(command, refusal)));
-        }
+        let retimed = match self.admit_one_phase(command) {
+            Ok(retimed) => retimed,
+            Err(refusal) => return Ok(Proposed::Answered(refused(command, refusal))),
+        };
+        let command = retimed.as_ref().unwrap_or(command);
         let position = self.raw.propose(command.encode_to_vec()).map_err(|error| self.raft_refusal(error))?;
-        if let Some(commit_ts) = one_phase {
+        if let Some(commit_ts) = one_phase_commit_ts(command) {
             self.one_phase_proposed(position.index, commit_ts);
         }
         Ok(Proposed::InLog(position))
