@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use tessera_bench::idle_watch;
 use tessera_bench::keys::{Distribution, KeyChooser};
 use tessera_bench::report::{RunLabel, json_lines, table};
 use tessera_bench::runner::{self, Plan, RunConfig};
@@ -64,6 +65,18 @@ struct Args {
     /// workload runs (Tessera's transactional workloads only).
     #[arg(long, default_value_t = 0)]
     watchers: usize,
+    /// Instead of a workload: open this many idle watches (each of a key range nothing
+    /// writes) and report what they cost the processes named by --measure-pid, over
+    /// --duration without them and then with them.
+    #[arg(long)]
+    idle_watchers: Option<usize>,
+    /// A process whose memory and CPU --idle-watchers measures (repeat for several).
+    #[arg(long)]
+    measure_pid: Vec<u32>,
+    /// Open the idle watches as gRPC Watch streams to the store at this address (it
+    /// runs them) instead of through the client library in this process.
+    #[arg(long)]
+    idle_watch_store: Option<String>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -91,6 +104,25 @@ fn print(args: &Args, workload: &str, result: &runner::RunResult) {
     }
 }
 
+async fn measure_idle_watchers(args: &Args, target: &Target, count: usize) -> anyhow::Result<()> {
+    let Target::Tessera(client) = target else {
+        anyhow::bail!("--idle-watchers measures Tessera's watches only")
+    };
+    if args.measure_pid.is_empty() {
+        anyhow::bail!("--idle-watchers needs at least one --measure-pid");
+    }
+    let through = match &args.idle_watch_store {
+        Some(address) => idle_watch::WatchedThrough::Store(address.clone()),
+        None => idle_watch::WatchedThrough::Client(client.clone()),
+    };
+    let figures = idle_watch::measure(&through, count, &args.measure_pid, args.warmup, args.duration)
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("the idle watchers")?;
+    println!("{}", if args.json { figures.json() } else { figures.table() });
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -100,6 +132,9 @@ async fn main() -> anyhow::Result<()> {
     let target = Target::connect(&args.target, Duration::from_secs(args.timeout))
         .await
         .with_context(|| format!("connecting to {:?}", args.target))?;
+    if let Some(count) = args.idle_watchers {
+        return measure_idle_watchers(&args, &target, count).await;
+    }
     let base = RunConfig {
         plan: Plan::Load { keys: args.keys },
         value_size: args.value_size,

@@ -385,3 +385,55 @@ async fn a_transaction_larger_than_a_message_is_watched_whole() {
     }
     assert_eq!(keys_seen, keys, "the transaction came whole, in parts of one message each");
 }
+
+/// A watch of the one key `key`, from `from`, with progress every 100 ms.
+fn watch_of_key(key: &[u8], from: Timestamp) -> WatchOptions {
+    let mut end = key.to_vec();
+    end.push(0);
+    WatchOptions { end, ..options(key, b"", from) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watches_of_a_client_share_one_feed_of_a_region_and_idle_ones_still_progress() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = Cluster::start(3, 1_000_000);
+    let client = Arc::new(cluster.client());
+    wait_for_leader(&client).await;
+    let keys: Vec<Vec<u8>> = (0..20).map(|index| format!("shared-{index:02}").into_bytes()).collect();
+    // Half of the keys are written before the watches open, from a timestamp before the
+    // writes: their watches catch up on feeds of their own first.
+    let from = client.timestamp().await.expect("a timestamp");
+    let mut history = Vec::new();
+    for key in keys.iter().step_by(4) {
+        let mut transaction = client.begin().await.expect("a transaction");
+        transaction.put(key, b"before").expect("buffered");
+        history.push((transaction.commit().await.expect("committed"), key.clone(), b"before".to_vec()));
+    }
+    let mut watches = Vec::new();
+    for key in &keys {
+        watches.push(client.watch(watch_of_key(key, from)).await.expect("a watch"));
+    }
+    for key in keys.iter().skip(2).step_by(4) {
+        let mut transaction = client.begin().await.expect("a transaction");
+        transaction.put(key, b"after").expect("buffered");
+        history.push((transaction.commit().await.expect("committed"), key.clone(), b"after".to_vec()));
+    }
+    let until = client.timestamp().await.expect("a timestamp");
+    for (key, watch) in keys.iter().zip(&mut watches) {
+        let name = String::from_utf8_lossy(key).into_owned();
+        let delivered = collect(watch, until, &name).await;
+        let wanted: Vec<Delivered> = history
+            .iter()
+            .filter(|(_, written, _)| written == key)
+            .map(|(commit_ts, key, value)| (*commit_ts, vec![(key.clone(), Some(value.clone()), None)]))
+            .collect();
+        assert_same_history(&delivered, &wanted, &name);
+    }
+    // Every watch covers the one region: once the catch-ups are over, one feed serves
+    // them all.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.watch_feeds() != 1 {
+        assert!(Instant::now() < deadline, "{} feeds for one region after 30 s", client.watch_feeds());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -119,6 +119,8 @@ pub struct Client {
     timestamps: OnceLock<timestamps::TimestampClient>,
     /// The watches' hold on garbage collection.
     gc_holds: Arc<watch::GcHolds>,
+    /// The region feeds the watches share.
+    feed_hub: Arc<watch::FeedHub>,
     deadline: Duration,
 }
 
@@ -164,6 +166,7 @@ impl Client {
             two_phase_groups: WriteGroups::default(),
             timestamps: OnceLock::new(),
             gc_holds: Arc::default(),
+            feed_hub: Arc::default(),
             deadline,
         }
     }

@@ -4,12 +4,18 @@
 //! moves and store restarts.
 //!
 //! A watch is a coordinator task and one task per **span** (`span.rs`: a part of the
-//! range in one region, followed through that region's feed on its leader). Spans
-//! report events and resolved timestamps; the coordinator merges them (`merge.rs`),
-//! releases what the lowest resolved timestamp over the spans has passed, and sends
-//! progress. A span whose feed ends reopens from its own resolved timestamp, so that
-//! nothing it has not promised is skipped; what it receives twice is dropped by the
-//! merge. A watch that ends with an error can be resumed from the last timestamp it
+//! range in one region, followed through the client's feed of that region, which all
+//! its watches share: `hub.rs`). Spans report events and resolved timestamps; the
+//! coordinator merges them (`merge.rs`), releases what the lowest resolved timestamp
+//! over the spans has passed, and sends progress. A span whose feed ends reopens from
+//! its own resolved timestamp, so that nothing it has not promised is skipped; what it
+//! receives twice is dropped by the merge.
+//!
+//! A watch is **attentive** while it holds events (it needs every span's resolved
+//! timestamp to release them) and, after each progress tick and every
+//! [`REFRESH_EVERY`], until its frontier moves; otherwise its spans are not sent
+//! resolved timestamps at all, so an idle watch costs nothing per resolve. Progress
+//! goes out when the frontier moves after a tick. A watch that ends with an error can be resumed from the last timestamp it
 //! delivered (a transaction's commit timestamp, or a progress notification): nothing
 //! at or below it is left to see.
 //!
@@ -20,11 +26,13 @@
 //! is the store's (`crate::service::feed`, `tessera_engine::feed`).
 
 mod hold;
+mod hub;
 mod merge;
 mod span;
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -36,6 +44,7 @@ use tokio::task::JoinSet;
 use super::{Client, ClientError, Refusal};
 pub(crate) use hold::GcHolds;
 use hold::HoldEntry;
+pub(crate) use hub::FeedHub;
 use merge::Merger;
 use span::{Report, Span};
 
@@ -46,6 +55,10 @@ type SpanId = u64;
 /// (a region held back by a lock, say); beyond it the watch ends with
 /// [`WatchError::TooManyHeld`] rather than use memory without bound.
 pub const MAX_HELD_EVENTS: usize = 1_000_000;
+
+/// How often an idle watch asks its spans for their resolved timestamps, so that its
+/// frontier, and with it the client's hold on garbage collection, moves on.
+const REFRESH_EVERY: Duration = Duration::from_secs(10);
 
 /// Reports and messages in flight between a watch's tasks and its reader: a reader
 /// that does not keep up holds the spans back, and their stores then drop them as
@@ -148,6 +161,11 @@ impl Watch {
         self.from
     }
 
+    /// Whether the watch has ended (its last message may still wait to be read).
+    pub fn has_ended(&self) -> bool {
+        self.coordinator.is_finished()
+    }
+
     /// The next message; `None` once the watch has ended (after delivering the error
     /// that ended it, unless its coordinator failed on a broken invariant).
     pub async fn next(&mut self) -> Option<Result<WatchMessage, WatchError>> {
@@ -170,6 +188,12 @@ impl Drop for Watch {
 }
 
 impl Client {
+    /// How many region feeds this client's watches follow: one per region they cover,
+    /// shared, once their catch-ups are over.
+    pub fn watch_feeds(&self) -> usize {
+        self.feed_hub.feeds()
+    }
+
     /// Watches `options.start .. options.end` from `options.from` (see [`Watch`]); a
     /// start garbage collection has passed is refused as compacted.
     pub async fn watch(self: &Arc<Self>, options: WatchOptions) -> Result<Watch, WatchError> {
@@ -198,13 +222,21 @@ async fn coordinate(
     out: mpsc::Sender<Result<WatchMessage, WatchError>>,
 ) {
     let (reports_sender, mut reports) = mpsc::channel(CHANNEL_MESSAGES);
+    let attentive = Arc::new(AtomicBool::new(false));
     // Dropped with the coordinator: every span stops with it.
     let mut spans = JoinSet::new();
     let mut merge = Merger::new(from);
     let start_span =
         |spans: &mut JoinSet<()>, id: SpanId, start: Vec<u8>, end: Vec<u8>, resolved: Timestamp| {
             let span = Span { id, start, end, resolved };
-            spans.spawn(span::follow(client.clone(), span, options.prev_values, reports_sender.clone()));
+            let follow = span::follow(
+                client.clone(),
+                span,
+                options.prev_values,
+                attentive.clone(),
+                reports_sender.clone(),
+            );
+            spans.spawn(follow);
         };
     merge.add_span(0, from);
     start_span(&mut spans, 0, options.start.clone(), options.end.clone(), from);
@@ -212,17 +244,24 @@ async fn coordinate(
     let mut progress = options
         .progress_interval
         .map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
+    let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH_EVERY, REFRESH_EVERY);
+    let mut progress_due = false;
+    // While some: the watch wants its spans' resolved timestamps until the frontier
+    // passes this.
+    let mut refreshing: Option<Timestamp> = None;
     let mut notified = from;
     loop {
         let report = tokio::select! {
             report = reports.recv() => report,
             _ = tick(&mut progress) => {
-                if merge.released() > notified {
-                    notified = merge.released();
-                    if out.send(Ok(WatchMessage::Progress(notified))).await.is_err() {
-                        return;
-                    }
-                }
+                progress_due = true;
+                refreshing = Some(merge.frontier());
+                attentive.store(true, Ordering::Relaxed);
+                continue;
+            }
+            _ = refresh.tick() => {
+                refreshing = Some(merge.frontier());
+                attentive.store(true, Ordering::Relaxed);
                 continue;
             }
         };
@@ -246,11 +285,22 @@ async fn coordinate(
                 return;
             }
         }
+        if progress_due && merge.released() > notified {
+            progress_due = false;
+            notified = merge.released();
+            if out.send(Ok(WatchMessage::Progress(notified))).await.is_err() {
+                return;
+            }
+        }
         hold.advance(merge.released());
         if merge.held() > MAX_HELD_EVENTS {
             let _ = out.send(Err(WatchError::TooManyHeld)).await;
             return;
         }
+        if refreshing.is_some_and(|floor| merge.frontier() > floor) {
+            refreshing = None;
+        }
+        attentive.store(merge.held() > 0 || refreshing.is_some(), Ordering::Relaxed);
     }
 }
 

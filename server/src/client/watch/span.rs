@@ -1,23 +1,26 @@
 //! One span of a watch: a part of the range that lies in one region, followed through
-//! that region's feed on its leader and reopened, from the span's resolved timestamp,
-//! whenever the feed ends (a leader change, a split, a replica moved, a store stopped,
-//! a watcher that fell behind, a broken connection).
+//! the client's shared feed of that region (`hub.rs`) and subscribed again, from the
+//! span's resolved timestamp, whenever the feed ends (a leader change, a split, a
+//! replica moved, a store stopped, a broken connection) or drops the span (it fell
+//! behind).
 //!
-//! A span reports the events it receives, and its resolved timestamp once the feed has
-//! caught up (never lower than before). When the region it opens in ends before the
+//! A span reports the events it receives, and the resolved timestamps the feed sends it
+//! (never lower than before; only while its watch is attentive). When the region it opens in ends before the
 //! span does (the region split, or the span was never cut to regions), the span keeps
 //! the part in the region and hands the rest to the coordinator as a new span from
 //! its own resolved timestamp: what either part may still receive is above it.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use tessera_engine::proto::metadata::Region;
 use tessera_engine::region::KeyRange;
 use tessera_engine::timestamp::Timestamp;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tonic::Streaming;
 
+use super::hub::{FeedNews, Found, Interest, Opening, Subscription};
 use super::{ChangeEvent, SpanId, WatchError};
 use crate::client::{BACKOFF_MAX, BACKOFF_MIN, Client, ClientError, Refusal, Resend};
 use crate::proto::{FeedCloseReason, RegionFeedRequest, RegionFeedResponse};
@@ -30,6 +33,10 @@ const FAILED_FEEDS_IN_A_ROW: u32 = 20;
 /// How long a span waits before reopening a feed its leader ended (a leader change, a
 /// split, a replica moved), for the region to settle.
 const REOPEN_PAUSE: Duration = Duration::from_millis(10);
+
+/// How long a span waits for another span opening its region's feed before it looks
+/// again.
+const OPENING_WAIT: Duration = Duration::from_millis(200);
 
 /// What a span tells the coordinator.
 pub(super) enum Report {
@@ -58,27 +65,30 @@ pub(super) struct Span {
     pub resolved: Timestamp,
 }
 
-/// How one region feed ended.
+/// How one subscription ended.
 enum Ended {
-    /// Reopen. `failed`: the feed broke (an error, or an end without a reason) before
-    /// catching up; the span pauses, and gives up after many such in a row.
-    Reopen { failed: bool },
+    /// Reopen. `failed`: the feed broke before catching up; the span backs off, and
+    /// gives up after many such in a row. `pause`: the region is changing (a leader
+    /// change, a split, a replica moved); give it a moment to settle.
+    Reopen { failed: bool, pause: bool },
     /// The coordinator is gone: the watch ended.
     WatchGone,
 }
 
-/// Follows `span` until the watch ends or the span fails.
+/// Follows `span` until the watch ends or the span fails. `attentive` is the watch's:
+/// whether it wants resolved timestamps now (`hub.rs`).
 pub(super) async fn follow(
     client: Arc<Client>,
     mut span: Span,
     prev_values: bool,
+    attentive: Arc<AtomicBool>,
     reports: mpsc::Sender<Report>,
 ) {
     let mut backoff = BACKOFF_MIN;
     let mut failed_in_a_row = 0;
     loop {
-        let (stream, region) = match open(&client, &span, prev_values).await {
-            Ok(opened) => opened,
+        let (subscription, region) = match subscribe(&client, &span, prev_values, &attentive).await {
+            Ok(subscribed) => subscribed,
             Err(error) => {
                 let _ = reports.send(Report::Failed(error)).await;
                 return;
@@ -92,13 +102,17 @@ pub(super) async fn follow(
             }
             span.end = region.end_key.clone();
         }
-        match receive(&mut span, stream, &reports).await {
+        match receive(&client, &mut span, (subscription, &region), (prev_values, &attentive), &reports).await
+        {
             Ended::WatchGone => return,
-            Ended::Reopen { failed: false } => {
+            Ended::Reopen { failed: false, pause } => {
                 backoff = BACKOFF_MIN;
                 failed_in_a_row = 0;
+                if pause {
+                    tokio::time::sleep(REOPEN_PAUSE).await;
+                }
             }
-            Ended::Reopen { failed: true } => {
+            Ended::Reopen { failed: true, .. } => {
                 failed_in_a_row += 1;
                 if failed_in_a_row >= FAILED_FEEDS_IN_A_ROW {
                     let error =
@@ -110,76 +124,116 @@ pub(super) async fn follow(
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
-        // Wherever the region's leader is now: the driver says.
-        client.cache.invalidate(region.id);
     }
 }
 
-/// Opens the feed of the region holding the span's start, for the span's part in it.
-async fn open(
-    client: &Client,
+/// What one try to subscribe found.
+enum Attempt {
+    Joined(Subscription),
+    Opened(Box<Streaming<RegionFeedResponse>>, Opening),
+    Wait(Arc<Notify>),
+}
+
+/// Subscribes the span's part in the region holding its start to a feed of that
+/// region: one the client follows already, or one opened from the span's resolved
+/// timestamp. Answers the region the part was cut to.
+async fn subscribe(
+    client: &Arc<Client>,
     span: &Span,
     prev_values: bool,
-) -> Result<(Streaming<RegionFeedResponse>, Region), WatchError> {
-    let opened = client
-        .on_region(&span.start, Resend::Always, |mut kv, context, region| {
-            let end = KeyRange::of(&region).clamp(&KeyRange::new(&span.start, &span.end)).end().to_vec();
-            let request = RegionFeedRequest {
-                context: Some(context),
-                start_key: span.start.clone(),
-                end_key: end,
-                start_ts: span.resolved.as_u64(),
-                prev_values,
-            };
-            async move { kv.region_feed(request).await }
-        })
-        .await;
-    match opened {
-        Ok((response, region)) => Ok((response.into_inner(), region)),
-        Err(ClientError::InvalidArgument(Refusal::BelowSafePoint { safe_point })) => {
-            Err(WatchError::Compacted { from: span.resolved, safe_point })
+    attentive: &Arc<AtomicBool>,
+) -> Result<(Subscription, Region), WatchError> {
+    let interest_in = |region: &Region| {
+        let part = KeyRange::of(region).clamp(&KeyRange::new(&span.start, &span.end));
+        let (start, end) = (part.start().to_vec(), part.end().to_vec());
+        Interest { start, end, from: span.resolved, attentive: attentive.clone() }
+    };
+    loop {
+        let attempt = client
+            .on_region(&span.start, Resend::Always, |mut kv, context, region| {
+                let found = client.feed_hub.join_or_open(&region, prev_values, &interest_in(&region));
+                let start_ts = span.resolved.as_u64();
+                async move {
+                    match found {
+                        Found::Joined(subscription) => Ok(Attempt::Joined(subscription)),
+                        Found::Wait(opened) => Ok(Attempt::Wait(opened)),
+                        Found::Open(opening) => {
+                            let (start_key, end_key) = (region.start_key.clone(), region.end_key.clone());
+                            let request = RegionFeedRequest {
+                                context: Some(context),
+                                start_key,
+                                end_key,
+                                start_ts,
+                                prev_values,
+                            };
+                            let response = kv.region_feed(request).await?;
+                            Ok(Attempt::Opened(Box::new(response.into_inner()), opening))
+                        }
+                    }
+                }
+            })
+            .await;
+        match attempt {
+            Ok((Attempt::Joined(subscription), region)) => return Ok((subscription, region)),
+            Ok((Attempt::Opened(stream, opening), region)) => {
+                let subscription =
+                    client.feed_hub.install(opening, region.clone(), *stream, &interest_in(&region));
+                return Ok((subscription, region));
+            }
+            // Bounded: an opener that never says so must not hold this span for good.
+            Ok((Attempt::Wait(opened), _)) => {
+                let _ = tokio::time::timeout(OPENING_WAIT, opened.notified()).await;
+            }
+            Err(ClientError::InvalidArgument(Refusal::BelowSafePoint { safe_point })) => {
+                return Err(WatchError::Compacted { from: span.resolved, safe_point });
+            }
+            Err(error) => return Err(WatchError::Client(error)),
         }
-        Err(error) => Err(WatchError::Client(error)),
     }
 }
 
-/// Reports what one region feed sends until it ends.
+/// Reports what a subscription sends until it ends; moves to the region's first feed
+/// when it can (`hub.rs`).
 async fn receive(
+    client: &Client,
     span: &mut Span,
-    mut stream: Streaming<RegionFeedResponse>,
+    (mut subscription, region): (Subscription, &Region),
+    (prev_values, attentive): (bool, &Arc<AtomicBool>),
     reports: &mpsc::Sender<Report>,
 ) -> Ended {
-    let mut caught_up = false;
-    loop {
-        let message = match stream.message().await {
-            Ok(Some(message)) => message,
-            // The connection broke, or the store ended the stream without a word.
-            Ok(None) | Err(_) => return Ended::Reopen { failed: !caught_up },
+    while let Some(news) = subscription.news.recv().await {
+        let report = match news {
+            FeedNews::Events(events) => Report::Events(events),
+            FeedNews::Resolved(resolved) if resolved > span.resolved => {
+                span.resolved = resolved;
+                Report::Resolved { span: span.id, at: resolved }
+            }
+            FeedNews::Resolved(_) => continue,
         };
-        if !message.events.is_empty() {
-            let events = message.events.into_iter().map(ChangeEvent::from).collect();
-            if reports.send(Report::Events(events)).await.is_err() {
-                return Ended::WatchGone;
-            }
+        let resolved = matches!(report, Report::Resolved { .. });
+        if reports.send(report).await.is_err() {
+            return Ended::WatchGone;
         }
-        caught_up |= message.caught_up;
-        let resolved = Timestamp::from_u64(message.resolved_ts);
-        if caught_up && resolved > span.resolved {
-            span.resolved = resolved;
-            if reports.send(Report::Resolved { span: span.id, at: resolved }).await.is_err() {
-                return Ended::WatchGone;
-            }
+        if !resolved {
+            continue;
         }
-        if message.closed != FeedCloseReason::Unspecified as i32 {
-            // A watcher that fell behind reopens at once, unless it fell behind in its
-            // catch-up (which would then be read again and again without a pause, and
-            // counts as a failure); the others give the region a moment to settle on
-            // its new leader or range.
-            if message.closed == FeedCloseReason::Congested as i32 {
-                return Ended::Reopen { failed: !caught_up };
-            }
-            tokio::time::sleep(REOPEN_PAUSE).await;
-            return Ended::Reopen { failed: false };
+        let part = KeyRange::of(region).clamp(&KeyRange::new(&span.start, &span.end));
+        let (start, end) = (part.start().to_vec(), part.end().to_vec());
+        let interest = Interest { start, end, from: span.resolved, attentive: attentive.clone() };
+        if let Some(moved) = client.feed_hub.join_first(&subscription.feed, region, prev_values, &interest) {
+            subscription = moved;
         }
+    }
+    let feed = &subscription.feed;
+    match feed.ended() {
+        // Dropped by a feed that goes on: the span did not keep up. Reopen at once
+        // (joining again from what it has seen).
+        None => Ended::Reopen { failed: false, pause: false },
+        // The connection broke, or the client did not keep up with the feed: a failure
+        // if it happens before the feed caught up (a catch-up that cannot finish).
+        Some(FeedCloseReason::Unspecified | FeedCloseReason::Congested) => {
+            Ended::Reopen { failed: !feed.caught_up(), pause: false }
+        }
+        Some(_) => Ended::Reopen { failed: false, pause: true },
     }
 }

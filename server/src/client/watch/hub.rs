@@ -1,0 +1,444 @@
+//! A client's region feeds, shared by its watches: however many watches cover a
+//! region, the client follows it through one feed (per choice of previous values), and
+//! each watch's span there subscribes to the part it covers. A store then serves one
+//! feed per client and region, not one per watch, and an idle watch costs nothing per
+//! resolve: a subscriber is sent resolved timestamps only while its watch is
+//! **attentive** (it holds events that wait for them, or it wants to move its progress
+//! or its hold on garbage collection) or when it was sent events since the last one.
+//!
+//! A feed keeps the events above its resolved timestamp (those no subscriber can be
+//! released yet), so that a span can **join** it from any timestamp at or above the
+//! feed's resolved one: the events above its start are handed over, and the rest
+//! follows. A span from below that opens a feed of its own (its catch-up), which later
+//! spans can join in turn. While a feed catches up it keeps everything it has received
+//! (it started at a known timestamp), up to a bound; past the bound it forgets what it
+//! kept and takes no joiner until it resolves past what it forgot.
+//!
+//! A subscriber that does not keep up is dropped (its span reopens from its resolved
+//! timestamp); a feed that ends (leader change, split, replica moved, store stopped, a
+//! broken connection, a congested client) first sends every subscriber it can its last
+//! resolved timestamp, so that they all reopen from the same point and join one new
+//! feed. While one span opens a feed of a region, the others wait for it instead of
+//! opening their own.
+//!
+//! This module owns the shared feeds and their subscribers; what a span does with
+//! what it receives is `span.rs`'s, and the merge of spans is `merge.rs`'s.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use tessera_engine::proto::metadata::Region;
+use tessera_engine::region::KeyRange;
+use tessera_engine::timestamp::Timestamp;
+use tokio::sync::{Notify, mpsc};
+use tonic::Streaming;
+
+use super::ChangeEvent;
+use crate::proto::{FeedCloseReason, RegionFeedResponse};
+
+/// Messages in flight from a feed to one subscriber; a subscriber that lets more pile
+/// up is dropped as congested.
+const SUBSCRIBER_MESSAGES: usize = 64;
+
+/// The most events, and bytes of them, a feed keeps above its resolved timestamp for
+/// spans that join it.
+const MAX_KEPT_EVENTS: usize = 100_000;
+const MAX_KEPT_BYTES: usize = 32 << 20;
+
+/// What a feed sends a subscriber.
+#[derive(Debug)]
+pub(super) enum FeedNews {
+    Events(Vec<ChangeEvent>),
+    /// Every version of the subscriber's part committed at or below this was sent.
+    Resolved(Timestamp),
+}
+
+/// Which feed: a region's, with previous values or without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FeedKey {
+    region_id: u64,
+    prev_values: bool,
+}
+
+/// What a span subscribes with.
+pub(super) struct Interest {
+    /// The part of the region the span covers: `start .. end` (empty: to the end).
+    pub start: Vec<u8>,
+    pub end: Vec<u8>,
+    /// Versions committed after this.
+    pub from: Timestamp,
+    /// Whether the span's watch wants resolved timestamps now.
+    pub attentive: Arc<AtomicBool>,
+}
+
+/// The client's shared feeds.
+#[derive(Default)]
+pub(crate) struct FeedHub {
+    state: Mutex<HubState>,
+}
+
+#[derive(Default)]
+struct HubState {
+    feeds: HashMap<FeedKey, Vec<Arc<SharedFeed>>>,
+    /// Feeds being opened, and how their waiters learn that the opening ended.
+    opening: HashMap<FeedKey, Arc<Notify>>,
+}
+
+/// What [`FeedHub::join_or_open`] found for a span.
+pub(super) enum Found {
+    Joined(Subscription),
+    /// Another span is opening the region's feed: wait for it, then ask again.
+    Wait(Arc<Notify>),
+    /// No feed to join: the caller opens one and [`FeedHub::install`]s it; the spans
+    /// of other watches wait meanwhile.
+    Open(Opening),
+}
+
+/// The right to open a region's feed; dropped without installing a feed, it lets the
+/// spans that wait for it try again.
+pub(super) struct Opening {
+    hub: Arc<FeedHub>,
+    key: FeedKey,
+    installed: bool,
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        if !self.installed
+            && let Some(waiters) = self.hub.state.lock().opening.remove(&self.key)
+        {
+            waiters.notify_waiters();
+        }
+    }
+}
+
+impl FeedHub {
+    /// Subscribes `interest` to a feed of `region` it can join, or says what to do.
+    pub(super) fn join_or_open(
+        self: &Arc<Self>,
+        region: &Region,
+        prev_values: bool,
+        interest: &Interest,
+    ) -> Found {
+        let key = FeedKey { region_id: region.id, prev_values };
+        let mut hub = self.state.lock();
+        for feed in hub.feeds.get(&key).into_iter().flatten() {
+            if let Some(subscription) = feed.join(region, interest) {
+                return Found::Joined(subscription);
+            }
+        }
+        if let Some(notify) = hub.opening.get(&key) {
+            return Found::Wait(notify.clone());
+        }
+        hub.opening.insert(key, Arc::new(Notify::new()));
+        Found::Open(Opening { hub: self.clone(), key, installed: false })
+    }
+
+    /// Installs the feed of `region` opened from `interest.from` (after
+    /// [`FeedHub::join_or_open`] said to open), with the opener as its first subscriber.
+    pub(super) fn install(
+        self: &Arc<Self>,
+        mut opening: Opening,
+        region: Region,
+        stream: Streaming<RegionFeedResponse>,
+        interest: &Interest,
+    ) -> Subscription {
+        let key = opening.key;
+        assert_eq!(
+            key.region_id, region.id,
+            "invariant: a feed is installed for the region it was opened for"
+        );
+        opening.installed = true;
+        let feed = Arc::new(SharedFeed::new(region.clone(), interest.from));
+        let subscription = feed.join(&region, interest).unwrap_or_else(|| {
+            unreachable!("invariant: a feed just opened from a timestamp takes a subscriber from it")
+        });
+        let waiters = {
+            let mut hub = self.state.lock();
+            hub.feeds.entry(key).or_default().push(feed.clone());
+            hub.opening.remove(&key)
+        };
+        if let Some(notify) = waiters {
+            notify.notify_waiters();
+        }
+        tokio::spawn(follow_feed(Arc::downgrade(self), key, feed, stream));
+        subscription
+    }
+
+    /// Subscribes `interest` to the region's first feed (the oldest the client
+    /// follows), if `current` is another one and `interest` can join it: a span that
+    /// opened a feed of its own to catch up moves over once it has, and its feed ends
+    /// when nobody is left on it.
+    pub(super) fn join_first(
+        &self,
+        current: &Arc<SharedFeed>,
+        region: &Region,
+        prev_values: bool,
+        interest: &Interest,
+    ) -> Option<Subscription> {
+        let key = FeedKey { region_id: region.id, prev_values };
+        let hub = self.state.lock();
+        let first = hub.feeds.get(&key)?.first()?;
+        if Arc::ptr_eq(first, current) {
+            return None;
+        }
+        first.join(region, interest)
+    }
+
+    fn remove(&self, key: FeedKey, feed: &Arc<SharedFeed>) {
+        let mut hub = self.state.lock();
+        if let Some(feeds) = hub.feeds.get_mut(&key) {
+            feeds.retain(|kept| !Arc::ptr_eq(kept, feed));
+            if feeds.is_empty() {
+                hub.feeds.remove(&key);
+            }
+        }
+    }
+
+    /// How many feeds the client follows.
+    pub(crate) fn feeds(&self) -> usize {
+        self.state.lock().feeds.values().map(Vec::len).sum()
+    }
+}
+
+/// A span's subscription to a shared feed: what the feed sends it, until the feed
+/// ends or drops it.
+pub(super) struct Subscription {
+    pub feed: Arc<SharedFeed>,
+    pub news: mpsc::Receiver<FeedNews>,
+}
+
+/// One region feed and its subscribers.
+pub(super) struct SharedFeed {
+    /// The region as it was when the feed opened.
+    pub region: Region,
+    state: Mutex<FeedState>,
+}
+
+struct FeedState {
+    /// A span may join from this timestamp or above; none while the feed has forgotten
+    /// events a joiner would need.
+    joinable_from: Option<Timestamp>,
+    /// Events forgotten past the bound of those kept: joinable again once resolved
+    /// past this.
+    forgotten_up_to: Option<Timestamp>,
+    /// Every version committed at or below this was received (the start, until the
+    /// feed has caught up).
+    resolved: Timestamp,
+    caught_up: bool,
+    /// Events above `resolved` (every one the feed received, while it catches up).
+    kept: Vec<ChangeEvent>,
+    kept_bytes: usize,
+    subscribers: Vec<Subscriber>,
+    /// Why the feed ended, once it has.
+    ended: Option<FeedCloseReason>,
+}
+
+struct Subscriber {
+    start: Vec<u8>,
+    end: Vec<u8>,
+    from: Timestamp,
+    attentive: Arc<AtomicBool>,
+    /// Sent events since the last resolved timestamp it was sent.
+    owed_resolved: bool,
+    resolved_sent: Timestamp,
+    news: mpsc::Sender<FeedNews>,
+}
+
+fn event_bytes(event: &ChangeEvent) -> usize {
+    event.key.len() + event.value.as_ref().map_or(0, Vec::len) + event.prev_value.as_ref().map_or(0, Vec::len)
+}
+
+impl SharedFeed {
+    fn new(region: Region, start: Timestamp) -> SharedFeed {
+        let state = FeedState {
+            joinable_from: Some(start),
+            forgotten_up_to: None,
+            resolved: start,
+            caught_up: false,
+            kept: Vec::new(),
+            kept_bytes: 0,
+            subscribers: Vec::new(),
+            ended: None,
+        };
+        SharedFeed { region, state: Mutex::new(state) }
+    }
+
+    /// Whether the feed caught up at some point (a feed that ended before failed).
+    pub(super) fn caught_up(&self) -> bool {
+        self.state.lock().caught_up
+    }
+
+    /// Why the feed ended; `None` while it runs (a subscriber it dropped was congested).
+    pub(super) fn ended(&self) -> Option<FeedCloseReason> {
+        self.state.lock().ended
+    }
+
+    /// Subscribes `interest` if it can join: the feed runs, covers the part, and has
+    /// kept every event above `interest.from`.
+    fn join(self: &Arc<Self>, region: &Region, interest: &Interest) -> Option<Subscription> {
+        let mut state = self.state.lock();
+        let part = KeyRange::new(&interest.start, &interest.end);
+        let covers = region.id == self.region.id && KeyRange::of(&self.region).encloses(&part);
+        let joinable = state.joinable_from.is_some_and(|joinable_from| interest.from >= joinable_from);
+        if state.ended.is_some() || !covers || !joinable {
+            return None;
+        }
+        let (sender, news) = mpsc::channel(SUBSCRIBER_MESSAGES);
+        let handed_over: Vec<ChangeEvent> = state
+            .kept
+            .iter()
+            .filter(|event| event.commit_ts > interest.from && part.contains(&event.key))
+            .cloned()
+            .collect();
+        if !handed_over.is_empty() && sender.try_send(FeedNews::Events(handed_over)).is_err() {
+            unreachable!("invariant: a new subscriber's channel has room for its first message");
+        }
+        state.subscribers.push(Subscriber {
+            start: interest.start.clone(),
+            end: interest.end.clone(),
+            from: interest.from,
+            attentive: interest.attentive.clone(),
+            // The first resolved timestamp after joining tells the span where it is
+            // (a span on a feed of its own moves to the region's first one with it).
+            owed_resolved: true,
+            resolved_sent: interest.from,
+            news: sender,
+        });
+        drop(state);
+        Some(Subscription { feed: self.clone(), news })
+    }
+
+    /// Events the feed received: kept for joiners, and sent to each subscriber whose
+    /// part they are in. A subscriber without room for them is dropped.
+    fn on_events(&self, events: &[ChangeEvent]) {
+        let mut state = self.state.lock();
+        if state.ended.is_some() {
+            return;
+        }
+        state.keep(events);
+        state.subscribers.retain_mut(|subscriber| {
+            let theirs: Vec<ChangeEvent> = events
+                .iter()
+                .filter(|event| {
+                    event.commit_ts > subscriber.from
+                        && KeyRange::new(&subscriber.start, &subscriber.end).contains(&event.key)
+                })
+                .cloned()
+                .collect();
+            if theirs.is_empty() {
+                return !subscriber.news.is_closed();
+            }
+            subscriber.owed_resolved = true;
+            // The watch holds events now: its other spans' resolved timestamps matter.
+            subscriber.attentive.store(true, Ordering::Relaxed);
+            subscriber.news.try_send(FeedNews::Events(theirs)).is_ok()
+        });
+    }
+
+    /// The region resolved to `resolved` (the feed has caught up).
+    fn on_resolved(&self, resolved: Timestamp) {
+        let mut state = self.state.lock();
+        if state.ended.is_some() {
+            return;
+        }
+        // A promise about what lies below the start tells nothing new.
+        let resolved = resolved.max(state.resolved);
+        state.caught_up = true;
+        state.resolved = resolved;
+        state.kept.retain(|event| event.commit_ts > resolved);
+        state.kept_bytes = state.kept.iter().map(event_bytes).sum();
+        if state.forgotten_up_to.is_none_or(|forgotten| forgotten <= resolved) {
+            state.forgotten_up_to = None;
+            state.joinable_from = Some(resolved);
+        }
+        state.subscribers.retain_mut(|subscriber| {
+            if subscriber.news.is_closed() {
+                return false;
+            }
+            let wanted = subscriber.owed_resolved || subscriber.attentive.load(Ordering::Relaxed);
+            if wanted && resolved > subscriber.resolved_sent {
+                // No room: the next one will do, as this is only the latest promise.
+                if subscriber.news.try_send(FeedNews::Resolved(resolved)).is_ok() {
+                    subscriber.resolved_sent = resolved;
+                    subscriber.owed_resolved = false;
+                }
+            }
+            true
+        });
+    }
+
+    /// Ends the feed: every subscriber with room is sent the last resolved timestamp,
+    /// then dropped.
+    fn end(&self, reason: FeedCloseReason) {
+        let mut state = self.state.lock();
+        state.ended = Some(reason);
+        let (caught_up, resolved) = (state.caught_up, state.resolved);
+        for subscriber in state.subscribers.drain(..) {
+            if caught_up && resolved > subscriber.resolved_sent {
+                let _ = subscriber.news.try_send(FeedNews::Resolved(resolved));
+            }
+        }
+        state.kept = Vec::new();
+        state.kept_bytes = 0;
+    }
+
+    fn has_subscribers(&self) -> bool {
+        let mut state = self.state.lock();
+        state.subscribers.retain(|subscriber| !subscriber.news.is_closed());
+        !state.subscribers.is_empty()
+    }
+}
+
+impl FeedState {
+    /// Keeps `events` for joiners, or forgets everything kept past the bound.
+    fn keep(&mut self, events: &[ChangeEvent]) {
+        self.kept_bytes += events.iter().map(event_bytes).sum::<usize>();
+        self.kept.extend_from_slice(events);
+        if self.kept.len() > MAX_KEPT_EVENTS || self.kept_bytes > MAX_KEPT_BYTES {
+            let highest = self.kept.iter().map(|event| event.commit_ts).max();
+            self.forgotten_up_to = self.forgotten_up_to.max(highest);
+            self.joinable_from = None;
+            self.kept = Vec::new();
+            self.kept_bytes = 0;
+        }
+    }
+}
+
+/// Follows one feed's stream until it ends or nobody is subscribed; then ends the
+/// feed and forgets it.
+async fn follow_feed(
+    hub: Weak<FeedHub>,
+    key: FeedKey,
+    feed: Arc<SharedFeed>,
+    mut stream: Streaming<RegionFeedResponse>,
+) {
+    let mut caught_up = false;
+    let reason = loop {
+        let message = match stream.message().await {
+            Ok(Some(message)) => message,
+            // The connection broke, or the store ended the stream without a word.
+            Ok(None) | Err(_) => break FeedCloseReason::Unspecified,
+        };
+        if !message.events.is_empty() {
+            let events: Vec<ChangeEvent> = message.events.into_iter().map(ChangeEvent::from).collect();
+            feed.on_events(&events);
+        }
+        caught_up |= message.caught_up;
+        if caught_up {
+            feed.on_resolved(Timestamp::from_u64(message.resolved_ts));
+        }
+        if message.closed != FeedCloseReason::Unspecified as i32 {
+            break FeedCloseReason::try_from(message.closed).unwrap_or(FeedCloseReason::Unspecified);
+        }
+        if !feed.has_subscribers() {
+            break FeedCloseReason::Unspecified;
+        }
+    };
+    feed.end(reason);
+    if let Some(hub) = hub.upgrade() {
+        hub.remove(key, &feed);
+    }
+}
