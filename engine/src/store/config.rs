@@ -77,7 +77,7 @@ impl StoreConfig {
             leader_missing_report_ticks: 100,
             timestamps: None,
             gc_compaction_interval: Duration::from_secs(10 * 60),
-            feed_resolve_interval: Duration::from_millis(50),
+            feed_resolve_interval: Duration::from_millis(20),
             block_cache_bytes: crate::storage::DEFAULT_BLOCK_CACHE_BYTES,
         }
     }

@@ -99,7 +99,7 @@ mod tests {
         assert_eq!(config.store.split_max_bytes, Some(DEFAULT_SPLIT_MAX_BYTES));
         assert_eq!(config.store.gc_compaction_interval_ms, Some(600_000));
         assert_eq!(config.store.block_cache_mib, Some(256));
-        assert_eq!(config.store.feed_resolve_interval_ms, Some(50));
+        assert_eq!(config.store.feed_resolve_interval_ms, Some(20));
         assert!(config.store.data_dir.is_some() && config.pd.data_dir.is_some());
         assert_eq!(config.pd.id, Some(1));
         assert_eq!(config.pd.members, vec!["1=127.0.0.1:2379".to_string()]);
