@@ -92,6 +92,7 @@ pub(crate) struct StoreMetrics {
     pub splits: Counter,
     pub one_phase_retimed: Counter,
     pub one_phase_refused: Counter,
+    pub feed_stale_locks_reported: Counter,
     pub column_families: [ColumnFamilyGauges; Cf::ALL.len()],
     pub write_stopped: Gauge,
     pub delayed_write_rate: Gauge,
@@ -248,6 +249,10 @@ fn register_store_metrics() -> StoreMetrics {
         one_phase_refused: counter(
             "tessera_one_phase_refused_total",
             "One-phase commits a leader refused for a commit timestamp at or below its read watermark.",
+        ),
+        feed_stale_locks_reported: counter(
+            "tessera_feed_stale_locks_reported_total",
+            "Locks reported for resolution because they held a change feed's resolved timestamp back too long.",
         ),
         column_families: Cf::ALL.map(column_family_gauges),
         write_stopped: gauge(

@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tessera_engine::proto::command::{Commit, Mutation, Prewrite, write};
-use tessera_engine::proto::mvcc;
+use tessera_engine::proto::command::{Commit, write};
 use tessera_server::client::{Client, ClientError, Conflict};
 
 async fn started() -> (Cluster, Arc<Client>) {
@@ -21,28 +20,6 @@ async fn started() -> (Cluster, Arc<Client>) {
     wait_for_leader(&client).await;
     split_at(&client, &[b"m", b"t"]).await;
     (cluster, client)
-}
-
-fn put(key: &[u8], value: &[u8]) -> Mutation {
-    Mutation { op: mvcc::Mutation::Put as i32, key: key.to_vec(), value: value.to_vec() }
-}
-
-/// Prewrites `keys` (the first is the primary) with locks that live `ttl_ms`, as a
-/// coordinator that then dies would leave them.
-async fn prewrite_and_die(client: &Client, keys: &[&[u8]], ttl_ms: u64) -> u64 {
-    let start_ts = client.timestamp().await.expect("a timestamp").as_u64();
-    for key in keys {
-        let prewrite = Prewrite {
-            start_ts,
-            primary: keys[0].to_vec(),
-            lock_ttl_ms: ttl_ms,
-            mutations: vec![put(key, b"from-the-dead")],
-            one_phase_commit_ts: 0,
-        };
-        let result = send_txn_command(client, key, write::Kind::Prewrite(prewrite)).await;
-        assert!(result.errors.is_empty(), "prewrite of {key:?}: {:?}", result.errors);
-    }
-    start_ts
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -437,3 +437,40 @@ async fn the_watches_of_a_client_share_one_feed_of_a_region_and_idle_ones_still_
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A coordinator that died leaves locks that no reader may ever meet again, and a
+/// region's resolved timestamp cannot pass a lock: the store leading the region's feed
+/// resolves a lock that has held it back for `feed_stale_lock_after_ms`, so that its
+/// watches go on. The secondary of a transaction committed at its primary is committed
+/// and delivered; a transaction that never reached its commit point is rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_left_by_dead_coordinators_are_resolved_so_that_watches_go_on() {
+    use tessera_engine::proto::command::{Commit, write};
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let store_config = "[store]\nfeed_stale_lock_after_ms = 200\n";
+    let cluster = Cluster::start_with_files(&["", "", ""], 1_000_000, "", Some(store_config));
+    let client = Arc::new(cluster.client());
+    wait_for_leader(&client).await;
+    split_at(&client, &[b"m"]).await;
+    let from = client.timestamp().await.expect("a timestamp");
+    // Its primary (in the region below m) committed; its coordinator died before the
+    // secondary.
+    let start_ts = prewrite_and_die(&client, &[b"apple", b"zucchini"], 60_000).await;
+    let commit_ts = client.timestamp().await.expect("a timestamp");
+    let commit = Commit { start_ts, commit_ts: commit_ts.as_u64(), keys: vec![b"apple".to_vec()] };
+    assert!(send_txn_command(&client, b"apple", write::Kind::Commit(commit)).await.errors.is_empty());
+    // Died before its commit point: both keys locked until the time to live runs out.
+    let dead_start_ts = prewrite_and_die(&client, &[b"banana", b"tomato"], 1_000).await;
+
+    let mut watch = client.watch(options(b"m", b"", from)).await.expect("a watch");
+    let until = client.timestamp().await.expect("a timestamp");
+    let delivered = collect(&mut watch, until, "behind dead coordinators").await;
+    let wanted = vec![(commit_ts, vec![(b"zucchini".to_vec(), Some(b"from-the-dead".to_vec()), None)])];
+    assert_same_history(&delivered, &wanted, "behind dead coordinators");
+    // The transaction that never committed was rolled back, not merely skipped: its
+    // commit is refused now.
+    let late = client.timestamp().await.expect("a timestamp").as_u64();
+    let commit = Commit { start_ts: dead_start_ts, commit_ts: late, keys: vec![b"banana".to_vec()] };
+    let refused = send_txn_command(&client, b"banana", write::Kind::Commit(commit)).await;
+    assert_eq!(refused.errors.len(), 1, "the dead transaction was rolled back");
+}

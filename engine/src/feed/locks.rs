@@ -56,6 +56,17 @@ impl LockTracker {
         self.by_start.keys().next().copied()
     }
 
+    /// The oldest lock: its key and start timestamp. Looking for the key walks every
+    /// lock, so it is for the rare moments a lock holds a feed back too long.
+    pub fn oldest_lock(&self) -> Option<(&[u8], Timestamp)> {
+        let oldest = self.oldest()?;
+        let found = self.by_key.iter().find(|(_, start_ts)| **start_ts == oldest);
+        let Some((key, _)) = found else {
+            unreachable!("invariant: a counted start timestamp ({oldest}) has a tracked key")
+        };
+        Some((key.as_slice(), oldest))
+    }
+
     pub fn len(&self) -> usize {
         self.by_key.len()
     }

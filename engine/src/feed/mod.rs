@@ -25,6 +25,10 @@
 //! applied an entry of its own term (every lock of its predecessors is then in the lock
 //! family), and never lower than before.
 //!
+//! **Stale locks.** A lock left by a dead coordinator would hold its region's resolved
+//! timestamp back until something resolves it: the leader reports a lock that has held
+//! it back too long to the server, which resolves it as a reader would (`stale.rs`).
+//!
 //! This module owns the feed's state and its rules; it must never block the raft
 //! worker: watchers get messages through bounded channels, and a watcher that does not
 //! keep up is dropped with [`FeedClosed::Congested`] (it reopens from what it saw).
@@ -32,6 +36,7 @@
 mod change;
 mod locks;
 mod region;
+mod stale;
 
 #[cfg(test)]
 mod tests;
@@ -41,3 +46,4 @@ pub use locks::LockTracker;
 pub use region::{
     FeedClosed, FeedMessage, FeedStart, FeedSubscriber, RegionFeed, SUBSCRIBER_CHANNEL_MESSAGES,
 };
+pub use stale::{STALE_LOCK_REPORT_EVERY, StaleLock, StaleLockSink};

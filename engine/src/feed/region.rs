@@ -7,6 +7,7 @@ use crate::timestamp::Timestamp;
 
 use super::change::{Change, FeedEvent};
 use super::locks::LockTracker;
+use super::stale::StaleLockTimer;
 
 /// How many messages a watcher's channel should hold before the watcher counts as
 /// fallen behind (a message is one apply round's events, or one resolved timestamp).
@@ -66,13 +67,19 @@ pub struct RegionFeed {
     locks: LockTracker,
     /// The highest resolved timestamp published (zero: none yet).
     resolved: Timestamp,
+    stale_lock_timer: StaleLockTimer,
 }
 
 impl RegionFeed {
     /// A feed over a region whose locks are `locks`, read from the lock family with
     /// every applied command written.
     pub fn new(locks: LockTracker) -> RegionFeed {
-        RegionFeed { subscribers: Vec::new(), locks, resolved: Timestamp::ZERO }
+        RegionFeed {
+            subscribers: Vec::new(),
+            locks,
+            resolved: Timestamp::ZERO,
+            stale_lock_timer: StaleLockTimer::default(),
+        }
     }
 
     pub fn subscribe(&mut self, subscriber: Box<dyn FeedSubscriber>) {
@@ -122,6 +129,22 @@ impl RegionFeed {
             self.broadcast(FeedMessage::Resolved(self.resolved));
         }
         self.resolved
+    }
+
+    /// The oldest lock (key and start timestamp) when it is older than `stale_after` by
+    /// the oracle's `oracle_ts` and a report of it is due at `now_micros` (the store's
+    /// clock); see `stale.rs`.
+    pub fn stale_lock(
+        &mut self,
+        oracle_ts: Timestamp,
+        stale_after: std::time::Duration,
+        now_micros: u64,
+    ) -> Option<(Vec<u8>, Timestamp)> {
+        let oldest = self.locks.oldest()?;
+        if !self.stale_lock_timer.due(oldest, oracle_ts, stale_after, now_micros) {
+            return None;
+        }
+        self.locks.oldest_lock().map(|(key, start_ts)| (key.to_vec(), start_ts))
     }
 
     /// Ends the feed for every watcher.

@@ -53,7 +53,9 @@ fn the_oldest_lock_is_the_smallest_start_among_keys_still_locked() {
     locks.lock(b"b".to_vec(), ts(10));
     locks.lock(b"c".to_vec(), ts(20));
     assert_eq!(locks.oldest(), Some(ts(10)));
+    assert!(matches!(locks.oldest_lock(), Some((b"a" | b"b", start)) if start == ts(10)));
     locks.unlock(b"a", ts(10));
+    assert_eq!(locks.oldest_lock(), Some((&b"b"[..], ts(10))), "the key still locked is named");
     assert_eq!(locks.oldest(), Some(ts(10)), "b still holds a lock of 10");
     // Another transaction's release of the key does not remove this one's lock.
     locks.unlock(b"b", ts(99));
@@ -66,6 +68,7 @@ fn the_oldest_lock_is_the_smallest_start_among_keys_still_locked() {
     locks.unlock(b"c", ts(20));
     assert!(locks.is_empty());
     assert_eq!(locks.oldest(), None);
+    assert_eq!(locks.oldest_lock(), None);
 }
 
 #[test]
@@ -124,4 +127,25 @@ fn locks_taken_and_released_in_one_round_leave_no_trace_and_send_no_event() {
     ]);
     assert!(feed.locks().is_empty());
     assert!(seen.received.lock().is_empty());
+}
+
+#[test]
+fn a_lock_is_reported_once_it_is_older_than_the_threshold_and_again_after_a_while() {
+    let mut feed = RegionFeed::new(LockTracker::default());
+    let stale_after = std::time::Duration::from_millis(500);
+    let at = |milliseconds: u64| Timestamp::new(milliseconds, 0).expect("fits");
+    let every_micros = STALE_LOCK_REPORT_EVERY.as_micros() as u64;
+    assert_eq!(feed.stale_lock(at(10_000), stale_after, 0), None, "no lock, nothing to report");
+    feed.on_changes(vec![
+        Change::Locked { key: b"young".to_vec(), start_ts: at(9_800) },
+        Change::Locked { key: b"old".to_vec(), start_ts: at(9_000) },
+    ]);
+    assert_eq!(feed.stale_lock(at(9_400), stale_after, 0), None, "younger than the threshold");
+    let report = Some((b"old".to_vec(), at(9_000)));
+    assert_eq!(feed.stale_lock(at(9_500), stale_after, 1), report, "the oldest, once old enough");
+    assert_eq!(feed.stale_lock(at(9_600), stale_after, every_micros), None, "not again at once");
+    assert_eq!(feed.stale_lock(at(9_700), stale_after, 1 + every_micros), report, "again a while later");
+    feed.on_changes(vec![Change::Unlocked { key: b"old".to_vec(), start_ts: at(9_000) }]);
+    let young = Some((b"young".to_vec(), at(9_800)));
+    assert_eq!(feed.stale_lock(at(10_300), stale_after, 2 + 2 * every_micros), young);
 }

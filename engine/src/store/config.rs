@@ -4,8 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{Clock, MonotonicClock};
+use crate::feed::StaleLockSink;
 use crate::raft::ConfigError;
 use crate::timestamp::TimestampSource;
+
+/// A lock older than a client's default time to live (three seconds from its
+/// transaction's start) is worth asking about: its coordinator may be gone.
+pub const DEFAULT_FEED_STALE_LOCK_AFTER: Duration = Duration::from_secs(3);
 
 /// How a store runs its regions.
 #[derive(Debug, Clone)]
@@ -53,6 +58,12 @@ pub struct StoreConfig {
     /// How often the regions leading change feeds publish a resolved timestamp (each
     /// time, one oracle request per raft worker): a watcher's lag is about this long.
     pub feed_resolve_interval: Duration,
+    /// A region whose oldest lock has held its feed's resolved timestamp back for
+    /// longer than this (by the oracle's clock) reports it to `stale_locks`.
+    pub feed_stale_lock_after: Duration,
+    /// Where stale locks are reported for resolution (`crate::feed`); without one, a
+    /// lock holds its feeds back until a reader or writer resolves it.
+    pub stale_locks: Option<Arc<dyn StaleLockSink>>,
     /// Bytes of RocksDB's block cache, shared by every column family.
     pub block_cache_bytes: usize,
 }
@@ -78,6 +89,8 @@ impl StoreConfig {
             timestamps: None,
             gc_compaction_interval: Duration::from_secs(10 * 60),
             feed_resolve_interval: Duration::from_millis(20),
+            feed_stale_lock_after: DEFAULT_FEED_STALE_LOCK_AFTER,
+            stale_locks: None,
             block_cache_bytes: crate::storage::DEFAULT_BLOCK_CACHE_BYTES,
         }
     }

@@ -42,6 +42,9 @@ pub(crate) struct StoreSection {
     pub gc_compaction_interval_ms: Option<u64>,
     /// How often regions leading change feeds publish a resolved timestamp.
     pub feed_resolve_interval_ms: Option<u64>,
+    /// A lock that has held a change feed back this long is resolved through its
+    /// primary (its coordinator may be gone).
+    pub feed_stale_lock_after_ms: Option<u64>,
     /// RocksDB's block cache, shared by every column family (default 256 MiB).
     pub block_cache_mib: Option<usize>,
     pub metrics: Option<String>,
@@ -100,6 +103,7 @@ mod tests {
         assert_eq!(config.store.gc_compaction_interval_ms, Some(600_000));
         assert_eq!(config.store.block_cache_mib, Some(256));
         assert_eq!(config.store.feed_resolve_interval_ms, Some(20));
+        assert_eq!(config.store.feed_stale_lock_after_ms, Some(3000));
         assert!(config.store.data_dir.is_some() && config.pd.data_dir.is_some());
         assert_eq!(config.pd.id, Some(1));
         assert_eq!(config.pd.members, vec!["1=127.0.0.1:2379".to_string()]);

@@ -238,6 +238,9 @@ fn store_node_config(
     if let Some(interval_ms) = file.feed_resolve_interval_ms {
         engine.feed_resolve_interval = Duration::from_millis(interval_ms);
     }
+    if let Some(after_ms) = file.feed_stale_lock_after_ms {
+        engine.feed_stale_lock_after = Duration::from_millis(after_ms);
+    }
     if let Some(mebibytes) = file.block_cache_mib {
         engine.block_cache_bytes = mebibytes.checked_mul(1 << 20).context("block_cache_mib is too large")?;
     }

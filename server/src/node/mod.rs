@@ -4,6 +4,7 @@
 
 mod gc;
 pub mod pd;
+mod stale_locks;
 pub mod status;
 pub mod store;
 

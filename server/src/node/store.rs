@@ -166,12 +166,11 @@ fn serve_status(
 /// The key-value API. Watches served here reach every region's leader through the
 /// client library.
 fn kv_service(
-    (pd, request_timeout, slow_request_threshold): (Vec<String>, Duration, Duration),
+    (client, request_timeout, slow_request_threshold): (Arc<Client>, Duration, Duration),
     store: &Arc<Store>,
     addresses: Arc<dyn AddressBook>,
     stopping: CancellationToken,
 ) -> KvService {
-    let client = Arc::new(Client::new(pd, request_timeout));
     KvService::new(store, (client, stopping), addresses, request_timeout, slow_request_threshold)
 }
 
@@ -204,11 +203,17 @@ pub(crate) async fn run(
     });
     let transport = Arc::new(GrpcTransport::new(Handle::current(), addresses.clone()));
     let ids = Arc::new(DriverIds::new());
-    let timings = (config.pd.clone(), config.request_timeout, config.slow_request_threshold);
+    // The node's own client: what its services answer through, and what resolves the
+    // locks that hold its change feeds back.
+    let client = Arc::new(Client::new(config.pd.clone(), config.request_timeout));
+    let timings = (client.clone(), config.request_timeout, config.slow_request_threshold);
+    let (stale_locks, stale_lock_reports) = super::stale_locks::queue();
+    tokio::spawn(super::stale_locks::run(stale_lock_reports, client, stopping.clone()));
     let engine = StoreConfig {
         store_id,
         slow_proposal_threshold: config.slow_request_threshold,
         timestamps: Some(oracle_timestamps(&pd)),
+        stale_locks: Some(stale_locks),
         ..config.engine
     };
     let db = config.data_dir.join("db");

@@ -23,7 +23,7 @@ use crate::proto::kv_server::Kv;
 use crate::proto::{
     BatchGetRequest, BatchGetResponse, GetRequest, GetResponse, RegionContext, RegionFeedRequest,
     RegionFeedResponse, ScanRequest, ScanResponse, TxnGetRequest, TxnGetResponse, TxnScanRequest,
-    TxnScanResponse, WatchRequest, WatchResponse, WriteRequest, WriteResponse,
+    TxnScanResponse, WatchRequest, WriteRequest, WriteResponse,
 };
 use crate::transport::AddressBook;
 
@@ -188,11 +188,12 @@ impl Kv for KvService {
         answer.map(|answers| Response::new(ReceiverStream::new(answers)))
     }
 
-    type WatchStream = ReceiverStream<Result<WatchResponse, Status>>;
+    type WatchStream = super::watch::WatchResponses;
 
     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        let answers = super::watch::start(&self.client, request.into_inner(), self.stopping.clone()).await?;
-        Ok(Response::new(ReceiverStream::new(answers)))
+        let responses =
+            super::watch::start(&self.client, request.into_inner(), self.stopping.clone()).await?;
+        Ok(Response::new(responses))
     }
 }
 

@@ -8,30 +8,39 @@
 //! compacted, UNAVAILABLE when the cluster did not answer or this store is stopping
 //! (resume from the last timestamp received), INVALID_ARGUMENT for a bad request.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::{Stream, StreamExt, future, stream};
 
 use tessera_engine::gc::BelowSafePoint;
 use tessera_engine::store::StoreError;
 use tessera_engine::timestamp::Timestamp;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::client::{ChangeEvent, Client, ClientError, Watch, WatchError, WatchMessage, WatchOptions};
 use crate::failure::{invalid_kv_request, kv_status};
 use crate::proto::{WatchRequest, WatchResponse};
-use crate::service::feed::{CATCH_UP_BATCH_BYTES, STREAM_BUFFER_MESSAGES, split_by_bytes};
+use crate::service::feed::{CATCH_UP_BATCH_BYTES, split_by_bytes};
 
 /// The longest progress interval a watch may ask for: a day.
 const MAX_PROGRESS_INTERVAL_MS: u32 = 24 * 60 * 60 * 1000;
 
-/// Starts the watch a request asks for; answers its responses through a receiver.
+/// What a `Kv.Watch` call streams.
+pub(crate) type WatchResponses = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+
+/// Starts the watch a request asks for; answers its responses as a stream, which
+/// tonic polls as the caller takes them (no task or queue of its own: an idle watch
+/// costs what its client watch does). Dropping the stream (the caller went away)
+/// drops the watch, which stops its tasks; once the store stops, the stream ends with
+/// UNAVAILABLE.
 pub(crate) async fn start(
     client: &Arc<Client>,
     request: WatchRequest,
     stopping: CancellationToken,
-) -> Result<mpsc::Receiver<Result<WatchResponse, Status>>, Status> {
+) -> Result<WatchResponses, Status> {
     if request.progress_interval_ms > MAX_PROGRESS_INTERVAL_MS {
         return Err(invalid_kv_request(&format!(
             "a progress interval of {} ms is over the limit of {MAX_PROGRESS_INTERVAL_MS} ms",
@@ -47,49 +56,33 @@ pub(crate) async fn start(
             .then(|| Duration::from_millis(u64::from(request.progress_interval_ms))),
     };
     let watch = client.watch(options).await.map_err(status)?;
-    let (out, answers) = mpsc::channel(STREAM_BUFFER_MESSAGES);
-    tokio::spawn(deliver(watch, out, stopping));
-    Ok(answers)
+    Ok(Box::pin(responses(watch, stopping)))
 }
 
-/// Sends what the watch delivers until it ends, the caller goes away or the store
-/// stops.
-async fn deliver(
-    mut watch: Watch,
-    out: mpsc::Sender<Result<WatchResponse, Status>>,
-    stopping: CancellationToken,
-) {
+/// The announcement of the watch's start, then what it delivers until it ends or the
+/// store stops.
+fn responses(watch: Watch, stopping: CancellationToken) -> impl Stream<Item = Result<WatchResponse, Status>> {
     let announcement = WatchResponse { resolved_ts: watch.from().as_u64(), ..WatchResponse::default() };
-    if out.send(Ok(announcement)).await.is_err() {
-        return;
-    }
-    loop {
-        let message = tokio::select! {
-            message = watch.next() => message,
-            // The caller went away: dropping the watch stops its tasks.
-            () = out.closed() => return,
-            () = stopping.cancelled() => {
-                let stopped = Status::unavailable("the store serving the watch is stopping: resume it from the last timestamp received");
-                let _ = out.send(Err(stopped)).await;
-                return;
-            }
-        };
-        let responses = match message {
-            Some(Ok(WatchMessage::Transaction { events, .. })) => transaction(events),
-            Some(Ok(WatchMessage::Progress(at))) => {
-                vec![WatchResponse { resolved_ts: at.as_u64(), ..WatchResponse::default() }]
-            }
-            Some(Err(error)) => {
-                let _ = out.send(Err(status(error))).await;
-                return;
-            }
-            None => return,
-        };
-        for response in responses {
-            if out.send(Ok(response)).await.is_err() {
-                return;
-            }
+    let delivered = watch
+        .flat_map(|message| stream::iter(responses_of(message)))
+        .take_until(stopping.clone().cancelled_owned());
+    let stopped = stream::once(async move { stopping.is_cancelled() }).filter_map(|stopped| {
+        let status = Status::unavailable(
+            "the store serving the watch is stopping: resume it from the last timestamp received",
+        );
+        future::ready(stopped.then(|| Err(status)))
+    });
+    stream::once(future::ready(Ok(announcement))).chain(delivered).chain(stopped)
+}
+
+/// The responses one message of a watch makes (after an error, the watch ends).
+fn responses_of(message: Result<WatchMessage, WatchError>) -> Vec<Result<WatchResponse, Status>> {
+    match message {
+        Ok(WatchMessage::Transaction { events, .. }) => transaction(events).into_iter().map(Ok).collect(),
+        Ok(WatchMessage::Progress(at)) => {
+            vec![Ok(WatchResponse { resolved_ts: at.as_u64(), ..WatchResponse::default() })]
         }
+        Err(error) => vec![Err(status(error))],
     }
 }
 

@@ -286,20 +286,62 @@ pub fn http(address: &str, method: &str, path: &str, body: &str) -> (u16, String
 
 /// Sends one transactional command straight to the leader of the region holding
 /// `key`, as a coordinator would, so that a test can stop between the steps of a commit.
+/// A refusal (the driver's route was stale: a leader that just changed, a region that
+/// just split) is sent again, for up to 30 s: transactional commands are idempotent.
 pub async fn send_txn_command(
     client: &Client,
     key: &[u8],
     command: tessera_engine::proto::command::write::Kind,
 ) -> tessera_engine::proto::command::TxnResult {
     use tessera_server::proto::{RegionContext, WriteRequest, kv_client::KvClient};
-    let route = client.pd().region_by_key_async(key).await.expect("a route");
-    let (region, leader) = (route.region.expect("a region"), route.leader.expect("a leader"));
-    let address = &route.store_addresses[&leader.store_id];
-    let mut kv = KvClient::connect(format!("http://{address}")).await.expect("the store answers");
-    let context = RegionContext { region_id: region.id, epoch: region.epoch };
-    let writes = vec![tessera_engine::proto::command::Write { kind: Some(command) }];
-    let answer = kv.write(WriteRequest { context: Some(context), writes }).await.expect("the write applies");
-    answer.into_inner().results.remove(0).txn.expect("a transactional result")
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let route = client.pd().region_by_key_async(key).await.expect("a route");
+        let region = route.region.expect("a region");
+        let address = route.leader.and_then(|leader| route.store_addresses.get(&leader.store_id).cloned());
+        let answer = match address {
+            Some(address) => {
+                let mut kv = KvClient::connect(format!("http://{address}")).await.expect("the store answers");
+                let context = RegionContext { region_id: region.id, epoch: region.epoch };
+                let writes = vec![tessera_engine::proto::command::Write { kind: Some(command.clone()) }];
+                kv.write(WriteRequest { context: Some(context), writes })
+                    .await
+                    .map_err(|status| status.to_string())
+            }
+            None => Err("the region has no leader yet".to_string()),
+        };
+        match answer {
+            Ok(answer) => return answer.into_inner().results.remove(0).txn.expect("a transactional result"),
+            Err(error) => {
+                assert!(Instant::now() < deadline, "the command was refused for 30 s, last: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Prewrites `keys` (the first is the primary) with locks that live `ttl_ms`, as a
+/// coordinator that then dies would leave them; answers the transaction's start.
+pub async fn prewrite_and_die(client: &Client, keys: &[&[u8]], ttl_ms: u64) -> u64 {
+    use tessera_engine::proto::command::{Mutation, Prewrite, write};
+    let start_ts = client.timestamp().await.expect("a timestamp").as_u64();
+    for key in keys {
+        let put = Mutation {
+            op: tessera_engine::proto::mvcc::Mutation::Put as i32,
+            key: key.to_vec(),
+            value: b"from-the-dead".to_vec(),
+        };
+        let prewrite = Prewrite {
+            start_ts,
+            primary: keys[0].to_vec(),
+            lock_ttl_ms: ttl_ms,
+            mutations: vec![put],
+            one_phase_commit_ts: 0,
+        };
+        let result = send_txn_command(client, key, write::Kind::Prewrite(prewrite)).await;
+        assert!(result.errors.is_empty(), "prewrite of {key:?}: {:?}", result.errors);
+    }
+    start_ts
 }
 
 /// Splits the key space at each of `keys` and waits until the driver knows every split.

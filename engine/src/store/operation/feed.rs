@@ -10,10 +10,12 @@
 //! - Resolve: with a timestamp from the oracle, a leader whose lease holds publishes a
 //!   resolved timestamp and raises its one-phase watermark to it, so that no one-phase
 //!   commit at or below it is taken afterwards.
+//! - Stale locks: a leader whose oldest lock has held its feed back for too long
+//!   reports it for resolution (`crate::feed`'s stale locks).
 //! - End: leadership lost, range changed, replica destroyed or store stopping: the feed
 //!   closes with the reason, and its watchers reopen elsewhere.
 
-use crate::feed::{Change, FeedClosed, FeedStart, FeedSubscriber, LockTracker, RegionFeed};
+use crate::feed::{Change, FeedClosed, FeedStart, FeedSubscriber, LockTracker, RegionFeed, StaleLock};
 use crate::proto::metadata::RegionEpoch;
 use crate::region::{self, EpochCheck};
 use crate::storage::{ApplyBatch, Engine};
@@ -115,6 +117,21 @@ impl Peer {
         if drained {
             self.feed = None;
         }
+    }
+
+    /// The lock that has held this region's feed back for longer than `stale_after` by
+    /// the oracle's `oracle_ts`, when a report of it is due at `now_micros`.
+    pub(crate) fn stale_feed_lock(
+        &mut self,
+        oracle_ts: Timestamp,
+        stale_after: std::time::Duration,
+        now_micros: u64,
+    ) -> Option<StaleLock> {
+        if !self.is_leader() {
+            return None;
+        }
+        let (key, start_ts) = self.feed.as_mut()?.stale_lock(oracle_ts, stale_after, now_micros)?;
+        Some(StaleLock { region_id: self.region_id, key, start_ts })
     }
 
     /// Ends the region's feed, if it has one.

@@ -492,8 +492,15 @@ impl Worker {
             }
         };
         let now_micros = self.config.now_micros();
+        let stale_after = self.config.feed_stale_lock_after;
         for peer in self.peers.values_mut() {
             peer.resolve_feed(now_micros, run.first);
+            if let Some(sink) = &self.config.stale_locks
+                && let Some(lock) = peer.stale_feed_lock(run.first, stale_after, now_micros)
+            {
+                crate::metrics::METRICS.feed_stale_locks_reported.increment(1);
+                sink.report(lock);
+            }
         }
         self.spare_timestamps.offer_after_first(run);
     }

@@ -34,6 +34,7 @@ use tessera_engine::region::KeyRange;
 use tessera_engine::timestamp::Timestamp;
 
 pub use fence::FencePass;
+pub use resolve::StaleLockOutcome;
 
 use super::{Client, ClientError, PendingTimestamp, Refusal};
 

@@ -21,7 +21,7 @@ use tessera_engine::txn::lock_expired;
 
 use crate::client::batch::GroupOutcome;
 use crate::client::{Client, ClientError, Resend};
-use crate::proto::WriteRequest;
+use crate::proto::{TxnGetRequest, WriteRequest};
 
 /// What became of a lock.
 pub(super) enum Resolution {
@@ -29,6 +29,17 @@ pub(super) enum Resolution {
     Resolved,
     /// Its transaction is alive.
     Alive,
+}
+
+/// What asking about a lock that held a change feed back found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleLockOutcome {
+    /// Its transaction had committed or rolled back, and the key now says so.
+    Resolved,
+    /// Its transaction is alive: its coordinator finishes it.
+    Alive,
+    /// The lock was gone already.
+    Gone,
 }
 
 /// The transactional outcome of a request that carried one command; an answer
@@ -69,6 +80,29 @@ impl Client {
             | Err(ClientError::OutcomeUnknown(_)) => Ok(None),
             Ok(GroupOutcome::Failed(error)) | Err(error) => Err(error),
         }
+    }
+
+    /// Resolves the lock that the transaction started at `start_ts` holds on `key`, if
+    /// it is still there, once: a live transaction is left alone, without waiting.
+    /// Reading the key at `start_ts` finds the lock (or an older one, which is resolved
+    /// as well) with what resolving needs (its primary, its time to live).
+    pub async fn resolve_stale_lock(
+        &self,
+        key: &[u8],
+        start_ts: Timestamp,
+    ) -> Result<StaleLockOutcome, ClientError> {
+        let (answer, _) = self
+            .on_region(key, Resend::Always, |mut kv, context, _| {
+                let request =
+                    TxnGetRequest { context: Some(context), key: key.to_vec(), read_ts: start_ts.as_u64() };
+                async move { kv.txn_get(request).await }
+            })
+            .await?;
+        let Some(lock) = answer.into_inner().locked else { return Ok(StaleLockOutcome::Gone) };
+        Ok(match self.resolve_lock(&lock).await? {
+            Resolution::Resolved => StaleLockOutcome::Resolved,
+            Resolution::Alive => StaleLockOutcome::Alive,
+        })
     }
 
     /// Resolves `lock` through its primary.

@@ -66,6 +66,10 @@ const REFRESH_EVERY: Duration = Duration::from_secs(10);
 /// again).
 const CHANNEL_MESSAGES: usize = 64;
 
+/// What a watch's channel carries. Errors are boxed: a channel allocates its first 32
+/// slots when it is made, so every byte of a slot costs 32 per idle watch.
+type Delivery = Result<WatchMessage, Box<WatchError>>;
+
 /// What to watch.
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
@@ -151,7 +155,7 @@ pub enum WatchError {
 /// it stops every task of the watch.
 pub struct Watch {
     from: Timestamp,
-    messages: mpsc::Receiver<Result<WatchMessage, WatchError>>,
+    messages: mpsc::Receiver<Delivery>,
     coordinator: tokio::task::JoinHandle<()>,
 }
 
@@ -169,7 +173,7 @@ impl Watch {
     /// The next message; `None` once the watch has ended (after delivering the error
     /// that ended it, unless its coordinator failed on a broken invariant).
     pub async fn next(&mut self) -> Option<Result<WatchMessage, WatchError>> {
-        self.messages.recv().await
+        self.messages.recv().await.map(|delivery| delivery.map_err(|error| *error))
     }
 }
 
@@ -177,7 +181,9 @@ impl futures::Stream for Watch {
     type Item = Result<WatchMessage, WatchError>;
 
     fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.messages.poll_recv(context)
+        self.messages
+            .poll_recv(context)
+            .map(|delivery| delivery.map(|delivery| delivery.map_err(|error| *error)))
     }
 }
 
@@ -219,7 +225,7 @@ async fn coordinate(
     client: Arc<Client>,
     options: WatchOptions,
     (from, hold): (Timestamp, HoldEntry),
-    out: mpsc::Sender<Result<WatchMessage, WatchError>>,
+    out: mpsc::Sender<Delivery>,
 ) {
     let (reports_sender, mut reports) = mpsc::channel(CHANNEL_MESSAGES);
     let attentive = Arc::new(AtomicBool::new(false));
@@ -294,7 +300,7 @@ async fn coordinate(
         }
         hold.advance(merge.released());
         if merge.held() > MAX_HELD_EVENTS {
-            let _ = out.send(Err(WatchError::TooManyHeld)).await;
+            let _ = out.send(Err(Box::new(WatchError::TooManyHeld))).await;
             return;
         }
         if refreshing.is_some_and(|floor| merge.frontier() > floor) {

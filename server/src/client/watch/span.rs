@@ -53,7 +53,7 @@ pub(super) enum Report {
         resolved: Timestamp,
     },
     /// The span cannot go on: the watch ends with this error.
-    Failed(WatchError),
+    Failed(Box<WatchError>),
 }
 
 pub(super) struct Span {
@@ -90,7 +90,7 @@ pub(super) async fn follow(
         let (subscription, region) = match subscribe(&client, &span, prev_values, &attentive).await {
             Ok(subscribed) => subscribed,
             Err(error) => {
-                let _ = reports.send(Report::Failed(error)).await;
+                let _ = reports.send(Report::Failed(Box::new(error))).await;
                 return;
             }
         };
@@ -117,7 +117,7 @@ pub(super) async fn follow(
                 if failed_in_a_row >= FAILED_FEEDS_IN_A_ROW {
                     let error =
                         WatchError::FeedsKeepFailing { region_id: region.id, attempts: failed_in_a_row };
-                    let _ = reports.send(Report::Failed(error)).await;
+                    let _ = reports.send(Report::Failed(Box::new(error))).await;
                     return;
                 }
                 tokio::time::sleep(backoff).await;
