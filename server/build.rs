@@ -1,5 +1,6 @@
 //! Generates the gRPC services and their messages from `proto/service.proto` with a
-//! vendored `protoc`; engine and placement driver types are reused, not copied.
+//! vendored `protoc`; engine and placement driver types are reused, not copied. etcd's
+//! v3 API from `proto/etcd`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
@@ -18,6 +19,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &["proto/service.proto"],
             &["proto", "../engine/proto", "../placement/proto"],
         )?;
+    // etcd's v3 API (`proto/etcd`, the project's own definitions of etcd's interface):
+    // servers for the stores, clients for the tests.
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure().compile_with_config(config, &["proto/etcd/rpc.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }
