@@ -23,9 +23,9 @@ use tessera_server::proto::{WatchRequest, kv_client::KvClient};
 /// new value (None: deleted).
 type Committed = (Timestamp, BTreeMap<Vec<u8>, Option<Vec<u8>>>);
 
-/// What a watch delivered: commit timestamp and `(key, value, previous value)` in the
-/// order received.
-type Delivered = (Timestamp, Vec<(Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>)>);
+/// What a watch delivered: commit timestamp and `(key, value, previous version)` in the
+/// order received, the previous version as its value and commit timestamp.
+type Delivered = (Timestamp, Vec<(Vec<u8>, Option<Vec<u8>>, Option<(Vec<u8>, Timestamp)>)>);
 
 const WRITERS: usize = 3;
 const TRANSACTIONS_PER_WRITER: usize = 40;
@@ -99,8 +99,10 @@ async fn collect(watch: &mut Watch, until: Timestamp, name: &str) -> Vec<Deliver
                     events.iter().all(|event| event.commit_ts == commit_ts),
                     "{name}: one commit per message"
                 );
-                let events =
-                    events.into_iter().map(|event| (event.key, event.value, event.prev_value)).collect();
+                let events = events
+                    .into_iter()
+                    .map(|event| (event.key, event.value, event.prev_value.zip(event.prev_commit_ts)))
+                    .collect();
                 delivered.push((commit_ts, events));
             }
             WatchMessage::Progress(at) => {
@@ -115,15 +117,15 @@ async fn collect(watch: &mut Watch, until: Timestamp, name: &str) -> Vec<Deliver
 }
 
 /// The history a watch of `[start, end)` after `from` must deliver, with each
-/// version's previous value, from every committed transaction in commit order.
+/// version's previous one, from every committed transaction in commit order.
 fn expected(history: &[Committed], start: &[u8], end: &[u8], from: Timestamp) -> Vec<Delivered> {
-    let mut current: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    let mut current: BTreeMap<Vec<u8>, (Vec<u8>, Timestamp)> = BTreeMap::new();
     let mut watched = Vec::new();
     for (commit_ts, writes) in history {
         let mut events = Vec::new();
         for (key, value) in writes {
             let previous = match value {
-                Some(value) => current.insert(key.clone(), value.clone()),
+                Some(value) => current.insert(key.clone(), (value.clone(), *commit_ts)),
                 None => current.remove(key),
             };
             let inside = key.as_slice() >= start && (end.is_empty() || key.as_slice() < end);
@@ -149,7 +151,8 @@ fn assert_same_history(delivered: &[Delivered], wanted: &[Delivered], name: &str
             let events: Vec<_> = events
                 .iter()
                 .map(|(key, value, previous)| {
-                    format!("{} = {:?} (was {:?})", String::from_utf8_lossy(key), text(value), text(previous))
+                    let previous = previous.as_ref().map(|(value, at)| (text(&Some(value.clone())), *at));
+                    format!("{} = {:?} (was {:?})", String::from_utf8_lossy(key), text(value), previous)
                 })
                 .collect();
             format!("{commit_ts}: {}", events.join(", "))

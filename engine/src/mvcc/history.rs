@@ -13,7 +13,7 @@ use crate::proto::mvcc::WriteKind;
 use crate::storage::EngineError;
 use crate::timestamp::Timestamp;
 
-use super::reader::{MvccError, MvccReader, decode_write};
+use super::reader::{MvccError, MvccReader, Version, decode_write};
 
 impl MvccReader<'_> {
     /// Every put and delete committed in `[start, end)` (an empty end: to the end of
@@ -57,11 +57,11 @@ impl MvccReader<'_> {
         Ok(batch.is_empty() || deliver(batch))
     }
 
-    /// The value `key` had just before the version committed at `commit_ts`: what the
+    /// The version `key` had just before the one committed at `commit_ts`: what the
     /// newest put or delete below it left (None: no value).
-    pub fn value_before(&self, key: &[u8], commit_ts: Timestamp) -> Result<Option<Vec<u8>>, MvccError> {
+    pub fn version_before(&self, key: &[u8], commit_ts: Timestamp) -> Result<Option<Version>, MvccError> {
         match commit_ts.as_u64().checked_sub(1) {
-            Some(below) => self.committed_value(key, Timestamp::from_u64(below)),
+            Some(below) => self.committed_version(key, Timestamp::from_u64(below)),
             None => Ok(None),
         }
     }

@@ -98,20 +98,25 @@ impl<'a> MvccReader<'a> {
 
     /// The value of `key` at `read_ts`.
     pub fn get(&self, key: &[u8], read_ts: Timestamp) -> Result<Option<Vec<u8>>, MvccError> {
+        Ok(self.get_version(key, read_ts)?.map(|version| version.value))
+    }
+
+    /// The version of `key` visible at `read_ts`: its value and when it was committed.
+    pub fn get_version(&self, key: &[u8], read_ts: Timestamp) -> Result<Option<Version>, MvccError> {
         if let Some(lock) = self.blocking_lock(key, read_ts)? {
             return Err(MvccError::Locked(lock));
         }
-        self.committed_value(key, read_ts)
+        self.committed_version(key, read_ts)
     }
 
-    /// The value of `key` that the newest put or delete committed at or below
+    /// The version of `key` that the newest put or delete committed at or below
     /// `read_ts` left, whatever locks there are: for a caller that knows no lock in the
     /// way can commit at or below `read_ts`.
-    pub(super) fn committed_value(
+    pub(super) fn committed_version(
         &self,
         key: &[u8],
         read_ts: Timestamp,
-    ) -> Result<Option<Vec<u8>>, MvccError> {
+    ) -> Result<Option<Version>, MvccError> {
         let start = version_key(key, read_ts);
         let (_, end) = range_bounds(key, &[key, &[0][..]].concat());
         let mut options = self.options();
@@ -127,9 +132,12 @@ impl<'a> MvccReader<'a> {
             newest_first.push(decode_write(&stored, &value)?);
         }
         match visible(newest_first.into_iter().map(|(_, commit_ts, write)| (commit_ts, write)), read_ts) {
-            Some(Visible::Put { short_value: Some(value), .. }) => Ok(Some(value)),
+            Some(Visible::Put { commit_ts, short_value: Some(value), .. }) => {
+                Ok(Some(Version { value, commit_ts }))
+            }
             Some(Visible::Put { commit_ts, start_ts, short_value: None }) => {
-                self.value(key, commit_ts, start_ts).map(Some)
+                let value = self.value(key, commit_ts, start_ts)?;
+                Ok(Some(Version { value, commit_ts }))
             }
             Some(Visible::Deleted) | None => Ok(None),
         }
@@ -145,8 +153,21 @@ impl<'a> MvccReader<'a> {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<KeyValuePair>, MvccError> {
+        let versions = self.scan_versions(start, end, read_ts, limit, reverse)?;
+        Ok(versions.into_iter().map(|(key, version)| (key, version.value)).collect())
+    }
+
+    /// As [`MvccReader::scan`], each key with its version: value and commit timestamp.
+    pub fn scan_versions(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        read_ts: Timestamp,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<VersionedPair>, MvccError> {
         let locks = self.blocking_locks(start, end, read_ts)?;
-        let mut pairs: Vec<KeyValuePair> = Vec::new();
+        let mut pairs: Vec<VersionedPair> = Vec::new();
         let mut group: Option<KeyRecords> = None;
         for item in self.write_records(start, end, reverse)? {
             let (stored, value) = item.map_err(EngineError::from)?;
@@ -237,7 +258,7 @@ impl<'a> MvccReader<'a> {
         (key, mut records): KeyRecords,
         read_ts: Timestamp,
         reverse: bool,
-        pairs: &mut Vec<KeyValuePair>,
+        pairs: &mut Vec<VersionedPair>,
     ) -> Result<(), MvccError> {
         if reverse {
             // Backwards, a key's records came oldest first.
@@ -249,7 +270,7 @@ impl<'a> MvccReader<'a> {
                 Some(value) => value,
                 None => self.value(&key, commit_ts, start_ts)?,
             };
-            pairs.push((key, value));
+            pairs.push((key, Version { value, commit_ts }));
         }
         Ok(())
     }
@@ -271,6 +292,16 @@ impl<'a> MvccReader<'a> {
 
 /// A user key and its value.
 pub type KeyValuePair = (Vec<u8>, Vec<u8>);
+
+/// A committed version of a key: its value and the timestamp it was committed at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub value: Vec<u8>,
+    pub commit_ts: Timestamp,
+}
+
+/// A user key and its version.
+pub type VersionedPair = (Vec<u8>, Version);
 
 /// A key and its commit records, newest first.
 type KeyRecords = (Vec<u8>, Vec<(Timestamp, Write)>);

@@ -231,7 +231,7 @@ fn a_catch_up_comes_in_batches_and_stops_when_its_watcher_does() {
 }
 
 #[test]
-fn a_version_s_previous_value_is_what_the_last_put_or_delete_below_it_left() {
+fn a_version_s_previous_version_is_what_the_last_put_or_delete_below_it_left() {
     let fixture = Fixture::new();
     fixture.put(b"k", b"first", 10, 11);
     fixture.commit(b"k", WriteKind::WriteLock, None, 12, 13);
@@ -239,10 +239,15 @@ fn a_version_s_previous_value_is_what_the_last_put_or_delete_below_it_left() {
     fixture.commit(b"k", WriteKind::WriteDelete, None, 16, 17);
     fixture.put(b"k", b"third", 18, 19);
     let reader = fixture.reader();
-    assert_eq!(reader.value_before(b"k", ts(11)).unwrap(), None, "the first version replaced nothing");
-    assert_eq!(reader.value_before(b"k", ts(15)).unwrap(), value(b"first"), "lock_keys changed nothing");
-    assert_eq!(reader.value_before(b"k", ts(17)).unwrap(), value(b"second"));
-    assert_eq!(reader.value_before(b"k", ts(19)).unwrap(), None, "a delete leaves no value");
+    let before = |commit_ts: u64| {
+        let version = reader.version_before(b"k", ts(commit_ts)).unwrap();
+        version.map(|version| (version.value, version.commit_ts.as_u64()))
+    };
+    assert_eq!(before(11), None, "the first version replaced nothing");
+    let first = value(b"first").map(|value| (value, 11));
+    assert_eq!(before(15), first, "lock_keys changed nothing");
+    assert_eq!(before(17), value(b"second").map(|value| (value, 15)));
+    assert_eq!(before(19), None, "a delete leaves no value");
 }
 
 #[test]
@@ -262,4 +267,22 @@ fn a_catch_up_batch_is_cut_when_its_values_reach_the_byte_budget() {
         .expect("the history reads");
     assert!(finished);
     assert_eq!(sizes, vec![2, 1], "cut once 202 bytes passed the budget of 150");
+}
+
+#[test]
+fn reads_name_the_commit_timestamp_of_the_version_they_return() {
+    let fixture = Fixture::new();
+    fixture.put(b"a", b"old", 10, 11);
+    fixture.put(b"a", b"new", 12, 13);
+    fixture.put(b"b", b"only", 14, 15);
+    let reader = fixture.reader();
+    let version = |value: &[u8], commit_ts: u64| super::reader::Version {
+        value: value.to_vec(),
+        commit_ts: ts(commit_ts),
+    };
+    assert_eq!(reader.get_version(b"a", ts(12)).unwrap(), Some(version(b"old", 11)));
+    assert_eq!(reader.get_version(b"a", ts(20)).unwrap(), Some(version(b"new", 13)));
+    let pairs = reader.scan_versions(b"", b"", ts(20), 0, true).unwrap();
+    let wanted = vec![(b"b".to_vec(), version(b"only", 15)), (b"a".to_vec(), version(b"new", 13))];
+    assert_eq!(pairs, wanted, "backwards too, each key's newest visible version");
 }

@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use tessera_engine::proto::{frame::KeyValue, metadata::Region};
+use tessera_engine::proto::metadata::Region;
 use tessera_engine::region::KeyRange;
 
 use super::{Client, ClientError, Refusal};
@@ -14,18 +14,19 @@ impl Client {
     /// Walks `[start, end)` region by region, asking `scan_region(low, high, wanted)`
     /// for each region's share (at most `wanted` pairs, 0: no limit, of `[low, high)`
     /// within the region holding `low`; from its top when `reverse`). The share answers
-    /// with the region it was read in. At most `limit` pairs (0: no limit) in all.
-    pub(super) async fn scan_regions<F, Fut>(
+    /// with the region it was read in. At most `limit` pairs (0: no limit) in all. What a
+    /// pair is (a key and value, or a versioned one) is the caller's.
+    pub(super) async fn scan_regions<Pair, F, Fut>(
         &self,
         start: &[u8],
         end: &[u8],
         limit: usize,
         reverse: bool,
         scan_region: F,
-    ) -> Result<Vec<KeyValue>, ClientError>
+    ) -> Result<Vec<Pair>, ClientError>
     where
         F: Fn(Vec<u8>, Vec<u8>, usize) -> Fut,
-        Fut: Future<Output = Result<(Vec<KeyValue>, Region), ClientError>>,
+        Fut: Future<Output = Result<(Vec<Pair>, Region), ClientError>>,
     {
         if KeyRange::new(start, end).is_inverted() {
             return Err(ClientError::InvalidArgument(Refusal::InvertedRange));
@@ -46,16 +47,16 @@ impl Client {
         }
     }
 
-    async fn scan_regions_backwards<F, Fut>(
+    async fn scan_regions_backwards<Pair, F, Fut>(
         &self,
         start: &[u8],
         end: &[u8],
         limit: usize,
         scan_region: F,
-    ) -> Result<Vec<KeyValue>, ClientError>
+    ) -> Result<Vec<Pair>, ClientError>
     where
         F: Fn(Vec<u8>, Vec<u8>, usize) -> Fut,
-        Fut: Future<Output = Result<(Vec<KeyValue>, Region), ClientError>>,
+        Fut: Future<Output = Result<(Vec<Pair>, Region), ClientError>>,
     {
         let mut pairs = Vec::new();
         let mut upper = end.to_vec();

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tessera_engine::feed::{FeedClosed, FeedEvent, FeedMessage, FeedStart, FeedSubscriber};
-use tessera_engine::mvcc::reader::{MvccError, MvccReader};
+use tessera_engine::mvcc::reader::{MvccError, MvccReader, Version};
 use tessera_engine::region::{KeyRange, RegionError};
 use tessera_engine::store::{Store, StoreError};
 use tessera_engine::timestamp::Timestamp;
@@ -372,19 +372,21 @@ fn with_previous_values(
         .into_iter()
         .map(|event| {
             let previous =
-                if request.prev_values { reader.value_before(&event.key, event.commit_ts)? } else { None };
+                if request.prev_values { reader.version_before(&event.key, event.commit_ts)? } else { None };
             Ok(encode(event, previous))
         })
         .collect()
 }
 
-fn encode(event: FeedEvent, prev_value: Option<Vec<u8>>) -> proto::FeedEvent {
+fn encode(event: FeedEvent, previous: Option<Version>) -> proto::FeedEvent {
+    let prev_commit_ts = previous.as_ref().map_or(0, |previous| previous.commit_ts.as_u64());
     proto::FeedEvent {
         key: event.key,
         value: event.value,
         start_ts: event.start_ts.as_u64(),
         commit_ts: event.commit_ts.as_u64(),
-        prev_value,
+        prev_value: previous.map(|previous| previous.value),
+        prev_commit_ts,
     }
 }
 

@@ -23,7 +23,7 @@ use crate::proto::kv_server::Kv;
 use crate::proto::{
     BatchGetRequest, BatchGetResponse, GetRequest, GetResponse, RegionContext, RegionFeedRequest,
     RegionFeedResponse, ScanRequest, ScanResponse, TxnGetRequest, TxnGetResponse, TxnScanRequest,
-    TxnScanResponse, WatchRequest, WriteRequest, WriteResponse,
+    TxnScanResponse, VersionedPair, WatchRequest, WriteRequest, WriteResponse,
 };
 use crate::transport::AddressBook;
 
@@ -326,13 +326,17 @@ impl KvService {
         let (region_id, epoch) = context(request.context)?;
         let read_ts = read_timestamp(request.read_ts)?;
         match self.read_one(region_id, epoch, ReadRequest::TxnGet { key: request.key, read_ts }).await? {
-            ReadResponse::Value(value) => {
-                Ok(TxnGetResponse { found: value.is_some(), value: value.unwrap_or_default(), locked: None })
-            }
+            ReadResponse::Version(Some(version)) => Ok(TxnGetResponse {
+                found: true,
+                value: version.value,
+                locked: None,
+                commit_ts: version.commit_ts.as_u64(),
+            }),
+            ReadResponse::Version(None) => Ok(TxnGetResponse::default()),
             ReadResponse::Locked(lock) => {
                 Ok(TxnGetResponse { locked: Some(lock), ..TxnGetResponse::default() })
             }
-            ReadResponse::Pairs(_) => Err(Status::internal("a get answered with pairs")),
+            other => Err(Status::internal(format!("a transactional get was answered {other:?}"))),
         }
     }
 
@@ -346,12 +350,19 @@ impl KvService {
             reverse: request.reverse,
         };
         match self.read_one(region_id, epoch, scan).await? {
-            ReadResponse::Pairs(pairs) => {
-                let pairs = pairs.into_iter().map(|(key, value)| KeyValue { key, value }).collect();
+            ReadResponse::Versions(pairs) => {
+                let pairs = pairs
+                    .into_iter()
+                    .map(|(key, version)| VersionedPair {
+                        key,
+                        value: version.value,
+                        commit_ts: version.commit_ts.as_u64(),
+                    })
+                    .collect();
                 Ok(TxnScanResponse { pairs, locked: None })
             }
             ReadResponse::Locked(lock) => Ok(TxnScanResponse { pairs: Vec::new(), locked: Some(lock) }),
-            ReadResponse::Value(_) => Err(Status::internal("a scan answered with a single value")),
+            other => Err(Status::internal(format!("a transactional scan was answered {other:?}"))),
         }
     }
 

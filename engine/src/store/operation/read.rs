@@ -12,7 +12,7 @@
 //!   split may have applied meanwhile.
 
 use crate::kv;
-use crate::mvcc::reader::MvccReader;
+use crate::mvcc::reader::{MvccReader, Version, VersionedPair};
 use crate::proto::command::LockInfo;
 use crate::proto::metadata::{Region, RegionEpoch};
 use crate::raft::{ReadMode, ReadState};
@@ -55,6 +55,10 @@ pub enum ReadRequest {
 pub enum ReadResponse {
     Value(Option<Vec<u8>>),
     Pairs(Vec<(Vec<u8>, Vec<u8>)>),
+    /// A transactional get's answer: the version visible at its timestamp.
+    Version(Option<Version>),
+    /// A transactional scan's answer.
+    Versions(Vec<VersionedPair>),
     /// A snapshot read met a lock of a transaction that may commit below its
     /// timestamp: resolve it and read again.
     Locked(LockInfo),
@@ -205,13 +209,13 @@ fn execute(engine: &Engine, region: &Region, request: &ReadRequest) -> Result<Re
             Ok(ReadResponse::Pairs(scan(engine, start, end, *limit, *reverse)?))
         }
         ReadRequest::TxnGet { key, read_ts } => {
-            let answer = MvccReader::new(engine).get(key, *read_ts);
-            answer.map(ReadResponse::Value).or_else(|error| error.into_lock().map(ReadResponse::Locked))
+            let answer = MvccReader::new(engine).get_version(key, *read_ts);
+            answer.map(ReadResponse::Version).or_else(|error| error.into_lock().map(ReadResponse::Locked))
         }
         ReadRequest::TxnScan { start, end, read_ts, limit, reverse } => {
             let end = KeyRange::of(region).clamp(&KeyRange::new(start, end)).end();
-            let answer = MvccReader::new(engine).scan(start, end, *read_ts, *limit, *reverse);
-            answer.map(ReadResponse::Pairs).or_else(|error| error.into_lock().map(ReadResponse::Locked))
+            let answer = MvccReader::new(engine).scan_versions(start, end, *read_ts, *limit, *reverse);
+            answer.map(ReadResponse::Versions).or_else(|error| error.into_lock().map(ReadResponse::Locked))
         }
     }
 }

@@ -108,10 +108,7 @@ fn a_follower_collects_only_up_to_the_fence_it_applied_and_reads_below_the_safe_
             })
             .then_some(())
     });
-    assert_eq!(
-        cluster.read(1, ReadRequest::TxnGet { key: b"k".to_vec(), read_ts: Timestamp::from_u64(41) }),
-        ReadResponse::Value(Some(b"v".to_vec()))
-    );
+    assert_eq!(cluster.txn_get(1, b"k", 41), ReadResponse::Value(Some(b"v".to_vec())));
     let (leader, status) = cluster.leader(1).expect("a leader");
     let epoch = region::epoch(&status.region);
     let below = ReadRequest::TxnGet { key: b"k".to_vec(), read_ts: Timestamp::from_u64(40) };

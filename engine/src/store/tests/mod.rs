@@ -228,6 +228,19 @@ impl Cluster {
         })
     }
 
+    /// The value of transactional `key` at `read_ts`, as a read of it answered (a lock
+    /// in the way is answered as is).
+    fn txn_get(&self, region_id: u64, key: &[u8], read_ts: u64) -> ReadResponse {
+        let request = ReadRequest::TxnGet {
+            key: key.to_vec(),
+            read_ts: crate::timestamp::Timestamp::from_u64(read_ts),
+        };
+        match self.read(region_id, request) {
+            ReadResponse::Version(version) => ReadResponse::Value(version.map(|version| version.value)),
+            other => other,
+        }
+    }
+
     fn get(&self, region_id: u64, key: &[u8]) -> Option<Vec<u8>> {
         match self.read(region_id, ReadRequest::Get { key: key.to_vec() }) {
             ReadResponse::Value(value) => value,

@@ -46,7 +46,7 @@ fn refusal(result: &TxnResult) -> OnePhaseRefusal {
 }
 
 fn snapshot_get(cluster: &Cluster, key: &[u8], read_ts: u64) -> ReadResponse {
-    cluster.read(1, ReadRequest::TxnGet { key: key.to_vec(), read_ts: Timestamp::from_u64(read_ts) })
+    cluster.txn_get(1, key, read_ts)
 }
 
 #[test]
@@ -117,5 +117,6 @@ fn a_read_accepted_while_a_one_phase_commit_below_it_is_in_flight_waits_for_it()
     let committed = committing.recv_timeout(WAIT).expect("answered").expect("committed");
     assert!(outcome(committed).errors.is_empty());
     let answer = reading.recv_timeout(WAIT).expect("answered").expect("read");
-    assert_eq!(answer, ReadResponse::Value(Some(b"one-phase".to_vec())));
+    let ReadResponse::Version(Some(version)) = answer else { panic!("a version, not {answer:?}") };
+    assert_eq!((version.value.as_slice(), version.commit_ts.as_u64()), (&b"one-phase"[..], 2_100));
 }

@@ -59,6 +59,21 @@ pub struct Transaction {
     buffered: BTreeMap<Vec<u8>, Buffered>,
 }
 
+/// A key's version as a snapshot read found it: its value, and the timestamp the
+/// transaction that wrote it committed at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionedKeyValue {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub commit_ts: Timestamp,
+}
+
+impl From<crate::proto::VersionedPair> for VersionedKeyValue {
+    fn from(pair: crate::proto::VersionedPair) -> VersionedKeyValue {
+        VersionedKeyValue { key: pair.key, value: pair.value, commit_ts: Timestamp::from_u64(pair.commit_ts) }
+    }
+}
+
 /// A read-only view of the transactional key space at one timestamp.
 pub struct Snapshot {
     client: Arc<Client>,
@@ -109,6 +124,23 @@ impl Snapshot {
         reverse: bool,
     ) -> Result<Vec<KeyValue>, ClientError> {
         self.client.snapshot_scan(start, end, self.read_ts, limit, reverse).await
+    }
+
+    /// The version of `key` visible in the snapshot: its value and commit timestamp.
+    pub async fn get_version(&self, key: &[u8]) -> Result<Option<VersionedKeyValue>, ClientError> {
+        check_key(key).map_err(refused)?;
+        self.client.snapshot_get_version(key, self.read_ts).await
+    }
+
+    /// As [`Snapshot::scan`], each pair with its commit timestamp.
+    pub async fn scan_versions(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<VersionedKeyValue>, ClientError> {
+        self.client.snapshot_scan_versions(start, end, self.read_ts, limit, reverse).await
     }
 }
 

@@ -9,6 +9,7 @@ use tessera_engine::region::KeyRange;
 use tessera_engine::timestamp::Timestamp;
 use tokio::time::Instant;
 
+use super::VersionedKeyValue;
 use super::resolve::Resolution;
 use crate::client::{BACKOFF_MAX, BACKOFF_MIN, Client, ClientError, Resend, Transient};
 use crate::proto::{TxnGetRequest, TxnScanRequest};
@@ -48,6 +49,15 @@ impl Client {
         key: &[u8],
         read_ts: Timestamp,
     ) -> Result<Option<Vec<u8>>, ClientError> {
+        Ok(self.snapshot_get_version(key, read_ts).await?.map(|version| version.value))
+    }
+
+    /// The version of transactional `key` visible at `read_ts`.
+    pub(super) async fn snapshot_get_version(
+        &self,
+        key: &[u8],
+        read_ts: Timestamp,
+    ) -> Result<Option<VersionedKeyValue>, ClientError> {
         let mut wait = LockWait::new(self);
         loop {
             let (answer, _) = self
@@ -62,7 +72,12 @@ impl Client {
                 .await?;
             let answer = answer.into_inner();
             match answer.locked {
-                None => return Ok(answer.found.then_some(answer.value)),
+                None => {
+                    let commit_ts = Timestamp::from_u64(answer.commit_ts);
+                    let key = key.to_vec();
+                    let found = VersionedKeyValue { key, value: answer.value, commit_ts };
+                    return Ok(answer.found.then_some(found));
+                }
                 Some(lock) => wait.wait_out(self, lock).await?,
             }
         }
@@ -77,6 +92,19 @@ impl Client {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<KeyValue>, ClientError> {
+        let versions = self.snapshot_scan_versions(start, end, read_ts, limit, reverse).await?;
+        Ok(versions.into_iter().map(|version| KeyValue { key: version.key, value: version.value }).collect())
+    }
+
+    /// As [`Client::snapshot_scan`], each pair with its commit timestamp.
+    pub(super) async fn snapshot_scan_versions(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        read_ts: Timestamp,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<VersionedKeyValue>, ClientError> {
         let scan_region = |low: Vec<u8>, high: Vec<u8>, wanted: usize| async move {
             let mut wait = LockWait::new(self);
             loop {
@@ -95,7 +123,10 @@ impl Client {
                     .await?;
                 let answer = answer.into_inner();
                 match answer.locked {
-                    None => return Ok((answer.pairs, region)),
+                    None => {
+                        let pairs = answer.pairs.into_iter().map(VersionedKeyValue::from).collect();
+                        return Ok((pairs, region));
+                    }
                     Some(lock) => wait.wait_out(self, lock).await?,
                 }
             }

@@ -112,6 +112,7 @@ mod tests {
             key: key.as_bytes().to_vec(),
             value: Some(b"v".to_vec()),
             prev_value: None,
+            prev_commit_ts: None,
             start_ts: ts(commit_ts - 1),
             commit_ts: ts(commit_ts),
         }

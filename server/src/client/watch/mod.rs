@@ -93,6 +93,8 @@ pub struct ChangeEvent {
     pub value: Option<Vec<u8>>,
     /// The value it replaced, if asked for (None: the key had none, or not asked).
     pub prev_value: Option<Vec<u8>>,
+    /// When the replaced version was committed (with `prev_value`).
+    pub prev_commit_ts: Option<Timestamp>,
     pub start_ts: Timestamp,
     pub commit_ts: Timestamp,
 }
@@ -102,6 +104,7 @@ impl From<crate::proto::FeedEvent> for ChangeEvent {
         ChangeEvent {
             key: event.key,
             value: event.value,
+            prev_commit_ts: event.prev_value.is_some().then(|| Timestamp::from_u64(event.prev_commit_ts)),
             prev_value: event.prev_value,
             start_ts: Timestamp::from_u64(event.start_ts),
             commit_ts: Timestamp::from_u64(event.commit_ts),
@@ -117,6 +120,7 @@ impl From<ChangeEvent> for crate::proto::FeedEvent {
             start_ts: event.start_ts.as_u64(),
             commit_ts: event.commit_ts.as_u64(),
             prev_value: event.prev_value,
+            prev_commit_ts: event.prev_commit_ts.map_or(0, Timestamp::as_u64),
         }
     }
 }
