@@ -8,11 +8,13 @@
 //! - [`failure`]: typed failures carried in gRPC statuses.
 //! - [`metrics`]: the Prometheus recorder, gRPC request metrics, `/metrics` and `/health`.
 //! - `logging`: the log subscriber (level, format, file).
+//! - `etcd`: etcd's v3 API on every store, over the transaction layer.
 //! - [`node`]: running a store or a driver replica.
 //! - [`cli`]: the `tessera` command line: `store`, `pd`, `playground`, `ctl`.
 
 pub mod cli;
 pub mod client;
+mod etcd;
 pub mod failure;
 mod logging;
 pub mod metrics;

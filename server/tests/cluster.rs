@@ -378,7 +378,7 @@ fn the_playground_starts_serves_and_stops_cleanly() {
     let mut child = command.spawn().expect("the playground starts");
     let stdout = child.stdout.take().expect("piped output");
     // Killed when dropped, should an assertion fail first.
-    let playground = Process { child, address: String::new(), metrics: None };
+    let playground = Process { child, address: String::new(), metrics: None, etcd: None };
     let mut pd = None;
     let mut pids = Vec::new();
     let mut stores = 0;

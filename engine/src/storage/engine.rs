@@ -283,6 +283,14 @@ impl Engine {
         Ok(())
     }
 
+    /// Bytes the database takes: its live SST files and memtables, over every column
+    /// family (an estimate, as RocksDB keeps it).
+    pub fn approximate_size_bytes(&self) -> u64 {
+        let stats = self.stats();
+        let per_family = stats.column_families.iter();
+        per_family.map(|family| family.live_sst_bytes.saturating_add(family.memtable_bytes)).sum()
+    }
+
     /// RocksDB's figures; a property RocksDB cannot give reads as 0.
     pub(crate) fn stats(&self) -> EngineStats {
         let db_property = |name| self.db.property_int_value(name).ok().flatten().unwrap_or(0);

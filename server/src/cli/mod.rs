@@ -116,6 +116,10 @@ struct StoreArgs {
     /// port (printed once serving). No metrics without it.
     #[arg(long)]
     metrics: Option<String>,
+    /// Address to serve etcd's v3 API on; port 0 picks a free port (printed once
+    /// serving). No etcd API without it.
+    #[arg(long)]
+    etcd_listen: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -264,6 +268,7 @@ fn store_node_config(
         request_timeout: Duration::from_secs(10),
         engine,
         metrics,
+        etcd_listen: args.etcd_listen.or(file.etcd_listen),
         enable_fail_points,
         slow_request_threshold: Duration::from_millis(slow_request_threshold_ms),
     })

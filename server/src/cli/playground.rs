@@ -44,6 +44,10 @@ pub(crate) struct Args {
 /// Where the first driver replica listens if the port is free (`tessera ctl`'s default).
 const DEFAULT_PD_PORT: u16 = 2379;
 
+/// Where the first store serves etcd's API if the port is free (the next stores take
+/// the ports after it; etcd's own 2379 is the driver's).
+const DEFAULT_ETCD_PORT: u16 = 2381;
+
 /// Where the first node serves its metrics if the port is free.
 const DEFAULT_METRICS_PORT: u16 = 9460;
 
@@ -186,6 +190,9 @@ async fn launch(args: &Args, dir: &Path, nodes: &mut Vec<Node>) -> anyhow::Resul
     let config = config_args(args)?;
     for index in 1..=args.stores {
         let metrics = metrics_address()?;
+        let etcd_port =
+            u16::try_from(index - 1).ok().and_then(|offset| DEFAULT_ETCD_PORT.checked_add(offset));
+        let etcd = free_address(etcd_port.unwrap_or(0))?;
         let store_args = |listen: &str| -> Vec<String> {
             let mut store_args = vec![
                 "store".to_string(),
@@ -197,6 +204,8 @@ async fn launch(args: &Args, dir: &Path, nodes: &mut Vec<Node>) -> anyhow::Resul
                 listen.into(),
                 "--metrics".into(),
                 metrics.clone(),
+                "--etcd-listen".into(),
+                etcd.clone(),
                 "--log-file".into(),
                 path(dir, &format!("store{index}.log")),
             ];

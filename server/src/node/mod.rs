@@ -25,6 +25,8 @@ pub struct Announcement {
     pub id: u64,
     pub address: SocketAddr,
     pub metrics: Option<SocketAddr>,
+    /// Where a store serves etcd's v3 API.
+    pub etcd: Option<SocketAddr>,
 }
 
 impl std::fmt::Display for Announcement {
@@ -33,6 +35,9 @@ impl std::fmt::Display for Announcement {
         write!(f, "{} id={} pid={pid} addr={}", self.role.name(), self.id, self.address)?;
         if let Some(metrics) = self.metrics {
             write!(f, " metrics={metrics}")?;
+        }
+        if let Some(etcd) = self.etcd {
+            write!(f, " etcd={etcd}")?;
         }
         Ok(())
     }

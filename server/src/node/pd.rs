@@ -184,6 +184,7 @@ pub(crate) async fn run(
         id: member_id,
         address,
         metrics: observability.as_ref().map(Observability::address),
+        etcd: None,
     });
     let status = observability.map(|observability| {
         let weak = Arc::downgrade(&driver);

@@ -43,6 +43,8 @@ pub(crate) struct StoreNodeConfig {
     pub engine: StoreConfig,
     /// Where to serve `/metrics` and `/health`; none to export nothing.
     pub metrics: Option<String>,
+    /// Where to serve etcd's v3 API; none not to.
+    pub etcd_listen: Option<String>,
     /// Whether the status server's `/fail` routes arm fail points (test clusters only;
     /// needs `metrics`).
     pub enable_fail_points: bool,
@@ -174,6 +176,35 @@ fn kv_service(
     KvService::new(store, (client, stopping), addresses, request_timeout, slow_request_threshold)
 }
 
+/// The store's gRPC services: the key-value API and the Raft transport.
+fn store_router(
+    timings: (Arc<Client>, Duration, Duration),
+    store: &Arc<Store>,
+    addresses: Arc<dyn AddressBook>,
+    stopping: CancellationToken,
+) -> super::Router {
+    let transport = RaftTransportService::new(store.store_id(), store.sink(), stopping.clone());
+    super::grpc_server()
+        .add_service(
+            KvServer::new(kv_service(timings, store, addresses, stopping))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(RaftTransportServer::new(transport).max_decoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// A server of etcd's API answering on `listener` until `stopping` is cancelled; its
+/// task, and the address it serves on.
+fn serve_etcd(
+    (listener, address): (tokio::net::TcpListener, std::net::SocketAddr),
+    client: Arc<Client>,
+    store: &Arc<Store>,
+    stopping: CancellationToken,
+) -> (tokio::task::JoinHandle<anyhow::Result<()>>, std::net::SocketAddr) {
+    let router = crate::etcd::router(client, Arc::downgrade(store), store.store_id());
+    (tokio::spawn(super::serve(router, listener, stopping.cancelled_owned())), address)
+}
+
 /// Runs a store until `stop` resolves; `on_ready` receives what it serves on.
 pub(crate) async fn run(
     config: StoreNodeConfig,
@@ -188,6 +219,10 @@ pub(crate) async fn run(
     let observability = start_observability(&config).await?;
     let (stop, stopping) = flag_on_stop(stop);
     let (listener, address) = super::bind(&config.listen).await?;
+    let etcd_listener = match &config.etcd_listen {
+        Some(etcd_listen) => Some(super::bind(etcd_listen).await?),
+        None => None,
+    };
     let advertised = super::advertised_address(address, config.advertise.as_deref())?;
     let pd = Arc::new(GrpcPdClient::new(Handle::current(), config.pd.clone(), Duration::from_secs(30)));
     let store_id = store_id(&pd, &config.data_dir).await?;
@@ -208,7 +243,7 @@ pub(crate) async fn run(
     let client = Arc::new(Client::new(config.pd.clone(), config.request_timeout));
     let timings = (client.clone(), config.request_timeout, config.slow_request_threshold);
     let (stale_locks, stale_lock_reports) = super::stale_locks::queue();
-    tokio::spawn(super::stale_locks::run(stale_lock_reports, client, stopping.clone()));
+    tokio::spawn(super::stale_locks::run(stale_lock_reports, client.clone(), stopping.clone()));
     let engine = StoreConfig {
         store_id,
         slow_proposal_threshold: config.slow_request_threshold,
@@ -219,32 +254,23 @@ pub(crate) async fn run(
     let db = config.data_dir.join("db");
     let store_ids = ids.clone();
     // Off the async workers: opening replays every region's log.
-    let store =
-        tokio::task::spawn_blocking(move || Store::open_with_ids(&db, engine, transport, Some(store_ids)))
-            .await?
-            .context("opening the store")?;
-    let store = Arc::new(store);
+    let opened =
+        tokio::task::spawn_blocking(move || Store::open_with_ids(&db, engine, transport, Some(store_ids)));
+    let store = Arc::new(opened.await?.context("opening the store")?);
     // The agent reports every second, with the short deadline.
     let driver: Arc<dyn PdClient> = Arc::new(
         GrpcPdClient::new(Handle::current(), config.pd.clone(), AGENT_PD_DEADLINE)
             .abandoned_on(stopping.clone()),
     );
     let agent = StoreAgent::start(store.clone(), driver, ids, AgentConfig::default())?;
-    let router = super::grpc_server()
-        .add_service(
-            KvServer::new(kv_service(timings, &store, addresses, stopping.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            RaftTransportServer::new(RaftTransportService::new(store_id, store.sink(), stopping.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        );
+    let router = store_router(timings, &store, addresses, stopping.clone());
+    let etcd = etcd_listener.map(|listening| serve_etcd(listening, client, &store, stopping.clone()));
     on_ready(Announcement {
         role: Role::Store,
         id: store_id,
         address,
         metrics: observability.as_ref().map(Observability::address),
+        etcd: etcd.as_ref().map(|(_, etcd_address)| *etcd_address),
     });
     let status = observability.map(|observability| serve_status(observability, &store, store_id, stopping));
     tracing::info!(store_id, %address, "store serving");
@@ -256,6 +282,9 @@ pub(crate) async fn run(
     // flight are answered or failed, and RocksDB is closed.
     if let Some(status) = status {
         status.finish().await;
+    }
+    if let Some((etcd, _)) = etcd {
+        etcd.await??;
     }
     tokio::task::spawn_blocking(move || {
         agent.stop();

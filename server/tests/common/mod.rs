@@ -21,6 +21,8 @@ pub struct Process {
     pub address: String,
     /// Where it serves `/metrics`, `/health` and `/fail`, if it was asked to.
     pub metrics: Option<String>,
+    /// Where a store serves etcd's API, if it was asked to.
+    pub etcd: Option<String>,
 }
 
 impl Process {
@@ -45,7 +47,8 @@ impl Process {
             return Err(format!("no address in {line:?} from {args:?}"));
         };
         let metrics = field("metrics=").map(str::to_string);
-        Ok(Process { child, address, metrics })
+        let etcd = field("etcd=").map(str::to_string);
+        Ok(Process { child, address, metrics, etcd })
     }
 
     pub fn signal(&self, signal: rustix::process::Signal) {

@@ -162,6 +162,27 @@ impl Transaction {
         Ok(*start_ts)
     }
 
+    /// The version of `key` committed at or below the transaction's start, with its
+    /// commit timestamp (the transaction's own buffered writes are not in it).
+    pub async fn get_committed_version(&self, key: &[u8]) -> Result<Option<VersionedKeyValue>, ClientError> {
+        check_key(key).map_err(refused)?;
+        let start_ts = self.start_ts().await?;
+        self.client.snapshot_get_version(key, start_ts).await
+    }
+
+    /// The versions of `[start, end)` committed at or below the transaction's start,
+    /// as [`Snapshot::scan_versions`] (the transaction's own writes are not in them).
+    pub async fn scan_committed_versions(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<VersionedKeyValue>, ClientError> {
+        let start_ts = self.start_ts().await?;
+        self.client.snapshot_scan_versions(start, end, start_ts, limit, reverse).await
+    }
+
     /// The value of `key` as the transaction sees it.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
         check_key(key).map_err(refused)?;

@@ -1,0 +1,55 @@
+//! etcd's v3 API, served by every store on an address of its own (`--etcd-listen`), on
+//! top of the transaction layer: etcdctl and etcd's client libraries speak to Tessera
+//! as to an etcd cluster whose database is many regions.
+//!
+//! How etcd's model maps onto Tessera's:
+//! - **Keys** live in the transactional key space under a prefix the API owns
+//!   (`keys.rs`): an etcd range is one range of Tessera keys, over as many regions as
+//!   it spans.
+//! - **Revisions** are commit timestamps: a write's revision is the commit timestamp of
+//!   the transaction that made it, so revisions increase strictly in commit order and
+//!   one write transaction has one revision. They are **not dense**: the oracle hands
+//!   out timestamps of physical milliseconds and a logical counter, and most of them
+//!   commit nothing (reads take them too). etcd's clients compare revisions and resume
+//!   from them, which needs order, not density; a client that counts on consecutive
+//!   revisions (none of etcd's own do) would not work.
+//! - **A response's header revision** is the timestamp its read was taken at (a fresh
+//!   one from the oracle), or its write's commit timestamp: everything committed at or
+//!   below it can be read, so it is never ahead of what can be read.
+//! - **create_revision, version and lease** are stored with each version of a key
+//!   (`record.rs`); mod_revision is the version's commit timestamp.
+//!
+//! Services (each says what it does not do yet): KV (`kv.rs`), Maintenance
+//! (`maintenance.rs`). A method not supported answers UNIMPLEMENTED, saying so.
+//!
+//! This module owns the translation between etcd's messages and Tessera's client; it
+//! must never reach around the client into a region (every read and write goes through
+//! the transaction layer, which owns their consistency).
+
+mod errors;
+mod keys;
+mod kv;
+mod maintenance;
+mod record;
+
+use std::sync::{Arc, Weak};
+
+use tessera_engine::store::Store;
+
+use crate::client::Client;
+use crate::etcd_proto::etcdserverpb::kv_server::KvServer;
+use crate::etcd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+
+/// The largest request the etcd API takes, as etcd's default
+/// (`--max-request-bytes`, 1.5 MiB) plus room for the message around the value.
+const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
+
+/// The etcd services of the store `member_id`, answering through `client`.
+pub(crate) fn router(client: Arc<Client>, store: Weak<Store>, member_id: u64) -> super::node::Router {
+    super::node::grpc_server()
+        .add_service(
+            KvServer::new(kv::EtcdKv::new(client.clone(), member_id))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(MaintenanceServer::new(maintenance::EtcdMaintenance::new(client, store, member_id)))
+}
