@@ -14,8 +14,15 @@
 //! (it started at a known timestamp), up to a bound; past the bound it forgets what it
 //! kept and takes no joiner until it resolves past what it forgot.
 //!
+//! A feed that has not caught up yet takes only joiners from close to its start
+//! ([`CATCH_UP_JOIN_WINDOW`]): a span that is up to date must not wait behind a long
+//! catch-up (it opens a feed of its own, soon caught up, which the later spans join),
+//! and spans opened together share one catch-up.
+//!
 //! A subscriber that does not keep up is dropped (its span reopens from its resolved
-//! timestamp); a feed that ends (leader change, split, replica moved, store stopped, a
+//! timestamp); resolved timestamps never take more than half of a subscriber's
+//! channel, so that they alone cannot get it dropped. A feed whose last subscriber
+//! leaves ends at once. A feed that ends (leader change, split, replica moved, store stopped, a
 //! broken connection, a congested client) first sends every subscriber it can its last
 //! resolved timestamp, so that they all reopen from the same point and join one new
 //! feed. While one span opens a feed of a region, the others wait for it instead of
@@ -27,11 +34,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tessera_engine::proto::metadata::Region;
 use tessera_engine::region::KeyRange;
 use tessera_engine::timestamp::Timestamp;
+use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{Notify, mpsc};
 use tonic::Streaming;
 
@@ -46,6 +55,39 @@ const SUBSCRIBER_MESSAGES: usize = 64;
 /// spans that join it.
 const MAX_KEPT_EVENTS: usize = 100_000;
 const MAX_KEPT_BYTES: usize = 32 << 20;
+
+/// How far above a catching-up feed's start a span may join it: spans opened together
+/// share a catch-up, and a span further ahead opens a feed of its own rather than
+/// wait behind it.
+const CATCH_UP_JOIN_WINDOW: Duration = Duration::from_secs(1);
+
+/// Whether a watch wants its spans' resolved timestamps now, and how its spans learn
+/// that it started to: they then ask their feeds for the latest one at once instead of
+/// waiting for the region's next.
+#[derive(Default)]
+pub(super) struct Attention {
+    wanted: AtomicBool,
+    raised: Notify,
+}
+
+impl Attention {
+    pub(super) fn wanted(&self) -> bool {
+        self.wanted.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set(&self, wanted: bool) {
+        let was = self.wanted.swap(wanted, Ordering::Relaxed);
+        if wanted && !was {
+            self.raised.notify_waiters();
+        }
+    }
+
+    /// Resolves when the watch starts wanting resolved timestamps (a rise between two
+    /// calls is missed: the region's next resolved timestamp then serves).
+    pub(super) async fn raised(&self) {
+        self.raised.notified().await;
+    }
+}
 
 /// What a feed sends a subscriber.
 #[derive(Debug)]
@@ -70,7 +112,7 @@ pub(super) struct Interest {
     /// Versions committed after this.
     pub from: Timestamp,
     /// Whether the span's watch wants resolved timestamps now.
-    pub attentive: Arc<AtomicBool>,
+    pub attentive: Arc<Attention>,
 }
 
 /// The client's shared feeds.
@@ -90,7 +132,7 @@ struct HubState {
 pub(super) enum Found {
     Joined(Subscription),
     /// Another span is opening the region's feed: wait for it, then ask again.
-    Wait(Arc<Notify>),
+    Wait(OwnedNotified),
     /// No feed to join: the caller opens one and [`FeedHub::install`]s it; the spans
     /// of other watches wait meanwhile.
     Open(Opening),
@@ -124,13 +166,17 @@ impl FeedHub {
     ) -> Found {
         let key = FeedKey { region_id: region.id, prev_values };
         let mut hub = self.state.lock();
-        for feed in hub.feeds.get(&key).into_iter().flatten() {
+        let feeds = hub.feeds.get(&key).map(Vec::as_slice).unwrap_or_default();
+        // Live feeds first: joining one delivers at once.
+        let (live, catching_up): (Vec<_>, Vec<_>) = feeds.iter().partition(|feed| feed.caught_up());
+        for feed in live.into_iter().chain(catching_up) {
             if let Some(subscription) = feed.join(region, interest) {
                 return Found::Joined(subscription);
             }
         }
         if let Some(notify) = hub.opening.get(&key) {
-            return Found::Wait(notify.clone());
+            // Made under the lock: the opener's wake-up cannot come before it.
+            return Found::Wait(notify.clone().notified_owned());
         }
         hub.opening.insert(key, Arc::new(Notify::new()));
         Found::Open(Opening { hub: self.clone(), key, installed: false })
@@ -168,9 +214,10 @@ impl FeedHub {
     }
 
     /// Subscribes `interest` to the region's first feed (the oldest the client
-    /// follows), if `current` is another one and `interest` can join it: a span that
-    /// opened a feed of its own to catch up moves over once it has, and its feed ends
-    /// when nobody is left on it.
+    /// follows), if `current` is another one, the first has caught up, and `interest`
+    /// can join it: a span that opened a feed of its own to catch up moves over once
+    /// both are live, and its feed ends when nobody is left on it. Asked again at each
+    /// resolved timestamp the span receives, until it moves.
     pub(super) fn join_first(
         &self,
         current: &Arc<SharedFeed>,
@@ -181,7 +228,7 @@ impl FeedHub {
         let key = FeedKey { region_id: region.id, prev_values };
         let hub = self.state.lock();
         let first = hub.feeds.get(&key)?.first()?;
-        if Arc::ptr_eq(first, current) {
+        if Arc::ptr_eq(first, current) || !first.caught_up() {
             return None;
         }
         first.join(region, interest)
@@ -208,13 +255,35 @@ impl FeedHub {
 pub(super) struct Subscription {
     pub feed: Arc<SharedFeed>,
     pub news: mpsc::Receiver<FeedNews>,
+    id: SubscriberId,
 }
+
+impl Subscription {
+    /// Asks the feed for its latest resolved timestamp now (sent behind the events
+    /// before it, like any other), if the subscriber has not had it.
+    pub(super) fn ask_resolved(&self) {
+        self.feed.push_resolved(self.id);
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.feed.leave(self.id);
+    }
+}
+
+/// A subscriber's identity within its feed.
+type SubscriberId = u64;
 
 /// One region feed and its subscribers.
 pub(super) struct SharedFeed {
     /// The region as it was when the feed opened.
     pub region: Region,
+    /// Versions committed after this (the first subscriber's start).
+    started_from: Timestamp,
     state: Mutex<FeedState>,
+    /// Signalled when the last subscriber leaves: the feed ends.
+    abandoned: Notify,
 }
 
 struct FeedState {
@@ -232,15 +301,17 @@ struct FeedState {
     kept: Vec<ChangeEvent>,
     kept_bytes: usize,
     subscribers: Vec<Subscriber>,
+    next_subscriber: SubscriberId,
     /// Why the feed ended, once it has.
     ended: Option<FeedCloseReason>,
 }
 
 struct Subscriber {
+    id: SubscriberId,
     start: Vec<u8>,
     end: Vec<u8>,
     from: Timestamp,
-    attentive: Arc<AtomicBool>,
+    attentive: Arc<Attention>,
     /// Sent events since the last resolved timestamp it was sent.
     owed_resolved: bool,
     resolved_sent: Timestamp,
@@ -261,9 +332,10 @@ impl SharedFeed {
             kept: Vec::new(),
             kept_bytes: 0,
             subscribers: Vec::new(),
+            next_subscriber: 0,
             ended: None,
         };
-        SharedFeed { region, state: Mutex::new(state) }
+        SharedFeed { region, started_from: start, state: Mutex::new(state), abandoned: Notify::new() }
     }
 
     /// Whether the feed caught up at some point (a feed that ended before failed).
@@ -276,14 +348,15 @@ impl SharedFeed {
         self.state.lock().ended
     }
 
-    /// Subscribes `interest` if it can join: the feed runs, covers the part, and has
-    /// kept every event above `interest.from`.
+    /// Subscribes `interest` if it can join: the feed runs, covers the part, has kept
+    /// every event above `interest.from`, and has caught up or started close below it.
     fn join(self: &Arc<Self>, region: &Region, interest: &Interest) -> Option<Subscription> {
         let mut state = self.state.lock();
         let part = KeyRange::new(&interest.start, &interest.end);
         let covers = region.id == self.region.id && KeyRange::of(&self.region).encloses(&part);
         let joinable = state.joinable_from.is_some_and(|joinable_from| interest.from >= joinable_from);
-        if state.ended.is_some() || !covers || !joinable {
+        let close_enough = state.caught_up || interest.from.minus(CATCH_UP_JOIN_WINDOW) <= self.started_from;
+        if state.ended.is_some() || !covers || !joinable || !close_enough {
             return None;
         }
         let (sender, news) = mpsc::channel(SUBSCRIBER_MESSAGES);
@@ -296,7 +369,10 @@ impl SharedFeed {
         if !handed_over.is_empty() && sender.try_send(FeedNews::Events(handed_over)).is_err() {
             unreachable!("invariant: a new subscriber's channel has room for its first message");
         }
+        let id = state.next_subscriber;
+        state.next_subscriber += 1;
         state.subscribers.push(Subscriber {
+            id,
             start: interest.start.clone(),
             end: interest.end.clone(),
             from: interest.from,
@@ -308,7 +384,29 @@ impl SharedFeed {
             news: sender,
         });
         drop(state);
-        Some(Subscription { feed: self.clone(), news })
+        Some(Subscription { feed: self.clone(), news, id })
+    }
+
+    /// The subscriber `id` left (its span dropped the subscription).
+    fn leave(&self, id: SubscriberId) {
+        let mut state = self.state.lock();
+        state.subscribers.retain(|subscriber| subscriber.id != id);
+        if state.subscribers.is_empty() && state.ended.is_none() {
+            // A permit is stored if the feed's task is not waiting yet: never missed.
+            self.abandoned.notify_one();
+        }
+    }
+
+    /// Sends subscriber `id` the feed's resolved timestamp if it has not had it.
+    fn push_resolved(&self, id: SubscriberId) {
+        let mut state = self.state.lock();
+        if state.ended.is_some() || !state.caught_up {
+            return;
+        }
+        let resolved = state.resolved;
+        if let Some(subscriber) = state.subscribers.iter_mut().find(|subscriber| subscriber.id == id) {
+            subscriber.offer_resolved(resolved);
+        }
     }
 
     /// Events the feed received: kept for joiners, and sent to each subscriber whose
@@ -333,7 +431,7 @@ impl SharedFeed {
             }
             subscriber.owed_resolved = true;
             // The watch holds events now: its other spans' resolved timestamps matter.
-            subscriber.attentive.store(true, Ordering::Relaxed);
+            subscriber.attentive.set(true);
             subscriber.news.try_send(FeedNews::Events(theirs)).is_ok()
         });
     }
@@ -358,13 +456,8 @@ impl SharedFeed {
             if subscriber.news.is_closed() {
                 return false;
             }
-            let wanted = subscriber.owed_resolved || subscriber.attentive.load(Ordering::Relaxed);
-            if wanted && resolved > subscriber.resolved_sent {
-                // No room: the next one will do, as this is only the latest promise.
-                if subscriber.news.try_send(FeedNews::Resolved(resolved)).is_ok() {
-                    subscriber.resolved_sent = resolved;
-                    subscriber.owed_resolved = false;
-                }
+            if subscriber.owed_resolved || subscriber.attentive.wanted() {
+                subscriber.offer_resolved(resolved);
             }
             true
         });
@@ -385,10 +478,33 @@ impl SharedFeed {
         state.kept_bytes = 0;
     }
 
-    fn has_subscribers(&self) -> bool {
+    /// Ends the feed if nobody is subscribed (under the lock that joining takes, so
+    /// that no span joins a feed that is ending).
+    fn end_if_abandoned(&self) -> bool {
         let mut state = self.state.lock();
         state.subscribers.retain(|subscriber| !subscriber.news.is_closed());
-        !state.subscribers.is_empty()
+        if !state.subscribers.is_empty() {
+            return false;
+        }
+        state.ended = Some(FeedCloseReason::Unspecified);
+        state.kept = Vec::new();
+        state.kept_bytes = 0;
+        true
+    }
+}
+
+impl Subscriber {
+    /// Sends `resolved` if it is news to the subscriber and its channel is at most half
+    /// full (no room: a later one will do, as each is only the latest promise; and
+    /// resolved timestamps alone must never fill a channel and get it dropped).
+    fn offer_resolved(&mut self, resolved: Timestamp) {
+        if resolved <= self.resolved_sent || self.news.capacity() <= SUBSCRIBER_MESSAGES / 2 {
+            return;
+        }
+        if self.news.try_send(FeedNews::Resolved(resolved)).is_ok() {
+            self.resolved_sent = resolved;
+            self.owed_resolved = false;
+        }
     }
 }
 
@@ -417,10 +533,19 @@ async fn follow_feed(
 ) {
     let mut caught_up = false;
     let reason = loop {
-        let message = match stream.message().await {
+        let received = tokio::select! {
+            received = stream.message() => received,
+            () = feed.abandoned.notified() => {
+                if feed.end_if_abandoned() {
+                    break None;
+                }
+                continue;
+            }
+        };
+        let message = match received {
             Ok(Some(message)) => message,
             // The connection broke, or the store ended the stream without a word.
-            Ok(None) | Err(_) => break FeedCloseReason::Unspecified,
+            Ok(None) | Err(_) => break Some(FeedCloseReason::Unspecified),
         };
         if !message.events.is_empty() {
             let events: Vec<ChangeEvent> = message.events.into_iter().map(ChangeEvent::from).collect();
@@ -431,14 +556,20 @@ async fn follow_feed(
             feed.on_resolved(Timestamp::from_u64(message.resolved_ts));
         }
         if message.closed != FeedCloseReason::Unspecified as i32 {
-            break FeedCloseReason::try_from(message.closed).unwrap_or(FeedCloseReason::Unspecified);
+            break Some(FeedCloseReason::try_from(message.closed).unwrap_or(FeedCloseReason::Unspecified));
         }
-        if !feed.has_subscribers() {
-            break FeedCloseReason::Unspecified;
+        if feed.end_if_abandoned() {
+            break None;
         }
     };
-    feed.end(reason);
+    // None: ended for want of subscribers, with nobody left to tell.
+    if let Some(reason) = reason {
+        feed.end(reason);
+    }
     if let Some(hub) = hub.upgrade() {
         hub.remove(key, &feed);
     }
 }
+
+#[cfg(test)]
+mod tests;

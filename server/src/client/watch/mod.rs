@@ -32,7 +32,6 @@ mod span;
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -44,6 +43,7 @@ use tokio::task::JoinSet;
 use super::{Client, ClientError, Refusal};
 pub(crate) use hold::GcHolds;
 use hold::HoldEntry;
+use hub::Attention;
 pub(crate) use hub::FeedHub;
 use merge::Merger;
 use span::{Report, Span};
@@ -232,7 +232,7 @@ async fn coordinate(
     out: mpsc::Sender<Delivery>,
 ) {
     let (reports_sender, mut reports) = mpsc::channel(CHANNEL_MESSAGES);
-    let attentive = Arc::new(AtomicBool::new(false));
+    let attentive = Arc::new(Attention::default());
     // Dropped with the coordinator: every span stops with it.
     let mut spans = JoinSet::new();
     let mut merge = Merger::new(from);
@@ -266,12 +266,12 @@ async fn coordinate(
             _ = tick(&mut progress) => {
                 progress_due = true;
                 refreshing = Some(merge.frontier());
-                attentive.store(true, Ordering::Relaxed);
+                attentive.set(true);
                 continue;
             }
             _ = refresh.tick() => {
                 refreshing = Some(merge.frontier());
-                attentive.store(true, Ordering::Relaxed);
+                attentive.set(true);
                 continue;
             }
         };
@@ -310,7 +310,7 @@ async fn coordinate(
         if refreshing.is_some_and(|floor| merge.frontier() > floor) {
             refreshing = None;
         }
-        attentive.store(merge.held() > 0 || refreshing.is_some(), Ordering::Relaxed);
+        attentive.set(merge.held() > 0 || refreshing.is_some());
     }
 }
 

@@ -11,16 +11,16 @@
 //! its own resolved timestamp: what either part may still receive is above it.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use tessera_engine::proto::metadata::Region;
 use tessera_engine::region::KeyRange;
 use tessera_engine::timestamp::Timestamp;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::mpsc;
 use tonic::Streaming;
 
-use super::hub::{FeedNews, Found, Interest, Opening, Subscription};
+use super::hub::{Attention, FeedNews, Found, Interest, Opening, Subscription};
 use super::{ChangeEvent, SpanId, WatchError};
 use crate::client::{BACKOFF_MAX, BACKOFF_MIN, Client, ClientError, Refusal, Resend};
 use crate::proto::{FeedCloseReason, RegionFeedRequest, RegionFeedResponse};
@@ -67,12 +67,26 @@ pub(super) struct Span {
 
 /// How one subscription ended.
 enum Ended {
-    /// Reopen. `failed`: the feed broke before catching up; the span backs off, and
-    /// gives up after many such in a row. `pause`: the region is changing (a leader
-    /// change, a split, a replica moved); give it a moment to settle.
-    Reopen { failed: bool, pause: bool },
+    Reopen(Reopen),
     /// The coordinator is gone: the watch ended.
     WatchGone,
+}
+
+/// When to subscribe again.
+enum Reopen {
+    /// The span was dropped for falling behind after it made progress: join again
+    /// from where it is.
+    AtOnce,
+    /// The region is changing (a leader change, a split, a replica moved): give it a
+    /// moment to settle.
+    AfterPause,
+    /// The span was dropped for falling behind before it made any progress: back off
+    /// (its reader is slow), so that a span that cannot keep up does not reopen feeds
+    /// in a loop.
+    AfterBackoff,
+    /// The feed broke before catching up: back off, and give up after many such in a
+    /// row.
+    Failed,
 }
 
 /// Follows `span` until the watch ends or the span fails. `attentive` is the watch's:
@@ -81,7 +95,7 @@ pub(super) async fn follow(
     client: Arc<Client>,
     mut span: Span,
     prev_values: bool,
-    attentive: Arc<AtomicBool>,
+    attentive: Arc<Attention>,
     reports: mpsc::Sender<Report>,
 ) {
     let mut backoff = BACKOFF_MIN;
@@ -102,17 +116,22 @@ pub(super) async fn follow(
             }
             span.end = region.end_key.clone();
         }
-        match receive(&client, &mut span, (subscription, &region), (prev_values, &attentive), &reports).await
-        {
+        let ended =
+            receive(&client, &mut span, (subscription, &region), (prev_values, &attentive), &reports).await;
+        match ended {
             Ended::WatchGone => return,
-            Ended::Reopen { failed: false, pause } => {
+            Ended::Reopen(Reopen::AtOnce) | Ended::Reopen(Reopen::AfterPause) => {
                 backoff = BACKOFF_MIN;
                 failed_in_a_row = 0;
-                if pause {
+                if matches!(ended, Ended::Reopen(Reopen::AfterPause)) {
                     tokio::time::sleep(REOPEN_PAUSE).await;
                 }
             }
-            Ended::Reopen { failed: true, .. } => {
+            Ended::Reopen(Reopen::AfterBackoff) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            Ended::Reopen(Reopen::Failed) => {
                 failed_in_a_row += 1;
                 if failed_in_a_row >= FAILED_FEEDS_IN_A_ROW {
                     let error =
@@ -131,7 +150,7 @@ pub(super) async fn follow(
 enum Attempt {
     Joined(Subscription),
     Opened(Box<Streaming<RegionFeedResponse>>, Opening),
-    Wait(Arc<Notify>),
+    Wait(OwnedNotified),
 }
 
 /// Subscribes the span's part in the region holding its start to a feed of that
@@ -141,7 +160,7 @@ async fn subscribe(
     client: &Arc<Client>,
     span: &Span,
     prev_values: bool,
-    attentive: &Arc<AtomicBool>,
+    attentive: &Arc<Attention>,
 ) -> Result<(Subscription, Region), WatchError> {
     let interest_in = |region: &Region| {
         let part = KeyRange::of(region).clamp(&KeyRange::new(&span.start, &span.end));
@@ -182,7 +201,7 @@ async fn subscribe(
             }
             // Bounded: an opener that never says so must not hold this span for good.
             Ok((Attempt::Wait(opened), _)) => {
-                let _ = tokio::time::timeout(OPENING_WAIT, opened.notified()).await;
+                let _ = tokio::time::timeout(OPENING_WAIT, opened).await;
             }
             Err(ClientError::InvalidArgument(Refusal::BelowSafePoint { safe_point })) => {
                 return Err(WatchError::Compacted { from: span.resolved, safe_point });
@@ -193,15 +212,25 @@ async fn subscribe(
 }
 
 /// Reports what a subscription sends until it ends; moves to the region's first feed
-/// when it can (`hub.rs`).
+/// when it can (`hub.rs`), and asks its feed for the latest resolved timestamp when
+/// the watch starts wanting them.
 async fn receive(
     client: &Client,
     span: &mut Span,
     (mut subscription, region): (Subscription, &Region),
-    (prev_values, attentive): (bool, &Arc<AtomicBool>),
+    (prev_values, attentive): (bool, &Arc<Attention>),
     reports: &mpsc::Sender<Report>,
 ) -> Ended {
-    while let Some(news) = subscription.news.recv().await {
+    let subscribed_at = span.resolved;
+    loop {
+        let news = tokio::select! {
+            news = subscription.news.recv() => news,
+            () = attentive.raised() => {
+                subscription.ask_resolved();
+                continue;
+            }
+        };
+        let Some(news) = news else { break };
         let report = match news {
             FeedNews::Events(events) => Report::Events(events),
             FeedNews::Resolved(resolved) if resolved > span.resolved => {
@@ -226,14 +255,16 @@ async fn receive(
     }
     let feed = &subscription.feed;
     match feed.ended() {
-        // Dropped by a feed that goes on: the span did not keep up. Reopen at once
-        // (joining again from what it has seen).
-        None => Ended::Reopen { failed: false, pause: false },
+        // Dropped by a feed that goes on: the span did not keep up. Join again from
+        // what it has seen, at once if it got anywhere.
+        None if span.resolved > subscribed_at => Ended::Reopen(Reopen::AtOnce),
+        None => Ended::Reopen(Reopen::AfterBackoff),
         // The connection broke, or the client did not keep up with the feed: a failure
         // if it happens before the feed caught up (a catch-up that cannot finish).
-        Some(FeedCloseReason::Unspecified | FeedCloseReason::Congested) => {
-            Ended::Reopen { failed: !feed.caught_up(), pause: false }
+        Some(FeedCloseReason::Unspecified | FeedCloseReason::Congested) if !feed.caught_up() => {
+            Ended::Reopen(Reopen::Failed)
         }
-        Some(_) => Ended::Reopen { failed: false, pause: true },
+        Some(FeedCloseReason::Unspecified | FeedCloseReason::Congested) => Ended::Reopen(Reopen::AtOnce),
+        Some(_) => Ended::Reopen(Reopen::AfterPause),
     }
 }

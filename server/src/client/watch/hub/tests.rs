@@ -1,0 +1,131 @@
+//! The shared feed's rules, driven by hand (no store): who may join, what a lagging
+//! subscriber is sent, when a feed is abandoned, and how waiters learn of an opening.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tessera_engine::proto::metadata::Region;
+use tessera_engine::timestamp::Timestamp;
+use tokio::sync::mpsc;
+
+use super::{Attention, FeedHub, FeedNews, Found, Interest, SUBSCRIBER_MESSAGES, SharedFeed};
+use crate::client::watch::ChangeEvent;
+
+fn whole_key_space() -> Region {
+    Region { id: 7, ..Default::default() }
+}
+
+fn at_millisecond(millisecond: u64) -> Timestamp {
+    Timestamp::new(millisecond, 0).expect("a millisecond in range")
+}
+
+fn interest(from: Timestamp, wanted: bool) -> Interest {
+    let attentive = Arc::new(Attention::default());
+    attentive.set(wanted);
+    Interest { start: Vec::new(), end: Vec::new(), from, attentive }
+}
+
+fn event(key: &[u8], commit_ts: Timestamp) -> ChangeEvent {
+    ChangeEvent {
+        key: key.to_vec(),
+        value: Some(b"v".to_vec()),
+        prev_value: None,
+        prev_commit_ts: None,
+        start_ts: Timestamp::from_u64(commit_ts.as_u64() - 1),
+        commit_ts,
+    }
+}
+
+fn drain(news: &mut mpsc::Receiver<FeedNews>) -> Vec<FeedNews> {
+    std::iter::from_fn(|| news.try_recv().ok()).collect()
+}
+
+fn subscribers(feed: &SharedFeed) -> usize {
+    feed.state.lock().subscribers.len()
+}
+
+#[test]
+fn resolved_timestamps_never_fill_more_than_half_of_a_lagging_subscribers_channel() {
+    let region = whole_key_space();
+    let feed = Arc::new(SharedFeed::new(region.clone(), at_millisecond(1_000)));
+    let mut subscription = feed.join(&region, &interest(at_millisecond(1_000), true)).expect("joins");
+    // The reader lags: many resolved timestamps and nothing read.
+    for millisecond in 1_001..1_001 + 4 * SUBSCRIBER_MESSAGES as u64 {
+        feed.on_resolved(at_millisecond(millisecond));
+    }
+    feed.on_events(&[event(b"k", at_millisecond(5_000))]);
+    assert_eq!(subscribers(&feed), 1, "a subscriber with room for events is not dropped");
+    let received = drain(&mut subscription.news);
+    let resolved = received.iter().filter(|news| matches!(news, FeedNews::Resolved(_))).count();
+    assert!(resolved <= SUBSCRIBER_MESSAGES / 2, "{resolved} resolved timestamps queued");
+    assert!(matches!(received.last(), Some(FeedNews::Events(events)) if events.len() == 1));
+}
+
+#[test]
+fn an_up_to_date_span_does_not_join_a_feed_still_catching_up_from_long_before() {
+    let region = whole_key_space();
+    let start = at_millisecond(100_000);
+    let feed = Arc::new(SharedFeed::new(region.clone(), start));
+    let _opener = feed.join(&region, &interest(start, false)).expect("the opener joins");
+    assert!(feed.join(&region, &interest(at_millisecond(160_000), false)).is_none());
+    let close = feed.join(&region, &interest(at_millisecond(100_500), false));
+    assert!(close.is_some(), "a span from close above the start shares the catch-up");
+    feed.on_resolved(at_millisecond(200_000));
+    assert!(feed.join(&region, &interest(at_millisecond(200_000), false)).is_some(), "live: joinable");
+    assert!(feed.join(&region, &interest(at_millisecond(160_000), false)).is_none(), "below resolved");
+}
+
+#[test]
+fn a_feed_is_abandoned_when_its_last_subscriber_leaves_and_takes_no_joiner_after() {
+    let region = whole_key_space();
+    let from = at_millisecond(1_000);
+    let feed = Arc::new(SharedFeed::new(region.clone(), from));
+    let first = feed.join(&region, &interest(from, false)).expect("joins");
+    let second = feed.join(&region, &interest(from, false)).expect("joins");
+    drop(first);
+    assert!(!feed.end_if_abandoned(), "one subscriber is left");
+    drop(second);
+    assert!(feed.abandoned.notified().now_or_never().is_some(), "the feed's task is told");
+    assert!(feed.end_if_abandoned());
+    assert!(feed.join(&region, &interest(from, false)).is_none(), "an ended feed takes no joiner");
+}
+
+#[test]
+fn a_subscriber_asking_for_the_resolved_timestamp_gets_it_behind_the_events_before_it() {
+    let region = whole_key_space();
+    let from = at_millisecond(1_000);
+    let feed = Arc::new(SharedFeed::new(region.clone(), from));
+    let mut subscription = feed.join(&region, &interest(from, false)).expect("joins");
+    feed.on_resolved(at_millisecond(2_000));
+    assert!(
+        matches!(drain(&mut subscription.news)[..], [FeedNews::Resolved(at)] if at == at_millisecond(2_000))
+    );
+    feed.on_resolved(at_millisecond(3_000));
+    assert!(drain(&mut subscription.news).is_empty(), "an inattentive watch is not sent resolved timestamps");
+    subscription.ask_resolved();
+    assert!(
+        matches!(drain(&mut subscription.news)[..], [FeedNews::Resolved(at)] if at == at_millisecond(3_000))
+    );
+    subscription.ask_resolved();
+    assert!(drain(&mut subscription.news).is_empty(), "nothing it has had already");
+}
+
+#[test]
+fn a_span_waiting_for_an_opener_is_woken_when_the_opening_ends() {
+    let hub = Arc::new(FeedHub::default());
+    let region = whole_key_space();
+    let from = at_millisecond(1_000);
+    let Found::Open(opening) = hub.join_or_open(&region, false, &interest(from, false)) else {
+        panic!("the first span opens the feed");
+    };
+    let Found::Wait(woken) = hub.join_or_open(&region, false, &interest(from, false)) else {
+        panic!("the second span waits for the opener");
+    };
+    // The opener gives up before the waiter polls: the wake-up must not be lost.
+    drop(opening);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
+    let woke = runtime.block_on(async { tokio::time::timeout(Duration::from_millis(50), woken).await });
+    assert!(woke.is_ok(), "the waiter was not woken");
+    assert!(matches!(hub.join_or_open(&region, false, &interest(from, false)), Found::Open(_)));
+}
