@@ -8,7 +8,10 @@
 mod common;
 
 use common::*;
-use etcd_client::{Client as EtcdClient, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget};
+use etcd_client::{
+    Client as EtcdClient, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget,
+    Txn, TxnOp, TxnOpResponse,
+};
 
 /// A cluster whose stores serve etcd's API, split at the etcd keys `b` and `m` (so
 /// that ranges of etcd keys cross regions), and a client of the first store's.
@@ -101,6 +104,156 @@ async fn bad_requests_get_etcd_s_errors() {
     let status = etcd.status().await.expect("the endpoint's status");
     assert!(!status.version().is_empty() && status.header().is_some());
     assert!(etcd.alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None).await.is_ok());
-    let error = etcd.compact(1, None).await.expect_err("not supported yet");
-    assert!(error.to_string().contains("not supported by Tessera"), "{error}");
+    let mut too_many = Txn::new();
+    let puts: Vec<TxnOp> = (0..129).map(|index| TxnOp::put(format!("k{index}"), "v", None)).collect();
+    too_many = too_many.and_then(puts);
+    let error = etcd.txn(too_many).await.expect_err("more operations than etcd takes");
+    assert!(error.to_string().contains("etcdserver: too many operations in txn request"), "{error}");
+    let twice = Txn::new().and_then([TxnOp::put("k", "1", None), TxnOp::put("k", "2", None)]);
+    let error = etcd.txn(twice).await.expect_err("a key written twice");
+    assert!(error.to_string().contains("etcdserver: duplicate key given in txn request"), "{error}");
+}
+
+/// The revision of a response header.
+fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> i64 {
+    header.expect("a header").revision()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_apiserver_s_compare_and_swap_patterns_hold() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let (_cluster, mut etcd) = started().await;
+    let key = "/registry/pods/default/web";
+    // Create: only if the key does not exist.
+    let create = || {
+        Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, "v1", None)])
+            .or_else([TxnOp::get(key, None)])
+    };
+    let created = etcd.txn(create()).await.expect("create");
+    assert!(created.succeeded());
+    let created_at = revision_of(created.header());
+    let again = etcd.txn(create()).await.expect("create again");
+    assert!(!again.succeeded(), "the key exists now");
+    let TxnOpResponse::Get(current) = &again.op_responses()[0] else { panic!("the else branch's get") };
+    assert_eq!((current.kvs()[0].value(), current.kvs()[0].mod_revision()), (&b"v1"[..], created_at));
+
+    // Update: only from the revision read; a stale one gets the current object.
+    let update = |from: i64, value: &str| {
+        Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, from)])
+            .and_then([TxnOp::put(key, value, None), TxnOp::get(key, None)])
+            .or_else([TxnOp::get(key, None)])
+    };
+    let updated = etcd.txn(update(created_at, "v2")).await.expect("update");
+    assert!(updated.succeeded());
+    let updated_at = revision_of(updated.header());
+    assert!(updated_at > created_at);
+    let TxnOpResponse::Get(own) = &updated.op_responses()[1] else { panic!("the get after the put") };
+    let kv = &own.kvs()[0];
+    assert_eq!(
+        (kv.value(), kv.mod_revision(), kv.create_revision(), kv.version()),
+        (&b"v2"[..], updated_at, created_at, 2),
+        "a read after a write in one transaction sees it, at the transaction's revision"
+    );
+    let stale = etcd.txn(update(created_at, "v3")).await.expect("a stale update");
+    assert!(!stale.succeeded());
+    let TxnOpResponse::Get(current) = &stale.op_responses()[0] else { panic!("the else branch's get") };
+    assert_eq!(current.kvs()[0].mod_revision(), updated_at);
+
+    // Delete: only from the revision read.
+    let delete = Txn::new()
+        .when([Compare::mod_revision(key, CompareOp::Equal, updated_at)])
+        .and_then([TxnOp::delete(key, None)])
+        .or_else([TxnOp::get(key, None)]);
+    assert!(etcd.txn(delete).await.expect("delete").succeeded());
+    assert!(etcd.get(key, None).await.expect("get").kvs().is_empty());
+
+    // A nested transaction decides on the state at the start.
+    let nested = Txn::new().when([Compare::version("outer", CompareOp::Equal, 0)]).and_then([
+        TxnOp::put("outer", "1", None),
+        TxnOp::txn(
+            Txn::new()
+                .when([Compare::version("outer", CompareOp::Equal, 0)])
+                .and_then([TxnOp::put("inner", "1", None)]),
+        ),
+    ]);
+    let response = etcd.txn(nested).await.expect("a nested transaction");
+    let TxnOpResponse::Txn(inner) = &response.op_responses()[1] else { panic!("the nested response") };
+    assert!(response.succeeded() && inner.succeeded(), "its compare saw the start, not the put before it");
+    assert_eq!(etcd.get("inner", None).await.expect("get").kvs().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_swap_transactions_are_serializable() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let (cluster, _etcd) = started().await;
+    let endpoint = cluster.stores.iter().flatten().find_map(|store| store.etcd.clone()).expect("an endpoint");
+    // Write skew: each transaction writes one key if the other is still zero. Run
+    // serializably, at most one of each pair succeeds.
+    for round in 0..20 {
+        let (x, y) = (format!("skew/{round}/x"), format!("skew/{round}/y"));
+        let mut setup = EtcdClient::connect([endpoint.clone()], None).await.expect("connects");
+        setup.put(x.clone(), "0", None).await.expect("put");
+        setup.put(y.clone(), "0", None).await.expect("put");
+        let attempt = |read: String, write: String| {
+            let endpoint = endpoint.clone();
+            tokio::spawn(async move {
+                let mut etcd = EtcdClient::connect([endpoint], None).await.expect("connects");
+                let txn = Txn::new()
+                    .when([Compare::value(read, CompareOp::Equal, "0")])
+                    .and_then([TxnOp::put(write, "1", None)]);
+                etcd.txn(txn).await.map(|response| response.succeeded())
+            })
+        };
+        let (first, second) = tokio::join!(attempt(x.clone(), y.clone()), attempt(y.clone(), x.clone()));
+        let outcomes = [first.expect("runs"), second.expect("runs")];
+        let succeeded = outcomes.iter().filter(|outcome| matches!(outcome, Ok(true))).count();
+        assert!(succeeded <= 1, "round {round}: write skew, both saw the other at zero ({outcomes:?})");
+    }
+    // Lost updates: increments by compare-and-swap on one counter from many clients.
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let endpoint = endpoint.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut etcd = EtcdClient::connect([endpoint], None).await.expect("connects");
+            let mut done = 0;
+            while done < 10 {
+                let read = etcd.get("counter", None).await.expect("get");
+                let (value, revision) = read.kvs().first().map_or((0, 0), |kv| {
+                    (kv.value_str().expect("text").parse::<u64>().expect("a number"), kv.mod_revision())
+                });
+                let txn = Txn::new()
+                    .when([Compare::mod_revision("counter", CompareOp::Equal, revision)])
+                    .and_then([TxnOp::put("counter", (value + 1).to_string(), None)]);
+                if etcd.txn(txn).await.is_ok_and(|response| response.succeeded()) {
+                    done += 1;
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("an incrementer");
+    }
+    let mut etcd = EtcdClient::connect([endpoint], None).await.expect("connects");
+    let counter = etcd.get("counter", None).await.expect("get");
+    assert_eq!(counter.kvs()[0].value(), b"40", "every successful increment counted once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_refuses_older_revisions_as_etcd_does() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let (_cluster, mut etcd) = started().await;
+    let first = revision_of(etcd.put("k", "1", None).await.expect("put").header());
+    let second = revision_of(etcd.put("k", "2", None).await.expect("put").header());
+    etcd.compact(second, None).await.expect("compact");
+    let error = etcd.get("k", Some(GetOptions::new().with_revision(first))).await.expect_err("compacted");
+    assert!(error.to_string().contains("required revision has been compacted"), "{error}");
+    let at = etcd.get("k", Some(GetOptions::new().with_revision(second))).await.expect("at the compaction");
+    assert_eq!(at.kvs()[0].value(), b"2");
+    let error = etcd.compact(first, None).await.expect_err("compacted already");
+    assert!(error.to_string().contains("required revision has been compacted"), "{error}");
+    let error = etcd.compact(second + 1_000_000_000_000, None).await.expect_err("a future revision");
+    assert!(error.to_string().contains("required revision is a future revision"), "{error}");
 }

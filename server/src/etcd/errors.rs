@@ -22,6 +22,16 @@ pub(crate) enum EtcdError {
     FutureRevision,
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOperations,
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("etcdserver: an operation of the txn request names no request")]
+    EmptyOperation,
+    /// A transaction met another writing the same keys; run it again (never leaves the
+    /// etcd layer: it retries, then answers [`EtcdError::Contended`]).
+    #[error("etcdserver: the transaction conflicted with another; try again")]
+    Conflict,
     /// Writers kept conflicting on the same keys: retryable.
     #[error("etcdserver: too many concurrent writes to the same keys ({attempts} attempts); try again")]
     Contended { attempts: u32 },
@@ -61,12 +71,17 @@ impl From<EtcdError> for Status {
     fn from(error: EtcdError) -> Status {
         let message = error.to_string();
         match error {
-            EtcdError::EmptyKey | EtcdError::KeyNotFound | EtcdError::RequestTooLarge => {
-                Status::invalid_argument(message)
-            }
+            EtcdError::EmptyKey
+            | EtcdError::KeyNotFound
+            | EtcdError::RequestTooLarge
+            | EtcdError::TooManyOperations
+            | EtcdError::DuplicateKey
+            | EtcdError::EmptyOperation => Status::invalid_argument(message),
             EtcdError::LeaseNotFound => Status::not_found(message),
             EtcdError::Compacted | EtcdError::FutureRevision => Status::out_of_range(message),
-            EtcdError::Contended { .. } | EtcdError::Unavailable(_) => Status::unavailable(message),
+            EtcdError::Contended { .. } | EtcdError::Conflict | EtcdError::Unavailable(_) => {
+                Status::unavailable(message)
+            }
             EtcdError::Unsupported(_) => Status::unimplemented(message),
             EtcdError::Internal(_) => Status::internal(message),
         }

@@ -10,6 +10,10 @@ const DATA_PREFIX: &[u8] = b"\xfeetcd/k/";
 /// Just past every stored etcd key: the prefix with its last byte raised.
 const DATA_END: &[u8] = b"\xfeetcd/k0";
 
+/// Where Compact records the revision below which reads and watches are refused (a
+/// key of the API's own, outside every etcd key).
+pub(crate) const COMPACTED_KEY: &[u8] = b"\xfeetcd/m/compacted";
+
 /// The stored key of etcd key `key`.
 pub(crate) fn stored_key(key: &[u8]) -> Vec<u8> {
     [DATA_PREFIX, key].concat()
@@ -57,6 +61,14 @@ impl KeyRange {
         }
     }
 
+    /// Whether `stored` (a stored key) is in the range.
+    pub(crate) fn contains(&self, stored: &[u8]) -> bool {
+        match self {
+            KeyRange::Single(key) => key == stored,
+            KeyRange::Span { start, end } => stored >= start.as_slice() && stored < end.as_slice(),
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         match self {
             KeyRange::Single(_) => false,
@@ -68,16 +80,6 @@ impl KeyRange {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    impl KeyRange {
-        /// Whether `stored` (a stored key) is in the range.
-        pub(crate) fn contains(&self, stored: &[u8]) -> bool {
-            match self {
-                KeyRange::Single(key) => key == stored,
-                KeyRange::Span { start, end } => stored >= start.as_slice() && stored < end.as_slice(),
-            }
-        }
-    }
 
     #[test]
     fn ranges_read_key_and_range_end_as_etcd_does() {

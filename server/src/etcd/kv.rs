@@ -1,33 +1,36 @@
 //! etcd's KV service over Tessera's transactions: Range is a snapshot read at the
 //! request's revision (a fresh timestamp from the oracle when none is named, so that
-//! it sees every write acknowledged before it: linearizable); Put and DeleteRange are
-//! transactions that read what they replace at their start and commit at their
-//! revision. Writers that conflict on a key (first committer wins) are run again
-//! from a new start, as etcd serializes them.
+//! it sees every write acknowledged before it: linearizable); Put, DeleteRange and Txn
+//! run as transactions (`txn/`) whose commit timestamps are their revisions.
 //!
-//! Not yet: Txn, Compact and leases (answered UNIMPLEMENTED, saying so). A
-//! DeleteRange deletes the keys its start saw; a key created in the range between its
-//! start and its commit survives it (Percolator locks keys, not ranges), which a
-//! strictly serializable range delete must not allow: to be closed with Txn.
+//! Compact records the revision below which reads and watches are refused as
+//! compacted (under a key of the API's own); the versions themselves are removed by
+//! Tessera's garbage collection once its safe point passes them (a revision the
+//! safe point has passed is refused as compacted too, whatever Compact said).
+//! `physical` changes nothing: the record is durable when Compact answers.
 
 use std::sync::Arc;
 
+use tessera_engine::timestamp::Timestamp;
 use tonic::{Request, Response, Status};
 
 use super::errors::{EtcdError, revision};
 use super::keys::{self, KeyRange};
-use super::record::{self, StoredValue};
-use crate::client::{Client, Snapshot};
+use super::record;
+use super::txn;
+use crate::client::Client;
 use crate::etcd_proto::etcdserverpb::kv_server::Kv;
 use crate::etcd_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+use crate::etcd_proto::etcdserverpb::request_op::Request as Operation;
+use crate::etcd_proto::etcdserverpb::response_op::Response as OperationResponse;
 use crate::etcd_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
     RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use crate::etcd_proto::mvccpb::KeyValue;
 
-/// How many times a write is run again after conflicting with another.
-const MAX_WRITE_ATTEMPTS: u32 = 32;
+/// How many times Compact tries to record its revision against concurrent ones.
+const MAX_COMPACT_ATTEMPTS: u32 = 32;
 
 /// The KV service of one store's etcd API.
 pub(crate) struct EtcdKv {
@@ -44,115 +47,111 @@ impl EtcdKv {
         ResponseHeader { cluster_id: 0, member_id: self.member_id, revision, raft_term: 0 }
     }
 
-    /// The snapshot a read at etcd revision `revision` (0 or less: the newest) sees.
-    async fn snapshot(&self, revision: i64) -> Result<Snapshot, EtcdError> {
-        let read_ts = match u64::try_from(revision) {
-            Ok(at) if at > 0 => tessera_engine::timestamp::Timestamp::from_u64(at),
-            _ => self.client.timestamp().await?,
-        };
-        Ok(self.client.snapshot_at(read_ts).await?)
-    }
-
     async fn read_range(&self, request: RangeRequest) -> Result<RangeResponse, EtcdError> {
         let range = KeyRange::of(&request.key, &request.range_end)?;
-        let snapshot = self.snapshot(request.revision).await?;
-        let mut kvs = Vec::new();
-        if !range.is_empty() {
-            let (start, end) = range.bounds();
-            for stored in snapshot.scan_versions(&start, &end, 0, false).await? {
-                kvs.push(record::key_value(stored)?);
-            }
-        }
-        kvs.retain(|kv| within_revision_filters(kv, &request));
-        let count = i64::try_from(kvs.len()).unwrap_or(i64::MAX);
-        sort(&mut kvs, request.sort_order(), request.sort_target());
-        let limit = usize::try_from(request.limit).unwrap_or(0);
-        let more = limit > 0 && kvs.len() > limit;
-        if more {
-            kvs.truncate(limit);
-        }
-        if request.count_only {
-            kvs.clear();
-        } else if request.keys_only {
-            kvs.iter_mut().for_each(|kv| kv.value.clear());
-        }
-        let header = Some(self.header(revision(snapshot.read_ts())?));
-        Ok(RangeResponse { header, kvs, more, count })
+        let (read_ts, fresh) = match u64::try_from(request.revision) {
+            Ok(at) if at > 0 => (Timestamp::from_u64(at), false),
+            _ => (self.client.timestamp().await?, true),
+        };
+        let kvs = read_at(&self.client, &range, read_ts, fresh).await?;
+        let mut response = shape_range(kvs, &request);
+        response.header = Some(self.header(revision(read_ts)?));
+        Ok(response)
     }
 
-    async fn write_put(&self, request: PutRequest) -> Result<PutResponse, EtcdError> {
-        if request.key.is_empty() {
-            return Err(EtcdError::EmptyKey);
+    async fn write_one(&self, operation: Operation) -> Result<OperationResponse, EtcdError> {
+        txn::run_one(&self.client, operation, self.header(0)).await
+    }
+
+    async fn compact(&self, request: CompactionRequest) -> Result<CompactionResponse, EtcdError> {
+        let now = revision(self.client.timestamp().await?)?;
+        if request.revision > now {
+            return Err(EtcdError::FutureRevision);
         }
-        if request.lease != 0 && !request.ignore_lease {
-            return Err(EtcdError::LeaseNotFound);
-        }
-        let stored_key = keys::stored_key(&request.key);
-        for _ in 0..MAX_WRITE_ATTEMPTS {
+        for _ in 0..MAX_COMPACT_ATTEMPTS {
             let mut transaction = self.client.begin().await?;
-            let previous = match transaction.get_committed_version(&stored_key).await? {
-                Some(stored) => Some(record::key_value(stored)?),
-                None => None,
-            };
-            let (value, lease) = match (&previous, request.ignore_value, request.ignore_lease) {
-                (None, true, _) | (None, _, true) => return Err(EtcdError::KeyNotFound),
-                (Some(previous), ignore_value, ignore_lease) => (
-                    if ignore_value { previous.value.clone() } else { request.value.clone() },
-                    if ignore_lease { previous.lease } else { request.lease },
-                ),
-                (None, false, false) => (request.value.clone(), request.lease),
-            };
-            let record = StoredValue::after(previous.as_ref(), value, lease);
-            transaction.put(&stored_key, &record.encode())?;
+            let compacted = compacted_revision(&transaction.get(keys::COMPACTED_KEY).await?)?;
+            if request.revision <= compacted {
+                return Err(EtcdError::Compacted);
+            }
+            transaction.put(keys::COMPACTED_KEY, &request.revision.to_be_bytes())?;
             match transaction.commit().await {
                 Ok(commit_ts) => {
-                    let prev_kv = if request.prev_kv { previous } else { None };
-                    return Ok(PutResponse { header: Some(self.header(revision(commit_ts)?)), prev_kv });
+                    return Ok(CompactionResponse { header: Some(self.header(revision(commit_ts)?)) });
                 }
                 Err(error) if error.is_conflict() => continue,
                 Err(error) => return Err(error.into()),
             }
         }
-        Err(EtcdError::Contended { attempts: MAX_WRITE_ATTEMPTS })
+        Err(EtcdError::Contended { attempts: MAX_COMPACT_ATTEMPTS })
     }
+}
 
-    async fn write_delete_range(
-        &self,
-        request: DeleteRangeRequest,
-    ) -> Result<DeleteRangeResponse, EtcdError> {
-        let range = KeyRange::of(&request.key, &request.range_end)?;
-        for _ in 0..MAX_WRITE_ATTEMPTS {
-            let mut transaction = self.client.begin().await?;
-            let mut existing = Vec::new();
-            if !range.is_empty() {
-                let (start, end) = range.bounds();
-                for stored in transaction.scan_committed_versions(&start, &end, 0, false).await? {
-                    transaction.delete(&stored.key)?;
-                    existing.push(record::key_value(stored)?);
-                }
-            }
-            let deleted = i64::try_from(existing.len()).unwrap_or(i64::MAX);
-            let prev_kvs = if request.prev_kv { existing } else { Vec::new() };
-            if deleted == 0 {
-                // Nothing to delete: the answer is a read at the start.
-                let at = transaction.start_ts().await?;
-                return Ok(DeleteRangeResponse {
-                    header: Some(self.header(revision(at)?)),
-                    deleted,
-                    prev_kvs,
-                });
-            }
-            match transaction.commit().await {
-                Ok(commit_ts) => {
-                    let header = Some(self.header(revision(commit_ts)?));
-                    return Ok(DeleteRangeResponse { header, deleted, prev_kvs });
-                }
-                Err(error) if error.is_conflict() => continue,
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Err(EtcdError::Contended { attempts: MAX_WRITE_ATTEMPTS })
+/// The revision Compact last recorded (0: none), from its stored form.
+fn compacted_revision(stored: &Option<Vec<u8>>) -> Result<i64, EtcdError> {
+    match stored {
+        None => Ok(0),
+        Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
+            .map(i64::from_be_bytes)
+            .map_err(|_| EtcdError::Internal("the compacted revision's record does not decode".into())),
     }
+}
+
+/// The keys of `range` as of `read_ts`; refused as compacted below the revision
+/// Compact recorded. `fresh`: `read_ts` is a fresh timestamp from the oracle (else the
+/// record is read at one: a compaction recorded after `read_ts` counts too).
+async fn read_at(
+    client: &Arc<Client>,
+    range: &KeyRange,
+    read_ts: Timestamp,
+    fresh: bool,
+) -> Result<Vec<KeyValue>, EtcdError> {
+    let snapshot = client.snapshot_at(read_ts).await?;
+    let compacted = if fresh {
+        snapshot.get(keys::COMPACTED_KEY).await?
+    } else {
+        client.snapshot_at(client.timestamp().await?).await?.get(keys::COMPACTED_KEY).await?
+    };
+    if revision(read_ts)? < compacted_revision(&compacted)? {
+        return Err(EtcdError::Compacted);
+    }
+    let mut kvs = Vec::new();
+    if !range.is_empty() {
+        let (start, end) = range.bounds();
+        for stored in snapshot.scan_versions(&start, &end, 0, false).await? {
+            kvs.push(record::key_value(stored)?);
+        }
+    }
+    Ok(kvs)
+}
+
+/// The keys of `range` at etcd revision `at` (above 0).
+pub(super) async fn read_at_revision(
+    client: &Arc<Client>,
+    range: &KeyRange,
+    at: i64,
+) -> Result<Vec<KeyValue>, EtcdError> {
+    let read_ts = u64::try_from(at).map_err(|_| EtcdError::FutureRevision)?;
+    read_at(client, range, Timestamp::from_u64(read_ts), false).await
+}
+
+/// A Range's answer (without its header) from the keys read, in key order: filtered,
+/// counted, sorted, limited and stripped as the request asks.
+pub(super) fn shape_range(mut kvs: Vec<KeyValue>, request: &RangeRequest) -> RangeResponse {
+    kvs.retain(|kv| within_revision_filters(kv, request));
+    let count = i64::try_from(kvs.len()).unwrap_or(i64::MAX);
+    sort(&mut kvs, request.sort_order(), request.sort_target());
+    let limit = usize::try_from(request.limit).unwrap_or(0);
+    let more = limit > 0 && kvs.len() > limit;
+    if more {
+        kvs.truncate(limit);
+    }
+    if request.count_only {
+        kvs.clear();
+    } else if request.keys_only {
+        kvs.iter_mut().for_each(|kv| kv.value.clear());
+    }
+    RangeResponse { header: None, kvs, more, count }
 }
 
 /// Whether `kv` passes the request's revision filters (0: no filter).
@@ -192,25 +191,31 @@ impl Kv for EtcdKv {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        Ok(Response::new(self.write_put(request.into_inner()).await?))
+        match self.write_one(Operation::RequestPut(request.into_inner())).await? {
+            OperationResponse::ResponsePut(response) => Ok(Response::new(response)),
+            _ => Err(EtcdError::Internal("a put answered as another operation".into()).into()),
+        }
     }
 
     async fn delete_range(
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        Ok(Response::new(self.write_delete_range(request.into_inner()).await?))
+        match self.write_one(Operation::RequestDeleteRange(request.into_inner())).await? {
+            OperationResponse::ResponseDeleteRange(response) => Ok(Response::new(response)),
+            _ => Err(EtcdError::Internal("a delete answered as another operation".into()).into()),
+        }
     }
 
-    async fn txn(&self, _request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        Err(EtcdError::unsupported("Txn (not yet)").into())
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        Ok(Response::new(txn::run(&self.client, &request.into_inner(), self.header(0)).await?))
     }
 
     async fn compact(
         &self,
-        _request: Request<CompactionRequest>,
+        request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        Err(EtcdError::unsupported("Compact (not yet)").into())
+        Ok(Response::new(self.compact(request.into_inner()).await?))
     }
 }
 

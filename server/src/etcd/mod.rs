@@ -19,7 +19,10 @@
 //! - **create_revision, version and lease** are stored with each version of a key
 //!   (`record.rs`); mod_revision is the version's commit timestamp.
 //!
-//! Services (each says what it does not do yet): KV (`kv.rs`), Maintenance
+//! - **Transactions**: Put, DeleteRange and Txn are Tessera transactions (`txn/`),
+//!   serializable on the keys they read and write; see there for range reads.
+//!
+//! Services (each says what it does not do yet): KV (`kv.rs`, `txn/`), Maintenance
 //! (`maintenance.rs`). A method not supported answers UNIMPLEMENTED, saying so.
 //!
 //! This module owns the translation between etcd's messages and Tessera's client; it
@@ -31,6 +34,7 @@ mod keys;
 mod kv;
 mod maintenance;
 mod record;
+mod txn;
 
 use std::sync::{Arc, Weak};
 
