@@ -9,9 +9,10 @@ mod common;
 
 use common::*;
 use etcd_client::{
-    Client as EtcdClient, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget,
-    Txn, TxnOp, TxnOpResponse,
+    Client as EtcdClient, Compare, CompareOp, DeleteOptions, EventType, GetOptions, PutOptions, SortOrder,
+    SortTarget, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchResponse, WatchStream,
 };
+use std::time::Duration;
 
 /// A cluster whose stores serve etcd's API, split at the etcd keys `b` and `m` (so
 /// that ranges of etcd keys cross regions), and a client of the first store's.
@@ -256,4 +257,68 @@ async fn compaction_refuses_older_revisions_as_etcd_does() {
     assert!(error.to_string().contains("required revision has been compacted"), "{error}");
     let error = etcd.compact(second + 1_000_000_000_000, None).await.expect_err("a future revision");
     assert!(error.to_string().contains("required revision is a future revision"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_watch_from_a_revision_delivers_every_change_in_order_with_previous_values() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let (_cluster, mut etcd) = started().await;
+    let created = revision_of(etcd.put("/pods/a", "1", None).await.expect("put").header());
+    let updated = revision_of(etcd.put("/pods/a", "2", None).await.expect("put").header());
+    etcd.put("/other", "x", None).await.expect("a key outside the prefix");
+    let deleted = revision_of(etcd.delete("/pods/a", None).await.expect("delete").header());
+    let options = WatchOptions::new().with_prefix().with_start_revision(created).with_prev_key();
+    let mut stream = etcd.watch("/pods/", Some(options)).await.expect("a watch");
+    let mut seen = Vec::new();
+    let mut watch_id = None;
+    while seen.len() < 3 {
+        let response = next_response(&mut stream).await;
+        watch_id = Some(response.watch_id());
+        for event in response.events() {
+            let kv = event.kv().expect("a key-value");
+            let previous = event.prev_kv().map(|kv| (kv.value().to_vec(), kv.mod_revision()));
+            seen.push((event.event_type(), kv.value().to_vec(), kv.mod_revision(), previous));
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            (EventType::Put, b"1".to_vec(), created, None),
+            (EventType::Put, b"2".to_vec(), updated, Some((b"1".to_vec(), created))),
+            (EventType::Delete, Vec::new(), deleted, Some((b"2".to_vec(), updated))),
+        ],
+        "every change under the prefix since the revision, in order, each once"
+    );
+    stream.request_progress().await.expect("a progress request");
+    let progress = loop {
+        let response = next_response(&mut stream).await;
+        if response.watch_id() == -1 {
+            break response;
+        }
+    };
+    assert!(
+        progress.events().is_empty() && revision_of(progress.header()) >= deleted,
+        "progress is at the delete"
+    );
+    stream.cancel(watch_id.expect("the watch's id")).await.expect("cancel");
+    assert!(next_response(&mut stream).await.canceled(), "a canceled watch says so");
+    etcd.compact(deleted, None).await.expect("compact");
+    let options = WatchOptions::new().with_start_revision(created);
+    let mut stream = etcd.watch("/pods/a", Some(options)).await.expect("a watch");
+    let canceled = loop {
+        let response = next_response(&mut stream).await;
+        if response.canceled() {
+            break response;
+        }
+    };
+    assert_eq!(canceled.compact_revision(), deleted, "a start below the compaction is refused with it");
+}
+
+/// The next response of a watch stream, within 20 s.
+async fn next_response(stream: &mut WatchStream) -> WatchResponse {
+    tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .expect("a response within 20 s")
+        .expect("the stream goes on")
+        .expect("a response")
 }

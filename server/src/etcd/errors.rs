@@ -52,6 +52,18 @@ impl EtcdError {
     }
 }
 
+impl EtcdError {
+    /// Why a watch ended, as etcd would say it.
+    pub(crate) fn from_watch(error: crate::client::WatchError) -> EtcdError {
+        use crate::client::WatchError;
+        match error {
+            WatchError::Compacted { .. } => EtcdError::Compacted,
+            WatchError::Client(error) => error.into(),
+            other => EtcdError::Unavailable(other.to_string()),
+        }
+    }
+}
+
 impl From<ClientError> for EtcdError {
     fn from(error: ClientError) -> EtcdError {
         match error {

@@ -97,6 +97,12 @@ fn compacted_revision(stored: &Option<Vec<u8>>) -> Result<i64, EtcdError> {
     }
 }
 
+/// The revision Compact last recorded (0: none), read now.
+pub(super) async fn compacted_revision_now(client: &Arc<Client>) -> Result<i64, EtcdError> {
+    let now = client.snapshot_at(client.timestamp().await?).await?;
+    compacted_revision(&now.get(keys::COMPACTED_KEY).await?)
+}
+
 /// The keys of `range` as of `read_ts`; refused as compacted below the revision
 /// Compact recorded. `fresh`: `read_ts` is a fresh timestamp from the oracle (else the
 /// record is read at one: a compaction recorded after `read_ts` counts too).
@@ -108,11 +114,11 @@ async fn read_at(
 ) -> Result<Vec<KeyValue>, EtcdError> {
     let snapshot = client.snapshot_at(read_ts).await?;
     let compacted = if fresh {
-        snapshot.get(keys::COMPACTED_KEY).await?
+        compacted_revision(&snapshot.get(keys::COMPACTED_KEY).await?)?
     } else {
-        client.snapshot_at(client.timestamp().await?).await?.get(keys::COMPACTED_KEY).await?
+        compacted_revision_now(client).await?
     };
-    if revision(read_ts)? < compacted_revision(&compacted)? {
+    if revision(read_ts)? < compacted {
         return Err(EtcdError::Compacted);
     }
     let mut kvs = Vec::new();

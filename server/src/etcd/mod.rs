@@ -22,7 +22,8 @@
 //! - **Transactions**: Put, DeleteRange and Txn are Tessera transactions (`txn/`),
 //!   serializable on the keys they read and write; see there for range reads.
 //!
-//! Services (each says what it does not do yet): KV (`kv.rs`, `txn/`), Maintenance
+//! Services (each says what it does not do yet): KV (`kv.rs`, `txn/`), Watch
+//! (`watch.rs`), Maintenance
 //! (`maintenance.rs`). A method not supported answers UNIMPLEMENTED, saying so.
 //!
 //! This module owns the translation between etcd's messages and Tessera's client; it
@@ -35,6 +36,7 @@ mod kv;
 mod maintenance;
 mod record;
 mod txn;
+mod watch;
 
 use std::sync::{Arc, Weak};
 
@@ -43,6 +45,7 @@ use tessera_engine::store::Store;
 use crate::client::Client;
 use crate::etcd_proto::etcdserverpb::kv_server::KvServer;
 use crate::etcd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::etcd_proto::etcdserverpb::watch_server::WatchServer;
 
 /// The largest request the etcd API takes, as etcd's default
 /// (`--max-request-bytes`, 1.5 MiB) plus room for the message around the value.
@@ -53,6 +56,10 @@ pub(crate) fn router(client: Arc<Client>, store: Weak<Store>, member_id: u64) ->
     super::node::grpc_server()
         .add_service(
             KvServer::new(kv::EtcdKv::new(client.clone(), member_id))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            WatchServer::new(watch::EtcdWatch::new(client.clone(), member_id))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(MaintenanceServer::new(maintenance::EtcdMaintenance::new(client, store, member_id)))

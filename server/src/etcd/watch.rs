@@ -1,0 +1,458 @@
+//! etcd's Watch service over Tessera's change feeds: one bidirectional stream carries
+//! any number of watches, each a client watch (`crate::client::watch`) of its range's
+//! stored keys, so that every guarantee of etcd's watch (ordered, unique, atomic: one
+//! response per transaction; reliable and resumable from a revision) is the change
+//! feed's.
+//!
+//! - **Create** answers `created` in the order the requests came (etcd's clients match
+//!   them so), with the revision the watch starts after; `start_revision` R delivers
+//!   what was committed at R and after (a watch from R - 1). A start the compaction or
+//!   garbage collection has passed is answered `created`, then canceled with the
+//!   compact revision, as etcd does; a bad request is answered created and canceled
+//!   with the reason.
+//! - Filters drop puts or deletes; a transaction whose events are all dropped sends
+//!   nothing. `prev_kv` asks the feed for previous values. `fragment` splits a response
+//!   larger than [`MAX_RESPONSE_BYTES`] into fragments.
+//! - **progress_notify**: a response without events, at the revision the watch has
+//!   seen everything up to, every [`PROGRESS_NOTIFY_INTERVAL`] in which it moved.
+//! - **Progress requests**: a response (watch id -1) at the lowest revision every
+//!   watch of the stream has delivered up to, sent behind what they delivered.
+//! - **Cancel** stops the watch and answers `canceled`.
+//!
+//! This module owns the stream's watches and the translation of their messages; it
+//! must never read a region itself (the change feed owns ordering and completeness).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use futures::Stream;
+use prost::Message as _;
+use tessera_engine::timestamp::Timestamp;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::errors::{EtcdError, revision};
+use super::keys::{self, KeyRange};
+use super::kv;
+use super::record;
+use crate::client::{ChangeEvent, Client, VersionedKeyValue, WatchError, WatchMessage, WatchOptions};
+use crate::etcd_proto::etcdserverpb::watch_create_request::FilterType;
+use crate::etcd_proto::etcdserverpb::watch_request::RequestUnion;
+use crate::etcd_proto::etcdserverpb::watch_server::Watch;
+use crate::etcd_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
+use crate::etcd_proto::mvccpb::{Event, KeyValue, event::EventType};
+
+/// How often a watch that asked for progress notifications gets one (when it has moved).
+/// etcd's default is ten minutes; shorter, as a Tessera watch refreshes its progress
+/// every ten seconds anyway.
+pub(crate) const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The largest response a watch that asked for fragments gets in one piece (etcd's
+/// default request limit).
+const MAX_RESPONSE_BYTES: usize = 3 * 512 * 1024;
+
+/// Responses in flight to one stream's reader; a reader that does not keep up holds
+/// its watches back (their feeds reopen later from where they were).
+const STREAM_RESPONSES: usize = 256;
+
+/// The watch id of a stream-wide progress response.
+const PROGRESS_WATCH_ID: i64 = -1;
+
+type Responses = mpsc::Sender<Result<WatchResponse, Status>>;
+
+/// The Watch service of one store's etcd API.
+pub(crate) struct EtcdWatch {
+    client: Arc<Client>,
+    member_id: u64,
+}
+
+impl EtcdWatch {
+    pub(crate) fn new(client: Arc<Client>, member_id: u64) -> EtcdWatch {
+        EtcdWatch { client, member_id }
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for EtcdWatch {
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let (responses, stream) = mpsc::channel(STREAM_RESPONSES);
+        let session = Session {
+            client: self.client.clone(),
+            member_id: self.member_id,
+            watches: HashMap::new(),
+            next_id: 0,
+            responses,
+        };
+        tokio::spawn(session.serve(request.into_inner()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
+    }
+}
+
+/// One stream's watches.
+struct Session {
+    client: Arc<Client>,
+    member_id: u64,
+    watches: HashMap<i64, Running>,
+    /// The next id to try for a watch that asks the server to pick one.
+    next_id: i64,
+    responses: Responses,
+}
+
+/// A running watch: its task, and the revision it has delivered everything up to.
+struct Running {
+    task: JoinHandle<()>,
+    delivered: Arc<AtomicI64>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Session {
+    fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader { cluster_id: 0, member_id: self.member_id, revision, raft_term: 0 }
+    }
+
+    /// Serves the stream's requests until the client closes it or stops reading;
+    /// every watch stops with it.
+    async fn serve(mut self, mut requests: Streaming<WatchRequest>) {
+        loop {
+            let request = tokio::select! {
+                request = requests.message() => request,
+                () = self.responses.closed() => return,
+            };
+            let Ok(Some(request)) = request else { return };
+            let answered = match request.request_union {
+                Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
+                Some(RequestUnion::CancelRequest(cancel)) => self.cancel(cancel.watch_id).await,
+                Some(RequestUnion::ProgressRequest(_)) => self.progress().await,
+                None => true,
+            };
+            if !answered {
+                return;
+            }
+        }
+    }
+
+    /// Answers false when the stream's reader is gone.
+    async fn send(&self, response: WatchResponse) -> bool {
+        self.responses.send(Ok(response)).await.is_ok()
+    }
+
+    async fn create(&mut self, create: WatchCreateRequest) -> bool {
+        self.watches.retain(|_, running| !running.task.is_finished());
+        let id = match self.pick_id(create.watch_id) {
+            Some(id) => id,
+            None => {
+                return self
+                    .refuse(create.watch_id, "etcdserver: duplicate watch ID provided on the same stream")
+                    .await;
+            }
+        };
+        let (range, from) = match self.start_of(&create).await {
+            Ok(start) => start,
+            Err(EtcdError::Compacted) => return self.compacted(id, &create).await,
+            Err(error) => return self.refuse(id, &error.to_string()).await,
+        };
+        let (start, end) = range.bounds();
+        let options = WatchOptions {
+            start,
+            end,
+            from,
+            prev_values: create.prev_kv,
+            progress_interval: create.progress_notify.then_some(PROGRESS_NOTIFY_INTERVAL),
+        };
+        let watch = match self.client.watch(options).await {
+            Ok(watch) => watch,
+            Err(WatchError::Compacted { safe_point, .. }) => {
+                let compact_revision = revision(safe_point).unwrap_or(i64::MAX);
+                return self.created_then_compacted(id, compact_revision).await;
+            }
+            Err(error) => return self.refuse(id, &EtcdError::from_watch(error).to_string()).await,
+        };
+        let started = revision(watch.from()).unwrap_or(i64::MAX);
+        let created = WatchResponse {
+            header: Some(self.header(started)),
+            watch_id: id,
+            created: true,
+            ..WatchResponse::default()
+        };
+        if !self.send(created).await {
+            return false;
+        }
+        let delivered = Arc::new(AtomicI64::new(started));
+        let pump = Pump {
+            id,
+            member_id: self.member_id,
+            create,
+            delivered: delivered.clone(),
+            responses: self.responses.clone(),
+        };
+        self.watches.insert(id, Running { task: tokio::spawn(pump.run(watch)), delivered });
+        true
+    }
+
+    /// The id a new watch gets: the one asked for if free, else the next free one.
+    fn pick_id(&mut self, asked: i64) -> Option<i64> {
+        if asked != 0 {
+            return (!self.watches.contains_key(&asked)).then_some(asked);
+        }
+        while self.watches.contains_key(&self.next_id) || self.next_id == PROGRESS_WATCH_ID {
+            self.next_id = self.next_id.wrapping_add(1);
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        Some(id)
+    }
+
+    /// The stored range a create request watches, and the timestamp it watches after.
+    async fn start_of(
+        &self,
+        create: &WatchCreateRequest,
+    ) -> Result<(KeyRange, Option<Timestamp>), EtcdError> {
+        let range = KeyRange::of(&create.key, &create.range_end)?;
+        if create.start_revision <= 0 {
+            return Ok((range, None));
+        }
+        if create.start_revision <= kv::compacted_revision_now(&self.client).await? {
+            return Err(EtcdError::Compacted);
+        }
+        let after = u64::try_from(create.start_revision - 1).unwrap_or(0);
+        Ok((range, Some(Timestamp::from_u64(after))))
+    }
+
+    async fn compacted(&self, id: i64, _create: &WatchCreateRequest) -> bool {
+        match kv::compacted_revision_now(&self.client).await {
+            Ok(compacted) => self.created_then_compacted(id, compacted).await,
+            Err(error) => self.refuse(id, &error.to_string()).await,
+        }
+    }
+
+    async fn created_then_compacted(&self, id: i64, compact_revision: i64) -> bool {
+        let created = WatchResponse {
+            header: Some(self.header(compact_revision)),
+            watch_id: id,
+            created: true,
+            ..WatchResponse::default()
+        };
+        self.send(created).await
+            && self.send(compacted_response(self.header(compact_revision), id, compact_revision)).await
+    }
+
+    /// Answers a create that cannot be served: created and canceled at once, saying why.
+    async fn refuse(&self, id: i64, reason: &str) -> bool {
+        let response = WatchResponse {
+            header: Some(self.header(0)),
+            watch_id: id,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.to_string(),
+            ..WatchResponse::default()
+        };
+        self.send(response).await
+    }
+
+    async fn cancel(&mut self, id: i64) -> bool {
+        let delivered =
+            self.watches.remove(&id).map_or(0, |running| running.delivered.load(Ordering::Acquire));
+        let response = WatchResponse {
+            header: Some(self.header(delivered)),
+            watch_id: id,
+            canceled: true,
+            ..WatchResponse::default()
+        };
+        self.send(response).await
+    }
+
+    async fn progress(&mut self) -> bool {
+        self.watches.retain(|_, running| !running.task.is_finished());
+        let lowest = self.watches.values().map(|running| running.delivered.load(Ordering::Acquire)).min();
+        let revision = match lowest {
+            Some(lowest) => lowest,
+            None => match self.client.timestamp().await.map_err(EtcdError::from).and_then(revision) {
+                Ok(now) => now,
+                Err(error) => return self.responses.send(Err(error.into())).await.is_ok(),
+            },
+        };
+        let response = WatchResponse {
+            header: Some(self.header(revision)),
+            watch_id: PROGRESS_WATCH_ID,
+            ..WatchResponse::default()
+        };
+        self.send(response).await
+    }
+}
+
+fn compacted_response(header: ResponseHeader, id: i64, compact_revision: i64) -> WatchResponse {
+    WatchResponse {
+        header: Some(header),
+        watch_id: id,
+        canceled: true,
+        compact_revision,
+        cancel_reason: EtcdError::Compacted.to_string(),
+        ..WatchResponse::default()
+    }
+}
+
+/// Sends one watch's messages as etcd's responses.
+struct Pump {
+    id: i64,
+    member_id: u64,
+    create: WatchCreateRequest,
+    delivered: Arc<AtomicI64>,
+    responses: Responses,
+}
+
+impl Pump {
+    fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader { cluster_id: 0, member_id: self.member_id, revision, raft_term: 0 }
+    }
+
+    async fn run(self, mut watch: crate::client::Watch) {
+        while let Some(message) = watch.next().await {
+            let sent = match message {
+                Ok(WatchMessage::Transaction { commit_ts, events }) => {
+                    self.transaction(commit_ts, events).await
+                }
+                Ok(WatchMessage::Progress(at)) => self.progress(at).await,
+                Err(error) => {
+                    self.ended(error).await;
+                    return;
+                }
+            };
+            if !sent {
+                return;
+            }
+        }
+    }
+
+    async fn transaction(&self, commit_ts: Timestamp, events: Vec<ChangeEvent>) -> bool {
+        let Ok(at) = revision(commit_ts) else { return false };
+        let mut converted = Vec::with_capacity(events.len());
+        for event in events {
+            match self.event(event) {
+                Ok(Some(event)) => converted.push(event),
+                Ok(None) => {}
+                Err(error) => {
+                    self.cancel(&error.to_string()).await;
+                    return false;
+                }
+            }
+        }
+        if !converted.is_empty() {
+            for response in self.fragments(at, converted) {
+                if self.responses.send(Ok(response)).await.is_err() {
+                    return false;
+                }
+            }
+        }
+        self.delivered.store(at, Ordering::Release);
+        true
+    }
+
+    /// The event as etcd shows it; None when the watch's filters drop it.
+    fn event(&self, event: ChangeEvent) -> Result<Option<Event>, EtcdError> {
+        let filtered = |filter: FilterType| self.create.filters.contains(&(filter as i32));
+        let kind = if event.value.is_some() { EventType::Put } else { EventType::Delete };
+        if (kind == EventType::Put && filtered(FilterType::Noput))
+            || (kind == EventType::Delete && filtered(FilterType::Nodelete))
+        {
+            return Ok(None);
+        }
+        let prev_kv = match (event.prev_value, event.prev_commit_ts) {
+            (Some(value), Some(commit_ts)) => {
+                Some(record::key_value(VersionedKeyValue { key: event.key.clone(), value, commit_ts })?)
+            }
+            _ => None,
+        };
+        let kv = match event.value {
+            Some(value) => {
+                record::key_value(VersionedKeyValue { key: event.key, value, commit_ts: event.commit_ts })?
+            }
+            None => KeyValue {
+                key: keys::etcd_key(&event.key).unwrap_or_default().to_vec(),
+                mod_revision: revision(event.commit_ts)?,
+                ..KeyValue::default()
+            },
+        };
+        Ok(Some(Event { r#type: kind as i32, kv: Some(kv), prev_kv }))
+    }
+
+    /// One response, or fragments of at most [`MAX_RESPONSE_BYTES`] if the watch asked
+    /// for them (the last one not marked).
+    fn fragments(&self, at: i64, events: Vec<Event>) -> Vec<WatchResponse> {
+        let whole = |events: Vec<Event>, fragment: bool| WatchResponse {
+            header: Some(self.header(at)),
+            watch_id: self.id,
+            fragment,
+            events,
+            ..WatchResponse::default()
+        };
+        let total: usize = events.iter().map(Event::encoded_len).sum();
+        if !self.create.fragment || total <= MAX_RESPONSE_BYTES {
+            return vec![whole(events, false)];
+        }
+        let mut pieces = vec![Vec::new()];
+        let mut bytes = 0;
+        for event in events {
+            let size = event.encoded_len();
+            if bytes + size > MAX_RESPONSE_BYTES && pieces.last().is_some_and(|piece| !piece.is_empty()) {
+                pieces.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += size;
+            if let Some(piece) = pieces.last_mut() {
+                piece.push(event);
+            }
+        }
+        let last = pieces.len() - 1;
+        pieces.into_iter().enumerate().map(|(index, piece)| whole(piece, index < last)).collect()
+    }
+
+    async fn progress(&self, at: Timestamp) -> bool {
+        let Ok(at) = revision(at) else { return false };
+        let response =
+            WatchResponse { header: Some(self.header(at)), watch_id: self.id, ..WatchResponse::default() };
+        let sent = self.responses.send(Ok(response)).await.is_ok();
+        self.delivered.store(at, Ordering::Release);
+        sent
+    }
+
+    async fn ended(&self, error: WatchError) {
+        let response = match error {
+            WatchError::Compacted { safe_point, .. } => {
+                let compact_revision = revision(safe_point).unwrap_or(i64::MAX);
+                compacted_response(self.header(compact_revision), self.id, compact_revision)
+            }
+            other => {
+                self.cancel(&EtcdError::from_watch(other).to_string()).await;
+                return;
+            }
+        };
+        let _ = self.responses.send(Ok(response)).await;
+    }
+
+    async fn cancel(&self, reason: &str) {
+        let delivered = self.delivered.load(Ordering::Acquire);
+        let response = WatchResponse {
+            header: Some(self.header(delivered)),
+            watch_id: self.id,
+            canceled: true,
+            cancel_reason: reason.to_string(),
+            ..WatchResponse::default()
+        };
+        let _ = self.responses.send(Ok(response)).await;
+    }
+}
