@@ -44,7 +44,7 @@ impl EtcdKv {
     }
 
     fn header(&self, revision: i64) -> ResponseHeader {
-        ResponseHeader { cluster_id: 0, member_id: self.member_id, revision, raft_term: 0 }
+        super::response_header(self.member_id, revision)
     }
 
     async fn read_range(&self, request: RangeRequest) -> Result<RangeResponse, EtcdError> {

@@ -36,7 +36,7 @@ impl EtcdMaintenance {
 
     async fn header(&self) -> Result<ResponseHeader, EtcdError> {
         let at = revision(self.client.timestamp().await?)?;
-        Ok(ResponseHeader { cluster_id: 0, member_id: self.member_id, revision: at, raft_term: 0 })
+        Ok(super::response_header(self.member_id, at))
     }
 
     async fn status(&self) -> Result<StatusResponse, EtcdError> {

@@ -43,9 +43,16 @@ use std::sync::{Arc, Weak};
 use tessera_engine::store::Store;
 
 use crate::client::Client;
+use crate::etcd_proto::etcdserverpb::ResponseHeader;
 use crate::etcd_proto::etcdserverpb::kv_server::KvServer;
 use crate::etcd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::etcd_proto::etcdserverpb::watch_server::WatchServer;
+
+/// The header of a response from store `member_id` at `revision` (Tessera has no
+/// cluster id or Raft term of etcd's kind: both are 0).
+fn response_header(member_id: u64, revision: i64) -> ResponseHeader {
+    ResponseHeader { cluster_id: 0, member_id, revision, raft_term: 0 }
+}
 
 /// The largest request the etcd API takes, as etcd's default
 /// (`--max-request-bytes`, 1.5 MiB) plus room for the message around the value.

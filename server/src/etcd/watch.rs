@@ -108,6 +108,13 @@ struct Session {
     responses: Responses,
 }
 
+/// Where a new watch starts: after a timestamp (none: now), or nowhere, as its start
+/// is below the revision Compact recorded (named).
+enum Start {
+    After(KeyRange, Option<Timestamp>),
+    Compacted(i64),
+}
+
 /// A running watch: its task, and the revision it has delivered everything up to.
 struct Running {
     task: JoinHandle<()>,
@@ -122,7 +129,7 @@ impl Drop for Running {
 
 impl Session {
     fn header(&self, revision: i64) -> ResponseHeader {
-        ResponseHeader { cluster_id: 0, member_id: self.member_id, revision, raft_term: 0 }
+        super::response_header(self.member_id, revision)
     }
 
     /// Serves the stream's requests until the client closes it or stops reading;
@@ -162,8 +169,8 @@ impl Session {
             }
         };
         let (range, from) = match self.start_of(&create).await {
-            Ok(start) => start,
-            Err(EtcdError::Compacted) => return self.compacted(id, &create).await,
+            Ok(Start::After(range, from)) => (range, from),
+            Ok(Start::Compacted(compacted)) => return self.created_then_compacted(id, compacted).await,
             Err(error) => return self.refuse(id, &error.to_string()).await,
         };
         let (start, end) = range.bounds();
@@ -218,26 +225,17 @@ impl Session {
     }
 
     /// The stored range a create request watches, and the timestamp it watches after.
-    async fn start_of(
-        &self,
-        create: &WatchCreateRequest,
-    ) -> Result<(KeyRange, Option<Timestamp>), EtcdError> {
+    async fn start_of(&self, create: &WatchCreateRequest) -> Result<Start, EtcdError> {
         let range = KeyRange::of(&create.key, &create.range_end)?;
         if create.start_revision <= 0 {
-            return Ok((range, None));
+            return Ok(Start::After(range, None));
         }
-        if create.start_revision <= kv::compacted_revision_now(&self.client).await? {
-            return Err(EtcdError::Compacted);
+        let compacted = kv::compacted_revision_now(&self.client).await?;
+        if create.start_revision <= compacted {
+            return Ok(Start::Compacted(compacted));
         }
         let after = u64::try_from(create.start_revision - 1).unwrap_or(0);
-        Ok((range, Some(Timestamp::from_u64(after))))
-    }
-
-    async fn compacted(&self, id: i64, _create: &WatchCreateRequest) -> bool {
-        match kv::compacted_revision_now(&self.client).await {
-            Ok(compacted) => self.created_then_compacted(id, compacted).await,
-            Err(error) => self.refuse(id, &error.to_string()).await,
-        }
+        Ok(Start::After(range, Some(Timestamp::from_u64(after))))
     }
 
     async fn created_then_compacted(&self, id: i64, compact_revision: i64) -> bool {
@@ -317,7 +315,7 @@ struct Pump {
 
 impl Pump {
     fn header(&self, revision: i64) -> ResponseHeader {
-        ResponseHeader { cluster_id: 0, member_id: self.member_id, revision, raft_term: 0 }
+        super::response_header(self.member_id, revision)
     }
 
     async fn run(self, mut watch: crate::client::Watch) {

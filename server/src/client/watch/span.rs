@@ -120,12 +120,14 @@ pub(super) async fn follow(
             receive(&client, &mut span, (subscription, &region), (prev_values, &attentive), &reports).await;
         match ended {
             Ended::WatchGone => return,
-            Ended::Reopen(Reopen::AtOnce) | Ended::Reopen(Reopen::AfterPause) => {
+            Ended::Reopen(Reopen::AtOnce) => {
                 backoff = BACKOFF_MIN;
                 failed_in_a_row = 0;
-                if matches!(ended, Ended::Reopen(Reopen::AfterPause)) {
-                    tokio::time::sleep(REOPEN_PAUSE).await;
-                }
+            }
+            Ended::Reopen(Reopen::AfterPause) => {
+                backoff = BACKOFF_MIN;
+                failed_in_a_row = 0;
+                tokio::time::sleep(REOPEN_PAUSE).await;
             }
             Ended::Reopen(Reopen::AfterBackoff) => {
                 tokio::time::sleep(backoff).await;
