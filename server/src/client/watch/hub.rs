@@ -19,9 +19,10 @@
 //! catch-up (it opens a feed of its own, soon caught up, which the later spans join),
 //! and spans opened together share one catch-up.
 //!
-//! A subscriber that does not keep up is dropped (its span reopens from its resolved
-//! timestamp); resolved timestamps never take more than half of a subscriber's
-//! channel, so that they alone cannot get it dropped. A feed whose last subscriber
+//! A subscriber that does not keep up is dropped, and told so (its span backs off, then
+//! reopens from its resolved timestamp); resolved timestamps never take more than half
+//! of a subscriber's channel, so that they alone cannot get it dropped, and one withheld
+//! for want of room is sent when the span asks again after draining. A feed whose last subscriber
 //! leaves ends at once. A feed that ends (leader change, split, replica moved, store stopped, a
 //! broken connection, a congested client) first sends every subscriber it can its last
 //! resolved timestamp, so that they all reopen from the same point and join one new
@@ -41,7 +42,7 @@ use tessera_engine::proto::metadata::Region;
 use tessera_engine::region::KeyRange;
 use tessera_engine::timestamp::Timestamp;
 use tokio::sync::futures::OwnedNotified;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tonic::Streaming;
 
 use super::ChangeEvent;
@@ -64,10 +65,17 @@ const CATCH_UP_JOIN_WINDOW: Duration = Duration::from_secs(1);
 /// Whether a watch wants its spans' resolved timestamps now, and how its spans learn
 /// that it started to: they then ask their feeds for the latest one at once instead of
 /// waiting for the region's next.
-#[derive(Default)]
 pub(super) struct Attention {
     wanted: AtomicBool,
-    raised: Notify,
+    /// Counts the rises: a span's receiver remembers which it has seen, so that a rise
+    /// while the span is busy elsewhere (say, blocked handing on a report) is not missed.
+    rises: watch::Sender<u64>,
+}
+
+impl Default for Attention {
+    fn default() -> Attention {
+        Attention { wanted: AtomicBool::new(false), rises: watch::Sender::new(0) }
+    }
 }
 
 impl Attention {
@@ -78,14 +86,13 @@ impl Attention {
     pub(super) fn set(&self, wanted: bool) {
         let was = self.wanted.swap(wanted, Ordering::Relaxed);
         if wanted && !was {
-            self.raised.notify_waiters();
+            self.rises.send_modify(|rises| *rises += 1);
         }
     }
 
-    /// Resolves when the watch starts wanting resolved timestamps (a rise between two
-    /// calls is missed: the region's next resolved timestamp then serves).
-    pub(super) async fn raised(&self) {
-        self.raised.notified().await;
+    /// A receiver whose `changed()` resolves at the first rise it has not seen.
+    pub(super) fn rises(&self) -> watch::Receiver<u64> {
+        self.rises.subscribe()
     }
 }
 
@@ -234,6 +241,14 @@ impl FeedHub {
         first.join(region, interest)
     }
 
+    /// Whether `feed` is the region's first feed (the one spans move to), or there is
+    /// none other to move to.
+    pub(super) fn is_first(&self, feed: &Arc<SharedFeed>, region: &Region, prev_values: bool) -> bool {
+        let key = FeedKey { region_id: region.id, prev_values };
+        let hub = self.state.lock();
+        hub.feeds.get(&key).and_then(|feeds| feeds.first()).is_none_or(|first| Arc::ptr_eq(first, feed))
+    }
+
     fn remove(&self, key: FeedKey, feed: &Arc<SharedFeed>) {
         let mut hub = self.state.lock();
         if let Some(feeds) = hub.feeds.get_mut(&key) {
@@ -250,15 +265,42 @@ impl FeedHub {
     }
 }
 
+/// What the feed tells a subscriber's span outside its channel.
+#[derive(Default)]
+struct Signals {
+    /// The feed dropped the subscriber for not keeping up (whatever the feed did after:
+    /// a feed whose only subscriber was dropped ends for want of subscribers).
+    dropped_for_lag: AtomicBool,
+    /// A resolved timestamp owed to the subscriber was withheld for want of room in its
+    /// channel: the span asks again once it has drained (the region may stay quiet, and
+    /// its resolved timestamp with it, for long).
+    resolved_withheld: AtomicBool,
+}
+
 /// A span's subscription to a shared feed: what the feed sends it, until the feed
 /// ends or drops it.
 pub(super) struct Subscription {
     pub feed: Arc<SharedFeed>,
     pub news: mpsc::Receiver<FeedNews>,
     id: SubscriberId,
+    signals: Arc<Signals>,
 }
 
 impl Subscription {
+    /// Whether the feed dropped the subscriber because it did not keep up.
+    pub(super) fn dropped_for_lag(&self) -> bool {
+        self.signals.dropped_for_lag.load(Ordering::Relaxed)
+    }
+
+    /// Asks the feed again for a resolved timestamp it withheld for want of room, once
+    /// the channel is below half full (what the feed requires to send one).
+    pub(super) fn ask_withheld_resolved(&self) {
+        if self.signals.resolved_withheld.load(Ordering::Relaxed) && self.news.len() < SUBSCRIBER_MESSAGES / 2
+        {
+            self.feed.push_resolved(self.id);
+        }
+    }
+
     /// Asks the feed for its latest resolved timestamp now (sent behind the events
     /// before it, like any other), if the subscriber has not had it.
     pub(super) fn ask_resolved(&self) {
@@ -316,6 +358,7 @@ struct Subscriber {
     owed_resolved: bool,
     resolved_sent: Timestamp,
     news: mpsc::Sender<FeedNews>,
+    signals: Arc<Signals>,
 }
 
 fn event_bytes(event: &ChangeEvent) -> usize {
@@ -371,6 +414,7 @@ impl SharedFeed {
         }
         let id = state.next_subscriber;
         state.next_subscriber += 1;
+        let signals = Arc::new(Signals::default());
         state.subscribers.push(Subscriber {
             id,
             start: interest.start.clone(),
@@ -382,9 +426,10 @@ impl SharedFeed {
             owed_resolved: true,
             resolved_sent: interest.from,
             news: sender,
+            signals: signals.clone(),
         });
         drop(state);
-        Some(Subscription { feed: self.clone(), news, id })
+        Some(Subscription { feed: self.clone(), news, id, signals })
     }
 
     /// The subscriber `id` left (its span dropped the subscription).
@@ -432,7 +477,11 @@ impl SharedFeed {
             subscriber.owed_resolved = true;
             // The watch holds events now: its other spans' resolved timestamps matter.
             subscriber.attentive.set(true);
-            subscriber.news.try_send(FeedNews::Events(theirs)).is_ok()
+            let sent = subscriber.news.try_send(FeedNews::Events(theirs)).is_ok();
+            if !sent {
+                subscriber.signals.dropped_for_lag.store(true, Ordering::Relaxed);
+            }
+            sent
         });
     }
 
@@ -498,13 +547,16 @@ impl Subscriber {
     /// full (no room: a later one will do, as each is only the latest promise; and
     /// resolved timestamps alone must never fill a channel and get it dropped).
     fn offer_resolved(&mut self, resolved: Timestamp) {
-        if resolved <= self.resolved_sent || self.news.capacity() <= SUBSCRIBER_MESSAGES / 2 {
+        if resolved <= self.resolved_sent {
             return;
         }
-        if self.news.try_send(FeedNews::Resolved(resolved)).is_ok() {
+        let sent = self.news.capacity() > SUBSCRIBER_MESSAGES / 2
+            && self.news.try_send(FeedNews::Resolved(resolved)).is_ok();
+        if sent {
             self.resolved_sent = resolved;
             self.owed_resolved = false;
         }
+        self.signals.resolved_withheld.store(!sent, Ordering::Relaxed);
     }
 }
 

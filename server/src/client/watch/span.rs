@@ -11,7 +11,7 @@
 //! its own resolved timestamp: what either part may still receive is above it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tessera_engine::proto::metadata::Region;
 use tessera_engine::region::KeyRange;
@@ -37,6 +37,21 @@ const REOPEN_PAUSE: Duration = Duration::from_millis(10);
 /// How long a span waits for another span opening its region's feed before it looks
 /// again.
 const OPENING_WAIT: Duration = Duration::from_millis(200);
+
+/// How long a span dropped for lagging waits before it subscribes again: at first, and
+/// at most after being dropped again and again. Each reopen may cost a catch-up from the
+/// store, so a reader that cannot keep up must not reopen feeds in a loop.
+const LAG_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const LAG_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// A span that kept up for this long before being dropped for lagging starts its
+/// backoff afresh: it fell behind once, not again and again.
+const LAG_FORGIVEN_AFTER: Duration = Duration::from_secs(10);
+
+/// How often a span on a feed other than its region's first asks its feed for the
+/// latest resolved timestamp, to learn when it can move to the first (an inattentive
+/// watch without events is sent none otherwise).
+const MOVE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a span tells the coordinator.
 pub(super) enum Report {
@@ -73,20 +88,87 @@ enum Ended {
 }
 
 /// When to subscribe again.
+#[derive(Debug, PartialEq, Eq)]
 enum Reopen {
-    /// The span was dropped for falling behind after it made progress: join again
-    /// from where it is.
+    /// The feed dropped the span for not keeping up, after `kept_up_for`: back off (the
+    /// reader is slow), longer each time it is dropped again soon.
+    AfterLagging { kept_up_for: Duration },
+    /// The feed broke after catching up (a broken connection, a congested client):
+    /// join again from where the span is.
     AtOnce,
     /// The region is changing (a leader change, a split, a replica moved): give it a
     /// moment to settle.
     AfterPause,
-    /// The span was dropped for falling behind before it made any progress: back off
-    /// (its reader is slow), so that a span that cannot keep up does not reopen feeds
-    /// in a loop.
-    AfterBackoff,
     /// The feed broke before catching up: back off, and give up after many such in a
     /// row.
     Failed,
+}
+
+impl Reopen {
+    /// How a subscription that lasted `kept_up_for` ended: dropped for lagging or not,
+    /// the feed's close reason if it ended, and whether it had caught up.
+    fn after(
+        dropped_for_lag: bool,
+        ended: Option<FeedCloseReason>,
+        caught_up: bool,
+        kept_up_for: Duration,
+    ) -> Reopen {
+        if dropped_for_lag {
+            // Whatever the feed did after: one whose only subscriber this was ends for
+            // want of subscribers, which is no failure of the feed.
+            return Reopen::AfterLagging { kept_up_for };
+        }
+        match ended {
+            // Only lagging drops a subscriber from a feed that goes on.
+            None => Reopen::AfterLagging { kept_up_for },
+            Some(FeedCloseReason::Unspecified | FeedCloseReason::Congested) if !caught_up => Reopen::Failed,
+            Some(FeedCloseReason::Unspecified | FeedCloseReason::Congested) => Reopen::AtOnce,
+            Some(_) => Reopen::AfterPause,
+        }
+    }
+}
+
+/// The waits between subscriptions, by cause.
+struct Backoffs {
+    failure: Duration,
+    failed_in_a_row: u32,
+    lag: Duration,
+}
+
+impl Backoffs {
+    fn new() -> Backoffs {
+        Backoffs { failure: BACKOFF_MIN, failed_in_a_row: 0, lag: LAG_BACKOFF_MIN }
+    }
+
+    /// How long to wait before subscribing again as `reopen` says; an error once
+    /// feeds of `region_id` failed too often in a row.
+    fn next_wait(&mut self, reopen: Reopen, region_id: u64) -> Result<Duration, WatchError> {
+        let wait = match reopen {
+            Reopen::AtOnce | Reopen::AfterPause => {
+                self.failure = BACKOFF_MIN;
+                self.failed_in_a_row = 0;
+                if reopen == Reopen::AtOnce { Duration::ZERO } else { REOPEN_PAUSE }
+            }
+            Reopen::AfterLagging { kept_up_for } => {
+                if kept_up_for >= LAG_FORGIVEN_AFTER {
+                    self.lag = LAG_BACKOFF_MIN;
+                }
+                let wait = self.lag;
+                self.lag = (self.lag * 2).min(LAG_BACKOFF_MAX);
+                wait
+            }
+            Reopen::Failed => {
+                self.failed_in_a_row += 1;
+                if self.failed_in_a_row >= FAILED_FEEDS_IN_A_ROW {
+                    return Err(WatchError::FeedsKeepFailing { region_id, attempts: self.failed_in_a_row });
+                }
+                let wait = self.failure;
+                self.failure = (self.failure * 2).min(BACKOFF_MAX);
+                wait
+            }
+        };
+        Ok(wait)
+    }
 }
 
 /// Follows `span` until the watch ends or the span fails. `attentive` is the watch's:
@@ -98,8 +180,7 @@ pub(super) async fn follow(
     attentive: Arc<Attention>,
     reports: mpsc::Sender<Report>,
 ) {
-    let mut backoff = BACKOFF_MIN;
-    let mut failed_in_a_row = 0;
+    let mut backoffs = Backoffs::new();
     loop {
         let (subscription, region) = match subscribe(&client, &span, prev_values, &attentive).await {
             Ok(subscribed) => subscribed,
@@ -118,31 +199,16 @@ pub(super) async fn follow(
         }
         let ended =
             receive(&client, &mut span, (subscription, &region), (prev_values, &attentive), &reports).await;
-        match ended {
+        let reopen = match ended {
             Ended::WatchGone => return,
-            Ended::Reopen(Reopen::AtOnce) => {
-                backoff = BACKOFF_MIN;
-                failed_in_a_row = 0;
-            }
-            Ended::Reopen(Reopen::AfterPause) => {
-                backoff = BACKOFF_MIN;
-                failed_in_a_row = 0;
-                tokio::time::sleep(REOPEN_PAUSE).await;
-            }
-            Ended::Reopen(Reopen::AfterBackoff) => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
-            Ended::Reopen(Reopen::Failed) => {
-                failed_in_a_row += 1;
-                if failed_in_a_row >= FAILED_FEEDS_IN_A_ROW {
-                    let error =
-                        WatchError::FeedsKeepFailing { region_id: region.id, attempts: failed_in_a_row };
-                    let _ = reports.send(Report::Failed(Box::new(error))).await;
-                    return;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+            Ended::Reopen(reopen) => reopen,
+        };
+        match backoffs.next_wait(reopen, region.id) {
+            Ok(wait) if wait.is_zero() => {}
+            Ok(wait) => tokio::time::sleep(wait).await,
+            Err(error) => {
+                let _ = reports.send(Report::Failed(Box::new(error))).await;
+                return;
             }
         }
     }
@@ -214,8 +280,8 @@ async fn subscribe(
 }
 
 /// Reports what a subscription sends until it ends; moves to the region's first feed
-/// when it can (`hub.rs`), and asks its feed for the latest resolved timestamp when
-/// the watch starts wanting them.
+/// when it can (`hub.rs`), asks its feed for the latest resolved timestamp when the
+/// watch starts wanting them, and again for one withheld while its channel was full.
 async fn receive(
     client: &Client,
     span: &mut Span,
@@ -223,11 +289,23 @@ async fn receive(
     (prev_values, attentive): (bool, &Arc<Attention>),
     reports: &mpsc::Sender<Report>,
 ) -> Ended {
-    let subscribed_at = span.resolved;
+    let subscribed = Instant::now();
+    let mut rises = attentive.rises();
+    rises.mark_unchanged();
+    let mut move_check = tokio::time::interval(MOVE_CHECK_INTERVAL);
+    move_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut on_other_feed = !client.feed_hub.is_first(&subscription.feed, region, prev_values);
     loop {
+        subscription.ask_withheld_resolved();
         let news = tokio::select! {
             news = subscription.news.recv() => news,
-            () = attentive.raised() => {
+            Ok(()) = rises.changed() => {
+                subscription.ask_resolved();
+                continue;
+            }
+            // Never polled (no timer armed) while the span is on the first feed.
+            _ = move_check.tick(), if on_other_feed => {
+                on_other_feed = !client.feed_hub.is_first(&subscription.feed, region, prev_values);
                 subscription.ask_resolved();
                 continue;
             }
@@ -245,7 +323,7 @@ async fn receive(
         if reports.send(report).await.is_err() {
             return Ended::WatchGone;
         }
-        if !resolved {
+        if !resolved || !on_other_feed {
             continue;
         }
         let part = KeyRange::of(region).clamp(&KeyRange::new(&span.start, &span.end));
@@ -253,20 +331,71 @@ async fn receive(
         let interest = Interest { start, end, from: span.resolved, attentive: attentive.clone() };
         if let Some(moved) = client.feed_hub.join_first(&subscription.feed, region, prev_values, &interest) {
             subscription = moved;
+            on_other_feed = false;
         }
     }
     let feed = &subscription.feed;
-    match feed.ended() {
-        // Dropped by a feed that goes on: the span did not keep up. Join again from
-        // what it has seen, at once if it got anywhere.
-        None if span.resolved > subscribed_at => Ended::Reopen(Reopen::AtOnce),
-        None => Ended::Reopen(Reopen::AfterBackoff),
-        // The connection broke, or the client did not keep up with the feed: a failure
-        // if it happens before the feed caught up (a catch-up that cannot finish).
-        Some(FeedCloseReason::Unspecified | FeedCloseReason::Congested) if !feed.caught_up() => {
-            Ended::Reopen(Reopen::Failed)
+    let reopen =
+        Reopen::after(subscription.dropped_for_lag(), feed.ended(), feed.caught_up(), subscribed.elapsed());
+    Ended::Reopen(reopen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BRIEFLY: Duration = Duration::from_millis(50);
+
+    #[test]
+    fn a_span_dropped_for_lagging_backs_off_even_when_its_feed_then_ended_for_want_of_subscribers() {
+        // Its only subscriber gone, the feed ends without a reason, caught up or not.
+        for caught_up in [false, true] {
+            let reopen = Reopen::after(true, Some(FeedCloseReason::Unspecified), caught_up, BRIEFLY);
+            assert_eq!(reopen, Reopen::AfterLagging { kept_up_for: BRIEFLY }, "caught up: {caught_up}");
         }
-        Some(FeedCloseReason::Unspecified | FeedCloseReason::Congested) => Ended::Reopen(Reopen::AtOnce),
-        Some(_) => Ended::Reopen(Reopen::AfterPause),
+        assert_eq!(Reopen::after(true, None, true, BRIEFLY), Reopen::AfterLagging { kept_up_for: BRIEFLY });
+    }
+
+    #[test]
+    fn a_feed_that_breaks_fails_before_catching_up_and_is_rejoined_at_once_after() {
+        assert_eq!(Reopen::after(false, Some(FeedCloseReason::Unspecified), false, BRIEFLY), Reopen::Failed);
+        assert_eq!(Reopen::after(false, Some(FeedCloseReason::Congested), true, BRIEFLY), Reopen::AtOnce);
+        assert_eq!(Reopen::after(false, Some(FeedCloseReason::NotLeader), true, BRIEFLY), Reopen::AfterPause);
+    }
+
+    #[test]
+    fn lagging_backs_off_longer_each_time_until_the_span_keeps_up_for_a_while() {
+        let mut backoffs = Backoffs::new();
+        let waits: Vec<Duration> = [BRIEFLY, BRIEFLY, BRIEFLY, LAG_FORGIVEN_AFTER]
+            .into_iter()
+            .map(|kept_up_for| {
+                backoffs.next_wait(Reopen::AfterLagging { kept_up_for }, 1).expect("never fails")
+            })
+            .collect();
+        assert_eq!(waits, [LAG_BACKOFF_MIN, LAG_BACKOFF_MIN * 2, LAG_BACKOFF_MIN * 4, LAG_BACKOFF_MIN]);
+        for _ in 0..100 {
+            backoffs
+                .next_wait(Reopen::AfterLagging { kept_up_for: BRIEFLY }, 1)
+                .expect("lagging never fails");
+        }
+        assert_eq!(backoffs.lag, LAG_BACKOFF_MAX);
+        assert_eq!(backoffs.failed_in_a_row, 0, "lagging is not counted as a failing feed");
+    }
+
+    #[test]
+    fn feeds_failing_in_a_row_end_the_watch_and_one_that_catches_up_resets_the_count() {
+        let mut backoffs = Backoffs::new();
+        for _ in 1..FAILED_FEEDS_IN_A_ROW {
+            backoffs.next_wait(Reopen::Failed, 9).expect("not yet");
+        }
+        assert_eq!(backoffs.next_wait(Reopen::AtOnce, 9).expect("at once"), Duration::ZERO);
+        for _ in 1..FAILED_FEEDS_IN_A_ROW {
+            backoffs.next_wait(Reopen::Failed, 9).expect("counted afresh");
+        }
+        let failed = backoffs.next_wait(Reopen::Failed, 9);
+        assert!(matches!(
+            failed,
+            Err(WatchError::FeedsKeepFailing { region_id: 9, attempts: FAILED_FEEDS_IN_A_ROW })
+        ));
     }
 }

@@ -129,3 +129,70 @@ fn a_span_waiting_for_an_opener_is_woken_when_the_opening_ends() {
     assert!(woke.is_ok(), "the waiter was not woken");
     assert!(matches!(hub.join_or_open(&region, false, &interest(from, false)), Found::Open(_)));
 }
+
+#[test]
+fn a_subscriber_dropped_for_lag_is_told_so_even_when_its_feed_then_ends_for_want_of_subscribers() {
+    let region = whole_key_space();
+    let from = at_millisecond(1_000);
+    let feed = Arc::new(SharedFeed::new(region.clone(), from));
+    let subscription = feed.join(&region, &interest(from, false)).expect("joins");
+    for millisecond in 0..=SUBSCRIBER_MESSAGES as u64 {
+        assert!(!subscription.dropped_for_lag(), "dropped with room left, at message {millisecond}");
+        feed.on_events(&[event(b"k", at_millisecond(2_000 + millisecond))]);
+    }
+    assert!(subscription.dropped_for_lag(), "a full channel gets the subscriber dropped");
+    assert_eq!(subscribers(&feed), 0);
+    assert!(feed.end_if_abandoned(), "its only subscriber gone, the feed ends");
+    assert!(subscription.dropped_for_lag(), "the span still learns that it lagged");
+}
+
+#[test]
+fn a_resolved_timestamp_withheld_for_want_of_room_is_sent_once_the_span_drains() {
+    let region = whole_key_space();
+    let from = at_millisecond(1_000);
+    let feed = Arc::new(SharedFeed::new(region.clone(), from));
+    let mut subscription = feed.join(&region, &interest(from, false)).expect("joins");
+    for millisecond in 0..(SUBSCRIBER_MESSAGES / 2) as u64 {
+        feed.on_events(&[event(b"k", at_millisecond(2_000 + millisecond))]);
+    }
+    // Owed (it was sent events), but the channel is half full: withheld. The region
+    // then stays quiet: no later resolved timestamp would carry the news.
+    feed.on_resolved(at_millisecond(9_000));
+    let received = drain(&mut subscription.news);
+    assert_eq!(received.len(), SUBSCRIBER_MESSAGES / 2);
+    assert!(received.iter().all(|news| matches!(news, FeedNews::Events(_))), "withheld: no room");
+    subscription.ask_withheld_resolved();
+    assert!(
+        matches!(drain(&mut subscription.news)[..], [FeedNews::Resolved(at)] if at == at_millisecond(9_000))
+    );
+    subscription.ask_withheld_resolved();
+    assert!(drain(&mut subscription.news).is_empty(), "sent once");
+}
+
+#[test]
+fn a_rise_of_attention_is_seen_by_a_span_that_was_busy_when_it_happened() {
+    let attention = Attention::default();
+    let mut rises = attention.rises();
+    assert!(!rises.has_changed().expect("the sender lives"));
+    // The span is not waiting on `changed()` now (say, it hands a report on).
+    attention.set(true);
+    attention.set(false);
+    assert!(rises.has_changed().expect("the sender lives"), "the rise is remembered");
+    rises.mark_unchanged();
+    attention.set(false);
+    assert!(!rises.has_changed().expect("the sender lives"), "no rise, no news");
+}
+
+#[test]
+fn a_span_on_a_second_feed_knows_it_is_not_on_the_first() {
+    let hub = Arc::new(FeedHub::default());
+    let region = whole_key_space();
+    let from = at_millisecond(1_000);
+    let first = Arc::new(SharedFeed::new(region.clone(), from));
+    let second = Arc::new(SharedFeed::new(region.clone(), at_millisecond(500_000)));
+    let key = super::FeedKey { region_id: region.id, prev_values: false };
+    hub.state.lock().feeds.insert(key, vec![first.clone(), second.clone()]);
+    assert!(hub.is_first(&first, &region, false));
+    assert!(!hub.is_first(&second, &region, false));
+    assert!(hub.is_first(&second, &region, true), "no feed with previous values: nothing to move to");
+}
