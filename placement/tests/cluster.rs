@@ -111,7 +111,7 @@ impl Cluster {
     fn add_store(&mut self) -> u64 {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let address = format!("store-{}", self.nodes.len() + 1);
-        let request = RegisterStoreRequest { store_id: 0, address, labels: Default::default() };
+        let request = RegisterStoreRequest { store_id: 0, address, ..Default::default() };
         let store_id = self.pd.register_store(request).expect("the store registers").store_id;
         self.open_store(store_id, dir);
         store_id
@@ -601,8 +601,7 @@ fn an_operator_split_and_lookups_by_key_range_and_id() {
     assert!(matches!(cluster.pd.region_by_id(999_999), Err(PdError::UnknownRegion(999_999))));
     assert!(matches!(cluster.pd.scan_regions(b"z", b"a", 0), Err(PdError::InvalidArgument(_))));
     assert!(matches!(cluster.pd.alloc_ids(0), Err(PdError::InvalidArgument(_))));
-    let duplicate =
-        RegisterStoreRequest { store_id: 0, address: "store-1".into(), labels: Default::default() };
+    let duplicate = RegisterStoreRequest { store_id: 0, address: "store-1".into(), ..Default::default() };
     assert!(matches!(cluster.pd.register_store(duplicate), Err(PdError::DuplicateAddress { .. })));
 }
 

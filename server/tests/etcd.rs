@@ -9,8 +9,9 @@ mod common;
 
 use common::*;
 use etcd_client::{
-    Client as EtcdClient, Compare, CompareOp, DeleteOptions, EventType, GetOptions, PutOptions, SortOrder,
-    SortTarget, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchResponse, WatchStream,
+    Client as EtcdClient, Compare, CompareOp, DeleteOptions, EventType, GetOptions, LeaseGrantOptions,
+    LeaseTimeToLiveOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    WatchResponse, WatchStream,
 };
 use std::time::Duration;
 
@@ -86,6 +87,26 @@ async fn puts_and_ranges_keep_etcd_s_revisions_and_versions() {
         etcd.put("apple", "again", None).await.expect("put").header().expect("a header").revision();
     let kv = etcd.get("apple", None).await.expect("get").kvs()[0].clone();
     assert_eq!((kv.create_revision(), kv.version()), (recreated, 1), "a deleted key starts over");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_store_serving_etcd_s_api_is_a_member() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let (cluster, mut etcd) = started().await;
+    let mut wanted: Vec<String> = cluster
+        .stores
+        .iter()
+        .flatten()
+        .filter_map(|store| store.etcd.as_ref().map(|endpoint| format!("http://{endpoint}")))
+        .collect();
+    wanted.sort();
+    let members = etcd.member_list().await.expect("the members");
+    let mut listed: Vec<String> =
+        members.members().iter().flat_map(|member| member.client_urls().to_vec()).collect();
+    listed.sort();
+    assert_eq!(listed, wanted, "each store once, at the address it serves etcd's API on");
+    let error = etcd.member_remove(members.members()[0].id()).await.expect_err("membership is the driver's");
+    assert!(error.to_string().contains("not supported"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,6 +333,82 @@ async fn a_prefix_watch_from_a_revision_delivers_every_change_in_order_with_prev
         }
     };
     assert_eq!(canceled.compact_revision(), deleted, "a start below the compaction is refused with it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_lease_deletes_its_keys_at_one_revision_and_a_lease_not_kept_alive_expires() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let (_cluster, mut etcd) = started().await;
+    let granted = etcd.lease_grant(60, None).await.expect("a grant");
+    let (lease, ttl) = (granted.id(), granted.ttl());
+    assert!(lease > 0 && ttl == 60, "lease {lease}, TTL {ttl}");
+    let again = etcd.lease_grant(60, Some(LeaseGrantOptions::new().with_id(lease))).await;
+    let error = again.expect_err("an id granted twice");
+    assert!(error.to_string().contains("lease already exists"), "{error}");
+    let error =
+        etcd.put("a", "1", Some(PutOptions::new().with_lease(lease + 1))).await.expect_err("no lease");
+    assert!(error.to_string().contains("requested lease not found"), "{error}");
+
+    // Two keys on the lease across regions, one moved off it, one never on it.
+    let on_lease = || Some(PutOptions::new().with_lease(lease));
+    let first = revision_of(etcd.put("/leased/a", "1", on_lease()).await.expect("put").header());
+    etcd.put("/leased/z", "1", on_lease()).await.expect("put");
+    etcd.put("/leased/moved", "1", on_lease()).await.expect("put");
+    etcd.put("/leased/moved", "2", None).await.expect("a put without the lease takes the key off it");
+    etcd.put("/leased/free", "1", None).await.expect("put");
+    let alive = etcd.lease_time_to_live(lease, Some(LeaseTimeToLiveOptions::new().with_keys())).await;
+    let alive = alive.expect("time to live");
+    assert_eq!(
+        (alive.granted_ttl(), alive.keys()),
+        (60, &[b"/leased/a".to_vec(), b"/leased/z".to_vec()][..])
+    );
+    assert!(alive.ttl() > 50 && alive.ttl() <= 60, "{} s left", alive.ttl());
+    let leases = etcd.leases().await.expect("the leases");
+    assert!(leases.leases().iter().any(|status| status.id() == lease));
+
+    let options = WatchOptions::new().with_prefix().with_start_revision(first + 1);
+    let mut stream = etcd.watch("/leased/", Some(options)).await.expect("a watch");
+    let revoked = revision_of(etcd.lease_revoke(lease).await.expect("revoke").header());
+    let mut deleted = Vec::new();
+    while deleted.len() < 2 {
+        for event in next_response(&mut stream).await.events() {
+            let kv = event.kv().expect("a key-value");
+            if event.event_type() == EventType::Delete {
+                deleted.push((kv.key().to_vec(), kv.mod_revision()));
+            }
+        }
+    }
+    assert_eq!(deleted, [(b"/leased/a".to_vec(), revoked), (b"/leased/z".to_vec(), revoked)]);
+    let left = etcd.get("/leased/", Some(GetOptions::new().with_prefix())).await.expect("a prefix");
+    let left: Vec<&[u8]> = left.kvs().iter().map(|kv| kv.key()).collect();
+    assert_eq!(left, [&b"/leased/free"[..], b"/leased/moved"], "only the keys off the lease are left");
+    let gone = etcd.lease_time_to_live(lease, None).await.expect("time to live");
+    assert_eq!(gone.ttl(), -1, "a revoked lease is gone");
+    // The server answers TTL 0, which etcd's client reads as the lease's end.
+    let error = etcd.lease_keep_alive(lease).await.expect_err("a keep-alive of a revoked lease");
+    assert!(error.to_string().contains("lease not found"), "{error}");
+    let error = etcd.lease_revoke(lease).await.expect_err("revoked already");
+    assert!(error.to_string().contains("requested lease not found"), "{error}");
+
+    // Kept alive past its TTL, the lease lives; left alone, it expires with its key.
+    let short = etcd.lease_grant(2, None).await.expect("a grant").id();
+    etcd.put("/session", "me", Some(PutOptions::new().with_lease(short))).await.expect("put");
+    let (mut keeper, mut renewals) = etcd.lease_keep_alive(short).await.expect("a keep-alive stream");
+    for _ in 0..8 {
+        keeper.keep_alive().await.expect("a renewal");
+        let renewed = renewals.message().await.expect("the stream goes on").expect("an answer");
+        assert_eq!(renewed.ttl(), 2, "renewed to the granted TTL");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(etcd.get("/session", None).await.expect("get").kvs().len(), 1, "kept alive for 4 s");
+    drop((keeper, renewals));
+    let expired_within = Duration::from_secs(10);
+    let started = std::time::Instant::now();
+    while !etcd.get("/session", None).await.expect("get").kvs().is_empty() {
+        assert!(started.elapsed() < expired_within, "the key outlived its lease by {expired_within:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(etcd.lease_time_to_live(short, None).await.expect("time to live").ttl(), -1);
 }
 
 /// The next response of a watch stream, within 20 s.

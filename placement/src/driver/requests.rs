@@ -80,8 +80,13 @@ impl Shared {
             (None, id) if id != 0 => id,
             (None, _) => self.ids.allocate(&self.metadata, epoch, 1)?[0],
         };
-        let record =
-            StoreRecord { id: store_id, address: request.address, labels: request.labels, tombstone: false };
+        let record = StoreRecord {
+            id: store_id,
+            address: request.address,
+            labels: request.labels,
+            tombstone: false,
+            etcd_address: request.etcd_address,
+        };
         if existing.as_ref() != Some(&record) {
             self.metadata.write(epoch, vec![metadata::put_store(&record)])?;
         }

@@ -558,6 +558,7 @@ fn record(id: u64) -> StoreRecord {
         address: format!("127.0.0.1:{}", 20160 + id),
         labels: BTreeMap::new(),
         tombstone: false,
+        etcd_address: String::new(),
     }
 }
 

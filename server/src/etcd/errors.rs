@@ -16,6 +16,10 @@ pub(crate) enum EtcdError {
     KeyNotFound,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     #[error("etcdserver: mvcc: required revision has been compacted")]
     Compacted,
     #[error("etcdserver: mvcc: required revision is a future revision")]
@@ -90,6 +94,8 @@ impl From<EtcdError> for Status {
             | EtcdError::DuplicateKey
             | EtcdError::EmptyOperation => Status::invalid_argument(message),
             EtcdError::LeaseNotFound => Status::not_found(message),
+            EtcdError::LeaseExists => Status::failed_precondition(message),
+            EtcdError::LeaseTtlTooLarge => Status::out_of_range(message),
             EtcdError::Compacted | EtcdError::FutureRevision => Status::out_of_range(message),
             EtcdError::Contended { .. } | EtcdError::Conflict | EtcdError::Unavailable(_) => {
                 Status::unavailable(message)

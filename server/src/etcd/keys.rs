@@ -14,6 +14,16 @@ const DATA_END: &[u8] = b"\xfeetcd/k0";
 /// key of the API's own, outside every etcd key).
 pub(crate) const COMPACTED_KEY: &[u8] = b"\xfeetcd/m/compacted";
 
+/// Where each lease's record lives: the prefix, then the lease id (8 bytes, big-endian).
+const LEASE_PREFIX: &[u8] = b"\xfeetcd/l/";
+const LEASE_END: &[u8] = b"\xfeetcd/l0";
+
+/// Where a lease's attached keys are listed: the prefix, the lease id, the etcd key.
+const ATTACHED_PREFIX: &[u8] = b"\xfeetcd/a/";
+
+/// Where a lease's guards live: the prefix, the lease id, the guard's number (`lease/`).
+const GUARD_PREFIX: &[u8] = b"\xfeetcd/g/";
+
 /// The stored key of etcd key `key`.
 pub(crate) fn stored_key(key: &[u8]) -> Vec<u8> {
     [DATA_PREFIX, key].concat()
@@ -23,6 +33,48 @@ pub(crate) fn stored_key(key: &[u8]) -> Vec<u8> {
 /// broken invariant where only etcd keys were read).
 pub(crate) fn etcd_key(stored: &[u8]) -> Option<&[u8]> {
     stored.strip_prefix(DATA_PREFIX)
+}
+
+/// The key of lease `id`'s record.
+pub(crate) fn lease_key(id: i64) -> Vec<u8> {
+    [LEASE_PREFIX, &id.to_be_bytes()].concat()
+}
+
+/// The range of every lease record.
+pub(crate) fn lease_keys() -> (Vec<u8>, Vec<u8>) {
+    (LEASE_PREFIX.to_vec(), LEASE_END.to_vec())
+}
+
+/// The lease id a lease record's key names; None for a key of another kind.
+pub(crate) fn lease_id(stored: &[u8]) -> Option<i64> {
+    let id: [u8; 8] = stored.strip_prefix(LEASE_PREFIX)?.try_into().ok()?;
+    Some(i64::from_be_bytes(id))
+}
+
+/// The key saying that etcd key `key` is attached to lease `id`.
+pub(crate) fn attached_key(id: i64, key: &[u8]) -> Vec<u8> {
+    [ATTACHED_PREFIX, &id.to_be_bytes(), key].concat()
+}
+
+/// The range of every key attached to lease `id`.
+pub(crate) fn attached_keys(id: i64) -> (Vec<u8>, Vec<u8>) {
+    let start = [ATTACHED_PREFIX, &id.to_be_bytes()].concat();
+    let end = match id.checked_add(1) {
+        Some(next) => [ATTACHED_PREFIX, &next.to_be_bytes()].concat(),
+        // The last id: to the end of the attachments.
+        None => b"\xfeetcd/a0".to_vec(),
+    };
+    (start, end)
+}
+
+/// The etcd key an attachment key of lease `id` names.
+pub(crate) fn attached_etcd_key(id: i64, stored: &[u8]) -> Option<&[u8]> {
+    stored.strip_prefix(ATTACHED_PREFIX)?.strip_prefix(&id.to_be_bytes()[..])
+}
+
+/// The key of guard `number` of lease `id`.
+pub(crate) fn guard_key(id: i64, number: u8) -> Vec<u8> {
+    [GUARD_PREFIX, &id.to_be_bytes(), &[number]].concat()
 }
 
 /// A range of etcd keys as etcd's requests name it, in the stored key space.
@@ -96,5 +148,23 @@ mod tests {
         assert_eq!(KeyRange::of(b"", b""), Err(EtcdError::EmptyKey));
         assert_eq!(etcd_key(&stored_key(b"k")), Some(&b"k"[..]));
         assert_eq!(etcd_key(b"user-key"), None);
+    }
+
+    #[test]
+    fn a_leases_attached_keys_are_one_range_that_holds_no_other_leases_keys() {
+        for id in [1, 255, 256, i64::MAX - 1, i64::MAX] {
+            let (start, end) = attached_keys(id);
+            let attached = attached_key(id, b"\xff\xff");
+            assert!(start <= attached && attached < end, "lease {id}");
+            assert_eq!(attached_etcd_key(id, &attached), Some(&b"\xff\xff"[..]));
+            assert_eq!(attached_etcd_key(id, &attached_key(id - 1, b"k")), None);
+            if id < i64::MAX {
+                assert!(attached_key(id + 1, b"") >= end, "lease {id}: the next lease's keys are outside");
+            }
+            assert_eq!(lease_id(&lease_key(id)), Some(id));
+            let (first, last) = lease_keys();
+            assert!(first <= lease_key(id) && lease_key(id) < last);
+        }
+        assert_eq!(lease_id(&stored_key(b"k")), None);
     }
 }

@@ -23,16 +23,18 @@
 //!   serializable on the keys they read and write; see there for range reads.
 //!
 //! Services (each says what it does not do yet): KV (`kv.rs`, `txn/`), Watch
-//! (`watch.rs`), Maintenance
+//! (`watch.rs`), Lease (`lease/`), Cluster (`cluster.rs`), Maintenance
 //! (`maintenance.rs`). A method not supported answers UNIMPLEMENTED, saying so.
 //!
 //! This module owns the translation between etcd's messages and Tessera's client; it
 //! must never reach around the client into a region (every read and write goes through
 //! the transaction layer, which owns their consistency).
 
+mod cluster;
 mod errors;
 mod keys;
 mod kv;
+mod lease;
 mod maintenance;
 mod record;
 mod txn;
@@ -44,7 +46,9 @@ use tessera_engine::store::Store;
 
 use crate::client::Client;
 use crate::etcd_proto::etcdserverpb::ResponseHeader;
+use crate::etcd_proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::etcd_proto::etcdserverpb::kv_server::KvServer;
+use crate::etcd_proto::etcdserverpb::lease_server::LeaseServer;
 use crate::etcd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::etcd_proto::etcdserverpb::watch_server::WatchServer;
 
@@ -58,8 +62,10 @@ fn response_header(member_id: u64, revision: i64) -> ResponseHeader {
 /// (`--max-request-bytes`, 1.5 MiB) plus room for the message around the value.
 const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 
-/// The etcd services of the store `member_id`, answering through `client`.
+/// The etcd services of the store `member_id`, answering through `client`; starts the
+/// store's lease expiry, which ends with the store.
 pub(crate) fn router(client: Arc<Client>, store: Weak<Store>, member_id: u64) -> super::node::Router {
+    tokio::spawn(lease::expire_leases(client.clone(), store.clone()));
     super::node::grpc_server()
         .add_service(
             KvServer::new(kv::EtcdKv::new(client.clone(), member_id))
@@ -69,5 +75,7 @@ pub(crate) fn router(client: Arc<Client>, store: Weak<Store>, member_id: u64) ->
             WatchServer::new(watch::EtcdWatch::new(client.clone(), member_id))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
+        .add_service(LeaseServer::new(lease::EtcdLease::new(client.clone(), member_id)))
+        .add_service(ClusterServer::new(cluster::EtcdCluster::new(client.clone(), member_id)))
         .add_service(MaintenanceServer::new(maintenance::EtcdMaintenance::new(client, store, member_id)))
 }

@@ -83,6 +83,18 @@ pub(crate) fn advertised_address(bound: SocketAddr, advertise: Option<&str>) -> 
     Ok(format!("{host}:{port}"))
 }
 
+/// The address another listener of this node, bound at `bound`, is reached at: the
+/// host `--advertise` names (its port is the main listener's), with `bound`'s port.
+pub(crate) fn advertised_address_on(bound: SocketAddr, advertise: Option<&str>) -> anyhow::Result<String> {
+    match advertise {
+        Some(advertise) => {
+            let (host, _) = split_host_port(advertise)?;
+            advertised_address(bound, Some(&format!("{host}:{}", bound.port())))
+        }
+        None => advertised_address(bound, None),
+    }
+}
+
 /// `HOST:PORT`, `HOST`, `[V6]:PORT` or `[V6]` into the host (brackets kept) and port.
 fn split_host_port(text: &str) -> anyhow::Result<(&str, Option<u16>)> {
     let (host, port) = match text.rfind(']') {
@@ -216,5 +228,15 @@ mod tests {
         }
         let local: SocketAddr = "127.0.0.1:5000".parse().expect("an address");
         assert_eq!(advertised_address(local, None).expect("dialable"), "127.0.0.1:5000");
+    }
+
+    #[test]
+    fn a_second_listener_is_advertised_on_the_advertised_host_with_its_own_port() {
+        let etcd: SocketAddr = "0.0.0.0:2379".parse().expect("an address");
+        assert_eq!(advertised_address_on(etcd, Some("10.0.0.7:30000")).expect("a host"), "10.0.0.7:2379");
+        assert_eq!(advertised_address_on(etcd, Some("[fd00::7]")).expect("IPv6"), "[fd00::7]:2379");
+        assert!(advertised_address_on(etcd, None).is_err(), "nobody can dial 0.0.0.0");
+        let local: SocketAddr = "127.0.0.1:2379".parse().expect("an address");
+        assert_eq!(advertised_address_on(local, None).expect("dialable"), "127.0.0.1:2379");
     }
 }

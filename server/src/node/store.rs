@@ -205,6 +205,28 @@ fn serve_etcd(
     (tokio::spawn(super::serve(router, listener, stopping.cancelled_owned())), address)
 }
 
+/// Registers store `store_id` with the placement driver: the address it is reached at,
+/// and the one it serves etcd's API on, if it does (bound at `etcd_bound`).
+async fn register(
+    pd: &GrpcPdClient,
+    config: &StoreNodeConfig,
+    store_id: u64,
+    (advertised, etcd_bound): (&str, Option<std::net::SocketAddr>),
+) -> anyhow::Result<()> {
+    let etcd_address = match etcd_bound {
+        Some(bound) => super::advertised_address_on(bound, config.advertise.as_deref())?,
+        None => String::new(),
+    };
+    let request = RegisterStoreRequest {
+        store_id,
+        address: advertised.to_string(),
+        labels: config.labels.clone(),
+        etcd_address,
+    };
+    pd.register_store_async(request).await.context("registering with the placement driver")?;
+    Ok(())
+}
+
 /// Runs a store until `stop` resolves; `on_ready` receives what it serves on.
 pub(crate) async fn run(
     config: StoreNodeConfig,
@@ -226,9 +248,8 @@ pub(crate) async fn run(
     let advertised = super::advertised_address(address, config.advertise.as_deref())?;
     let pd = Arc::new(GrpcPdClient::new(Handle::current(), config.pd.clone(), Duration::from_secs(30)));
     let store_id = store_id(&pd, &config.data_dir).await?;
-    let request =
-        RegisterStoreRequest { store_id, address: advertised.clone(), labels: config.labels.clone() };
-    pd.register_store_async(request).await.context("registering with the placement driver")?;
+    let etcd_bound = etcd_listener.as_ref().map(|(_, bound)| *bound);
+    register(&pd, &config, store_id, (&advertised, etcd_bound)).await?;
     tracing::info!(store_id, %address, %advertised, data_dir = %config.data_dir.display(), "store registered with the placement driver");
     let addresses: Arc<dyn AddressBook> = Arc::new(DriverAddressBook {
         pd: GrpcPdClient::new(Handle::current(), config.pd.clone(), AGENT_PD_DEADLINE)

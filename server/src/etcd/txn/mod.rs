@@ -33,6 +33,7 @@ use std::sync::Arc;
 use super::errors::EtcdError;
 use super::keys::{self, KeyRange};
 use super::kv;
+use super::lease;
 use super::record::{self, StoredValue};
 use crate::client::{Client, Transaction};
 use crate::etcd_proto::etcdserverpb::request_op::Request;
@@ -225,7 +226,7 @@ impl<'a> Run<'a> {
             return Err(EtcdError::EmptyKey);
         }
         if request.lease != 0 && !request.ignore_lease {
-            return Err(EtcdError::LeaseNotFound);
+            lease::guard_attachment(&mut self.transaction, request.lease, &request.key).await?;
         }
         let stored_key = keys::stored_key(&request.key);
         let previous = self.read_key(&stored_key).await?;
@@ -237,6 +238,8 @@ impl<'a> Run<'a> {
             ),
             (None, false, false) => (request.value.clone(), request.lease),
         };
+        let previous_lease = previous.as_ref().map_or(0, |previous| previous.lease);
+        lease::move_attachment(&mut self.transaction, &request.key, previous_lease, lease)?;
         let version = StoredValue::after(previous.as_ref(), value, lease);
         self.transaction.put(&stored_key, &version.encode())?;
         self.own.insert(stored_key, Some(version));
@@ -249,6 +252,7 @@ impl<'a> Run<'a> {
         let existing = self.read_range(&range).await?;
         for kv in &existing {
             let stored_key = keys::stored_key(&kv.key);
+            lease::move_attachment(&mut self.transaction, &kv.key, kv.lease, 0)?;
             self.transaction.delete(&stored_key)?;
             self.own.insert(stored_key, None);
         }
