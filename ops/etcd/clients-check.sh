@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# etcd's own command-line client against Tessera's etcd API (CI): Debian's etcdctl
-# (package etcd-client, installed if missing) talks to a local playground of 3 stores
-# as it would to a 3-member etcd cluster.
+# etcd's clients against Tessera's etcd API, unchanged (CI): Debian's etcdctl (package
+# etcd-client, installed if missing), then Python's etcd3 client from PyPI through a
+# pytest suite (python/test_etcd3.py), talk to a local playground of 3 stores as they
+# would to a 3-member etcd cluster.
 #
-#   ops/etcd/etcdctl-check.sh
+#   ops/etcd/clients-check.sh
 #
-# Checks, each printing PASS or FAIL (the first FAIL prints the playground's log tail
+# etcdctl's checks, each printing PASS or FAIL (the first FAIL prints the playground's log tail
 # and exits 1): put / get / del with prefixes and ranges; a txn with a compare; a watch
 # from a revision; lease grant, keep-alive, time-to-live with keys, list and revoke
 # (the attached key goes with it); compaction (an older revision is then refused);
 # member list (every store, at its etcd address); endpoint status and health on every
 # member.
+#
+# The pytest suite: keys, ranges and prefixes, compare-and-swap, watches from a revision
+# and across stores, leases refreshed, revoked and expired, etcd3's locks (mutual
+# exclusion of workers on different stores; a lock freed by its lapsed lease),
+# compaction, members and status. Its virtual environment (etcd3 0.12 with the
+# protobuf and tenacity it was written for) is kept in ~/.cache/tessera-etcd3-python.
 #
 # The playground runs in a process group of its own and is stopped on exit (SIGTERM
 # to the group, SIGKILL after 15 s). Knobs: CARGO_TARGET_DIR (default
@@ -173,4 +180,16 @@ pass "endpoint status on every member"
 health="$(etcdctl --endpoints="$all" endpoint health 2>&1)" || fail "endpoint health: $health"
 [ "$(grep -c "is healthy" <<<"$health")" -eq 3 ] || fail "endpoint health printed [$health]"
 pass "endpoint health on every member"
-echo "etcdctl-check: every check passed"
+
+# --- Python's etcd3 -------------------------------------------------------------------------
+venv="$HOME/.cache/tessera-etcd3-python"
+# etcd3 0.12 (its latest) predates protobuf 4 and tenacity 7's retry API: pinned.
+if ! "$venv/bin/python" -c 'import etcd3, pytest' 2>/dev/null; then
+  python3 -m venv "$venv" 2>/dev/null || { ops/dev.sh deps python3-venv >/dev/null && python3 -m venv "$venv"; }
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    etcd3==0.12.0 "protobuf==3.20.3" "tenacity==6.3.1" "grpcio==1.85.3" "pytest<10"
+fi
+TESSERA_ETCD="$all" "$venv/bin/python" -m pytest -q -p no:cacheprovider -W ignore \
+  ops/etcd/python/test_etcd3.py || fail "python etcd3's suite"
+pass "python etcd3's suite"
+echo "clients-check: every check passed"
