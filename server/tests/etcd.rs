@@ -18,7 +18,9 @@ use std::time::Duration;
 /// A cluster whose stores serve etcd's API, split at the etcd keys `b` and `m` (so
 /// that ranges of etcd keys cross regions), and a client of the first store's.
 async fn started() -> (Cluster, EtcdClient) {
-    let store_config = "[store]\netcd_listen = \"127.0.0.1:0\"\n";
+    // Progress notifications every half second, so that a test sees them (the setting
+    // acting in a real process).
+    let store_config = "[store]\netcd_listen = \"127.0.0.1:0\"\netcd_progress_notify_interval_ms = 500\n";
     let cluster = Cluster::start_with_files(&["", "", ""], 1_000_000, "", Some(store_config));
     let client = cluster.client();
     wait_for_leader(&client).await;
@@ -205,6 +207,91 @@ async fn kube_apiserver_s_compare_and_swap_patterns_hold() {
     let TxnOpResponse::Txn(inner) = &response.op_responses()[1] else { panic!("the nested response") };
     assert!(response.succeeded() && inner.succeeded(), "its compare saw the start, not the put before it");
     assert_eq!(etcd.get("inner", None).await.expect("get").kvs().len(), 1);
+}
+
+/// Lists `prefix` at one revision in pages of `limit`, as kube-apiserver's paginated
+/// lists do (the first page names the revision, the later ones read at it from just
+/// past the last key); answers the keys and the revision.
+async fn list_in_pages(etcd: &mut EtcdClient, prefix: &str, limit: i64) -> (Vec<Vec<u8>>, i64) {
+    let prefix_end =
+        format!("{}{}", &prefix[..prefix.len() - 1], (prefix.as_bytes()[prefix.len() - 1] + 1) as char);
+    let first =
+        etcd.get(prefix, Some(GetOptions::new().with_prefix().with_limit(limit))).await.expect("a page");
+    let at = revision_of(first.header());
+    let mut keys: Vec<Vec<u8>> = first.kvs().iter().map(|kv| kv.key().to_vec()).collect();
+    let mut more = first.more();
+    while more {
+        let mut from = keys.last().expect("a page before").clone();
+        from.push(0);
+        let options = GetOptions::new().with_range(prefix_end.clone()).with_revision(at).with_limit(limit);
+        let page = etcd.get(from, Some(options)).await.expect("a page at the list's revision");
+        assert_eq!(revision_of(page.header()), at, "a page read at a revision answers that revision");
+        keys.extend(page.kvs().iter().map(|kv| kv.key().to_vec()));
+        more = page.more();
+    }
+    (keys, at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_apiserver_s_list_then_watch_and_shared_lease_patterns_hold() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let (_cluster, mut etcd) = started().await;
+    // Events share one lease, written concurrently (each attaches to one of its guards).
+    let lease = etcd.lease_grant(3_600, None).await.expect("a grant").id();
+    let writes = (0..40).map(|index| {
+        let mut etcd = etcd.clone();
+        async move {
+            let key = format!("/registry/events/default/e{index:02}");
+            etcd.put(key, "event", Some(PutOptions::new().with_lease(lease))).await.expect("a leased put");
+        }
+    });
+    futures::future::join_all(writes).await;
+    let (listed, at) = list_in_pages(&mut etcd, "/registry/events/", 7).await;
+    let wanted: Vec<Vec<u8>> =
+        (0..40).map(|index| format!("/registry/events/default/e{index:02}").into_bytes()).collect();
+    assert_eq!(listed, wanted, "every key once, in order, across pages and regions");
+
+    // A write after the list: a page at the list's revision does not see it.
+    etcd.put("/registry/events/default/e99", "late", None).await.expect("put");
+    let (again, _) = list_in_pages(&mut etcd, "/registry/events/", 7).await;
+    assert_eq!(again.len(), 41);
+    let page = GetOptions::new().with_prefix().with_revision(at);
+    assert_eq!(etcd.get("/registry/events/", Some(page)).await.expect("a read at the list").kvs().len(), 40);
+
+    // The watch from the list's revision + 1 sees what came after, with previous values.
+    let options =
+        WatchOptions::new().with_prefix().with_start_revision(at + 1).with_prev_key().with_progress_notify();
+    let mut stream = etcd.watch("/registry/events/", Some(options)).await.expect("a watch");
+    let revoked = revision_of(etcd.lease_revoke(lease).await.expect("revoke").header());
+    let mut puts = 0;
+    let mut deletes = Vec::new();
+    while deletes.len() < 40 {
+        for event in next_response(&mut stream).await.events() {
+            match event.event_type() {
+                EventType::Put => puts += 1,
+                EventType::Delete => {
+                    let previous = event.prev_kv().expect("a delete with the previous value");
+                    assert_eq!((previous.value(), previous.lease()), (&b"event"[..], lease));
+                    deletes.push(event.kv().expect("a key-value").mod_revision());
+                }
+            }
+        }
+    }
+    assert_eq!(puts, 1, "only the write after the list");
+    assert!(deletes.iter().all(|&at| at == revoked), "the lease's keys go at one revision");
+    // A progress notification (the store is configured for one every 500 ms): no
+    // events, the watch's own id, a revision at or past what it delivered.
+    let started = std::time::Instant::now();
+    let progress = loop {
+        let response = next_response(&mut stream).await;
+        if response.events().is_empty() && !response.created() && response.watch_id() != -1 {
+            break response;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "no progress notification within 5 s");
+    };
+    assert!(revision_of(progress.header()) >= revoked);
+    let left = etcd.get("/registry/events/", Some(GetOptions::new().with_prefix())).await.expect("a prefix");
+    assert_eq!(left.kvs().len(), 1, "the key without the lease stays");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

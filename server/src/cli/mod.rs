@@ -269,9 +269,22 @@ fn store_node_config(
         engine,
         metrics,
         etcd_listen: args.etcd_listen.or(file.etcd_listen),
+        etcd: etcd_settings(file.etcd_progress_notify_interval_ms)?,
         enable_fail_points,
         slow_request_threshold: Duration::from_millis(slow_request_threshold_ms),
     })
+}
+
+/// The etcd API's settings from the file, over the defaults.
+fn etcd_settings(progress_notify_interval_ms: Option<u64>) -> anyhow::Result<crate::etcd::EtcdSettings> {
+    let mut settings = crate::etcd::EtcdSettings::default();
+    if let Some(interval_ms) = progress_notify_interval_ms {
+        if interval_ms == 0 {
+            bail!("etcd_progress_notify_interval_ms must be above 0");
+        }
+        settings.progress_notify_interval = Duration::from_millis(interval_ms);
+    }
+    Ok(settings)
 }
 
 /// A driver replica's settings: flags over the file over the defaults.

@@ -41,6 +41,7 @@ mod txn;
 mod watch;
 
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use tessera_engine::store::Store;
 
@@ -62,9 +63,27 @@ fn response_header(member_id: u64, revision: i64) -> ResponseHeader {
 /// (`--max-request-bytes`, 1.5 MiB) plus room for the message around the value.
 const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 
+/// The etcd API's settings (the `[store]` section's `etcd_*` keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EtcdSettings {
+    /// How often a watch that asked for progress notifications gets one.
+    pub progress_notify_interval: Duration,
+}
+
+impl Default for EtcdSettings {
+    fn default() -> EtcdSettings {
+        EtcdSettings { progress_notify_interval: watch::DEFAULT_PROGRESS_NOTIFY_INTERVAL }
+    }
+}
+
 /// The etcd services of the store `member_id`, answering through `client`; starts the
 /// store's lease expiry, which ends with the store.
-pub(crate) fn router(client: Arc<Client>, store: Weak<Store>, member_id: u64) -> super::node::Router {
+pub(crate) fn router(
+    client: Arc<Client>,
+    store: Weak<Store>,
+    member_id: u64,
+    settings: EtcdSettings,
+) -> super::node::Router {
     tokio::spawn(lease::expire_leases(client.clone(), store.clone()));
     super::node::grpc_server()
         .add_service(
@@ -72,8 +91,12 @@ pub(crate) fn router(client: Arc<Client>, store: Weak<Store>, member_id: u64) ->
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(
-            WatchServer::new(watch::EtcdWatch::new(client.clone(), member_id))
-                .max_decoding_message_size(MAX_REQUEST_BYTES),
+            WatchServer::new(watch::EtcdWatch::new(
+                client.clone(),
+                member_id,
+                settings.progress_notify_interval,
+            ))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(LeaseServer::new(lease::EtcdLease::new(client.clone(), member_id)))
         .add_service(ClusterServer::new(cluster::EtcdCluster::new(client.clone(), member_id)))

@@ -14,7 +14,7 @@
 //!   nothing. `prev_kv` asks the feed for previous values. `fragment` splits a response
 //!   larger than [`MAX_RESPONSE_BYTES`] into fragments.
 //! - **progress_notify**: a response without events, at the revision the watch has
-//!   seen everything up to, every [`PROGRESS_NOTIFY_INTERVAL`] in which it moved.
+//!   seen everything up to, every progress interval (`EtcdSettings`) in which it moved.
 //! - **Progress requests**: a response (watch id -1) at the lowest revision every
 //!   watch of the stream has delivered up to, sent behind what they delivered.
 //! - **Cancel** stops the watch and answers `canceled`.
@@ -47,10 +47,10 @@ use crate::etcd_proto::etcdserverpb::watch_server::Watch;
 use crate::etcd_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
 use crate::etcd_proto::mvccpb::{Event, KeyValue, event::EventType};
 
-/// How often a watch that asked for progress notifications gets one (when it has moved).
-/// etcd's default is ten minutes; shorter, as a Tessera watch refreshes its progress
-/// every ten seconds anyway.
-pub(crate) const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(10);
+/// How often a watch that asked for progress notifications gets one (when it has moved),
+/// unless configured (`EtcdSettings`). etcd's default is ten minutes; shorter, as a
+/// Tessera watch refreshes its progress every ten seconds anyway.
+pub(crate) const DEFAULT_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The largest response a watch that asked for fragments gets in one piece (etcd's
 /// default request limit).
@@ -69,11 +69,12 @@ type Responses = mpsc::Sender<Result<WatchResponse, Status>>;
 pub(crate) struct EtcdWatch {
     client: Arc<Client>,
     member_id: u64,
+    progress_notify_interval: Duration,
 }
 
 impl EtcdWatch {
-    pub(crate) fn new(client: Arc<Client>, member_id: u64) -> EtcdWatch {
-        EtcdWatch { client, member_id }
+    pub(crate) fn new(client: Arc<Client>, member_id: u64, progress_notify_interval: Duration) -> EtcdWatch {
+        EtcdWatch { client, member_id, progress_notify_interval }
     }
 }
 
@@ -89,6 +90,7 @@ impl Watch for EtcdWatch {
         let session = Session {
             client: self.client.clone(),
             member_id: self.member_id,
+            progress_notify_interval: self.progress_notify_interval,
             watches: HashMap::new(),
             next_id: 0,
             responses,
@@ -102,6 +104,7 @@ impl Watch for EtcdWatch {
 struct Session {
     client: Arc<Client>,
     member_id: u64,
+    progress_notify_interval: Duration,
     watches: HashMap<i64, Running>,
     /// The next id to try for a watch that asks the server to pick one.
     next_id: i64,
@@ -179,7 +182,7 @@ impl Session {
             end,
             from,
             prev_values: create.prev_kv,
-            progress_interval: create.progress_notify.then_some(PROGRESS_NOTIFY_INTERVAL),
+            progress_interval: create.progress_notify.then_some(self.progress_notify_interval),
         };
         let watch = match self.client.watch(options).await {
             Ok(watch) => watch,

@@ -45,6 +45,7 @@ pub(crate) struct StoreNodeConfig {
     pub metrics: Option<String>,
     /// Where to serve etcd's v3 API; none not to.
     pub etcd_listen: Option<String>,
+    pub etcd: crate::etcd::EtcdSettings,
     /// Whether the status server's `/fail` routes arm fail points (test clusters only;
     /// needs `metrics`).
     pub enable_fail_points: bool,
@@ -197,11 +198,11 @@ fn store_router(
 /// task, and the address it serves on.
 fn serve_etcd(
     (listener, address): (tokio::net::TcpListener, std::net::SocketAddr),
-    client: Arc<Client>,
+    (client, settings): (Arc<Client>, crate::etcd::EtcdSettings),
     store: &Arc<Store>,
     stopping: CancellationToken,
 ) -> (tokio::task::JoinHandle<anyhow::Result<()>>, std::net::SocketAddr) {
-    let router = crate::etcd::router(client, Arc::downgrade(store), store.store_id());
+    let router = crate::etcd::router(client, Arc::downgrade(store), store.store_id(), settings);
     (tokio::spawn(super::serve(router, listener, stopping.cancelled_owned())), address)
 }
 
@@ -285,7 +286,8 @@ pub(crate) async fn run(
     );
     let agent = StoreAgent::start(store.clone(), driver, ids, AgentConfig::default())?;
     let router = store_router(timings, &store, addresses, stopping.clone());
-    let etcd = etcd_listener.map(|listening| serve_etcd(listening, client, &store, stopping.clone()));
+    let etcd =
+        etcd_listener.map(|listening| serve_etcd(listening, (client, config.etcd), &store, stopping.clone()));
     on_ready(Announcement {
         role: Role::Store,
         id: store_id,
