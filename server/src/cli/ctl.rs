@@ -57,8 +57,10 @@ enum CtlCommand {
         new: Option<String>,
     },
     /// Split the region holding KEY at KEY; waits for the split and says how it ended.
+    /// KEY is taken as the argument's bytes (any bytes, as a shell passes them: etcd's
+    /// keys live under the byte 0xfe, for one).
     Split {
-        key: String,
+        key: std::ffi::OsString,
         #[command(flatten)]
         wait: Wait,
     },
@@ -169,7 +171,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             if key.is_empty() {
                 bail!("the empty key starts the key space: nothing to split there");
             }
-            let operator = client.pd().split_region_async(key.as_bytes()).await?;
+            let operator = client
+                .pd()
+                .split_region_async(std::os::unix::ffi::OsStrExt::as_bytes(key.as_os_str()))
+                .await?;
             follow(&client, operator, &wait, "the region already splits there").await?;
         }
         CtlCommand::TransferLeader { region, store, wait } => {

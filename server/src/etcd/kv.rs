@@ -113,12 +113,10 @@ async fn read_at(
     fresh: bool,
 ) -> Result<Vec<KeyValue>, EtcdError> {
     let snapshot = client.snapshot_at(read_ts).await?;
-    let compacted = if fresh {
-        compacted_revision(&snapshot.get(keys::COMPACTED_KEY).await?)?
-    } else {
-        compacted_revision_now(client).await?
-    };
-    if revision(read_ts)? < compacted {
+    // A fresh timestamp is above every revision a Compact that finished before it
+    // recorded (Compact refuses revisions past its own fresh timestamp), so only a read
+    // at a named revision can be below one.
+    if !fresh && revision(read_ts)? < compacted_revision_now(client).await? {
         return Err(EtcdError::Compacted);
     }
     let mut kvs = Vec::new();

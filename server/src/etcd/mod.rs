@@ -26,6 +26,12 @@
 //! (`watch.rs`), Lease (`lease/`), Cluster (`cluster.rs`), Maintenance
 //! (`maintenance.rs`). A method not supported answers UNIMPLEMENTED, saying so.
 //!
+//! Known limit of the transport: HTTP/2's `:authority` must be an authority
+//! (`host:port`). etcdctl 3.4 given `http://host:port` endpoints sends the whole URL
+//! there, and etcd 3.5.0's client sends `#initially=[...]`; etcd's Go server lets both
+//! through, Tessera's (Rust's h2) resets the stream. Such clients must be given
+//! `host:port` endpoints; etcd's clients from 3.5.1 on send a valid authority.
+//!
 //! This module owns the translation between etcd's messages and Tessera's client; it
 //! must never reach around the client into a region (every read and write goes through
 //! the transaction layer, which owns their consistency).
