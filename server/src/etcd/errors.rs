@@ -16,6 +16,10 @@ pub(crate) enum EtcdError {
     KeyNotFound,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
     #[error("etcdserver: lease already exists")]
     LeaseExists,
     #[error("etcdserver: too large lease TTL")]
@@ -92,6 +96,8 @@ impl From<EtcdError> for Status {
             | EtcdError::RequestTooLarge
             | EtcdError::TooManyOperations
             | EtcdError::DuplicateKey
+            | EtcdError::ValueProvided
+            | EtcdError::LeaseProvided
             | EtcdError::EmptyOperation => Status::invalid_argument(message),
             EtcdError::LeaseNotFound => Status::not_found(message),
             EtcdError::LeaseExists => Status::failed_precondition(message),

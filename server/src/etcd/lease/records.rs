@@ -106,6 +106,10 @@ pub(super) async fn grant(
         let now = transaction.start_ts().await?;
         let granted = if id == 0 { revision(now)? } else { id };
         if read_lease(&transaction, granted).await?.is_some() {
+            if id == 0 {
+                // A chosen id that happens to be this timestamp: the next one will do.
+                continue;
+            }
             return Err(EtcdError::LeaseExists);
         }
         let record = LeaseRecord::granted_at(now, ttl_seconds);

@@ -2,7 +2,8 @@
 //! [`MAX_OPERATIONS`] compares and operations in each branch, and no key written
 //! twice in the branch that runs (a put of a key another put of the branch writes, or
 //! that a delete of the branch covers, nested transactions included: each of their
-//! branches together with what encloses it). Deletes may overlap each other.
+//! branches together with what encloses it). Deletes may overlap each other. A put
+//! that ignores its value or lease must not carry one.
 
 use super::super::errors::EtcdError;
 use super::super::keys::KeyRange;
@@ -59,6 +60,12 @@ fn check_branch(branch: &[RequestOp], outer: &Writes) -> Result<Writes, EtcdErro
     for operation in branch {
         match &operation.request {
             Some(Request::RequestPut(put)) => {
+                if put.ignore_value && !put.value.is_empty() {
+                    return Err(EtcdError::ValueProvided);
+                }
+                if put.ignore_lease && put.lease != 0 {
+                    return Err(EtcdError::LeaseProvided);
+                }
                 let key = super::super::keys::stored_key(&put.key);
                 if writes.covers(&key) {
                     return Err(EtcdError::DuplicateKey);
@@ -133,6 +140,23 @@ mod tests {
         assert_eq!(check(&txn(vec![put("a"), put("b"), delete("c", "e"), delete("d", "f")], vec![])), Ok(()));
         assert_eq!(check(&txn(vec![put("a")], vec![put("a")])), Ok(()), "only one branch runs");
         assert_eq!(check(&txn(vec![put("a"), delete("b", "")], vec![])), Ok(()));
+    }
+
+    #[test]
+    fn a_put_ignoring_its_value_or_lease_must_not_carry_one() {
+        let put_with = |request: PutRequest| RequestOp { request: Some(Request::RequestPut(request)) };
+        let carrying_value =
+            PutRequest { key: "a".into(), value: "v".into(), ignore_value: true, ..Default::default() };
+        let carrying_lease =
+            PutRequest { key: "a".into(), lease: 7, ignore_lease: true, ..Default::default() };
+        assert_eq!(check(&txn(vec![put_with(carrying_value)], vec![])), Err(EtcdError::ValueProvided));
+        assert_eq!(
+            check(&txn(vec![], vec![nested(vec![put_with(carrying_lease)])])),
+            Err(EtcdError::LeaseProvided)
+        );
+        let ignoring =
+            PutRequest { key: "a".into(), ignore_value: true, ignore_lease: true, ..Default::default() };
+        assert_eq!(check(&txn(vec![put_with(ignoring)], vec![])), Ok(()));
     }
 
     #[test]
