@@ -118,8 +118,13 @@ async fn bad_requests_get_etcd_s_errors() {
     let error = etcd.put("", "v", None).await.expect_err("an empty key is refused");
     assert!(error.to_string().contains("etcdserver: key is not provided"), "{error}");
     let error =
-        etcd.put("k", "v", Some(PutOptions::new().with_ignore_value())).await.expect_err("no key to keep");
+        etcd.put("k", "", Some(PutOptions::new().with_ignore_value())).await.expect_err("no key to keep");
     assert!(error.to_string().contains("etcdserver: key not found"), "{error}");
+    let error = etcd
+        .put("k", "v", Some(PutOptions::new().with_ignore_value()))
+        .await
+        .expect_err("a value it ignores");
+    assert!(error.to_string().contains("etcdserver: value is provided"), "{error}");
     let future = etcd.put("k", "v", None).await.expect("put").header().expect("a header").revision()
         + 1_000_000_000_000;
     let error =
