@@ -19,8 +19,12 @@
 //! catch-up (it opens a feed of its own, soon caught up, which the later spans join),
 //! and spans opened together share one catch-up.
 //!
-//! A subscriber that does not keep up is dropped, and told so (its span backs off, then
-//! reopens from its resolved timestamp); resolved timestamps never take more than half
+//! A subscriber that does not keep up with a live feed is dropped, and told so (its
+//! span backs off, then reopens from its resolved timestamp). While a feed catches up,
+//! a subscriber is never dropped: the feed waits for room in its channel instead (and
+//! the store's catch-up waits for the feed), so that a reader slower than the catch-up
+//! paces it rather than restart it from the same point again and again; the spans that
+//! share a catch-up (opened together) share its pace. Resolved timestamps never take more than half
 //! of a subscriber's channel, so that they alone cannot get it dropped, and one withheld
 //! for want of room is sent when the span asks again after draining. A feed whose last subscriber
 //! leaves ends at once. A feed that ends (leader change, split, replica moved, store stopped, a
@@ -43,6 +47,7 @@ use tessera_engine::region::KeyRange;
 use tessera_engine::timestamp::Timestamp;
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
 use tonic::Streaming;
 
 use super::ChangeEvent;
@@ -50,7 +55,7 @@ use crate::proto::{FeedCloseReason, RegionFeedResponse};
 
 /// Messages in flight from a feed to one subscriber; a subscriber that lets more pile
 /// up is dropped as congested.
-const SUBSCRIBER_MESSAGES: usize = 64;
+pub(super) const SUBSCRIBER_MESSAGES: usize = 64;
 
 /// The most events, and bytes of them, a feed keeps above its resolved timestamp for
 /// spans that join it.
@@ -143,6 +148,17 @@ pub(super) enum Found {
     /// No feed to join: the caller opens one and [`FeedHub::install`]s it; the spans
     /// of other watches wait meanwhile.
     Open(Opening),
+}
+
+/// Where a span's feed stands against its region's first feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FirstFeed {
+    /// The span's feed is the first, or the only one left: nowhere to move.
+    NoneOther,
+    /// The first feed is still catching up: the span cannot move yet.
+    CatchingUp,
+    /// The first feed is live: the span can move once it knows its resolved timestamp.
+    Live,
 }
 
 /// The right to open a region's feed; dropped without installing a feed, it lets the
@@ -241,12 +257,23 @@ impl FeedHub {
         first.join(region, interest)
     }
 
-    /// Whether `feed` is the region's first feed (the one spans move to), or there is
-    /// none other to move to.
-    pub(super) fn is_first(&self, feed: &Arc<SharedFeed>, region: &Region, prev_values: bool) -> bool {
+    /// Where `feed` stands against the region's first feed (the one spans move to).
+    pub(super) fn first_feed(&self, feed: &Arc<SharedFeed>, region: &Region, prev_values: bool) -> FirstFeed {
         let key = FeedKey { region_id: region.id, prev_values };
         let hub = self.state.lock();
-        hub.feeds.get(&key).and_then(|feeds| feeds.first()).is_none_or(|first| Arc::ptr_eq(first, feed))
+        match hub.feeds.get(&key).and_then(|feeds| feeds.first()) {
+            None => FirstFeed::NoneOther,
+            Some(first) if Arc::ptr_eq(first, feed) => FirstFeed::NoneOther,
+            Some(first) if first.caught_up() => FirstFeed::Live,
+            Some(_) => FirstFeed::CatchingUp,
+        }
+    }
+
+    /// Follows `feed` as if a span had opened it (for tests that drive feeds by hand).
+    #[cfg(test)]
+    pub(super) fn adopt(&self, feed: Arc<SharedFeed>, prev_values: bool) {
+        let key = FeedKey { region_id: feed.region.id, prev_values };
+        self.state.lock().feeds.entry(key).or_default().push(feed);
     }
 
     fn remove(&self, key: FeedKey, feed: &Arc<SharedFeed>) {
@@ -268,9 +295,9 @@ impl FeedHub {
 /// What the feed tells a subscriber's span outside its channel.
 #[derive(Default)]
 struct Signals {
-    /// The feed dropped the subscriber for not keeping up (whatever the feed did after:
-    /// a feed whose only subscriber was dropped ends for want of subscribers).
-    dropped_for_lag: AtomicBool,
+    /// When the feed dropped the subscriber for not keeping up (whatever the feed did
+    /// after: a feed whose only subscriber was dropped ends for want of subscribers).
+    dropped_for_lag_at: Mutex<Option<Instant>>,
     /// A resolved timestamp owed to the subscriber was withheld for want of room in its
     /// channel: the span asks again once it has drained (the region may stay quiet, and
     /// its resolved timestamp with it, for long).
@@ -287,9 +314,9 @@ pub(super) struct Subscription {
 }
 
 impl Subscription {
-    /// Whether the feed dropped the subscriber because it did not keep up.
-    pub(super) fn dropped_for_lag(&self) -> bool {
-        self.signals.dropped_for_lag.load(Ordering::Relaxed)
+    /// When the feed dropped the subscriber because it did not keep up, if it did.
+    pub(super) fn dropped_for_lag_at(&self) -> Option<Instant> {
+        *self.signals.dropped_for_lag_at.lock()
     }
 
     /// Asks the feed again for a resolved timestamp it withheld for want of room, once
@@ -366,7 +393,7 @@ fn event_bytes(event: &ChangeEvent) -> usize {
 }
 
 impl SharedFeed {
-    fn new(region: Region, start: Timestamp) -> SharedFeed {
+    pub(super) fn new(region: Region, start: Timestamp) -> SharedFeed {
         let state = FeedState {
             joinable_from: Some(start),
             forgotten_up_to: None,
@@ -384,6 +411,18 @@ impl SharedFeed {
     /// Whether the feed caught up at some point (a feed that ended before failed).
     pub(super) fn caught_up(&self) -> bool {
         self.state.lock().caught_up
+    }
+
+    /// Subscribes `interest` directly (for tests that drive feeds by hand).
+    #[cfg(test)]
+    pub(super) fn subscribe(self: &Arc<Self>, region: &Region, interest: &Interest) -> Option<Subscription> {
+        self.join(region, interest)
+    }
+
+    /// How many spans are subscribed.
+    #[cfg(test)]
+    pub(super) fn subscribers(&self) -> usize {
+        self.state.lock().subscribers.len()
     }
 
     /// Why the feed ended; `None` while it runs (a subscriber it dropped was congested).
@@ -455,13 +494,18 @@ impl SharedFeed {
     }
 
     /// Events the feed received: kept for joiners, and sent to each subscriber whose
-    /// part they are in. A subscriber without room for them is dropped.
-    fn on_events(&self, events: &[ChangeEvent]) {
+    /// part they are in. A subscriber without room for them is dropped if the feed is
+    /// live; while it catches up, the subscriber's share is answered instead, for the
+    /// feed's task to send when there is room (before it reads on).
+    #[must_use = "while catching up, the events of subscribers without room are answered, to be sent"]
+    pub(super) fn on_events(&self, events: &[ChangeEvent]) -> Vec<PacedSend> {
         let mut state = self.state.lock();
         if state.ended.is_some() {
-            return;
+            return Vec::new();
         }
         state.keep(events);
+        let catching_up = !state.caught_up;
+        let mut paced = Vec::new();
         state.subscribers.retain_mut(|subscriber| {
             let theirs: Vec<ChangeEvent> = events
                 .iter()
@@ -477,16 +521,24 @@ impl SharedFeed {
             subscriber.owed_resolved = true;
             // The watch holds events now: its other spans' resolved timestamps matter.
             subscriber.attentive.set(true);
-            let sent = subscriber.news.try_send(FeedNews::Events(theirs)).is_ok();
-            if !sent {
-                subscriber.signals.dropped_for_lag.store(true, Ordering::Relaxed);
+            match subscriber.news.try_send(FeedNews::Events(theirs)) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(news)) if catching_up => {
+                    paced.push(PacedSend { news: subscriber.news.clone(), message: news });
+                    true
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    *subscriber.signals.dropped_for_lag_at.lock() = Some(Instant::now());
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
-            sent
         });
+        paced
     }
 
     /// The region resolved to `resolved` (the feed has caught up).
-    fn on_resolved(&self, resolved: Timestamp) {
+    pub(super) fn on_resolved(&self, resolved: Timestamp) {
         let mut state = self.state.lock();
         if state.ended.is_some() {
             return;
@@ -542,6 +594,20 @@ impl SharedFeed {
     }
 }
 
+/// Events for a subscriber that had no room for them while its feed caught up: the
+/// feed's task waits to send them before it reads on.
+pub(super) struct PacedSend {
+    news: mpsc::Sender<FeedNews>,
+    message: FeedNews,
+}
+
+impl PacedSend {
+    /// Waits for room and sends; a subscriber that left meanwhile needs nothing.
+    pub(super) async fn send(self) {
+        let _ = self.news.send(self.message).await;
+    }
+}
+
 impl Subscriber {
     /// Sends `resolved` if it is news to the subscriber and its channel is at most half
     /// full (no room: a later one will do, as each is only the latest promise; and
@@ -556,7 +622,10 @@ impl Subscriber {
             self.resolved_sent = resolved;
             self.owed_resolved = false;
         }
-        self.signals.resolved_withheld.store(!sent, Ordering::Relaxed);
+        // Written on change only: most offers find it as it was.
+        if self.signals.resolved_withheld.load(Ordering::Relaxed) == sent {
+            self.signals.resolved_withheld.store(!sent, Ordering::Relaxed);
+        }
     }
 }
 
@@ -601,7 +670,11 @@ async fn follow_feed(
         };
         if !message.events.is_empty() {
             let events: Vec<ChangeEvent> = message.events.into_iter().map(ChangeEvent::from).collect();
-            feed.on_events(&events);
+            // A slow reader paces the catch-up (the store waits in turn) instead of
+            // being dropped and restarting it.
+            for paced in feed.on_events(&events) {
+                paced.send().await;
+            }
         }
         caught_up |= message.caught_up;
         if caught_up {

@@ -29,6 +29,8 @@ mod hold;
 mod hub;
 mod merge;
 mod span;
+#[cfg(test)]
+mod testing;
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -11,16 +11,17 @@
 //! its own resolved timestamp: what either part may still receive is above it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tessera_engine::proto::metadata::Region;
 use tessera_engine::region::KeyRange;
 use tessera_engine::timestamp::Timestamp;
 use tokio::sync::futures::OwnedNotified;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, Interval};
 use tonic::Streaming;
 
-use super::hub::{Attention, FeedNews, Found, Interest, Opening, Subscription};
+use super::hub::{Attention, FeedHub, FeedNews, FirstFeed, Found, Interest, Opening, Subscription};
 use super::{ChangeEvent, SpanId, WatchError};
 use crate::client::{BACKOFF_MAX, BACKOFF_MIN, Client, ClientError, Refusal, Resend};
 use crate::proto::{FeedCloseReason, RegionFeedRequest, RegionFeedResponse};
@@ -48,9 +49,9 @@ const LAG_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// backoff afresh: it fell behind once, not again and again.
 const LAG_FORGIVEN_AFTER: Duration = Duration::from_secs(10);
 
-/// How often a span on a feed other than its region's first asks its feed for the
-/// latest resolved timestamp, to learn when it can move to the first (an inattentive
-/// watch without events is sent none otherwise).
+/// How often a span on a feed other than its region's first looks whether the first
+/// has caught up, and then asks its own feed for the latest resolved timestamp, to
+/// move over with it (an inattentive watch without events is sent none otherwise).
 const MOVE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a span tells the coordinator.
@@ -105,8 +106,9 @@ enum Reopen {
 }
 
 impl Reopen {
-    /// How a subscription that lasted `kept_up_for` ended: dropped for lagging or not,
-    /// the feed's close reason if it ended, and whether it had caught up.
+    /// How a subscription ended that kept up for `kept_up_for` (until it was dropped or
+    /// ended): dropped for lagging or not, the feed's close reason if it ended, and
+    /// whether it had caught up.
     fn after(
         dropped_for_lag: bool,
         ended: Option<FeedCloseReason>,
@@ -181,6 +183,7 @@ pub(super) async fn follow(
     reports: mpsc::Sender<Report>,
 ) {
     let mut backoffs = Backoffs::new();
+    let mut rises = attentive.rises();
     loop {
         let (subscription, region) = match subscribe(&client, &span, prev_values, &attentive).await {
             Ok(subscribed) => subscribed,
@@ -197,8 +200,8 @@ pub(super) async fn follow(
             }
             span.end = region.end_key.clone();
         }
-        let ended =
-            receive(&client, &mut span, (subscription, &region), (prev_values, &attentive), &reports).await;
+        let watch = Watched { prev_values, attentive: &attentive, rises: &mut rises };
+        let ended = receive(&client.feed_hub, &mut span, (subscription, &region), watch, &reports).await;
         let reopen = match ended {
             Ended::WatchGone => return,
             Ended::Reopen(reopen) => reopen,
@@ -279,22 +282,28 @@ async fn subscribe(
     }
 }
 
+/// What a span follows on its watch's behalf: whether with previous values, and the
+/// watch's attention and the rises of it the span has seen.
+struct Watched<'a> {
+    prev_values: bool,
+    attentive: &'a Arc<Attention>,
+    rises: &'a mut watch::Receiver<u64>,
+}
+
 /// Reports what a subscription sends until it ends; moves to the region's first feed
 /// when it can (`hub.rs`), asks its feed for the latest resolved timestamp when the
 /// watch starts wanting them, and again for one withheld while its channel was full.
 async fn receive(
-    client: &Client,
+    hub: &FeedHub,
     span: &mut Span,
     (mut subscription, region): (Subscription, &Region),
-    (prev_values, attentive): (bool, &Arc<Attention>),
+    watched: Watched<'_>,
     reports: &mpsc::Sender<Report>,
 ) -> Ended {
     let subscribed = Instant::now();
-    let mut rises = attentive.rises();
-    rises.mark_unchanged();
-    let mut move_check = tokio::time::interval(MOVE_CHECK_INTERVAL);
-    move_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut on_other_feed = !client.feed_hub.is_first(&subscription.feed, region, prev_values);
+    let Watched { prev_values, attentive, rises } = watched;
+    // Armed only while the span is on a feed other than the region's first.
+    let mut move_check = move_check_for(hub.first_feed(&subscription.feed, region, prev_values));
     loop {
         subscription.ask_withheld_resolved();
         let news = tokio::select! {
@@ -303,10 +312,14 @@ async fn receive(
                 subscription.ask_resolved();
                 continue;
             }
-            // Never polled (no timer armed) while the span is on the first feed.
-            _ = move_check.tick(), if on_other_feed => {
-                on_other_feed = !client.feed_hub.is_first(&subscription.feed, region, prev_values);
-                subscription.ask_resolved();
+            () = tick(&mut move_check) => {
+                let first = hub.first_feed(&subscription.feed, region, prev_values);
+                if first == FirstFeed::Live {
+                    subscription.ask_resolved();
+                }
+                if first == FirstFeed::NoneOther {
+                    move_check = None;
+                }
                 continue;
             }
         };
@@ -323,79 +336,44 @@ async fn receive(
         if reports.send(report).await.is_err() {
             return Ended::WatchGone;
         }
-        if !resolved || !on_other_feed {
+        if !resolved || move_check.is_none() {
             continue;
         }
         let part = KeyRange::of(region).clamp(&KeyRange::new(&span.start, &span.end));
         let (start, end) = (part.start().to_vec(), part.end().to_vec());
         let interest = Interest { start, end, from: span.resolved, attentive: attentive.clone() };
-        if let Some(moved) = client.feed_hub.join_first(&subscription.feed, region, prev_values, &interest) {
+        if let Some(moved) = hub.join_first(&subscription.feed, region, prev_values, &interest) {
             subscription = moved;
-            on_other_feed = false;
+            move_check = None;
         }
     }
     let feed = &subscription.feed;
-    let reopen =
-        Reopen::after(subscription.dropped_for_lag(), feed.ended(), feed.caught_up(), subscribed.elapsed());
+    let dropped_for_lag_at = subscription.dropped_for_lag_at();
+    let kept_up_for = dropped_for_lag_at.unwrap_or_else(Instant::now).saturating_duration_since(subscribed);
+    let reopen = Reopen::after(dropped_for_lag_at.is_some(), feed.ended(), feed.caught_up(), kept_up_for);
     Ended::Reopen(reopen)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const BRIEFLY: Duration = Duration::from_millis(50);
-
-    #[test]
-    fn a_span_dropped_for_lagging_backs_off_even_when_its_feed_then_ended_for_want_of_subscribers() {
-        // Its only subscriber gone, the feed ends without a reason, caught up or not.
-        for caught_up in [false, true] {
-            let reopen = Reopen::after(true, Some(FeedCloseReason::Unspecified), caught_up, BRIEFLY);
-            assert_eq!(reopen, Reopen::AfterLagging { kept_up_for: BRIEFLY }, "caught up: {caught_up}");
-        }
-        assert_eq!(Reopen::after(true, None, true, BRIEFLY), Reopen::AfterLagging { kept_up_for: BRIEFLY });
+/// The timer of a span's checks for moving to its region's first feed: none when
+/// there is no other feed to move to.
+fn move_check_for(first: FirstFeed) -> Option<Interval> {
+    if first == FirstFeed::NoneOther {
+        return None;
     }
+    let mut interval = tokio::time::interval(MOVE_CHECK_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    Some(interval)
+}
 
-    #[test]
-    fn a_feed_that_breaks_fails_before_catching_up_and_is_rejoined_at_once_after() {
-        assert_eq!(Reopen::after(false, Some(FeedCloseReason::Unspecified), false, BRIEFLY), Reopen::Failed);
-        assert_eq!(Reopen::after(false, Some(FeedCloseReason::Congested), true, BRIEFLY), Reopen::AtOnce);
-        assert_eq!(Reopen::after(false, Some(FeedCloseReason::NotLeader), true, BRIEFLY), Reopen::AfterPause);
-    }
-
-    #[test]
-    fn lagging_backs_off_longer_each_time_until_the_span_keeps_up_for_a_while() {
-        let mut backoffs = Backoffs::new();
-        let waits: Vec<Duration> = [BRIEFLY, BRIEFLY, BRIEFLY, LAG_FORGIVEN_AFTER]
-            .into_iter()
-            .map(|kept_up_for| {
-                backoffs.next_wait(Reopen::AfterLagging { kept_up_for }, 1).expect("never fails")
-            })
-            .collect();
-        assert_eq!(waits, [LAG_BACKOFF_MIN, LAG_BACKOFF_MIN * 2, LAG_BACKOFF_MIN * 4, LAG_BACKOFF_MIN]);
-        for _ in 0..100 {
-            backoffs
-                .next_wait(Reopen::AfterLagging { kept_up_for: BRIEFLY }, 1)
-                .expect("lagging never fails");
+/// The next tick of `interval`; never, without one.
+async fn tick(interval: &mut Option<Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
         }
-        assert_eq!(backoffs.lag, LAG_BACKOFF_MAX);
-        assert_eq!(backoffs.failed_in_a_row, 0, "lagging is not counted as a failing feed");
-    }
-
-    #[test]
-    fn feeds_failing_in_a_row_end_the_watch_and_one_that_catches_up_resets_the_count() {
-        let mut backoffs = Backoffs::new();
-        for _ in 1..FAILED_FEEDS_IN_A_ROW {
-            backoffs.next_wait(Reopen::Failed, 9).expect("not yet");
-        }
-        assert_eq!(backoffs.next_wait(Reopen::AtOnce, 9).expect("at once"), Duration::ZERO);
-        for _ in 1..FAILED_FEEDS_IN_A_ROW {
-            backoffs.next_wait(Reopen::Failed, 9).expect("counted afresh");
-        }
-        let failed = backoffs.next_wait(Reopen::Failed, 9);
-        assert!(matches!(
-            failed,
-            Err(WatchError::FeedsKeepFailing { region_id: 9, attempts: FAILED_FEEDS_IN_A_ROW })
-        ));
+        None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,37 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use tessera_engine::proto::metadata::Region;
-use tessera_engine::timestamp::Timestamp;
 use tokio::sync::mpsc;
 
-use super::{Attention, FeedHub, FeedNews, Found, Interest, SUBSCRIBER_MESSAGES, SharedFeed};
-use crate::client::watch::ChangeEvent;
-
-fn whole_key_space() -> Region {
-    Region { id: 7, ..Default::default() }
-}
-
-fn at_millisecond(millisecond: u64) -> Timestamp {
-    Timestamp::new(millisecond, 0).expect("a millisecond in range")
-}
-
-fn interest(from: Timestamp, wanted: bool) -> Interest {
-    let attentive = Arc::new(Attention::default());
-    attentive.set(wanted);
-    Interest { start: Vec::new(), end: Vec::new(), from, attentive }
-}
-
-fn event(key: &[u8], commit_ts: Timestamp) -> ChangeEvent {
-    ChangeEvent {
-        key: key.to_vec(),
-        value: Some(b"v".to_vec()),
-        prev_value: None,
-        prev_commit_ts: None,
-        start_ts: Timestamp::from_u64(commit_ts.as_u64() - 1),
-        commit_ts,
-    }
-}
+use super::{Attention, FeedHub, FeedNews, FirstFeed, Found, SUBSCRIBER_MESSAGES, SharedFeed};
+use crate::client::watch::testing::{at_millisecond, event, interest, whole_key_space};
 
 fn drain(news: &mut mpsc::Receiver<FeedNews>) -> Vec<FeedNews> {
     std::iter::from_fn(|| news.try_recv().ok()).collect()
@@ -54,7 +27,7 @@ fn resolved_timestamps_never_fill_more_than_half_of_a_lagging_subscribers_channe
     for millisecond in 1_001..1_001 + 4 * SUBSCRIBER_MESSAGES as u64 {
         feed.on_resolved(at_millisecond(millisecond));
     }
-    feed.on_events(&[event(b"k", at_millisecond(5_000))]);
+    let _ = feed.on_events(&[event(b"k", at_millisecond(5_000))]);
     assert_eq!(subscribers(&feed), 1, "a subscriber with room for events is not dropped");
     let received = drain(&mut subscription.news);
     let resolved = received.iter().filter(|news| matches!(news, FeedNews::Resolved(_))).count();
@@ -136,14 +109,18 @@ fn a_subscriber_dropped_for_lag_is_told_so_even_when_its_feed_then_ends_for_want
     let from = at_millisecond(1_000);
     let feed = Arc::new(SharedFeed::new(region.clone(), from));
     let subscription = feed.join(&region, &interest(from, false)).expect("joins");
+    feed.on_resolved(from);
     for millisecond in 0..=SUBSCRIBER_MESSAGES as u64 {
-        assert!(!subscription.dropped_for_lag(), "dropped with room left, at message {millisecond}");
-        feed.on_events(&[event(b"k", at_millisecond(2_000 + millisecond))]);
+        assert!(
+            subscription.dropped_for_lag_at().is_none(),
+            "dropped with room left, at message {millisecond}"
+        );
+        let _ = feed.on_events(&[event(b"k", at_millisecond(2_000 + millisecond))]);
     }
-    assert!(subscription.dropped_for_lag(), "a full channel gets the subscriber dropped");
+    assert!(subscription.dropped_for_lag_at().is_some(), "a full channel gets a live subscriber dropped");
     assert_eq!(subscribers(&feed), 0);
     assert!(feed.end_if_abandoned(), "its only subscriber gone, the feed ends");
-    assert!(subscription.dropped_for_lag(), "the span still learns that it lagged");
+    assert!(subscription.dropped_for_lag_at().is_some(), "the span still learns that it lagged");
 }
 
 #[test]
@@ -153,7 +130,7 @@ fn a_resolved_timestamp_withheld_for_want_of_room_is_sent_once_the_span_drains()
     let feed = Arc::new(SharedFeed::new(region.clone(), from));
     let mut subscription = feed.join(&region, &interest(from, false)).expect("joins");
     for millisecond in 0..(SUBSCRIBER_MESSAGES / 2) as u64 {
-        feed.on_events(&[event(b"k", at_millisecond(2_000 + millisecond))]);
+        let _ = feed.on_events(&[event(b"k", at_millisecond(2_000 + millisecond))]);
     }
     // Owed (it was sent events), but the channel is half full: withheld. The region
     // then stays quiet: no later resolved timestamp would carry the news.
@@ -184,15 +161,60 @@ fn a_rise_of_attention_is_seen_by_a_span_that_was_busy_when_it_happened() {
 }
 
 #[test]
-fn a_span_on_a_second_feed_knows_it_is_not_on_the_first() {
+fn a_span_on_a_second_feed_can_move_only_once_the_first_has_caught_up() {
     let hub = Arc::new(FeedHub::default());
     let region = whole_key_space();
     let from = at_millisecond(1_000);
     let first = Arc::new(SharedFeed::new(region.clone(), from));
     let second = Arc::new(SharedFeed::new(region.clone(), at_millisecond(500_000)));
-    let key = super::FeedKey { region_id: region.id, prev_values: false };
-    hub.state.lock().feeds.insert(key, vec![first.clone(), second.clone()]);
-    assert!(hub.is_first(&first, &region, false));
-    assert!(!hub.is_first(&second, &region, false));
-    assert!(hub.is_first(&second, &region, true), "no feed with previous values: nothing to move to");
+    hub.adopt(first.clone(), false);
+    hub.adopt(second.clone(), false);
+    assert_eq!(hub.first_feed(&first, &region, false), FirstFeed::NoneOther);
+    assert_eq!(hub.first_feed(&second, &region, false), FirstFeed::CatchingUp);
+    first.on_resolved(at_millisecond(2_000));
+    assert_eq!(hub.first_feed(&second, &region, false), FirstFeed::Live);
+    assert_eq!(hub.first_feed(&second, &region, true), FirstFeed::NoneOther, "no feed with previous values");
+}
+
+#[test]
+fn a_subscriber_without_room_is_paced_not_dropped_while_its_feed_catches_up() {
+    let region = whole_key_space();
+    let from = at_millisecond(1_000);
+    let feed = Arc::new(SharedFeed::new(region.clone(), from));
+    let mut subscription = feed.join(&region, &interest(from, false)).expect("joins");
+    let mut paced = Vec::new();
+    for millisecond in 0..=SUBSCRIBER_MESSAGES as u64 {
+        paced.extend(feed.on_events(&[event(b"k", at_millisecond(2_000 + millisecond))]));
+    }
+    assert_eq!(paced.len(), 1, "the message past the channel's room waits for the feed's task");
+    assert_eq!(subscribers(&feed), 1, "a catching-up subscriber is not dropped");
+    assert!(subscription.dropped_for_lag_at().is_none());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
+    let mut sent_in_order = Vec::new();
+    runtime.block_on(async {
+        let waiting = tokio::spawn(async move {
+            for send in paced {
+                send.send().await;
+            }
+        });
+        while let Some(FeedNews::Events(events)) = subscription.news.recv().await {
+            sent_in_order.extend(events.iter().map(|event| event.commit_ts));
+            if sent_in_order.len() == SUBSCRIBER_MESSAGES + 1 {
+                break;
+            }
+        }
+        waiting.await.expect("the paced send ends");
+    });
+    let expected: Vec<_> =
+        (0..=SUBSCRIBER_MESSAGES as u64).map(|millisecond| at_millisecond(2_000 + millisecond)).collect();
+    assert_eq!(sent_in_order, expected, "every event, in order");
+    // Live now: a reader without room is dropped, with the time it was.
+    feed.on_resolved(at_millisecond(9_000));
+    let mut paced = Vec::new();
+    for millisecond in 0..=SUBSCRIBER_MESSAGES as u64 {
+        paced.extend(feed.on_events(&[event(b"k", at_millisecond(10_000 + millisecond))]));
+    }
+    assert!(paced.is_empty(), "a live feed never waits for a subscriber");
+    assert_eq!(subscribers(&feed), 0);
+    assert!(subscription.dropped_for_lag_at().is_some());
 }
