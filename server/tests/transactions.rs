@@ -1,7 +1,8 @@
 //! Transactions on real processes: a driver (whose oracle hands out the timestamps)
 //! and three stores, the key space split into regions so that transactions span
 //! several. Each test states the property it checks: atomic visibility across regions,
-//! snapshot reads, first committer wins, lock_keys against write skew, locks of a dead
+//! snapshot reads, first committer wins, lock_keys against write skew, range refreshes
+//! against phantoms, locks of a dead
 //! coordinator resolved by readers either way, and a bank whose total never changes
 //! under concurrent transfers.
 
@@ -95,6 +96,40 @@ async fn locking_the_keys_read_prevents_write_skew() {
     assert!(zoe.commit().await.expect_err("the second read a key the first wrote").is_conflict());
     let reader = client.begin().await.expect("txn");
     assert_eq!(reader.get(b"zoe").await.expect("read"), Some(b"on".to_vec()), "someone stays on call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_refreshed_at_commit_admits_no_phantom() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let (_cluster, client) = started().await;
+    // At least one on call, at most two: each joins after counting one in [a, z), a
+    // range over all three regions. Without the refresh both join (a phantom each).
+    let mut setup = client.begin().await.expect("txn");
+    setup.put(b"alice", b"on").expect("buffered");
+    setup.commit().await.expect("set up");
+    let mut nora = client.begin().await.expect("txn");
+    let mut walt = client.begin().await.expect("txn");
+    for joining in [&mut nora, &mut walt] {
+        assert_eq!(joining.scan(b"a", b"z", 0, false).await.expect("a scan").len(), 1);
+        joining.refresh_on_commit(b"a", b"z").expect("a range");
+    }
+    // Each writes inside the range it refreshes: its own writes are no phantom.
+    nora.put(b"nora", b"on").expect("buffered");
+    walt.put(b"walt", b"on").expect("buffered");
+    nora.commit().await.expect("the first commits");
+    match walt.commit().await {
+        Err(ClientError::Conflict(Conflict::RangeChanged { key, .. })) => assert_eq!(key, b"nora"),
+        other => panic!("the second must fail on the key that appeared in its range: {other:?}"),
+    }
+    let reader = client.begin().await.expect("txn");
+    assert_eq!(reader.scan(b"a", b"z", 0, false).await.expect("a scan").len(), 2, "at most two on call");
+    assert_eq!(reader.get(b"walt").await.expect("read"), None, "nothing of the loser is visible");
+    // A change after the commit timestamp is no conflict: serialized after.
+    let mut late = client.begin().await.expect("txn");
+    assert_eq!(late.scan(b"a", b"z", 0, false).await.expect("a scan").len(), 2);
+    late.refresh_on_commit(b"a", b"z").expect("a range");
+    late.put(b"alice", b"off").expect("buffered");
+    late.commit().await.expect("nothing changed in the range since its start");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

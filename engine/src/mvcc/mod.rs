@@ -14,6 +14,8 @@
 //!   lock that stands in the way.
 //! - `history`: what a change feed reads: the versions a range committed after a
 //!   timestamp, and the value a version replaced.
+//! - `refresh`: whether a range changed between a transaction's start and its commit
+//!   timestamp (a serializable read of a range).
 //!
 //! The commands that write the families (prewrite, commit, rollback, through Raft) are
 //! [`crate::txn`]'s.
@@ -21,6 +23,7 @@
 mod history;
 pub mod key;
 pub mod reader;
+pub mod refresh;
 
 use crate::proto::command::LockInfo;
 use crate::proto::mvcc::Lock;

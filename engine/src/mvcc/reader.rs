@@ -215,7 +215,7 @@ impl<'a> MvccReader<'a> {
     }
 
     /// Every lock in `[start, end)` that a read at `read_ts` must wait for.
-    fn blocking_locks(
+    pub(super) fn blocking_locks(
         &self,
         start: &[u8],
         end: &[u8],

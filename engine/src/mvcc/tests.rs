@@ -6,6 +6,7 @@ use rocksdb::WriteBatch;
 
 use super::key::{lock_key, version_key};
 use super::reader::{MvccError, MvccReader, RecordDefect};
+use super::refresh::Refresh;
 use crate::proto::mvcc::{Lock, Mutation, Write, WriteKind};
 use crate::storage::{Cf, Engine};
 use crate::timestamp::Timestamp;
@@ -285,4 +286,48 @@ fn reads_name_the_commit_timestamp_of_the_version_they_return() {
     let pairs = reader.scan_versions(b"", b"", ts(20), 0, true).unwrap();
     let wanted = vec![(b"b".to_vec(), version(b"only", 15)), (b"a".to_vec(), version(b"new", 13))];
     assert_eq!(pairs, wanted, "backwards too, each key's newest visible version");
+}
+
+fn refresh(fixture: &Fixture, after: u64, up_to: u64, own: u64) -> Result<Refresh, MvccError> {
+    fixture.reader().refresh((b"a", b"z"), ts(after), ts(up_to), ts(own))
+}
+
+#[test]
+fn a_refresh_finds_a_key_created_changed_or_deleted_between_start_and_commit() {
+    let fixture = Fixture::new();
+    fixture.put(b"b", b"old", 5, 10);
+    assert_eq!(refresh(&fixture, 10, 30, 10), Ok(Refresh::Unchanged), "committed at the start: read then");
+    fixture.put(b"c", b"new", 15, 20);
+    assert_eq!(refresh(&fixture, 10, 30, 10), Ok(Refresh::Changed(b"c".to_vec())), "a phantom");
+    assert_eq!(refresh(&fixture, 10, 19, 10), Ok(Refresh::Unchanged), "after the commit: serialized later");
+    fixture.commit(b"b", WriteKind::WriteDelete, None, 24, 25);
+    assert_eq!(refresh(&fixture, 20, 30, 20), Ok(Refresh::Changed(b"b".to_vec())), "a delete");
+    // Outside the range: no change of it.
+    fixture.put(b"zz", b"v", 26, 27);
+    assert_eq!(refresh(&fixture, 25, 30, 25), Ok(Refresh::Unchanged));
+}
+
+#[test]
+fn a_refresh_passes_over_locked_reads_rollbacks_and_its_own_locks() {
+    let fixture = Fixture::new();
+    fixture.commit(b"b", WriteKind::WriteLock, None, 12, 14);
+    fixture.commit(b"c", WriteKind::WriteRollback, None, 16, 16);
+    fixture.lock(b"d", b"d", 10, Mutation::Put);
+    fixture.lock(b"e", b"x", 18, Mutation::Lock);
+    assert_eq!(refresh(&fixture, 10, 30, 10), Ok(Refresh::Unchanged));
+}
+
+#[test]
+fn a_refresh_is_refused_by_another_transactions_lock_that_may_commit_below_its_end() {
+    let fixture = Fixture::new();
+    fixture.lock(b"d", b"p", 20, Mutation::Put);
+    let Err(MvccError::Locked(lock)) = refresh(&fixture, 10, 30, 10) else {
+        panic!("a live writer's lock in the range must stop the refresh");
+    };
+    assert_eq!((lock.key.as_slice(), lock.start_ts), (&b"d"[..], 20));
+    assert_eq!(
+        refresh(&fixture, 10, 19, 10),
+        Ok(Refresh::Unchanged),
+        "a lock above the end commits above it"
+    );
 }

@@ -70,7 +70,7 @@ impl Traffic {
                 self.read_bytes += version.as_ref().map_or(0, |version| version.value.len()) as u64;
                 self.read_keys += 1;
             }
-            ReadResponse::Locked(_) => self.read_keys += 1,
+            ReadResponse::Locked(_) | ReadResponse::Refreshed(_) => self.read_keys += 1,
             ReadResponse::Pairs(pairs) => {
                 self.read_bytes += pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum::<u64>();
                 self.read_keys += pairs.len() as u64;

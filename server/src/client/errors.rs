@@ -49,6 +49,14 @@ pub enum Conflict {
     /// wins: snapshot isolation).
     #[error("key {} was committed at {commit_ts}, after the transaction started at {start_ts}", hex(key))]
     WriteConflict { key: Vec<u8>, start_ts: Timestamp, commit_ts: Timestamp },
+    /// A key in a range the transaction read (and asked to refresh) was written
+    /// between its start and its commit timestamp: committing would not be
+    /// serializable.
+    #[error(
+        "key {} in a range the transaction read was written after its start {start_ts}, at or before its commit {commit_ts}",
+        hex(key)
+    )]
+    RangeChanged { key: Vec<u8>, start_ts: Timestamp, commit_ts: Timestamp },
     /// A live transaction holds a key of ours.
     #[error("key {} is locked by the live transaction that started at {holder_start_ts}", hex(key))]
     Locked { key: Vec<u8>, holder_start_ts: Timestamp },

@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use tessera_engine::log_limit::LogLimit;
+use tessera_engine::mvcc::refresh::Refresh;
 use tessera_engine::proto::command::write;
 use tessera_engine::proto::{frame::KeyValue, metadata::RegionEpoch};
 use tessera_engine::store::{ReadRequest, ReadResponse, Responder, Store, StoreError};
@@ -22,8 +23,9 @@ use crate::failure::{invalid_kv_request, kv_status};
 use crate::proto::kv_server::Kv;
 use crate::proto::{
     BatchGetRequest, BatchGetResponse, GetRequest, GetResponse, RegionContext, RegionFeedRequest,
-    RegionFeedResponse, ScanRequest, ScanResponse, TxnGetRequest, TxnGetResponse, TxnScanRequest,
-    TxnScanResponse, VersionedPair, WatchRequest, WriteRequest, WriteResponse,
+    RegionFeedResponse, ScanRequest, ScanResponse, TxnGetRequest, TxnGetResponse, TxnRefreshRequest,
+    TxnRefreshResponse, TxnScanRequest, TxnScanResponse, VersionedPair, WatchRequest, WriteRequest,
+    WriteResponse,
 };
 use crate::transport::AddressBook;
 
@@ -172,6 +174,17 @@ impl Kv for KvService {
         let region_id = region_of(&request.context);
         let answer = self.txn_scan_range(request).await;
         self.observe("txn_scan", region_id, started, &answer);
+        answer.map(Response::new)
+    }
+
+    async fn txn_refresh(
+        &self,
+        request: Request<TxnRefreshRequest>,
+    ) -> Result<Response<TxnRefreshResponse>, Status> {
+        let (started, request) = (Instant::now(), request.into_inner());
+        let region_id = region_of(&request.context);
+        let answer = self.txn_refresh_range(request).await;
+        self.observe("txn_refresh", region_id, started, &answer);
         answer.map(Response::new)
     }
 
@@ -337,6 +350,25 @@ impl KvService {
                 Ok(TxnGetResponse { locked: Some(lock), ..TxnGetResponse::default() })
             }
             other => Err(Status::internal(format!("a transactional get was answered {other:?}"))),
+        }
+    }
+
+    async fn txn_refresh_range(&self, request: TxnRefreshRequest) -> Result<TxnRefreshResponse, Status> {
+        let (region_id, epoch) = context(request.context)?;
+        let refresh = ReadRequest::TxnRefresh {
+            start: request.start_key,
+            end: request.end_key,
+            after: Timestamp::from_u64(request.after_ts),
+            up_to: read_timestamp(request.up_to_ts)?,
+            own_start_ts: Timestamp::from_u64(request.own_start_ts),
+        };
+        match self.read_one(region_id, epoch, refresh).await? {
+            ReadResponse::Refreshed(Refresh::Unchanged) => Ok(TxnRefreshResponse::default()),
+            ReadResponse::Refreshed(Refresh::Changed(key)) => {
+                Ok(TxnRefreshResponse { changed: true, changed_key: key, locked: None })
+            }
+            ReadResponse::Locked(lock) => Ok(TxnRefreshResponse { locked: Some(lock), ..Default::default() }),
+            other => Err(Status::internal(format!("a read refresh was answered {other:?}"))),
         }
     }
 

@@ -13,6 +13,7 @@
 
 use crate::kv;
 use crate::mvcc::reader::{MvccReader, Version, VersionedPair};
+use crate::mvcc::refresh::Refresh;
 use crate::proto::command::LockInfo;
 use crate::proto::metadata::{Region, RegionEpoch};
 use crate::raft::{ReadMode, ReadState};
@@ -49,6 +50,16 @@ pub enum ReadRequest {
         limit: usize,
         reverse: bool,
     },
+    /// Whether transactional keys in `[start, end)` changed in `(after, up_to]`, other
+    /// than by the transaction that started at `own_start_ts`: its read refresh before
+    /// it commits at `up_to` (`crate::mvcc::refresh`). A read at `up_to`.
+    TxnRefresh {
+        start: Vec<u8>,
+        end: Vec<u8>,
+        after: Timestamp,
+        up_to: Timestamp,
+        own_start_ts: Timestamp,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +70,8 @@ pub enum ReadResponse {
     Version(Option<Version>),
     /// A transactional scan's answer.
     Versions(Vec<VersionedPair>),
+    /// A read refresh's answer.
+    Refreshed(Refresh),
     /// A snapshot read met a lock of a transaction that may commit below its
     /// timestamp: resolve it and read again.
     Locked(LockInfo),
@@ -96,9 +109,9 @@ impl Peer {
         let read_id = self.next_read_id;
         self.next_read_id += 1;
         let must_see = match &request {
-            ReadRequest::TxnGet { read_ts, .. } | ReadRequest::TxnScan { read_ts, .. } => {
-                self.observe_snapshot_read(*read_ts)
-            }
+            ReadRequest::TxnGet { read_ts, .. }
+            | ReadRequest::TxnScan { read_ts, .. }
+            | ReadRequest::TxnRefresh { up_to: read_ts, .. } => self.observe_snapshot_read(*read_ts),
             ReadRequest::Get { .. } | ReadRequest::Scan { .. } => 0,
         };
         match self.raw.read_index(read_id.to_le_bytes().to_vec(), ReadMode::Lease) {
@@ -175,7 +188,9 @@ fn check_request(region: &Region, request: &ReadRequest) -> Result<(), StoreErro
             kv::check_key(key)?;
             region::check_key(region, key)?;
         }
-        ReadRequest::Scan { start, end, .. } | ReadRequest::TxnScan { start, end, .. } => {
+        ReadRequest::Scan { start, end, .. }
+        | ReadRequest::TxnScan { start, end, .. }
+        | ReadRequest::TxnRefresh { start, end, .. } => {
             region::check_range(region, KeyRange::new(start, end))?
         }
     }
@@ -195,6 +210,8 @@ fn execute_registered(
         ReadRequest::TxnGet { read_ts, .. } | ReadRequest::TxnScan { read_ts, .. } => {
             Some(engine.gc().begin_read(*read_ts, fence)?)
         }
+        // It reads the records above its start: those must not have been collected.
+        ReadRequest::TxnRefresh { after, .. } => Some(engine.gc().begin_read(*after, fence)?),
         ReadRequest::Get { .. } | ReadRequest::Scan { .. } => None,
     };
     Ok(execute(engine, region, request)?)
@@ -216,6 +233,11 @@ fn execute(engine: &Engine, region: &Region, request: &ReadRequest) -> Result<Re
             let end = KeyRange::of(region).clamp(&KeyRange::new(start, end)).end();
             let answer = MvccReader::new(engine).scan_versions(start, end, *read_ts, *limit, *reverse);
             answer.map(ReadResponse::Versions).or_else(|error| error.into_lock().map(ReadResponse::Locked))
+        }
+        ReadRequest::TxnRefresh { start, end, after, up_to, own_start_ts } => {
+            let end = KeyRange::of(region).clamp(&KeyRange::new(start, end)).end();
+            let answer = MvccReader::new(engine).refresh((start, end), *after, *up_to, *own_start_ts);
+            answer.map(ReadResponse::Refreshed).or_else(|error| error.into_lock().map(ReadResponse::Locked))
         }
     }
 }

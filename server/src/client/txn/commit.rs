@@ -6,7 +6,9 @@
 //!    after our start, is a conflict: everything prewritten is rolled back and the
 //!    caller gets [`ClientError::Conflict`].
 //! 2. **Commit timestamp** from the oracle, after every key is locked: any reader that
-//!    takes a later timestamp finds our locks and waits for our outcome.
+//!    takes a later timestamp finds our locks and waits for our outcome. Key ranges the
+//!    transaction asked to refresh are checked now (`refresh.rs`): a write in one
+//!    between our start and this timestamp is a conflict, and we roll back.
 //! 3. **Commit the primary**: the commit point. Refused because a resolver rolled us
 //!    back (we were slower than our locks' time to live): a conflict. Never answered:
 //!    the outcome is unknown (readers learn it from the primary).
@@ -17,7 +19,9 @@
 //! While the locks exist, a heartbeat extends the primary's time to live, so that a
 //! long commit is not mistaken for an abandoned one.
 //!
-//! **One phase.** When every key is in one region, the commit timestamp is taken first
+//! **One phase.** When every key is in one region and no range is to be refreshed (a
+//! one-phase commit is visible as soon as it applies: there is no moment between its
+//! commit timestamp and its commit point to refresh in), the commit timestamp is taken first
 //! and one prewrite, one Raft proposal, writes the commit records directly: no locks,
 //! no second round. The leader refuses it when a read at or above that timestamp may
 //! have seen the keys already (see the store's `one_phase.rs`); nothing was written
@@ -45,6 +49,7 @@ use tessera_engine::timestamp::Timestamp;
 use tessera_engine::txn::MAX_LOCK_TTL_MS;
 use tokio::time::Instant;
 
+use super::refresh::RefreshSpan;
 use super::resolve::{Resolution, txn_result};
 use crate::client::batch::GroupOutcome;
 use crate::client::{Client, ClientError, Conflict, PendingTimestamp, Resend, Transient, Uncertainty};
@@ -63,6 +68,8 @@ pub(super) struct Commit {
     primary: Vec<u8>,
     /// In key order; the primary first.
     mutations: Vec<(Vec<u8>, Mutation)>,
+    /// Key ranges to refresh before the commit point.
+    refreshed: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Commit {
@@ -70,10 +77,11 @@ impl Commit {
         client: Arc<Client>,
         start_ts: Timestamp,
         mutations: Vec<(Vec<u8>, Mutation)>,
+        refreshed: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Commit {
         assert!(!mutations.is_empty(), "invariant: only a transaction with writes runs the commit protocol");
         let primary = mutations[0].0.clone();
-        Commit { client, start_ts, primary, mutations }
+        Commit { client, start_ts, primary, mutations, refreshed }
     }
 
     /// A commit timestamp for a one-phase try: `early`, asked for already, if given and
@@ -100,7 +108,7 @@ impl Commit {
         };
         let heartbeat = Heartbeat::start(self.client.clone(), self.primary.clone(), self.start_ts);
         let prepared = match self.prewrite().await {
-            Ok(()) => self.client.timestamp().await,
+            Ok(()) => self.commit_ts_refreshed().await,
             Err(error) => Err(error),
         };
         let commit_ts = match prepared {
@@ -119,6 +127,16 @@ impl Commit {
         if !secondaries.is_empty() {
             let (client, start_ts) = (self.client, self.start_ts);
             tokio::spawn(async move { commit_secondaries(client, start_ts, commit_ts, secondaries).await });
+        }
+        Ok(commit_ts)
+    }
+
+    /// A commit timestamp from the oracle, with every range to refresh checked up to it.
+    async fn commit_ts_refreshed(&self) -> Result<Timestamp, ClientError> {
+        let commit_ts = self.client.timestamp().await?;
+        let span = RefreshSpan { start_ts: self.start_ts, commit_ts };
+        for (start, end) in &self.refreshed {
+            self.client.refresh_range(start, end, span).await?;
         }
         Ok(commit_ts)
     }
@@ -148,6 +166,9 @@ impl Commit {
         &self,
         mut first_commit_ts: Option<PendingTimestamp>,
     ) -> Result<OnePhase, ClientError> {
+        if !self.refreshed.is_empty() {
+            return Ok(OnePhase::NotTaken { uncertain: false });
+        }
         let Some(region) = self.client.cache.find(&self.primary).and_then(|route| route.region) else {
             return Ok(OnePhase::NotTaken { uncertain: false });
         };

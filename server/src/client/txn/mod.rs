@@ -16,11 +16,14 @@
 //! Isolation: snapshot isolation, first committer wins: a transaction whose keys
 //! another committed after its start fails with [`ClientError::Conflict`]. Keys read
 //! and not written are not checked unless locked with [`Transaction::lock_keys`];
-//! locking every key read makes the transaction serializable (no write skew).
+//! locking every key read makes the transaction serializable (no write skew). A range
+//! read is checked too when asked with [`Transaction::refresh_on_commit`]: a key
+//! created, changed or deleted in it after the start fails the commit (`refresh.rs`).
 
 mod commit;
 mod fence;
 mod read;
+mod refresh;
 mod resolve;
 
 use std::collections::BTreeMap;
@@ -57,6 +60,8 @@ pub struct Transaction {
     start_ts: tokio::sync::OnceCell<Timestamp>,
     pending_start: parking_lot::Mutex<Option<PendingTimestamp>>,
     buffered: BTreeMap<Vec<u8>, Buffered>,
+    /// Key ranges `[start, end)` whose reads must still hold at the commit timestamp.
+    refreshed: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// A key's version as a snapshot read found it: its value, and the timestamp the
@@ -90,6 +95,7 @@ impl Client {
             start_ts: tokio::sync::OnceCell::new(),
             pending_start: parking_lot::Mutex::new(Some(self.request_timestamp())),
             buffered: BTreeMap::new(),
+            refreshed: Vec::new(),
         })
     }
 
@@ -245,6 +251,18 @@ impl Transaction {
         Ok(())
     }
 
+    /// Makes the commit fail with a conflict if a key in `[start, end)` (an empty end:
+    /// to the end of the key space) was put or deleted after the transaction started:
+    /// what it read of the range still holds at its commit timestamp (no phantoms).
+    /// Costs a check of the range before the commit point, and the one-phase path.
+    pub fn refresh_on_commit(&mut self, start: &[u8], end: &[u8]) -> Result<(), ClientError> {
+        if KeyRange::new(start, end).is_inverted() {
+            return Err(ClientError::InvalidArgument(Refusal::InvertedRange));
+        }
+        self.refreshed.push((start.to_vec(), end.to_vec()));
+        Ok(())
+    }
+
     /// Commits the transaction; answers its commit timestamp (its start timestamp if
     /// it wrote and locked nothing: a read-only transaction is its snapshot). On
     /// [`ClientError::Conflict`] nothing of it is visible, ever; begin it again.
@@ -259,7 +277,7 @@ impl Transaction {
         let start_ts = self.start_ts().await?;
         let mutations =
             self.buffered.into_iter().map(|(key, buffered)| (key.clone(), mutation(key, buffered))).collect();
-        commit::Commit::new(self.client, start_ts, mutations).run(Some(commit_ts)).await
+        commit::Commit::new(self.client, start_ts, mutations, self.refreshed).run(Some(commit_ts)).await
     }
 
     /// Abandons the transaction. Nothing was written before commit, so nothing needs
