@@ -7,11 +7,13 @@
 //! (linearizability per key, lost writes), [`round`] (one round, its evidence), and
 //! [`availability`] (how long the cluster took to serve again after each fault).
 //! [`transactions`] holds the checkers of transactional histories (list-append
-//! anomalies, the bank's invariant).
+//! anomalies, the bank's invariant); [`etcd`] the clients of the etcd API and the
+//! checker of its watch.
 
 pub mod availability;
 pub mod checker;
 pub mod cluster;
+pub mod etcd;
 pub mod history;
 pub mod nemesis;
 pub mod round;

@@ -66,6 +66,10 @@ struct RunArgs {
     /// beside the register clients, on the host.
     #[arg(long, default_value_t = 2)]
     txn_clients: usize,
+    /// Register clients of the etcd API (through etcd's Rust client, on keys of their
+    /// own), beside the others, on the host; with any, a watcher of their keys.
+    #[arg(long, default_value_t = 2)]
+    etcd_clients: usize,
     /// Longest pause, in milliseconds, between one client's operations.
     #[arg(long, default_value_t = 20)]
     think_ms: u64,
@@ -198,7 +202,8 @@ fn print_round(label: &str, outcome: &round::RoundOutcome, config: &RoundConfig)
     println!(
         "{label}: {verdict}: {} operations ({} ok, {} failed, {} unknown), {} faults, \
          {} operators, {} violations, {} lost writes; transactions {} committed, {} aborted, \
-         {} unknown, {} audits, {} watchers ({} transactions delivered), {} anomalies; started in {:.1}s, \
+         {} unknown, {} audits, {} watchers ({} transactions delivered), {} anomalies; etcd watch: \
+         {} events for {} acknowledged writes ({} gaps), {} problems; started in {:.1}s, \
          recovered in {:.1}s, settled in {:.1}s, checked in {:.2}s",
         outcome.invocations,
         outcome.ok,
@@ -215,6 +220,10 @@ fn print_round(label: &str, outcome: &round::RoundOutcome, config: &RoundConfig)
         outcome.transactions.watchers,
         outcome.transactions.watched,
         outcome.transactions.anomalies.len(),
+        outcome.etcd.watched,
+        outcome.etcd.acknowledged,
+        outcome.etcd.gaps,
+        outcome.etcd.problems.len(),
         outcome.start_time.as_secs_f64(),
         outcome.recovery_time.as_secs_f64(),
         outcome.settle_time.as_secs_f64(),
@@ -234,6 +243,9 @@ fn print_round(label: &str, outcome: &round::RoundOutcome, config: &RoundConfig)
     }
     for anomaly in &outcome.transactions.anomalies {
         println!("  {anomaly}");
+    }
+    for problem in &outcome.etcd.problems {
+        println!("  {problem}");
     }
     println!("  evidence: {}", config.dir.display());
 }
@@ -264,6 +276,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             node_clients: args.node_clients,
             keys: args.keys,
             txn_clients: args.txn_clients,
+            etcd_clients: args.etcd_clients,
             think: Duration::from_millis(args.think_ms),
             faults: faults.clone(),
             binary: binary.clone(),
@@ -275,7 +288,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Ok(outcome) => {
                 violations += outcome.report.violations.len();
                 lost += outcome.report.lost_writes.len();
-                anomalies += outcome.transactions.anomalies.len();
+                anomalies += outcome.transactions.anomalies.len() + outcome.etcd.problems.len();
                 committed += outcome.transactions.committed;
                 print_round(&label, &outcome, &config);
                 keep_outages(&outages_path, &outcome.outages)?;
@@ -292,7 +305,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     print!("{}", availability::table(&availability::summarise(&outages)));
     let mut summary = format!(
-        "chaos: {} rounds, {violations} violations, {lost} lost writes, {anomalies} transaction anomalies \
+        "chaos: {} rounds, {violations} violations, {lost} lost writes, {anomalies} transaction and etcd watch anomalies \
          ({committed} transactions committed)",
         args.rounds
     );

@@ -5,6 +5,7 @@
 //! every node's log. It is removed when the round passes and kept whole (data
 //! directories included) when it does not.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{LineWriter, Write};
 use std::path::{Path, PathBuf};
@@ -21,13 +22,15 @@ use tokio::sync::watch;
 use crate::availability::{self, Outage};
 use crate::checker::{self, CheckConfig, Report};
 use crate::cluster::{ChaosCluster, ClusterConfig};
+use crate::etcd::watch::{self as etcd_watch, WatchRecord};
+use crate::etcd::{self, AcknowledgedWrites, EtcdApi};
 use crate::history::{self, EventKind, HistoryWriter, Operation};
 use crate::nemesis;
 use crate::transactions::round::{self as txn_round, TxnOutcome};
 use crate::transactions::watchers::{self, Watchers};
 use crate::transactions::workload as txn_workload;
 use crate::transactions::workload::TxnHistory;
-use crate::workload::{self, Home, Recorder, WorkloadConfig};
+use crate::workload::{self, Executor, Home, KeySpace, Recorder, WorkloadConfig};
 
 /// How long a client waits for one request.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(3);
@@ -53,6 +56,8 @@ pub struct RoundConfig {
     pub keys: usize,
     /// Transactional clients (bank and list-append), beside the register clients.
     pub txn_clients: usize,
+    /// Register clients of the etcd API (on keys of their own), and with them a watcher.
+    pub etcd_clients: usize,
     pub think: Duration,
     pub faults: Vec<String>,
     pub binary: PathBuf,
@@ -69,6 +74,8 @@ pub struct RoundOutcome {
     pub report: Report,
     /// The transactional clients' figures and the anomalies found in what they saw.
     pub transactions: TxnOutcome,
+    /// The etcd API's watcher: what it was delivered, and what was wrong with it.
+    pub etcd: EtcdOutcome,
     /// Why the round could not be judged whole: a node crashed, the cluster did not
     /// recover, a key could not be read at the end.
     pub problems: Vec<String>,
@@ -83,9 +90,21 @@ pub struct RoundOutcome {
     pub check_time: Duration,
 }
 
+/// What the etcd API's watcher saw, judged.
+#[derive(Debug, Default)]
+pub struct EtcdOutcome {
+    pub acknowledged: usize,
+    pub watched: usize,
+    pub gaps: usize,
+    pub problems: Vec<String>,
+}
+
 impl RoundOutcome {
     pub fn passed(&self) -> bool {
-        self.report.is_valid() && self.problems.is_empty() && self.transactions.anomalies.is_empty()
+        self.report.is_valid()
+            && self.problems.is_empty()
+            && self.transactions.anomalies.is_empty()
+            && self.etcd.problems.is_empty()
     }
 }
 
@@ -102,15 +121,16 @@ fn transactional(
     }
 }
 
-pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
+/// A fresh cluster in the round's directory, serving, with the bank's accounts open;
+/// a client of it, and how long it took to serve.
+async fn start_cluster(config: &RoundConfig) -> anyhow::Result<(ChaosCluster, Arc<Client>, Duration)> {
     // A seed run again must not start from what its last run left (data directories
     // included): the cluster would serve the old run's values.
     if config.dir.exists() {
         std::fs::remove_dir_all(&config.dir).with_context(|| format!("removing {}", config.dir.display()))?;
     }
     std::fs::create_dir_all(&config.dir).with_context(|| format!("creating {}", config.dir.display()))?;
-    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let mut cluster = ChaosCluster::start(&ClusterConfig {
+    let cluster = ChaosCluster::start(&ClusterConfig {
         nodes: config.nodes,
         pd_replicas: config.pd_replicas,
         binary: config.binary.clone(),
@@ -122,14 +142,25 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
     cluster.wait_ready(&client, first_key.as_bytes(), READY_TIMEOUT).await.context("starting the cluster")?;
     let start_time = starting.elapsed();
     txn_workload::open_accounts(&client, READY_TIMEOUT).await.context("opening the bank's accounts")?;
+    Ok((cluster, client, start_time))
+}
+
+pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let (mut cluster, client, start_time) = start_cluster(config).await?;
 
     let file = File::create(config.dir.join("history.jsonl")).context("creating the history")?;
     let recorder: Recorder = Arc::new(Mutex::new(HistoryWriter::new(Box::new(LineWriter::new(file)))));
     let (stop, stopped) = watch::channel(false);
     let mut record = nemesis::Record::default();
     let workload_config = workload_config(config, &cluster, &mut record);
-    let clients =
-        tokio::spawn(workload::run(client.clone(), workload_config, recorder.clone(), stopped.clone()));
+    let etcd_watcher = EtcdWatcher::start(config, &workload_config).await?;
+    let clients = tokio::spawn(workload::run(
+        client.clone(),
+        workload_config.clone(),
+        recorder.clone(),
+        stopped.clone(),
+    ));
     let txn_clients = tokio::spawn(transactional(client.clone(), config, stopped));
 
     let until = tokio::time::Instant::now() + config.duration;
@@ -151,7 +182,8 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
     restored?;
 
     let (recovery_time, settle_time) = after_the_faults(&mut cluster, &client, &record, &mut problems).await;
-    problems.extend(final_reads(&client, &recorder, config.keys).await);
+    problems.extend(every_final_read(&client, &recorder, &workload_config).await);
+    let etcd_finish = etcd_watcher.finish(&workload_config).await;
     let transactions = txn_round::judge(&client, txn_history, watchers, READY_TIMEOUT).await;
     problems.extend(cluster.crashed());
     recorder.lock().flush().context("writing the history")?;
@@ -161,6 +193,7 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
     let calls = history::calls(&events).context("the history just recorded")?;
     let checking = Instant::now();
     let report = checker::check(&calls, &CheckConfig::default());
+    let etcd = judge_etcd(etcd_finish, &events, &workload_config.etcd_acknowledged.lock());
     let check_time = checking.elapsed();
     let keys: Vec<String> = (0..config.keys).map(workload::key).collect();
     let outages = availability::outages(&events, &record.episodes, &keys, clients_stopped_ns, config.seed);
@@ -172,6 +205,7 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
         unknown: count(|k| matches!(k, EventKind::Unknown { .. })),
         report,
         transactions,
+        etcd,
         problems,
         faults: record.lines,
         outages,
@@ -205,6 +239,9 @@ fn workload_config(
         think: config.think,
         pd_endpoints: cluster.pd_endpoints(),
         deadline: REQUEST_DEADLINE,
+        etcd_clients: config.etcd_clients,
+        etcd_endpoints: cluster.etcd_endpoints(),
+        etcd_acknowledged: AcknowledgedWrites::default(),
     }
 }
 
@@ -250,12 +287,37 @@ fn client_homes(config: &RoundConfig, cluster: &ChaosCluster) -> Vec<Home> {
         .collect()
 }
 
-/// A final read of every key; what could not be read.
-async fn final_reads(client: &Client, recorder: &Recorder, keys: usize) -> Vec<String> {
+/// A final read of every key, through Tessera's API and through the etcd API's (for
+/// the keys of its clients, if any); what could not be read.
+async fn every_final_read(
+    client: &Arc<Client>,
+    recorder: &Recorder,
+    workload: &WorkloadConfig,
+) -> Vec<String> {
+    let mut problems =
+        final_reads(client.clone(), recorder, workload.keys, workload::KEYS, FINAL_PROCESS).await;
+    if workload.etcd_clients > 0 {
+        let endpoints = workload.etcd_endpoints.clone();
+        let etcd = EtcdApi::new(endpoints, 0, REQUEST_DEADLINE, AcknowledgedWrites::default());
+        let first = FINAL_PROCESS + workload.keys as u64;
+        problems.extend(final_reads(etcd, recorder, workload.keys, etcd::KEYS, first).await);
+    }
+    problems
+}
+
+/// A final read of every key of `space` through `client`, process `first` reading the
+/// first; what could not be read.
+async fn final_reads(
+    client: impl Executor,
+    recorder: &Recorder,
+    keys: usize,
+    space: KeySpace,
+    first: u64,
+) -> Vec<String> {
     let mut problems = Vec::new();
     for index in 0..keys {
-        let process = FINAL_PROCESS + index as u64;
-        if let Err(error) = final_read(client, recorder, process, workload::key(index)).await {
+        let process = first + index as u64;
+        if let Err(error) = final_read(&client, recorder, process, space.key(index)).await {
             problems.push(error);
         }
     }
@@ -264,13 +326,18 @@ async fn final_reads(client: &Client, recorder: &Recorder, keys: usize) -> Vec<S
 
 /// Reads `key` until an answer comes (each try recorded), for at most the recovery
 /// timeout.
-async fn final_read(client: &Client, recorder: &Recorder, process: u64, key: String) -> Result<(), String> {
+async fn final_read(
+    client: &impl Executor,
+    recorder: &Recorder,
+    process: u64,
+    key: String,
+) -> Result<(), String> {
     let deadline = Instant::now() + READY_TIMEOUT;
     let operation = Operation::Read { key: key.clone() };
     loop {
         let record = |kind| recorder.lock().record(process, kind).map_err(|e| format!("recording: {e}"));
         record(EventKind::Invoke { op: operation.clone() })?;
-        let completion = workload::execute(client, &operation).await;
+        let completion = client.execute(&operation).await;
         let done = matches!(completion, EventKind::Ok { .. });
         let error = format!("{completion:?}");
         record(completion)?;
@@ -300,5 +367,84 @@ fn write_findings(dir: &Path, outcome: &RoundOutcome) -> anyhow::Result<()> {
         outcome.report.inconclusive.iter().map(|key| format!("key {key}: the search hit its step limit")),
     );
     lines.extend(outcome.transactions.anomalies.iter().cloned());
+    lines.extend(outcome.etcd.problems.iter().cloned());
     write_lines(&dir.join("findings.txt"), &lines)
+}
+
+/// The etcd API's watcher of a round, while it follows the etcd clients' keys.
+struct EtcdWatcher {
+    record: Arc<Mutex<WatchRecord>>,
+    until: watch::Sender<Option<i64>>,
+    follower: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+/// The watcher stopped, with what it needs to be judged.
+struct EtcdFinish {
+    record: WatchRecord,
+    /// The final state of the etcd keys and the revision it was read at, or why not.
+    end: Result<(i64, BTreeMap<String, String>), String>,
+    followed: Result<(), String>,
+}
+
+impl EtcdWatcher {
+    /// Opens the watch at the revision the etcd keys are read at now (none without
+    /// etcd clients).
+    async fn start(config: &RoundConfig, workload: &WorkloadConfig) -> anyhow::Result<EtcdWatcher> {
+        let record = Arc::new(Mutex::new(WatchRecord::default()));
+        let (until, until_receiver) = watch::channel(None);
+        if config.etcd_clients == 0 {
+            return Ok(EtcdWatcher { record, until, follower: None });
+        }
+        let endpoints = workload.etcd_endpoints.clone();
+        let (from, _) = etcd_watch::read_all(&endpoints, READY_TIMEOUT)
+            .await
+            .map_err(|error| anyhow::anyhow!("reading the etcd keys before the clients start: {error}"))?;
+        record.lock().from = from;
+        let follower = etcd_watch::follow(endpoints, record.clone(), until_receiver, READY_TIMEOUT);
+        Ok(EtcdWatcher { record, until, follower: Some(tokio::spawn(follower)) })
+    }
+
+    /// After the final reads: reads the end state, lets the watcher run past it, stops.
+    async fn finish(self, workload: &WorkloadConfig) -> Option<EtcdFinish> {
+        let follower = self.follower?;
+        let end = etcd_watch::read_all(&workload.etcd_endpoints, READY_TIMEOUT).await;
+        let followed = match &end {
+            Ok((until, _)) => {
+                let _ = self.until.send(Some(*until));
+                follower.await.unwrap_or_else(|error| Err(format!("the etcd watcher's task: {error}")))
+            }
+            Err(_) => {
+                follower.abort();
+                Ok(())
+            }
+        };
+        let record = self.record.lock().clone();
+        Some(EtcdFinish { record, end, followed })
+    }
+}
+
+/// The etcd watcher's record checked against the history and the final state.
+fn judge_etcd(
+    finished: Option<EtcdFinish>,
+    history: &[history::Event],
+    acknowledged: &[etcd::Acknowledged],
+) -> EtcdOutcome {
+    let Some(finish) = finished else { return EtcdOutcome::default() };
+    let mut outcome = EtcdOutcome {
+        acknowledged: acknowledged.len(),
+        watched: finish.record.events.len(),
+        gaps: finish.record.gaps.len(),
+        problems: Vec::new(),
+    };
+    if let Err(error) = finish.followed {
+        outcome.problems.push(error);
+    }
+    match finish.end {
+        Ok((until, final_state)) => {
+            let expected = etcd_watch::Expected { history, acknowledged, final_state: &final_state, until };
+            outcome.problems.extend(etcd_watch::check(&finish.record, &expected));
+        }
+        Err(error) => outcome.problems.push(format!("the etcd keys could not be read at the end: {error}")),
+    }
+    outcome
 }

@@ -8,6 +8,9 @@
 //! the minority side must see failures or unknown outcomes, never wrong answers. Every
 //! client records into the one history, on one clock.
 //!
+//! Beside them, clients of the etcd API (`crate::etcd`) run the same operations on keys
+//! of their own (`e0`, `e1`, ...), through etcd's gRPC interface of random stores.
+//!
 //! A completion is classified by what the client library guarantees: a failed read or
 //! scan changed nothing; a write refused before it could apply failed; a write whose
 //! fate the library could not know is unknown, and its process retires (its operation
@@ -43,6 +46,11 @@ pub struct WorkloadConfig {
     /// in a node's namespace (and so need a client library of their own).
     pub pd_endpoints: Vec<String>,
     pub deadline: Duration,
+    /// Clients of the etcd API (on the host), and the stores' etcd addresses.
+    pub etcd_clients: usize,
+    pub etcd_endpoints: Vec<String>,
+    /// Where the etcd clients keep the writes acknowledged to them.
+    pub etcd_acknowledged: crate::etcd::AcknowledgedWrites,
 }
 
 /// Where a client runs.
@@ -63,15 +71,39 @@ impl std::fmt::Display for Home {
     }
 }
 
-/// The workload's key names: `k0`, `k1`, ... (one character after `k`, so that they
-/// sort as numbered for up to ten keys).
-pub fn key(index: usize) -> String {
-    format!("k{index}")
+/// The keys one kind of client works on: `{prefix}0`, `{prefix}1`, ... (one character
+/// after the prefix, so that they sort as numbered for up to ten keys); every scan
+/// covers `[prefix, scan_end)`, all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySpace {
+    pub prefix: &'static str,
+    pub scan_end: &'static str,
 }
 
-/// The range every scan covers: all the workload's keys.
-pub const SCAN_START: &str = "k";
-pub const SCAN_END: &str = "l";
+/// The keys of the clients of Tessera's own API.
+pub const KEYS: KeySpace = KeySpace { prefix: "k", scan_end: "l" };
+
+impl KeySpace {
+    pub fn key(&self, index: usize) -> String {
+        format!("{}{index}", self.prefix)
+    }
+}
+
+/// The key names of Tessera's own clients: `k0`, `k1`, ...
+pub fn key(index: usize) -> String {
+    KEYS.key(index)
+}
+
+/// How a client runs one operation of the history and says how it completed.
+pub trait Executor: Send + Sync + 'static {
+    fn execute(&self, operation: &Operation) -> impl Future<Output = EventKind> + Send;
+}
+
+impl Executor for Arc<Client> {
+    async fn execute(&self, operation: &Operation) -> EventKind {
+        execute(self, operation).await
+    }
+}
 
 /// Records an event; a history that cannot be written ends the round's usefulness, so
 /// the error is kept and reported by the round, not hidden.
@@ -89,14 +121,27 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let seen: Arc<Mutex<HashMap<String, Option<String>>>> = Arc::default();
     let mut finished = Vec::new();
-    for (worker, home) in config.homes.iter().enumerate() {
-        let worker = Worker {
-            index: worker,
-            config: config.clone(),
-            recorder: recorder.clone(),
-            seen: seen.clone(),
-            stop: stop.clone(),
-        };
+    let workers = config.homes.len() + config.etcd_clients;
+    let worker = |index: usize, keys: KeySpace| Worker {
+        index,
+        workers,
+        keys,
+        config: config.clone(),
+        recorder: recorder.clone(),
+        seen: seen.clone(),
+        stop: stop.clone(),
+    };
+    for index in config.homes.len()..workers {
+        let worker = worker(index, crate::etcd::KEYS);
+        let acknowledged = config.etcd_acknowledged.clone();
+        let etcd =
+            crate::etcd::EtcdApi::new(config.etcd_endpoints.clone(), index, config.deadline, acknowledged);
+        let (done, answer) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move { done.send(worker.run(etcd).await) });
+        finished.push(answer);
+    }
+    for (index, home) in config.homes.iter().enumerate() {
+        let worker = worker(index, KEYS);
         finished.push(match home {
             Home::Host => {
                 let client = client.clone();
@@ -162,6 +207,9 @@ fn enter_namespace(path: &std::path::Path) -> std::io::Result<()> {
 /// One client process's loop and what it shares with the others.
 struct Worker {
     index: usize,
+    /// Every worker's (its processes are numbered `index`, `index + workers`, ...).
+    workers: usize,
+    keys: KeySpace,
     config: WorkloadConfig,
     recorder: Recorder,
     seen: Arc<Mutex<HashMap<String, Option<String>>>>,
@@ -169,8 +217,8 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(self, client: Arc<Client>) -> std::io::Result<()> {
-        let Worker { index: worker, config, recorder, seen, stop } = self;
+    async fn run(self, client: impl Executor) -> std::io::Result<()> {
+        let Worker { index: worker, workers, keys, config, recorder, seen, stop } = self;
         let mut rng =
             ChaCha8Rng::seed_from_u64(config.seed.wrapping_mul(1_000_003).wrapping_add(worker as u64));
         let mut process = worker as u64;
@@ -178,7 +226,7 @@ impl Worker {
         // A dropped sender stops the clients too: a round that failed half-way must not
         // leave them running.
         while !*stop.borrow() && stop.has_changed().is_ok() {
-            let key = key(rng.random_range(0..config.keys.max(1)));
+            let key = keys.key(rng.random_range(0..config.keys.max(1)));
             let mut fresh_value = || {
                 written += 1;
                 format!("p{process}-{written}")
@@ -190,10 +238,10 @@ impl Worker {
                     let expected = seen.lock().get(&key).cloned().flatten();
                     Operation::Cas { expected, new: fresh_value(), key }
                 }
-                _ => Operation::Scan { start: SCAN_START.into(), end: SCAN_END.into() },
+                _ => Operation::Scan { start: keys.prefix.into(), end: keys.scan_end.into() },
             };
             record(&recorder, process, EventKind::Invoke { op: operation.clone() })?;
-            let completion = execute(&client, &operation).await;
+            let completion = client.execute(&operation).await;
             if let EventKind::Ok { output: Output::Read { value } } = &completion
                 && let Operation::Read { key } = &operation
             {
@@ -202,7 +250,7 @@ impl Worker {
             let unknown = matches!(completion, EventKind::Unknown { .. });
             record(&recorder, process, completion)?;
             if unknown {
-                process += config.homes.len() as u64;
+                process += workers as u64;
             }
             let think = rng.random_range(Duration::ZERO..=config.think);
             tokio::time::sleep(think).await;

@@ -106,6 +106,8 @@ impl ChaosCluster {
                 format!("{}:{STORE_PORT}", host.ip),
                 "--metrics".into(),
                 format!("{}:{STORE_STATUS_PORT}", host.ip),
+                "--etcd-listen".into(),
+                format!("{}:{}", host.ip, crate::etcd::ETCD_PORT),
             ];
             daemons.push(Daemon::new(
                 Role::Store,
@@ -125,6 +127,11 @@ impl ChaosCluster {
 
     pub fn pd_endpoints(&self) -> Vec<String> {
         self.pd_endpoints.clone()
+    }
+
+    /// Every store's etcd address.
+    pub fn etcd_endpoints(&self) -> Vec<String> {
+        self.network.hosts.iter().map(|host| format!("{}:{}", host.ip, crate::etcd::ETCD_PORT)).collect()
     }
 
     pub fn nodes(&self) -> usize {
