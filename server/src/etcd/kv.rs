@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 use super::errors::{EtcdError, revision};
 use super::keys::{self, KeyRange};
 use super::record;
+use super::retry;
 use super::txn;
 use crate::client::Client;
 use crate::etcd_proto::etcdserverpb::kv_server::Kv;
@@ -28,9 +29,6 @@ use crate::etcd_proto::etcdserverpb::{
     RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use crate::etcd_proto::mvccpb::KeyValue;
-
-/// How many times Compact tries to record its revision against concurrent ones.
-const MAX_COMPACT_ATTEMPTS: u32 = 32;
 
 /// The KV service of one store's etcd API.
 pub(crate) struct EtcdKv {
@@ -68,22 +66,18 @@ impl EtcdKv {
         if request.revision > now {
             return Err(EtcdError::FutureRevision);
         }
-        for _ in 0..MAX_COMPACT_ATTEMPTS {
+        let request = &request;
+        let committed_at = retry::until_no_conflict(|| async move {
             let mut transaction = self.client.begin().await?;
             let compacted = compacted_revision(&transaction.get(keys::COMPACTED_KEY).await?)?;
             if request.revision <= compacted {
                 return Err(EtcdError::Compacted);
             }
             transaction.put(keys::COMPACTED_KEY, &request.revision.to_be_bytes())?;
-            match transaction.commit().await {
-                Ok(commit_ts) => {
-                    return Ok(CompactionResponse { header: Some(self.header(revision(commit_ts)?)) });
-                }
-                Err(error) if error.is_conflict() => continue,
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Err(EtcdError::Contended { attempts: MAX_COMPACT_ATTEMPTS })
+            retry::commit(transaction).await
+        })
+        .await?;
+        Ok(CompactionResponse { header: Some(self.header(committed_at)) })
     }
 }
 

@@ -43,6 +43,7 @@ mod kv;
 mod lease;
 mod maintenance;
 mod record;
+mod retry;
 mod txn;
 mod watch;
 

@@ -24,6 +24,7 @@ use tessera_engine::timestamp::Timestamp;
 use super::super::errors::{EtcdError, revision};
 use super::super::keys;
 use super::super::record::StoredValue;
+use super::super::retry;
 use crate::client::{Client, ClientError, Transaction};
 
 /// Guards per lease (see the module's docs).
@@ -35,9 +36,6 @@ pub(super) const MIN_TTL_SECONDS: i64 = 2;
 
 /// The longest TTL a lease may ask for, as etcd's.
 pub(super) const MAX_TTL_SECONDS: i64 = 9_000_000_000;
-
-/// How many times a lease's transaction runs again after conflicting with another.
-const MAX_ATTEMPTS: u32 = 32;
 
 /// A lease as stored.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -75,18 +73,6 @@ pub(super) async fn read_lease(transaction: &Transaction, id: i64) -> Result<Opt
     }
 }
 
-/// Commits `transaction`; answers its revision, or None when it conflicted with
-/// another (run it again).
-async fn commit(transaction: Transaction) -> Result<Option<i64>, EtcdError> {
-    match transaction.commit().await {
-        Ok(committed_at) => Ok(Some(revision(committed_at)?)),
-        Err(error) if error.is_conflict() => Ok(None),
-        Err(error) => Err(error.into()),
-    }
-}
-
-const CONTENDED: EtcdError = EtcdError::Contended { attempts: MAX_ATTEMPTS };
-
 /// Grants lease `id` (0: a new id, the oracle's timestamp at the grant, unique in the
 /// cluster) for `ttl_seconds`; answers the id, the TTL given and the revision.
 pub(super) async fn grant(
@@ -101,30 +87,25 @@ pub(super) async fn grant(
         return Err(EtcdError::LeaseNotFound);
     }
     let ttl_seconds = ttl_seconds.max(MIN_TTL_SECONDS);
-    for _ in 0..MAX_ATTEMPTS {
+    retry::until_no_conflict(|| async move {
         let mut transaction = client.begin().await?;
         let now = transaction.start_ts().await?;
         let granted = if id == 0 { revision(now)? } else { id };
         if read_lease(&transaction, granted).await?.is_some() {
-            if id == 0 {
-                // A chosen id that happens to be this timestamp: the next one will do.
-                continue;
-            }
-            return Err(EtcdError::LeaseExists);
+            // A chosen id that happens to be this timestamp: the next one will do.
+            return Err(if id == 0 { EtcdError::Conflict } else { EtcdError::LeaseExists });
         }
         let record = LeaseRecord::granted_at(now, ttl_seconds);
         transaction.put(&keys::lease_key(granted), &record.encode_to_vec())?;
-        if let Some(at) = commit(transaction).await? {
-            return Ok((granted, ttl_seconds, at));
-        }
-    }
-    Err(CONTENDED)
+        Ok((granted, ttl_seconds, retry::commit(transaction).await?))
+    })
+    .await
 }
 
 /// Keeps lease `id` alive for its granted TTL from now; answers that TTL (None: no
 /// such lease) and the revision.
 pub(super) async fn renew(client: &Arc<Client>, id: i64) -> Result<(Option<i64>, i64), EtcdError> {
-    for _ in 0..MAX_ATTEMPTS {
+    retry::until_no_conflict(|| async move {
         let mut transaction = client.begin().await?;
         let Some(record) = read_lease(&transaction, id).await? else {
             return Ok((None, revision(transaction.start_ts().await?)?));
@@ -132,11 +113,9 @@ pub(super) async fn renew(client: &Arc<Client>, id: i64) -> Result<(Option<i64>,
         let now = transaction.start_ts().await?;
         let renewed = LeaseRecord::granted_at(now, record.granted_ttl_seconds);
         transaction.put(&keys::lease_key(id), &renewed.encode_to_vec())?;
-        if let Some(at) = commit(transaction).await? {
-            return Ok((Some(record.granted_ttl_seconds), at));
-        }
-    }
-    Err(CONTENDED)
+        Ok((Some(record.granted_ttl_seconds), retry::commit(transaction).await?))
+    })
+    .await
 }
 
 /// When a revoke applies.
@@ -153,7 +132,7 @@ pub(super) enum Revoke {
 /// Revokes lease `id`: deletes it and every key attached to it, at one revision.
 /// Answers the revision, or None when `when` found the lease alive.
 pub(super) async fn revoke(client: &Arc<Client>, id: i64, when: Revoke) -> Result<Option<i64>, EtcdError> {
-    for _ in 0..MAX_ATTEMPTS {
+    retry::until_no_conflict(|| async move {
         let mut transaction = client.begin().await?;
         let Some(record) = read_lease(&transaction, id).await? else {
             return Err(EtcdError::LeaseNotFound);
@@ -172,11 +151,9 @@ pub(super) async fn revoke(client: &Arc<Client>, id: i64, when: Revoke) -> Resul
         for number in 0..GUARDS {
             transaction.delete(&keys::guard_key(id, number))?;
         }
-        if let Some(at) = commit(transaction).await? {
-            return Ok(Some(at));
-        }
-    }
-    Err(CONTENDED)
+        Ok(Some(retry::commit(transaction).await?))
+    })
+    .await
 }
 
 /// Removes an attachment of lease `id`, and the key it names if the key is still

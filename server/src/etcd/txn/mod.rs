@@ -35,6 +35,7 @@ use super::keys::{self, KeyRange};
 use super::kv;
 use super::lease;
 use super::record::{self, StoredValue};
+use super::retry;
 use crate::client::{Client, Transaction};
 use crate::etcd_proto::etcdserverpb::request_op::Request;
 use crate::etcd_proto::etcdserverpb::response_op::Response;
@@ -48,9 +49,6 @@ use crate::etcd_proto::mvccpb::KeyValue;
 /// responses are given the real one. Never leaves this module.
 const OWN_REVISION: i64 = -1;
 
-/// How many times a transaction is run again after conflicting with another.
-const MAX_ATTEMPTS: u32 = 32;
-
 /// Runs `request` (checked as etcd checks it); answers its response with every header
 /// made from `header` at the transaction's revision.
 pub(super) async fn run(
@@ -59,22 +57,17 @@ pub(super) async fn run(
     header: ResponseHeader,
 ) -> Result<TxnResponse, EtcdError> {
     checks::check(request)?;
-    for _ in 0..MAX_ATTEMPTS {
+    retry::until_no_conflict(|| async move {
         let mut run =
             Run { transaction: client.begin().await?, client, own: BTreeMap::new(), read: BTreeSet::new() };
         let decision = run.decide(request).await?;
         let responses = run.apply_branch(decision.branch(request), &decision.nested).await?;
-        let revision = match run.commit().await {
-            Ok(revision) => revision,
-            Err(EtcdError::Conflict) => continue,
-            Err(error) => return Err(error),
-        };
-        let header = ResponseHeader { revision, ..header };
+        let header = ResponseHeader { revision: run.commit().await?, ..header };
         let mut response = TxnResponse { header: Some(header), succeeded: decision.succeeded, responses };
         settle_txn(&mut response, &header);
-        return Ok(response);
-    }
-    Err(EtcdError::Contended { attempts: MAX_ATTEMPTS })
+        Ok(response)
+    })
+    .await
 }
 
 /// Runs one operation as a transaction of its own (etcd's Put and DeleteRange).
@@ -266,19 +259,12 @@ impl<'a> Run<'a> {
 
     /// Commits; answers the transaction's revision, or [`EtcdError::Conflict`].
     async fn commit(mut self) -> Result<i64, EtcdError> {
-        let committed_at = if self.own.is_empty() {
-            self.transaction.start_ts().await?
-        } else {
-            let read_only: Vec<&Vec<u8>> =
-                self.read.iter().filter(|key| !self.own.contains_key(*key)).collect();
-            self.transaction.lock_keys(read_only)?;
-            match self.transaction.commit().await {
-                Ok(commit_ts) => commit_ts,
-                Err(error) if error.is_conflict() => return Err(EtcdError::Conflict),
-                Err(error) => return Err(error.into()),
-            }
-        };
-        super::errors::revision(committed_at)
+        if self.own.is_empty() {
+            return super::errors::revision(self.transaction.start_ts().await?);
+        }
+        let read_only: Vec<&Vec<u8>> = self.read.iter().filter(|key| !self.own.contains_key(*key)).collect();
+        self.transaction.lock_keys(read_only)?;
+        retry::commit(self.transaction).await
     }
 }
 
