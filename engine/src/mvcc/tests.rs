@@ -331,3 +331,16 @@ fn a_refresh_is_refused_by_another_transactions_lock_that_may_commit_below_its_e
         "a lock above the end commits above it"
     );
 }
+
+#[test]
+fn a_refresh_includes_its_end_and_a_lock_taken_at_its_end() {
+    let fixture = Fixture::new();
+    fixture.put(b"c", b"v", 25, 30);
+    assert_eq!(refresh(&fixture, 10, 30, 10), Ok(Refresh::Changed(b"c".to_vec())), "committed at the end");
+    assert_eq!(refresh(&fixture, 30, 40, 10), Ok(Refresh::Unchanged), "committed at the start");
+    fixture.lock(b"d", b"d", 40, Mutation::Put);
+    assert!(
+        matches!(refresh(&fixture, 30, 40, 30), Err(MvccError::Locked(_))),
+        "met, as a read at the end meets it"
+    );
+}

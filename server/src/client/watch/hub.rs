@@ -20,11 +20,14 @@
 //! and spans opened together share one catch-up.
 //!
 //! A subscriber that does not keep up with a live feed is dropped, and told so (its
-//! span backs off, then reopens from its resolved timestamp). While a feed catches up,
-//! a subscriber is never dropped: the feed waits for room in its channel instead (and
-//! the store's catch-up waits for the feed), so that a reader slower than the catch-up
-//! paces it rather than restart it from the same point again and again; the spans that
-//! share a catch-up (opened together) share its pace. Resolved timestamps never take more than half
+//! span backs off, then reopens from its resolved timestamp). A subscriber that joined
+//! a feed still catching up is **paced** instead, until it has been sent a resolved
+//! timestamp above its start: the feed waits for room in its channel before it reads
+//! on (the store's catch-up waits for the feed in turn, within its own limits), so that
+//! a reader slower than the catch-up slows it down rather than restart it from the same
+//! point again and again; the spans that share a catch-up share its pace. A paced
+//! subscriber that takes nothing for [`PACING_LIMIT`] is dropped for lagging, so that it
+//! cannot hold the others for good. Resolved timestamps never take more than half
 //! of a subscriber's channel, so that they alone cannot get it dropped, and one withheld
 //! for want of room is sent when the span asks again after draining. A feed whose last subscriber
 //! leaves ends at once. A feed that ends (leader change, split, replica moved, store stopped, a
@@ -53,14 +56,19 @@ use tonic::Streaming;
 use super::ChangeEvent;
 use crate::proto::{FeedCloseReason, RegionFeedResponse};
 
-/// Messages in flight from a feed to one subscriber; a subscriber that lets more pile
-/// up is dropped as congested.
+/// Messages in flight from a feed to one subscriber; a live subscriber that lets more
+/// pile up is dropped for lagging (a paced one is waited for).
 pub(super) const SUBSCRIBER_MESSAGES: usize = 64;
 
 /// The most events, and bytes of them, a feed keeps above its resolved timestamp for
 /// spans that join it.
 const MAX_KEPT_EVENTS: usize = 100_000;
 const MAX_KEPT_BYTES: usize = 32 << 20;
+
+/// How long a feed waits for room in a paced subscriber's channel before it drops the
+/// subscriber for lagging: well below the store's patience with a feed that does not
+/// read (30 s), and long enough for any reader that is only slow.
+const PACING_LIMIT: Duration = Duration::from_secs(10);
 
 /// How far above a catching-up feed's start a span may join it: spans opened together
 /// share a catch-up, and a span further ahead opens a feed of its own rather than
@@ -384,6 +392,9 @@ struct Subscriber {
     /// Sent events since the last resolved timestamp it was sent.
     owed_resolved: bool,
     resolved_sent: Timestamp,
+    /// Joined while the feed caught up, and not yet sent a resolved timestamp above its
+    /// start: waited for rather than dropped when its channel is full.
+    paced: bool,
     news: mpsc::Sender<FeedNews>,
     signals: Arc<Signals>,
 }
@@ -454,6 +465,7 @@ impl SharedFeed {
         let id = state.next_subscriber;
         state.next_subscriber += 1;
         let signals = Arc::new(Signals::default());
+        let paced = !state.caught_up;
         state.subscribers.push(Subscriber {
             id,
             start: interest.start.clone(),
@@ -464,6 +476,7 @@ impl SharedFeed {
             // (a span on a feed of its own moves to the region's first one with it).
             owed_resolved: true,
             resolved_sent: interest.from,
+            paced,
             news: sender,
             signals: signals.clone(),
         });
@@ -504,7 +517,6 @@ impl SharedFeed {
             return Vec::new();
         }
         state.keep(events);
-        let catching_up = !state.caught_up;
         let mut paced = Vec::new();
         state.subscribers.retain_mut(|subscriber| {
             let theirs: Vec<ChangeEvent> = events
@@ -523,8 +535,8 @@ impl SharedFeed {
             subscriber.attentive.set(true);
             match subscriber.news.try_send(FeedNews::Events(theirs)) {
                 Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(news)) if catching_up => {
-                    paced.push(PacedSend { news: subscriber.news.clone(), message: news });
+                Err(mpsc::error::TrySendError::Full(news)) if subscriber.paced => {
+                    paced.push(PacedSend { id: subscriber.id, news: subscriber.news.clone(), message: news });
                     true
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -537,11 +549,14 @@ impl SharedFeed {
         paced
     }
 
-    /// The region resolved to `resolved` (the feed has caught up).
-    pub(super) fn on_resolved(&self, resolved: Timestamp) {
+    /// The region resolved to `resolved` (the feed has caught up). A paced subscriber
+    /// is sent it whatever room it has (answered, for the feed's task to send), which
+    /// ends its pacing.
+    #[must_use = "the resolved timestamps of paced subscribers without room are answered, to be sent"]
+    pub(super) fn on_resolved(&self, resolved: Timestamp) -> Vec<PacedSend> {
         let mut state = self.state.lock();
         if state.ended.is_some() {
-            return;
+            return Vec::new();
         }
         // A promise about what lies below the start tells nothing new.
         let resolved = resolved.max(state.resolved);
@@ -553,14 +568,30 @@ impl SharedFeed {
             state.forgotten_up_to = None;
             state.joinable_from = Some(resolved);
         }
+        let mut paced = Vec::new();
         state.subscribers.retain_mut(|subscriber| {
             if subscriber.news.is_closed() {
                 return false;
             }
-            if subscriber.owed_resolved || subscriber.attentive.wanted() {
+            if subscriber.paced && resolved > subscriber.resolved_sent {
+                paced.extend(subscriber.pace_resolved(resolved));
+            } else if subscriber.owed_resolved || subscriber.attentive.wanted() {
                 subscriber.offer_resolved(resolved);
             }
             true
+        });
+        paced
+    }
+
+    /// Drops subscriber `id` for lagging (a paced one that took nothing for too long).
+    fn drop_for_lag(&self, id: SubscriberId) {
+        let mut state = self.state.lock();
+        state.subscribers.retain(|subscriber| {
+            if subscriber.id != id {
+                return true;
+            }
+            *subscriber.signals.dropped_for_lag_at.lock() = Some(Instant::now());
+            false
         });
     }
 
@@ -594,21 +625,42 @@ impl SharedFeed {
     }
 }
 
-/// Events for a subscriber that had no room for them while its feed caught up: the
-/// feed's task waits to send them before it reads on.
+/// A message for a paced subscriber that had no room for it: the feed's task waits to
+/// send it before it reads on.
 pub(super) struct PacedSend {
+    id: SubscriberId,
     news: mpsc::Sender<FeedNews>,
     message: FeedNews,
 }
 
 impl PacedSend {
-    /// Waits for room and sends; a subscriber that left meanwhile needs nothing.
-    pub(super) async fn send(self) {
-        let _ = self.news.send(self.message).await;
+    /// Waits for room and sends, at most `limit`, then drops the subscriber from `feed`
+    /// for lagging; a subscriber that left meanwhile needs nothing.
+    pub(super) async fn send(self, feed: &SharedFeed, limit: Duration) {
+        if let Err(tokio::time::error::Elapsed { .. }) =
+            tokio::time::timeout(limit, self.news.send(self.message)).await
+        {
+            feed.drop_for_lag(self.id);
+        }
     }
 }
 
 impl Subscriber {
+    /// Sends a paced subscriber `resolved` (above what it was sent): now if there is
+    /// room, or else answered for the feed's task to send. Ends its pacing either way:
+    /// from here on, dropped for lagging, its span reopens from there.
+    fn pace_resolved(&mut self, resolved: Timestamp) -> Option<PacedSend> {
+        self.paced = false;
+        self.resolved_sent = resolved;
+        self.owed_resolved = false;
+        match self.news.try_send(FeedNews::Resolved(resolved)) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => None,
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                Some(PacedSend { id: self.id, news: self.news.clone(), message })
+            }
+        }
+    }
+
     /// Sends `resolved` if it is news to the subscriber and its channel is at most half
     /// full (no room: a later one will do, as each is only the latest promise; and
     /// resolved timestamps alone must never fill a channel and get it dropped).
@@ -673,12 +725,14 @@ async fn follow_feed(
             // A slow reader paces the catch-up (the store waits in turn) instead of
             // being dropped and restarting it.
             for paced in feed.on_events(&events) {
-                paced.send().await;
+                paced.send(&feed, PACING_LIMIT).await;
             }
         }
         caught_up |= message.caught_up;
         if caught_up {
-            feed.on_resolved(Timestamp::from_u64(message.resolved_ts));
+            for paced in feed.on_resolved(Timestamp::from_u64(message.resolved_ts)) {
+                paced.send(&feed, PACING_LIMIT).await;
+            }
         }
         if message.closed != FeedCloseReason::Unspecified as i32 {
             break Some(FeedCloseReason::try_from(message.closed).unwrap_or(FeedCloseReason::Unspecified));

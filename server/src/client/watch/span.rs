@@ -91,8 +91,10 @@ enum Ended {
 /// When to subscribe again.
 #[derive(Debug, PartialEq, Eq)]
 enum Reopen {
-    /// The feed dropped the span for not keeping up, after `kept_up_for`: back off (the
-    /// reader is slow), longer each time it is dropped again soon.
+    /// The feed dropped the span for not keeping up, or the store ended a feed that
+    /// had not caught up yet as congested (its reader was slower than the region's
+    /// writes), after keeping up for `kept_up_for` (from the first resolved timestamp
+    /// it was sent): back off (the reader is slow), longer each time it lags again soon.
     AfterLagging { kept_up_for: Duration },
     /// The feed broke after catching up (a broken connection, a congested client):
     /// join again from where the span is.
@@ -123,7 +125,8 @@ impl Reopen {
         match ended {
             // Only lagging drops a subscriber from a feed that goes on.
             None => Reopen::AfterLagging { kept_up_for },
-            Some(FeedCloseReason::Unspecified | FeedCloseReason::Congested) if !caught_up => Reopen::Failed,
+            Some(FeedCloseReason::Congested) if !caught_up => Reopen::AfterLagging { kept_up_for },
+            Some(FeedCloseReason::Unspecified) if !caught_up => Reopen::Failed,
             Some(FeedCloseReason::Unspecified | FeedCloseReason::Congested) => Reopen::AtOnce,
             Some(_) => Reopen::AfterPause,
         }
@@ -300,7 +303,8 @@ async fn receive(
     watched: Watched<'_>,
     reports: &mpsc::Sender<Report>,
 ) -> Ended {
-    let subscribed = Instant::now();
+    // From the first resolved timestamp: the span kept up from there.
+    let mut live_since = None;
     let Watched { prev_values, attentive, rises } = watched;
     // Armed only while the span is on a feed other than the region's first.
     let mut move_check = move_check_for(hub.first_feed(&subscription.feed, region, prev_values));
@@ -327,6 +331,7 @@ async fn receive(
         let report = match news {
             FeedNews::Events(events) => Report::Events(events),
             FeedNews::Resolved(resolved) if resolved > span.resolved => {
+                live_since.get_or_insert_with(Instant::now);
                 span.resolved = resolved;
                 Report::Resolved { span: span.id, at: resolved }
             }
@@ -349,7 +354,8 @@ async fn receive(
     }
     let feed = &subscription.feed;
     let dropped_for_lag_at = subscription.dropped_for_lag_at();
-    let kept_up_for = dropped_for_lag_at.unwrap_or_else(Instant::now).saturating_duration_since(subscribed);
+    let ended_at = dropped_for_lag_at.unwrap_or_else(Instant::now);
+    let kept_up_for = live_since.map_or(Duration::ZERO, |since| ended_at.saturating_duration_since(since));
     let reopen = Reopen::after(dropped_for_lag_at.is_some(), feed.ended(), feed.caught_up(), kept_up_for);
     Ended::Reopen(reopen)
 }

@@ -14,10 +14,6 @@ fn drain(news: &mut mpsc::Receiver<FeedNews>) -> Vec<FeedNews> {
     std::iter::from_fn(|| news.try_recv().ok()).collect()
 }
 
-fn subscribers(feed: &SharedFeed) -> usize {
-    feed.state.lock().subscribers.len()
-}
-
 #[test]
 fn resolved_timestamps_never_fill_more_than_half_of_a_lagging_subscribers_channel() {
     let region = whole_key_space();
@@ -25,10 +21,10 @@ fn resolved_timestamps_never_fill_more_than_half_of_a_lagging_subscribers_channe
     let mut subscription = feed.join(&region, &interest(at_millisecond(1_000), true)).expect("joins");
     // The reader lags: many resolved timestamps and nothing read.
     for millisecond in 1_001..1_001 + 4 * SUBSCRIBER_MESSAGES as u64 {
-        feed.on_resolved(at_millisecond(millisecond));
+        let _ = feed.on_resolved(at_millisecond(millisecond));
     }
     let _ = feed.on_events(&[event(b"k", at_millisecond(5_000))]);
-    assert_eq!(subscribers(&feed), 1, "a subscriber with room for events is not dropped");
+    assert_eq!(feed.subscribers(), 1, "a subscriber with room for events is not dropped");
     let received = drain(&mut subscription.news);
     let resolved = received.iter().filter(|news| matches!(news, FeedNews::Resolved(_))).count();
     assert!(resolved <= SUBSCRIBER_MESSAGES / 2, "{resolved} resolved timestamps queued");
@@ -44,7 +40,7 @@ fn an_up_to_date_span_does_not_join_a_feed_still_catching_up_from_long_before() 
     assert!(feed.join(&region, &interest(at_millisecond(160_000), false)).is_none());
     let close = feed.join(&region, &interest(at_millisecond(100_500), false));
     assert!(close.is_some(), "a span from close above the start shares the catch-up");
-    feed.on_resolved(at_millisecond(200_000));
+    let _ = feed.on_resolved(at_millisecond(200_000));
     assert!(feed.join(&region, &interest(at_millisecond(200_000), false)).is_some(), "live: joinable");
     assert!(feed.join(&region, &interest(at_millisecond(160_000), false)).is_none(), "below resolved");
 }
@@ -70,11 +66,11 @@ fn a_subscriber_asking_for_the_resolved_timestamp_gets_it_behind_the_events_befo
     let from = at_millisecond(1_000);
     let feed = Arc::new(SharedFeed::new(region.clone(), from));
     let mut subscription = feed.join(&region, &interest(from, false)).expect("joins");
-    feed.on_resolved(at_millisecond(2_000));
+    let _ = feed.on_resolved(at_millisecond(2_000));
     assert!(
         matches!(drain(&mut subscription.news)[..], [FeedNews::Resolved(at)] if at == at_millisecond(2_000))
     );
-    feed.on_resolved(at_millisecond(3_000));
+    let _ = feed.on_resolved(at_millisecond(3_000));
     assert!(drain(&mut subscription.news).is_empty(), "an inattentive watch is not sent resolved timestamps");
     subscription.ask_resolved();
     assert!(
@@ -108,8 +104,8 @@ fn a_subscriber_dropped_for_lag_is_told_so_even_when_its_feed_then_ends_for_want
     let region = whole_key_space();
     let from = at_millisecond(1_000);
     let feed = Arc::new(SharedFeed::new(region.clone(), from));
-    let subscription = feed.join(&region, &interest(from, false)).expect("joins");
-    feed.on_resolved(from);
+    let _ = feed.on_resolved(from);
+    let subscription = feed.join(&region, &interest(from, false)).expect("joins a live feed: not paced");
     for millisecond in 0..=SUBSCRIBER_MESSAGES as u64 {
         assert!(
             subscription.dropped_for_lag_at().is_none(),
@@ -118,7 +114,7 @@ fn a_subscriber_dropped_for_lag_is_told_so_even_when_its_feed_then_ends_for_want
         let _ = feed.on_events(&[event(b"k", at_millisecond(2_000 + millisecond))]);
     }
     assert!(subscription.dropped_for_lag_at().is_some(), "a full channel gets a live subscriber dropped");
-    assert_eq!(subscribers(&feed), 0);
+    assert_eq!(feed.subscribers(), 0);
     assert!(feed.end_if_abandoned(), "its only subscriber gone, the feed ends");
     assert!(subscription.dropped_for_lag_at().is_some(), "the span still learns that it lagged");
 }
@@ -128,13 +124,14 @@ fn a_resolved_timestamp_withheld_for_want_of_room_is_sent_once_the_span_drains()
     let region = whole_key_space();
     let from = at_millisecond(1_000);
     let feed = Arc::new(SharedFeed::new(region.clone(), from));
+    let _ = feed.on_resolved(from);
     let mut subscription = feed.join(&region, &interest(from, false)).expect("joins");
     for millisecond in 0..(SUBSCRIBER_MESSAGES / 2) as u64 {
         let _ = feed.on_events(&[event(b"k", at_millisecond(2_000 + millisecond))]);
     }
     // Owed (it was sent events), but the channel is half full: withheld. The region
     // then stays quiet: no later resolved timestamp would carry the news.
-    feed.on_resolved(at_millisecond(9_000));
+    let _ = feed.on_resolved(at_millisecond(9_000));
     let received = drain(&mut subscription.news);
     assert_eq!(received.len(), SUBSCRIBER_MESSAGES / 2);
     assert!(received.iter().all(|news| matches!(news, FeedNews::Events(_))), "withheld: no room");
@@ -171,7 +168,7 @@ fn a_span_on_a_second_feed_can_move_only_once_the_first_has_caught_up() {
     hub.adopt(second.clone(), false);
     assert_eq!(hub.first_feed(&first, &region, false), FirstFeed::NoneOther);
     assert_eq!(hub.first_feed(&second, &region, false), FirstFeed::CatchingUp);
-    first.on_resolved(at_millisecond(2_000));
+    let _ = first.on_resolved(at_millisecond(2_000));
     assert_eq!(hub.first_feed(&second, &region, false), FirstFeed::Live);
     assert_eq!(hub.first_feed(&second, &region, true), FirstFeed::NoneOther, "no feed with previous values");
 }
@@ -187,14 +184,15 @@ fn a_subscriber_without_room_is_paced_not_dropped_while_its_feed_catches_up() {
         paced.extend(feed.on_events(&[event(b"k", at_millisecond(2_000 + millisecond))]));
     }
     assert_eq!(paced.len(), 1, "the message past the channel's room waits for the feed's task");
-    assert_eq!(subscribers(&feed), 1, "a catching-up subscriber is not dropped");
+    assert_eq!(feed.subscribers(), 1, "a catching-up subscriber is not dropped");
     assert!(subscription.dropped_for_lag_at().is_none());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
     let mut sent_in_order = Vec::new();
     runtime.block_on(async {
+        let feed_task = feed.clone();
         let waiting = tokio::spawn(async move {
             for send in paced {
-                send.send().await;
+                send.send(&feed_task, Duration::from_secs(5)).await;
             }
         });
         while let Some(FeedNews::Events(events)) = subscription.news.recv().await {
@@ -209,12 +207,60 @@ fn a_subscriber_without_room_is_paced_not_dropped_while_its_feed_catches_up() {
         (0..=SUBSCRIBER_MESSAGES as u64).map(|millisecond| at_millisecond(2_000 + millisecond)).collect();
     assert_eq!(sent_in_order, expected, "every event, in order");
     // Live now: a reader without room is dropped, with the time it was.
-    feed.on_resolved(at_millisecond(9_000));
+    let _ = feed.on_resolved(at_millisecond(9_000));
     let mut paced = Vec::new();
     for millisecond in 0..=SUBSCRIBER_MESSAGES as u64 {
         paced.extend(feed.on_events(&[event(b"k", at_millisecond(10_000 + millisecond))]));
     }
     assert!(paced.is_empty(), "a live feed never waits for a subscriber");
-    assert_eq!(subscribers(&feed), 0);
+    assert_eq!(feed.subscribers(), 0);
     assert!(subscription.dropped_for_lag_at().is_some());
+}
+
+#[test]
+fn a_paced_subscriber_is_waited_for_until_sent_a_resolved_timestamp_above_its_start() {
+    let region = whole_key_space();
+    let from = at_millisecond(1_000);
+    let feed = Arc::new(SharedFeed::new(region.clone(), from));
+    let subscription = feed.join(&region, &interest(from, false)).expect("joins a catch-up: paced");
+    let mut paced = Vec::new();
+    for millisecond in 0..=SUBSCRIBER_MESSAGES as u64 {
+        paced.extend(feed.on_events(&[event(b"k", at_millisecond(2_000 + millisecond))]));
+    }
+    assert_eq!(paced.len(), 1);
+    // Caught up with nothing resolved above the start yet (the store's first word):
+    // the live events that follow still wait for the subscriber.
+    assert!(feed.on_resolved(from).is_empty());
+    let paced = feed.on_events(&[event(b"k", at_millisecond(3_000))]);
+    assert_eq!((paced.len(), feed.subscribers()), (1, 1), "still paced, not dropped");
+    // Its first resolved timestamp above the start is sent whatever its room...
+    let paced = feed.on_resolved(at_millisecond(4_000));
+    assert!(matches!(&paced[..], [send] if matches!(send.message, FeedNews::Resolved(_))));
+    // ...and from there it is a live subscriber: dropped when it lags.
+    assert!(feed.on_events(&[event(b"k", at_millisecond(5_000))]).is_empty());
+    assert_eq!(feed.subscribers(), 0);
+    assert!(subscription.dropped_for_lag_at().is_some());
+}
+
+#[test]
+fn a_paced_subscriber_that_takes_nothing_is_dropped_after_the_limit_and_the_others_go_on() {
+    let region = whole_key_space();
+    let from = at_millisecond(1_000);
+    let feed = Arc::new(SharedFeed::new(region.clone(), from));
+    let stalled = feed.join(&region, &interest(from, false)).expect("joins");
+    let mut reading = feed.join(&region, &interest(from, false)).expect("joins");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
+    let received = runtime.block_on(async {
+        let mut received = 0;
+        for millisecond in 0..2 * SUBSCRIBER_MESSAGES as u64 {
+            for paced in feed.on_events(&[event(b"k", at_millisecond(2_000 + millisecond))]) {
+                paced.send(&feed, Duration::from_millis(50)).await;
+            }
+            received += drain(&mut reading.news).len();
+        }
+        received
+    });
+    assert!(stalled.dropped_for_lag_at().is_some(), "the stalled subscriber holds the feed no longer");
+    assert_eq!(feed.subscribers(), 1);
+    assert_eq!(received, 2 * SUBSCRIBER_MESSAGES, "the reading subscriber lost nothing");
 }

@@ -18,6 +18,10 @@ fn a_span_dropped_for_lagging_backs_off_even_when_its_feed_then_ended_for_want_o
 fn a_feed_that_breaks_fails_before_catching_up_and_is_rejoined_at_once_after() {
     assert_eq!(Reopen::after(false, Some(FeedCloseReason::Unspecified), false, BRIEFLY), Reopen::Failed);
     assert_eq!(Reopen::after(false, Some(FeedCloseReason::Congested), true, BRIEFLY), Reopen::AtOnce);
+    // Congested before catching up: the store's queue filled while the reader paced
+    // the catch-up. Lagging, not a failure of the feed.
+    let reopen = Reopen::after(false, Some(FeedCloseReason::Congested), false, Duration::ZERO);
+    assert_eq!(reopen, Reopen::AfterLagging { kept_up_for: Duration::ZERO });
     assert_eq!(Reopen::after(false, Some(FeedCloseReason::NotLeader), true, BRIEFLY), Reopen::AfterPause);
 }
 
@@ -84,7 +88,7 @@ fn start_receiving(
 /// A live feed of the whole key space, resolved to `from`, that `hub` follows.
 fn live_feed(hub: &FeedHub, from: Timestamp) -> Arc<SharedFeed> {
     let feed = Arc::new(SharedFeed::new(whole_key_space(), from));
-    feed.on_resolved(from);
+    let _ = feed.on_resolved(from);
     hub.adopt(feed.clone(), false);
     feed
 }
@@ -110,6 +114,8 @@ async fn a_span_dropped_for_lagging_counts_the_time_it_kept_up_until_the_drop_no
     let feed = live_feed(&hub, from);
     let subscription = feed.subscribe(&whole_key_space(), &interest(from, false)).expect("joins");
     let mut receiving = start_receiving(&hub, subscription, from, Arc::new(Attention::default()), 1);
+    // The span learns where it is (it keeps up from here), and reports it.
+    let _ = feed.on_resolved(at_millisecond(1_500));
     tokio::task::yield_now().await;
     // The span waits for news without taking any before the test yields again: its
     // channel fills, and the next message drops it.
@@ -143,7 +149,7 @@ async fn a_span_is_sent_a_resolved_timestamp_withheld_while_its_channel_was_half
     }
     // Owed (events were sent) but withheld: the channel is half full. The region then
     // stays quiet, so no later resolved timestamp would carry the news.
-    feed.on_resolved(at_millisecond(9_000));
+    let _ = feed.on_resolved(at_millisecond(9_000));
     let mut receiving = start_receiving(&hub, subscription, from, Arc::new(Attention::default()), 64);
     assert!(
         resolved_to(&mut receiving.reports, at_millisecond(9_000)).await,
@@ -163,14 +169,14 @@ async fn an_idle_span_on_a_second_feed_moves_to_the_first_once_the_first_has_cau
     let mut receiving = start_receiving(&hub, subscription, from, Arc::new(Attention::default()), 64);
     // The first resolved timestamp after joining is sent, idle or not; the first feed
     // still catches up, so the span stays.
-    second.on_resolved(at_millisecond(6_000));
+    let _ = second.on_resolved(at_millisecond(6_000));
     assert!(resolved_to(&mut receiving.reports, at_millisecond(6_000)).await);
-    second.on_resolved(at_millisecond(7_000));
+    let _ = second.on_resolved(at_millisecond(7_000));
     tokio::time::sleep(MOVE_CHECK_INTERVAL + Duration::from_millis(500)).await;
     assert_eq!((first.subscribers(), second.subscribers()), (0, 1), "moved to a feed still catching up");
     assert!(receiving.reports.try_recv().is_err(), "an idle span is sent nothing while it cannot move");
     // The first catches up; the span learns where it is from its own feed, and moves.
-    first.on_resolved(at_millisecond(2_000));
+    let _ = first.on_resolved(at_millisecond(2_000));
     assert!(resolved_to(&mut receiving.reports, at_millisecond(7_000)).await, "the span never asked");
     let moved = tokio::time::timeout(Duration::from_secs(5), async {
         while (first.subscribers(), second.subscribers()) != (1, 0) {
