@@ -65,8 +65,8 @@ pub(super) const SUBSCRIBER_MESSAGES: usize = 64;
 const MAX_KEPT_EVENTS: usize = 100_000;
 const MAX_KEPT_BYTES: usize = 32 << 20;
 
-/// How long a feed waits for room in a paced subscriber's channel before it drops the
-/// subscriber for lagging: well below the store's patience with a feed that does not
+/// How long a feed waits for room in its paced subscribers' channels, for one message,
+/// before it drops those still without room for lagging: well below the store's patience with a feed that does not
 /// read (30 s), and long enough for any reader that is only slow.
 const PACING_LIMIT: Duration = Duration::from_secs(10);
 
@@ -634,11 +634,12 @@ pub(super) struct PacedSend {
 }
 
 impl PacedSend {
-    /// Waits for room and sends, at most `limit`, then drops the subscriber from `feed`
-    /// for lagging; a subscriber that left meanwhile needs nothing.
-    pub(super) async fn send(self, feed: &SharedFeed, limit: Duration) {
+    /// Waits for room and sends, until `deadline` at the latest, then drops the
+    /// subscriber from `feed` for lagging; a subscriber that left meanwhile needs
+    /// nothing.
+    pub(super) async fn send(self, feed: &SharedFeed, deadline: Instant) {
         if let Err(tokio::time::error::Elapsed { .. }) =
-            tokio::time::timeout(limit, self.news.send(self.message)).await
+            tokio::time::timeout_at(deadline, self.news.send(self.message)).await
         {
             feed.drop_for_lag(self.id);
         }
@@ -724,14 +725,18 @@ async fn follow_feed(
             let events: Vec<ChangeEvent> = message.events.into_iter().map(ChangeEvent::from).collect();
             // A slow reader paces the catch-up (the store waits in turn) instead of
             // being dropped and restarting it.
+            // One deadline for every paced subscriber of a message: their waits do not
+            // add up (the store stops waiting for a feed that does not read, 30 s).
+            let deadline = Instant::now() + PACING_LIMIT;
             for paced in feed.on_events(&events) {
-                paced.send(&feed, PACING_LIMIT).await;
+                paced.send(&feed, deadline).await;
             }
         }
         caught_up |= message.caught_up;
         if caught_up {
+            let deadline = Instant::now() + PACING_LIMIT;
             for paced in feed.on_resolved(Timestamp::from_u64(message.resolved_ts)) {
-                paced.send(&feed, PACING_LIMIT).await;
+                paced.send(&feed, deadline).await;
             }
         }
         if message.closed != FeedCloseReason::Unspecified as i32 {

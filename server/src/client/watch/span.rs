@@ -108,15 +108,18 @@ enum Reopen {
 }
 
 impl Reopen {
-    /// How a subscription ended that kept up for `kept_up_for` (until it was dropped or
-    /// ended): dropped for lagging or not, the feed's close reason if it ended, and
-    /// whether it had caught up.
+    /// How a subscription ended that kept up for `kept_up_for` (from the first resolved
+    /// timestamp the span was sent on it, if any, until it was dropped or ended):
+    /// dropped for lagging or not, the feed's close reason if it ended, and whether
+    /// the feed had caught up.
     fn after(
         dropped_for_lag: bool,
         ended: Option<FeedCloseReason>,
         caught_up: bool,
-        kept_up_for: Duration,
+        kept_up_for: Option<Duration>,
     ) -> Reopen {
+        let live = kept_up_for.is_some();
+        let kept_up_for = kept_up_for.unwrap_or_default();
         if dropped_for_lag {
             // Whatever the feed did after: one whose only subscriber this was ends for
             // want of subscribers, which is no failure of the feed.
@@ -125,7 +128,9 @@ impl Reopen {
         match ended {
             // Only lagging drops a subscriber from a feed that goes on.
             None => Reopen::AfterLagging { kept_up_for },
-            Some(FeedCloseReason::Congested) if !caught_up => Reopen::AfterLagging { kept_up_for },
+            // The store's queue for the feed filled before the span knew where it was
+            // (the catch-up, or the burst after it, went at the span's pace).
+            Some(FeedCloseReason::Congested) if !live => Reopen::AfterLagging { kept_up_for },
             Some(FeedCloseReason::Unspecified) if !caught_up => Reopen::Failed,
             Some(FeedCloseReason::Unspecified | FeedCloseReason::Congested) => Reopen::AtOnce,
             Some(_) => Reopen::AfterPause,
@@ -355,7 +360,7 @@ async fn receive(
     let feed = &subscription.feed;
     let dropped_for_lag_at = subscription.dropped_for_lag_at();
     let ended_at = dropped_for_lag_at.unwrap_or_else(Instant::now);
-    let kept_up_for = live_since.map_or(Duration::ZERO, |since| ended_at.saturating_duration_since(since));
+    let kept_up_for = live_since.map(|since| ended_at.saturating_duration_since(since));
     let reopen = Reopen::after(dropped_for_lag_at.is_some(), feed.ended(), feed.caught_up(), kept_up_for);
     Ended::Reopen(reopen)
 }

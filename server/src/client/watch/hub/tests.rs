@@ -192,7 +192,7 @@ fn a_subscriber_without_room_is_paced_not_dropped_while_its_feed_catches_up() {
         let feed_task = feed.clone();
         let waiting = tokio::spawn(async move {
             for send in paced {
-                send.send(&feed_task, Duration::from_secs(5)).await;
+                send.send(&feed_task, tokio::time::Instant::now() + Duration::from_secs(5)).await;
             }
         });
         while let Some(FeedNews::Events(events)) = subscription.news.recv().await {
@@ -254,7 +254,7 @@ fn a_paced_subscriber_that_takes_nothing_is_dropped_after_the_limit_and_the_othe
         let mut received = 0;
         for millisecond in 0..2 * SUBSCRIBER_MESSAGES as u64 {
             for paced in feed.on_events(&[event(b"k", at_millisecond(2_000 + millisecond))]) {
-                paced.send(&feed, Duration::from_millis(50)).await;
+                paced.send(&feed, tokio::time::Instant::now() + Duration::from_millis(50)).await;
             }
             received += drain(&mut reading.news).len();
         }
