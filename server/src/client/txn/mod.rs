@@ -59,9 +59,6 @@ pub struct Transaction {
     /// transaction that only writes waits for the oracle once, not twice.
     start_ts: tokio::sync::OnceCell<Timestamp>,
     pending_start: parking_lot::Mutex<Option<PendingTimestamp>>,
-    /// A commit timestamp asked for early ([`Transaction::ask_commit_ts_early`]).
-    /// (In a mutex, as the start's: a pending timestamp is not `Sync`.)
-    pending_commit: parking_lot::Mutex<Option<PendingTimestamp>>,
     buffered: BTreeMap<Vec<u8>, Buffered>,
     /// Key ranges `[start, end)` whose reads must still hold at the commit timestamp.
     refreshed: Vec<(Vec<u8>, Vec<u8>)>,
@@ -97,7 +94,6 @@ impl Client {
             client: self.clone(),
             start_ts: tokio::sync::OnceCell::new(),
             pending_start: parking_lot::Mutex::new(Some(self.request_timestamp())),
-            pending_commit: parking_lot::Mutex::new(None),
             buffered: BTreeMap::new(),
             refreshed: Vec::new(),
         })
@@ -255,15 +251,6 @@ impl Transaction {
         Ok(())
     }
 
-    /// Asks the oracle for a commit timestamp now, beside the start timestamp when
-    /// called right after [`Client::begin`] (one round trip for both), for a
-    /// transaction that will write after a short read: its one-phase commit then waits
-    /// for no timestamp. One that takes long may find it below what the region has
-    /// served since, and commit a little later with another.
-    pub fn ask_commit_ts_early(&mut self) {
-        self.pending_commit.get_mut().get_or_insert_with(|| self.client.request_timestamp());
-    }
-
     /// Makes the commit fail with a conflict if a key in `[start, end)` (an empty end:
     /// to the end of the key space) was put or deleted after the transaction started:
     /// what it read of the range still holds at its commit timestamp (no phantoms).
@@ -279,17 +266,14 @@ impl Transaction {
     /// Commits the transaction; answers its commit timestamp (its start timestamp if
     /// it wrote and locked nothing: a read-only transaction is its snapshot). On
     /// [`ClientError::Conflict`] nothing of it is visible, ever; begin it again.
-    pub async fn commit(mut self) -> Result<Timestamp, ClientError> {
+    pub async fn commit(self) -> Result<Timestamp, ClientError> {
         if self.buffered.is_empty() {
             return self.start_ts().await;
         }
         // Asked for before the start timestamp is awaited, so that a transaction that
         // only wrote waits for both in one round trip: a one-phase commit's first try
         // takes it (it is above the start timestamp, asked for later by this client).
-        let commit_ts = match self.pending_commit.get_mut().take() {
-            Some(early) => early,
-            None => self.client.request_timestamp(),
-        };
+        let commit_ts = self.client.request_timestamp();
         let start_ts = self.start_ts().await?;
         let mutations =
             self.buffered.into_iter().map(|(key, buffered)| (key.clone(), mutation(key, buffered))).collect();

@@ -23,15 +23,6 @@ pub(super) fn check(request: &TxnRequest) -> Result<(), EtcdError> {
     Ok(())
 }
 
-/// Whether either branch of `request` (nested transactions included) may write.
-pub(super) fn may_write(request: &TxnRequest) -> bool {
-    request.success.iter().chain(&request.failure).any(|operation| match &operation.request {
-        Some(Request::RequestPut(_) | Request::RequestDeleteRange(_)) => true,
-        Some(Request::RequestTxn(nested)) => may_write(nested),
-        Some(Request::RequestRange(_)) | None => false,
-    })
-}
-
 fn check_sizes(request: &TxnRequest) -> Result<(), EtcdError> {
     let largest = request.compare.len().max(request.success.len()).max(request.failure.len());
     if largest > MAX_OPERATIONS {

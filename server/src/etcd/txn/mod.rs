@@ -57,14 +57,9 @@ pub(super) async fn run(
     header: ResponseHeader,
 ) -> Result<TxnResponse, EtcdError> {
     checks::check(request)?;
-    let may_write = checks::may_write(request);
     retry::until_no_conflict(|| async move {
-        let mut transaction = client.begin().await?;
-        if may_write {
-            // With the start timestamp, in one round trip to the oracle.
-            transaction.ask_commit_ts_early();
-        }
-        let mut run = Run { transaction, client, own: BTreeMap::new(), read: BTreeSet::new() };
+        let mut run =
+            Run { transaction: client.begin().await?, client, own: BTreeMap::new(), read: BTreeSet::new() };
         let decision = run.decide(request).await?;
         let responses = run.apply_branch(decision.branch(request), &decision.nested).await?;
         let header = ResponseHeader { revision: run.commit().await?, ..header };
