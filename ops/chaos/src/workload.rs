@@ -263,14 +263,14 @@ impl Worker {
 pub async fn execute(client: &Client, operation: &Operation) -> EventKind {
     match operation {
         Operation::Read { key } => match client.get(key.as_bytes()).await {
-            Ok(value) => EventKind::Ok { output: Output::Read { value: value.map(text) } },
+            Ok(value) => EventKind::Ok { output: Output::Read { value: value.as_deref().map(text) } },
             Err(error) => EventKind::Fail { error: error.to_string() },
         },
         Operation::Scan { start, end } => match client.scan(start.as_bytes(), end.as_bytes(), 0, false).await
         {
             Ok(pairs) => EventKind::Ok {
                 output: Output::Scan {
-                    pairs: pairs.into_iter().map(|kv| (text(kv.key), text(kv.value))).collect(),
+                    pairs: pairs.into_iter().map(|kv| (text(&kv.key), text(&kv.value))).collect(),
                 },
             },
             Err(error) => EventKind::Fail { error: error.to_string() },
@@ -283,7 +283,7 @@ pub async fn execute(client: &Client, operation: &Operation) -> EventKind {
             let expected = expected.as_deref().map(str::as_bytes);
             match client.compare_and_swap(key.as_bytes(), expected, Some(new.as_bytes())).await {
                 Ok((swapped, previous)) => {
-                    EventKind::Ok { output: Output::Cas { swapped, previous: previous.map(text) } }
+                    EventKind::Ok { output: Output::Cas { swapped, previous: previous.as_deref().map(text) } }
                 }
                 Err(error) => write_failure(error),
             }
@@ -306,6 +306,7 @@ fn write_failure(error: ClientError) -> EventKind {
     }
 }
 
-fn text(bytes: Vec<u8>) -> String {
-    String::from_utf8_lossy(&bytes).into_owned()
+/// Bytes a store answered as the history's text.
+pub(crate) fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }

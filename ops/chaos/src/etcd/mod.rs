@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::history::{EventKind, Operation, Output};
-use crate::workload::{Executor, KeySpace};
+use crate::workload::{Executor, KeySpace, text};
 
 /// The keys of the etcd API's clients.
 pub const KEYS: KeySpace = KeySpace { prefix: "e", scan_end: "f" };
@@ -95,16 +95,14 @@ impl EtcdApi {
         if let Some(client) = &current.1 {
             return Ok(client.clone());
         }
-        let options = ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT).with_timeout(self.deadline);
-        let endpoint = &self.endpoints[current.0];
-        match Client::connect([endpoint.as_str()], Some(options)).await {
+        match connect(&self.endpoints[current.0], self.deadline).await {
             Ok(client) => {
                 current.1 = Some(client.clone());
                 Ok(client)
             }
             Err(error) => {
                 *current = ((current.0 + 1) % self.endpoints.len(), None);
-                Err(Failure { error: format!("connecting to {endpoint}: {error}"), may_have_applied: false })
+                Err(Failure { error, may_have_applied: false })
             }
         }
     }
@@ -191,6 +189,10 @@ impl Executor for EtcdApi {
     }
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+/// A connection to the etcd API at `endpoint`, each request of it bounded by `deadline`.
+async fn connect(endpoint: &str, deadline: Duration) -> Result<Client, String> {
+    let options = ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT).with_timeout(deadline);
+    Client::connect([endpoint], Some(options))
+        .await
+        .map_err(|error| format!("connecting to {endpoint}: {error}"))
 }

@@ -26,12 +26,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use super::{Acknowledged, KEYS};
+use super::{Acknowledged, KEYS, connect};
 use crate::history::{Event, EventKind, Operation, Output};
+use crate::workload::text;
 
 /// How often the watcher asks for progress once it knows where the round ended.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
@@ -73,14 +74,6 @@ impl WatchRecord {
             && revision <= until
             && !self.gaps.iter().any(|(first, last)| (*first..=*last).contains(&revision))
     }
-}
-
-/// A connection to the store at `endpoint`'s etcd API.
-async fn connect(endpoint: &str, deadline: Duration) -> Result<Client, String> {
-    let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(1)).with_timeout(deadline);
-    Client::connect([endpoint], Some(options))
-        .await
-        .map_err(|error| format!("connecting to {endpoint}: {error}"))
 }
 
 /// The client keys and their values, read through the first store that answers, and
@@ -319,10 +312,6 @@ fn check_acknowledged(record: &WatchRecord, expected: &Expected<'_>, problems: &
             ));
         }
     }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[cfg(test)]
