@@ -259,7 +259,11 @@ impl Transaction {
         if KeyRange::new(start, end).is_inverted() {
             return Err(ClientError::InvalidArgument(Refusal::InvertedRange));
         }
-        self.refreshed.push((start.to_vec(), end.to_vec()));
+        // A range asked for again (a compare and a Range of one prefix) is checked once.
+        let range = (start.to_vec(), end.to_vec());
+        if !self.refreshed.contains(&range) {
+            self.refreshed.push(range);
+        }
         Ok(())
     }
 

@@ -312,6 +312,12 @@ struct Signals {
     resolved_withheld: AtomicBool,
 }
 
+impl Signals {
+    fn note_dropped_for_lag(&self) {
+        *self.dropped_for_lag_at.lock() = Some(Instant::now());
+    }
+}
+
 /// A span's subscription to a shared feed: what the feed sends it, until the feed
 /// ends or drops it.
 pub(super) struct Subscription {
@@ -535,12 +541,12 @@ impl SharedFeed {
             subscriber.attentive.set(true);
             match subscriber.news.try_send(FeedNews::Events(theirs)) {
                 Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(news)) if subscriber.paced => {
-                    paced.push(PacedSend { id: subscriber.id, news: subscriber.news.clone(), message: news });
+                Err(mpsc::error::TrySendError::Full(message)) if subscriber.paced => {
+                    paced.push(subscriber.paced_send(message));
                     true
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    *subscriber.signals.dropped_for_lag_at.lock() = Some(Instant::now());
+                    subscriber.signals.note_dropped_for_lag();
                     false
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -590,7 +596,7 @@ impl SharedFeed {
             if subscriber.id != id {
                 return true;
             }
-            *subscriber.signals.dropped_for_lag_at.lock() = Some(Instant::now());
+            subscriber.signals.note_dropped_for_lag();
             false
         });
     }
@@ -634,6 +640,13 @@ pub(super) struct PacedSend {
 }
 
 impl PacedSend {
+    /// Sends every one of `paced` in turn, each waiting until `deadline` at most.
+    async fn send_all(paced: Vec<PacedSend>, feed: &SharedFeed, deadline: Instant) {
+        for send in paced {
+            send.send(feed, deadline).await;
+        }
+    }
+
     /// Waits for room and sends, until `deadline` at the latest, then drops the
     /// subscriber from `feed` for lagging; a subscriber that left meanwhile needs
     /// nothing.
@@ -656,10 +669,13 @@ impl Subscriber {
         self.owed_resolved = false;
         match self.news.try_send(FeedNews::Resolved(resolved)) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => None,
-            Err(mpsc::error::TrySendError::Full(message)) => {
-                Some(PacedSend { id: self.id, news: self.news.clone(), message })
-            }
+            Err(mpsc::error::TrySendError::Full(message)) => Some(self.paced_send(message)),
         }
+    }
+
+    /// `message`, found no room for, to be sent by the feed's task when there is.
+    fn paced_send(&self, message: FeedNews) -> PacedSend {
+        PacedSend { id: self.id, news: self.news.clone(), message }
     }
 
     /// Sends `resolved` if it is news to the subscriber and its channel is at most half
@@ -721,23 +737,20 @@ async fn follow_feed(
             // The connection broke, or the store ended the stream without a word.
             Ok(None) | Err(_) => break Some(FeedCloseReason::Unspecified),
         };
+        // One deadline for every paced subscriber of a message: their waits do not add
+        // up (the store stops waiting for a feed that does not read, 30 s).
+        let deadline = Instant::now() + PACING_LIMIT;
         if !message.events.is_empty() {
             let events: Vec<ChangeEvent> = message.events.into_iter().map(ChangeEvent::from).collect();
             // A slow reader paces the catch-up (the store waits in turn) instead of
-            // being dropped and restarting it.
-            // One deadline for every paced subscriber of a message: their waits do not
-            // add up (the store stops waiting for a feed that does not read, 30 s).
-            let deadline = Instant::now() + PACING_LIMIT;
-            for paced in feed.on_events(&events) {
-                paced.send(&feed, deadline).await;
-            }
+            // being dropped and restarting it; its events go before the resolved
+            // timestamp below.
+            PacedSend::send_all(feed.on_events(&events), &feed, deadline).await;
         }
         caught_up |= message.caught_up;
         if caught_up {
-            let deadline = Instant::now() + PACING_LIMIT;
-            for paced in feed.on_resolved(Timestamp::from_u64(message.resolved_ts)) {
-                paced.send(&feed, deadline).await;
-            }
+            let paced = feed.on_resolved(Timestamp::from_u64(message.resolved_ts));
+            PacedSend::send_all(paced, &feed, deadline).await;
         }
         if message.closed != FeedCloseReason::Unspecified as i32 {
             break Some(FeedCloseReason::try_from(message.closed).unwrap_or(FeedCloseReason::Unspecified));

@@ -91,10 +91,11 @@ enum Ended {
 /// When to subscribe again.
 #[derive(Debug, PartialEq, Eq)]
 enum Reopen {
-    /// The feed dropped the span for not keeping up, or the store ended a feed that
-    /// had not caught up yet as congested (its reader was slower than the region's
-    /// writes), after keeping up for `kept_up_for` (from the first resolved timestamp
-    /// it was sent): back off (the reader is slow), longer each time it lags again soon.
+    /// The feed dropped the span for not keeping up, or the store ended the feed as
+    /// congested before the span was sent a resolved timestamp on it (its reader was
+    /// slower than the region's writes), after keeping up for `kept_up_for` (from the
+    /// first resolved timestamp it was sent): back off (the reader is slow), longer
+    /// each time it lags again soon.
     AfterLagging { kept_up_for: Duration },
     /// The feed broke after catching up (a broken connection, a congested client):
     /// join again from where the span is.
