@@ -37,8 +37,8 @@ dashboard="$repo/ops/grafana/tessera.json"
 
 # --- Output and failure ---------------------------------------------------------------
 
+source ops/lib/playground.sh
 tmp=""
-playground_pid=""
 prometheus_pid=""
 
 step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
@@ -76,25 +76,7 @@ cleanup() {
     kill -KILL "$prometheus_pid" 2>/dev/null
     wait "$prometheus_pid" 2>/dev/null
   fi
-  if [ -n "$playground_pid" ]; then
-    # The playground leads its own process group (set -m below): cargo, the playground
-    # and every node it started.
-    if kill -TERM -- "-$playground_pid" 2>/dev/null; then
-      for ((i = 0; i < 150; i++)); do
-        kill -0 -- "-$playground_pid" 2>/dev/null || break
-        sleep 0.1
-      done
-      if kill -0 -- "-$playground_pid" 2>/dev/null; then
-        echo "observability-check: the playground did not stop within 15 s; killing it" >&2
-        kill -KILL -- "-$playground_pid" 2>/dev/null
-        for ((i = 0; i < 50; i++)); do
-          kill -0 -- "-$playground_pid" 2>/dev/null || break
-          sleep 0.1
-        done
-      fi
-    fi
-    wait "$playground_pid" 2>/dev/null
-  fi
+  playground_stop
   [ -n "$tmp" ] && rm -rf "$tmp"
   exit "$status"
 }
@@ -283,29 +265,9 @@ PYTHON
 
 step "playground (builds the binary first; up to ${READY_TIMEOUT}s)"
 mkdir -p "$tmp/cluster"
-: >"$tmp/playground.out"
-# set -m: the playground runs in a process group of its own, which cleanup signals.
-set -m
-ops/dev.sh playground --dir "$tmp/cluster" >"$tmp/playground.out" 2>"$tmp/playground.err" </dev/null &
-playground_pid=$!
-set +m
 start=$SECONDS
-last_note=$SECONDS
-until grep -qx ready "$tmp/playground.out"; do
-  if ! kill -0 "$playground_pid" 2>/dev/null; then
-    status=0
-    wait "$playground_pid" || status=$?
-    fail "the playground exited (status $status) before printing ready"
-  fi
-  if ((SECONDS - start >= READY_TIMEOUT)); then
-    fail "the playground did not print ready within ${READY_TIMEOUT}s"
-  fi
-  if ((SECONDS - last_note >= 60)); then
-    echo "observability-check: waiting for the playground ($((SECONDS - start))s): $(tail -n 1 "$tmp/playground.err")"
-    last_note=$SECONDS
-  fi
-  sleep 1
-done
+playground_start "$tmp" ops/dev.sh playground --dir "$tmp/cluster"
+playground_wait_ready "$READY_TIMEOUT" || fail "$playground_problem"
 pass "playground ready after $((SECONDS - start))s"
 sed -n '/^ready$/q;p' "$tmp/playground.out"
 

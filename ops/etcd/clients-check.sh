@@ -28,21 +28,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera-target}"
 READY_TIMEOUT="${READY_TIMEOUT:-1200}"
 export ETCDCTL_API=3
 
+source ops/lib/playground.sh
 tmp="$(mktemp -d)"
-playground_pid=""
 cleanup() {
-  local status=$? i
+  local status=$?
   set +e
   trap - EXIT INT TERM
-  if [ -n "$playground_pid" ] && kill -0 "$playground_pid" 2>/dev/null; then
-    kill -TERM -- "-$playground_pid"
-    for ((i = 0; i < 150; i++)); do
-      kill -0 "$playground_pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL -- "-$playground_pid" 2>/dev/null
-    wait "$playground_pid" 2>/dev/null
-  fi
+  playground_stop
   rm -rf "$tmp"
   exit "$status"
 }
@@ -97,17 +89,9 @@ revision_of() {
 ops/dev.sh deps etcd-client >/dev/null
 etcdctl version | head -n 1
 cargo build --release --workspace --bin tessera
-set -m
-"$CARGO_TARGET_DIR/release/tessera" playground --stores 3 --dir "$tmp/cluster" --metrics-port 0 \
-  >"$tmp/playground.out" 2>"$tmp/playground.err" &
-playground_pid=$!
-set +m
-for ((waited = 0; waited < READY_TIMEOUT * 10; waited++)); do
-  grep -qx ready "$tmp/playground.out" && break
-  kill -0 "$playground_pid" 2>/dev/null || fail "the playground exited before ready"
-  sleep 0.1
-done
-grep -qx ready "$tmp/playground.out" || fail "no ready within $READY_TIMEOUT s"
+playground_start "$tmp" "$CARGO_TARGET_DIR/release/tessera" playground --stores 3 --dir "$tmp/cluster" \
+  --metrics-port 0
+playground_wait_ready "$READY_TIMEOUT" || fail "$playground_problem"
 mapfile -t endpoints < <(sed -n 's/^store .* etcd=\([^ ]*\).*/\1/p' "$tmp/playground.out")
 [ "${#endpoints[@]}" -eq 3 ] || fail "the playground printed ${#endpoints[@]} etcd addresses, wanted 3"
 ctl() { etcdctl --endpoints="${endpoints[0]}" --command-timeout=20s "$@"; }

@@ -18,21 +18,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera-target}"
 READY_TIMEOUT="${READY_TIMEOUT:-1200}"
 venv="$HOME/.cache/tessera-python"
 
+source ops/lib/playground.sh
 tmp="$(mktemp -d)"
-playground_pid=""
 cleanup() {
-  local status=$? i
+  local status=$?
   set +e
   trap - EXIT INT TERM
-  if [ -n "$playground_pid" ] && kill -0 "$playground_pid" 2>/dev/null; then
-    kill -TERM -- "-$playground_pid"
-    for ((i = 0; i < 150; i++)); do
-      kill -0 "$playground_pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL -- "-$playground_pid" 2>/dev/null
-    wait "$playground_pid" 2>/dev/null
-  fi
+  playground_stop
   if [ "$status" -ne 0 ] && [ -s "$tmp/playground.err" ]; then
     echo "--- last 40 lines of the playground's standard error ---"
     tail -n 40 "$tmp/playground.err"
@@ -55,17 +47,9 @@ mkdir -p "$tmp/generated"
 
 ops/dev.sh deps >/dev/null
 cargo build --release --workspace --bin tessera
-set -m
-"$CARGO_TARGET_DIR/release/tessera" playground --stores 3 --dir "$tmp/cluster" --metrics-port 0 \
-  >"$tmp/playground.out" 2>"$tmp/playground.err" &
-playground_pid=$!
-set +m
-for ((waited = 0; waited < READY_TIMEOUT * 10; waited++)); do
-  grep -qx ready "$tmp/playground.out" && break
-  kill -0 "$playground_pid" 2>/dev/null || { echo "FAIL: the playground exited before ready"; exit 1; }
-  sleep 0.1
-done
-grep -qx ready "$tmp/playground.out" || { echo "FAIL: no ready within $READY_TIMEOUT s"; exit 1; }
+playground_start "$tmp" "$CARGO_TARGET_DIR/release/tessera" playground --stores 3 --dir "$tmp/cluster" \
+  --metrics-port 0
+playground_wait_ready "$READY_TIMEOUT" || { echo "FAIL: $playground_problem"; exit 1; }
 pd_address="$(sed -n 's/^pd id=1 .*addr=\([^ ]*\).*/\1/p' "$tmp/playground.out")"
 [ -n "$pd_address" ] || { echo "FAIL: the playground printed no driver address"; exit 1; }
 

@@ -52,6 +52,7 @@ mod log_writer;
 mod operation;
 mod peer;
 mod ranges;
+mod read_watermark;
 mod report;
 mod responder;
 mod router;

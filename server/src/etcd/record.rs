@@ -48,6 +48,12 @@ impl StoredValue {
     pub(crate) fn encode(&self) -> Vec<u8> {
         self.encode_to_vec()
     }
+
+    /// The version stored as `bytes`; not decoding is a broken record, an internal error.
+    pub(crate) fn decode_stored(bytes: &[u8]) -> Result<StoredValue, EtcdError> {
+        StoredValue::decode(bytes)
+            .map_err(|error| EtcdError::Internal(format!("an etcd key's version does not decode: {error}")))
+    }
 }
 
 /// The etcd key-value a stored version reads as.
@@ -55,8 +61,7 @@ pub(crate) fn key_value(stored: VersionedKeyValue) -> Result<KeyValue, EtcdError
     let Some(key) = keys::etcd_key(&stored.key) else {
         return Err(EtcdError::Internal("a key outside the etcd API's space was read as one".into()));
     };
-    let record = StoredValue::decode(stored.value.as_slice())
-        .map_err(|error| EtcdError::Internal(format!("an etcd key's version does not decode: {error}")))?;
+    let record = StoredValue::decode_stored(&stored.value)?;
     let mod_revision = revision(stored.commit_ts)?;
     Ok(KeyValue {
         key: key.to_vec(),

@@ -11,8 +11,9 @@
 //! keeps the same invariant with its `max_ts`):
 //!
 //! - **Reads raise a watermark.** The leader records the highest timestamp of a
-//!   snapshot read it accepted (`max_read_ts`), and refuses a one-phase prewrite whose
-//!   commit timestamp is not above it (`ONE_PHASE_READ_ABOVE`).
+//!   snapshot read it accepted, per key for point reads (`store/read_watermark.rs`),
+//!   and refuses a one-phase prewrite whose commit timestamp is not above the
+//!   watermark of every key it writes (`ONE_PHASE_READ_ABOVE`).
 //! - **A new leader syncs first.** Reads its predecessors accepted are not in its
 //!   watermark. So a leader takes one-phase prewrites only after it has received, in
 //!   its current term, a timestamp from the oracle requested after it was elected: every
@@ -22,7 +23,8 @@
 //!   `ONE_PHASE_NOT_SYNCED` and asks the oracle (the worker sends the request).
 //! - **Reads wait for one-phase commits in flight.** A read accepted after a one-phase
 //!   prewrite was proposed, at or above its commit timestamp, is served only once the
-//!   prewrite's entry has applied.
+//!   prewrite's entry has applied: a scan waits for every such prewrite, a point read
+//!   for those that may write its key.
 //!
 //! A commit timestamp at or below the watermark is not refused at once: the leader
 //! re-times the commit with a spare timestamp above the watermark when the store has
@@ -42,6 +44,7 @@ use crate::metrics::METRICS;
 use crate::proto::command::{OnePhaseRefusal, RaftCommand, TxnResult, WriteResult, write};
 use crate::raft::OpaqueError;
 use crate::store::peer::Peer;
+use crate::store::read_watermark::{KeySlots, ReadWatermark};
 use crate::store::spare_timestamps::SpareTimestamps;
 use crate::timestamp::Timestamp;
 
@@ -51,16 +54,18 @@ pub(in crate::store) struct OnePhaseGuard {
     /// The store's spare timestamps; none when the store cannot reach the oracle at
     /// all (then every one-phase commit is refused).
     spare_timestamps: Option<Arc<SpareTimestamps>>,
-    /// The highest timestamp of a snapshot read accepted here (raised by syncs too).
-    max_read_ts: Timestamp,
+    /// The highest timestamps of the snapshot reads accepted here (raised by syncs and
+    /// change feeds' promises too).
+    watermark: ReadWatermark,
     /// The term in which the watermark was synced with the oracle.
     synced_term: Option<u64>,
     /// The term a sync was asked for and not answered yet.
     requested_term: Option<u64>,
     /// A sync the worker must ask the oracle for (the term asking).
     sync_wanted: Option<u64>,
-    /// One-phase prewrites proposed and not applied yet: log index, commit timestamp.
-    in_flight: BTreeMap<u64, Timestamp>,
+    /// One-phase prewrites proposed and not applied yet, by log index: the command's
+    /// lowest commit timestamp and the slots of the keys its one-phase commits write.
+    in_flight: BTreeMap<u64, (Timestamp, KeySlots)>,
 }
 
 impl OnePhaseGuard {
@@ -85,23 +90,41 @@ pub(super) fn one_phase_commit_ts(command: &RaftCommand) -> Option<Timestamp> {
         .min()
 }
 
-/// The start timestamps of the transactions of `command` whose one-phase commit
-/// timestamp is at or below `watermark` (a transaction's writes in one command share
-/// their timestamps).
-fn late_transactions(command: &RaftCommand, watermark: Timestamp) -> BTreeSet<u64> {
-    command
-        .writes
-        .iter()
-        .filter_map(|write| match &write.kind {
-            Some(write::Kind::Prewrite(prewrite))
-                if prewrite.one_phase_commit_ts != 0
-                    && prewrite.one_phase_commit_ts <= watermark.as_u64() =>
-            {
-                Some(prewrite.start_ts)
-            }
-            _ => None,
-        })
-        .collect()
+/// The transactions of `command` whose one-phase commit timestamp is at or below the
+/// watermark of a key they write: start timestamp, and the highest such watermark (a
+/// transaction's writes in one command share their timestamps).
+fn late_transactions(command: &RaftCommand, watermark: &ReadWatermark) -> BTreeMap<u64, Timestamp> {
+    let mut late: BTreeMap<u64, Timestamp> = BTreeMap::new();
+    for write in &command.writes {
+        let Some(write::Kind::Prewrite(prewrite)) = &write.kind else { continue };
+        if prewrite.one_phase_commit_ts == 0 {
+            continue;
+        }
+        let above = watermark.of_keys(prewrite.mutations.iter().map(|mutation| mutation.key.as_slice()));
+        if prewrite.one_phase_commit_ts <= above.as_u64() {
+            let highest = late.entry(prewrite.start_ts).or_default();
+            *highest = (*highest).max(above);
+        }
+    }
+    late
+}
+
+/// Whether every one-phase commit of `command` lands above the watermark of each key
+/// it writes.
+fn all_above(command: &RaftCommand, watermark: &ReadWatermark) -> bool {
+    late_transactions(command, watermark).is_empty()
+}
+
+/// The slots of the keys the one-phase commits of `command` write.
+fn one_phase_key_slots(command: &RaftCommand) -> KeySlots {
+    let one_phase_prewrites = command.writes.iter().filter_map(|write| match &write.kind {
+        Some(write::Kind::Prewrite(prewrite)) if prewrite.one_phase_commit_ts != 0 => Some(prewrite),
+        _ => None,
+    });
+    KeySlots::of(
+        one_phase_prewrites
+            .flat_map(|prewrite| prewrite.mutations.iter().map(|mutation| mutation.key.as_slice())),
+    )
 }
 
 /// Gives each `late` transaction of `command` one of `spares` as its one-phase commit
@@ -133,13 +156,18 @@ pub(super) fn refused(command: &RaftCommand, refusal: OnePhaseRefusal) -> Vec<Wr
 impl Peer {
     /// Notes a snapshot read at `read_ts` accepted now; answers the log index the read
     /// must see applied first (a one-phase commit in flight at or below its timestamp).
-    pub(super) fn observe_snapshot_read(&mut self, read_ts: Timestamp) -> u64 {
-        self.raise_one_phase_watermark(read_ts);
+    /// `key`: the one key read, for a point read (else every key counts as read).
+    pub(super) fn observe_snapshot_read(&mut self, read_ts: Timestamp, key: Option<&[u8]>) -> u64 {
+        match key {
+            Some(key) => self.one_phase.watermark.raise_key(key, read_ts),
+            None => self.raise_one_phase_watermark(read_ts),
+        }
         self.forget_applied_one_phase();
         self.one_phase
             .in_flight
             .iter()
-            .filter(|(_, commit_ts)| **commit_ts <= read_ts)
+            .filter(|(_, (commit_ts, _))| *commit_ts <= read_ts)
+            .filter(|(_, (_, slots))| key.is_none_or(|key| slots.may_hold(key)))
             .map(|(index, _)| *index)
             .max()
             .unwrap_or(0)
@@ -148,14 +176,14 @@ impl Peer {
     /// Raises the watermark one-phase commits must stay above to `timestamp`: a snapshot
     /// read accepted at it, or a change feed's promise that nothing commits at or below it.
     pub(super) fn raise_one_phase_watermark(&mut self, timestamp: Timestamp) {
-        self.one_phase.max_read_ts = self.one_phase.max_read_ts.max(timestamp);
+        self.one_phase.watermark.raise_floor(timestamp);
     }
 
     /// The lowest commit timestamp among the one-phase prewrites proposed and not yet
     /// applied.
     pub(super) fn lowest_one_phase_in_flight(&mut self) -> Option<Timestamp> {
         self.forget_applied_one_phase();
-        self.one_phase.in_flight.values().min().copied()
+        self.one_phase.in_flight.values().map(|(commit_ts, _)| *commit_ts).min()
     }
 
     /// Drops the one-phase prewrites that have applied from those in flight.
@@ -184,28 +212,29 @@ impl Peer {
             }
             return Err(OnePhaseRefusal::OnePhaseNotSynced);
         }
-        let watermark = guard.max_read_ts;
-        if lowest > watermark {
+        let late = late_transactions(command, &guard.watermark);
+        if late.is_empty() {
             return Ok(None);
         }
-        let late = late_transactions(command, watermark);
-        let Some(spares) = spare_timestamps.take_above(watermark, late.len()) else {
+        let above = late.values().copied().max().unwrap_or(lowest);
+        let Some(spares) = spare_timestamps.take_above(above, late.len()) else {
             METRICS.one_phase_refused.increment(1);
             return Err(OnePhaseRefusal::OnePhaseReadAbove);
         };
         let mut retimed = command.clone();
-        retime(&mut retimed, &late, &spares);
+        retime(&mut retimed, &late.keys().copied().collect(), &spares);
         assert!(
-            one_phase_commit_ts(&retimed).is_some_and(|lowest| lowest > watermark),
-            "invariant: a re-timed command's one-phase commits all land above the watermark"
+            all_above(&retimed, &guard.watermark),
+            "invariant: a re-timed command's one-phase commits all land above their keys' watermarks"
         );
         METRICS.one_phase_retimed.increment(late.len() as u64);
         Ok(Some(retimed))
     }
 
-    /// Records a one-phase prewrite proposed at `index`.
-    pub(super) fn one_phase_proposed(&mut self, index: u64, commit_ts: Timestamp) {
-        self.one_phase.in_flight.insert(index, commit_ts);
+    /// Records `command`, with one-phase prewrites at `commit_ts` at the lowest,
+    /// proposed at `index`.
+    pub(super) fn one_phase_proposed(&mut self, index: u64, commit_ts: Timestamp, command: &RaftCommand) {
+        self.one_phase.in_flight.insert(index, (commit_ts, one_phase_key_slots(command)));
     }
 
     /// Forgets the one-phase commits in flight (leadership changed: their entries may
@@ -221,21 +250,24 @@ impl Peer {
 
     /// The oracle's answer to the sync asked for in `term`.
     pub(crate) fn on_one_phase_sync(&mut self, term: u64, answer: Result<Timestamp, OpaqueError>) {
+        // Only a timestamp asked for in the current term proves anything about this
+        // term's predecessors (and is above every read they served).
+        let in_this_term = term == self.term() && self.is_leader();
+        let region_id = self.region_id;
         let guard = &mut self.one_phase;
         if guard.requested_term == Some(term) {
             guard.requested_term = None;
         }
         match answer {
+            Ok(timestamp) if in_this_term => {
+                guard.watermark.raise_floor_above_every_read(timestamp);
+                guard.synced_term = Some(term);
+            }
             Ok(timestamp) => {
-                guard.max_read_ts = guard.max_read_ts.max(timestamp);
-                // Only a timestamp asked for in the current term proves anything about
-                // this term's predecessors.
-                if term == self.term() && self.is_leader() {
-                    self.one_phase.synced_term = Some(term);
-                }
+                guard.watermark.raise_floor(timestamp);
             }
             Err(error) => {
-                tracing::info!(region_id = self.region_id, term, %error, "no timestamp for one-phase commits yet");
+                tracing::info!(region_id, term, %error, "no timestamp for one-phase commits yet");
             }
         }
     }
@@ -271,9 +303,16 @@ mod tests {
             one_phase(40, 0),
         ];
         let mut command = RaftCommand { writes, ..RaftCommand::default() };
-        let late = late_transactions(&command, Timestamp::from_u64(100));
-        assert_eq!(late, BTreeSet::from([10, 20]));
-        retime(&mut command, &late, &[Timestamp::from_u64(201), Timestamp::from_u64(202)]);
+        let mut watermark = ReadWatermark::default();
+        watermark.raise_floor(Timestamp::from_u64(100));
+        let late = late_transactions(&command, &watermark);
+        assert_eq!(late.keys().copied().collect::<Vec<_>>(), [10, 20]);
+        assert!(late.values().all(|above| *above == Timestamp::from_u64(100)));
+        retime(
+            &mut command,
+            &late.keys().copied().collect(),
+            &[Timestamp::from_u64(201), Timestamp::from_u64(202)],
+        );
         assert_eq!(commit_timestamps(&command), vec![(10, 201), (20, 202), (10, 201), (30, 150), (40, 0)]);
         assert_eq!(one_phase_commit_ts(&command), Some(Timestamp::from_u64(150)));
     }

@@ -109,9 +109,10 @@ impl Peer {
         let read_id = self.next_read_id;
         self.next_read_id += 1;
         let must_see = match &request {
-            ReadRequest::TxnGet { read_ts, .. }
-            | ReadRequest::TxnScan { read_ts, .. }
-            | ReadRequest::TxnRefresh { up_to: read_ts, .. } => self.observe_snapshot_read(*read_ts),
+            ReadRequest::TxnGet { key, read_ts } => self.observe_snapshot_read(*read_ts, Some(key)),
+            ReadRequest::TxnScan { read_ts, .. } | ReadRequest::TxnRefresh { up_to: read_ts, .. } => {
+                self.observe_snapshot_read(*read_ts, None)
+            }
             ReadRequest::Get { .. } | ReadRequest::Scan { .. } => 0,
         };
         match self.raw.read_index(read_id.to_le_bytes().to_vec(), ReadMode::Lease) {

@@ -1,6 +1,7 @@
 //! The one-phase commit's guard on real stores: a new leader syncs with the oracle
-//! before it takes one, a commit below a served read is refused, and a read accepted
-//! while a one-phase commit below its timestamp is in flight waits for it.
+//! before it takes one, a commit below a served read of its keys is refused (a read of
+//! other keys does not refuse it), and a read accepted while a one-phase commit below
+//! its timestamp is in flight waits for it.
 
 use super::*;
 use crate::proto::command::{Mutation, OnePhaseRefusal, Prewrite, TxnResult};
@@ -45,6 +46,13 @@ fn refusal(result: &TxnResult) -> OnePhaseRefusal {
     OnePhaseRefusal::try_from(result.one_phase_refused).expect("a known refusal")
 }
 
+/// A key that does not share `key`'s slot of the read watermark.
+fn key_in_another_slot_than(key: &[u8]) -> Vec<u8> {
+    let slot = crate::store::read_watermark::slot_of;
+    let other = (0..).map(|n| format!("other-{n}").into_bytes()).find(|other| slot(other) != slot(key));
+    other.expect("a key in another slot")
+}
+
 fn snapshot_get(cluster: &Cluster, key: &[u8], read_ts: u64) -> ReadResponse {
     cluster.txn_get(1, key, read_ts)
 }
@@ -84,6 +92,31 @@ fn a_one_phase_commit_at_or_below_a_served_read_is_refused() {
 }
 
 #[test]
+fn a_point_read_of_another_key_does_not_refuse_a_one_phase_commit_but_a_scan_does() {
+    let cluster = Cluster::with_regions(1, with_oracle);
+    cluster.wait_for("the sync", |cluster| {
+        let result = outcome(cluster.write(1, vec![one_phase(b"warm-up", 1_100, 1_200)]));
+        (refusal(&result) == OnePhaseRefusal::OnePhaseAccepted).then_some(())
+    });
+    let other = key_in_another_slot_than(b"k");
+    assert_eq!(snapshot_get(&cluster, &other, 5_000), ReadResponse::Value(None));
+    let below_other_read = outcome(cluster.write(1, vec![one_phase(b"k", 3_000, 4_000)]));
+    assert_eq!(refusal(&below_other_read), OnePhaseRefusal::OnePhaseAccepted, "another key's read");
+    let below_own_read = outcome(cluster.write(1, vec![one_phase(&other, 3_000, 4_500)]));
+    assert_eq!(refusal(&below_own_read), OnePhaseRefusal::OnePhaseReadAbove, "its own key's read");
+    let scan = ReadRequest::TxnScan {
+        start: b"a".to_vec(),
+        end: b"b".to_vec(),
+        read_ts: Timestamp::from_u64(7_000),
+        limit: 0,
+        reverse: false,
+    };
+    cluster.read(1, scan);
+    let below_scan = outcome(cluster.write(1, vec![one_phase(b"k", 6_000, 6_500)]));
+    assert_eq!(refusal(&below_scan), OnePhaseRefusal::OnePhaseReadAbove, "a scan counts for every key");
+}
+
+#[test]
 fn without_an_oracle_every_one_phase_commit_is_refused() {
     let cluster = Cluster::with_regions(1, |_| {});
     let refused = outcome(cluster.write(1, vec![one_phase(b"k", 2_000, 2_100)]));
@@ -113,6 +146,11 @@ fn a_read_accepted_while_a_one_phase_commit_below_it_is_in_flight_waits_for_it()
         reading.recv_timeout(Duration::from_millis(300)).is_err(),
         "the read waits while the commit below it is in flight"
     );
+    // A read of a key the commit does not write has nothing to wait for.
+    let other = key_in_another_slot_than(b"k");
+    let unrelated = cluster.stores[&leader].read(1, epoch, ReadRequest::TxnGet { key: other, read_ts });
+    let answer = unrelated.recv_timeout(WAIT).expect("answered while the commit is in flight").expect("read");
+    assert_eq!(answer, ReadResponse::Version(None));
     scenario.release(points::STORE_DROP_OUTGOING_APPENDS);
     let committed = committing.recv_timeout(WAIT).expect("answered").expect("committed");
     assert!(outcome(committed).errors.is_empty());

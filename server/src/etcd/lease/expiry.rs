@@ -49,7 +49,7 @@ async fn sweep(client: &Arc<Client>, started: Timestamp) -> Result<(), EtcdError
     let now = transaction.start_ts().await?;
     for (id, record) in records::every_lease(&transaction).await? {
         let not_before_milliseconds = not_before(&record, started);
-        if now.physical_milliseconds() <= record.deadline_milliseconds.max(not_before_milliseconds) {
+        if !record.expired(now, not_before_milliseconds) {
             continue;
         }
         match records::revoke(client, id, Revoke::IfExpired { not_before_milliseconds }).await {

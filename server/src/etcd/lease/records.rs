@@ -56,6 +56,18 @@ impl LeaseRecord {
         }
     }
 
+    /// Lease `id`'s record stored as `bytes`; not decoding is a broken record.
+    fn decode_stored(id: i64, bytes: &[u8]) -> Result<LeaseRecord, EtcdError> {
+        LeaseRecord::decode(bytes)
+            .map_err(|error| EtcdError::Internal(format!("lease {id}'s record does not decode: {error}")))
+    }
+
+    /// Whether the lease is past its deadline at `now`, the deadline held at least to
+    /// `not_before_milliseconds` (a keep-alive may have come in since it was seen past).
+    pub(super) fn expired(&self, now: Timestamp, not_before_milliseconds: u64) -> bool {
+        now.physical_milliseconds() > self.deadline_milliseconds.max(not_before_milliseconds)
+    }
+
     /// Whole seconds left at `now`, rounded up (etcd's TimeToLive); 0 once past.
     pub(super) fn seconds_left(&self, now: Timestamp) -> i64 {
         let left_milliseconds = self.deadline_milliseconds.saturating_sub(now.physical_milliseconds());
@@ -66,9 +78,7 @@ impl LeaseRecord {
 /// The record of lease `id` as `transaction` reads it.
 pub(super) async fn read_lease(transaction: &Transaction, id: i64) -> Result<Option<LeaseRecord>, EtcdError> {
     match transaction.get(&keys::lease_key(id)).await? {
-        Some(bytes) => LeaseRecord::decode(bytes.as_slice())
-            .map(Some)
-            .map_err(|error| EtcdError::Internal(format!("lease {id}'s record does not decode: {error}"))),
+        Some(bytes) => LeaseRecord::decode_stored(id, &bytes).map(Some),
         None => Ok(None),
     }
 }
@@ -137,11 +147,10 @@ pub(super) async fn revoke(client: &Arc<Client>, id: i64, when: Revoke) -> Resul
         let Some(record) = read_lease(&transaction, id).await? else {
             return Err(EtcdError::LeaseNotFound);
         };
-        if let Revoke::IfExpired { not_before_milliseconds } = when {
-            let now = transaction.start_ts().await?.physical_milliseconds();
-            if now <= record.deadline_milliseconds.max(not_before_milliseconds) {
-                return Ok(None);
-            }
+        if let Revoke::IfExpired { not_before_milliseconds } = when
+            && !record.expired(transaction.start_ts().await?, not_before_milliseconds)
+        {
+            return Ok(None);
         }
         let (start, end) = keys::attached_keys(id);
         for attachment in transaction.scan_committed_versions(&start, &end, 0, false).await? {
@@ -168,13 +177,10 @@ async fn detach_or_delete(
         return Err(EtcdError::Internal("a lease's attachment scan met another lease's key".into()));
     };
     let stored_key = keys::stored_key(etcd_key);
-    if let Some(current) = transaction.get(&stored_key).await? {
-        let record = StoredValue::decode(current.as_slice()).map_err(|error| {
-            EtcdError::Internal(format!("an etcd key's version does not decode: {error}"))
-        })?;
-        if record.lease == id {
-            transaction.delete(&stored_key)?;
-        }
+    if let Some(current) = transaction.get(&stored_key).await?
+        && StoredValue::decode_stored(&current)?.lease == id
+    {
+        transaction.delete(&stored_key)?;
     }
     transaction.delete(attachment)?;
     Ok(())
@@ -198,9 +204,7 @@ pub(super) async fn every_lease(transaction: &Transaction) -> Result<Vec<(i64, L
         let Some(id) = keys::lease_id(&stored.key) else {
             return Err(EtcdError::Internal("a lease scan met a key of another kind".into()));
         };
-        let record = LeaseRecord::decode(stored.value.as_slice())
-            .map_err(|error| EtcdError::Internal(format!("lease {id}'s record does not decode: {error}")))?;
-        leases.push((id, record));
+        leases.push((id, LeaseRecord::decode_stored(id, &stored.value)?));
     }
     Ok(leases)
 }
@@ -264,6 +268,15 @@ mod tests {
         assert_eq!(record.seconds_left(at_millisecond(14_999)), 1);
         assert_eq!(record.seconds_left(at_millisecond(15_000)), 0);
         assert_eq!(record.seconds_left(at_millisecond(99_000)), 0);
+    }
+
+    #[test]
+    fn a_lease_expires_after_its_deadline_or_the_floor_given_whichever_is_later() {
+        let record = LeaseRecord::granted_at(at_millisecond(10_000), 5);
+        assert!(!record.expired(at_millisecond(15_000), 0), "at the deadline it is still alive");
+        assert!(record.expired(at_millisecond(15_001), 0));
+        assert!(!record.expired(at_millisecond(15_001), 16_000), "a floor past the deadline holds it");
+        assert!(record.expired(at_millisecond(16_001), 16_000));
     }
 
     #[test]

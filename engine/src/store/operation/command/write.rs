@@ -43,7 +43,7 @@ impl Peer {
         let command = retimed.as_ref().unwrap_or(command);
         let position = self.raw.propose(command.encode_to_vec()).map_err(|error| self.raft_refusal(error))?;
         if let Some(commit_ts) = one_phase_commit_ts(command) {
-            self.one_phase_proposed(position.index, commit_ts);
+            self.one_phase_proposed(position.index, commit_ts, command);
         }
         Ok(Proposed::InLog(position))
     }
