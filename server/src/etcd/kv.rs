@@ -19,7 +19,7 @@ use super::keys::{self, KeyRange};
 use super::record;
 use super::retry;
 use super::txn;
-use crate::client::Client;
+use crate::client::{Client, Snapshot};
 use crate::etcd_proto::etcdserverpb::kv_server::Kv;
 use crate::etcd_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::etcd_proto::etcdserverpb::request_op::Request as Operation;
@@ -47,13 +47,14 @@ impl EtcdKv {
 
     async fn read_range(&self, request: RangeRequest) -> Result<RangeResponse, EtcdError> {
         let range = KeyRange::of(&request.key, &request.range_end)?;
-        let (read_ts, fresh) = match u64::try_from(request.revision) {
-            Ok(at) if at > 0 => (Timestamp::from_u64(at), false),
-            _ => (self.client.timestamp().await?, true),
+        let snapshot = match u64::try_from(request.revision) {
+            Ok(at) if at > 0 => self.client.snapshot_at(Timestamp::from_u64(at)).await?,
+            _ => self.client.snapshot_now().await?,
         };
-        let kvs = read_at(&self.client, &range, read_ts, fresh).await?;
+        let fresh = request.revision <= 0;
+        let kvs = read_at(&self.client, &range, &snapshot, fresh).await?;
         let mut response = shape_range(kvs, &request);
-        response.header = Some(self.header(revision(read_ts)?));
+        response.header = Some(self.header(revision(snapshot.read_ts())?));
         Ok(response)
     }
 
@@ -93,24 +94,23 @@ fn compacted_revision(stored: &Option<Vec<u8>>) -> Result<i64, EtcdError> {
 
 /// The revision Compact last recorded (0: none), read now.
 pub(super) async fn compacted_revision_now(client: &Arc<Client>) -> Result<i64, EtcdError> {
-    let now = client.snapshot_at(client.timestamp().await?).await?;
+    let now = client.snapshot_now().await?;
     compacted_revision(&now.get(keys::COMPACTED_KEY).await?)
 }
 
-/// The keys of `range` as of `read_ts`; refused as compacted below the revision
-/// Compact recorded. `fresh`: `read_ts` is a fresh timestamp from the oracle (else the
-/// record is read at one: a compaction recorded after `read_ts` counts too).
+/// The keys of `range` in `snapshot`; refused as compacted below the revision Compact
+/// recorded. `fresh`: the snapshot is at a fresh timestamp from the oracle (else the
+/// record is read at one: a compaction recorded after the snapshot counts too).
 async fn read_at(
     client: &Arc<Client>,
     range: &KeyRange,
-    read_ts: Timestamp,
+    snapshot: &Snapshot,
     fresh: bool,
 ) -> Result<Vec<KeyValue>, EtcdError> {
-    let snapshot = client.snapshot_at(read_ts).await?;
     // A fresh timestamp is above every revision a Compact that finished before it
     // recorded (Compact refuses revisions past its own fresh timestamp), so only a read
     // at a named revision can be below one.
-    if !fresh && revision(read_ts)? < compacted_revision_now(client).await? {
+    if !fresh && revision(snapshot.read_ts())? < compacted_revision_now(client).await? {
         return Err(EtcdError::Compacted);
     }
     let mut kvs = Vec::new();
@@ -130,7 +130,8 @@ pub(super) async fn read_at_revision(
     at: i64,
 ) -> Result<Vec<KeyValue>, EtcdError> {
     let read_ts = u64::try_from(at).map_err(|_| EtcdError::FutureRevision)?;
-    read_at(client, range, Timestamp::from_u64(read_ts), false).await
+    let snapshot = client.snapshot_at(Timestamp::from_u64(read_ts)).await?;
+    read_at(client, range, &snapshot, false).await
 }
 
 /// A Range's answer (without its header) from the keys read, in key order: filtered,

@@ -59,6 +59,9 @@ pub struct Transaction {
     /// transaction that only writes waits for the oracle once, not twice.
     start_ts: tokio::sync::OnceCell<Timestamp>,
     pending_start: parking_lot::Mutex<Option<PendingTimestamp>>,
+    /// A commit timestamp asked for with the start (`Client::begin_one_phase`), for the
+    /// commit's first one-phase try.
+    pending_commit: parking_lot::Mutex<Option<PendingTimestamp>>,
     buffered: BTreeMap<Vec<u8>, Buffered>,
     /// Key ranges `[start, end)` whose reads must still hold at the commit timestamp.
     refreshed: Vec<(Vec<u8>, Vec<u8>)>,
@@ -94,9 +97,28 @@ impl Client {
             client: self.clone(),
             start_ts: tokio::sync::OnceCell::new(),
             pending_start: parking_lot::Mutex::new(Some(self.request_timestamp())),
+            pending_commit: parking_lot::Mutex::new(None),
             buffered: BTreeMap::new(),
             refreshed: Vec::new(),
         })
+    }
+
+    /// Begins a transaction expected to read a few keys and commit in one phase soon
+    /// (etcd's Put): its commit timestamp is asked for together with its start, so
+    /// that it waits for the oracle once, not once before its reads and once after.
+    /// A commit timestamp that reads of its keys overtook meanwhile is refused by the
+    /// leader (nothing is written) and the commit goes on as any other.
+    pub async fn begin_one_phase(self: &Arc<Self>) -> Result<Transaction, ClientError> {
+        let transaction = self.begin().await?;
+        *transaction.pending_commit.lock() = Some(self.request_timestamp());
+        Ok(transaction)
+    }
+
+    /// What was committed at or below a fresh timestamp from the oracle: every write
+    /// acknowledged before this call (one oracle round trip, where `snapshot_at` of a
+    /// fresh timestamp takes two).
+    pub async fn snapshot_now(self: &Arc<Self>) -> Result<Snapshot, ClientError> {
+        Ok(Snapshot { client: self.clone(), read_ts: self.timestamp().await? })
     }
 
     /// What was committed at or below `read_ts`. A timestamp the oracle has not handed
@@ -277,7 +299,8 @@ impl Transaction {
         // Asked for before the start timestamp is awaited, so that a transaction that
         // only wrote waits for both in one round trip: a one-phase commit's first try
         // takes it (it is above the start timestamp, asked for later by this client).
-        let commit_ts = self.client.request_timestamp();
+        let asked_early = self.pending_commit.lock().take();
+        let commit_ts = asked_early.unwrap_or_else(|| self.client.request_timestamp());
         let start_ts = self.start_ts().await?;
         let mutations =
             self.buffered.into_iter().map(|(key, buffered)| (key.clone(), mutation(key, buffered))).collect();

@@ -58,8 +58,11 @@ pub(super) async fn run(
 ) -> Result<TxnResponse, EtcdError> {
     checks::check(request)?;
     retry::until_no_conflict(|| async move {
-        let mut run =
-            Run { transaction: client.begin().await?, client, own: BTreeMap::new(), read: BTreeSet::new() };
+        // Most of etcd's writes are single keys read and written (a Put, Kubernetes'
+        // compare-and-swaps): one-phase commits, whose commit timestamp can be asked
+        // for with the start.
+        let transaction = client.begin_one_phase().await?;
+        let mut run = Run { transaction, client, own: BTreeMap::new(), read: BTreeSet::new() };
         let decision = run.decide(request).await?;
         let responses = run.apply_branch(decision.branch(request), &decision.nested).await?;
         let header = ResponseHeader { revision: run.commit().await?, ..header };
