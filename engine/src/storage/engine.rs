@@ -142,6 +142,8 @@ pub enum Defect {
     OutsideRegion { cf: &'static str, key: Vec<u8> },
     #[error("it is of region {found}")]
     OtherRegion { found: u64 },
+    #[error("its range [{}, {}) holds no key", hex(start), hex(end))]
+    EmptyRange { start: Vec<u8>, end: Vec<u8> },
     #[error("it has a hole: expected entry {expected}, found {found}")]
     Hole { expected: u64, found: u64 },
     #[error("it ends at {found} but its state says {recorded}")]

@@ -17,7 +17,8 @@ use super::engine::{Cf, Defect, Engine, EngineError, Record};
 use super::keys;
 use super::peer_storage::PeerStorage;
 use crate::proto::frame::{KeyValue, RegionSnapshotData};
-use crate::proto::metadata::{ApplyState, RegionLocalState};
+use crate::proto::metadata::{ApplyState, Region, RegionLocalState};
+use crate::region::KeyRange;
 
 /// Builds a snapshot of `region_id` as of its applied index.
 pub(crate) fn build(engine: &Engine, region_id: u64) -> Result<Snapshot, EngineError> {
@@ -90,10 +91,56 @@ pub(crate) fn build(engine: &Engine, region_id: u64) -> Result<Snapshot, EngineE
     Ok(Snapshot { data, metadata: Some(metadata) })
 }
 
+/// A snapshot checked to install cleanly: its payload decoded, its region and
+/// metadata present.
+pub(crate) struct CheckedSnapshot {
+    pub payload: RegionSnapshotData,
+    pub region: Region,
+    pub metadata: SnapshotMetadata,
+}
+
+/// Checks everything [`install`] relies on before anything is written: the payload
+/// decodes; it has metadata and a region, the one addressed (`region_id`); the
+/// region's range holds a key (neither empty nor inverted: RocksDB refuses to delete an
+/// inverted range, and a store cannot carry on after a failed install); every key it
+/// carries, in every column family, lies inside that range (one outside would land in
+/// another region's). A store checks a snapshot from another store with this before its
+/// Raft sees it.
+pub(crate) fn check(region_id: u64, snapshot: &Snapshot) -> Result<CheckedSnapshot, Defect> {
+    let payload = RegionSnapshotData::decode(snapshot.data.as_slice())?;
+    let metadata = snapshot.metadata.clone().ok_or(Defect::NoMetadata)?;
+    let region = payload.region.clone().ok_or(Defect::NoRegion)?;
+    if region.id != region_id {
+        return Err(Defect::OtherRegion { found: region.id });
+    }
+    let range = KeyRange::of(&region);
+    if range.is_empty() {
+        let (start, end) = (region.start_key.clone(), region.end_key.clone());
+        return Err(Defect::EmptyRange { start, end });
+    }
+    if let Some(pair) = payload.pairs.iter().find(|pair| !range.contains(&pair.key)) {
+        return Err(Defect::OutsideRegion { cf: Cf::Data.name(), key: pair.key.clone() });
+    }
+    for (cf, entries) in stored_entries(&payload) {
+        let (start, end) = keys::region_bounds(cf, &region.start_key, &region.end_key);
+        // Keys as stored: one outside the region would land in another's range.
+        if let Some(entry) = entries.iter().find(|entry| entry.key < start || entry.key >= end) {
+            return Err(Defect::OutsideRegion { cf: cf.name(), key: entry.key.clone() });
+        }
+    }
+    Ok(CheckedSnapshot { payload, region, metadata })
+}
+
+/// The payload's transactional records, by the column family they are stored in.
+fn stored_entries(payload: &RegionSnapshotData) -> [(Cf, &Vec<KeyValue>); 3] {
+    [(Cf::Lock, &payload.locks), (Cf::Write, &payload.writes), (Cf::Versions, &payload.versions)]
+}
+
 /// Adds to `batch` everything that installing `snapshot` on `storage`'s peer writes:
 /// the region's data range replaced by the snapshot's pairs, the log dropped, and the
 /// region, configuration and apply states set to the snapshot's. Written together, a
-/// crash leaves either the old peer or the new one, never a mixture.
+/// crash leaves either the old peer or the new one, never a mixture. The snapshot is
+/// [`check`]ed first: nothing is added to `batch` for one that fails.
 pub(crate) fn install(
     engine: &Engine,
     storage: &mut PeerStorage,
@@ -101,12 +148,8 @@ pub(crate) fn install(
     batch: &mut WriteBatch,
 ) -> Result<(), EngineError> {
     let corrupt = |defect| EngineError::corrupt(Record::Snapshot { region_id: storage.region_id() }, defect);
-    let payload = RegionSnapshotData::decode(snapshot.data.as_slice()).map_err(|e| corrupt(e.into()))?;
-    let metadata = snapshot.metadata.clone().ok_or_else(|| corrupt(Defect::NoMetadata))?;
-    let region = payload.region.ok_or_else(|| corrupt(Defect::NoRegion))?;
-    if region.id != storage.region_id() {
-        return Err(corrupt(Defect::OtherRegion { found: region.id }));
-    }
+    let CheckedSnapshot { payload, region, metadata } =
+        check(storage.region_id(), snapshot).map_err(corrupt)?;
     for cf in Cf::REGION_DATA {
         let (start, end) = keys::region_bounds(cf, &region.start_key, &region.end_key);
         batch.delete_range_cf(engine.cf(cf)?, &start, &end);
@@ -115,16 +158,9 @@ pub(crate) fn install(
     for pair in &payload.pairs {
         batch.put_cf(data, keys::data_key(&pair.key), &pair.value);
     }
-    let stored =
-        [(Cf::Lock, &payload.locks), (Cf::Write, &payload.writes), (Cf::Versions, &payload.versions)];
-    for (cf, entries) in stored {
-        let (start, end) = keys::region_bounds(cf, &region.start_key, &region.end_key);
+    for (cf, entries) in stored_entries(&payload) {
         let handle = engine.cf(cf)?;
         for entry in entries {
-            // Keys as stored: one outside the region would land in another's range.
-            if entry.key < start || entry.key >= end {
-                return Err(corrupt(Defect::OutsideRegion { cf: cf.name(), key: entry.key.clone() }));
-            }
             batch.put_cf(handle, &entry.key, &entry.value);
         }
     }

@@ -1,10 +1,12 @@
 //! The storage layer against a real RocksDB in a temporary directory.
 
+use prost::Message as _;
 use rocksdb::WriteBatch;
 
 use super::*;
+use crate::proto::frame::RegionSnapshotData;
 use crate::proto::metadata::{Peer, Region, RegionEpoch};
-use crate::raft::proto::{Entry, HardState};
+use crate::raft::proto::{Entry, HardState, Snapshot, SnapshotMetadata};
 use crate::raft::{Storage, StorageError};
 
 fn region(id: u64, start: &[u8], end: &[u8]) -> Region {
@@ -191,9 +193,7 @@ fn a_snapshot_carries_the_region_range_and_installs_atomically() {
 #[test]
 fn a_snapshot_carries_the_transactional_families_within_the_region_only() {
     use crate::mvcc::key::{lock_key, version_key};
-    use crate::proto::frame::RegionSnapshotData;
     use crate::timestamp::Timestamp;
-    use prost::Message as _;
 
     let source_dir = tempfile::tempdir().unwrap();
     let source = Engine::open(source_dir.path()).unwrap();
@@ -238,4 +238,45 @@ fn a_snapshot_carries_the_transactional_families_within_the_region_only() {
     let mut batch = WriteBatch::default();
     let error = snapshot::install(&target, &mut empty, &forged, &mut batch).expect_err("a key outside");
     assert!(error.to_string().contains("outside its region"), "{error}");
+}
+
+/// A snapshot of region 3, `[b, d)`, with the payload `change` made of it.
+fn forged(change: impl FnOnce(&mut RegionSnapshotData)) -> Snapshot {
+    let mut payload = RegionSnapshotData {
+        region: Some(region(3, b"b", b"d")),
+        pairs: vec![crate::proto::frame::KeyValue { key: b"c".to_vec(), value: b"v".to_vec() }],
+        ..RegionSnapshotData::default()
+    };
+    change(&mut payload);
+    Snapshot { data: payload.encode_to_vec(), metadata: Some(SnapshotMetadata::default()) }
+}
+
+#[test]
+fn a_snapshot_that_would_not_install_is_refused_before_anything_is_written() {
+    assert!(snapshot::check(3, &forged(|_| {})).is_ok(), "the unforged one passes");
+    let inverted = forged(|payload| payload.region = Some(region(3, b"d", b"b")));
+    assert!(matches!(snapshot::check(3, &inverted), Err(Defect::EmptyRange { .. })), "inverted");
+    let empty = forged(|payload| payload.region = Some(region(3, b"b", b"b")));
+    assert!(matches!(snapshot::check(3, &empty), Err(Defect::EmptyRange { .. })), "[b, b)");
+    let unbounded = forged(|payload| payload.region = Some(region(3, b"b", b"")));
+    assert!(snapshot::check(3, &unbounded).is_ok(), "an empty end is the end of the key space");
+    let outside = forged(|payload| payload.pairs[0].key = b"z".to_vec());
+    assert!(matches!(snapshot::check(3, &outside), Err(Defect::OutsideRegion { cf: "default", .. })));
+    assert!(matches!(snapshot::check(4, &forged(|_| {})), Err(Defect::OtherRegion { found: 3 })));
+    let undecodable = Snapshot { data: vec![0xff, 0xff], metadata: Some(SnapshotMetadata::default()) };
+    assert!(matches!(snapshot::check(3, &undecodable), Err(Defect::Undecodable(_))));
+    let no_metadata = Snapshot { metadata: None, ..forged(|_| {}) };
+    assert!(matches!(snapshot::check(3, &no_metadata), Err(Defect::NoMetadata)));
+
+    // Install refuses what check refuses, and adds nothing to the batch.
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let mut batch = WriteBatch::default();
+    PeerStorage::initialize_empty(&engine, 3, 32, &mut batch).unwrap();
+    engine.write(batch, true).unwrap();
+    let mut storage = PeerStorage::open(&engine, 3).unwrap();
+    let mut batch = WriteBatch::default();
+    let error = snapshot::install(&engine, &mut storage, &inverted, &mut batch).expect_err("inverted");
+    assert!(error.to_string().contains("holds no key"), "{error}");
+    assert_eq!(batch.len(), 0, "nothing staged");
 }

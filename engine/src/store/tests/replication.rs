@@ -342,8 +342,28 @@ fn malformed_frames_neither_crash_a_store_nor_create_peers() {
         }),
         ..raft(71, 72, MessageType::Snapshot)
     };
+    // Decodable, of the addressed region, from a leader of a later term: but its range
+    // is inverted, or it carries a key outside its range. Raft would accept it, and an
+    // install that fails stops the store.
+    let forged_snapshot = |start: &[u8], end: &[u8], key: &[u8]| {
+        let payload = crate::proto::frame::RegionSnapshotData {
+            region: Some(Region {
+                id: 1,
+                start_key: start.to_vec(),
+                end_key: end.to_vec(),
+                ..Region::default()
+            }),
+            pairs: vec![crate::proto::frame::KeyValue { key: key.to_vec(), value: b"forged".to_vec() }],
+            ..Default::default()
+        };
+        let metadata = SnapshotMetadata { conf_state: Some(Default::default()), index: 1_000, term: 100 };
+        let snapshot = Snapshot { data: prost::Message::encode_to_vec(&payload), metadata: Some(metadata) };
+        Message { snapshot: Some(snapshot), ..raft(11, 12, MessageType::Snapshot) }
+    };
     let everything: (&[u8], &[u8]) = (b"", b"");
     let messages = vec![
+        region_message(1, (11, 12), everything, Some(forged_snapshot(b"z", b"a", b"b"))),
+        region_message(1, (11, 12), everything, Some(forged_snapshot(b"a", b"c", b"x"))),
         region_message(0, (1, 2), everything, Some(raft(1, 2, MessageType::Append))),
         region_message(7, (71, 0), everything, Some(raft(71, 0, MessageType::Append))),
         region_message(7, (71, 72), everything, Some(garbage_snapshot)),
@@ -367,6 +387,7 @@ fn malformed_frames_neither_crash_a_store_nor_create_peers() {
     };
     cluster.stores[&2].sink().deliver(frame);
     cluster.write(1, vec![put(b"b", b"2")]);
+    assert_eq!(data_on(&cluster.stores[&2], b"x"), None, "the forged snapshot's key");
     cluster.wait_for("store 2 to keep applying", |c| {
         (data_on(&c.stores[&2], b"b") == Some(b"2".to_vec())).then_some(())
     });

@@ -13,10 +13,12 @@ use rocksdb::WriteBatch;
 
 use crate::failpoint::{self, points};
 use crate::metrics::{METRICS, SnapshotFailure};
-use crate::proto::frame::{HeartbeatEntry, RegionMessage, RegionSnapshotData, StoreFrame};
+use crate::proto::frame::{HeartbeatEntry, RegionMessage, StoreFrame};
 use crate::proto::metadata::{self, PeerState, RegionLocalState};
 use crate::raft::proto::{Message, MessageType};
 use crate::region::KeyRange;
+use crate::storage::Defect;
+use crate::storage::snapshot;
 use crate::storage::{Cf, PeerStorage, keys};
 use crate::store::heartbeat::expand;
 
@@ -31,12 +33,13 @@ fn well_formed(message: &RegionMessage) -> bool {
     message.region_id != 0 && from.id != 0 && to.id != 0 && raft.from == from.id && raft.to == to.id
 }
 
-/// The key range a snapshot message would install, if its payload decodes and is of
-/// `region_id`.
-fn snapshot_range(region_id: u64, message: &Message) -> Option<(Vec<u8>, Vec<u8>)> {
-    let snapshot = message.snapshot.as_ref()?;
-    let data = <RegionSnapshotData as prost::Message>::decode(snapshot.data.as_slice()).ok()?;
-    data.region.filter(|region| region.id == region_id).map(|region| (region.start_key, region.end_key))
+/// The key range a snapshot message would install, if it would install cleanly
+/// ([`snapshot::check`]: an install that fails stops the store, so nothing that could
+/// fail one gets past here).
+fn snapshot_range(region_id: u64, message: &Message) -> Result<(Vec<u8>, Vec<u8>), Defect> {
+    let snapshot = message.snapshot.as_ref().ok_or(Defect::Missing)?;
+    let checked = snapshot::check(region_id, snapshot)?;
+    Ok((checked.region.start_key, checked.region.end_key))
 }
 
 impl Worker {
@@ -78,12 +81,13 @@ impl Worker {
         // A snapshot is decoded once, here: it must be of the addressed region.
         let snapshot_range = match raft_message.msg_type() {
             MessageType::Snapshot => match snapshot_range(region_id, &raft_message) {
-                Some(range) => Some(range),
-                None => {
+                Ok(range) => Some(range),
+                Err(defect) => {
                     tracing::warn!(
                         region_id,
                         from_store_id = from_peer.store_id,
-                        "refused a snapshot: undecodable or of another region"
+                        %defect,
+                        "refused a snapshot that would not install"
                     );
                     METRICS.snapshot_failed(SnapshotFailure::Rejected);
                     return;
