@@ -24,6 +24,25 @@ pub const MAX_KEY_BYTES: usize = 8 * 1024;
 /// Largest value accepted, in bytes.
 pub const MAX_VALUE_BYTES: usize = 4 * 1024 * 1024;
 
+/// A scan's answer stops at the first pair that brings its keys and values to this
+/// many bytes (so it holds at least one pair, and at most this plus one pair): a
+/// response stays well under the transport's message limit however large the region,
+/// and a scan holds its worker for a bounded time. The caller continues after the
+/// last key (`scan_page_is_cut` tells it when it must).
+pub const MAX_SCAN_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The bytes a scanned pair counts for against [`MAX_SCAN_RESPONSE_BYTES`].
+pub fn scanned_bytes(key: &[u8], value: &[u8]) -> usize {
+    key.len() + value.len()
+}
+
+/// Whether a scan answer of `pairs` pairs and `bytes` bytes, asked for at most `limit`
+/// (0: no limit), stopped at [`MAX_SCAN_RESPONSE_BYTES`] rather than at the range's end
+/// or the limit: then more may follow its last key.
+pub fn scan_page_is_cut(pairs: usize, bytes: usize, limit: usize) -> bool {
+    bytes >= MAX_SCAN_RESPONSE_BYTES && (limit == 0 || pairs < limit)
+}
+
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum KvError {
     #[error("empty key")]

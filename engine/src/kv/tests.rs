@@ -137,3 +137,13 @@ fn delete_range_stays_inside_the_region_and_hides_earlier_batch_writes() {
     assert_eq!(get(&engine, b"c"), Some(b"2".to_vec()));
     assert_eq!(get(&engine, b"d"), Some(b"2".to_vec()));
 }
+
+#[test]
+fn a_scan_page_is_cut_only_when_it_reached_the_byte_budget_before_its_limit() {
+    let budget = MAX_SCAN_RESPONSE_BYTES;
+    assert!(scan_page_is_cut(3, budget, 0), "no limit, budget reached");
+    assert!(scan_page_is_cut(3, budget + 10, 5), "below its limit");
+    assert!(!scan_page_is_cut(5, budget, 5), "the limit was reached as well: nothing more was asked");
+    assert!(!scan_page_is_cut(3, budget - 1, 0), "the range ended first");
+    assert_eq!(scanned_bytes(b"key", b"value"), 8);
+}

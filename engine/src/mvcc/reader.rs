@@ -21,6 +21,7 @@ use prost::Message as _;
 use rocksdb::{Direction, IteratorMode, ReadOptions};
 
 use super::key::{KeyDefect, lock_key, range_bounds, split_lock_key, split_version_key, version_key};
+use crate::kv;
 use crate::proto::command::LockInfo;
 use crate::proto::mvcc::{Lock, Mutation, Write, WriteKind};
 use crate::storage::{Cf, Engine, EngineError, Record};
@@ -168,7 +169,10 @@ impl<'a> MvccReader<'a> {
     ) -> Result<Vec<VersionedPair>, MvccError> {
         let locks = self.blocking_locks(start, end, read_ts)?;
         let mut pairs: Vec<VersionedPair> = Vec::new();
+        let mut bytes = 0;
         let mut group: Option<KeyRecords> = None;
+        // Stopped at the limit or at the byte budget (`kv::MAX_SCAN_RESPONSE_BYTES`).
+        let mut stopped = false;
         for item in self.write_records(start, end, reverse)? {
             let (stored, value) = item.map_err(EngineError::from)?;
             let (key, commit_ts, write) = decode_write(&stored, &value)?;
@@ -176,10 +180,11 @@ impl<'a> MvccReader<'a> {
                 Some((current, records)) if *current == key => records.push((commit_ts, write)),
                 _ => {
                     if let Some(finished) = group.replace((key, vec![(commit_ts, write)])) {
-                        self.add_visible(finished, read_ts, reverse, &mut pairs)?;
+                        bytes += self.add_visible(finished, read_ts, reverse, &mut pairs)?;
                     }
-                    if limit != 0 && pairs.len() == limit {
+                    if (limit != 0 && pairs.len() == limit) || bytes >= kv::MAX_SCAN_RESPONSE_BYTES {
                         group = None;
+                        stopped = true;
                         break;
                     }
                 }
@@ -189,7 +194,7 @@ impl<'a> MvccReader<'a> {
             self.add_visible(finished, read_ts, reverse, &mut pairs)?;
         }
         // The part of the range the answer speaks for: all of it, or up to its last key.
-        let full = limit == 0 || pairs.len() < limit;
+        let full = !stopped;
         let last = pairs.last().map(|(key, _)| key.as_slice());
         let covered = |key: &[u8]| match (full, last, reverse) {
             (true, _, _) | (false, None, _) => true,
@@ -252,27 +257,30 @@ impl<'a> MvccReader<'a> {
         Ok(self.engine.db().iterator_cf_opt(self.engine.cf(Cf::Write)?, options, mode))
     }
 
-    /// Adds the pair a key's records make visible at `read_ts`, if any.
+    /// Adds the pair a key's records make visible at `read_ts`, if any; answers the
+    /// bytes it counts for against the scan's budget (0 if none).
     fn add_visible(
         &self,
         (key, mut records): KeyRecords,
         read_ts: Timestamp,
         reverse: bool,
         pairs: &mut Vec<VersionedPair>,
-    ) -> Result<(), MvccError> {
+    ) -> Result<usize, MvccError> {
         if reverse {
             // Backwards, a key's records came oldest first.
             records.reverse();
         }
-        if let Some(Visible::Put { commit_ts, start_ts, short_value }) = visible(records.into_iter(), read_ts)
-        {
-            let value = match short_value {
-                Some(value) => value,
-                None => self.value(&key, commit_ts, start_ts)?,
-            };
-            pairs.push((key, Version { value, commit_ts }));
-        }
-        Ok(())
+        let Some(Visible::Put { commit_ts, start_ts, short_value }) = visible(records.into_iter(), read_ts)
+        else {
+            return Ok(0);
+        };
+        let value = match short_value {
+            Some(value) => value,
+            None => self.value(&key, commit_ts, start_ts)?,
+        };
+        let bytes = kv::scanned_bytes(&key, &value);
+        pairs.push((key, Version { value, commit_ts }));
+        Ok(bytes)
     }
 
     /// The value a put committed at `commit_ts` wrote.

@@ -563,7 +563,10 @@ impl Client {
                     async move { kv.scan(request).await }
                 })
                 .await?;
-            Ok((answer.into_inner().pairs, region))
+            let answer = answer.into_inner();
+            let resume =
+                scan::resume_after(answer.more, answer.pairs.last().map(|pair| pair.key.as_slice()), reverse);
+            Ok(scan::Page { pairs: answer.pairs, region, resume })
         };
         self.scan_regions(start, end, limit, reverse, scan_region).await
     }

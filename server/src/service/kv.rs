@@ -6,6 +6,7 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use tessera_engine::kv::{scan_page_is_cut, scanned_bytes};
 use tessera_engine::log_limit::LogLimit;
 use tessera_engine::mvcc::refresh::Refresh;
 use tessera_engine::proto::command::write;
@@ -310,10 +311,11 @@ impl KvService {
 
     async fn scan_range(&self, request: ScanRequest) -> Result<ScanResponse, Status> {
         let (region_id, epoch) = context(request.context)?;
+        let limit = request.limit as usize;
         let scan = ReadRequest::Scan {
             start: request.start_key,
             end: request.end_key,
-            limit: request.limit as usize,
+            limit,
             reverse: request.reverse,
         };
         let answers = self.read(region_id, epoch, vec![scan]).await?;
@@ -321,7 +323,10 @@ impl KvService {
             Some(ReadResponse::Pairs(pairs)) => pairs,
             _ => return Err(Status::internal("a scan answered with a single value")),
         };
-        Ok(ScanResponse { pairs: pairs.into_iter().map(|(key, value)| KeyValue { key, value }).collect() })
+        let bytes = pairs.iter().map(|(key, value)| scanned_bytes(key, value)).sum();
+        let more = scan_page_is_cut(pairs.len(), bytes, limit);
+        let pairs = pairs.into_iter().map(|(key, value)| KeyValue { key, value }).collect();
+        Ok(ScanResponse { pairs, more })
     }
 
     /// One read, answered by its only response.
@@ -374,15 +379,18 @@ impl KvService {
 
     async fn txn_scan_range(&self, request: TxnScanRequest) -> Result<TxnScanResponse, Status> {
         let (region_id, epoch) = context(request.context)?;
+        let limit = request.limit as usize;
         let scan = ReadRequest::TxnScan {
             start: request.start_key,
             end: request.end_key,
             read_ts: read_timestamp(request.read_ts)?,
-            limit: request.limit as usize,
+            limit,
             reverse: request.reverse,
         };
         match self.read_one(region_id, epoch, scan).await? {
             ReadResponse::Versions(pairs) => {
+                let bytes = pairs.iter().map(|(key, version)| scanned_bytes(key, &version.value)).sum();
+                let more = scan_page_is_cut(pairs.len(), bytes, limit);
                 let pairs = pairs
                     .into_iter()
                     .map(|(key, version)| VersionedPair {
@@ -391,9 +399,9 @@ impl KvService {
                         commit_ts: version.commit_ts.as_u64(),
                     })
                     .collect();
-                Ok(TxnScanResponse { pairs, locked: None })
+                Ok(TxnScanResponse { pairs, locked: None, more })
             }
-            ReadResponse::Locked(lock) => Ok(TxnScanResponse { pairs: Vec::new(), locked: Some(lock) }),
+            ReadResponse::Locked(lock) => Ok(TxnScanResponse { locked: Some(lock), ..Default::default() }),
             other => Err(Status::internal(format!("a transactional scan was answered {other:?}"))),
         }
     }

@@ -262,11 +262,13 @@ fn scan(
         rocksdb::IteratorMode::From(&low, rocksdb::Direction::Forward)
     };
     let mut pairs = Vec::new();
+    let mut bytes = 0;
     for item in engine.db().iterator_cf_opt(engine.cf(Cf::Data)?, options, mode) {
         let (key, value) = item?;
         let Some(user_key) = keys::user_key(&key) else { continue };
+        bytes += kv::scanned_bytes(user_key, &value);
         pairs.push((user_key.to_vec(), value.to_vec()));
-        if limit > 0 && pairs.len() >= limit {
+        if (limit > 0 && pairs.len() >= limit) || bytes >= kv::MAX_SCAN_RESPONSE_BYTES {
             break;
         }
     }

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::VersionedKeyValue;
 use super::resolve::Resolution;
+use crate::client::scan::{Page, resume_after};
 use crate::client::{BACKOFF_MAX, BACKOFF_MIN, Client, ClientError, Resend, Transient};
 use crate::proto::{TxnGetRequest, TxnScanRequest};
 
@@ -124,8 +125,10 @@ impl Client {
                 let answer = answer.into_inner();
                 match answer.locked {
                     None => {
+                        let last_key = answer.pairs.last().map(|pair| pair.key.as_slice());
+                        let resume = resume_after(answer.more, last_key, reverse);
                         let pairs = answer.pairs.into_iter().map(VersionedKeyValue::from).collect();
-                        return Ok((pairs, region));
+                        return Ok(Page { pairs, region, resume });
                     }
                     Some(lock) => wait.wait_out(self, lock).await?,
                 }

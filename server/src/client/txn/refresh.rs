@@ -13,6 +13,7 @@ use tessera_engine::region::KeyRange;
 use tessera_engine::timestamp::Timestamp;
 
 use super::resolve::Resolution;
+use crate::client::scan::Page;
 use crate::client::{Client, ClientError, Conflict, Refusal, Resend};
 use crate::proto::TxnRefreshRequest;
 
@@ -41,7 +42,7 @@ impl Client {
     ) -> Result<(), ClientError> {
         let refresh_region = |low: Vec<u8>, high: Vec<u8>, _wanted: usize| async move {
             let (conflict, region) = self.refresh_region(low, high, span).await?;
-            Ok((conflict.into_iter().collect::<Vec<_>>(), region))
+            Ok(Page { pairs: conflict.into_iter().collect::<Vec<_>>(), region, resume: None })
         };
         // The first conflict ends the walk.
         let conflicts = match self.scan_regions(start, end, 1, false, refresh_region).await {
