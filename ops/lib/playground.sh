@@ -62,8 +62,13 @@ playground_stop() {
     if kill -0 -- "-$playground_pid" 2>/dev/null; then
       echo "the playground did not stop within 15 s; killing it" >&2
       kill -KILL -- "-$playground_pid" 2>/dev/null
+      for ((i = 0; i < 50; i++)); do
+        kill -0 -- "-$playground_pid" 2>/dev/null || break
+        sleep 0.1
+      done
     fi
   fi
-  wait "$playground_pid" 2>/dev/null
+  # The playground's exit status (143 after SIGTERM) is not this function's.
+  wait "$playground_pid" 2>/dev/null || true
   playground_pid=""
 }

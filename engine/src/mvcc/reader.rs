@@ -193,8 +193,9 @@ impl<'a> MvccReader<'a> {
         if let Some(finished) = group {
             self.add_visible(finished, read_ts, reverse, &mut pairs)?;
         }
-        // The part of the range the answer speaks for: all of it, or up to its last key.
-        let full = !stopped;
+        // The part of the range the answer speaks for: all of it, or up to its last key
+        // (when it stopped early, or its last key, added after the loop, reached the limit).
+        let full = !stopped && (limit == 0 || pairs.len() < limit);
         let last = pairs.last().map(|(key, _)| key.as_slice());
         let covered = |key: &[u8]| match (full, last, reverse) {
             (true, _, _) | (false, None, _) => true,

@@ -164,6 +164,20 @@ fn a_scan_is_blocked_by_a_lock_only_inside_what_it_returns() {
     );
 }
 
+/// The last key of the range reaches the limit after the walk over the records ended:
+/// the answer still speaks only up to it.
+#[test]
+fn a_scan_whose_last_key_reaches_its_limit_is_not_blocked_by_a_lock_past_it() {
+    let fixture = Fixture::new();
+    for (start, key) in [(10, &b"a"[..]), (20, b"b")] {
+        fixture.put(key, b"v", start, start + 1);
+    }
+    fixture.lock(b"c", b"c", 40, Mutation::Put);
+    let reader = fixture.reader();
+    assert_eq!(reader.scan(b"", b"", ts(50), 2, false).expect("the lock is past the answer").len(), 2);
+    assert!(matches!(reader.scan(b"", b"", ts(50), 3, false), Err(MvccError::Locked(_))));
+}
+
 #[test]
 fn a_commit_record_without_its_value_is_reported_corrupt() {
     let fixture = Fixture::new();

@@ -16,8 +16,11 @@ use crate::raft::proto::{Entry, Snapshot, SnapshotMetadata};
 use super::engine::{Cf, Defect, Engine, EngineError, Record};
 use super::keys;
 use super::peer_storage::PeerStorage;
+use crate::mvcc::key::{split_lock_key, split_version_key};
+use crate::mvcc::reader::RecordDefect;
 use crate::proto::frame::{KeyValue, RegionSnapshotData};
 use crate::proto::metadata::{ApplyState, Region, RegionLocalState};
+use crate::proto::mvcc;
 use crate::region::KeyRange;
 
 /// Builds a snapshot of `region_id` as of its applied index.
@@ -104,7 +107,7 @@ pub(crate) struct CheckedSnapshot {
 /// region's range holds a key (neither empty nor inverted: RocksDB refuses to delete an
 /// inverted range, and a store cannot carry on after a failed install); every key it
 /// carries, in every column family, lies inside that range (one outside would land in
-/// another region's). A store checks a snapshot from another store with this before its
+/// another region's), and every transactional record decodes. A store checks a snapshot from another store with this before its
 /// Raft sees it.
 pub(crate) fn check(region_id: u64, snapshot: &Snapshot) -> Result<CheckedSnapshot, Defect> {
     let payload = RegionSnapshotData::decode(snapshot.data.as_slice())?;
@@ -123,12 +126,34 @@ pub(crate) fn check(region_id: u64, snapshot: &Snapshot) -> Result<CheckedSnapsh
     }
     for (cf, entries) in stored_entries(&payload) {
         let (start, end) = keys::region_bounds(cf, &region.start_key, &region.end_key);
-        // Keys as stored: one outside the region would land in another's range.
-        if let Some(entry) = entries.iter().find(|entry| entry.key < start || entry.key >= end) {
-            return Err(Defect::OutsideRegion { cf: cf.name(), key: entry.key.clone() });
+        for entry in entries {
+            // Keys as stored: one outside the region would land in another's range.
+            if entry.key < start || entry.key >= end {
+                return Err(Defect::OutsideRegion { cf: cf.name(), key: entry.key.clone() });
+            }
+            check_record(cf, entry).map_err(Defect::Mvcc)?;
         }
     }
     Ok(CheckedSnapshot { payload, region, metadata })
+}
+
+/// Whether a transactional record decodes as its family's: one that does not would
+/// stop the store at the first read or apply that meets it.
+fn check_record(cf: Cf, entry: &KeyValue) -> Result<(), RecordDefect> {
+    match cf {
+        Cf::Lock => {
+            split_lock_key(&entry.key)?;
+            mvcc::Lock::decode(entry.value.as_slice())?;
+        }
+        Cf::Write => {
+            split_version_key(&entry.key)?;
+            mvcc::Write::decode(entry.value.as_slice())?;
+        }
+        _ => {
+            split_version_key(&entry.key)?;
+        }
+    }
+    Ok(())
 }
 
 /// The payload's transactional records, by the column family they are stored in.

@@ -201,10 +201,13 @@ fn a_snapshot_carries_the_transactional_families_within_the_region_only() {
     let mut donor = founded(&source, &donor_region);
     append(&source, &mut donor, &entries(6..=7, 6));
     let ts = Timestamp::from_u64(77);
+    // Records that decode as their family's (a snapshot is checked for that).
+    let lock = crate::proto::mvcc::Lock { start_ts: 70, ..Default::default() }.encode_to_vec();
+    let write = crate::proto::mvcc::Write { start_ts: 70, ..Default::default() }.encode_to_vec();
     let mut batch = WriteBatch::default();
     for key in [&b"a"[..], b"b", b"c\x00", b"d"] {
-        batch.put_cf(source.cf(Cf::Lock).unwrap(), lock_key(key), b"lock");
-        batch.put_cf(source.cf(Cf::Write).unwrap(), version_key(key, ts), b"write");
+        batch.put_cf(source.cf(Cf::Lock).unwrap(), lock_key(key), &lock);
+        batch.put_cf(source.cf(Cf::Write).unwrap(), version_key(key, ts), &write);
         batch.put_cf(source.cf(Cf::Versions).unwrap(), version_key(key, ts), b"value");
     }
     donor.set_applied(7, &mut batch).unwrap();
@@ -224,8 +227,8 @@ fn a_snapshot_carries_the_transactional_families_within_the_region_only() {
     target.write(batch, true).unwrap();
     for (key, inside) in [(&b"a"[..], false), (b"b", true), (b"c\x00", true), (b"d", false)] {
         let expect = |value: &[u8]| inside.then(|| value.to_vec());
-        assert_eq!(target.get(Cf::Lock, &lock_key(key)).unwrap(), expect(b"lock"), "lock of {key:?}");
-        assert_eq!(target.get(Cf::Write, &version_key(key, ts)).unwrap(), expect(b"write"), "{key:?}");
+        assert_eq!(target.get(Cf::Lock, &lock_key(key)).unwrap(), expect(&lock), "lock of {key:?}");
+        assert_eq!(target.get(Cf::Write, &version_key(key, ts)).unwrap(), expect(&write), "{key:?}");
         assert_eq!(target.get(Cf::Versions, &version_key(key, ts)).unwrap(), expect(b"value"), "{key:?}");
     }
     assert_eq!(target.get(Cf::Lock, &lock_key(b"bb")).unwrap(), None, "replaced by the snapshot");
@@ -265,6 +268,11 @@ fn a_snapshot_that_would_not_install_is_refused_before_anything_is_written() {
     assert!(matches!(snapshot::check(4, &forged(|_| {})), Err(Defect::OtherRegion { found: 3 })));
     let undecodable = Snapshot { data: vec![0xff, 0xff], metadata: Some(SnapshotMetadata::default()) };
     assert!(matches!(snapshot::check(3, &undecodable), Err(Defect::Undecodable(_))));
+    let broken_lock = forged(|payload| {
+        let key = crate::mvcc::key::lock_key(b"c");
+        payload.locks.push(crate::proto::frame::KeyValue { key, value: vec![0xff, 0xff] });
+    });
+    assert!(matches!(snapshot::check(3, &broken_lock), Err(Defect::Mvcc(_))), "a lock that does not decode");
     let no_metadata = Snapshot { metadata: None, ..forged(|_| {}) };
     assert!(matches!(snapshot::check(3, &no_metadata), Err(Defect::NoMetadata)));
 

@@ -46,6 +46,17 @@ fn refusal(result: &TxnResult) -> OnePhaseRefusal {
     OnePhaseRefusal::try_from(result.one_phase_refused).expect("a known refusal")
 }
 
+/// A cluster of one region whose leader has synced with the oracle (a warm-up
+/// one-phase commit was accepted).
+fn synced_cluster() -> Cluster {
+    let cluster = Cluster::with_regions(1, with_oracle);
+    cluster.wait_for("the sync", |cluster| {
+        let result = outcome(cluster.write(1, vec![one_phase(b"warm-up", 1_100, 1_200)]));
+        (refusal(&result) == OnePhaseRefusal::OnePhaseAccepted).then_some(())
+    });
+    cluster
+}
+
 /// A key that does not share `key`'s slot of the read watermark.
 fn key_in_another_slot_than(key: &[u8]) -> Vec<u8> {
     let slot = crate::store::read_watermark::slot_of;
@@ -76,11 +87,7 @@ fn a_new_leader_takes_one_phase_commits_only_after_syncing_with_the_oracle() {
 
 #[test]
 fn a_one_phase_commit_at_or_below_a_served_read_is_refused() {
-    let cluster = Cluster::with_regions(1, with_oracle);
-    cluster.wait_for("the sync", |cluster| {
-        let result = outcome(cluster.write(1, vec![one_phase(b"warm-up", 1_100, 1_200)]));
-        (refusal(&result) == OnePhaseRefusal::OnePhaseAccepted).then_some(())
-    });
+    let cluster = synced_cluster();
     assert_eq!(snapshot_get(&cluster, b"k", 5_000), ReadResponse::Value(None));
     for commit_ts in [4_000, 5_000] {
         let refused = outcome(cluster.write(1, vec![one_phase(b"k", 3_000, commit_ts)]));
@@ -93,11 +100,7 @@ fn a_one_phase_commit_at_or_below_a_served_read_is_refused() {
 
 #[test]
 fn a_point_read_of_another_key_does_not_refuse_a_one_phase_commit_but_a_scan_does() {
-    let cluster = Cluster::with_regions(1, with_oracle);
-    cluster.wait_for("the sync", |cluster| {
-        let result = outcome(cluster.write(1, vec![one_phase(b"warm-up", 1_100, 1_200)]));
-        (refusal(&result) == OnePhaseRefusal::OnePhaseAccepted).then_some(())
-    });
+    let cluster = synced_cluster();
     let other = key_in_another_slot_than(b"k");
     assert_eq!(snapshot_get(&cluster, &other, 5_000), ReadResponse::Value(None));
     let below_other_read = outcome(cluster.write(1, vec![one_phase(b"k", 3_000, 4_000)]));
@@ -125,11 +128,7 @@ fn without_an_oracle_every_one_phase_commit_is_refused() {
 
 #[test]
 fn a_read_accepted_while_a_one_phase_commit_below_it_is_in_flight_waits_for_it() {
-    let cluster = Cluster::with_regions(1, with_oracle);
-    cluster.wait_for("the sync", |cluster| {
-        let result = outcome(cluster.write(1, vec![one_phase(b"warm-up", 1_100, 1_200)]));
-        (refusal(&result) == OnePhaseRefusal::OnePhaseAccepted).then_some(())
-    });
+    let cluster = synced_cluster();
     let (leader, status) = cluster.leader(1).expect("a leader");
     let epoch = region::epoch(&status.region);
     let mut scenario = failpoint::Scenario::begin();
