@@ -91,6 +91,12 @@ impl PdError {
 pub enum InvalidRequest {
     #[error("a store must give its address")]
     MissingStoreAddress,
+    #[error("a store's addresses are at most {max} bytes, not {bytes}")]
+    StoreAddressLength { bytes: usize, max: usize },
+    #[error("a store has at most {max} labels, not {count}")]
+    StoreLabelCount { count: usize, max: usize },
+    #[error("a store label's name is 1 to {max_name} bytes and its value at most {max_value}: {name:?}")]
+    StoreLabel { name: String, max_name: usize, max_value: usize },
     #[error("a service holding garbage collection is named with 1 to 128 bytes, not {bytes}")]
     ServiceName { bytes: usize },
     #[error("a hold on garbage collection lasts 1 ms to 10 minutes between renewals, not {ttl_ms} ms")]

@@ -51,11 +51,48 @@ impl PlacementDriver {
     }
 }
 
+/// The most bytes of a store's address (and of its etcd address).
+const MAX_STORE_ADDRESS_BYTES: usize = 256;
+/// The most labels a store may have, and the most bytes of a label's name and value:
+/// every store's record goes to every client that looks up stores, so a record must
+/// stay small (zones, racks and hosts need a handful of short labels).
+const MAX_STORE_LABELS: usize = 32;
+const MAX_LABEL_NAME_BYTES: usize = 64;
+const MAX_LABEL_VALUE_BYTES: usize = 256;
+
+/// Whether a store's registration is of a size the driver keeps and hands out.
+fn check_registration(request: &RegisterStoreRequest) -> Result<(), InvalidRequest> {
+    if request.address.is_empty() {
+        return Err(InvalidRequest::MissingStoreAddress);
+    }
+    for address in [&request.address, &request.etcd_address] {
+        if address.len() > MAX_STORE_ADDRESS_BYTES {
+            return Err(InvalidRequest::StoreAddressLength {
+                bytes: address.len(),
+                max: MAX_STORE_ADDRESS_BYTES,
+            });
+        }
+    }
+    if request.labels.len() > MAX_STORE_LABELS {
+        return Err(InvalidRequest::StoreLabelCount { count: request.labels.len(), max: MAX_STORE_LABELS });
+    }
+    let too_long = |name: &String, value: &String| {
+        name.is_empty() || name.len() > MAX_LABEL_NAME_BYTES || value.len() > MAX_LABEL_VALUE_BYTES
+    };
+    if let Some((name, _)) = request.labels.iter().find(|(name, value)| too_long(name, value)) {
+        let name = name.chars().take(MAX_LABEL_NAME_BYTES).collect();
+        return Err(InvalidRequest::StoreLabel {
+            name,
+            max_name: MAX_LABEL_NAME_BYTES,
+            max_value: MAX_LABEL_VALUE_BYTES,
+        });
+    }
+    Ok(())
+}
+
 impl Shared {
     fn register_store(&self, request: RegisterStoreRequest) -> Result<RegisterStoreResponse, PdError> {
-        if request.address.is_empty() {
-            return Err(InvalidRequest::MissingStoreAddress.into());
-        }
+        check_registration(&request)?;
         let _writer = self.writer.lock();
         let epoch = self.epoch()?;
         let existing = self.with_leader(|state| {
@@ -358,5 +395,43 @@ impl PdClient for PlacementDriver {
     fn operators(&self) -> Result<Vec<OperatorView>, PdError> {
         let now = self.shared.now();
         self.shared.with_leader(|state| Ok(state.operators.views(now)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registration(labels: &[(&str, &str)]) -> RegisterStoreRequest {
+        RegisterStoreRequest {
+            store_id: 1,
+            address: "127.0.0.1:20160".into(),
+            labels: labels.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect(),
+            etcd_address: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_registration_too_large_to_hand_out_is_refused() {
+        assert_eq!(check_registration(&registration(&[("zone", "z1"), ("host", "h1")])), Ok(()));
+        let no_address = RegisterStoreRequest { address: String::new(), ..registration(&[]) };
+        assert_eq!(check_registration(&no_address), Err(InvalidRequest::MissingStoreAddress));
+        let long_address = RegisterStoreRequest { etcd_address: "x".repeat(257), ..registration(&[]) };
+        assert!(matches!(check_registration(&long_address), Err(InvalidRequest::StoreAddressLength { .. })));
+        let names: Vec<String> = (0..33).map(|n| format!("label-{n}")).collect();
+        let many: Vec<(&str, &str)> = names.iter().map(|name| (name.as_str(), "v")).collect();
+        assert!(matches!(
+            check_registration(&registration(&many)),
+            Err(InvalidRequest::StoreLabelCount { count: 33, max: 32 })
+        ));
+        let huge_value = "v".repeat(3 << 20);
+        assert!(matches!(
+            check_registration(&registration(&[("zone", &huge_value)])),
+            Err(InvalidRequest::StoreLabel { .. })
+        ));
+        assert!(matches!(
+            check_registration(&registration(&[("", "v")])),
+            Err(InvalidRequest::StoreLabel { .. })
+        ));
     }
 }
