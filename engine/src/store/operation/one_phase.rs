@@ -41,7 +41,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::metrics::METRICS;
-use crate::proto::command::{OnePhaseRefusal, RaftCommand, TxnResult, WriteResult, write};
+use crate::proto::command::{OnePhaseRefusal, Prewrite, RaftCommand, TxnResult, WriteResult, write};
 use crate::raft::OpaqueError;
 use crate::store::peer::Peer;
 use crate::store::read_watermark::{KeySlots, ReadWatermark};
@@ -78,16 +78,20 @@ impl OnePhaseGuard {
 /// the one-phase commits in flight for a region into one command), if it has any:
 /// the command is taken or refused as a whole, by its lowest.
 pub(super) fn one_phase_commit_ts(command: &RaftCommand) -> Option<Timestamp> {
-    command
-        .writes
-        .iter()
-        .filter_map(|write| match &write.kind {
-            Some(write::Kind::Prewrite(prewrite)) if prewrite.one_phase_commit_ts != 0 => {
-                Some(Timestamp::from_u64(prewrite.one_phase_commit_ts))
-            }
-            _ => None,
-        })
-        .min()
+    one_phase_prewrites(command).map(|prewrite| Timestamp::from_u64(prewrite.one_phase_commit_ts)).min()
+}
+
+/// The prewrites of `command` that commit in one phase.
+fn one_phase_prewrites(command: &RaftCommand) -> impl Iterator<Item = &Prewrite> {
+    command.writes.iter().filter_map(|write| match &write.kind {
+        Some(write::Kind::Prewrite(prewrite)) if prewrite.one_phase_commit_ts != 0 => Some(prewrite),
+        _ => None,
+    })
+}
+
+/// The keys `prewrite` writes.
+fn keys_of(prewrite: &Prewrite) -> impl Iterator<Item = &[u8]> {
+    prewrite.mutations.iter().map(|mutation| mutation.key.as_slice())
 }
 
 /// The transactions of `command` whose one-phase commit timestamp is at or below the
@@ -95,12 +99,8 @@ pub(super) fn one_phase_commit_ts(command: &RaftCommand) -> Option<Timestamp> {
 /// transaction's writes in one command share their timestamps).
 fn late_transactions(command: &RaftCommand, watermark: &ReadWatermark) -> BTreeMap<u64, Timestamp> {
     let mut late: BTreeMap<u64, Timestamp> = BTreeMap::new();
-    for write in &command.writes {
-        let Some(write::Kind::Prewrite(prewrite)) = &write.kind else { continue };
-        if prewrite.one_phase_commit_ts == 0 {
-            continue;
-        }
-        let above = watermark.of_keys(prewrite.mutations.iter().map(|mutation| mutation.key.as_slice()));
+    for prewrite in one_phase_prewrites(command) {
+        let above = watermark.of_keys(keys_of(prewrite));
         if prewrite.one_phase_commit_ts <= above.as_u64() {
             let highest = late.entry(prewrite.start_ts).or_default();
             *highest = (*highest).max(above);
@@ -117,14 +117,7 @@ fn all_above(command: &RaftCommand, watermark: &ReadWatermark) -> bool {
 
 /// The slots of the keys the one-phase commits of `command` write.
 fn one_phase_key_slots(command: &RaftCommand) -> KeySlots {
-    let one_phase_prewrites = command.writes.iter().filter_map(|write| match &write.kind {
-        Some(write::Kind::Prewrite(prewrite)) if prewrite.one_phase_commit_ts != 0 => Some(prewrite),
-        _ => None,
-    });
-    KeySlots::of(
-        one_phase_prewrites
-            .flat_map(|prewrite| prewrite.mutations.iter().map(|mutation| mutation.key.as_slice())),
-    )
+    KeySlots::of(one_phase_prewrites(command).flat_map(keys_of))
 }
 
 /// Gives each `late` transaction of `command` one of `spares` as its one-phase commit
