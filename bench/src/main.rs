@@ -77,6 +77,26 @@ struct Args {
     /// runs them) instead of through the client library in this process.
     #[arg(long)]
     idle_watch_store: Option<String>,
+    /// The CA certificate (PEM) of a cluster that runs mutual TLS; with --tls-cert and
+    /// --tls-key.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The certificate (PEM) to show the cluster.
+    #[arg(long, requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
+    tls_key: Option<std::path::PathBuf>,
+}
+
+impl Args {
+    fn tls(&self) -> Option<tessera_server::security::TlsFiles> {
+        Some(tessera_server::security::TlsFiles {
+            ca_file: self.tls_ca.clone()?,
+            cert_file: self.tls_cert.clone()?,
+            key_file: self.tls_key.clone()?,
+        })
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -129,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
     if args.concurrency == 0 || args.rate.is_some_and(|rate| rate <= 0.0) {
         anyhow::bail!("--concurrency and --rate must be above 0");
     }
-    let target = Target::connect(&args.target, Duration::from_secs(args.timeout))
+    let target = Target::connect(&args.target, Duration::from_secs(args.timeout), args.tls())
         .await
         .with_context(|| format!("connecting to {:?}", args.target))?;
     if let Some(count) = args.idle_watchers {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use etcd_client::GetOptions;
 use tessera_server::client::{Client, ClientError, Transaction};
+use tessera_server::security::{Credentials, Dialer, TlsFiles};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -24,6 +25,10 @@ pub enum TargetError {
     Tessera(#[from] tessera_server::client::ClientError),
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] tessera_server::security::CredentialsError),
+    #[error("TLS: cannot read {path}: {source}")]
+    TlsFile { path: std::path::PathBuf, source: std::io::Error },
     #[error("{target} has no {operation}")]
     Unsupported { target: &'static str, operation: &'static str },
     #[error("a transaction conflicted {tries} times in a row")]
@@ -77,6 +82,16 @@ const MAX_TRANSACTION_TRIES: u32 = 100;
 /// The longest pause before running a conflicting transaction again.
 const MAX_CONFLICT_BACKOFF: Duration = Duration::from_millis(64);
 
+/// etcd's client's TLS settings from the files.
+fn etcd_tls(files: &TlsFiles) -> Result<etcd_client::TlsOptions, TargetError> {
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read(path).map_err(|source| TargetError::TlsFile { path: path.clone(), source })
+    };
+    Ok(etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(read(&files.ca_file)?))
+        .identity(etcd_client::Identity::from_pem(read(&files.cert_file)?, read(&files.key_file)?)))
+}
+
 /// A connected system under test; cheap to clone for every request task.
 #[derive(Clone)]
 pub enum Target {
@@ -85,11 +100,25 @@ pub enum Target {
 }
 
 impl Target {
-    pub async fn connect(url: &TargetUrl, timeout: Duration) -> Result<Target, TargetError> {
+    /// A connection to `url`, over mutual TLS with `tls`.
+    pub async fn connect(
+        url: &TargetUrl,
+        timeout: Duration,
+        tls: Option<TlsFiles>,
+    ) -> Result<Target, TargetError> {
         Ok(match url {
-            TargetUrl::Tessera(pd) => Target::Tessera(std::sync::Arc::new(Client::new(pd.clone(), timeout))),
+            TargetUrl::Tessera(pd) => {
+                let dialer = match tls {
+                    Some(files) => Dialer::tls(Credentials::load(files)?),
+                    None => Dialer::plain(),
+                };
+                Target::Tessera(std::sync::Arc::new(Client::with_dialer(pd.clone(), timeout, dialer)))
+            }
             TargetUrl::Etcd(endpoints) => {
-                let options = etcd_client::ConnectOptions::new().with_timeout(timeout);
+                let mut options = etcd_client::ConnectOptions::new().with_timeout(timeout);
+                if let Some(files) = tls {
+                    options = options.with_tls(etcd_tls(&files)?);
+                }
                 Target::Etcd(Box::new(
                     etcd_client::Client::connect(endpoints, Some(options)).await?.kv_client(),
                 ))

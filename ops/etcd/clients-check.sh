@@ -11,7 +11,8 @@
 # from a revision; lease grant, keep-alive, time-to-live with keys, list and revoke
 # (the attached key goes with it); compaction (an older revision is then refused);
 # member list (every store, at its etcd address); endpoint status and health on every
-# member.
+# member. Then, on a playground with --tls: etcdctl with a client certificate, refused
+# without one, and tessera ctl's split allowed with the admin's certificate only.
 #
 # The pytest suite: keys, ranges and prefixes, compare-and-swap, watches from a revision
 # and across stores, leases refreshed, revoked and expired, etcd3's locks (mutual
@@ -176,4 +177,34 @@ fi
 TESSERA_ETCD="$all" "$venv/bin/python" -m pytest -q -p no:cacheprovider -W ignore \
   ops/etcd/python/test_etcd3.py || fail "python etcd3's suite"
 pass "python etcd3's suite"
+
+# --- Mutual TLS -------------------------------------------------------------------------
+# A playground with --tls: etcdctl (Go's gRPC and TLS) with the playground's client
+# certificate, refused without one; tessera ctl's placement by hand needs the admin's.
+playground_stop
+playground_start "$tmp" "$CARGO_TARGET_DIR/release/tessera" playground --stores 3 --dir "$tmp/tls-cluster" \
+  --metrics-port 0 --tls
+playground_wait_ready "$READY_TIMEOUT" || fail "$playground_problem"
+mapfile -t endpoints < <(sed -n 's/^store .* etcd=\([^ ]*\).*/\1/p' "$tmp/playground.out")
+pd="$(sed -n 's/^pd id=[0-9]* pid=[0-9]* addr=\([^ ]*\).*/\1/p' "$tmp/playground.out" | head -n 1)"
+tls="$tmp/tls-cluster/tls"
+ctl() {
+  etcdctl --endpoints="${endpoints[0]}" --command-timeout=20s --cacert "$tls/ca.pem" --cert "$tls/root.pem" \
+    --key "$tls/root-key.pem" "$@"
+}
+expect "put over TLS" "OK" put secure yes
+expect "get over TLS" $'secure\nyes' get secure
+if got="$(etcdctl --endpoints="${endpoints[0]}" --command-timeout=3s --dial-timeout=3s get secure 2>&1)"; then
+  fail "etcdctl without TLS was answered: $got"
+fi
+pass "etcdctl without TLS is refused"
+tessera_ctl() { "$CARGO_TARGET_DIR/release/tessera" ctl --pd "$pd" --tls-ca "$tls/ca.pem" "$@"; }
+got="$(tessera_ctl --tls-cert "$tls/admin.pem" --tls-key "$tls/admin-key.pem" split m 2>&1)" ||
+  fail "ctl split with the admin's certificate: $got"
+pass "ctl split with the admin's certificate"
+if got="$(tessera_ctl --tls-cert "$tls/root.pem" --tls-key "$tls/root-key.pem" --timeout 5 split n 2>&1)"; then
+  fail "ctl split with a client's certificate succeeded: $got"
+fi
+grep -q "needs an admin certificate" <<<"$got" || fail "ctl split with a client's certificate: [$got]"
+pass "ctl split with a client's certificate is refused"
 echo "clients-check: every check passed"

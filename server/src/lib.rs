@@ -9,6 +9,8 @@
 //! - [`metrics`]: the Prometheus recorder, gRPC request metrics, `/metrics` and `/health`.
 //! - `logging`: the log subscriber (level, format, file).
 //! - `etcd`: etcd's v3 API on every store, over the transaction layer.
+//! - [`security`]: mutual TLS on every link, identities from certificates, and which
+//!   identity may call which method.
 //! - [`node`]: running a store or a driver replica.
 //! - [`cli`]: the `tessera` command line: `store`, `pd`, `playground`, `ctl`.
 
@@ -19,6 +21,7 @@ pub mod failure;
 mod logging;
 pub mod metrics;
 pub mod node;
+pub mod security;
 pub mod service;
 pub mod transport;
 

@@ -83,6 +83,19 @@ async fn bad_input_gets_a_typed_error_and_the_nodes_stay_up() {
     );
     let status = raw.get(tessera_server::proto::GetRequest::default()).await.expect_err("no region named");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    // A batch get of more keys than a store reads in one request is refused by the store;
+    // the client sends such a batch in parts.
+    let route = client.pd().region_by_key_async(b"k").await.expect("a route");
+    let region = route.region.expect("a region");
+    let context = tessera_server::proto::RegionContext { region_id: region.id, epoch: region.epoch };
+    let keys: Vec<Vec<u8>> = (0..=tessera_server::service::kv::MAX_BATCH_GET_KEYS).map(key).collect();
+    let request = tessera_server::proto::BatchGetRequest { context: Some(context), keys: keys.clone() };
+    let status = raw.batch_get(request).await.expect_err("too many keys");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("at most"), "{status:?}");
+    client.put(&key(7), b"seven").await.expect("a put");
+    let found = client.batch_get(&keys).await.expect("a batch get in parts");
+    assert_eq!(found.iter().map(|pair| pair.key.clone()).collect::<Vec<_>>(), vec![key(7)]);
     // Garbage and truncated frames on every node's port.
     for address in cluster.stores.iter().flatten().map(|s| s.address.clone()).chain([cluster.pd_address()]) {
         use std::io::Write;

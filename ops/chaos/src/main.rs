@@ -85,6 +85,10 @@ struct RunArgs {
     /// Keep every round's directory, not only the failed ones'.
     #[arg(long)]
     keep: bool,
+    /// Mutual TLS on every link: the nodes, the Tessera clients (with an admin
+    /// certificate) and the etcd clients (with a client certificate).
+    #[arg(long)]
+    tls: bool,
 }
 
 fn main() -> ExitCode {
@@ -282,6 +286,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             binary: binary.clone(),
             dir: run_dir.join(format!("round-{round_seed}")),
             keep: args.keep,
+            tls: args.tls,
         };
         let label = format!("round {}/{} (seed {round_seed})", round + 1, args.rounds);
         match round::run(&config).await {
@@ -314,8 +319,9 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     summary.push_str(&format!(
-        "; failed rounds (seeds) {failed_rounds:?}; evidence in {}; rerun one with --rounds 1 --seed SEED",
-        run_dir.display()
+        "; failed rounds (seeds) {failed_rounds:?}; evidence in {}; rerun one with --rounds 1 --seed SEED{}",
+        run_dir.display(),
+        if args.tls { " --tls" } else { "" }
     ));
     println!("{summary}");
     Ok(ExitCode::FAILURE)

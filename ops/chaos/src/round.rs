@@ -62,6 +62,8 @@ pub struct RoundConfig {
     pub faults: Vec<String>,
     pub binary: PathBuf,
     pub dir: PathBuf,
+    /// Mutual TLS on every link of the cluster and of its clients.
+    pub tls: bool,
     /// Keep the round's directory even when it passes.
     pub keep: bool,
 }
@@ -135,8 +137,9 @@ async fn start_cluster(config: &RoundConfig) -> anyhow::Result<(ChaosCluster, Ar
         pd_replicas: config.pd_replicas,
         binary: config.binary.clone(),
         dir: config.dir.clone(),
+        tls: config.tls,
     })?;
-    let client = Arc::new(Client::new(cluster.pd_endpoints(), REQUEST_DEADLINE));
+    let client = Arc::new(Client::with_dialer(cluster.pd_endpoints(), REQUEST_DEADLINE, cluster.dialer()?));
     let first_key = workload::key(0);
     let starting = Instant::now();
     cluster.wait_ready(&client, first_key.as_bytes(), READY_TIMEOUT).await.context("starting the cluster")?;
@@ -153,7 +156,7 @@ pub async fn run(config: &RoundConfig) -> anyhow::Result<RoundOutcome> {
     let recorder: Recorder = Arc::new(Mutex::new(HistoryWriter::new(Box::new(LineWriter::new(file)))));
     let (stop, stopped) = watch::channel(false);
     let mut record = nemesis::Record::default();
-    let workload_config = workload_config(config, &cluster, &mut record);
+    let workload_config = workload_config(config, &cluster, &mut record)?;
     let etcd_watcher = EtcdWatcher::start(config, &workload_config).await?;
     let clients = tokio::spawn(workload::run(
         client.clone(),
@@ -228,11 +231,11 @@ fn workload_config(
     config: &RoundConfig,
     cluster: &ChaosCluster,
     record: &mut nemesis::Record,
-) -> WorkloadConfig {
+) -> anyhow::Result<WorkloadConfig> {
     let homes = client_homes(config, cluster);
     let homes_named: Vec<String> = homes.iter().map(Home::to_string).collect();
     record.lines.push(format!("clients: {}", homes_named.join(" ")));
-    WorkloadConfig {
+    Ok(WorkloadConfig {
         homes,
         keys: config.keys,
         seed: config.seed,
@@ -240,9 +243,13 @@ fn workload_config(
         pd_endpoints: cluster.pd_endpoints(),
         deadline: REQUEST_DEADLINE,
         etcd_clients: config.etcd_clients,
-        etcd_endpoints: cluster.etcd_endpoints(),
+        etcd_endpoints: crate::etcd::EtcdEndpoints {
+            addresses: cluster.etcd_endpoints(),
+            tls: cluster.etcd_tls()?,
+        },
         etcd_acknowledged: AcknowledgedWrites::default(),
-    }
+        dialer: cluster.dialer()?,
+    })
 }
 
 /// Once the faults are over: the cluster must serve again within a minute (how long it

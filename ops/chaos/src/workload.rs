@@ -48,9 +48,11 @@ pub struct WorkloadConfig {
     pub deadline: Duration,
     /// Clients of the etcd API (on the host), and the stores' etcd addresses.
     pub etcd_clients: usize,
-    pub etcd_endpoints: Vec<String>,
+    pub etcd_endpoints: crate::etcd::EtcdEndpoints,
     /// Where the etcd clients keep the writes acknowledged to them.
     pub etcd_acknowledged: crate::etcd::AcknowledgedWrites,
+    /// How the clients in nodes' namespaces dial (over TLS if the cluster uses it).
+    pub dialer: tessera_server::security::Dialer,
 }
 
 /// Where a client runs.
@@ -150,9 +152,11 @@ pub async fn run(
                 answer
             }
             Home::Node { path, .. } => {
-                let (pd, deadline) = (config.pd_endpoints.clone(), config.deadline);
+                let (pd, deadline, dialer) =
+                    (config.pd_endpoints.clone(), config.deadline, config.dialer.clone());
                 let name = format!("client-{}", worker.index);
-                let work = async move { worker.run(Arc::new(Client::new(pd, deadline))).await };
+                let work =
+                    async move { worker.run(Arc::new(Client::with_dialer(pd, deadline, dialer))).await };
                 run_in_namespace(path.clone(), name, work).await?
             }
         });

@@ -24,6 +24,8 @@ pub(crate) struct FileConfig {
     pub store: StoreSection,
     pub pd: PdSection,
     pub log: LogSection,
+    /// Mutual TLS for every link of the process (`[tls]`); absent: in the clear.
+    pub tls: Option<crate::security::TlsFiles>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -122,6 +124,9 @@ mod tests {
         assert_eq!(config.log.level.as_deref(), Some("info"));
         assert_eq!(config.log.format, Some(crate::logging::LogFormat::Text));
         assert!(config.log.file.is_some());
+        let tls = config.tls.expect("the example shows [tls]");
+        assert!(tls.ca_file.ends_with("ca.pem") && tls.cert_file.ends_with("node.pem"), "{tls:?}");
+        assert!(tls.key_file.ends_with("node-key.pem"), "{tls:?}");
     }
 
     /// The example lists every tuning setting with its default: applied, it changes

@@ -22,6 +22,10 @@ pub(crate) struct Args {
     /// Give up on a request after this many seconds (1 to 86400).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     timeout: u64,
+    /// Dial over TLS with these credentials (an admin certificate for split, transfer,
+    /// move and store removal).
+    #[command(flatten)]
+    tls: super::tls::TlsFlags,
     #[command(subcommand)]
     command: CtlCommand,
 }
@@ -127,7 +131,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    let client = Client::new(args.pd.clone(), Duration::from_secs(args.timeout));
+    let client = Client::with_dialer(args.pd.clone(), Duration::from_secs(args.timeout), args.tls.dialer()?);
     match args.command {
         CtlCommand::Txn(command) => super::txn::run(client, command).await?,
         CtlCommand::Watch(watch) => super::watch::run(client, watch, args.json).await?,

@@ -1,9 +1,11 @@
 //! The `tessera` command line: one binary for every role.
 
+mod cert;
 mod config;
 mod ctl;
 mod playground;
 mod settings;
+mod tls;
 mod txn;
 mod watch;
 
@@ -18,6 +20,7 @@ use tessera_placement::DriverConfig;
 
 use crate::logging::{self, LogFormat, LogSection, LogSettings};
 use crate::node;
+use crate::security::TlsFiles;
 use config::FileConfig;
 
 #[derive(Parser)]
@@ -58,14 +61,14 @@ impl Command {
             Command::Store(StoreArgs { config, .. }) | Command::Pd(PdArgs { config, .. }) => {
                 config.as_deref()
             }
-            Command::Playground(_) | Command::Ctl(_) => None,
+            Command::Playground(_) | Command::Ctl(_) | Command::Cert(_) => None,
         }
     }
 
     /// A command line tool logs only what went wrong; nodes log their events.
     fn default_log_level(&self) -> &'static str {
         match self {
-            Command::Ctl(_) => "warn",
+            Command::Ctl(_) | Command::Cert(_) => "warn",
             Command::Store(_) | Command::Pd(_) | Command::Playground(_) => "info",
         }
     }
@@ -82,6 +85,8 @@ enum Command {
     Playground(playground::Args),
     /// Talk to a running cluster.
     Ctl(ctl::Args),
+    /// Make a development CA and node, admin and client certificates for mutual TLS.
+    Cert(cert::Args),
 }
 
 #[derive(clap::Args)]
@@ -120,6 +125,8 @@ struct StoreArgs {
     /// serving). No etcd API without it.
     #[arg(long)]
     etcd_listen: Option<String>,
+    #[command(flatten)]
+    tls: tls::TlsFlags,
 }
 
 #[derive(clap::Args)]
@@ -156,6 +163,8 @@ struct PdArgs {
     /// port (printed once serving). No metrics without it.
     #[arg(long)]
     metrics: Option<String>,
+    #[command(flatten)]
+    tls: tls::TlsFlags,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -212,15 +221,16 @@ fn stop_the_process_on_panic() {
 async fn run(command: Command, file: FileConfig) -> anyhow::Result<()> {
     match command {
         Command::Store(args) => {
-            let config = store_node_config(args, file.store)?;
+            let config = store_node_config(args, file.store, file.tls)?;
             node::store::run(config, |ready| println!("{ready}"), node::stop_signal()).await
         }
         Command::Pd(args) => {
-            let config = pd_node_config(args, file.pd)?;
+            let config = pd_node_config(args, file.pd, file.tls)?;
             node::pd::run(config, |ready| println!("{ready}"), node::stop_signal()).await
         }
         Command::Playground(args) => playground::run(args).await,
         Command::Ctl(args) => ctl::run(args).await,
+        Command::Cert(args) => cert::run(&args),
     }
 }
 
@@ -228,7 +238,9 @@ async fn run(command: Command, file: FileConfig) -> anyhow::Result<()> {
 fn store_node_config(
     args: StoreArgs,
     file: config::StoreSection,
+    tls: Option<TlsFiles>,
 ) -> anyhow::Result<node::store::StoreNodeConfig> {
+    let tls = args.tls.credentials(tls)?;
     let mut all_labels = file.labels;
     all_labels.extend(args.labels);
     let mut engine = StoreConfig::new(0);
@@ -272,6 +284,7 @@ fn store_node_config(
         etcd: etcd_settings(file.etcd_progress_notify_interval_ms)?,
         enable_fail_points,
         slow_request_threshold: Duration::from_millis(slow_request_threshold_ms),
+        tls,
     })
 }
 
@@ -288,7 +301,12 @@ fn etcd_settings(progress_notify_interval_ms: Option<u64>) -> anyhow::Result<cra
 }
 
 /// A driver replica's settings: flags over the file over the defaults.
-fn pd_node_config(args: PdArgs, file: config::PdSection) -> anyhow::Result<node::pd::PdNodeConfig> {
+fn pd_node_config(
+    args: PdArgs,
+    file: config::PdSection,
+    tls: Option<TlsFiles>,
+) -> anyhow::Result<node::pd::PdNodeConfig> {
+    let tls = args.tls.credentials(tls)?;
     let replicas = args.replicas.or(file.replicas).unwrap_or(config::DEFAULT_REPLICAS);
     if replicas == 0 {
         bail!("replicas must be at least 1");
@@ -316,5 +334,6 @@ fn pd_node_config(args: PdArgs, file: config::PdSection) -> anyhow::Result<node:
         join: if args.join.is_empty() { file.join } else { args.join },
         metrics: args.metrics.or(file.metrics),
         driver,
+        tls,
     })
 }

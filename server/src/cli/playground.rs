@@ -7,6 +7,8 @@
 //! A node that exits (killed to watch a failover, or crashed) does not stop the others:
 //! the playground says so and keeps the cluster running, and SIGHUP restarts every node
 //! that exited, with its data, at its address (printing its line again).
+//!
+//! With `--tls`, every link is mutual TLS with certificates made for the playground.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -18,6 +20,8 @@ use tokio::process::{Child, Command};
 
 use crate::client::GrpcPdClient;
 use crate::node;
+use crate::security::issue::CertificateRequest;
+use crate::security::{Credentials, Dialer, Role, TlsFiles};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -39,6 +43,11 @@ pub(crate) struct Args {
     /// playground's own flags (addresses, directories, logs) win over it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Mutual TLS on every link: a development CA and certificates are made in the
+    /// playground's directory (`tls/`, kept if there already), and the lines to reach
+    /// the cluster with them are printed.
+    #[arg(long)]
+    tls: bool,
 }
 
 /// Where the first driver replica listens if the port is free (`tessera ctl`'s default).
@@ -150,7 +159,58 @@ fn config_args(args: &Args) -> anyhow::Result<Vec<String>> {
     Ok(vec!["--config".to_string(), absolute.display().to_string()])
 }
 
+/// The playground's certificates (`DIR/tls`): made on its first start, kept after.
+/// The flags its nodes are given, and how it dials them itself.
+fn tls_setup(dir: &Path) -> anyhow::Result<(Vec<String>, Dialer)> {
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).with_context(|| format!("cannot create {}", tls.display()))?;
+    let ca = super::cert::ca_files(&tls);
+    if !ca.certificate.exists() {
+        super::cert::make_authority(&tls, "Tessera playground CA")?;
+        let authority = super::cert::load_authority(&tls)?;
+        let mut node = CertificateRequest::new(Role::Node, "node");
+        node.hosts = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        super::cert::write_certificate(&authority, &tls, &node)?;
+        super::cert::write_certificate(&authority, &tls, &CertificateRequest::new(Role::Admin, "admin"))?;
+        super::cert::write_certificate(&authority, &tls, &CertificateRequest::new(Role::Client, "root"))?;
+    }
+    let node = super::cert::certificate_files(&tls, "node");
+    let admin = super::cert::certificate_files(&tls, "admin");
+    let client = super::cert::certificate_files(&tls, "root");
+    let show = |path: &Path| path.display().to_string();
+    eprintln!(
+        "playground: mutual TLS on every link; tessera ctl takes --tls-ca {} --tls-cert {} --tls-key {}",
+        show(&ca.certificate),
+        show(&admin.certificate),
+        show(&admin.key)
+    );
+    eprintln!(
+        "playground: etcdctl takes --cacert {} --cert {} --key {}",
+        show(&ca.certificate),
+        show(&client.certificate),
+        show(&client.key)
+    );
+    let files = TlsFiles {
+        ca_file: ca.certificate.clone(),
+        cert_file: node.certificate.clone(),
+        key_file: node.key.clone(),
+    };
+    let dialer = Dialer::tls(Credentials::load(files)?);
+    let flags = [
+        "--tls-ca",
+        &show(&ca.certificate),
+        "--tls-cert",
+        &show(&node.certificate),
+        "--tls-key",
+        &show(&node.key),
+    ]
+    .map(str::to_string)
+    .to_vec();
+    Ok((flags, dialer))
+}
+
 async fn launch(args: &Args, dir: &Path, nodes: &mut Vec<Node>) -> anyhow::Result<()> {
+    let (tls_flags, dialer) = if args.tls { tls_setup(dir)? } else { (Vec::new(), Dialer::plain()) };
     let pd_addresses: Vec<String> =
         (0..args.pd).map(|i| free_address(DEFAULT_PD_PORT + i as u16)).collect::<anyhow::Result<_>>()?;
     let members: Vec<String> =
@@ -185,6 +245,7 @@ async fn launch(args: &Args, dir: &Path, nodes: &mut Vec<Node>) -> anyhow::Resul
             pd_args.push(members.join(","));
         }
         pd_args.extend(config_args(args)?);
+        pd_args.extend(tls_flags.iter().cloned());
         start_node(nodes, format!("pd {id}"), pd_args).await?;
     }
     let config = config_args(args)?;
@@ -210,14 +271,24 @@ async fn launch(args: &Args, dir: &Path, nodes: &mut Vec<Node>) -> anyhow::Resul
                 path(dir, &format!("store{index}.log")),
             ];
             store_args.extend(config.iter().cloned());
+            store_args.extend(tls_flags.iter().cloned());
             store_args
         };
         let listen = start_node(nodes, format!("store {index}"), store_args("127.0.0.1:0")).await?;
         // Restarted at the address it took, which the driver and the others know.
         nodes.last_mut().context("the store just started")?.args = store_args(&listen);
     }
-    // Ready once the first region has a leader.
-    let pd = GrpcPdClient::new(tokio::runtime::Handle::current(), pd_addresses, START_TIMEOUT);
+    wait_for_first_leader(GrpcPdClient::new(
+        tokio::runtime::Handle::current(),
+        pd_addresses,
+        START_TIMEOUT,
+        dialer,
+    ))
+    .await
+}
+
+/// Ready once the first region has a leader.
+async fn wait_for_first_leader(pd: GrpcPdClient) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + START_TIMEOUT;
     loop {
         if let Ok(route) = pd.region_by_key_async(b"").await

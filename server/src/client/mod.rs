@@ -39,13 +39,15 @@ use tessera_engine::region::KeyRange;
 use tessera_placement::PdError;
 use tokio::time::Instant;
 use tonic::Status;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::failure::kv_failure;
 use crate::proto::kv_client::KvClient;
 use crate::proto::{
     BatchGetRequest, GetRequest, RegionContext, ScanRequest, WriteRequest, kv_failure::Kind as Failure,
 };
+use crate::security::Dialer;
+use crate::service::kv::MAX_BATCH_GET_KEYS;
 use crate::transport::MAX_MESSAGE_BYTES;
 use batch::WriteGroups;
 use cache::RegionCache;
@@ -150,12 +152,19 @@ fn put(key: Vec<u8>, value: Vec<u8>) -> Write {
 }
 
 impl Client {
-    /// A client of the cluster whose driver replicas are at `pd`; every operation gives
-    /// up after `deadline` (at most [`MAX_DEADLINE`]: a longer one is cut to it, so that
-    /// no deadline overflows the clock). Must be created inside a Tokio runtime.
+    /// A client of the cluster whose driver replicas are at `pd`, in the clear; every
+    /// operation gives up after `deadline` (at most [`MAX_DEADLINE`]: a longer one is cut
+    /// to it, so that no deadline overflows the clock). Must be created inside a Tokio
+    /// runtime.
     pub fn new(pd: Vec<String>, deadline: Duration) -> Client {
+        Client::with_dialer(pd, deadline, Dialer::plain())
+    }
+
+    /// [`Client::new`], dialing the driver and the stores with `dialer` (over TLS with
+    /// its credentials, for a cluster that requires them).
+    pub fn with_dialer(pd: Vec<String>, deadline: Duration, dialer: Dialer) -> Client {
         let deadline = deadline.min(MAX_DEADLINE);
-        let pd = Arc::new(GrpcPdClient::new(tokio::runtime::Handle::current(), pd, deadline));
+        let pd = Arc::new(GrpcPdClient::new(tokio::runtime::Handle::current(), pd, deadline, dialer));
         Client {
             pd,
             cache: RegionCache::default(),
@@ -231,14 +240,16 @@ impl Client {
         if let Some(stub) = self.stubs.read().get(&address) {
             return Ok(stub.clone());
         }
+        let dialer = self.pd.dialer();
         // The parse error adds nothing to the address itself, which says what is wrong.
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        let endpoint = dialer
+            .endpoint(&address)
             .map_err(|_| Transient::BadStoreAddress { address: address.clone() })?
             .connect_timeout(Duration::from_secs(1))
             .timeout(self.deadline.min(ATTEMPT_TIMEOUT))
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT);
-        let stub = KvClient::new(endpoint.connect_lazy())
+        let stub = KvClient::new(dialer.connect_lazy(&endpoint))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         self.stubs.write().insert(address, stub.clone());
@@ -374,18 +385,21 @@ impl Client {
     /// The keys found, each with its value, in the order asked.
     pub async fn batch_get(&self, keys: &[Vec<u8>]) -> Result<Vec<KeyValue>, ClientError> {
         let mut found: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-        let answers = self
-            .by_region(
-                keys.iter().map(|k| (k.clone(), ())).collect(),
-                Resend::Always,
-                |mut kv, context, keys| async move {
-                    let keys = keys.into_iter().map(|(k, ())| k).collect();
-                    kv.batch_get(BatchGetRequest { context: Some(context), keys }).await
-                },
-            )
-            .await?;
-        for (answer, _) in answers {
-            found.extend(answer.into_inner().pairs.into_iter().map(|pair| (pair.key, pair.value)));
+        // A store answers at most so many keys a request: a larger batch goes in parts.
+        for part in keys.chunks(MAX_BATCH_GET_KEYS) {
+            let answers = self
+                .by_region(
+                    part.iter().map(|k| (k.clone(), ())).collect(),
+                    Resend::Always,
+                    |mut kv, context, keys| async move {
+                        let keys = keys.into_iter().map(|(k, ())| k).collect();
+                        kv.batch_get(BatchGetRequest { context: Some(context), keys }).await
+                    },
+                )
+                .await?;
+            for (answer, _) in answers {
+                found.extend(answer.into_inner().pairs.into_iter().map(|pair| (pair.key, pair.value)));
+            }
         }
         Ok(keys
             .iter()

@@ -11,6 +11,7 @@
 //! serves the store's agent and raft workers, which are plain threads, by running the
 //! same calls on the node's runtime.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use tessera_placement::proto::{
 use tessera_placement::{InvalidRequest, PdClient, PdError, Unavailability};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Response, Status};
 
 use crate::failure::pd_error;
@@ -33,12 +34,16 @@ use crate::proto::{
     MovePeerRequest, OperatorsRequest, RegionByIdRequest, RegionByKeyRequest, RemoveStoreRequest,
     ScanRegionsRequest, SplitRegionRequest, StoresRequest, TransferLeaderRequest, TsoRequest, TsoResponse,
 };
+use crate::security::Dialer;
 
 /// How often the client refreshes its list of the driver's replicas.
 const MEMBER_REFRESH: Duration = Duration::from_secs(5);
 
 pub struct GrpcPdClient {
     runtime: Handle,
+    /// How to reach the replicas, and the channels open to them (one per replica,
+    /// reused by every call: a channel reconnects by itself when its connection breaks).
+    channels: Arc<Channels>,
     /// The replicas given at start, then every member learned since.
     endpoints: Arc<Mutex<Vec<String>>>,
     leader: Mutex<Option<String>>,
@@ -55,27 +60,61 @@ fn operator_id(id: u64) -> Option<u64> {
     (id != 0).then_some(id)
 }
 
-fn stub(address: &str) -> Result<pd_client::PdClient<Channel>, PdError> {
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
-        // The parse error adds nothing to the address itself, which says what is wrong.
-        .map_err(|_| InvalidRequest::BadAddress { address: address.to_string() })?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(10));
-    Ok(pd_client::PdClient::new(endpoint.connect_lazy()))
+/// Channels kept open to more replicas than this are dropped and dialed again when
+/// needed: the member list, which a driver answers, bounds nothing by itself.
+const MAX_CHANNELS: usize = 64;
+
+/// The channels to the driver's replicas, by address.
+struct Channels {
+    dialer: Dialer,
+    open: Mutex<HashMap<String, Channel>>,
+}
+
+impl Channels {
+    fn stub(&self, address: &str) -> Result<pd_client::PdClient<Channel>, PdError> {
+        if let Some(channel) = self.open.lock().get(address) {
+            return Ok(pd_client::PdClient::new(channel.clone()));
+        }
+        let endpoint = self
+            .dialer
+            .endpoint(address)
+            // The parse error adds nothing to the address itself, which says what is wrong.
+            .map_err(|_| InvalidRequest::BadAddress { address: address.to_string() })?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(10));
+        let channel = self.dialer.connect_lazy(&endpoint);
+        let mut open = self.open.lock();
+        if open.len() >= MAX_CHANNELS {
+            open.clear();
+        }
+        open.insert(address.to_string(), channel.clone());
+        Ok(pd_client::PdClient::new(channel))
+    }
 }
 
 impl GrpcPdClient {
-    /// A client of the driver whose replicas listen at `endpoints`; calls give up after
-    /// `deadline` without an answer.
-    pub(crate) fn new(runtime: Handle, endpoints: Vec<String>, deadline: Duration) -> GrpcPdClient {
+    /// A client of the driver whose replicas listen at `endpoints`, dialed with
+    /// `dialer`; calls give up after `deadline` without an answer.
+    pub(crate) fn new(
+        runtime: Handle,
+        endpoints: Vec<String>,
+        deadline: Duration,
+        dialer: Dialer,
+    ) -> GrpcPdClient {
         GrpcPdClient {
             runtime,
+            channels: Arc::new(Channels { dialer, open: Mutex::new(HashMap::new()) }),
             endpoints: Arc::new(Mutex::new(endpoints)),
             leader: Mutex::new(None),
             refreshed: Mutex::new(None),
             deadline: deadline.min(super::MAX_DEADLINE),
             abandon: None,
         }
+    }
+
+    /// How this client dials.
+    pub(crate) fn dialer(&self) -> &Dialer {
+        &self.channels.dialer
     }
 
     /// The runtime this client's background work runs on.
@@ -100,7 +139,7 @@ impl GrpcPdClient {
             }
             *refreshed = Some(now);
         }
-        let Ok(mut pd) = stub(address) else { return };
+        let Ok(mut pd) = self.channels.stub(address) else { return };
         let endpoints = self.endpoints.clone();
         self.runtime.spawn(async move {
             // An old driver without the call, or a follower: the list stays as it is.
@@ -144,7 +183,7 @@ impl GrpcPdClient {
                     continue;
                 }
                 tried.push(address.clone());
-                let answer = match tokio::time::timeout_at(give_up, f(stub(&address)?)).await {
+                let answer = match tokio::time::timeout_at(give_up, f(self.channels.stub(&address)?)).await {
                     Ok(answer) => answer,
                     Err(_) => return Err(last),
                 };

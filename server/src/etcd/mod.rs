@@ -90,9 +90,10 @@ pub(crate) fn router(
     store: Weak<Store>,
     member_id: u64,
     settings: EtcdSettings,
+    tls: Option<&Arc<crate::security::Credentials>>,
 ) -> super::node::Router {
     tokio::spawn(lease::expire_leases(client.clone(), store.clone()));
-    super::node::grpc_server()
+    super::node::grpc_server(tls)
         .add_service(
             KvServer::new(kv::EtcdKv::new(client.clone(), member_id))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),

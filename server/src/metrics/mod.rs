@@ -67,6 +67,8 @@ pub(crate) fn install(role: Role) -> Result<PrometheusHandle, MetricsError> {
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AlreadyInstalled)?;
     grpc::describe();
+    crate::security::listener::describe_metrics();
+    crate::security::policy::describe_metrics();
     tessera_engine::metrics::register();
     if let Role::Pd = role {
         tessera_placement::metrics::register();

@@ -16,6 +16,8 @@ use anyhow::Context;
 use tower::layer::util::{Identity, Stack};
 
 use crate::metrics::GrpcMetricsLayer;
+use crate::security::Credentials;
+use crate::security::policy::AuthorizationLayer;
 
 /// What a node announces once it serves, as one line scripts parse:
 /// `store id=2 pid=4243 addr=127.0.0.1:20160 metrics=127.0.0.1:9461`.
@@ -137,29 +139,45 @@ pub(crate) async fn bind(address: &str) -> anyhow::Result<(tokio::net::TcpListen
 /// from other nodes never finish on their own: they are cut after this.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-/// A node's gRPC services, behind the request metrics.
-pub(crate) type Router = tonic::transport::server::Router<Stack<GrpcMetricsLayer, Identity>>;
+/// The layers every request to a node passes: counted and timed, then checked
+/// against the access policy.
+type Layers = Stack<AuthorizationLayer, Stack<GrpcMetricsLayer, Identity>>;
 
-/// The gRPC server every node builds its services on: each request is counted and timed.
-pub(crate) fn grpc_server() -> tonic::transport::Server<Stack<GrpcMetricsLayer, Identity>> {
-    tonic::transport::Server::builder().layer(GrpcMetricsLayer)
+/// A node's gRPC services, behind its layers.
+pub(crate) type Router = tonic::transport::server::Router<Layers>;
+
+/// The gRPC server every node builds its services on: each request is counted and
+/// timed, and over TLS (`tls` given) refused unless the peer's role may call it.
+pub(crate) fn grpc_server(tls: Option<&std::sync::Arc<Credentials>>) -> tonic::transport::Server<Layers> {
+    tonic::transport::Server::builder().layer(GrpcMetricsLayer).layer(AuthorizationLayer::new(tls.is_some()))
 }
 
-/// Serves `router` on `listener` until `stop` resolves and the requests in flight are
-/// done, or the grace period is over.
+/// Serves `router` on `listener` (over TLS with `tls`, else in the clear) until `stop`
+/// resolves and the requests in flight are done, or the grace period is over.
 pub(crate) async fn serve(
     router: Router,
     listener: tokio::net::TcpListener,
+    tls: Option<std::sync::Arc<Credentials>>,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    // No Nagle: a small answer held back for the peer's delayed ACK costs 40 ms.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let (stopping, mut stopped) = tokio::sync::watch::channel(false);
     let signal = async move {
         stop.await;
         let _ = stopping.send(true);
     };
-    let server = router.serve_with_incoming_shutdown(incoming, signal);
+    let server = async move {
+        match tls {
+            Some(credentials) => {
+                let incoming = crate::security::listener::incoming(listener, credentials);
+                router.serve_with_incoming_shutdown(incoming, signal).await
+            }
+            None => {
+                // No Nagle: a small answer held back for the peer's delayed ACK costs 40 ms.
+                let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                router.serve_with_incoming_shutdown(incoming, signal).await
+            }
+        }
+    };
     let grace = async move {
         let _ = stopped.wait_for(|stopped| *stopped).await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;

@@ -23,6 +23,7 @@ use crate::client::GrpcPdClient;
 use crate::metrics::Role;
 use crate::proto::pd_server::PdServer;
 use crate::proto::raft_transport_server::RaftTransportServer;
+use crate::security::{Credentials, Dialer};
 use crate::service::pd::PdService;
 use crate::transport::{AddressBook, GrpcTransport, MAX_MESSAGE_BYTES, RaftTransportService};
 
@@ -43,6 +44,14 @@ pub(crate) struct PdNodeConfig {
     /// The driver's settings (schedulers, liveness, operator timeouts); the member id,
     /// founding and member addresses are filled in here.
     pub driver: DriverConfig,
+    /// Mutual TLS on every link, with these credentials; none: in the clear.
+    pub tls: Option<Arc<Credentials>>,
+}
+
+impl PdNodeConfig {
+    fn dialer(&self) -> Dialer {
+        self.tls.clone().map_or_else(Dialer::plain, Dialer::tls)
+    }
 }
 
 /// The file in the data directory that keeps a joined replica's member id.
@@ -117,7 +126,7 @@ async fn membership(
     }
     let address = super::advertised_address(bound, config.advertise.as_deref())?;
     let token = join_token(&config.data_dir.join(JOIN_TOKEN_FILE))?;
-    let driver = GrpcPdClient::new(Handle::current(), config.join.clone(), JOIN_DEADLINE);
+    let driver = GrpcPdClient::new(Handle::current(), config.join.clone(), JOIN_DEADLINE, config.dialer());
     let answer = driver.join_member_async(&address, &token).await.context("joining the placement driver")?;
     super::write_id(&id_file, answer.member_id)?;
     let members =
@@ -154,7 +163,7 @@ pub(crate) async fn run(
     let (listener, address) = super::bind(&config.listen).await?;
     let (member_id, founding, members) = membership(&config, address).await?;
     let addresses = Arc::new(MemberAddresses { known: members.clone(), driver: OnceLock::new() });
-    let transport = Arc::new(GrpcTransport::new(Handle::current(), addresses.clone()));
+    let transport = Arc::new(GrpcTransport::new(Handle::current(), addresses.clone(), config.dialer()));
     let mut driver_config = config.driver.clone();
     driver_config.member_id = member_id;
     driver_config.founding = founding;
@@ -168,17 +177,23 @@ pub(crate) async fn run(
     let (stop, stopping) = flag_on_stop(stop);
     // The garbage-collection worker reaches the stores as a client does, through this
     // replica's own driver address (it acts only while this replica leads).
-    let gc_client = crate::client::Client::new(vec![address.to_string()], config.driver.request_timeout * 6);
+    let gc_client = crate::client::Client::with_dialer(
+        vec![address.to_string()],
+        config.driver.request_timeout * 6,
+        config.dialer(),
+    );
     let gc_worker = tokio::spawn(super::gc::run(
         Arc::downgrade(&driver),
         gc_client,
         config.driver.gc_interval,
         stopping.clone(),
     ));
-    let router = super::grpc_server().add_service(PdServer::new(PdService::new(driver.clone()))).add_service(
-        RaftTransportServer::new(RaftTransportService::new(member_id, driver.sink(), stopping.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES),
-    );
+    let router = super::grpc_server(config.tls.as_ref())
+        .add_service(PdServer::new(PdService::new(driver.clone())))
+        .add_service(
+            RaftTransportServer::new(RaftTransportService::new(member_id, driver.sink(), stopping.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        );
     on_ready(Announcement {
         role: Role::Pd,
         id: member_id,
@@ -201,7 +216,7 @@ pub(crate) async fn run(
         observability.serve(Role::Pd, member_id, refresh, describe, stopping)
     });
     tracing::info!(member_id, %address, "placement driver replica serving");
-    let served = super::serve(router, listener, stop).await;
+    let served = super::serve(router, listener, config.tls.clone(), stop).await;
     gc_worker.abort();
     let stopping_started = std::time::Instant::now();
     tracing::info!(member_id, "placement driver replica stopping");

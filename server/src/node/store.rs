@@ -25,6 +25,7 @@ use crate::client::{Client, GrpcPdClient, TimestampClient};
 use crate::metrics::Role;
 use crate::proto::kv_server::KvServer;
 use crate::proto::raft_transport_server::RaftTransportServer;
+use crate::security::{Credentials, Dialer};
 use crate::service::kv::KvService;
 use crate::transport::{AddressBook, GrpcTransport, MAX_MESSAGE_BYTES, RaftTransportService};
 
@@ -51,6 +52,8 @@ pub(crate) struct StoreNodeConfig {
     pub enable_fail_points: bool,
     /// Requests (and proposals) slower than this are logged with their phases.
     pub slow_request_threshold: Duration,
+    /// Mutual TLS on every link, with these credentials; none: in the clear.
+    pub tls: Option<Arc<Credentials>>,
 }
 
 /// How long the agent's calls to the driver (and address lookups) may take: a driver
@@ -180,12 +183,13 @@ fn kv_service(
 /// The store's gRPC services: the key-value API and the Raft transport.
 fn store_router(
     timings: (Arc<Client>, Duration, Duration),
+    tls: Option<&Arc<Credentials>>,
     store: &Arc<Store>,
     addresses: Arc<dyn AddressBook>,
     stopping: CancellationToken,
 ) -> super::Router {
     let transport = RaftTransportService::new(store.store_id(), store.sink(), stopping.clone());
-    super::grpc_server()
+    super::grpc_server(tls)
         .add_service(
             KvServer::new(kv_service(timings, store, addresses, stopping))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -198,12 +202,12 @@ fn store_router(
 /// task, and the address it serves on.
 fn serve_etcd(
     (listener, address): (tokio::net::TcpListener, std::net::SocketAddr),
-    (client, settings): (Arc<Client>, crate::etcd::EtcdSettings),
+    (client, settings, tls): (Arc<Client>, crate::etcd::EtcdSettings, Option<Arc<Credentials>>),
     store: &Arc<Store>,
     stopping: CancellationToken,
 ) -> (tokio::task::JoinHandle<anyhow::Result<()>>, std::net::SocketAddr) {
-    let router = crate::etcd::router(client, Arc::downgrade(store), store.store_id(), settings);
-    (tokio::spawn(super::serve(router, listener, stopping.cancelled_owned())), address)
+    let router = crate::etcd::router(client, Arc::downgrade(store), store.store_id(), settings, tls.as_ref());
+    (tokio::spawn(super::serve(router, listener, tls, stopping.cancelled_owned())), address)
 }
 
 /// Registers store `store_id` with the placement driver: the address it is reached at,
@@ -228,6 +232,20 @@ async fn register(
     Ok(())
 }
 
+/// Store addresses, asked of the driver with the agent's short deadline.
+fn driver_address_book(
+    config: &StoreNodeConfig,
+    dialer: &Dialer,
+    stopping: &CancellationToken,
+) -> Arc<dyn AddressBook> {
+    Arc::new(DriverAddressBook {
+        pd: GrpcPdClient::new(Handle::current(), config.pd.clone(), AGENT_PD_DEADLINE, dialer.clone())
+            .abandoned_on(stopping.clone()),
+        cache: RwLock::new(HashMap::new()),
+        stopping: stopping.clone(),
+    })
+}
+
 /// Runs a store until `stop` resolves; `on_ready` receives what it serves on.
 pub(crate) async fn run(
     config: StoreNodeConfig,
@@ -247,22 +265,23 @@ pub(crate) async fn run(
         None => None,
     };
     let advertised = super::advertised_address(address, config.advertise.as_deref())?;
-    let pd = Arc::new(GrpcPdClient::new(Handle::current(), config.pd.clone(), Duration::from_secs(30)));
+    let dialer = config.tls.clone().map_or_else(Dialer::plain, Dialer::tls);
+    let pd = Arc::new(GrpcPdClient::new(
+        Handle::current(),
+        config.pd.clone(),
+        Duration::from_secs(30),
+        dialer.clone(),
+    ));
     let store_id = store_id(&pd, &config.data_dir).await?;
     let etcd_bound = etcd_listener.as_ref().map(|(_, bound)| *bound);
     register(&pd, &config, store_id, (&advertised, etcd_bound)).await?;
     tracing::info!(store_id, %address, %advertised, data_dir = %config.data_dir.display(), "store registered with the placement driver");
-    let addresses: Arc<dyn AddressBook> = Arc::new(DriverAddressBook {
-        pd: GrpcPdClient::new(Handle::current(), config.pd.clone(), AGENT_PD_DEADLINE)
-            .abandoned_on(stopping.clone()),
-        cache: RwLock::new(HashMap::new()),
-        stopping: stopping.clone(),
-    });
-    let transport = Arc::new(GrpcTransport::new(Handle::current(), addresses.clone()));
+    let addresses = driver_address_book(&config, &dialer, &stopping);
+    let transport = Arc::new(GrpcTransport::new(Handle::current(), addresses.clone(), dialer.clone()));
     let ids = Arc::new(DriverIds::new());
     // The node's own client: what its services answer through, and what resolves the
     // locks that hold its change feeds back.
-    let client = Arc::new(Client::new(config.pd.clone(), config.request_timeout));
+    let client = Arc::new(Client::with_dialer(config.pd.clone(), config.request_timeout, dialer.clone()));
     let timings = (client.clone(), config.request_timeout, config.slow_request_threshold);
     let (stale_locks, stale_lock_reports) = super::stale_locks::queue();
     tokio::spawn(super::stale_locks::run(stale_lock_reports, client.clone(), stopping.clone()));
@@ -281,13 +300,14 @@ pub(crate) async fn run(
     let store = Arc::new(opened.await?.context("opening the store")?);
     // The agent reports every second, with the short deadline.
     let driver: Arc<dyn PdClient> = Arc::new(
-        GrpcPdClient::new(Handle::current(), config.pd.clone(), AGENT_PD_DEADLINE)
+        GrpcPdClient::new(Handle::current(), config.pd.clone(), AGENT_PD_DEADLINE, dialer)
             .abandoned_on(stopping.clone()),
     );
     let agent = StoreAgent::start(store.clone(), driver, ids, AgentConfig::default())?;
-    let router = store_router(timings, &store, addresses, stopping.clone());
-    let etcd =
-        etcd_listener.map(|listening| serve_etcd(listening, (client, config.etcd), &store, stopping.clone()));
+    let router = store_router(timings, config.tls.as_ref(), &store, addresses, stopping.clone());
+    let etcd = etcd_listener.map(|listening| {
+        serve_etcd(listening, (client, config.etcd, config.tls.clone()), &store, stopping.clone())
+    });
     on_ready(Announcement {
         role: Role::Store,
         id: store_id,
@@ -297,7 +317,7 @@ pub(crate) async fn run(
     });
     let status = observability.map(|observability| serve_status(observability, &store, store_id, stopping));
     tracing::info!(store_id, %address, "store serving");
-    let served = super::serve(router, listener, stop).await;
+    let served = super::serve(router, listener, config.tls, stop).await;
     let stopping_started = std::time::Instant::now();
     tracing::info!(store_id, "store stopping");
     // The status server first (a scrape in flight holds the store for a moment), then

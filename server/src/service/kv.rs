@@ -43,6 +43,10 @@ pub(crate) struct KvService {
     slow_request_threshold: Duration,
 }
 
+/// The most keys one batch get may ask a region for: each is read on the region's
+/// raft worker and answered in one message (the client sends more in several).
+pub const MAX_BATCH_GET_KEYS: usize = 1024;
+
 fn context(context: Option<RegionContext>) -> Result<(u64, RegionEpoch), Status> {
     let context = context.ok_or_else(|| invalid_kv_request("the request names no region (no context)"))?;
     let epoch = context.epoch.ok_or_else(|| invalid_kv_request("the request names no region epoch"))?;
@@ -295,6 +299,12 @@ impl KvService {
     async fn get_values(&self, request: BatchGetRequest) -> Result<BatchGetResponse, Status> {
         let (region_id, epoch) = context(request.context)?;
         let keys = request.keys;
+        if keys.len() > MAX_BATCH_GET_KEYS {
+            return Err(invalid_kv_request(&format!(
+                "a batch get of {} keys: at most {MAX_BATCH_GET_KEYS} in one request",
+                keys.len()
+            )));
+        }
         let reads = keys.iter().map(|key| ReadRequest::Get { key: key.clone() }).collect();
         // Issued together, the reads share one ReadIndex round.
         let answers = self.read(region_id, epoch, reads).await?;

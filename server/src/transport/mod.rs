@@ -28,6 +28,7 @@ pub use service::RaftTransportService;
 
 use crate::proto::FrameChunk;
 use crate::proto::raft_transport_client::RaftTransportClient;
+use crate::security::Dialer;
 
 /// Frames waiting for one destination; more are dropped.
 const QUEUE_FRAMES: usize = 4096;
@@ -70,12 +71,13 @@ pub(crate) trait AddressBook: Send + Sync + 'static {
 pub(crate) struct GrpcTransport {
     runtime: Handle,
     addresses: Arc<dyn AddressBook>,
+    dialer: Dialer,
     links: Mutex<HashMap<u64, mpsc::Sender<StoreFrame>>>,
 }
 
 impl GrpcTransport {
-    pub(crate) fn new(runtime: Handle, addresses: Arc<dyn AddressBook>) -> GrpcTransport {
-        GrpcTransport { runtime, addresses, links: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(runtime: Handle, addresses: Arc<dyn AddressBook>, dialer: Dialer) -> GrpcTransport {
+        GrpcTransport { runtime, addresses, dialer, links: Mutex::new(HashMap::new()) }
     }
 
     fn link(&self, node_id: u64) -> mpsc::Sender<StoreFrame> {
@@ -84,7 +86,8 @@ impl GrpcTransport {
             return link.clone();
         }
         let (sender, receiver) = mpsc::channel(QUEUE_FRAMES);
-        self.runtime.spawn(run_link(node_id, self.addresses.clone(), receiver));
+        let link = Link { node_id, addresses: self.addresses.clone(), dialer: self.dialer.clone() };
+        self.runtime.spawn(run_link(link, receiver));
         links.insert(node_id, sender.clone());
         sender
     }
@@ -99,13 +102,14 @@ impl Transport for GrpcTransport {
 
 /// A channel to a node, with keepalives so that a silent peer (a partition, a paused
 /// process) breaks the stream and the link reconnects.
-async fn connect(address: &str) -> Option<RaftTransportClient<tonic::transport::Channel>> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+async fn connect(dialer: &Dialer, address: &str) -> Option<RaftTransportClient<tonic::transport::Channel>> {
+    let endpoint = dialer
+        .endpoint(address)
         .ok()?
         .connect_timeout(Duration::from_secs(1))
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5));
-    Some(RaftTransportClient::new(endpoint.connect().await.ok()?))
+    Some(RaftTransportClient::new(dialer.connect(&endpoint).await.ok()?))
 }
 
 /// Sends one large frame in chunks on a stream of its own. A failure loses the frame,
@@ -119,8 +123,16 @@ fn send_large(mut client: RaftTransportClient<tonic::transport::Channel>, frame:
     });
 }
 
-/// Keeps one stream to `node_id` open while frames come, reconnecting with backoff.
-async fn run_link(node_id: u64, addresses: Arc<dyn AddressBook>, mut frames: mpsc::Receiver<StoreFrame>) {
+/// Where one link goes and how it gets there.
+struct Link {
+    node_id: u64,
+    addresses: Arc<dyn AddressBook>,
+    dialer: Dialer,
+}
+
+/// Keeps one stream to a node open while frames come, reconnecting with backoff.
+async fn run_link(link: Link, mut frames: mpsc::Receiver<StoreFrame>) {
+    let Link { node_id, addresses, dialer } = link;
     let mut backoff = BACKOFF_MIN;
     // Logged on a change only: a node that is down would otherwise log every retry.
     let mut was_reachable = None;
@@ -128,7 +140,7 @@ async fn run_link(node_id: u64, addresses: Arc<dyn AddressBook>, mut frames: mps
         let book = addresses.clone();
         let address = tokio::task::spawn_blocking(move || book.resolve(node_id)).await.ok().flatten();
         let connected = match &address {
-            Some(address) => connect(address).await,
+            Some(address) => connect(&dialer, address).await,
             None => None,
         };
         let reachable = connected.is_some();

@@ -1,7 +1,15 @@
 //! The receiving end of the Raft transport: frames from a stream are handed to the
 //! node's store (or driver replica) as they arrive.
+//!
+//! A large frame (a snapshot) is reassembled in memory from its chunks, so what those
+//! frames may hold is bounded: each one by [`MAX_FRAME_BYTES`], all of them at once by
+//! [`LARGE_FRAMES_TOTAL_BYTES`] (a chunk past the budget fails its stream with
+//! `RESOURCE_EXHAUSTED`, and Raft sends the snapshot again later), and a stream whose
+//! next chunk does not come within [`LARGE_FRAME_IDLE_TIMEOUT`] is dropped with what it
+//! held.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tessera_engine::proto::frame::StoreFrame;
 use tessera_engine::store::BatchSink;
@@ -14,9 +22,17 @@ use super::MAX_FRAME_BYTES;
 use crate::proto::raft_transport_server::RaftTransport;
 use crate::proto::{FrameChunk, TransportAck};
 
+/// What every large frame being reassembled may hold together.
+pub(crate) const LARGE_FRAMES_TOTAL_BYTES: usize = 2 * MAX_FRAME_BYTES;
+
+/// How long a large frame's stream may go without a chunk.
+pub(crate) const LARGE_FRAME_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub struct RaftTransportService {
     node_id: u64,
     sink: Arc<dyn BatchSink>,
+    /// Bytes of large frames being reassembled, one permit a byte.
+    large_frame_budget: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the node stops: streams from other nodes never end on their own,
     /// and a graceful shutdown waits for every stream in flight.
     stopping: CancellationToken,
@@ -28,7 +44,8 @@ impl RaftTransportService {
         sink: Arc<dyn BatchSink>,
         stopping: CancellationToken,
     ) -> RaftTransportService {
-        RaftTransportService { node_id, sink, stopping }
+        let large_frame_budget = Arc::new(tokio::sync::Semaphore::new(LARGE_FRAMES_TOTAL_BYTES));
+        RaftTransportService { node_id, sink, large_frame_budget, stopping }
     }
 }
 
@@ -57,10 +74,32 @@ impl RaftTransport for RaftTransportService {
     async fn large(&self, request: Request<Streaming<FrameChunk>>) -> Result<Response<TransportAck>, Status> {
         let mut chunks = request.into_inner();
         let mut bytes = Vec::new();
-        while let Some(chunk) = chunks.message().await? {
+        // Returned to the budget when the frame is delivered or the stream fails.
+        let mut held = Vec::new();
+        loop {
+            let chunk = tokio::select! {
+                biased;
+                () = self.stopping.cancelled() => return Err(Status::unavailable("this node is stopping")),
+                chunk = tokio::time::timeout(LARGE_FRAME_IDLE_TIMEOUT, chunks.message()) => chunk,
+            };
+            let chunk = chunk.map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "no chunk of a large frame for {LARGE_FRAME_IDLE_TIMEOUT:?}"
+                ))
+            })??;
+            let Some(chunk) = chunk else { break };
             if bytes.len() + chunk.data.len() > MAX_FRAME_BYTES {
                 return Err(Status::resource_exhausted(format!("a frame over {MAX_FRAME_BYTES} bytes")));
             }
+            let permits = u32::try_from(chunk.data.len())
+                .ok()
+                .and_then(|count| self.large_frame_budget.clone().try_acquire_many_owned(count).ok())
+                .ok_or_else(|| {
+                    Status::resource_exhausted(format!(
+                        "large frames being received hold {LARGE_FRAMES_TOTAL_BYTES} bytes already; send again later"
+                    ))
+                })?;
+            held.push(permits);
             bytes.extend_from_slice(&chunk.data);
         }
         let frame = StoreFrame::decode(bytes.as_slice())

@@ -93,6 +93,8 @@ pub struct Cluster {
     pub zones: Vec<String>,
     /// The stores' configuration file, if they read one.
     pub store_config: Option<String>,
+    /// Arguments every node is started with (TLS flags, say).
+    pub node_args: Vec<String>,
 }
 
 pub fn text(s: &str) -> Vec<u8> {
@@ -122,11 +124,37 @@ impl Cluster {
         pd_config: &str,
         store_config: Option<&str>,
     ) -> Cluster {
-        let stores = zones.len();
         let dir = tempfile::tempdir().expect("a temporary directory");
+        Cluster::start_in(dir, (zones, split_max_keys), (pd_config, store_config), Vec::new())
+    }
+
+    /// `stores` stores and a driver in `dir`, every node started with `node_args`.
+    pub fn start_with_node_args(
+        dir: tempfile::TempDir,
+        stores: usize,
+        split_max_keys: u64,
+        node_args: Vec<String>,
+    ) -> Cluster {
+        Cluster::start_in(dir, (&vec![""; stores], split_max_keys), ("", None), node_args)
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        (zones, split_max_keys): (&[&str], u64),
+        (pd_config, store_config): (&str, Option<&str>),
+        node_args: Vec<String>,
+    ) -> Cluster {
+        let stores = zones.len();
         let zones = zones.iter().map(|zone| zone.to_string()).collect();
-        let mut cluster =
-            Cluster { dir, pd: None, stores: Vec::new(), split_max_keys, zones, store_config: None };
+        let mut cluster = Cluster {
+            dir,
+            pd: None,
+            stores: Vec::new(),
+            split_max_keys,
+            zones,
+            store_config: None,
+            node_args,
+        };
         if let Some(text) = store_config {
             let path = cluster.path("store.toml");
             std::fs::write(&path, text).expect("the stores' configuration file");
@@ -137,6 +165,7 @@ impl Cluster {
         let mut args = vec!["pd".into(), "--config".into(), config, "--data-dir".into(), cluster.path("pd")];
         args.extend(["--listen".into(), "127.0.0.1:0".into()]);
         args.extend(cluster.log_args("pd"));
+        args.extend(cluster.node_args.iter().cloned());
         cluster.pd = Some(Process::start(&args));
         for index in 0..stores {
             let store = cluster.start_store(index, "127.0.0.1:0");
@@ -153,6 +182,7 @@ impl Cluster {
         let mut args =
             vec!["pd".into(), "--data-dir".into(), self.path("pd"), "--listen".into(), listen.into()];
         args.extend(self.log_args("pd"));
+        args.extend(self.node_args.iter().cloned());
         self.pd = Some(Process::start(&args));
     }
 
@@ -208,6 +238,7 @@ impl Cluster {
         if let Some(path) = &self.store_config {
             args.extend(["--config".into(), path.clone()]);
         }
+        args.extend(self.node_args.iter().cloned());
         args.extend_from_slice(extra);
         Process::start(&args)
     }

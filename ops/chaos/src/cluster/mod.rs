@@ -8,6 +8,7 @@
 pub mod daemon;
 pub mod network;
 pub mod status;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tessera_placement::proto::StoreState;
 use tessera_server::client::Client;
+use tessera_server::security::Dialer;
 
 use daemon::{Daemon, Role};
 use network::Network;
@@ -41,6 +43,8 @@ pub struct ClusterConfig {
     pub binary: PathBuf,
     /// Where data directories and logs go.
     pub dir: PathBuf,
+    /// Mutual TLS on every link (certificates made in `dir/tls`).
+    pub tls: bool,
 }
 
 pub struct ChaosCluster {
@@ -48,6 +52,7 @@ pub struct ChaosCluster {
     pub daemons: Vec<Daemon>,
     pub network: Network,
     pd_endpoints: Vec<String>,
+    tls: Option<tls::ChaosTls>,
 }
 
 impl ChaosCluster {
@@ -60,6 +65,9 @@ impl ChaosCluster {
             (1..=config.pd_replicas).map(|i| format!("{}:{PD_PORT}", network.host(i).ip)).collect();
         let members: Vec<String> =
             pd_endpoints.iter().enumerate().map(|(i, address)| format!("{}={address}", i + 1)).collect();
+        let tls =
+            if config.tls { Some(tls::ChaosTls::create(&config.dir.join("tls"), &network)?) } else { None };
+        let tls_section = tls.as_ref().map(tls::ChaosTls::node_section).unwrap_or_default();
         let mut daemons = Vec::new();
         for host in &network.hosts {
             let node_dir = config.dir.join(format!("n{}", host.index));
@@ -67,7 +75,7 @@ impl ChaosCluster {
             let dir = |name: &str| path(&node_dir, name);
             if host.index <= config.pd_replicas {
                 let driver_config = node_dir.join("pd.toml");
-                std::fs::write(&driver_config, DRIVER_CONFIG)
+                std::fs::write(&driver_config, format!("{DRIVER_CONFIG}{tls_section}"))
                     .with_context(|| format!("writing {}", driver_config.display()))?;
                 let args = vec![
                     "pd".into(),
@@ -92,7 +100,7 @@ impl ChaosCluster {
                 ));
             }
             let store_config = node_dir.join("store.toml");
-            std::fs::write(&store_config, STORE_CONFIG)
+            std::fs::write(&store_config, format!("{STORE_CONFIG}{tls_section}"))
                 .with_context(|| format!("writing {}", store_config.display()))?;
             let args = vec![
                 "store".into(),
@@ -118,7 +126,7 @@ impl ChaosCluster {
                 node_dir.join("store.log"),
             ));
         }
-        let mut cluster = ChaosCluster { daemons, network, pd_endpoints };
+        let mut cluster = ChaosCluster { daemons, network, pd_endpoints, tls };
         for daemon in &mut cluster.daemons {
             daemon.start()?;
         }
@@ -127,6 +135,16 @@ impl ChaosCluster {
 
     pub fn pd_endpoints(&self) -> Vec<String> {
         self.pd_endpoints.clone()
+    }
+
+    /// How the harness's Tessera clients dial the cluster.
+    pub fn dialer(&self) -> anyhow::Result<Dialer> {
+        self.tls.as_ref().map_or_else(|| Ok(Dialer::plain()), tls::ChaosTls::dialer)
+    }
+
+    /// How the harness's etcd clients connect: over TLS if the cluster uses it.
+    pub fn etcd_tls(&self) -> anyhow::Result<Option<etcd_client::TlsOptions>> {
+        self.tls.as_ref().map(tls::ChaosTls::etcd_options).transpose()
     }
 
     /// Every store's etcd address.

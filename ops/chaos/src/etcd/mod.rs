@@ -50,7 +50,7 @@ pub type AcknowledgedWrites = Arc<Mutex<Vec<Acknowledged>>>;
 /// One client's view of the etcd API: the stores' etcd addresses, the one it talks to
 /// now, and its connection there.
 pub struct EtcdApi {
-    endpoints: Vec<String>,
+    endpoints: EtcdEndpoints,
     deadline: Duration,
     current: AsyncMutex<(usize, Option<Client>)>,
     acknowledged: AcknowledgedWrites,
@@ -79,13 +79,13 @@ impl From<etcd_client::Error> for Failure {
 impl EtcdApi {
     /// A client of the stores at `endpoints` starting with the `first`'s (modulo).
     pub fn new(
-        endpoints: Vec<String>,
+        endpoints: EtcdEndpoints,
         first: usize,
         deadline: Duration,
         acknowledged: AcknowledgedWrites,
     ) -> EtcdApi {
-        assert!(!endpoints.is_empty(), "invariant: a cluster has at least one store");
-        let first = first % endpoints.len();
+        assert!(!endpoints.addresses.is_empty(), "invariant: a cluster has at least one store");
+        let first = first % endpoints.addresses.len();
         EtcdApi { endpoints, deadline, current: AsyncMutex::new((first, None)), acknowledged }
     }
 
@@ -95,13 +95,13 @@ impl EtcdApi {
         if let Some(client) = &current.1 {
             return Ok(client.clone());
         }
-        match connect(&self.endpoints[current.0], self.deadline).await {
+        match connect(&self.endpoints, current.0, self.deadline).await {
             Ok(client) => {
                 current.1 = Some(client.clone());
                 Ok(client)
             }
             Err(error) => {
-                *current = ((current.0 + 1) % self.endpoints.len(), None);
+                *current = ((current.0 + 1) % self.endpoints.addresses.len(), None);
                 Err(Failure { error, may_have_applied: false })
             }
         }
@@ -110,7 +110,7 @@ impl EtcdApi {
     /// After a failure: the next request goes to the next store.
     async fn move_on(&self) {
         let mut current = self.current.lock().await;
-        *current = ((current.0 + 1) % self.endpoints.len(), None);
+        *current = ((current.0 + 1) % self.endpoints.addresses.len(), None);
     }
 
     async fn run(&self, operation: &Operation) -> Result<Output, Failure> {
@@ -189,9 +189,22 @@ impl Executor for EtcdApi {
     }
 }
 
-/// A connection to the etcd API at `endpoint`, each request of it bounded by `deadline`.
-async fn connect(endpoint: &str, deadline: Duration) -> Result<Client, String> {
-    let options = ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT).with_timeout(deadline);
+/// Where the stores serve the etcd API, and how to connect to it.
+#[derive(Debug, Clone)]
+pub struct EtcdEndpoints {
+    pub addresses: Vec<String>,
+    /// Set when the cluster runs mutual TLS.
+    pub tls: Option<etcd_client::TlsOptions>,
+}
+
+/// A connection to the etcd API at the `index`th address (modulo), each request of it
+/// bounded by `deadline`.
+async fn connect(endpoints: &EtcdEndpoints, index: usize, deadline: Duration) -> Result<Client, String> {
+    let endpoint = &endpoints.addresses[index % endpoints.addresses.len()];
+    let mut options = ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT).with_timeout(deadline);
+    if let Some(tls) = &endpoints.tls {
+        options = options.with_tls(tls.clone());
+    }
     Client::connect([endpoint], Some(options))
         .await
         .map_err(|error| format!("connecting to {endpoint}: {error}"))

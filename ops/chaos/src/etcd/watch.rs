@@ -30,7 +30,7 @@ use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use super::{Acknowledged, KEYS, connect};
+use super::{Acknowledged, EtcdEndpoints, KEYS, connect};
 use crate::history::{Event, EventKind, Operation, Output};
 use crate::workload::text;
 
@@ -79,16 +79,16 @@ impl WatchRecord {
 /// The client keys and their values, read through the first store that answers, and
 /// the revision they were read at; tried for at most `deadline`.
 pub async fn read_all(
-    endpoints: &[String],
+    endpoints: &EtcdEndpoints,
     deadline: Duration,
 ) -> Result<(i64, BTreeMap<String, String>), String> {
     let give_up = tokio::time::Instant::now() + deadline;
     let mut last = String::from("no store to ask");
-    for endpoint in endpoints.iter().cycle() {
+    for index in 0.. {
         if tokio::time::Instant::now() >= give_up {
             break;
         }
-        let answer = match connect(endpoint, Duration::from_secs(3)).await {
+        let answer = match connect(endpoints, index, Duration::from_secs(3)).await {
             Ok(mut client) => client
                 .get(KEYS.prefix, Some(GetOptions::new().with_range(KEYS.scan_end)))
                 .await
@@ -112,15 +112,15 @@ pub async fn read_all(
 /// passes the revision `until` is set to; fails if that does not happen within
 /// `deadline` of it being set.
 pub async fn follow(
-    endpoints: Vec<String>,
+    endpoints: EtcdEndpoints,
     record: Arc<Mutex<WatchRecord>>,
     mut until: watch::Receiver<Option<i64>>,
     deadline: Duration,
 ) -> Result<(), String> {
     let mut give_up = None;
-    for endpoint in endpoints.iter().cycle() {
+    for index in 0.. {
         let next = record.lock().next_revision();
-        if let Ok(client) = connect(endpoint, deadline).await {
+        if let Ok(client) = connect(&endpoints, index, deadline).await {
             let done = watch_through(client, next, &record, &mut until).await;
             if done {
                 return Ok(());

@@ -1,0 +1,195 @@
+//! Accepting TLS connections for a node's gRPC server.
+//!
+//! The accept loop only accepts: each handshake runs in a task of its own, bounded in
+//! time ([`HANDSHAKE_TIMEOUT`]: a peer that opens a socket and says nothing holds no
+//! resource for long) and in number ([`MAX_HANDSHAKES`]: past it, new sockets wait in
+//! the kernel's backlog). A connection whose handshake completes carries its peer's
+//! [`PeerIdentity`] into every request made on it ([`PeerConnectInfo`], found in the
+//! request's extensions), where [`super::policy`] reads it.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+
+use super::credentials::Credentials;
+use super::identity::PeerIdentity;
+
+/// How long a peer has to complete its handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; more connections wait to be accepted.
+pub const MAX_HANDSHAKES: usize = 256;
+/// Connections handed to the server and not yet taken by it.
+const READY_CONNECTIONS: usize = 64;
+
+const HANDSHAKE_FAILURES: &str = "tessera_tls_handshake_failures_total";
+
+/// Who is at the other end of a connection, for every request made on it.
+#[derive(Debug, Clone)]
+pub struct PeerConnectInfo {
+    pub remote_address: Option<SocketAddr>,
+    pub identity: PeerIdentity,
+}
+
+/// A TLS connection whose handshake completed, with its peer's identity.
+pub struct TlsConnection {
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    info: PeerConnectInfo,
+}
+
+impl Connected for TlsConnection {
+    type ConnectInfo = PeerConnectInfo;
+
+    fn connect_info(&self) -> PeerConnectInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(context, buffer)
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(context, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(context)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(context)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffers: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(context, buffers)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+pub(crate) fn describe_metrics() {
+    metrics::describe_counter!(
+        HANDSHAKE_FAILURES,
+        metrics::Unit::Count,
+        "TLS connections refused at the handshake (no certificate the CA signed, an expired one, a timeout), by reason."
+    );
+}
+
+/// The connections `listener` accepts whose handshakes complete, until the stream is
+/// dropped.
+pub fn incoming(
+    listener: TcpListener,
+    credentials: Arc<Credentials>,
+) -> ReceiverStream<Result<TlsConnection, std::io::Error>> {
+    let (ready, connections) = mpsc::channel(READY_CONNECTIONS);
+    tokio::spawn(accept_loop(listener, credentials, ready));
+    ReceiverStream::new(connections)
+}
+
+type Ready = mpsc::Sender<Result<TlsConnection, std::io::Error>>;
+
+async fn accept_loop(listener: TcpListener, credentials: Arc<Credentials>, ready: Ready) {
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        let permit = tokio::select! {
+            permit = handshakes.clone().acquire_owned() => permit,
+            () = ready.closed() => return,
+        };
+        // The semaphore is never closed: an error is a broken invariant, ending the loop.
+        let Ok(permit) = permit else { return };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = ready.closed() => return,
+        };
+        let (socket, remote_address) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of descriptors, most likely: accepting again at once would spin.
+                tracing::warn!(%error, "cannot accept a connection; pausing accepts for 100 ms");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // No Nagle: a small answer held back for the peer's delayed ACK costs 40 ms.
+        let _ = socket.set_nodelay(true);
+        let acceptor = tokio_rustls::TlsAcceptor::from(credentials.server_config());
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match handshake(acceptor, socket, remote_address).await {
+                Ok(connection) => {
+                    let _ = ready.send(Ok(connection)).await;
+                }
+                Err(reason) => {
+                    tracing::debug!(%remote_address, %reason, "TLS connection refused");
+                    metrics::counter!(HANDSHAKE_FAILURES, "reason" => reason.label()).increment(1);
+                }
+            }
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("no handshake within {HANDSHAKE_TIMEOUT:?}")]
+    Timeout,
+    #[error("handshake failed: {0}")]
+    Handshake(std::io::Error),
+    #[error("no client certificate")]
+    NoCertificate,
+    #[error("{0}")]
+    Identity(#[from] super::identity::IdentityError),
+}
+
+impl Refusal {
+    fn label(&self) -> &'static str {
+        match self {
+            Refusal::Timeout => "timeout",
+            Refusal::Handshake(_) => "handshake",
+            Refusal::NoCertificate => "no_certificate",
+            Refusal::Identity(_) => "identity",
+        }
+    }
+}
+
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    socket: TcpStream,
+    remote_address: SocketAddr,
+) -> Result<TlsConnection, Refusal> {
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket))
+        .await
+        .map_err(|_| Refusal::Timeout)?
+        .map_err(Refusal::Handshake)?;
+    let (_, session) = stream.get_ref();
+    // The verifier demands a certificate: a session without one is a broken invariant
+    // of rustls's configuration, refused all the same.
+    let certificate = session.peer_certificates().and_then(<[_]>::first).ok_or(Refusal::NoCertificate)?;
+    let identity = PeerIdentity::from_certificate(certificate)?;
+    Ok(TlsConnection { stream, info: PeerConnectInfo { remote_address: Some(remote_address), identity } })
+}
