@@ -93,6 +93,7 @@ pub(crate) struct StoreMetrics {
     pub one_phase_retimed: Counter,
     pub one_phase_refused: Counter,
     pub feed_stale_locks_reported: Counter,
+    pub inbound_frames_dropped: Counter,
     pub column_families: [ColumnFamilyGauges; Cf::ALL.len()],
     pub write_stopped: Gauge,
     pub delayed_write_rate: Gauge,
@@ -253,6 +254,10 @@ fn register_store_metrics() -> StoreMetrics {
         feed_stale_locks_reported: counter(
             "tessera_feed_stale_locks_reported_total",
             "Locks reported for resolution because they held a change feed's resolved timestamp back too long.",
+        ),
+        inbound_frames_dropped: counter(
+            "tessera_inbound_frames_dropped_total",
+            "Shares of frames from other stores dropped on arrival because their raft worker's inbox was full.",
         ),
         column_families: Cf::ALL.map(column_family_gauges),
         write_stopped: gauge(

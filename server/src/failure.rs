@@ -244,6 +244,11 @@ fn pd_reason(kind: &pd_failure::Kind) -> &'static str {
 pub(crate) fn pd_error(status: &Status) -> (PdError, Option<String>) {
     let Some(failure) = unpacked::<PdFailure>(status) else {
         let text = format!("{}: {}", status.code(), status.message());
+        // Refused for the caller's certificate: asking again (or another replica) is
+        // refused the same way.
+        if matches!(status.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated) {
+            return (InvalidRequest::Remote(text).into(), None);
+        }
         return (Unavailability::Remote(text).into(), None);
     };
     let error = match failure.kind {

@@ -284,8 +284,11 @@ async fn requests_a_role_may_not_make_are_refused_and_change_nothing() {
     }
     // Placement by hand needs an admin: a node's certificate and a client's are refused.
     for (who, dialer) in [("a node", dialer(node)), ("a client", certificates.dialer(Role::Client, "bob"))] {
+        let asked = std::time::Instant::now();
         let error = client(&cluster, dialer).pd().split_region_async(b"m").await.expect_err("a split");
         assert!(error.to_string().contains("needs an admin certificate"), "{who}: {error}");
+        // A refusal is final: not retried until the deadline.
+        assert!(asked.elapsed() < Duration::from_secs(10), "{who}: refused after {:?}", asked.elapsed());
     }
     operator.pd().split_region_async(b"m").await.expect("an admin splits");
     // Nothing the forgeries said was taken.

@@ -3,6 +3,12 @@
 //! A region belongs to one worker for its whole life (by its id), so a peer is only ever
 //! touched by one thread and nothing needs a lock. Frames from other stores are split by
 //! worker on arrival, keeping each worker's share in one message.
+//!
+//! A worker's inbox is unbounded for what the store itself sends it (ticks, proposals,
+//! answers between workers: refusing those could deadlock or lose an answer), but what
+//! other stores send is bounded: a share arriving at an inbox holding
+//! [`MAX_INBOX_MESSAGES_FOR_FRAMES`] messages is dropped, as the network would drop it
+//! (Raft retransmits), so that a flood of frames cannot take the store's memory.
 
 use std::sync::Arc;
 
@@ -14,6 +20,10 @@ use super::errors::StoreError;
 use super::liveness::StoreLiveness;
 use super::transport::BatchSink;
 use super::worker::WorkerMsg;
+
+/// Past this many messages waiting in a worker's inbox, frames from other stores for it
+/// are dropped on arrival.
+pub(crate) const MAX_INBOX_MESSAGES_FOR_FRAMES: usize = 65_536;
 
 #[derive(Clone)]
 pub(crate) struct Router {
@@ -80,8 +90,39 @@ impl BatchSink for Router {
                 || !share.heartbeats.is_empty()
                 || !share.heartbeat_responses.is_empty()
             {
+                if worker.len() >= MAX_INBOX_MESSAGES_FOR_FRAMES {
+                    crate::metrics::METRICS.inbound_frames_dropped.increment(1);
+                    continue;
+                }
                 let _ = worker.send(WorkerMsg::Inbound(share));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::frame::HeartbeatEntry;
+    use crate::store::StoreConfig;
+
+    fn frame_for_region(region_id: u64) -> StoreFrame {
+        let heartbeat = HeartbeatEntry { region_id, ..HeartbeatEntry::default() };
+        StoreFrame { from_store: 2, to_store: 1, heartbeats: vec![heartbeat], ..StoreFrame::default() }
+    }
+
+    #[test]
+    fn frames_from_other_stores_are_dropped_at_a_full_inbox_and_taken_again_below_it() {
+        let (sender, inbox) = crossbeam_channel::unbounded();
+        let router = Router::new(vec![sender], Arc::new(StoreLiveness::new(&StoreConfig::new(1))));
+        for region_id in 0..MAX_INBOX_MESSAGES_FOR_FRAMES as u64 {
+            router.deliver(frame_for_region(region_id));
+        }
+        assert_eq!(inbox.len(), MAX_INBOX_MESSAGES_FOR_FRAMES);
+        router.deliver(frame_for_region(7));
+        assert_eq!(inbox.len(), MAX_INBOX_MESSAGES_FOR_FRAMES, "a frame past the bound was queued");
+        inbox.recv().expect("a queued frame");
+        router.deliver(frame_for_region(7));
+        assert_eq!(inbox.len(), MAX_INBOX_MESSAGES_FOR_FRAMES, "a frame below the bound was dropped");
     }
 }

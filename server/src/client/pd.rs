@@ -64,6 +64,13 @@ fn operator_id(id: u64) -> Option<u64> {
 /// needed: the member list, which a driver answers, bounds nothing by itself.
 const MAX_CHANNELS: usize = 64;
 
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long one replica may take to answer before the next is tried (the call's own
+/// deadline may be longer).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The channels to the driver's replicas, by address.
 struct Channels {
     dialer: Dialer,
@@ -81,7 +88,11 @@ impl Channels {
             // The parse error adds nothing to the address itself, which says what is wrong.
             .map_err(|_| InvalidRequest::BadAddress { address: address.to_string() })?
             .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(10));
+            .timeout(Duration::from_secs(10))
+            // A replica that went silent (partitioned, its host gone) breaks the channel
+            // in seconds instead of holding every call until the kernel gives up.
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT);
         let channel = self.dialer.connect_lazy(&endpoint);
         let mut open = self.open.lock();
         if open.len() >= MAX_CHANNELS {
@@ -89,6 +100,11 @@ impl Channels {
         }
         open.insert(address.to_string(), channel.clone());
         Ok(pd_client::PdClient::new(channel))
+    }
+
+    /// The channel to `address` did not answer: the next call dials it afresh.
+    fn forget(&self, address: &str) {
+        self.open.lock().remove(address);
     }
 }
 
@@ -183,10 +199,20 @@ impl GrpcPdClient {
                     continue;
                 }
                 tried.push(address.clone());
-                let answer = match tokio::time::timeout_at(give_up, f(self.channels.stub(&address)?)).await {
-                    Ok(answer) => answer,
-                    Err(_) => return Err(last),
-                };
+                let attempt_ends = give_up.min(tokio::time::Instant::now() + ATTEMPT_TIMEOUT);
+                let answer =
+                    match tokio::time::timeout_at(attempt_ends, f(self.channels.stub(&address)?)).await {
+                        Ok(answer) => answer,
+                        Err(_) => {
+                            // Silent: neither its channel nor the hint that it leads is kept.
+                            self.channels.forget(&address);
+                            self.leader.lock().take_if(|leader| *leader == address);
+                            if tokio::time::Instant::now() >= give_up {
+                                return Err(last);
+                            }
+                            continue;
+                        }
+                    };
                 match answer {
                     Ok(response) => {
                         self.maybe_refresh_members(&address);
