@@ -11,7 +11,9 @@
 # from a revision; lease grant, keep-alive, time-to-live with keys, list and revoke
 # (the attached key goes with it); compaction (an older revision is then refused);
 # member list (every store, at its etcd address); endpoint status and health on every
-# member. Then, on a playground with --tls: etcdctl with a client certificate, refused
+# member; users and roles: auth enable, a role on a prefix, a user signing in through
+# another store, refused outside its prefix and after a revocation, auth disable. Then,
+# on a playground with --tls: etcdctl with a client certificate, refused
 # without one, and tessera ctl's split allowed with the admin's certificate only.
 #
 # The pytest suite: keys, ranges and prefixes, compare-and-swap, watches from a revision
@@ -177,6 +179,37 @@ fi
 TESSERA_ETCD="$all" "$venv/bin/python" -m pytest -q -p no:cacheprovider -W ignore \
   ops/etcd/python/test_etcd3.py || fail "python etcd3's suite"
 pass "python etcd3's suite"
+
+# --- Users, roles and permissions -------------------------------------------------------
+# As an operator sets etcd's authentication up: root, `auth enable` (etcdctl adds the
+# root role itself when the server says it is missing), a role on a prefix, a user
+# holding it, signing in through another store than the one that made it.
+as_user="" at=0
+ctl() { etcdctl --endpoints="${endpoints[$at]}" --command-timeout=20s ${as_user:+--user="$as_user"} "$@"; }
+contains "user add root" "User root created" user add root:rootpw
+contains "auth enable" "Authentication Enabled" auth enable
+refused "no user once enabled" "user name is empty" get foo
+refused "a wrong password" "authentication failed" --user=root:wrong get foo
+as_user=root:rootpw
+contains "role add" "Role app created" role add app
+contains "role grant-permission --prefix" "Role app updated" role grant-permission app readwrite /app/ --prefix=true
+contains "user add" "User alice created" user add alice:alicepw
+contains "user grant-role" "Role app is granted to user alice" user grant-role alice app
+as_user=alice:alicepw at=1
+expect "a user writes its prefix" "OK" put /app/mine 1
+expect "a user reads its prefix" $'/app/mine\n1' get --prefix /app/
+refused "a user outside its prefix" "permission denied" put foo stolen
+refused "a user reads outside its prefix" "permission denied" get foo
+refused "a user manages users" "permission denied" user list
+as_user=root:rootpw at=0
+contains "role revoke-permission" "revoked" role revoke-permission app /app/ --prefix=true
+sleep 2 # the stores' refresh of the auth state: one second
+as_user=alice:alicepw at=1
+refused "a revoked permission, at another store" "permission denied" put /app/mine 2
+as_user=root:rootpw at=0
+contains "auth disable" "Authentication Disabled" auth disable
+as_user=""
+expect "no user once disabled" $'foo\nother' get foo
 
 # --- Mutual TLS -------------------------------------------------------------------------
 # A playground with --tls: etcdctl (Go's gRPC and TLS) with the playground's client

@@ -67,6 +67,13 @@ pub(crate) fn invalid_kv_request(message: &str) -> Status {
     kv_failure_status(Code::InvalidArgument, message.to_string(), kind, 0)
 }
 
+/// A key-value request whose sender may not do it (PERMISSION_DENIED), carried as a
+/// refusal that no retry can change.
+pub(crate) fn forbidden_kv_request(message: &str) -> Status {
+    let kind = kv_failure::Kind::InvalidArgument(message.to_string());
+    kv_failure_status(Code::PermissionDenied, message.to_string(), kind, 0)
+}
+
 fn kv_failure_status(code: Code, message: String, kind: kv_failure::Kind, region_id: u64) -> Status {
     let reason = kv_reason(&kind);
     let effect = match kind {

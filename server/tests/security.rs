@@ -359,11 +359,120 @@ async fn certificates_rotated_under_load_fail_no_request_and_serve_new_connectio
 
 /// The leaf certificate a node at `address` shows a new connection.
 async fn presented_certificate(address: &str, files: &TlsFiles) -> Vec<u8> {
+    handshake(address, files).await.expect("a handshake")
+}
+
+/// A handshake with `address` as a Tessera process dials; the server's certificate.
+async fn handshake(address: &str, files: &TlsFiles) -> std::io::Result<Vec<u8>> {
     let credentials = Credentials::load(files.clone()).expect("credentials");
     let connector = tokio_rustls::TlsConnector::from(credentials.client_config());
     let socket = tokio::net::TcpStream::connect(address).await.expect("a connection");
     let host = address.rsplit_once(':').expect("HOST:PORT").0.to_string();
     let name = rustls::pki_types::ServerName::try_from(host).expect("a name");
-    let stream = connector.connect(name, socket).await.expect("a handshake");
-    stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).expect("a certificate").to_vec()
+    let stream = connector.connect(name, socket).await?;
+    Ok(stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .expect("a certificate")
+        .to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_showing_another_role_s_certificate_is_refused_by_whoever_dials_it() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let certificates = Certificates::new(dir.path());
+    let dialing = certificates.issue(&CertificateRequest::new(Role::Client, "app"));
+    // Each signed by the cluster's CA, naming the address and good for serving (a
+    // server's key usage): a certificate from a company CA (no Tessera role: a client),
+    // an admin's, and a node's. Only the role differs.
+    let kinds: [(&str, Vec<String>, bool); 3] =
+        [("company", Vec::new(), false), ("admin", vec!["admin".into()], false), ("node", Vec::new(), true)];
+    for (role, units, serves) in kinds {
+        let mut request = CertificateRequest::new(Role::Node, &format!("server-{role}"));
+        request.hosts = vec!["127.0.0.1".to_string()];
+        request.omit_role = role != "node";
+        request.extra_units = units;
+        let server = Credentials::load(certificates.issue(&request)).expect("the server's credentials");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let address = listener.local_addr().expect("an address").to_string();
+        let acceptor = tokio_rustls::TlsAcceptor::from(server.server_config());
+        let accepting = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.expect("a connection");
+            drop(acceptor.accept(socket).await);
+        });
+        let answer = handshake(&address, &dialing).await;
+        match (serves, answer) {
+            (true, answer) => assert!(answer.is_ok(), "a node refused: {answer:?}"),
+            (false, Ok(_)) => panic!("a server with {role}'s certificate was accepted as a node"),
+            (false, Err(error)) => assert!(error.to_string().contains("not a node's"), "{role}: {error}"),
+        }
+        accepting.abort();
+    }
+}
+
+/// etcd's client over TLS with the certificate `files`.
+async fn etcd_with_certificate(endpoint: &str, files: &TlsFiles) -> etcd_client::Client {
+    let read = |path: &PathBuf| std::fs::read(path).expect("a PEM file");
+    let tls = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(read(&files.ca_file)))
+        .identity(etcd_client::Identity::from_pem(read(&files.cert_file), read(&files.key_file)));
+    let options = etcd_client::ConnectOptions::new().with_tls(tls).with_timeout(Duration::from_secs(10));
+    etcd_client::Client::connect([endpoint], Some(options)).await.expect("etcd over TLS")
+}
+
+fn denied<T>(answer: Result<T, etcd_client::Error>, what: &str) {
+    match answer {
+        Err(error) => assert!(error.to_string().contains("etcdserver: permission denied"), "{what}: {error}"),
+        Ok(_) => panic!("{what}: answered instead of refused"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_users_are_known_by_their_certificates_and_clients_stay_out_of_reserved_keys() {
+    use etcd_client::{Permission, UserAddOptions};
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (cluster, certificates, _) = tls_cluster(3);
+    let store = cluster.start_store_with(3, "127.0.0.1:0", &["--etcd-listen".into(), "127.0.0.1:0".into()]);
+    let etcd = store.etcd.clone().expect("an etcd address");
+    let as_client = |name: &str| certificates.issue(&CertificateRequest::new(Role::Client, name));
+    // Users who sign in by certificate only: root, and carol who may read `pub/`.
+    let mut root = etcd_with_certificate(&etcd, &as_client("root")).await;
+    root.user_add("root", "", Some(UserAddOptions::new().with_no_pwd())).await.expect("root");
+    root.user_grant_role("root", "root").await.expect("granted");
+    root.auth_enable().await.expect("enabled");
+    root.role_add("reader").await.expect("a role");
+    root.role_grant_permission("reader", Permission::read("pub/").with_prefix()).await.expect("granted");
+    root.user_add("carol", "", Some(UserAddOptions::new().with_no_pwd())).await.expect("carol");
+    root.user_grant_role("carol", "reader").await.expect("granted");
+    root.put("pub/a", "1", None).await.expect("root writes as its certificate's name");
+    root.put("private", "2", None).await.expect("root writes anywhere");
+    let mut carol = etcd_with_certificate(&etcd, &as_client("carol")).await;
+    let read = carol.get("pub/a", None).await.expect("carol reads pub/");
+    assert_eq!(read.kvs().first().map(|kv| kv.value().to_vec()), Some(b"1".to_vec()));
+    denied(carol.put("pub/a", "changed", None).await, "carol may only read");
+    denied(carol.get("private", None).await, "outside carol's prefix");
+    let mut stranger = etcd_with_certificate(&etcd, &as_client("mallory")).await;
+    denied(stranger.get("pub/a", None).await, "a certificate naming no user");
+    // The key-value API: a client certificate cannot read or write the etcd API's keys
+    // (its data and users) around those permissions; an admin's can read them.
+    let native = Arc::new(client(&cluster, certificates.dialer(Role::Client, "mallory")));
+    let snapshot = native.snapshot_now().await.expect("a snapshot");
+    let reserved = |answer: Result<_, tessera_server::client::ClientError>, what: &str| match answer {
+        Err(error) => assert!(error.to_string().contains("reserved"), "{what}: {error}"),
+        Ok(_) => panic!("{what}: answered"),
+    };
+    reserved(snapshot.get(b"\xfeetcd/u/root").await.map(drop), "a user's record");
+    reserved(snapshot.scan(b"a", b"", 0, false).await.map(drop), "a scan to the end of the key space");
+    let mut forgery = native.begin().await.expect("a transaction");
+    forgery.put(b"\xfeetcd/k/pub/a", b"forged").expect("buffered");
+    reserved(forgery.commit().await.map(drop), "a write of an etcd key");
+    let mut own = native.begin().await.expect("a transaction");
+    own.put(b"user-key", b"v").expect("buffered");
+    own.commit().await.expect("the client's own keys are its own");
+    let admin = Arc::new(client(&cluster, certificates.dialer(Role::Admin, "operator")));
+    let stored =
+        admin.snapshot_now().await.expect("a snapshot").get(b"\xfeetcd/k/pub/a").await.expect("a read");
+    assert!(stored.is_some_and(|value| !value.windows(6).any(|window| window == b"forged")));
 }

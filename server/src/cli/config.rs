@@ -54,6 +54,8 @@ pub(crate) struct StoreSection {
     pub etcd_listen: Option<String>,
     /// How often an etcd watch that asked for progress notifications gets one.
     pub etcd_progress_notify_interval_ms: Option<u64>,
+    /// How long a token from etcd's Authenticate is valid.
+    pub etcd_auth_token_ttl_seconds: Option<u64>,
     pub slow_request_threshold_ms: Option<u64>,
     /// Whether the status address's `/fail` routes arm fail points (test clusters).
     pub enable_fail_points: Option<bool>,
@@ -112,6 +114,7 @@ mod tests {
         assert_eq!(config.store.feed_stale_lock_after_ms, Some(3000));
         assert_eq!(config.store.etcd_listen.as_deref(), Some("127.0.0.1:2381"));
         assert_eq!(config.store.etcd_progress_notify_interval_ms, Some(10_000));
+        assert_eq!(config.store.etcd_auth_token_ttl_seconds, Some(300));
         assert!(config.store.data_dir.is_some() && config.pd.data_dir.is_some());
         assert_eq!(config.pd.id, Some(1));
         assert_eq!(config.pd.members, vec!["1=127.0.0.1:2379".to_string()]);

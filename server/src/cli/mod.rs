@@ -281,7 +281,7 @@ fn store_node_config(
         engine,
         metrics,
         etcd_listen: args.etcd_listen.or(file.etcd_listen),
-        etcd: etcd_settings(file.etcd_progress_notify_interval_ms)?,
+        etcd: etcd_settings(file.etcd_progress_notify_interval_ms, file.etcd_auth_token_ttl_seconds)?,
         enable_fail_points,
         slow_request_threshold: Duration::from_millis(slow_request_threshold_ms),
         tls,
@@ -289,13 +289,22 @@ fn store_node_config(
 }
 
 /// The etcd API's settings from the file, over the defaults.
-fn etcd_settings(progress_notify_interval_ms: Option<u64>) -> anyhow::Result<crate::etcd::EtcdSettings> {
+fn etcd_settings(
+    progress_notify_interval_ms: Option<u64>,
+    auth_token_ttl_seconds: Option<u64>,
+) -> anyhow::Result<crate::etcd::EtcdSettings> {
     let mut settings = crate::etcd::EtcdSettings::default();
     if let Some(interval_ms) = progress_notify_interval_ms {
         if interval_ms == 0 {
             bail!("etcd_progress_notify_interval_ms must be above 0");
         }
         settings.progress_notify_interval = Duration::from_millis(interval_ms);
+    }
+    if let Some(ttl_seconds) = auth_token_ttl_seconds {
+        if !(1..=86_400 * 366).contains(&ttl_seconds) {
+            bail!("etcd_auth_token_ttl_seconds must be from 1 to a year's seconds");
+        }
+        settings.auth_token_ttl = Duration::from_secs(ttl_seconds);
     }
     Ok(settings)
 }

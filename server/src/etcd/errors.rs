@@ -36,6 +36,43 @@ pub(crate) enum EtcdError {
     DuplicateKey,
     #[error("etcdserver: an operation of the txn request names no request")]
     EmptyOperation,
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    #[error("etcdserver: user name already exists")]
+    UserAlreadyExists,
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    #[error("etcdserver: role name already exists")]
+    RoleAlreadyExists,
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    #[error("etcdserver: permission not given")]
+    PermissionNotGiven,
+    #[error("etcdserver: permission type {0} is none of READ, WRITE, READWRITE")]
+    InvalidPermissionType(i32),
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    AuthFailed,
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    #[error("etcdserver: invalid auth token")]
+    InvalidAuthToken,
+    #[error("etcdserver: invalid auth management")]
+    InvalidAuthManagement,
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    /// A password (or its hash) that cannot be used, and why.
+    #[error("etcdserver: {0}")]
+    InvalidPassword(String),
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
     /// A transaction met another writing the same keys; run it again (never leaves the
     /// etcd layer: it retries, then answers [`EtcdError::Contended`]).
     #[error("etcdserver: the transaction conflicted with another; try again")]
@@ -61,6 +98,13 @@ impl EtcdError {
 }
 
 impl EtcdError {
+    /// Whether this refuses a caller for who it is or what it may do (worth judging
+    /// again on a fresher auth state: a grant, or authentication turned off, made
+    /// through another store). Such re-reads are shared by the refusals waiting.
+    pub(crate) fn is_refusal_by_auth(&self) -> bool {
+        matches!(self, EtcdError::PermissionDenied | EtcdError::InvalidAuthToken | EtcdError::UserEmpty)
+    }
+
     /// Why a watch ended, as etcd would say it.
     pub(crate) fn from_watch(error: crate::client::WatchError) -> EtcdError {
         use crate::client::WatchError;
@@ -98,7 +142,25 @@ impl From<EtcdError> for Status {
             | EtcdError::DuplicateKey
             | EtcdError::ValueProvided
             | EtcdError::LeaseProvided
-            | EtcdError::EmptyOperation => Status::invalid_argument(message),
+            | EtcdError::EmptyOperation
+            | EtcdError::UserEmpty
+            | EtcdError::RoleEmpty
+            | EtcdError::PermissionNotGiven
+            | EtcdError::InvalidPermissionType(_)
+            | EtcdError::AuthFailed
+            | EtcdError::InvalidAuthManagement
+            | EtcdError::InvalidPassword(_) => Status::invalid_argument(message),
+            EtcdError::UserAlreadyExists
+            | EtcdError::UserNotFound
+            | EtcdError::RoleAlreadyExists
+            | EtcdError::RoleNotFound
+            | EtcdError::RoleNotGranted
+            | EtcdError::PermissionNotGranted
+            | EtcdError::AuthNotEnabled
+            | EtcdError::RootUserNotExist
+            | EtcdError::RootRoleNotExist => Status::failed_precondition(message),
+            EtcdError::InvalidAuthToken => Status::unauthenticated(message),
+            EtcdError::PermissionDenied => Status::permission_denied(message),
             EtcdError::LeaseNotFound => Status::not_found(message),
             EtcdError::LeaseExists => Status::failed_precondition(message),
             EtcdError::LeaseTtlTooLarge => Status::out_of_range(message),

@@ -24,6 +24,24 @@ const ATTACHED_PREFIX: &[u8] = b"\xfeetcd/a/";
 /// Where a lease's guards live: the prefix, the lease id, the guard's number (`lease/`).
 const GUARD_PREFIX: &[u8] = b"\xfeetcd/g/";
 
+/// Where the auth state's header lives (whether authentication is on, its revision,
+/// the tokens' key), and the prefixes of its users and roles, each followed by the name.
+pub(crate) const AUTH_KEY: &[u8] = b"\xfeetcd/m/auth";
+pub(crate) const USER_PREFIX: &[u8] = b"\xfeetcd/u/";
+const USER_END: &[u8] = b"\xfeetcd/u0";
+pub(crate) const ROLE_PREFIX: &[u8] = b"\xfeetcd/r/";
+const ROLE_END: &[u8] = b"\xfeetcd/r0";
+
+/// The range of every user's record.
+pub(crate) fn user_keys() -> (Vec<u8>, Vec<u8>) {
+    (USER_PREFIX.to_vec(), USER_END.to_vec())
+}
+
+/// The range of every role's record.
+pub(crate) fn role_keys() -> (Vec<u8>, Vec<u8>) {
+    (ROLE_PREFIX.to_vec(), ROLE_END.to_vec())
+}
+
 /// The stored key of etcd key `key`.
 pub(crate) fn stored_key(key: &[u8]) -> Vec<u8> {
     [DATA_PREFIX, key].concat()

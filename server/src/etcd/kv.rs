@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tessera_engine::timestamp::Timestamp;
 use tonic::{Request, Response, Status};
 
+use super::auth::{Auth, Needs, Requirement};
 use super::errors::{EtcdError, revision};
 use super::keys::{self, KeyRange};
 use super::record;
@@ -33,12 +34,19 @@ use crate::etcd_proto::mvccpb::KeyValue;
 /// The KV service of one store's etcd API.
 pub(crate) struct EtcdKv {
     client: Arc<Client>,
+    auth: Arc<Auth>,
     member_id: u64,
 }
 
 impl EtcdKv {
-    pub(crate) fn new(client: Arc<Client>, member_id: u64) -> EtcdKv {
-        EtcdKv { client, member_id }
+    pub(crate) fn new(client: Arc<Client>, auth: Arc<Auth>, member_id: u64) -> EtcdKv {
+        EtcdKv { client, auth, member_id }
+    }
+
+    /// Refuses `request` unless its sender may do what `needs` says.
+    async fn check<T>(&self, request: &Request<T>, needs: &Needs) -> Result<(), Status> {
+        self.auth.check_request(request, Requirement::Access(needs)).await?;
+        Ok(())
     }
 
     fn header(&self, revision: i64) -> ResponseHeader {
@@ -186,10 +194,12 @@ fn sort(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
 #[tonic::async_trait]
 impl Kv for EtcdKv {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        self.check(&request, &Needs::range(request.get_ref())).await?;
         Ok(Response::new(self.read_range(request.into_inner()).await?))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        self.check(&request, &Needs::put(request.get_ref())).await?;
         match self.write_one(Operation::RequestPut(request.into_inner())).await? {
             OperationResponse::ResponsePut(response) => Ok(Response::new(response)),
             _ => Err(EtcdError::Internal("a put answered as another operation".into()).into()),
@@ -200,6 +210,7 @@ impl Kv for EtcdKv {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        self.check(&request, &Needs::delete_range(request.get_ref())).await?;
         match self.write_one(Operation::RequestDeleteRange(request.into_inner())).await? {
             OperationResponse::ResponseDeleteRange(response) => Ok(Response::new(response)),
             _ => Err(EtcdError::Internal("a delete answered as another operation".into()).into()),
@@ -207,6 +218,7 @@ impl Kv for EtcdKv {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        self.check(&request, &Needs::txn(request.get_ref())).await?;
         Ok(Response::new(txn::run(&self.client, &request.into_inner(), self.header(0)).await?))
     }
 
@@ -214,6 +226,8 @@ impl Kv for EtcdKv {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
+        // As etcd: any signed-in user may compact.
+        self.auth.check_request(&request, Requirement::Authenticated).await?;
         Ok(Response::new(self.compact(request.into_inner()).await?))
     }
 }

@@ -24,7 +24,8 @@
 //!
 //! Services (each says what it does not do yet): KV (`kv.rs`, `txn/`), Watch
 //! (`watch.rs`), Lease (`lease/`), Cluster (`cluster.rs`), Maintenance
-//! (`maintenance.rs`). A method not supported answers UNIMPLEMENTED, saying so.
+//! (`maintenance.rs`), Auth (`auth/`: users, roles and permissions on key ranges,
+//! checked on every KV, Watch and Lease request while authentication is on). A method not supported answers UNIMPLEMENTED, saying so.
 //!
 //! Known limit of the transport: HTTP/2's `:authority` must be an authority
 //! (`host:port`). etcdctl 3.4 given `http://host:port` endpoints sends the whole URL
@@ -36,6 +37,7 @@
 //! must never reach around the client into a region (every read and write goes through
 //! the transaction layer, which owns their consistency).
 
+mod auth;
 mod cluster;
 mod errors;
 mod keys;
@@ -54,6 +56,7 @@ use tessera_engine::store::Store;
 
 use crate::client::Client;
 use crate::etcd_proto::etcdserverpb::ResponseHeader;
+use crate::etcd_proto::etcdserverpb::auth_server::AuthServer;
 use crate::etcd_proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::etcd_proto::etcdserverpb::kv_server::KvServer;
 use crate::etcd_proto::etcdserverpb::lease_server::LeaseServer;
@@ -75,16 +78,22 @@ const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 pub(crate) struct EtcdSettings {
     /// How often a watch that asked for progress notifications gets one.
     pub progress_notify_interval: Duration,
+    /// How long a token from Authenticate is valid.
+    pub auth_token_ttl: Duration,
 }
 
 impl Default for EtcdSettings {
     fn default() -> EtcdSettings {
-        EtcdSettings { progress_notify_interval: watch::DEFAULT_PROGRESS_NOTIFY_INTERVAL }
+        EtcdSettings {
+            progress_notify_interval: watch::DEFAULT_PROGRESS_NOTIFY_INTERVAL,
+            auth_token_ttl: auth::DEFAULT_TOKEN_TTL,
+        }
     }
 }
 
 /// The etcd services of the store `member_id`, answering through `client`; starts the
-/// store's lease expiry, which ends with the store.
+/// store's lease expiry, which ends with the store, and the refresh of its copy of the
+/// auth state, which ends with the services.
 pub(crate) fn router(
     client: Arc<Client>,
     store: Weak<Store>,
@@ -93,20 +102,24 @@ pub(crate) fn router(
     tls: Option<&Arc<crate::security::Credentials>>,
 ) -> super::node::Router {
     tokio::spawn(lease::expire_leases(client.clone(), store.clone()));
+    let auth = auth::Auth::new(client.clone(), settings.auth_token_ttl, tls.is_some());
+    tokio::spawn(auth::keep_current(Arc::downgrade(&auth)));
     super::node::grpc_server(tls)
         .add_service(
-            KvServer::new(kv::EtcdKv::new(client.clone(), member_id))
+            KvServer::new(kv::EtcdKv::new(client.clone(), auth.clone(), member_id))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(
             WatchServer::new(watch::EtcdWatch::new(
                 client.clone(),
+                auth.clone(),
                 member_id,
                 settings.progress_notify_interval,
             ))
             .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
-        .add_service(LeaseServer::new(lease::EtcdLease::new(client.clone(), member_id)))
+        .add_service(LeaseServer::new(lease::EtcdLease::new(client.clone(), auth.clone(), member_id)))
+        .add_service(AuthServer::new(auth::EtcdAuth::new(auth, member_id)))
         .add_service(ClusterServer::new(cluster::EtcdCluster::new(client.clone(), member_id)))
         .add_service(MaintenanceServer::new(maintenance::EtcdMaintenance::new(client, store, member_id)))
 }

@@ -36,6 +36,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::{Auth, Needs, Presented, Requirement};
 use super::errors::{EtcdError, revision};
 use super::keys::{self, KeyRange};
 use super::kv;
@@ -63,18 +64,28 @@ const STREAM_RESPONSES: usize = 256;
 /// The watch id of a stream-wide progress response.
 const PROGRESS_WATCH_ID: i64 = -1;
 
+/// The watch id of a create refused for its sender's permissions (etcd's
+/// `InvalidWatchID`).
+const REFUSED_WATCH_ID: i64 = -1;
+
 type Responses = mpsc::Sender<Result<WatchResponse, Status>>;
 
 /// The Watch service of one store's etcd API.
 pub(crate) struct EtcdWatch {
     client: Arc<Client>,
+    auth: Arc<Auth>,
     member_id: u64,
     progress_notify_interval: Duration,
 }
 
 impl EtcdWatch {
-    pub(crate) fn new(client: Arc<Client>, member_id: u64, progress_notify_interval: Duration) -> EtcdWatch {
-        EtcdWatch { client, member_id, progress_notify_interval }
+    pub(crate) fn new(
+        client: Arc<Client>,
+        auth: Arc<Auth>,
+        member_id: u64,
+        progress_notify_interval: Duration,
+    ) -> EtcdWatch {
+        EtcdWatch { client, auth, member_id, progress_notify_interval }
     }
 }
 
@@ -89,6 +100,8 @@ impl Watch for EtcdWatch {
         let (responses, stream) = mpsc::channel(STREAM_RESPONSES);
         let session = Session {
             client: self.client.clone(),
+            auth: self.auth.clone(),
+            presented: Presented::of(&request),
             member_id: self.member_id,
             progress_notify_interval: self.progress_notify_interval,
             watches: HashMap::new(),
@@ -103,6 +116,9 @@ impl Watch for EtcdWatch {
 /// One stream's watches.
 struct Session {
     client: Arc<Client>,
+    auth: Arc<Auth>,
+    /// Who opened the stream: each create is checked against what it may read then.
+    presented: Presented,
     member_id: u64,
     progress_notify_interval: Duration,
     watches: HashMap<i64, Running>,
@@ -163,6 +179,14 @@ impl Session {
 
     async fn create(&mut self, create: WatchCreateRequest) -> bool {
         self.watches.retain(|_, running| !running.task.is_finished());
+        let needs = Needs::watch(&create.key, &create.range_end);
+        if let Err(refusal) = self.auth.check(&self.presented, Requirement::Access(&needs)).await {
+            // As etcd answers it: no watch id, and the status's whole text, which Go's
+            // clients match to sign in again when their token expired.
+            let status = Status::from(refusal);
+            let reason = format!("rpc error: code = {:?} desc = {}", status.code(), status.message());
+            return self.refuse(REFUSED_WATCH_ID, &reason).await;
+        }
         let id = match self.pick_id(create.watch_id) {
             Some(id) => id,
             None => {

@@ -14,11 +14,14 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use serde::Deserialize;
+
+use super::node_verifier::NodeServerVerifier;
 
 /// The protocol both ends speak over TLS (gRPC is HTTP/2; clients such as etcd's
 /// refuse a server that does not agree on it).
@@ -96,10 +99,6 @@ impl Credentials {
         Ok(Arc::new(Credentials { files, loaded: Mutex::new(loaded) }))
     }
 
-    pub fn files(&self) -> &TlsFiles {
-        &self.files
-    }
-
     /// The configuration to accept a connection with, from the files as they are now.
     pub fn server_config(&self) -> Arc<ServerConfig> {
         self.current().server.clone()
@@ -111,8 +110,10 @@ impl Credentials {
     }
 
     fn current(&self) -> Arc<Configurations> {
-        let now = stamps(&self.files);
+        // Stamped under the lock: a stamp taken before it could be older than the one
+        // another connection installed meanwhile, and would rebuild for nothing.
         let mut loaded = self.loaded.lock();
+        let now = stamps(&self.files);
         if now == loaded.stamps || loaded.failed == Some(now) {
             return loaded.configurations.clone();
         }
@@ -207,10 +208,16 @@ fn build(files: &TlsFiles) -> Result<Configurations, CredentialsError> {
             invalid(&files.key_file, format!("does not go with {}: {error}", files.cert_file.display()))
         })?;
     server.alpn_protocols = vec![ALPN_HTTP2.to_vec()];
+    // The servers this process dials are nodes: their chain and name are checked, and
+    // then their role (`node_verifier.rs`).
+    let chain_and_name = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .map_err(|error| invalid(&files.ca_file, error))?;
     let mut client = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|error| invalid(&files.cert_file, error))?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NodeServerVerifier::new(chain_and_name)))
         .with_client_auth_cert(chain, key)
         .map_err(|error| {
             invalid(&files.key_file, format!("does not go with {}: {error}", files.cert_file.display()))

@@ -3,8 +3,8 @@
 //! One [`Dialer`] per process, handed to everything that dials (the Raft transport,
 //! the driver's client, the client library), so that no link can be made in the clear
 //! by a code path that forgot its settings. Over TLS the server's certificate must
-//! chain to the CA and name the host dialed (a subject alternative name), and this
-//! process shows its own certificate, read again when its files change.
+//! chain to the CA, name the host dialed (a subject alternative name) and be a node's,
+//! and this process shows its own certificate, read again when its files change.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,10 +32,6 @@ impl Dialer {
     /// Dials over TLS with `credentials`.
     pub fn tls(credentials: Arc<Credentials>) -> Dialer {
         Dialer { credentials: Some(credentials) }
-    }
-
-    pub fn credentials(&self) -> Option<&Arc<Credentials>> {
-        self.credentials.as_ref()
     }
 
     /// The endpoint for `address` (HOST:PORT), to be configured and then given to

@@ -4,8 +4,8 @@
 //! and driver replicas, `admin` for operators at the command line, `client` for
 //! applications. Any other certificate the CA signed (one from a company CA, with no
 //! Tessera role in it) is a client: the least a signed certificate can be. The name is
-//! the subject's common name (CN), which etcd's Auth is to take as the user, as etcd
-//! does with client certificates (not built yet).
+//! the subject's common name (CN), which etcd's Auth takes as the user when a request
+//! carries no token, as etcd does with client certificates.
 //!
 //! A certificate naming two different Tessera roles is refused: which one was meant
 //! cannot be guessed, and guessing the larger would hand out privileges.

@@ -9,7 +9,8 @@
 //! - [`identity`]: a peer's role (node, admin or client) and name, from its certificate.
 //! - [`listener`]: accepting TLS connections, their handshakes off the accept loop and
 //!   bounded in time and number.
-//! - [`dialer`]: how this process dials others, in the clear or over TLS.
+//! - [`dialer`]: how this process dials others, in the clear or over TLS; over TLS the
+//!   server must show a node's certificate (`node_verifier.rs`).
 //! - [`policy`]: the role each method needs, enforced by a layer on every node's server.
 //! - [`issue`]: a development CA and certificates (`tessera cert`).
 //!
@@ -28,6 +29,7 @@ pub mod dialer;
 pub mod identity;
 pub mod issue;
 pub mod listener;
+mod node_verifier;
 pub mod policy;
 
 pub use credentials::{Credentials, CredentialsError, TlsFiles};

@@ -12,9 +12,10 @@
 //!   move, store removal). Nodes do not need them: the driver's schedulers act through
 //!   heartbeats.
 //! - everyone with a certificate: the key-value API, transactions, change feeds, the
-//!   driver's read-only calls and its timestamp oracle, and etcd's API. Per-user
-//!   permissions on key ranges (etcd's Auth, with the certificate's CN as the user)
-//!   are not built yet: today every certified client reaches every etcd key.
+//!   driver's read-only calls and its timestamp oracle, and etcd's API. Finer checks
+//!   are the services' own: etcd's users and roles on key ranges (`crate::etcd`'s
+//!   `auth`, the certificate's CN as the user), and the key-value API's reserved keys
+//!   (`crate::service::reserved`: the etcd API's data is out of a client's reach).
 //!
 //! Admins can call every client method too; nodes can call every client method (a
 //! store's etcd API is a client of the others). Neither can call the other's methods.
@@ -50,8 +51,44 @@ const NODE_ONLY_PD_METHODS: [&str; 5] =
 const ADMIN_ONLY_PD_METHODS: [&str; 4] = ["SplitRegion", "TransferLeader", "MovePeer", "RemoveStore"];
 const CLIENT_PD_METHODS: [&str; 8] =
     ["RegionByKey", "RegionById", "ScanRegions", "Stores", "Operators", "Members", "Tso", "HoldGc"];
-/// etcd's services, served by stores on their etcd address.
-const ETCD_SERVICES: [&str; 6] = ["KV", "Watch", "Lease", "Cluster", "Maintenance", "Auth"];
+const KV_METHODS: [&str; 9] =
+    ["Get", "BatchGet", "Scan", "Write", "TxnGet", "TxnScan", "TxnRefresh", "RegionFeed", "Watch"];
+const RAFT_TRANSPORT_METHODS: [&str; 2] = ["Stream", "Large"];
+/// etcd's services and their methods, served by stores on their etcd address (the
+/// ones Tessera does not support answer UNIMPLEMENTED, saying so); etcd's own users
+/// and roles decide further (`crate::etcd`'s auth).
+const ETCD_METHODS: [(&str, &[&str]); 6] = [
+    ("KV", &["Range", "Put", "DeleteRange", "Txn", "Compact"]),
+    ("Watch", &["Watch"]),
+    ("Lease", &["LeaseGrant", "LeaseRevoke", "LeaseKeepAlive", "LeaseTimeToLive", "LeaseLeases"]),
+    ("Cluster", &["MemberAdd", "MemberRemove", "MemberUpdate", "MemberList", "MemberPromote"]),
+    (
+        "Maintenance",
+        &["Alarm", "Status", "Defragment", "Hash", "HashKV", "Snapshot", "MoveLeader", "Downgrade"],
+    ),
+    (
+        "Auth",
+        &[
+            "AuthEnable",
+            "AuthDisable",
+            "AuthStatus",
+            "Authenticate",
+            "UserAdd",
+            "UserGet",
+            "UserList",
+            "UserDelete",
+            "UserChangePassword",
+            "UserGrantRole",
+            "UserRevokeRole",
+            "RoleAdd",
+            "RoleGet",
+            "RoleList",
+            "RoleDelete",
+            "RoleGrantPermission",
+            "RoleRevokePermission",
+        ],
+    ),
+];
 
 /// The access a method path (`/package.Service/Method`) needs; `None` for a method
 /// no Tessera server serves.
@@ -61,14 +98,15 @@ pub fn access_of(path: &str) -> Option<Access> {
         return None;
     }
     match service {
-        "tessera.service.RaftTransport" => Some(Access::NodeOnly),
-        "tessera.service.Kv" => Some(Access::AnyPeer),
+        "tessera.service.RaftTransport" if RAFT_TRANSPORT_METHODS.contains(&method) => Some(Access::NodeOnly),
+        "tessera.service.Kv" if KV_METHODS.contains(&method) => Some(Access::AnyPeer),
         "tessera.service.Pd" if NODE_ONLY_PD_METHODS.contains(&method) => Some(Access::NodeOnly),
         "tessera.service.Pd" if ADMIN_ONLY_PD_METHODS.contains(&method) => Some(Access::AdminOnly),
         "tessera.service.Pd" if CLIENT_PD_METHODS.contains(&method) => Some(Access::AnyPeer),
         _ => {
             let etcd = service.strip_prefix("etcdserverpb.")?;
-            ETCD_SERVICES.contains(&etcd).then_some(Access::AnyPeer)
+            let (_, methods) = ETCD_METHODS.iter().find(|(name, _)| *name == etcd)?;
+            methods.contains(&method).then_some(Access::AnyPeer)
         }
     }
 }
@@ -220,26 +258,52 @@ mod tests {
         assert!(refusal("/tessera.service.Kv/Get", None).is_some());
     }
 
+    /// The methods `proto` declares for `service`, sorted.
+    fn declared(proto: &'static str, service: &str) -> Vec<&'static str> {
+        let block = proto.split(&format!("service {service} {{")).nth(1).expect("the service").split('}');
+        let mut methods: Vec<&str> = block
+            .take(1)
+            .flat_map(str::lines)
+            .filter_map(|line| line.trim().strip_prefix("rpc "))
+            .filter_map(|rest| rest.split('(').next())
+            .collect();
+        methods.sort_unstable();
+        methods
+    }
+
+    fn sorted(methods: &[&'static str]) -> Vec<&'static str> {
+        let mut methods = methods.to_vec();
+        methods.sort_unstable();
+        methods
+    }
+
     #[test]
-    fn every_driver_method_is_classified() {
-        let classified: Vec<&str> = NODE_ONLY_PD_METHODS
+    fn every_method_of_every_service_is_classified_and_nothing_else() {
+        let tessera = include_str!("../../proto/service.proto");
+        let pd: Vec<&str> = NODE_ONLY_PD_METHODS
             .iter()
             .chain(&ADMIN_ONLY_PD_METHODS)
             .chain(&CLIENT_PD_METHODS)
             .copied()
             .collect();
-        let proto = include_str!("../../proto/service.proto");
-        let service =
-            proto.split("service Pd {").nth(1).expect("the Pd service").split('}').next().expect("its end");
-        let served: Vec<&str> = service
-            .lines()
-            .filter_map(|line| line.trim().strip_prefix("rpc "))
-            .filter_map(|rest| rest.split('(').next())
-            .collect();
-        assert!(!served.is_empty());
-        for method in &served {
-            assert!(classified.contains(method), "Pd/{method} has no access class");
+        assert_eq!(declared(tessera, "Pd"), sorted(&pd));
+        assert_eq!(declared(tessera, "Kv"), sorted(&KV_METHODS));
+        assert_eq!(declared(tessera, "RaftTransport"), sorted(&RAFT_TRANSPORT_METHODS));
+        assert_eq!(tessera.matches("\nservice ").count(), 3, "a Tessera service the table does not know");
+        let etcd = include_str!("../../proto/etcd/rpc.proto");
+        for (service, methods) in ETCD_METHODS {
+            assert_eq!(declared(etcd, service), sorted(methods), "etcd's {service}");
+            for method in methods {
+                let path = format!("/etcdserverpb.{service}/{method}");
+                assert_eq!(access_of(&path), Some(Access::AnyPeer), "{path}");
+            }
         }
-        assert_eq!(served.len(), classified.len(), "a classified method the driver no longer serves");
+        assert_eq!(
+            etcd.matches("\nservice ").count(),
+            ETCD_METHODS.len(),
+            "an etcd service the table does not know"
+        );
+        assert_eq!(access_of("/tessera.service.Kv/Drop"), None);
+        assert_eq!(access_of("/etcdserverpb.KV/Drop"), None);
     }
 }

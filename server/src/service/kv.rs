@@ -30,6 +30,8 @@ use crate::proto::{
 };
 use crate::transport::AddressBook;
 
+use super::reserved;
+
 pub(crate) struct KvService {
     /// Weak: the node closes the store when it stops, whatever connections linger.
     store: Weak<Store>,
@@ -159,6 +161,7 @@ impl Kv for KvService {
     }
 
     async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
+        reserved::check_writes(reserved::kept_out(&request), &request.get_ref().writes)?;
         let (started, request) = (Instant::now(), request.into_inner());
         let region_id = region_of(&request.context);
         let answer = self.apply_writes(request).await;
@@ -167,6 +170,7 @@ impl Kv for KvService {
     }
 
     async fn txn_get(&self, request: Request<TxnGetRequest>) -> Result<Response<TxnGetResponse>, Status> {
+        reserved::check_key(reserved::kept_out(&request), &request.get_ref().key)?;
         let (started, request) = (Instant::now(), request.into_inner());
         let region_id = region_of(&request.context);
         let answer = self.txn_get_value(request).await;
@@ -175,6 +179,8 @@ impl Kv for KvService {
     }
 
     async fn txn_scan(&self, request: Request<TxnScanRequest>) -> Result<Response<TxnScanResponse>, Status> {
+        let range = request.get_ref();
+        reserved::check_range(reserved::kept_out(&request), &range.start_key, &range.end_key)?;
         let (started, request) = (Instant::now(), request.into_inner());
         let region_id = region_of(&request.context);
         let answer = self.txn_scan_range(request).await;
@@ -186,6 +192,8 @@ impl Kv for KvService {
         &self,
         request: Request<TxnRefreshRequest>,
     ) -> Result<Response<TxnRefreshResponse>, Status> {
+        let range = request.get_ref();
+        reserved::check_range(reserved::kept_out(&request), &range.start_key, &range.end_key)?;
         let (started, request) = (Instant::now(), request.into_inner());
         let region_id = region_of(&request.context);
         let answer = self.txn_refresh_range(request).await;
@@ -199,6 +207,8 @@ impl Kv for KvService {
         &self,
         request: Request<RegionFeedRequest>,
     ) -> Result<Response<Self::RegionFeedStream>, Status> {
+        let range = request.get_ref();
+        reserved::check_range(reserved::kept_out(&request), &range.start_key, &range.end_key)?;
         let (started, request) = (Instant::now(), request.into_inner());
         let region_id = region_of(&request.context);
         let answer = self.open_region_feed(request).await;
@@ -209,6 +219,8 @@ impl Kv for KvService {
     type WatchStream = super::watch::WatchResponses;
 
     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let range = request.get_ref();
+        reserved::check_range(reserved::kept_out(&request), &range.start_key, &range.end_key)?;
         let responses =
             super::watch::start(&self.client, request.into_inner(), self.stopping.clone()).await?;
         Ok(Response::new(responses))

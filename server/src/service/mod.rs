@@ -4,4 +4,5 @@
 pub(crate) mod feed;
 pub mod kv;
 pub mod pd;
+pub mod reserved;
 mod watch;

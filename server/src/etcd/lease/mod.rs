@@ -31,6 +31,7 @@ use tonic::{Request, Response, Status, Streaming};
 pub(crate) use expiry::expire_leases;
 pub(crate) use records::{guard_attachment, move_attachment};
 
+use super::auth::{Auth, Needs, Requirement};
 use super::errors::{EtcdError, revision};
 use crate::client::Client;
 use crate::etcd_proto::etcdserverpb::lease_server::Lease;
@@ -47,21 +48,30 @@ const KEEP_ALIVE_RESPONSES: usize = 64;
 /// The Lease service of one store's etcd API.
 pub(crate) struct EtcdLease {
     client: Arc<Client>,
+    auth: Arc<Auth>,
     member_id: u64,
 }
 
 impl EtcdLease {
-    pub(crate) fn new(client: Arc<Client>, member_id: u64) -> EtcdLease {
-        EtcdLease { client, member_id }
+    pub(crate) fn new(client: Arc<Client>, auth: Arc<Auth>, member_id: u64) -> EtcdLease {
+        EtcdLease { client, auth, member_id }
+    }
+
+    /// Refuses `request` unless it comes from a signed-in user (while authentication
+    /// is on); answers who sent it.
+    async fn signed_in<T>(&self, request: &Request<T>) -> Result<super::auth::Authorized, EtcdError> {
+        self.auth.check_request(request, Requirement::Authenticated).await
     }
 
     fn header(&self, revision: i64) -> Option<ResponseHeader> {
         Some(super::response_header(self.member_id, revision))
     }
 
+    /// A lease's time to live; its attached keys only to a caller who may read them all.
     async fn time_to_live(
         &self,
         request: LeaseTimeToLiveRequest,
+        by: &super::auth::Authorized,
     ) -> Result<LeaseTimeToLiveResponse, EtcdError> {
         let transaction = self.client.begin().await?;
         let now = transaction.start_ts().await?;
@@ -70,6 +80,7 @@ impl EtcdLease {
             return Ok(LeaseTimeToLiveResponse { header, id: request.id, ttl: -1, ..Default::default() });
         };
         let keys = if request.keys { records::attached(&transaction, request.id).await? } else { Vec::new() };
+        by.require(&Needs::read_keys(&keys))?;
         Ok(LeaseTimeToLiveResponse {
             header,
             id: request.id,
@@ -95,14 +106,16 @@ type Answer<T> = Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl Lease for EtcdLease {
     async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> Answer<LeaseGrantResponse> {
+        self.signed_in(&request).await?;
         let request = request.into_inner();
         let (id, ttl, at) = records::grant(&self.client, request.id, request.ttl).await?;
         Ok(Response::new(LeaseGrantResponse { header: self.header(at), id, ttl, error: String::new() }))
     }
 
     async fn lease_revoke(&self, request: Request<LeaseRevokeRequest>) -> Answer<LeaseRevokeResponse> {
+        let by = self.signed_in(&request).await?;
         let id = request.into_inner().id;
-        let Some(at) = records::revoke(&self.client, id, records::Revoke::Now).await? else {
+        let Some(at) = records::revoke(&self.client, id, records::Revoke::Now { by: &by }).await? else {
             unreachable!("invariant: a revoke without condition revokes or fails");
         };
         Ok(Response::new(LeaseRevokeResponse { header: self.header(at) }))
@@ -114,6 +127,7 @@ impl Lease for EtcdLease {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Answer<Self::LeaseKeepAliveStream> {
+        self.signed_in(&request).await?;
         let (responses, stream) = mpsc::channel(KEEP_ALIVE_RESPONSES);
         tokio::spawn(keep_alive(self.client.clone(), self.member_id, request.into_inner(), responses));
         Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
@@ -123,10 +137,12 @@ impl Lease for EtcdLease {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Answer<LeaseTimeToLiveResponse> {
-        Ok(Response::new(self.time_to_live(request.into_inner()).await?))
+        let by = self.signed_in(&request).await?;
+        Ok(Response::new(self.time_to_live(request.into_inner(), &by).await?))
     }
 
-    async fn lease_leases(&self, _request: Request<LeaseLeasesRequest>) -> Answer<LeaseLeasesResponse> {
+    async fn lease_leases(&self, request: Request<LeaseLeasesRequest>) -> Answer<LeaseLeasesResponse> {
+        self.signed_in(&request).await?;
         Ok(Response::new(self.leases().await?))
     }
 }

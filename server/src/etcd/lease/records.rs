@@ -21,6 +21,7 @@ use std::sync::Arc;
 use prost::Message as _;
 use tessera_engine::timestamp::Timestamp;
 
+use super::super::auth::{Authorized, Needs};
 use super::super::errors::{EtcdError, revision};
 use super::super::keys;
 use super::super::record::StoredValue;
@@ -129,10 +130,11 @@ pub(super) async fn renew(client: &Arc<Client>, id: i64) -> Result<(Option<i64>,
 }
 
 /// When a revoke applies.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Revoke {
-    /// Whatever the lease's deadline (etcd's LeaseRevoke).
-    Now,
+#[derive(Clone, Copy)]
+pub(super) enum Revoke<'a> {
+    /// Whatever the lease's deadline (etcd's LeaseRevoke), by a caller who must be
+    /// allowed to delete every key attached (checked in the revoke's transaction).
+    Now { by: &'a Authorized },
     /// Only if the lease is still past its deadline at the transaction's start, held
     /// at least to `not_before_milliseconds` (a keep-alive may have come in since the
     /// lease was found expired).
@@ -141,7 +143,11 @@ pub(super) enum Revoke {
 
 /// Revokes lease `id`: deletes it and every key attached to it, at one revision.
 /// Answers the revision, or None when `when` found the lease alive.
-pub(super) async fn revoke(client: &Arc<Client>, id: i64, when: Revoke) -> Result<Option<i64>, EtcdError> {
+pub(super) async fn revoke(
+    client: &Arc<Client>,
+    id: i64,
+    when: Revoke<'_>,
+) -> Result<Option<i64>, EtcdError> {
     retry::until_no_conflict(|| async move {
         let mut transaction = client.begin().await?;
         let Some(record) = read_lease(&transaction, id).await? else {
@@ -153,7 +159,15 @@ pub(super) async fn revoke(client: &Arc<Client>, id: i64, when: Revoke) -> Resul
             return Ok(None);
         }
         let (start, end) = keys::attached_keys(id);
-        for attachment in transaction.scan_committed_versions(&start, &end, 0, false).await? {
+        let attachments = transaction.scan_committed_versions(&start, &end, 0, false).await?;
+        if let Revoke::Now { by } = when {
+            let attached: Vec<&[u8]> = attachments
+                .iter()
+                .filter_map(|attachment| keys::attached_etcd_key(id, &attachment.key))
+                .collect();
+            by.require(&Needs::write_keys(&attached))?;
+        }
+        for attachment in attachments {
             detach_or_delete(&mut transaction, id, &attachment.key).await?;
         }
         transaction.delete(&keys::lease_key(id))?;
