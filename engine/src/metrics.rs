@@ -94,6 +94,7 @@ pub(crate) struct StoreMetrics {
     pub one_phase_refused: Counter,
     pub feed_stale_locks_reported: Counter,
     pub inbound_frames_dropped: Counter,
+    pub requests_refused_busy: Counter,
     pub column_families: [ColumnFamilyGauges; Cf::ALL.len()],
     pub write_stopped: Gauge,
     pub delayed_write_rate: Gauge,
@@ -258,6 +259,10 @@ fn register_store_metrics() -> StoreMetrics {
         inbound_frames_dropped: counter(
             "tessera_inbound_frames_dropped_total",
             "Shares of frames from other stores dropped on arrival because their raft worker's inbox was full.",
+        ),
+        requests_refused_busy: counter(
+            "tessera_requests_refused_busy_total",
+            "Clients' reads and writes refused before being proposed because their raft worker's inbox was full.",
         ),
         column_families: Cf::ALL.map(column_family_gauges),
         write_stopped: gauge(

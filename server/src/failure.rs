@@ -165,6 +165,9 @@ fn kv_code_and_kind(
         StoreError::BelowSafePoint(below) => {
             (Code::OutOfRange, kv_failure::Kind::BelowSafePoint(below.safe_point))
         }
+        // Not proposed: the same leader serves it once its queue drains (the client keeps
+        // the route and backs off).
+        StoreError::Busy { .. } => (Code::ResourceExhausted, kv_failure::Kind::NotCommitted(message)),
         // Only opening a store meets it; another replica can serve meanwhile.
         StoreError::InvalidConfig(_) => (Code::Unavailable, kv_failure::Kind::Unavailable(message)),
     }
@@ -323,6 +326,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A busy worker's refusal keeps the client on its route (not committed: it backs
+    /// off and sends again to the same leader), never final.
+    #[test]
+    fn a_busy_worker_s_refusal_is_retried_on_the_same_route() {
+        let error = StoreError::Busy { region_id: 4, queued: 32_768 };
+        assert_eq!(error.retry(), Retry::Possible);
+        let status = kv_status(error, |_| None);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(matches!(kv_failure(&status), Some(kv_failure::Kind::NotCommitted(_))), "{status:?}");
     }
 
     #[test]

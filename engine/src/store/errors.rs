@@ -70,6 +70,10 @@ pub enum StoreError {
     },
     #[error("the store is shutting down")]
     ShuttingDown,
+    /// The raft worker of the region has this many messages waiting: the request was
+    /// not proposed; send it again after a pause.
+    #[error("region {region_id}'s raft worker is busy ({queued} messages waiting); try again")]
+    Busy { region_id: u64, queued: usize },
     #[error("region {0} already exists on this store")]
     RegionExists(u64),
     #[error("invalid change of peers: {0}")]
@@ -123,6 +127,8 @@ impl StoreError {
             // Another replica serves once this store is gone or its disk is replaced.
             | StoreError::Storage(_)
             | StoreError::ShuttingDown
+            // Once the worker's queue has drained.
+            | StoreError::Busy { .. }
             | StoreError::ThreadSpawn { .. }
             // Once the leader applied its first entry, in a moment.
             | StoreError::FeedNotReady { .. } => Retry::Possible,

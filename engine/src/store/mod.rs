@@ -272,7 +272,7 @@ impl Store {
         respond: Responder<Vec<WriteResult>>,
     ) {
         let command = RaftCommand { region_id, epoch: Some(epoch), writes, admin: None };
-        self.router.send(region_id, WorkerMsg::Propose { region_id, command, respond });
+        self.router.send_request(region_id, WorkerMsg::Propose { region_id, command, respond });
     }
 
     /// Replicates an admin command (split, change of peer).
@@ -308,7 +308,7 @@ impl Store {
         request: ReadRequest,
         respond: Responder<ReadResponse>,
     ) {
-        self.router.send(region_id, WorkerMsg::Read { region_id, epoch, request, respond });
+        self.router.send_request(region_id, WorkerMsg::Read { region_id, epoch, request, respond });
     }
 
     pub fn transfer_leader(&self, region_id: u64, to_peer_id: u64) -> Receiver<Result<(), StoreError>> {

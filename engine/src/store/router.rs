@@ -6,9 +6,14 @@
 //!
 //! A worker's inbox is unbounded for what the store itself sends it (ticks, proposals,
 //! answers between workers: refusing those could deadlock or lose an answer), but what
-//! other stores send is bounded: a share arriving at an inbox holding
-//! [`MAX_INBOX_MESSAGES_FOR_FRAMES`] messages is dropped, as the network would drop it
-//! (Raft retransmits), so that a flood of frames cannot take the store's memory.
+//! comes from outside is bounded, so that a flood cannot take the store's memory:
+//! - a share of a frame from another store arriving at an inbox holding
+//!   [`MAX_INBOX_MESSAGES_FOR_FRAMES`] messages is dropped, as the network would drop
+//!   it (Raft retransmits);
+//! - a client's read or write arriving at an inbox holding
+//!   [`MAX_INBOX_MESSAGES_FOR_REQUESTS`] is refused as busy, before it was proposed
+//!   (retryable: the client backs off and sends it again). That is the backpressure
+//!   a client sees when it sends faster than the worker applies.
 
 use std::sync::Arc;
 
@@ -24,6 +29,11 @@ use super::worker::WorkerMsg;
 /// Past this many messages waiting in a worker's inbox, frames from other stores for it
 /// are dropped on arrival.
 pub(crate) const MAX_INBOX_MESSAGES_FOR_FRAMES: usize = 65_536;
+
+/// Past this many messages waiting in a worker's inbox, clients' reads and writes for
+/// it are refused as busy. Below the frames' bound: under a flood of requests, Raft's
+/// own traffic still gets in, so the replicas keep up and the queue drains.
+pub(crate) const MAX_INBOX_MESSAGES_FOR_REQUESTS: usize = 32_768;
 
 #[derive(Clone)]
 pub(crate) struct Router {
@@ -57,6 +67,18 @@ impl Router {
                 false
             }
         }
+    }
+
+    /// Hands a client's request to its region's worker, or refuses it as busy when the
+    /// worker's inbox holds [`MAX_INBOX_MESSAGES_FOR_REQUESTS`] messages.
+    pub(crate) fn send_request(&self, region_id: u64, message: WorkerMsg) {
+        let queued = self.workers[self.worker_of(region_id)].len();
+        if queued >= MAX_INBOX_MESSAGES_FOR_REQUESTS {
+            crate::metrics::METRICS.requests_refused_busy.increment(1);
+            message.refuse(StoreError::Busy { region_id, queued });
+            return;
+        }
+        self.send(region_id, message);
     }
 
     pub(crate) fn broadcast(&self, make: impl Fn() -> WorkerMsg) {
@@ -124,5 +146,41 @@ mod tests {
         inbox.recv().expect("a queued frame");
         router.deliver(frame_for_region(7));
         assert_eq!(inbox.len(), MAX_INBOX_MESSAGES_FOR_FRAMES, "a frame below the bound was dropped");
+    }
+
+    fn read_for(region_id: u64, answers: &crossbeam_channel::Sender<Result<(), StoreError>>) -> WorkerMsg {
+        let answers = answers.clone();
+        let respond = crate::store::Responder::new(move |answer: Result<_, StoreError>| {
+            drop(answers.send(answer.map(drop)));
+        });
+        let request = crate::store::ReadRequest::Get { key: b"k".to_vec() };
+        WorkerMsg::Read { region_id, epoch: Default::default(), request, respond }
+    }
+
+    #[test]
+    fn clients_requests_are_refused_as_busy_at_a_full_inbox_and_taken_below_it() {
+        let (sender, inbox) = crossbeam_channel::unbounded();
+        let router = Router::new(vec![sender], Arc::new(StoreLiveness::new(&StoreConfig::new(1))));
+        let (answers, refusals) = crossbeam_channel::unbounded();
+        for _ in 0..MAX_INBOX_MESSAGES_FOR_REQUESTS {
+            router.send_request(1, read_for(1, &answers));
+        }
+        assert_eq!(inbox.len(), MAX_INBOX_MESSAGES_FOR_REQUESTS);
+        assert!(refusals.is_empty(), "a request below the bound was refused");
+        router.send_request(1, read_for(1, &answers));
+        assert_eq!(inbox.len(), MAX_INBOX_MESSAGES_FOR_REQUESTS, "a request past the bound was queued");
+        match refusals.try_recv() {
+            Ok(Err(StoreError::Busy { region_id: 1, queued })) => {
+                assert_eq!(queued, MAX_INBOX_MESSAGES_FOR_REQUESTS)
+            }
+            other => panic!("not refused as busy: {other:?}"),
+        }
+        assert_eq!(StoreError::Busy { region_id: 1, queued: 1 }.retry(), crate::store::Retry::Possible);
+        inbox.recv().expect("a queued request");
+        router.send_request(1, read_for(1, &answers));
+        assert_eq!(inbox.len(), MAX_INBOX_MESSAGES_FOR_REQUESTS, "a request below the bound was refused");
+        // Frames from other stores still get in above the requests' bound.
+        router.deliver(frame_for_region(1));
+        assert_eq!(inbox.len(), MAX_INBOX_MESSAGES_FOR_REQUESTS + 1);
     }
 }
