@@ -476,3 +476,25 @@ async fn etcd_users_are_known_by_their_certificates_and_clients_stay_out_of_rese
         admin.snapshot_now().await.expect("a snapshot").get(b"\xfeetcd/k/pub/a").await.expect("a read");
     assert!(stored.is_some_and(|value| !value.windows(6).any(|window| window == b"forged")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_from_one_address_do_not_keep_other_peers_from_their_handshakes() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (cluster, certificates, _) = tls_cluster(1);
+    let pd: std::net::SocketAddr = cluster.pd_address().parse().expect("the driver's address");
+    let good = certificates.dialer(Role::Client, "app");
+    stores_call(&pd.to_string(), &good).await.expect("the driver serves");
+    // More sockets than the driver handshakes at once, from another loopback address,
+    // each opened and then silent: without a share per source they would hold every
+    // handshake slot for the whole handshake timeout.
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.bind("127.0.0.2:0".parse().expect("an address")).expect("bound to 127.0.0.2");
+        silent.push(socket.connect(pd).await.expect("a connection"));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let served = tokio::time::timeout(Duration::from_secs(5), stores_call(&pd.to_string(), &good)).await;
+    assert!(matches!(served, Ok(Ok(()))), "a certified peer waited behind silent sockets: {served:?}");
+    drop(silent);
+}

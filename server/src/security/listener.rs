@@ -3,11 +3,14 @@
 //! The accept loop only accepts: each handshake runs in a task of its own, bounded in
 //! time ([`HANDSHAKE_TIMEOUT`]: a peer that opens a socket and says nothing holds no
 //! resource for long) and in number ([`MAX_HANDSHAKES`]: past it, new sockets wait in
-//! the kernel's backlog). A connection whose handshake completes carries its peer's
+//! the kernel's backlog; [`MAX_HANDSHAKES_PER_SOURCE`] from one address: past it, its
+//! new sockets are closed at once, so that one peer opening sockets and saying nothing
+//! cannot hold every slot and keep the others out). A connection whose handshake completes carries its peer's
 //! [`PeerIdentity`] into every request made on it ([`PeerConnectInfo`], found in the
 //! request's extensions), where [`super::policy`] reads it.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -26,6 +29,8 @@ use super::identity::PeerIdentity;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; more connections wait to be accepted.
 pub const MAX_HANDSHAKES: usize = 256;
+/// Handshakes in progress from one address at once.
+pub const MAX_HANDSHAKES_PER_SOURCE: usize = 32;
 /// Connections handed to the server and not yet taken by it.
 const READY_CONNECTIONS: usize = 64;
 
@@ -113,8 +118,45 @@ pub fn incoming(
 
 type Ready = mpsc::Sender<Result<TlsConnection, std::io::Error>>;
 
+/// The handshakes in progress, by source address.
+#[derive(Debug, Default)]
+struct Sources(parking_lot::Mutex<HashMap<IpAddr, usize>>);
+
+/// One handshake's place in its source's count, given back when dropped.
+struct SourceSlot {
+    sources: Arc<Sources>,
+    address: IpAddr,
+}
+
+impl Sources {
+    /// A slot for a handshake from `address`; None when it has
+    /// [`MAX_HANDSHAKES_PER_SOURCE`] in progress.
+    fn claim(self: &Arc<Self>, address: IpAddr) -> Option<SourceSlot> {
+        let mut counts = self.0.lock();
+        let count = counts.entry(address).or_insert(0);
+        if *count >= MAX_HANDSHAKES_PER_SOURCE {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot { sources: self.clone(), address })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut counts = self.sources.0.lock();
+        if let Some(count) = counts.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.address);
+            }
+        }
+    }
+}
+
 async fn accept_loop(listener: TcpListener, credentials: Arc<Credentials>, ready: Ready) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let sources = Arc::new(Sources::default());
     loop {
         let permit = tokio::select! {
             permit = handshakes.clone().acquire_owned() => permit,
@@ -135,12 +177,17 @@ async fn accept_loop(listener: TcpListener, credentials: Arc<Credentials>, ready
                 continue;
             }
         };
+        let Some(slot) = sources.claim(remote_address.ip()) else {
+            tracing::debug!(%remote_address, "TLS connection refused: too many handshakes from its address");
+            metrics::counter!(HANDSHAKE_FAILURES, "reason" => "source_limit").increment(1);
+            continue;
+        };
         // No Nagle: a small answer held back for the peer's delayed ACK costs 40 ms.
         let _ = socket.set_nodelay(true);
         let acceptor = tokio_rustls::TlsAcceptor::from(credentials.server_config());
         let ready = ready.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let (_permit, _slot) = (permit, slot);
             match handshake(acceptor, socket, remote_address).await {
                 Ok(connection) => {
                     let _ = ready.send(Ok(connection)).await;
@@ -192,4 +239,24 @@ async fn handshake(
     let certificate = session.peer_certificates().and_then(<[_]>::first).ok_or(Refusal::NoCertificate)?;
     let identity = PeerIdentity::from_certificate(certificate)?;
     Ok(TlsConnection { stream, info: PeerConnectInfo { remote_address: Some(remote_address), identity } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_source_holds_at_most_its_share_of_handshakes_and_gets_them_back() {
+        let sources = Arc::new(Sources::default());
+        let (greedy, other): (IpAddr, IpAddr) =
+            ("10.0.0.1".parse().expect("an address"), "10.0.0.2".parse().expect("an address"));
+        let mut held: Vec<SourceSlot> =
+            (0..MAX_HANDSHAKES_PER_SOURCE).map(|_| sources.claim(greedy).expect("below the limit")).collect();
+        assert!(sources.claim(greedy).is_none(), "past the limit");
+        assert!(sources.claim(other).is_some(), "another source is not held back");
+        held.pop();
+        assert!(sources.claim(greedy).is_some(), "a finished handshake gives its slot back");
+        held.clear();
+        assert!(sources.0.lock().is_empty(), "nothing kept for a source with no handshake");
+    }
 }
