@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tessera_server::client::{Client, Watch, WatchOptions};
 use tessera_server::proto::kv_client::KvClient;
 use tessera_server::proto::{WatchRequest, WatchResponse};
+use tessera_server::security::Dialer;
 use tonic::Streaming;
 
 /// One process's resident memory and CPU time at one moment.
@@ -93,8 +94,9 @@ const STREAMS_PER_CONNECTION: usize = 100;
 pub enum WatchedThrough {
     /// The client library, in this process.
     Client(Arc<Client>),
-    /// gRPC `Watch` streams to the store at this address.
-    Store(String),
+    /// gRPC `Watch` streams to the store at this address, dialed as the client dials
+    /// (over TLS when it does).
+    Store(String, Dialer),
 }
 
 /// The open watches.
@@ -125,16 +127,18 @@ async fn open(through: &WatchedThrough, count: usize) -> Result<Open, String> {
             }
             Ok(Open::Client(watches))
         }
-        WatchedThrough::Store(address) => {
+        WatchedThrough::Store(address, dialer) => {
             let mut streams = Vec::with_capacity(count);
             let mut kv = None;
             for index in 0..count {
                 // A connection per STREAMS_PER_CONNECTION: servers cap the streams of one.
                 if index % STREAMS_PER_CONNECTION == 0 {
-                    let connected = KvClient::connect(format!("http://{address}"))
+                    let endpoint = dialer.endpoint(address).map_err(|error| format!("{address}: {error}"))?;
+                    let channel = dialer
+                        .connect(&endpoint)
                         .await
                         .map_err(|error| format!("connecting to {address}: {error}"))?;
-                    kv = Some(connected);
+                    kv = Some(KvClient::new(channel));
                 }
                 let Some(kv) = &mut kv else { unreachable!("connected at index 0") };
                 let (start_key, end_key) = idle_range(index);

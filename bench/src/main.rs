@@ -132,7 +132,7 @@ async fn measure_idle_watchers(args: &Args, target: &Target, count: usize) -> an
         anyhow::bail!("--idle-watchers needs at least one --measure-pid");
     }
     let through = match &args.idle_watch_store {
-        Some(address) => idle_watch::WatchedThrough::Store(address.clone()),
+        Some(address) => idle_watch::WatchedThrough::Store(address.clone(), client.dialer().clone()),
         None => idle_watch::WatchedThrough::Client(client.clone()),
     };
     let figures = idle_watch::measure(&through, count, &args.measure_pid, args.warmup, args.duration)

@@ -22,7 +22,7 @@ use tessera_server::etcd_proto::etcdserverpb::kv_client::KvClient;
 use tessera_server::etcd_proto::etcdserverpb::{AuthStatusRequest, RangeRequest};
 
 /// The tokens' lifetime the stores are configured with (`etcd_auth_token_ttl_seconds`).
-const TOKEN_TTL: Duration = Duration::from_secs(3);
+const TOKEN_TTL: Duration = Duration::from_secs(5);
 
 /// Three stores serving etcd's API, with short-lived tokens; their etcd addresses.
 async fn started() -> (Cluster, Vec<String>) {
@@ -137,6 +137,13 @@ async fn check_watches_and_leases(root: &mut EtcdClient, alice: &mut EtcdClient)
         .expect("an answer");
     assert!(answer.canceled() && answer.cancel_reason().contains(DENIED), "{answer:?}");
     let mut own = alice.watch("app/", Some(WatchOptions::new().with_prefix())).await.expect("a watch");
+    // The watch starts when the store answers `created`: a put before it is not watched.
+    let created = tokio::time::timeout(Duration::from_secs(10), own.message())
+        .await
+        .expect("created within 10 s")
+        .expect("the stream goes on")
+        .expect("an answer");
+    assert!(created.created() && !created.canceled(), "{created:?}");
     root.put("app/9", "from root", None).await.expect("a put");
     let mut seen = Vec::new();
     while seen.is_empty() {
@@ -156,6 +163,8 @@ async fn check_watches_and_leases(root: &mut EtcdClient, alice: &mut EtcdClient)
     let lease = root.lease_grant(60, None).await.expect("a lease").id();
     root.put("secret", "leased", Some(PutOptions::new().with_lease(lease))).await.expect("a put");
     refused(alice.lease_revoke(lease).await, DENIED, "a lease holding a key alice may not write");
+    let hijack = Some(PutOptions::new().with_lease(lease));
+    refused(alice.put("app/hijack", "v", hijack).await, DENIED, "attaching her key to that lease");
     let keys = Some(LeaseTimeToLiveOptions::new().with_keys());
     refused(alice.lease_time_to_live(lease, keys.clone()).await, DENIED, "listing keys she may not read");
     alice.lease_time_to_live(lease, None).await.expect("the TTL alone");
@@ -180,7 +189,8 @@ async fn while_authentication_is_on_every_request_is_checked_against_its_user_s_
     // refresh interval): a refusal there is judged again on the state read now.
     root.role_grant_permission("app", Permission::read_write("new/").with_prefix()).await.expect("granted");
     alice.put("new/x", "at once", None).await.expect("the new grant, through the other store");
-    // A revocation through the first store reaches the second within the refresh.
+    // A revocation through the first store reaches the second within the refresh
+    // (a second), with room for a slow refresh read.
     root.role_revoke_permission(
         "app",
         "app/",
@@ -188,11 +198,13 @@ async fn while_authentication_is_on_every_request_is_checked_against_its_user_s_
     )
     .await
     .expect("revoked");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(2500);
     loop {
         match alice.put("app/after", "x", None).await {
             Err(error) if error.to_string().contains(DENIED) => break,
-            answer => assert!(tokio::time::Instant::now() < deadline, "still allowed after 5 s: {answer:?}"),
+            answer => {
+                assert!(tokio::time::Instant::now() < deadline, "still allowed after 2.5 s: {answer:?}")
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

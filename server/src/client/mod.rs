@@ -180,6 +180,12 @@ impl Client {
         }
     }
 
+    /// How this client dials (in the clear, or over TLS with its certificate): for a
+    /// tool that opens its own connections to the same cluster.
+    pub fn dialer(&self) -> &Dialer {
+        self.pd.dialer()
+    }
+
     pub fn pd(&self) -> &GrpcPdClient {
         &self.pd
     }

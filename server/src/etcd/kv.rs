@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tessera_engine::timestamp::Timestamp;
 use tonic::{Request, Response, Status};
 
-use super::auth::{Auth, Needs, Requirement};
+use super::auth::{Auth, Authorized, Needs, Requirement};
 use super::errors::{EtcdError, revision};
 use super::keys::{self, KeyRange};
 use super::record;
@@ -43,10 +43,9 @@ impl EtcdKv {
         EtcdKv { client, auth, member_id }
     }
 
-    /// Refuses `request` unless its sender may do what `needs` says.
-    async fn check<T>(&self, request: &Request<T>, needs: &Needs) -> Result<(), Status> {
-        self.auth.check_request(request, Requirement::Access(needs)).await?;
-        Ok(())
+    /// Refuses `request` unless its sender may do what `needs` says; answers who it is.
+    async fn check<T>(&self, request: &Request<T>, needs: &Needs) -> Result<Authorized, Status> {
+        Ok(self.auth.check_request(request, Requirement::Access(needs)).await?)
     }
 
     fn header(&self, revision: i64) -> ResponseHeader {
@@ -66,8 +65,8 @@ impl EtcdKv {
         Ok(response)
     }
 
-    async fn write_one(&self, operation: Operation) -> Result<OperationResponse, EtcdError> {
-        txn::run_one(&self.client, operation, self.header(0)).await
+    async fn write_one(&self, operation: Operation, by: &Authorized) -> Result<OperationResponse, EtcdError> {
+        txn::run_one(&self.client, operation, self.header(0), by).await
     }
 
     async fn compact(&self, request: CompactionRequest) -> Result<CompactionResponse, EtcdError> {
@@ -199,8 +198,8 @@ impl Kv for EtcdKv {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        self.check(&request, &Needs::put(request.get_ref())).await?;
-        match self.write_one(Operation::RequestPut(request.into_inner())).await? {
+        let by = self.check(&request, &Needs::put(request.get_ref())).await?;
+        match self.write_one(Operation::RequestPut(request.into_inner()), &by).await? {
             OperationResponse::ResponsePut(response) => Ok(Response::new(response)),
             _ => Err(EtcdError::Internal("a put answered as another operation".into()).into()),
         }
@@ -210,16 +209,16 @@ impl Kv for EtcdKv {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        self.check(&request, &Needs::delete_range(request.get_ref())).await?;
-        match self.write_one(Operation::RequestDeleteRange(request.into_inner())).await? {
+        let by = self.check(&request, &Needs::delete_range(request.get_ref())).await?;
+        match self.write_one(Operation::RequestDeleteRange(request.into_inner()), &by).await? {
             OperationResponse::ResponseDeleteRange(response) => Ok(Response::new(response)),
             _ => Err(EtcdError::Internal("a delete answered as another operation".into()).into()),
         }
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        self.check(&request, &Needs::txn(request.get_ref())).await?;
-        Ok(Response::new(txn::run(&self.client, &request.into_inner(), self.header(0)).await?))
+        let by = self.check(&request, &Needs::txn(request.get_ref())).await?;
+        Ok(Response::new(txn::run(&self.client, &request.into_inner(), self.header(0), &by).await?))
     }
 
     async fn compact(

@@ -73,6 +73,9 @@ fn response_header(member_id: u64, revision: i64) -> ResponseHeader {
 /// (`--max-request-bytes`, 1.5 MiB) plus room for the message around the value.
 const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 
+/// The largest request the Auth service takes: names, passwords and one permission.
+const AUTH_REQUEST_BYTES: usize = 64 * 1024;
+
 /// The etcd API's settings (the `[store]` section's `etcd_*` keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct EtcdSettings {
@@ -119,7 +122,10 @@ pub(crate) fn router(
             .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(LeaseServer::new(lease::EtcdLease::new(client.clone(), auth.clone(), member_id)))
-        .add_service(AuthServer::new(auth::EtcdAuth::new(auth, member_id)))
-        .add_service(ClusterServer::new(cluster::EtcdCluster::new(client.clone(), member_id)))
+        .add_service(
+            AuthServer::new(auth::EtcdAuth::new(auth, member_id))
+                .max_decoding_message_size(AUTH_REQUEST_BYTES),
+        )
+        .add_service(ClusterServer::new(cluster::EtcdCluster::new(client.clone(), member_id, tls.is_some())))
         .add_service(MaintenanceServer::new(maintenance::EtcdMaintenance::new(client, store, member_id)))
 }

@@ -96,7 +96,15 @@ impl tower::Service<Uri> for TlsConnector {
             let socket = TcpStream::connect((host.as_str(), port)).await?;
             // No Nagle: a small request held back for the peer's delayed ACK costs 40 ms.
             socket.set_nodelay(true)?;
-            let stream = connector.connect(name, socket).await?;
+            // Refused at the handshake: nothing of a request was sent on this connection,
+            // which the client library reads from ConnectionRefused (a write refused so
+            // is safe to send again).
+            let stream = connector.connect(name, socket).await.map_err(|error| {
+                std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    format!("TLS handshake with {uri}: {error}"),
+                )
+            })?;
             Ok(TokioIo::new(stream))
         })
     }

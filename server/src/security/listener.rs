@@ -3,9 +3,12 @@
 //! The accept loop only accepts: each handshake runs in a task of its own, bounded in
 //! time ([`HANDSHAKE_TIMEOUT`]: a peer that opens a socket and says nothing holds no
 //! resource for long) and in number ([`MAX_HANDSHAKES`]: past it, new sockets wait in
-//! the kernel's backlog; [`MAX_HANDSHAKES_PER_SOURCE`] from one address: past it, its
-//! new sockets are closed at once, so that one peer opening sockets and saying nothing
-//! cannot hold every slot and keep the others out). A connection whose handshake completes carries its peer's
+//! the kernel's backlog). While more than half of them are taken, a source (an IPv4
+//! address, an IPv6 /64) past [`MAX_HANDSHAKES_PER_SOURCE`] has its new sockets closed
+//! at once, so that one peer opening sockets and saying nothing cannot hold every slot
+//! and keep the others out; with slots to spare, no source is held back (many clients
+//! behind one address reconnecting at once). Sockets spread over many sources can
+//! still fill the slots for a handshake timeout; the kernel's backlog holds the rest. A connection whose handshake completes carries its peer's
 //! [`PeerIdentity`] into every request made on it ([`PeerConnectInfo`], found in the
 //! request's extensions), where [`super::policy`] reads it.
 
@@ -29,7 +32,7 @@ use super::identity::PeerIdentity;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; more connections wait to be accepted.
 pub const MAX_HANDSHAKES: usize = 256;
-/// Handshakes in progress from one address at once.
+/// Handshakes in progress from one source at once while the slots run short.
 pub const MAX_HANDSHAKES_PER_SOURCE: usize = 32;
 /// Connections handed to the server and not yet taken by it.
 const READY_CONNECTIONS: usize = 64;
@@ -101,7 +104,7 @@ pub(crate) fn describe_metrics() {
     metrics::describe_counter!(
         HANDSHAKE_FAILURES,
         metrics::Unit::Count,
-        "TLS connections refused at the handshake (no certificate the CA signed, an expired one, a timeout), by reason."
+        "TLS connections refused at the handshake (no certificate the CA signed, an expired one, a timeout, too many from one source), by reason."
     );
 }
 
@@ -118,9 +121,18 @@ pub fn incoming(
 
 type Ready = mpsc::Sender<Result<TlsConnection, std::io::Error>>;
 
-/// The handshakes in progress, by source address.
+/// The handshakes in progress, by source.
 #[derive(Debug, Default)]
 struct Sources(parking_lot::Mutex<HashMap<IpAddr, usize>>);
+
+/// The source an address counts under: itself for IPv4, its /64 for IPv6 (one host
+/// commonly holds a whole /64).
+fn source_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(v6.to_bits() & !((1u128 << 64) - 1))),
+    }
+}
 
 /// One handshake's place in its source's count, given back when dropped.
 struct SourceSlot {
@@ -129,12 +141,13 @@ struct SourceSlot {
 }
 
 impl Sources {
-    /// A slot for a handshake from `address`; None when it has
-    /// [`MAX_HANDSHAKES_PER_SOURCE`] in progress.
-    fn claim(self: &Arc<Self>, address: IpAddr) -> Option<SourceSlot> {
+    /// A slot for a handshake from `address`; None when its source has
+    /// [`MAX_HANDSHAKES_PER_SOURCE`] in progress and the slots are `short`.
+    fn claim(self: &Arc<Self>, address: IpAddr, short: bool) -> Option<SourceSlot> {
+        let address = source_of(address);
         let mut counts = self.0.lock();
         let count = counts.entry(address).or_insert(0);
-        if *count >= MAX_HANDSHAKES_PER_SOURCE {
+        if short && *count >= MAX_HANDSHAKES_PER_SOURCE {
             return None;
         }
         *count += 1;
@@ -177,7 +190,8 @@ async fn accept_loop(listener: TcpListener, credentials: Arc<Credentials>, ready
                 continue;
             }
         };
-        let Some(slot) = sources.claim(remote_address.ip()) else {
+        let short = handshakes.available_permits() < MAX_HANDSHAKES / 2;
+        let Some(slot) = sources.claim(remote_address.ip(), short) else {
             tracing::debug!(%remote_address, "TLS connection refused: too many handshakes from its address");
             metrics::counter!(HANDSHAKE_FAILURES, "reason" => "source_limit").increment(1);
             continue;
@@ -250,13 +264,20 @@ mod tests {
         let sources = Arc::new(Sources::default());
         let (greedy, other): (IpAddr, IpAddr) =
             ("10.0.0.1".parse().expect("an address"), "10.0.0.2".parse().expect("an address"));
-        let mut held: Vec<SourceSlot> =
-            (0..MAX_HANDSHAKES_PER_SOURCE).map(|_| sources.claim(greedy).expect("below the limit")).collect();
-        assert!(sources.claim(greedy).is_none(), "past the limit");
-        assert!(sources.claim(other).is_some(), "another source is not held back");
+        let mut held: Vec<SourceSlot> = (0..MAX_HANDSHAKES_PER_SOURCE)
+            .map(|_| sources.claim(greedy, true).expect("below the limit"))
+            .collect();
+        assert!(sources.claim(greedy, true).is_none(), "past the limit while slots are short");
+        let spare = sources.claim(greedy, false).expect("no limit while slots are to spare");
+        assert!(sources.claim(other, true).is_some(), "another source is not held back");
+        drop(spare);
         held.pop();
-        assert!(sources.claim(greedy).is_some(), "a finished handshake gives its slot back");
+        assert!(sources.claim(greedy, true).is_some(), "a finished handshake gives its slot back");
         held.clear();
         assert!(sources.0.lock().is_empty(), "nothing kept for a source with no handshake");
+        let (one, same_64): (IpAddr, IpAddr) =
+            ("2001:db8::1".parse().expect("an address"), "2001:db8::ffff:2".parse().expect("an address"));
+        assert_eq!(source_of(one), source_of(same_64), "an IPv6 /64 is one source");
+        assert_ne!(source_of(one), source_of("2001:db8:0:1::1".parse().expect("an address")));
     }
 }

@@ -6,7 +6,8 @@
 //! [`LARGE_FRAMES_TOTAL_BYTES`] (a chunk past the budget fails its stream with
 //! `RESOURCE_EXHAUSTED`, and Raft sends the snapshot again later), and a stream whose
 //! next chunk does not come within [`LARGE_FRAME_IDLE_TIMEOUT`] is dropped with what it
-//! held.
+//! held. The budget counts what is allocated, not only what arrived: the buffer's
+//! capacity as it grows, and the decoded copy of the frame while both exist.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +50,20 @@ impl RaftTransportService {
     }
 }
 
+impl RaftTransportService {
+    /// `count` bytes of the large frames' budget, or a refusal when they are not free.
+    fn charge(&self, count: usize) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        u32::try_from(count)
+            .ok()
+            .and_then(|count| self.large_frame_budget.clone().try_acquire_many_owned(count).ok())
+            .ok_or_else(|| {
+                Status::resource_exhausted(format!(
+                    "large frames being received hold {LARGE_FRAMES_TOTAL_BYTES} bytes already; send again later"
+                ))
+            })
+    }
+}
+
 #[tonic::async_trait]
 impl RaftTransport for RaftTransportService {
     async fn stream(
@@ -73,7 +88,7 @@ impl RaftTransport for RaftTransportService {
 
     async fn large(&self, request: Request<Streaming<FrameChunk>>) -> Result<Response<TransportAck>, Status> {
         let mut chunks = request.into_inner();
-        let mut bytes = Vec::new();
+        let mut bytes: Vec<u8> = Vec::new();
         // Returned to the budget when the frame is delivered or the stream fails.
         let mut held = Vec::new();
         loop {
@@ -91,19 +106,20 @@ impl RaftTransport for RaftTransportService {
             if bytes.len() + chunk.data.len() > MAX_FRAME_BYTES {
                 return Err(Status::resource_exhausted(format!("a frame over {MAX_FRAME_BYTES} bytes")));
             }
-            let permits = u32::try_from(chunk.data.len())
-                .ok()
-                .and_then(|count| self.large_frame_budget.clone().try_acquire_many_owned(count).ok())
-                .ok_or_else(|| {
-                    Status::resource_exhausted(format!(
-                        "large frames being received hold {LARGE_FRAMES_TOTAL_BYTES} bytes already; send again later"
-                    ))
-                })?;
-            held.push(permits);
+            let needed = bytes.len() + chunk.data.len();
+            if needed > bytes.capacity() {
+                // Doubling, as a Vec grows, but charged before it is allocated.
+                let capacity = needed.max(bytes.capacity() * 2).min(MAX_FRAME_BYTES);
+                held.push(self.charge(capacity - bytes.capacity())?);
+                bytes.reserve_exact(capacity - bytes.len());
+            }
             bytes.extend_from_slice(&chunk.data);
         }
+        // The decoded frame copies the bytes: charged while both are held.
+        held.push(self.charge(bytes.len())?);
         let frame = StoreFrame::decode(bytes.as_slice())
             .map_err(|e| Status::invalid_argument(format!("a chunked frame does not decode: {e}")))?;
+        drop(bytes);
         if frame.to_store == self.node_id {
             self.sink.deliver(frame);
         }

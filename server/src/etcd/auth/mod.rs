@@ -16,13 +16,18 @@
 //!   each store keeps it in memory to check requests without a read. A change made
 //!   through a store is in its memory when the call returns; the other stores see it
 //!   within [`REFRESH_INTERVAL`] (each asks for the state's revision that often, and
-//!   reads the whole state when it moved). So a permission revoked through one store
-//!   may still be honoured by another for up to that long, as etcd's JWT tokens outlive
-//!   a revocation until they expire.
+//!   reads the whole state when it moved), and a refusal is judged again on a fresh
+//!   read, so a grant counts everywhere at once. A permission revoked through one
+//!   store may still be honoured by another for up to that interval (up to
+//!   [`MAX_STALENESS`] while its refreshes fail; past that it reads the state for each
+//!   request or refuses), as etcd's JWT tokens outlive a revocation until they expire.
 //!
 //! Not checked, as in etcd: Cluster's MemberList and Maintenance's Status (what
-//! `etcdctl endpoint status` needs). Not checked as etcd checks it: a Put attaching a
-//! key to a lease does not need write on the keys already attached to that lease.
+//! `etcdctl endpoint status` needs). A Put attaching a key to a lease needs write on
+//! the keys already attached to it too, as in etcd (inside the put's transaction), or
+//! a user could keep a lease's owner from revoking it. A KeepAlive stream is checked
+//! when it opens and a watch when it is created: they run on after their token
+//! expires or their user loses the permission, as in etcd.
 //!
 //! **Only with TLS does this protect anything**: in the clear, the key-value API is
 //! open to whoever reaches a store, and the auth records (the tokens' key, password
@@ -54,6 +59,7 @@ use state::AuthState;
 
 use super::errors::EtcdError;
 use crate::client::Client;
+use crate::security::Role;
 use crate::security::listener::PeerConnectInfo;
 
 /// How often a store asks whether the auth state changed elsewhere.
@@ -63,6 +69,9 @@ pub(crate) const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 /// state themselves, and fail as unavailable if they cannot: a revocation is never
 /// ignored for longer than this.
 const MAX_STALENESS: Duration = Duration::from_secs(10);
+
+/// Sign-ins and password changes waiting for their bcrypt work on one store.
+const MAX_PASSWORD_WORK_WAITING: usize = 64;
 
 /// How long a token is valid by default (etcd's default for its tokens).
 pub(crate) const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(300);
@@ -75,12 +84,17 @@ pub(crate) struct Presented {
 }
 
 impl Presented {
-    /// What `request` carries: its `token` metadata, its connection's certificate name.
+    /// What `request` carries: its `token` metadata, and its connection's certificate
+    /// name when that is a client's certificate (a node's or an admin's CN names a
+    /// Tessera process or operator, not an etcd user).
     pub(crate) fn of<T>(request: &Request<T>) -> Presented {
         let token =
             request.metadata().get("token").map(|value| value.to_str().unwrap_or_default().to_string());
-        let certificate_name =
-            request.extensions().get::<PeerConnectInfo>().map(|info| info.identity.name.clone());
+        let certificate_name = request
+            .extensions()
+            .get::<PeerConnectInfo>()
+            .filter(|info| info.identity.role == Role::Client)
+            .map(|info| info.identity.name.clone());
         Presented { token, certificate_name }
     }
 }
@@ -108,6 +122,12 @@ pub(crate) struct Authorized {
 }
 
 impl Authorized {
+    /// Whether the sender's permissions limit it (authentication is on and it does not
+    /// hold the root role): checks that need a read can be skipped otherwise.
+    pub(crate) fn is_limited(&self) -> bool {
+        self.user.as_deref().is_some_and(|user| !self.state.is_root(user))
+    }
+
     /// Refuses unless the user may do all of `needs`.
     pub(crate) fn require(&self, needs: &Needs) -> Result<(), EtcdError> {
         self.check(Requirement::Access(needs))
@@ -150,6 +170,8 @@ pub(crate) struct Auth {
     /// core. A permit is held by the blocking task itself, so that a caller who gives
     /// up does not free it while the hash still runs.
     password_work: Arc<tokio::sync::Semaphore>,
+    /// Places in the queue for `password_work`.
+    password_waiting: tokio::sync::Semaphore,
     /// Whether the store's links are TLS (without it the key-value API is open to
     /// anyone, auth records included: enabling authentication says so).
     tls: bool,
@@ -163,15 +185,20 @@ impl Auth {
             reading: tokio::sync::Mutex::new(()),
             token_ttl,
             password_work: Arc::new(tokio::sync::Semaphore::new(2)),
+            password_waiting: tokio::sync::Semaphore::new(MAX_PASSWORD_WORK_WAITING),
             tls,
         })
     }
 
-    /// Runs `work` (a bcrypt hash or check) on the blocking pool, at most two at once.
+    /// Runs `work` (a bcrypt hash or check) on the blocking pool, at most two at once
+    /// and [`MAX_PASSWORD_WORK_WAITING`] waiting (past it: unavailable, retryable).
     async fn password_work<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, EtcdError> {
+        let _waiting = self.password_waiting.try_acquire().map_err(|_| {
+            EtcdError::Unavailable("too many sign-ins and password changes in progress on this store".into())
+        })?;
         let permit = self
             .password_work
             .clone()
@@ -252,8 +279,9 @@ impl Auth {
         requirement: Requirement<'_>,
     ) -> Result<Authorized, EtcdError> {
         let asked_at = Instant::now();
-        match judge(self.state().await?, presented, requirement) {
-            Err(refusal) if refusal.is_refusal_by_auth() => {
+        let held = self.state().await?;
+        match judge(held.clone(), presented, requirement) {
+            Err(refusal) if refusal.is_refusal_by_auth() && !forged_token(&held, presented) => {
                 judge(self.read_since(asked_at).await?, presented, requirement)
             }
             answer => answer,
@@ -268,6 +296,17 @@ impl Auth {
     ) -> Result<Authorized, EtcdError> {
         self.check(&Presented::of(request), requirement).await
     }
+}
+
+/// Whether `presented` carries a token that the key never signed, or that expired:
+/// no fresher state changes that (the key, once made, is kept), so it is not worth a
+/// read of the state.
+fn forged_token(state: &AuthState, presented: &Presented) -> bool {
+    state.enabled
+        && presented
+            .token
+            .as_deref()
+            .is_some_and(|token| token::verify(&state.token_key, token, now_ms()).is_err())
 }
 
 /// Who presented `presented`, by `state`, and whether `requirement` allows it.

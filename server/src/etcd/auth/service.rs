@@ -23,6 +23,10 @@ use crate::etcd_proto::etcdserverpb::*;
 /// The cost of the bcrypt hashes made here: etcd's default (`--bcrypt-cost`).
 const BCRYPT_COST: u32 = 10;
 
+/// The longest password taken (bcrypt reads 72 bytes; longer ones are refused when set
+/// and fail to sign in, before any hashing).
+const MAX_PASSWORD_BYTES: usize = 72;
+
 /// The costs a hash given by a client (`hashedPassword`) may have: a higher one would
 /// make each of its user's sign-ins hold a core for seconds to hours.
 const GIVEN_HASH_COSTS: std::ops::RangeInclusive<u32> = 4..=14;
@@ -139,6 +143,11 @@ impl EtcdAuth {
         if password.is_empty() {
             return Err(EtcdError::InvalidPassword("a password (or no_password) is required".into()));
         }
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(EtcdError::InvalidPassword(format!(
+                "a password is at most {MAX_PASSWORD_BYTES} bytes"
+            )));
+        }
         let password = password.to_string();
         let hash =
             self.auth.password_work(move || bcrypt::non_truncating_hash(password, BCRYPT_COST)).await?;
@@ -151,6 +160,9 @@ impl EtcdAuth {
     async fn sign_in(&self, state: &AuthState, name: &str, password: &str) -> Result<String, EtcdError> {
         if !state.enabled {
             return Err(EtcdError::AuthNotEnabled);
+        }
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(EtcdError::AuthFailed);
         }
         let record = state.users.get(name).filter(|record| !record.no_password);
         if !self.password_matches(password, record.map(|record| record.password_hash.clone())).await? {

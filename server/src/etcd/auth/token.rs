@@ -68,7 +68,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
+    // Hex digits only (from_str_radix would take a sign): one spelling per token.
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
         return None;
     }
     (0..text.len())
@@ -117,5 +118,6 @@ mod tests {
         assert_eq!(unhex(&hex(b"\x00\xffab")), Some(b"\x00\xffab".to_vec()));
         assert_eq!(unhex("abc"), None);
         assert_eq!(unhex("g0"), None);
+        assert_eq!(unhex("+a"), None, "a sign is not a digit");
     }
 }

@@ -29,7 +29,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 pub(crate) use expiry::expire_leases;
-pub(crate) use records::{guard_attachment, move_attachment};
+pub(crate) use records::{attached, guard_attachment, move_attachment};
 
 use super::auth::{Auth, Needs, Requirement};
 use super::errors::{EtcdError, revision};

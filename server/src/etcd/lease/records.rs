@@ -201,7 +201,7 @@ async fn detach_or_delete(
 }
 
 /// The etcd keys attached to lease `id` at the transaction's start.
-pub(super) async fn attached(transaction: &Transaction, id: i64) -> Result<Vec<Vec<u8>>, EtcdError> {
+pub(crate) async fn attached(transaction: &Transaction, id: i64) -> Result<Vec<Vec<u8>>, EtcdError> {
     let (start, end) = keys::attached_keys(id);
     let attachments = transaction.scan_committed_versions(&start, &end, 0, false).await?;
     Ok(attachments

@@ -30,6 +30,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use super::auth::{Authorized, Needs};
 use super::errors::EtcdError;
 use super::keys::{self, KeyRange};
 use super::kv;
@@ -55,6 +56,7 @@ pub(super) async fn run(
     client: &Arc<Client>,
     request: &TxnRequest,
     header: ResponseHeader,
+    by: &Authorized,
 ) -> Result<TxnResponse, EtcdError> {
     checks::check(request)?;
     retry::until_no_conflict(|| async move {
@@ -62,7 +64,7 @@ pub(super) async fn run(
         // compare-and-swaps): one-phase commits, whose commit timestamp can be asked
         // for with the start.
         let transaction = client.begin_one_phase().await?;
-        let mut run = Run { transaction, client, own: BTreeMap::new(), read: BTreeSet::new() };
+        let mut run = Run { transaction, client, by, own: BTreeMap::new(), read: BTreeSet::new() };
         let decision = run.decide(request).await?;
         let responses = run.apply_branch(decision.branch(request), &decision.nested).await?;
         let header = ResponseHeader { revision: run.commit().await?, ..header };
@@ -78,13 +80,14 @@ pub(super) async fn run_one(
     client: &Arc<Client>,
     operation: Request,
     header: ResponseHeader,
+    by: &Authorized,
 ) -> Result<Response, EtcdError> {
     let request = TxnRequest {
         compare: Vec::new(),
         success: vec![RequestOp { request: Some(operation) }],
         failure: Vec::new(),
     };
-    let mut response = run(client, &request, header).await?;
+    let mut response = run(client, &request, header, by).await?;
     match response.responses.pop().and_then(|operation| operation.response) {
         Some(response) => Ok(response),
         None => Err(EtcdError::Internal("a transaction of one operation answered none".into())),
@@ -110,6 +113,9 @@ type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, EtcdError>> + Send + '
 struct Run<'a> {
     transaction: Transaction,
     client: &'a Arc<Client>,
+    /// Who sent it: a put attaching a key to a lease must be allowed to write every key
+    /// already attached to that lease (or its owner could be kept from revoking it).
+    by: &'a Authorized,
     /// What the transaction wrote, by stored key: a version, or a delete (None).
     own: BTreeMap<Vec<u8>, Option<StoredValue>>,
     /// The stored keys it read (locked at commit if it writes).
@@ -226,6 +232,10 @@ impl<'a> Run<'a> {
         }
         if request.lease != 0 && !request.ignore_lease {
             lease::guard_attachment(&mut self.transaction, request.lease, &request.key).await?;
+            if self.by.is_limited() {
+                let attached = lease::attached(&self.transaction, request.lease).await?;
+                self.by.require(&Needs::write_keys(&attached))?;
+            }
         }
         let stored_key = keys::stored_key(&request.key);
         let previous = self.read_key(&stored_key).await?;
