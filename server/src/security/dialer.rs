@@ -63,6 +63,22 @@ impl Dialer {
     }
 }
 
+/// A handshake that failed. The connection closed under it (the server shed it, or
+/// went away) is read as refused: nothing of a request was sent on it, which the
+/// client library reads from ConnectionRefused (a write refused so is safe to send
+/// again). A refusal of the certificates (rustls's errors, InvalidData) keeps its
+/// kind: no retry changes it, and a write fails at once.
+fn handshake_failure(error: std::io::Error) -> std::io::Error {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::UnexpectedEof
+        | ErrorKind::ConnectionReset
+        | ErrorKind::ConnectionAborted
+        | ErrorKind::BrokenPipe => std::io::Error::new(ErrorKind::ConnectionRefused, error),
+        _ => error,
+    }
+}
+
 /// Opens TCP connections and completes a TLS handshake on them.
 #[derive(Debug, Clone)]
 struct TlsConnector {
@@ -96,15 +112,7 @@ impl tower::Service<Uri> for TlsConnector {
             let socket = TcpStream::connect((host.as_str(), port)).await?;
             // No Nagle: a small request held back for the peer's delayed ACK costs 40 ms.
             socket.set_nodelay(true)?;
-            // Refused at the handshake: nothing of a request was sent on this connection,
-            // which the client library reads from ConnectionRefused (a write refused so
-            // is safe to send again).
-            let stream = connector.connect(name, socket).await.map_err(|error| {
-                std::io::Error::new(
-                    std::io::ErrorKind::ConnectionRefused,
-                    format!("TLS handshake with {uri}: {error}"),
-                )
-            })?;
+            let stream = connector.connect(name, socket).await.map_err(handshake_failure)?;
             Ok(TokioIo::new(stream))
         })
     }

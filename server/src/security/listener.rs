@@ -125,11 +125,12 @@ type Ready = mpsc::Sender<Result<TlsConnection, std::io::Error>>;
 #[derive(Debug, Default)]
 struct Sources(parking_lot::Mutex<HashMap<IpAddr, usize>>);
 
-/// The source an address counts under: itself for IPv4, its /64 for IPv6 (one host
+/// The source an address counts under: itself for IPv4 (an IPv4 peer of a dual-stack
+/// listener, arriving as `::ffff:a.b.c.d`, included), its /64 for IPv6 (one host
 /// commonly holds a whole /64).
 fn source_of(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V4(_) => address,
+    match address.to_canonical() {
+        address @ IpAddr::V4(_) => address,
         IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(v6.to_bits() & !((1u128 << 64) - 1))),
     }
 }
@@ -279,5 +280,9 @@ mod tests {
             ("2001:db8::1".parse().expect("an address"), "2001:db8::ffff:2".parse().expect("an address"));
         assert_eq!(source_of(one), source_of(same_64), "an IPv6 /64 is one source");
         assert_ne!(source_of(one), source_of("2001:db8:0:1::1".parse().expect("an address")));
+        let (mapped, other_mapped): (IpAddr, IpAddr) =
+            ("::ffff:10.0.0.1".parse().expect("an address"), "::ffff:10.0.0.2".parse().expect("an address"));
+        assert_eq!(source_of(mapped), greedy, "an IPv4 peer of a dual-stack listener is its IPv4 address");
+        assert_ne!(source_of(mapped), source_of(other_mapped), "IPv4 peers are not one /64");
     }
 }

@@ -68,8 +68,9 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    // Hex digits only (from_str_radix would take a sign): one spelling per token.
-    if !text.len().is_multiple_of(2) || !text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+    // Lowercase hex digits only (from_str_radix would take a sign or capitals): one
+    // spelling per token.
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
     (0..text.len())
@@ -119,5 +120,6 @@ mod tests {
         assert_eq!(unhex("abc"), None);
         assert_eq!(unhex("g0"), None);
         assert_eq!(unhex("+a"), None, "a sign is not a digit");
+        assert_eq!(unhex("AB"), None, "capitals are another spelling");
     }
 }

@@ -233,6 +233,10 @@ impl<'a> Run<'a> {
         if request.lease != 0 && !request.ignore_lease {
             lease::guard_attachment(&mut self.transaction, request.lease, &request.key).await?;
             if self.by.is_limited() {
+                // Refreshed at commit: a key another writer attaches meanwhile (under
+                // another guard) makes this one run again and see it.
+                let (start, end) = keys::attached_keys(request.lease);
+                self.transaction.refresh_on_commit(&start, &end)?;
                 let attached = lease::attached(&self.transaction, request.lease).await?;
                 self.by.require(&Needs::write_keys(&attached))?;
             }
