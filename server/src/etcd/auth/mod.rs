@@ -34,9 +34,10 @@
 //! hashes) with it; over TLS a client certificate cannot reach them
 //! (`crate::service::reserved`), while nodes and admins can (an admin could forge any
 //! user's token: admins are the operators). Enabling authentication without TLS
-//! works, as in etcd, and logs a warning saying so. A store that has not read the state yet reads it
-//! before answering; if it cannot, the request fails as unavailable (retryable),
-//! never unchecked.
+//! works, as in etcd, and logs a warning saying so.
+//!
+//! A store that has not read the state yet reads it before answering; if it cannot,
+//! the request fails as unavailable (retryable), never unchecked.
 //!
 //! This module decides who may do what; it must never let a request through on a
 //! state it could not read, and never keeps a password, only its hash.
@@ -136,16 +137,13 @@ impl Authorized {
     fn check(&self, requirement: Requirement<'_>) -> Result<(), EtcdError> {
         let Some(user) = &self.user else { return Ok(()) };
         let state = &self.state;
-        let holds = |role: &str| {
-            state.users.get(user).is_some_and(|record| record.roles.iter().any(|held| held == role))
-        };
         let allowed = state.is_root(user)
             || match requirement {
                 Requirement::Authenticated => true,
                 Requirement::Access(needs) => needs.allowed_by(state.permissions_of(user)),
                 Requirement::Root => false,
                 Requirement::SelfOrRoot(name) => user == name,
-                Requirement::HolderOrRoot(role) => holds(role),
+                Requirement::HolderOrRoot(role) => state.holds(user, role),
             };
         if allowed { Ok(()) } else { Err(EtcdError::PermissionDenied) }
     }
@@ -349,24 +347,24 @@ pub(crate) async fn keep_current(auth: Weak<Auth>) {
     loop {
         tokio::time::sleep(REFRESH_INTERVAL).await;
         let Some(auth) = auth.upgrade() else { return };
-        let read_at = Instant::now();
-        let outcome = match auth.held().map(|state| state.revision) {
-            Some(held) => match records::revision_now(&auth.client).await {
-                Ok(now) if now == held => {
-                    auth.confirm(now, read_at);
-                    Ok(())
-                }
-                Ok(_) => {
-                    records::load_now(&auth.client).await.map(|(state, _)| drop(auth.install(state, read_at)))
-                }
-                Err(error) => Err(error),
-            },
-            None => {
-                records::load_now(&auth.client).await.map(|(state, _)| drop(auth.install(state, read_at)))
-            }
-        };
-        if let Err(error) = outcome {
+        if let Err(error) = refresh(&auth).await {
             tracing::debug!(%error, "the etcd API's auth state could not be refreshed; trying again");
         }
     }
+}
+
+/// One refresh: the state's revision, and the whole state only when it moved (or
+/// none is held yet).
+async fn refresh(auth: &Auth) -> Result<(), EtcdError> {
+    let read_at = Instant::now();
+    if let Some(held) = auth.held() {
+        let now = records::revision_now(&auth.client).await?;
+        if now == held.revision {
+            auth.confirm(now, read_at);
+            return Ok(());
+        }
+    }
+    let (state, _) = records::load_now(&auth.client).await?;
+    auth.install(state, read_at);
+    Ok(())
 }

@@ -69,7 +69,12 @@ pub(crate) struct AuthState {
 impl AuthState {
     /// Whether `user` holds the role that may do everything.
     pub(crate) fn is_root(&self, user: &str) -> bool {
-        self.users.get(user).is_some_and(|record| record.roles.iter().any(|role| role == ROOT))
+        self.holds(user, ROOT)
+    }
+
+    /// Whether `user` exists and holds `role`.
+    pub(crate) fn holds(&self, user: &str, role: &str) -> bool {
+        self.users.get(user).is_some_and(|record| record.roles.iter().any(|held| held == role))
     }
 
     /// Every permission `user`'s roles grant (none for a user that does not exist).
@@ -80,8 +85,10 @@ impl AuthState {
 
     /// Turns authentication on with `token_key` if none was made before.
     pub(crate) fn enable(&mut self, token_key: Vec<u8>) -> Result<(), EtcdError> {
-        let Some(root) = self.users.get(ROOT) else { return Err(EtcdError::RootUserNotExist) };
-        if !root.roles.iter().any(|role| role == ROOT) {
+        if !self.users.contains_key(ROOT) {
+            return Err(EtcdError::RootUserNotExist);
+        }
+        if !self.is_root(ROOT) {
             return Err(EtcdError::RootRoleNotExist);
         }
         if self.token_key.is_empty() {
