@@ -3,7 +3,8 @@
 # round starts a fresh 3-store playground, splits it at the middle of the bench's key
 # space (so that every `txn-two-keys` transaction spans two regions), and runs raw
 # `put`, `txn-put` (one key: the one-phase path) and `txn-two-keys` (two-phase commit
-# over two regions) back to back at the same concurrency. Prints every run as JSON
+# over two regions) back to back at the same concurrency, in an order that rotates
+# from round to round (a later run meets a fuller store). Prints every run as JSON
 # lines into the results file and, at the end, the medians, each round's ratio of a
 # transactional workload to the raw puts of the same round, and the p50 of a
 # two-region commit against a one-region one.
@@ -31,11 +32,17 @@ bin="$CARGO_TARGET_DIR/release"
 work="$(mktemp -d /tmp/tessera-txn-ratio.XXXXXX)"
 results="$work/results.jsonl"
 pid=""
-cleanup() {
+# The playground stops its stores, then its driver (and they stop with it if it dies).
+stop() {
   if [ -n "$pid" ]; then
-    kill -TERM -- "-$pid" 2>/dev/null || true
+    kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
+    pid=""
   fi
+}
+cleanup() {
+  stop
+  rm -rf "$work"/playground-*
 }
 trap cleanup EXIT
 
@@ -57,14 +64,15 @@ for round in $(seq 1 "$rounds"); do
     [ "$try" -lt 30 ] || { cat "$work/split.err" >&2; exit 1; }
     sleep 1
   done
-  for workload in put txn-put txn-two-keys; do
+  workloads=(put txn-put txn-two-keys)
+  first=$(((round - 1) % 3))
+  for workload in "${workloads[@]:first}" "${workloads[@]:0:first}"; do
     "$bin/tessera-bench" --target "tessera://$pd" --workload "$workload" --concurrency "$concurrency" \
       --duration "${seconds}s" --warmup 2s --keys "$keys" --value-size "$value_size" --json --quiet |
       sed "s/^{/{\"round\":$round,/" | tee -a "$results"
   done
-  kill -TERM -- "-$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  pid=""
+  stop
+  rm -rf "$work/playground-$round"
 done
 
 python3 - "$results" <<'PY'
@@ -74,13 +82,15 @@ by = {}
 for r in rows:
     by.setdefault(r["workload"], []).append(r)
 med = lambda runs, f: statistics.median(r[f] for r in runs)
+if any(r["errors"] for r in rows):
+    print("some runs had errors: their figures count only what succeeded")
 print(f"{'workload':<14} {'runs':>4} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
 for workload in ("put", "txn-put", "txn-two-keys"):
     runs = by.get(workload, [])
     if runs:
         print(f"{workload:<14} {len(runs):>4} {med(runs, 'ops_per_sec'):>9.0f} {med(runs, 'p50_ms'):>8.2f} "
               f"{med(runs, 'p99_ms'):>8.2f} {sum(r['errors'] for r in runs):>6}")
-put = {r["round"]: r for r in by.get("put", [])}
+put = {r["round"]: r for r in by.get("put", []) if r["ops_per_sec"] > 0}
 for workload in ("txn-put", "txn-two-keys"):
     ratios = [r["ops_per_sec"] / put[r["round"]]["ops_per_sec"] for r in by.get(workload, []) if r["round"] in put]
     if ratios:

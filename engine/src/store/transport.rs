@@ -1,4 +1,5 @@
-//! How stores reach each other: one [`StoreFrame`] per destination store per round.
+//! How stores reach each other: a round's messages in [`StoreFrame`]s, one per
+//! destination store (two when the leaders' appends leave before the round's sync).
 //!
 //! The runtime only needs [`Transport::send`]; the server implements it over gRPC
 //! streams, and [`LocalTransport`] delivers in-process for tests, with links that can

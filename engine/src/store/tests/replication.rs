@@ -438,9 +438,20 @@ fn a_leader_sends_entries_before_its_own_log_write_is_durable() {
     let mut scenario = failpoint::Scenario::begin();
     scenario.arm(points::STORE_LOG_WRITE, Action::Pause);
     let answer = cluster.stores[&leader].write(1, region::epoch(&status.region), vec![put(b"k01", b"v")]);
-    cluster.wait_for("the entry to reach both followers while no log write can finish", |c| {
-        delivered(c).iter().zip(&before).all(|(now, then)| now > then).then_some(())
-    });
+    assert!(
+        scenario.wait_until_paused(points::STORE_LOG_WRITE, WAIT),
+        "the leader's log write reaches the writer and is held there"
+    );
+    // Every store's log writer in this process is held meanwhile, other tests' too: the
+    // wait is kept short, so that a regression fails here and not in them.
+    let held_until = Instant::now() + Duration::from_secs(3);
+    while delivered(&cluster).iter().zip(&before).any(|(now, then)| now <= then) {
+        assert!(
+            Instant::now() < held_until,
+            "the entry must reach both followers while the leader's own log write is held"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert!(answer.try_recv().is_err(), "nothing commits while no replica's log is durable");
     scenario.release(points::STORE_LOG_WRITE);
     assert!(matches!(answer.recv_timeout(WAIT), Ok(Ok(_))), "the write commits once the logs are written");
