@@ -14,58 +14,14 @@
 #                            [--etcd-api] [--regions 32]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+script=compare.sh
 rounds=3 seconds=20 concurrency="64 256" workload=put keys=100000 value_size=100 etcd_api=0 regions=32
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --rounds) rounds="$2"; shift 2 ;;
-    --seconds) seconds="$2"; shift 2 ;;
-    --concurrency) concurrency="$2"; shift 2 ;;
-    --workload) workload="$2"; shift 2 ;;
-    --keys) keys="$2"; shift 2 ;;
-    --value-size) value_size="$2"; shift 2 ;;
-    --etcd-api) etcd_api=1; shift ;;
-    --regions) regions="$2"; shift 2 ;;
-    *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
-  esac
-done
-
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera-target}"
-ops/dev.sh deps
-cargo build --release --workspace --bin tessera --bin tessera-bench
-bin="$CARGO_TARGET_DIR/release"
-work="$(mktemp -d /tmp/tessera-compare.XXXXXX)"
-results="$work/results.jsonl"
-pid=""
-cleanup() {
-  if [ -n "$pid" ]; then
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-}
-trap cleanup EXIT
-
-# Starts COMMAND in a process group of its own, waits for its `ready` line, and sets
-# `pid` and `out` (its output file).
-start() {
-  out="$work/$1.out"
-  shift
-  setsid "$@" >"$out" 2>&1 &
-  pid=$!
-  for _ in $(seq 1 600); do
-    grep -qx ready "$out" && return 0
-    kill -0 "$pid" 2>/dev/null || { cat "$out" >&2; exit 1; }
-    sleep 0.2
-  done
-  echo "compare.sh: $* did not get ready" >&2
-  cat "$out" >&2
-  exit 1
-}
-
-stop() {
-  kill -TERM -- "-$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  pid=""
-}
+options="--rounds:rounds --seconds:seconds --concurrency:concurrency --workload:workload --keys:keys"
+options+=" --value-size:value_size --etcd-api:etcd_api=1 --regions:regions"
+source bench/scripts/lib.sh
+bench_options "$@"
+bench_build
+bench_workdir compare
 
 # run URL [LABEL]: the workload at every concurrency against URL, its rows labelled
 # LABEL (default: the target the bench names).
@@ -96,20 +52,20 @@ split_etcd_keys() {
 
 for round in $(seq 1 "$rounds"); do
   echo "--- round $round of $rounds: etcd" >&2
-  start "etcd-$round" bench/scripts/etcd-cluster.sh
+  start_process "etcd-$round" bench/scripts/etcd-cluster.sh
   endpoints="$(sed -n 's/^etcd endpoints=\([^ ]*\).*/\1/p' "$out")"
   run "etcd://$endpoints"
-  stop
+  stop_process
   echo "--- round $round of $rounds: tessera" >&2
-  start "tessera-$round" "$bin/tessera" playground --metrics-port 0 --dir "$work/playground-$round"
-  pd="$(sed -n 's/^pd id=[0-9]* pid=[0-9]* addr=\([^ ]*\).*/\1/p' "$out" | head -n 1)"
+  start_process "tessera-$round" "$bin/tessera" playground --metrics-port 0 --dir "$work/playground-$round"
+  pd="$(playground_pd)"
   run "tessera://$pd"
   if [ "$etcd_api" = 1 ]; then
     split_etcd_keys
     etcd_api_endpoints="$(sed -n 's/^store .* etcd=\([^ ]*\).*/\1/p' "$out" | paste -sd,)"
     run "etcd://$etcd_api_endpoints" tessera-etcd
   fi
-  stop
+  stop_process
 done
 
 python3 - "$results" <<'PY'

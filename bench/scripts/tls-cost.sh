@@ -8,58 +8,21 @@
 #                             [--workload put] [--keys 100000] [--value-size 100]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+script=tls-cost.sh
 rounds=3 seconds=20 concurrency="64" workload=put keys=100000 value_size=100
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --rounds) rounds="$2"; shift 2 ;;
-    --seconds) seconds="$2"; shift 2 ;;
-    --concurrency) concurrency="$2"; shift 2 ;;
-    --workload) workload="$2"; shift 2 ;;
-    --keys) keys="$2"; shift 2 ;;
-    --value-size) value_size="$2"; shift 2 ;;
-    *) echo "tls-cost.sh: unknown option $1" >&2; exit 2 ;;
-  esac
-done
+options="--rounds:rounds --seconds:seconds --concurrency:concurrency --workload:workload --keys:keys"
+options+=" --value-size:value_size"
+source bench/scripts/lib.sh
+bench_options "$@"
+bench_build
+bench_workdir tls-cost
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera-target}"
-ops/dev.sh deps
-cargo build --release --workspace --bin tessera --bin tessera-bench
-bin="$CARGO_TARGET_DIR/release"
-work="$(mktemp -d /tmp/tessera-tls-cost.XXXXXX)"
-results="$work/results.jsonl"
-pid=""
-cleanup() {
-  if [ -n "$pid" ]; then
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-}
-trap cleanup EXIT
-
-# start NAME ARGS...: a playground in a process group of its own, waited for until
-# `ready`; sets `pid`, `out` and `pd`.
+# start NAME ARGS...: a playground, waited for until `ready`; sets `pid`, `out` and `pd`.
 start() {
-  out="$work/$1.out"
+  local name="$1"
   shift
-  setsid "$bin/tessera" playground --metrics-port 0 "$@" >"$out" 2>&1 &
-  pid=$!
-  for _ in $(seq 1 600); do
-    if grep -qx ready "$out"; then
-      pd="$(sed -n 's/^pd id=[0-9]* pid=[0-9]* addr=\([^ ]*\).*/\1/p' "$out" | head -n 1)"
-      return 0
-    fi
-    kill -0 "$pid" 2>/dev/null || { cat "$out" >&2; exit 1; }
-    sleep 0.2
-  done
-  echo "tls-cost.sh: the playground did not get ready" >&2
-  cat "$out" >&2
-  exit 1
-}
-
-stop() {
-  kill -TERM -- "-$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  pid=""
+  start_process "$name" "$bin/tessera" playground --metrics-port 0 "$@"
+  pd="$(playground_pd)"
 }
 
 # run LABEL [BENCH FLAGS...]: the workload at every concurrency, rows labelled LABEL.
@@ -77,12 +40,12 @@ for round in $(seq 1 "$rounds"); do
   echo "--- round $round of $rounds: in the clear" >&2
   start "clear-$round" --dir "$work/clear-$round"
   run clear
-  stop
+  stop_process
   echo "--- round $round of $rounds: mutual TLS" >&2
   dir="$work/tls-$round"
   start "tls-$round" --dir "$dir" --tls
   run tls --tls-ca "$dir/tls/ca.pem" --tls-cert "$dir/tls/root.pem" --tls-key "$dir/tls/root-key.pem"
-  stop
+  stop_process
 done
 
 python3 - "$results" <<'PY'

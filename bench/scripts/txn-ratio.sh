@@ -13,51 +13,18 @@
 #                              [--keys 20000] [--value-size 100]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+script=txn-ratio.sh
 rounds=3 seconds=10 concurrency=64 keys=20000 value_size=100
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --rounds) rounds="$2"; shift 2 ;;
-    --seconds) seconds="$2"; shift 2 ;;
-    --concurrency) concurrency="$2"; shift 2 ;;
-    --keys) keys="$2"; shift 2 ;;
-    --value-size) value_size="$2"; shift 2 ;;
-    *) echo "txn-ratio.sh: unknown option $1" >&2; exit 2 ;;
-  esac
-done
-
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera-target}"
-ops/dev.sh deps
-cargo build --release --workspace --bin tessera --bin tessera-bench
-bin="$CARGO_TARGET_DIR/release"
-work="$(mktemp -d /tmp/tessera-txn-ratio.XXXXXX)"
-results="$work/results.jsonl"
-pid=""
-# The playground stops its stores, then its driver (and they stop with it if it dies).
-stop() {
-  if [ -n "$pid" ]; then
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    pid=""
-  fi
-}
-cleanup() {
-  stop
-  rm -rf "$work"/playground-*
-}
-trap cleanup EXIT
+options="--rounds:rounds --seconds:seconds --concurrency:concurrency --keys:keys --value-size:value_size"
+source bench/scripts/lib.sh
+bench_options "$@"
+bench_build
+bench_workdir txn-ratio
 
 for round in $(seq 1 "$rounds"); do
   echo "--- round $round of $rounds" >&2
-  out="$work/playground-$round.out"
-  setsid "$bin/tessera" playground --metrics-port 0 --dir "$work/playground-$round" >"$out" 2>&1 &
-  pid=$!
-  for _ in $(seq 1 600); do
-    grep -qx ready "$out" && break
-    kill -0 "$pid" 2>/dev/null || { cat "$out" >&2; exit 1; }
-    sleep 0.2
-  done
-  grep -qx ready "$out" || { echo "txn-ratio.sh: the playground did not get ready" >&2; exit 1; }
-  pd="$(sed -n 's/^pd id=[0-9]* pid=[0-9]* addr=\([^ ]*\).*/\1/p' "$out" | head -n 1)"
+  start_process "playground-$round" "$bin/tessera" playground --metrics-port 0 --dir "$work/playground-$round"
+  pd="$(playground_pd)"
   middle="$(printf 'user%012d' $((keys / 2)))"
   for try in $(seq 1 30); do
     "$bin/tessera" ctl --pd "$pd" split "$middle" >/dev/null 2>"$work/split.err" && break
@@ -71,7 +38,7 @@ for round in $(seq 1 "$rounds"); do
       --duration "${seconds}s" --warmup 2s --keys "$keys" --value-size "$value_size" --json --quiet |
       sed "s/^{/{\"round\":$round,/" | tee -a "$results"
   done
-  stop
+  stop_process
   rm -rf "$work/playground-$round"
 done
 

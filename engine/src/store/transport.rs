@@ -1,14 +1,13 @@
-//! How stores reach each other: a round's messages in [`StoreFrame`]s, one per
-//! destination store (two when the leaders' appends leave before the round's sync).
+//! How stores reach each other: one [`StoreFrame`] per destination store per round.
 //!
 //! The runtime only needs [`Transport::send`]; the server implements it over gRPC
 //! streams, and [`LocalTransport`] delivers in-process for tests, with links that can
-//! be cut to partition stores and a count of the log entries each store was sent.
+//! be cut to partition stores.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 
 use crate::proto::frame::StoreFrame;
 
@@ -32,8 +31,6 @@ pub struct LocalTransport {
 struct LocalTransportInner {
     sinks: RwLock<HashMap<u64, Arc<dyn BatchSink>>>,
     cut: RwLock<HashSet<(u64, u64)>>,
-    /// Log entries delivered, by destination store.
-    entries_delivered: Mutex<HashMap<u64, u64>>,
 }
 
 impl LocalTransport {
@@ -60,11 +57,6 @@ impl LocalTransport {
     pub fn heal(&self) {
         self.inner.cut.write().clear();
     }
-
-    /// How many Raft log entries were delivered to `store_id` so far (in appends).
-    pub fn entries_delivered(&self, store_id: u64) -> u64 {
-        self.inner.entries_delivered.lock().get(&store_id).copied().unwrap_or(0)
-    }
 }
 
 impl Transport for LocalTransport {
@@ -74,13 +66,6 @@ impl Transport for LocalTransport {
         }
         let sink = self.inner.sinks.read().get(&batch.to_store).cloned();
         if let Some(sink) = sink {
-            let entries: usize = batch
-                .messages
-                .iter()
-                .filter_map(|message| message.message.as_ref())
-                .map(|m| m.entries.len())
-                .sum();
-            *self.inner.entries_delivered.lock().entry(batch.to_store).or_default() += entries as u64;
             sink.deliver(batch);
         }
     }

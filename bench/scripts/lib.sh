@@ -1,0 +1,86 @@
+# Shared by the benchmark scripts (sourced, never run): their options, building the
+# binaries, a work directory, and processes started in a process group of their own
+# and waited for until they print `ready`. A sourcing script sets `script` (its name,
+# for messages), `options` and their defaults first.
+
+# bench_options ARGS...: reads the options the script names in `options`, each as
+# OPTION:VARIABLE (the option's value into the variable) or OPTION:VARIABLE=VALUE (a flag
+# setting it), e.g. "--rounds:rounds --etcd-api:etcd_api=1"; anything else is refused.
+bench_options() {
+  local option target spec
+  while [ $# -gt 0 ]; do
+    option="$1"
+    target=""
+    for spec in $options; do
+      if [ "${spec%%:*}" = "$option" ]; then
+        target="${spec#*:}"
+      fi
+    done
+    case "$target" in
+      "")
+        echo "$script: unknown option $option" >&2
+        exit 2
+        ;;
+      *=*)
+        printf -v "${target%%=*}" '%s' "${target#*=}"
+        shift
+        ;;
+      *)
+        [ $# -ge 2 ] || { echo "$script: $option needs a value" >&2; exit 2; }
+        printf -v "$target" '%s' "$2"
+        shift 2
+        ;;
+    esac
+  done
+}
+
+# Builds the binaries the scripts run; sets `bin`.
+bench_build() {
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera-target}"
+  ops/dev.sh deps
+  cargo build --release --workspace --bin tessera --bin tessera-bench
+  bin="$CARGO_TARGET_DIR/release"
+}
+
+# bench_workdir NAME: a fresh work directory; sets `work` and `results`. When the
+# script exits, the process still running is stopped and the nodes' data directories
+# (`$work/*/` that the script made) are removed; the outputs and results stay.
+bench_workdir() {
+  work="$(mktemp -d "/tmp/tessera-$1.XXXXXX")"
+  results="$work/results.jsonl"
+  pid=""
+  trap 'stop_process; rm -rf "$work"/*/' EXIT
+}
+
+# start_process NAME COMMAND...: starts COMMAND in a process group of its own, its
+# output in $work/NAME.out, and waits for its `ready` line; sets `pid` and `out`.
+start_process() {
+  out="$work/$1.out"
+  shift
+  setsid "$@" >"$out" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 600); do
+    grep -qx ready "$out" && return 0
+    kill -0 "$pid" 2>/dev/null || { cat "$out" >&2; exit 1; }
+    sleep 0.2
+  done
+  echo "$script: $* did not get ready" >&2
+  cat "$out" >&2
+  exit 1
+}
+
+# The placement driver's address, from the output of the playground started last.
+playground_pd() {
+  sed -n 's/^pd id=[0-9]* pid=[0-9]* addr=\([^ ]*\).*/\1/p' "$out" | head -n 1
+}
+
+# Stops the process started last, then anything left in its process group: a
+# playground stops its stores, then its driver, when told itself.
+stop_process() {
+  if [ -n "${pid:-}" ]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    pid=""
+  fi
+}
