@@ -38,15 +38,9 @@ run() {
 # Splits the playground's etcd key space into `regions` regions at the bench's keys
 # (user%012d, 0 to keys), stored under etcd's prefix.
 split_etcd_keys() {
-  local region try key
+  local region
   for ((region = 1; region < regions; region++)); do
-    key="$(printf '\xfeetcd/k/user%012d' $((region * keys / regions)))"
-    # The region may be busy with a split of the driver's own (the raw run wrote it).
-    for ((try = 1; ; try++)); do
-      "$bin/tessera" ctl --pd "$pd" split "$key" >/dev/null 2>"$work/split.err" && break
-      [ "$try" -lt 30 ] || { cat "$work/split.err" >&2; exit 1; }
-      sleep 1
-    done
+    split_at "$(printf '\xfeetcd/k/user%012d' $((region * keys / regions)))"
   done
 }
 

@@ -74,6 +74,18 @@ playground_pd() {
   sed -n 's/^pd id=[0-9]* pid=[0-9]* addr=\([^ ]*\).*/\1/p' "$out" | head -n 1
 }
 
+# Splits the region holding KEY at KEY through the playground's driver `$pd`, trying
+# for 30 seconds: the region may be busy with a split of the driver's own (the size
+# checks of a run that just wrote it). Exits with the last error if it never takes.
+split_at() {
+  local key="$1" try
+  for ((try = 1; ; try++)); do
+    "$bin/tessera" ctl --pd "$pd" split "$key" >/dev/null 2>"$work/split.err" && return 0
+    [ "$try" -lt 30 ] || { cat "$work/split.err" >&2; exit 1; }
+    sleep 1
+  done
+}
+
 # Stops the process started last, then anything left in its process group: a
 # playground stops its stores, then its driver, when told itself.
 stop_process() {

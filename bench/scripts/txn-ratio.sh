@@ -25,12 +25,7 @@ for round in $(seq 1 "$rounds"); do
   echo "--- round $round of $rounds" >&2
   start_process "playground-$round" "$bin/tessera" playground --metrics-port 0 --dir "$work/playground-$round"
   pd="$(playground_pd)"
-  middle="$(printf 'user%012d' $((keys / 2)))"
-  for try in $(seq 1 30); do
-    "$bin/tessera" ctl --pd "$pd" split "$middle" >/dev/null 2>"$work/split.err" && break
-    [ "$try" -lt 30 ] || { cat "$work/split.err" >&2; exit 1; }
-    sleep 1
-  done
+  split_at "$(printf 'user%012d' $((keys / 2)))"
   workloads=(put txn-put txn-two-keys)
   first=$(((round - 1) % 3))
   for workload in "${workloads[@]:first}" "${workloads[@]:0:first}"; do

@@ -283,7 +283,9 @@ impl<S: Storage> Raft<S> {
                 }
             }
             // A transfer that has not finished within an election timeout is abandoned.
-            self.lead_transferee = None;
+            if self.lead_transferee.is_some() {
+                self.abandon_transfer();
+            }
             self.probe_again_where_unanswered();
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
@@ -567,7 +569,7 @@ impl<S: Storage> Raft<S> {
                 self.become_follower(self.term, 0);
             } else {
                 if self.lead_transferee.is_some_and(|t| !self.tracker.config.voters.incoming.contains(t)) {
-                    self.lead_transferee = None;
+                    self.abandon_transfer();
                 }
                 if self.maybe_commit() {
                     self.broadcast_append();

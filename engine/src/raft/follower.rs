@@ -15,12 +15,22 @@ impl<S: Storage> Raft<S> {
                 self.handle_leader_message(message)
             }
             MessageType::TimeoutNow => {
-                self.hup(CampaignKind::Transfer);
+                if !self.timeout_now_is_stale(&message) {
+                    self.hup(CampaignKind::Transfer);
+                }
                 Ok(())
             }
             // Late answers to a campaign or to a leadership we no longer hold.
             _ => Ok(()),
         }
+    }
+
+    /// Whether a TimeoutNow comes from a transfer its leader has abandoned since: the
+    /// leader sent it with the index its log then ended at, and this replica holds an
+    /// entry of the same term after that index, which only that leader, leading on,
+    /// can have appended. Campaigning on it could depose a leader whose lease is back.
+    fn timeout_now_is_stale(&self, message: &Message) -> bool {
+        message.index != 0 && self.log.last_index() > message.index && self.log.last_term() == message.term
     }
 
     pub(super) fn step_candidate(&mut self, message: Message) -> Result<()> {

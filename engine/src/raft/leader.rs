@@ -279,9 +279,27 @@ impl<S: Storage> Raft<S> {
 
     pub(super) fn send_timeout_now(&mut self, to: u64) {
         // The target campaigns at once and voters will not ignore it, so our lease means
-        // nothing from here on in this term.
-        self.reads.revoke_lease();
-        self.send(new_message(to, MessageType::TimeoutNow));
+        // nothing until the transfer ends (`read_index.rs`).
+        self.reads.suspend_lease_for_transfer();
+        let mut message = new_message(to, MessageType::TimeoutNow);
+        // What the target's log ends at now: one that holds more of this term by the
+        // time the message arrives knows the transfer was abandoned.
+        message.index = self.log.last_index();
+        self.send(message);
+    }
+
+    /// A transfer ended with this replica still leading (abandoned after an election
+    /// timeout, or its target left the voters). A TimeoutNow that went out may still
+    /// arrive, so the lease stays suspended until an entry appended now commits (see
+    /// `read_index.rs`): an idle region would otherwise lead without a lease for the
+    /// rest of the term.
+    pub(super) fn abandon_transfer(&mut self) {
+        self.lead_transferee = None;
+        if self.reads.transfer_suspends_lease() {
+            let position = self.append_entry(Entry::default());
+            self.reads.suspend_lease_until_committed(position.index);
+            self.broadcast_append();
+        }
     }
 
     /// The application finished (or failed) sending a snapshot to `to`.

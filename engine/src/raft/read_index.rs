@@ -12,8 +12,17 @@
 //! campaigns for an election timeout after hearing from us, CheckQuorum). So until
 //! `t + election_ticks - max_clock_drift_ticks` on our clock the leader answers reads at
 //! once. This assumes clocks drift apart by at most `max_clock_drift_ticks` per election
-//! timeout; a leader transfer ends the lease for the rest of the term, since its target
-//! campaigns without waiting.
+//! timeout.
+//!
+//! A leader transfer suspends the lease: its target campaigns on TimeoutNow without
+//! waiting, and voters do not ignore that campaign. A transfer that is abandoned (its
+//! TimeoutNow lost, or its target unable to campaign) leaves the TimeoutNow possibly
+//! still on its way, so the lease comes back only once an entry the leader appends at
+//! the abandonment commits: a quorum then holds a log newer than the one the target had
+//! when told to campaign (a campaign from it cannot win), and a target that holds that
+//! entry ignores the TimeoutNow as stale. Without this the lease would stay suspended
+//! for the rest of the term, and with it every reader of leases (change feeds publish
+//! resolved timestamps only under one).
 //!
 //! "Our clock" is the [`LeaseClock`](super::LeaseClock): in a real process the
 //! application's monotonic clock, not the tick count, since a paused process stops
@@ -58,8 +67,20 @@ pub(crate) struct Reads {
     pub heartbeat_round: u64,
     /// On the [`LeaseClock`](super::LeaseClock), like the dates in `round_sent_at`.
     lease_expires_at: u64,
-    lease_revoked: bool,
+    lease_suspension: LeaseSuspension,
     broadcast_needed: bool,
+}
+
+/// Whether a leader transfer suspends the lease (see the module docs).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum LeaseSuspension {
+    #[default]
+    None,
+    /// A TimeoutNow went out and the transfer has not ended.
+    Transferring,
+    /// The transfer was abandoned: the lease is back once the entry at this index,
+    /// appended at the abandonment, commits.
+    UntilCommitted(u64),
 }
 
 impl Reads {
@@ -70,8 +91,36 @@ impl Reads {
         self.heartbeat_round
     }
 
-    pub(crate) fn revoke_lease(&mut self) {
-        self.lease_revoked = true;
+    /// A TimeoutNow is going out: the lease means nothing until the transfer ends.
+    pub(crate) fn suspend_lease_for_transfer(&mut self) {
+        self.lease_suspension = LeaseSuspension::Transferring;
+    }
+
+    /// Whether a TimeoutNow went out in a transfer that has not ended.
+    pub(crate) fn transfer_suspends_lease(&self) -> bool {
+        self.lease_suspension == LeaseSuspension::Transferring
+    }
+
+    /// The transfer was abandoned: the lease is back once `index` commits.
+    pub(crate) fn suspend_lease_until_committed(&mut self, index: u64) {
+        assert!(
+            self.transfer_suspends_lease(),
+            "invariant: only a transfer that told its target to campaign is abandoned so"
+        );
+        self.lease_suspension = LeaseSuspension::UntilCommitted(index);
+    }
+
+    /// The leader's commit index is now `committed`.
+    pub(crate) fn on_commit(&mut self, committed: u64) {
+        if let LeaseSuspension::UntilCommitted(index) = self.lease_suspension
+            && committed >= index
+        {
+            self.lease_suspension = LeaseSuspension::None;
+        }
+    }
+
+    fn lease_suspended(&self) -> bool {
+        self.lease_suspension != LeaseSuspension::None
     }
 
     /// Ends the current lease; the next quorum-acknowledged heartbeat round starts a new
@@ -124,23 +173,25 @@ impl<S: Storage> Raft<S> {
 
     /// When this replica's leader lease ends, on the [`LeaseClock`](super::LeaseClock),
     /// if it leads under one: no other replica can become leader before then. None while
-    /// it follows, transfers its leadership, or has no quorum-acknowledged round yet.
+    /// it follows, transfers its leadership (and after an abandoned transfer until its
+    /// entry commits), or has no quorum-acknowledged round yet.
     pub(crate) fn lease_expires_at(&self) -> Option<u64> {
         let holds = self.role == Role::Leader
-            && !self.reads.lease_revoked
+            && !self.reads.lease_suspended()
             && self.lead_transferee.is_none()
             && self.reads.lease_expires_at > 0;
         holds.then_some(self.reads.lease_expires_at)
     }
 
     fn lease_valid(&self) -> bool {
-        !self.reads.lease_revoked
+        !self.reads.lease_suspended()
             && self.lead_transferee.is_none()
             && self.lease_now < self.reads.lease_expires_at
     }
 
     /// Called when the commit index advanced on the leader.
     pub(super) fn on_commit_advanced(&mut self) {
+        self.reads.on_commit(self.log.committed);
         if self.reads.waiting_for_commit.is_empty() || self.log.term_or_zero(self.log.committed) != self.term
         {
             return;

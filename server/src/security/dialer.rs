@@ -68,15 +68,25 @@ impl Dialer {
 /// client library reads from ConnectionRefused (a write refused so is safe to send
 /// again). A refusal of the certificates (rustls's errors, InvalidData) keeps its
 /// kind: no retry changes it, and a write fails at once.
-fn handshake_failure(error: std::io::Error) -> std::io::Error {
+fn handshake_failure(address: &Uri, error: std::io::Error) -> std::io::Error {
     use std::io::ErrorKind;
-    match error.kind() {
+    let kind = match error.kind() {
         ErrorKind::UnexpectedEof
         | ErrorKind::ConnectionReset
         | ErrorKind::ConnectionAborted
-        | ErrorKind::BrokenPipe => std::io::Error::new(ErrorKind::ConnectionRefused, error),
-        _ => error,
-    }
+        | ErrorKind::BrokenPipe => ErrorKind::ConnectionRefused,
+        kind => kind,
+    };
+    std::io::Error::new(kind, HandshakeFailed { address: address.to_string(), source: error })
+}
+
+/// A TLS handshake that failed, naming the address it was with; the io error it
+/// failed with stays its source.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS handshake with {address}: {source}")]
+struct HandshakeFailed {
+    address: String,
+    source: std::io::Error,
 }
 
 /// Opens TCP connections and completes a TLS handshake on them.
@@ -112,7 +122,8 @@ impl tower::Service<Uri> for TlsConnector {
             let socket = TcpStream::connect((host.as_str(), port)).await?;
             // No Nagle: a small request held back for the peer's delayed ACK costs 40 ms.
             socket.set_nodelay(true)?;
-            let stream = connector.connect(name, socket).await.map_err(handshake_failure)?;
+            let stream =
+                connector.connect(name, socket).await.map_err(|error| handshake_failure(&uri, error))?;
             Ok(TokioIo::new(stream))
         })
     }

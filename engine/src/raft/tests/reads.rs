@@ -334,3 +334,97 @@ fn a_leader_transferring_leadership_stops_answering_from_its_lease() {
     exchange(&mut net, round);
     assert_eq!(net.node(1).read_states.len(), 2, "1 and 3 confirmed it");
 }
+
+/// Ticks the leader `id` through an election timeout, letting the network settle after
+/// every tick but the last: a transfer still under way is abandoned at that tick, and
+/// what the leader then sends is not delivered yet.
+fn tick_to_abandonment(net: &mut Network, id: u64) {
+    for _ in 1..ELECTION_TICKS {
+        net.tick(id);
+        net.stabilize();
+    }
+    net.tick(id);
+}
+
+/// A transfer whose TimeoutNow was lost is abandoned after an election timeout, and the
+/// leader's lease comes back once the entry it appends then commits: the TimeoutNow may
+/// still arrive, but can no longer lead to a winning campaign. (It once stayed
+/// suspended for the rest of the term, and every change feed of an idle region with it.)
+#[test]
+fn an_abandoned_transfer_gives_the_lease_back_once_the_entry_after_it_commits() {
+    let mut net = Network::with_config(&[1, 2, 3], &[], |c| c.check_quorum = true);
+    net.elect(1);
+    net.heartbeat(1);
+    net.isolate(2);
+    net.raw(1).transfer_leader(2).unwrap();
+    net.stabilize();
+    assert_eq!(net.count_delivered(1, 2, MessageType::TimeoutNow), 0, "the TimeoutNow is lost");
+    let last_before = net.raft(1).log.last_index();
+
+    tick_to_abandonment(&mut net, 1);
+    assert_eq!((net.raft(1).role, net.raft(1).lead_transferee()), (Role::Leader, None), "abandoned");
+    assert_eq!(net.raft(1).log.last_index(), last_before + 1, "an entry appended at the abandonment");
+    assert_eq!(net.raw(1).leader_lease_expires_at(), None, "no lease before that entry commits");
+
+    net.stabilize();
+    assert!(net.raft(1).log.committed > last_before, "1 and 3 committed it");
+    net.heartbeat(1);
+    assert!(net.raw(1).leader_lease_expires_at().is_some(), "the lease is back");
+    net.raw(1).read_index(b"after".to_vec(), ReadMode::Lease).unwrap();
+    net.take_messages();
+    assert_eq!(net.node(1).read_states, vec![read(net.raft(1).log.committed, b"after")]);
+}
+
+/// A TimeoutNow delayed past its transfer's abandonment reaches a target that holds the
+/// entry appended at the abandonment: the target ignores it, so the leader whose lease
+/// came back is not deposed under it.
+#[test]
+fn a_timeout_now_arriving_after_its_transfer_was_abandoned_is_ignored() {
+    let mut net = Network::with_config(&[1, 2, 3], &[], |c| c.check_quorum = true);
+    net.elect(1);
+    net.heartbeat(1);
+    net.raw(1).transfer_leader(2).unwrap();
+    let (late, others): (Vec<Message>, Vec<Message>) =
+        net.take_messages().into_iter().partition(|m| m.msg_type() == MessageType::TimeoutNow);
+    assert_eq!(late.len(), 1, "held back on its way");
+    net.deliver(others);
+    tick_to_abandonment(&mut net, 1);
+    net.stabilize();
+    net.heartbeat(1);
+    assert!(net.raw(1).leader_lease_expires_at().is_some(), "the lease is back");
+    let term = net.raft(1).term;
+
+    net.deliver(late);
+    net.stabilize();
+    assert_eq!((net.raft(2).role, net.raft(2).term), (Role::Follower, term), "2 did not campaign");
+    assert_eq!((net.raft(1).role, net.raft(1).term), (Role::Leader, term));
+    assert!(net.raw(1).leader_lease_expires_at().is_some());
+}
+
+/// The same late TimeoutNow at a target that missed the entry appended at the
+/// abandonment: it campaigns (the leader steps down to its term, and stops serving
+/// from its lease), but a quorum holds a newer log than its own, so it cannot win
+/// (§5.4.1).
+#[test]
+fn a_late_timeout_now_to_a_target_that_missed_the_abandonment_cannot_win() {
+    let mut net = Network::with_config(&[1, 2, 3], &[], |c| c.check_quorum = true);
+    net.elect(1);
+    net.heartbeat(1);
+    net.raw(1).transfer_leader(2).unwrap();
+    let (late, others): (Vec<Message>, Vec<Message>) =
+        net.take_messages().into_iter().partition(|m| m.msg_type() == MessageType::TimeoutNow);
+    net.deliver(others);
+    net.isolate(2);
+    tick_to_abandonment(&mut net, 1);
+    net.stabilize();
+    net.heartbeat(1);
+    assert!(net.raw(1).leader_lease_expires_at().is_some(), "the lease is back");
+    let term = net.raft(1).term;
+
+    net.heal();
+    net.deliver(late);
+    net.stabilize();
+    assert_eq!(net.raft(2).term, term + 1, "2 campaigned");
+    assert_eq!(net.raft(2).role, Role::Follower, "and lost: 1 and 3 hold a newer log");
+    assert_eq!(net.leader(), None);
+}

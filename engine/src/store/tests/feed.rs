@@ -171,6 +171,36 @@ fn a_feed_closes_when_its_replica_stops_leading() {
     assert_eq!(reason, FeedClosed::NotLeader);
 }
 
+/// A transfer to a store that went away is abandoned after an election timeout; the
+/// leader leads on, and its feed resolves again once the entry appended at the
+/// abandonment commits. (The lease once stayed suspended for the rest of the term, and
+/// an idle region's feed never resolved again: every watch of it stood still.)
+#[test]
+fn a_feed_resolves_again_after_a_transfer_to_a_stopped_store_is_abandoned() {
+    let mut cluster = Cluster::with_regions(1, with_oracle);
+    let (store, feed) = subscribe(&cluster, 1);
+    next_resolved(&feed);
+    let status = status_of(&cluster, store);
+    let other = status.region.peers.iter().find(|peer| peer.store_id != store).expect("another replica");
+    let (other_store, other_peer) = (other.store_id, other.id);
+    cluster.stop(other_store);
+    // Its progress still says it is caught up: the TimeoutNow goes out, and is lost.
+    let transferred = cluster.stores[&store].transfer_leader(1, other_peer).recv_timeout(WAIT);
+    assert!(matches!(transferred, Ok(Ok(()))), "the transfer was refused: {transferred:?}");
+    // Published before the transfer was taken (the same worker thread handled both).
+    let mut before = Timestamp::ZERO;
+    while let Ok(heard) = feed.try_recv() {
+        match heard {
+            Heard::Message(FeedMessage::Resolved(resolved)) => before = before.max(resolved),
+            Heard::Message(FeedMessage::Events(_)) => {}
+            Heard::Closed(reason) => panic!("the feed closed: {reason}"),
+        }
+    }
+    let (_, after) = next_resolved(&feed);
+    assert!(after > before, "resolved {after}, not past {before}");
+    assert!(status_of(&cluster, store).is_leader, "the same leader resolved");
+}
+
 #[test]
 fn a_feed_from_below_the_safe_point_is_refused() {
     let cluster = Cluster::with_regions(1, with_oracle);

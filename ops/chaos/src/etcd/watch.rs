@@ -110,50 +110,76 @@ pub async fn read_all(
 
 /// Follows the client keys from just past `record.from` until a progress notification
 /// passes the revision `until` is set to; fails if that does not happen within
-/// `deadline` of it being set.
+/// `deadline` of it being set (whether the stream keeps breaking or stays open with
+/// progress that never gets there).
 pub async fn follow(
     endpoints: EtcdEndpoints,
     record: Arc<Mutex<WatchRecord>>,
     mut until: watch::Receiver<Option<i64>>,
     deadline: Duration,
 ) -> Result<(), String> {
-    let mut give_up = None;
+    let mut give_up = GiveUp { at: None, after: deadline };
     for index in 0.. {
         let next = record.lock().next_revision();
         if let Ok(client) = connect(&endpoints, index, deadline).await {
-            let done = watch_through(client, next, &record, &mut until).await;
+            let done = watch_through(client, next, &record, &mut until, &mut give_up).await;
             if done {
                 return Ok(());
             }
         }
-        if give_up.is_none() && until.borrow().is_some() {
-            give_up = Some(tokio::time::Instant::now() + deadline);
-        }
-        if give_up.is_some_and(|give_up| tokio::time::Instant::now() >= give_up) {
+        if give_up.is_due(&until) {
             let notified = record.lock().notified_up_to;
-            return Err(format!("the etcd watcher was never notified past the end (last: {notified})"));
+            let until = until.borrow().unwrap_or_default();
+            return Err(format!(
+                "the etcd watcher was not notified past the end of the round ({until}) within {deadline:?} \
+                 (last notified: {notified})"
+            ));
         }
         tokio::time::sleep(REWATCH_PAUSE).await;
     }
     Err("no store to watch through".into())
 }
 
-/// Watches through one store from revision `next` until the stream breaks (false) or
-/// a progress notification passes the end of the round (true).
+/// When the watcher stops waiting: `after` the end of the round is known.
+struct GiveUp {
+    at: Option<tokio::time::Instant>,
+    after: Duration,
+}
+
+impl GiveUp {
+    /// Whether the time is up; the clock starts when `until` is first seen set.
+    fn is_due(&mut self, until: &watch::Receiver<Option<i64>>) -> bool {
+        if until.borrow().is_none() {
+            return false;
+        }
+        let now = tokio::time::Instant::now();
+        let at = *self.at.get_or_insert(now + self.after);
+        now >= at
+    }
+}
+
+/// Watches through one store from revision `next` until the stream breaks or the time
+/// is up (false), or a progress notification passes the end of the round (true).
 async fn watch_through(
     mut client: Client,
     next: i64,
     record: &Mutex<WatchRecord>,
     until: &mut watch::Receiver<Option<i64>>,
+    give_up: &mut GiveUp,
 ) -> bool {
     let options =
         WatchOptions::new().with_range(KEYS.scan_end).with_start_revision(next).with_progress_notify();
-    let Ok(mut stream) = client.watch(KEYS.prefix, Some(options)).await else { return false };
+    // A store that takes the watch and never answers must not hold the round either.
+    let opened = tokio::time::timeout(give_up.after, client.watch(KEYS.prefix, Some(options))).await;
+    let Ok(Ok(mut stream)) = opened else { return false };
     let mut ask_progress = tokio::time::interval(PROGRESS_INTERVAL);
     loop {
         let response = tokio::select! {
             response = stream.message() => response,
             _ = ask_progress.tick() => {
+                if give_up.is_due(until) {
+                    return false;
+                }
                 if until.borrow().is_some() && stream.request_progress().await.is_err() {
                     return false;
                 }
