@@ -299,6 +299,10 @@ pub mod points {
     /// Store: the destruction a replica's applied removal asks for is skipped, as if the
     /// store stopped between applying the removal and destroying the replica.
     pub(crate) const STORE_SKIP_DESTROY_AFTER_REMOVAL: &str = "store/skip-destroy-after-removal";
+    /// Store: reached by a store's log writer before it writes and syncs the batches the
+    /// raft workers handed it. Paused, nothing new in any log becomes durable, and the
+    /// workers waiting for their batches wait with it.
+    pub(crate) const STORE_LOG_WRITE: &str = "store/log-write";
     /// Store: reached before a raft worker applies a round's committed entries. Armed to
     /// panic, it stands for a broken invariant met on a worker, which must stop the
     /// whole process (the crash-recovery test checks that it does).
@@ -314,6 +318,7 @@ pub mod points {
         STORE_DROP_CREATING_MESSAGES,
         STORE_INSTALL_SNAPSHOT,
         STORE_SKIP_DESTROY_AFTER_REMOVAL,
+        STORE_LOG_WRITE,
         STORE_APPLY,
     ];
 }

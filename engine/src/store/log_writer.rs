@@ -98,6 +98,7 @@ impl LogWriter {
 
 fn run(engine: Engine, sync: bool, stats: Arc<GroupCommitStats>, inbox: Receiver<WriteTask>) {
     while let Ok(first) = inbox.recv() {
+        crate::failpoint::hit(crate::failpoint::points::STORE_LOG_WRITE);
         let started = Instant::now();
         let mut tasks = vec![first];
         tasks.extend(inbox.try_iter());

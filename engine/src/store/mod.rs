@@ -5,7 +5,8 @@
 //!   drives them in rounds, so thousands of regions cost a few threads, not thousands.
 //! - `log_writer`: group commit; the Raft writes of all regions of a round, from all
 //!   workers, become durable with one WAL sync.
-//! - `heartbeat`: one frame per destination store per round, heartbeats coalesced.
+//! - `heartbeat`: a round's messages in one frame per destination store (two when the
+//!   leaders' appends leave before the round's sync), heartbeats coalesced.
 //! - `liveness`: probes between stores, and waking the regions of a silent one.
 //! - `peer`: one region's replica (a peer): its state and what the worker may ask of it.
 //! - `operation`: what a peer does, one file per operation (commands and their apply,

@@ -1,13 +1,14 @@
-//! How stores reach each other: one [`StoreFrame`] per destination store per round.
+//! How stores reach each other: a round's messages in [`StoreFrame`]s, one per
+//! destination store (two when the leaders' appends leave before the round's sync).
 //!
 //! The runtime only needs [`Transport::send`]; the server implements it over gRPC
 //! streams, and [`LocalTransport`] delivers in-process for tests, with links that can
-//! be cut to partition stores.
+//! be cut to partition stores and a count of the log entries each store was sent.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::proto::frame::StoreFrame;
 
@@ -31,6 +32,8 @@ pub struct LocalTransport {
 struct LocalTransportInner {
     sinks: RwLock<HashMap<u64, Arc<dyn BatchSink>>>,
     cut: RwLock<HashSet<(u64, u64)>>,
+    /// Log entries delivered, by destination store.
+    entries_delivered: Mutex<HashMap<u64, u64>>,
 }
 
 impl LocalTransport {
@@ -57,6 +60,11 @@ impl LocalTransport {
     pub fn heal(&self) {
         self.inner.cut.write().clear();
     }
+
+    /// How many Raft log entries were delivered to `store_id` so far (in appends).
+    pub fn entries_delivered(&self, store_id: u64) -> u64 {
+        self.inner.entries_delivered.lock().get(&store_id).copied().unwrap_or(0)
+    }
 }
 
 impl Transport for LocalTransport {
@@ -66,6 +74,13 @@ impl Transport for LocalTransport {
         }
         let sink = self.inner.sinks.read().get(&batch.to_store).cloned();
         if let Some(sink) = sink {
+            let entries: usize = batch
+                .messages
+                .iter()
+                .filter_map(|message| message.message.as_ref())
+                .map(|m| m.entries.len())
+                .sum();
+            *self.inner.entries_delivered.lock().entry(batch.to_store).or_default() += entries as u64;
             sink.deliver(batch);
         }
     }

@@ -417,6 +417,47 @@ fn a_region_cannot_be_bootstrapped_twice_nor_get_two_peers_on_one_store() {
     assert_eq!(cluster.get(1, b"a"), Some(b"1".to_vec()));
 }
 
+/// §10.2.1 of Ongaro's thesis: a leader sends new entries to its followers before they
+/// are durable in its own log, so that its write and theirs overlap. With every log
+/// writer of the process held before it writes, a proposal's entry still reaches both
+/// followers (sent after the leader's own write, it would wait for it); nothing
+/// commits until the writers go on.
+#[test]
+fn a_leader_sends_entries_before_its_own_log_write_is_durable() {
+    let cluster = Cluster::with_regions(1, |_| {});
+    cluster.write(1, vec![put(b"k00", b"v")]);
+    cluster.wait_for("every replica to apply the first write", |c| {
+        c.stores.values().all(|store| data_on(store, b"k00").is_some()).then_some(())
+    });
+    let (leader, status) = cluster.wait_for("a leader", |c| c.leader(1));
+    let followers: Vec<u64> = cluster.stores.keys().copied().filter(|&id| id != leader).collect();
+    let delivered = |c: &Cluster| -> Vec<u64> {
+        followers.iter().map(|&store| c.transport.entries_delivered(store)).collect()
+    };
+    let before = delivered(&cluster);
+    let mut scenario = failpoint::Scenario::begin();
+    scenario.arm(points::STORE_LOG_WRITE, Action::Pause);
+    let answer = cluster.stores[&leader].write(1, region::epoch(&status.region), vec![put(b"k01", b"v")]);
+    assert!(
+        scenario.wait_until_paused(points::STORE_LOG_WRITE, WAIT),
+        "the leader's log write reaches the writer and is held there"
+    );
+    // Every store's log writer in this process is held meanwhile, other tests' too: the
+    // wait is kept short, so that a regression fails here and not in them.
+    let held_until = Instant::now() + Duration::from_secs(3);
+    while delivered(&cluster).iter().zip(&before).any(|(now, then)| now <= then) {
+        assert!(
+            Instant::now() < held_until,
+            "the entry must reach both followers while the leader's own log write is held"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(answer.try_recv().is_err(), "nothing commits while no replica's log is durable");
+    scenario.release(points::STORE_LOG_WRITE);
+    assert!(matches!(answer.recv_timeout(WAIT), Ok(Ok(_))), "the write commits once the logs are written");
+    assert_eq!(cluster.get(1, b"k01"), Some(b"v".to_vec()));
+}
+
 /// Writes proposed behind a split entry, with the epoch from before the split, are
 /// refused when applied (the split changed the range version) and none of them lands,
 /// on either side of the split key. Appends are dropped while they are proposed, so

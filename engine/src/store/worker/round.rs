@@ -1,14 +1,18 @@
 //! A round of Readies: what a worker does with every region that has work, in the order
 //! the Raft core's persistence contract requires (see `crate::raft::RawNode`).
 //!
-//! 1. **Collect**: take each dirty region's Ready; queue the leaders' messages (they may
-//!    leave before persistence) and stage all new log entries, hard states and
-//!    snapshots of every region in ONE write batch.
+//! 1. **Collect**: take each dirty region's Ready; queue the leaders' messages and stage
+//!    all new log entries, hard states and snapshots of every region in ONE write batch.
+//!    When the batch must be synced, the leaders' messages leave now, one frame per
+//!    destination store, before it is durable: the followers write the new entries
+//!    while the leader does (§10.2.1 of Ongaro's thesis; the leader counts its own copy
+//!    towards a commit only once durable), so a write waits for one sync instead of two
+//!    in a row.
 //! 2. **Persist**: make that batch durable with the log writer, one sync shared with
 //!    the other workers (group commit), or write it without a sync when it only
 //!    advances commit indexes.
-//! 3. **Send**: add the messages that promise durable state (votes, append
-//!    acknowledgements) and send everything, one frame per destination store.
+//! 3. **Send**: the messages that promise durable state (votes, append
+//!    acknowledgements), and the leaders' if still queued, one frame per destination.
 //! 4. **Apply**: apply all committed entries into ONE more batch, written without a sync
 //!    (the log is durable already), then answer the clients.
 //! 5. **Advance**: serve confirmed reads, advance every region, and carry out what
@@ -59,6 +63,11 @@ impl Worker {
     fn round(&mut self) {
         let mut outgoing = Outgoing::new(self.config.store_id);
         let mut collected = self.collect(&mut outgoing);
+        if collected.must_sync {
+            // Only when a sync is to be waited for: otherwise one frame per destination
+            // carries everything, as before.
+            outgoing.flush(self.transport.as_ref());
+        }
         self.persist(&mut collected);
         for (region_id, ready) in collected.readies.iter_mut() {
             if let Some(peer) = self.peers.get(region_id) {
