@@ -413,6 +413,20 @@ async fn a_prefix_watch_from_a_revision_delivers_every_change_in_order_with_prev
         progress.events().is_empty() && revision_of(progress.header()) >= deleted,
         "progress is at the delete"
     );
+    // A write elsewhere moves the revision on: a progress request answers at least the
+    // revision current when it was made, though this watch has nothing new to deliver
+    // (what a client compares with a quorum read's revision to know it is fresh).
+    let elsewhere = revision_of(etcd.put("/other", "y", None).await.expect("put").header());
+    stream.request_progress().await.expect("a progress request");
+    let progress = loop {
+        let response = next_response(&mut stream).await;
+        assert!(response.events().is_empty(), "nothing new under the prefix: {response:?}");
+        if response.watch_id() == -1 {
+            break response;
+        }
+    };
+    let answered = revision_of(progress.header());
+    assert!(answered >= elsewhere, "progress at {answered}, below the revision {elsewhere} when asked");
     stream.cancel(watch_id.expect("the watch's id")).await.expect("cancel");
     assert!(next_response(&mut stream).await.canceled(), "a canceled watch says so");
     etcd.compact(deleted, None).await.expect("compact");

@@ -568,6 +568,9 @@ impl<S: Storage> Raft<S> {
                 // voters elect a leader when their election timers fire.
                 self.become_follower(self.term, 0);
             } else {
+                // Not while a TimeoutNow is out (a transfer waits for applied membership
+                // changes, and refuses new ones), but the transfer may be catching its
+                // target up.
                 if self.lead_transferee.is_some_and(|t| !self.tracker.config.voters.incoming.contains(t)) {
                     self.abandon_transfer();
                 }

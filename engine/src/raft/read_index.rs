@@ -18,11 +18,17 @@
 //! waiting, and voters do not ignore that campaign. A transfer that is abandoned (its
 //! TimeoutNow lost, or its target unable to campaign) leaves the TimeoutNow possibly
 //! still on its way, so the lease comes back only once an entry the leader appends at
-//! the abandonment commits: a quorum then holds a log newer than the one the target had
-//! when told to campaign (a campaign from it cannot win), and a target that holds that
-//! entry ignores the TimeoutNow as stale. Without this the lease would stay suspended
-//! for the rest of the term, and with it every reader of leases (change feeds publish
-//! resolved timestamps only under one).
+//! the abandonment commits. This rests on the leader appending nothing while it
+//! transfers (it refuses proposals then), so the TimeoutNow's index is where the
+//! target's log ended. A target that holds the new entry ignores the TimeoutNow as
+//! stale. One that does not campaigns with an older log: before the entry commits,
+//! each voter it wins over refuses the entry (its term is higher), so the entry never
+//! commits and the lease stays suspended; after, a quorum holds a newer log, and the
+//! campaign cannot win. The lease then comes back with the expiry its acknowledged
+//! rounds gave it: only transfer campaigns were ever allowed past it. Without this the
+//! lease would stay suspended for the rest of the term, and with it every reader of
+//! leases (change feeds publish resolved timestamps only under one, the driver's
+//! oracle answers only under one).
 //!
 //! "Our clock" is the [`LeaseClock`](super::LeaseClock): in a real process the
 //! application's monotonic clock, not the tick count, since a paused process stops

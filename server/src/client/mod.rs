@@ -55,7 +55,7 @@ pub use errors::{ClientError, Conflict, Refusal, Transient, Uncertainty};
 pub use pd::GrpcPdClient;
 pub(crate) use timestamps::TimestampClient;
 pub use txn::{FencePass, Snapshot, StaleLockOutcome, Transaction, VersionedKeyValue};
-pub use watch::{ChangeEvent, MAX_HELD_EVENTS, Watch, WatchError, WatchMessage, WatchOptions};
+pub use watch::{ChangeEvent, MAX_HELD_EVENTS, ProgressAsker, Watch, WatchError, WatchMessage, WatchOptions};
 
 /// Whether a request may be sent again when its outcome is unknown.
 #[derive(Clone, Copy, PartialEq, Eq)]

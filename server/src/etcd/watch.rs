@@ -16,7 +16,12 @@
 //! - **progress_notify**: a response without events, at the revision the watch has
 //!   seen everything up to, every progress interval (`EtcdSettings`) in which it moved.
 //! - **Progress requests**: a response (watch id -1) at the lowest revision every
-//!   watch of the stream has delivered up to, sent behind what they delivered.
+//!   watch of the stream has delivered up to, sent behind what they delivered. Each
+//!   watch is first asked to catch up to the revision current when the request came,
+//!   and the answer waits for that (at most [`PROGRESS_WAIT`]): so it is at least that
+//!   revision, as etcd's answer is its current revision once its watches are synced.
+//!   That is what a client compares with a quorum read's revision to know its watch
+//!   cache is fresh.
 //! - **Cancel** stops the watch and answers `canceled`.
 //!
 //! This module owns the stream's watches and the translation of their messages; it
@@ -25,7 +30,6 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use futures::Stream;
@@ -41,7 +45,9 @@ use super::errors::{EtcdError, revision};
 use super::keys::{self, KeyRange};
 use super::kv;
 use super::record;
-use crate::client::{ChangeEvent, Client, VersionedKeyValue, WatchError, WatchMessage, WatchOptions};
+use crate::client::{
+    ChangeEvent, Client, ProgressAsker, VersionedKeyValue, WatchError, WatchMessage, WatchOptions,
+};
 use crate::etcd_proto::etcdserverpb::watch_create_request::FilterType;
 use crate::etcd_proto::etcdserverpb::watch_request::RequestUnion;
 use crate::etcd_proto::etcdserverpb::watch_server::Watch;
@@ -63,6 +69,11 @@ const STREAM_RESPONSES: usize = 256;
 
 /// The watch id of a stream-wide progress response.
 const PROGRESS_WATCH_ID: i64 = -1;
+
+/// How long a progress request waits for the stream's watches to catch up to the
+/// revision current when it came; a watch still catching up from an old revision is
+/// answered for what it has delivered by then.
+const PROGRESS_WAIT: Duration = Duration::from_secs(3);
 
 /// The watch id of a create refused for its sender's permissions (etcd's
 /// `InvalidWatchID`).
@@ -107,6 +118,7 @@ impl Watch for EtcdWatch {
             watches: HashMap::new(),
             next_id: 0,
             responses,
+            progress_order: Arc::default(),
         };
         tokio::spawn(session.serve(request.into_inner()));
         Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
@@ -125,6 +137,9 @@ struct Session {
     /// The next id to try for a watch that asks the server to pick one.
     next_id: i64,
     responses: Responses,
+    /// Held while a progress answer is read and sent: answers go out in the order
+    /// they were read, so their revisions never go back.
+    progress_order: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Where a new watch starts: after a timestamp (none: now), or nowhere, as its start
@@ -134,10 +149,12 @@ enum Start {
     Compacted(i64),
 }
 
-/// A running watch: its task, and the revision it has delivered everything up to.
+/// A running watch: its task, the revision it has delivered everything up to, and how
+/// to ask it for progress.
 struct Running {
     task: JoinHandle<()>,
-    delivered: Arc<AtomicI64>,
+    delivered: tokio::sync::watch::Receiver<i64>,
+    progress: ProgressAsker,
 }
 
 impl Drop for Running {
@@ -226,15 +243,16 @@ impl Session {
         if !self.send(created).await {
             return false;
         }
-        let delivered = Arc::new(AtomicI64::new(started));
+        let (delivering, delivered) = tokio::sync::watch::channel(started);
         let pump = Pump {
             id,
             member_id: self.member_id,
             create,
-            delivered: delivered.clone(),
+            delivered: delivering,
             responses: self.responses.clone(),
         };
-        self.watches.insert(id, Running { task: tokio::spawn(pump.run(watch)), delivered });
+        let progress = watch.progress_asker();
+        self.watches.insert(id, Running { task: tokio::spawn(pump.run(watch)), delivered, progress });
         true
     }
 
@@ -290,8 +308,7 @@ impl Session {
     }
 
     async fn cancel(&mut self, id: i64) -> bool {
-        let delivered =
-            self.watches.remove(&id).map_or(0, |running| running.delivered.load(Ordering::Acquire));
+        let delivered = self.watches.remove(&id).map_or(0, |running| *running.delivered.borrow());
         let response = WatchResponse {
             header: Some(self.header(delivered)),
             watch_id: id,
@@ -301,22 +318,64 @@ impl Session {
         self.send(response).await
     }
 
+    /// Asks every watch of the stream to catch up to the revision current now, and
+    /// answers once they have (or [`PROGRESS_WAIT`] passed) without holding the stream's
+    /// other requests meanwhile.
     async fn progress(&mut self) -> bool {
         self.watches.retain(|_, running| !running.task.is_finished());
-        let lowest = self.watches.values().map(|running| running.delivered.load(Ordering::Acquire)).min();
-        let revision = match lowest {
-            Some(lowest) => lowest,
-            None => match self.client.timestamp().await.map_err(EtcdError::from).and_then(revision) {
-                Ok(now) => now,
-                Err(error) => return self.responses.send(Err(error.into())).await.is_ok(),
-            },
+        let now = match self.client.timestamp().await {
+            Ok(now) => now,
+            Err(error) => return self.responses.send(Err(EtcdError::from(error).into())).await.is_ok(),
         };
+        let current = match revision(now) {
+            Ok(current) => current,
+            Err(error) => return self.responses.send(Err(error.into())).await.is_ok(),
+        };
+        for running in self.watches.values() {
+            running.progress.ask(now);
+        }
+        let delivered = self.watches.values().map(|running| running.delivered.clone()).collect();
+        let answer = ProgressAnswer {
+            member_id: self.member_id,
+            current,
+            responses: self.responses.clone(),
+            order: self.progress_order.clone(),
+        };
+        tokio::spawn(answer.send_when_caught_up(delivered));
+        true
+    }
+}
+
+/// A stream-wide progress response to send once the stream's watches delivered up to
+/// `current` (the revision when it was asked for).
+struct ProgressAnswer {
+    member_id: u64,
+    current: i64,
+    responses: Responses,
+    order: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl ProgressAnswer {
+    async fn send_when_caught_up(self, mut delivered: Vec<tokio::sync::watch::Receiver<i64>>) {
+        let current = self.current;
+        let caught_up = async {
+            for watch in &mut delivered {
+                // Err: the watch ended, and counts no more.
+                let _ = watch.wait_for(|delivered| *delivered >= current).await;
+            }
+        };
+        let _ = tokio::time::timeout(PROGRESS_WAIT, caught_up).await;
+        let _in_order = self.order.lock().await;
+        // A watch's revision is stored after its responses are queued: this answer
+        // goes behind everything it speaks for.
+        let running = delivered.iter().filter(|watch| watch.has_changed().is_ok());
+        let revision = running.map(|watch| *watch.borrow()).min().unwrap_or(current);
         let response = WatchResponse {
-            header: Some(self.header(revision)),
+            header: Some(super::response_header(self.member_id, revision)),
             watch_id: PROGRESS_WATCH_ID,
             ..WatchResponse::default()
         };
-        self.send(response).await
+        let _ = self.responses.send(Ok(response)).await;
     }
 }
 
@@ -336,7 +395,7 @@ struct Pump {
     id: i64,
     member_id: u64,
     create: WatchCreateRequest,
-    delivered: Arc<AtomicI64>,
+    delivered: tokio::sync::watch::Sender<i64>,
     responses: Responses,
 }
 
@@ -383,7 +442,7 @@ impl Pump {
                 }
             }
         }
-        self.delivered.store(at, Ordering::Release);
+        self.delivered.send_replace(at);
         true
     }
 
@@ -446,12 +505,21 @@ impl Pump {
         pieces.into_iter().enumerate().map(|(index, piece)| whole(piece, index < last)).collect()
     }
 
+    /// The watch delivered everything up to `at`: a progress notification if it asked
+    /// for them (it may also be the answer to a stream-wide progress request, which
+    /// goes out on its own).
     async fn progress(&self, at: Timestamp) -> bool {
         let Ok(at) = revision(at) else { return false };
-        let response =
-            WatchResponse { header: Some(self.header(at)), watch_id: self.id, ..WatchResponse::default() };
-        let sent = self.responses.send(Ok(response)).await.is_ok();
-        self.delivered.store(at, Ordering::Release);
+        let mut sent = true;
+        if self.create.progress_notify {
+            let response = WatchResponse {
+                header: Some(self.header(at)),
+                watch_id: self.id,
+                ..WatchResponse::default()
+            };
+            sent = self.responses.send(Ok(response)).await.is_ok();
+        }
+        self.delivered.send_replace(at);
         sent
     }
 
@@ -470,7 +538,7 @@ impl Pump {
     }
 
     async fn cancel(&self, reason: &str) {
-        let delivered = self.delivered.load(Ordering::Acquire);
+        let delivered = *self.delivered.borrow();
         let response = WatchResponse {
             header: Some(self.header(delivered)),
             watch_id: self.id,

@@ -183,8 +183,14 @@ fn a_feed_resolves_again_after_a_transfer_to_a_stopped_store_is_abandoned() {
     let status = status_of(&cluster, store);
     let other = status.region.peers.iter().find(|peer| peer.store_id != store).expect("another replica");
     let (other_store, other_peer) = (other.store_id, other.id);
+    // Caught up before it goes (the region is idle): the leader's progress says so, and
+    // the transfer sends its TimeoutNow at once, into the void. (A lagging target would
+    // get appends first, and the lease would never have been suspended.)
+    cluster.wait_for("the target to hold everything", |cluster| {
+        let target = cluster.stores[&other_store].status(1)?;
+        (target.applied_index == status_of(cluster, store).applied_index).then_some(())
+    });
     cluster.stop(other_store);
-    // Its progress still says it is caught up: the TimeoutNow goes out, and is lost.
     let transferred = cluster.stores[&store].transfer_leader(1, other_peer).recv_timeout(WAIT);
     assert!(matches!(transferred, Ok(Ok(()))), "the transfer was refused: {transferred:?}");
     // Published before the transfer was taken (the same worker thread handled both).

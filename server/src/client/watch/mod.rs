@@ -15,9 +15,11 @@
 //! timestamp to release them) and, after each progress tick and every
 //! [`REFRESH_EVERY`], until its frontier moves; otherwise its spans are not sent
 //! resolved timestamps at all, so an idle watch costs nothing per resolve. Progress
-//! goes out when the frontier moves after a tick. A watch that ends with an error can be resumed from the last timestamp it
-//! delivered (a transaction's commit timestamp, or a progress notification): nothing
-//! at or below it is left to see.
+//! goes out when the frontier moves after a tick. A caller may also ask for progress up
+//! to a timestamp ([`ProgressAsker`]): the watch is attentive until its frontier passes
+//! it, then notifies. A watch that ends with an error can be resumed from the last
+//! timestamp it delivered (a transaction's commit timestamp, or a progress
+//! notification): nothing at or below it is left to see.
 //!
 //! While a client has watches it holds garbage collection below the lowest point any
 //! of them may reopen or resume from (`hold.rs`).
@@ -28,6 +30,7 @@
 mod hold;
 mod hub;
 mod merge;
+mod progress;
 mod span;
 #[cfg(test)]
 mod testing;
@@ -39,7 +42,7 @@ use std::time::Duration;
 
 use tessera_engine::region::KeyRange;
 use tessera_engine::timestamp::Timestamp;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::{Client, ClientError, Refusal};
@@ -48,6 +51,7 @@ use hold::HoldEntry;
 use hub::Attention;
 pub(crate) use hub::FeedHub;
 use merge::Merger;
+use progress::Progress;
 use span::{Report, Span};
 
 /// A span's identity within its watch.
@@ -163,12 +167,36 @@ pub struct Watch {
     from: Timestamp,
     messages: mpsc::Receiver<Delivery>,
     coordinator: tokio::task::JoinHandle<()>,
+    asker: ProgressAsker,
+}
+
+/// Asks a watch for a progress notification up to a timestamp; any number of copies
+/// may ask, for as long as the watch runs.
+#[derive(Debug, Clone)]
+pub struct ProgressAsker(Arc<watch::Sender<Timestamp>>);
+
+impl ProgressAsker {
+    /// Asks for a [`WatchMessage::Progress`] at `at` or above, sent once everything the
+    /// range committed up to `at` has been delivered. Asks made before it is sent are
+    /// answered together, by the highest.
+    pub fn ask(&self, at: Timestamp) {
+        self.0.send_if_modified(|asked| {
+            let raised = at > *asked;
+            *asked = (*asked).max(at);
+            raised
+        });
+    }
 }
 
 impl Watch {
     /// Where the watch started: it delivers versions committed after this.
     pub fn from(&self) -> Timestamp {
         self.from
+    }
+
+    /// Asks this watch for progress notifications (see [`ProgressAsker::ask`]).
+    pub fn progress_asker(&self) -> ProgressAsker {
+        self.asker.clone()
     }
 
     /// Whether the watch has ended (its last message may still wait to be read).
@@ -221,8 +249,9 @@ impl Client {
         };
         let hold = self.gc_holds.register(&self.pd, from).await?;
         let (sender, messages) = mpsc::channel(CHANNEL_MESSAGES);
-        let coordinator = tokio::spawn(coordinate(self.clone(), options, (from, hold), sender));
-        Ok(Watch { from, messages, coordinator })
+        let (asker, asked) = watch::channel(Timestamp::ZERO);
+        let coordinator = tokio::spawn(coordinate(self.clone(), options, (from, hold), asked, sender));
+        Ok(Watch { from, messages, coordinator, asker: ProgressAsker(Arc::new(asker)) })
     }
 }
 
@@ -231,6 +260,7 @@ async fn coordinate(
     client: Arc<Client>,
     options: WatchOptions,
     (from, hold): (Timestamp, HoldEntry),
+    mut asked: watch::Receiver<Timestamp>,
     out: mpsc::Sender<Delivery>,
 ) {
     let (reports_sender, mut reports) = mpsc::channel(CHANNEL_MESSAGES);
@@ -257,22 +287,22 @@ async fn coordinate(
         .progress_interval
         .map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
     let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH_EVERY, REFRESH_EVERY);
-    let mut progress_due = false;
-    // While some: the watch wants its spans' resolved timestamps until the frontier
-    // passes this.
-    let mut refreshing: Option<Timestamp> = None;
-    let mut notified = from;
+    let mut notifications = Progress::new(from);
     loop {
         let report = tokio::select! {
             report = reports.recv() => report,
+            Ok(()) = asked.changed() => {
+                notifications.on_asked(*asked.borrow_and_update());
+                attentive.set(true);
+                continue;
+            }
             _ = tick(&mut progress) => {
-                progress_due = true;
-                refreshing = Some(merge.frontier());
+                notifications.on_tick(merge.frontier());
                 attentive.set(true);
                 continue;
             }
             _ = refresh.tick() => {
-                refreshing = Some(merge.frontier());
+                notifications.on_refresh(merge.frontier());
                 attentive.set(true);
                 continue;
             }
@@ -297,22 +327,17 @@ async fn coordinate(
                 return;
             }
         }
-        if progress_due && merge.released() > notified {
-            progress_due = false;
-            notified = merge.released();
-            if out.send(Ok(WatchMessage::Progress(notified))).await.is_err() {
-                return;
-            }
+        if let Some(at) = notifications.due_notification(merge.released())
+            && out.send(Ok(WatchMessage::Progress(at))).await.is_err()
+        {
+            return;
         }
         hold.advance(merge.released());
         if merge.held() > MAX_HELD_EVENTS {
             let _ = out.send(Err(Box::new(WatchError::TooManyHeld))).await;
             return;
         }
-        if refreshing.is_some_and(|floor| merge.frontier() > floor) {
-            refreshing = None;
-        }
-        attentive.set(merge.held() > 0 || refreshing.is_some());
+        attentive.set(notifications.attentive(merge.frontier(), merge.held()));
     }
 }
 
