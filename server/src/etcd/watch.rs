@@ -21,7 +21,9 @@
 //!   and the answer waits for that (at most [`PROGRESS_WAIT`]): so it is at least that
 //!   revision, as etcd's answer is its current revision once its watches are synced.
 //!   That is what a client compares with a quorum read's revision to know its watch
-//!   cache is fresh.
+//!   cache is fresh. One request waits at a time; those that come meanwhile are
+//!   answered by its answer (etcd merges them too). Without the oracle, the answer is
+//!   what the watches delivered, at once.
 //! - **Cancel** stops the watch and answers `canceled`.
 //!
 //! This module owns the stream's watches and the translation of their messages; it
@@ -118,7 +120,7 @@ impl Watch for EtcdWatch {
             watches: HashMap::new(),
             next_id: 0,
             responses,
-            progress_order: Arc::default(),
+            pending_progress: None,
         };
         tokio::spawn(session.serve(request.into_inner()));
         Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
@@ -137,9 +139,24 @@ struct Session {
     /// The next id to try for a watch that asks the server to pick one.
     next_id: i64,
     responses: Responses,
-    /// Held while a progress answer is read and sent: answers go out in the order
-    /// they were read, so their revisions never go back.
-    progress_order: Arc<tokio::sync::Mutex<()>>,
+    /// The progress request waiting for the stream's watches, if one is.
+    pending_progress: Option<PendingProgress>,
+}
+
+/// A progress request waiting for the stream's watches to deliver up to `current`.
+struct PendingProgress {
+    /// The oracle's timestamp when it came, and its revision.
+    at: Timestamp,
+    current: i64,
+    /// Answered then, whatever the watches delivered.
+    deadline: tokio::time::Instant,
+}
+
+/// What a stream's session does next.
+enum Next {
+    Request(Result<Option<WatchRequest>, Status>),
+    ProgressDue,
+    ReaderGone,
 }
 
 /// Where a new watch starts: after a timestamp (none: now), or nowhere, as its start
@@ -172,11 +189,22 @@ impl Session {
     /// every watch stops with it.
     async fn serve(mut self, mut requests: Streaming<WatchRequest>) {
         loop {
-            let request = tokio::select! {
-                request = requests.message() => request,
-                () = self.responses.closed() => return,
+            let progress_due = self.progress_due();
+            let next = tokio::select! {
+                request = requests.message() => Next::Request(request),
+                () = progress_due => Next::ProgressDue,
+                () = self.responses.closed() => Next::ReaderGone,
             };
-            let Ok(Some(request)) = request else { return };
+            let request = match next {
+                Next::Request(Ok(Some(request))) => request,
+                Next::ProgressDue => {
+                    if !self.answer_progress().await {
+                        return;
+                    }
+                    continue;
+                }
+                Next::Request(_) | Next::ReaderGone => return,
+            };
             let answered = match request.request_union {
                 Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
                 Some(RequestUnion::CancelRequest(cancel)) => self.cancel(cancel.watch_id).await,
@@ -252,6 +280,9 @@ impl Session {
             responses: self.responses.clone(),
         };
         let progress = watch.progress_asker();
+        if let Some(pending) = &self.pending_progress {
+            progress.ask(pending.at);
+        }
         self.watches.insert(id, Running { task: tokio::spawn(pump.run(watch)), delivered, progress });
         true
     }
@@ -318,64 +349,65 @@ impl Session {
         self.send(response).await
     }
 
-    /// Asks every watch of the stream to catch up to the revision current now, and
-    /// answers once they have (or [`PROGRESS_WAIT`] passed) without holding the stream's
-    /// other requests meanwhile.
+    /// Asks every watch of the stream to catch up to the revision current now; the
+    /// answer goes out once they have (`serve`). A request while one waits is answered
+    /// by that one.
     async fn progress(&mut self) -> bool {
+        if self.pending_progress.is_some() {
+            return true;
+        }
         self.watches.retain(|_, running| !running.task.is_finished());
-        let now = match self.client.timestamp().await {
+        let now = self.client.timestamp().await.map_err(EtcdError::from);
+        let (at, current) = match now.and_then(|now| Ok((now, revision(now)?))) {
             Ok(now) => now,
-            Err(error) => return self.responses.send(Err(EtcdError::from(error).into())).await.is_ok(),
-        };
-        let current = match revision(now) {
-            Ok(current) => current,
+            // What the watches delivered is still true: no need to end the stream.
+            Err(_) if !self.watches.is_empty() => return self.answer_progress().await,
             Err(error) => return self.responses.send(Err(error.into())).await.is_ok(),
         };
         for running in self.watches.values() {
-            running.progress.ask(now);
+            running.progress.ask(at);
         }
-        let delivered = self.watches.values().map(|running| running.delivered.clone()).collect();
-        let answer = ProgressAnswer {
-            member_id: self.member_id,
-            current,
-            responses: self.responses.clone(),
-            order: self.progress_order.clone(),
-        };
-        tokio::spawn(answer.send_when_caught_up(delivered));
+        let deadline = tokio::time::Instant::now() + PROGRESS_WAIT;
+        self.pending_progress = Some(PendingProgress { at, current, deadline });
         true
     }
-}
 
-/// A stream-wide progress response to send once the stream's watches delivered up to
-/// `current` (the revision when it was asked for).
-struct ProgressAnswer {
-    member_id: u64,
-    current: i64,
-    responses: Responses,
-    order: Arc<tokio::sync::Mutex<()>>,
-}
-
-impl ProgressAnswer {
-    async fn send_when_caught_up(self, mut delivered: Vec<tokio::sync::watch::Receiver<i64>>) {
-        let current = self.current;
-        let caught_up = async {
-            for watch in &mut delivered {
-                // Err: the watch ended, and counts no more.
-                let _ = watch.wait_for(|delivered| *delivered >= current).await;
-            }
+    /// Resolves when the waiting progress request may be answered: every watch of the
+    /// stream delivered up to its revision, or its deadline passed; never without one.
+    fn progress_due(&self) -> impl Future<Output = ()> + 'static {
+        let pending = self.pending_progress.as_ref().map(|pending| (pending.current, pending.deadline));
+        let delivered: Vec<_> = match pending {
+            Some(_) => self.watches.values().map(|running| running.delivered.clone()).collect(),
+            None => Vec::new(),
         };
-        let _ = tokio::time::timeout(PROGRESS_WAIT, caught_up).await;
-        let _in_order = self.order.lock().await;
-        // A watch's revision is stored after its responses are queued: this answer
-        // goes behind everything it speaks for.
-        let running = delivered.iter().filter(|watch| watch.has_changed().is_ok());
-        let revision = running.map(|watch| *watch.borrow()).min().unwrap_or(current);
+        async move {
+            let Some((current, deadline)) = pending else { return std::future::pending().await };
+            let caught_up = async {
+                for mut watch in delivered {
+                    // Err: the watch ended, and counts no more.
+                    let _ = watch.wait_for(|delivered| *delivered >= current).await;
+                }
+            };
+            let _ = tokio::time::timeout_at(deadline, caught_up).await;
+        }
+    }
+
+    /// The stream-wide progress response: at the lowest revision the stream's watches
+    /// have delivered everything up to (each stores it after queueing what it speaks
+    /// for, so this goes behind it), or at the waiting request's revision when the
+    /// stream has no watch. A watch created since counts (it may lower the answer,
+    /// never raise it past what it delivered); one canceled was answered before.
+    async fn answer_progress(&mut self) -> bool {
+        let pending = self.pending_progress.take();
+        self.watches.retain(|_, running| !running.task.is_finished());
+        let lowest = self.watches.values().map(|running| *running.delivered.borrow()).min();
+        let Some(revision) = lowest.or(pending.map(|pending| pending.current)) else { return true };
         let response = WatchResponse {
-            header: Some(super::response_header(self.member_id, revision)),
+            header: Some(self.header(revision)),
             watch_id: PROGRESS_WATCH_ID,
             ..WatchResponse::default()
         };
-        let _ = self.responses.send(Ok(response)).await;
+        self.send(response).await
     }
 }
 

@@ -375,19 +375,26 @@ fn an_abandoned_transfer_gives_the_lease_back_once_the_entry_after_it_commits() 
     assert_eq!(net.node(1).read_states, vec![read(net.raft(1).log.committed, b"after")]);
 }
 
-/// A TimeoutNow delayed past its transfer's abandonment reaches a target that holds the
-/// entry appended at the abandonment: the target ignores it, so the leader whose lease
-/// came back is not deposed under it.
-#[test]
-fn a_timeout_now_arriving_after_its_transfer_was_abandoned_is_ignored() {
+/// 1 leads 2 and 3 under a lease and transfers to 2; the TimeoutNow is held back,
+/// everything else delivered.
+fn transferring_to_2_with_the_timeout_now_held_back() -> (Network, Vec<Message>) {
     let mut net = Network::with_config(&[1, 2, 3], &[], |c| c.check_quorum = true);
     net.elect(1);
     net.heartbeat(1);
     net.raw(1).transfer_leader(2).unwrap();
     let (late, others): (Vec<Message>, Vec<Message>) =
         net.take_messages().into_iter().partition(|m| m.msg_type() == MessageType::TimeoutNow);
-    assert_eq!(late.len(), 1, "held back on its way");
+    assert_eq!(late.len(), 1, "the TimeoutNow went out at once");
     net.deliver(others);
+    (net, late)
+}
+
+/// A TimeoutNow delayed past its transfer's abandonment reaches a target that holds the
+/// entry appended at the abandonment: the target ignores it, so the leader whose lease
+/// came back is not deposed under it.
+#[test]
+fn a_timeout_now_arriving_after_its_transfer_was_abandoned_is_ignored() {
+    let (mut net, late) = transferring_to_2_with_the_timeout_now_held_back();
     tick_to_abandonment(&mut net, 1);
     net.stabilize();
     net.heartbeat(1);
@@ -407,13 +414,7 @@ fn a_timeout_now_arriving_after_its_transfer_was_abandoned_is_ignored() {
 /// (§5.4.1).
 #[test]
 fn a_late_timeout_now_to_a_target_that_missed_the_abandonment_cannot_win() {
-    let mut net = Network::with_config(&[1, 2, 3], &[], |c| c.check_quorum = true);
-    net.elect(1);
-    net.heartbeat(1);
-    net.raw(1).transfer_leader(2).unwrap();
-    let (late, others): (Vec<Message>, Vec<Message>) =
-        net.take_messages().into_iter().partition(|m| m.msg_type() == MessageType::TimeoutNow);
-    net.deliver(others);
+    let (mut net, late) = transferring_to_2_with_the_timeout_now_held_back();
     net.isolate(2);
     tick_to_abandonment(&mut net, 1);
     net.stabilize();
