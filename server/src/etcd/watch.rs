@@ -21,9 +21,10 @@
 //!   and the answer waits for that (at most [`PROGRESS_WAIT`]): so it is at least that
 //!   revision, as etcd's answer is its current revision once its watches are synced.
 //!   That is what a client compares with a quorum read's revision to know its watch
-//!   cache is fresh. One request waits at a time; those that come meanwhile are
-//!   answered by its answer (etcd merges them too). Without the oracle, the answer is
-//!   what the watches delivered, at once.
+//!   cache is fresh. One answer waits at a time: a request that comes meanwhile
+//!   raises the revision it waits for, not its deadline, and is answered by it (etcd
+//!   merges them too). Without the oracle, the answer is what the watches delivered,
+//!   at once.
 //! - **Cancel** stops the watch and answers `canceled`.
 //!
 //! This module owns the stream's watches and the translation of their messages; it
@@ -350,24 +351,26 @@ impl Session {
     }
 
     /// Asks every watch of the stream to catch up to the revision current now; the
-    /// answer goes out once they have (`serve`). A request while one waits is answered
-    /// by that one.
+    /// answer goes out once they have (`serve`). A request while one waits raises the
+    /// revision waited for, not the deadline: one answer for both.
     async fn progress(&mut self) -> bool {
-        if self.pending_progress.is_some() {
-            return true;
-        }
-        self.watches.retain(|_, running| !running.task.is_finished());
         let now = self.client.timestamp().await.map_err(EtcdError::from);
+        self.watches.retain(|_, running| !running.task.is_finished());
         let (at, current) = match now.and_then(|now| Ok((now, revision(now)?))) {
             Ok(now) => now,
             // What the watches delivered is still true: no need to end the stream.
-            Err(_) if !self.watches.is_empty() => return self.answer_progress().await,
+            Err(_) if self.pending_progress.is_some() || !self.watches.is_empty() => {
+                return self.answer_progress().await;
+            }
             Err(error) => return self.responses.send(Err(error.into())).await.is_ok(),
         };
         for running in self.watches.values() {
             running.progress.ask(at);
         }
-        let deadline = tokio::time::Instant::now() + PROGRESS_WAIT;
+        let deadline = match &self.pending_progress {
+            Some(pending) => pending.deadline,
+            None => tokio::time::Instant::now() + PROGRESS_WAIT,
+        };
         self.pending_progress = Some(PendingProgress { at, current, deadline });
         true
     }
@@ -394,14 +397,20 @@ impl Session {
 
     /// The stream-wide progress response: at the lowest revision the stream's watches
     /// have delivered everything up to (each stores it after queueing what it speaks
-    /// for, so this goes behind it), or at the waiting request's revision when the
-    /// stream has no watch. A watch created since counts (it may lower the answer,
-    /// never raise it past what it delivered); one canceled was answered before.
+    /// for, so this goes behind it), and no higher than the waiting request's revision
+    /// (a watch from a future revision has "delivered" up to it). A watch created since
+    /// counts (it may lower the answer, never raise it past what it delivered); one
+    /// canceled was answered before.
     async fn answer_progress(&mut self) -> bool {
-        let pending = self.pending_progress.take();
+        let pending = self.pending_progress.take().map(|pending| pending.current);
         self.watches.retain(|_, running| !running.task.is_finished());
         let lowest = self.watches.values().map(|running| *running.delivered.borrow()).min();
-        let Some(revision) = lowest.or(pending.map(|pending| pending.current)) else { return true };
+        let revision = match (lowest, pending) {
+            (Some(lowest), Some(current)) => lowest.min(current),
+            (Some(revision), None) | (None, Some(revision)) => revision,
+            // `progress` answers only with a request waiting or a watch to speak for.
+            (None, None) => return true,
+        };
         let response = WatchResponse {
             header: Some(self.header(revision)),
             watch_id: PROGRESS_WATCH_ID,
