@@ -114,7 +114,7 @@ greater() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 > b + 0) }'; }
 step "tools"
 # The build's packages too: the playground step builds the binary.
 "$repo/ops/dev.sh" deps prometheus curl python3
-promtool --version 2>&1 | head -n 1
+promtool --version 2>&1 | sed -n 1p
 
 step "static checks"
 for config in ops/prometheus/playground.yml ops/prometheus/cluster.yml; do
@@ -454,7 +454,9 @@ step "alert rules"
 prom rules >"$tmp/rules" || fail "listing the rules"
 rules="$(wc -l <"$tmp/rules")"
 [ "$rules" -gt 0 ] || fail "Prometheus loaded no rules from ops/prometheus/alerts.yml"
-if awk '$3 != "ok" && $3 != "unknown"' "$tmp/rules" | grep -q .; then
+# awk's own exit status: `| grep -q .` could close the pipe first and, under pipefail,
+# turn a found failure into "none".
+if awk '$3 != "ok" && $3 != "unknown" { found = 1 } END { exit !found }' "$tmp/rules"; then
   cat "$tmp/rules"
   fail "rules that fail to evaluate (group rule health error above)"
 fi

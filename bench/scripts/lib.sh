@@ -71,7 +71,7 @@ start_process() {
 
 # The placement driver's address, from the output of the playground started last.
 playground_pd() {
-  sed -n 's/^pd id=[0-9]* pid=[0-9]* addr=\([^ ]*\).*/\1/p' "$out" | head -n 1
+  sed -n 's/^pd id=[0-9]* pid=[0-9]* addr=\([^ ]*\).*/\1/p' "$out" | sed -n 1p
 }
 
 # Splits the region holding KEY at KEY through the playground's driver `$pd`, trying
