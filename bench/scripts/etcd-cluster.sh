@@ -39,7 +39,7 @@ for i in 0 1 2; do
   endpoints+="${endpoints:+,}127.0.0.1:$client"
 done
 for _ in $(seq 1 100); do
-  if curl -fsS "http://127.0.0.1:$base/health" 2>/dev/null | grep -q '"health":"true"'; then
+  if [[ "$(curl -fsS "http://127.0.0.1:$base/health" 2>/dev/null)" == *'"health":"true"'* ]]; then
     echo "etcd endpoints=$endpoints data=$dir"
     echo "ready"
     wait "${pids[@]}"
