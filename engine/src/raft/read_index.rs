@@ -182,17 +182,19 @@ impl<S: Storage> Raft<S> {
     /// it follows, transfers its leadership (and after an abandoned transfer until its
     /// entry commits), or has no quorum-acknowledged round yet.
     pub(crate) fn lease_expires_at(&self) -> Option<u64> {
-        let holds = self.role == Role::Leader
-            && !self.reads.lease_suspended()
-            && self.lead_transferee.is_none()
-            && self.reads.lease_expires_at > 0;
+        let holds =
+            self.role == Role::Leader && !self.transfer_blocks_lease() && self.reads.lease_expires_at > 0;
         holds.then_some(self.reads.lease_expires_at)
     }
 
     fn lease_valid(&self) -> bool {
-        !self.reads.lease_suspended()
-            && self.lead_transferee.is_none()
-            && self.lease_now < self.reads.lease_expires_at
+        !self.transfer_blocks_lease() && self.lease_now < self.reads.lease_expires_at
+    }
+
+    /// Whether a leader transfer keeps the lease from counting: one in progress, or one
+    /// abandoned whose entry has not committed yet (see the module docs).
+    fn transfer_blocks_lease(&self) -> bool {
+        self.lead_transferee.is_some() || self.reads.lease_suspended()
     }
 
     /// Called when the commit index advanced on the leader.
