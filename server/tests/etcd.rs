@@ -517,6 +517,37 @@ async fn revoking_a_lease_deletes_its_keys_at_one_revision_and_a_lease_not_kept_
     assert_eq!(etcd.lease_time_to_live(short, None).await.expect("time to live").ttl(), -1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_progress_answer_follows_every_event_at_or_below_its_revision() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let (_cluster, mut etcd) = started().await;
+    // Keys on both sides of the split at `b`, so that the watch follows two regions.
+    let keys: Vec<String> =
+        (0..24).map(|i| format!("{}burst/{i:02}", if i % 2 == 0 { "a" } else { "b" })).collect();
+    let mut stream = etcd.watch("a", Some(WatchOptions::new().with_range("c"))).await.expect("a watch");
+    let mut written = Vec::new();
+    for key in &keys {
+        written.push(revision_of(etcd.put(key.as_str(), "v", None).await.expect("put").header()));
+    }
+    let last = *written.last().expect("writes");
+    // Asked at once: the watch has most likely not delivered the writes yet, and the
+    // answer may only come once it has (etcd's promise: every event at or below the
+    // progress revision was sent before it).
+    stream.request_progress().await.expect("a progress request");
+    let mut delivered = Vec::new();
+    let progress = loop {
+        let response = next_response(&mut stream).await;
+        if response.watch_id() == -1 && response.events().is_empty() && !response.created() {
+            break revision_of(response.header());
+        }
+        delivered.extend(response.events().iter().filter_map(|event| event.kv()).map(|kv| kv.mod_revision()));
+    };
+    assert!(progress >= last, "progress at {progress}, below the last write {last} before the request");
+    let missing: Vec<i64> =
+        written.iter().copied().filter(|revision| !delivered.contains(revision)).collect();
+    assert!(missing.is_empty(), "progress at {progress} came before the events at {missing:?}");
+}
+
 /// The next response of a watch stream, within 20 s.
 async fn next_response(stream: &mut WatchStream) -> WatchResponse {
     tokio::time::timeout(Duration::from_secs(20), stream.message())
