@@ -26,7 +26,7 @@ PACKAGES=(libclang-dev)
 ensure_packages() {
   local missing=() package
   for package in "${PACKAGES[@]}" "$@"; do
-    if [ "$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)" != "install ok installed" ]; then
+    if [[ "$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)" != *"install ok installed"* ]]; then
       missing+=("$package")
     fi
   done
