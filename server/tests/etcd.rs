@@ -403,12 +403,7 @@ async fn a_prefix_watch_from_a_revision_delivers_every_change_in_order_with_prev
         "every change under the prefix since the revision, in order, each once"
     );
     stream.request_progress().await.expect("a progress request");
-    let progress = loop {
-        let response = next_response(&mut stream).await;
-        if response.watch_id() == -1 {
-            break response;
-        }
-    };
+    let (progress, _) = progress_answer(&mut stream).await;
     assert!(
         progress.events().is_empty() && revision_of(progress.header()) >= deleted,
         "progress is at the delete"
@@ -418,13 +413,8 @@ async fn a_prefix_watch_from_a_revision_delivers_every_change_in_order_with_prev
     // (what a client compares with a quorum read's revision to know it is fresh).
     let elsewhere = revision_of(etcd.put("/other", "y", None).await.expect("put").header());
     stream.request_progress().await.expect("a progress request");
-    let progress = loop {
-        let response = next_response(&mut stream).await;
-        assert!(response.events().is_empty(), "nothing new under the prefix: {response:?}");
-        if response.watch_id() == -1 {
-            break response;
-        }
-    };
+    let (progress, before) = progress_answer(&mut stream).await;
+    assert!(before.is_empty() && progress.events().is_empty(), "nothing new under the prefix: {before:?}");
     let answered = revision_of(progress.header());
     assert!(answered >= elsewhere, "progress at {answered}, below the revision {elsewhere} when asked");
     stream.cancel(watch_id.expect("the watch's id")).await.expect("cancel");
@@ -537,14 +527,9 @@ async fn a_progress_answer_follows_every_event_at_or_below_its_revision() {
     // answer may only come once it has (etcd's promise: every event at or below the
     // progress revision was sent before it).
     stream.request_progress().await.expect("a progress request");
-    let mut delivered = Vec::new();
-    let progress = loop {
-        let response = next_response(&mut stream).await;
-        if response.watch_id() == -1 && response.events().is_empty() && !response.created() {
-            break revision_of(response.header());
-        }
-        delivered.extend(response.events().iter().filter_map(|event| event.kv()).map(|kv| kv.mod_revision()));
-    };
+    let (answer, delivered) = progress_answer(&mut stream).await;
+    assert!(answer.events().is_empty(), "a progress answer carries no events");
+    let progress = revision_of(answer.header());
     let missing: Vec<i64> = written
         .iter()
         .copied()
@@ -554,6 +539,19 @@ async fn a_progress_answer_follows_every_event_at_or_below_its_revision() {
     // Tessera's own promise besides (within its wait of a few seconds): the answer is
     // at least the revision current when asked.
     assert!(progress >= last, "progress at {progress}, below the last write {last} before the request");
+}
+
+/// Reads a watch stream up to the answer to a progress request (the stream-wide watch
+/// id, not a refused create); answers it, and the revisions of the events before it.
+async fn progress_answer(stream: &mut WatchStream) -> (WatchResponse, Vec<i64>) {
+    let mut before = Vec::new();
+    loop {
+        let response = next_response(stream).await;
+        if response.watch_id() == -1 && !response.created() {
+            return (response, before);
+        }
+        before.extend(response.events().iter().filter_map(|event| event.kv()).map(|kv| kv.mod_revision()));
+    }
 }
 
 /// The next response of a watch stream, within 20 s.

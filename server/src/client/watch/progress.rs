@@ -34,19 +34,16 @@ impl Progress {
         self.on_refresh(frontier);
     }
 
-    /// A periodic refresh at `frontier`: the frontier should move on even if idle.
+    /// A periodic refresh at `frontier` (the frontier should move on even if idle), or
+    /// anything else that wants the frontier past `frontier`.
     pub(super) fn on_refresh(&mut self, frontier: Timestamp) {
-        self.refresh_past(frontier);
+        self.refreshing = Some(self.refreshing.map_or(frontier, |refreshing| refreshing.max(frontier)));
     }
 
     /// A caller asked for progress up to `at`.
     pub(super) fn on_asked(&mut self, at: Timestamp) {
         self.owed = Some(self.owed.map_or(at, |owed| owed.max(at)));
-        self.refresh_past(at);
-    }
-
-    fn refresh_past(&mut self, floor: Timestamp) {
-        self.refreshing = Some(self.refreshing.map_or(floor, |refreshing| refreshing.max(floor)));
+        self.on_refresh(at);
     }
 
     /// After a report was merged and released: the progress to notify now, if any.
