@@ -3,6 +3,9 @@
 # and waited for until they print `ready`. A sourcing script sets `script` (its name,
 # for messages), `options` and their defaults first.
 
+# Parsing a playground's output is ops/lib/playground.sh's.
+source ops/lib/playground.sh
+
 # bench_options ARGS...: reads the options the script names in `options`, each as
 # OPTION:VARIABLE (the option's value into the variable) or OPTION:VARIABLE=VALUE (a flag
 # setting it), e.g. "--rounds:rounds --etcd-api:etcd_api=1"; anything else is refused.
@@ -71,7 +74,7 @@ start_process() {
 
 # The placement driver's address, from the output of the playground started last.
 playground_pd() {
-  sed -n 's/^pd id=[0-9]* pid=[0-9]* addr=\([^ ]*\).*/\1/p' "$out" | sed -n 1p
+  playground_pd_address "$out"
 }
 
 # Splits the region holding KEY at KEY through the playground's driver `$pd`, trying

@@ -219,7 +219,7 @@ playground_start "$tmp" "$CARGO_TARGET_DIR/release/tessera" playground --stores 
   --metrics-port 0 --tls
 playground_wait_ready "$READY_TIMEOUT" || fail "$playground_problem"
 mapfile -t endpoints < <(sed -n 's/^store .* etcd=\([^ ]*\).*/\1/p' "$tmp/playground.out")
-pd="$(sed -n 's/^pd id=[0-9]* pid=[0-9]* addr=\([^ ]*\).*/\1/p' "$tmp/playground.out" | sed -n 1p)"
+pd="$(playground_pd_address)"
 tls="$tmp/tls-cluster/tls"
 ctl() {
   etcdctl --endpoints="${endpoints[0]}" --command-timeout=20s --cacert "$tls/ca.pem" --cert "$tls/root.pem" \

@@ -6,6 +6,7 @@
 #   playground_start DIR COMMAND...   # COMMAND's output in DIR/playground.out and .err
 #   playground_wait_ready SECONDS || fail "$playground_problem"
 #   playground_stop                   # from the caller's EXIT trap
+#   playground_pd_address [OUT]       # the driver's address it printed
 #
 # Sets `playground_pid` (empty when none runs) and, when waiting fails,
 # `playground_problem` (what went wrong, one line).
@@ -48,6 +49,12 @@ playground_wait_ready() {
     fi
     sleep 0.2
   done
+}
+
+# playground_pd_address [OUT]: the first driver address in a playground's output (OUT,
+# else the one started last), from its `pd id=N pid=P addr=ADDRESS ...` line.
+playground_pd_address() {
+  sed -n 's/^pd id=[0-9]* pid=[0-9]* addr=\([^ ]*\).*/\1/p' "${1:-$playground_out}" | sed -n 1p
 }
 
 # playground_stop: stops the playground's process group, if one runs.

@@ -50,7 +50,7 @@ cargo build --release --workspace --bin tessera
 playground_start "$tmp" "$CARGO_TARGET_DIR/release/tessera" playground --stores 3 --dir "$tmp/cluster" \
   --metrics-port 0
 playground_wait_ready "$READY_TIMEOUT" || { echo "FAIL: $playground_problem"; exit 1; }
-pd_address="$(sed -n 's/^pd id=1 .*addr=\([^ ]*\).*/\1/p' "$tmp/playground.out")"
+pd_address="$(playground_pd_address)"
 [ -n "$pd_address" ] || { echo "FAIL: the playground printed no driver address"; exit 1; }
 
 PYTHONPATH="$tmp/generated" "$venv/bin/python" "$repo/ops/python-client/check_failures.py" "$pd_address"
